@@ -1,0 +1,104 @@
+"""Configuration: API key and base URL from the environment, then ./.env."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+DEFAULT_BASE_URL = "https://api.doubleword.ai/v1"
+KEY_VAR = "DOUBLEWORD_API_KEY"
+URL_VAR = "DOUBLEWORD_BASE_URL"
+
+MISSING_KEY_HINT = (
+    "Set DOUBLEWORD_API_KEY in the environment (export DOUBLEWORD_API_KEY=sk-...) or put "
+    "DOUBLEWORD_API_KEY=sk-... in a .env file in the directory you run the script from. "
+    "Create a key at https://app.doubleword.ai/api-keys. To try the scripts without a key, start the "
+    "sandbox: python3 scripts/sandbox_server.py"
+)
+
+
+@dataclass
+class Config:
+    api_key: Optional[str]
+    base_url: str
+    key_source: Optional[str]  # "environment", ".env at <path>", or None
+    base_url_source: str  # "flag", "environment", ".env at <path>", "default"
+    dotenv_path: Optional[str] = None
+
+    def __repr__(self) -> str:  # never show the key
+        return (f"Config(api_key={'<set>' if self.api_key else '<missing>'}, base_url={self.base_url!r}, "
+                f"key_source={self.key_source!r})")
+
+
+def read_dotenv() -> Tuple[Optional[str], Dict[str, str]]:
+    """Return (path, values) of the .env found from the current directory upwards."""
+    try:
+        from dotenv import dotenv_values, find_dotenv
+    except ImportError:  # python-dotenv missing: environment only
+        return None, {}
+    path = find_dotenv(usecwd=True)
+    if not path:
+        return None, {}
+    values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    return path, values
+
+
+def is_loopback(host: str) -> bool:
+    host = (host or "").strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_base_url(url: str, allow_insecure_http: bool = False) -> str:
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"base URL {url!r} is not an http(s) URL",
+            hint="Use e.g. https://api.doubleword.ai/v1 (DOUBLEWORD_BASE_URL or --base-url).",
+        )
+    if parts.scheme == "http" and not is_loopback(parts.hostname) and not allow_insecure_http:
+        raise ConfigError(
+            f"refusing plain-http base URL to non-loopback host {parts.hostname!r}: the API key would "
+            "travel unencrypted",
+            hint="Use https://, or pass --allow-insecure-http if this network is trusted.",
+        )
+    return url
+
+
+def load_config(base_url: Optional[str] = None, allow_insecure_http: bool = False,
+                require_key: bool = True) -> Config:
+    dotenv_path, dotenv = read_dotenv()
+    dotenv_label = f".env at {dotenv_path}" if dotenv_path else None
+
+    key = os.environ.get(KEY_VAR) or None
+    key_source = "environment" if key else None
+    if not key and dotenv.get(KEY_VAR):
+        key, key_source = dotenv[KEY_VAR], dotenv_label
+    if key is not None:
+        key = key.strip() or None
+        key_source = key_source if key else None
+
+    if base_url:
+        url, url_source = base_url, "flag"
+    elif os.environ.get(URL_VAR):
+        url, url_source = os.environ[URL_VAR], "environment"
+    elif dotenv.get(URL_VAR):
+        url, url_source = dotenv[URL_VAR], dotenv_label or ".env"
+    else:
+        url, url_source = DEFAULT_BASE_URL, "default"
+    url = check_base_url(url, allow_insecure_http)
+
+    if require_key and not key:
+        raise ConfigError("DOUBLEWORD_API_KEY is not set", hint=MISSING_KEY_HINT)
+    return Config(api_key=key, base_url=url, key_source=key_source, base_url_source=url_source,
+                  dotenv_path=dotenv_path)

@@ -1,0 +1,416 @@
+"""HTTP client for the Doubleword batch API.
+
+One ``requests.Session``; timeouts on every call; retries with capped exponential backoff
+and jitter for 408/429/5xx and connection errors, honouring ``Retry-After`` (header first,
+then the JSON body's ``retry_after_seconds``). Requests that create something (file upload,
+batch creation) are retried only when they provably never reached the server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import uuid
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import requests
+from requests.exceptions import ConnectTimeout, ReadTimeout, RequestException
+
+from . import USER_AGENT
+from .config import Config
+from .errors import APIConnectionError, APIStatusError, hint_for_status
+from .output import narrate, register_secret
+
+# Patched by tests; looked up at call time.
+sleep = time.sleep
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# Statuses a creating POST may safely be retried on: the server refused before doing anything.
+UNSENT_STATUSES = frozenset({429})
+
+DEFAULT_TIMEOUT = (10.0, 120.0)
+# While an upload body is being sent, urllib3 applies the *connect* timeout to each send;
+# give it room for pauses on the server side (proxies, disk flushes).
+UPLOAD_TIMEOUT = (120.0, 600.0)
+DOWNLOAD_TIMEOUT = (10.0, 300.0)
+MAX_BACKOFF = 60.0
+MAX_RETRY_AFTER = 300.0
+
+
+def is_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except (ValueError, AttributeError, TypeError):
+        return False
+
+
+def _never_reached(exc: BaseException) -> bool:
+    """True when a connection error proves the request never got to the server."""
+    if isinstance(exc, ConnectTimeout):
+        return True
+    text = repr(exc)
+    return any(s in text for s in ("NewConnectionError", "Connection refused", "NameResolutionError",
+                                   "Name or service not known", "nodename nor servname"))
+
+
+def retry_after_seconds(resp: requests.Response) -> Optional[float]:
+    header = resp.headers.get("Retry-After")
+    if header:
+        header = header.strip()
+        try:
+            return max(0.0, float(header))
+        except ValueError:
+            try:
+                when = parsedate_to_datetime(header)
+                return max(0.0, when.timestamp() - time.time())
+            except (TypeError, ValueError, IndexError):
+                pass
+    try:
+        body = resp.json()
+        if isinstance(body, dict) and body.get("retry_after_seconds") is not None:
+            return max(0.0, float(body["retry_after_seconds"]))
+    except ValueError:
+        pass
+    return None
+
+
+def error_message(resp: requests.Response) -> str:
+    """Doubleword sends plain text for most errors, JSON for 429/503 and an OpenAI envelope on
+    inference routes; read whichever it is."""
+    text = ""
+    try:
+        text = resp.text or ""
+    except Exception:  # a broken body must not hide the status
+        text = ""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        err = body.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if body.get("message"):
+            return str(body["message"])
+        if isinstance(err, str):
+            return err
+    text = text.strip()
+    if len(text) > 500:
+        text = text[:500] + "…"
+    return text or resp.reason or "no details provided"
+
+
+@dataclass
+class ContentResult:
+    """The outcome of one content download."""
+
+    lines: int = 0  # complete lines handed to the sink
+    last_line: Optional[int] = None  # X-Last-Line header
+    incomplete: Optional[bool] = None  # X-Incomplete header
+    interrupted: Optional[str] = None  # why the stream broke, if it did
+    dropped_partial: bool = False
+
+
+class MultipartFile:
+    """A multipart/form-data body read lazily from (part of) a file on disk.
+
+    ``requests`` sends an object with ``read`` and ``__len__`` in blocks with a
+    Content-Length header, so the file is never held in memory.
+    """
+
+    def __init__(self, path: str, filename: str, fields: Dict[str, str], start: int = 0,
+                 end: Optional[int] = None, progress: Optional[Callable[[int, int], None]] = None):
+        self.boundary = "dwb-" + uuid.uuid4().hex
+        size = os.path.getsize(path)
+        self.start = start
+        self.end = size if end is None else end
+        head = b""
+        for name, value in fields.items():
+            head += (f"--{self.boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n"
+                     f"{value}\r\n").encode()
+        safe_name = filename.replace('"', "_").replace("\r", "_").replace("\n", "_")
+        head += (f"--{self.boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
+                 f"filename=\"{safe_name}\"\r\nContent-Type: application/jsonl\r\n\r\n").encode()
+        self._parts = [head, None, f"\r\n--{self.boundary}--\r\n".encode()]
+        self._len = len(head) + (self.end - self.start) + len(self._parts[2])
+        self._fh: Optional[IO[bytes]] = open(path, "rb")
+        self._fh.seek(self.start)
+        self._remaining = self.end - self.start
+        self._idx = 0
+        self._buf = b""
+        self.sent = 0
+        self._progress = progress
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            block = self.read(1 << 16)
+            if not block:
+                return
+            yield block
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            n = self._len
+        out: List[bytes] = []
+        want = n
+        while want > 0 and self._idx < 3:
+            if self._idx == 1:
+                if self._remaining <= 0 or self._fh is None:
+                    self._idx += 1
+                    continue
+                block = self._fh.read(min(want, self._remaining, 1 << 20))
+                if not block:
+                    raise IOError("input file shrank while uploading")
+                self._remaining -= len(block)
+                out.append(block)
+                want -= len(block)
+            else:
+                if not self._buf:
+                    self._buf = self._parts[self._idx]
+                take, self._buf = self._buf[:want], self._buf[want:]
+                out.append(take)
+                want -= len(take)
+                if not self._buf:
+                    self._idx += 1
+        data = b"".join(out)
+        self.sent += len(data)
+        if self._progress and data:
+            self._progress(self.sent, self._len)
+        return data
+
+    def close(self) -> None:
+        if self._fh:
+            self._fh.close()
+            self._fh = None
+
+
+class Client:
+    def __init__(self, config: Config, max_retries: int = 5, timeout: Tuple[float, float] = DEFAULT_TIMEOUT):
+        self.config = config
+        self.base_url = config.base_url.rstrip("/")
+        self.max_retries = max_retries
+        self.timeout = timeout
+        register_secret(config.api_key)
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = USER_AGENT
+        if config.api_key:
+            self.session.headers["Authorization"] = f"Bearer {config.api_key}"
+        self.calls = 0  # requests sent, for polling-cost figures
+
+    # -- core -------------------------------------------------------------------------------
+    def url(self, path: str) -> str:
+        return self.base_url + "/" + path.lstrip("/")
+
+    def request(self, method: str, path: str, *, params: Optional[Dict[str, Any]] = None,
+                json_body: Any = None, creates: bool = False, stream: bool = False,
+                timeout: Optional[Tuple[float, float]] = None,
+                body_factory: Optional[Callable[[], Tuple[Any, Dict[str, str]]]] = None,
+                max_retries: Optional[int] = None) -> requests.Response:
+        """Send a request; return the response for a 2xx status, raise a typed error otherwise.
+
+        ``creates``: the request creates something and is not idempotent; it is retried only
+        when it provably never reached the server (connection refused, connect timeout, 429).
+        """
+        retries = self.max_retries if max_retries is None else max_retries
+        label = f"{method} /{path.lstrip('/')}"
+        attempt = 0
+        while True:
+            attempt += 1
+            data, headers = (None, {})
+            if body_factory is not None:
+                data, headers = body_factory()
+            try:
+                self.calls += 1
+                resp = self.session.request(method, self.url(path), params=params, json=json_body, data=data,
+                                            headers=headers or None, stream=stream,
+                                            timeout=timeout or self.timeout)
+            except RequestException as exc:
+                if data is not None and hasattr(data, "close"):
+                    data.close()
+                reached = not _never_reached(exc)
+                kind = "timed out" if isinstance(exc, (ReadTimeout, ConnectTimeout)) else "failed"
+                reason = _short_reason(exc)
+                can_retry = attempt <= retries and (not creates or not reached)
+                if can_retry:
+                    delay = self._backoff(attempt)
+                    narrate(f"retrying {label} after connection error ({reason}) in {delay:.1f}s "
+                            f"(retry {attempt}/{retries})")
+                    sleep(delay)
+                    continue
+                if creates and reached:
+                    raise APIConnectionError(
+                        f"{label} {kind} after it was sent ({reason}); it may or may not have been applied",
+                        hint="Run the same command again: it checks the server for what was already created "
+                             "before sending anything twice.",
+                        sent=True) from None
+                raise APIConnectionError(
+                    f"{label} {kind}: {reason}",
+                    hint=f"Check the network and the base URL ({self.base_url}); try again later.",
+                    sent=reached) from None
+            if data is not None and hasattr(data, "close"):
+                data.close()
+            if resp.status_code < 400:
+                return resp
+            status = resp.status_code
+            retryable = status in RETRY_STATUSES and (not creates or status in UNSENT_STATUSES)
+            if retryable and attempt <= retries:
+                wait = retry_after_seconds(resp)
+                delay = min(wait, MAX_RETRY_AFTER) if wait is not None else self._backoff(attempt)
+                resp.close()
+                narrate(f"retrying {label} after HTTP {status} in {delay:.1f}s (retry {attempt}/{retries})")
+                sleep(delay)
+                continue
+            message = error_message(resp)
+            resp.close()
+            hint = hint_for_status(status)
+            if creates and status >= 500:
+                hint = ("The server failed after receiving the request; it may or may not have been applied. "
+                        "Run the same command again: it checks before creating anything twice.")
+            raise APIStatusError(status, f"{label} returned HTTP {status}: {message}", method, path,
+                                 hint=hint, body=message)
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(MAX_BACKOFF, 2.0 ** attempt)
+        return base * (0.5 + random.random() / 2)
+
+    def get_json(self, path: str, params: Optional[Dict[str, Any]] = None) -> Any:
+        return self.request("GET", path, params=params).json()
+
+    # -- files ------------------------------------------------------------------------------
+    def upload_file(self, path: str, filename: Optional[str] = None, start: int = 0, end: Optional[int] = None,
+                    progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, Any]:
+        """Upload (a byte range of) a JSONL file, streamed, with purpose=batch."""
+        name = filename or os.path.basename(path)
+
+        def body() -> Tuple[Any, Dict[str, str]]:
+            mp = MultipartFile(path, name, {"purpose": "batch"}, start=start, end=end, progress=progress)
+            return mp, {"Content-Type": mp.content_type}
+
+        resp = self.request("POST", "files", creates=True, body_factory=body, timeout=UPLOAD_TIMEOUT)
+        return resp.json()
+
+    def get_file(self, file_id: str) -> Dict[str, Any]:
+        return self.get_json(f"files/{check_id(file_id, 'file')}")
+
+    def find_files(self, search: str, limit: int = 100) -> List[Dict[str, Any]]:
+        body = self.get_json("files", params={"search": search, "purpose": "batch", "limit": limit})
+        return [f for f in body.get("data", []) if isinstance(f, dict)]
+
+    def cost_estimate(self, file_id: str, completion_window: str = "24h") -> Dict[str, Any]:
+        return self.get_json(f"files/{check_id(file_id, 'file')}/cost-estimate",
+                             params={"completion_window": completion_window})
+
+    def stream_content(self, file_id: str, skip: int, on_line: Callable[[bytes], None],
+                       limit: Optional[int] = None) -> ContentResult:
+        """Stream ``GET /files/{id}/content?skip=N`` and hand each complete line to ``on_line``.
+
+        A broken connection does not raise: the result says how many complete lines arrived
+        and that the stream was interrupted; a trailing partial line is dropped so that the
+        caller can resume from ``skip + lines``.
+        """
+        params: Dict[str, Any] = {"skip": max(0, int(skip))}
+        if limit is not None:
+            params["limit"] = limit
+        resp = self.request("GET", f"files/{check_id(file_id, 'file')}/content", params=params, stream=True,
+                            timeout=DOWNLOAD_TIMEOUT)
+        result = ContentResult()
+        h = resp.headers.get("X-Last-Line")
+        result.last_line = int(h) if h and h.strip().isdigit() else None
+        inc = resp.headers.get("X-Incomplete")
+        result.incomplete = None if inc is None else inc.strip().lower() == "true"
+        pending = b""
+        try:
+            for block in resp.iter_content(chunk_size=1 << 16):
+                if not block:
+                    continue
+                pending += block
+                if b"\n" not in block:
+                    continue
+                *complete, pending = pending.split(b"\n")
+                for line in complete:
+                    if line.strip():
+                        on_line(line)
+                    result.lines += 1
+        except (RequestException, OSError) as exc:  # cut connection mid-body
+            result.interrupted = _short_reason(exc)
+        finally:
+            resp.close()
+        if pending.strip():
+            if result.interrupted is None and _is_json(pending):
+                # the body ended cleanly with a final line that lacks its newline
+                on_line(pending)
+                result.lines += 1
+            else:
+                result.dropped_partial = True
+                if result.interrupted is None:
+                    result.interrupted = "the body ended in the middle of a line"
+        return result
+
+    # -- batches ----------------------------------------------------------------------------
+    def create_batch(self, input_file_id: str, completion_window: str, metadata: Dict[str, str],
+                     endpoint: str = "/v1/chat/completions") -> Dict[str, Any]:
+        body = {"input_file_id": input_file_id, "endpoint": endpoint, "completion_window": completion_window,
+                "metadata": metadata}
+        return self.request("POST", "batches", json_body=body, creates=True).json()
+
+    def get_batch(self, batch_id: str) -> Dict[str, Any]:
+        return self.get_json(f"batches/{check_id(batch_id, 'batch')}")
+
+    def list_batches(self, limit: int = 100, after: Optional[str] = None, status: Optional[str] = None,
+                     search: Optional[str] = None) -> Dict[str, Any]:
+        params: Dict[str, Any] = {"limit": limit}
+        if after:
+            params["after"] = after
+        if status:
+            params["status"] = status
+        if search:
+            params["search"] = search
+        return self.get_json("batches", params=params)
+
+    def cancel_batch(self, batch_id: str) -> Dict[str, Any]:
+        # Cancelling twice is harmless, so the call may be retried.
+        return self.request("POST", f"batches/{check_id(batch_id, 'batch')}/cancel").json()
+
+    def list_models(self) -> List[Dict[str, Any]]:
+        body = self.get_json("models")
+        return [m for m in body.get("data", []) if isinstance(m, dict)]
+
+
+def check_id(value: str, kind: str) -> str:
+    if not is_uuid(value):
+        from .errors import UsageError
+        raise UsageError(f"{value!r} is not a valid {kind} id",
+                         hint=f"Doubleword {kind} ids are bare UUIDs such as 6f1c2e0a-…; no '{kind}-' prefix.")
+    return value.lower()
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        json.loads(data)
+        return True
+    except ValueError:
+        return False
+
+
+def _short_reason(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    for marker in ("Read timed out", "Connection refused", "Connection reset", "Connection aborted",
+                   "timed out", "IncompleteRead", "InvalidChunkLength", "Connection broken",
+                   "RemoteDisconnected", "Name or service not known"):
+        if marker in text:
+            return f"{type(exc).__name__}: {marker}"
+    return f"{type(exc).__name__}: {text[:200]}"
+
+
+__all__ = ["Client", "ContentResult", "MultipartFile", "is_uuid", "check_id"]

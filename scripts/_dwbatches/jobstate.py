@@ -1,0 +1,191 @@
+"""Durable job state: one JSON document per job directory, written atomically and locked.
+
+A job directory holds ``job.json`` (the state), ``job.lock`` (an advisory lock held by the
+process working on the job), and the job's own files (retry inputs, downloaded results).
+Every write goes to a temp file that is fsynced and renamed over the old one, so a
+``kill -9`` at any moment leaves either the old or the new state, never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+import uuid
+from typing import Any, Dict, Iterator, List, Optional
+
+from .errors import JobError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore
+
+STATE_FILE = "job.json"
+LOCK_FILE = "job.lock"
+FORMAT_VERSION = 1
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired"})
+
+
+def fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str, data: bytes, mode: int = 0o600) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)
+
+
+def atomic_write_json(path: str, doc: Any, mode: int = 0o600) -> None:
+    atomic_write_bytes(path, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8"), mode)
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def make_private_dir(path: str) -> None:
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.chmod(path, 0o700)
+
+
+def default_job_dir(input_path: str) -> str:
+    """``data.jsonl`` → ``data.dwjob`` beside it."""
+    base = os.path.abspath(input_path)
+    stem, ext = os.path.splitext(base)
+    return (stem if ext else base) + ".dwjob"
+
+
+class Job:
+    """A job directory. Use as a context manager to hold its lock."""
+
+    def __init__(self, path: str):
+        self.dir = os.path.abspath(path)
+        self.state: Dict[str, Any] = {}
+        self._lock_fd: Optional[int] = None
+
+    # -- files ------------------------------------------------------------------------------
+    @property
+    def state_path(self) -> str:
+        return os.path.join(self.dir, STATE_FILE)
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.dir, *parts)
+
+    def exists(self) -> bool:
+        return os.path.exists(self.state_path)
+
+    def load(self) -> Dict[str, Any]:
+        try:
+            with open(self.state_path, encoding="utf-8") as fh:
+                self.state = json.load(fh)
+        except FileNotFoundError:
+            raise JobError(f"no job found at {self.dir}",
+                           hint="Pass the job directory printed by submit.py (the 'job' field).") from None
+        except ValueError as exc:
+            raise JobError(f"the job file {self.state_path} is not valid JSON: {exc}",
+                           hint="It was written atomically, so this means it was edited by hand; restore it.") from None
+        if self.state.get("format") != FORMAT_VERSION:
+            raise JobError(f"{self.state_path} has an unknown format {self.state.get('format')!r}",
+                           hint="It was written by a different version of doubleword-batches.")
+        return self.state
+
+    def save(self) -> None:
+        self.state["updated_at"] = time.time()
+        atomic_write_json(self.state_path, self.state)
+
+    # -- locking ----------------------------------------------------------------------------
+    def lock(self, wait: float = 10.0) -> None:
+        make_private_dir(self.dir)
+        fd = os.open(self.path(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+        if fcntl is None:
+            self._lock_fd = fd
+            return
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise JobError(f"another process is working on the job at {self.dir}",
+                                   hint="Wait for it to finish (or stop it), then run the command again.") from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        if self._lock_fd is not None:
+            if fcntl is not None:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> "Job":
+        self.lock()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.unlock()
+
+    # -- state helpers ----------------------------------------------------------------------
+    @classmethod
+    def create_state(cls, input_path: str, input_sha256: str, completion_window: str,
+                     metadata: Dict[str, str], requests: int, bytes_: int) -> Dict[str, Any]:
+        now = time.time()
+        return {
+            "format": FORMAT_VERSION,
+            "job_id": str(uuid.uuid4()),
+            "created_at": now,
+            "updated_at": now,
+            "input": {"path": os.path.abspath(input_path), "sha256": input_sha256, "requests": requests,
+                      "bytes": bytes_},
+            "completion_window": completion_window,
+            "metadata": metadata,
+            "source": None,  # {"kind": "csv", "path": ..., "id_column": ...} when built from a CSV
+            "rounds": [],
+            "fetch": {},
+        }
+
+    def chunks(self) -> Iterator[Dict[str, Any]]:
+        for rnd in self.state.get("rounds", []):
+            yield from rnd.get("chunks", [])
+
+    def batch_ids(self) -> List[str]:
+        return [c["batch_id"] for c in self.chunks() if c.get("batch_id")]
+
+
+def new_intent_id() -> str:
+    return str(uuid.uuid4())

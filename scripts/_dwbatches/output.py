@@ -1,0 +1,114 @@
+"""Output discipline: one JSON document on stdout, narration on stderr, exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from typing import Any, Callable, Optional, Sequence
+
+from . import USER_AGENT
+from .errors import EXIT_API, EXIT_CODES_HELP, EXIT_INTERRUPTED, DWError
+
+_secrets: set = set()
+_quiet = False
+
+
+def register_secret(value: Optional[str]) -> None:
+    """Remember a secret so that nothing this package prints can contain it."""
+    if value and len(value) >= 6:
+        _secrets.add(value)
+
+
+def redact(text: str) -> str:
+    for s in _secrets:
+        if s in text:
+            text = text.replace(s, "<redacted>")
+    return text
+
+
+def set_quiet(quiet: bool) -> None:
+    global _quiet
+    _quiet = quiet
+
+
+def narrate(message: str) -> None:
+    """Progress and hints for people, on stderr."""
+    if _quiet:
+        return
+    try:
+        sys.stderr.write(redact(message) + "\n")
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+
+
+def emit(doc: Any) -> None:
+    """The one JSON document of a run, on stdout."""
+    text = redact(json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False))
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Nobody is reading; do not let the interpreter complain at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def report_error(exc: DWError) -> int:
+    sys.stderr.write(redact(f"error: {exc.message}") + "\n")
+    if exc.hint:
+        sys.stderr.write(redact(f"hint: {exc.hint}") + "\n")
+    sys.stderr.flush()
+    return exc.exit_code
+
+
+def run(main_body: Callable[[], int]) -> int:
+    """Run a script body, turning expected failures into messages and exit codes."""
+    try:
+        return main_body()
+    except DWError as exc:
+        return report_error(exc)
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\nhint: run the same command again to resume.\n")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_API
+    except Exception as exc:  # unexpected: say so, with a traceback only on request
+        sys.stderr.write(redact(f"error: unexpected {type(exc).__name__}: {exc}") + "\n")
+        if os.environ.get("DOUBLEWORD_BATCHES_DEBUG"):
+            sys.stderr.write(redact(traceback.format_exc()))
+        else:
+            sys.stderr.write("hint: set DOUBLEWORD_BATCHES_DEBUG=1 for a traceback, and report it.\n")
+        return EXIT_API
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def make_parser(doc: str, network: bool = True, prog: Optional[str] = None) -> argparse.ArgumentParser:
+    """A parser whose description is the docstring's first paragraph and whose epilog holds the
+    rest of the docstring (examples) and the exit-code table."""
+    head, _, rest = (doc or "").strip().partition("\n\n")
+    epilog = (rest.strip() + "\n\n" if rest.strip() else "") + EXIT_CODES_HELP
+    parser = argparse.ArgumentParser(prog=prog, description=head, epilog=epilog,
+                                     formatter_class=HelpFormatter)
+    if network:
+        g = parser.add_argument_group("connection")
+        g.add_argument("--base-url", metavar="URL",
+                       help="API base URL (default: $DOUBLEWORD_BASE_URL, then .env, then "
+                            "https://api.doubleword.ai/v1)")
+        g.add_argument("--allow-insecure-http", action="store_true",
+                       help="allow a plain-http base URL to a non-loopback host (sends the key unencrypted)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    parser.add_argument("--version", action="version", version=USER_AGENT)
+    return parser
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    set_quiet(getattr(args, "quiet", False))
+    return args

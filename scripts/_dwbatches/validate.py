@@ -1,0 +1,295 @@
+"""Streaming validation of batch JSONL files, in one pass and bounded memory.
+
+Checks everything the Doubleword server checks on upload, plus what it silently lets
+through (duplicate custom_ids, ``"stream": true``, bodies that will fail per request).
+Line numbers are physical and 1-based. The same pass plans the split into chunks.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+ALLOWED_URLS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages")
+# The field each endpoint cannot do without.
+REQUIRED_BODY_FIELD = {
+    "/v1/chat/completions": "messages",
+    "/v1/completions": "prompt",
+    "/v1/embeddings": "input",
+    "/v1/responses": "input",
+    "/v1/messages": "messages",
+}
+MAX_CUSTOM_ID_BYTES = 64
+MAX_BODY_BYTES = 10 * 1024 * 1024
+MAX_REQUESTS_PER_FILE = 50_000
+MAX_FILE_BYTES = 200_000_000
+ERRORS_KEPT = 50
+KNOWN_KEYS = frozenset({"custom_id", "method", "url", "body"})
+
+
+@dataclass
+class Chunk:
+    index: int
+    start_line: int  # physical, 1-based, inclusive
+    end_line: int  # inclusive
+    start_byte: int
+    end_byte: int  # exclusive
+    requests: int = 0
+
+    @property
+    def bytes(self) -> int:
+        return self.end_byte - self.start_byte
+
+    def as_dict(self) -> Dict[str, int]:
+        return {"index": self.index, "start_line": self.start_line, "end_line": self.end_line,
+                "start_byte": self.start_byte, "end_byte": self.end_byte, "requests": self.requests,
+                "bytes": self.bytes}
+
+
+@dataclass
+class Report:
+    path: str
+    requests: int = 0
+    lines: int = 0
+    blank_lines: int = 0
+    bytes: int = 0
+    models: Dict[str, int] = field(default_factory=dict)
+    endpoints: Dict[str, int] = field(default_factory=dict)
+    errors: List[Dict[str, Any]] = field(default_factory=list)
+    errors_total: int = 0
+    warnings: List[str] = field(default_factory=list)
+    estimated_input_tokens: int = 0
+    max_output_tokens: int = 0  # sum of max_tokens where given
+    requests_without_max_tokens: int = 0
+    chunks: List[Chunk] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return self.errors_total == 0
+
+    def add_error(self, line: int, custom_id: Optional[str], message: str) -> None:
+        self.errors_total += 1
+        if len(self.errors) < ERRORS_KEPT:
+            self.errors.append({"line": line, "custom_id": custom_id, "message": message})
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "valid": self.valid,
+            "file": self.path,
+            "requests": self.requests,
+            "bytes": self.bytes,
+            "lines": self.lines,
+            "blank_lines": self.blank_lines,
+            "models": self.models,
+            "endpoints": self.endpoints,
+            "errors": self.errors,
+            "errors_total": self.errors_total,
+            "warnings": self.warnings,
+            "estimated_input_tokens": self.estimated_input_tokens,
+        }
+
+
+def _check_custom_id(cid: Any) -> Optional[str]:
+    if not isinstance(cid, str):
+        return f"custom_id must be a string, got {type(cid).__name__}"
+    if not cid:
+        return "custom_id is empty"
+    n = len(cid.encode("utf-8")) if not cid.isascii() else len(cid)
+    if n > MAX_CUSTOM_ID_BYTES:
+        return f"custom_id is {n} bytes; the server allows at most {MAX_CUSTOM_ID_BYTES}"
+    for ch in cid:
+        o = ord(ch)
+        if (o < 0x20 and ch != "\t") or o == 0x7F:
+            return f"custom_id contains the control character {ch!r}; the server rejects control characters"
+    return None
+
+
+def check_request(obj: Any, max_body_bytes: int = MAX_BODY_BYTES, raw_len: int = 0) -> Tuple[Optional[str], List[str]]:
+    """Check one parsed line. Returns (first error or None, notes for warnings)."""
+    if not isinstance(obj, dict):
+        return f"each line must be a JSON object, got {type(obj).__name__}", []
+    missing = [k for k in ("custom_id", "method", "url", "body") if k not in obj]
+    if missing:
+        return f"missing field(s) {', '.join(missing)}; each line needs custom_id, method, url and body", []
+    err = _check_custom_id(obj["custom_id"])
+    if err:
+        return err, []
+    method = obj["method"]
+    if not isinstance(method, str) or method.upper() != "POST":
+        return f"method is {method!r}; only POST is supported", []
+    url = obj["url"]
+    if url not in ALLOWED_URLS:
+        return f"url {url!r} is not allowed; use one of {', '.join(ALLOWED_URLS)}", []
+    body = obj["body"]
+    if not isinstance(body, dict):
+        return f"body must be a JSON object, got {type(body).__name__}", []
+    model = body.get("model")
+    if not isinstance(model, str) or not model.strip():
+        return "body.model is missing or not a string; every request must name its model", []
+    if body.get("stream") is True:
+        return '"stream": true is not supported in batches; remove it from body', []
+    need = REQUIRED_BODY_FIELD[url]
+    if need not in body:
+        return f"body.{need} is missing; {url} requests need it", []
+    if need == "messages" and (not isinstance(body[need], list) or not body[need]):
+        return "body.messages must be a non-empty list", []
+    if raw_len > max_body_bytes:
+        size = len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+        if size > max_body_bytes:
+            return f"body is {size} bytes; the server allows at most {max_body_bytes} per request", []
+    notes = []
+    if len(obj) > 4:
+        notes.append("extra top-level keys (" + ", ".join(sorted(set(obj) - KNOWN_KEYS)) + ") are ignored by the server")
+    return None, notes
+
+
+def iter_lines(path: str) -> Iterable[Tuple[int, int, bytes]]:
+    """Yield (physical line number, byte offset, raw bytes including the newline)."""
+    offset = 0
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            yield n, offset, raw
+            offset += len(raw)
+
+
+def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_bytes: int = MAX_FILE_BYTES,
+                  max_body_bytes: int = MAX_BODY_BYTES) -> Report:
+    rep = Report(path=path)
+    seen: set = set()
+    dup_examples: List[Tuple[int, str]] = []
+    dup_count = 0
+    notes: Dict[str, int] = {}
+    crlf = 0
+    chunk: Optional[Chunk] = None
+    models = rep.models
+    endpoints = rep.endpoints
+    loads = json.loads
+    last_n = 0
+    for n, offset, raw in iter_lines(path):
+        last_n = n
+        size = len(raw)
+        rep.bytes += size
+        stripped = raw.strip()
+        if not stripped:
+            rep.blank_lines += 1
+            if chunk is not None:
+                chunk.end_line, chunk.end_byte = n, offset + size
+            continue
+        if raw.endswith(b"\r\n"):
+            crlf += 1
+        cid = None
+        try:
+            text = stripped.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            rep.add_error(n, None, f"invalid UTF-8 at byte {exc.start} of the line; save the file as UTF-8")
+            continue
+        if n == 1 and text.startswith("\ufeff"):
+            rep.add_error(n, None, "the file starts with a UTF-8 byte-order mark (BOM), which the server "
+                                   "rejects; save it as UTF-8 without BOM")
+            continue
+        try:
+            obj = loads(text)
+        except ValueError as exc:
+            rep.add_error(n, None, f"invalid JSON: {exc}")
+            continue
+        err, line_notes = check_request(obj, max_body_bytes, size)
+        if isinstance(obj, dict) and isinstance(obj.get("custom_id"), str):
+            cid = obj["custom_id"]
+        if err:
+            rep.add_error(n, cid, err)
+            continue
+        for note in line_notes:
+            notes[note] = notes.get(note, 0) + 1
+        h = hash(cid)
+        if h in seen:
+            dup_count += 1
+            if len(dup_examples) < ERRORS_KEPT:
+                dup_examples.append((n, cid))
+        else:
+            seen.add(h)
+        rep.requests += 1
+        body = obj["body"]
+        model = body["model"]
+        models[model] = models.get(model, 0) + 1
+        url = obj["url"]
+        endpoints[url] = endpoints.get(url, 0) + 1
+        rep.estimated_input_tokens += max(1, size // 4)
+        mt = body.get("max_tokens", body.get("max_completion_tokens", body.get("max_output_tokens")))
+        if isinstance(mt, int) and mt > 0:
+            rep.max_output_tokens += mt
+        else:
+            rep.requests_without_max_tokens += 1
+        # chunk planning
+        if size > max_bytes:
+            rep.add_error(n, cid, f"the line is {size} bytes, more than the {max_bytes}-byte file limit")
+            continue
+        if chunk is None or chunk.requests + 1 > max_requests or (offset + size) - chunk.start_byte > max_bytes:
+            chunk = Chunk(index=len(rep.chunks) + 1, start_line=n, end_line=n, start_byte=offset,
+                          end_byte=offset + size)
+            rep.chunks.append(chunk)
+        chunk.requests += 1
+        chunk.end_line, chunk.end_byte = n, offset + size
+    rep.lines = last_n
+
+    if dup_count:
+        first_lines = _first_occurrences(path, {cid for _, cid in dup_examples})
+        real = 0
+        for n, cid in dup_examples:
+            first = first_lines.get(cid)
+            if first is not None and first < n:
+                real += 1
+                rep.add_error(n, cid, f"duplicate custom_id {cid!r} (first used on line {first}); "
+                                      "results are matched by custom_id, so each must be unique")
+        # examples beyond the kept ones count as errors too (the hash check found them)
+        rep.errors_total += max(0, dup_count - len(dup_examples))
+        rep.requests -= real
+        rep.errors.sort(key=lambda e: e["line"])
+    if rep.requests == 0 and rep.errors_total == 0:
+        rep.add_error(max(1, rep.lines), None, "the file contains no requests (it is empty or only blank lines)")
+    if len(models) > 1:
+        rep.warnings.append("more than one model in the file: " + ", ".join(f"{m} ({c})" for m, c in models.items()))
+    if len(endpoints) > 1:
+        rep.warnings.append("more than one url in the file: " + ", ".join(f"{u} ({c})" for u, c in endpoints.items())
+                            + "; each line is sent to its own url")
+    for note, count in notes.items():
+        rep.warnings.append(f"{count} line(s): {note}")
+    if crlf:
+        rep.warnings.append(f"{crlf} line(s) end with CRLF; the server accepts them")
+    if not rep.valid:
+        rep.chunks = []
+    return rep
+
+
+def _first_occurrences(path: str, wanted: set) -> Dict[str, int]:
+    found: Dict[str, int] = {}
+    for n, _, raw in iter_lines(path):
+        if not raw.strip() or len(found) == len(wanted):
+            if len(found) == len(wanted):
+                break
+            continue
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            cid = obj.get("custom_id")
+            if isinstance(cid, str) and cid in wanted and cid not in found:
+                found[cid] = n
+    return found
+
+
+def iter_requests(path: str, start_byte: int = 0, end_byte: Optional[int] = None) -> Iterable[Tuple[int, Dict[str, Any], bytes]]:
+    """Yield (physical line, parsed request, raw line) from a validated file, optionally a byte range."""
+    with open(path, "rb") as fh:
+        fh.seek(start_byte)
+        pos = start_byte
+        # line numbers are relative when start_byte > 0; callers that need physical numbers use the chunk's
+        n = 0
+        for raw in fh:
+            if end_byte is not None and pos >= end_byte:
+                break
+            pos += len(raw)
+            n += 1
+            if raw.strip():
+                yield n, json.loads(raw), raw

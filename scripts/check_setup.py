@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+# /// script
+# requires-python = ">=3.9"
+# dependencies = ["requests>=2.28,<3", "python-dotenv>=1.0,<2"]
+# ///
+"""Check that everything is ready to run Doubleword batches: Python, packages, key, URL, API, models.
+
+Checks, in order: Python version; requests and python-dotenv importable; DOUBLEWORD_API_KEY
+present (never printed) and where it came from; the base URL (https, or plain http to
+loopback); the API reachable and the key accepted (GET /models); the models the key can use.
+--sandbox starts the bundled local sandbox, checks against it and stops it, so you can see a
+green run before you have a key.
+
+examples:
+  python3 scripts/check_setup.py
+  python3 scripts/check_setup.py --sandbox
+
+output: each check is printed on stderr as "ok"/"FAIL" with a fix. When everything is ready,
+stdout gets one JSON document: ready, checks (name, ok, detail, fix), base_url, key_source,
+models, next. Exit 0 ready; 3 the key or the configuration is the problem; 1 the API cannot
+be reached (stdout stays empty on 1 and 3)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any, Dict, List, Optional, Sequence
+
+from _dwbatches import output
+from _dwbatches.errors import EXIT_API, EXIT_CONFIG, EXIT_OK, ConfigError, DWError
+
+MIN_PYTHON = (3, 9)
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.items: List[Dict[str, Any]] = []
+
+    def add(self, name: str, ok: bool, detail: str, fix: Optional[str] = None) -> bool:
+        self.items.append({"name": name, "ok": ok, "detail": detail, "fix": None if ok else fix})
+        output.narrate(f"{'ok  ' if ok else 'FAIL'}  {name}: {detail}" + ("" if ok or not fix else f"\n      fix: {fix}"))
+        return ok
+
+
+def _version(package: str) -> str:
+    try:
+        from importlib.metadata import version
+        return version(package)
+    except Exception:  # not installed as a distribution (vendored, zipapp)
+        return ""
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = output.make_parser(__doc__, network=True)
+    parser.add_argument("--sandbox", action="store_true",
+                        help="start the local sandbox, check against it, stop it (no key needed)")
+    args = output.parse_args(parser, argv)
+    return output.run(lambda: _check(args))
+
+
+def _check(args: Any) -> int:
+    checks = Checks()
+    py = sys.version_info
+    if not checks.add("python", py >= MIN_PYTHON, f"Python {py.major}.{py.minor}.{py.micro}",
+                      "Install Python 3.9 or newer (e.g. from python.org or your package manager)."):
+        raise ConfigError("Python is too old", hint="Install Python 3.9 or newer.")
+    missing = []
+    for module, package in (("requests", "requests"), ("dotenv", "python-dotenv")):
+        try:
+            importlib.import_module(module)
+            checks.add(f"package {package}", True, f"{package} {_version(package)}".strip())
+        except ImportError:
+            missing.append(package)
+            checks.add(f"package {package}", False, "not importable",
+                       f"{sys.executable} -m pip install -r requirements.txt  (or: uv run scripts/check_setup.py)")
+    if "requests" in missing:
+        raise ConfigError("the requests package is missing",
+                          hint=f"{sys.executable} -m pip install -r requirements.txt")
+
+    sandbox = None
+    if args.sandbox:
+        from _dwbatches.sandbox import SandboxProcess
+        output.narrate("starting the local sandbox ...")
+        sandbox = SandboxProcess().start()
+    try:
+        return _check_api(args, checks, sandbox)
+    finally:
+        if sandbox is not None:
+            sandbox.stop()
+            output.narrate("sandbox stopped")
+
+
+def _check_api(args: Any, checks: Checks, sandbox: Any) -> int:
+    from _dwbatches import config
+    from _dwbatches.http import Client
+
+    if sandbox is not None:
+        cfg = config.Config(api_key=sandbox.api_key, base_url=sandbox.base_url, key_source="sandbox (throwaway key)",
+                            base_url_source="sandbox")
+    else:
+        try:
+            cfg = config.load_config(args.base_url, args.allow_insecure_http, require_key=False)
+        except ConfigError as exc:
+            checks.add("base URL", False, exc.message, exc.hint)
+            raise
+    if not checks.add("API key", bool(cfg.api_key),
+                      f"DOUBLEWORD_API_KEY set (from {cfg.key_source})" if cfg.api_key else "DOUBLEWORD_API_KEY is not set",
+                      config.MISSING_KEY_HINT):
+        raise ConfigError("DOUBLEWORD_API_KEY is not set", hint=config.MISSING_KEY_HINT)
+    secure = cfg.base_url.startswith("https://")
+    checks.add("base URL", True, f"{cfg.base_url} ({'https' if secure else 'plain http to loopback'}; "
+                                 f"from {cfg.base_url_source})")
+
+    client = Client(cfg, max_retries=1)
+    try:
+        models = client.list_models()
+    except DWError as exc:
+        status = getattr(exc, "status", None)
+        if status in (401, 403):
+            what = "the key was refused (401)" if status == 401 else "the key may not use this API (403)"
+            checks.add("API access", False, what, exc.hint)
+            raise ConfigError(f"{what}: {exc.message}", hint=exc.hint) from None
+        checks.add("API reachable", False, exc.message,
+                   f"Check the network and the base URL ({cfg.base_url}).")
+        raise DWError(exc.message, hint=exc.hint or "Check the network and the base URL.",
+                      exit_code=EXIT_CONFIG if exc.exit_code == EXIT_CONFIG else EXIT_API) from None
+    checks.add("API access", True, f"GET /models answered; the key was accepted ({cfg.base_url})")
+    ids = [m.get("id") for m in models if m.get("id")]
+    checks.add("models", bool(ids), f"{len(ids)} model(s): {', '.join(ids[:8])}{' …' if len(ids) > 8 else ''}",
+               "The key can use no model; check its groups in the Doubleword console.")
+    output.emit({
+        "ready": True,
+        "checks": checks.items,
+        "base_url": cfg.base_url,
+        "key_source": cfg.key_source,
+        "sandbox": sandbox is not None,
+        "models": ids,
+        "next": "python3 scripts/create_batch_file.py requests.jsonl --prompts prompts.txt -m MODEL",
+    })
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
