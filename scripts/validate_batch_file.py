@@ -27,7 +27,8 @@ from typing import Optional, Sequence
 from _dwbatches import output
 from _dwbatches.errors import EXIT_OK, InputError, UsageError
 from _dwbatches.jobstate import atomic_write_json
-from _dwbatches.validate import MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE, validate_file
+from _dwbatches.submitter import print_errors
+from _dwbatches.validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE, validate_file
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -38,13 +39,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="requests per uploaded file, for the chunk plan (default %(default)s)")
     parser.add_argument("--max-bytes", type=int, default=MAX_FILE_BYTES, metavar="N",
                         help="bytes per uploaded file, for the chunk plan (default %(default)s)")
+    parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, metavar="N",
+                        help="bytes per request body (default %(default)s)")
     parser.add_argument("--report", metavar="FILE", help="also write the JSON report to FILE (even when invalid)")
     args = output.parse_args(parser, argv)
 
     def body() -> int:
         if not os.path.isfile(args.file):
             raise UsageError(f"{args.file}: no such file", hint="Pass the path of a JSONL batch file.")
-        rep = validate_file(args.file, max_requests=args.max_requests, max_bytes=args.max_bytes)
+        if min(args.max_requests, args.max_bytes, args.max_body_bytes) < 1:
+            raise UsageError("--max-requests, --max-bytes and --max-body-bytes must be positive")
+        rep = validate_file(args.file, max_requests=args.max_requests, max_bytes=args.max_bytes,
+                            max_body_bytes=args.max_body_bytes)
         doc = rep.as_dict()
         doc["errors"] = doc["errors"][: max(0, args.max_errors)]
         doc["chunks"] = len(rep.chunks)
@@ -55,11 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             output.narrate(f"{args.file}: valid, {rep.requests} requests, {rep.bytes} bytes"
                            + (f", {len(rep.chunks)} chunks" if len(rep.chunks) > 1 else ""))
             return EXIT_OK
-        for e in doc["errors"]:
-            cid = f" (custom_id {e['custom_id']!r})" if e.get("custom_id") is not None else ""
-            output.narrate(f"line {e['line']}{cid}: {e['message']}")
-        if rep.errors_total > len(doc["errors"]):
-            output.narrate(f"... and {rep.errors_total - len(doc['errors'])} more")
+        print_errors(rep, args.max_errors)
         raise InputError(f"{args.file}: {rep.errors_total} invalid line(s); nothing was sent",
                          hint="Fix the lines listed above and run validate_batch_file.py again.")
 

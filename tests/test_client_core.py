@@ -12,15 +12,21 @@ import os
 import pytest
 import requests
 import responses
-from responses import matchers
-from responses.registries import OrderedRegistry
-
 from _dwbatches import config, errors, output
 from _dwbatches import http as dwhttp
+from responses import matchers
+from responses.registries import OrderedRegistry
 
 BASE = "https://api.example.test/v1"
 KEY = "sk-core-test-" + "Q" * 34
 BID = "6f1c2e0a-1b2c-4d5e-8f90-0123456789ab"
+
+
+@pytest.fixture(autouse=True)
+def _loud():
+    output.set_quiet(False)
+    yield
+    output.set_quiet(False)
 
 
 @pytest.fixture

@@ -171,7 +171,7 @@ class MultipartFile:
                     continue
                 block = self._fh.read(min(want, self._remaining, 1 << 20))
                 if not block:
-                    raise IOError("input file shrank while uploading")
+                    raise OSError("input file shrank while uploading")
                 self._remaining -= len(block)
                 out.append(block)
                 want -= len(block)

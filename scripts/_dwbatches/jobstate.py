@@ -153,7 +153,7 @@ class Job:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    def __enter__(self) -> "Job":
+    def __enter__(self) -> Job:
         self.lock()
         return self
 

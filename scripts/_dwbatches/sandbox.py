@@ -30,7 +30,7 @@ class SandboxProcess:
         self.proc: Optional[subprocess.Popen] = None
         self.base_url = ""
 
-    def start(self, timeout: float = 20.0) -> "SandboxProcess":
+    def start(self, timeout: float = 20.0) -> SandboxProcess:
         os.makedirs(self.data_dir, exist_ok=True)
         env = dict(os.environ, DW_SANDBOX_API_KEY=self.api_key)
         log = open(self.log_path, "ab")
@@ -62,7 +62,7 @@ class SandboxProcess:
             self._tmp.cleanup()
             self._tmp = None
 
-    def __enter__(self) -> "SandboxProcess":
+    def __enter__(self) -> SandboxProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -26,6 +26,22 @@ MAX_REQUESTS_PER_FILE = 50_000
 MAX_FILE_BYTES = 200_000_000
 ERRORS_KEPT = 50
 KNOWN_KEYS = frozenset({"custom_id", "method", "url", "body"})
+JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number",
+                   bool: "boolean", type(None): "null"}
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type (object, array, string, number, boolean, null)."""
+    return JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (the server's parser rejects NaN and Infinity)")
+
+
+# The server parses lines with a strict JSON parser; Python's default accepts NaN and Infinity.
+_decoder = json.JSONDecoder(parse_constant=_reject_constant)
+loads_strict = _decoder.decode
 
 
 @dataclass
@@ -36,6 +52,14 @@ class Chunk:
     start_byte: int
     end_byte: int  # exclusive
     requests: int = 0
+    urls: Dict[str, int] = field(default_factory=dict)  # request count per line url
+
+    @property
+    def endpoint(self) -> str:
+        """The url most of the chunk's lines use (the batch endpoint to create it with)."""
+        if not self.urls:
+            return "/v1/chat/completions"
+        return max(self.urls.items(), key=lambda kv: kv[1])[0]
 
     @property
     def bytes(self) -> int:
@@ -62,6 +86,9 @@ class Report:
     estimated_input_tokens: int = 0
     max_output_tokens: int = 0  # sum of max_tokens where given
     requests_without_max_tokens: int = 0
+    # per model: requests, input_tokens (line bytes / 4), output_tokens (max_tokens where given,
+    # else 0 for embeddings and input x 1.1 otherwise; the server's own fallback rule)
+    model_tokens: Dict[str, Dict[str, int]] = field(default_factory=dict)
     chunks: List[Chunk] = field(default_factory=list)
 
     @property
@@ -92,7 +119,7 @@ class Report:
 
 def _check_custom_id(cid: Any) -> Optional[str]:
     if not isinstance(cid, str):
-        return f"custom_id must be a string, got {type(cid).__name__}"
+        return f"custom_id must be a string, got {json_type(cid)}"
     if not cid:
         return "custom_id is empty"
     n = len(cid.encode("utf-8")) if not cid.isascii() else len(cid)
@@ -108,7 +135,7 @@ def _check_custom_id(cid: Any) -> Optional[str]:
 def check_request(obj: Any, max_body_bytes: int = MAX_BODY_BYTES, raw_len: int = 0) -> Tuple[Optional[str], List[str]]:
     """Check one parsed line. Returns (first error or None, notes for warnings)."""
     if not isinstance(obj, dict):
-        return f"each line must be a JSON object, got {type(obj).__name__}", []
+        return f"each line must be a JSON object, got {json_type(obj)}", []
     missing = [k for k in ("custom_id", "method", "url", "body") if k not in obj]
     if missing:
         return f"missing field(s) {', '.join(missing)}; each line needs custom_id, method, url and body", []
@@ -123,7 +150,7 @@ def check_request(obj: Any, max_body_bytes: int = MAX_BODY_BYTES, raw_len: int =
         return f"url {url!r} is not allowed; use one of {', '.join(ALLOWED_URLS)}", []
     body = obj["body"]
     if not isinstance(body, dict):
-        return f"body must be a JSON object, got {type(body).__name__}", []
+        return f"body must be a JSON object, got {json_type(body)}", []
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         return "body.model is missing or not a string; every request must name its model", []
@@ -164,7 +191,7 @@ def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byte
     chunk: Optional[Chunk] = None
     models = rep.models
     endpoints = rep.endpoints
-    loads = json.loads
+    loads = loads_strict
     last_n = 0
     for n, offset, raw in iter_lines(path):
         last_n = n
@@ -172,9 +199,9 @@ def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byte
         rep.bytes += size
         stripped = raw.strip()
         if not stripped:
+            # Blank lines do not extend a chunk: a chunk ends with its last request, so blank
+            # lines can never push it over max_bytes; the next chunk starts at a request.
             rep.blank_lines += 1
-            if chunk is not None:
-                chunk.end_line, chunk.end_byte = n, offset + size
             continue
         if raw.endswith(b"\r\n"):
             crlf += 1
@@ -214,12 +241,21 @@ def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byte
         models[model] = models.get(model, 0) + 1
         url = obj["url"]
         endpoints[url] = endpoints.get(url, 0) + 1
-        rep.estimated_input_tokens += max(1, size // 4)
+        in_tokens = max(1, size // 4)
+        rep.estimated_input_tokens += in_tokens
         mt = body.get("max_tokens", body.get("max_completion_tokens", body.get("max_output_tokens")))
-        if isinstance(mt, int) and mt > 0:
+        if isinstance(mt, int) and not isinstance(mt, bool) and mt > 0:
             rep.max_output_tokens += mt
+            out_tokens = mt
         else:
             rep.requests_without_max_tokens += 1
+            out_tokens = 0 if url == "/v1/embeddings" else int(in_tokens * 1.1)
+        mtok = rep.model_tokens.get(model)
+        if mtok is None:
+            mtok = rep.model_tokens[model] = {"requests": 0, "input_tokens": 0, "output_tokens": 0}
+        mtok["requests"] += 1
+        mtok["input_tokens"] += in_tokens
+        mtok["output_tokens"] += out_tokens
         # chunk planning
         if size > max_bytes:
             rep.add_error(n, cid, f"the line is {size} bytes, more than the {max_bytes}-byte file limit")
@@ -229,6 +265,7 @@ def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byte
                           end_byte=offset + size)
             rep.chunks.append(chunk)
         chunk.requests += 1
+        chunk.urls[url] = chunk.urls.get(url, 0) + 1
         chunk.end_line, chunk.end_byte = n, offset + size
     rep.lines = last_n
 

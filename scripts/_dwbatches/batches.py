@@ -1,0 +1,264 @@
+"""Batch status: per-batch summaries, the job-level status, progress lines and next commands.
+
+Shared by poll.py, fetch_results.py, retry_failed.py, run_batch.py and cancel_batch.py.
+
+Job-level ``status`` (documented in poll.py and SKILL.md):
+
+- ``not_submitted``: some chunk of the job has no batch yet (held over a cost cap, or a
+  submit was interrupted); run the submit command again.
+- ``in_progress``: at least one batch is not terminal (validating, in_progress, finalizing,
+  cancelling).
+- ``completed``: every batch is terminal and every request has a result that succeeded.
+- ``partially_failed``: the batches completed, but some requests failed.
+- ``failed`` / ``cancelled`` / ``expired``: every deciding batch ended that way.
+- ``mixed``: the deciding batches ended in different ways (e.g. one completed, one cancelled).
+
+For a job with retry rounds the deciding batches are those of the latest round: a retry
+round takes over every failed or never-run request of the rounds before it. Job-level
+``request_counts`` then count each input request once: ``total`` = requests in the input,
+``completed`` summed over all rounds, ``failed`` as of the latest round. For bare batch ids
+they are plain sums.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from . import jobstate
+from .errors import JobError
+
+# Patched by tests; looked up at call time.
+sleep = time.sleep
+
+TERMINAL = jobstate.TERMINAL_STATUSES
+BAD_ENDINGS = frozenset({"failed", "cancelled", "expired"})
+
+
+def is_terminal(status: Optional[str]) -> bool:
+    return status in TERMINAL
+
+
+def counts_of(batch: Dict[str, Any]) -> Dict[str, int]:
+    rc = batch.get("request_counts") or {}
+    return {k: int(rc.get(k) or 0) for k in ("total", "completed", "failed")}
+
+
+def summarize_batch(batch: Dict[str, Any], round_no: Optional[int] = None,
+                    chunk: Optional[int] = None) -> Dict[str, Any]:
+    """The fields a report needs from a batch object (optional fields are read with .get)."""
+    s: Dict[str, Any] = {
+        "batch_id": batch.get("id"),
+        "status": batch.get("status"),
+        "request_counts": counts_of(batch),
+        "output_file_id": batch.get("output_file_id"),
+        "error_file_id": batch.get("error_file_id"),
+        "expires_at": batch.get("expires_at"),
+    }
+    if batch.get("expired_at") is not None:
+        s["expired_at"] = batch["expired_at"]
+    if round_no is not None:
+        s["round"] = round_no
+        s["chunk"] = chunk
+    return s
+
+
+def job_targets(state: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Every chunk of every round, in order: {round, chunk, batch_id, held, chunk_ref}."""
+    out = []
+    for rnd in state.get("rounds", []):
+        for ch in rnd.get("chunks", []):
+            out.append({"round": rnd.get("round"), "chunk": ch.get("index"), "batch_id": ch.get("batch_id"),
+                        "held": ch.get("held"), "kind": rnd.get("kind")})
+    return out
+
+
+def job_status(summaries: Sequence[Dict[str, Any]], state: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Job-level status, finished flag and request counts (see the module docstring)."""
+    unsubmitted: List[Dict[str, Any]] = []
+    latest_round = None
+    total_requests = None
+    if state is not None:
+        rounds = state.get("rounds") or []
+        latest_round = rounds[-1]["round"] if rounds else None
+        for t in job_targets(state):
+            if not t["batch_id"]:
+                unsubmitted.append({"round": t["round"], "chunk": t["chunk"], "held": t["held"]})
+        total_requests = (state.get("input") or {}).get("requests")
+    statuses = [s.get("status") for s in summaries]
+    running = [st for st in statuses if not is_terminal(st)]
+
+    if state is not None and latest_round is not None:
+        deciding = [s for s in summaries if s.get("round") == latest_round]
+        completed = sum(s["request_counts"]["completed"] for s in summaries)
+        failed = sum(s["request_counts"]["failed"] for s in deciding)
+        total = total_requests if total_requests is not None else \
+            sum(s["request_counts"]["total"] for s in summaries if s.get("round") == 1)
+    else:
+        deciding = list(summaries)
+        completed = sum(s["request_counts"]["completed"] for s in summaries)
+        failed = sum(s["request_counts"]["failed"] for s in summaries)
+        total = sum(s["request_counts"]["total"] for s in summaries)
+    counts = {"total": total, "completed": min(completed, total) if total else completed, "failed": failed}
+
+    if state is not None and not state.get("rounds"):
+        status = "not_submitted"
+    elif unsubmitted:
+        status = "not_submitted"
+    elif running:
+        status = "in_progress"
+    elif total and counts["completed"] >= total:
+        status = "completed"
+    else:
+        endings = {s.get("status") for s in deciding}
+        if endings == {"completed"}:
+            status = "partially_failed" if total else "completed"
+        elif len(endings) == 1:
+            status = endings.pop()
+        else:
+            status = "mixed"
+    finished = status not in ("in_progress", "not_submitted")
+    bad = finished and any(s.get("status") in BAD_ENDINGS for s in deciding) and status != "completed"
+    return {"status": status, "finished": finished, "request_counts": counts, "unsubmitted": unsubmitted,
+            "ended_badly": bad}
+
+
+def rate_and_eta(batches: Iterable[Dict[str, Any]], now: Optional[float] = None,
+                 observed: Optional[float] = None) -> Dict[str, Optional[float]]:
+    """Requests per second and seconds left, over the batches still running.
+
+    ``observed`` is a rate measured between two polls of this run; it is preferred over the
+    rate since the batches started."""
+    now = time.time() if now is None else now
+    done = remaining = 0
+    start = None
+    for b in batches:
+        if is_terminal(b.get("status")):
+            continue
+        c = counts_of(b)
+        done += c["completed"] + c["failed"]
+        remaining += max(0, c["total"] - c["completed"] - c["failed"])
+        t = b.get("in_progress_at") or b.get("created_at")
+        if isinstance(t, (int, float)):
+            start = t if start is None else min(start, t)
+    rate = observed
+    if rate is None and done and start is not None:
+        rate = done / max(1.0, now - float(start))
+    eta = remaining / rate if rate and remaining else None
+    return {"rate": rate, "eta_seconds": round(eta) if eta is not None else None}
+
+
+def progress_line(counts: Dict[str, int], status: str, rate: Optional[float] = None,
+                  eta: Optional[float] = None) -> str:
+    """'in_progress: 412/1000 done (3 failed), 2.1 req/s, ETA 4m40s'."""
+    total, done = counts["total"], counts["completed"] + counts["failed"]
+    text = f"{status}: {done}/{total} done"
+    if counts["failed"]:
+        text += f" ({counts['failed']} failed)"
+    if rate:
+        text += f", {rate:.2f} req/s" if rate < 10 else f", {rate:.0f} req/s"
+    if eta is not None:
+        text += f", ETA {fmt_duration(eta)}"
+    return text
+
+
+def fmt_duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+# -- commands ------------------------------------------------------------------------------
+def script_path(name: str) -> str:
+    """How to call a sibling script: relative to the working directory when it is below it."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    path = os.path.join(here, name)
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def display_path(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def command(script: str, *args: str) -> str:
+    return " ".join(["python3", shlex.quote(script_path(script))] + [shlex.quote(a) for a in args])
+
+
+def target_args(job_dir: Optional[str], batch_ids: Sequence[str]) -> List[str]:
+    return ["--job", display_path(job_dir)] if job_dir else list(batch_ids)
+
+
+# -- job helpers ---------------------------------------------------------------------------
+def load_job(path: str) -> jobstate.Job:
+    job = jobstate.Job(path)
+    if not os.path.isdir(job.dir) and os.path.isfile(path) and path.endswith(".json"):
+        job = jobstate.Job(os.path.dirname(os.path.abspath(path)))
+    job.load()
+    return job
+
+
+def check_job_base_url(job: jobstate.Job, base_url: str) -> None:
+    recorded = (job.state.get("base_url") or "").rstrip("/")
+    if recorded and recorded != base_url.rstrip("/"):
+        raise JobError(
+            f"the job at {job.dir} was submitted to {recorded}, but this run uses {base_url}",
+            hint=f"Pass --base-url {recorded} (or set DOUBLEWORD_BASE_URL to it) to work on this job.")
+
+
+def record_status(job: jobstate.Job, batches: Dict[str, Dict[str, Any]], wait: float = 0.0) -> bool:
+    """Store last-known status and counts of the job's batches in job.json, under the lock.
+
+    When another process holds the lock, nothing is written and False is returned.
+    """
+    try:
+        job.lock(wait=wait)
+    except JobError:
+        return False
+    try:
+        job.load()
+        apply_status(job, batches)
+        job.save()
+    finally:
+        job.unlock()
+    return True
+
+
+def apply_status(job: jobstate.Job, batches: Dict[str, Dict[str, Any]]) -> None:
+    """Copy status fields of fetched batch objects into the job's chunks (caller holds the lock)."""
+    for ch in job.chunks():
+        b = batches.get(ch.get("batch_id") or "")
+        if not b:
+            continue
+        ch["status"] = b.get("status")
+        ch["request_counts"] = counts_of(b)
+        for key in ("output_file_id", "error_file_id", "expires_at"):
+            if b.get(key) is not None:
+                ch[key] = b.get(key)
+        if b.get("expired_at") is not None:
+            ch["expired_at"] = b["expired_at"]
+
+
+def get_batches(client: Any, batch_ids: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    return {bid: client.get_batch(bid) for bid in dict.fromkeys(batch_ids)}
+
+
+def resume_command(state: Dict[str, Any], job_dir: str) -> str:
+    """The command that finishes submitting a job whose latest round has chunks without a batch."""
+    rounds = state.get("rounds") or []
+    if rounds and rounds[-1].get("kind") == "retry":
+        return command("retry_failed.py", "--job", display_path(job_dir))
+    inp = (state.get("input") or {}).get("path") or ""
+    return command("submit.py", display_path(inp), "--job", display_path(job_dir))

@@ -1,0 +1,919 @@
+"""The submit engine: plan chunks, upload byte ranges, check the cost, create each batch once.
+
+A job (``jobstate.Job``) holds rounds; a round is one input file split into chunks of at most
+``max_requests`` requests and ``max_bytes`` bytes. Each chunk is uploaded as a byte range of
+its round's input (streamed, never copied or held in memory) and becomes one batch.
+
+Nothing is sent twice, even across ``kill -9``:
+
+- before a chunk's upload starts, ``upload_started_at`` is saved; a later run that finds it
+  without a ``file_id`` looks the file up by its unique ``upload_name`` (and byte count)
+  before uploading again;
+- before ``POST /batches``, ``create_started_at`` is saved; the chunk's ``intent_id`` (made
+  when the chunk was planned) travels in the batch metadata as ``dwb_intent``, and a later
+  run that finds no ``batch_id`` looks the batch up by intent (``GET /batches?search=``,
+  then paging recent batches) before creating;
+- an ambiguous failure (the connection broke after the request was sent, or a 5xx) is
+  resolved the same way at once; only when the lookup finds nothing is the request sent
+  again, once. If that cannot be resolved the run stops (exit 1) and the next run resolves it.
+
+API (``job`` is a ``jobstate.Job``; every call except ``validate_input`` and
+``local_estimate`` expects the caller to hold the job lock: ``with Job(dir) as job:``)::
+
+    rep = validate_input(path, max_requests=..., max_bytes=...)   # InputError (exit 2) if invalid;
+                                                                   # errors are listed on stderr
+    resumed = prepare_job(job, path, base_url=cfg.base_url, completion_window="24h",
+                          metadata={...}, report=rep)             # new job (round 1) or checked resume
+    chunks = submit_pending(job, client, max_cost=None)           # every chunk dict of the job
+    rnd = add_retry_round(job, "retry.jsonl", completion_window=None)  # then submit_pending again
+    doc = job_report(job)                                          # batches, requests, chunks, cost
+
+``submit_pending`` uploads every chunk without a file, asks the server for each file's cost
+estimate, and then creates the missing batches. With ``max_cost`` it creates nothing when
+the summed estimate of the rounds being submitted exceeds it: the chunks are marked
+``held`` and ``CostLimitExceeded`` (exit 2) is raised; a later call without (or with a
+higher) ``max_cost`` creates them. It returns the chunk dicts of every round, in order.
+
+Test hook: ``DOUBLEWORD_BATCHES_CRASH_AT=after_upload|after_create[:N]`` ends the process
+with ``os._exit(137)`` right after the upload / create of chunk N (any chunk without
+``:N``) returned, before its result is recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+from .errors import (
+    EXIT_API,
+    APIConnectionError,
+    APIStatusError,
+    DWError,
+    InputError,
+    JobError,
+    UsageError,
+)
+from .jobstate import TERMINAL_STATUSES, Job, fsync_dir, new_intent_id, sha256_file
+from .output import narrate, redact
+from .validate import (
+    MAX_BODY_BYTES,
+    MAX_FILE_BYTES,
+    MAX_REQUESTS_PER_FILE,
+    Chunk,
+    Report,
+    validate_file,
+)
+
+WINDOWS = ("24h", "1h")
+CRASH_ENV = "DOUBLEWORD_BATCHES_CRASH_AT"
+# Batch metadata keys this tool sets, and keys the server drops silently.
+RESERVED_PREFIX = "dwb_"
+SERVER_RESERVED_KEYS = frozenset({"created_by_email", "context_name", "context_type", "request_source",
+                                  "created_by", "dw_user_agent"})
+LOOKUP_PAGES = 20  # recent batches (x100) searched for an intent when ?search= finds nothing
+CLOCK_SKEW = 600.0  # seconds of server/local clock difference tolerated when paging back
+
+# Per 1M tokens (input, output), by completion window. From the Doubleword skill's price list
+# (2026-04); the live prices are on the admin models API. Used only for --dry-run estimates.
+PRICES: Dict[str, Dict[str, Tuple[float, float]]] = {
+    "24h": {
+        "Qwen/Qwen3.5-4B": (0.04, 0.06),
+        "Qwen/Qwen3.5-9B": (0.03, 0.29),
+        "Qwen/Qwen3-14B-FP8": (0.02, 0.20),
+        "Qwen/Qwen3.5-35B-A3B-FP8": (0.05, 0.20),
+        "Qwen/Qwen3-VL-30B-A3B-Instruct-FP8": (0.05, 0.20),
+        "Qwen/Qwen3-VL-235B-A22B-Instruct-FP8": (0.10, 0.40),
+        "Qwen/Qwen3.5-397B-A17B": (0.15, 1.20),
+        "nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-NVFP4": (0.15, 0.38),
+        "openai/gpt-oss-20b": (0.02, 0.15),
+        "allenai/olmOCR-2-7B-1025-FP8": (0.10, 0.10),
+        "lightonai/LightOnOCR-2-1B-bbox-soup": (0.05, 0.05),
+        "Qwen/Qwen3-Embedding-8B": (0.02, 0.0),
+    },
+    "1h": {
+        "Qwen/Qwen3.5-4B": (0.05, 0.08),
+        "Qwen/Qwen3.5-9B": (0.04, 0.35),
+        "Qwen/Qwen3-14B-FP8": (0.03, 0.30),
+        "Qwen/Qwen3.5-35B-A3B-FP8": (0.07, 0.30),
+        "Qwen/Qwen3-VL-30B-A3B-Instruct-FP8": (0.07, 0.30),
+        "Qwen/Qwen3-VL-235B-A22B-Instruct-FP8": (0.15, 0.55),
+        "Qwen/Qwen3.5-397B-A17B": (0.30, 1.80),
+        "nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-NVFP4": (0.23, 0.56),
+        "openai/gpt-oss-20b": (0.03, 0.20),
+        "allenai/olmOCR-2-7B-1025-FP8": (0.15, 0.15),
+        "lightonai/LightOnOCR-2-1B-bbox-soup": (0.08, 0.08),
+        "Qwen/Qwen3-Embedding-8B": (0.03, 0.0),
+    },
+}
+PRICES_AS_OF = "2026-04-13"
+
+
+class CostLimitExceeded(UsageError):
+    """The server's estimate is over ``max_cost``: files are uploaded, no batch was created."""
+
+    def __init__(self, message: str, hint: str, total: Optional[Decimal]):
+        super().__init__(message, hint)
+        self.total = total
+
+
+# -- validation and planning ------------------------------------------------------------------
+
+def validate_input(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_bytes: int = MAX_FILE_BYTES,
+                   max_body_bytes: int = MAX_BODY_BYTES, max_errors: int = 50) -> Report:
+    """Validate and plan ``path``. Invalid: list the errors on stderr (``line N: ...``) and raise
+    ``InputError`` (exit 2). Nothing is sent either way."""
+    if not os.path.isfile(path):
+        raise UsageError(f"{path}: no such file", hint="Pass the path of a JSONL batch file.")
+    if max_requests < 1 or max_bytes < 1:
+        raise UsageError("--max-requests and --max-bytes must be positive")
+    rep = validate_file(path, max_requests=max_requests, max_bytes=max_bytes, max_body_bytes=max_body_bytes)
+    if rep.valid:
+        for w in rep.warnings:
+            narrate(f"warning: {w}")
+        return rep
+    print_errors(rep, max_errors)
+    first = rep.errors[0]["line"] if rep.errors else None
+    raise InputError(f"{path}: {rep.errors_total} invalid line(s); nothing was sent",
+                     hint="Fix the lines listed above (python3 scripts/validate_batch_file.py checks a file "
+                          "without sending anything), then run the command again.", line=first)
+
+
+def print_errors(rep: Report, max_errors: int = 50) -> None:
+    """``line N (custom_id ...): message`` on stderr for each kept error (even with --quiet:
+    these are the result, not progress)."""
+    out = []
+    for e in rep.errors[:max(0, max_errors)]:
+        cid = f" (custom_id {e['custom_id']!r})" if e.get("custom_id") is not None else ""
+        out.append(f"line {e['line']}{cid}: {e['message']}")
+    shown = min(len(rep.errors), max(0, max_errors))
+    if rep.errors_total > shown:
+        out.append(f"... and {rep.errors_total - shown} more")
+    try:
+        sys.stderr.write("".join(redact(line) + "\n" for line in out))
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+
+
+def plan_range(path: str, start_byte: int, end_byte: Optional[int], start_line: int, max_requests: int,
+               max_bytes: int, first_index: int = 1) -> List[Chunk]:
+    """Split the requests of an already validated file between two byte offsets into chunks
+    (the same rule as ``validate_file``'s plan)."""
+    chunks: List[Chunk] = []
+    chunk: Optional[Chunk] = None
+    with open(path, "rb") as fh:
+        fh.seek(start_byte)
+        offset, n = start_byte, start_line - 1
+        for raw in fh:
+            if end_byte is not None and offset >= end_byte:
+                break
+            n += 1
+            size = len(raw)
+            if raw.strip():
+                if size > max_bytes:
+                    raise UsageError(f"line {n} is {size} bytes, more than --max-bytes {max_bytes}",
+                                     hint="Use a --max-bytes larger than the longest line.")
+                if chunk is None or chunk.requests + 1 > max_requests or offset + size - chunk.start_byte > max_bytes:
+                    chunk = Chunk(index=first_index + len(chunks), start_line=n, end_line=n, start_byte=offset,
+                                  end_byte=offset + size)
+                    chunks.append(chunk)
+                chunk.requests += 1
+                try:
+                    url = json.loads(raw).get("url", "")
+                except ValueError:
+                    url = ""
+                chunk.urls[url] = chunk.urls.get(url, 0) + 1
+                chunk.end_line, chunk.end_byte = n, offset + size
+            offset += size
+    return chunks
+
+
+def _verified(job: Job) -> Dict[str, str]:
+    """Input files hashed by this process: path -> sha256 (kept on the Job object, not on disk)."""
+    verified = getattr(job, "verified_inputs", None)
+    if verified is None:
+        verified = {}
+        job.verified_inputs = verified  # type: ignore[attr-defined]
+    return verified
+
+
+def upload_name(job_id: str, round_no: int, index: int) -> str:
+    return f"dwb-{job_id[:8]}-r{round_no}-c{index}.jsonl"
+
+
+def new_chunk(job_id: str, round_no: int, chunk: Chunk, completion_window: str) -> Dict[str, Any]:
+    return {
+        "index": chunk.index, "start_line": chunk.start_line, "end_line": chunk.end_line,
+        "start_byte": chunk.start_byte, "end_byte": chunk.end_byte, "requests": chunk.requests,
+        "bytes": chunk.bytes, "endpoint": chunk.endpoint,
+        "upload_name": upload_name(job_id, round_no, chunk.index),
+        "file_id": None, "intent_id": new_intent_id(), "batch_id": None,
+        "completion_window": completion_window, "status": None, "request_counts": None,
+        "output_file_id": None, "error_file_id": None, "expires_at": None, "cost_estimate": None,
+        "held": None, "upload_started_at": None, "create_started_at": None,
+    }
+
+
+def new_round(job: Job, round_no: int, kind: str, input_path: str, input_sha256: str, completion_window: str,
+              chunks: Iterable[Chunk], max_requests: int, max_bytes: int) -> Dict[str, Any]:
+    job_id = job.state["job_id"]
+    return {"round": round_no, "kind": kind, "input_path": os.path.abspath(input_path),
+            "input_sha256": input_sha256, "completion_window": completion_window, "created_at": time.time(),
+            "limits": {"max_requests": max_requests, "max_bytes": max_bytes},
+            "chunks": [new_chunk(job_id, round_no, c, completion_window) for c in chunks]}
+
+
+# -- job preparation --------------------------------------------------------------------------
+
+def parse_metadata(pairs: Iterable[str]) -> Dict[str, str]:
+    """``KEY=VALUE`` strings → dict. Refuses ``dwb_*`` keys (this tool's own) and the keys the
+    server drops."""
+    meta: Dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--metadata {pair!r} is not KEY=VALUE", hint="e.g. --metadata project=reviews")
+        if key.lower().startswith(RESERVED_PREFIX):
+            raise UsageError(f"--metadata key {key!r} is reserved (dwb_* keys are set by this tool)",
+                             hint="Pick another key name.")
+        if key in SERVER_RESERVED_KEYS:
+            raise UsageError(f"--metadata key {key!r} is reserved by the server, which would drop it",
+                             hint="Pick another key name.")
+        if key in meta and meta[key] != value:
+            raise UsageError(f"--metadata key {key!r} is given twice with different values")
+        meta[key] = value
+    if len(meta) > 13:
+        narrate(f"warning: {len(meta)} metadata keys; OpenAI-style APIs allow 16 in all and this tool adds 3")
+    return meta
+
+
+def prepare_job(job: Job, input_path: str, *, base_url: str, completion_window: Optional[str] = None,
+                metadata: Optional[Dict[str, str]] = None, max_requests: Optional[int] = None,
+                max_bytes: Optional[int] = None, max_body_bytes: int = MAX_BODY_BYTES,
+                report: Optional[Report] = None, input_sha256: Optional[str] = None,
+                source: Optional[Dict[str, Any]] = None) -> bool:
+    """Create the job for ``input_path`` (round 1 planned, nothing sent), or load and check an
+    existing one. Returns True when resuming.
+
+    ``completion_window``/``metadata``/limits of None mean "as recorded" on resume (defaults
+    for a new job). On resume a different input (sha256), base URL, window or metadata is
+    refused (``JobError``, exit 2); different limits re-split the chunks not yet uploaded."""
+    if job.exists():
+        job.load()
+        state = job.state
+        sha = input_sha256 or sha256_file(input_path)
+        recorded = state.get("input") or {}
+        if sha != recorded.get("sha256"):
+            raise JobError(
+                f"{input_path} is not the file this job was started with (its contents changed since; "
+                f"job at {job.dir})",
+                hint="Restore the original input to resume this job, or pass --job NEW_DIR to submit the "
+                     "changed file as a new job (the old job's batches keep running).")
+        recorded_url = (state.get("base_url") or "").rstrip("/")
+        if recorded_url and recorded_url != base_url.rstrip("/"):
+            raise JobError(f"the job at {job.dir} was submitted to {recorded_url}, but this run uses {base_url}",
+                           hint=f"Pass --base-url {recorded_url} (or set DOUBLEWORD_BASE_URL) to resume it.")
+        if completion_window is not None and completion_window != state.get("completion_window"):
+            raise JobError(f"the job at {job.dir} uses completion window {state.get('completion_window')}, not "
+                           f"{completion_window}",
+                           hint=f"Run again with -w {state.get('completion_window')} (or without -w) to resume it, "
+                                "or pass --job NEW_DIR to submit the input again with another window.")
+        if metadata and metadata != state.get("metadata"):
+            raise JobError(f"the job at {job.dir} was started with metadata {state.get('metadata')}",
+                           hint="Run again without --metadata (or with the same values) to resume it.")
+        _verified(job)[os.path.abspath(input_path)] = sha
+        if os.path.abspath(input_path) != recorded.get("path"):
+            narrate(f"the input moved to {os.path.abspath(input_path)} (same contents); updating the job")
+            recorded["path"] = os.path.abspath(input_path)
+            for rnd in state.get("rounds", []):
+                if rnd.get("kind") == "initial":
+                    rnd["input_path"] = recorded["path"]
+        if source and not state.get("source"):
+            state["source"] = source
+        for rnd in state.get("rounds", []):
+            limits = rnd.setdefault("limits", {"max_requests": MAX_REQUESTS_PER_FILE, "max_bytes": MAX_FILE_BYTES})
+            want = {"max_requests": max_requests or limits["max_requests"], "max_bytes": max_bytes or limits["max_bytes"]}
+            if want != limits and any(not c.get("file_id") and not c.get("batch_id") for c in rnd["chunks"]):
+                rnd["replan"] = want
+        job.save()
+        return True
+
+    max_requests = max_requests or MAX_REQUESTS_PER_FILE
+    max_bytes = max_bytes or MAX_FILE_BYTES
+    if report is None:
+        report = validate_input(input_path, max_requests, max_bytes, max_body_bytes)
+    sha = input_sha256 or sha256_file(input_path)
+    window = completion_window or "24h"
+    state = Job.create_state(input_path, sha, window, dict(metadata or {}), report.requests, report.bytes)
+    state["base_url"] = base_url
+    state["source"] = source
+    job.state = state
+    _verified(job)[os.path.abspath(input_path)] = sha
+    state["rounds"] = [new_round(job, 1, "initial", input_path, sha, window, report.chunks, max_requests, max_bytes)]
+    job.save()
+    return False
+
+
+def next_round_path(job: Job) -> str:
+    """Where the next retry round's input belongs: ``<job>/rounds/round-N.jsonl``."""
+    return job.path("rounds", f"round-{len(job.state.get('rounds', [])) + 1}.jsonl")
+
+
+def round_done(rnd: Dict[str, Any]) -> bool:
+    return all(c.get("batch_id") and c.get("status") in TERMINAL_STATUSES for c in rnd.get("chunks", []))
+
+
+def add_retry_round(job: Job, input_path: str, *, completion_window: Optional[str] = None,
+                    max_requests: int = MAX_REQUESTS_PER_FILE, max_bytes: int = MAX_FILE_BYTES,
+                    max_body_bytes: int = MAX_BODY_BYTES, kind: str = "retry") -> Dict[str, Any]:
+    """Add a round that submits ``input_path`` (e.g. the failed requests) within this job.
+
+    The file is validated (``InputError`` if not), copied to ``<job>/rounds/round-N.jsonl``
+    unless it is already there, planned into chunks and recorded; nothing is sent until
+    ``submit_pending``. Idempotent: if a round with the same contents exists and is not
+    finished (a chunk without a batch, or a batch not in a terminal state), that round is
+    returned instead of adding another, so a crash between adding and submitting cannot
+    submit the same retry twice."""
+    rep = validate_input(input_path, max_requests, max_bytes, max_body_bytes)
+    sha = sha256_file(input_path)
+    rounds = job.state.setdefault("rounds", [])
+    for rnd in rounds:
+        if rnd.get("input_sha256") == sha and not round_done(rnd):
+            narrate(f"round {rnd['round']} already holds this input and is not finished; reusing it")
+            return rnd
+    round_no = len(rounds) + 1
+    dest = job.path("rounds", f"round-{round_no}.jsonl")
+    if os.path.abspath(input_path) != dest:
+        os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".round-", suffix=".tmp", dir=os.path.dirname(dest))
+        try:
+            with os.fdopen(fd, "wb") as out, open(input_path, "rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        fsync_dir(os.path.dirname(dest))
+    window = completion_window or job.state.get("completion_window") or "24h"
+    rnd = new_round(job, round_no, kind, dest, sha, window, rep.chunks, max_requests, max_bytes)
+    _verified(job)[dest] = sha
+    rounds.append(rnd)
+    job.save()
+    return rnd
+
+
+# -- submitting -------------------------------------------------------------------------------
+
+def crash_point(name: str, index: int) -> None:
+    """Test hook: die like ``kill -9`` at a named point (see the module docstring)."""
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    point, _, which = spec.partition(":")
+    if point == name and (not which or which.strip() == str(index)):
+        sys.stderr.flush()
+        os._exit(137)
+
+
+def _ambiguous(exc: DWError) -> bool:
+    if isinstance(exc, APIConnectionError):
+        return exc.sent
+    return isinstance(exc, APIStatusError) and exc.status >= 500
+
+
+def _mb(n: float) -> str:
+    if n < 1e6:
+        return f"{n / 1e3:.1f} kB"
+    return f"{n / 1e6:.1f} MB"
+
+
+class _Progress:
+    """Throttled upload progress on stderr."""
+
+    def __init__(self, label: str, interval: float = 1.0):
+        self.label = label
+        self.interval = interval
+        self.t0 = time.monotonic()
+        self.last = self.t0
+
+    def __call__(self, sent: int, total: int) -> None:
+        now = time.monotonic()
+        if sent < total and now - self.last < self.interval:
+            return
+        if sent >= total and now - self.t0 < self.interval:
+            return  # quick uploads get only the final line
+        self.last = now
+        pct = 100.0 * sent / total if total else 100.0
+        rate = sent / max(now - self.t0, 1e-6)
+        narrate(f"{self.label}: {pct:5.1f}% ({_mb(sent)} of {_mb(total)}, {_mb(rate)}/s)")
+
+
+class Submitter:
+    """Runs ``submit_pending`` for one job; the counters say what this run did."""
+
+    def __init__(self, job: Job, client: Any, max_cost: Optional[float] = None):
+        self.job = job
+        self.client = client
+        self.max_cost = max_cost
+        self.uploaded = 0
+        self.files_found = 0
+        self.created = 0
+        self.batches_found = 0
+
+    # -- lookups ---------------------------------------------------------------------------
+    def find_upload(self, ch: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """A file this job uploaded for ``ch`` earlier (same unique name, same size), if any."""
+        name = ch["upload_name"]
+        since = (ch.get("upload_started_at") or 0) - CLOCK_SKEW
+
+        def match(f: Dict[str, Any]) -> bool:
+            return (f.get("filename") == name and f.get("purpose", "batch") == "batch"
+                    and (f.get("bytes") is None or int(f["bytes"]) == int(ch["bytes"])))
+
+        found = [f for f in self.client.find_files(name) if match(f)]
+        if not found:  # the search may be unsupported: page recent input files
+            after: Optional[str] = None
+            for _ in range(LOOKUP_PAGES):
+                params: Dict[str, Any] = {"purpose": "batch", "limit": 100}
+                if after:
+                    params["after"] = after
+                body = self.client.get_json("files", params=params)
+                data = [f for f in body.get("data", []) if isinstance(f, dict)]
+                found = [f for f in data if match(f)]
+                old = any(isinstance(f.get("created_at"), (int, float)) and f["created_at"] < since for f in data)
+                if found or old or not body.get("has_more") or not data:
+                    break
+                after = body.get("last_id") or data[-1].get("id")
+        if not found:
+            return None
+        return max(found, key=lambda f: f.get("created_at") or 0)
+
+    def find_batch(self, ch: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """The batch created for ``ch``'s intent, if one exists."""
+        intent = ch["intent_id"]
+        since = (ch.get("create_started_at") or 0) - CLOCK_SKEW
+
+        def match(b: Dict[str, Any]) -> bool:
+            return isinstance(b.get("metadata"), dict) and b["metadata"].get("dwb_intent") == intent
+
+        try:
+            body = self.client.list_batches(limit=100, search=intent)
+            for b in body.get("data", []):
+                if isinstance(b, dict) and match(b):
+                    return b
+        except APIStatusError as exc:
+            if exc.status not in (400, 422):
+                raise
+        after: Optional[str] = None
+        for _ in range(LOOKUP_PAGES):
+            body = self.client.list_batches(limit=100, after=after)
+            data = [b for b in body.get("data", []) if isinstance(b, dict)]
+            for b in data:
+                if match(b):
+                    return b
+            old = any(isinstance(b.get("created_at"), (int, float)) and b["created_at"] < since for b in data)
+            if old or not body.get("has_more") or not data:
+                return None
+            after = body.get("last_id") or data[-1].get("id")
+        return None
+
+    # -- steps -----------------------------------------------------------------------------
+    def _label(self, rnd: Dict[str, Any], ch: Dict[str, Any]) -> str:
+        n = len(rnd["chunks"])
+        r = f"round {rnd['round']} " if rnd["round"] > 1 else ""
+        return f"{r}chunk {ch['index']}/{n}"
+
+    def _upload(self, rnd: Dict[str, Any], ch: Dict[str, Any]) -> Dict[str, Any]:
+        progress = _Progress(f"{self._label(rnd, ch)}: uploading")
+        return self.client.upload_file(rnd["input_path"], filename=ch["upload_name"], start=ch["start_byte"],
+                                       end=ch["end_byte"], progress=progress)
+
+    def ensure_uploaded(self, rnd: Dict[str, Any], ch: Dict[str, Any]) -> None:
+        if ch.get("file_id"):
+            return
+        label = self._label(rnd, ch)
+        if ch.get("upload_started_at"):
+            f = self.find_upload(ch)
+            if f:
+                narrate(f"{label}: found the file uploaded by an earlier run ({f['id']})")
+                self.files_found += 1
+                self._record_file(ch, f)
+                return
+        self._check_input(rnd)
+        ch["upload_started_at"] = time.time()
+        self.job.save()
+        narrate(f"{label}: uploading lines {ch['start_line']}-{ch['end_line']} ({ch['requests']} requests, "
+                f"{_mb(ch['bytes'])})")
+        try:
+            f = self._upload(rnd, ch)
+        except APIStatusError as exc:
+            if not _ambiguous(exc):
+                raise self._explain_upload_error(rnd, ch, exc) from None
+            f = self._resolve_upload(rnd, ch, exc)
+        except APIConnectionError as exc:
+            if not exc.sent:
+                raise
+            f = self._resolve_upload(rnd, ch, exc)
+        crash_point("after_upload", ch["index"])
+        self.uploaded += 1
+        self._record_file(ch, f)
+        narrate(f"{label}: uploaded as file {f['id']}")
+
+    def _resolve_upload(self, rnd: Dict[str, Any], ch: Dict[str, Any], exc: DWError) -> Dict[str, Any]:
+        narrate(f"{self._label(rnd, ch)}: the upload may or may not have arrived ({exc.message}); checking")
+        f = self.find_upload(ch)
+        if f:
+            return f
+        narrate(f"{self._label(rnd, ch)}: not on the server; uploading again")
+        try:
+            return self._upload(rnd, ch)
+        except APIStatusError as exc2:
+            if not _ambiguous(exc2):
+                raise self._explain_upload_error(rnd, ch, exc2) from None
+            err: DWError = exc2
+        except APIConnectionError as exc2:
+            err = exc2
+        f = self.find_upload(ch)
+        if f:
+            return f
+        raise DWError(f"uploading {self._label(rnd, ch)} failed twice ({err.message})",
+                      hint="Run the same command again later; it checks what reached the server first.",
+                      exit_code=EXIT_API)
+
+    def _explain_upload_error(self, rnd: Dict[str, Any], ch: Dict[str, Any], exc: APIStatusError) -> DWError:
+        label = self._label(rnd, ch)
+        msg = exc.body or exc.message
+        if exc.status == 413:
+            return DWError(f"the server refused {label} ({_mb(ch['bytes'])}) as too large: {msg}",
+                           hint=f"Run the same command again with a smaller --max-bytes, e.g. --max-bytes "
+                                f"{max(1, ch['bytes'] // 2)}; the chunks not yet uploaded are split again.",
+                           exit_code=exc.exit_code)
+        m = re.search(r"exceeds the maximum of (\d+)", msg or "")
+        if exc.status == 400 and m and "requests" in msg:
+            return DWError(f"the server refused {label} ({ch['requests']} requests): {msg}",
+                           hint=f"Run the same command again with --max-requests {m.group(1)}; the chunks not yet "
+                                "uploaded are split again.", exit_code=exc.exit_code)
+        m = re.search(r"\b[Ll]ine (\d+)\b", msg or "")
+        if m:
+            line = physical_line(rnd["input_path"], ch["start_byte"], ch["end_byte"], ch["start_line"],
+                                 int(m.group(1)))
+            if line is not None:
+                return DWError(f"the server refused {label}: {msg} (that is line {line} of "
+                               f"{os.path.basename(rnd['input_path'])})",
+                               hint=exc.hint or "Fix that line and run the command again.",
+                               exit_code=exc.exit_code)
+        return exc
+
+    def _record_file(self, ch: Dict[str, Any], f: Dict[str, Any]) -> None:
+        ch["file_id"] = f["id"]
+        self.job.save()
+
+    def _check_input(self, rnd: Dict[str, Any]) -> None:
+        """The bytes about to be uploaded must still be the planned ones (hashed once per process)."""
+        path = rnd["input_path"]
+        verified = _verified(self.job)
+        if verified.get(path) == rnd["input_sha256"]:
+            return
+        try:
+            sha = sha256_file(path)
+        except FileNotFoundError:
+            raise JobError(f"the input {path} is gone", hint="Restore it to resume the job.") from None
+        if sha != rnd["input_sha256"]:
+            raise JobError(f"the input {path} changed since the job was planned",
+                           hint="Restore the original file, or submit the new one as a new job (--job NEW_DIR).")
+        verified[path] = sha
+
+    def ensure_estimate(self, rnd: Dict[str, Any], ch: Dict[str, Any]) -> None:
+        if ch.get("cost_estimate") is not None or not ch.get("file_id"):
+            return
+        try:
+            est = self.client.cost_estimate(ch["file_id"], ch.get("completion_window") or rnd["completion_window"])
+        except APIStatusError as exc:
+            if exc.status in (400, 404, 405, 501):
+                narrate(f"{self._label(rnd, ch)}: no cost estimate from the server ({exc.message})")
+                return
+            raise
+        ch["cost_estimate"] = {k: est.get(k) for k in ("total_requests", "total_estimated_input_tokens",
+                                                       "total_estimated_output_tokens", "total_estimated_cost",
+                                                       "models")}
+        self.job.save()
+
+    def ensure_created(self, rnd: Dict[str, Any], ch: Dict[str, Any], reupload: bool = True) -> None:
+        if ch.get("batch_id"):
+            return
+        label = self._label(rnd, ch)
+        if ch.get("create_started_at"):
+            b = self.find_batch(ch)
+            if b:
+                narrate(f"{label}: found the batch created by an earlier run ({b['id']})")
+                self.batches_found += 1
+                self._record_batch(ch, b)
+                return
+        ch["create_started_at"] = time.time()
+        self.job.save()
+        try:
+            b = self._create(ch)
+        except APIStatusError as exc:
+            if exc.status == 404 and reupload:
+                narrate(f"{label}: the uploaded file {ch['file_id']} is gone (expired or deleted); uploading again")
+                ch["file_id"] = None
+                ch["upload_started_at"] = None
+                ch["create_started_at"] = None
+                ch["cost_estimate"] = None
+                self.job.save()
+                self.ensure_uploaded(rnd, ch)
+                self.ensure_created(rnd, ch, reupload=False)
+                return
+            if not _ambiguous(exc):
+                raise
+            b = self._resolve_create(rnd, ch, exc)
+        except APIConnectionError as exc:
+            if not exc.sent:
+                raise
+            b = self._resolve_create(rnd, ch, exc)
+        crash_point("after_create", ch["index"])
+        self.created += 1
+        self._record_batch(ch, b)
+        narrate(f"{label}: created batch {b['id']} ({ch['requests']} requests, {ch['completion_window']})")
+
+    def _create(self, ch: Dict[str, Any]) -> Dict[str, Any]:
+        state = self.job.state
+        meta = dict(state.get("metadata") or {})
+        rnd_no = self._round_of(ch)
+        meta.update({"dwb_intent": ch["intent_id"], "dwb_job": state["job_id"],
+                     "dwb_chunk": f"r{rnd_no}c{ch['index']}"})
+        return self.client.create_batch(ch["file_id"], ch["completion_window"], meta,
+                                        endpoint=ch.get("endpoint") or "/v1/chat/completions")
+
+    def _round_of(self, ch: Dict[str, Any]) -> int:
+        for rnd in self.job.state.get("rounds", []):
+            if any(c is ch for c in rnd["chunks"]):
+                return int(rnd["round"])
+        return 1
+
+    def _resolve_create(self, rnd: Dict[str, Any], ch: Dict[str, Any], exc: DWError) -> Dict[str, Any]:
+        label = self._label(rnd, ch)
+        narrate(f"{label}: creating the batch may or may not have worked ({exc.message}); checking")
+        b = self._find_batch_settled(ch)
+        if b:
+            return b
+        narrate(f"{label}: no batch was created; creating it again")
+        try:
+            return self._create(ch)
+        except APIStatusError as exc2:
+            if not _ambiguous(exc2):
+                raise
+            err: DWError = exc2
+        except APIConnectionError as exc2:
+            if not exc2.sent:
+                raise
+            err = exc2
+        b = self._find_batch_settled(ch)
+        if b:
+            return b
+        raise DWError(f"could not tell whether the batch for {label} was created ({err.message})",
+                      hint="Run the same command again: it looks the batch up by its intent id before creating "
+                           "anything, so nothing is created twice.", exit_code=EXIT_API)
+
+    def _find_batch_settled(self, ch: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """Look the intent up; a request cut off mid-flight may commit a moment later."""
+        try:
+            for attempt in range(3):
+                b = self.find_batch(ch)
+                if b or attempt == 2:
+                    return b
+                from . import http as dwhttp
+                dwhttp.sleep(1.0 + attempt)
+        except DWError as exc:
+            raise DWError(f"could not check whether the batch was created ({exc.message})",
+                          hint="Run the same command again when the server is reachable: it looks the batch up "
+                               "by its intent id before creating anything.", exit_code=EXIT_API) from None
+        return None
+
+    def _record_batch(self, ch: Dict[str, Any], b: Dict[str, Any]) -> None:
+        ch["batch_id"] = b["id"]
+        ch["held"] = None
+        ch["status"] = b.get("status")
+        rc = b.get("request_counts")
+        if isinstance(rc, dict):
+            ch["request_counts"] = {k: int(rc.get(k) or 0) for k in ("total", "completed", "failed")}
+        for key in ("output_file_id", "error_file_id", "expires_at"):
+            if b.get(key) is not None:
+                ch[key] = b[key]
+        if b.get("input_file_id") and ch.get("file_id") and b["input_file_id"] != ch["file_id"]:
+            narrate(f"warning: batch {b['id']} was made from file {b['input_file_id']}, not {ch['file_id']}")
+        self.job.save()
+
+    def refresh(self) -> None:
+        """Best effort: update the last known status of batches not created by this run."""
+        for ch in self.job.chunks():
+            if not ch.get("batch_id") or ch.get("status") in TERMINAL_STATUSES:
+                continue
+            try:
+                b = self.client.get_batch(ch["batch_id"])
+            except DWError as exc:
+                narrate(f"could not refresh batch {ch['batch_id']}: {exc.message}")
+                return
+            ch["status"] = b.get("status")
+            rc = b.get("request_counts")
+            if isinstance(rc, dict):
+                ch["request_counts"] = {k: int(rc.get(k) or 0) for k in ("total", "completed", "failed")}
+        self.job.save()
+
+    # -- replanning ------------------------------------------------------------------------
+    def replan(self, rnd: Dict[str, Any]) -> None:
+        want = rnd.pop("replan", None)
+        if not want:
+            return
+        chunks = rnd["chunks"]
+        # settle uploads that may have arrived, then re-split the tail that never reached the server
+        for ch in chunks:
+            if not ch.get("file_id") and not ch.get("batch_id") and ch.get("upload_started_at"):
+                f = self.find_upload(ch)
+                if f:
+                    self.files_found += 1
+                    self._record_file(ch, f)
+        k = len(chunks)
+        while k > 0 and not chunks[k - 1].get("file_id") and not chunks[k - 1].get("batch_id"):
+            k -= 1
+        tail = chunks[k:]
+        rnd["limits"] = want
+        if tail:
+            self._check_input(rnd)
+            first = tail[0]
+            new = plan_range(rnd["input_path"], first["start_byte"], tail[-1]["end_byte"], first["start_line"],
+                             want["max_requests"], want["max_bytes"], first_index=first["index"])
+            rnd["chunks"] = chunks[:k] + [new_chunk(self.job.state["job_id"], rnd["round"], c,
+                                                    rnd["completion_window"]) for c in new]
+            narrate(f"re-split the {len(tail)} chunk(s) not yet uploaded into {len(new)} "
+                    f"(max {want['max_requests']} requests, {want['max_bytes']} bytes each)")
+        self.job.save()
+
+    # -- the whole thing -------------------------------------------------------------------
+    def run(self) -> List[Dict[str, Any]]:
+        rounds = self.job.state.get("rounds", [])
+        for rnd in rounds:
+            self.replan(rnd)
+        active = [r for r in rounds if any(not c.get("batch_id") for c in r["chunks"])]
+        pending = [(r, c) for r in active for c in r["chunks"] if not c.get("batch_id")]
+        for rnd, ch in pending:
+            self.ensure_uploaded(rnd, ch)
+        for rnd, ch in pending:
+            self.ensure_estimate(rnd, ch)
+        if pending and self.max_cost is not None:
+            self._check_cost(active, pending)
+        elif any(c.get("held") for _, c in pending):
+            for _, ch in pending:
+                ch["held"] = None
+            self.job.save()
+        for rnd, ch in pending:
+            self.ensure_created(rnd, ch)
+        return [c for r in rounds for c in r["chunks"]]
+
+    def _check_cost(self, active: List[Dict[str, Any]], pending: List[Tuple[Dict[str, Any], Dict[str, Any]]]) -> None:
+        chunks = [c for r in active for c in r["chunks"]]
+        total, unknown = sum_estimates(chunks)
+        limit = Decimal(str(self.max_cost))
+        if unknown:
+            reason = "the server gave no cost estimate for some files"
+            for _, ch in pending:
+                ch["held"] = reason
+            self.job.save()
+            raise CostLimitExceeded(
+                f"cannot check --max-cost ${limit}: {reason}; the files are uploaded, no batch was created",
+                hint="Run the same command again without --max-cost to create the batches anyway.", total=None)
+        if total > limit:
+            reason = f"estimated cost ${_money(total)} is over --max-cost ${limit}"
+            for _, ch in pending:
+                ch["held"] = reason
+            self.job.save()
+            raise CostLimitExceeded(
+                f"the server estimates ${_money(total)} for this job, more than --max-cost ${limit}; "
+                f"the files are uploaded (job {self.job.dir}), no batch was created",
+                hint=f"To go on, run the same command again with --max-cost {_money(total, up=True)} or higher, or "
+                     "without --max-cost; it creates the held batches without uploading again.", total=total)
+        for _, ch in pending:
+            ch["held"] = None
+        self.job.save()
+
+
+def submit_pending(job: Job, client: Any, max_cost: Optional[float] = None) -> List[Dict[str, Any]]:
+    """Upload, estimate and create everything in ``job`` that has no batch yet (see the module
+    docstring). Returns every chunk dict of every round, in order."""
+    return Submitter(job, client, max_cost=max_cost).run()
+
+
+# -- reporting --------------------------------------------------------------------------------
+
+def _money(value: Decimal, up: bool = False) -> str:
+    q = Decimal("0.01") if value >= 1 else Decimal("0.0001")
+    return str(value.quantize(q, rounding=ROUND_CEILING if up else ROUND_HALF_UP))
+
+
+def sum_estimates(chunks: Iterable[Dict[str, Any]]) -> Tuple[Decimal, int]:
+    """(sum of the server's total_estimated_cost, number of chunks without an estimate)."""
+    total = Decimal(0)
+    unknown = 0
+    for ch in chunks:
+        est = ch.get("cost_estimate") or {}
+        try:
+            total += Decimal(str(est["total_estimated_cost"]))
+        except (KeyError, InvalidOperation, TypeError):
+            unknown += 1
+    return total, unknown
+
+
+def job_report(job: Job) -> Dict[str, Any]:
+    """The submit report of a job: batches, totals and the server's cost estimate."""
+    state = job.state
+    chunks = [(r, c) for r in state.get("rounds", []) for c in r["chunks"]]
+    batches = []
+    for rnd, ch in chunks:
+        batches.append({"batch_id": ch.get("batch_id"), "input_file_id": ch.get("file_id"), "round": rnd["round"],
+                        "chunk": ch["index"], "lines": [ch["start_line"], ch["end_line"]],
+                        "requests": ch["requests"], "status": ch.get("status") or ("held" if ch.get("held") else None)})
+    total, unknown = sum_estimates(c for _, c in chunks)
+    known = len(chunks) - unknown
+    estimate: Optional[Dict[str, Any]] = None
+    if known:
+        est = [c.get("cost_estimate") or {} for _, c in chunks]
+        estimate = {"usd": _money(total), "source": "server (GET /files/{id}/cost-estimate)",
+                    "input_tokens": sum(int(e.get("total_estimated_input_tokens") or 0) for e in est),
+                    "output_tokens": sum(int(e.get("total_estimated_output_tokens") or 0) for e in est),
+                    "chunks_estimated": known, "chunks": len(chunks)}
+    return {"job": job.dir, "job_id": state["job_id"], "batches": batches,
+            "requests": (state.get("input") or {}).get("requests"), "chunks": len(chunks),
+            "completion_window": state.get("completion_window"), "estimated_cost": estimate,
+            "source": state.get("source")}
+
+
+def local_estimate(report: Report, completion_window: str) -> Dict[str, Any]:
+    """A price-table estimate from the validation report (no network): input tokens ≈ bytes/4,
+    output = max_tokens where given, else input x 1.1 (embeddings: none)."""
+    table = PRICES.get(completion_window, {})
+    models = []
+    total = Decimal(0)
+    unpriced = []
+    for model, t in sorted(report.model_tokens.items()):
+        price = table.get(model)
+        entry: Dict[str, Any] = {"model": model, "requests": t["requests"], "input_tokens": t["input_tokens"],
+                                 "output_tokens": t["output_tokens"]}
+        if price is None:
+            entry["usd"] = None
+            unpriced.append(model)
+        else:
+            cost = (Decimal(t["input_tokens"]) * Decimal(str(price[0])) +
+                    Decimal(t["output_tokens"]) * Decimal(str(price[1]))) / Decimal(1_000_000)
+            entry["usd"] = _money(cost)
+            entry["price_per_1m_tokens"] = {"input": price[0], "output": price[1]}
+            total += cost
+        models.append(entry)
+    doc: Dict[str, Any] = {
+        "usd": _money(total) if not unpriced or total else None,
+        "source": f"local estimate; prices may be stale (price list of {PRICES_AS_OF}, {completion_window} window)",
+        "input_tokens": sum(t["input_tokens"] for t in report.model_tokens.values()),
+        "output_tokens": sum(t["output_tokens"] for t in report.model_tokens.values()),
+        "models": models,
+    }
+    if unpriced:
+        doc["unpriced_models"] = unpriced
+        doc["note"] = "no local price for " + ", ".join(unpriced) + "; the total leaves them out"
+    return doc
+
+
+def physical_line(path: str, start_byte: int, end_byte: int, start_line: int, nth: int) -> Optional[int]:
+    """The physical line number of the ``nth`` non-blank line (1-based) of a chunk, which is how
+    the server numbers lines in its error messages."""
+    if nth < 1:
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(start_byte)
+        offset, n, seen = start_byte, start_line - 1, 0
+        for raw in fh:
+            if offset >= end_byte:
+                return None
+            n += 1
+            offset += len(raw)
+            if raw.strip():
+                seen += 1
+                if seen == nth:
+                    return n
+    return None
+
+
+__all__ = [
+    "CostLimitExceeded", "PRICES", "Submitter", "add_retry_round", "crash_point", "job_report", "local_estimate",
+    "next_round_path", "parse_metadata", "plan_range", "prepare_job", "submit_pending", "validate_input",
+]

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+# /// script
+# requires-python = ">=3.9"
+# dependencies = ["requests>=2.28,<3", "python-dotenv>=1.0,<2"]
+# ///
+"""Download the results and errors of a job (or of batch ids), resumably, into files in input order.
+
+Works while batches run (partial results) and after. Output and error files are streamed
+with ?skip= from a cursor saved on disk only after the lines it covers are fsynced, so an
+interrupted or repeated fetch continues where it stopped and never counts a line twice.
+Results are deduplicated by custom_id and checked against the batch's request counts once it
+has finished (a short file is read again from the start). All chunks and retry rounds are
+merged into OUT in the order of the original input: the newest success per custom_id; ERR
+gets the error line of every request without a success, plus a line with error code
+"missing" for each request with no result at all ("missing: no result yet" while batches
+run, "not run" after they ended, e.g. cancelled).
+
+examples:
+  python3 scripts/fetch_results.py --job data.dwjob
+  python3 scripts/fetch_results.py --job data.dwjob --format simple -o answers.jsonl
+  python3 scripts/fetch_results.py --job reviews.dwjob --format csv      # job built from a CSV
+  python3 scripts/fetch_results.py 6f1c2e0a-1b2c-4d5e-8f90-0123456789ab -o out.jsonl --input data.jsonl
+
+formats: raw = the server's output lines ({id, custom_id, response{status_code, body}, error});
+simple = one line per input request {custom_id, ok, content, usage, error} where content is
+the chat/completion text, the Responses output text or the embedding vector; csv = the
+original CSV (--csv FILE, or the job's source) with new response and error columns. Default:
+csv for a job built from a CSV, else raw. OUT defaults to <input stem>.results.jsonl (.csv)
+beside the input; ERR to <OUT stem>.errors.jsonl. Without --job the download state lives in
+OUT.dwstate.json and OUT.dwraw/ beside OUT; results are in order of first appearance unless
+--input names the original batch input. Output settings given once for a job (format, -o,
+--errors, --csv; also via run_batch.py) are remembered in job.json and reused by later
+fetches that give none.
+
+output (stdout, JSON): complete, status (job-level, see poll.py), request_counts, requests,
+succeeded, failed, missing, output, errors, format, failed_sample, missing_sample, batches
+(batch_id, status, request_counts, fetched {output, error} lines, new_lines, verified), job,
+next. Exit 0 = complete and every request succeeded; 5 = finished with failed or missing
+requests (next: retry_failed.py); 6 = not finished yet (partial results saved; run again)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+from _dwbatches import batches as dwb
+from _dwbatches import output, results
+from _dwbatches.config import load_config
+from _dwbatches.errors import EXIT_NOT_FINISHED, EXIT_UNSUCCESSFUL, UsageError
+from _dwbatches.http import Client, check_id
+
+
+def add_output_arguments(parser: Any) -> None:
+    g = parser.add_argument_group("results")
+    g.add_argument("-o", "--output", metavar="OUT", help="merged results file (default: <input stem>.results.jsonl "
+                                                          "beside the input; .csv for --format csv)")
+    g.add_argument("--errors", metavar="ERR", help="errors file (default: <OUT stem>.errors.jsonl)")
+    g.add_argument("--format", choices=results.FORMATS, default=None,
+                   help="raw (server lines), simple (custom_id, ok, content, usage, error) or csv "
+                        "(default: csv for a job built from a CSV, else raw)")
+    g.add_argument("--csv", metavar="FILE", help="the original CSV, for --format csv (default: the job's source)")
+
+
+def output_args(args: Any, with_input: bool = False) -> List[str]:
+    """The result options the user gave, to repeat them in `next` commands."""
+    out: List[str] = []
+    for flag, value in (("-o", args.output), ("--errors", args.errors), ("--format", args.format),
+                        ("--csv", args.csv), ("--input", args.input if with_input else None)):
+        if value:
+            out += [flag, dwb.display_path(value) if flag != "--format" else value]
+    return out
+
+
+def next_for(doc: Dict[str, Any], job: Any, batch_ids: Sequence[str], extra: Sequence[str]) -> Optional[str]:
+    code = doc["exit_code"]
+    target = dwb.target_args(job.dir if job is not None else None, batch_ids)
+    if code == EXIT_UNSUCCESSFUL:
+        return dwb.command("retry_failed.py", *target) if job is not None else None
+    if code == EXIT_NOT_FINISHED:
+        if job is not None and doc.get("unsubmitted"):
+            return dwb.resume_command(job.state, job.dir)
+        return (dwb.command("poll.py", *target, "--wait") + "; "
+                + dwb.command("fetch_results.py", *target, *extra))
+    return None
+
+
+def narrate_summary(doc: Dict[str, Any]) -> None:
+    if "succeeded" not in doc:
+        return
+    text = f"{doc['succeeded']}/{doc['requests']} succeeded"
+    if doc["failed"]:
+        text += f", {doc['failed']} failed"
+    if doc["missing"]:
+        text += f", {doc['missing']} without a result"
+    text += f" ({doc['status']}); results: {dwb.display_path(doc['output'])}"
+    if doc["failed"] or doc["missing"]:
+        text += f"; errors: {dwb.display_path(doc['errors'])}"
+    output.narrate(text)
+    if doc.get("next"):
+        output.narrate(f"next: {doc['next']}")
+
+
+def finish(doc: Dict[str, Any]) -> int:
+    code = doc.pop("exit_code")
+    output.emit(doc)
+    return code
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = output.make_parser(__doc__, network=True)
+    parser.add_argument("batch_ids", nargs="*", metavar="BATCH_ID", help="batch ids (or use --job)")
+    parser.add_argument("--job", metavar="DIR", help="the job directory made by submit.py / run_batch.py")
+    add_output_arguments(parser)
+    parser.add_argument("--input", metavar="FILE",
+                        help="with batch ids: the original batch input, for input order and missing requests")
+    args = output.parse_args(parser, argv)
+
+    def body() -> int:
+        if bool(args.job) == bool(args.batch_ids):
+            raise UsageError("pass either batch ids or --job DIR", hint="e.g. fetch_results.py --job data.dwjob")
+        if args.input and not os.path.isfile(args.input):
+            raise UsageError(f"{args.input}: no such file", hint="--input names the original batch JSONL file.")
+        if args.csv and not os.path.isfile(args.csv):
+            raise UsageError(f"{args.csv}: no such file", hint="--csv names the original CSV file.")
+        cfg = load_config(args.base_url, args.allow_insecure_http)
+        client = Client(cfg)
+        extra = output_args(args, with_input=True)
+        if args.job:
+            if args.input:
+                raise UsageError("--input is only for batch ids; a job knows its input")
+            job = dwb.load_job(args.job)
+            dwb.check_job_base_url(job, client.base_url)
+            with job:
+                job.load()
+                doc = results.fetch_job(client, job, fmt=args.format, out=args.output, err=args.errors,
+                                        csv_path=args.csv)
+            doc["next"] = next_for(doc, job, [], extra)
+        else:
+            ids = list(dict.fromkeys(check_id(b, "batch") for b in args.batch_ids))
+            fmt = args.format or ("csv" if args.csv else "raw")
+            out = args.output or f"{ids[0]}.results.{'csv' if fmt == 'csv' else 'jsonl'}"
+            doc = results.fetch_bare(client, ids, out, args.errors, fmt, input_path=args.input, csv_path=args.csv)
+            doc["next"] = next_for(doc, None, ids, extra if args.output else extra + ["-o", out])
+            if doc["exit_code"] == EXIT_UNSUCCESSFUL:
+                doc["hint"] = ("the failed and missing requests are listed in the errors file; to rerun them "
+                               "automatically, submit with submit.py / run_batch.py (a job) and use retry_failed.py")
+        narrate_summary(doc)
+        return finish(doc)
+
+    return output.run(body)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

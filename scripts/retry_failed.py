@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+# /// script
+# requires-python = ">=3.9"
+# dependencies = ["requests>=2.28,<3", "python-dotenv>=1.0,<2"]
+# ///
+"""Rerun the failed and never-run requests of a job as a new round of the same job.
+
+First brings the job's results up to date (the same engine as fetch_results.py), then
+copies every request without a successful result (failed, or missing because its batch was
+cancelled or expired) verbatim from the original input, in input order, into
+<job>/rounds/round-N.jsonl and submits it through the same engine as submit.py. Nothing
+that succeeded is sent again. Safe to run again after a crash or timeout: a round that was
+recorded but not fully submitted is resumed, never submitted twice. Refuses (exit 6) while
+batches of the job are still running: run poll.py --job DIR --wait first.
+
+examples:
+  python3 scripts/retry_failed.py --job data.dwjob
+  python3 scripts/retry_failed.py --job data.dwjob --dry-run     # count, write and send nothing
+  python3 scripts/retry_failed.py --job data.dwjob -w 1h         # the retry round in the 1h window
+
+Requests that failed with a client error (HTTP 4xx: a bad request, a model not allowed)
+usually fail again; their count is shown on stderr. Afterwards poll the job and fetch the
+results as usual: fetch_results.py merges all rounds (a success in any round counts).
+
+output (stdout, JSON): job, round (the new or resumed round, null if none), requests (in
+that round), failed and missing (how many of each it retries), sample (first custom_ids),
+batches (batch_id, chunk, requests, status), dry_run, next. Exit 0 = submitted, or nothing
+to retry; 6 = batches still running, or the job is not fully submitted (see next)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+from _dwbatches import batches as dwb
+from _dwbatches import output, results
+from _dwbatches.config import load_config
+from _dwbatches.errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError
+from _dwbatches.http import Client
+from _dwbatches.jobstate import sha256_file
+from _dwbatches.submitter import WINDOWS, Submitter, add_retry_round, next_round_path
+
+
+def round_doc(rnd: Dict[str, Any]) -> List[Dict[str, Any]]:
+    return [{"batch_id": c.get("batch_id"), "chunk": c["index"], "requests": c["requests"],
+             "status": c.get("status") or ("held" if c.get("held") else None)} for c in rnd["chunks"]]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = output.make_parser(__doc__, network=True)
+    parser.add_argument("--job", metavar="DIR", required=True, help="the job directory")
+    parser.add_argument("-w", "--completion-window", choices=WINDOWS,
+                        help="window of the retry round (default: the job's)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="bring results up to date and count what would be retried; write and send nothing")
+    parser.add_argument("--force", action="store_true",
+                        help="retry even when a finished batch's result files look short of its counts "
+                             "(those requests may have succeeded and would be paid twice)")
+    args = output.parse_args(parser, argv)
+
+    def body() -> int:
+        client = Client(load_config(args.base_url, args.allow_insecure_http))
+        job = dwb.load_job(args.job)
+        dwb.check_job_base_url(job, client.base_url)
+        with job:
+            job.load()
+            doc = retry(client, job, args)
+        code = doc.pop("exit_code")
+        if doc.get("next"):
+            output.narrate(f"next: {doc['next']}")
+        output.emit(doc)
+        return code
+
+    return output.run(body)
+
+
+def _doc(job: Any, **kw: Any) -> Dict[str, Any]:
+    doc: Dict[str, Any] = {"job": job.dir, "round": None, "requests": 0, "failed": 0, "missing": 0, "sample": [],
+                           "batches": [], "dry_run": False}
+    doc.update(kw)
+    return doc
+
+
+def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
+    state = job.state
+    rounds = state.get("rounds") or []
+    jd = dwb.display_path(job.dir)
+    if not rounds:
+        return _doc(job, status="not_submitted", exit_code=EXIT_NOT_FINISHED,
+                    reason="the job has no batches yet", next=dwb.resume_command(state, job.dir))
+
+    # a round with chunks that have no batch: resume it (retry round) or leave it to submit.py
+    pending = [(r, c) for r in rounds for c in r["chunks"] if not c.get("batch_id")]
+    if pending:
+        latest = rounds[-1]
+        if latest.get("kind") == "retry" and all(r is latest for r, _ in pending):
+            if args.dry_run:
+                return _doc(job, round=latest["round"], requests=sum(c["requests"] for c in latest["chunks"]),
+                            batches=round_doc(latest), dry_run=True, exit_code=EXIT_OK,
+                            reason=f"round {latest['round']} is recorded but not fully submitted; "
+                                   "running without --dry-run finishes submitting it",
+                            next=dwb.command("retry_failed.py", "--job", jd))
+            output.narrate(f"round {latest['round']} was not fully submitted; resuming it")
+            sub = Submitter(job, client)
+            sub.run()
+            return _doc(job, round=latest["round"], requests=sum(c["requests"] for c in latest["chunks"]),
+                        batches=round_doc(latest), resumed=True, exit_code=EXIT_OK,
+                        next=dwb.command("poll.py", "--job", jd, "--wait"))
+        output.narrate("the job is not fully submitted (a chunk has no batch: held over --max-cost, or the "
+                       "submit was interrupted); finish that first")
+        return _doc(job, status="not_submitted", exit_code=EXIT_NOT_FINISHED,
+                    reason="a chunk of the job has no batch yet", next=dwb.resume_command(state, job.dir))
+
+    ref = results.refresh_job(client, job)
+    if not ref.complete:
+        running = [r.batch_id for r in ref.reports if not r.terminal]
+        output.narrate(f"{len(running)} batch(es) of the job are still running; retrying now could run requests "
+                       "that are about to finish. Wait for them first.")
+        return _doc(job, status=ref.summary["status"], exit_code=EXIT_NOT_FINISHED,
+                    reason="batches of the job are still running", running=running,
+                    next=dwb.command("poll.py", "--job", jd, "--wait"))
+    short = [r for r in ref.reports if r.drained and not r.verified]
+    if short and not args.force:
+        notes = "; ".join(f"{r.batch_id}: {', '.join(r.notes) or 'short'}" for r in short)
+        raise DWError(f"the downloaded results of {len(short)} finished batch(es) are short of the server's counts "
+                      f"({notes}); retrying now could pay twice for requests that did succeed",
+                      hint="Run fetch_results.py --job again later (it re-reads short files), or pass --force to "
+                           "retry anyway.")
+
+    inp = state.get("input") or {}
+    input_path = inp.get("path")
+    if not input_path or not os.path.isfile(input_path):
+        raise JobError(f"the job's input {input_path} is gone; the retry input is copied from it",
+                       hint="Restore the original batch input file at that path, then run again.")
+    if inp.get("sha256") and sha256_file(input_path) != inp["sha256"]:
+        raise JobError(f"the job's input {input_path} changed since it was submitted",
+                       hint="Restore the original batch input file, then run again.")
+
+    index = results.build_index(ref.store, ref.targets, keep_order=False)
+    index.close()
+    tally = {"failed": 0, "missing": 0}
+
+    def keep(cid: str) -> bool:
+        if cid in index.success:
+            return False
+        if cid in index.errors:
+            tally["failed"] += 1
+        else:
+            tally["missing"] += 1
+        return True
+
+    dest = None if args.dry_run else next_round_path(job)
+    count, sample = results.write_subset(input_path, keep, dest)
+    if count == 0:
+        if dest and os.path.exists(dest):
+            os.unlink(dest)
+        output.narrate("every request has a successful result; nothing to retry")
+        return _doc(job, exit_code=EXIT_OK, status=ref.summary["status"], dry_run=bool(args.dry_run),
+                    next=dwb.command("fetch_results.py", "--job", jd))
+    client_errors = _client_errors(index)
+    what = f"{tally['failed']} failed and {tally['missing']} never run"
+    if client_errors:
+        output.narrate(f"note: {client_errors} of the failures were client errors (HTTP 4xx); they may fail again")
+    if args.dry_run:
+        output.narrate(f"dry run: would retry {count} request(s) ({what}); nothing was written or sent")
+        return _doc(job, round=len(rounds) + 1, requests=count, failed=tally["failed"], missing=tally["missing"],
+                    sample=sample, dry_run=True, client_errors=client_errors, exit_code=EXIT_OK,
+                    next=dwb.command("retry_failed.py", "--job", jd))
+    limits = rounds[0].get("limits") or {}
+    kwargs = {k: limits[k] for k in ("max_requests", "max_bytes") if limits.get(k)}
+    rnd = add_retry_round(job, dest, completion_window=args.completion_window, **kwargs)
+    output.narrate(f"round {rnd['round']}: retrying {count} request(s) ({what}) from {dwb.display_path(dest)}")
+    Submitter(job, client).run()
+    return _doc(job, round=rnd["round"], requests=count, failed=tally["failed"], missing=tally["missing"],
+                sample=sample, batches=round_doc(rnd), input=dest, client_errors=client_errors,
+                exit_code=EXIT_OK, next=dwb.command("poll.py", "--job", jd, "--wait"))
+
+
+def _client_errors(index: Any) -> int:
+    """Failed requests (without a success) whose failure was an HTTP 4xx."""
+    n = 0
+    for cid, loc in index.errors.items():
+        if cid in index.success:
+            continue
+        try:
+            obj = json.loads(index.read(loc))
+        except (OSError, ValueError):
+            continue
+        text = results.error_text(obj)
+        if "NonRetriableHttpStatus" in text or "(HTTP 4" in text or text.startswith("HTTP 4"):
+            n += 1
+    index.close()
+    return n
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+# /// script
+# requires-python = ">=3.9"
+# dependencies = ["requests>=2.28,<3", "python-dotenv>=1.0,<2"]
+# ///
+"""Submit (or resume) a batch file, wait for it, and fetch the results in input order: one command.
+
+Without --wait it submits (or resumes the job: nothing is uploaded or created twice),
+checks once and returns the job and the command to run next; use this when tool calls time
+out. With --wait it polls every --interval seconds, downloading partial results as they
+come, until every batch has ended or --timeout passes, then writes the merged results
+(exit 6 on timeout: partial results are saved, and running the same command again goes on
+where it stopped). Run it again after any interruption: it resumes without resubmitting.
+
+examples:
+  python3 scripts/run_batch.py requests.jsonl --wait
+  python3 scripts/run_batch.py requests.jsonl --wait --format simple -o answers.jsonl
+  python3 scripts/run_batch.py reviews.jsonl -w 1h --wait --timeout 3000
+  python3 scripts/run_batch.py requests.jsonl                   # submit, check once, return
+
+output (stdout, JSON): job, job_id, submitted (resumed, this_run {uploaded, created, found},
+chunks), status, then (once finished, or with --wait) the fetch report: complete,
+succeeded, failed, missing, output, errors, format, batches, next. Without --wait and not
+finished yet: finished false, request_counts, batches, next. Exit codes as fetch_results.py
+(0 all succeeded; 5 finished with failed or missing requests: next is retry_failed.py; 6
+--wait timed out); without --wait an unfinished job exits 0."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import fetch_results
+from _dwbatches import batches as dwb
+from _dwbatches import output, results
+from _dwbatches.builder import read_sidecar
+from _dwbatches.config import load_config
+from _dwbatches.errors import EXIT_OK, JobError, UsageError
+from _dwbatches.http import Client
+from _dwbatches.jobstate import Job, default_job_dir, sha256_file
+from _dwbatches.submitter import WINDOWS, Submitter, parse_metadata, prepare_job, validate_input
+from _dwbatches.validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = output.make_parser(__doc__, network=True)
+    parser.add_argument("input", metavar="INPUT.jsonl", help="the batch file (see create_batch_file.py)")
+    g = parser.add_argument_group("submit (as submit.py)")
+    g.add_argument("-w", "--completion-window", choices=WINDOWS,
+                   help="24h (batch price, the default) or 1h (async price, faster)")
+    g.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
+                   help="batch metadata (repeatable; string values)")
+    g.add_argument("--job", metavar="DIR", help="job directory (default: INPUT.dwjob beside the input)")
+    g.add_argument("--max-requests", type=int, metavar="N",
+                   help=f"requests per uploaded file (default {MAX_REQUESTS_PER_FILE})")
+    g.add_argument("--max-bytes", type=int, metavar="N", help=f"bytes per uploaded file (default {MAX_FILE_BYTES})")
+    g.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, metavar="N",
+                   help="bytes per request body (default %(default)s)")
+    g.add_argument("--max-cost", type=float, metavar="USD",
+                   help="create no batch when the server's cost estimate is over USD")
+    g = parser.add_argument_group("waiting")
+    g.add_argument("--wait", action="store_true", help="wait for the batches and fetch the results")
+    g.add_argument("--interval", type=float, default=30.0, metavar="SECONDS",
+                   help="seconds between checks (default 30)")
+    g.add_argument("--timeout", type=float, default=540.0, metavar="SECONDS",
+                   help="stop waiting after this many seconds, exit 6 (default 540)")
+    fetch_results.add_output_arguments(parser)
+    args = output.parse_args(parser, argv)
+
+    def body() -> int:
+        for name in ("max_requests", "max_bytes"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
+        if args.interval <= 0 or args.timeout < 0:
+            raise UsageError("--interval must be > 0 and --timeout >= 0")
+        if not os.path.isfile(args.input):
+            raise UsageError(f"{args.input}: no such file", hint="Pass the path of a JSONL batch file.")
+        if args.csv and not os.path.isfile(args.csv):
+            raise UsageError(f"{args.csv}: no such file", hint="--csv names the original CSV file.")
+        metadata = parse_metadata(args.metadata)
+        cfg = load_config(args.base_url, args.allow_insecure_http)
+        client = Client(cfg)
+        job, submitted = submit(args, cfg, client, metadata)
+        doc: Dict[str, Any] = {"job": job.dir, "job_id": job.state["job_id"], "submitted": submitted}
+        rerun = rerun_command(args, job)
+
+        if not args.wait:
+            summary, summaries = check(client, job)
+            if not summary["finished"]:
+                doc.update(status=summary["status"], finished=False, request_counts=summary["request_counts"],
+                           batches=summaries, next=rerun)
+                output.narrate(f"next: {rerun}")
+                output.emit(doc)
+                return EXIT_OK
+        else:
+            wait(client, job, args.interval, args.timeout)
+
+        with job:
+            job.load()
+            fetched = results.fetch_job(client, job, fmt=args.format, out=args.output, err=args.errors,
+                                        csv_path=args.csv)
+        doc.update(fetched)
+        doc["next"] = fetch_results.next_for(doc, job, [], fetch_results.output_args(args))
+        if doc["exit_code"] == 6 and not doc.get("unsubmitted"):
+            doc["next"] = rerun
+        fetch_results.narrate_summary(doc)
+        return fetch_results.finish(doc)
+
+    return output.run(body)
+
+
+def submit(args: Any, cfg: Any, client: Any, metadata: Dict[str, str]) -> Tuple[Job, Dict[str, Any]]:
+    job = Job(os.path.abspath(args.job or default_job_dir(args.input)))
+    max_requests = args.max_requests or MAX_REQUESTS_PER_FILE
+    max_bytes = args.max_bytes or MAX_FILE_BYTES
+    report = None if job.exists() else validate_input(args.input, max_requests, max_bytes, args.max_body_bytes)
+    sha = sha256_file(args.input)
+    source, note = read_sidecar(args.input, sha)
+    if note:
+        output.narrate(note)
+    with job:
+        resumed = prepare_job(job, args.input, base_url=cfg.base_url, completion_window=args.completion_window,
+                              metadata=metadata, max_requests=args.max_requests, max_bytes=args.max_bytes,
+                              max_body_bytes=args.max_body_bytes, report=report, input_sha256=sha, source=source)
+        if resumed:
+            output.narrate(f"resuming the job at {dwb.display_path(job.dir)}")
+        else:
+            output.narrate(f"new job at {dwb.display_path(job.dir)}: {job.state['input']['requests']} requests in "
+                           f"{len(job.state['rounds'][0]['chunks'])} chunk(s)")
+        if any((args.format, args.output, args.errors, args.csv)):
+            results.remember_output(job, *results.resolve_output(job.state, args.format, args.output, args.errors,
+                                                                 args.csv))
+        sub = Submitter(job, client, max_cost=args.max_cost)
+        sub.run()
+    return job, {"resumed": resumed, "chunks": sum(1 for _ in job.chunks()),
+                 "this_run": {"uploaded": sub.uploaded, "created": sub.created,
+                              "found": sub.files_found + sub.batches_found}}
+
+
+def check(client: Any, job: Job) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
+    job.load()
+    targets = [t for t in dwb.job_targets(job.state) if t["batch_id"]]
+    objs = dwb.get_batches(client, [t["batch_id"] for t in targets])
+    summaries = [dwb.summarize_batch(objs[t["batch_id"]], t["round"], t["chunk"]) for t in targets]
+    summary = dwb.job_status(summaries, job.state)
+    dwb.record_status(job, objs)
+    running = [b for b in objs.values() if not dwb.is_terminal(b.get("status"))]
+    speed = dwb.rate_and_eta(running)
+    output.narrate(dwb.progress_line(summary["request_counts"], summary["status"], speed["rate"],
+                                     speed["eta_seconds"]))
+    return summary, summaries
+
+
+def wait(client: Any, job: Job, interval: float, timeout: float) -> None:
+    """Poll until every batch ended or the timeout; download new lines between polls."""
+    deadline = time.monotonic() + timeout
+    while True:
+        summary, _ = check(client, job)
+        if summary["finished"] or summary["status"] == "not_submitted":
+            return
+        try:
+            job.lock(wait=2.0)
+        except JobError:
+            pass  # another process works on the job; it downloads for us
+        else:
+            try:
+                job.load()
+                results.update(client, results.JobStore(job), results.job_targets(job.state))
+            finally:
+                job.unlock()
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            output.narrate("timed out waiting; partial results are saved")
+            return
+        dwb.sleep(min(interval, remaining))
+
+
+def rerun_command(args: Any, job: Job) -> str:
+    extra: List[str] = [dwb.display_path(args.input)]
+    if args.job:
+        extra += ["--job", dwb.display_path(job.dir)]
+    extra += ["--wait"] + fetch_results.output_args(args)
+    return dwb.command("run_batch.py", *extra)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

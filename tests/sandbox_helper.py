@@ -1,0 +1,417 @@
+"""Start and drive the local Doubleword Batch API sandbox from tests (standard library only).
+
+sb = Sandbox(data_dir, api_key="sk-test-...").start()
+sb.base_url        # http://127.0.0.1:PORT/v1
+res = sb.upload(jsonl_bytes(chat_requests(3)))
+batch = sb.create_batch(res.json()["id"]).json()
+sb.wait_batch(batch["id"])
+sb.stop()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO_ROOT / "scripts"
+SERVER_SCRIPT = SCRIPTS / "sandbox_server.py"
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+CHAT_MODEL = "Qwen/Qwen3.5-9B"
+EMBEDDING_MODEL = "Qwen/Qwen3-Embedding-8B"
+
+
+class SandboxError(RuntimeError):
+    pass
+
+
+def new_api_key() -> str:
+    """A throwaway sandbox key: ``sk-test-`` plus 40 url-safe characters."""
+    return "sk-test-" + secrets.token_urlsafe(30)[:40]
+
+
+class HTTPResult:
+    """A finished HTTP exchange: ``status``, ``headers`` (case-insensitive), ``body`` bytes."""
+
+    def __init__(self, status: int, headers: Any, body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+    def json(self) -> Any:
+        return json.loads(self.body.decode("utf-8"))
+
+    def lines(self) -> list:
+        """The body as parsed NDJSON lines."""
+        return [json.loads(line) for line in self.text.splitlines() if line.strip()]
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        value = self.headers.get(name)
+        return default if value is None else value
+
+    def __repr__(self) -> str:
+        return f"HTTPResult({self.status}, {self.body[:200]!r})"
+
+
+def chat_requests(n: int, model: str = CHAT_MODEL, prefix: str = "req-", start: int = 0) -> list:
+    """``n`` chat-completion request lines with custom_ids ``req-0``, ``req-1``..."""
+    return [
+        {
+            "custom_id": f"{prefix}{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": model, "messages": [{"role": "user", "content": f"Question number {i}"}]},
+        }
+        for i in range(start, start + n)
+    ]
+
+
+def jsonl_bytes(items: Iterable[Any]) -> bytes:
+    """Serialise dicts (or pre-serialised strings) as JSONL."""
+    out = []
+    for item in items:
+        out.append(item if isinstance(item, str) else json.dumps(item))
+    return ("\n".join(out) + "\n").encode("utf-8")
+
+
+def multipart_body(
+    fields: dict, file_bytes: bytes, filename: str = "batch.jsonl", boundary: str | None = None
+) -> tuple:
+    """Return (content_type, body) of a multipart/form-data upload with a ``file`` part."""
+    boundary = boundary or "sandbox" + uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        )
+    parts.append(
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: application/jsonl\r\n\r\n"
+        ).encode()
+        + file_bytes
+        + b"\r\n"
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return f"multipart/form-data; boundary={boundary}", b"".join(parts)
+
+
+class Sandbox:
+    """One sandbox server process (``scripts/sandbox_server.py``) bound to a free port.
+
+    ``extra_args`` are passed to the server; ``env`` replaces os.environ for it; ``python``
+    is the interpreter (default: the one running the tests).  The server's stderr goes to
+    ``log_path`` (next to the data dir).
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike,
+        api_key: str | None = None,
+        extra_args: Iterable[str] = (),
+        env: dict | None = None,
+        python: str | None = None,
+    ) -> None:
+        self.python = python or sys.executable
+        self.data_dir = Path(data_dir)
+        self.api_key = api_key
+        self.extra_args = list(extra_args)
+        self._env = env
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.pid: int | None = None
+        self.base_url: str | None = None
+        self.ready: dict = {}
+        self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
+        self._log_file: Any = None
+
+    # lifecycle ---------------------------------------------------------------------
+    def command(self) -> list:
+        cmd = [self.python, str(SERVER_SCRIPT), "--port", "0", "--data-dir", str(self.data_dir)]
+        if self.api_key:
+            cmd += ["--api-key", self.api_key]
+        return cmd + self.extra_args
+
+    def start(self, timeout: float = 15.0) -> Sandbox:
+        if self.proc is not None and self.proc.poll() is None:
+            raise SandboxError("sandbox already running")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ if self._env is None else self._env)
+        for name in ("DW_SANDBOX_FAULTS", "DW_SANDBOX_API_KEY", "DW_SANDBOX_UPSTREAM_API_KEY"):
+            if self._env is None or name not in self._env:
+                env.pop(name, None)
+        self._log_file = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            self.command(),
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=str(REPO_ROOT),
+        )
+        line = self._read_ready_line(timeout)
+        self.ready = json.loads(line)
+        self.port = int(self.ready["port"])
+        self.pid = int(self.ready["pid"])
+        self.base_url = self.ready["base_url"]
+        return self
+
+    def _read_ready_line(self, timeout: float) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.kill()
+                    raise SandboxError(f"sandbox not ready after {timeout}s; log:\n{self.log_text()}")
+                if sel.select(left):
+                    line = self.proc.stdout.readline()
+                    if not line:
+                        self.proc.wait(5)
+                        raise SandboxError(
+                            f"sandbox exited with {self.proc.returncode} before it was ready; log:\n{self.log_text()}"
+                        )
+                    return line.decode("utf-8")
+        finally:
+            sel.close()
+
+    @property
+    def root_url(self) -> str:
+        """``http://127.0.0.1:PORT`` (no ``/v1``)."""
+        assert self.base_url is not None
+        return self.base_url[: -len("/v1")]
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        self._cleanup()
+        return proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL (no clean shutdown): simulates a crash."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def restart(self, extra_args: Iterable[str] | None = None) -> Sandbox:
+        """Stop and start again on the same data dir (the port may change)."""
+        self.stop()
+        if extra_args is not None:
+            self.extra_args = list(extra_args)
+        return self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def env(self) -> dict:
+        """os.environ plus DOUBLEWORD_API_KEY / DOUBLEWORD_BASE_URL pointing at this sandbox."""
+        env = dict(os.environ)
+        env["DOUBLEWORD_API_KEY"] = self.api_key or "sk-sandbox"
+        env["DOUBLEWORD_BASE_URL"] = str(self.base_url)
+        return env
+
+    def __enter__(self) -> Sandbox:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # HTTP --------------------------------------------------------------------------
+    def url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        if path.startswith(("/v1/", "/_sandbox", "/ai/")) or path == "/v1":
+            return self.root_url + path
+        return str(self.base_url) + "/" + path.lstrip("/")
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        data: bytes | None = None,
+        headers: dict | None = None,
+        params: dict | None = None,
+        api_key: str | None = None,
+        auth: bool = True,
+        timeout: float = 30.0,
+    ) -> HTTPResult:
+        """Send one request; never raises for HTTP error statuses.
+
+        ``path`` is relative to base_url (``files``) or absolute (``/_sandbox/stats``).
+        ``api_key`` overrides the sandbox key; ``auth=False`` sends no Authorization header.
+        """
+        url = self.url(path)
+        if params:
+            url += ("&" if "?" in url else "?") + urllib.parse.urlencode(params)
+        hdrs = dict(headers or {})
+        if json_body is not None:
+            data = json.dumps(json_body).encode("utf-8")
+            hdrs.setdefault("Content-Type", "application/json")
+        key = api_key if api_key is not None else self.api_key
+        if auth and key:
+            hdrs.setdefault("Authorization", f"Bearer {key}")
+        req = urllib.request.Request(url, data=data, method=method.upper(), headers=hdrs)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                return HTTPResult(resp.status, resp.headers, resp.read())
+        except urllib.error.HTTPError as err:
+            body = err.read()
+            return HTTPResult(err.code, err.headers, body)
+
+    def get(self, path: str, **kwargs: Any) -> HTTPResult:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, json_body: Any = None, **kwargs: Any) -> HTTPResult:
+        return self.request("POST", path, json_body=json_body, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> HTTPResult:
+        return self.request("DELETE", path, **kwargs)
+
+    def get_json(self, path: str, **kwargs: Any) -> Any:
+        res = self.get(path, **kwargs)
+        if res.status != 200:
+            raise SandboxError(f"GET {path} -> {res.status}: {res.text}")
+        return res.json()
+
+    # API shortcuts -----------------------------------------------------------------
+    def upload(
+        self,
+        content: bytes,
+        filename: str = "batch.jsonl",
+        purpose: str | None = "batch",
+        fields: dict | None = None,
+        **kwargs: Any,
+    ) -> HTTPResult:
+        all_fields = {} if purpose is None else {"purpose": purpose}
+        all_fields.update(fields or {})
+        ctype, body = multipart_body(all_fields, content, filename)
+        return self.request("POST", "files", data=body, headers={"Content-Type": ctype}, **kwargs)
+
+    def upload_requests(self, items: Iterable[Any], filename: str = "batch.jsonl") -> dict:
+        """Upload request dicts; return the File object (raises unless 201)."""
+        res = self.upload(jsonl_bytes(items), filename=filename)
+        if res.status != 201:
+            raise SandboxError(f"upload failed: {res.status} {res.text}")
+        return res.json()
+
+    def create_batch(
+        self,
+        input_file_id: str,
+        endpoint: str = "/v1/chat/completions",
+        completion_window: str = "24h",
+        metadata: dict | None = None,
+        **kwargs: Any,
+    ) -> HTTPResult:
+        body: dict = {
+            "input_file_id": input_file_id,
+            "endpoint": endpoint,
+            "completion_window": completion_window,
+        }
+        if metadata is not None:
+            body["metadata"] = metadata
+        return self.post("batches", body, **kwargs)
+
+    def submit(self, items: Iterable[Any], **batch_kwargs: Any) -> dict:
+        """Upload requests and create a batch; return the Batch object."""
+        file_obj = self.upload_requests(items)
+        res = self.create_batch(file_obj["id"], **batch_kwargs)
+        if res.status != 201:
+            raise SandboxError(f"create batch failed: {res.status} {res.text}")
+        return res.json()
+
+    def batch(self, batch_id: str) -> dict:
+        return self.get_json(f"batches/{batch_id}")
+
+    def wait_batch(
+        self,
+        batch_id: str,
+        statuses: Iterable[str] = TERMINAL_STATUSES,
+        timeout: float = 30.0,
+        interval: float = 0.05,
+    ) -> dict:
+        """Poll GET /v1/batches/{id} until its status is in ``statuses``; return the batch."""
+        wanted = set(statuses)
+        deadline = time.monotonic() + timeout
+        while True:
+            batch = self.batch(batch_id)
+            if batch["status"] in wanted:
+                return batch
+            if time.monotonic() > deadline:
+                raise SandboxError(f"batch {batch_id} still {batch['status']} after {timeout}s: {batch}")
+            time.sleep(interval)
+
+    def content(self, file_id: str, **params: Any) -> HTTPResult:
+        return self.get(f"files/{file_id}/content", params=params or None)
+
+    # sandbox control ---------------------------------------------------------------
+    def set_faults(self, faults: dict) -> dict:
+        res = self.request("PUT", "/_sandbox/faults", json_body=faults)
+        if res.status != 200:
+            raise SandboxError(f"set_faults failed: {res.status} {res.text}")
+        return res.json()
+
+    def clear_faults(self) -> dict:
+        return self.set_faults({})
+
+    def faults(self) -> dict:
+        return self.get_json("/_sandbox/faults")
+
+    def stats(self) -> dict:
+        return self.get_json("/_sandbox/stats")
+
+    def reset_stats(self) -> dict:
+        res = self.request("POST", "/_sandbox/reset-stats")
+        if res.status != 200:
+            raise SandboxError(f"reset_stats failed: {res.status} {res.text}")
+        return res.json()

@@ -1,0 +1,634 @@
+"""Checks that keep SKILL.md, README.md and the references true as the code changes.
+
+- SKILL.md frontmatter against the Agent Skills spec (and `agentskills validate` from the
+  skills-ref package on a copy of the skill folder named doubleword-batches);
+- every script named in SKILL.md exists and every script is named; each script's --help runs
+  standalone and lists the exit codes;
+- every environment variable the code reads is declared in the SKILL.md metadata;
+- every command in a ```bash block of SKILL.md and README.md runs against the sandbox, in
+  order, and exits with a code the docs allow (see ``DocRunner`` for the conventions);
+- the README's worked example shows JSON with the same fields as the real output;
+- the bundle that `clawhub publish` would upload (.gitignore + .clawhubignore, dot-files
+  and non-text files skipped, as ClawHub does) holds what an agent needs and nothing else.
+
+Doc command conventions (the docs rely on them; keep them in sync):
+
+- Only lines starting with ``python3 scripts/`` are run; ``\\`` continues a line.
+- A trailing comment that mentions ``exit``/``exits`` lists the allowed exit codes
+  (``# exit 0 or 6 ...``); without one, only 0 is allowed.
+- Placeholders are whole ALL-CAPS words: ``BATCH_ID`` is the first ``batches[].batch_id``
+  printed by an earlier command; ``MODEL`` is a chat model. Any other ALL-CAPS word fails.
+- ``python3 scripts/sandbox_server.py ... &`` starts that sandbox (port and data dir replaced
+  by free ones); the following commands use it, as ``export DOUBLEWORD_BASE_URL=...`` would.
+- The commands run in a scratch directory that holds copies of scripts/ and examples/, plus
+  the inputs named in ``DOC_INPUTS``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = ROOT / "scripts"
+SKILL_MD = ROOT / "SKILL.md"
+README = ROOT / "README.md"
+REFERENCES = ROOT / "references"
+
+SKILL_NAME = "doubleword-batches"
+ALLOWED_KEYS = {"name", "description", "license", "compatibility", "metadata", "allowed-tools"}
+CHAT_MODEL = "Qwen/Qwen3.5-35B-A3B-FP8"
+EXIT_CODES = ("0", "1", "2", "3", "4", "5", "6")
+# Inputs the documented commands name, in the scratch directory, from the repo's examples.
+DOC_INPUTS = {"prompts.txt": "examples/prompts.txt", "reviews.csv": "examples/reviews.csv"}
+COMMAND_TIMEOUT = 300
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+
+def split_frontmatter(text: str):
+    assert text.startswith("---\n"), "SKILL.md must start with a YAML frontmatter block"
+    end = text.index("\n---\n", 4)
+    return text[4:end], text[end + 5:]
+
+
+def load_yaml(text: str) -> Dict[str, Any]:
+    """Parse the frontmatter the way strict validators do (strictyaml: no flow style)."""
+    try:
+        import strictyaml
+    except ImportError:
+        strictyaml = None
+    if strictyaml is not None:
+        return strictyaml.load(text).data
+    yaml = pytest.importorskip("yaml")
+    return yaml.safe_load(text)
+
+
+def frontmatter() -> Dict[str, Any]:
+    fm, _ = split_frontmatter(SKILL_MD.read_text(encoding="utf-8"))
+    return load_yaml(fm)
+
+
+def public_scripts() -> List[str]:
+    return sorted(p.name for p in SCRIPTS.glob("*.py") if not p.name.startswith("_"))
+
+
+def fresh_env(**extra: str) -> Dict[str, str]:
+    """A minimal environment: no DOUBLEWORD_* or DW_* variables from the caller."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOUBLEWORD_", "DW_"))}
+    env.update(extra)
+    return env
+
+
+def env_vars_read_by_code() -> Dict[str, str]:
+    """Environment variable names the scripts read: literal arguments of os.environ[...],
+    os.environ.get/getenv, and every "DOUBLEWORD_*" / "DW_*" string literal (constants that
+    are passed to os.environ.get later)."""
+    found: Dict[str, str] = {}
+    pattern_call = re.compile(r"""(?:os\.environ(?:\.get)?|os\.getenv|environ\.get)\s*[\(\[]\s*["']([A-Z][A-Z0-9_]*)["']""")
+    pattern_literal = re.compile(r"""["']((?:DOUBLEWORD|DW)_[A-Z0-9_]+)["']""")
+    for path in sorted(SCRIPTS.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        for rx in (pattern_call, pattern_literal):
+            for m in rx.finditer(text):
+                found.setdefault(m.group(1), str(path.relative_to(ROOT)))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# SKILL.md against the Agent Skills spec
+# ---------------------------------------------------------------------------------------------
+
+def test_frontmatter_follows_the_spec():
+    fm_text, body = split_frontmatter(SKILL_MD.read_text(encoding="utf-8"))
+    fm = load_yaml(fm_text)
+    assert set(fm) <= ALLOWED_KEYS, f"keys outside the spec: {set(fm) - ALLOWED_KEYS}"
+    name = fm["name"]
+    assert name == SKILL_NAME
+    assert len(name) <= 64 and re.fullmatch(r"[a-z0-9]+(-[a-z0-9]+)*", name)
+    desc = fm["description"]
+    assert isinstance(desc, str) and 0 < len(desc) <= 1024, len(desc)
+    assert "<" not in desc and ">" not in desc
+    compat = fm.get("compatibility", "")
+    assert isinstance(compat, str) and len(compat) <= 500, len(compat)
+    assert len(body.strip("\n").splitlines()) <= 300, "SKILL.md body is over 300 lines"
+
+
+def test_frontmatter_is_block_yaml_only():
+    fm_text, _ = split_frontmatter(SKILL_MD.read_text(encoding="utf-8"))
+    for n, line in enumerate(fm_text.splitlines(), 2):
+        value = line.split("#", 1)[0]
+        assert not re.search(r"(:|^\s*-)\s*[\[{]", value), f"SKILL.md line {n} uses flow style: {line!r}"
+
+
+def test_description_says_when_and_when_not():
+    desc = frontmatter()["description"].lower()
+    for word in ("prompts", "rows", "documents", "eval", "extract", "embed", "cost"):
+        assert word in desc, f"the description should mention {word!r}"
+    assert "do not use" in desc and "single" in desc
+
+
+def test_metadata_holds_version_and_clawhub_block():
+    meta = frontmatter()["metadata"]
+    assert str(meta["version"]) == "0.1.0"
+    oc = meta["openclaw"]
+    assert oc["primaryEnv"] == "DOUBLEWORD_API_KEY"
+    assert "DOUBLEWORD_API_KEY" in oc["requires"]["env"]
+    assert "python3" in oc["requires"]["bins"]
+    names = [v["name"] for v in oc["envVars"]]
+    assert "DOUBLEWORD_BASE_URL" in names and "DOUBLEWORD_API_KEY" in names
+
+
+def test_version_matches_the_package():
+    init = (SCRIPTS / "_dwbatches" / "__init__.py").read_text(encoding="utf-8")
+    version = re.search(r'__version__\s*=\s*"([^"]+)"', init).group(1)
+    assert str(frontmatter()["metadata"]["version"]) == version
+
+
+def test_every_env_var_the_code_reads_is_declared():
+    declared = {v["name"] for v in frontmatter()["metadata"]["openclaw"]["envVars"]}
+    read = env_vars_read_by_code()
+    assert {"DOUBLEWORD_API_KEY", "DOUBLEWORD_BASE_URL"} <= set(read), read
+    missing = {name: where for name, where in read.items() if name not in declared}
+    assert not missing, f"declare these in SKILL.md metadata.openclaw.envVars: {missing}"
+
+
+def test_agentskills_validate_accepts_a_copy_of_the_skill(tmp_path):
+    pytest.importorskip("skills_ref")
+    skill = tmp_path / SKILL_NAME
+    skill.mkdir()
+    shutil.copy(SKILL_MD, skill / "SKILL.md")
+    shutil.copytree(SCRIPTS, skill / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REFERENCES, skill / "references")
+    proc = subprocess.run([sys.executable, "-c", "from skills_ref.cli import main; main()", "validate", str(skill)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # and the validator really checks: a wrong folder name is refused
+    wrong = tmp_path / "wrong-name"
+    shutil.copytree(skill, wrong)
+    proc = subprocess.run([sys.executable, "-c", "from skills_ref.cli import main; main()", "validate", str(wrong)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+
+
+def test_evals_file_is_well_formed():
+    doc = json.loads((ROOT / "evals" / "evals.json").read_text(encoding="utf-8"))
+    assert doc["skill_name"] == SKILL_NAME
+    for ev in doc["evals"]:
+        assert ev["prompt"] and ev["expectations"]
+        for f in ev.get("files", []):
+            assert (ROOT / f).is_file(), f
+    kinds = {q["should_trigger"] for q in doc["trigger_queries"]}
+    assert kinds == {True, False}
+
+
+# ---------------------------------------------------------------------------------------------
+# scripts named in SKILL.md, and their --help
+# ---------------------------------------------------------------------------------------------
+
+def test_scripts_named_in_skill_md_exist_and_all_are_named():
+    text = SKILL_MD.read_text(encoding="utf-8")
+    named = set(re.findall(r"scripts/([A-Za-z0-9_]+\.py)", text)) | set(re.findall(r"`([a-z_]+\.py)`", text))
+    existing = set(public_scripts())
+    assert named - existing == set(), f"SKILL.md names scripts that do not exist: {named - existing}"
+    assert existing - named == set(), f"SKILL.md does not mention: {existing - named}"
+
+
+@pytest.mark.parametrize("script", public_scripts())
+def test_help_runs_standalone_and_lists_exit_codes(script, tmp_path):
+    proc = subprocess.run([sys.executable, str(SCRIPTS / script), "--help"], capture_output=True, text=True,
+                          cwd=tmp_path, env=fresh_env(), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "exit codes" in out.lower(), f"{script} --help does not list its exit codes"
+    block = out.lower().split("exit codes", 1)[1]
+    # the sandbox is a server, not a client: it lists its own (fewer) codes
+    for code in (("0", "2") if script == "sandbox_server.py" else EXIT_CODES):
+        assert re.search(rf"^\s*{code}\s", block, re.M), f"{script} --help lacks exit code {code}"
+
+
+def test_skill_md_links_the_references():
+    text = SKILL_MD.read_text(encoding="utf-8")
+    for ref in ("references/api_reference.md", "references/troubleshooting.md", "references/recipes.md"):
+        assert ref in text
+        assert (ROOT / ref).is_file(), ref
+
+
+def test_api_reference_has_contents_and_date():
+    text = (REFERENCES / "api_reference.md").read_text(encoding="utf-8")
+    assert "## Contents" in text
+    assert "2026-11-25" in text and "10.13.1" in text
+    # every link in the table of contents points at a heading that exists
+    anchors = {github_anchor(h) for h in re.findall(r"^#{2,3} (.+)$", text, re.M)}
+    for target in re.findall(r"\]\(#([^)]+)\)", text):
+        assert target in anchors, f"api_reference.md links to a missing heading #{target}"
+
+
+def github_anchor(heading: str) -> str:
+    a = heading.strip().lower()
+    a = re.sub(r"[^\w\- ]", "", a)
+    return a.replace(" ", "-")
+
+
+def test_api_reference_does_not_repeat_the_known_mistakes():
+    text = (REFERENCES / "api_reference.md").read_text(encoding="utf-8")
+    # offset, file- ids and the expired status appear only as warnings
+    for line in text.splitlines():
+        if "?offset" in line or "offset=" in line:
+            assert re.search(r"ignore|no `offset`|not", line, re.I), line
+    assert "skip" in text
+
+
+def test_troubleshooting_covers_the_errors_the_scripts_raise():
+    text = " ".join((REFERENCES / "troubleshooting.md").read_text(encoding="utf-8").lower().split())
+    for message in error_messages():
+        key = " ".join(message.lower().split()).rstrip(" ($:;,'\"")
+        assert key in text, f"troubleshooting.md does not explain the error {message!r}"
+
+
+def error_messages() -> List[str]:
+    """The fixed start of each message the scripts raise (up to the first placeholder)."""
+    out = []
+    rx = re.compile(r"""raise (?:UsageError|InputError|ConfigError|JobError|DWError|CostLimitExceeded)\(\s*f?["']([^"'{]{12,})""")
+    for path in sorted(SCRIPTS.rglob("*.py")):
+        if path.name == "sandbox_server.py":
+            continue
+        for m in rx.finditer(path.read_text(encoding="utf-8")):
+            msg = m.group(1).strip()
+            if msg not in out:
+                out.append(msg)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# documented commands run against the sandbox
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class DocCommand:
+    where: str
+    text: str
+    argv: List[str]
+    allowed: set
+    background: bool = False
+
+
+def fenced_blocks(text: str, lang: str = "bash"):
+    """(first line number, block text) of each fenced block of the given language."""
+    for m in re.finditer(rf"^([ \t]*)```{lang}[ \t]*\n(.*?)^[ \t]*```[ \t]*$", text, re.M | re.S):
+        indent = len(m.group(1))
+        lines = [ln[indent:] if ln[:indent].strip() == "" else ln for ln in m.group(2).splitlines()]
+        yield text[: m.start(2)].count("\n") + 1, "\n".join(lines)
+
+
+def parse_command(line: str):
+    """(argv, comment) of one shell line; the comment starts at the first unquoted #."""
+    quote, i = None, 0
+    while i < len(line):
+        ch = line[i]
+        if quote:
+            if ch == "\\" and quote == '"':
+                i += 1
+            elif ch == quote:
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "\\":
+            i += 1
+        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
+            return shlex.split(line[:i]), line[i:].strip()
+        i += 1
+    return shlex.split(line), ""
+
+
+def doc_commands(path: Path, text: Optional[str] = None, prefix: str = "python3 scripts/") -> List[DocCommand]:
+    """The documented commands of a file (or of ``text``, a part of it), in order."""
+    cmds = []
+    if text is None:
+        text = path.read_text(encoding="utf-8")
+    for start, block in fenced_blocks(text):
+        logical: List[tuple] = []
+        buf, first = "", None
+        for offset, raw in enumerate(block.splitlines()):
+            if first is None:
+                first = start + offset
+            if raw.rstrip().endswith("\\"):
+                buf += raw.rstrip()[:-1] + " "
+                continue
+            logical.append((first, buf + raw))
+            buf, first = "", None
+        for n, line in logical:
+            line = line.strip()
+            if not line.startswith(prefix):
+                continue
+            argv, comment = parse_command(line)
+            allowed = {0}
+            if re.search(r"\bexits?\b", comment, re.I):
+                allowed = {int(x) for x in re.findall(r"\b(\d{1,3})\b", comment)}
+            background = bool(argv) and argv[-1] == "&"
+            if background:
+                argv = argv[:-1]
+            cmds.append(DocCommand(f"{path.name}:{n}", line, argv, allowed, background))
+    return cmds
+
+
+@dataclass
+class DocRunner:
+    """Runs documented commands in order in a scratch directory against a sandbox."""
+
+    work: Path
+    env: Dict[str, str]
+    state: Dict[str, str] = field(default_factory=dict)
+    outputs: List[tuple] = field(default_factory=list)  # (DocCommand, rc, parsed stdout)
+    servers: List[subprocess.Popen] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, tmp_path: Path, sandbox: Any, inputs: Optional[Dict[str, str]] = None) -> DocRunner:
+        work = tmp_path / "work"
+        work.mkdir()
+        shutil.copytree(SCRIPTS, work / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(ROOT / "examples", work / "examples", ignore=shutil.ignore_patterns("__pycache__"))
+        for name, src in (inputs or {}).items():
+            shutil.copy(ROOT / src, work / name)
+        env = fresh_env(DOUBLEWORD_API_KEY=sandbox.api_key or "sk-sandbox", DOUBLEWORD_BASE_URL=sandbox.base_url)
+        return cls(work, env, {"MODEL": CHAT_MODEL})
+
+    def substitute(self, cmd: DocCommand) -> List[str]:
+        out = []
+        for tok in cmd.argv:
+            for word in re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", tok):
+                if word in ("JSON", "CSV", "USD"):
+                    continue
+                assert word in self.state, f"{cmd.where}: unknown placeholder {word} in {cmd.text!r}"
+                tok = re.sub(rf"\b{word}\b", self.state[word], tok)
+            out.append(tok)
+        return out
+
+    def run(self, cmd: DocCommand) -> Optional[dict]:
+        argv = self.substitute(cmd)
+        assert argv[0] == "python3" and argv[1].startswith("scripts/"), cmd.text
+        script = self.work / argv[1]
+        assert script.is_file(), f"{cmd.where}: {argv[1]} does not exist"
+        if argv[1] == "scripts/sandbox_server.py":
+            return self.start_server(cmd, argv)
+        assert not cmd.background, f"{cmd.where}: only the sandbox may run in the background"
+        proc = subprocess.run([sys.executable, str(script), *argv[2:]], cwd=self.work, env=self.env,
+                              capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+        assert proc.returncode in cmd.allowed, (
+            f"{cmd.where}: `{cmd.text}` exited {proc.returncode}, docs allow {sorted(cmd.allowed)}\n"
+            f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
+        doc = None
+        if proc.stdout.strip():
+            doc = json.loads(proc.stdout)  # stdout is exactly one JSON document
+            self.remember(doc)
+        self.outputs.append((cmd, proc.returncode, doc))
+        return doc
+
+    def remember(self, doc: Any) -> None:
+        if not isinstance(doc, dict):
+            return
+        for b in doc.get("batches") or []:
+            if isinstance(b, dict) and b.get("batch_id"):
+                self.state.setdefault("BATCH_ID", b["batch_id"])
+                break
+
+    def start_server(self, cmd: DocCommand, argv: List[str]) -> dict:
+        assert cmd.background, f"{cmd.where}: start the sandbox in the background (&)"
+        args = list(argv[2:])
+        for flag, value in (("--port", "0"), ("--data-dir", str(self.work.parent / "doc-sandbox"))):
+            if flag in args:
+                args[args.index(flag) + 1] = value
+        env = fresh_env()
+        proc = subprocess.Popen([sys.executable, str(self.work / argv[1]), *args], cwd=self.work, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.servers.append(proc)
+        ready = json.loads(proc.stdout.readline())
+        self.env["DOUBLEWORD_BASE_URL"] = ready["base_url"]
+        self.env["DOUBLEWORD_API_KEY"] = "sk-sandbox"
+        self.outputs.append((cmd, 0, ready))
+        return ready
+
+    def close(self) -> None:
+        for proc in self.servers:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if proc.stdout:
+                proc.stdout.close()
+
+
+@pytest.fixture
+def doc_runner(tmp_path, sandbox):
+    runner = DocRunner.create(tmp_path, sandbox, DOC_INPUTS)
+    yield runner
+    runner.close()
+
+
+def test_skill_md_commands_run_against_the_sandbox(doc_runner):
+    cmds = doc_commands(SKILL_MD)
+    assert len(cmds) >= 8, "SKILL.md should show the workflow as commands"
+    for cmd in cmds:
+        doc_runner.run(cmd)
+    # the workflow really produced results in input order
+    results = doc_runner.work / "requests.results.jsonl"
+    assert results.is_file()
+    rows = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines()]
+    prompts = [p for p in (ROOT / "examples" / "prompts.txt").read_text(encoding="utf-8").splitlines() if p.strip()]
+    assert len(rows) == len(prompts) and all(r["ok"] for r in rows)
+
+
+def test_readme_commands_run_and_show_the_real_fields(doc_runner):
+    """Every README command runs; each ```json block right after a one-command ```bash block
+    shows that command's output and must have the same top-level fields as the real output."""
+    cmds = doc_commands(README)
+    assert cmds, "README.md should show a worked example"
+    real = {}
+    for cmd in cmds:
+        real[cmd.text] = doc_runner.run(cmd)
+    shown = readme_outputs()
+    assert shown, "README.md should show the real output of its worked example"
+    for command, example in shown:
+        assert command in real, f"README shows output for a command it does not run: {command}"
+        got = real[command]
+        assert isinstance(got, dict), f"`{command}` printed no JSON"
+        assert set(example) == set(got), (
+            f"README output of `{command}`: fields {sorted(set(example) ^ set(got))} differ from the real output")
+
+
+def readme_outputs() -> List[tuple]:
+    text = README.read_text(encoding="utf-8")
+    out = []
+    rx = re.compile(r"```bash\n([^`]*?)\n```\s*\n(?:[^`\n][^\n]*\n\s*)?```json\n(.*?)\n```", re.S)
+    for m in rx.finditer(text):
+        lines = [ln.strip() for ln in m.group(1).splitlines() if ln.strip().startswith("python3 scripts/")]
+        if len(lines) != 1:
+            continue
+        out.append((lines[0], json.loads(m.group(2))))
+    return out
+
+
+def test_doc_command_parser_conventions():
+    argv, comment = parse_command('python3 scripts/poll.py --job "a b.dwjob"  # exit 0 or 6 while running')
+    assert argv == ["python3", "scripts/poll.py", "--job", "a b.dwjob"]
+    assert comment.startswith("# exit")
+    assert parse_command('python3 scripts/x.py --template "#{n} is fine"')[0][-1] == "#{n} is fine"
+
+
+# ---------------------------------------------------------------------------------------------
+# the published bundle
+# ---------------------------------------------------------------------------------------------
+
+# ClawHub's publish walk: skips names starting with "." and node_modules, applies these
+# patterns, .gitignore and .clawhubignore, and keeps only files with a text extension.
+CLAWHUB_DEFAULT_IGNORES = [".git/", "node_modules/", ".clawhub/", ".clawdhub/"]
+CLAWHUB_TEXT_EXTENSIONS = {
+    "md", "mdx", "txt", "json", "json5", "yaml", "yml", "toml", "js", "cjs", "mjs", "ts", "mts", "cts", "tsx",
+    "jsx", "py", "sh", "ps1", "psm1", "psd1", "r", "rb", "go", "rs", "swift", "kt", "java", "cs", "cpp", "c",
+    "h", "hpp", "sql", "csv", "ini", "cfg", "env", "xml", "html", "css", "scss", "sass", "svg",
+}
+BUNDLE_MAX_BYTES = 1_000_000
+
+
+class IgnoreRules:
+    """gitignore-style matching: comments, ! negation, leading / anchors, trailing / for
+    directories, *, ? and **; a pattern without a slash matches a name at any depth."""
+
+    def __init__(self, lines: List[str]):
+        self.rules = []
+        for raw in lines:
+            line = raw.rstrip()
+            if not line or line.startswith("#"):
+                continue
+            negate = line.startswith("!")
+            if negate:
+                line = line[1:]
+            dir_only = line.endswith("/")
+            line = line.rstrip("/")
+            anchored = "/" in line
+            line = line.lstrip("/")
+            self.rules.append((negate, dir_only, anchored, self._regex(line)))
+
+    @staticmethod
+    def _regex(pat: str):
+        out, i = "", 0
+        while i < len(pat):
+            if pat.startswith("**/", i):
+                out += "(?:.*/)?"
+                i += 3
+            elif pat.startswith("**", i):
+                out += ".*"
+                i += 2
+            elif pat[i] == "*":
+                out += "[^/]*"
+                i += 1
+            elif pat[i] == "?":
+                out += "[^/]"
+                i += 1
+            else:
+                out += re.escape(pat[i])
+                i += 1
+        return re.compile(out + r"\Z")
+
+    def _matches(self, path: str, is_dir: bool) -> bool:
+        ignored = False
+        for negate, dir_only, anchored, rx in self.rules:
+            if dir_only and not is_dir:
+                continue
+            target = path if anchored else path.rsplit("/", 1)[-1]
+            if rx.match(target):
+                ignored = not negate
+        return ignored
+
+    def ignores(self, rel: str) -> bool:
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            if self._matches("/".join(parts[:i]), True):
+                return True
+        return self._matches(rel, False)
+
+
+def read_lines(path: Path) -> List[str]:
+    return path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+
+
+def bundle_files(root: Path = ROOT) -> Dict[str, int]:
+    rules = IgnoreRules(CLAWHUB_DEFAULT_IGNORES + read_lines(root / ".gitignore") + read_lines(root / ".clawhubignore"))
+    files: Dict[str, int] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "node_modules")
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            full = Path(dirpath) / name
+            rel = full.relative_to(root).as_posix()
+            if rules.ignores(rel):
+                continue
+            ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+            if ext not in CLAWHUB_TEXT_EXTENSIONS:
+                continue
+            files[rel] = full.stat().st_size
+    return files
+
+
+def test_bundle_holds_what_an_agent_needs_and_nothing_else():
+    files = bundle_files()
+    for needed in ("SKILL.md", "requirements.txt", "references/api_reference.md", "references/troubleshooting.md",
+                   "references/recipes.md", "scripts/sandbox_server.py", "scripts/_dwbatches/__init__.py"):
+        assert needed in files, f"the published bundle lacks {needed}"
+    for script in public_scripts():
+        assert f"scripts/{script}" in files
+    for forbidden in ("tests/", "bench/", ".ci/", ".venv/", "demo-run/", "evals/", ".git/", ".benchmarks/"):
+        assert not [f for f in files if f.startswith(forbidden)], f"{forbidden} would be published"
+    assert not [f for f in files if f.rsplit("/", 1)[-1] in (".env", "README.md", "Makefile", "pyproject.toml")]
+    assert not [f for f in files if "__pycache__" in f or f.endswith(".pyc")]
+    top = {f.split("/", 1)[0] for f in files}
+    assert top <= {"SKILL.md", "scripts", "references", "examples", "requirements.txt", "LICENSE", "LICENSE.txt"}, top
+    total = sum(files.values())
+    assert total < BUNDLE_MAX_BYTES, f"the bundle is {total} bytes"
+
+
+def test_bundle_keeps_every_file_the_docs_point_agents_to():
+    files = bundle_files()
+    for doc in ("SKILL.md", "references/recipes.md"):
+        text = (ROOT / doc).read_text(encoding="utf-8")
+        for ref in set(re.findall(r"\b((?:scripts|references|examples)/[A-Za-z0-9_./-]+\.(?:py|md|csv|txt|json))\b",
+                                  text)):
+            if (ROOT / ref).is_file():
+                assert ref in files, f"{doc} points to {ref}, which would not be published"
+
+
+def test_ignore_rules_follow_gitignore_semantics():
+    rules = IgnoreRules(["/tests/", "__pycache__/", "*.pyc", "/README.md", "docs/*.md", "!docs/keep.md"])
+    assert rules.ignores("tests/test_x.py")
+    assert not rules.ignores("scripts/tests.py")
+    assert rules.ignores("scripts/__pycache__/a.cpython-311.pyc")
+    assert rules.ignores("a/b/c.pyc")
+    assert rules.ignores("README.md") and not rules.ignores("references/README.md")
+    assert rules.ignores("docs/a.md") and not rules.ignores("docs/keep.md")
+    assert fnmatch.fnmatch("x.py", "*.py")
+
+
+def test_bundle_walk_skips_what_clawhub_skips(tmp_path):
+    (tmp_path / "SKILL.md").write_text("x")
+    (tmp_path / ".env").write_text("DOUBLEWORD_API_KEY=sk-secret")
+    (tmp_path / "data.jsonl").write_text("{}")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "t.py").write_text("")
+    (tmp_path / ".clawhubignore").write_text("/tests/\n")
+    assert bundle_files(tmp_path) == {"SKILL.md": 1}

@@ -1,0 +1,430 @@
+"""fetch_results.py against the sandbox: partial results, resume after drops and kill -9,
+dedupe, merge order across chunks, formats (raw, simple, csv), bare batch ids."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from _dwbatches import jobstate
+from sandbox_helper import SCRIPTS, chat_requests, jsonl_bytes
+
+# -- helpers (imported by the other test modules of poll/fetch/retry/run/list/cancel) --------
+
+
+def run_script(name, *args, env=None, timeout=120):
+    """Run scripts/NAME.py as a subprocess; return (exit code, parsed stdout or None, stderr)."""
+    proc = subprocess.run([sys.executable, str(SCRIPTS / name), *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    doc = json.loads(proc.stdout) if proc.stdout.strip() else None
+    return proc.returncode, doc, proc.stderr
+
+
+def write_input(path, n, prefix="req-", start=0):
+    items = chat_requests(n, prefix=prefix, start=start)
+    Path(path).write_bytes(jsonl_bytes(items))
+    return [i["custom_id"] for i in items]
+
+
+def make_job(sb, input_path, chunks=1, *flags):
+    """Submit ``input_path`` with submit.py (split into ``chunks`` chunks); return the job directory."""
+    n = sum(1 for line in Path(input_path).read_bytes().splitlines() if line.strip())
+    code, doc, err = run_script("submit.py", input_path, "--max-requests", -(-n // chunks), *flags, env=sb.env())
+    assert code == 0, err
+    assert len(doc["batches"]) == chunks
+    return doc["job"]
+
+
+def job_state(job_dir):
+    return json.loads(Path(job_dir, "job.json").read_text())
+
+
+def batch_ids_of(job_dir):
+    return [c["batch_id"] for r in job_state(job_dir)["rounds"] for c in r["chunks"]]
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def raw_lines(job_dir, batch_id, kind="output"):
+    p = Path(job_dir, "results", f"{batch_id}.{kind}.jsonl")
+    return read_jsonl(p) if p.exists() else []
+
+
+def wait_job(sb, job_dir, timeout=60):
+    for bid in batch_ids_of(job_dir):
+        sb.wait_batch(bid, timeout=timeout)
+
+
+def wait_until(pred, timeout=30.0, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")
+
+
+class ThrottleProxy:
+    """A TCP proxy in front of the sandbox whose server→client bytes can be slowed down."""
+
+    def __init__(self, upstream_port, rate=None):
+        self.upstream_port = upstream_port
+        self.rate = rate  # bytes per second, None = unthrottled
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self._stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def base_url(self):
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _accept(self):
+        while not self._stop:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pipe, args=(client, up, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(up, client, True), daemon=True).start()
+
+    def _pipe(self, src, dst, throttle):
+        try:
+            while True:
+                data = src.recv(4096)
+                if not data:
+                    break
+                if throttle and self.rate:
+                    time.sleep(len(data) / self.rate)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+
+    def close(self):
+        self._stop = True
+        self.sock.close()
+
+
+def assert_each_once(out_path, expected_ids):
+    rows = read_jsonl(out_path)
+    ids = [r["custom_id"] for r in rows]
+    assert ids == expected_ids
+    return rows
+
+
+# -- tests ------------------------------------------------------------------------------------
+
+
+def test_fetch_while_running_then_after_gets_each_result_once(sandbox_factory, tmp_path):
+    sb = sandbox_factory("--latency", "0.05", "--concurrency", "2")
+    ids = write_input("data.jsonl", 40)
+    job = make_job(sb, "data.jsonl")
+    bid = batch_ids_of(job)[0]
+    wait_until(lambda: sb.batch(bid)["request_counts"]["completed"] >= 6)
+
+    code, doc, err = run_script("fetch_results.py", "--job", job, "--format", "simple", env=sb.env())
+    assert code == 6, err
+    assert doc["complete"] is False and doc["status"] == "in_progress"
+    assert 6 <= doc["succeeded"] < 40 and doc["missing"] == 40 - doc["succeeded"]
+    assert "poll.py" in doc["next"] and "fetch_results.py" in doc["next"]
+    rows = assert_each_once(doc["output"], ids)  # simple: one line per request, in input order
+    done = [r for r in rows if r["ok"]]
+    assert len(done) == doc["succeeded"] and all(r["content"] for r in done)
+    assert {r["error"] for r in rows if not r["ok"]} == {"missing: no result yet"}
+    first_cursor = job_state(job)["fetch"][bid]["output"]["skip"]
+    assert first_cursor == doc["succeeded"]
+
+    sb.wait_batch(bid)
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sb.env())
+    assert code == 0, err
+    assert doc["complete"] and doc["succeeded"] == 40 and doc["failed"] == 0 and doc["missing"] == 0
+    assert doc["next"] is None
+    assert doc["format"] == "simple"  # the format given once is remembered by the job
+    assert doc["batches"][0]["verified"] is True
+    assert doc["batches"][0]["new_lines"]["output"] == 40 - first_cursor
+    assert all(r["ok"] for r in assert_each_once(doc["output"], ids))
+    # the local raw file holds every line exactly once: the cursor never re-read a line
+    assert sorted(r["custom_id"] for r in raw_lines(job, bid)) == sorted(ids)
+    assert Path("data.errors.jsonl").read_text() == ""
+
+    # again, as raw: nothing new is downloaded; the server's lines come back in input order
+    code, doc, _ = run_script("fetch_results.py", "--job", job, "--format", "raw", env=sb.env())
+    assert code == 0 and doc["batches"][0]["new_lines"] == {"output": 0, "error": 0}
+    out = assert_each_once(Path("data.results.jsonl"), ids)
+    assert all(r["response"]["status_code"] == 200 and r["id"].startswith("batch_req_") for r in out)
+    before = Path("data.results.jsonl").read_bytes()
+    code, doc, _ = run_script("fetch_results.py", "--job", job, env=sb.env())
+    assert code == 0 and doc["format"] == "raw"
+    assert Path("data.results.jsonl").read_bytes() == before
+
+
+def test_dropped_connection_mid_download_resumes_from_cursor(sandbox, tmp_path):
+    ids = write_input("data.jsonl", 30)
+    job = make_job(sandbox, "data.jsonl")
+    bid = batch_ids_of(job)[0]
+    sandbox.wait_batch(bid)
+    sandbox.set_faults({"drop_content_after_lines": 7, "drop_content_times": 3})
+
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())
+    assert code == 0, err
+    assert "broke after 7 lines" in err
+    assert doc["succeeded"] == 30 and doc["batches"][0]["verified"] is True
+    assert_each_once(doc["output"], ids)
+    assert len(raw_lines(job, bid)) == 30  # no line written twice, none lost
+    assert sandbox.faults()["_remaining"]["drop_content_times"] == 0
+
+
+def test_download_that_keeps_breaking_saves_progress_and_exits_1(sandbox, tmp_path, monkeypatch):
+    ids = write_input("data.jsonl", 30)
+    job = make_job(sandbox, "data.jsonl")
+    bid = batch_ids_of(job)[0]
+    sandbox.wait_batch(bid)
+    sandbox.set_faults({"drop_content_after_lines": 4, "drop_content_times": 100})
+    for k, v in sandbox.env().items():
+        monkeypatch.setenv(k, v)
+    import fetch_results
+    from _dwbatches import batches as dwb
+    monkeypatch.setattr(dwb, "sleep", lambda s: None)
+    code = fetch_results.main(["--job", job])
+    assert code == 1
+    saved = job_state(job)["fetch"][bid]["output"]["skip"]
+    assert saved == 4 * 6  # first try + 5 resumes, 4 lines each, all recorded
+    sandbox.clear_faults()
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())
+    assert code == 0, err
+    assert doc["batches"][0]["new_lines"]["output"] == 30 - saved
+    assert_each_once(doc["output"], ids)
+    assert len(raw_lines(job, bid)) == 30
+
+
+def test_fetch_killed_mid_stream_then_rerun_is_complete_without_duplicates(sandbox, tmp_path):
+    proxy = ThrottleProxy(sandbox.port)
+    try:
+        sandbox.base_url = proxy.base_url  # everything, the job's base_url included, goes through the proxy
+        ids = write_input("data.jsonl", 3000)
+        job = make_job(sandbox, "data.jsonl")
+        bid = batch_ids_of(job)[0]
+        sandbox.wait_batch(bid, timeout=60)
+        proxy.rate = 150_000  # bytes/s: the ~1.5 MB output file takes ~10 s to stream
+        state_path = Path(job, "job.json")
+        raw = Path(job, "results", f"{bid}.output.jsonl")
+        proc = subprocess.Popen([sys.executable, str(SCRIPTS / "fetch_results.py"), "--job", job],
+                                env=sandbox.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            def checkpointed_and_more():
+                st = json.loads(state_path.read_text()).get("fetch", {}).get(bid)
+                return bool(st and st["output"]["skip"] > 0 and raw.exists()
+                            and raw.stat().st_size > st["output"]["local_bytes"])
+            wait_until(checkpointed_and_more, timeout=30, interval=0.02)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+        st = job_state(job)["fetch"][bid]["output"]
+        assert 0 < st["skip"] < 3000
+        assert raw.stat().st_size > st["local_bytes"]  # lines after the last checkpoint, to be dropped
+
+        proxy.rate = None
+        code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())
+        assert code == 0, err
+        assert doc["batches"][0]["new_lines"]["output"] == 3000 - st["skip"]
+        assert_each_once(doc["output"], ids)
+        lines = raw_lines(job, bid)
+        assert len(lines) == 3000 and len({r["custom_id"] for r in lines}) == 3000
+    finally:
+        proxy.close()
+
+
+def test_duplicated_output_line_is_deduped_and_cursor_not_overrun(sandbox_factory, tmp_path):
+    sb = sandbox_factory("--latency", "0.03", "--concurrency", "2")
+    ids = write_input("data.jsonl", 24)
+    job = make_job(sb, "data.jsonl")
+    bid = batch_ids_of(job)[0]
+    sb.set_faults({"duplicate_output_line": True})
+    wait_until(lambda: sb.batch(bid)["request_counts"]["completed"] >= 5)
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sb.env())
+    assert code == 6, err
+    sb.wait_batch(bid)
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sb.env())
+    assert code == 0, err
+    assert doc["succeeded"] == 24 and doc["batches"][0]["verified"] is True
+    assert_each_once(doc["output"], ids)
+    raw = raw_lines(job, bid)
+    assert len(raw) > 24  # the server did send duplicates ...
+    assert len({r["custom_id"] for r in raw}) == 24  # ... and nothing was skipped
+
+
+def test_short_output_file_is_read_again_from_the_start(sandbox, tmp_path):
+    """A cursor past lines never received (the server's insert race) is caught by verification."""
+    ids = write_input("data.jsonl", 20)
+    job = make_job(sandbox, "data.jsonl")
+    bid = batch_ids_of(job)[0]
+    sandbox.wait_batch(bid)
+    code, doc, _ = run_script("fetch_results.py", "--job", job, env=sandbox.env())
+    assert code == 0
+    # simulate the race: the local file lacks three lines the cursor already counted
+    raw = Path(job, "results", f"{bid}.output.jsonl")
+    kept = raw.read_bytes().splitlines(keepends=True)[3:]
+    raw.write_bytes(b"".join(kept))
+    with jobstate.Job(job) as j:
+        j.load()
+        j.state["fetch"][bid]["output"]["local_bytes"] = raw.stat().st_size
+        j.state["fetch"][bid].pop("final", None)
+        j.state["fetch"][bid]["request_counts"] = None
+        j.save()
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())
+    assert code == 0, err
+    assert "reading the whole file again" in err
+    assert doc["batches"][0]["verified"] is True and doc["succeeded"] == 20
+    assert_each_once(doc["output"], ids)
+
+
+def test_three_chunk_job_is_merged_in_input_order(sandbox_factory, tmp_path):
+    sb = sandbox_factory("--concurrency", "4")
+    ids = write_input("data.jsonl", 45)
+    job = make_job(sb, "data.jsonl", chunks=3)
+    wait_job(sb, job)
+    code, doc, err = run_script("fetch_results.py", "--job", job, "--format", "simple", "-o", "answers.jsonl",
+                                env=sb.env())
+    assert code == 0, err
+    assert [b["chunk"] for b in doc["batches"]] == [1, 2, 3]
+    assert doc["output"] == str(tmp_path / "answers.jsonl") and doc["errors"] == str(tmp_path / "answers.errors.jsonl")
+    rows = assert_each_once("answers.jsonl", ids)
+    assert all(r["ok"] and r["content"].startswith("Echo: Question number") and r["usage"]["total_tokens"] > 0
+               for r in rows)
+    for r, i in zip(rows, range(45)):
+        assert f"Question number {i}" in r["content"]
+
+
+def test_embeddings_simple_format_gives_the_vector(sandbox, tmp_path):
+    items = [{"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings",
+              "body": {"model": "Qwen/Qwen3-Embedding-8B", "input": f"text {i}"}} for i in range(3)]
+    Path("emb.jsonl").write_bytes(jsonl_bytes(items))
+    job = make_job(sandbox, "emb.jsonl")
+    wait_job(sandbox, job)
+    code, doc, err = run_script("fetch_results.py", "--job", job, "--format", "simple", env=sandbox.env())
+    assert code == 0, err
+    rows = read_jsonl(doc["output"])
+    assert [r["custom_id"] for r in rows] == ["e0", "e1", "e2"]
+    assert all(isinstance(r["content"], list) and len(r["content"]) >= 8 and isinstance(r["content"][0], float)
+               for r in rows)
+
+
+def test_failed_requests_go_to_errors_and_exit_5(sandbox, tmp_path):
+    ids = write_input("data.jsonl", 12)
+    sandbox.set_faults({"fail_custom_ids": ["req-3", "req-7"], "fail_status": 400})
+    job = make_job(sandbox, "data.jsonl")
+    wait_job(sandbox, job)
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())
+    assert code == 5, err
+    assert doc["succeeded"] == 10 and doc["failed"] == 2 and doc["missing"] == 0
+    assert "retry_failed.py" in doc["next"] and "--job" in doc["next"]
+    assert [s["custom_id"] for s in doc["failed_sample"]] == ["req-3", "req-7"]
+    assert "HTTP 400" in doc["failed_sample"][0]["error"]
+    out = read_jsonl(doc["output"])
+    assert [r["custom_id"] for r in out] == [i for i in ids if i not in ("req-3", "req-7")]
+    errs = read_jsonl(doc["errors"])
+    assert [e["custom_id"] for e in errs] == ["req-3", "req-7"]
+    assert all(e["error"]["message"] for e in errs)
+
+
+def test_csv_in_csv_out_with_new_columns(sandbox, tmp_path):
+    with open("reviews.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["id", "text", "stars"])
+        for i, (t, s) in enumerate([("great, loved it", 5), ("meh", 3), ("awful \"really\"", 1),
+                                    ("multi\nline", 4)]):
+            w.writerow([f"r{i}", t, s])
+    code, built, err = run_script("create_batch_file.py", "reviews.jsonl", "--csv", "reviews.csv", "--id-column", "id",
+                                  "--template", "Sentiment of: {text}")
+    assert code == 0, err
+    assert built["source"]["id_column"] == "id"
+    job = make_job(sandbox, "reviews.jsonl")
+    sandbox.set_faults({"fail_custom_ids": [read_jsonl("reviews.jsonl")[2]["custom_id"]], "fail_status": 400})
+    wait_job(sandbox, job)
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())
+    assert code == 5, err
+    assert doc["format"] == "csv" and doc["output"] == str(tmp_path / "reviews.results.csv")
+    with open(doc["output"], newline="") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0] == ["id", "text", "stars", "response", "error"]
+    assert [r[0] for r in rows[1:]] == ["r0", "r1", "r2", "r3"]
+    assert rows[4][1] == "multi\nline"
+    assert "Sentiment of: great, loved it" in rows[1][3] and rows[1][4] == ""
+    assert rows[3][3] == "" and "HTTP 400" in rows[3][4]
+
+
+def test_csv_numbered_rows_without_id_column(sandbox, tmp_path):
+    Path("q.csv").write_text("prompt,topic\nwhat is 1,a\n\nwhat is 2,b\nwhat is 3,c\n")
+    code, built, err = run_script("create_batch_file.py", "q.jsonl", "--csv", "q.csv")
+    assert code == 0, err
+    job = make_job(sandbox, "q.jsonl")
+    wait_job(sandbox, job)
+    out = tmp_path / "answers.csv"
+    code, doc, err = run_script("fetch_results.py", "--job", job, "--format", "csv", "-o", out, env=sandbox.env())
+    assert code == 0, err
+    with open(out, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["topic"] for r in rows] == ["a", "b", "c"]
+    assert all(f"what is {i}" in r["response"] for i, r in zip((1, 2, 3), rows))
+
+
+def test_bare_batch_ids_use_a_state_file_beside_out(sandbox_factory, tmp_path):
+    sb = sandbox_factory("--latency", "0.03", "--concurrency", "2")
+    ids = write_input("data.jsonl", 20)
+    batch = sb.submit(read_jsonl("data.jsonl"))
+    bid = batch["id"]
+    wait_until(lambda: sb.batch(bid)["request_counts"]["completed"] >= 4)
+    code, doc, err = run_script("fetch_results.py", bid, "-o", "out.jsonl", env=sb.env())
+    assert code == 6, err
+    assert doc["job"] is None and doc["state"] == str(tmp_path / "out.jsonl.dwstate.json")
+    assert f"fetch_results.py {bid} -o out.jsonl" in doc["next"]
+    first = doc["batches"][0]["fetched"]["output"]
+    sb.wait_batch(bid)
+    code, doc, err = run_script("fetch_results.py", bid, "-o", "out.jsonl", "--input", "data.jsonl", env=sb.env())
+    assert code == 0, err
+    assert doc["batches"][0]["new_lines"]["output"] == 20 - first
+    assert_each_once("out.jsonl", ids)  # --input gives the input order
+    assert len(read_jsonl(Path("out.jsonl.dwraw", f"{bid}.output.jsonl"))) == 20
+
+
+def test_usage_errors_leave_stdout_empty(sandbox, tmp_path):
+    code, doc, err = run_script("fetch_results.py", env=sandbox.env())
+    assert code == 2 and doc is None and "either batch ids or --job" in err
+    code, doc, err = run_script("fetch_results.py", "batch_123", env=sandbox.env())
+    assert code == 2 and doc is None and "not a valid batch id" in err
+    code, doc, err = run_script("fetch_results.py", str(uuid.uuid4()), env=sandbox.env())
+    assert code == 4 and doc is None
+    code, doc, err = run_script("fetch_results.py", "--job", "nope.dwjob", env=sandbox.env())
+    assert code == 2 and doc is None and "no job found" in err
+
+
+@pytest.mark.parametrize("script", ["fetch_results.py", "poll.py", "list_batches.py", "cancel_batch.py"])
+def test_help_lists_exit_codes(script):
+    proc = subprocess.run([sys.executable, str(SCRIPTS / script), "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "exit codes:" in proc.stdout and "examples:" in proc.stdout

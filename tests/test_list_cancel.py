@@ -1,0 +1,79 @@
+"""list_batches.py and cancel_batch.py against the sandbox."""
+
+from __future__ import annotations
+
+import uuid
+
+from sandbox_helper import chat_requests
+from test_fetch import batch_ids_of, job_state, make_job, run_script, wait_until, write_input
+
+
+def test_list_pages_filters_and_all(sandbox, tmp_path):
+    made = [sandbox.submit(chat_requests(2, prefix=f"b{i}-"), metadata={"project": f"p{i % 2}"}) for i in range(5)]
+    for b in made:
+        sandbox.wait_batch(b["id"])
+    code, doc, err = run_script("list_batches.py", "--limit", "2", env=sandbox.env())
+    assert code == 0, err
+    assert doc["count"] == 2 and doc["has_more"] is True
+    assert [b["batch_id"] for b in doc["batches"]] == [made[4]["id"], made[3]["id"]]  # newest first
+    first = doc["batches"][0]
+    assert first["status"] == "completed" and first["request_counts"] == {"total": 2, "completed": 2, "failed": 0}
+    assert first["metadata"]["project"] == "p0" and first["completion_window"] == "24h"
+    assert f"--after {doc['last_id']}" in doc["next"]
+
+    code, doc, err = run_script("list_batches.py", "--limit", "2", "--all", env=sandbox.env())
+    assert code == 0 and doc["count"] == 5 and doc["has_more"] is False and doc["next"] is None, err
+    assert {b["batch_id"] for b in doc["batches"]} == {b["id"] for b in made}
+
+    code, doc, err = run_script("list_batches.py", "--search", "p1", "--all", env=sandbox.env())
+    assert code == 0, err
+    assert {b["batch_id"] for b in doc["batches"]} == {made[1]["id"], made[3]["id"]}
+    code, doc, _ = run_script("list_batches.py", "--status", "in_progress", env=sandbox.env())
+    assert doc["count"] == 0
+    code, doc, err = run_script("list_batches.py", "--limit", "0", env=sandbox.env())
+    assert code == 2 and doc is None
+
+
+def test_cancel_skips_finished_batches_and_cancels_running_ones(sandbox_factory, tmp_path):
+    sb = sandbox_factory("--latency", "0.2", "--concurrency", "1")
+    done = sb.submit(chat_requests(1))
+    sb.wait_batch(done["id"])
+    running = sb.submit(chat_requests(30))
+    code, doc, err = run_script("cancel_batch.py", done["id"], running["id"], env=sb.env())
+    assert code == 0, err
+    rows = {r["batch_id"]: r for r in doc["batches"]}
+    assert rows[done["id"]]["action"] == "skipped" and "already completed" in rows[done["id"]]["reason"]
+    assert rows[running["id"]]["action"] == "cancelled"
+    assert rows[running["id"]]["status"] in ("cancelling", "cancelled")
+    assert doc["cancelled"] == 1 and doc["skipped"] == 1
+    assert sb.batch(done["id"])["status"] == "completed"  # never flipped to cancelled
+    assert sb.wait_batch(running["id"])["status"] == "cancelled"
+    assert sb.stats()["requests"]["POST /v1/batches/{id}/cancel"] == 1
+
+    # again: both are finished now, nothing is sent
+    code, doc, err = run_script("cancel_batch.py", running["id"], env=sb.env())
+    assert code == 0 and doc["batches"][0]["action"] == "skipped" and doc["cancelled"] == 0
+    assert sb.stats()["requests"]["POST /v1/batches/{id}/cancel"] == 1
+
+
+def test_cancel_job_records_status_and_dry_run_cancels_nothing(sandbox_factory, tmp_path):
+    sb = sandbox_factory("--latency", "0.2", "--concurrency", "1")
+    write_input("data.jsonl", 20)
+    job = make_job(sb, "data.jsonl", 2)
+    code, doc, err = run_script("cancel_batch.py", "--job", job, "--dry-run", env=sb.env())
+    assert code == 0 and doc["would_cancel"] == 2 and doc["cancelled"] == 0, err
+    assert all(sb.batch(b)["status"] not in ("cancelled", "cancelling") for b in batch_ids_of(job))
+
+    code, doc, err = run_script("cancel_batch.py", "--job", job, env=sb.env())
+    assert code == 0 and doc["cancelled"] == 2, err
+    assert "fetch_results.py --job" in doc["next"]
+    assert {c["status"] for c in job_state(job)["rounds"][0]["chunks"]} <= {"cancelling", "cancelled"}
+
+
+def test_unknown_id_cancels_nothing(sandbox_factory, tmp_path):
+    sb = sandbox_factory("--latency", "0.2", "--concurrency", "1")
+    running = sb.submit(chat_requests(10))
+    code, doc, err = run_script("cancel_batch.py", running["id"], str(uuid.uuid4()), env=sb.env())
+    assert code == 4 and doc is None
+    wait_until(lambda: sb.batch(running["id"])["request_counts"]["completed"] >= 1)
+    assert sb.batch(running["id"])["status"] == "in_progress"

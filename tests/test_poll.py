@@ -1,0 +1,136 @@
+"""poll.py against the sandbox: one check, --wait, exit codes 0/5/6, job.json recording."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _dwbatches import batches as dwb
+from _dwbatches import jobstate
+from test_fetch import batch_ids_of, job_state, make_job, run_script, wait_until, write_input
+
+BATCH_KEYS = {"batch_id", "status", "request_counts", "output_file_id", "error_file_id", "expires_at"}
+
+
+def test_single_check_reports_running_job_and_records_status(sandbox_factory, tmp_path):
+    sb = sandbox_factory("--latency", "0.05", "--concurrency", "1")
+    write_input("data.jsonl", 40)
+    job = make_job(sb, "data.jsonl", 2)
+    bid = batch_ids_of(job)[0]
+    wait_until(lambda: sb.batch(bid)["request_counts"]["completed"] >= 3)
+    code, doc, err = run_script("poll.py", "--job", job, env=sb.env())
+    assert code == 0, err
+    assert doc["status"] == "in_progress" and doc["finished"] is False
+    assert doc["request_counts"]["total"] == 40 and doc["request_counts"]["completed"] >= 3
+    assert len(doc["batches"]) == 2 and all(BATCH_KEYS <= set(b) for b in doc["batches"])
+    assert [b["chunk"] for b in doc["batches"]] == [1, 2]
+    assert doc["job"] == job and doc["next"].endswith(f"poll.py --job {Path(job).name} --wait")
+    assert "in_progress:" in err and "/40 done" in err and "ETA" in err
+    chunks = job_state(job)["rounds"][0]["chunks"]
+    assert chunks[0]["status"] == "in_progress" and chunks[0]["request_counts"]["completed"] >= 3
+
+
+def test_wait_until_completed_then_next_is_fetch(sandbox_factory, tmp_path):
+    sb = sandbox_factory("--latency", "0.02", "--concurrency", "4")
+    write_input("data.jsonl", 30)
+    job = make_job(sb, "data.jsonl", 3)
+    code, doc, err = run_script("poll.py", "--job", job, "--wait", "--interval", "0.2", env=sb.env())
+    assert code == 0, err
+    assert doc["status"] == "completed" and doc["finished"] and doc["timed_out"] is False
+    assert doc["request_counts"] == {"total": 30, "completed": 30, "failed": 0}
+    assert "fetch_results.py --job" in doc["next"]
+    assert all(c["status"] == "completed" for c in job_state(job)["rounds"][0]["chunks"])
+
+
+def test_wait_timeout_exits_6_with_json(sandbox_factory, tmp_path):
+    sb = sandbox_factory("--latency", "0.5", "--concurrency", "1")
+    write_input("data.jsonl", 20)
+    job = make_job(sb, "data.jsonl")
+    code, doc, err = run_script("poll.py", "--job", job, "--wait", "--timeout", "1", "--interval", "0.3",
+                                env=sb.env())
+    assert code == 6, err
+    assert doc["status"] == "in_progress" and doc["finished"] is False and doc["timed_out"] is True
+    assert "--wait" in doc["next"]
+
+
+def test_cancelled_batch_exits_5(sandbox_factory, tmp_path):
+    sb = sandbox_factory("--latency", "0.2", "--concurrency", "1")
+    write_input("data.jsonl", 20)
+    job = make_job(sb, "data.jsonl")
+    bid = batch_ids_of(job)[0]
+    assert sb.post(f"batches/{bid}/cancel").status == 200
+    sb.wait_batch(bid)
+    code, doc, err = run_script("poll.py", "--job", job, env=sb.env())
+    assert code == 5, err
+    assert doc["status"] == "cancelled" and doc["finished"] is True
+    assert doc["batches"][0]["status"] == "cancelled"
+    assert "fetch_results.py" in doc["next"]
+    # bare batch id: same outcome
+    code, doc, _ = run_script("poll.py", bid, env=sb.env())
+    assert code == 5 and doc["job"] is None and doc["status"] == "cancelled"
+
+
+def test_partially_failed_is_reported_and_exits_0(sandbox, tmp_path):
+    write_input("data.jsonl", 10)
+    sandbox.set_faults({"fail_custom_ids": ["req-2"], "fail_status": 400})
+    job = make_job(sandbox, "data.jsonl")
+    sandbox.wait_batch(batch_ids_of(job)[0])
+    code, doc, err = run_script("poll.py", "--job", job, env=sandbox.env())
+    assert code == 0, err  # the batch completed; fetch_results reports the failed request (exit 5)
+    assert doc["status"] == "partially_failed" and doc["request_counts"]["failed"] == 1
+
+
+def test_busy_lock_reports_without_writing(sandbox, tmp_path):
+    write_input("data.jsonl", 5)
+    job = make_job(sandbox, "data.jsonl")
+    sandbox.wait_batch(batch_ids_of(job)[0])
+    before = Path(job, "job.json").read_bytes()
+    with jobstate.Job(job):  # another process holds the lock
+        code, doc, err = run_script("poll.py", "--job", job, env=sandbox.env())
+    assert code == 0, err
+    assert doc["status"] == "completed"
+    assert Path(job, "job.json").read_bytes() == before
+    code, doc, _ = run_script("poll.py", "--job", job, env=sandbox.env())
+    assert job_state(job)["rounds"][0]["chunks"][0]["status"] == "completed"
+
+
+def test_job_status_rules():
+    def b(status, total, completed, failed, rnd=1):
+        return {"batch_id": "x", "status": status, "round": rnd,
+                "request_counts": {"total": total, "completed": completed, "failed": failed}}
+
+    state = {"input": {"requests": 20}, "rounds": [{"round": 1, "chunks": [{"batch_id": "a"}, {"batch_id": "b"}]}]}
+    assert dwb.job_status([b("completed", 10, 10, 0), b("completed", 10, 10, 0)], state)["status"] == "completed"
+    s = dwb.job_status([b("completed", 10, 9, 1), b("completed", 10, 10, 0)], state)
+    assert s["status"] == "partially_failed" and not s["ended_badly"]
+    s = dwb.job_status([b("completed", 10, 10, 0), b("cancelled", 10, 3, 0)], state)
+    assert s["status"] == "mixed" and s["ended_badly"] and s["finished"]
+    assert dwb.job_status([b("expired", 10, 3, 0), b("expired", 10, 0, 0)], state)["status"] == "expired"
+    assert dwb.job_status([b("in_progress", 10, 3, 0), b("completed", 10, 10, 0)], state)["status"] == "in_progress"
+    # a retry round decides; counts count each request once
+    state["rounds"].append({"round": 2, "kind": "retry", "chunks": [{"batch_id": "c"}]})
+    s = dwb.job_status([b("completed", 10, 10, 0), b("cancelled", 10, 3, 0), b("completed", 7, 7, 0, rnd=2)], state)
+    assert s["status"] == "completed" and s["request_counts"] == {"total": 20, "completed": 20, "failed": 0}
+    assert not s["ended_badly"]
+    state["rounds"].append({"round": 3, "kind": "retry", "chunks": [{"batch_id": None, "held": None}]})
+    assert dwb.job_status([], state)["status"] == "not_submitted"
+
+
+@pytest.mark.parametrize("args,code", [([], 2), (["--job", "x.dwjob", "6f1c2e0a-1b2c-4d5e-8f90-0123456789ab"], 2),
+                                       (["batch_abc"], 2), (["6f1c2e0a-1b2c-4d5e-8f90-0123456789ab"], 4)])
+def test_usage_and_not_found_leave_stdout_empty(sandbox, args, code):
+    rc, doc, err = run_script("poll.py", *args, env=sandbox.env())
+    assert rc == code and doc is None and err.startswith("error: ")
+
+
+def test_expired_at_is_reported(sandbox_factory, tmp_path):
+    sb = sandbox_factory("--window-scale", "0.00002", "--latency", "0.3", "--concurrency", "1")
+    write_input("data.jsonl", 3)
+    job = make_job(sb, "data.jsonl")
+    bid = batch_ids_of(job)[0]
+    wait_until(lambda: "expired_at" in sb.batch(bid), timeout=20)
+    code, doc, err = run_script("poll.py", "--job", job, env=sb.env())
+    assert code == 0, err
+    assert doc["batches"][0]["expired_at"] == doc["batches"][0]["expires_at"]
+    assert json.loads(Path(job, "job.json").read_text())["rounds"][0]["chunks"][0].get("expired_at")

@@ -1,0 +1,100 @@
+"""run_batch.py against the sandbox: submit → poll → fetch in one command, resume, exit 0/5/6."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from sandbox_helper import SCRIPTS
+from test_fetch import job_state, read_jsonl, run_script, wait_until, write_input
+
+
+def test_wait_on_example_input_exits_0_with_results_in_order(sandbox, tmp_path):
+    code, built, err = run_script("create_batch_file.py", "examples.jsonl")
+    assert code == 0, err
+    ids = [r["custom_id"] for r in read_jsonl("examples.jsonl")]
+    code, doc, err = run_script("run_batch.py", "examples.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
+    assert code == 0, err
+    assert doc["complete"] and doc["status"] == "completed" and doc["succeeded"] == len(ids) == 5
+    assert doc["submitted"] == {"resumed": False, "chunks": 1, "this_run": {"uploaded": 1, "created": 1, "found": 0}}
+    assert doc["output"] == str(tmp_path / "examples.results.jsonl") and doc["next"] is None
+    assert [r["custom_id"] for r in read_jsonl(doc["output"])] == ids
+    assert Path(doc["job"], "job.json").exists()
+
+
+def test_without_wait_returns_next_and_rerun_never_resubmits(sandbox_factory, tmp_path):
+    sb = sandbox_factory("--latency", "0.05", "--concurrency", "2")
+    ids = write_input("data.jsonl", 30)
+    code, doc, err = run_script("run_batch.py", "data.jsonl", "--max-requests", "10", "--format", "simple",
+                                env=sb.env())
+    assert code == 0, err
+    assert doc["finished"] is False and doc["status"] in ("in_progress", "completed")
+    assert len(doc["batches"]) == 3
+    assert doc["next"].endswith("run_batch.py data.jsonl --wait --format simple")
+
+    # a --wait run killed while waiting, then the same command again: nothing is submitted twice
+    proc = subprocess.Popen([sys.executable, str(SCRIPTS / "run_batch.py"), "data.jsonl", "--wait",
+                             "--interval", "0.1", "--format", "simple"], env=sb.env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: any(Path("data.dwjob", "results").glob("*.output.jsonl")), timeout=30)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    code, doc, err = run_script("run_batch.py", "data.jsonl", "--wait", "--interval", "0.2", env=sb.env())
+    assert code == 0, err
+    assert doc["submitted"]["resumed"] is True and doc["submitted"]["this_run"]["created"] == 0
+    assert doc["format"] == "simple"  # remembered from the first run
+    rows = read_jsonl("data.results.jsonl")
+    assert [r["custom_id"] for r in rows] == ids and all(r["ok"] for r in rows)
+    stats = sb.stats()["requests"]
+    assert stats["POST /v1/files"] == 3 and stats["POST /v1/batches"] == 3
+
+
+def test_timeout_exits_6_with_partial_results_then_resumes(sandbox_factory, tmp_path):
+    sb = sandbox_factory("--latency", "0.1", "--concurrency", "1")
+    ids = write_input("data.jsonl", 25)
+    code, doc, err = run_script("run_batch.py", "data.jsonl", "--wait", "--timeout", "1", "--interval", "0.3",
+                                env=sb.env())
+    assert code == 6, err
+    assert doc["complete"] is False and 0 < doc["succeeded"] < 25
+    assert doc["missing"] == 25 - doc["succeeded"]
+    assert "run_batch.py data.jsonl --wait" in doc["next"]
+    partial = read_jsonl(doc["output"])
+    assert len(partial) == doc["succeeded"]
+    code, doc, err = run_script("run_batch.py", "data.jsonl", "--wait", "--interval", "0.3", env=sb.env())
+    assert code == 0, err
+    assert [r["custom_id"] for r in read_jsonl(doc["output"])] == ids
+    assert sb.stats()["requests"]["POST /v1/batches"] == 1
+
+
+def test_failed_requests_exit_5_and_point_to_retry(sandbox, tmp_path):
+    write_input("data.jsonl", 10)
+    sandbox.set_faults({"fail_custom_ids": ["req-6"], "fail_status": 400})
+    code, doc, err = run_script("run_batch.py", "data.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
+    assert code == 5, err
+    assert doc["failed"] == 1 and doc["succeeded"] == 9
+    assert "retry_failed.py --job" in doc["next"]
+    assert job_state(doc["job"])["rounds"][0]["chunks"][0]["status"] == "completed"
+
+
+def test_csv_source_comes_back_as_csv(sandbox, tmp_path):
+    Path("items.csv").write_text("sku,name\nA1,apple\nB2,banana\n")
+    code, _, err = run_script("create_batch_file.py", "items.jsonl", "--csv", "items.csv", "--id-column", "sku",
+                              "--template", "Describe {name}")
+    assert code == 0, err
+    code, doc, err = run_script("run_batch.py", "items.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
+    assert code == 0, err
+    assert doc["format"] == "csv" and doc["output"] == str(tmp_path / "items.results.csv")
+    text = Path(doc["output"]).read_text().splitlines()
+    assert text[0] == "sku,name,response,error"
+    assert text[1].startswith("A1,apple,") and "Describe apple" in text[1]
+
+
+def test_bad_input_sends_nothing(sandbox, tmp_path):
+    Path("bad.jsonl").write_text('{"custom_id": "a", "method": "POST"}\n')
+    code, doc, err = run_script("run_batch.py", "bad.jsonl", "--wait", env=sandbox.env())
+    assert code == 2 and doc is None and "line 1" in err
+    assert "POST /v1/files" not in sandbox.stats()["requests"]
