@@ -33,9 +33,12 @@ OUT.dwstate.json and OUT.dwraw/ beside OUT; results are in order of first appear
 fetches that give none.
 
 output (stdout, JSON): complete, status (job-level, see poll.py), request_counts, requests,
-succeeded, failed, missing, output, errors, format, failed_sample, missing_sample, batches
-(batch_id, status, request_counts, fetched {output, error} lines, new_lines, verified), job,
-next. Exit 0 = complete and every request succeeded; 5 = finished with failed or missing
+succeeded, failed, missing, output, errors, format, failed_sample (up to 5 custom_id +
+error), missing_sample (up to 5 custom_ids), unexpected (results whose custom_id is not in
+the input), batches (batch_id, status, request_counts, fetched {output, error} lines,
+new_lines, verified), job (null for batch ids, with state = the state file), next.
+
+Exit 0 = complete and every request succeeded; 5 = finished with failed or missing
 requests (next: retry_failed.py); 6 = not finished yet (partial results saved; run again)."""
 
 from __future__ import annotations

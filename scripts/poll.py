@@ -7,7 +7,7 @@
 
 One status check and an immediate answer by default: record the job directory, leave, and
 come back later (a later conversation can run the same command). --wait polls politely
-(every --interval seconds) until every batch is terminal or --timeout passes; the default
+(after 2, 5 and 10 s, then every --interval seconds) until every batch is terminal or --timeout passes; the default
 timeout stays below common 10-minute tool limits. With --job the last-known status and
 counts are recorded in job.json (skipped without complaint while another process holds the
 job's lock).
@@ -80,6 +80,7 @@ def poll(client: Any, job: Any, batch_ids: Sequence[str], wait: bool, interval: 
          timeout: float) -> Tuple[Dict[str, Any], int]:
     deadline = time.monotonic() + timeout
     prev = None  # (done, monotonic time) of the previous check
+    checks = 0
     while True:
         if job is not None:
             job.load()
@@ -110,7 +111,8 @@ def poll(client: Any, job: Any, batch_ids: Sequence[str], wait: bool, interval: 
         if remaining <= 0:
             timed_out = True
             break
-        dwb.sleep(min(interval, remaining))
+        checks += 1
+        dwb.sleep(min(dwb.wait_delay(checks, interval), remaining))
 
     doc: Dict[str, Any] = {
         "status": summary["status"],
@@ -118,12 +120,10 @@ def poll(client: Any, job: Any, batch_ids: Sequence[str], wait: bool, interval: 
         "request_counts": summary["request_counts"],
         "batches": summaries,
     }
-    if summary["unsubmitted"]:
-        doc["unsubmitted"] = summary["unsubmitted"]
+    doc["unsubmitted"] = summary["unsubmitted"]
     doc["rate"] = round(speed["rate"], 3) if speed["rate"] else None
     doc["eta_seconds"] = speed["eta_seconds"]
-    if wait:
-        doc["timed_out"] = timed_out
+    doc["timed_out"] = timed_out
     doc["job"] = job.dir if job is not None else None
     target = dwb.target_args(job.dir if job is not None else None, batch_ids)
     if summary["status"] == "not_submitted" and job is not None:

@@ -7,7 +7,7 @@
 
 Without --wait it submits (or resumes the job: nothing is uploaded or created twice),
 checks once and returns the job and the command to run next; use this when tool calls time
-out. With --wait it polls every --interval seconds, downloading partial results as they
+out. With --wait it polls (after 2, 5 and 10 s, then every --interval seconds), downloading partial results as they
 come, until every batch has ended or --timeout passes, then writes the merged results
 (exit 6 on timeout: partial results are saved, and running the same command again goes on
 where it stopped). Run it again after any interruption: it resumes without resubmitting.
@@ -156,6 +156,7 @@ def check(client: Any, job: Job) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
 def wait(client: Any, job: Job, interval: float, timeout: float) -> None:
     """Poll until every batch ended or the timeout; download new lines between polls."""
     deadline = time.monotonic() + timeout
+    checks = 0
     while True:
         summary, _ = check(client, job)
         if summary["finished"] or summary["status"] == "not_submitted":
@@ -174,7 +175,8 @@ def wait(client: Any, job: Job, interval: float, timeout: float) -> None:
         if remaining <= 0:
             output.narrate("timed out waiting; partial results are saved")
             return
-        dwb.sleep(min(interval, remaining))
+        checks += 1
+        dwb.sleep(min(dwb.wait_delay(checks, interval), remaining))
 
 
 def rerun_command(args: Any, job: Job) -> str:

@@ -33,7 +33,7 @@ import os
 from typing import Any, Dict, Optional, Sequence
 
 from _dwbatches import output
-from _dwbatches.errors import EXIT_OK, UsageError
+from _dwbatches.errors import EXIT_OK, DWError, UsageError
 from _dwbatches.jobstate import Job, default_job_dir, sha256_file
 from _dwbatches.submitter import (
     WINDOWS,
@@ -143,7 +143,18 @@ def dry_run(args: Any, report: Any, job: Job, metadata: Dict[str, str]) -> int:
                         ("--max-cost", args.max_cost)):
         if value is not None:
             cmd += [flag, str(value)]
-    doc = {"dry_run": True, "job": job.dir, "job_exists": job.exists(), "requests": report.requests,
+    resumes = None
+    if job.exists():  # a local read only: would the real run resume this job?
+        try:
+            resumes = (job.load().get("input") or {}).get("sha256") == sha256_file(args.input)
+        except DWError as exc:
+            output.narrate(f"the job at {job.dir} is not readable: {exc.message}")
+            resumes = False
+        if resumes is False:
+            output.narrate(f"note: the job at {display_path(job.dir)} was started with different input; "
+                           "the real run would refuse it (use --job NEW_DIR)")
+    doc = {"dry_run": True, "job": job.dir, "job_exists": job.exists(), "resumes_job": resumes,
+           "requests": report.requests,
            "bytes": report.bytes, "chunks": len(plan), "plan": plan, "completion_window": window,
            "metadata": metadata, "models": report.models, "endpoints": report.endpoints,
            "estimated_cost": estimate, "warnings": report.warnings, "next": command("submit.py", *cmd)}

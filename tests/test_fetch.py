@@ -137,7 +137,7 @@ def assert_each_once(out_path, expected_ids):
 
 
 def test_fetch_while_running_then_after_gets_each_result_once(sandbox_factory, tmp_path):
-    sb = sandbox_factory("--latency", "0.05", "--concurrency", "2")
+    sb = sandbox_factory("--latency", "0.15", "--concurrency", "2")
     ids = write_input("data.jsonl", 40)
     job = make_job(sb, "data.jsonl")
     bid = batch_ids_of(job)[0]
@@ -261,7 +261,7 @@ def test_fetch_killed_mid_stream_then_rerun_is_complete_without_duplicates(sandb
 
 
 def test_duplicated_output_line_is_deduped_and_cursor_not_overrun(sandbox_factory, tmp_path):
-    sb = sandbox_factory("--latency", "0.03", "--concurrency", "2")
+    sb = sandbox_factory("--latency", "0.1", "--concurrency", "2")
     ids = write_input("data.jsonl", 24)
     job = make_job(sb, "data.jsonl")
     bid = batch_ids_of(job)[0]
@@ -395,7 +395,7 @@ def test_csv_numbered_rows_without_id_column(sandbox, tmp_path):
 
 
 def test_bare_batch_ids_use_a_state_file_beside_out(sandbox_factory, tmp_path):
-    sb = sandbox_factory("--latency", "0.03", "--concurrency", "2")
+    sb = sandbox_factory("--latency", "0.15", "--concurrency", "2")
     ids = write_input("data.jsonl", 20)
     batch = sb.submit(read_jsonl("data.jsonl"))
     bid = batch["id"]

@@ -14,7 +14,7 @@ BATCH_KEYS = {"batch_id", "status", "request_counts", "output_file_id", "error_f
 
 
 def test_single_check_reports_running_job_and_records_status(sandbox_factory, tmp_path):
-    sb = sandbox_factory("--latency", "0.05", "--concurrency", "1")
+    sb = sandbox_factory("--latency", "0.15", "--concurrency", "1")
     write_input("data.jsonl", 40)
     job = make_job(sb, "data.jsonl", 2)
     bid = batch_ids_of(job)[0]

@@ -572,3 +572,17 @@ def test_upload_lookup_pages_back_and_checks_the_size(tmp_path):
     chunk = {"upload_name": "dwb-x-r1-c180.jsonl", "bytes": 280, "upload_started_at": now - 200}
     assert sub.find_upload(chunk)["id"] == "f180"
     assert sub.find_upload(dict(chunk, bytes=281)) is None  # same name, other size: not ours
+
+
+def test_a_held_chunk_whose_file_was_deleted_is_uploaded_again_before_creating(sandbox, tmp_path):
+    path = write_requests(tmp_path / "in.jsonl", 4)
+    assert run("submit.py", path, "--max-cost", "0", env=sandbox.env()).returncode == 2
+    state = json.loads((tmp_path / "in.dwjob" / "job.json").read_text())
+    old_file = state["rounds"][0]["chunks"][0]["file_id"]
+    assert sandbox.delete(f"files/{old_file}").status == 200
+    proc = run("submit.py", path, env=sandbox.env())
+    doc = ok_json(proc)
+    assert "is gone (expired or deleted); uploading again" in proc.stderr
+    assert doc["batches"][0]["input_file_id"] != old_file
+    assert len(server_batches(sandbox, doc["job_id"])) == 1 and posts(sandbox, "files") == 2
+    assert sandbox.wait_batch(doc["batches"][0]["batch_id"])["status"] == "completed"

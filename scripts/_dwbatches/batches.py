@@ -33,6 +33,17 @@ from .errors import JobError
 # Patched by tests; looked up at call time.
 sleep = time.sleep
 
+# The first re-checks come sooner than --interval, so that a small job that finishes in
+# seconds is not left waiting a full interval; after them, every --interval seconds.
+WARMUP_DELAYS = (2.0, 5.0, 10.0)
+
+
+def wait_delay(checks_done: int, interval: float) -> float:
+    """Seconds to sleep after the ``checks_done``-th status check (1-based)."""
+    if 1 <= checks_done <= len(WARMUP_DELAYS):
+        return min(interval, WARMUP_DELAYS[checks_done - 1])
+    return interval
+
 TERMINAL = jobstate.TERMINAL_STATUSES
 BAD_ENDINGS = frozenset({"failed", "cancelled", "expired"})
 

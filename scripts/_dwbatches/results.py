@@ -773,12 +773,10 @@ def default_error_path(out_path: str) -> str:
 
 
 def default_job_output(state: Dict[str, Any], fmt: str) -> str:
-    if fmt == "csv":
-        src = (state.get("source") or {}).get("path") or state["input"]["path"]
-        stem = os.path.splitext(os.path.abspath(src))[0]
-        return stem + ".results.csv"
+    # Results go beside the job's input (the file the user submitted), never into the folder
+    # of a source CSV, which may be read-only or shared.
     stem = os.path.splitext(os.path.abspath(state["input"]["path"]))[0]
-    return stem + ".results.jsonl"
+    return stem + (".results.csv" if fmt == "csv" else ".results.jsonl")
 
 
 def exit_code_for(complete: bool, failed: int, missing: int) -> int:
@@ -920,12 +918,9 @@ def _counts_doc(counts: MergeCounts, out_path: str, err_path: str, fmt: str) -> 
         "errors": err_path,
         "format": fmt,
     }
-    if counts.failed_sample:
-        doc["failed_sample"] = counts.failed_sample
-    if counts.missing_sample:
-        doc["missing_sample"] = counts.missing_sample
-    if counts.unexpected:
-        doc["unexpected"] = counts.unexpected
+    doc["failed_sample"] = counts.failed_sample
+    doc["missing_sample"] = counts.missing_sample
+    doc["unexpected"] = counts.unexpected
     return doc
 
 

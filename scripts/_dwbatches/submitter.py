@@ -413,7 +413,7 @@ class _Progress:
         if sent < total and now - self.last < self.interval:
             return
         if sent >= total and now - self.t0 < self.interval:
-            return  # quick uploads get only the final line
+            return  # a quick upload needs no progress lines; the caller says when it is done
         self.last = now
         pct = 100.0 * sent / total if total else 100.0
         rate = sent / max(now - self.t0, 1e-6)
