@@ -1,0 +1,92 @@
+"""check_setup.py and list_models.py, run as real scripts (issue: getting started)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+from sandbox_helper import SCRIPTS
+
+
+def run(script, *args, env=None, cwd=None):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("DOUBLEWORD_")}
+    base.update(env or {})
+    p = subprocess.run([sys.executable, str(SCRIPTS / script), *args], env=base, cwd=cwd,
+                       capture_output=True, text=True, timeout=120)
+    return p.returncode, p.stdout, p.stderr
+
+
+def test_sandbox_mode_is_green_without_a_key(tmp_path):
+    code, out, err = run("check_setup.py", "--sandbox", cwd=tmp_path)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["ready"] is True and doc["sandbox"] is True
+    assert [c["name"] for c in doc["checks"]][:3] == ["python", "package requests", "package python-dotenv"]
+    assert all(c["ok"] for c in doc["checks"])
+    assert "Qwen/Qwen3-Embedding-8B" in doc["models"]
+    assert "sandbox stopped" in err
+
+
+def test_no_key_exits_3_and_names_the_variable_and_dotenv(tmp_path):
+    code, out, err = run("check_setup.py", cwd=tmp_path)
+    assert code == 3 and out == ""
+    assert "FAIL  API key" in err and "DOUBLEWORD_API_KEY" in err and ".env" in err
+
+
+def test_key_from_dotenv_is_found_and_its_source_reported(sandbox, tmp_path):
+    (tmp_path / ".env").write_text(f"DOUBLEWORD_API_KEY={sandbox.api_key}\nDOUBLEWORD_BASE_URL={sandbox.base_url}\n")
+    code, out, err = run("check_setup.py", cwd=tmp_path)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["key_source"] == f".env at {tmp_path / '.env'}"
+    assert sandbox.api_key not in out + err
+
+
+def test_wrong_key_against_the_sandbox_exits_3(sandbox, tmp_path):
+    code, out, err = run("check_setup.py", env={"DOUBLEWORD_API_KEY": "sk-wrong-" + "x" * 38,
+                                                "DOUBLEWORD_BASE_URL": sandbox.base_url}, cwd=tmp_path)
+    assert code == 3 and out == ""
+    assert "refused (401)" in err and "sk-wrong-" not in err
+
+
+def test_forbidden_key_is_reported_as_403(sandbox_factory, tmp_path):
+    bad = "sk-platform-" + "p" * 35
+    sb = sandbox_factory("--forbidden-key", bad)
+    code, out, err = run("check_setup.py", env={"DOUBLEWORD_API_KEY": bad, "DOUBLEWORD_BASE_URL": sb.base_url},
+                         cwd=tmp_path)
+    assert code == 3 and out == "" and "(403)" in err and bad not in err
+
+
+def test_unreachable_api_exits_1(tmp_path):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    code, out, err = run("check_setup.py", env={"DOUBLEWORD_API_KEY": "sk-any-" + "k" * 40,
+                                                "DOUBLEWORD_BASE_URL": f"http://127.0.0.1:{port}/v1"}, cwd=tmp_path)
+    assert code == 1 and out == "" and "FAIL  API reachable" in err
+
+
+def test_insecure_remote_url_is_a_config_problem(tmp_path):
+    code, out, err = run("check_setup.py", env={"DOUBLEWORD_API_KEY": "sk-any-" + "k" * 40,
+                                                "DOUBLEWORD_BASE_URL": "http://api.example.invalid/v1"}, cwd=tmp_path)
+    assert code == 3 and out == "" and "--allow-insecure-http" in err
+
+
+def test_list_models_and_filters(sandbox, tmp_path):
+    env = {"DOUBLEWORD_API_KEY": sandbox.api_key, "DOUBLEWORD_BASE_URL": sandbox.base_url}
+    code, out, err = run("list_models.py", env=env, cwd=tmp_path)
+    assert code == 0, err
+    doc = json.loads(out)
+    ids = {m["id"]: m["kind"] for m in doc["models"]}
+    assert ids["Qwen/Qwen3-Embedding-8B"] == "embeddings" and ids["Qwen/Qwen3.5-9B"] == "chat"
+    assert doc["count"] == len(doc["models"])
+    code, out, _ = run("list_models.py", "--embeddings", env=env, cwd=tmp_path)
+    assert [m["id"] for m in json.loads(out)["models"]] == ["Qwen/Qwen3-Embedding-8B"]
+    code, out, _ = run("list_models.py", "--chat", env=env, cwd=tmp_path)
+    assert "Qwen/Qwen3-Embedding-8B" not in {m["id"] for m in json.loads(out)["models"]}
+    code, out, err = run("list_models.py", env={"DOUBLEWORD_BASE_URL": sandbox.base_url}, cwd=tmp_path)
+    assert code == 3 and out == ""
