@@ -8,6 +8,7 @@ Line numbers are physical and 1-based. The same pass plans the split into chunks
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -180,93 +181,162 @@ def iter_lines(path: str) -> Iterable[Tuple[int, int, bytes]]:
             offset += len(raw)
 
 
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]").search
+_ALLOWED = frozenset(ALLOWED_URLS)
+
+
 def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_bytes: int = MAX_FILE_BYTES,
                   max_body_bytes: int = MAX_BODY_BYTES) -> Report:
+    """Validate a batch file in one streaming pass and plan its chunks.
+
+    The loop has a fast path for the common case (a well-formed four-key line); anything
+    unusual goes through ``check_request``, which produces the error message.
+    """
     rep = Report(path=path)
     seen: set = set()
+    seen_add = seen.add
     dup_examples: List[Tuple[int, str]] = []
     dup_count = 0
     notes: Dict[str, int] = {}
     crlf = 0
     chunk: Optional[Chunk] = None
+    chunk_urls: Dict[str, int] = {}
+    chunk_requests = 0
+    chunk_start = 0
     models = rep.models
     endpoints = rep.endpoints
+    per_model: Dict[str, List[int]] = {}  # model -> [input tokens, output tokens]
     loads = loads_strict
-    last_n = 0
-    for n, offset, raw in iter_lines(path):
-        last_n = n
-        size = len(raw)
-        rep.bytes += size
-        stripped = raw.strip()
-        if not stripped:
-            # Blank lines do not extend a chunk: a chunk ends with its last request, so blank
-            # lines can never push it over max_bytes; the next chunk starts at a request.
-            rep.blank_lines += 1
-            continue
-        if raw.endswith(b"\r\n"):
-            crlf += 1
-        cid = None
-        try:
-            text = stripped.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            rep.add_error(n, None, f"invalid UTF-8 at byte {exc.start} of the line; save the file as UTF-8")
-            continue
-        if n == 1 and text.startswith("\ufeff"):
-            rep.add_error(n, None, "the file starts with a UTF-8 byte-order mark (BOM), which the server "
-                                   "rejects; save it as UTF-8 without BOM")
-            continue
-        try:
-            obj = loads(text)
-        except ValueError as exc:
-            rep.add_error(n, None, f"invalid JSON: {exc}")
-            continue
-        err, line_notes = check_request(obj, max_body_bytes, size)
-        if isinstance(obj, dict) and isinstance(obj.get("custom_id"), str):
-            cid = obj["custom_id"]
-        if err:
-            rep.add_error(n, cid, err)
-            continue
-        for note in line_notes:
-            notes[note] = notes.get(note, 0) + 1
-        h = hash(cid)
-        if h in seen:
-            dup_count += 1
-            if len(dup_examples) < ERRORS_KEPT:
-                dup_examples.append((n, cid))
-        else:
-            seen.add(h)
-        rep.requests += 1
-        body = obj["body"]
-        model = body["model"]
-        models[model] = models.get(model, 0) + 1
-        url = obj["url"]
-        endpoints[url] = endpoints.get(url, 0) + 1
-        in_tokens = max(1, size // 4)
-        rep.estimated_input_tokens += in_tokens
-        mt = body.get("max_tokens", body.get("max_completion_tokens", body.get("max_output_tokens")))
-        if isinstance(mt, int) and not isinstance(mt, bool) and mt > 0:
-            rep.max_output_tokens += mt
-            out_tokens = mt
-        else:
-            rep.requests_without_max_tokens += 1
-            out_tokens = 0 if url == "/v1/embeddings" else int(in_tokens * 1.1)
-        mtok = rep.model_tokens.get(model)
-        if mtok is None:
-            mtok = rep.model_tokens[model] = {"requests": 0, "input_tokens": 0, "output_tokens": 0}
-        mtok["requests"] += 1
-        mtok["input_tokens"] += in_tokens
-        mtok["output_tokens"] += out_tokens
-        # chunk planning
-        if size > max_bytes:
-            rep.add_error(n, cid, f"the line is {size} bytes, more than the {max_bytes}-byte file limit")
-            continue
-        if chunk is None or chunk.requests + 1 > max_requests or (offset + size) - chunk.start_byte > max_bytes:
-            chunk = Chunk(index=len(rep.chunks) + 1, start_line=n, end_line=n, start_byte=offset,
-                          end_byte=offset + size)
-            rep.chunks.append(chunk)
-        chunk.requests += 1
-        chunk.urls[url] = chunk.urls.get(url, 0) + 1
-        chunk.end_line, chunk.end_byte = n, offset + size
+    scan = _decoder.scan_once
+    allowed = _ALLOWED
+    required = REQUIRED_BODY_FIELD
+    n = 0
+    offset = 0
+    requests = 0
+    blank = 0
+    est_in = 0
+    max_out = 0
+    no_max = 0
+    with open(path, "rb", buffering=1 << 20) as fh:
+        for raw in fh:
+            n += 1
+            size = len(raw)
+            line_start = offset
+            offset += size
+            stripped = raw.strip()
+            if not stripped:
+                # Blank lines do not extend a chunk: a chunk ends with its last request, so blank
+                # lines can never push it over max_bytes; the next chunk starts at a request.
+                blank += 1
+                continue
+            if raw[-2:] == b"\r\n":
+                crlf += 1
+            try:
+                text = stripped.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                rep.add_error(n, None, f"invalid UTF-8 at byte {exc.start} of the line; save the file as UTF-8")
+                continue
+            if n == 1 and text[:1] == "\ufeff":
+                rep.add_error(n, None, "the file starts with a UTF-8 byte-order mark (BOM), which the server "
+                                       "rejects; save it as UTF-8 without BOM")
+                continue
+            try:
+                # the C scanner directly (what json.loads runs underneath, without its wrappers)
+                obj, end = scan(text, 0)
+                if end != len(text):
+                    raise ValueError("trailing data")
+            except (ValueError, StopIteration):
+                try:
+                    obj = loads(text)  # for the proper message
+                except ValueError as exc:
+                    rep.add_error(n, None, f"invalid JSON: {exc}")
+                    continue
+            # fast path: all checks of check_request, inlined for the common shape
+            ok = False
+            if type(obj) is dict and len(obj) == 4:
+                cid = obj.get("custom_id")
+                url = obj.get("url")
+                body = obj.get("body")
+                if (type(cid) is str and 0 < len(cid) <= MAX_CUSTOM_ID_BYTES and cid.isascii()
+                        and cid.isprintable() and obj.get("method") == "POST"
+                        and type(url) is str and url in allowed and type(body) is dict
+                        and size <= max_body_bytes):
+                    model = body.get("model")
+                    need = required[url]
+                    if type(model) is str and model.strip() and body.get("stream") is not True and need in body:
+                        ok = need != "messages" or (type(body[need]) is list and len(body[need]) > 0)
+            if not ok:
+                err, line_notes = check_request(obj, max_body_bytes, size)
+                cid = obj.get("custom_id") if isinstance(obj, dict) else None
+                if not isinstance(cid, str):
+                    cid = None
+                if err:
+                    rep.add_error(n, cid, err)
+                    continue
+                for note in line_notes:
+                    notes[note] = notes.get(note, 0) + 1
+                body = obj["body"]
+                url = obj["url"]
+                model = body["model"]
+            h = hash(cid)
+            if h in seen:
+                dup_count += 1
+                if len(dup_examples) < ERRORS_KEPT:
+                    dup_examples.append((n, cid))
+            else:
+                seen_add(h)
+            if size > max_bytes:
+                rep.add_error(n, cid, f"the line is {size} bytes, more than the {max_bytes}-byte file limit")
+                continue
+            requests += 1
+            in_tokens = (size >> 2) or 1
+            est_in += in_tokens
+            mt = body.get("max_tokens")
+            if mt is None:
+                mt = body.get("max_completion_tokens")
+                if mt is None:
+                    mt = body.get("max_output_tokens")
+            if type(mt) is int and mt > 0:
+                max_out += mt
+                out_tokens = mt
+            else:
+                no_max += 1
+                out_tokens = 0 if url == "/v1/embeddings" else int(in_tokens * 1.1)
+            pm = per_model.get(model)
+            if pm is None:
+                pm = per_model[model] = [0, 0, 0]
+            pm[0] += 1
+            pm[1] += in_tokens
+            pm[2] += out_tokens
+            # chunk planning
+            if chunk is None or chunk_requests >= max_requests or offset - chunk_start > max_bytes:
+                if chunk is not None:
+                    chunk.requests = chunk_requests
+                chunk = Chunk(index=len(rep.chunks) + 1, start_line=n, end_line=n, start_byte=line_start,
+                              end_byte=offset)
+                chunk_urls = chunk.urls
+                chunk_requests = 0
+                chunk_start = line_start
+                rep.chunks.append(chunk)
+            chunk_requests += 1
+            chunk_urls[url] = chunk_urls.get(url, 0) + 1
+            chunk.end_line = n
+            chunk.end_byte = offset
+    if chunk is not None:
+        chunk.requests = chunk_requests
+    last_n = n
+    rep.bytes = offset
+    rep.requests = requests
+    rep.blank_lines = blank
+    rep.estimated_input_tokens = est_in
+    rep.max_output_tokens = max_out
+    rep.requests_without_max_tokens = no_max
+    for model, (count, tin, tout) in per_model.items():
+        models[model] = count
+        rep.model_tokens[model] = {"requests": count, "input_tokens": tin, "output_tokens": tout}
+    for c in rep.chunks:
+        for url, count in c.urls.items():
+            endpoints[url] = endpoints.get(url, 0) + count
     rep.lines = last_n
 
     if dup_count:
