@@ -62,10 +62,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             b = current[bid]
             status = b.get("status")
             row: Dict[str, Any] = {"batch_id": bid}
-            if dwb.is_terminal(status):
-                row.update(action="skipped", status=status, request_counts=dwb.counts_of(b),
-                           reason=f"already {status}; cancelling a finished batch would only relabel it")
-                output.narrate(f"batch {bid}: skipped (already {status})")
+            c0 = dwb.counts_of(b)
+            all_done = c0["total"] > 0 and c0["completed"] + c0["failed"] >= c0["total"]
+            if dwb.is_terminal(status) or status == "finalizing" or all_done:
+                why = status if dwb.is_terminal(status) else f"{status}, every request done"
+                row.update(action="skipped", status=status, request_counts=c0,
+                           reason=f"already {why}; cancelling a finished batch would only relabel it cancelled")
+                output.narrate(f"batch {bid}: skipped (already {why})")
             elif args.dry_run:
                 row.update(action="would_cancel", status=status, request_counts=dwb.counts_of(b))
                 output.narrate(f"batch {bid}: would cancel ({status})")

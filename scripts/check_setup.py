@@ -101,7 +101,8 @@ def _check_api(args: Any, checks: Checks, sandbox: Any) -> int:
         try:
             cfg = config.load_config(args.base_url, args.allow_insecure_http, require_key=False)
         except ConfigError as exc:
-            checks.add("base URL", False, exc.message, exc.hint)
+            checks.add("API key" if exc.message.startswith(config.KEY_VAR) else "base URL", False, exc.message,
+                       exc.hint)
             raise
     if not checks.add("API key", bool(cfg.api_key),
                       f"DOUBLEWORD_API_KEY set (from {cfg.key_source})" if cfg.api_key else "DOUBLEWORD_API_KEY is not set",

@@ -82,7 +82,7 @@ def next_for(doc: Dict[str, Any], job: Any, batch_ids: Sequence[str], extra: Seq
     if code == EXIT_NOT_FINISHED:
         if job is not None and doc.get("unsubmitted"):
             return dwb.resume_command(job.state, job.dir)
-        return (dwb.command("poll.py", *target, "--wait") + "; "
+        return (dwb.command("poll.py", *target) + "; "
                 + dwb.command("fetch_results.py", *target, *extra))
     return None
 

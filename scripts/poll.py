@@ -131,7 +131,7 @@ def poll(client: Any, job: Any, batch_ids: Sequence[str], wait: bool, interval: 
     elif summary["finished"]:
         doc["next"] = dwb.command("fetch_results.py", *target)
     else:
-        doc["next"] = dwb.command("poll.py", *target, "--wait")
+        doc["next"] = dwb.command("poll.py", *target)
     if doc["next"]:
         output.narrate(f"next: {doc['next']}")
     if summary["finished"]:

@@ -38,7 +38,7 @@ from _dwbatches import output, results
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError
 from _dwbatches.http import Client
-from _dwbatches.jobstate import sha256_file
+from _dwbatches.jobstate import make_private_dir, sha256_file
 from _dwbatches.submitter import WINDOWS, Submitter, add_retry_round, next_round_path
 
 
@@ -106,7 +106,7 @@ def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
             sub.run()
             return _doc(job, round=latest["round"], requests=sum(c["requests"] for c in latest["chunks"]),
                         batches=round_doc(latest), resumed=True, exit_code=EXIT_OK,
-                        next=dwb.command("poll.py", "--job", jd, "--wait"))
+                        next=dwb.command("poll.py", "--job", jd))
         output.narrate("the job is not fully submitted (a chunk has no batch: held over --max-cost, or the "
                        "submit was interrupted); finish that first")
         return _doc(job, status="not_submitted", exit_code=EXIT_NOT_FINISHED,
@@ -119,7 +119,7 @@ def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
                        "that are about to finish. Wait for them first.")
         return _doc(job, status=ref.summary["status"], exit_code=EXIT_NOT_FINISHED,
                     reason="batches of the job are still running", running=running,
-                    next=dwb.command("poll.py", "--job", jd, "--wait"))
+                    next=dwb.command("poll.py", "--job", jd))
     short = [r for r in ref.reports if r.drained and not r.verified]
     if short and not args.force:
         notes = "; ".join(f"{r.batch_id}: {', '.join(r.notes) or 'short'}" for r in short)
@@ -151,6 +151,8 @@ def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
         return True
 
     dest = None if args.dry_run else next_round_path(job)
+    if dest:
+        make_private_dir(os.path.dirname(dest))  # <job>/rounds is private like the job (0700)
     count, sample = results.write_subset(input_path, keep, dest)
     if count == 0:
         if dest and os.path.exists(dest):
@@ -174,7 +176,7 @@ def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
     Submitter(job, client).run()
     return _doc(job, round=rnd["round"], requests=count, failed=tally["failed"], missing=tally["missing"],
                 sample=sample, batches=round_doc(rnd), input=dest, client_errors=client_errors,
-                exit_code=EXIT_OK, next=dwb.command("poll.py", "--job", jd, "--wait"))
+                exit_code=EXIT_OK, next=dwb.command("poll.py", "--job", jd))
 
 
 def _client_errors(index: Any) -> int:

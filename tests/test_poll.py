@@ -25,7 +25,7 @@ def test_single_check_reports_running_job_and_records_status(sandbox_factory, tm
     assert doc["request_counts"]["total"] == 40 and doc["request_counts"]["completed"] >= 3
     assert len(doc["batches"]) == 2 and all(BATCH_KEYS <= set(b) for b in doc["batches"])
     assert [b["chunk"] for b in doc["batches"]] == [1, 2]
-    assert doc["job"] == job and doc["next"].endswith(f"poll.py --job {Path(job).name} --wait")
+    assert doc["job"] == job and doc["next"].endswith(f"poll.py --job {Path(job).name}")
     assert "in_progress:" in err and "/40 done" in err and "ETA" in err
     chunks = job_state(job)["rounds"][0]["chunks"]
     assert chunks[0]["status"] == "in_progress" and chunks[0]["request_counts"]["completed"] >= 3
@@ -51,7 +51,7 @@ def test_wait_timeout_exits_6_with_json(sandbox_factory, tmp_path):
                                 env=sb.env())
     assert code == 6, err
     assert doc["status"] == "in_progress" and doc["finished"] is False and doc["timed_out"] is True
-    assert "--wait" in doc["next"]
+    assert doc["next"].endswith(f"poll.py --job {Path(job).name}")  # one check later, not a wait
 
 
 def test_cancelled_batch_exits_5(sandbox_factory, tmp_path):

@@ -365,7 +365,7 @@ def test_an_unresolvable_ambiguous_create_exits_1_and_the_rerun_finds_the_batch(
     code, out, err, sleeps = run_main(monkeypatch, capsys, sandbox, path)
     assert code == 1 and out == ""
     assert "could not check whether the batch was created" in err and "Run the same command again" in err
-    assert len(sleeps) == 5  # the lookup's GET was retried, the POST was not
+    assert len(sleeps) == 4  # the lookup's GET was retried, the POST was not
     assert posts(sandbox, "batches") == 1
     sandbox.clear_faults()
     code, out, err, _ = run_main(monkeypatch, capsys, sandbox, path)
@@ -586,3 +586,51 @@ def test_a_held_chunk_whose_file_was_deleted_is_uploaded_again_before_creating(s
     assert doc["batches"][0]["input_file_id"] != old_file
     assert len(server_batches(sandbox, doc["job_id"])) == 1 and posts(sandbox, "files") == 2
     assert sandbox.wait_batch(doc["batches"][0]["batch_id"])["status"] == "completed"
+
+
+# -- a job with nothing created yet can change ---------------------------------------------------
+
+def test_a_line_the_server_refuses_can_be_fixed_and_the_same_command_goes_on(sandbox, tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    lines = [request_line(i) for i in range(1, 4)]
+    lines[1]["body"]["model"] = "Qwen/Qwen3-Embedding-8B"  # an embeddings model on the chat url
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    proc = run("submit.py", path, env=sandbox.env())
+    assert proc.returncode == 2 and proc.stdout == "" and "line 2" in proc.stderr
+    assert sandbox.stats()["batches"] == 0
+    lines[1]["body"]["model"] = CHAT_MODEL
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    proc = run("submit.py", path, env=sandbox.env())
+    doc = ok_json(proc)
+    assert "planning it again" in proc.stderr
+    assert len(server_batches(sandbox, doc["job_id"])) == 1 and sandbox.stats()["batches"] == 1
+
+
+def test_capacity_429_fails_at_once_and_the_24h_window_reuses_the_uploaded_file(sandbox, tmp_path):
+    path = write_requests(tmp_path / "in.jsonl", 4)
+    sandbox.set_faults({"http": [{"method": "POST", "path": "/v1/batches", "status": 429, "retry_after": 60,
+                                  "times": 1, "message": "Insufficient capacity for 1h completion window"}]})
+    proc = run("submit.py", path, "-w", "1h", env=sandbox.env(), timeout=60)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "-w 24h" in proc.stderr and posts(sandbox, "batches") == 1
+    doc = ok_json(run("submit.py", path, "-w", "24h", env=sandbox.env()))
+    assert doc["completion_window"] == "24h"
+    batches = server_batches(sandbox, doc["job_id"])
+    assert len(batches) == 1 and batches[0]["completion_window"] == "24h"
+    assert posts(sandbox, "files") == 1  # the uploaded file was kept
+
+
+def test_a_failing_cost_estimate_does_not_stop_the_batch_without_max_cost(sandbox, tmp_path):
+    path = write_requests(tmp_path / "in.jsonl", 3)
+    sandbox.set_faults({"http": [{"method": "GET", "path": "/v1/files/", "status": 403}]})
+    proc = run("submit.py", path, env=sandbox.env())
+    doc = ok_json(proc)
+    assert "no cost estimate" in proc.stderr and len(server_batches(sandbox, doc["job_id"])) == 1
+
+
+def test_a_resumed_submit_with_a_refused_key_exits_3(sandbox, tmp_path):
+    path = write_requests(tmp_path / "in.jsonl", 3)
+    ok_json(run("submit.py", path, env=sandbox.env()))
+    env = dict(sandbox.env(), DOUBLEWORD_API_KEY="sk-wrong-" + "w" * 38)
+    proc = run("submit.py", path, env=env)
+    assert proc.returncode == 3 and proc.stdout == ""

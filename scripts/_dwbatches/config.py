@@ -17,8 +17,8 @@ URL_VAR = "DOUBLEWORD_BASE_URL"
 MISSING_KEY_HINT = (
     "Set DOUBLEWORD_API_KEY in the environment (export DOUBLEWORD_API_KEY=sk-...) or put "
     "DOUBLEWORD_API_KEY=sk-... in a .env file in the directory you run the script from. "
-    "Create a key at https://app.doubleword.ai/api-keys. To try the scripts without a key, start the "
-    "sandbox: python3 scripts/sandbox_server.py"
+    "Create a key at https://app.doubleword.ai/api-keys. To try the scripts without a key: "
+    "python3 scripts/check_setup.py --sandbox"
 )
 
 
@@ -48,6 +48,29 @@ def read_dotenv() -> Tuple[Optional[str], Dict[str, str]]:
     return path, values
 
 
+def check_key(key: str, source: Optional[str]) -> None:
+    """Refuse a key with a line break, a space, a control or a non-ASCII character inside.
+
+    No real key has one, and sending it would fail inside the HTTP library with an error that
+    quotes the whole header value, key included."""
+    bad = next((c for c in key if not "!" <= c <= "~"), None)
+    if bad is None:
+        return
+    if bad in "\r\n":
+        what = "a line break"
+    elif bad.isspace():
+        what = "a space or tab"
+    elif ord(bad) < 0x20 or ord(bad) == 0x7F:
+        what = "a control character"
+    else:
+        what = "a non-ASCII character"
+    raise ConfigError(
+        f"DOUBLEWORD_API_KEY contains {what} (key from {source or 'the environment'}); an API key is a "
+        "single word of printable ASCII characters",
+        hint="Copy the key again from https://app.doubleword.ai/api-keys and put it on one line "
+             "(DOUBLEWORD_API_KEY=sk-...), without quotes around escape sequences such as \\n.")
+
+
 def is_loopback(host: str) -> bool:
     host = (host or "").strip("[]").lower()
     if host == "localhost" or host.endswith(".localhost"):
@@ -72,6 +95,10 @@ def check_base_url(url: str, allow_insecure_http: bool = False) -> str:
             "travel unencrypted",
             hint="Use https://, or pass --allow-insecure-http if this network is trusted.",
         )
+    if not parts.path.rstrip("/").endswith("/v1"):
+        from .output import narrate
+        narrate(f"warning: the base URL {url} does not end in /v1; Doubleword's API lives under /v1 "
+                "(e.g. https://api.doubleword.ai/v1)")
     return url
 
 
@@ -87,6 +114,8 @@ def load_config(base_url: Optional[str] = None, allow_insecure_http: bool = Fals
     if key is not None:
         key = key.strip() or None
         key_source = key_source if key else None
+    if key is not None:
+        check_key(key, key_source)
 
     if base_url:
         url, url_source = base_url, "flag"

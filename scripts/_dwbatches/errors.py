@@ -18,7 +18,7 @@ EXIT_CODES_HELP = """exit codes:
   1    API or network error after retries, or unexpected error
   2    usage error, invalid input, or a limit you set (e.g. --max-cost) to fix
        locally; no batch was created
-  3    authentication or configuration (missing key, 401, 403, insecure URL)
+  3    authentication or configuration (missing key, 401, 402, 403, insecure URL)
   4    not found (404)
   5    finished unsuccessfully (failed, cancelled, expired, or failed/missing
        requests); the JSON report is still printed

@@ -22,7 +22,7 @@ from requests.exceptions import ConnectTimeout, ReadTimeout, RequestException
 
 from . import USER_AGENT
 from .config import Config
-from .errors import APIConnectionError, APIStatusError, hint_for_status
+from .errors import EXIT_CONFIG, APIConnectionError, APIStatusError, hint_for_status
 from .output import narrate, register_secret
 
 # Patched by tests; looked up at call time.
@@ -38,7 +38,11 @@ DEFAULT_TIMEOUT = (10.0, 120.0)
 UPLOAD_TIMEOUT = (120.0, 600.0)
 DOWNLOAD_TIMEOUT = (10.0, 300.0)
 MAX_BACKOFF = 60.0
-MAX_RETRY_AFTER = 300.0
+MAX_RETRY_AFTER = 120.0
+# A creating POST refused with 429 is retried only briefly (it was not processed, but a long
+# Retry-After means capacity, not a blip).
+MAX_CREATE_RETRY_AFTER = 30.0
+MAX_CREATE_RETRIES = 2
 
 
 def is_uuid(value: str) -> bool:
@@ -196,7 +200,7 @@ class MultipartFile:
 
 
 class Client:
-    def __init__(self, config: Config, max_retries: int = 5, timeout: Tuple[float, float] = DEFAULT_TIMEOUT):
+    def __init__(self, config: Config, max_retries: int = 4, timeout: Tuple[float, float] = DEFAULT_TIMEOUT):
         self.config = config
         self.base_url = config.base_url.rstrip("/")
         self.max_retries = max_retries
@@ -264,8 +268,12 @@ class Client:
                 return resp
             status = resp.status_code
             retryable = status in RETRY_STATUSES and (not creates or status in UNSENT_STATUSES)
-            if retryable and attempt <= retries:
-                wait = retry_after_seconds(resp)
+            wait = retry_after_seconds(resp) if retryable else None
+            if creates and wait is not None and wait > MAX_CREATE_RETRY_AFTER:
+                # e.g. "insufficient capacity for the 1h window": waiting minutes inside one command
+                # helps nobody; say so at once.
+                retryable = False
+            if retryable and attempt <= min(retries, MAX_CREATE_RETRIES if creates else retries):
                 delay = min(wait, MAX_RETRY_AFTER) if wait is not None else self._backoff(attempt)
                 resp.close()
                 narrate(f"retrying {label} after HTTP {status} in {delay:.1f}s (retry {attempt}/{retries})")
@@ -274,14 +282,23 @@ class Client:
             message = error_message(resp)
             resp.close()
             hint = hint_for_status(status)
+            if creates and status == 429 and path.startswith("batches"):
+                hint = ("The server is out of capacity or over a limit for now. Try again later, or use the "
+                        "24h window (-w 24h) if this was 1h.")
             if creates and status >= 500:
                 hint = ("The server failed after receiving the request; it may or may not have been applied. "
                         "Run the same command again: it checks before creating anything twice.")
-            raise APIStatusError(status, f"{label} returned HTTP {status}: {message}", method, path,
-                                 hint=hint, body=message)
+            error = APIStatusError(status, f"{label} returned HTTP {status}: {message}", method, path,
+                                   hint=hint, body=message)
+            if status == 404 and not any(is_uuid(part) for part in path.split("/")):
+                # no id in the path: the route itself is missing, so the base URL is wrong
+                error.hint = (f"The base URL {self.base_url} does not look like the API root; it should end in "
+                              "/v1 (e.g. https://api.doubleword.ai/v1). Check DOUBLEWORD_BASE_URL or --base-url.")
+                error.exit_code = EXIT_CONFIG
+            raise error
 
     def _backoff(self, attempt: int) -> float:
-        base = min(MAX_BACKOFF, 2.0 ** attempt)
+        base = min(MAX_BACKOFF, 2.0 ** (attempt - 1))
         return base * (0.5 + random.random() / 2)
 
     def get_json(self, path: str, params: Optional[Dict[str, Any]] = None) -> Any:

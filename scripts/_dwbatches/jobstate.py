@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import Any, Dict, Iterator, List, Optional
 
-from .errors import JobError
+from .errors import EXIT_API, JobError
 
 try:
     import fcntl
@@ -72,6 +72,31 @@ def sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
+def same_file(a: Optional[str], b: Optional[str]) -> bool:
+    """True when both paths name the same file (existing or not)."""
+    if not a or not b:
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def refuse_overwrite(targets: Dict[str, Optional[str]], protected: Dict[str, Optional[str]]) -> None:
+    """Refuse to write any target over a protected input (a user's data must never be replaced)."""
+    from .errors import UsageError
+    names = list(targets.items())
+    for i, (tname, tpath) in enumerate(names):
+        for pname, ppath in protected.items():
+            if same_file(tpath, ppath):
+                raise UsageError(f"{tname} {tpath} is the {pname}; refusing to overwrite it",
+                                 hint=f"Choose another path for {tname}.")
+        for oname, opath in names[i + 1:]:
+            if same_file(tpath, opath):
+                raise UsageError(f"{tname} and {oname} are the same file ({tpath})",
+                                 hint="Give them different paths.")
+
+
 def make_private_dir(path: str) -> None:
     os.makedirs(path, mode=0o700, exist_ok=True)
     with contextlib.suppress(OSError):
@@ -104,7 +129,14 @@ class Job:
     def exists(self) -> bool:
         return os.path.exists(self.state_path)
 
+    def _check_dir(self) -> None:
+        if os.path.exists(self.dir) and not os.path.isdir(self.dir):
+            raise JobError(f"{self.dir} is a file, not a job directory",
+                           hint="Pass the job directory printed by submit.py (the 'job' field, e.g. data.dwjob), "
+                                "not the input file.")
+
     def load(self) -> Dict[str, Any]:
+        self._check_dir()
         try:
             with open(self.state_path, encoding="utf-8") as fh:
                 self.state = json.load(fh)
@@ -125,6 +157,7 @@ class Job:
 
     # -- locking ----------------------------------------------------------------------------
     def lock(self, wait: float = 10.0) -> None:
+        self._check_dir()
         make_private_dir(self.dir)
         fd = os.open(self.path(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
         if fcntl is None:
@@ -139,7 +172,8 @@ class Job:
                 if time.monotonic() >= deadline:
                     os.close(fd)
                     raise JobError(f"another process is working on the job at {self.dir}",
-                                   hint="Wait for it to finish (or stop it), then run the command again.") from None
+                                   hint="Wait for it to finish (or stop it), then run the command again.",
+                                   exit_code=EXIT_API) from None
                 time.sleep(0.2)
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())

@@ -17,13 +17,17 @@ _quiet = False
 
 
 def register_secret(value: Optional[str]) -> None:
-    """Remember a secret so that nothing this package prints can contain it."""
+    """Remember a secret so that nothing this package prints can contain it, in any of the
+    escaped forms an error message may quote it in (repr, JSON)."""
     if value and len(value) >= 6:
         _secrets.add(value)
+        for form in (repr(value)[1:-1], json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]):
+            if len(form) >= 6:
+                _secrets.add(form)
 
 
 def redact(text: str) -> str:
-    for s in _secrets:
+    for s in sorted(_secrets, key=len, reverse=True):
         if s in text:
             text = text.replace(s, "<redacted>")
     return text

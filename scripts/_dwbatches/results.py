@@ -823,6 +823,11 @@ def resolve_output(state: Dict[str, Any], fmt: Optional[str], out: Optional[str]
         err_path = last["errors"]
     else:
         err_path = default_error_path(out_path)
+    protected = {"job's input": (state.get("input") or {}).get("path"), "source CSV": source.get("path"),
+                 "CSV given with --csv": csv_path}
+    for rnd in state.get("rounds", []):
+        protected[f"input of round {rnd.get('round')}"] = rnd.get("input_path")
+    jobstate.refuse_overwrite({"OUT": out_path, "ERR": err_path}, protected)
     return fmt, out_path, err_path, os.path.abspath(csv_path) if csv_path else None
 
 
@@ -929,6 +934,8 @@ def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[st
     """Fetch bare batch ids into OUT with the state in ``OUT.dwstate.json``."""
     out_path = os.path.abspath(out)
     err_path = os.path.abspath(err) if err else default_error_path(out_path)
+    jobstate.refuse_overwrite({"OUT": out_path, "ERR": err_path},
+                              {"input given with --input": input_path, "CSV given with --csv": csv_path})
     store = FileStore(out_path)
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
     store.lock()

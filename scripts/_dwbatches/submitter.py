@@ -54,6 +54,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from .errors import (
     EXIT_API,
+    EXIT_CONFIG,
     APIConnectionError,
     APIStatusError,
     DWError,
@@ -61,7 +62,7 @@ from .errors import (
     JobError,
     UsageError,
 )
-from .jobstate import TERMINAL_STATUSES, Job, fsync_dir, new_intent_id, sha256_file
+from .jobstate import TERMINAL_STATUSES, Job, fsync_dir, make_private_dir, new_intent_id, sha256_file
 from .output import narrate, redact
 from .validate import (
     MAX_BODY_BYTES,
@@ -272,6 +273,31 @@ def prepare_job(job: Job, input_path: str, *, base_url: str, completion_window: 
         state = job.state
         sha = input_sha256 or sha256_file(input_path)
         recorded = state.get("input") or {}
+        changed = (sha != recorded.get("sha256")
+                   or (state.get("base_url") or "").rstrip("/") != base_url.rstrip("/")
+                   or (completion_window is not None and completion_window != state.get("completion_window"))
+                   or bool(metadata and metadata != state.get("metadata")))
+        if changed and nothing_created(state):
+            # No batch exists (or may exist) for this job, so nothing can be billed twice.
+            same_files = (sha == recorded.get("sha256")
+                          and (state.get("base_url") or "").rstrip("/") == base_url.rstrip("/"))
+            if not same_files:
+                narrate(f"the job at {job.dir} has no batch yet; planning it again with this input and settings")
+                return _new_job(job, input_path, base_url, completion_window, metadata, max_requests, max_bytes,
+                                max_body_bytes, report, sha, source)
+            # same input on the same server: keep the uploaded files, change the settings
+            if completion_window is not None and completion_window != state.get("completion_window"):
+                narrate(f"the job has no batch yet; switching it to the {completion_window} window")
+                state["completion_window"] = completion_window
+                for rnd in state.get("rounds", []):
+                    rnd["completion_window"] = completion_window
+                    for c in rnd.get("chunks", []):
+                        c["completion_window"] = completion_window
+                        c["cost_estimate"] = None
+                        c["held"] = None
+            if metadata and metadata != state.get("metadata"):
+                state["metadata"] = dict(metadata)
+            job.save()
         if sha != recorded.get("sha256"):
             raise JobError(
                 f"{input_path} is not the file this job was started with (its contents changed since; "
@@ -307,6 +333,23 @@ def prepare_job(job: Job, input_path: str, *, base_url: str, completion_window: 
         job.save()
         return True
 
+    return _new_job(job, input_path, base_url, completion_window, metadata, max_requests, max_bytes, max_body_bytes,
+                    report, input_sha256, source)
+
+
+def nothing_created(state: Dict[str, Any]) -> bool:
+    """True when no batch of the job exists or may exist on the server (no batch id recorded and
+    no creation ever started), so the job may be planned again from scratch."""
+    rounds = state.get("rounds", [])
+    if len(rounds) > 1:
+        return False
+    return not any(c.get("batch_id") or c.get("create_started_at") for r in rounds for c in r.get("chunks", []))
+
+
+def _new_job(job: Job, input_path: str, base_url: str, completion_window: Optional[str],
+             metadata: Optional[Dict[str, str]], max_requests: Optional[int], max_bytes: Optional[int],
+             max_body_bytes: int, report: Optional[Report], input_sha256: Optional[str],
+             source: Optional[Dict[str, Any]]) -> bool:
     max_requests = max_requests or MAX_REQUESTS_PER_FILE
     max_bytes = max_bytes or MAX_FILE_BYTES
     if report is None:
@@ -353,7 +396,7 @@ def add_retry_round(job: Job, input_path: str, *, completion_window: Optional[st
     round_no = len(rounds) + 1
     dest = job.path("rounds", f"round-{round_no}.jsonl")
     if os.path.abspath(input_path) != dest:
-        os.makedirs(os.path.dirname(dest), mode=0o700, exist_ok=True)
+        make_private_dir(os.path.dirname(dest))
         fd, tmp = tempfile.mkstemp(prefix=".round-", suffix=".tmp", dir=os.path.dirname(dest))
         try:
             with os.fdopen(fd, "wb") as out, open(input_path, "rb") as src:
@@ -600,8 +643,10 @@ class Submitter:
             return
         try:
             est = self.client.cost_estimate(ch["file_id"], ch.get("completion_window") or rnd["completion_window"])
-        except APIStatusError as exc:
-            if exc.status in (400, 404, 405, 501):
+        except DWError as exc:
+            # The estimate is an optional Doubleword extra: without --max-cost, a failing
+            # estimate must not stop the batch from being created.
+            if self.max_cost is None or getattr(exc, "status", None) in (400, 404, 405, 501):
                 narrate(f"{self._label(rnd, ch)}: no cost estimate from the server ({exc.message})")
                 return
             raise
@@ -637,16 +682,24 @@ class Submitter:
                 self.ensure_created(rnd, ch, reupload=False)
                 return
             if not _ambiguous(exc):
+                self._not_created(ch)
                 raise
             b = self._resolve_create(rnd, ch, exc)
         except APIConnectionError as exc:
             if not exc.sent:
+                self._not_created(ch)
                 raise
             b = self._resolve_create(rnd, ch, exc)
         crash_point("after_create", ch["index"])
         self.created += 1
         self._record_batch(ch, b)
         narrate(f"{label}: created batch {b['id']} ({ch['requests']} requests, {ch['completion_window']})")
+
+    def _not_created(self, ch: Dict[str, Any]) -> None:
+        """The server refused the create outright (or it never arrived): no batch can exist for
+        this attempt, so the job may still change window or settings."""
+        ch["create_started_at"] = None
+        self.job.save()
 
     def _create(self, ch: Dict[str, Any]) -> Dict[str, Any]:
         state = self.job.state
@@ -724,6 +777,8 @@ class Submitter:
             try:
                 b = self.client.get_batch(ch["batch_id"])
             except DWError as exc:
+                if exc.exit_code == EXIT_CONFIG:
+                    raise  # a refused key must not look like success
                 narrate(f"could not refresh batch {ch['batch_id']}: {exc.message}")
                 return
             ch["status"] = b.get("status")
@@ -818,7 +873,12 @@ def submit_pending(job: Job, client: Any, max_cost: Optional[float] = None) -> L
 # -- reporting --------------------------------------------------------------------------------
 
 def _money(value: Decimal, up: bool = False) -> str:
-    q = Decimal("0.01") if value >= 1 else Decimal("0.0001")
+    if value >= 1:
+        q = Decimal("0.01")
+    elif value == 0 or value >= Decimal("0.0001"):
+        q = Decimal("0.0001")
+    else:  # tiny amounts keep two significant digits rather than rounding to $0.0000
+        q = Decimal(1).scaleb(value.adjusted() - 1)
     return str(value.quantize(q, rounding=ROUND_CEILING if up else ROUND_HALF_UP))
 
 

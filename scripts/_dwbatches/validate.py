@@ -172,6 +172,18 @@ def check_request(obj: Any, max_body_bytes: int = MAX_BODY_BYTES, raw_len: int =
     return None, notes
 
 
+def _model_kind_warning(model: str, url: str) -> Optional[str]:
+    """Models are typed on the server (an embeddings model cannot serve chat); the API does not
+    say which is which, so go by the name, as list_models.py does."""
+    embed = "embed" in model.lower()
+    if url == "/v1/embeddings" and not embed:
+        return f"model {model!r} does not look like an embeddings model, but the url is /v1/embeddings"
+    if url != "/v1/embeddings" and embed:
+        return (f"model {model!r} looks like an embeddings model, but the url is {url}; the server refuses "
+                "that on upload (use --endpoint /v1/embeddings)")
+    return None
+
+
 def iter_lines(path: str) -> Iterable[Tuple[int, int, bytes]]:
     """Yield (physical line number, byte offset, raw bytes including the newline)."""
     offset = 0
@@ -305,6 +317,9 @@ def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byte
             pm = per_model.get(model)
             if pm is None:
                 pm = per_model[model] = [0, 0, 0]
+                kind_warning = _model_kind_warning(model, url)
+                if kind_warning:
+                    rep.warnings.append(f"line {n}: {kind_warning}")
             pm[0] += 1
             pm[1] += in_tokens
             pm[2] += out_tokens
