@@ -27,8 +27,13 @@ from typing import Optional, Sequence
 from _dwbatches import output
 from _dwbatches.errors import EXIT_OK, InputError, UsageError
 from _dwbatches.jobstate import atomic_write_json
-from _dwbatches.submitter import print_errors
-from _dwbatches.validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE, validate_file
+from _dwbatches.validate import (
+    MAX_BODY_BYTES,
+    MAX_FILE_BYTES,
+    MAX_REQUESTS_PER_FILE,
+    print_errors,
+    validate_file,
+)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

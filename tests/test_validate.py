@@ -121,8 +121,9 @@ def test_token_estimates_per_model(tmp_path):
     sizes = [len(json.dumps(r)) + 1 for r in rows]
     chat = rep.model_tokens[MODEL]
     assert chat["requests"] == 3
-    assert chat["input_tokens"] == sizes[0] // 4 + sizes[1] // 4 + sizes[3] // 4
-    assert chat["output_tokens"] == 100 + int((sizes[1] // 4) * 1.1) + 7
+    # input tokens: bytes / 4 over the model's lines; output: max_tokens where given, else input x 1.1
+    assert chat["input_tokens"] == (sizes[0] + sizes[1] + sizes[3]) // 4
+    assert chat["output_tokens"] == 100 + int(sizes[1] / 4 * 1.1) + 7
     assert rep.model_tokens["Qwen/Qwen3-Embedding-8B"]["output_tokens"] == 0
 
 

@@ -63,13 +63,14 @@ from .errors import (
     UsageError,
 )
 from .jobstate import TERMINAL_STATUSES, Job, fsync_dir, make_private_dir, new_intent_id, sha256_file
-from .output import narrate, redact
+from .output import narrate
 from .validate import (
     MAX_BODY_BYTES,
     MAX_FILE_BYTES,
     MAX_REQUESTS_PER_FILE,
     Chunk,
     Report,
+    print_errors,
     validate_file,
 )
 
@@ -145,23 +146,6 @@ def validate_input(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byt
     raise InputError(f"{path}: {rep.errors_total} invalid line(s); nothing was sent",
                      hint="Fix the lines listed above (python3 scripts/validate_batch_file.py checks a file "
                           "without sending anything), then run the command again.", line=first)
-
-
-def print_errors(rep: Report, max_errors: int = 50) -> None:
-    """``line N (custom_id ...): message`` on stderr for each kept error (even with --quiet:
-    these are the result, not progress)."""
-    out = []
-    for e in rep.errors[:max(0, max_errors)]:
-        cid = f" (custom_id {e['custom_id']!r})" if e.get("custom_id") is not None else ""
-        out.append(f"line {e['line']}{cid}: {e['message']}")
-    shown = min(len(rep.errors), max(0, max_errors))
-    if rep.errors_total > shown:
-        out.append(f"... and {rep.errors_total - shown} more")
-    try:
-        sys.stderr.write("".join(redact(line) + "\n" for line in out))
-        sys.stderr.flush()
-    except (BrokenPipeError, ValueError):
-        pass
 
 
 def plan_range(path: str, start_byte: int, end_byte: Optional[int], start_line: int, max_requests: int,

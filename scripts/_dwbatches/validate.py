@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -172,6 +173,14 @@ def check_request(obj: Any, max_body_bytes: int = MAX_BODY_BYTES, raw_len: int =
     return None, notes
 
 
+def _close_chunk(chunk: Chunk, requests: int, first_url: str, other_urls: Dict[str, int], last_line: int,
+                 last_byte: int) -> None:
+    chunk.requests = requests
+    chunk.urls = {first_url: requests - sum(other_urls.values()), **other_urls}
+    chunk.end_line = last_line
+    chunk.end_byte = last_byte
+
+
 def _model_kind_warning(model: str, url: str) -> Optional[str]:
     """Models are typed on the server (an embeddings model cannot serve chat); the API does not
     say which is which, so go by the name, as list_models.py does."""
@@ -212,7 +221,9 @@ def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byte
     notes: Dict[str, int] = {}
     crlf = 0
     chunk: Optional[Chunk] = None
-    chunk_urls: Dict[str, int] = {}
+    chunk_url = ""
+    other_urls: Dict[str, int] = {}
+    last_off = 0
     chunk_requests = 0
     chunk_start = 0
     models = rep.models
@@ -224,30 +235,34 @@ def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byte
     required = REQUIRED_BODY_FIELD
     n = 0
     offset = 0
-    requests = 0
     blank = 0
-    est_in = 0
-    max_out = 0
-    no_max = 0
-    with open(path, "rb", buffering=1 << 20) as fh:
+    last_n = 0
+    # Text mode decodes in bulk (faster than per line); newline="\n" splits exactly where the
+    # server does, and surrogateescape keeps invalid bytes so they can be reported by line.
+    with open(path, encoding="utf-8", errors="surrogateescape", newline="\n", buffering=1 << 20) as fh:
         for raw in fh:
             n += 1
-            size = len(raw)
+            if raw.isascii():
+                size = len(raw)
+            else:
+                size = len(raw.encode("utf-8", "surrogateescape"))
+                try:
+                    raw.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    at = len(raw[: exc.start].encode("utf-8", "surrogateescape"))
+                    offset += size
+                    rep.add_error(n, None, f"invalid UTF-8 at byte {at} of the line; save the file as UTF-8")
+                    continue
             line_start = offset
             offset += size
-            stripped = raw.strip()
-            if not stripped:
+            text = raw.strip()
+            if not text:
                 # Blank lines do not extend a chunk: a chunk ends with its last request, so blank
                 # lines can never push it over max_bytes; the next chunk starts at a request.
                 blank += 1
                 continue
-            if raw[-2:] == b"\r\n":
+            if raw[-2:] == "\r\n":
                 crlf += 1
-            try:
-                text = stripped.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                rep.add_error(n, None, f"invalid UTF-8 at byte {exc.start} of the line; save the file as UTF-8")
-                continue
             if n == 1 and text[:1] == "\ufeff":
                 rep.add_error(n, None, "the file starts with a UTF-8 byte-order mark (BOM), which the server "
                                        "rejects; save it as UTF-8 without BOM")
@@ -263,20 +278,23 @@ def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byte
                 except ValueError as exc:
                     rep.add_error(n, None, f"invalid JSON: {exc}")
                     continue
-            # fast path: all checks of check_request, inlined for the common shape
-            ok = False
-            if type(obj) is dict and len(obj) == 4:
-                cid = obj.get("custom_id")
-                url = obj.get("url")
-                body = obj.get("body")
-                if (type(cid) is str and 0 < len(cid) <= MAX_CUSTOM_ID_BYTES and cid.isascii()
-                        and cid.isprintable() and obj.get("method") == "POST"
-                        and type(url) is str and url in allowed and type(body) is dict
-                        and size <= max_body_bytes):
-                    model = body.get("model")
+            # fast path: all checks of check_request, inlined for the common shape (anything
+            # unusual, including a missing key or a wrong type, falls through to check_request)
+            try:
+                cid = obj["custom_id"]
+                url = obj["url"]
+                body = obj["body"]
+                model = body["model"]
+                ok = (obj["method"] == "POST" and len(obj) == 4 and type(cid) is str
+                      and 0 < len(cid) <= MAX_CUSTOM_ID_BYTES and cid.isascii() and cid.isprintable()
+                      and url in allowed and size <= max_body_bytes and type(body) is dict
+                      and type(model) is str and model and not model.isspace() and body.get("stream") is not True)
+                if ok:
                     need = required[url]
-                    if type(model) is str and model.strip() and body.get("stream") is not True and need in body:
-                        ok = need != "messages" or (type(body[need]) is list and len(body[need]) > 0)
+                    v = body[need]
+                    ok = need != "messages" or (type(v) is list and len(v) > 0)
+            except (KeyError, TypeError, AttributeError):
+                ok = False
             if not ok:
                 err, line_notes = check_request(obj, max_body_bytes, size)
                 cid = obj.get("custom_id") if isinstance(obj, dict) else None
@@ -290,68 +308,69 @@ def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byte
                 body = obj["body"]
                 url = obj["url"]
                 model = body["model"]
-            h = hash(cid)
-            if h in seen:
+            if cid in seen:
                 dup_count += 1
                 if len(dup_examples) < ERRORS_KEPT:
                     dup_examples.append((n, cid))
             else:
-                seen_add(h)
+                seen_add(cid)
             if size > max_bytes:
                 rep.add_error(n, cid, f"the line is {size} bytes, more than the {max_bytes}-byte file limit")
                 continue
-            requests += 1
-            in_tokens = (size >> 2) or 1
-            est_in += in_tokens
+            # per model: [requests, bytes, max_tokens sum, bytes of chat lines without max_tokens,
+            # requests without max_tokens]
+            pm = per_model.get(model)
+            if pm is None:
+                pm = per_model[model] = [0, 0, 0, 0, 0]
+                kind_warning = _model_kind_warning(model, url)
+                if kind_warning:
+                    rep.warnings.append(f"line {n}: {kind_warning}")
+            pm[0] += 1
+            pm[1] += size
             mt = body.get("max_tokens")
             if mt is None:
                 mt = body.get("max_completion_tokens")
                 if mt is None:
                     mt = body.get("max_output_tokens")
             if type(mt) is int and mt > 0:
-                max_out += mt
-                out_tokens = mt
+                pm[2] += mt
             else:
-                no_max += 1
-                out_tokens = 0 if url == "/v1/embeddings" else int(in_tokens * 1.1)
-            pm = per_model.get(model)
-            if pm is None:
-                pm = per_model[model] = [0, 0, 0]
-                kind_warning = _model_kind_warning(model, url)
-                if kind_warning:
-                    rep.warnings.append(f"line {n}: {kind_warning}")
-            pm[0] += 1
-            pm[1] += in_tokens
-            pm[2] += out_tokens
+                pm[4] += 1
+                if url != "/v1/embeddings":
+                    pm[3] += size
             # chunk planning
-            if chunk is None or chunk_requests >= max_requests or offset - chunk_start > max_bytes:
+            if chunk_requests >= max_requests or offset - chunk_start > max_bytes or chunk is None:
                 if chunk is not None:
-                    chunk.requests = chunk_requests
+                    _close_chunk(chunk, chunk_requests, chunk_url, other_urls, last_n, last_off)
                 chunk = Chunk(index=len(rep.chunks) + 1, start_line=n, end_line=n, start_byte=line_start,
                               end_byte=offset)
-                chunk_urls = chunk.urls
+                rep.chunks.append(chunk)
                 chunk_requests = 0
                 chunk_start = line_start
-                rep.chunks.append(chunk)
+                chunk_url = url
+                other_urls = {}
             chunk_requests += 1
-            chunk_urls[url] = chunk_urls.get(url, 0) + 1
-            chunk.end_line = n
-            chunk.end_byte = offset
+            if url != chunk_url:
+                other_urls[url] = other_urls.get(url, 0) + 1
+            last_n = n
+            last_off = offset
     if chunk is not None:
-        chunk.requests = chunk_requests
-    last_n = n
+        _close_chunk(chunk, chunk_requests, chunk_url, other_urls, last_n, last_off)
     rep.bytes = offset
-    rep.requests = requests
     rep.blank_lines = blank
-    rep.estimated_input_tokens = est_in
-    rep.max_output_tokens = max_out
-    rep.requests_without_max_tokens = no_max
-    for model, (count, tin, tout) in per_model.items():
+    for model, (count, nbytes, mt_sum, chat_bytes, no_mt) in per_model.items():
         models[model] = count
+        tin = max(count, nbytes // 4)
+        tout = mt_sum + int(chat_bytes / 4 * 1.1)
+        rep.requests += count
+        rep.estimated_input_tokens += tin
+        rep.max_output_tokens += mt_sum
+        rep.requests_without_max_tokens += no_mt
         rep.model_tokens[model] = {"requests": count, "input_tokens": tin, "output_tokens": tout}
     for c in rep.chunks:
-        for url, count in c.urls.items():
-            endpoints[url] = endpoints.get(url, 0) + count
+        for u, count in c.urls.items():
+            endpoints[u] = endpoints.get(u, 0) + count
+    last_n = n
     rep.lines = last_n
 
     if dup_count:
@@ -381,6 +400,25 @@ def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byte
     if not rep.valid:
         rep.chunks = []
     return rep
+
+
+def print_errors(rep: Report, max_errors: int = 50) -> None:
+    """``line N (custom_id ...): message`` on stderr for each kept error (even with --quiet:
+    these are the result, not progress)."""
+    out = []
+    for e in rep.errors[:max(0, max_errors)]:
+        cid = f" (custom_id {e['custom_id']!r})" if e.get("custom_id") is not None else ""
+        out.append(f"line {e['line']}{cid}: {e['message']}")
+    shown = min(len(rep.errors), max(0, max_errors))
+    if rep.errors_total > shown:
+        out.append(f"... and {rep.errors_total - shown} more")
+    from .output import redact
+    try:
+        sys.stderr.write("".join(redact(line) + "\n" for line in out))
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+
 
 
 def _first_occurrences(path: str, wanted: set) -> Dict[str, int]:
