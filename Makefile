@@ -31,9 +31,10 @@ test: lint
 
 bench: $(VENV)/.dev
 	$(PY) bench/run_all.py
+	$(PY) bench/bench_sandbox.py
 
 stress: $(VENV)/.dev
-	$(PY) -m pytest -m stress -p no:randomly tests/test_crash_trials.py
+	$(PY) -m pytest -m stress -p no:randomly -s tests/test_crash_trials.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache demo-run

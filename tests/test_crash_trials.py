@@ -8,7 +8,11 @@ done:
 - "run" trials kill ``run_batch.py --wait`` (upload, cost estimate, create, polling, download,
   merge) and rerun it;
 - "fetch" trials submit with ``submit.py`` and kill ``fetch_results.py`` while the batches run
-  (partial downloads) and rerun it.
+  (partial downloads) and rerun it;
+- "retry" trials run against a second sandbox where a quarter of the requests fail in every
+  round: ``run_batch.py --wait`` ends with failures, then ``retry_failed.py`` is killed and
+  rerun, then ``run_batch.py --wait`` (killed once, maybe) finishes the round, until every
+  request has succeeded.
 
 The sandbox is slowed so that kills land in every stage: uploads pause mid-body
 (``slow_upload_read``), replies to /v1/files and /v1/batches wait after the server acted
@@ -20,7 +24,8 @@ in flight at each kill, which is how kills are counted by stage.
 After every kill ``job.json`` must parse and every download cursor must point at complete,
 fsynced lines. At the end of every trial: ``fetch_results.py`` exits 0, every ``custom_id`` is
 in the merged results exactly once and in input order, the server holds exactly one batch per
-chunk of ``job.json`` and one input file per chunk.
+chunk of ``job.json`` (all rounds) and one input file per chunk, and on the server every
+request succeeded in exactly one batch (nothing that succeeded was sent, and paid for, again).
 
 Environment (read only here): CRASH_TRIALS (default 20; ``make stress``: 200), CRASH_SEED
 (default 6), CRASH_PARALLEL (trials run at once, default 3), CRASH_REPORT (write the summary
@@ -63,6 +68,9 @@ PROXY_RATE = 12_000  # reply bytes per second
 RUN_FIRST_KILL_WINDOW = (0.1, 1.8)  # seconds after the start of run_batch.py: mostly submitting
 RUN_KILL_WINDOW = (0.1, 4.0)  # later kills: anywhere in a run (an uninterrupted one takes ~4.5 s)
 FETCH_KILL_WINDOW = (0.05, 1.6)  # seconds after the start of fetch_results.py
+RETRY_KILL_WINDOW = (0.1, 2.5)  # seconds after the start of retry_failed.py
+RETRY_FAIL_RATE = 0.25  # "retry" trials: this share of requests fails in each round
+MAX_RETRY_ROUNDS = 12
 MAX_SCHEDULED_KILLS = 4
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
@@ -97,9 +105,12 @@ class StageProxy:
     """TCP proxy in front of the sandbox: every reply byte stream is slowed to ``rate`` bytes/s,
     and ``in_flight()`` names the API calls whose reply has not fully arrived yet."""
 
-    def __init__(self, upstream_port: int, rate: float):
+    def __init__(self, upstream_port: int, rate: float, hold: Optional[Dict[str, float]] = None):
         self.upstream_port = upstream_port
         self.rate = rate
+        # request-line prefix -> seconds the request is held before it is passed on (a buffering
+        # load balancer): it reaches the server even if the client is gone by then
+        self.hold = hold or {}
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -146,10 +157,15 @@ class StageProxy:
                 data = src.recv(65536)
                 if not data:
                     break
+                held = 0.0
                 with self.lock:
                     if n not in self.calls:  # no call in flight on this connection: a new request
-                        self.calls[n] = data.split(b"\r\n", 1)[0].decode("latin-1")
+                        line = data.split(b"\r\n", 1)[0].decode("latin-1")
+                        self.calls[n] = line
                         self.requests += 1
+                        held = next((t for prefix, t in self.hold.items() if line.startswith(prefix)), 0.0)
+                if held:
+                    time.sleep(held)
                 dst.sendall(data)
         except OSError:
             pass
@@ -264,8 +280,10 @@ class Trial:
         self.sb = sb
         self.proxy = StageProxy(sb.port, PROXY_RATE)  # one per trial: its calls are this trial's
         self.env = dict(sb.env(), DOUBLEWORD_BASE_URL=self.proxy.base_url)
-        self.kills: List[str] = []
+        self.kills: List[str] = []  # the stage of each kill
+        self.killed: List[str] = []  # the script of each kill
         self.runs = 0
+        self.retries = 0
         self.found = 0  # reruns that found an upload or a batch whose reply a kill had lost
         self.ids = [r["custom_id"] for r in chat_requests(REQUESTS, prefix=f"t{number}-")]
         (self.dir / "in.jsonl").write_bytes(jsonl_bytes(chat_requests(REQUESTS, prefix=f"t{number}-")))
@@ -276,6 +294,8 @@ class Trial:
                     "--timeout", "120", "--format", "simple"]
         elif script == "submit.py":
             args = ["in.jsonl", "--max-requests", str(PER_CHUNK)]
+        elif script == "retry_failed.py":
+            args = ["--job", "in.dwjob"]
         else:
             args = ["--job", "in.dwjob", "--format", "simple"]
         return [sys.executable, str(SCRIPTS / script), *args]
@@ -298,6 +318,7 @@ class Trial:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 self.kills.append(self.stage(calls, started))
+                self.killed.append(script)
                 code = None
             out.seek(0)
             err.seek(0)
@@ -316,32 +337,45 @@ class Trial:
             return "between calls" if started else "start"
         return "+".join(sorted({stage_of(c) for c in calls}))
 
-    def play(self) -> Dict[str, Any]:
-        schedule_len = self.rng.randint(1, MAX_SCHEDULED_KILLS)
-        if self.kind == "run":
-            schedule = [self.rng.uniform(*RUN_FIRST_KILL_WINDOW)]
-            schedule += [self.rng.uniform(*RUN_KILL_WINDOW) for _ in range(schedule_len - 1)]
-            script = "run_batch.py"
-        else:
-            done = self.launch("submit.py", None)
-            assert done is not None and done.returncode == 0, done and done.stderr
-            schedule = [self.rng.uniform(*FETCH_KILL_WINDOW) for _ in range(schedule_len)]
-            script = "fetch_results.py"
+    def kill_then_finish(self, script: str, schedule: List[float], ok: tuple = (0,)) -> subprocess.CompletedProcess:
+        """Run ``script`` once per scheduled kill moment (killed then, unless it ended first),
+        then again without a kill until it exits with a code in ``ok``."""
         for delay in schedule:
             done = self.launch(script, delay)
-            if done is not None and done.returncode == 0:
-                break
+            if done is not None and done.returncode in ok:
+                return done
             if done is not None:  # ended on its own before the kill: only "not finished yet" is fine
-                assert done.returncode == 6 and script == "fetch_results.py", done.stderr
-        for _ in range(300):  # then the same command until the job is done
+                assert done.returncode == 6, (script, done.returncode, done.stderr)
+        for _ in range(300):
             done = self.launch(script, None)
             assert done is not None
-            if done.returncode == 0:
-                break
-            assert done.returncode == 6, done.stderr
+            if done.returncode in ok:
+                return done
+            assert done.returncode == 6, (script, done.returncode, done.stderr)
             time.sleep(0.2)
-        assert done.returncode == 0, done.stderr
+        raise AssertionError(f"{script} never finished")
+
+    def schedule(self, window: tuple, first: Optional[tuple] = None) -> List[float]:
+        n = self.rng.randint(1, MAX_SCHEDULED_KILLS)
+        out = [self.rng.uniform(*(first or window))]
+        return out + [self.rng.uniform(*window) for _ in range(n - 1)]
+
+    def play(self) -> Dict[str, Any]:
         try:
+            if self.kind == "run":
+                self.kill_then_finish("run_batch.py", self.schedule(RUN_KILL_WINDOW, RUN_FIRST_KILL_WINDOW))
+            elif self.kind == "fetch":
+                done = self.launch("submit.py", None)
+                assert done is not None and done.returncode == 0, done and done.stderr
+                self.kill_then_finish("fetch_results.py", self.schedule(FETCH_KILL_WINDOW))
+            else:  # "retry": some requests fail in every round; kill retry_failed.py and run_batch.py
+                done = self.launch("run_batch.py", None)
+                assert done is not None and done.returncode in (0, 5), done and done.stderr
+                while done.returncode == 5:
+                    assert self.retries < MAX_RETRY_ROUNDS, "the retries never converged"
+                    self.retries += 1
+                    self.kill_then_finish("retry_failed.py", self.schedule(RETRY_KILL_WINDOW))
+                    done = self.kill_then_finish("run_batch.py", self.schedule(RUN_KILL_WINDOW)[:1], ok=(0, 5))
             return self.verify()
         finally:
             self.proxy.close()
@@ -365,9 +399,69 @@ class Trial:
                  if f["filename"].startswith(f"dwb-{state['job_id'][:8]}-")]
         assert sorted(b["id"] for b in batches) == sorted(c["batch_id"] for c in chunks), "extra batches"
         assert sorted(f["id"] for f in files) == sorted(c["file_id"] for c in chunks), "extra input files"
-        return {"trial": self.number, "kind": self.kind, "kills": self.kills, "runs": self.runs,
-                "found_after_lost_reply": self.found, "lost": len(lost), "duplicated": len(duplicated),
+        # billed once: on the server, every request succeeded in exactly one batch of the job
+        successes = collections.Counter()
+        for b in batches:
+            for line in self.sb.content(b["output_file_id"]).lines():
+                if (line.get("response") or {}).get("status_code", 500) < 400:
+                    successes[line["custom_id"]] += 1
+        paid_twice = sorted(i for i, n in successes.items() if n > 1)
+        assert not paid_twice and set(successes) == set(self.ids), paid_twice
+        return {"trial": self.number, "kind": self.kind, "kills": self.kills, "killed": self.killed,
+                "runs": self.runs, "retry_rounds": self.retries, "found_after_lost_reply": self.found, "lost": len(lost),
+                "duplicated": len(duplicated), "succeeded_twice": len(paid_twice),
                 "extra_batches": len(batches) - len(chunks), "extra_files": len(files) - len(chunks)}
+
+
+# -- a kill while the server is still receiving the request --------------------------------
+
+
+def kill_when(proc: subprocess.Popen, pred: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert proc.poll() is None and time.monotonic() < deadline, "the moment to kill never came"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_killed_while_the_server_still_reads_the_upload_then_rerun_at_once_uploads_it_once(sandbox_factory,
+                                                                                            tmp_path):
+    """The upload's bytes are on their way when the client dies; the server stores the file a
+    moment later. An immediate rerun must wait for it rather than upload the chunk again."""
+    sb = sandbox_factory("--faults", json.dumps({"slow_upload_read": {"after_bytes": 300, "pause": 1.5}}))
+    (tmp_path / "in.jsonl").write_bytes(jsonl_bytes(chat_requests(6)))
+    cmd = [sys.executable, str(SCRIPTS / "submit.py"), "in.jsonl"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=sb.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kill_when(proc, lambda: sb.stats()["uploads_received"] >= 1)
+    rerun = subprocess.run(cmd, cwd=tmp_path, env=sb.env(), capture_output=True, text=True, timeout=60)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "found the file uploaded by an earlier run" in rerun.stderr
+    time.sleep(2)  # anything still on its way has arrived by now
+    assert sb.stats()["files"] == 1 and sb.stats()["uploads_received"] == 1
+    assert sb.stats()["batches"] == 1
+
+
+def test_killed_while_a_proxy_still_holds_the_create_then_rerun_at_once_makes_one_batch(sandbox_factory,
+                                                                                         tmp_path):
+    """POST /batches is held by a buffering proxy when the client dies, and reaches the server a
+    moment later. An immediate rerun must not create a second batch (a second bill)."""
+    sb = sandbox_factory()
+    proxy = StageProxy(sb.port, 10_000_000, hold={"POST /v1/batches ": 1.5})
+    try:
+        env = dict(sb.env(), DOUBLEWORD_BASE_URL=proxy.base_url)
+        (tmp_path / "in.jsonl").write_bytes(jsonl_bytes(chat_requests(6)))
+        cmd = [sys.executable, str(SCRIPTS / "submit.py"), "in.jsonl"]
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        kill_when(proc, lambda: any(c.startswith("POST /v1/batches ") for c in proxy.in_flight()))
+        rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert rerun.returncode == 0, rerun.stderr
+        time.sleep(2)  # the held request has reached the server by now
+        assert sb.stats()["requests"]["POST /v1/batches"] == 1, rerun.stderr
+        assert sb.stats()["batches"] == 1
+        assert "found the batch created by an earlier run" in rerun.stderr
+    finally:
+        proxy.close()
 
 
 # -- the runner --------------------------------------------------------------------------------
@@ -375,12 +469,13 @@ class Trial:
 
 def run_trials(sandbox_factory: Any, tmp_path: Path, trials: int, seed: int, parallel: int) -> Dict[str, Any]:
     sb = sandbox_factory(*SANDBOX_ARGS, "--faults", json.dumps(FAULTS))
+    failing = sandbox_factory(*SANDBOX_ARGS, "--faults", json.dumps(dict(FAULTS, fail_rate=RETRY_FAIL_RATE)))
     rng = random.Random(seed)
-    kinds = [rng.choice(["run", "run", "fetch"]) for _ in range(trials)]
+    kinds = [rng.choice(["run", "run", "fetch", "retry"]) for _ in range(trials)]
     started = time.monotonic()
 
     def one(number: int) -> Dict[str, Any]:
-        return Trial(number, seed, kinds[number], tmp_path, sb).play()
+        return Trial(number, seed, kinds[number], tmp_path, failing if kinds[number] == "retry" else sb).play()
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         results = list(pool.map(one, range(trials)))
@@ -390,10 +485,13 @@ def run_trials(sandbox_factory: Any, tmp_path: Path, trials: int, seed: int, par
         "kinds": dict(collections.Counter(r["kind"] for r in results)),
         "kills": sum(len(r["kills"]) for r in results),
         "kills_by_stage": dict(sorted(stages.items())),
+        "kills_by_script": dict(sorted(collections.Counter(k for r in results for k in r["killed"]).items())),
         "runs": sum(r["runs"] for r in results),
+        "retry_rounds": sum(r["retry_rounds"] for r in results),
         "reruns_that_found_a_lost_reply": sum(r["found_after_lost_reply"] for r in results),
         "lost": sum(r["lost"] for r in results),
         "duplicated": sum(r["duplicated"] for r in results),
+        "succeeded_twice": sum(r["succeeded_twice"] for r in results),
         "extra_batches": sum(r["extra_batches"] for r in results),
         "extra_files": sum(r["extra_files"] for r in results),
         "seconds": round(time.monotonic() - started, 1),
@@ -412,8 +510,8 @@ def stages_hit(summary: Dict[str, Any]) -> set:
 
 
 def assert_nothing_lost_duplicated_or_billed_twice(summary: Dict[str, Any]) -> None:
-    assert (summary["lost"], summary["duplicated"], summary["extra_batches"], summary["extra_files"]) == \
-        (0, 0, 0, 0), summary
+    assert (summary["lost"], summary["duplicated"], summary["succeeded_twice"], summary["extra_batches"],
+            summary["extra_files"]) == (0, 0, 0, 0, 0), summary
 
 
 def test_crash_trials(sandbox_factory, tmp_path):

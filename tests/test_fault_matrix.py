@@ -167,7 +167,7 @@ SCENARIOS = [
     # 5xx bursts
     Scenario("500-burst-first-requests", {"http": [rule("*", "*", 500)]}, reruns=1),
     Scenario("500-burst-upload", {"http": [rule("POST", "/v1/files", 500)]}, reruns=1,
-             stderr=["the upload may or may not have arrived"]),
+             stderr=["the upload may or may not have arrived", "failed twice", "resuming the job"]),
     Scenario("503-create", {"http": [rule("POST", "/v1/batches", 503, times=1, retry_after=1)]},
              stderr=["creating the batch may or may not have worked", "no batch was created; creating it again"]),
     Scenario("502-burst-poll", {"http": [rule("GET", "/v1/batches/", 502)]},
@@ -187,7 +187,7 @@ SCENARIOS = [
     Scenario("duplicate-output-lines-fetch", {"duplicate_output_line": True}, phase="fetch"),
     Scenario("duplicate-lines-and-reset", {"duplicate_output_line": True, "drop_content_after_lines": 2,
                                            "drop_content_times": 2}, phase="fetch",
-             stderr=["broke after 3 lines"]),
+             stderr=["broke after 3 lines", "reading the whole file again"]),
     # the reply is lost after the server acted
     Scenario("create-reply-lost-500", {"http": [rule("POST", "/v1/batches", 500, after_body=True, times=1)]},
              stderr=["creating the batch may or may not have worked"]),

@@ -81,6 +81,12 @@ RESERVED_PREFIX = "dwb_"
 SERVER_RESERVED_KEYS = frozenset({"created_by_email", "context_name", "context_type", "request_source",
                                   "created_by", "dw_user_agent"})
 LOOKUP_PAGES = 20  # recent batches (x100) searched for an intent when ?search= finds nothing
+# An upload or a create interrupted less than SETTLE_WINDOW seconds ago may still be on its way
+# to the server (its bytes sit in socket buffers or a buffering proxy when the client dies, and
+# arrive a moment later). Before sending it again, it is looked up once more after each of
+# SETTLE_DELAYS seconds.
+SETTLE_WINDOW = 600.0
+SETTLE_DELAYS = (1.0, 2.0)
 CLOCK_SKEW = 600.0  # seconds of server/local clock difference tolerated when paging back
 
 # Per 1M tokens (input, output), by completion window. From the Doubleword skill's price list
@@ -414,6 +420,14 @@ def crash_point(name: str, index: int) -> None:
         os._exit(137)
 
 
+def _recent(started_at: Any) -> bool:
+    """An attempt started so recently that its request may still be on its way to the server."""
+    try:
+        return time.time() - float(started_at) < SETTLE_WINDOW
+    except (TypeError, ValueError):
+        return False
+
+
 def _ambiguous(exc: DWError) -> bool:
     if isinstance(exc, APIConnectionError):
         return exc.sent
@@ -532,7 +546,7 @@ class Submitter:
             return
         label = self._label(rnd, ch)
         if ch.get("upload_started_at"):
-            f = self.find_upload(ch)
+            f = self._settled(self.find_upload, ch, _recent(ch["upload_started_at"]), label)
             if f:
                 narrate(f"{label}: found the file uploaded by an earlier run ({f['id']})")
                 self.files_found += 1
@@ -559,8 +573,9 @@ class Submitter:
         narrate(f"{label}: uploaded as file {f['id']}")
 
     def _resolve_upload(self, rnd: Dict[str, Any], ch: Dict[str, Any], exc: DWError) -> Dict[str, Any]:
-        narrate(f"{self._label(rnd, ch)}: the upload may or may not have arrived ({exc.message}); checking")
-        f = self.find_upload(ch)
+        label = self._label(rnd, ch)
+        narrate(f"{label}: the upload may or may not have arrived ({exc.message}); checking")
+        f = self._settled(self.find_upload, ch, True, label)
         if f:
             return f
         narrate(f"{self._label(rnd, ch)}: not on the server; uploading again")
@@ -572,7 +587,7 @@ class Submitter:
             err: DWError = exc2
         except APIConnectionError as exc2:
             err = exc2
-        f = self.find_upload(ch)
+        f = self._settled(self.find_upload, ch, True, label)
         if f:
             return f
         raise DWError(f"uploading {self._label(rnd, ch)} failed twice ({err.message})",
@@ -644,7 +659,7 @@ class Submitter:
             return
         label = self._label(rnd, ch)
         if ch.get("create_started_at"):
-            b = self.find_batch(ch)
+            b = self._settled(self.find_batch, ch, _recent(ch["create_started_at"]), label)
             if b:
                 narrate(f"{label}: found the batch created by an earlier run ({b['id']})")
                 self.batches_found += 1
@@ -724,20 +739,30 @@ class Submitter:
                       hint="Run the same command again: it looks the batch up by its intent id before creating "
                            "anything, so nothing is created twice.", exit_code=EXIT_API)
 
+    def _settled(self, lookup: Any, ch: Dict[str, Any], settle: bool, label: str) -> Optional[Dict[str, Any]]:
+        """``lookup(ch)``; with ``settle``, look again after each of SETTLE_DELAYS while nothing is
+        found, since a request cut off mid-flight may still arrive and take effect."""
+        from . import http as dwhttp
+        found = lookup(ch)
+        if found or not settle:
+            return found
+        for delay in SETTLE_DELAYS:
+            narrate(f"{label}: not on the server yet; the interrupted request may still arrive, looking again in "
+                    f"{delay:.0f}s")
+            dwhttp.sleep(delay)
+            found = lookup(ch)
+            if found:
+                return found
+        return None
+
     def _find_batch_settled(self, ch: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         """Look the intent up; a request cut off mid-flight may commit a moment later."""
         try:
-            for attempt in range(3):
-                b = self.find_batch(ch)
-                if b or attempt == 2:
-                    return b
-                from . import http as dwhttp
-                dwhttp.sleep(1.0 + attempt)
+            return self._settled(self.find_batch, ch, True, f"chunk {ch['index']}")
         except DWError as exc:
             raise DWError(f"could not check whether the batch was created ({exc.message})",
                           hint="Run the same command again when the server is reachable: it looks the batch up "
                                "by its intent id before creating anything.", exit_code=EXIT_API) from None
-        return None
 
     def _record_batch(self, ch: Dict[str, Any], b: Dict[str, Any]) -> None:
         ch["batch_id"] = b["id"]
@@ -780,7 +805,7 @@ class Submitter:
         # settle uploads that may have arrived, then re-split the tail that never reached the server
         for ch in chunks:
             if not ch.get("file_id") and not ch.get("batch_id") and ch.get("upload_started_at"):
-                f = self.find_upload(ch)
+                f = self._settled(self.find_upload, ch, _recent(ch["upload_started_at"]), f"chunk {ch['index']}")
                 if f:
                     self.files_found += 1
                     self._record_file(ch, f)
