@@ -13,6 +13,9 @@ Nothing is sent twice, even across ``kill -9``:
   when the chunk was planned) travels in the batch metadata as ``dwb_intent``, and a later
   run that finds no ``batch_id`` looks the batch up by intent (``GET /batches?search=``,
   then paging recent batches) before creating;
+- a request cut off less than ten minutes before may still be on its way to the server (its
+  bytes in socket buffers or a buffering proxy): its lookup is repeated after 1 and 2 seconds
+  before anything is sent again;
 - an ambiguous failure (the connection broke after the request was sent, or a 5xx) is
   resolved the same way at once; only when the lookup finds nothing is the request sent
   again, once. If that cannot be resolved the run stops (exit 1) and the next run resolves it.
