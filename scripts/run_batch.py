@@ -34,12 +34,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import fetch_results
 from _dwbatches import batches as dwb
 from _dwbatches import output, results
-from _dwbatches.builder import read_sidecar
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_OK, JobError, UsageError
 from _dwbatches.http import Client
-from _dwbatches.jobstate import Job, default_job_dir, sha256_file
-from _dwbatches.submitter import WINDOWS, Submitter, parse_metadata, prepare_job, validate_input
+from _dwbatches.jobstate import Job, default_job_dir
+from _dwbatches.submitter import WINDOWS, Submitter, open_job, parse_metadata, validate_input
 from _dwbatches.validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 
 
@@ -116,19 +115,10 @@ def submit(args: Any, cfg: Any, client: Any, metadata: Dict[str, str]) -> Tuple[
     max_requests = args.max_requests or MAX_REQUESTS_PER_FILE
     max_bytes = args.max_bytes or MAX_FILE_BYTES
     report = None if job.exists() else validate_input(args.input, max_requests, max_bytes, args.max_body_bytes)
-    sha = sha256_file(args.input)
-    source, note = read_sidecar(args.input, sha)
-    if note:
-        output.narrate(note)
     with job:
-        resumed = prepare_job(job, args.input, base_url=cfg.base_url, completion_window=args.completion_window,
-                              metadata=metadata, max_requests=args.max_requests, max_bytes=args.max_bytes,
-                              max_body_bytes=args.max_body_bytes, report=report, input_sha256=sha, source=source)
-        if resumed:
-            output.narrate(f"resuming the job at {dwb.display_path(job.dir)}")
-        else:
-            output.narrate(f"new job at {dwb.display_path(job.dir)}: {job.state['input']['requests']} requests in "
-                           f"{len(job.state['rounds'][0]['chunks'])} chunk(s)")
+        resumed = open_job(job, args.input, base_url=cfg.base_url, completion_window=args.completion_window,
+                           metadata=metadata, max_requests=args.max_requests, max_bytes=args.max_bytes,
+                           max_body_bytes=args.max_body_bytes, report=report)
         if any((args.format, args.output, args.errors, args.csv)):
             results.remember_output(job, *results.resolve_output(job.state, args.format, args.output, args.errors,
                                                                  args.csv))

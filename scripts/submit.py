@@ -40,8 +40,8 @@ from _dwbatches.submitter import (
     Submitter,
     job_report,
     local_estimate,
+    open_job,
     parse_metadata,
-    prepare_job,
     validate_input,
 )
 from _dwbatches.validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
@@ -90,23 +90,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         from _dwbatches import config
         from _dwbatches.batches import command, display_path
-        from _dwbatches.builder import read_sidecar
         from _dwbatches.http import Client
         cfg = config.load_config(args.base_url, args.allow_insecure_http)
-        sha = sha256_file(args.input)
-        source, note = read_sidecar(args.input, sha)
-        if note:
-            output.narrate(note)
         with job:
-            resumed = prepare_job(job, args.input, base_url=cfg.base_url, completion_window=args.completion_window,
-                                  metadata=metadata, max_requests=args.max_requests, max_bytes=args.max_bytes,
-                                  max_body_bytes=args.max_body_bytes, report=report, input_sha256=sha, source=source)
-            if resumed:
-                output.narrate(f"resuming the job at {display_path(job.dir)}")
-            else:
-                n = len(job.state["rounds"][0]["chunks"])
-                output.narrate(f"new job at {display_path(job.dir)}: {job.state['input']['requests']} requests in "
-                               f"{n} chunk(s)")
+            resumed = open_job(job, args.input, base_url=cfg.base_url, completion_window=args.completion_window,
+                               metadata=metadata, max_requests=args.max_requests, max_bytes=args.max_bytes,
+                               max_body_bytes=args.max_body_bytes, report=report)
             sub = Submitter(job, Client(cfg), max_cost=args.max_cost)
             sub.run()
             if resumed:

@@ -330,6 +330,28 @@ def prepare_job(job: Job, input_path: str, *, base_url: str, completion_window: 
                     report, input_sha256, source)
 
 
+def open_job(job: Job, input_path: str, *, base_url: str, completion_window: Optional[str],
+             metadata: Optional[Dict[str, str]], max_requests: Optional[int], max_bytes: Optional[int],
+             max_body_bytes: int, report: Optional[Report]) -> bool:
+    """Create or resume the job for ``input_path`` (caller holds the lock), taking the source
+    recorded by create_batch_file.py's sidecar, and say which on stderr. Returns True when resuming."""
+    from .batches import display_path
+    from .builder import read_sidecar
+    sha = sha256_file(input_path)
+    source, note = read_sidecar(input_path, sha)
+    if note:
+        narrate(note)
+    resumed = prepare_job(job, input_path, base_url=base_url, completion_window=completion_window,
+                          metadata=metadata, max_requests=max_requests, max_bytes=max_bytes,
+                          max_body_bytes=max_body_bytes, report=report, input_sha256=sha, source=source)
+    if resumed:
+        narrate(f"resuming the job at {display_path(job.dir)}")
+    else:
+        narrate(f"new job at {display_path(job.dir)}: {job.state['input']['requests']} requests in "
+                f"{len(job.state['rounds'][0]['chunks'])} chunk(s)")
+    return resumed
+
+
 def nothing_created(state: Dict[str, Any]) -> bool:
     """True when no batch of the job exists or may exist on the server (no batch id recorded and
     no creation ever started), so the job may be planned again from scratch."""
