@@ -42,6 +42,11 @@ class Checks:
         return ok
 
 
+def _default_chat_model(ids: List[str]) -> Optional[str]:
+    chat = [m for m in ids if "embed" not in m.lower()]
+    return chat[0] if chat else None
+
+
 def _version(package: str) -> str:
     try:
         from importlib.metadata import version
@@ -92,6 +97,7 @@ def _check(args: Any) -> int:
 
 def _check_api(args: Any, checks: Checks, sandbox: Any) -> int:
     from _dwbatches import config
+    from _dwbatches.batches import command
     from _dwbatches.http import Client
 
     if sandbox is not None:
@@ -136,7 +142,8 @@ def _check_api(args: Any, checks: Checks, sandbox: Any) -> int:
         "key_source": cfg.key_source,
         "sandbox": sandbox is not None,
         "models": ids,
-        "next": "python3 scripts/create_batch_file.py requests.jsonl --prompts prompts.txt -m MODEL",
+        "next": command("create_batch_file.py", "requests.jsonl", "--prompts", "prompts.txt",
+                        *(["-m", _default_chat_model(ids)] if _default_chat_model(ids) else [])),
     })
     return EXIT_OK
 

@@ -27,7 +27,7 @@ the chat/completion text, the Responses output text or the embedding vector; csv
 original CSV (--csv FILE, or the job's source) with new response and error columns. Default:
 csv for a job built from a CSV, else raw. OUT defaults to <input stem>.results.jsonl (.csv)
 beside the input; ERR to <OUT stem>.errors.jsonl. Without --job the download state lives in
-OUT.dwstate.json and OUT.dwraw/ beside OUT; results are in order of first appearance unless
+OUT.dwstate.json (with its lock file OUT.dwstate.lock) and OUT.dwraw/ beside OUT; results are in order of first appearance unless
 --input names the original batch input. Output settings given once for a job (format, -o,
 --errors, --csv; also via run_batch.py) are remembered in job.json and reused by later
 fetches that give none.
