@@ -184,7 +184,6 @@ SCENARIOS = [
     Scenario("reset-during-run", {"drop_content_after_lines": 1, "drop_content_times": 3}),
     # the server repeats lines
     Scenario("duplicate-output-lines", {"duplicate_output_line": True}),
-    Scenario("duplicate-output-lines-fetch", {"duplicate_output_line": True}, phase="fetch"),
     Scenario("duplicate-lines-and-reset", {"duplicate_output_line": True, "drop_content_after_lines": 2,
                                            "drop_content_times": 2}, phase="fetch",
              stderr=["broke after 3 lines", "reading the whole file again"]),
