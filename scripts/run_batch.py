@@ -38,26 +38,15 @@ from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_OK, JobError, UsageError
 from _dwbatches.http import Client
 from _dwbatches.jobstate import Job, default_job_dir
-from _dwbatches.submitter import WINDOWS, Submitter, open_job, parse_metadata, validate_input
-from _dwbatches.validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+from _dwbatches.submitter import Submitter, add_submit_args, open_job, parse_metadata, validate_input
+from _dwbatches.validate import MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True)
     parser.add_argument("input", metavar="INPUT.jsonl", help="the batch file (see create_batch_file.py)")
     g = parser.add_argument_group("submit (as submit.py)")
-    g.add_argument("-w", "--completion-window", choices=WINDOWS,
-                   help="24h (batch price, the default) or 1h (async price, faster)")
-    g.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
-                   help="batch metadata (repeatable; string values)")
-    g.add_argument("--job", metavar="DIR", help="job directory (default: INPUT.dwjob beside the input)")
-    g.add_argument("--max-requests", type=int, metavar="N",
-                   help=f"requests per uploaded file (default {MAX_REQUESTS_PER_FILE})")
-    g.add_argument("--max-bytes", type=int, metavar="N", help=f"bytes per uploaded file (default {MAX_FILE_BYTES})")
-    g.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, metavar="N",
-                   help="bytes per request body (default %(default)s)")
-    g.add_argument("--max-cost", type=float, metavar="USD",
-                   help="create no batch when the server's cost estimate is over USD")
+    add_submit_args(g)
     g = parser.add_argument_group("waiting")
     g.add_argument("--wait", action="store_true", help="wait for the batches and fetch the results")
     g.add_argument("--interval", type=float, default=30.0, metavar="SECONDS",

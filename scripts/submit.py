@@ -36,33 +36,21 @@ from _dwbatches import output
 from _dwbatches.errors import EXIT_OK, DWError, UsageError
 from _dwbatches.jobstate import Job, default_job_dir, sha256_file
 from _dwbatches.submitter import (
-    WINDOWS,
     Submitter,
+    add_submit_args,
     job_report,
     local_estimate,
     open_job,
     parse_metadata,
     validate_input,
 )
-from _dwbatches.validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+from _dwbatches.validate import MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True)
     parser.add_argument("input", metavar="INPUT.jsonl", help="the batch file (see create_batch_file.py)")
-    parser.add_argument("-w", "--completion-window", choices=WINDOWS,
-                        help="24h (batch price, the default) or 1h (async price, faster)")
-    parser.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
-                        help="batch metadata (repeatable; string values)")
-    parser.add_argument("--job", metavar="DIR", help="job directory (default: INPUT.dwjob beside the input)")
-    parser.add_argument("--max-requests", type=int, metavar="N",
-                        help=f"requests per uploaded file (default {MAX_REQUESTS_PER_FILE})")
-    parser.add_argument("--max-bytes", type=int, metavar="N",
-                        help=f"bytes per uploaded file (default {MAX_FILE_BYTES})")
-    parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, metavar="N",
-                        help="bytes per request body (default %(default)s)")
-    parser.add_argument("--max-cost", type=float, metavar="USD",
-                        help="create no batch when the server's cost estimate is over USD")
+    add_submit_args(parser)
     parser.add_argument("--dry-run", action="store_true",
                         help="validate, plan and estimate locally; send nothing (no key needed)")
     args = output.parse_args(parser, argv)
