@@ -549,8 +549,9 @@ def atomic_output(path: str, mode: int = 0o644, text: bool = False) -> Iterator[
     jobstate.fsync_dir(directory)
 
 
-def iter_input_ids(path: str) -> Iterator[str]:
-    """custom_ids of a batch JSONL input, in file order (streamed)."""
+def iter_input_lines(path: str, purpose: str, hint: str) -> Iterator[Tuple[str, bytes]]:
+    """(custom_id, raw line) of each request of a batch JSONL input, in file order (streamed).
+    ``purpose`` and ``hint`` word the error for a line that is not JSON."""
     with open(path, "rb") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
@@ -558,11 +559,16 @@ def iter_input_ids(path: str) -> Iterator[str]:
             try:
                 obj = json.loads(line)
             except ValueError:
-                raise UsageError(f"{path}, line {n}: not valid JSON; cannot read the request order",
-                                 hint="Pass the original batch input file.") from None
+                raise UsageError(f"{path}, line {n}: not valid JSON; cannot {purpose}", hint=hint) from None
             cid = obj.get("custom_id") if isinstance(obj, dict) else None
             if isinstance(cid, str):
-                yield cid
+                yield cid, line
+
+
+def iter_input_ids(path: str) -> Iterator[str]:
+    """custom_ids of a batch JSONL input, in file order (streamed)."""
+    for cid, _ in iter_input_lines(path, "read the request order", "Pass the original batch input file."):
+        yield cid
 
 
 @dataclass
@@ -986,17 +992,10 @@ def write_subset(input_path: str, keep: Any, dest: Optional[str]) -> Tuple[int, 
     sample: List[str] = []
     seen: set = set()
     sink = atomic_output(dest, mode=0o600) if dest else contextlib.nullcontext(io.BytesIO())
-    with open(input_path, "rb") as src, sink as out:
-        for line in src:
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                raise UsageError(f"{input_path}: a line is not valid JSON; cannot build the retry input",
-                                 hint="Restore the original batch input of the job.") from None
-            cid = obj.get("custom_id") if isinstance(obj, dict) else None
-            if not isinstance(cid, str) or cid in seen or not keep(cid):
+    with sink as out:
+        for cid, line in iter_input_lines(input_path, "build the retry input",
+                                          "Restore the original batch input of the job."):
+            if cid in seen or not keep(cid):
                 continue
             seen.add(cid)
             if dest:
