@@ -15,6 +15,7 @@ import os
 import secrets
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -415,3 +416,29 @@ class Sandbox:
         if res.status != 200:
             raise SandboxError(f"reset_stats failed: {res.status} {res.text}")
         return res.json()
+
+
+def list_all(sb: Sandbox, path: str, **params: Any) -> list:
+    """Every object of a paginated list endpoint of the sandbox (follows after/has_more)."""
+    out: list = []
+    after = None
+    while True:
+        q = dict(params, limit=100)
+        if after:
+            q["after"] = after
+        page = sb.get_json(path, params=q)
+        out += page["data"]
+        if not page.get("has_more") or not page["data"]:
+            return out
+        after = page.get("last_id") or page["data"][-1]["id"]
+
+
+def non_loopback_address() -> str | None:
+    """An IPv4 address of this machine that is not loopback (none: None). Sends nothing."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: a UDP connect only picks the route
+            addr = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr

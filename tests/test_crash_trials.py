@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
-from sandbox_helper import SCRIPTS, chat_requests, jsonl_bytes
+from sandbox_helper import SCRIPTS, chat_requests, jsonl_bytes, list_all
 
 DEFAULT_TRIALS = 20
 STRESS_TRIALS = 200
@@ -253,18 +253,6 @@ def check_state_on_disk(job_dir: Path) -> None:
             assert len({ln["id"] for ln in lines}) <= int(rec["skip"]) <= len(lines)
 
 
-def list_all(sb: Any, path: str, **params: Any) -> List[Dict[str, Any]]:
-    out: List[Dict[str, Any]] = []
-    after = None
-    while True:
-        q = dict(params, limit=100)
-        if after:
-            q["after"] = after
-        page = sb.get_json(path, params=q)
-        out += page["data"]
-        if not page.get("has_more") or not page["data"]:
-            return out
-        after = page.get("last_id") or page["data"][-1]["id"]
 
 
 # -- one trial ---------------------------------------------------------------------------------

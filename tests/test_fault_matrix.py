@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
-from sandbox_helper import SCRIPTS, chat_requests, jsonl_bytes
+from sandbox_helper import SCRIPTS, chat_requests, jsonl_bytes, list_all
 
 REQUESTS = 12
 PER_CHUNK = 4
@@ -59,19 +59,6 @@ def job_chunks(state: Dict[str, Any]) -> List[Dict[str, Any]]:
     return [c for r in state["rounds"] for c in r["chunks"]]
 
 
-def list_all(sb: Any, path: str, **params: Any) -> List[Dict[str, Any]]:
-    """Every object of a paginated list endpoint of the sandbox."""
-    out: List[Dict[str, Any]] = []
-    after = None
-    while True:
-        q = dict(params, limit=100)
-        if after:
-            q["after"] = after
-        page = sb.get_json(path, params=q)
-        out += page["data"]
-        if not page.get("has_more") or not page["data"]:
-            return out
-        after = page.get("last_id") or page["data"][-1]["id"]
 
 
 def server_batches(sb: Any, job_id: str) -> List[Dict[str, Any]]:

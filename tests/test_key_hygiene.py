@@ -18,7 +18,6 @@ import base64
 import json
 import os
 import secrets
-import socket
 import stat
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
-from sandbox_helper import SCRIPTS, Sandbox
+from sandbox_helper import SCRIPTS, Sandbox, non_loopback_address
 
 KEY = "sk-HYGIENE-" + secrets.token_hex(16)
 WRONG_KEY = "sk-HYGIENE-WRONG-" + secrets.token_hex(16)
@@ -100,15 +99,6 @@ def assert_private(job_dir: Path) -> int:
     return checked
 
 
-def non_loopback_address() -> Optional[str]:
-    """An IPv4 address of this machine that is not loopback (none: None). Sends nothing."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("192.0.2.1", 9))  # TEST-NET-1: a UDP connect only picks the route
-            addr = s.getsockname()[0]
-    except OSError:
-        return None
-    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
 
 
 # -- the full workflow, then a scan --------------------------------------------------------------

@@ -20,20 +20,18 @@ from pathlib import Path
 from typing import List, Optional, Tuple
 
 import pytest
-from sandbox_helper import SERVER_SCRIPT, Sandbox, chat_requests, jsonl_bytes, new_api_key
+from sandbox_helper import (
+    SERVER_SCRIPT,
+    Sandbox,
+    chat_requests,
+    jsonl_bytes,
+    new_api_key,
+    non_loopback_address,
+)
 
 MB = 1024 * 1024
 
 
-def non_loopback_address() -> Optional[str]:
-    """An IPv4 address of this machine that is not loopback (none: None). Sends nothing."""
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect(("192.0.2.1", 9))  # TEST-NET-1: a UDP connect only picks the route
-            addr = s.getsockname()[0]
-    except OSError:
-        return None
-    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
 
 
 def listening(port: int) -> List[str]:
