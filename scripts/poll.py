@@ -38,7 +38,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from _dwbatches import batches as dwb
-from _dwbatches import output
+from _dwbatches import clock, output
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, UsageError
 from _dwbatches.http import Client, check_id
@@ -112,7 +112,7 @@ def poll(client: Any, job: Any, batch_ids: Sequence[str], wait: bool, interval: 
             timed_out = True
             break
         checks += 1
-        dwb.sleep(min(dwb.wait_delay(checks, interval), remaining))
+        clock.sleep(min(dwb.wait_delay(checks, interval), remaining))
 
     doc: Dict[str, Any] = {
         "status": summary["status"],

@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import fetch_results
 from _dwbatches import batches as dwb
-from _dwbatches import output, results
+from _dwbatches import clock, output, results
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_OK, JobError, UsageError
 from _dwbatches.http import Client
@@ -155,7 +155,7 @@ def wait(client: Any, job: Job, interval: float, timeout: float) -> None:
             output.narrate("timed out waiting; partial results are saved")
             return
         checks += 1
-        dwb.sleep(min(dwb.wait_delay(checks, interval), remaining))
+        clock.sleep(min(dwb.wait_delay(checks, interval), remaining))
 
 
 def rerun_command(args: Any, job: Job) -> str:

@@ -667,6 +667,11 @@ class Store:
         self._last_done_ts = ts
         return self._done_seq, ts
 
+    def reset_counters(self) -> None:
+        """After every request row was deleted (call under the write lock)."""
+        self._done_seq = 0
+        self._last_done_ts = 0.0
+
     def close(self) -> None:
         while True:
             try:
@@ -1540,6 +1545,7 @@ ROUTES = (
     Route("PUT", "/_sandbox/faults", "put_faults"),
     Route("GET", "/_sandbox/stats", "get_stats"),
     Route("POST", "/_sandbox/reset-stats", "reset_stats"),
+    Route("POST", "/_sandbox/reset", "reset"),
 )
 
 
@@ -1624,6 +1630,8 @@ class App:
         self.store = Store(os.path.join(cfg.data_dir, "sandbox.db"))
         self.stats = Stats()
         self.engine = Engine(self)
+        self.initial_faults = {k: v for k, v in faults.document().items() if k != "_remaining"}
+        self._reset_lock = threading.Lock()
         self.chat_models = set(cfg.chat_models)
         self.embedding_models = set(cfg.embedding_models)
 
@@ -2607,6 +2615,23 @@ class App:
         self.stats.reset()
         return self.get_stats(req)
 
+    def reset(self, req: Request) -> Response:
+        """Start afresh without a restart: no files, batches or requests, the faults the server
+        was started with, zero counters. The workers are stopped first and started again, so
+        nothing of the old state is written back."""
+        with self._reset_lock:
+            self.engine.stop()
+            with self.store.write() as conn:
+                for table in ("requests", "templates", "batches", "files"):
+                    conn.execute(f"DELETE FROM {table}")
+                conn.execute("DELETE FROM sqlite_sequence")
+                self.store.reset_counters()
+            self.faults.replace(self.initial_faults)
+            self.stats.reset()
+            self.engine = Engine(self)
+            self.engine.start()
+        return self.get_stats(req)
+
 
 def _parse_time(value: str | None, name: str) -> int | None:
     if not value:
@@ -2906,6 +2931,9 @@ Sandbox-only endpoints (same auth; not part of the real API, never counted in st
                                 ones included); files: stored input files; batches: not
                                 deleted; uploads_received: uploads whose body was read
   POST /_sandbox/reset-stats    zero the request counters and uploads_received
+  POST /_sandbox/reset          forget every file, batch and request, restore the faults
+                                given at start, zero the counters (a fresh server, without
+                                a restart; the test suite shares one server this way)
 
 Fault document (all fields optional; --faults, DW_SANDBOX_FAULTS or PUT /_sandbox/faults):
   {"fail_rate": 0.2,                    fraction of requests that fail (hash of request id)

@@ -1,10 +1,14 @@
 """Shared pytest fixtures.
 
 Every test runs in its own temporary working directory with DOUBLEWORD_API_KEY and
-DOUBLEWORD_BASE_URL removed, so no real key or ``.env`` can be picked up.
+DOUBLEWORD_BASE_URL removed, so no real key or ``.env`` can be picked up. Waits of the client
+(backoffs, Retry-After, poll intervals, settle delays) are scaled by TIME_SCALE through
+``DOUBLEWORD_BATCHES_TIME_SCALE``; a test marked ``real_time`` runs with real waits.
 
 Sandbox fixtures (see tests/sandbox_helper.py):
-    sandbox          a fresh local sandbox server (random sk-test- key), stopped afterwards
+    sandbox          a sandbox server with default settings and nothing in it: one server per
+                     test process, emptied before each test (POST /_sandbox/reset); a test
+                     that stops, restarts or reconfigures it gets a new one afterwards
     sandbox_factory  sandbox_factory("--latency", "0.05", ...) starts more, all stopped afterwards
 """
 
@@ -13,12 +17,22 @@ from __future__ import annotations
 import pytest
 from sandbox_helper import Sandbox, new_api_key
 
+TIME_SCALE = "0.05"
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "real_time: the client's waits are not scaled in this test")
+
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(tmp_path, monkeypatch):
+def _isolated_environment(tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)
     for name in ("DOUBLEWORD_API_KEY", "DOUBLEWORD_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
+    if request.node.get_closest_marker("real_time") is None:
+        monkeypatch.setenv("DOUBLEWORD_BATCHES_TIME_SCALE", TIME_SCALE)
+    else:
+        monkeypatch.delenv("DOUBLEWORD_BATCHES_TIME_SCALE", raising=False)
 
 
 @pytest.fixture
@@ -42,7 +56,29 @@ def sandbox_factory(tmp_path_factory):
         sb.stop()
 
 
+@pytest.fixture(scope="session")
+def _shared_sandbox(tmp_path_factory):
+    holder: dict = {}
+    yield holder
+    if holder.get("sb") is not None:
+        holder["sb"].stop()
+
+
 @pytest.fixture
-def sandbox(sandbox_factory) -> Sandbox:
-    """A fresh sandbox server with default settings."""
-    return sandbox_factory()
+def sandbox(_shared_sandbox, tmp_path_factory) -> Sandbox:
+    """A sandbox server with default settings and nothing in it (see the module docstring)."""
+    sb = _shared_sandbox.get("sb")
+    if sb is not None and sb.running:
+        sb.reset()
+    else:
+        if sb is not None:
+            sb.stop()
+        sb = Sandbox(tmp_path_factory.mktemp("sandbox") / "data", api_key=new_api_key()).start()
+        _shared_sandbox["sb"] = sb
+    before = (sb.pid, sb.port, list(sb.extra_args), sb.api_key)
+    yield sb
+    if not sb.running or (sb.pid, sb.port, list(sb.extra_args), sb.api_key) != before:
+        sb.stop()
+        _shared_sandbox["sb"] = None
+    else:
+        sb.base_url = sb.ready["base_url"]  # a test may point it at a proxy of its own

@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import selectors
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -175,26 +175,22 @@ class Sandbox:
         return self
 
     def _read_ready_line(self, timeout: float) -> str:
+        # A thread reads the line: select() does not work on pipes everywhere (Windows).
         assert self.proc is not None and self.proc.stdout is not None
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    self.kill()
-                    raise SandboxError(f"sandbox not ready after {timeout}s; log:\n{self.log_text()}")
-                if sel.select(left):
-                    line = self.proc.stdout.readline()
-                    if not line:
-                        self.proc.wait(5)
-                        raise SandboxError(
-                            f"sandbox exited with {self.proc.returncode} before it was ready; log:\n{self.log_text()}"
-                        )
-                    return line.decode("utf-8")
-        finally:
-            sel.close()
+        got: list = []
+        reader = threading.Thread(target=lambda: got.append(self.proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if reader.is_alive():
+            self.kill()
+            raise SandboxError(f"sandbox not ready after {timeout}s; log:\n{self.log_text()}")
+        line = got[0] if got else b""
+        if not line:
+            self.proc.wait(5)
+            raise SandboxError(
+                f"sandbox exited with {self.proc.returncode} before it was ready; log:\n{self.log_text()}"
+            )
+        return line.decode("utf-8")
 
     @property
     def root_url(self) -> str:
@@ -415,6 +411,13 @@ class Sandbox:
         res = self.request("POST", "/_sandbox/reset-stats")
         if res.status != 200:
             raise SandboxError(f"reset_stats failed: {res.status} {res.text}")
+        return res.json()
+
+    def reset(self) -> dict:
+        """Forget every file, batch and request; faults back to the start; counters zero."""
+        res = self.request("POST", "/_sandbox/reset")
+        if res.status != 200:
+            raise SandboxError(f"reset failed: {res.status} {res.text}")
         return res.json()
 
 

@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 
-from sandbox_helper import SCRIPTS
+import helpers
 
 
 def run(script, *args, env=None, cwd=None):
     base = {k: v for k, v in os.environ.items() if not k.startswith("DOUBLEWORD_")}
     base.update(env or {})
-    p = subprocess.run([sys.executable, str(SCRIPTS / script), *args], env=base, cwd=cwd,
-                       capture_output=True, text=True, timeout=120)
+    p = helpers.run(script, *args, env=base, cwd=cwd, timeout=120)
     return p.returncode, p.stdout, p.stderr
 
 

@@ -12,7 +12,7 @@ import os
 import pytest
 import requests
 import responses
-from _dwbatches import config, errors, output
+from _dwbatches import clock, config, errors, output
 from _dwbatches import http as dwhttp
 from responses import matchers
 from responses.registries import OrderedRegistry
@@ -32,7 +32,7 @@ def _loud():
 @pytest.fixture
 def sleeps(monkeypatch):
     calls = []
-    monkeypatch.setattr(dwhttp, "sleep", lambda s: calls.append(s))
+    monkeypatch.setattr(clock, "sleep", lambda s: calls.append(s))
     return calls
 
 
@@ -208,7 +208,7 @@ def test_every_call_has_a_timeout(client, monkeypatch):
         seen.append(kw.get("timeout"))
         raise requests.exceptions.ConnectTimeout("no")
     monkeypatch.setattr(requests.Session, "request", spy)
-    monkeypatch.setattr(dwhttp, "sleep", lambda s: None)
+    monkeypatch.setattr(clock, "sleep", lambda s: None)
     for call in (lambda: client.get_batch(BID), lambda: client.list_batches(),
                  lambda: client.create_batch(BID, "24h", {})):
         with pytest.raises(errors.APIConnectionError):

@@ -53,6 +53,10 @@ from typing import Any, Dict, List, Optional
 import pytest
 from sandbox_helper import SCRIPTS, chat_requests, jsonl_bytes, list_all
 
+# Kills land at moments measured in real seconds, and the settle delays must outwait requests
+# still on their way: no scaled waits here.
+pytestmark = pytest.mark.real_time
+
 DEFAULT_TRIALS = 20
 STRESS_TRIALS = 200
 DEFAULT_SEED = 6

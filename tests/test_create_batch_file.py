@@ -5,25 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from _dwbatches import builder
 from _dwbatches.errors import InputError, UsageError
+from helpers import ok_json, run
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def run(script, *args, env=None, input=None):
-    return subprocess.run([sys.executable, str(SCRIPTS / script), *map(str, args)], capture_output=True,
-                          text=True, env=env, input=input, timeout=120)
-
-
-def ok_json(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(proc.stdout)
 
 
 def lines(path):

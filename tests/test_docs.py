@@ -6,7 +6,7 @@
   standalone and lists the exit codes;
 - every environment variable the code reads is declared in the SKILL.md metadata;
 - every command in a ```bash block of SKILL.md and README.md runs against the sandbox, in
-  order, and exits with a code the docs allow (see ``DocRunner`` for the conventions);
+  order, and exits with a code the docs allow (see ``helpers.DocRunner`` for the conventions);
 - the README's worked example shows JSON with the same fields as the real output;
 - the bundle that `clawhub publish` would upload (.gitignore + .clawhubignore, dot-files
   and non-text files skipped, as ClawHub does) holds what an agent needs and nothing else.
@@ -30,15 +30,14 @@ import fnmatch
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import pytest
+from helpers import DOC_INPUTS, DocRunner, doc_commands, fresh_env, parse_command
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
@@ -48,11 +47,7 @@ REFERENCES = ROOT / "references"
 
 SKILL_NAME = "doubleword-batches"
 ALLOWED_KEYS = {"name", "description", "license", "compatibility", "metadata", "allowed-tools"}
-CHAT_MODEL = "Qwen/Qwen3.5-35B-A3B-FP8"
 EXIT_CODES = ("0", "1", "2", "3", "4", "5", "6")
-# Inputs the documented commands name, in the scratch directory, from the repo's examples.
-DOC_INPUTS = {"prompts.txt": "examples/prompts.txt", "reviews.csv": "examples/reviews.csv"}
-COMMAND_TIMEOUT = 300
 
 
 # ---------------------------------------------------------------------------------------------
@@ -84,13 +79,6 @@ def frontmatter() -> Dict[str, Any]:
 
 def public_scripts() -> List[str]:
     return sorted(p.name for p in SCRIPTS.glob("*.py") if not p.name.startswith("_"))
-
-
-def fresh_env(**extra: str) -> Dict[str, str]:
-    """A minimal environment: no DOUBLEWORD_* or DW_* variables from the caller."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOUBLEWORD_", "DW_"))}
-    env.update(extra)
-    return env
 
 
 def env_vars_read_by_code() -> Dict[str, str]:
@@ -276,162 +264,6 @@ def error_messages() -> List[str]:
 # ---------------------------------------------------------------------------------------------
 # documented commands run against the sandbox
 # ---------------------------------------------------------------------------------------------
-
-@dataclass
-class DocCommand:
-    where: str
-    text: str
-    argv: List[str]
-    allowed: set
-    background: bool = False
-
-
-def fenced_blocks(text: str, lang: str = "bash"):
-    """(first line number, block text) of each fenced block of the given language."""
-    for m in re.finditer(rf"^([ \t]*)```{lang}[ \t]*\n(.*?)^[ \t]*```[ \t]*$", text, re.M | re.S):
-        indent = len(m.group(1))
-        lines = [ln[indent:] if ln[:indent].strip() == "" else ln for ln in m.group(2).splitlines()]
-        yield text[: m.start(2)].count("\n") + 1, "\n".join(lines)
-
-
-def parse_command(line: str):
-    """(argv, comment) of one shell line; the comment starts at the first unquoted #."""
-    quote, i = None, 0
-    while i < len(line):
-        ch = line[i]
-        if quote:
-            if ch == "\\" and quote == '"':
-                i += 1
-            elif ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "\\":
-            i += 1
-        elif ch == "#" and (i == 0 or line[i - 1].isspace()):
-            return shlex.split(line[:i]), line[i:].strip()
-        i += 1
-    return shlex.split(line), ""
-
-
-def doc_commands(path: Path, text: Optional[str] = None, prefix: str = "python3 scripts/") -> List[DocCommand]:
-    """The documented commands of a file (or of ``text``, a part of it), in order."""
-    cmds = []
-    if text is None:
-        text = path.read_text(encoding="utf-8")
-    for start, block in fenced_blocks(text):
-        logical: List[tuple] = []
-        buf, first = "", None
-        for offset, raw in enumerate(block.splitlines()):
-            if first is None:
-                first = start + offset
-            if raw.rstrip().endswith("\\"):
-                buf += raw.rstrip()[:-1] + " "
-                continue
-            logical.append((first, buf + raw))
-            buf, first = "", None
-        for n, line in logical:
-            line = line.strip()
-            if not line.startswith(prefix):
-                continue
-            argv, comment = parse_command(line)
-            allowed = {0}
-            if re.search(r"\bexits?\b", comment, re.I):
-                allowed = {int(x) for x in re.findall(r"\b(\d{1,3})\b", comment)}
-            background = bool(argv) and argv[-1] == "&"
-            if background:
-                argv = argv[:-1]
-            cmds.append(DocCommand(f"{path.name}:{n}", line, argv, allowed, background))
-    return cmds
-
-
-@dataclass
-class DocRunner:
-    """Runs documented commands in order in a scratch directory against a sandbox."""
-
-    work: Path
-    env: Dict[str, str]
-    state: Dict[str, str] = field(default_factory=dict)
-    outputs: List[tuple] = field(default_factory=list)  # (DocCommand, rc, parsed stdout)
-    servers: List[subprocess.Popen] = field(default_factory=list)
-
-    @classmethod
-    def create(cls, tmp_path: Path, sandbox: Any, inputs: Optional[Dict[str, str]] = None) -> DocRunner:
-        work = tmp_path / "work"
-        work.mkdir()
-        shutil.copytree(SCRIPTS, work / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copytree(ROOT / "examples", work / "examples", ignore=shutil.ignore_patterns("__pycache__"))
-        for name, src in (inputs or {}).items():
-            shutil.copy(ROOT / src, work / name)
-        env = fresh_env(DOUBLEWORD_API_KEY=sandbox.api_key or "sk-sandbox", DOUBLEWORD_BASE_URL=sandbox.base_url)
-        return cls(work, env, {"MODEL": CHAT_MODEL})
-
-    def substitute(self, cmd: DocCommand) -> List[str]:
-        out = []
-        for tok in cmd.argv:
-            for word in re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", tok):
-                if word in ("JSON", "CSV", "USD"):
-                    continue
-                assert word in self.state, f"{cmd.where}: unknown placeholder {word} in {cmd.text!r}"
-                tok = re.sub(rf"\b{word}\b", self.state[word], tok)
-            out.append(tok)
-        return out
-
-    def run(self, cmd: DocCommand) -> Optional[dict]:
-        argv = self.substitute(cmd)
-        assert argv[0] == "python3" and argv[1].startswith("scripts/"), cmd.text
-        script = self.work / argv[1]
-        assert script.is_file(), f"{cmd.where}: {argv[1]} does not exist"
-        if argv[1] == "scripts/sandbox_server.py":
-            return self.start_server(cmd, argv)
-        assert not cmd.background, f"{cmd.where}: only the sandbox may run in the background"
-        proc = subprocess.run([sys.executable, str(script), *argv[2:]], cwd=self.work, env=self.env,
-                              capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
-        assert proc.returncode in cmd.allowed, (
-            f"{cmd.where}: `{cmd.text}` exited {proc.returncode}, docs allow {sorted(cmd.allowed)}\n"
-            f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
-        doc = None
-        if proc.stdout.strip():
-            doc = json.loads(proc.stdout)  # stdout is exactly one JSON document
-            self.remember(doc)
-        self.outputs.append((cmd, proc.returncode, doc))
-        return doc
-
-    def remember(self, doc: Any) -> None:
-        if not isinstance(doc, dict):
-            return
-        for b in doc.get("batches") or []:
-            if isinstance(b, dict) and b.get("batch_id"):
-                self.state.setdefault("BATCH_ID", b["batch_id"])
-                break
-
-    def start_server(self, cmd: DocCommand, argv: List[str]) -> dict:
-        assert cmd.background, f"{cmd.where}: start the sandbox in the background (&)"
-        args = list(argv[2:])
-        for flag, value in (("--port", "0"), ("--data-dir", str(self.work.parent / "doc-sandbox"))):
-            if flag in args:
-                args[args.index(flag) + 1] = value
-        env = fresh_env()
-        proc = subprocess.Popen([sys.executable, str(self.work / argv[1]), *args], cwd=self.work, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.servers.append(proc)
-        ready = json.loads(proc.stdout.readline())
-        self.env["DOUBLEWORD_BASE_URL"] = ready["base_url"]
-        self.env["DOUBLEWORD_API_KEY"] = "sk-sandbox"
-        self.outputs.append((cmd, 0, ready))
-        return ready
-
-    def close(self) -> None:
-        for proc in self.servers:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
-
 
 @pytest.fixture
 def doc_runner(tmp_path, sandbox):

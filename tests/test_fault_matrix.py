@@ -1,7 +1,7 @@
 """The fault matrix: every result exactly once, one batch per chunk, whatever the network does.
 
 Each scenario runs the real scripts (``run_batch.py --wait``, ``submit.py``,
-``fetch_results.py``, as subprocesses) against a fresh sandbox with one fault switched on, and
+``fetch_results.py``, through ``helpers.run``) against a fresh sandbox with one fault switched on, and
 then checks the same promise:
 
 - the final ``fetch_results.py --job`` exits 0 and reports every request succeeded;
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+import helpers
 import pytest
 from sandbox_helper import SCRIPTS, chat_requests, jsonl_bytes, list_all
 
@@ -37,8 +38,7 @@ RUN_FLAGS = ["--max-requests", str(PER_CHUNK), "--format", "simple", "--interval
 
 
 def run(script: str, *args: Any, env: Dict[str, str], timeout: float = 90) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPTS / script), *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return helpers.run(script, *args, env=env, timeout=timeout)
 
 
 def write_input(path: Path, n: int = REQUESTS) -> List[str]:

@@ -6,132 +6,27 @@ from __future__ import annotations
 import csv
 import json
 import signal
-import socket
 import subprocess
 import sys
-import threading
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 from _dwbatches import jobstate
-from sandbox_helper import SCRIPTS, chat_requests, jsonl_bytes
-
-# -- helpers (imported by the other test modules of poll/fetch/retry/run/list/cancel) --------
-
-
-def run_script(name, *args, env=None, timeout=120):
-    """Run scripts/NAME.py as a subprocess; return (exit code, parsed stdout or None, stderr)."""
-    proc = subprocess.run([sys.executable, str(SCRIPTS / name), *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    doc = json.loads(proc.stdout) if proc.stdout.strip() else None
-    return proc.returncode, doc, proc.stderr
-
-
-def write_input(path, n, prefix="req-", start=0):
-    items = chat_requests(n, prefix=prefix, start=start)
-    Path(path).write_bytes(jsonl_bytes(items))
-    return [i["custom_id"] for i in items]
-
-
-def make_job(sb, input_path, chunks=1, *flags):
-    """Submit ``input_path`` with submit.py (split into ``chunks`` chunks); return the job directory."""
-    n = sum(1 for line in Path(input_path).read_bytes().splitlines() if line.strip())
-    code, doc, err = run_script("submit.py", input_path, "--max-requests", -(-n // chunks), *flags, env=sb.env())
-    assert code == 0, err
-    assert len(doc["batches"]) == chunks
-    return doc["job"]
-
-
-def job_state(job_dir):
-    return json.loads(Path(job_dir, "job.json").read_text())
-
-
-def batch_ids_of(job_dir):
-    return [c["batch_id"] for r in job_state(job_dir)["rounds"] for c in r["chunks"]]
-
-
-def read_jsonl(path):
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
-def raw_lines(job_dir, batch_id, kind="output"):
-    p = Path(job_dir, "results", f"{batch_id}.{kind}.jsonl")
-    return read_jsonl(p) if p.exists() else []
-
-
-def wait_job(sb, job_dir, timeout=60):
-    for bid in batch_ids_of(job_dir):
-        sb.wait_batch(bid, timeout=timeout)
-
-
-def wait_until(pred, timeout=30.0, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(interval)
-    raise AssertionError("condition not reached in time")
-
-
-class ThrottleProxy:
-    """A TCP proxy in front of the sandbox whose server→client bytes can be slowed down."""
-
-    def __init__(self, upstream_port, rate=None):
-        self.upstream_port = upstream_port
-        self.rate = rate  # bytes per second, None = unthrottled
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
-        self._stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def base_url(self):
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def _accept(self):
-        while not self._stop:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            up = socket.create_connection(("127.0.0.1", self.upstream_port))
-            threading.Thread(target=self._pipe, args=(client, up, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(up, client, True), daemon=True).start()
-
-    def _pipe(self, src, dst, throttle):
-        try:
-            while True:
-                data = src.recv(4096)
-                if not data:
-                    break
-                if throttle and self.rate:
-                    time.sleep(len(data) / self.rate)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                s.close()
-
-    def close(self):
-        self._stop = True
-        self.sock.close()
-
-
-def assert_each_once(out_path, expected_ids):
-    rows = read_jsonl(out_path)
-    ids = [r["custom_id"] for r in rows]
-    assert ids == expected_ids
-    return rows
-
+from helpers import (
+    ThrottleProxy,
+    assert_each_once,
+    batch_ids_of,
+    job_state,
+    make_job,
+    raw_lines,
+    read_jsonl,
+    run_script,
+    wait_job,
+    wait_until,
+    write_input,
+)
+from sandbox_helper import SCRIPTS, jsonl_bytes
 
 # -- tests ------------------------------------------------------------------------------------
 
@@ -204,8 +99,8 @@ def test_download_that_keeps_breaking_saves_progress_and_exits_1(sandbox, tmp_pa
     for k, v in sandbox.env().items():
         monkeypatch.setenv(k, v)
     import fetch_results
-    from _dwbatches import batches as dwb
-    monkeypatch.setattr(dwb, "sleep", lambda s: None)
+    from _dwbatches import clock
+    monkeypatch.setattr(clock, "sleep", lambda s: None)
     code = fetch_results.main(["--job", job])
     assert code == 1
     saved = job_state(job)["fetch"][bid]["output"]["skip"]

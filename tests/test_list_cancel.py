@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import uuid
 
+from helpers import batch_ids_of, job_state, make_job, run_script, wait_until, write_input
 from sandbox_helper import chat_requests
-from test_fetch import batch_ids_of, job_state, make_job, run_script, wait_until, write_input
 
 
 def test_list_pages_filters_and_all(sandbox, tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import List, Tuple
 
 import pytest
-from test_docs import DOC_INPUTS, ROOT, DocRunner, doc_commands, fenced_blocks
+from helpers import DOC_INPUTS, ROOT, DocRunner, doc_commands, fenced_blocks
 
 RECIPES = ROOT / "references" / "recipes.md"
 

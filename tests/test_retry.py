@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from test_fetch import batch_ids_of, job_state, make_job, read_jsonl, run_script, wait_until, write_input
+from helpers import batch_ids_of, job_state, make_job, read_jsonl, run_script, wait_until, write_input
 
 
 def server_batches(sb):

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import job_state, read_jsonl, run_script, wait_until, write_input
 from sandbox_helper import SCRIPTS
-from test_fetch import job_state, read_jsonl, run_script, wait_until, write_input
 
 
 def test_wait_on_example_input_exits_0_with_results_in_order(sandbox, tmp_path):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
+from helpers import make_job, run_script, write_input
 from sandbox_helper import chat_requests
-from test_fetch import make_job, run_script, write_input
 
 
 def test_cancel_skips_a_finalizing_batch(sandbox_factory, tmp_path):

@@ -1,6 +1,6 @@
 """submit.py against the sandbox: splitting, crash recovery, resume, cost cap, faults, dry run.
 
-Every test runs the real script in a subprocess (``sandbox.env()`` supplies the key and base
+Every test runs the real script (``helpers.run``; ``sandbox.env()`` supplies the key and base
 URL) and checks what the sandbox received, not only what the script says.
 """
 
@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import ok_json, run
 from sandbox_helper import CHAT_MODEL
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -20,16 +19,6 @@ PY39 = "/root/.pyenv/versions/3.9.18/bin/python3"
 
 
 # -- helpers ------------------------------------------------------------------------------------
-
-def run(script, *args, env=None, input=None, python=None, timeout=180):
-    return subprocess.run([python or sys.executable, str(SCRIPTS / script), *map(str, args)],
-                          capture_output=True, text=True, env=env, input=input, timeout=timeout)
-
-
-def ok_json(proc):
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
-    return json.loads(proc.stdout)
-
 
 def request_line(i, model=CHAT_MODEL, pad=0, prefix="q"):
     content = f"Question {i}" + ("x" * pad)
@@ -345,12 +334,12 @@ def test_ambiguous_create_500_before_the_server_acted_creates_exactly_once_more(
 def run_main(monkeypatch, capsys, sandbox, *args):
     """submit.main() in this process, with the client's backoff sleeps recorded instead of slept."""
     import submit
-    from _dwbatches import http as dwhttp
+    from _dwbatches import clock
 
     monkeypatch.setenv("DOUBLEWORD_API_KEY", sandbox.api_key)
     monkeypatch.setenv("DOUBLEWORD_BASE_URL", sandbox.base_url)
     sleeps = []
-    monkeypatch.setattr(dwhttp, "sleep", sleeps.append)
+    monkeypatch.setattr(clock, "sleep", sleeps.append)
     code = submit.main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err, sleeps

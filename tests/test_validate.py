@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from _dwbatches import validate
+from helpers import run
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 MODEL = "Qwen/Qwen3.5-9B"
@@ -33,8 +32,7 @@ def write(path, rows, sep="\n"):
 
 
 def run_script(*args):
-    return subprocess.run([sys.executable, str(SCRIPTS / "validate_batch_file.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=60)
+    return run("validate_batch_file.py", *args)
 
 
 def test_valid_file_report(tmp_path):

@@ -30,9 +30,6 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 from . import jobstate
 from .errors import JobError
 
-# Patched by tests; looked up at call time.
-sleep = time.sleep
-
 # The first re-checks come sooner than --interval, so that a small job that finishes in
 # seconds is not left waiting a full interval; after them, every --interval seconds.
 WARMUP_DELAYS = (2.0, 5.0, 10.0)

@@ -20,13 +20,10 @@ from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple
 import requests
 from requests.exceptions import ConnectTimeout, ReadTimeout, RequestException
 
-from . import USER_AGENT
+from . import USER_AGENT, clock
 from .config import Config
 from .errors import EXIT_CONFIG, APIConnectionError, APIStatusError, hint_for_status
 from .output import narrate, register_secret
-
-# Patched by tests; looked up at call time.
-sleep = time.sleep
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Statuses a creating POST may safely be retried on: the server refused before doing anything.
@@ -250,7 +247,7 @@ class Client:
                     delay = self._backoff(attempt)
                     narrate(f"retrying {label} after connection error ({reason}) in {delay:.1f}s "
                             f"(retry {attempt}/{retries})")
-                    sleep(delay)
+                    clock.sleep(delay)
                     continue
                 if creates and reached:
                     raise APIConnectionError(
@@ -277,7 +274,7 @@ class Client:
                 delay = min(wait, MAX_RETRY_AFTER) if wait is not None else self._backoff(attempt)
                 resp.close()
                 narrate(f"retrying {label} after HTTP {status} in {delay:.1f}s (retry {attempt}/{retries})")
-                sleep(delay)
+                clock.sleep(delay)
                 continue
             message = error_message(resp)
             resp.close()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import batches as dwb
-from . import jobstate
+from . import clock, jobstate
 from .errors import (
     EXIT_NOT_FINISHED,
     EXIT_OK,
@@ -262,7 +262,7 @@ class Fetcher:
                 narrate(f"the {kind} download of batch {batch_id} broke after {res.lines} lines "
                         f"({res.interrupted}); continuing from line {rec['skip']} in {delay:.1f}s "
                         f"(retry {resumes}/{MAX_RESUMES})")
-                dwb.sleep(delay)
+                clock.sleep(delay)
         except _SinkError as exc:
             raise DWError(f"cannot write downloaded results to {self.store.raw_path(batch_id, kind)}: {exc.exc}",
                           hint="Free disk space or fix permissions, then run the same command again; it "

@@ -55,6 +55,7 @@ import time
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
+from . import clock
 from .errors import (
     EXIT_API,
     EXIT_CONFIG,
@@ -784,14 +785,13 @@ class Submitter:
     def _settled(self, lookup: Any, ch: Dict[str, Any], settle: bool, label: str) -> Optional[Dict[str, Any]]:
         """``lookup(ch)``; with ``settle``, look again after each of SETTLE_DELAYS while nothing is
         found, since a request cut off mid-flight may still arrive and take effect."""
-        from . import http as dwhttp
         found = lookup(ch)
         if found or not settle:
             return found
         for delay in SETTLE_DELAYS:
             narrate(f"{label}: not on the server yet; the interrupted request may still arrive, looking again in "
                     f"{delay:.0f}s")
-            dwhttp.sleep(delay)
+            clock.sleep(delay)
             found = lookup(ch)
             if found:
                 return found
