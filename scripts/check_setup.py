@@ -27,7 +27,16 @@ import sys
 from typing import Any, Dict, List, Optional, Sequence
 
 from _dwbatches import output
-from _dwbatches.errors import EXIT_API, EXIT_CONFIG, EXIT_OK, ConfigError, DWError
+from _dwbatches.errors import (
+    EXIT_API,
+    EXIT_CONFIG,
+    EXIT_OK,
+    REQUIRED_PACKAGES,
+    ConfigError,
+    DWError,
+    install_hint,
+    missing_packages_error,
+)
 
 MIN_PYTHON = (3, 9)
 
@@ -70,17 +79,15 @@ def _check(args: Any) -> int:
                       "Install Python 3.9 or newer (e.g. from python.org or your package manager)."):
         raise ConfigError("Python is too old", hint="Install Python 3.9 or newer.")
     missing = []
-    for module, package in (("requests", "requests"), ("dotenv", "python-dotenv")):
+    for module, package in REQUIRED_PACKAGES:
         try:
             importlib.import_module(module)
             checks.add(f"package {package}", True, f"{package} {_version(package)}".strip())
-        except ImportError:
-            missing.append(package)
-            checks.add(f"package {package}", False, "not importable",
-                       f"{sys.executable} -m pip install -r requirements.txt  (or: uv run scripts/check_setup.py)")
-    if "requests" in missing:
-        raise ConfigError("the requests package is missing",
-                          hint=f"{sys.executable} -m pip install -r requirements.txt")
+        except ImportError as exc:
+            missing.append((package, exc))
+            checks.add(f"package {package}", False, f"not importable ({exc})", install_hint("check_setup.py"))
+    if missing:
+        raise missing_packages_error(missing, "check_setup.py")
 
     sandbox = None
     if args.sandbox:
@@ -107,8 +114,9 @@ def _check_api(args: Any, checks: Checks, sandbox: Any) -> int:
         try:
             cfg = config.load_config(args.base_url, args.allow_insecure_http, require_key=False)
         except ConfigError as exc:
-            checks.add("API key" if exc.message.startswith(config.KEY_VAR) else "base URL", False, exc.message,
-                       exc.hint)
+            name = ("API key" if exc.message.startswith(config.KEY_VAR)
+                    else ".env file" if exc.message.startswith("cannot read the .env file") else "base URL")
+            checks.add(name, False, exc.message, exc.hint)
             raise
     if not checks.add("API key", bool(cfg.api_key),
                       f"DOUBLEWORD_API_KEY set (from {cfg.key_source})" if cfg.api_key else "DOUBLEWORD_API_KEY is not set",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,8 +13,6 @@ from pathlib import Path
 import pytest
 import requests
 from sandbox_helper import SERVER_SCRIPT, Sandbox, chat_requests, new_api_key
-
-PY39_CANDIDATES = ("/root/.pyenv/versions/3.9.18/bin/python3", shutil.which("python3.9"))
 
 
 def test_ready_line_and_helper_attributes(sandbox):
@@ -203,16 +200,3 @@ def test_restart_mid_batch_continues(sandbox_factory, how):
     assert sorted(line["custom_id"] for line in lines) == sorted(f"req-{i}" for i in range(60))
     assert sb.content(finished["output_file_id"]).body == early_output
     assert len(sb.get_json("files", params={"purpose": "batch"})["data"]) == 2
-
-
-def test_runs_on_python39(tmp_path):
-    python = next((p for p in PY39_CANDIDATES if p and os.path.exists(p)), None)
-    if python is None:
-        pytest.skip("no Python 3.9 interpreter available")
-    sb = Sandbox(tmp_path / "data", api_key=new_api_key(), python=python).start()
-    try:
-        batch = sb.submit(chat_requests(5))
-        assert sb.wait_batch(batch["id"])["status"] == "completed"
-        assert len(sb.content(batch["output_file_id"]).lines()) == 5
-    finally:
-        sb.stop()

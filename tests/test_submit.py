@@ -15,7 +15,6 @@ from helpers import ok_json, run
 from sandbox_helper import CHAT_MODEL
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-PY39 = "/root/.pyenv/versions/3.9.18/bin/python3"
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -489,19 +488,6 @@ def test_retry_round_api_submits_once_and_is_idempotent(sandbox, tmp_path, monke
     # submit.py on the same input also resumes the retry round's chunks, creating nothing
     resumed = ok_json(run("submit.py", path, env=sandbox.env()))
     assert len(resumed["batches"]) == 2 and resumed["this_run"]["created"] == 0
-
-
-# -- interpreters -------------------------------------------------------------------------------
-
-@pytest.mark.skipif(not os.path.exists(PY39), reason="no Python 3.9 interpreter here")
-def test_scripts_run_on_python_3_9(sandbox, tmp_path):
-    for script in ("create_batch_file.py", "validate_batch_file.py", "submit.py"):
-        proc = run(script, "--help", python=PY39)
-        assert proc.returncode == 0 and "exit codes" in proc.stdout, proc.stderr
-    ok_json(run("create_batch_file.py", tmp_path / "ex.jsonl", python=PY39))
-    ok_json(run("validate_batch_file.py", tmp_path / "ex.jsonl", python=PY39))
-    doc = ok_json(run("submit.py", tmp_path / "ex.jsonl", env=sandbox.env(), python=PY39))
-    assert sandbox.wait_batch(doc["batches"][0]["batch_id"])["status"] == "completed"
 
 
 # -- lookups when the server ignores ?search= ---------------------------------------------------

@@ -1,14 +1,29 @@
-"""Configuration: API key and base URL from the environment, then ./.env."""
+"""Configuration: API key and base URL from the environment, then ./.env.
+
+The .env file is the first regular file (or named pipe) called ``.env`` in the working
+directory or one of its parents, as python-dotenv finds it; a directory called ``.env`` (often
+a virtual environment) is not one and is passed over. A byte-order mark (Windows Notepad,
+PowerShell) is ignored; a .env that cannot be read or decoded is a configuration error.
+"""
 
 from __future__ import annotations
 
+import codecs
+import io
 import ipaddress
 import os
+import stat
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
+from .output import exit_missing_packages
+
+try:
+    from dotenv import dotenv_values
+except ImportError as _exc:  # exit 3 with the install command rather than a traceback
+    exit_missing_packages(_exc)
 
 DEFAULT_BASE_URL = "https://api.doubleword.ai/v1"
 KEY_VAR = "DOUBLEWORD_API_KEY"
@@ -35,16 +50,65 @@ class Config:
                 f"key_source={self.key_source!r})")
 
 
+DOTENV_HINT = ("Make the file readable by you (e.g. chmod 600 FILE) or move it away; the scripts also take "
+               "DOUBLEWORD_API_KEY and DOUBLEWORD_BASE_URL from the environment.")
+
+
+def find_dotenv_file(start: Optional[str] = None) -> Optional[str]:
+    """The path of the .env file in ``start`` (default: the working directory) or the nearest
+    parent that has one, or None."""
+    try:
+        here = os.path.abspath(start or os.getcwd())
+    except OSError:  # the working directory was deleted
+        return None
+    while True:
+        candidate = os.path.join(here, ".env")
+        try:
+            mode = os.stat(candidate).st_mode
+        except OSError:  # absent, a dangling link, or a directory we may not look into
+            mode = 0
+        if stat.S_ISREG(mode) or stat.S_ISFIFO(mode):
+            return candidate
+        parent = os.path.dirname(here)
+        if parent == here:
+            return None
+        here = parent
+
+
+def decode_dotenv(data: bytes, path: str) -> str:
+    """The text of a .env file: UTF-8, with or without a byte-order mark, or UTF-16 with one."""
+    try:
+        if data.startswith(codecs.BOM_UTF8):
+            text = data[len(codecs.BOM_UTF8):].decode("utf-8")
+        elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            text = data.decode("utf-16")
+        else:
+            text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"cannot read the .env file {path}: it is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
+            f"offset {exc.start})",
+            hint="Save the file as UTF-8 (in Notepad: Save as, Encoding: UTF-8).") from None
+    if "\x00" in text:
+        raise ConfigError(
+            f"cannot read the .env file {path}: it contains NUL bytes (UTF-16 without a byte-order mark?)",
+            hint="Save the file as UTF-8 (in Notepad: Save as, Encoding: UTF-8).")
+    return text
+
+
 def read_dotenv() -> Tuple[Optional[str], Dict[str, str]]:
     """Return (path, values) of the .env found from the current directory upwards."""
-    try:
-        from dotenv import dotenv_values, find_dotenv
-    except ImportError:  # python-dotenv missing: environment only
-        return None, {}
-    path = find_dotenv(usecwd=True)
+    path = find_dotenv_file()
     if not path:
         return None, {}
-    values = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the .env file {path}: {exc.strerror or exc}",
+                          hint=DOTENV_HINT.replace("FILE", path)) from None
+    text = decode_dotenv(data, path)
+    values = {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
     return path, values
 
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import os
+import shlex
+import shutil
+import sys
+from typing import List, Optional, Sequence, Tuple
 
 EXIT_OK = 0
 EXIT_API = 1  # API or network error after retries, or unexpected
@@ -109,3 +113,80 @@ def hint_for_status(status: int) -> Optional[str]:
         413: "The file is larger than the server accepts; let submit.py split it (--max-bytes).",
         429: "The server is rate limiting or out of capacity; try again later or use the 24h window.",
     }.get(status) or ("The server had a problem; try again later." if status >= 500 else None)
+
+
+# -- missing packages ---------------------------------------------------------------------------
+# (import name, package name) of what the scripts that talk to the API need. The local-only
+# scripts (create_batch_file.py, validate_batch_file.py) and the sandbox need neither.
+REQUIRED_PACKAGES = (("requests", "requests"), ("dotenv", "python-dotenv"))
+SKILL_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def find_missing_packages() -> List[Tuple[str, ImportError]]:
+    """(package name, import error) of each required package that cannot be imported."""
+    import importlib
+
+    missing = []
+    for module, package in REQUIRED_PACKAGES:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            missing.append((package, exc))
+    return missing
+
+
+def missing_packages_error(missing: Sequence[Tuple[str, ImportError]],
+                           script: Optional[str] = None) -> ConfigError:
+    """The error for packages that cannot be imported, with the command that installs them."""
+    names = [package for package, _ in missing]
+    broken = [(package, exc) for package, exc in missing
+              if getattr(exc, "name", None) not in (package, package.replace("python-", ""))]
+    if broken:  # installed, but one of its own dependencies is missing or broken
+        package, exc = broken[0]
+        message = f"the Python package '{package}' cannot be imported ({exc})"
+    elif len(names) == 1:
+        message = f"the Python package '{names[0]}' is not installed"
+    else:
+        message = "the Python packages " + " and ".join(f"'{n}'" for n in names) + " are not installed"
+    return ConfigError(message, hint=install_hint(script))
+
+
+def install_hint(script: Optional[str] = None) -> str:
+    """How to install the requirements, for the interpreter that is running."""
+    requirements = _quote(_display_path(os.path.join(SKILL_DIR, "requirements.txt")))
+    hint = f"{_python_command()} -m pip install -r {requirements}"
+    script = script or _running_script()
+    if script:
+        hint += (f" (or run the script with uv, which installs what its header names: "
+                 f"uv run {_quote(_display_path(os.path.join(SKILL_DIR, 'scripts', script)))})")
+    return hint
+
+
+def _running_script() -> Optional[str]:
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    if name.endswith(".py") and os.path.isfile(os.path.join(SKILL_DIR, "scripts", name)):
+        return name
+    return None
+
+
+def _python_command() -> str:
+    """``python3`` when that is the interpreter running, else its path (pip must install into it)."""
+    exe = sys.executable or "python3"
+    found = shutil.which("python3")
+    if found and os.path.normcase(os.path.abspath(found)) == os.path.normcase(os.path.abspath(exe)):
+        return "python3"
+    return _quote(exe)
+
+
+def _display_path(path: str) -> str:
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def _quote(text: str) -> str:
+    if os.name == "nt":
+        return f'"{text}"' if any(c in text for c in ' &()^') else text
+    return shlex.quote(text)

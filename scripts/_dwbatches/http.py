@@ -4,6 +4,13 @@ One ``requests.Session``; timeouts on every call; retries with capped exponentia
 and jitter for 408/429/5xx and connection errors, honouring ``Retry-After`` (header first,
 then the JSON body's ``retry_after_seconds``). Requests that create something (file upload,
 batch creation) are retried only when they provably never reached the server.
+
+Proxies: a loopback base URL (the sandbox, a local server) is always reached directly, since a
+company proxy from HTTP(S)_PROXY / ALL_PROXY cannot reach this machine's loopback; any other
+URL honours the proxy variables and NO_PROXY exactly as ``requests`` does.
+
+Importing this module without ``requests`` installed prints an error with the install command
+and exits 3 (see ``output.exit_missing_packages``).
 """
 
 from __future__ import annotations
@@ -16,14 +23,18 @@ import uuid
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple
-
-import requests
-from requests.exceptions import ConnectTimeout, ReadTimeout, RequestException
+from urllib.parse import urlsplit
 
 from . import USER_AGENT, clock
-from .config import Config
+from .config import Config, is_loopback
 from .errors import EXIT_CONFIG, APIConnectionError, APIStatusError, hint_for_status
-from .output import narrate, register_secret
+from .output import exit_missing_packages, narrate, register_secret
+
+try:
+    import requests
+    from requests.exceptions import ConnectTimeout, ReadTimeout, RequestException
+except ImportError as _exc:  # exit 3 with the install command rather than a traceback
+    exit_missing_packages(_exc)
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Statuses a creating POST may safely be retried on: the server refused before doing anything.
@@ -196,6 +207,37 @@ class MultipartFile:
             self._fh = None
 
 
+def is_loopback_url(url: str) -> bool:
+    try:
+        return is_loopback(urlsplit(url).hostname or "")
+    except ValueError:
+        return False
+
+
+class DirectLoopbackSession(requests.Session):
+    """A ``requests.Session`` that never sends loopback traffic through a proxy.
+
+    ``requests`` applies HTTP(S)_PROXY / ALL_PROXY to 127.0.0.1 and localhost too unless
+    NO_PROXY lists them, and a company proxy cannot reach this machine's loopback. Only the
+    proxies of loopback URLs are dropped; everything else the environment configures (proxies
+    and NO_PROXY for other hosts, REQUESTS_CA_BUNDLE, .netrc) stays as ``requests`` does it."""
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[no-untyped-def]
+        # every request: the environment's proxies, CA bundle etc. merged into its settings
+        settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if is_loopback_url(url):
+            settings["proxies"] = {}
+        return settings
+
+    def rebuild_proxies(self, prepared_request, proxies):  # type: ignore[no-untyped-def]
+        # each redirect: the proxies for the URL redirected to
+        new_proxies = super().rebuild_proxies(prepared_request, proxies)
+        if is_loopback_url(prepared_request.url or ""):
+            prepared_request.headers.pop("Proxy-Authorization", None)
+            return {}
+        return new_proxies
+
+
 class Client:
     def __init__(self, config: Config, max_retries: int = 4, timeout: Tuple[float, float] = DEFAULT_TIMEOUT):
         self.config = config
@@ -203,7 +245,7 @@ class Client:
         self.max_retries = max_retries
         self.timeout = timeout
         register_secret(config.api_key)
-        self.session = requests.Session()
+        self.session = DirectLoopbackSession()
         self.session.headers["User-Agent"] = USER_AGENT
         if config.api_key:
             self.session.headers["Authorization"] = f"Bearer {config.api_key}"

@@ -10,7 +10,14 @@ import traceback
 from typing import Any, Callable, Optional, Sequence
 
 from . import USER_AGENT
-from .errors import EXIT_API, EXIT_CODES_HELP, EXIT_INTERRUPTED, DWError
+from .errors import (
+    EXIT_API,
+    EXIT_CODES_HELP,
+    EXIT_INTERRUPTED,
+    DWError,
+    find_missing_packages,
+    missing_packages_error,
+)
 
 _secrets: set = set()
 _quiet = False
@@ -67,6 +74,15 @@ def report_error(exc: DWError) -> int:
         sys.stderr.write(redact(f"hint: {exc.hint}") + "\n")
     sys.stderr.flush()
     return exc.exit_code
+
+
+def exit_missing_packages(exc: ImportError) -> None:
+    """Called where a required package failed to import (at import time, before any work):
+    print the error with the install command and exit 3, instead of a traceback."""
+    missing = find_missing_packages()
+    if not missing:  # importable after all: the failure was something else
+        raise exc
+    raise SystemExit(report_error(missing_packages_error(missing)))
 
 
 def run(main_body: Callable[[], int]) -> int:
