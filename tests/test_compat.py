@@ -189,12 +189,12 @@ sys.stdin.readline()
 """
 
 
-class Holder:
-    """A child process that takes the lock, then releases it when told (portable: no select)."""
+class Child:
+    """A child process that reports by printing lines and is told to go on by a line on its
+    stdin (portable: a reader thread, no select on pipes)."""
 
-    def __init__(self, path, method, wait=0.0):
-        self.proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(SCRIPTS), str(path), method, str(wait)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    def __init__(self, argv, env=None):
+        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -205,7 +205,7 @@ class Holder:
 
     def expect(self, word, timeout=20.0):
         got = self.lines.get(timeout=timeout)
-        assert got == word, f"expected {word!r}, the holder said {got!r}"
+        assert got == word, f"expected {word!r}, the child said {got!r}"
 
     def silent_for(self, seconds):
         with pytest.raises(queue.Empty):
@@ -228,6 +228,13 @@ class Holder:
                 fh.close()
             except OSError:
                 pass
+
+
+class Holder(Child):
+    """Takes the lock at ``path`` by ``method`` (waiting up to ``wait`` s), releases it when told."""
+
+    def __init__(self, path, method, wait=0.0):
+        super().__init__([sys.executable, "-c", HOLDER, str(SCRIPTS), str(path), method, str(wait)])
 
 
 @pytest.fixture
