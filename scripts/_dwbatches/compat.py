@@ -64,8 +64,6 @@ UNREADABLE_LOCK_GRACE = 10.0
 # A leftover ".break" file (a process died while breaking a stale lock) is removed after this.
 BREAKER_GRACE = 5.0
 
-_sleep = time.sleep
-
 
 # -- file modes, renames, durability -------------------------------------------------------
 def set_mode(target: Union[int, str], mode: int, path: Optional[str] = None) -> bool:
@@ -106,7 +104,7 @@ def replace(src: str, dst: str, retry_seconds: Optional[float] = None) -> None:
         except PermissionError:
             if time.monotonic() + delay > deadline:
                 raise
-            _sleep(delay)
+            time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
 
@@ -234,7 +232,7 @@ class FileLock:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            _sleep(min(self.interval, left))
+            time.sleep(min(self.interval, left))
 
     def try_acquire(self) -> bool:
         if self.held:
