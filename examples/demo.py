@@ -17,6 +17,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
+from _dwbatches import compat  # noqa: E402
 from _dwbatches.sandbox import SandboxProcess  # noqa: E402
 
 RUN_DIR = os.path.join(ROOT, "demo-run")
@@ -24,7 +25,8 @@ RUN_DIR = os.path.join(ROOT, "demo-run")
 
 def step(title: str, script: str, *args: str, env: dict, ok=(0,)) -> dict:
     cmd = [sys.executable, os.path.join("scripts", script), *args]
-    print(f"\n$ python3 scripts/{script} {' '.join(args)}", flush=True)
+    shown = compat.quote_args([compat.command_path(os.path.join("scripts", script)), *map(compat.command_path, args)])
+    print(f"\n$ {compat.python_command()} {shown}", flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     if proc.returncode not in ok:
         raise SystemExit(f"demo: {title} failed with exit code {proc.returncode}")

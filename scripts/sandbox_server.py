@@ -5,7 +5,7 @@
 # ///
 """Local sandbox of the Doubleword Batch API (OpenAI-Batch compatible).
 
-A single-file, standard-library-only HTTP server that behaves like the Doubleword
+A standard-library-only HTTP server that behaves like the Doubleword
 files and batches API: same routes, status codes, plain-text error bodies, bare UUID
 ids, list pagination, ``GET /files/{id}/content`` with ``skip``/``limit``/``search`` and
 the ``X-Incomplete`` / ``X-Last-Line`` headers, live partial results, cancel, retry and
@@ -47,6 +47,10 @@ from decimal import Decimal
 from http.client import responses as http_reasons
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
+
+# Standard library only as well: platform differences (Windows, macOS, Linux) live there.
+# The import works from any working directory: Python puts this script's directory on sys.path.
+from _dwbatches import compat
 
 __version__ = "1.0.0"
 
@@ -2887,13 +2891,17 @@ class Handler(BaseHTTPRequestHandler):
 
 class SandboxHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
-    allow_reuse_address = True
+    allow_reuse_address = compat.reuse_address()  # never on Windows: a busy port must stay busy
     request_queue_size = 128
 
     def __init__(self, address: tuple, handler: type, app: App, family: int = socket.AF_INET) -> None:
         self.address_family = family
         self.app = app
         super().__init__(address, handler)
+
+    def server_bind(self) -> None:
+        compat.exclusive_address(self.socket)
+        super().server_bind()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
@@ -3086,7 +3094,7 @@ def main(argv: list | None = None) -> int:
     def on_signal(signum: int, frame: Any) -> None:
         stop.set()
 
-    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)  # both exist on Windows too (SIGHUP and the rest do not)
     signal.signal(signal.SIGINT, on_signal)
     serve = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     serve.start()

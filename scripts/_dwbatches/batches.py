@@ -23,11 +23,10 @@ they are plain sums.
 from __future__ import annotations
 
 import os
-import shlex
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from . import jobstate
+from . import compat, jobstate
 from .errors import JobError
 
 # The first re-checks come sooner than --interval, so that a small job that finishes in
@@ -185,24 +184,22 @@ def fmt_duration(seconds: float) -> str:
 def script_path(name: str) -> str:
     """How to call a sibling script: relative to the working directory when it is below it."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    path = os.path.join(here, name)
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
+    return display_path(os.path.join(here, name))
 
 
 def display_path(path: str) -> str:
+    """A path as shown in commands and messages: relative when it is below the working
+    directory, written with ``/`` on Windows too (see compat.command_path)."""
     try:
         rel = os.path.relpath(path)
-    except ValueError:
-        return path
-    return path if rel.startswith("..") else rel
+    except ValueError:  # Windows: another drive
+        return compat.command_path(path)
+    return compat.command_path(path if rel.startswith("..") else rel)
 
 
 def command(script: str, *args: str) -> str:
-    return " ".join(["python3", shlex.quote(script_path(script))] + [shlex.quote(a) for a in args])
+    """The command line that runs a sibling script, in this platform's interpreter word and quoting."""
+    return compat.python_command() + " " + compat.quote_args([script_path(script), *args])
 
 
 def target_args(job_dir: Optional[str], batch_ids: Sequence[str]) -> List[str]:

@@ -32,6 +32,7 @@ import sys
 import tempfile
 from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
+from . import compat
 from .errors import InputError, UsageError
 from .jobstate import atomic_write_json, fsync_dir, sha256_file
 from .validate import (
@@ -512,8 +513,8 @@ class BatchFileWriter:
             if not rep.valid:
                 first = rep.errors[0] if rep.errors else {"line": "?", "message": "invalid"}
                 raise InputError(f"the built file is not valid: output line {first['line']}: {first['message']}")
-            os.chmod(self.tmp, 0o644)
-            os.replace(self.tmp, self.path)
+            compat.set_mode(self.tmp, 0o644)
+            compat.replace(self.tmp, self.path)
             fsync_dir(os.path.dirname(self.path))
         except BaseException:
             self.abort()

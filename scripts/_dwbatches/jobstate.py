@@ -17,12 +17,8 @@ import time
 import uuid
 from typing import Any, Dict, Iterator, List, Optional
 
+from . import compat
 from .errors import EXIT_API, JobError
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore
 
 STATE_FILE = "job.json"
 LOCK_FILE = "job.lock"
@@ -30,29 +26,19 @@ FORMAT_VERSION = 1
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired"})
 
 
-def fsync_dir(path: str) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+fsync_dir = compat.fsync_dir
 
 
 def atomic_write_bytes(path: str, data: bytes, mode: int = 0o600) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
-        os.fchmod(fd, mode)
+        compat.set_mode(fd, mode, path=tmp)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        compat.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -99,8 +85,7 @@ def refuse_overwrite(targets: Dict[str, Optional[str]], protected: Dict[str, Opt
 
 def make_private_dir(path: str) -> None:
     os.makedirs(path, mode=0o700, exist_ok=True)
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o700)
+    compat.set_mode(path, 0o700)
 
 
 def default_job_dir(input_path: str) -> str:
@@ -116,7 +101,7 @@ class Job:
     def __init__(self, path: str):
         self.dir = os.path.abspath(path)
         self.state: Dict[str, Any] = {}
-        self._lock_fd: Optional[int] = None
+        self._lock: Optional[compat.FileLock] = None
 
     # -- files ------------------------------------------------------------------------------
     @property
@@ -159,33 +144,17 @@ class Job:
     def lock(self, wait: float = 10.0) -> None:
         self._check_dir()
         make_private_dir(self.dir)
-        fd = os.open(self.path(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
-        if fcntl is None:
-            self._lock_fd = fd
-            return
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise JobError(f"another process is working on the job at {self.dir}",
-                                   hint="Wait for it to finish (or stop it), then run the command again.",
-                                   exit_code=EXIT_API) from None
-                time.sleep(0.2)
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._lock_fd = fd
+        lock = compat.FileLock(self.path(LOCK_FILE))
+        if not lock.acquire(wait):
+            raise JobError(f"another process is working on the job at {self.dir}",
+                           hint="Wait for it to finish (or stop it), then run the command again.",
+                           exit_code=EXIT_API)
+        self._lock = lock
 
     def unlock(self) -> None:
-        if self._lock_fd is not None:
-            if fcntl is not None:
-                with contextlib.suppress(OSError):
-                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> Job:
         self.lock()

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import batches as dwb
-from . import clock, jobstate
+from . import clock, compat, jobstate
 from .errors import (
     EXIT_NOT_FINISHED,
     EXIT_OK,
@@ -35,11 +35,6 @@ from .errors import (
     UsageError,
 )
 from .output import narrate
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore
 
 KINDS = ("output", "error")
 COUNT_FOR_KIND = {"output": "completed", "error": "failed"}
@@ -107,26 +102,21 @@ class FileStore(Store):
         base = os.path.abspath(out_path)
         self.path = base + STATE_SUFFIX
         self.raw_dir = base + ".dwraw"
-        self._lock_fd: Optional[int] = None
+        self._lock: Optional[compat.FileLock] = None
         self.state: Dict[str, Any] = {"format": 1, "kind": "dwbatches-fetch", "batches": [], "fetch": {}}
         self.fetch = self.state["fetch"]
 
     def lock(self) -> None:
-        fd = os.open(os.path.abspath(self.path)[: -len(".json")] + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                raise JobError(f"another process is fetching into {self.path[: -len(STATE_SUFFIX)]}",
-                               hint="Wait for it to finish (or stop it), then run the command again.") from None
-        self._lock_fd = fd
+        lock = compat.FileLock(os.path.abspath(self.path)[: -len(".json")] + ".lock")
+        if not lock.try_acquire():
+            raise JobError(f"another process is fetching into {self.path[: -len(STATE_SUFFIX)]}",
+                           hint="Wait for it to finish (or stop it), then run the command again.")
+        self._lock = lock
 
     def unlock(self) -> None:
-        if self._lock_fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._lock_fd)
-            self._lock_fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def load(self) -> None:
         try:
@@ -189,7 +179,7 @@ class Fetcher:
     def _open_raw(self, batch_id: str, kind: str, rec: Dict[str, Any]) -> IO[bytes]:
         jobstate.make_private_dir(self.store.raw_dir)
         path = self.store.raw_path(batch_id, kind)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | compat.O_BINARY, 0o600)
         fh = os.fdopen(fd, "r+b")
         size = os.fstat(fd).st_size
         recorded = int(rec.get("local_bytes") or 0)
@@ -534,14 +524,14 @@ def atomic_output(path: str, mode: int = 0o644, text: bool = False) -> Iterator[
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
     try:
-        os.fchmod(fd, mode)
+        compat.set_mode(fd, mode, path=tmp)
         raw = os.fdopen(fd, "wb")
         fh: IO[Any] = io.TextIOWrapper(raw, encoding="utf-8", newline="") if text else raw
         with fh:
             yield fh
             fh.flush()
             os.fsync(raw.fileno())
-        os.replace(tmp, path)
+        compat.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

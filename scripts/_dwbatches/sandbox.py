@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,7 +49,7 @@ class SandboxProcess:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.terminate()  # SIGTERM on POSIX (a clean shutdown); TerminateProcess on Windows
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:

@@ -55,7 +55,7 @@ import time
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from . import clock
+from . import clock, compat
 from .errors import (
     EXIT_API,
     EXIT_CONFIG,
@@ -436,7 +436,7 @@ def add_retry_round(job: Job, input_path: str, *, completion_window: Optional[st
                 shutil.copyfileobj(src, out, 1 << 20)
                 out.flush()
                 os.fsync(out.fileno())
-            os.replace(tmp, dest)
+            compat.replace(tmp, dest)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)

@@ -1,0 +1,384 @@
+"""Every platform difference (Windows, macOS, Linux) lives here, and only here.
+
+Standard library only: the sandbox server imports this module too. The rest of ``scripts/``
+calls these helpers instead of POSIX-only APIs; ``tests/test_compat.py`` scans the code for
+such calls outside this file, and ``tests/test_windows_shim.py`` runs the scripts with the
+POSIX-only functions and modules removed.
+
+Capabilities are detected by feature (``hasattr(os, "fchmod")``, ``import fcntl``
+succeeding), so a Python without them takes the fallback whatever it calls itself.
+Only what is a convention rather than a capability (the interpreter word and the quoting
+of printed commands, port reuse) goes by ``IS_WINDOWS``.
+
+- ``set_mode``: chmod by descriptor or path; skipped on Windows (permission bits mean
+  nothing there) and never fails the write it belongs to.
+- ``replace``: ``os.replace``, retried for about a second on PermissionError (on Windows a
+  rename over a file that another process has open, say a reader or a virus scanner,
+  fails until it is closed).
+- ``fsync_dir``: make a rename durable; a no-op where directories cannot be opened.
+- ``FileLock``: an exclusive lock between processes on a lock file, by ``fcntl.flock`` on
+  POSIX, ``msvcrt.locking`` on Windows, and elsewhere by creating the file exclusively
+  (holding pid, host and time; a lock whose holder has died is taken over).
+- ``python_command``, ``quote_args``, ``command_path``: how a printed command is written:
+  ``python3`` and POSIX shell quoting on macOS and Linux; ``python`` and ``list2cmdline``
+  quoting on Windows (``python`` is what a venv, the Microsoft Store Python and conda
+  provide; the ``py`` launcher is not always installed), with ``/`` in paths, which every
+  Windows shell and Python accept, where a ``\\`` would be lost in Git Bash.
+- ``reuse_address``, ``exclusive_address``: a listening socket that no second server can
+  share (``SO_REUSEADDR`` on Windows would let one take over a busy port).
+- ``O_BINARY``: add to ``os.open`` flags; without it Windows opens the descriptor in text
+  mode (CRLF translation, Ctrl-Z as end of file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from typing import Any, Dict, Optional, Sequence, Union
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
+try:
+    import msvcrt
+except ImportError:  # POSIX
+    msvcrt = None  # type: ignore[assignment]
+
+IS_WINDOWS = os.name == "nt"
+
+O_BINARY: int = getattr(os, "O_BINARY", 0)
+
+# How a lock is taken here: "flock" (POSIX), "msvcrt" (Windows) or "exclusive-file" (neither).
+LOCK_METHODS = ("flock", "msvcrt", "exclusive-file")
+LOCK_METHOD = "flock" if fcntl is not None else "msvcrt" if msvcrt is not None else "exclusive-file"
+
+REPLACE_RETRY_SECONDS = 1.0
+# An exclusive lock file without a readable owner record is only taken over when older than this
+# (its creator writes the record right after creating it).
+UNREADABLE_LOCK_GRACE = 10.0
+# A leftover ".break" file (a process died while breaking a stale lock) is removed after this.
+BREAKER_GRACE = 5.0
+
+
+# -- file modes, renames, durability -------------------------------------------------------
+def set_mode(target: Union[int, str], mode: int, path: Optional[str] = None) -> bool:
+    """chmod ``target`` (a descriptor or a path) to ``mode``; for a descriptor where
+    ``os.fchmod`` is missing, ``path`` (the file's name) is used instead.
+
+    Skipped on Windows, where only a read-only flag exists. Never raises: a file system that
+    refuses permissions must not fail the write. Returns True when the mode was applied.
+    """
+    if IS_WINDOWS:
+        return False
+    try:
+        if isinstance(target, int):
+            fchmod = getattr(os, "fchmod", None)
+            if fchmod is not None:
+                fchmod(target, mode)
+                return True
+            if path is None:
+                return False
+            target = path
+        os.chmod(target, mode)
+        return True
+    except (OSError, NotImplementedError):
+        return False
+
+
+def replace(src: str, dst: str, retry_seconds: Optional[float] = None) -> None:
+    """``os.replace(src, dst)``, retried with short sleeps for about ``retry_seconds`` (default
+    REPLACE_RETRY_SECONDS) while it raises PermissionError: on Windows a rename over a file
+    that another process holds open fails until the other process closes it."""
+    budget = REPLACE_RETRY_SECONDS if retry_seconds is None else retry_seconds
+    deadline = time.monotonic() + budget
+    delay = 0.01
+    while True:
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
+def fsync_dir(path: str) -> None:
+    """Make renames inside ``path`` durable. Windows cannot open a directory (and NTFS
+    journals the rename), so there it does nothing; errors are ignored everywhere."""
+    if IS_WINDOWS:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# -- processes -----------------------------------------------------------------------------
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (True when that cannot be told).
+
+    Never ``os.kill(pid, 0)`` on Windows: there it terminates the process.
+    """
+    if pid <= 0:
+        return False
+    if pid == os.getpid():
+        return True
+    if IS_WINDOWS:
+        return _windows_pid_alive(pid)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def _windows_pid_alive(pid: int) -> bool:
+    try:
+        import ctypes
+        from ctypes import wintypes
+
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+        kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
+        kernel32.OpenProcess.restype = wintypes.HANDLE
+        kernel32.GetExitCodeProcess.argtypes = (wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD))
+        kernel32.GetExitCodeProcess.restype = wintypes.BOOL
+        kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
+        handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+        if not handle:
+            return ctypes.get_last_error() != 87  # ERROR_INVALID_PARAMETER: no such process
+        try:
+            code = wintypes.DWORD()
+            if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+                return True
+            return code.value == 259  # STILL_ACTIVE
+        finally:
+            kernel32.CloseHandle(handle)
+    except Exception:  # cannot tell: never take a lock from a process that may be alive
+        return True
+
+
+# -- locks ---------------------------------------------------------------------------------
+def _owner_record() -> bytes:
+    doc = {"pid": os.getpid(), "host": socket.gethostname(), "since": round(time.time(), 3)}
+    return (json.dumps(doc) + "\n").encode("utf-8")
+
+
+def read_lock_owner(path: str) -> Optional[Dict[str, Any]]:
+    """The owner record of a lock file ({"pid", "host", "since"}), or None when there is none
+    that can be read. A bare pid (the format of earlier versions) is accepted."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(4096)
+    except OSError:
+        return None
+    text = raw.decode("utf-8", "replace").strip()
+    if text.isdigit():
+        return {"pid": int(text), "host": None, "since": None}
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("pid"), int):
+        return None
+    return doc
+
+
+class FileLock:
+    """An exclusive lock between processes, held through the file at ``path``.
+
+    ``try_acquire()`` never waits; ``acquire(wait)`` tries until ``wait`` seconds have passed
+    (at least once); ``release()`` unlocks. Also a context manager (raises ``TimeoutError``
+    if the lock is busy). Not reentrant: a second FileLock on the same path is refused, in
+    the same process too.
+
+    ``method`` defaults to ``LOCK_METHOD``: ``flock`` and ``msvcrt`` keep the file and lock
+    it (the operating system releases the lock when its holder dies); ``exclusive-file``
+    creates the file exclusively and removes it on release; a file left by a holder that
+    died (its pid is gone on this host) is taken over.
+    """
+
+    def __init__(self, path: str, method: Optional[str] = None, interval: float = 0.2):
+        self.path = os.path.abspath(path)
+        self.method = method or LOCK_METHOD
+        if self.method not in LOCK_METHODS:
+            raise ValueError(f"unknown lock method {self.method!r}")
+        self.interval = interval
+        self._fd: Optional[int] = None
+        self._record: Optional[bytes] = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None or self._record is not None
+
+    def acquire(self, wait: float = 0.0) -> bool:
+        deadline = time.monotonic() + max(0.0, wait)
+        while True:
+            if self.try_acquire():
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(self.interval, left))
+
+    def try_acquire(self) -> bool:
+        if self.held:
+            raise RuntimeError(f"the lock {self.path} is already held by this object")
+        if self.method == "exclusive-file":
+            return self._try_exclusive_file()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | O_BINARY, 0o600)
+        try:
+            if self.method == "flock":
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # type: ignore[union-attr]
+            else:
+                os.lseek(fd, 0, os.SEEK_SET)
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[union-attr]
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        with contextlib.suppress(OSError):  # who holds it: for people, not needed by the lock
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, _owner_record())
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                if self.method == "flock":
+                    fcntl.flock(fd, fcntl.LOCK_UN)  # type: ignore[union-attr]
+                else:
+                    os.lseek(fd, 0, os.SEEK_SET)
+                    msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[union-attr]
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if self._record is not None:
+            record, self._record = self._record, None
+            with contextlib.suppress(OSError):
+                with open(self.path, "rb") as fh:
+                    mine = fh.read(len(record) + 1) == record
+                if mine:  # never remove a lock that is no longer ours
+                    os.unlink(self.path)
+
+    def __enter__(self) -> FileLock:
+        if not self.try_acquire():
+            raise TimeoutError(f"the lock {self.path} is held by another process")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    # exclusive-file ------------------------------------------------------------------------
+    def _try_exclusive_file(self) -> bool:
+        for _ in range(2):  # once more after taking over a stale lock
+            record = _owner_record()
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY, 0o600)
+            except FileExistsError:
+                if self._break_stale():
+                    continue
+                return False
+            except PermissionError:  # Windows: the file is being deleted
+                return False
+            try:
+                os.write(fd, record)
+                os.fsync(fd)
+            except OSError:
+                os.close(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path)
+                raise
+            os.close(fd)
+            self._record = record
+            return True
+        return False
+
+    def _is_stale(self) -> bool:
+        try:
+            age = time.time() - os.stat(self.path).st_mtime
+        except FileNotFoundError:
+            return True
+        owner = read_lock_owner(self.path)
+        if owner is None:
+            return age > UNREADABLE_LOCK_GRACE
+        if owner.get("host") not in (None, socket.gethostname()):
+            return False  # held from another machine: its process cannot be checked from here
+        return not pid_alive(owner["pid"])
+
+    def _break_stale(self) -> bool:
+        """Remove the lock file if its holder is gone. Only one process breaks at a time (it
+        holds ``PATH.break``), so a lock just taken by someone else is never removed."""
+        breaker = self.path + ".break"
+        try:
+            os.close(os.open(breaker, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_BINARY, 0o600))
+        except FileExistsError:
+            with contextlib.suppress(OSError):
+                if time.time() - os.stat(breaker).st_mtime > BREAKER_GRACE:
+                    os.unlink(breaker)  # left by a process that died while breaking
+            return False
+        except OSError:
+            return False
+        try:
+            if not self._is_stale():
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            return True
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(breaker)
+
+
+# -- printed commands ----------------------------------------------------------------------
+def python_command() -> str:
+    """The interpreter word of a printed command: ``python`` on Windows, ``python3`` elsewhere."""
+    return "python" if IS_WINDOWS else "python3"
+
+
+def quote_args(args: Sequence[str]) -> str:
+    """Join arguments into one command line for this platform's shells: POSIX shell quoting
+    (``shlex.quote``) on macOS and Linux, ``subprocess.list2cmdline`` on Windows."""
+    if IS_WINDOWS:
+        import subprocess
+
+        return subprocess.list2cmdline([str(a) for a in args])
+    import shlex
+
+    return " ".join(shlex.quote(str(a)) for a in args)
+
+
+def command_path(path: str) -> str:
+    """A path as written in a printed command: with ``/`` on Windows (cmd, PowerShell and
+    Git Bash all pass it through and Python accepts it; Git Bash drops an unquoted ``\\``)."""
+    return path.replace("\\", "/") if IS_WINDOWS else path
+
+
+# -- sockets -------------------------------------------------------------------------------
+def reuse_address() -> bool:
+    """Whether a listening socket should set SO_REUSEADDR: on POSIX it only allows a restart
+    while old connections linger in TIME_WAIT; on Windows it lets a second process bind a
+    port that is in use, so it stays off there."""
+    return not IS_WINDOWS
+
+
+def exclusive_address(sock: socket.socket) -> None:
+    """Where the platform has it (Windows), forbid other sockets to bind this one's port."""
+    opt = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)
+    if opt is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, opt, 1)
