@@ -26,6 +26,7 @@ import importlib
 import io
 import json
 import os
+import queue
 import re
 import shlex
 import shutil
@@ -261,6 +262,54 @@ class ThrottleProxy:
         self.sock.close()
 
 
+# -- a child process to talk to ------------------------------------------------------------
+
+
+class Child:
+    """A child process that reports by printing lines and is told to go on by a line on its
+    stdin (portable: a reader thread, no select on pipes)."""
+
+    def __init__(self, argv, env=None):
+        self.proc = subprocess_mod.Popen(argv, env=env, stdin=subprocess_mod.PIPE, stdout=subprocess_mod.PIPE,
+                                        text=True)
+        self.lines: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            self.lines.put(line.strip())
+        self.lines.put(None)
+
+    def expect(self, word, timeout=20.0):
+        got = self.lines.get(timeout=timeout)
+        assert got == word, f"expected {word!r}, the child said {got!r}"
+
+    def silent_for(self, seconds):
+        try:
+            got = self.lines.get(timeout=seconds)
+        except queue.Empty:
+            return
+        raise AssertionError(f"the child said {got!r} within {seconds}s")
+
+    def tell(self):
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait(10)
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        for fh in (self.proc.stdin, self.proc.stdout):
+            try:
+                fh.close()
+            except OSError:
+                pass
+
+
 # -- documented commands (SKILL.md, README.md, references/) --------------------------------------
 #
 # Conventions (the docs rely on them; keep them in sync):
@@ -447,4 +496,4 @@ class DocRunner:
 __all__ = ["run", "run_script", "ok_json", "write_input", "make_job", "job_state", "job_chunks", "batch_ids_of",
            "read_jsonl", "raw_lines", "wait_job", "wait_until", "assert_each_once", "ThrottleProxy",
            "DOC_INPUTS", "DOC_CHAT_MODEL", "DocCommand", "DocRunner", "doc_commands", "fenced_blocks",
-           "fresh_env", "parse_command", "ROOT", "SCRIPTS", "SANDBOX_CHAT_MODEL"]
+           "fresh_env", "parse_command", "ROOT", "SCRIPTS", "SANDBOX_CHAT_MODEL", "Child"]

@@ -13,13 +13,11 @@ from __future__ import annotations
 import ast
 import json
 import os
-import queue
 import shlex
 import socket
 import stat
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import pytest
 from _dwbatches import batches as dwb
 from _dwbatches import compat, jobstate, results
 from _dwbatches.errors import EXIT_API, EXIT_USAGE, JobError
+from helpers import Child
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
@@ -187,47 +186,6 @@ lock.release()
 print("released", flush=True)
 sys.stdin.readline()
 """
-
-
-class Child:
-    """A child process that reports by printing lines and is told to go on by a line on its
-    stdin (portable: a reader thread, no select on pipes)."""
-
-    def __init__(self, argv, env=None):
-        self.proc = subprocess.Popen(argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.lines: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.put(line.strip())
-        self.lines.put(None)
-
-    def expect(self, word, timeout=20.0):
-        got = self.lines.get(timeout=timeout)
-        assert got == word, f"expected {word!r}, the child said {got!r}"
-
-    def silent_for(self, seconds):
-        with pytest.raises(queue.Empty):
-            self.lines.get(timeout=seconds)
-
-    def tell(self):
-        self.proc.stdin.write("\n")
-        self.proc.stdin.flush()
-
-    def kill(self):
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        for fh in (self.proc.stdin, self.proc.stdout):
-            try:
-                fh.close()
-            except OSError:
-                pass
 
 
 class Holder(Child):

@@ -29,7 +29,9 @@ request succeeded in exactly one batch (nothing that succeeded was sent, and pai
 
 Environment (read only here): CRASH_TRIALS (default 20; ``make stress``: 200), CRASH_SEED
 (default 6), CRASH_PARALLEL (trials run at once, default 3), CRASH_REPORT (write the summary
-as JSON to this path). The summary is printed (``pytest -s``).
+as JSON to this path). The summary is printed (``pytest -s``). In ``make test`` the trials are
+played in four parts (``test_crash_trials[0..3]``, every fourth trial each) that parallel test
+workers share; the part that finishes last checks the run as a whole.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from sandbox_helper import SCRIPTS, chat_requests, jsonl_bytes, list_all
 
 # Kills land at moments measured in real seconds, and the settle delays must outwait requests
 # still on their way: no scaled waits here.
-pytestmark = pytest.mark.real_time
+pytestmark = [pytest.mark.real_time, pytest.mark.slow]
 
 DEFAULT_TRIALS = 20
 STRESS_TRIALS = 200
@@ -459,21 +461,36 @@ def test_killed_while_a_proxy_still_holds_the_create_then_rerun_at_once_makes_on
 # -- the runner --------------------------------------------------------------------------------
 
 
-def run_trials(sandbox_factory: Any, tmp_path: Path, trials: int, seed: int, parallel: int) -> Dict[str, Any]:
+def run_trials(sandbox_factory: Any, tmp_path: Path, trials: int, seed: int, parallel: int, part: int = 0,
+               parts: int = 1) -> Dict[str, Any]:
+    """Play trials ``part``, ``part + parts``, ... of the ``trials`` the seed plans (each trial
+    has its own random stream, so a trial is the same whichever part plays it)."""
     sb = sandbox_factory(*SANDBOX_ARGS, "--faults", json.dumps(FAULTS))
     failing = sandbox_factory(*SANDBOX_ARGS, "--faults", json.dumps(dict(FAULTS, fail_rate=RETRY_FAIL_RATE)))
     rng = random.Random(seed)
     kinds = [rng.choice(["run", "run", "fetch", "retry"]) for _ in range(trials)]
+    numbers = list(range(part, trials, parts))
     started = time.monotonic()
 
     def one(number: int) -> Dict[str, Any]:
         return Trial(number, seed, kinds[number], tmp_path, failing if kinds[number] == "retry" else sb).play()
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        results = list(pool.map(one, range(trials)))
+        results = list(pool.map(one, numbers))
+    summary = summarize(results, seed, parallel)
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    label = f"crash trials (part {part + 1} of {parts})" if parts > 1 else "crash trials"
+    print(f"\n{label}: " + json.dumps(summary))
+    if os.environ.get("CRASH_REPORT") and parts == 1:
+        Path(os.environ["CRASH_REPORT"]).write_text(json.dumps({"summary": summary, "trials": results}, indent=2))
+    summary["results"] = results
+    return summary
+
+
+def summarize(results: List[Dict[str, Any]], seed: int, parallel: int) -> Dict[str, Any]:
     stages = collections.Counter(k for r in results for k in r["kills"])
-    summary = {
-        "trials": trials, "seed": seed, "parallel": parallel,
+    return {
+        "trials": len(results), "seed": seed, "parallel": parallel,
         "kinds": dict(collections.Counter(r["kind"] for r in results)),
         "kills": sum(len(r["kills"]) for r in results),
         "kills_by_stage": dict(sorted(stages.items())),
@@ -486,12 +503,7 @@ def run_trials(sandbox_factory: Any, tmp_path: Path, trials: int, seed: int, par
         "succeeded_twice": sum(r["succeeded_twice"] for r in results),
         "extra_batches": sum(r["extra_batches"] for r in results),
         "extra_files": sum(r["extra_files"] for r in results),
-        "seconds": round(time.monotonic() - started, 1),
     }
-    print("\ncrash trials: " + json.dumps(summary))
-    if os.environ.get("CRASH_REPORT"):
-        Path(os.environ["CRASH_REPORT"]).write_text(json.dumps({"summary": summary, "trials": results}, indent=2))
-    return summary
 
 
 API_STAGES = {"upload", "estimate", "create", "poll", "download", "lookup"}
@@ -506,14 +518,45 @@ def assert_nothing_lost_duplicated_or_billed_twice(summary: Dict[str, Any]) -> N
             summary["extra_files"]) == (0, 0, 0, 0, 0), summary
 
 
-def test_crash_trials(sandbox_factory, tmp_path):
+PARTS = 4  # the default run is played in four parts, so that parallel test workers share it
+
+
+def combined_when_complete(tmp_path_factory: Any, part: int, summary: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """Record this part's trials where every part of this test session can see them; once all
+    parts are recorded, the summary of all of them (computed by the part that finished last)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this session
+    shared = root / "crash-trial-parts"
+    shared.mkdir(exist_ok=True)
+    tmp = shared / f".part-{part}.tmp"
+    tmp.write_text(json.dumps(summary["results"]), encoding="utf-8")
+    os.replace(tmp, shared / f"part-{part}.json")
+    done = sorted(shared.glob("part-*.json"))
+    if len(done) < PARTS:
+        return None
+    results = [r for f in done for r in json.loads(f.read_text(encoding="utf-8"))]
+    combined = summarize(sorted(results, key=lambda r: r["trial"]), summary["seed"], summary["parallel"])
+    print("\ncrash trials (all parts): " + json.dumps(combined))
+    if os.environ.get("CRASH_REPORT"):
+        Path(os.environ["CRASH_REPORT"]).write_text(json.dumps({"summary": combined, "trials": results}, indent=2))
+    return combined
+
+
+@pytest.mark.parametrize("part", range(PARTS))
+def test_crash_trials(sandbox_factory, tmp_path, tmp_path_factory, part):
     trials = env_int("CRASH_TRIALS", DEFAULT_TRIALS)
     summary = run_trials(sandbox_factory, tmp_path, trials, env_int("CRASH_SEED", DEFAULT_SEED),
-                         env_int("CRASH_PARALLEL", 3))
+                         env_int("CRASH_PARALLEL", 3), part=part, parts=PARTS)
     assert_nothing_lost_duplicated_or_billed_twice(summary)
-    assert summary["kills"] >= trials  # at least as many kills as trials
+    combined = combined_when_complete(tmp_path_factory, part, summary)
+    if combined is None:
+        return  # the part that finishes last checks the run as a whole
+    assert_nothing_lost_duplicated_or_billed_twice(combined)
+    assert combined["trials"] == trials
+    assert combined["kills"] >= trials  # at least as many kills as trials
     if trials >= 20:  # kills landed while API calls were in flight, in several stages
-        assert len(stages_hit(summary) & API_STAGES) >= 3, summary["kills_by_stage"]
+        assert len(stages_hit(combined) & API_STAGES) >= 3, combined["kills_by_stage"]
 
 
 @pytest.mark.stress

@@ -272,6 +272,7 @@ def doc_runner(tmp_path, sandbox):
     runner.close()
 
 
+@pytest.mark.slow
 def test_skill_md_commands_run_against_the_sandbox(doc_runner):
     cmds = doc_commands(SKILL_MD)
     assert len(cmds) >= 8, "SKILL.md should show the workflow as commands"
@@ -285,6 +286,7 @@ def test_skill_md_commands_run_against_the_sandbox(doc_runner):
     assert len(rows) == len(prompts) and all(r["ok"] for r in rows)
 
 
+@pytest.mark.slow
 def test_readme_commands_run_and_show_the_real_fields(doc_runner):
     """Every README command runs; each ```json block right after a one-command ```bash block
     shows that command's output and must have the same top-level fields as the real output."""

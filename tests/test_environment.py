@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 import pytest
 from sandbox_helper import REPO_ROOT, SCRIPTS, non_loopback_address
 
+pytestmark = pytest.mark.slow  # not in `make test-fast`
+
 DEAD_PROXY = "http://127.0.0.1:9"  # discard port: nothing listens there
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 REMOTE_HOST = "dw.example"

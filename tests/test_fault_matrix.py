@@ -28,6 +28,8 @@ import helpers
 import pytest
 from sandbox_helper import SCRIPTS, chat_requests, jsonl_bytes, list_all
 
+pytestmark = pytest.mark.slow  # not in `make test-fast`
+
 REQUESTS = 12
 PER_CHUNK = 4
 CHUNKS = REQUESTS // PER_CHUNK

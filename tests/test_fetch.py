@@ -113,6 +113,7 @@ def test_download_that_keeps_breaking_saves_progress_and_exits_1(sandbox, tmp_pa
     assert len(raw_lines(job, bid)) == 30
 
 
+@pytest.mark.slow
 def test_fetch_killed_mid_stream_then_rerun_is_complete_without_duplicates(sandbox, tmp_path):
     proxy = ThrottleProxy(sandbox.port)
     try:

@@ -27,6 +27,8 @@ from typing import Any, Dict, List, Optional
 import pytest
 from sandbox_helper import SCRIPTS, Sandbox, non_loopback_address
 
+pytestmark = pytest.mark.slow  # not in `make test-fast`
+
 KEY = "sk-HYGIENE-" + secrets.token_hex(16)
 WRONG_KEY = "sk-HYGIENE-WRONG-" + secrets.token_hex(16)
 

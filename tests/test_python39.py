@@ -31,6 +31,8 @@ from typing import Iterator, List, Optional, Tuple
 import pytest
 from sandbox_helper import REPO_ROOT, SCRIPTS, Sandbox, chat_requests, new_api_key
 
+pytestmark = pytest.mark.slow  # not in `make test-fast`
+
 OVERRIDE_VAR = "DWB_PYTHON39"
 CACHE_DIR = REPO_ROOT / ".cache"
 VENV_DIR = CACHE_DIR / "py39-venv"

@@ -19,6 +19,8 @@ from typing import List, Tuple
 import pytest
 from helpers import DOC_INPUTS, ROOT, DocRunner, doc_commands, fenced_blocks
 
+pytestmark = pytest.mark.slow  # not in `make test-fast`
+
 RECIPES = ROOT / "references" / "recipes.md"
 
 

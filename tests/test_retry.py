@@ -51,7 +51,7 @@ def test_failed_requests_are_retried_then_every_request_succeeds(sandbox, tmp_pa
 
 
 def test_cancel_then_retry_runs_only_what_never_finished(sandbox_factory, tmp_path):
-    sb = sandbox_factory("--latency", "0.05", "--concurrency", "2")
+    sb = sandbox_factory("--latency", "0.2", "--concurrency", "2")
     ids = write_input("data.jsonl", 60)
     job = make_job(sb, "data.jsonl", 2)
     first = batch_ids_of(job)[0]

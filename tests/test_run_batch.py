@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import job_state, read_jsonl, run_script, wait_until, write_input
 from sandbox_helper import SCRIPTS
 
@@ -53,6 +54,7 @@ def test_without_wait_returns_next_and_rerun_never_resubmits(sandbox_factory, tm
     assert stats["POST /v1/files"] == 3 and stats["POST /v1/batches"] == 3
 
 
+@pytest.mark.slow
 def test_timeout_exits_6_with_partial_results_then_resumes(sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.1", "--concurrency", "1")
     ids = write_input("data.jsonl", 25)

@@ -10,7 +10,7 @@ from sandbox_helper import chat_requests
 
 
 def test_cancel_skips_a_finalizing_batch(sandbox_factory, tmp_path):
-    sb = sandbox_factory("--finalizing-delay", "6")
+    sb = sandbox_factory("--finalizing-delay", "3")
     b = sb.submit(chat_requests(2))
     deadline = time.time() + 10
     while sb.batch(b["id"])["status"] != "finalizing" and time.time() < deadline:

@@ -86,6 +86,7 @@ def assert_chunks_hold_input_in_order(sandbox, doc, path, max_requests, max_byte
 
 # -- splitting ----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_120k_lines_become_three_batches_that_hold_every_line_once_in_order(sandbox_factory, tmp_path):
     sandbox = sandbox_factory("--validating-delay", "600")  # keep the server from running 120k requests
     path = write_requests(tmp_path / "big.jsonl", 120_000)
@@ -101,6 +102,7 @@ def test_120k_lines_become_three_batches_that_hold_every_line_once_in_order(sand
     assert_chunks_hold_input_in_order(sandbox, doc, path, 50_000, 200_000_000)
 
 
+@pytest.mark.slow
 def test_small_max_bytes_splits_by_bytes_and_blank_lines_never_push_a_chunk_over(sandbox, tmp_path):
     path = write_requests(tmp_path / "in.jsonl", 300, blank_every=7, pad=40)
     line_size = len(json.dumps(request_line(1, pad=40), separators=(",", ":"))) + 1
@@ -398,6 +400,7 @@ def test_upload_429_with_retry_after_is_retried_and_succeeds(sandbox, tmp_path):
     assert doc["batches"][0]["batch_id"]
 
 
+@pytest.mark.slow
 def test_slow_upload_shows_throttled_progress(sandbox, tmp_path):
     path = write_requests(tmp_path / "in.jsonl", 30_000, pad=600)  # about 22 MB: more than socket buffers hold
     sandbox.set_faults({"slow_upload_read": {"after_bytes": 1_000_000, "pause": 2.5}})

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 from _dwbatches import compat
 from _dwbatches.sandbox import SandboxProcess
-from test_compat import Child
+from helpers import Child
+
+pytestmark = pytest.mark.slow  # not in `make test-fast`
 
 SHIM = Path(__file__).resolve().parent / "winshim"
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -220,7 +222,7 @@ def test_submit_poll_fetch_retry_under_the_shim(shim_sandbox, tmp_path):
 
 
 def test_cancel_then_retry_under_the_shim(shim_sandbox, tmp_path):
-    sb = shim_sandbox("--latency", "0.05", "--concurrency", "2")
+    sb = shim_sandbox("--latency", "0.2", "--concurrency", "2")
     env = sb.env
     ids = write_input("data.jsonl", 60)
     code, doc, err = run_script("submit.py", "data.jsonl", "--max-requests", "30", env=env)

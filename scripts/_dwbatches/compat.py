@@ -135,7 +135,7 @@ def pid_alive(pid: int) -> bool:
         return False
     if pid == os.getpid():
         return True
-    if IS_WINDOWS:
+    if IS_WINDOWS:  # pragma: no cover - Windows
         return _windows_pid_alive(pid)
     try:
         os.kill(pid, 0)
@@ -146,7 +146,7 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-def _windows_pid_alive(pid: int) -> bool:
+def _windows_pid_alive(pid: int) -> bool:  # pragma: no cover - Windows
     try:
         import ctypes
         from ctypes import wintypes
@@ -243,7 +243,7 @@ class FileLock:
         try:
             if self.method == "flock":
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # type: ignore[union-attr]
-            else:
+            else:  # pragma: no cover - Windows
                 os.lseek(fd, 0, os.SEEK_SET)
                 msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[union-attr]
         except OSError:
@@ -262,7 +262,7 @@ class FileLock:
             with contextlib.suppress(OSError):
                 if self.method == "flock":
                     fcntl.flock(fd, fcntl.LOCK_UN)  # type: ignore[union-attr]
-                else:
+                else:  # pragma: no cover - Windows
                     os.lseek(fd, 0, os.SEEK_SET)
                     msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[union-attr]
             with contextlib.suppress(OSError):
@@ -293,7 +293,7 @@ class FileLock:
                 if self._break_stale():
                     continue
                 return False
-            except PermissionError:  # Windows: the file is being deleted
+            except PermissionError:  # pragma: no cover - Windows: the file is being deleted
                 return False
             try:
                 os.write(fd, record)
@@ -379,6 +379,6 @@ def reuse_address() -> bool:
 def exclusive_address(sock: socket.socket) -> None:
     """Where the platform has it (Windows), forbid other sockets to bind this one's port."""
     opt = getattr(socket, "SO_EXCLUSIVEADDRUSE", None)
-    if opt is not None:
+    if opt is not None:  # pragma: no cover - Windows
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, opt, 1)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import sys
 from typing import List, Optional, Sequence, Tuple
+
+from . import compat
 
 EXIT_OK = 0
 EXIT_API = 1  # API or network error after retries, or unexpected
@@ -187,6 +188,4 @@ def _display_path(path: str) -> str:
 
 
 def _quote(text: str) -> str:
-    if os.name == "nt":
-        return f'"{text}"' if any(c in text for c in ' &()^') else text
-    return shlex.quote(text)
+    return compat.quote_args([compat.command_path(text)])
