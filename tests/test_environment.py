@@ -366,3 +366,16 @@ def test_local_scripts_work_without_requests_and_dotenv(tmp_path):
     assert ok_json(run("validate_batch_file.py", path, env=env, cwd=tmp_path))["valid"] is True
     # a dry run sends nothing, so it needs neither
     assert ok_json(run("submit.py", path, "--dry-run", env=env, cwd=tmp_path))["requests"] == 5
+
+
+def test_a_netrc_entry_for_the_host_does_not_replace_the_api_key(sandbox, tmp_path):
+    """requests applies ~/.netrc (or $NETRC) credentials when a request has no auth; the key
+    must still travel as the Bearer token."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password not-the-key\ndefault login x password y\n")
+    netrc.chmod(0o600)
+    env = dict(sandbox.env(), NETRC=str(netrc))
+    doc = ok_json(run("list_batches.py", env=env))
+    assert doc["batches"] == []
+    proc = run("check_setup.py", env=env)
+    assert ok_json(proc)["ready"] is True

@@ -32,6 +32,7 @@ from .output import exit_missing_packages, narrate, register_secret
 
 try:
     import requests
+    import requests.auth
     from requests.exceptions import ConnectTimeout, ReadTimeout, RequestException
 except ImportError as _exc:  # exit 3 with the install command rather than a traceback
     exit_missing_packages(_exc)
@@ -238,6 +239,22 @@ class DirectLoopbackSession(requests.Session):
         return new_proxies
 
 
+class BearerAuth(requests.auth.AuthBase):
+    """The API key as a Bearer token. It is the session's ``auth`` rather than a default header
+    so that a ``~/.netrc`` entry for the host (which ``requests`` applies when no auth is set)
+    cannot replace it with Basic credentials."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def __call__(self, r: Any) -> Any:
+        r.headers["Authorization"] = f"Bearer {self._key}"
+        return r
+
+    def __repr__(self) -> str:
+        return "BearerAuth(<redacted>)"
+
+
 class Client:
     def __init__(self, config: Config, max_retries: int = 4, timeout: Tuple[float, float] = DEFAULT_TIMEOUT):
         self.config = config
@@ -248,7 +265,7 @@ class Client:
         self.session = DirectLoopbackSession()
         self.session.headers["User-Agent"] = USER_AGENT
         if config.api_key:
-            self.session.headers["Authorization"] = f"Bearer {config.api_key}"
+            self.session.auth = BearerAuth(config.api_key)
         self.calls = 0  # requests sent, for polling-cost figures
 
     # -- core -------------------------------------------------------------------------------
