@@ -492,3 +492,16 @@ def test_a_second_sandbox_cannot_take_a_busy_port(tmp_path):
                               capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
         assert proc.returncode == 2 and f"cannot bind 127.0.0.1:{port}" in proc.stderr, proc.stderr
         assert proc.stdout == ""
+
+
+def test_output_is_utf8_whatever_the_locale_encoding(tmp_path):
+    """Windows gives a pipe the ANSI code page (cp1252); JSON with a non-ASCII path, prompt or
+    answer must still be printed, as UTF-8."""
+    (tmp_path / "prompts.txt").write_text("Qu’est-ce que «ça» ?\nnaïve résumé ☃\n", encoding="utf-8")
+    env = dict(os.environ, PYTHONIOENCODING="cp1252")
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "create_batch_file.py"), "réponses ☃.jsonl",
+                           "--prompts", "prompts.txt"], cwd=tmp_path, env=env, capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout.decode("utf-8"))
+    assert doc["path"].endswith("réponses ☃.jsonl") and doc["requests"] == 2
+    assert "☃" in proc.stderr.decode("utf-8")  # narration names the file too

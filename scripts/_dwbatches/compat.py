@@ -36,6 +36,7 @@ import contextlib
 import json
 import os
 import socket
+import sys
 import time
 from typing import Any, Dict, Optional, Sequence, Union
 
@@ -366,6 +367,20 @@ def command_path(path: str) -> str:
     """A path as written in a printed command: with ``/`` on Windows (cmd, PowerShell and
     Git Bash all pass it through and Python accepts it; Git Bash drops an unquoted ``\\``)."""
     return path.replace("\\", "/") if IS_WINDOWS else path
+
+
+# -- standard streams ----------------------------------------------------------------------
+def utf8_stdio(streams: Optional[Sequence[Any]] = None) -> None:
+    """Write stdout and stderr as UTF-8 whatever the locale says. On Windows a pipe gets the
+    ANSI code page (cp1252, ...), in which a non-ASCII path, prompt or model answer cannot be
+    written; readers of the JSON on stdout expect UTF-8 anyway. stderr replaces what it
+    cannot encode rather than failing."""
+    for stream in streams if streams is not None else (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if encoding == "utf8" or not hasattr(stream, "reconfigure"):
+            continue
+        with contextlib.suppress(ValueError, OSError):
+            stream.reconfigure(encoding="utf-8", errors="backslashreplace" if stream is sys.stderr else "strict")
 
 
 # -- sockets -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import sys
 import traceback
 from typing import Any, Callable, Optional, Sequence
 
-from . import USER_AGENT
+from . import USER_AGENT, compat
 from .errors import (
     EXIT_API,
     EXIT_CODES_HELP,
@@ -129,6 +129,7 @@ def make_parser(doc: str, network: bool = True, prog: Optional[str] = None) -> a
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    compat.utf8_stdio()
     args = parser.parse_args(argv)
     set_quiet(getattr(args, "quiet", False))
     return args
