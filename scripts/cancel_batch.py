@@ -49,7 +49,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.job:
             job = dwb.load_job(args.job)
             dwb.check_job_base_url(job, client.base_url)
-            targets = dwb.job_targets(job.state)
+            targets = dwb.job_targets(job.record)
             ids = [t["batch_id"] for t in targets if t["batch_id"]]
             unsubmitted = [{"round": t["round"], "chunk": t["chunk"], "held": t["held"]}
                            for t in targets if not t["batch_id"]]

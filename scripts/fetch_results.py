@@ -36,7 +36,15 @@ output (stdout, JSON): complete, status (job-level, see poll.py), request_counts
 succeeded, failed, missing, output, errors, format, failed_sample (up to 5 custom_id +
 error), missing_sample (up to 5 custom_ids), unexpected (results whose custom_id is not in
 the input), batches (batch_id, status, request_counts, fetched {output, error} lines,
-new_lines, verified), job (null for batch ids, with state = the state file), next.
+new_lines, verified), unreachable (only when a batch or its files are gone from the server:
+batch_id, round, chunk, reason), warnings (e.g. the job's input or source CSV changed since
+it was submitted), job (null for batch ids, with state = the state file), next.
+
+Results come from the downloads saved in the job and are checked against them first: a
+downloaded file that was deleted or cut short is downloaded again; when the job's input
+changed or is gone, results follow the requests as submitted (read from the server's copy).
+A batch the server no longer has (404) is reported in unreachable, and the other batches'
+results are written all the same (exit 5).
 
 Exit 0 = complete and every request succeeded; 5 = finished with failed or missing
 requests (next: retry_failed.py); 6 = not finished yet (partial results saved; run again)."""
@@ -81,7 +89,7 @@ def next_for(doc: Dict[str, Any], job: Any, batch_ids: Sequence[str], extra: Seq
         return dwb.command("retry_failed.py", *target) if job is not None else None
     if code == EXIT_NOT_FINISHED:
         if job is not None and doc.get("unsubmitted"):
-            return dwb.resume_command(job.state, job.dir)
+            return dwb.resume_command(job.record, job.dir)
         return (dwb.command("poll.py", *target) + "; "
                 + dwb.command("fetch_results.py", *target, *extra))
     return None

@@ -84,14 +84,14 @@ def poll(client: Any, job: Any, batch_ids: Sequence[str], wait: bool, interval: 
     while True:
         if job is not None:
             job.load()
-            targets = [t for t in dwb.job_targets(job.state) if t["batch_id"]]
+            targets = [t for t in dwb.job_targets(job.record) if t["batch_id"]]
             ids = [t["batch_id"] for t in targets]
         else:
             targets = [{"batch_id": b, "round": None, "chunk": None} for b in batch_ids]
             ids = list(batch_ids)
         objs = dwb.get_batches(client, ids)
         summaries = [dwb.summarize_batch(objs[t["batch_id"]], t["round"], t["chunk"]) for t in targets]
-        summary = dwb.job_status(summaries, job.state if job is not None else None)
+        summary = dwb.job_status(summaries, job.record if job is not None else None)
         running = [objs[b] for b in ids if not dwb.is_terminal(objs[b].get("status"))]
         done_now = sum(dwb.counts_of(b)["completed"] + dwb.counts_of(b)["failed"] for b in running)
         observed = None
@@ -127,7 +127,7 @@ def poll(client: Any, job: Any, batch_ids: Sequence[str], wait: bool, interval: 
     doc["job"] = job.dir if job is not None else None
     target = dwb.target_args(job.dir if job is not None else None, batch_ids)
     if summary["status"] == "not_submitted" and job is not None:
-        doc["next"] = dwb.resume_command(job.state, job.dir)
+        doc["next"] = dwb.resume_command(job.record, job.dir)
     elif summary["finished"]:
         doc["next"] = dwb.command("fetch_results.py", *target)
     else:

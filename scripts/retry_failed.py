@@ -38,13 +38,14 @@ from _dwbatches import output, results
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError
 from _dwbatches.http import Client
-from _dwbatches.jobstate import make_private_dir, sha256_file
+from _dwbatches.job import Round
+from _dwbatches.jobstate import make_private_dir
 from _dwbatches.submitter import WINDOWS, Submitter, add_retry_round, next_round_path
 
 
-def round_doc(rnd: Dict[str, Any]) -> List[Dict[str, Any]]:
-    return [{"batch_id": c.get("batch_id"), "chunk": c["index"], "requests": c["requests"],
-             "status": c.get("status") or ("held" if c.get("held") else None)} for c in rnd["chunks"]]
+def round_doc(rnd: Round) -> List[Dict[str, Any]]:
+    return [{"batch_id": c.batch_id, "chunk": c.index, "requests": c.requests,
+             "status": c.status or ("held" if c.held else None)} for c in rnd.chunks]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -83,28 +84,28 @@ def _doc(job: Any, **kw: Any) -> Dict[str, Any]:
 
 
 def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
-    state = job.state
-    rounds = state.get("rounds") or []
+    state = job.record
+    rounds = state.rounds
     jd = dwb.display_path(job.dir)
     if not rounds:
         return _doc(job, status="not_submitted", exit_code=EXIT_NOT_FINISHED,
                     reason="the job has no batches yet", next=dwb.resume_command(state, job.dir))
 
     # a round with chunks that have no batch: resume it (retry round) or leave it to submit.py
-    pending = [(r, c) for r in rounds for c in r["chunks"] if not c.get("batch_id")]
+    pending = [(r, c) for r in rounds for c in r.chunks if not c.batch_id and not state.cancelled_round(r)]
     if pending:
         latest = rounds[-1]
-        if latest.get("kind") == "retry" and all(r is latest for r, _ in pending):
+        if latest.kind == "retry" and all(r is latest for r, _ in pending):
             if args.dry_run:
-                return _doc(job, round=latest["round"], requests=sum(c["requests"] for c in latest["chunks"]),
+                return _doc(job, round=latest.round, requests=sum(c.requests for c in latest.chunks),
                             batches=round_doc(latest), dry_run=True, exit_code=EXIT_OK,
-                            reason=f"round {latest['round']} is recorded but not fully submitted; "
+                            reason=f"round {latest.round} is recorded but not fully submitted; "
                                    "running without --dry-run finishes submitting it",
                             next=dwb.command("retry_failed.py", "--job", jd))
-            output.narrate(f"round {latest['round']} was not fully submitted; resuming it")
+            output.narrate(f"round {latest.round} was not fully submitted; resuming it")
             sub = Submitter(job, client)
             sub.run()
-            return _doc(job, round=latest["round"], requests=sum(c["requests"] for c in latest["chunks"]),
+            return _doc(job, round=latest.round, requests=sum(c.requests for c in latest.chunks),
                         batches=round_doc(latest), resumed=True, exit_code=EXIT_OK,
                         next=dwb.command("poll.py", "--job", jd))
         output.narrate("the job is not fully submitted (a chunk has no batch: held over --max-cost, or the "
@@ -128,14 +129,15 @@ def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
                       hint="Run fetch_results.py --job again later (it re-reads short files), or pass --force to "
                            "retry anyway.")
 
-    inp = state.get("input") or {}
-    input_path = inp.get("path")
-    if not input_path or not os.path.isfile(input_path):
-        raise JobError(f"the job's input {input_path} is gone; the retry input is copied from it",
-                       hint="Restore the original batch input file at that path, then run again.")
-    if inp.get("sha256") and sha256_file(input_path) != inp["sha256"]:
-        raise JobError(f"the job's input {input_path} changed since it was submitted",
-                       hint="Restore the original batch input file, then run again.")
+    unreachable = [r for r in ref.reports if r.unreachable]
+    paid = [r for r in unreachable if _completed_before(job, r.batch_id)]
+    if paid and not args.force:
+        raise DWError(f"{len(paid)} batch(es) of the job cannot be read from the server any more "
+                      f"({', '.join(r.batch_id for r in paid)}), and requests of theirs had completed; retrying "
+                      "their requests would pay for them twice",
+                      hint="Their results are lost on the server's side. Pass --force to run those requests again "
+                           "anyway (fetch_results.py --job lists them as missing).")
+    input_path = _retry_source(client, job)
 
     index = results.build_index(ref.store, ref.targets, keep_order=False)
     index.close()
@@ -169,14 +171,46 @@ def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
         return _doc(job, round=len(rounds) + 1, requests=count, failed=tally["failed"], missing=tally["missing"],
                     sample=sample, dry_run=True, client_errors=client_errors, exit_code=EXIT_OK,
                     next=dwb.command("retry_failed.py", "--job", jd))
-    limits = rounds[0].get("limits") or {}
-    kwargs = {k: limits[k] for k in ("max_requests", "max_bytes") if limits.get(k)}
-    rnd = add_retry_round(job, dest, completion_window=args.completion_window, **kwargs)
-    output.narrate(f"round {rnd['round']}: retrying {count} request(s) ({what}) from {dwb.display_path(dest)}")
+    limits = rounds[0].limits
+    rnd = add_retry_round(job, dest, completion_window=args.completion_window, max_requests=limits.max_requests,
+                          max_bytes=limits.max_bytes)
+    output.narrate(f"round {rnd.round}: retrying {count} request(s) ({what}) from {dwb.display_path(dest)}")
     Submitter(job, client).run()
-    return _doc(job, round=rnd["round"], requests=count, failed=tally["failed"], missing=tally["missing"],
+    return _doc(job, round=rnd.round, requests=count, failed=tally["failed"], missing=tally["missing"],
                 sample=sample, batches=round_doc(rnd), input=dest, client_errors=client_errors,
                 exit_code=EXIT_OK, next=dwb.command("poll.py", "--job", jd))
+
+
+def _completed_before(job: Any, batch_id: str) -> bool:
+    """Whether the last counts recorded for a batch show requests that completed."""
+    for ch in job.record.chunks():
+        if ch.batch_id == batch_id:
+            return bool((ch.request_counts or {}).get("completed"))
+    return False
+
+
+def _retry_source(client: Any, job: Any) -> str:
+    """The file the retry input is copied from: the job's input when it is the file submitted
+    (size and mtime, else sha256), else the server's copy of the uploaded requests, saved in
+    the job (``results/submitted-input.jsonl``)."""
+    rec = job.record
+    state = rec.input.fingerprint.check(rec.input.path)
+    if state == "same":
+        return rec.input.path
+    dest = job.path("results", "submitted-input.jsonl")
+    what = "is gone" if state == "missing" else "changed since it was submitted"
+    if os.path.isfile(dest):
+        output.narrate(f"the job's input {rec.input.path} {what}; retrying from the server's copy saved at "
+                       f"{dwb.display_path(dest)}")
+        return dest
+    output.narrate(f"the job's input {rec.input.path} {what}; reading the requests as submitted from the server")
+    try:
+        results.save_submitted_input(client, job, dest)
+    except DWError as exc:
+        raise JobError(f"the job's input {rec.input.path} {what}, and the server's copy of the uploaded requests "
+                       f"cannot be read ({exc.message})",
+                       hint="Restore the original batch input file at that path, then run again.") from None
+    return dest
 
 
 def _client_errors(index: Any) -> int:

@@ -37,7 +37,7 @@ from _dwbatches import clock, output, results
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_OK, JobError, UsageError
 from _dwbatches.http import Client
-from _dwbatches.jobstate import Job, default_job_dir
+from _dwbatches.job import Job, default_job_dir
 from _dwbatches.submitter import Submitter, add_submit_args, open_job, parse_metadata, validate_input
 from _dwbatches.validate import MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 
@@ -71,7 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cfg = load_config(args.base_url, args.allow_insecure_http)
         client = Client(cfg)
         job, submitted = submit(args, cfg, client, metadata)
-        doc: Dict[str, Any] = {"job": job.dir, "job_id": job.state["job_id"], "submitted": submitted}
+        doc: Dict[str, Any] = {"job": job.dir, "job_id": job.record.job_id, "submitted": submitted}
         rerun = rerun_command(args, job)
 
         if not args.wait:
@@ -109,21 +109,21 @@ def submit(args: Any, cfg: Any, client: Any, metadata: Dict[str, str]) -> Tuple[
                            metadata=metadata, max_requests=args.max_requests, max_bytes=args.max_bytes,
                            max_body_bytes=args.max_body_bytes, report=report)
         if any((args.format, args.output, args.errors, args.csv)):
-            results.remember_output(job, *results.resolve_output(job.state, args.format, args.output, args.errors,
+            results.remember_output(job, *results.resolve_output(job.record, args.format, args.output, args.errors,
                                                                  args.csv))
         sub = Submitter(job, client, max_cost=args.max_cost)
         sub.run()
-    return job, {"resumed": resumed, "chunks": sum(1 for _ in job.chunks()),
+    return job, {"resumed": resumed, "chunks": sum(1 for _ in job.record.chunks()),
                  "this_run": {"uploaded": sub.uploaded, "created": sub.created,
                               "found": sub.files_found + sub.batches_found}}
 
 
 def check(client: Any, job: Job) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
     job.load()
-    targets = [t for t in dwb.job_targets(job.state) if t["batch_id"]]
+    targets = [t for t in dwb.job_targets(job.record) if t["batch_id"]]
     objs = dwb.get_batches(client, [t["batch_id"] for t in targets])
     summaries = [dwb.summarize_batch(objs[t["batch_id"]], t["round"], t["chunk"]) for t in targets]
-    summary = dwb.job_status(summaries, job.state)
+    summary = dwb.job_status(summaries, job.record)
     dwb.record_status(job, objs)
     running = [b for b in objs.values() if not dwb.is_terminal(b.get("status"))]
     speed = dwb.rate_and_eta(running)
@@ -147,7 +147,7 @@ def wait(client: Any, job: Job, interval: float, timeout: float) -> None:
         else:
             try:
                 job.load()
-                results.update(client, results.JobStore(job), results.job_targets(job.state))
+                results.update(client, results.JobStore(job), results.job_targets(job.record))
             finally:
                 job.unlock()
         remaining = deadline - time.monotonic()

@@ -34,7 +34,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from _dwbatches import output
 from _dwbatches.errors import EXIT_OK, DWError, UsageError
-from _dwbatches.jobstate import Job, default_job_dir, sha256_file
+from _dwbatches.job import Job, default_job_dir, sha256_file
 from _dwbatches.submitter import (
     Submitter,
     add_submit_args,

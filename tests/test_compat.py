@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from _dwbatches import batches as dwb
 from _dwbatches import compat, jobstate, results
+from _dwbatches import job as job_mod
 from _dwbatches.errors import EXIT_API, EXIT_USAGE, JobError
 from helpers import Child
 
@@ -326,7 +327,7 @@ def test_pid_alive():
 @pytest.mark.parametrize("method", METHODS)
 def test_job_and_fetch_state_locks_keep_their_messages(method, tmp_path, monkeypatch):
     monkeypatch.setattr(compat, "LOCK_METHOD", method)
-    a, b = jobstate.Job(str(tmp_path / "d.dwjob")), jobstate.Job(str(tmp_path / "d.dwjob"))
+    a, b = job_mod.Job(str(tmp_path / "d.dwjob")), job_mod.Job(str(tmp_path / "d.dwjob"))
     a.lock(wait=0)
     t0 = time.monotonic()
     with pytest.raises(JobError) as err:

@@ -243,7 +243,7 @@ def check_state_on_disk(job_dir: Path) -> None:
     if not state_path.exists():
         return
     state = json.loads(state_path.read_text(encoding="utf-8"))  # raises if torn
-    assert state["format"] == 1
+    assert state["version"] == 2
     for batch_id, entry in (state.get("fetch") or {}).items():
         for kind in ("output", "error"):
             rec = entry[kind]

@@ -12,7 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from _dwbatches import jobstate
+from _dwbatches.job import Job
 from helpers import (
     ThrottleProxy,
     assert_each_once,
@@ -187,11 +187,11 @@ def test_short_output_file_is_read_again_from_the_start(sandbox, tmp_path):
     raw = Path(job, "results", f"{bid}.output.jsonl")
     kept = raw.read_bytes().splitlines(keepends=True)[3:]
     raw.write_bytes(b"".join(kept))
-    with jobstate.Job(job) as j:
+    with Job(job) as j:
         j.load()
-        j.state["fetch"][bid]["output"]["local_bytes"] = raw.stat().st_size
-        j.state["fetch"][bid].pop("final", None)
-        j.state["fetch"][bid]["request_counts"] = None
+        j.record.fetch[bid].output.local_bytes = raw.stat().st_size
+        j.record.fetch[bid].final = False
+        j.record.fetch[bid].request_counts = None
         j.save()
     code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())
     assert code == 0, err
@@ -317,7 +317,7 @@ def test_usage_errors_leave_stdout_empty(sandbox, tmp_path):
     code, doc, err = run_script("fetch_results.py", str(uuid.uuid4()), env=sandbox.env())
     assert code == 4 and doc is None
     code, doc, err = run_script("fetch_results.py", "--job", "nope.dwjob", env=sandbox.env())
-    assert code == 2 and doc is None and "no job found" in err
+    assert code == 4 and doc is None and "no job found" in err  # not found, as the exit code table says
 
 
 @pytest.mark.parametrize("script", ["fetch_results.py", "poll.py", "list_batches.py", "cancel_batch.py"])

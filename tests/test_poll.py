@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from _dwbatches import batches as dwb
-from _dwbatches import jobstate
+from _dwbatches import job as job_mod
+from _dwbatches.job import JobRecord
 from helpers import batch_ids_of, job_state, make_job, run_script, wait_until, write_input
 
 BATCH_KEYS = {"batch_id", "status", "request_counts", "output_file_id", "error_file_id", "expires_at"}
@@ -86,7 +87,7 @@ def test_busy_lock_reports_without_writing(sandbox, tmp_path):
     job = make_job(sandbox, "data.jsonl")
     sandbox.wait_batch(batch_ids_of(job)[0])
     before = Path(job, "job.json").read_bytes()
-    with jobstate.Job(job):  # another process holds the lock
+    with job_mod.Job(job):  # another process holds the lock
         code, doc, err = run_script("poll.py", "--job", job, env=sandbox.env())
     assert code == 0, err
     assert doc["status"] == "completed"
@@ -100,7 +101,8 @@ def test_job_status_rules():
         return {"batch_id": "x", "status": status, "round": rnd,
                 "request_counts": {"total": total, "completed": completed, "failed": failed}}
 
-    state = {"input": {"requests": 20}, "rounds": [{"round": 1, "chunks": [{"batch_id": "a"}, {"batch_id": "b"}]}]}
+    doc = {"input": {"requests": 20}, "rounds": [{"round": 1, "chunks": [{"batch_id": "a"}, {"batch_id": "b"}]}]}
+    state = JobRecord.from_dict(doc)
     assert dwb.job_status([b("completed", 10, 10, 0), b("completed", 10, 10, 0)], state)["status"] == "completed"
     s = dwb.job_status([b("completed", 10, 9, 1), b("completed", 10, 10, 0)], state)
     assert s["status"] == "partially_failed" and not s["ended_badly"]
@@ -109,11 +111,13 @@ def test_job_status_rules():
     assert dwb.job_status([b("expired", 10, 3, 0), b("expired", 10, 0, 0)], state)["status"] == "expired"
     assert dwb.job_status([b("in_progress", 10, 3, 0), b("completed", 10, 10, 0)], state)["status"] == "in_progress"
     # a retry round decides; counts count each request once
-    state["rounds"].append({"round": 2, "kind": "retry", "chunks": [{"batch_id": "c"}]})
+    doc["rounds"].append({"round": 2, "kind": "retry", "chunks": [{"batch_id": "c"}]})
+    state = JobRecord.from_dict(doc)
     s = dwb.job_status([b("completed", 10, 10, 0), b("cancelled", 10, 3, 0), b("completed", 7, 7, 0, rnd=2)], state)
     assert s["status"] == "completed" and s["request_counts"] == {"total": 20, "completed": 20, "failed": 0}
     assert not s["ended_badly"]
-    state["rounds"].append({"round": 3, "kind": "retry", "chunks": [{"batch_id": None, "held": None}]})
+    doc["rounds"].append({"round": 3, "kind": "retry", "chunks": [{"batch_id": None, "held": None}]})
+    state = JobRecord.from_dict(doc)
     assert dwb.job_status([], state)["status"] == "not_submitted"
 
 

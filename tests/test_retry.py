@@ -157,11 +157,16 @@ def test_crash_during_retry_submit_resumes_the_same_round(sandbox, tmp_path):
     assert code == 0 and doc["succeeded"] == 12, err
 
 
-def test_missing_input_is_an_error(sandbox, tmp_path):
+def test_a_moved_input_is_retried_from_the_servers_copy(sandbox, tmp_path):
+    """The retry input is copied from what was submitted: when the local input is gone (or
+    changed), the server's copy of the uploaded requests is the source."""
     write_input("data.jsonl", 4)
     sandbox.set_faults({"fail_custom_ids": ["req-1"], "fail_status": 400})
     job = make_job(sandbox, "data.jsonl")
     sandbox.wait_batch(batch_ids_of(job)[0])
     os.rename("data.jsonl", "moved.jsonl")
     code, doc, err = run_script("retry_failed.py", "--job", job, env=sandbox.env())
-    assert code == 2 and doc is None and "is gone" in err
+    assert code == 0, err
+    assert "is gone; reading the requests as submitted from the server" in err
+    assert doc["requests"] == 1 and doc["failed"] == 1 and doc["sample"] == ["req-1"]
+    assert [r["custom_id"] for r in read_jsonl(doc["input"])] == ["req-1"]

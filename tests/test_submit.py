@@ -464,7 +464,7 @@ def test_a_stale_sidecar_is_ignored(sandbox, tmp_path):
 def test_retry_round_api_submits_once_and_is_idempotent(sandbox, tmp_path, monkeypatch):
     from _dwbatches import config
     from _dwbatches.http import Client
-    from _dwbatches.jobstate import Job
+    from _dwbatches.job import Job
     from _dwbatches.submitter import add_retry_round, job_report, next_round_path, submit_pending
 
     path = write_requests(tmp_path / "in.jsonl", 6)
@@ -477,11 +477,11 @@ def test_retry_round_api_submits_once_and_is_idempotent(sandbox, tmp_path, monke
         job.load()
         assert next_round_path(job) == str(tmp_path / "in.dwjob" / "rounds" / "round-2.jsonl")
         rnd = add_retry_round(job, str(retry), completion_window="1h")
-        assert rnd["round"] == 2 and rnd["kind"] == "retry" and os.path.exists(rnd["input_path"])
+        assert rnd.round == 2 and rnd.kind == "retry" and os.path.exists(rnd.input_path)
         again = add_retry_round(job, str(retry))
-        assert again is rnd and len(job.state["rounds"]) == 2
+        assert again is rnd and len(job.record.rounds) == 2
         chunks = submit_pending(job, client)
-        assert [c["batch_id"] is not None for c in chunks] == [True, True]
+        assert [c.batch_id is not None for c in chunks] == [True, True]
         assert submit_pending(job, client) == chunks
         report = job_report(job)
     assert [(b["round"], b["chunk"]) for b in report["batches"]] == [(1, 1), (2, 1)]
@@ -524,22 +524,22 @@ class PagingOnlyServer:
 
 
 def test_intent_lookup_pages_back_when_search_is_ignored(tmp_path):
-    from _dwbatches.jobstate import Job
+    from _dwbatches.job import Chunk, Job
     from _dwbatches.submitter import Submitter
 
     now = 1_800_000_000
     batches = [{"id": f"b{i}", "created_at": now - i, "metadata": {"dwb_intent": f"i{i}"}} for i in range(350)]
     server = PagingOnlyServer(batches)
     sub = Submitter(Job(str(tmp_path / "j")), server)
-    assert sub.find_batch({"intent_id": "i250", "create_started_at": now - 300})["id"] == "b250"
+    assert sub.find_batch(Chunk(intent_id="i250", create_started_at=now - 300))["id"] == "b250"
     assert server.pages == 1 + 3  # the (ignored) search, then pages until the batch shows up
     server.pages = 0
-    assert sub.find_batch({"intent_id": "missing", "create_started_at": now - 10 + 600}) is None
+    assert sub.find_batch(Chunk(intent_id="missing", create_started_at=now - 10 + 600)) is None
     assert server.pages == 2  # stops at batches older than the attempt (minus clock skew)
 
 
 def test_upload_lookup_pages_back_and_checks_the_size(tmp_path):
-    from _dwbatches.jobstate import Job
+    from _dwbatches.job import Chunk, Job
     from _dwbatches.submitter import Submitter
 
     now = 1_800_000_000
@@ -547,9 +547,10 @@ def test_upload_lookup_pages_back_and_checks_the_size(tmp_path):
               "created_at": now - i} for i in range(250)]
     server = PagingOnlyServer([], files)
     sub = Submitter(Job(str(tmp_path / "j")), server)
-    chunk = {"upload_name": "dwb-x-r1-c180.jsonl", "bytes": 280, "upload_started_at": now - 200}
+    chunk = Chunk(upload_name="dwb-x-r1-c180.jsonl", bytes=280, upload_started_at=now - 200)
     assert sub.find_upload(chunk)["id"] == "f180"
-    assert sub.find_upload(dict(chunk, bytes=281)) is None  # same name, other size: not ours
+    chunk.bytes = 281
+    assert sub.find_upload(chunk) is None  # same name, other size: not ours
 
 
 def test_a_held_chunk_whose_file_was_deleted_is_uploaded_again_before_creating(sandbox, tmp_path):

@@ -29,9 +29,10 @@ MODEL = "Qwen/Qwen3.5-9B"
 HOLD = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
+from _dwbatches import job as job_mod
 from _dwbatches import jobstate, results
 if sys.argv[2] == "job":
-    job = jobstate.Job(sys.argv[3])
+    job = job_mod.Job(sys.argv[3])
     job.lock(wait=0)
     release = job.unlock
 else:

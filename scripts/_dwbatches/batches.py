@@ -26,8 +26,9 @@ import os
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from . import compat, jobstate
+from . import compat
 from .errors import JobError
+from .job import TERMINAL_STATUSES, Job, JobRecord, counts_of
 
 # The first re-checks come sooner than --interval, so that a small job that finishes in
 # seconds is not left waiting a full interval; after them, every --interval seconds.
@@ -40,17 +41,15 @@ def wait_delay(checks_done: int, interval: float) -> float:
         return min(interval, WARMUP_DELAYS[checks_done - 1])
     return interval
 
-TERMINAL = jobstate.TERMINAL_STATUSES
-BAD_ENDINGS = frozenset({"failed", "cancelled", "expired"})
+# A batch whose record or files the server no longer has (404): nothing more can be read from
+# it, so it counts as ended, badly.
+UNREACHABLE = "unreachable"
+TERMINAL = TERMINAL_STATUSES | {UNREACHABLE}
+BAD_ENDINGS = frozenset({"failed", "cancelled", "expired", UNREACHABLE})
 
 
 def is_terminal(status: Optional[str]) -> bool:
     return status in TERMINAL
-
-
-def counts_of(batch: Dict[str, Any]) -> Dict[str, int]:
-    rc = batch.get("request_counts") or {}
-    return {k: int(rc.get(k) or 0) for k in ("total", "completed", "failed")}
 
 
 def summarize_batch(batch: Dict[str, Any], round_no: Optional[int] = None,
@@ -72,28 +71,24 @@ def summarize_batch(batch: Dict[str, Any], round_no: Optional[int] = None,
     return s
 
 
-def job_targets(state: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """Every chunk of every round, in order: {round, chunk, batch_id, held, chunk_ref}."""
-    out = []
-    for rnd in state.get("rounds", []):
-        for ch in rnd.get("chunks", []):
-            out.append({"round": rnd.get("round"), "chunk": ch.get("index"), "batch_id": ch.get("batch_id"),
-                        "held": ch.get("held"), "kind": rnd.get("kind")})
-    return out
+def job_targets(rec: JobRecord) -> List[Dict[str, Any]]:
+    """Every chunk of every round, in order: {round, chunk, batch_id, held, kind}."""
+    return [{"round": rnd.round, "chunk": ch.index, "batch_id": ch.batch_id, "held": ch.held, "kind": rnd.kind}
+            for rnd, ch in rec.round_chunks()]
 
 
-def job_status(summaries: Sequence[Dict[str, Any]], state: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def job_status(summaries: Sequence[Dict[str, Any]], state: Optional[JobRecord] = None) -> Dict[str, Any]:
     """Job-level status, finished flag and request counts (see the module docstring)."""
     unsubmitted: List[Dict[str, Any]] = []
     latest_round = None
     total_requests = None
     if state is not None:
-        rounds = state.get("rounds") or []
-        latest_round = rounds[-1]["round"] if rounds else None
+        rounds = state.rounds
+        latest_round = rounds[-1].round if rounds else None
         for t in job_targets(state):
-            if not t["batch_id"]:
+            if not t["batch_id"] and not (state.cancel is not None and t["round"] <= state.cancel.rounds):
                 unsubmitted.append({"round": t["round"], "chunk": t["chunk"], "held": t["held"]})
-        total_requests = (state.get("input") or {}).get("requests")
+        total_requests = state.input.requests
     statuses = [s.get("status") for s in summaries]
     running = [st for st in statuses if not is_terminal(st)]
 
@@ -110,7 +105,7 @@ def job_status(summaries: Sequence[Dict[str, Any]], state: Optional[Dict[str, An
         total = sum(s["request_counts"]["total"] for s in summaries)
     counts = {"total": total, "completed": min(completed, total) if total else completed, "failed": failed}
 
-    if state is not None and not state.get("rounds"):
+    if state is not None and not state.rounds:
         status = "not_submitted"
     elif unsubmitted:
         status = "not_submitted"
@@ -207,23 +202,23 @@ def target_args(job_dir: Optional[str], batch_ids: Sequence[str]) -> List[str]:
 
 
 # -- job helpers ---------------------------------------------------------------------------
-def load_job(path: str) -> jobstate.Job:
-    job = jobstate.Job(path)
+def load_job(path: str) -> Job:
+    job = Job(path)
     if not os.path.isdir(job.dir) and os.path.isfile(path) and path.endswith(".json"):
-        job = jobstate.Job(os.path.dirname(os.path.abspath(path)))
+        job = Job(os.path.dirname(os.path.abspath(path)))
     job.load()
     return job
 
 
-def check_job_base_url(job: jobstate.Job, base_url: str) -> None:
-    recorded = (job.state.get("base_url") or "").rstrip("/")
+def check_job_base_url(job: Job, base_url: str) -> None:
+    recorded = (job.record.base_url or "").rstrip("/")
     if recorded and recorded != base_url.rstrip("/"):
         raise JobError(
             f"the job at {job.dir} was submitted to {recorded}, but this run uses {base_url}",
             hint=f"Pass --base-url {recorded} (or set DOUBLEWORD_BASE_URL to it) to work on this job.")
 
 
-def record_status(job: jobstate.Job, batches: Dict[str, Dict[str, Any]], wait: float = 0.0) -> bool:
+def record_status(job: Job, batches: Dict[str, Dict[str, Any]], wait: float = 0.0) -> bool:
     """Store last-known status and counts of the job's batches in job.json, under the lock.
 
     When another process holds the lock, nothing is written and False is returned.
@@ -234,36 +229,21 @@ def record_status(job: jobstate.Job, batches: Dict[str, Dict[str, Any]], wait: f
         return False
     try:
         job.load()
-        apply_status(job, batches)
+        job.record.record_batches(batches)
         job.save()
     finally:
         job.unlock()
     return True
 
 
-def apply_status(job: jobstate.Job, batches: Dict[str, Dict[str, Any]]) -> None:
-    """Copy status fields of fetched batch objects into the job's chunks (caller holds the lock)."""
-    for ch in job.chunks():
-        b = batches.get(ch.get("batch_id") or "")
-        if not b:
-            continue
-        ch["status"] = b.get("status")
-        ch["request_counts"] = counts_of(b)
-        for key in ("output_file_id", "error_file_id", "expires_at"):
-            if b.get(key) is not None:
-                ch[key] = b.get(key)
-        if b.get("expired_at") is not None:
-            ch["expired_at"] = b["expired_at"]
-
-
 def get_batches(client: Any, batch_ids: Sequence[str]) -> Dict[str, Dict[str, Any]]:
     return {bid: client.get_batch(bid) for bid in dict.fromkeys(batch_ids)}
 
 
-def resume_command(state: Dict[str, Any], job_dir: str) -> str:
+def resume_command(state: JobRecord, job_dir: str) -> str:
     """The command that finishes submitting a job whose latest round has chunks without a batch."""
-    rounds = state.get("rounds") or []
-    if rounds and rounds[-1].get("kind") == "retry":
+    rounds = state.rounds
+    if rounds and rounds[-1].kind == "retry":
         return command("retry_failed.py", "--job", display_path(job_dir))
-    inp = (state.get("input") or {}).get("path") or ""
+    inp = state.input.path or ""
     return command("submit.py", display_path(inp), "--job", display_path(job_dir))

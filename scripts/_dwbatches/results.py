@@ -30,10 +30,12 @@ from .errors import (
     EXIT_OK,
     EXIT_UNSUCCESSFUL,
     APIConnectionError,
+    APIStatusError,
     DWError,
     JobError,
     UsageError,
 )
+from .job import BatchDownload, Chunk, Cursor, Job, JobRecord, ResultsSettings
 from .output import narrate
 
 KINDS = ("output", "error")
@@ -57,24 +59,16 @@ class _SinkError(Exception):
 
 
 # -- state stores --------------------------------------------------------------------------
-def _new_entry() -> Dict[str, Any]:
-    return {"output": {"skip": 0, "local_bytes": 0}, "error": {"skip": 0, "local_bytes": 0}, "verified": False}
-
-
 class Store:
     """Where download cursors live and where raw files go."""
 
-    fetch: Dict[str, Any]
+    fetch: Dict[str, BatchDownload]
     raw_dir: str
 
-    def entry(self, batch_id: str) -> Dict[str, Any]:
-        e = self.fetch.setdefault(batch_id, _new_entry())
-        for kind in KINDS:
-            rec = e.setdefault(kind, {"skip": 0, "local_bytes": 0})
-            rec.setdefault("skip", 0)
-            rec.setdefault("local_bytes", 0)
-        e.setdefault("verified", False)
-        return e
+    def entry(self, batch_id: str) -> BatchDownload:
+        if batch_id not in self.fetch:
+            self.fetch[batch_id] = BatchDownload()
+        return self.fetch[batch_id]
 
     def raw_path(self, batch_id: str, kind: str) -> str:
         return os.path.join(self.raw_dir, f"{batch_id}.{kind}.jsonl")
@@ -86,9 +80,9 @@ class Store:
 class JobStore(Store):
     """Cursors in job.json (``fetch``), raw files in ``<job>/results/``. Caller holds the lock."""
 
-    def __init__(self, job: jobstate.Job):
+    def __init__(self, job: Job):
         self.job = job
-        self.fetch = job.state.setdefault("fetch", {})
+        self.fetch = job.record.fetch
         self.raw_dir = job.path("results")
 
     def save(self) -> None:
@@ -96,15 +90,17 @@ class JobStore(Store):
 
 
 class FileStore(Store):
-    """For bare batch ids: cursors in ``OUT.dwstate.json``, raw files in ``OUT.dwraw/``."""
+    """For bare batch ids: cursors in ``OUT.dwstate.json`` (``{format: 1, kind:
+    "dwbatches-fetch", batches: [ids], fetch: {batch_id: download}}``, the downloads as in
+    job.json), raw files in ``OUT.dwraw/``."""
 
     def __init__(self, out_path: str):
         base = os.path.abspath(out_path)
         self.path = base + STATE_SUFFIX
         self.raw_dir = base + ".dwraw"
         self._lock: Optional[compat.FileLock] = None
-        self.state: Dict[str, Any] = {"format": 1, "kind": "dwbatches-fetch", "batches": [], "fetch": {}}
-        self.fetch = self.state["fetch"]
+        self.batches: List[str] = []
+        self.fetch = {}
 
     def lock(self) -> None:
         lock = compat.FileLock(os.path.abspath(self.path)[: -len(".json")] + ".lock")
@@ -131,19 +127,18 @@ class FileStore(Store):
         if not isinstance(doc, dict) or doc.get("format") != 1 or not isinstance(doc.get("fetch"), dict):
             raise JobError(f"{self.path} is not a fetch state file this version understands",
                            hint="Delete it (and the .dwraw directory beside it) to download everything again.")
-        self.state = doc
-        self.fetch = doc["fetch"]
+        self.batches = [b for b in doc.get("batches") or [] if isinstance(b, str)]
+        self.fetch = {k: BatchDownload.from_dict(v) for k, v in doc["fetch"].items() if isinstance(v, dict)}
 
     def set_batches(self, batch_ids: Sequence[str]) -> None:
-        known = list(self.state.get("batches") or [])
         for bid in batch_ids:
-            if bid not in known:
-                known.append(bid)
-        self.state["batches"] = known
+            if bid not in self.batches:
+                self.batches.append(bid)
 
     def save(self) -> None:
-        self.state["updated_at"] = time.time()
-        jobstate.atomic_write_json(self.path, self.state)
+        doc = {"format": 1, "kind": "dwbatches-fetch", "batches": self.batches,
+               "fetch": {k: v.to_dict() for k, v in self.fetch.items()}, "updated_at": time.time()}
+        jobstate.atomic_write_json(self.path, doc)
 
 
 # -- downloads -----------------------------------------------------------------------------
@@ -158,6 +153,7 @@ class BatchReport:
     notes: List[str] = field(default_factory=list)
     round: Optional[int] = None
     chunk: Optional[int] = None
+    unreachable: Optional[str] = None  # why the batch or one of its files cannot be read (404)
 
     @property
     def status(self) -> Optional[str]:
@@ -176,17 +172,17 @@ class Fetcher:
         self.store = store
 
     # one file --------------------------------------------------------------------------
-    def _open_raw(self, batch_id: str, kind: str, rec: Dict[str, Any]) -> IO[bytes]:
+    def _open_raw(self, batch_id: str, kind: str, rec: Cursor) -> IO[bytes]:
         jobstate.make_private_dir(self.store.raw_dir)
         path = self.store.raw_path(batch_id, kind)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | compat.O_BINARY, 0o600)
         fh = os.fdopen(fd, "r+b")
         size = os.fstat(fd).st_size
-        recorded = int(rec.get("local_bytes") or 0)
+        recorded = int(rec.local_bytes or 0)
         if size < recorded:
             narrate(f"{os.path.basename(path)} is shorter than recorded ({size} < {recorded} bytes); "
                     "downloading that file again from the start")
-            rec["skip"], rec["local_bytes"] = 0, 0
+            rec.skip, rec.local_bytes = 0, 0
             recorded = 0
             fh.truncate(0)
             fh.flush()
@@ -197,28 +193,27 @@ class Fetcher:
         fh.seek(recorded)
         return fh
 
-    def _checkpoint(self, fh: IO[bytes], rec: Dict[str, Any], skip: int) -> None:
+    def _checkpoint(self, fh: IO[bytes], rec: Cursor, skip: int) -> None:
         try:
             fh.flush()
             os.fsync(fh.fileno())
             pos = fh.tell()
         except OSError as exc:
             raise _SinkError(exc) from None
-        if rec.get("skip") == skip and rec.get("local_bytes") == pos:
+        if rec.skip == skip and rec.local_bytes == pos:
             return
-        rec["skip"], rec["local_bytes"] = skip, pos
+        rec.skip, rec.local_bytes = skip, pos
         self.store.save()
 
     def download(self, batch_id: str, kind: str, file_id: str) -> Tuple[Optional[bool], int]:
         """Append new lines of one file; return (X-Incomplete of the last read, new lines)."""
-        entry = self.store.entry(batch_id)
-        rec = entry[kind]
+        rec = self.store.entry(batch_id).cursor(kind)
         fh = self._open_raw(batch_id, kind, rec)
         total_new = 0
         resumes = 0
         try:
             while True:
-                base = int(rec["skip"])
+                base = int(rec.skip)
                 state = {"written": 0, "ck_lines": 0, "ck_time": time.monotonic()}
 
                 def on_line(line: bytes, _base: int = base, _st: Dict[str, Any] = state) -> None:
@@ -245,12 +240,12 @@ class Fetcher:
                 if resumes >= MAX_RESUMES:
                     raise APIConnectionError(
                         f"the download of the {kind} file of batch {batch_id} kept breaking ({res.interrupted}); "
-                        f"{rec['skip']} lines are saved",
+                        f"{rec.skip} lines are saved",
                         hint="Run the same command again later; it continues where it stopped.")
                 resumes += 1
                 delay = 0.0 if resumes == 1 else min(30.0, 0.25 * 2 ** (resumes - 1))
                 narrate(f"the {kind} download of batch {batch_id} broke after {res.lines} lines "
-                        f"({res.interrupted}); continuing from line {rec['skip']} in {delay:.1f}s "
+                        f"({res.interrupted}); continuing from line {rec.skip} in {delay:.1f}s "
                         f"(retry {resumes}/{MAX_RESUMES})")
                 clock.sleep(delay)
         except _SinkError as exc:
@@ -266,10 +261,11 @@ class Fetcher:
         if batch is None:
             batch = self.client.get_batch(batch_id)
         entry = self.store.entry(batch_id)
+        entry.unreachable = None
         counts = dwb.counts_of(batch)
-        if entry.get("final") and entry.get("status") == batch.get("status") and \
-                entry.get("request_counts") == counts:
-            rep.batch, rep.drained, rep.verified, rep.skipped = batch, True, entry.get("verified", False), True
+        self._check_raw_files(batch_id, entry, rep)
+        if entry.final and entry.status == batch.get("status") and entry.request_counts == counts:
+            rep.batch, rep.drained, rep.verified, rep.skipped = batch, True, entry.verified, True
             return rep
         incomplete: Dict[str, Optional[bool]] = {}
         for _ in range(2):
@@ -279,7 +275,17 @@ class Fetcher:
                 if not file_id:
                     incomplete[kind] = not terminal_before
                     continue
-                inc, n = self.download(batch_id, kind, file_id)
+                try:
+                    inc, n = self.download(batch_id, kind, file_id)
+                except APIStatusError as exc:
+                    if exc.status != 404:
+                        raise
+                    rep.batch = batch
+                    rep.unreachable = f"its {kind} file {file_id} is gone from the server (404: {exc.body})"
+                    entry.unreachable = rep.unreachable
+                    entry.final = entry.verified = False
+                    self.store.save()
+                    return rep
                 rep.new_lines[kind] += n
                 incomplete[kind] = inc
             if terminal_before or not all(v is False for v in incomplete.values()):
@@ -289,17 +295,42 @@ class Fetcher:
         rep.batch = batch
         # a missing X-Incomplete header counts as "finished" once the status is terminal
         rep.drained = dwb.is_terminal(batch.get("status")) and all(v is not True for v in incomplete.values())
-        entry["status"] = batch.get("status")
-        entry["request_counts"] = dwb.counts_of(batch)
+        entry.status = batch.get("status")
+        entry.request_counts = dwb.counts_of(batch)
         if rep.drained:
             self._verify(rep, entry)
         else:
-            entry["verified"] = False
-            entry.pop("final", None)
+            entry.verified = False
+            entry.final = False
         self.store.save()
         return rep
 
-    def _verify(self, rep: BatchReport, entry: Dict[str, Any]) -> None:
+    def _check_raw_files(self, batch_id: str, entry: BatchDownload, rep: BatchReport) -> None:
+        """The raw files must hold what the cursors say was saved: a file deleted or cut short
+        (by the user, a sync tool, a restore) is downloaded again from the first line, so that
+        no result is reported missing, and paid for again, because its local copy vanished."""
+        for kind in KINDS:
+            rec = entry.cursor(kind)
+            if not rec.skip and not rec.local_bytes:
+                continue
+            path = self.store.raw_path(batch_id, kind)
+            try:
+                size = os.path.getsize(path)
+            except OSError:
+                size = -1
+            if size >= int(rec.local_bytes or 0) and size >= 0:
+                continue
+            what = "is missing" if size < 0 else f"is shorter than recorded ({size} < {rec.local_bytes} bytes)"
+            note = f"the downloaded {kind} file {what}; downloading it again from the start"
+            narrate(f"batch {batch_id}: {note}")
+            rep.notes.append(note)
+            rec.skip, rec.local_bytes, rec.rereads = 0, 0, 0
+            entry.final = entry.verified = False
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            self.store.save()
+
+    def _verify(self, rep: BatchReport, entry: BatchDownload) -> None:
         counts = dwb.counts_of(rep.batch)
         ok = True
         for kind in KINDS:
@@ -307,13 +338,13 @@ class Fetcher:
             if expected == 0:
                 continue
             have = count_unique_lines(self.store.raw_path(rep.batch_id, kind))
-            rec = entry[kind]
+            rec = entry.cursor(kind)
             file_id = rep.batch.get(f"{kind}_file_id")
-            if have < expected and file_id and int(rec.get("rereads") or 0) < MAX_REREADS:
+            if have < expected and file_id and int(rec.rereads or 0) < MAX_REREADS:
                 narrate(f"batch {rep.batch_id}: {have} unique {kind} lines but the server counts {expected}; "
                         "reading the whole file again")
-                rec["rereads"] = int(rec.get("rereads") or 0) + 1
-                rec["skip"] = 0  # the local file keeps its lines; duplicates are dropped when merging
+                rec.rereads = int(rec.rereads or 0) + 1
+                rec.skip = 0  # the local file keeps its lines; duplicates are dropped when merging
                 self.store.save()
                 before = have
                 _, n = self.download(rep.batch_id, kind, file_id)
@@ -324,11 +355,8 @@ class Fetcher:
                 ok = False
                 rep.notes.append(f"{kind} file: {have} unique lines, the server counts {expected}")
         rep.verified = ok
-        entry["verified"] = ok
-        if ok and rep.batch.get("status") in ("completed", "failed"):
-            entry["final"] = True
-        else:
-            entry.pop("final", None)
+        entry.verified = ok
+        entry.final = ok and rep.batch.get("status") in ("completed", "failed")
 
 
 def count_unique_lines(path: str) -> int:
@@ -720,12 +748,22 @@ class Target:
 
 
 def update(client: Any, store: Store, targets: Sequence[Target],
-           batch_objs: Optional[Dict[str, Dict[str, Any]]] = None) -> List[BatchReport]:
-    """Download what is new for every target batch (no merge)."""
+           batch_objs: Optional[Dict[str, Dict[str, Any]]] = None, job_batches: bool = True) -> List[BatchReport]:
+    """Download what is new for every target batch (no merge). A result file the server no
+    longer has (404) makes its batch unreachable, and so does a missing batch of a job
+    (``job_batches``; a batch id the user typed that does not exist stays an error, exit 4);
+    the other batches are downloaded all the same."""
     fetcher = Fetcher(client, store)
     reports = []
     for t in targets:
-        rep = fetcher.fetch_batch(t.batch_id, (batch_objs or {}).get(t.batch_id))
+        try:
+            rep = fetcher.fetch_batch(t.batch_id, (batch_objs or {}).get(t.batch_id))
+        except APIStatusError as exc:
+            if exc.status != 404 or not job_batches:
+                raise
+            rep = BatchReport(t.batch_id, unreachable=f"the batch is gone from the server (404: {exc.body})")
+            store.entry(t.batch_id).unreachable = rep.unreachable
+            store.save()
         rep.round, rep.chunk = t.round, t.chunk
         reports.append(rep)
         got = rep.new_lines
@@ -733,6 +771,9 @@ def update(client: Any, store: Store, targets: Sequence[Target],
             narrate(f"batch {t.batch_id}: +{got['output']} results, +{got['error']} errors ({rep.status})")
         for note in rep.notes:
             narrate(f"batch {t.batch_id}: {note}")
+        if rep.unreachable:
+            where = f"round {t.round} chunk {t.chunk}, " if t.chunk is not None else ""
+            narrate(f"batch {t.batch_id} ({where}unreachable): {rep.unreachable}")
     return reports
 
 
@@ -745,18 +786,33 @@ def build_index(store: Store, targets: Sequence[Target], keep_order: bool) -> Re
     return index
 
 
-def job_targets(state: Dict[str, Any]) -> List[Target]:
-    return [Target(t["batch_id"], t["round"], t["chunk"]) for t in dwb.job_targets(state) if t["batch_id"]]
+def job_targets(rec: JobRecord) -> List[Target]:
+    return [Target(t["batch_id"], t["round"], t["chunk"]) for t in dwb.job_targets(rec) if t["batch_id"]]
 
 
-def batch_report_doc(rep: BatchReport, store: Store) -> Dict[str, Any]:
+def batch_summary(rep: BatchReport, store: Store, chunk: Optional[Chunk] = None) -> Dict[str, Any]:
+    """The summary of a batch as reported; an unreachable one keeps its last known counts."""
+    if rep.batch and not rep.unreachable:
+        return dwb.summarize_batch(rep.batch, rep.round, rep.chunk)
+    known: Dict[str, Any] = dict(rep.batch or {})
+    known.setdefault("id", rep.batch_id)
+    if chunk is not None and not known.get("request_counts"):
+        known["request_counts"] = chunk.request_counts or {"total": chunk.requests}
+    summary = dwb.summarize_batch(known, rep.round, rep.chunk)
+    summary["status"] = dwb.UNREACHABLE
+    return summary
+
+
+def batch_report_doc(rep: BatchReport, store: Store, summary: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     entry = store.entry(rep.batch_id)
-    doc = dwb.summarize_batch(rep.batch, rep.round, rep.chunk) if rep.batch else {"batch_id": rep.batch_id}
-    doc["fetched"] = {k: int(entry[k]["skip"]) for k in KINDS}
+    doc = dict(summary) if summary is not None else batch_summary(rep, store)
+    doc["fetched"] = {k: int(entry.cursor(k).skip) for k in KINDS}
     doc["new_lines"] = dict(rep.new_lines)
-    doc["verified"] = bool(entry.get("verified")) if rep.drained else None
+    doc["verified"] = bool(entry.verified) if rep.drained else None
     if rep.notes:
         doc["notes"] = rep.notes
+    if rep.unreachable:
+        doc["unreachable"] = rep.unreachable
     return doc
 
 
@@ -768,10 +824,10 @@ def default_error_path(out_path: str) -> str:
     return base + ".errors.jsonl"
 
 
-def default_job_output(state: Dict[str, Any], fmt: str) -> str:
+def default_job_output(rec: JobRecord, fmt: str) -> str:
     # Results go beside the job's input (the file the user submitted), never into the folder
     # of a source CSV, which may be read-only or shared.
-    stem = os.path.splitext(os.path.abspath(state["input"]["path"]))[0]
+    stem = os.path.splitext(os.path.abspath(rec.input.path))[0]
     return stem + (".results.csv" if fmt == "csv" else ".results.jsonl")
 
 
@@ -781,57 +837,102 @@ def exit_code_for(complete: bool, failed: int, missing: int) -> int:
     return EXIT_UNSUCCESSFUL if (failed or missing) else EXIT_OK
 
 
-def input_order_usable(state: Dict[str, Any]) -> Optional[str]:
-    """The job's input path when it is still there and unchanged in size, else None."""
-    info = state.get("input") or {}
-    path = info.get("path")
-    if not path or not os.path.isfile(path):
-        narrate(f"the job's input {path} is gone; results are written in the order they arrived "
-                "and requests without any result cannot be listed")
-        return None
-    if info.get("bytes") is not None and os.path.getsize(path) != info["bytes"]:
-        narrate(f"the job's input {path} changed since it was submitted; results are written in the "
-                "order they arrived")
-        return None
-    return path
+SUBMITTED_INPUT = "submitted-input.jsonl"
 
 
-def resolve_output(state: Dict[str, Any], fmt: Optional[str], out: Optional[str], err: Optional[str],
+def input_order(client: Any, job: Job, warnings: List[str]) -> Optional[Iterator[str]]:
+    """The custom_ids of the job's input, in order: from the local input when it is the file
+    that was submitted (size and mtime, else sha256), else from the server's copy of the
+    uploaded files (the truth of what was submitted), else None (results then go in the order
+    they arrived)."""
+    rec = job.record
+    state = rec.input.fingerprint.check(rec.input.path)
+    if state == "same":
+        return iter_input_ids(rec.input.path)
+    what = "is gone" if state == "missing" else "changed since it was submitted"
+    cached = job.path("results", SUBMITTED_INPUT)
+    try:
+        if not os.path.isfile(cached):
+            save_submitted_input(client, job, cached)
+    except DWError as exc:
+        note = (f"the job's input {rec.input.path} {what}, and the server's copy cannot be read ({exc.message}); "
+                "results are written in the order they arrived")
+        narrate(note)
+        warnings.append(note)
+        return None
+    note = (f"the job's input {rec.input.path} {what}; results follow the requests as submitted (the server's "
+            "copy)")
+    narrate(note)
+    warnings.append(note)
+    return iter_input_ids(cached)
+
+
+def save_submitted_input(client: Any, job: Job, dest: str) -> None:
+    """Write the requests of round 1 as the server holds them (its copy of each uploaded file,
+    in order) to ``dest``: what was submitted, whatever became of the local input."""
+    jobstate.make_private_dir(os.path.dirname(dest))
+    with atomic_output(dest, mode=0o600) as out:
+        for ch in job.record.rounds[0].chunks if job.record.rounds else []:
+            if not ch.file_id:
+                continue
+
+            def on_line(line: bytes) -> None:
+                out.write(line.rstrip(b"\r\n") + b"\n")
+
+            res = client.stream_content(ch.file_id, 0, on_line)
+            if res.interrupted:
+                raise APIConnectionError(f"reading the uploaded file {ch.file_id} broke ({res.interrupted})",
+                                         hint="Run the same command again.")
+
+
+def resolve_output(rec: JobRecord, fmt: Optional[str], out: Optional[str], err: Optional[str],
                    csv_path: Optional[str]) -> Tuple[str, str, str, Optional[str]]:
     """(format, OUT, ERR, CSV) from the options given, else the job's remembered ones, else defaults.
 
     Output settings given once (e.g. to run_batch.py) are remembered in job.json (``results``)
-    and used by later fetches that give none."""
-    source = state.get("source") or {}
-    last = state.get("results") if isinstance(state.get("results"), dict) else {}
-    csv_path = csv_path or last.get("csv")
+    and used by later fetches that give none. A remembered path whose folder is gone is refused
+    (a moved project must not recreate its old place)."""
+    source = rec.source
+    last = rec.results or ResultsSettings()
+    csv_path = csv_path or last.csv
     if fmt is None:
-        fmt = last.get("format") or ("csv" if source.get("kind") == "csv" or csv_path else "raw")
+        fmt = last.format or ("csv" if (source and source.kind == "csv") or csv_path else "raw")
     if out:
         out_path = os.path.abspath(out)
-    elif last.get("output") and last.get("format") == fmt:
-        out_path = last["output"]
+    elif last.output and last.format == fmt:
+        out_path = last.output
+        _parent_must_exist(out_path, "results file")
     else:
-        out_path = default_job_output(state, fmt)
+        out_path = default_job_output(rec, fmt)
+        _parent_must_exist(out_path, "results file")
     if err:
         err_path = os.path.abspath(err)
-    elif last.get("errors") and last.get("output") == out_path:
-        err_path = last["errors"]
+    elif last.errors and last.output == out_path:
+        err_path = last.errors
+        _parent_must_exist(err_path, "errors file")
     else:
         err_path = default_error_path(out_path)
-    protected = {"job's input": (state.get("input") or {}).get("path"), "source CSV": source.get("path"),
+    protected = {"job's input": rec.input.path, "source CSV": source.path if source else None,
                  "CSV given with --csv": csv_path}
-    for rnd in state.get("rounds", []):
-        protected[f"input of round {rnd.get('round')}"] = rnd.get("input_path")
+    for rnd in rec.rounds:
+        protected[f"input of round {rnd.round}"] = rnd.input_path
     jobstate.refuse_overwrite({"OUT": out_path, "ERR": err_path}, protected)
     return fmt, out_path, err_path, os.path.abspath(csv_path) if csv_path else None
 
 
-def remember_output(job: jobstate.Job, fmt: str, out_path: str, err_path: str, csv_path: Optional[str]) -> None:
+def _parent_must_exist(path: str, what: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"the {what} of this job, {path}, is in a folder that no longer exists ({parent})",
+                         hint="Pass -o PATH (and --errors PATH) to write the results elsewhere; the job does not "
+                              "recreate folders that were moved or deleted.")
+
+
+def remember_output(job: Job, fmt: str, out_path: str, err_path: str, csv_path: Optional[str]) -> None:
     """Record the output settings in job.json (caller holds the lock)."""
-    remember = {"format": fmt, "output": out_path, "errors": err_path, "csv": csv_path}
-    if job.state.get("results") != remember:
-        job.state["results"] = remember
+    remember = ResultsSettings(format=fmt, output=out_path, errors=err_path, csv=csv_path)
+    if job.record.results != remember:
+        job.record.results = remember
         job.save()
 
 
@@ -840,67 +941,107 @@ class JobRefresh:
     store: JobStore
     targets: List[Target]
     reports: List[BatchReport]
+    summaries: List[Dict[str, Any]]
     summary: Dict[str, Any]
-    complete: bool  # every batch terminal, drained, and the job fully submitted
+    complete: bool  # every batch terminal and drained (or unreachable), and the job fully submitted
+
+    @property
+    def unreachable(self) -> List[Dict[str, Any]]:
+        return [{"batch_id": r.batch_id, "round": r.round, "chunk": r.chunk, "reason": r.unreachable}
+                for r in self.reports if r.unreachable]
 
 
-def refresh_job(client: Any, job: jobstate.Job) -> JobRefresh:
+def refresh_job(client: Any, job: Job) -> JobRefresh:
     """Download what is new for every batch of the job and record statuses (caller holds the lock)."""
-    targets = job_targets(job.state)
+    rec = job.record
+    targets = job_targets(rec)
     store = JobStore(job)
     reports = update(client, store, targets)
-    dwb.apply_status(job, {r.batch_id: r.batch for r in reports if r.batch})
+    rec.record_batches({r.batch_id: r.batch for r in reports if r.batch and not r.unreachable})
     job.save()
-    summaries = [dwb.summarize_batch(r.batch, r.round, r.chunk) for r in reports]
-    summary = dwb.job_status(summaries, job.state)
-    complete = summary["finished"] and all(r.drained for r in reports)
-    return JobRefresh(store, targets, reports, summary, complete)
+    chunks = {c.batch_id: c for c in rec.chunks() if c.batch_id}
+    summaries = [batch_summary(r, store, chunks.get(r.batch_id)) for r in reports]
+    summary = dwb.job_status(summaries, rec)
+    complete = summary["finished"] and all(r.drained or r.unreachable for r in reports)
+    return JobRefresh(store, targets, reports, summaries, summary, complete)
 
 
-def fetch_job(client: Any, job: jobstate.Job, fmt: Optional[str] = None, out: Optional[str] = None,
+def check_csv_source(rec: JobRecord, csv_path: str, warnings: List[str]) -> None:
+    """The CSV the answers are written beside must be the one the requests were built from, unless
+    rows are matched by an id column (then re-sorting or inserting rows is harmless)."""
+    source = rec.source
+    fp = source.fingerprint if source else None
+    if fp is None:
+        return
+    state = fp.check(csv_path)
+    if state != "changed":
+        return
+    if source is not None and source.id_column:
+        note = (f"{csv_path} changed since the batch was built; rows are matched by the {source.id_column!r} "
+                "column, so the answers still go beside their own rows")
+        narrate(note)
+        warnings.append(note)
+        return
+    raise UsageError(
+        f"{csv_path} changed since the batch was built from it, and its rows were numbered by position: answers "
+        "written into it now could land beside the wrong rows",
+        hint="Restore the CSV as it was when the batch was built, or fetch with --format simple or --format raw "
+             "(results keyed by custom_id).")
+
+
+def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[str] = None,
               err: Optional[str] = None, csv_path: Optional[str] = None, merge: bool = True) -> Dict[str, Any]:
     """Download, verify and (with ``merge``) write OUT/ERR for a job. The caller holds the lock.
 
     Returns the report document; ``doc["exit_code"]`` is the outcome (0, 5 or 6)."""
-    state = job.state
+    rec = job.record
     ref = refresh_job(client, job)
     store, targets, reports, summary, complete = ref.store, ref.targets, ref.reports, ref.summary, ref.complete
+    warnings: List[str] = []
     doc: Dict[str, Any] = {
         "complete": complete,
         "status": summary["status"],
         "request_counts": summary["request_counts"],
     }
     if merge:
-        source = state.get("source") or None
-        fmt, out_path, err_path, csv_path = resolve_output(state, fmt, out, err, csv_path)
-        input_path = input_order_usable(state)
-        index = build_index(store, targets, keep_order=input_path is None)
+        source = rec.source
+        fmt, out_path, err_path, csv_path = resolve_output(rec, fmt, out, err, csv_path)
+        if fmt == "csv":
+            src_csv = csv_path or (source.path if source else None)
+            if not src_csv:
+                raise UsageError("--format csv needs the original CSV",
+                                 hint="Pass --csv FILE (the CSV the batch input was built from).")
+            if not os.path.isfile(src_csv):
+                raise UsageError(f"{src_csv}: no such file", hint="Pass --csv FILE with the original CSV.")
+            check_csv_source(rec, src_csv, warnings)
+        order = input_order(client, job, warnings)
+        index = build_index(store, targets, keep_order=order is None)
         reason = MISSING_NOT_RUN if summary["finished"] else MISSING_PENDING
+        if ref.unreachable:
+            reason = "no result: a batch of the job cannot be read from the server (see unreachable)"
         merger = Merger(index, reason)
         try:
             if fmt == "csv":
-                src_csv = csv_path or (source or {}).get("path")
-                if not src_csv:
-                    raise UsageError("--format csv needs the original CSV",
-                                     hint="Pass --csv FILE (the CSV the batch input was built from).")
-                if not os.path.isfile(src_csv):
-                    raise UsageError(f"{src_csv}: no such file", hint="Pass --csv FILE with the original CSV.")
-                counts = merger.write_csv(CsvRows(src_csv, source, input_path or state["input"]["path"]),
+                counts = merger.write_csv(CsvRows(src_csv, source.to_dict() if source else None,
+                                                  rec.input.path if order is not None else None),
                                           out_path, err_path)
             else:
-                order = iter_input_ids(input_path) if input_path else iter(index.order or [])
-                counts = merger.write_jsonl(order, fmt, out_path, err_path)
+                counts = merger.write_jsonl(order if order is not None else iter(index.order or []), fmt,
+                                            out_path, err_path)
         finally:
             index.close()
-        if input_path is None:
-            total = int((state.get("input") or {}).get("requests") or 0)
+        if order is None:
+            total = int(rec.input.requests or 0)
             counts.missing = max(counts.missing, total - counts.succeeded - counts.failed)
             counts.requests = max(counts.requests, total)
         doc.update(_counts_doc(counts, out_path, err_path, fmt))
         remember_output(job, fmt, out_path, err_path, csv_path)
-    doc["batches"] = [batch_report_doc(r, store) for r in reports]
+    doc["batches"] = [batch_report_doc(r, store, s) for r, s in zip(reports, ref.summaries)]
     if summary["unsubmitted"]:
         doc["unsubmitted"] = summary["unsubmitted"]
+    if ref.unreachable:
+        doc["unreachable"] = ref.unreachable
+    doc["warnings"] = warnings
     doc["job"] = job.dir
     if merge:
         doc["exit_code"] = exit_code_for(complete, doc["failed"], doc["missing"])
@@ -939,13 +1080,14 @@ def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[st
         store.load()
         store.set_batches(batch_ids)
         targets = [Target(bid) for bid in batch_ids]
-        reports = update(client, store, targets)
+        reports = update(client, store, targets, job_batches=False)
         store.save()
-        summaries = [dwb.summarize_batch(r.batch) for r in reports]
+        summaries = [batch_summary(r, store) for r in reports]
         summary = dwb.job_status(summaries, None)
-        complete = summary["finished"] and all(r.drained for r in reports)
+        complete = summary["finished"] and all(r.drained or r.unreachable for r in reports)
         index = build_index(store, targets, keep_order=input_path is None and fmt != "csv")
-        merger = Merger(index, MISSING_NOT_RUN if summary["finished"] else MISSING_PENDING)
+        reason = MISSING_NOT_RUN if summary["finished"] else MISSING_PENDING
+        merger = Merger(index, reason)
         try:
             if fmt == "csv":
                 if not csv_path or not input_path:
@@ -965,7 +1107,11 @@ def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[st
         doc: Dict[str, Any] = {"complete": complete, "status": summary["status"],
                                "request_counts": summary["request_counts"]}
         doc.update(_counts_doc(counts, out_path, err_path, fmt))
-        doc["batches"] = [batch_report_doc(r, store) for r in reports]
+        doc["batches"] = [batch_report_doc(r, store, s) for r, s in zip(reports, summaries)]
+        unreachable = [{"batch_id": r.batch_id, "reason": r.unreachable} for r in reports if r.unreachable]
+        if unreachable:
+            doc["unreachable"] = unreachable
+        doc["warnings"] = []
         doc["job"] = None
         doc["state"] = store.path
         doc["exit_code"] = exit_code_for(complete, doc["failed"], doc["missing"])

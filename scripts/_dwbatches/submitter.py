@@ -66,16 +66,19 @@ from .errors import (
     JobError,
     UsageError,
 )
-from .jobstate import TERMINAL_STATUSES, Job, fsync_dir, make_private_dir, new_intent_id, sha256_file
+from .job import Chunk, Fingerprint, Job, Limits, Round, Source, new_intent_id, sha256_file
+from .jobstate import fsync_dir, make_private_dir
 from .output import narrate
 from .validate import (
     MAX_BODY_BYTES,
     MAX_FILE_BYTES,
     MAX_REQUESTS_PER_FILE,
-    Chunk,
     Report,
     print_errors,
     validate_file,
+)
+from .validate import (
+    Chunk as PlanChunk,
 )
 
 WINDOWS = ("24h", "1h")
@@ -159,11 +162,11 @@ def validate_input(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byt
 
 
 def plan_range(path: str, start_byte: int, end_byte: Optional[int], start_line: int, max_requests: int,
-               max_bytes: int, first_index: int = 1) -> List[Chunk]:
+               max_bytes: int, first_index: int = 1) -> List[PlanChunk]:
     """Split the requests of an already validated file between two byte offsets into chunks
     (the same rule as ``validate_file``'s plan)."""
-    chunks: List[Chunk] = []
-    chunk: Optional[Chunk] = None
+    chunks: List[PlanChunk] = []
+    chunk: Optional[PlanChunk] = None
     with open(path, "rb") as fh:
         fh.seek(start_byte)
         offset, n = start_byte, start_line - 1
@@ -177,7 +180,7 @@ def plan_range(path: str, start_byte: int, end_byte: Optional[int], start_line: 
                     raise UsageError(f"line {n} is {size} bytes, more than --max-bytes {max_bytes}",
                                      hint="Use a --max-bytes larger than the longest line.")
                 if chunk is None or chunk.requests + 1 > max_requests or offset + size - chunk.start_byte > max_bytes:
-                    chunk = Chunk(index=first_index + len(chunks), start_line=n, end_line=n, start_byte=offset,
+                    chunk = PlanChunk(index=first_index + len(chunks), start_line=n, end_line=n, start_byte=offset,
                                   end_byte=offset + size)
                     chunks.append(chunk)
                 chunk.requests += 1
@@ -193,37 +196,27 @@ def plan_range(path: str, start_byte: int, end_byte: Optional[int], start_line: 
 
 def _verified(job: Job) -> Dict[str, str]:
     """Input files hashed by this process: path -> sha256 (kept on the Job object, not on disk)."""
-    verified = getattr(job, "verified_inputs", None)
-    if verified is None:
-        verified = {}
-        job.verified_inputs = verified  # type: ignore[attr-defined]
-    return verified
+    return job.verified_inputs
 
 
 def upload_name(job_id: str, round_no: int, index: int) -> str:
     return f"dwb-{job_id[:8]}-r{round_no}-c{index}.jsonl"
 
 
-def new_chunk(job_id: str, round_no: int, chunk: Chunk, completion_window: str) -> Dict[str, Any]:
-    return {
-        "index": chunk.index, "start_line": chunk.start_line, "end_line": chunk.end_line,
-        "start_byte": chunk.start_byte, "end_byte": chunk.end_byte, "requests": chunk.requests,
-        "bytes": chunk.bytes, "endpoint": chunk.endpoint,
-        "upload_name": upload_name(job_id, round_no, chunk.index),
-        "file_id": None, "intent_id": new_intent_id(), "batch_id": None,
-        "completion_window": completion_window, "status": None, "request_counts": None,
-        "output_file_id": None, "error_file_id": None, "expires_at": None, "cost_estimate": None,
-        "held": None, "upload_started_at": None, "create_started_at": None,
-    }
+def new_chunk(job_id: str, round_no: int, chunk: PlanChunk, completion_window: str) -> Chunk:
+    return Chunk(index=chunk.index, start_line=chunk.start_line, end_line=chunk.end_line,
+                 start_byte=chunk.start_byte, end_byte=chunk.end_byte, requests=chunk.requests,
+                 bytes=chunk.bytes, endpoint=chunk.endpoint, upload_name=upload_name(job_id, round_no, chunk.index),
+                 intent_id=new_intent_id(), completion_window=completion_window)
 
 
 def new_round(job: Job, round_no: int, kind: str, input_path: str, input_sha256: str, completion_window: str,
-              chunks: Iterable[Chunk], max_requests: int, max_bytes: int) -> Dict[str, Any]:
-    job_id = job.state["job_id"]
-    return {"round": round_no, "kind": kind, "input_path": os.path.abspath(input_path),
-            "input_sha256": input_sha256, "completion_window": completion_window, "created_at": time.time(),
-            "limits": {"max_requests": max_requests, "max_bytes": max_bytes},
-            "chunks": [new_chunk(job_id, round_no, c, completion_window) for c in chunks]}
+              chunks: Iterable[PlanChunk], max_requests: int, max_bytes: int) -> Round:
+    job_id = job.record.job_id
+    return Round(round=round_no, kind=kind, input_path=os.path.abspath(input_path), input_sha256=input_sha256,
+                 completion_window=completion_window, created_at=time.time(),
+                 limits=Limits(max_requests=max_requests, max_bytes=max_bytes),
+                 chunks=[new_chunk(job_id, round_no, c, completion_window) for c in chunks])
 
 
 # -- job preparation --------------------------------------------------------------------------
@@ -263,67 +256,71 @@ def prepare_job(job: Job, input_path: str, *, base_url: str, completion_window: 
     for a new job). On resume a different input (sha256), base URL, window or metadata is
     refused (``JobError``, exit 2); different limits re-split the chunks not yet uploaded."""
     if job.exists():
-        job.load()
-        state = job.state
+        rec = job.load()
+        if rec.cancel is not None:
+            raise JobError(f"the job at {job.dir} was cancelled; it creates no further batch",
+                           hint="Fetch what finished (fetch_results.py --job ...); to submit the input again, "
+                                "pass --job NEW_DIR (a new job).")
         sha = input_sha256 or sha256_file(input_path)
-        recorded = state.get("input") or {}
-        changed = (sha != recorded.get("sha256")
-                   or (state.get("base_url") or "").rstrip("/") != base_url.rstrip("/")
-                   or (completion_window is not None and completion_window != state.get("completion_window"))
-                   or bool(metadata and metadata != state.get("metadata")))
-        if changed and nothing_created(state):
+        recorded = rec.input
+        same_url = (rec.base_url or "").rstrip("/") == base_url.rstrip("/")
+        changed = (sha != recorded.sha256 or not same_url
+                   or (completion_window is not None and completion_window != rec.completion_window)
+                   or bool(metadata and metadata != rec.metadata))
+        if changed and rec.nothing_created():
             # No batch exists (or may exist) for this job, so nothing can be billed twice.
-            same_files = (sha == recorded.get("sha256")
-                          and (state.get("base_url") or "").rstrip("/") == base_url.rstrip("/"))
-            if not same_files:
+            if not (sha == recorded.sha256 and same_url):
                 narrate(f"the job at {job.dir} has no batch yet; planning it again with this input and settings")
                 return _new_job(job, input_path, base_url, completion_window, metadata, max_requests, max_bytes,
                                 max_body_bytes, report, sha, source)
             # same input on the same server: keep the uploaded files, change the settings
-            if completion_window is not None and completion_window != state.get("completion_window"):
+            if completion_window is not None and completion_window != rec.completion_window:
                 narrate(f"the job has no batch yet; switching it to the {completion_window} window")
-                state["completion_window"] = completion_window
-                for rnd in state.get("rounds", []):
-                    rnd["completion_window"] = completion_window
-                    for c in rnd.get("chunks", []):
-                        c["completion_window"] = completion_window
-                        c["cost_estimate"] = None
-                        c["held"] = None
-            if metadata and metadata != state.get("metadata"):
-                state["metadata"] = dict(metadata)
+                rec.completion_window = completion_window
+                for rnd in rec.rounds:
+                    rnd.completion_window = completion_window
+                    for c in rnd.chunks:
+                        c.completion_window = completion_window
+                        c.cost_estimate = None
+                        c.held = None
+            if metadata and metadata != rec.metadata:
+                rec.metadata = dict(metadata)
             job.save()
-        if sha != recorded.get("sha256"):
+        if sha != recorded.sha256:
             raise JobError(
                 f"{input_path} is not the file this job was started with (its contents changed since; "
                 f"job at {job.dir})",
                 hint="Restore the original input to resume this job, or pass --job NEW_DIR to submit the "
                      "changed file as a new job (the old job's batches keep running).")
-        recorded_url = (state.get("base_url") or "").rstrip("/")
+        recorded_url = (rec.base_url or "").rstrip("/")
         if recorded_url and recorded_url != base_url.rstrip("/"):
             raise JobError(f"the job at {job.dir} was submitted to {recorded_url}, but this run uses {base_url}",
                            hint=f"Pass --base-url {recorded_url} (or set DOUBLEWORD_BASE_URL) to resume it.")
-        if completion_window is not None and completion_window != state.get("completion_window"):
-            raise JobError(f"the job at {job.dir} uses completion window {state.get('completion_window')}, not "
+        if completion_window is not None and completion_window != rec.completion_window:
+            raise JobError(f"the job at {job.dir} uses completion window {rec.completion_window}, not "
                            f"{completion_window}",
-                           hint=f"Run again with -w {state.get('completion_window')} (or without -w) to resume it, "
+                           hint=f"Run again with -w {rec.completion_window} (or without -w) to resume it, "
                                 "or pass --job NEW_DIR to submit the input again with another window.")
-        if metadata and metadata != state.get("metadata"):
-            raise JobError(f"the job at {job.dir} was started with metadata {state.get('metadata')}",
+        if metadata and metadata != rec.metadata:
+            raise JobError(f"the job at {job.dir} was started with metadata {rec.metadata}",
                            hint="Run again without --metadata (or with the same values) to resume it.")
         _verified(job)[os.path.abspath(input_path)] = sha
-        if os.path.abspath(input_path) != recorded.get("path"):
+        if os.path.abspath(input_path) != recorded.path:
             narrate(f"the input moved to {os.path.abspath(input_path)} (same contents); updating the job")
-            recorded["path"] = os.path.abspath(input_path)
-            for rnd in state.get("rounds", []):
-                if rnd.get("kind") == "initial":
-                    rnd["input_path"] = recorded["path"]
-        if source and not state.get("source"):
-            state["source"] = source
-        for rnd in state.get("rounds", []):
-            limits = rnd.setdefault("limits", {"max_requests": MAX_REQUESTS_PER_FILE, "max_bytes": MAX_FILE_BYTES})
-            want = {"max_requests": max_requests or limits["max_requests"], "max_bytes": max_bytes or limits["max_bytes"]}
-            if want != limits and any(not c.get("file_id") and not c.get("batch_id") for c in rnd["chunks"]):
-                rnd["replan"] = want
+            recorded.path = os.path.abspath(input_path)
+            for rnd in rec.rounds:
+                if rnd.kind == "initial":
+                    rnd.input_path = recorded.path
+        fp = Fingerprint.of(input_path, sha)
+        recorded.bytes, recorded.mtime = fp.bytes, fp.mtime
+        if source and not rec.source:
+            rec.source = Source.from_dict(source)
+        for rnd in rec.rounds:
+            limits = rnd.limits
+            want = Limits(max_requests=max_requests or limits.max_requests, max_bytes=max_bytes or limits.max_bytes)
+            if (want.max_requests, want.max_bytes) != (limits.max_requests, limits.max_bytes) and \
+                    any(not c.file_id and not c.batch_id for c in rnd.chunks):
+                rnd.replan = want
         job.save()
         return True
 
@@ -365,18 +362,9 @@ def open_job(job: Job, input_path: str, *, base_url: str, completion_window: Opt
     if resumed:
         narrate(f"resuming the job at {display_path(job.dir)}")
     else:
-        narrate(f"new job at {display_path(job.dir)}: {job.state['input']['requests']} requests in "
-                f"{len(job.state['rounds'][0]['chunks'])} chunk(s)")
+        narrate(f"new job at {display_path(job.dir)}: {job.record.input.requests} requests in "
+                f"{len(job.record.rounds[0].chunks)} chunk(s)")
     return resumed
-
-
-def nothing_created(state: Dict[str, Any]) -> bool:
-    """True when no batch of the job exists or may exist on the server (no batch id recorded and
-    no creation ever started), so the job may be planned again from scratch."""
-    rounds = state.get("rounds", [])
-    if len(rounds) > 1:
-        return False
-    return not any(c.get("batch_id") or c.get("create_started_at") for r in rounds for c in r.get("chunks", []))
 
 
 def _new_job(job: Job, input_path: str, base_url: str, completion_window: Optional[str],
@@ -389,28 +377,24 @@ def _new_job(job: Job, input_path: str, base_url: str, completion_window: Option
         report = validate_input(input_path, max_requests, max_bytes, max_body_bytes)
     sha = input_sha256 or sha256_file(input_path)
     window = completion_window or "24h"
-    state = Job.create_state(input_path, sha, window, dict(metadata or {}), report.requests, report.bytes)
-    state["base_url"] = base_url
-    state["source"] = source
-    job.state = state
+    rec = Job.create_record(input_path, Fingerprint.of(input_path, sha), window, dict(metadata or {}),
+                            report.requests, base_url)
+    rec.source = Source.from_dict(source) if source else None
+    job.record = rec
     _verified(job)[os.path.abspath(input_path)] = sha
-    state["rounds"] = [new_round(job, 1, "initial", input_path, sha, window, report.chunks, max_requests, max_bytes)]
+    rec.rounds = [new_round(job, 1, "initial", input_path, sha, window, report.chunks, max_requests, max_bytes)]
     job.save()
     return False
 
 
 def next_round_path(job: Job) -> str:
     """Where the next retry round's input belongs: ``<job>/rounds/round-N.jsonl``."""
-    return job.path("rounds", f"round-{len(job.state.get('rounds', [])) + 1}.jsonl")
-
-
-def round_done(rnd: Dict[str, Any]) -> bool:
-    return all(c.get("batch_id") and c.get("status") in TERMINAL_STATUSES for c in rnd.get("chunks", []))
+    return job.path("rounds", f"round-{len(job.record.rounds) + 1}.jsonl")
 
 
 def add_retry_round(job: Job, input_path: str, *, completion_window: Optional[str] = None,
                     max_requests: int = MAX_REQUESTS_PER_FILE, max_bytes: int = MAX_FILE_BYTES,
-                    max_body_bytes: int = MAX_BODY_BYTES, kind: str = "retry") -> Dict[str, Any]:
+                    max_body_bytes: int = MAX_BODY_BYTES, kind: str = "retry") -> Round:
     """Add a round that submits ``input_path`` (e.g. the failed requests) within this job.
 
     The file is validated (``InputError`` if not), copied to ``<job>/rounds/round-N.jsonl``
@@ -421,10 +405,10 @@ def add_retry_round(job: Job, input_path: str, *, completion_window: Optional[st
     submit the same retry twice."""
     rep = validate_input(input_path, max_requests, max_bytes, max_body_bytes)
     sha = sha256_file(input_path)
-    rounds = job.state.setdefault("rounds", [])
+    rounds = job.record.rounds
     for rnd in rounds:
-        if rnd.get("input_sha256") == sha and not round_done(rnd):
-            narrate(f"round {rnd['round']} already holds this input and is not finished; reusing it")
+        if rnd.input_sha256 == sha and not rnd.done:
+            narrate(f"round {rnd.round} already holds this input and is not finished; reusing it")
             return rnd
     round_no = len(rounds) + 1
     dest = job.path("rounds", f"round-{round_no}.jsonl")
@@ -442,7 +426,7 @@ def add_retry_round(job: Job, input_path: str, *, completion_window: Optional[st
                 os.unlink(tmp)
             raise
         fsync_dir(os.path.dirname(dest))
-    window = completion_window or job.state.get("completion_window") or "24h"
+    window = completion_window or job.record.completion_window or "24h"
     rnd = new_round(job, round_no, kind, dest, sha, window, rep.chunks, max_requests, max_bytes)
     _verified(job)[dest] = sha
     rounds.append(rnd)
@@ -517,14 +501,14 @@ class Submitter:
         self.batches_found = 0
 
     # -- lookups ---------------------------------------------------------------------------
-    def find_upload(self, ch: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    def find_upload(self, ch: Chunk) -> Optional[Dict[str, Any]]:
         """A file this job uploaded for ``ch`` earlier (same unique name, same size), if any."""
-        name = ch["upload_name"]
-        since = (ch.get("upload_started_at") or 0) - CLOCK_SKEW
+        name = ch.upload_name
+        since = (ch.upload_started_at or 0) - CLOCK_SKEW
 
         def match(f: Dict[str, Any]) -> bool:
             return (f.get("filename") == name and f.get("purpose", "batch") == "batch"
-                    and (f.get("bytes") is None or int(f["bytes"]) == int(ch["bytes"])))
+                    and (f.get("bytes") is None or int(f["bytes"]) == int(ch.bytes)))
 
         found = [f for f in self.client.find_files(name) if match(f)]
         if not found:  # the search may be unsupported: page recent input files
@@ -544,10 +528,10 @@ class Submitter:
             return None
         return max(found, key=lambda f: f.get("created_at") or 0)
 
-    def find_batch(self, ch: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    def find_batch(self, ch: Chunk) -> Optional[Dict[str, Any]]:
         """The batch created for ``ch``'s intent, if one exists."""
-        intent = ch["intent_id"]
-        since = (ch.get("create_started_at") or 0) - CLOCK_SKEW
+        intent = ch.intent_id
+        since = (ch.create_started_at or 0) - CLOCK_SKEW
 
         def match(b: Dict[str, Any]) -> bool:
             return isinstance(b.get("metadata"), dict) and b["metadata"].get("dwb_intent") == intent
@@ -574,32 +558,32 @@ class Submitter:
         return None
 
     # -- steps -----------------------------------------------------------------------------
-    def _label(self, rnd: Dict[str, Any], ch: Dict[str, Any]) -> str:
-        n = len(rnd["chunks"])
-        r = f"round {rnd['round']} " if rnd["round"] > 1 else ""
-        return f"{r}chunk {ch['index']}/{n}"
+    def _label(self, rnd: Round, ch: Chunk) -> str:
+        n = len(rnd.chunks)
+        r = f"round {rnd.round} " if rnd.round > 1 else ""
+        return f"{r}chunk {ch.index}/{n}"
 
-    def _upload(self, rnd: Dict[str, Any], ch: Dict[str, Any]) -> Dict[str, Any]:
+    def _upload(self, rnd: Round, ch: Chunk) -> Dict[str, Any]:
         progress = _Progress(f"{self._label(rnd, ch)}: uploading")
-        return self.client.upload_file(rnd["input_path"], filename=ch["upload_name"], start=ch["start_byte"],
-                                       end=ch["end_byte"], progress=progress)
+        return self.client.upload_file(rnd.input_path, filename=ch.upload_name, start=ch.start_byte,
+                                       end=ch.end_byte, progress=progress)
 
-    def ensure_uploaded(self, rnd: Dict[str, Any], ch: Dict[str, Any]) -> None:
-        if ch.get("file_id"):
+    def ensure_uploaded(self, rnd: Round, ch: Chunk) -> None:
+        if ch.file_id:
             return
         label = self._label(rnd, ch)
-        if ch.get("upload_started_at"):
-            f = self._settled(self.find_upload, ch, _recent(ch["upload_started_at"]), label)
+        if ch.upload_started_at:
+            f = self._settled(self.find_upload, ch, _recent(ch.upload_started_at), label)
             if f:
                 narrate(f"{label}: found the file uploaded by an earlier run ({f['id']})")
                 self.files_found += 1
                 self._record_file(ch, f)
                 return
         self._check_input(rnd)
-        ch["upload_started_at"] = time.time()
+        ch.upload_started_at = time.time()
         self.job.save()
-        narrate(f"{label}: uploading lines {ch['start_line']}-{ch['end_line']} ({ch['requests']} requests, "
-                f"{_mb(ch['bytes'])})")
+        narrate(f"{label}: uploading lines {ch.start_line}-{ch.end_line} ({ch.requests} requests, "
+                f"{_mb(ch.bytes)})")
         try:
             f = self._upload(rnd, ch)
         except APIStatusError as exc:
@@ -610,12 +594,12 @@ class Submitter:
             if not exc.sent:
                 raise
             f = self._resolve_upload(rnd, ch, exc)
-        crash_point("after_upload", ch["index"])
+        crash_point("after_upload", ch.index)
         self.uploaded += 1
         self._record_file(ch, f)
         narrate(f"{label}: uploaded as file {f['id']}")
 
-    def _resolve_upload(self, rnd: Dict[str, Any], ch: Dict[str, Any], exc: DWError) -> Dict[str, Any]:
+    def _resolve_upload(self, rnd: Round, ch: Chunk, exc: DWError) -> Dict[str, Any]:
         label = self._label(rnd, ch)
         narrate(f"{label}: the upload may or may not have arrived ({exc.message}); checking")
         f = self._settled(self.find_upload, ch, True, label)
@@ -637,54 +621,54 @@ class Submitter:
                       hint="Run the same command again later; it checks what reached the server first.",
                       exit_code=EXIT_API)
 
-    def _explain_upload_error(self, rnd: Dict[str, Any], ch: Dict[str, Any], exc: APIStatusError) -> DWError:
+    def _explain_upload_error(self, rnd: Round, ch: Chunk, exc: APIStatusError) -> DWError:
         label = self._label(rnd, ch)
         msg = exc.body or exc.message
         if exc.status == 413:
-            return DWError(f"the server refused {label} ({_mb(ch['bytes'])}) as too large: {msg}",
+            return DWError(f"the server refused {label} ({_mb(ch.bytes)}) as too large: {msg}",
                            hint=f"Run the same command again with a smaller --max-bytes, e.g. --max-bytes "
-                                f"{max(1, ch['bytes'] // 2)}; the chunks not yet uploaded are split again.",
+                                f"{max(1, ch.bytes // 2)}; the chunks not yet uploaded are split again.",
                            exit_code=exc.exit_code)
         m = re.search(r"exceeds the maximum of (\d+)", msg or "")
         if exc.status == 400 and m and "requests" in msg:
-            return DWError(f"the server refused {label} ({ch['requests']} requests): {msg}",
+            return DWError(f"the server refused {label} ({ch.requests} requests): {msg}",
                            hint=f"Run the same command again with --max-requests {m.group(1)}; the chunks not yet "
                                 "uploaded are split again.", exit_code=exc.exit_code)
         m = re.search(r"\b[Ll]ine (\d+)\b", msg or "")
         if m:
-            line = physical_line(rnd["input_path"], ch["start_byte"], ch["end_byte"], ch["start_line"],
+            line = physical_line(rnd.input_path, ch.start_byte, ch.end_byte, ch.start_line,
                                  int(m.group(1)))
             if line is not None:
                 return DWError(f"the server refused {label}: {msg} (that is line {line} of "
-                               f"{os.path.basename(rnd['input_path'])})",
+                               f"{os.path.basename(rnd.input_path)})",
                                hint=exc.hint or "Fix that line and run the command again.",
                                exit_code=exc.exit_code)
         return exc
 
-    def _record_file(self, ch: Dict[str, Any], f: Dict[str, Any]) -> None:
-        ch["file_id"] = f["id"]
+    def _record_file(self, ch: Chunk, f: Dict[str, Any]) -> None:
+        ch.file_id = f["id"]
         self.job.save()
 
-    def _check_input(self, rnd: Dict[str, Any]) -> None:
+    def _check_input(self, rnd: Round) -> None:
         """The bytes about to be uploaded must still be the planned ones (hashed once per process)."""
-        path = rnd["input_path"]
+        path = rnd.input_path
         verified = _verified(self.job)
-        if verified.get(path) == rnd["input_sha256"]:
+        if verified.get(path) == rnd.input_sha256:
             return
         try:
             sha = sha256_file(path)
         except FileNotFoundError:
             raise JobError(f"the input {path} is gone", hint="Restore it to resume the job.") from None
-        if sha != rnd["input_sha256"]:
+        if sha != rnd.input_sha256:
             raise JobError(f"the input {path} changed since the job was planned",
                            hint="Restore the original file, or submit the new one as a new job (--job NEW_DIR).")
         verified[path] = sha
 
-    def ensure_estimate(self, rnd: Dict[str, Any], ch: Dict[str, Any]) -> None:
-        if ch.get("cost_estimate") is not None or not ch.get("file_id"):
+    def ensure_estimate(self, rnd: Round, ch: Chunk) -> None:
+        if ch.cost_estimate is not None or not ch.file_id:
             return
         try:
-            est = self.client.cost_estimate(ch["file_id"], ch.get("completion_window") or rnd["completion_window"])
+            est = self.client.cost_estimate(ch.file_id, ch.completion_window or rnd.completion_window)
         except DWError as exc:
             # The estimate is an optional Doubleword extra: without --max-cost, a failing
             # estimate must not stop the batch from being created.
@@ -692,33 +676,36 @@ class Submitter:
                 narrate(f"{self._label(rnd, ch)}: no cost estimate from the server ({exc.message})")
                 return
             raise
-        ch["cost_estimate"] = {k: est.get(k) for k in ("total_requests", "total_estimated_input_tokens",
+        ch.cost_estimate = {k: est.get(k) for k in ("total_requests", "total_estimated_input_tokens",
                                                        "total_estimated_output_tokens", "total_estimated_cost",
                                                        "models")}
         self.job.save()
 
-    def ensure_created(self, rnd: Dict[str, Any], ch: Dict[str, Any], reupload: bool = True) -> None:
-        if ch.get("batch_id"):
+    def ensure_created(self, rnd: Round, ch: Chunk, reupload: bool = True) -> None:
+        if ch.batch_id:
             return
         label = self._label(rnd, ch)
-        if ch.get("create_started_at"):
-            b = self._settled(self.find_batch, ch, _recent(ch["create_started_at"]), label)
+        if self._cancelled(rnd, refresh=True):
+            narrate(f"{label}: the job was cancelled; no batch is created for it")
+            return
+        if ch.create_started_at:
+            b = self._settled(self.find_batch, ch, _recent(ch.create_started_at), label)
             if b:
                 narrate(f"{label}: found the batch created by an earlier run ({b['id']})")
                 self.batches_found += 1
                 self._record_batch(ch, b)
                 return
-        ch["create_started_at"] = time.time()
+        ch.create_started_at = time.time()
         self.job.save()
         try:
             b = self._create(ch)
         except APIStatusError as exc:
             if exc.status == 404 and reupload:
-                narrate(f"{label}: the uploaded file {ch['file_id']} is gone (expired or deleted); uploading again")
-                ch["file_id"] = None
-                ch["upload_started_at"] = None
-                ch["create_started_at"] = None
-                ch["cost_estimate"] = None
+                narrate(f"{label}: the uploaded file {ch.file_id} is gone (expired or deleted); uploading again")
+                ch.file_id = None
+                ch.upload_started_at = None
+                ch.create_started_at = None
+                ch.cost_estimate = None
                 self.job.save()
                 self.ensure_uploaded(rnd, ch)
                 self.ensure_created(rnd, ch, reupload=False)
@@ -732,33 +719,57 @@ class Submitter:
                 self._not_created(ch)
                 raise
             b = self._resolve_create(rnd, ch, exc)
-        crash_point("after_create", ch["index"])
+        crash_point("after_create", ch.index)
         self.created += 1
         self._record_batch(ch, b)
-        narrate(f"{label}: created batch {b['id']} ({ch['requests']} requests, {ch['completion_window']})")
+        narrate(f"{label}: created batch {b['id']} ({ch.requests} requests, {ch.completion_window})")
+        if self._cancelled(rnd, refresh=True):  # cancelled while this create was on its way
+            self._cancel_created(ch)
 
-    def _not_created(self, ch: Dict[str, Any]) -> None:
+    def _cancelled(self, rnd: Round, refresh: bool = False) -> bool:
+        if refresh:
+            self.job.refresh_cancel()
+        return self.job.record.cancelled_round(rnd)
+
+    def _check_cancel(self) -> None:
+        """A cancelled job creates nothing more, and a batch created after the cancel was
+        recorded (a submit that was running at that moment) is cancelled too."""
+        rec = self.job.record
+        self.job.refresh_cancel()
+        if rec.cancel is None:
+            return
+        for rnd, ch in rec.round_chunks():
+            if self._cancelled(rnd) and ch.batch_id and ch.status not in ("cancelled", "cancelling", "finalizing") \
+                    and not ch.terminal and (ch.create_started_at or 0) >= rec.cancel.at - CLOCK_SKEW:
+                self._cancel_created(ch)
+
+    def _cancel_created(self, ch: Chunk) -> None:
+        try:
+            b = self.client.cancel_batch(ch.batch_id)
+        except DWError as exc:
+            narrate(f"batch {ch.batch_id} was created as the job was being cancelled; cancelling it failed "
+                    f"({exc.message}); run cancel_batch.py --job again")
+            return
+        ch.record_batch(b)
+        self.job.save()
+        narrate(f"batch {ch.batch_id} was created as the job was being cancelled; cancelled it")
+
+    def _not_created(self, ch: Chunk) -> None:
         """The server refused the create outright (or it never arrived): no batch can exist for
         this attempt, so the job may still change window or settings."""
-        ch["create_started_at"] = None
+        ch.create_started_at = None
         self.job.save()
 
-    def _create(self, ch: Dict[str, Any]) -> Dict[str, Any]:
-        state = self.job.state
-        meta = dict(state.get("metadata") or {})
-        rnd_no = self._round_of(ch)
-        meta.update({"dwb_intent": ch["intent_id"], "dwb_job": state["job_id"],
-                     "dwb_chunk": f"r{rnd_no}c{ch['index']}"})
-        return self.client.create_batch(ch["file_id"], ch["completion_window"], meta,
-                                        endpoint=ch.get("endpoint") or "/v1/chat/completions")
+    def _create(self, ch: Chunk) -> Dict[str, Any]:
+        rec = self.job.record
+        meta = dict(rec.metadata)
+        rnd_no = rec.round_of(ch).round
+        meta.update({"dwb_intent": ch.intent_id, "dwb_job": rec.job_id,
+                     "dwb_chunk": f"r{rnd_no}c{ch.index}"})
+        return self.client.create_batch(ch.file_id, ch.completion_window, meta,
+                                        endpoint=ch.endpoint or "/v1/chat/completions")
 
-    def _round_of(self, ch: Dict[str, Any]) -> int:
-        for rnd in self.job.state.get("rounds", []):
-            if any(c is ch for c in rnd["chunks"]):
-                return int(rnd["round"])
-        return 1
-
-    def _resolve_create(self, rnd: Dict[str, Any], ch: Dict[str, Any], exc: DWError) -> Dict[str, Any]:
+    def _resolve_create(self, rnd: Round, ch: Chunk, exc: DWError) -> Dict[str, Any]:
         label = self._label(rnd, ch)
         narrate(f"{label}: creating the batch may or may not have worked ({exc.message}); checking")
         b = self._find_batch_settled(ch)
@@ -782,7 +793,7 @@ class Submitter:
                       hint="Run the same command again: it looks the batch up by its intent id before creating "
                            "anything, so nothing is created twice.", exit_code=EXIT_API)
 
-    def _settled(self, lookup: Any, ch: Dict[str, Any], settle: bool, label: str) -> Optional[Dict[str, Any]]:
+    def _settled(self, lookup: Any, ch: Chunk, settle: bool, label: str) -> Optional[Dict[str, Any]]:
         """``lookup(ch)``; with ``settle``, look again after each of SETTLE_DELAYS while nothing is
         found, since a request cut off mid-flight may still arrive and take effect."""
         found = lookup(ch)
@@ -797,105 +808,97 @@ class Submitter:
                 return found
         return None
 
-    def _find_batch_settled(self, ch: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    def _find_batch_settled(self, ch: Chunk) -> Optional[Dict[str, Any]]:
         """Look the intent up; a request cut off mid-flight may commit a moment later."""
         try:
-            return self._settled(self.find_batch, ch, True, f"chunk {ch['index']}")
+            return self._settled(self.find_batch, ch, True, f"chunk {ch.index}")
         except DWError as exc:
             raise DWError(f"could not check whether the batch was created ({exc.message})",
                           hint="Run the same command again when the server is reachable: it looks the batch up "
                                "by its intent id before creating anything.", exit_code=EXIT_API) from None
 
-    def _record_batch(self, ch: Dict[str, Any], b: Dict[str, Any]) -> None:
-        ch["batch_id"] = b["id"]
-        ch["held"] = None
-        ch["status"] = b.get("status")
-        rc = b.get("request_counts")
-        if isinstance(rc, dict):
-            ch["request_counts"] = {k: int(rc.get(k) or 0) for k in ("total", "completed", "failed")}
-        for key in ("output_file_id", "error_file_id", "expires_at"):
-            if b.get(key) is not None:
-                ch[key] = b[key]
-        if b.get("input_file_id") and ch.get("file_id") and b["input_file_id"] != ch["file_id"]:
-            narrate(f"warning: batch {b['id']} was made from file {b['input_file_id']}, not {ch['file_id']}")
+    def _record_batch(self, ch: Chunk, b: Dict[str, Any]) -> None:
+        ch.batch_id = b["id"]
+        ch.held = None
+        ch.record_batch(b)
+        if b.get("input_file_id") and ch.file_id and b["input_file_id"] != ch.file_id:
+            narrate(f"warning: batch {b['id']} was made from file {b['input_file_id']}, not {ch.file_id}")
         self.job.save()
 
     def refresh(self) -> None:
         """Best effort: update the last known status of batches not created by this run."""
-        for ch in self.job.chunks():
-            if not ch.get("batch_id") or ch.get("status") in TERMINAL_STATUSES:
+        for ch in self.job.record.chunks():
+            if not ch.batch_id or ch.terminal:
                 continue
             try:
-                b = self.client.get_batch(ch["batch_id"])
+                b = self.client.get_batch(ch.batch_id)
             except DWError as exc:
                 if exc.exit_code == EXIT_CONFIG:
                     raise  # a refused key must not look like success
-                narrate(f"could not refresh batch {ch['batch_id']}: {exc.message}")
+                narrate(f"could not refresh batch {ch.batch_id}: {exc.message}")
                 return
-            ch["status"] = b.get("status")
-            rc = b.get("request_counts")
-            if isinstance(rc, dict):
-                ch["request_counts"] = {k: int(rc.get(k) or 0) for k in ("total", "completed", "failed")}
+            ch.record_batch(b)
         self.job.save()
 
     # -- replanning ------------------------------------------------------------------------
-    def replan(self, rnd: Dict[str, Any]) -> None:
-        want = rnd.pop("replan", None)
+    def replan(self, rnd: Round) -> None:
+        want, rnd.replan = rnd.replan, None
         if not want:
             return
-        chunks = rnd["chunks"]
+        chunks = rnd.chunks
         # settle uploads that may have arrived, then re-split the tail that never reached the server
         for ch in chunks:
-            if not ch.get("file_id") and not ch.get("batch_id") and ch.get("upload_started_at"):
-                f = self._settled(self.find_upload, ch, _recent(ch["upload_started_at"]), f"chunk {ch['index']}")
+            if not ch.file_id and not ch.batch_id and ch.upload_started_at:
+                f = self._settled(self.find_upload, ch, _recent(ch.upload_started_at), f"chunk {ch.index}")
                 if f:
                     self.files_found += 1
                     self._record_file(ch, f)
         k = len(chunks)
-        while k > 0 and not chunks[k - 1].get("file_id") and not chunks[k - 1].get("batch_id"):
+        while k > 0 and not chunks[k - 1].file_id and not chunks[k - 1].batch_id:
             k -= 1
         tail = chunks[k:]
-        rnd["limits"] = want
+        rnd.limits = want
         if tail:
             self._check_input(rnd)
             first = tail[0]
-            new = plan_range(rnd["input_path"], first["start_byte"], tail[-1]["end_byte"], first["start_line"],
-                             want["max_requests"], want["max_bytes"], first_index=first["index"])
-            rnd["chunks"] = chunks[:k] + [new_chunk(self.job.state["job_id"], rnd["round"], c,
-                                                    rnd["completion_window"]) for c in new]
+            new = plan_range(rnd.input_path, first.start_byte, tail[-1].end_byte, first.start_line,
+                             want.max_requests, want.max_bytes, first_index=first.index)
+            rnd.chunks = chunks[:k] + [new_chunk(self.job.record.job_id, rnd.round, c, rnd.completion_window)
+                                       for c in new]
             narrate(f"re-split the {len(tail)} chunk(s) not yet uploaded into {len(new)} "
-                    f"(max {want['max_requests']} requests, {want['max_bytes']} bytes each)")
+                    f"(max {want.max_requests} requests, {want.max_bytes} bytes each)")
         self.job.save()
 
     # -- the whole thing -------------------------------------------------------------------
-    def run(self) -> List[Dict[str, Any]]:
-        rounds = self.job.state.get("rounds", [])
+    def run(self) -> List[Chunk]:
+        rounds = self.job.record.rounds
+        self._check_cancel()
         for rnd in rounds:
             self.replan(rnd)
-        active = [r for r in rounds if any(not c.get("batch_id") for c in r["chunks"])]
-        pending = [(r, c) for r in active for c in r["chunks"] if not c.get("batch_id")]
+        active = [r for r in rounds if any(not c.batch_id for c in r.chunks) and not self._cancelled(r)]
+        pending = [(r, c) for r in active for c in r.chunks if not c.batch_id]
         for rnd, ch in pending:
             self.ensure_uploaded(rnd, ch)
         for rnd, ch in pending:
             self.ensure_estimate(rnd, ch)
         if pending and self.max_cost is not None:
             self._check_cost(active, pending)
-        elif any(c.get("held") for _, c in pending):
+        elif any(c.held for _, c in pending):
             for _, ch in pending:
-                ch["held"] = None
+                ch.held = None
             self.job.save()
         for rnd, ch in pending:
             self.ensure_created(rnd, ch)
-        return [c for r in rounds for c in r["chunks"]]
+        return [c for r in rounds for c in r.chunks]
 
-    def _check_cost(self, active: List[Dict[str, Any]], pending: List[Tuple[Dict[str, Any], Dict[str, Any]]]) -> None:
-        chunks = [c for r in active for c in r["chunks"]]
+    def _check_cost(self, active: List[Round], pending: List[Tuple[Round, Chunk]]) -> None:
+        chunks = [c for r in active for c in r.chunks]
         total, unknown = sum_estimates(chunks)
         limit = Decimal(str(self.max_cost))
         if unknown:
             reason = "the server gave no cost estimate for some files"
             for _, ch in pending:
-                ch["held"] = reason
+                ch.held = reason
             self.job.save()
             raise CostLimitExceeded(
                 f"cannot check --max-cost ${limit}: {reason}; the files are uploaded, no batch was created",
@@ -903,7 +906,7 @@ class Submitter:
         if total > limit:
             reason = f"estimated cost ${_money(total)} is over --max-cost ${limit}"
             for _, ch in pending:
-                ch["held"] = reason
+                ch.held = reason
             self.job.save()
             raise CostLimitExceeded(
                 f"the server estimates ${_money(total)} for this job, more than --max-cost ${limit}; "
@@ -911,13 +914,13 @@ class Submitter:
                 hint=f"To go on, run the same command again with --max-cost {_money(total, up=True)} or higher, or "
                      "without --max-cost; it creates the held batches without uploading again.", total=total)
         for _, ch in pending:
-            ch["held"] = None
+            ch.held = None
         self.job.save()
 
 
-def submit_pending(job: Job, client: Any, max_cost: Optional[float] = None) -> List[Dict[str, Any]]:
+def submit_pending(job: Job, client: Any, max_cost: Optional[float] = None) -> List[Chunk]:
     """Upload, estimate and create everything in ``job`` that has no batch yet (see the module
-    docstring). Returns every chunk dict of every round, in order."""
+    docstring). Returns every chunk of every round, in order."""
     return Submitter(job, client, max_cost=max_cost).run()
 
 
@@ -933,12 +936,12 @@ def _money(value: Decimal, up: bool = False) -> str:
     return str(value.quantize(q, rounding=ROUND_CEILING if up else ROUND_HALF_UP))
 
 
-def sum_estimates(chunks: Iterable[Dict[str, Any]]) -> Tuple[Decimal, int]:
+def sum_estimates(chunks: Iterable[Chunk]) -> Tuple[Decimal, int]:
     """(sum of the server's total_estimated_cost, number of chunks without an estimate)."""
     total = Decimal(0)
     unknown = 0
     for ch in chunks:
-        est = ch.get("cost_estimate") or {}
+        est = ch.cost_estimate or {}
         try:
             total += Decimal(str(est["total_estimated_cost"]))
         except (KeyError, InvalidOperation, TypeError):
@@ -948,26 +951,26 @@ def sum_estimates(chunks: Iterable[Dict[str, Any]]) -> Tuple[Decimal, int]:
 
 def job_report(job: Job) -> Dict[str, Any]:
     """The submit report of a job: batches, totals and the server's cost estimate."""
-    state = job.state
-    chunks = [(r, c) for r in state.get("rounds", []) for c in r["chunks"]]
+    rec = job.record
+    chunks = list(rec.round_chunks())
     batches = []
     for rnd, ch in chunks:
-        batches.append({"batch_id": ch.get("batch_id"), "input_file_id": ch.get("file_id"), "round": rnd["round"],
-                        "chunk": ch["index"], "lines": [ch["start_line"], ch["end_line"]],
-                        "requests": ch["requests"], "status": ch.get("status") or ("held" if ch.get("held") else None)})
+        batches.append({"batch_id": ch.batch_id, "input_file_id": ch.file_id, "round": rnd.round,
+                        "chunk": ch.index, "lines": [ch.start_line, ch.end_line],
+                        "requests": ch.requests, "status": ch.status or ("held" if ch.held else None)})
     total, unknown = sum_estimates(c for _, c in chunks)
     known = len(chunks) - unknown
     estimate: Optional[Dict[str, Any]] = None
     if known:
-        est = [c.get("cost_estimate") or {} for _, c in chunks]
+        est = [c.cost_estimate or {} for _, c in chunks]
         estimate = {"usd": _money(total), "source": "server (GET /files/{id}/cost-estimate)",
                     "input_tokens": sum(int(e.get("total_estimated_input_tokens") or 0) for e in est),
                     "output_tokens": sum(int(e.get("total_estimated_output_tokens") or 0) for e in est),
                     "chunks_estimated": known, "chunks": len(chunks)}
-    return {"job": job.dir, "job_id": state["job_id"], "batches": batches,
-            "requests": (state.get("input") or {}).get("requests"), "chunks": len(chunks),
-            "completion_window": state.get("completion_window"), "estimated_cost": estimate,
-            "source": state.get("source")}
+    return {"job": job.dir, "job_id": rec.job_id, "batches": batches,
+            "requests": rec.input.requests, "chunks": len(chunks),
+            "completion_window": rec.completion_window, "estimated_cost": estimate,
+            "source": rec.source.to_dict() if rec.source else None}
 
 
 def local_estimate(report: Report, completion_window: str) -> Dict[str, Any]:
