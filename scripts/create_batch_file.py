@@ -21,8 +21,17 @@ examples:
       --template "Extract the people named in: {body}" --json-schema people.schema.json
   python3 scripts/create_batch_file.py vectors.jsonl --prompts texts.txt --endpoint /v1/embeddings
 
-A CSV build also writes OUTPUT.source.json beside it (stem + .source.json) so that submit.py
-remembers the CSV and results can be written back into it.
+CSV input: the first row names the columns. The delimiter (, ; tab or |) is detected from
+the header row (the one that splits it into the most columns; a tie gives a comma) unless
+--delimiter says it. UTF-8 with or without a BOM; LF, CRLF or CR-only line endings. Fields
+holding the delimiter, quotes or line breaks are quoted ("a ""quoted"" word"). A quoted field
+left open to the end of the file is an error naming the line it starts on; one that seems to
+have taken in rows of its own is a warning. Rows whose fields are all empty are skipped (they
+get no number), and rows whose template columns (the id column aside) are all empty are
+still built; both are listed in warnings, with their line numbers. A CSV build also writes
+OUTPUT.source.json beside it (stem + .source.json: the CSV's path, size, mtime, sha256,
+delimiter and BOM, and how the custom ids were made) so that submit.py remembers the CSV and
+results can be written back into it, with the same delimiter and BOM.
 
 output (stdout, JSON): path, requests, bytes, models, endpoint, chunks (files submit.py will
 upload), source, warnings, next (the submit command)."""
@@ -30,12 +39,14 @@ upload), source, warnings, next (the submit command)."""
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
-from typing import Any, Dict, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from _dwbatches import output
 from _dwbatches.builder import (
+    DELIMITER_NAMES,
     ENDPOINTS,
     EXAMPLE_PROMPTS,
     BatchFileWriter,
@@ -47,6 +58,8 @@ from _dwbatches.builder import (
     default_model,
     iter_jsonl_rows,
     iter_prompts,
+    line_list,
+    parse_delimiter,
     prefix_from_path,
     remove_sidecar,
     row_id_text,
@@ -54,7 +67,7 @@ from _dwbatches.builder import (
     write_sidecar,
 )
 from _dwbatches.errors import EXIT_OK, InputError, UsageError
-from _dwbatches.jobstate import refuse_overwrite
+from _dwbatches.jobstate import refuse_overwrite, sha256_file
 from _dwbatches.validate import MAX_BODY_BYTES
 
 
@@ -91,6 +104,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ex.add_argument("--jsonl", metavar="FILE", help="one JSON object per line; needs --template (or a 'prompt' field)")
     src.add_argument("--template", metavar="TEXT",
                      help='prompt template with {column} / {field} placeholders ({a.b} reaches nested fields)')
+    src.add_argument("--delimiter", metavar="CHAR",
+                     help="CSV column separator: , ; tab (or \\t) or | (default: detected from the header row)")
     src.add_argument("--id-column", "--id-field", dest="id_column", metavar="NAME",
                      help="column/field holding a unique row id, used in the custom ids")
     src.add_argument("--id-prefix", metavar="TEXT",
@@ -120,6 +135,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             flag = "--template" if args.template else "--id-column"
             raise UsageError(f"{flag} needs --csv or --jsonl",
                              hint="--prompts takes one literal prompt per line.")
+        if args.delimiter is not None:
+            if not args.csv:
+                raise UsageError("--delimiter needs --csv", hint="Only CSV input has a column separator.")
+            parse_delimiter(args.delimiter)
         extra = _json_object(args.extra_body, "--extra-body") if args.extra_body else None
         schema = _read_schema(args.json_schema) if args.json_schema else None
         schema_name = os.path.splitext(os.path.basename(args.json_schema))[0].split(".")[0] if args.json_schema \
@@ -146,13 +165,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         source: Optional[Dict[str, Any]] = None
         rows: Iterator[Tuple[int, str, str]]  # (source line, custom id, prompt)
         csv_input: Optional[CsvRows] = None
+        csv_stat: Optional[os.stat_result] = None
+        blank_lines: List[int] = []  # CSV rows whose template columns are all empty
         if args.csv:
-            csv_input = CsvRows(args.csv)
-            rows = _csv_rows(csv_input, args, prefix)
+            if args.csv != "-":
+                csv_stat = _stat(args.csv)
+            csv_input = CsvRows(args.csv, args.delimiter)
+            _narrate_csv_format(csv_input)
+            rows = _csv_rows(csv_input, args, prefix, blank_lines)
             if args.csv != "-":
                 source = {"kind": "csv", "path": os.path.abspath(args.csv), "id_column": args.id_column,
                           "custom_ids_in_row_order": args.id_column is None, "id_prefix": prefix,
-                          "lines_in_row_order": True}
+                          "lines_in_row_order": True, "delimiter": csv_input.delimiter, "bom": csv_input.bom}
         elif args.jsonl:
             rows = _jsonl_rows(args, prefix)
         elif args.prompts:
@@ -160,17 +184,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             rows = ((n, custom_id_for(prefix, n), p) for n, p in enumerate(EXAMPLE_PROMPTS, 1))
 
+        if args.limit is not None:
+            rows = itertools.islice(rows, args.limit)  # reads no row past the last one taken
         writer = BatchFileWriter(args.output, max_body_bytes=args.max_body_bytes)
         empty = 0
-        taken = 0
         try:
             for line, cid, prompt in rows:
-                if args.limit is not None and taken >= args.limit:
-                    break
-                if not prompt.strip():
-                    empty += 1
+                if not prompt.strip() and not (blank_lines and blank_lines[-1] == line):
+                    empty += 1  # (CSV rows with every template column empty have their own warning)
                 writer.add(build_request(args.endpoint, cid, prompt, model, **options), line=line)
-                taken += 1
+            if source is not None and csv_stat is not None:
+                source.update(_fingerprint(args.csv, csv_stat))
             summary = writer.close()
         except BaseException:
             writer.abort()
@@ -185,6 +209,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             remove_sidecar(args.output)  # a sidecar from an earlier CSV build no longer applies
         warnings = list(summary["warnings"])
+        if csv_input is not None:
+            warnings.extend(csv_input.warnings())
+        if blank_lines:
+            warnings.append(f"{len(blank_lines)} row(s) have every column the template uses empty; their "
+                            f"requests were built anyway (lines {line_list(blank_lines)})")
         if empty:
             warnings.append(f"{empty} prompt(s) are empty")
         from _dwbatches.batches import command, display_path
@@ -192,6 +221,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                "models": summary["models"], "endpoint": summary["endpoint"], "chunks": summary["chunks"],
                "source": source, "warnings": warnings,
                "next": command("submit.py", display_path(summary["path"]))}
+        for w in warnings:
+            output.narrate(f"warning: {w}")
         if input_path is None:
             output.narrate(f"no input given: wrote {len(EXAMPLE_PROMPTS)} example prompts to {args.output}")
         output.narrate(f"wrote {summary['requests']} request(s), {summary['bytes']} bytes, to {args.output}")
@@ -213,7 +244,35 @@ def _row_id(row: Dict[str, Any], column: str, line: int, prefix: str) -> str:
     return cid
 
 
-def _csv_rows(csv_input: CsvRows, args: Any, prefix: str) -> Iterator[Tuple[int, str, str]]:
+def _stat(path: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _fingerprint(path: str, before: os.stat_result) -> Dict[str, Any]:
+    """The CSV's size, mtime and sha256, for telling later whether it was edited; refuses a
+    CSV that changed while it was being read."""
+    digest = sha256_file(path)
+    after = _stat(path)
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise InputError(f"{path} changed while it was being read",
+                         hint="Wait until whatever writes the CSV has finished, then run the command again.")
+    return {"bytes": after.st_size, "mtime": after.st_mtime, "sha256": digest}
+
+
+def _narrate_csv_format(csv_input: CsvRows) -> None:
+    if csv_input.delimiter_detected and csv_input.delimiter != ",":
+        output.narrate(f"{csv_input.path}: the header row is split by {DELIMITER_NAMES[csv_input.delimiter]}s "
+                       f"({csv_input.delimiter!r}), so that is the delimiter; pass --delimiter to choose another")
+    if csv_input.newline == "\r":
+        output.narrate(f"{csv_input.path}: lines end with a lone CR (an old Mac export); each CR ends a line")
+
+
+def _csv_rows(csv_input: CsvRows, args: Any, prefix: str, blank_lines: List[int]) -> Iterator[Tuple[int, str, str]]:
     header = csv_input.header
     where = args.csv
     if args.id_column is not None and args.id_column not in header:
@@ -231,11 +290,16 @@ def _csv_rows(csv_input: CsvRows, args: Any, prefix: str) -> Iterator[Tuple[int,
         raise InputError(f"{where}: line 1: the template placeholder {{{missing[0]}}} is not a column of the CSV; "
                          f"available columns: {', '.join(header)}",
                          hint="Placeholders must match the header exactly (case and spaces included).", line=1)
+    # the columns whose values make the prompt (the id column alone does not)
+    used = [f for f in dict.fromkeys(template.fields) if f != args.id_column]
     number = 0
     for line, row in csv_input:
         number += 1
         cid = _row_id(row, args.id_column, line, prefix) if args.id_column else custom_id_for(prefix, number)
-        yield line, cid, template.render(row, line, "column")
+        prompt = template.render(row, line, "column")
+        if used and not any(row[f].strip() for f in used):
+            blank_lines.append(line)
+        yield line, cid, prompt
 
 
 def _jsonl_rows(args: Any, prefix: str) -> Iterator[Tuple[int, str, str]]:

@@ -232,3 +232,256 @@ def test_built_files_pass_validation_and_run_on_the_sandbox(sandbox, tmp_path):
         assert batch["endpoint"] == built["endpoint"]
         out = sandbox.content(batch["output_file_id"]).lines()
         assert sorted(o["custom_id"] for o in out) == sorted(r["custom_id"] for r in lines(built["path"]))
+
+
+# -- CSV input: quotes, empty rows, delimiters, line endings, BOM, fingerprint ------------------
+
+def csv_build(tmp_path, name, data, *args):
+    """Write ``data`` (bytes) to ``name`` and run create_batch_file.py on it."""
+    (tmp_path / name).write_bytes(data)
+    out = name.rsplit(".", 1)[0] + ".jsonl"
+    return run("create_batch_file.py", out, "--csv", name, *args), tmp_path / out
+
+
+def prompts_of(path):
+    return [r["body"]["messages"][-1]["content"] for r in lines(path)]
+
+
+def assert_refused(proc, out, *wording):
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.count("error: ") == 1 and "\nhint: " in proc.stderr
+    for w in wording:
+        assert w in proc.stderr, proc.stderr
+    assert not out.exists() and not out.with_name(out.stem + ".source.json").exists()
+
+
+@pytest.mark.parametrize("data, line", [
+    (b'id,text\n1,fine\n2,"stray quote start\n3,also fine\n4,more\n', 3),
+    (b'id,text\r\n1,"two\r\nlines"\r\n2,"ok"\r\n3,"open\r\n4,x\r\n', 5),  # CRLF, after a closed multi-line field
+    (b'id,a,b\n1,"multi\nline\nhere","open\n2,x,y', 4),  # opened on a later line of its own row
+    (b'id,"text\n1,a\n2,b\n', 1),  # in the header
+    (b'id,text\n1,a\n2,"unclosed at the very end', 3),
+])
+def test_a_quote_left_open_to_the_end_of_the_file_is_refused_with_its_line(tmp_path, data, line):
+    proc, out = csv_build(tmp_path, "q.csv", data, "--template", "{text}" if b"text" in data else "{a}")
+    last = data.count(b"\n") + (not data.endswith(b"\n"))
+    assert_refused(proc, out, f"error: q.csv: line {line}: a quoted field starts here and is never closed",
+                   f"end of the file (line {last})", 'two quotes ("")')
+
+
+def test_closed_multi_line_quoted_fields_are_read_whole(tmp_path):
+    data = b'id,text,n\n1,"para one\n\npara two, with ""quotes""",7\n2,"last\nrow",'  # no newline at the end
+    doc = ok_json(csv_build(tmp_path, "m.csv", data, "--template", "{text} ({n})")[0])
+    assert prompts_of("m.jsonl") == ['para one\n\npara two, with "quotes" (7)', "last\nrow ()"]
+    assert doc["requests"] == 2 and doc["warnings"] == []
+
+
+def test_a_stray_quote_closed_by_a_later_one_is_warned_about(tmp_path):
+    data = b'id,text\n1,fine\n2,"stray start\n3,also fine\n4,more\n5,"legit"\n6,ok\n'
+    proc, out = csv_build(tmp_path, "s.csv", data, "--template", "{text}")
+    doc = ok_json(proc)
+    assert doc["requests"] == 3
+    warning = ("line 3: a quoted field runs to line 6 and 3 of its lines look like rows of their own; if a quote "
+               "there lacks its closing pair, those rows were read into this field")
+    assert doc["warnings"] == [warning]
+    assert f"warning: {warning}" in proc.stderr
+    # a letter over several lines, with a comma on one of them, is not suspicious
+    proc, _ = csv_build(tmp_path, "l.csv", b'id,text\n1,"Dear team,\nthanks.\nBest,\nBob"\n2,ok\n',
+                        "--template", "{text}")
+    assert ok_json(proc)["warnings"] == [] and "warning" not in proc.stderr
+
+
+def test_a_row_that_runs_over_several_lines_has_a_hint_about_quotes(tmp_path):
+    data = b'id,text\n1,a\n2,"stray\n3,b\n4,"x",extra\n'
+    proc, out = csv_build(tmp_path, "r.csv", data, "--template", "{text}")
+    assert_refused(proc, out, "error: r.csv: line 3: the row has 3 field(s), the header has 2",
+                   "The row runs from line 3 to 5")
+
+
+def test_empty_rows_are_skipped_with_a_counted_warning_and_do_not_take_a_number(tmp_path):
+    data = b"id,text\n1,a\n,\n\n2,b\n   \n , \n3,c\n"
+    proc, out = csv_build(tmp_path, "e.csv", data, "--template", "{text}")
+    doc = ok_json(proc)
+    assert [r["custom_id"] for r in lines(out)] == ["e-000001", "e-000002", "e-000003"]
+    assert prompts_of(out) == ["a", "b", "c"]
+    assert doc["warnings"] == ["skipped 4 empty row(s) (lines 3, 4, 6, 7)"]
+    assert "warning: skipped 4 empty row(s) (lines 3, 4, 6, 7)" in proc.stderr
+    assert doc["source"]["rows"] == 3
+    # with an id column too: an empty row has no id, and is skipped rather than refused
+    doc = ok_json(csv_build(tmp_path, "i.csv", data, "--template", "{text}", "--id-column", "id")[0])
+    assert [r["custom_id"] for r in lines("i.jsonl")] == ["i-1", "i-2", "i-3"]
+    assert doc["warnings"] == ["skipped 4 empty row(s) (lines 3, 4, 6, 7)"]
+
+
+def test_a_csv_of_only_empty_rows_has_no_data_rows(tmp_path):
+    proc, out = csv_build(tmp_path, "z.csv", b"id,text\n,\n\n", "--template", "{text}")
+    assert_refused(proc, out, "error: z.csv: line 1: the CSV has a header row but no data rows",
+                   "2 empty row(s) were skipped (lines 2, 3)")
+
+
+def test_many_empty_rows_are_listed_in_short(tmp_path):
+    data = b"text\nx\n" + b",\n" * 0 + b"\n" * 25 + b"y\n"
+    doc = ok_json(csv_build(tmp_path, "b.csv", data, "--template", "{text}")[0])
+    assert doc["warnings"] == ["skipped 25 empty row(s) (lines 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, ... (15 more))"]
+
+
+def test_rows_whose_template_columns_are_all_empty_are_built_and_warned_about(tmp_path):
+    data = b"id,text,note,other\n1,,,x\n2,b,,\n3,,,\n4,,n,\n"
+    proc, out = csv_build(tmp_path, "p.csv", data, "--id-column", "id", "--template", "{id}: {text} {note}")
+    doc = ok_json(proc)
+    assert [r["custom_id"] for r in lines(out)] == ["p-1", "p-2", "p-3", "p-4"]
+    assert prompts_of(out) == ["1:  ", "2: b ", "3:  ", "4:  n"]
+    warning = ("2 row(s) have every column the template uses empty; their requests were built anyway "
+               "(lines 2, 4)")
+    assert doc["warnings"] == [warning] and f"warning: {warning}" in proc.stderr
+    # an empty prompt is counted once, by the clearer of the two warnings
+    doc = ok_json(csv_build(tmp_path, "t.csv", b"id,text\n1,\n2,b\n", "--template", "{text}")[0])
+    assert doc["warnings"] == ["1 row(s) have every column the template uses empty; their requests were built "
+                               "anyway (lines 2)"]
+
+
+@pytest.mark.parametrize("header, delimiter, name", [
+    ("id;text;stars", ";", "semicolons"),
+    ("id\ttext\tstars", "\t", "tabs"),
+    ("id|text|stars", "|", "pipes"),
+])
+def test_the_delimiter_is_detected_from_the_header_and_recorded(tmp_path, header, delimiter, name):
+    rows = [["r1", "great, really", "5"], ["r2", 'a "quoted" word', "1"]]
+    body = "".join(delimiter.join(f'"{v}"' if '"' in v else v for v in r) + "\n" for r in rows)
+    body = body.replace('"a "quoted" word"', '"a ""quoted"" word"')
+    proc, out = csv_build(tmp_path, "d.csv", (header + "\n" + body).encode(), "--id-column", "id",
+                          "--template", "{text} ({stars})")
+    doc = ok_json(proc)
+    assert prompts_of(out) == ["great, really (5)", 'a "quoted" word (1)']
+    assert f"d.csv: the header row is split by {name} ({delimiter!r}), so that is the delimiter" in proc.stderr
+    sidecar = json.loads((tmp_path / "d.source.json").read_text())
+    assert sidecar["delimiter"] == doc["source"]["delimiter"] == delimiter
+    with builder.CsvRows(str(tmp_path / "d.csv")) as rows_read:
+        assert rows_read.delimiter == delimiter and rows_read.dialect.delimiter == delimiter
+        assert rows_read.header == ["id", "text", "stars"]
+
+
+def test_a_comma_header_or_a_tie_means_comma_and_is_not_narrated(tmp_path):
+    proc, out = csv_build(tmp_path, "c.csv", b"title;sub,text\nA;a,x\n", "--template", "{text}")
+    doc = ok_json(proc)
+    assert doc["source"]["delimiter"] == "," and prompts_of(out) == ["x"] and "delimiter" not in proc.stderr
+    proc, out = csv_build(tmp_path, "one.csv", b"text\nhello; world\n", "--template", "{text}")
+    assert ok_json(proc)["source"]["delimiter"] == "," and prompts_of(out) == ["hello; world"]
+
+
+@pytest.mark.parametrize("flag", [";", "semicolon"])
+def test_delimiter_flag_overrides_the_detection(tmp_path, flag):
+    proc, out = csv_build(tmp_path, "c.csv", b"title;sub,text\nA;a,x\n", "--delimiter", flag,
+                          "--template", "{sub,text}")
+    doc = ok_json(proc)
+    assert prompts_of(out) == ["a,x"] and doc["source"]["delimiter"] == ";" and "split by" not in proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["\t", "\\t", "tab", "TAB"])
+def test_delimiter_flag_takes_a_tab_in_several_spellings(tmp_path, flag):
+    proc, out = csv_build(tmp_path, "t.csv", b"id\ttext\n1\ta, b\n", "--delimiter", flag, "--template", "{text}")
+    assert prompts_of(out) == ["a, b"] and ok_json(proc)["source"]["delimiter"] == "\t"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--csv", "c.csv", "--template", "{text}", "--delimiter", ":"],
+     "--delimiter ':' is not supported; use one of , ; tab |"),
+    (["--csv", "c.csv", "--template", "{text}", "--delimiter", ",,"],
+     "--delimiter ',,' is not supported; use one of , ; tab |"),
+    (["--prompts", "c.csv", "--delimiter", ";"], "--delimiter needs --csv"),
+])
+def test_delimiter_usage_errors(tmp_path, args, message):
+    (tmp_path / "c.csv").write_text("id,text\n1,a\n")
+    proc = run("create_batch_file.py", "o.jsonl", *args)
+    assert_refused(proc, tmp_path / "o.jsonl", f"error: {message}")
+
+
+def test_cr_only_line_endings_are_read_as_line_ends(tmp_path):
+    data = b'id,text\r1,"cell with\nan LF inside"\r\r2,b\r3,c'
+    proc, out = csv_build(tmp_path, "mac.csv", data, "--id-column", "id", "--template", "{text}")
+    doc = ok_json(proc)
+    assert prompts_of(out) == ["cell with\nan LF inside", "b", "c"]
+    assert "mac.csv: lines end with a lone CR (an old Mac export); each CR ends a line" in proc.stderr
+    assert doc["warnings"] == ["skipped 1 empty row(s) (lines 3)"]
+    # line numbers count CRs: the duplicate id is on line 5
+    proc, out = csv_build(tmp_path, "dup.csv", b"id,text\r1,a\r2,b\r\r1,c\r", "--id-column", "id",
+                          "--template", "{text}")
+    assert_refused(proc, out, "line 5: duplicate custom_id 'dup-1' (first made from line 2)")
+    proc, out = csv_build(tmp_path, "open.csv", b'id,text\r1,a\r2,"open\r3,c\r', "--template", "{text}")
+    assert_refused(proc, out, "open.csv: line 3: a quoted field starts here and is never closed")
+
+
+def test_cr_only_prompts_files_are_read_too(tmp_path):
+    (tmp_path / "p.txt").write_bytes(b"first\r\rthird\r")
+    ok_json(run("create_batch_file.py", "p.jsonl", "--prompts", "p.txt"))
+    assert [r["custom_id"] for r in lines("p.jsonl")] == ["p-000001", "p-000003"]
+    assert prompts_of("p.jsonl") == ["first", "third"]
+
+
+def test_line_ending_detection_across_the_first_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(builder.TextLines, "HEAD", 4)
+    monkeypatch.setattr(builder.TextLines, "CHUNK", 3)
+    cases = {b"abc\r\ndef\r\n": ["abc\r\n", "def\r\n"], b"abc\rdef\rg": ["abc\r", "def\r", "g"],
+             b"ab\ncdefgh\ni": ["ab\n", "cdefgh\n", "i"], b"abcdefgh\n": ["abcdefgh\n"], b"": [],
+             b"\xef\xbb\xbfa\rb": ["a\r", "b"]}
+    for i, (data, want) in enumerate(cases.items()):
+        (tmp_path / f"f{i}").write_bytes(data)
+        with builder.TextLines(str(tmp_path / f"f{i}")) as tl:
+            assert list(tl) == want, data
+            assert tl.line == len(want) and tl.bom == data.startswith(b"\xef\xbb\xbf")
+
+
+def test_the_sidecar_records_the_csv_fingerprint_delimiter_and_bom(tmp_path):
+    data = "\ufeffid;text\nr1;café\n".encode("utf-8")
+    proc, out = csv_build(tmp_path, "x.csv", data, "--id-column", "id", "--template", "{text}")
+    doc = ok_json(proc)
+    sidecar = json.loads((tmp_path / "x.source.json").read_text())
+    st = os.stat(tmp_path / "x.csv")
+    import hashlib
+    assert sidecar["bytes"] == st.st_size == len(data) and sidecar["mtime"] == st.st_mtime
+    assert isinstance(sidecar["mtime"], float)
+    assert sidecar["sha256"] == hashlib.sha256(data).hexdigest()
+    assert sidecar["delimiter"] == ";" and sidecar["bom"] is True
+    for kept in ("kind", "path", "id_column", "custom_ids_in_row_order", "id_prefix", "lines_in_row_order",
+                 "rows", "output", "output_sha256"):
+        assert kept in sidecar
+    assert doc["source"] == {k: v for k, v in sidecar.items() if k not in ("output", "output_sha256")}
+    assert prompts_of(out) == ["café"]
+    with builder.CsvRows(str(tmp_path / "x.csv")) as rows:
+        assert rows.bom is True and rows.header == ["id", "text"]
+    doc = ok_json(csv_build(tmp_path, "y.csv", b"id,text\n1,a\n", "--template", "{text}")[0])
+    assert doc["source"]["bom"] is False and doc["source"]["delimiter"] == ","
+
+
+def test_a_csv_that_changes_while_it_is_read_is_refused(tmp_path, monkeypatch, capsys):
+    import create_batch_file
+    (tmp_path / "c.csv").write_text("id,text\n1,a\n")
+    real = create_batch_file.sha256_file
+
+    def edit_then_hash(path):
+        with open(path, "a") as fh:
+            fh.write("2,b\n")
+        return real(path)
+
+    monkeypatch.setattr(create_batch_file, "sha256_file", edit_then_hash)
+    code, out, err = build("c.jsonl", "--csv", "c.csv", "--template", "{text}", capsys=capsys)
+    assert code == 2 and out == "" and "error: c.csv changed while it was being read" in err and "hint: " in err
+    assert not (tmp_path / "c.jsonl").exists() and not (tmp_path / "c.source.json").exists()
+
+
+def test_help_documents_the_csv_options():
+    proc = run("create_batch_file.py", "--help", subprocess=True)
+    assert proc.returncode == 0
+    text = " ".join(proc.stdout.split())
+    for words in ("--delimiter CHAR", "detected from the header row", "CR-only", "left open",
+                  "are all empty are skipped", "sha256", "BOM"):
+        assert words in text, words
+
+
+def test_limit_stops_reading_the_csv_at_the_last_row_taken(tmp_path):
+    data = b"id,text\n1,a\n\n2,b\n,\n3,\n4,d\n"
+    proc, out = csv_build(tmp_path, "l.csv", data, "--template", "{text}", "--limit", "2")
+    doc = ok_json(proc)
+    assert prompts_of(out) == ["a", "b"] and doc["source"]["rows"] == 2
+    assert doc["warnings"] == ["skipped 1 empty row(s) (lines 3)"]  # not line 5, nor row 3's empty text

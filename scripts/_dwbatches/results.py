@@ -663,6 +663,8 @@ class Merger:
 
     def write_csv(self, rows: CsvRows, out_path: str, err_path: str) -> MergeCounts:
         with atomic_output(out_path, text=True) as out_fh, atomic_output(err_path) as err_fh:
+            if rows.bom:  # as the source had (Excel needs it to show non-ASCII text)
+                out_fh.write("\ufeff")
             writer = csv.writer(out_fh, dialect=rows.dialect)
             writer.writerow(rows.header + [rows.response_col, rows.error_col])
             seen: set = set()
@@ -690,8 +692,9 @@ class CsvRows:
     With the job's ``source`` (``id_prefix``, ``id_column``) the custom_id is computed the way
     the builder computes it (``<prefix>-<id column value>`` or ``<prefix>-<zero-padded row
     number>``); without it, rows are matched to the input's requests in order (the builder
-    writes one request per non-blank row, in row order). Blank rows are skipped, as the
-    builder skips them. Yields (custom_id or None, row values).
+    writes one request per non-empty row, in row order). Empty rows are skipped, as the
+    builder skips them. Yields (custom_id or None, row values). The CSV is read with the
+    delimiter the builder used; ``dialect`` and ``bom`` say how to write a CSV like it.
     """
 
     def __init__(self, csv_path: str, source: Optional[Dict[str, Any]], input_path: Optional[str]):
@@ -700,9 +703,16 @@ class CsvRows:
         self.csv_path = csv_path
         self.source = source or {}
         self.input_path = input_path
-        self.dialect: Any = csv.excel
-        with builder.CsvRows(csv_path) as rows:
+        # a source that records no delimiter was built with commas, when only blank lines were skipped
+        legacy = bool(self.source) and "delimiter" not in self.source
+        delimiter = "," if legacy else None  # None: detected from the header, as the builder does
+        if not legacy and self.source.get("path") == os.path.abspath(csv_path):
+            delimiter = self.source.get("delimiter")
+        self._read_as: Dict[str, Any] = {"delimiter": delimiter, "skip_empty_rows": not legacy}
+        with builder.CsvRows(csv_path, **self._read_as) as rows:
             self.header = list(rows.header)
+            self.dialect: Any = rows.dialect
+            self.bom: bool = rows.bom
         names = set(self.header)
         self.response_col = "response" if "response" not in names else "dw_response"
         self.error_col = "error" if "error" not in names else "dw_error"
@@ -719,7 +729,7 @@ class CsvRows:
                 raise UsageError("cannot match the CSV rows to requests: the batch input file is missing",
                                  hint="Pass --format raw or simple, or restore the input file.")
             ids = iter_input_ids(self.input_path)
-        with b.CsvRows(self.csv_path) as rows:
+        with b.CsvRows(self.csv_path, **self._read_as) as rows:
             number = 0
             for line, row in rows:
                 number += 1
