@@ -49,6 +49,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.job:
             job = dwb.load_job(args.job)
             dwb.check_job_base_url(job, client.base_url)
+            if not args.dry_run:
+                # recorded first, without the lock: a submit running now creates no further batch
+                job.request_cancel()
             targets = dwb.job_targets(job.record)
             ids = [t["batch_id"] for t in targets if t["batch_id"]]
             unsubmitted = [{"round": t["round"], "chunk": t["chunk"], "held": t["held"]}

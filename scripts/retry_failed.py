@@ -130,7 +130,7 @@ def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
                            "retry anyway.")
 
     unreachable = [r for r in ref.reports if r.unreachable]
-    paid = [r for r in unreachable if _completed_before(job, r.batch_id)]
+    paid = [r for r in unreachable if dwb.counts_of(r.batch or {})["completed"] or _completed_before(job, r.batch_id)]
     if paid and not args.force:
         raise DWError(f"{len(paid)} batch(es) of the job cannot be read from the server any more "
                       f"({', '.join(r.batch_id for r in paid)}), and requests of theirs had completed; retrying "

@@ -113,6 +113,9 @@ def job_status(summaries: Sequence[Dict[str, Any]], state: Optional[JobRecord] =
         status = "in_progress"
     elif total and counts["completed"] >= total:
         status = "completed"
+    elif state is not None and state.cancel is not None and \
+            all(s.get("status") in ("cancelled", "completed", "failed") for s in deciding):
+        status = "cancelled"  # the user cancelled the job; chunks without a batch stay unsent
     else:
         endings = {s.get("status") for s in deciding}
         if endings == {"completed"}:
@@ -122,7 +125,8 @@ def job_status(summaries: Sequence[Dict[str, Any]], state: Optional[JobRecord] =
         else:
             status = "mixed"
     finished = status not in ("in_progress", "not_submitted")
-    bad = finished and any(s.get("status") in BAD_ENDINGS for s in deciding) and status != "completed"
+    bad = finished and status != "completed" and (status == "cancelled"
+                                                  or any(s.get("status") in BAD_ENDINGS for s in deciding))
     return {"status": status, "finished": finished, "request_counts": counts, "unsubmitted": unsubmitted,
             "ended_badly": bad}
 

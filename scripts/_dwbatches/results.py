@@ -661,7 +661,11 @@ class Merger:
         self.counts.unexpected = len(self.index.ids() - seen)
         return self.counts
 
-    def write_csv(self, rows: CsvRows, out_path: str, err_path: str) -> MergeCounts:
+    def write_csv(self, rows: CsvRows, out_path: str, err_path: str,
+                  submitted: Optional[set] = None) -> MergeCounts:
+        """The CSV with answer and error columns. ``submitted``: the custom_ids of the job's
+        requests, when known; a row whose id is not among them (a row added after the submit)
+        gets no answer and is not counted."""
         with atomic_output(out_path, text=True) as out_fh, atomic_output(err_path) as err_fh:
             if rows.bom:  # as the source had (Excel needs it to show non-ASCII text)
                 out_fh.write("\ufeff")
@@ -669,7 +673,8 @@ class Merger:
             writer.writerow(rows.header + [rows.response_col, rows.error_col])
             seen: set = set()
             for cid, row in rows:
-                if cid is None:  # a row that produced no request (e.g. skipped as empty)
+                if cid is None or (submitted is not None and cid not in submitted):
+                    # a row that produced no request (skipped as empty, or added after the submit)
                     writer.writerow(row + ["", "no request was made for this row"])
                     continue
                 raw, obj, err = self._classify(cid)
@@ -736,7 +741,7 @@ class CsvRows:
                 values = [row.get(h, "") for h in self.header]
                 if ids is not None:
                     yield next(ids, None), values
-                elif isinstance(limit, int) and number > limit:
+                elif isinstance(limit, int) and number > limit and not id_column:  # (--limit builds)
                     yield None, values
                 elif id_column:
                     try:
@@ -967,7 +972,7 @@ def refresh_job(client: Any, job: Job) -> JobRefresh:
     targets = job_targets(rec)
     store = JobStore(job)
     reports = update(client, store, targets)
-    rec.record_batches({r.batch_id: r.batch for r in reports if r.batch and not r.unreachable})
+    rec.record_batches({r.batch_id: r.batch for r in reports if r.batch})
     job.save()
     chunks = {c.batch_id: c for c in rec.chunks() if c.batch_id}
     summaries = [batch_summary(r, store, chunks.get(r.batch_id)) for r in reports]
@@ -1032,9 +1037,10 @@ def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[st
         merger = Merger(index, reason)
         try:
             if fmt == "csv":
+                submitted = set(order) if order is not None else None
                 counts = merger.write_csv(CsvRows(src_csv, source.to_dict() if source else None,
                                                   rec.input.path if order is not None else None),
-                                          out_path, err_path)
+                                          out_path, err_path, submitted=submitted)
             else:
                 counts = merger.write_jsonl(order if order is not None else iter(index.order or []), fmt,
                                             out_path, err_path)
