@@ -23,6 +23,7 @@ be reached (stdout stays empty on 1 and 3)."""
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -52,8 +53,27 @@ class Checks:
 
 
 def _default_chat_model(ids: List[str]) -> Optional[str]:
+    """The model to suggest: the default of create_batch_file.py when the key can use it, else
+    the first chat model listed."""
+    from _dwbatches.pricing import DEFAULT_MODEL
     chat = [m for m in ids if "embed" not in m.lower()]
+    if DEFAULT_MODEL in chat:
+        return DEFAULT_MODEL
     return chat[0] if chat else None
+
+
+def _next_command(ids: List[str]) -> str:
+    """A first build command that runs as printed: it names only files that exist (without a
+    prompts file, create_batch_file.py writes example prompts)."""
+    from _dwbatches.batches import command
+    from _dwbatches.pricing import DEFAULT_MODEL
+    args = ["requests.jsonl"]
+    if os.path.isfile("prompts.txt"):
+        args += ["--prompts", "prompts.txt"]
+    model = _default_chat_model(ids)
+    if model and model != DEFAULT_MODEL:
+        args += ["-m", model]
+    return command("create_batch_file.py", *args)
 
 
 def _version(package: str) -> str:
@@ -104,7 +124,6 @@ def _check(args: Any) -> int:
 
 def _check_api(args: Any, checks: Checks, sandbox: Any) -> int:
     from _dwbatches import config
-    from _dwbatches.batches import command
     from _dwbatches.http import Client
 
     if sandbox is not None:
@@ -150,8 +169,7 @@ def _check_api(args: Any, checks: Checks, sandbox: Any) -> int:
         "key_source": cfg.key_source,
         "sandbox": sandbox is not None,
         "models": ids,
-        "next": command("create_batch_file.py", "requests.jsonl", "--prompts", "prompts.txt",
-                        *(["-m", _default_chat_model(ids)] if _default_chat_model(ids) else [])),
+        "next": _next_command(ids),
     })
     return EXIT_OK
 

@@ -3,22 +3,30 @@
 # requires-python = ">=3.9"
 # dependencies = ["requests>=2.28,<3", "python-dotenv>=1.0,<2"]
 # ///
-"""List the models your key can use (GET /models), so requests name a real model.
+"""List the models your key can use (GET /models), with their prices, so requests name a real model.
 
 The API does not say which models are chat and which are embeddings models; --chat and
 --embeddings filter by name (models whose id contains "embed" are embeddings models).
+Prices come from the price table dated prices_as_of (USD per million tokens, input and
+output, for the 24h and the 1h window; null for a model the table does not know); the live
+prices are on Doubleword's models page. --sort price lists the cheapest first (by the 24h
+input plus output price), so the first chat model is the cheapest one: try it on a sample
+(create_batch_file.py --limit 20) before the whole job.
 
 examples:
   python3 scripts/list_models.py
+  python3 scripts/list_models.py --chat --sort price        # the cheapest chat model first
   python3 scripts/list_models.py --embeddings
 
-output (stdout, JSON): count, models (id, kind, owned_by, created)."""
+output (stdout, JSON): count, prices_as_of, default_model (create_batch_file.py's default),
+models (id, kind, owned_by, created, price_per_1m_tokens {24h {input, output}, 1h {input,
+output}} or null)."""
 
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from _dwbatches import output
+from _dwbatches import output, pricing
 from _dwbatches.errors import EXIT_OK
 
 
@@ -26,11 +34,21 @@ def model_kind(model_id: str) -> str:
     return "embeddings" if "embed" in model_id.lower() else "chat"
 
 
+def price_key(model: dict) -> tuple:
+    p = model["price_per_1m_tokens"]
+    if not p:
+        return (1, 0.0, model["id"])
+    return (0, p["24h"]["input"] + p["24h"]["output"], model["id"])
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True)
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--chat", action="store_true", help="only chat / completion models")
     kind.add_argument("--embeddings", action="store_true", help="only embeddings models")
+    parser.add_argument("--sort", choices=("id", "price"), default="id",
+                        help="order: by id (default) or by price, cheapest first (24h input + output; "
+                             "models without a known price last)")
     args = output.parse_args(parser, argv)
 
     def body() -> int:
@@ -43,10 +61,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             k = model_kind(mid)
             if (args.chat and k != "chat") or (args.embeddings and k != "embeddings"):
                 continue
-            models.append({"id": mid, "kind": k, "owned_by": m.get("owned_by"), "created": m.get("created")})
+            models.append({"id": mid, "kind": k, "owned_by": m.get("owned_by"), "created": m.get("created"),
+                           "price_per_1m_tokens": pricing.price_doc(mid)})
         models.sort(key=lambda m: m["id"])
-        output.narrate(f"{len(models)} model(s)")
-        output.emit({"count": len(models), "models": models})
+        if args.sort == "price":
+            models.sort(key=price_key)
+        output.narrate(f"{len(models)} model(s); prices per 1M tokens as of {pricing.PRICES_AS_OF}")
+        for m in models:
+            p = m["price_per_1m_tokens"]
+            cost = (f"${p['24h']['input']:g} in / ${p['24h']['output']:g} out (24h), "
+                    f"${p['1h']['input']:g} / ${p['1h']['output']:g} (1h)") if p else "price unknown"
+            output.narrate(f"  {m['id']} ({m['kind']}): {cost}")
+        output.emit({"count": len(models), "prices_as_of": pricing.PRICES_AS_OF,
+                     "default_model": pricing.DEFAULT_MODEL, "models": models})
         return EXIT_OK
 
     return output.run(body)

@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterator
 
 # Standard library only as well: platform differences (Windows, macOS, Linux) live there.
 # The import works from any working directory: Python puts this script's directory on sys.path.
-from _dwbatches import compat
+from _dwbatches import compat, pricing
 
 __version__ = "1.0.0"
 
@@ -87,21 +87,9 @@ SANDBOX_USER_ID = "5a9d1b7e-0c3f-4f6a-9a51-5b0d0a11ce00"
 SANDBOX_USER_EMAIL = "sandbox-user@localhost"
 MODEL_CREATED = 1735689600
 
-# Per 1M tokens (input, output) for the async ("1h") and batch ("24h") tiers.
-PRICES = {
-    "Qwen/Qwen3.5-4B": {"1h": ("0.05", "0.08"), "24h": ("0.04", "0.06")},
-    "Qwen/Qwen3.5-9B": {"1h": ("0.04", "0.35"), "24h": ("0.03", "0.29")},
-    "Qwen/Qwen3-14B-FP8": {"1h": ("0.03", "0.30"), "24h": ("0.02", "0.20")},
-    "Qwen/Qwen3.5-35B-A3B-FP8": {"1h": ("0.07", "0.30"), "24h": ("0.05", "0.20")},
-    "Qwen/Qwen3-VL-30B-A3B-Instruct-FP8": {"1h": ("0.07", "0.30"), "24h": ("0.05", "0.20")},
-    "Qwen/Qwen3-VL-235B-A22B-Instruct-FP8": {"1h": ("0.15", "0.55"), "24h": ("0.10", "0.40")},
-    "Qwen/Qwen3.5-397B-A17B": {"1h": ("0.30", "1.80"), "24h": ("0.15", "1.20")},
-    "nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-NVFP4": {"1h": ("0.23", "0.56"), "24h": ("0.15", "0.38")},
-    "openai/gpt-oss-20b": {"1h": ("0.03", "0.20"), "24h": ("0.02", "0.15")},
-    "allenai/olmOCR-2-7B-1025-FP8": {"1h": ("0.15", "0.15"), "24h": ("0.10", "0.10")},
-    "lightonai/LightOnOCR-2-1B-bbox-soup": {"1h": ("0.08", "0.08"), "24h": ("0.05", "0.05")},
-    "Qwen/Qwen3-Embedding-8B": {"1h": ("0.03", "0"), "24h": ("0.02", "0")},
-}
+# Per 1M tokens (input, output) by window: the client's dated price table, so that the sandbox's
+# estimates and the client's figures agree.
+PRICES = pricing.PRICES
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, Optional, Sequence
 
-from _dwbatches import output
+from _dwbatches import output, pricing
 from _dwbatches.errors import EXIT_OK, DWError, UsageError
 from _dwbatches.job import Job, default_job_dir, sha256_file
 from _dwbatches.submitter import (
@@ -123,7 +123,7 @@ def dry_run(args: Any, report: Any, job: Job, metadata: Dict[str, str]) -> int:
     resumes = None
     if job.exists():  # a local read only: would the real run resume this job?
         try:
-            resumes = (job.load().get("input") or {}).get("sha256") == sha256_file(args.input)
+            resumes = job.load().input.sha256 == sha256_file(args.input)
         except DWError as exc:
             output.narrate(f"the job at {job.dir} is not readable: {exc.message}")
             resumes = False
@@ -135,9 +135,12 @@ def dry_run(args: Any, report: Any, job: Job, metadata: Dict[str, str]) -> int:
            "bytes": report.bytes, "chunks": len(plan), "plan": plan, "completion_window": window,
            "metadata": metadata, "models": report.models, "endpoints": report.endpoints,
            "estimated_cost": estimate, "warnings": report.warnings, "next": command("submit.py", *cmd)}
-    usd = estimate.get("usd")
-    output.narrate(f"dry run: {report.requests} requests in {len(plan)} chunk(s); nothing was sent"
-                   + (f"; about ${usd} ({window}, local estimate; prices may be stale)" if usd else ""))
+    low, high = estimate["low"]["usd"], estimate["high"]["usd"]
+    cost = ""
+    if low is not None:
+        cost = f"; about ${low} to ${high}" if high is not None else f"; at least about ${low} (no max_tokens bound)"
+        cost += f" ({window}, local estimate from the price table of {pricing.PRICES_AS_OF})"
+    output.narrate(f"dry run: {report.requests} requests in {len(plan)} chunk(s); nothing was sent{cost}")
     output.emit(doc)
     return EXIT_OK
 

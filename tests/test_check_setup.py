@@ -87,3 +87,35 @@ def test_list_models_and_filters(sandbox, tmp_path):
     assert "Qwen/Qwen3-Embedding-8B" not in {m["id"] for m in json.loads(out)["models"]}
     code, out, err = run("list_models.py", env={"DOUBLEWORD_BASE_URL": sandbox.base_url}, cwd=tmp_path)
     assert code == 3 and out == ""
+
+
+def test_list_models_shows_prices_and_sorts_the_cheapest_first(sandbox, tmp_path):
+    """One command answers "which model is the cheapest?"."""
+    env = {"DOUBLEWORD_API_KEY": sandbox.api_key, "DOUBLEWORD_BASE_URL": sandbox.base_url}
+    code, out, err = run("list_models.py", "--chat", "--sort", "price", env=env, cwd=tmp_path)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["prices_as_of"] == "2026-04-13" and doc["default_model"] == "Qwen/Qwen3.5-35B-A3B-FP8"
+    priced = [m for m in doc["models"] if m["price_per_1m_tokens"]]
+    assert priced and all(set(m["price_per_1m_tokens"]) == {"24h", "1h"} for m in priced)
+    keys = [m["price_per_1m_tokens"]["24h"]["input"] + m["price_per_1m_tokens"]["24h"]["output"] for m in priced]
+    assert keys == sorted(keys)  # cheapest first
+    assert doc["models"][: len(priced)] == priced  # unknown prices last
+    nine_b = next(m for m in doc["models"] if m["id"] == "Qwen/Qwen3.5-9B")["price_per_1m_tokens"]
+    assert nine_b == {"24h": {"input": 0.03, "output": 0.29}, "1h": {"input": 0.04, "output": 0.35}}
+    assert "prices per 1M tokens as of 2026-04-13" in err
+
+
+def test_check_setup_next_names_only_files_that_exist_and_runs_as_printed(sandbox, tmp_path):
+    env = {"DOUBLEWORD_API_KEY": sandbox.api_key, "DOUBLEWORD_BASE_URL": sandbox.base_url}
+    code, out, err = run("check_setup.py", env=env, cwd=tmp_path)
+    assert code == 0, err
+    nxt = json.loads(out)["next"]
+    assert "prompts.txt" not in nxt and "-m" not in nxt  # no prompts file here; the default model is available
+    (tmp_path / "prompts.txt").write_text("Say hi\n")
+    code, out, err = run("check_setup.py", env=env, cwd=tmp_path)
+    nxt = json.loads(out)["next"]
+    assert "--prompts prompts.txt" in nxt
+    argv = nxt.split()[2:]
+    code, out, err = run("create_batch_file.py", *argv, env=env, cwd=tmp_path)
+    assert code == 0 and json.loads(out)["requests"] == 1, err

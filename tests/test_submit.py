@@ -423,9 +423,13 @@ def test_dry_run_sends_nothing_needs_no_key_and_estimates_locally(sandbox, tmp_p
     assert not (tmp_path / "in.dwjob").exists()
     assert doc["dry_run"] and doc["chunks"] == 4 and [c["requests"] for c in doc["plan"]] == [8, 8, 8, 6]
     est = doc["estimated_cost"]
-    assert "local estimate; prices may be stale" in est["source"] and est["usd"] is not None
+    assert "local estimate from the price table of" in est["source"]
+    assert est["low"]["usd"] is not None and est["high"]["usd"] is not None
+    assert float(est["low"]["usd"]) <= float(est["high"]["usd"])
+    assert "max_tokens" in est["low"]["basis"] and "whole max_tokens" in est["high"]["basis"]
     model = est["models"][0]
-    assert model["model"] == CHAT_MODEL and model["output_tokens"] == 30 * 8  # max_tokens where given
+    assert model["model"] == CHAT_MODEL and model["output_tokens_high"] == 30 * 8  # every max_tokens used
+    assert 0 < model["output_tokens_low"] <= model["output_tokens_high"]
     assert model["price_per_1m_tokens"] == {"input": 0.04, "output": 0.35}  # the 1h price
     assert doc["next"].endswith("in.jsonl -w 1h --max-requests 8")
 

@@ -33,7 +33,7 @@ import sys
 import tempfile
 from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from . import compat
+from . import compat, pricing
 from .errors import InputError, UsageError
 from .jobstate import atomic_write_json, fsync_dir, sha256_file
 from .validate import (
@@ -48,8 +48,8 @@ from .validate import (
 
 check_custom_id = _check_custom_id  # None when the id is acceptable, else the reason
 
-DEFAULT_CHAT_MODEL = "Qwen/Qwen3.5-35B-A3B-FP8"
-DEFAULT_EMBEDDING_MODEL = "Qwen/Qwen3-Embedding-8B"
+DEFAULT_CHAT_MODEL = pricing.DEFAULT_MODEL
+DEFAULT_EMBEDDING_MODEL = pricing.DEFAULT_EMBEDDING_MODEL
 CHAT = "/v1/chat/completions"
 EMBEDDINGS = "/v1/embeddings"
 RESPONSES = "/v1/responses"

@@ -32,7 +32,8 @@ Schema of ``job.json`` (``version`` 2; the version-1 files of earlier releases, 
     fetch              {batch_id: {output: cursor, error: cursor, verified, final, status,
                        request_counts, unreachable}}; cursor = {skip, local_bytes, rereads}:
                        lines read from the server and bytes of them on disk
-    results            null, or {format, output, errors, csv}: the output settings last used
+    results            null, or {format, output, errors, csv, column}: the output settings last used
+    local_estimate     null, or {window, low_usd, high_usd, as_of}: the price-table range at submit
     cancel             null, or {at, rounds}: cancelled by the user; no batch is created for
                        a chunk of those rounds any more
 
@@ -348,6 +349,7 @@ class JobRecord(_Record):
     fetch: Dict[str, BatchDownload] = field(default_factory=dict)
     results: Optional[ResultsSettings] = None
     cancel: Optional[Cancel] = None
+    local_estimate: Optional[Dict[str, Any]] = None  # {window, low_usd, high_usd, as_of} at submit
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod

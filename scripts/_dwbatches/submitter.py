@@ -52,10 +52,10 @@ import shutil
 import sys
 import tempfile
 import time
-from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from . import clock, compat
+from . import clock, compat, pricing
 from .errors import (
     EXIT_API,
     EXIT_CONFIG,
@@ -96,39 +96,6 @@ SETTLE_WINDOW = 600.0
 SETTLE_DELAYS = (1.0, 2.0)
 CLOCK_SKEW = 600.0  # seconds of server/local clock difference tolerated when paging back
 
-# Per 1M tokens (input, output), by completion window. From the Doubleword skill's price list
-# (2026-04); the live prices are on the admin models API. Used only for --dry-run estimates.
-PRICES: Dict[str, Dict[str, Tuple[float, float]]] = {
-    "24h": {
-        "Qwen/Qwen3.5-4B": (0.04, 0.06),
-        "Qwen/Qwen3.5-9B": (0.03, 0.29),
-        "Qwen/Qwen3-14B-FP8": (0.02, 0.20),
-        "Qwen/Qwen3.5-35B-A3B-FP8": (0.05, 0.20),
-        "Qwen/Qwen3-VL-30B-A3B-Instruct-FP8": (0.05, 0.20),
-        "Qwen/Qwen3-VL-235B-A22B-Instruct-FP8": (0.10, 0.40),
-        "Qwen/Qwen3.5-397B-A17B": (0.15, 1.20),
-        "nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-NVFP4": (0.15, 0.38),
-        "openai/gpt-oss-20b": (0.02, 0.15),
-        "allenai/olmOCR-2-7B-1025-FP8": (0.10, 0.10),
-        "lightonai/LightOnOCR-2-1B-bbox-soup": (0.05, 0.05),
-        "Qwen/Qwen3-Embedding-8B": (0.02, 0.0),
-    },
-    "1h": {
-        "Qwen/Qwen3.5-4B": (0.05, 0.08),
-        "Qwen/Qwen3.5-9B": (0.04, 0.35),
-        "Qwen/Qwen3-14B-FP8": (0.03, 0.30),
-        "Qwen/Qwen3.5-35B-A3B-FP8": (0.07, 0.30),
-        "Qwen/Qwen3-VL-30B-A3B-Instruct-FP8": (0.07, 0.30),
-        "Qwen/Qwen3-VL-235B-A22B-Instruct-FP8": (0.15, 0.55),
-        "Qwen/Qwen3.5-397B-A17B": (0.30, 1.80),
-        "nvidia/NVIDIA-Nemotron-3-Super-120B-A12B-NVFP4": (0.23, 0.56),
-        "openai/gpt-oss-20b": (0.03, 0.20),
-        "allenai/olmOCR-2-7B-1025-FP8": (0.15, 0.15),
-        "lightonai/LightOnOCR-2-1B-bbox-soup": (0.08, 0.08),
-        "Qwen/Qwen3-Embedding-8B": (0.03, 0.0),
-    },
-}
-PRICES_AS_OF = "2026-04-13"
 
 
 class CostLimitExceeded(UsageError):
@@ -380,6 +347,9 @@ def _new_job(job: Job, input_path: str, base_url: str, completion_window: Option
     rec = Job.create_record(input_path, Fingerprint.of(input_path, sha), window, dict(metadata or {}),
                             report.requests, base_url)
     rec.source = Source.from_dict(source) if source else None
+    est = local_estimate(report, window)
+    rec.local_estimate = {"window": window, "low_usd": est["low"]["usd"], "high_usd": est["high"]["usd"],
+                          "as_of": pricing.PRICES_AS_OF}
     job.record = rec
     _verified(job)[os.path.abspath(input_path)] = sha
     rec.rounds = [new_round(job, 1, "initial", input_path, sha, window, report.chunks, max_requests, max_bytes)]
@@ -926,14 +896,7 @@ def submit_pending(job: Job, client: Any, max_cost: Optional[float] = None) -> L
 
 # -- reporting --------------------------------------------------------------------------------
 
-def _money(value: Decimal, up: bool = False) -> str:
-    if value >= 1:
-        q = Decimal("0.01")
-    elif value == 0 or value >= Decimal("0.0001"):
-        q = Decimal("0.0001")
-    else:  # tiny amounts keep two significant digits rather than rounding to $0.0000
-        q = Decimal(1).scaleb(value.adjusted() - 1)
-    return str(value.quantize(q, rounding=ROUND_CEILING if up else ROUND_HALF_UP))
+_money = pricing.money
 
 
 def sum_estimates(chunks: Iterable[Chunk]) -> Tuple[Decimal, int]:
@@ -961,12 +924,17 @@ def job_report(job: Job) -> Dict[str, Any]:
     total, unknown = sum_estimates(c for _, c in chunks)
     known = len(chunks) - unknown
     estimate: Optional[Dict[str, Any]] = None
-    if known:
+    local = rec.local_estimate or {}
+    if known or local:
         est = [c.cost_estimate or {} for _, c in chunks]
-        estimate = {"usd": _money(total), "source": "server (GET /files/{id}/cost-estimate)",
+        estimate = {"usd": _money(total) if known else None, "source": "server (GET /files/{id}/cost-estimate)",
                     "input_tokens": sum(int(e.get("total_estimated_input_tokens") or 0) for e in est),
                     "output_tokens": sum(int(e.get("total_estimated_output_tokens") or 0) for e in est),
-                    "chunks_estimated": known, "chunks": len(chunks)}
+                    "chunks_estimated": known, "chunks": len(chunks),
+                    "local_low_usd": local.get("low_usd"), "local_high_usd": local.get("high_usd"),
+                    "note": "--max-cost compares the server's figure (usd). The server assumes answers about as "
+                            "long as their prompts and ignores max_tokens; the local range runs from that to every "
+                            "max_tokens used (high is null when some request sets none)."}
     return {"job": job.dir, "job_id": rec.job_id, "batches": batches,
             "requests": rec.input.requests, "chunks": len(chunks),
             "completion_window": rec.completion_window, "estimated_cost": estimate,
@@ -974,36 +942,60 @@ def job_report(job: Job) -> Dict[str, Any]:
 
 
 def local_estimate(report: Report, completion_window: str) -> Dict[str, Any]:
-    """A price-table estimate from the validation report (no network): input tokens ≈ bytes/4,
-    output = max_tokens where given, else input x 1.1 (embeddings: none)."""
-    table = PRICES.get(completion_window, {})
+    """The price-table estimate of a validated file (no network), as a range.
+
+    Input tokens are the request line's bytes / 4 (the server's own rule). ``low`` assumes
+    each answer is about as long as its prompt × 1.1 (the server's fallback), capped by the
+    request's ``max_tokens``; ``high`` assumes every request uses its whole ``max_tokens`` and
+    is null when some chat request sets no ``max_tokens`` (then nothing bounds the answer).
+    Embeddings produce no output tokens."""
     models = []
-    total = Decimal(0)
-    unpriced = []
+    totals = {"low": Decimal(0), "high": Decimal(0)}
+    tokens = {"input": 0, "low": 0, "high": 0}
+    unpriced: List[str] = []
+    unbounded = 0
     for model, t in sorted(report.model_tokens.items()):
-        price = table.get(model)
+        p = pricing.price(model, completion_window)
+        high_out = t.get("output_tokens_high")
         entry: Dict[str, Any] = {"model": model, "requests": t["requests"], "input_tokens": t["input_tokens"],
-                                 "output_tokens": t["output_tokens"]}
-        if price is None:
-            entry["usd"] = None
+                                 "output_tokens_low": t["output_tokens_low"], "output_tokens_high": high_out}
+        tokens["input"] += t["input_tokens"]
+        tokens["low"] += t["output_tokens_low"]
+        if high_out is None:
+            unbounded += t.get("requests_without_max_tokens", 0)
+        else:
+            tokens["high"] += high_out
+        if p is None:
+            entry["usd_low"] = entry["usd_high"] = None
             unpriced.append(model)
         else:
-            cost = (Decimal(t["input_tokens"]) * Decimal(str(price[0])) +
-                    Decimal(t["output_tokens"]) * Decimal(str(price[1]))) / Decimal(1_000_000)
-            entry["usd"] = _money(cost)
-            entry["price_per_1m_tokens"] = {"input": price[0], "output": price[1]}
-            total += cost
+            low = pricing.cost(model, completion_window, t["input_tokens"], t["output_tokens_low"]) or Decimal(0)
+            entry["usd_low"] = _money(low)
+            totals["low"] += low
+            if high_out is None:
+                entry["usd_high"] = None
+            else:
+                high = pricing.cost(model, completion_window, t["input_tokens"], high_out) or Decimal(0)
+                entry["usd_high"] = _money(high)
+                totals["high"] += high
+            entry["price_per_1m_tokens"] = {"input": float(p[0]), "output": float(p[1])}
         models.append(entry)
+    known = not unpriced or bool(totals["low"])
     doc: Dict[str, Any] = {
-        "usd": _money(total) if not unpriced or total else None,
-        "source": f"local estimate; prices may be stale (price list of {PRICES_AS_OF}, {completion_window} window)",
-        "input_tokens": sum(t["input_tokens"] for t in report.model_tokens.values()),
-        "output_tokens": sum(t["output_tokens"] for t in report.model_tokens.values()),
+        "low": {"usd": _money(totals["low"]) if known else None, "input_tokens": tokens["input"],
+                "output_tokens": tokens["low"],
+                "basis": "each answer about as long as its prompt x 1.1 (the server's rule), at most its max_tokens"},
+        "high": {"usd": _money(totals["high"]) if known and not unbounded else None,
+                 "input_tokens": tokens["input"], "output_tokens": tokens["high"] if not unbounded else None,
+                 "basis": ("every request uses its whole max_tokens" if not unbounded else
+                           f"no upper bound: {unbounded} request(s) set no max_tokens")},
+        "source": f"local estimate from the price table of {pricing.PRICES_AS_OF} ({completion_window} window); "
+                  "prices may have changed",
         "models": models,
     }
     if unpriced:
         doc["unpriced_models"] = unpriced
-        doc["note"] = "no local price for " + ", ".join(unpriced) + "; the total leaves them out"
+        doc["note"] = "no local price for " + ", ".join(unpriced) + "; the totals leave them out"
     return doc
 
 
@@ -1028,6 +1020,6 @@ def physical_line(path: str, start_byte: int, end_byte: int, start_line: int, nt
 
 
 __all__ = [
-    "CostLimitExceeded", "PRICES", "Submitter", "add_retry_round", "crash_point", "job_report", "local_estimate",
+    "CostLimitExceeded", "Submitter", "add_retry_round", "crash_point", "job_report", "local_estimate",
     "next_round_path", "parse_metadata", "plan_range", "prepare_job", "submit_pending", "validate_input",
 ]

@@ -89,7 +89,9 @@ class Report:
     max_output_tokens: int = 0  # sum of max_tokens where given
     requests_without_max_tokens: int = 0
     # per model: requests, input_tokens (line bytes / 4), output_tokens (max_tokens where given,
-    # else 0 for embeddings and input x 1.1 otherwise; the server's own fallback rule)
+    # else 0 for embeddings and input x 1.1 otherwise; the server's own fallback rule),
+    # output_tokens_low (input x 1.1, at most max_tokens), output_tokens_high (the sum of
+    # max_tokens; None when a chat request sets none), requests_without_max_tokens
     model_tokens: Dict[str, Dict[str, int]] = field(default_factory=dict)
     chunks: List[Chunk] = field(default_factory=list)
 
@@ -318,10 +320,10 @@ def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byte
                 rep.add_error(n, cid, f"the line is {size} bytes, more than the {max_bytes}-byte file limit")
                 continue
             # per model: [requests, bytes, max_tokens sum, bytes of chat lines without max_tokens,
-            # requests without max_tokens]
+            # chat requests without max_tokens, expected output (prompt x 1.1, at most max_tokens)]
             pm = per_model.get(model)
             if pm is None:
-                pm = per_model[model] = [0, 0, 0, 0, 0]
+                pm = per_model[model] = [0, 0, 0, 0, 0, 0]
                 kind_warning = _model_kind_warning(model, url)
                 if kind_warning:
                     rep.warnings.append(f"line {n}: {kind_warning}")
@@ -332,12 +334,14 @@ def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byte
                 mt = body.get("max_completion_tokens")
                 if mt is None:
                     mt = body.get("max_output_tokens")
-            if type(mt) is int and mt > 0:
+            if url == "/v1/embeddings":
+                pass  # embeddings have no output tokens
+            elif type(mt) is int and mt > 0:
                 pm[2] += mt
+                pm[5] += min(mt, int(size / 4 * 1.1))
             else:
                 pm[4] += 1
-                if url != "/v1/embeddings":
-                    pm[3] += size
+                pm[3] += size
             # chunk planning
             if chunk_requests >= max_requests or offset - chunk_start > max_bytes or chunk is None:
                 if chunk is not None:
@@ -358,15 +362,18 @@ def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byte
         _close_chunk(chunk, chunk_requests, chunk_url, other_urls, last_n, last_off)
     rep.bytes = offset
     rep.blank_lines = blank
-    for model, (count, nbytes, mt_sum, chat_bytes, no_mt) in per_model.items():
+    for model, (count, nbytes, mt_sum, chat_bytes, no_mt, expected) in per_model.items():
         models[model] = count
         tin = max(count, nbytes // 4)
-        tout = mt_sum + int(chat_bytes / 4 * 1.1)
+        free = int(chat_bytes / 4 * 1.1)  # requests without max_tokens: the server's fallback rule
         rep.requests += count
         rep.estimated_input_tokens += tin
         rep.max_output_tokens += mt_sum
         rep.requests_without_max_tokens += no_mt
-        rep.model_tokens[model] = {"requests": count, "input_tokens": tin, "output_tokens": tout}
+        rep.model_tokens[model] = {"requests": count, "input_tokens": tin, "output_tokens": mt_sum + free,
+                                   "output_tokens_low": expected + free,
+                                   "output_tokens_high": None if no_mt else mt_sum,
+                                   "requests_without_max_tokens": no_mt}
     for c in rep.chunks:
         for u, count in c.urls.items():
             endpoints[u] = endpoints.get(u, 0) + count
