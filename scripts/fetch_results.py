@@ -35,7 +35,10 @@ fetches that give none.
 output (stdout, JSON): complete, status (job-level, see poll.py), request_counts, requests,
 succeeded, failed, missing, output, errors, format, failed_sample (up to 5 custom_id +
 error), missing_sample (up to 5 custom_ids), unexpected (results whose custom_id is not in
-the input), batches (batch_id, status, request_counts, fetched {output, error} lines,
+the input), usage (requests, input_tokens, output_tokens of the successful results) and
+cost (usd, prices_as_of, basis, rounds [{round, completion_window, requests, input_tokens,
+output_tokens, usd}]: what the results cost, from the server's token counts and the price
+table), batches (batch_id, status, request_counts, fetched {output, error} lines,
 new_lines, verified), unreachable (only when a batch or its files are gone from the server:
 batch_id, round, chunk, reason), warnings (e.g. the job's input or source CSV changed since
 it was submitted), job (null for batch ids, with state = the state file), next.
@@ -104,6 +107,10 @@ def narrate_summary(doc: Dict[str, Any]) -> None:
     if doc["missing"]:
         text += f", {doc['missing']} without a result"
     text += f" ({doc['status']}); results: {dwb.display_path(doc['output'])}"
+    cost, usage = doc.get("cost") or {}, doc.get("usage") or {}
+    if cost.get("usd") is not None and usage.get("requests"):
+        text += (f"; cost ${cost['usd']} ({usage['input_tokens']} input + {usage['output_tokens']} output tokens, "
+                 f"prices of {cost['prices_as_of']})")
     if doc["failed"] or doc["missing"]:
         text += f"; errors: {dwb.display_path(doc['errors'])}"
     output.narrate(text)

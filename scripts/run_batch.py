@@ -20,7 +20,8 @@ examples:
 
 output (stdout, JSON): job, job_id, submitted (resumed, this_run {uploaded, created, found},
 chunks), status, then (once finished, or with --wait) the fetch report: complete,
-succeeded, failed, missing, output, errors, format, batches, next. Without --wait and not
+succeeded, failed, missing, output, errors, format, usage, cost (what the results cost, as
+fetch_results.py reports it), batches, next. Without --wait and not
 finished yet: finished false, request_counts, batches, next. Exit codes as fetch_results.py
 (0 all succeeded; 5 finished with failed or missing requests: next is retry_failed.py; 6
 --wait timed out); without --wait an unfinished job exits 0."""

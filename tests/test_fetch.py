@@ -324,3 +324,32 @@ def test_usage_errors_leave_stdout_empty(sandbox, tmp_path):
 def test_help_lists_exit_codes(script):
     proc = subprocess.run([sys.executable, str(SCRIPTS / script), "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "exit codes:" in proc.stdout and "examples:" in proc.stdout
+
+
+def test_the_report_says_what_the_results_cost_by_round(sandbox, tmp_path):
+    """usage = the tokens the server reported for the successful results; cost = usage x the
+    price table, for each round's window."""
+    write_input("data.jsonl", 4)
+    sandbox.set_faults({"fail_custom_ids": ["req-2"], "fail_status": 500})
+    code, doc, err = run_script("run_batch.py", "data.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
+    assert code == 5, err
+    lines = [json.loads(x) for x in Path(doc["output"]).read_text().splitlines()]
+    reported = [ln["response"]["body"]["usage"] for ln in lines]
+    assert doc["usage"] == {"requests": 3, "input_tokens": sum(u["prompt_tokens"] for u in reported),
+                            "output_tokens": sum(u["completion_tokens"] for u in reported)}
+    price_in, price_out = 0.03, 0.29  # Qwen/Qwen3.5-9B, 24h, per 1M tokens
+    expected = (doc["usage"]["input_tokens"] * price_in + doc["usage"]["output_tokens"] * price_out) / 1e6
+    assert abs(float(doc["cost"]["usd"]) - expected) < expected * 0.05
+    assert [r["round"] for r in doc["cost"]["rounds"]] == [1] and doc["cost"]["prices_as_of"] == "2026-04-13"
+    assert f"cost ${doc['cost']['usd']}" in err
+
+    sandbox.clear_faults()
+    code, doc, err = run_script("retry_failed.py", "--job", "data.dwjob", "-w", "1h", env=sandbox.env())
+    assert code == 0, err
+    wait_job(sandbox, "data.dwjob")
+    code, doc, err = run_script("fetch_results.py", "--job", "data.dwjob", env=sandbox.env())
+    assert code == 0 and doc["usage"]["requests"] == 4, err
+    rounds = {r["round"]: r for r in doc["cost"]["rounds"]}
+    assert set(rounds) == {1, 2} and rounds[2]["completion_window"] == "1h" and rounds[2]["requests"] == 1
+    total = sum(float(r["usd"]) for r in rounds.values())
+    assert abs(float(doc["cost"]["usd"]) - total) < 1e-6

@@ -21,10 +21,11 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import batches as dwb
-from . import clock, compat, jobstate
+from . import clock, compat, jobstate, pricing
 from .errors import (
     EXIT_NOT_FINISHED,
     EXIT_OK,
@@ -610,6 +611,21 @@ class Merger:
         self.index = index
         self.missing_reason = missing_reason
         self.counts = MergeCounts()
+        # usage of the successful results written: (raw file index, model) -> [requests, in, out]
+        self.usage: Dict[Tuple[int, str], List[int]] = {}
+
+    def _note_usage(self, cid: str, obj: Optional[Dict[str, Any]]) -> None:
+        body = ((obj or {}).get("response") or {}).get("body")
+        if not isinstance(body, dict):
+            return
+        u = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+        tin = u.get("prompt_tokens", u.get("input_tokens")) or 0
+        tout = u.get("completion_tokens", u.get("output_tokens")) or 0
+        key = (self.index.success[cid][0], str(body.get("model") or "unknown"))
+        acc = self.usage.setdefault(key, [0, 0, 0])
+        acc[0] += 1
+        acc[1] += int(tin) if isinstance(tin, (int, float)) else 0
+        acc[2] += int(tout) if isinstance(tout, (int, float)) else 0
 
     def _classify(self, cid: str) -> Tuple[Optional[bytes], Optional[Dict[str, Any]], Optional[str]]:
         """(raw success line, parsed line, error text); error text None means success."""
@@ -629,6 +645,8 @@ class Merger:
         c.requests += 1
         if err is None:
             c.succeeded += 1
+            if raw is not None:
+                self._note_usage(cid, json.loads(raw))
             return
         if raw is not None:
             c.failed += 1
@@ -1051,6 +1069,7 @@ def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[st
             counts.missing = max(counts.missing, total - counts.succeeded - counts.failed)
             counts.requests = max(counts.requests, total)
         doc.update(_counts_doc(counts, out_path, err_path, fmt))
+        doc["usage"], doc["cost"] = usage_and_cost(merger, reports, {r.round: r.completion_window for r in rec.rounds})
         remember_output(job, fmt, out_path, err_path, csv_path)
     doc["batches"] = [batch_report_doc(r, store, s) for r, s in zip(reports, ref.summaries)]
     if summary["unsubmitted"]:
@@ -1064,6 +1083,46 @@ def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[st
     else:
         doc["exit_code"] = EXIT_NOT_FINISHED if not complete else EXIT_OK
     return doc
+
+
+def usage_and_cost(merger: Merger, reports: Sequence[BatchReport], windows: Dict[Optional[int], str]
+                   ) -> Tuple[Dict[str, int], Dict[str, Any]]:
+    """What the results written cost: the tokens the server reported for each successful
+    request, priced with the price table for the window of its batch; by round and in all.
+    (The raw files are indexed two per batch, output then error, in the order of ``reports``.)"""
+    total = {"requests": 0, "input_tokens": 0, "output_tokens": 0}
+    by_round: Dict[Any, Dict[str, Any]] = {}
+    usd_total = Decimal(0)
+    unpriced: List[str] = []
+    for (file_idx, model), (n, tin, tout) in sorted(merger.usage.items()):
+        rep = reports[file_idx // 2]
+        window = (rep.batch or {}).get("completion_window") or windows.get(rep.round) or "24h"
+        row = by_round.setdefault((rep.round, window), {"round": rep.round, "completion_window": window,
+                                                        "requests": 0, "input_tokens": 0, "output_tokens": 0,
+                                                        "usd": Decimal(0)})
+        for key, value in (("requests", n), ("input_tokens", tin), ("output_tokens", tout)):
+            row[key] += value
+            total[key] += value
+        cost = pricing.cost(model, window, tin, tout)
+        if cost is None:
+            if model not in unpriced:
+                unpriced.append(model)
+            continue
+        row["usd"] += cost
+        usd_total += cost
+    rounds = []
+    for row in by_round.values():
+        row["usd"] = pricing.money(row["usd"])
+        rounds.append(row)
+    cost_doc: Dict[str, Any] = {
+        "usd": pricing.money(usd_total) if total["requests"] and not (unpriced and not usd_total) else None,
+        "prices_as_of": pricing.PRICES_AS_OF,
+        "basis": "tokens the server reported for each successful request x the price table's price for its window",
+        "rounds": rounds,
+    }
+    if unpriced:
+        cost_doc["unpriced_models"] = unpriced
+    return total, cost_doc
 
 
 def _counts_doc(counts: MergeCounts, out_path: str, err_path: str, fmt: str) -> Dict[str, Any]:
@@ -1123,6 +1182,7 @@ def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[st
         doc: Dict[str, Any] = {"complete": complete, "status": summary["status"],
                                "request_counts": summary["request_counts"]}
         doc.update(_counts_doc(counts, out_path, err_path, fmt))
+        doc["usage"], doc["cost"] = usage_and_cost(merger, reports, {})
         doc["batches"] = [batch_report_doc(r, store, s) for r, s in zip(reports, summaries)]
         unreachable = [{"batch_id": r.batch_id, "reason": r.unreachable} for r in reports if r.unreachable]
         if unreachable:
