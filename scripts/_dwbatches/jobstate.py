@@ -8,17 +8,16 @@ Every write goes to a temp file that is fsynced and renamed over the old one, so
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import time
 import uuid
 from typing import Any, Dict, Iterator, List, Optional
 
 from . import compat
 from .errors import EXIT_API, JobError
+from .files import atomic_output, refuse_overwrite, same_file  # noqa: F401 (the last two lived here)
 
 STATE_FILE = "job.json"
 LOCK_FILE = "job.lock"
@@ -30,20 +29,10 @@ fsync_dir = compat.fsync_dir
 
 
 def atomic_write_bytes(path: str, data: bytes, mode: int = 0o600) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        compat.set_mode(fd, mode, path=tmp)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        compat.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(directory)
+    """Replace ``path`` with ``data`` atomically (see ``files.atomic_output``); the directory
+    must exist. A failure is a FileSystemError naming ``path``."""
+    with atomic_output(path, mode, make_dirs=False) as fh:
+        fh.write(data)
 
 
 def atomic_write_json(path: str, doc: Any, mode: int = 0o600) -> None:
@@ -56,31 +45,6 @@ def sha256_file(path: str) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def same_file(a: Optional[str], b: Optional[str]) -> bool:
-    """True when both paths name the same file (existing or not)."""
-    if not a or not b:
-        return False
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return os.path.abspath(a) == os.path.abspath(b)
-
-
-def refuse_overwrite(targets: Dict[str, Optional[str]], protected: Dict[str, Optional[str]]) -> None:
-    """Refuse to write any target over a protected input (a user's data must never be replaced)."""
-    from .errors import UsageError
-    names = list(targets.items())
-    for i, (tname, tpath) in enumerate(names):
-        for pname, ppath in protected.items():
-            if same_file(tpath, ppath):
-                raise UsageError(f"{tname} {tpath} is the {pname}; refusing to overwrite it",
-                                 hint=f"Choose another path for {tname}.")
-        for oname, opath in names[i + 1:]:
-            if same_file(tpath, opath):
-                raise UsageError(f"{tname} and {oname} are the same file ({tpath})",
-                                 hint="Give them different paths.")
 
 
 def make_private_dir(path: str) -> None:

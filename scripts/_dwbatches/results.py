@@ -18,7 +18,6 @@ import csv
 import io
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -33,7 +32,9 @@ from .errors import (
     DWError,
     JobError,
     UsageError,
+    file_error,
 )
+from .files import atomic_output
 from .output import narrate
 
 KINDS = ("output", "error")
@@ -254,11 +255,11 @@ class Fetcher:
                         f"(retry {resumes}/{MAX_RESUMES})")
                 clock.sleep(delay)
         except _SinkError as exc:
-            raise DWError(f"cannot write downloaded results to {self.store.raw_path(batch_id, kind)}: {exc.exc}",
-                          hint="Free disk space or fix permissions, then run the same command again; it "
-                               "continues where it stopped.") from None
+            raise file_error(exc.exc, self.store.raw_path(batch_id, kind), what="downloaded results",
+                             action="write") from exc.exc
         finally:
-            fh.close()
+            with contextlib.suppress(OSError):  # saved lines were flushed at the last checkpoint
+                fh.close()
 
     # one batch -------------------------------------------------------------------------
     def fetch_batch(self, batch_id: str, batch: Optional[Dict[str, Any]] = None) -> BatchReport:
@@ -514,29 +515,6 @@ class ResultIndex:
 
     def ids(self) -> set:
         return self.success.keys() | self.errors.keys()
-
-
-@contextlib.contextmanager
-def atomic_output(path: str, mode: int = 0o644, text: bool = False) -> Iterator[IO[Any]]:
-    """Stream a file into a temp file beside ``path``; fsync and rename over it on success."""
-    path = os.path.abspath(path)
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        compat.set_mode(fd, mode, path=tmp)
-        raw = os.fdopen(fd, "wb")
-        fh: IO[Any] = io.TextIOWrapper(raw, encoding="utf-8", newline="") if text else raw
-        with fh:
-            yield fh
-            fh.flush()
-            os.fsync(raw.fileno())
-        compat.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    jobstate.fsync_dir(directory)
 
 
 def iter_input_lines(path: str, purpose: str, hint: str) -> Iterator[Tuple[str, bytes]]:

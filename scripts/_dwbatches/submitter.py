@@ -44,18 +44,16 @@ with ``os._exit(137)`` right after the upload / create of chunk N (any chunk wit
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from . import clock, compat
+from . import clock
 from .errors import (
     EXIT_API,
     EXIT_CONFIG,
@@ -66,7 +64,8 @@ from .errors import (
     JobError,
     UsageError,
 )
-from .jobstate import TERMINAL_STATUSES, Job, fsync_dir, make_private_dir, new_intent_id, sha256_file
+from .files import atomic_output
+from .jobstate import TERMINAL_STATUSES, Job, make_private_dir, new_intent_id, sha256_file
 from .output import narrate
 from .validate import (
     MAX_BODY_BYTES,
@@ -430,18 +429,8 @@ def add_retry_round(job: Job, input_path: str, *, completion_window: Optional[st
     dest = job.path("rounds", f"round-{round_no}.jsonl")
     if os.path.abspath(input_path) != dest:
         make_private_dir(os.path.dirname(dest))
-        fd, tmp = tempfile.mkstemp(prefix=".round-", suffix=".tmp", dir=os.path.dirname(dest))
-        try:
-            with os.fdopen(fd, "wb") as out, open(input_path, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            compat.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(os.path.dirname(dest))
+        with atomic_output(dest, mode=0o600) as out, open(input_path, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
     window = completion_window or job.state.get("completion_window") or "24h"
     rnd = new_round(job, round_no, kind, dest, sha, window, rep.chunks, max_requests, max_bytes)
     _verified(job)[dest] = sha
