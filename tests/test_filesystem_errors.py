@@ -313,6 +313,12 @@ def test_a_temp_file_is_reported_as_the_file_it_stands_for():
     assert err.message == "cannot access /d/sub/out.jsonl: /d/sub: permission denied"
 
 
+def test_an_error_without_a_usable_file_name_is_still_put_in_words():
+    assert errors.file_error(OSError(errno.ENOSPC, "x", 3)).message == f"cannot write a file: {ENOSPC_WORDS}"
+    err = errors.file_error(OSError(errno.EROFS, "x", b"/d/out.jsonl"))
+    assert err.message == "cannot write /d/out.jsonl: read-only file system"
+
+
 def test_the_argument_a_path_came_from_is_found_on_the_command_line(tmp_path):
     parser = output.make_parser("x", network=False)
     parser.add_argument("-o", "--output")

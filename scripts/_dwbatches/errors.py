@@ -333,7 +333,7 @@ def file_error(exc: OSError, path: Optional[str] = None, role: Optional[str] = N
     "--report"; else found among this run's arguments), the cause in words, and a hint.
     ``what`` names the file ("the report"); ``action`` is the verb ("write"; default: "write"
     for errors that only writing causes, else "access")."""
-    failed = os.fsdecode(exc.filename) if exc.filename is not None else None
+    failed = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes, os.PathLike)) else None
     target = path or temp_target(failed) or failed
     detail = failed if failed and target and _norm(failed) != _norm(target) \
         and temp_target(failed) is None else None
