@@ -67,7 +67,8 @@ from _dwbatches.builder import (
     write_sidecar,
 )
 from _dwbatches.errors import EXIT_OK, InputError, UsageError
-from _dwbatches.jobstate import refuse_overwrite, sha256_file
+from _dwbatches.files import refuse_overwrite
+from _dwbatches.job import sha256_file
 from _dwbatches.validate import MAX_BODY_BYTES
 
 
@@ -152,9 +153,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         input_path = args.prompts or args.csv or args.jsonl
         sidecar = sidecar_path(args.output)
-        refuse_overwrite({"OUTPUT": args.output}, {"input file": None if input_path == "-" else input_path,
-                                                   "JSON schema file": args.json_schema})
-        refuse_overwrite({"the sidecar of OUTPUT": sidecar}, {"input file": None if input_path == "-" else input_path})
+        flag = "--prompts" if args.prompts else "--csv" if args.csv else "--jsonl"
+        given = {f"input given with {flag}": None if input_path == "-" else input_path,
+                 "JSON schema given with --json-schema": args.json_schema}
+        refuse_overwrite({"OUTPUT": args.output, "the sidecar of OUTPUT": sidecar}, given)
         prefix = args.id_prefix if args.id_prefix is not None else prefix_from_path(
             input_path, "example" if input_path is None else "prompt")
         if prefix and (check_custom_id(prefix) or len(prefix) > 40):

@@ -10,7 +10,7 @@ come back later (a later conversation can run the same command). --wait polls po
 (after 2, 5 and 10 s, then every --interval seconds) until every batch is terminal or --timeout passes; the default
 timeout stays below common 10-minute tool limits. With --job the last-known status and
 counts are recorded in job.json (skipped without complaint while another process holds the
-job's lock).
+job's lock, or when the job directory cannot be written: a read-only job is still reported).
 
 examples:
   python3 scripts/poll.py --job data.dwjob
@@ -40,7 +40,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from _dwbatches import batches as dwb
 from _dwbatches import clock, output
 from _dwbatches.config import load_config
-from _dwbatches.errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, UsageError
+from _dwbatches.errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, FileSystemError, UsageError
 from _dwbatches.http import Client, check_id
 
 
@@ -103,7 +103,10 @@ def poll(client: Any, job: Any, batch_ids: Sequence[str], wait: bool, interval: 
         output.narrate(dwb.progress_line(summary["request_counts"], summary["status"], speed["rate"],
                                          speed["eta_seconds"]))
         if job is not None and objs:
-            dwb.record_status(job, objs)
+            try:
+                dwb.record_status(job, objs)
+            except (OSError, FileSystemError):
+                pass  # a job directory that cannot be written (read-only disk, another user's) is still reported
         if summary["finished"] or not wait or summary["status"] == "not_submitted":
             timed_out = False
             break

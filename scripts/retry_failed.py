@@ -37,9 +37,9 @@ from _dwbatches import batches as dwb
 from _dwbatches import output, results
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError
+from _dwbatches.files import make_private_dir, refuse_overwrite
 from _dwbatches.http import Client
 from _dwbatches.job import Round
-from _dwbatches.jobstate import make_private_dir
 from _dwbatches.submitter import WINDOWS, Submitter, add_retry_round, next_round_path
 
 
@@ -154,6 +154,9 @@ def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
 
     dest = None if args.dry_run else next_round_path(job)
     if dest:
+        protected = {"job's input": input_path, "source CSV": state.source.path if state.source else None}
+        protected.update({f"input of round {r.round}": r.input_path for r in rounds})
+        refuse_overwrite({"the retry input": dest}, protected)
         make_private_dir(os.path.dirname(dest))  # <job>/rounds is private like the job (0700)
     count, sample = results.write_subset(input_path, keep, dest)
     if count == 0:

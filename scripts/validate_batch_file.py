@@ -25,8 +25,8 @@ import os
 from typing import Optional, Sequence
 
 from _dwbatches import output
-from _dwbatches.errors import EXIT_OK, InputError, UsageError
-from _dwbatches.jobstate import atomic_write_json
+from _dwbatches.errors import EXIT_OK, FileSystemError, InputError, UsageError, file_error
+from _dwbatches.files import atomic_write_json, refuse_overwrite
 from _dwbatches.validate import (
     MAX_BODY_BYTES,
     MAX_FILE_BYTES,
@@ -54,13 +54,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError(f"{args.file}: no such file", hint="Pass the path of a JSONL batch file.")
         if min(args.max_requests, args.max_bytes, args.max_body_bytes) < 1:
             raise UsageError("--max-requests, --max-bytes and --max-body-bytes must be positive")
+        if args.report:
+            refuse_overwrite({"--report": args.report}, {"batch file": args.file})
         rep = validate_file(args.file, max_requests=args.max_requests, max_bytes=args.max_bytes,
                             max_body_bytes=args.max_body_bytes)
         doc = rep.as_dict()
         doc["errors"] = doc["errors"][: max(0, args.max_errors)]
         doc["chunks"] = len(rep.chunks)
         if args.report:
-            atomic_write_json(args.report, doc, mode=0o644)
+            try:
+                atomic_write_json(args.report, doc, mode=0o644)
+            except FileSystemError as exc:  # name the option, whatever the cause
+                raise file_error(exc.os_error, args.report, "--report", what="the report") from exc.os_error
         if rep.valid:
             output.emit(doc)
             output.narrate(f"{args.file}: valid, {rep.requests} requests, {rep.bytes} bytes"

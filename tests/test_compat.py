@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from _dwbatches import batches as dwb
-from _dwbatches import compat, jobstate, results
+from _dwbatches import compat, files, results
 from _dwbatches import job as job_mod
 from _dwbatches.errors import EXIT_API, EXIT_USAGE, JobError
 from helpers import Child
@@ -401,7 +401,7 @@ def test_an_atomic_save_survives_a_transient_permission_error(tmp_path, monkeypa
 
     monkeypatch.setattr(os, "replace", once)
     target = tmp_path / "job.json"
-    jobstate.atomic_write_json(str(target), {"a": 1})
+    files.atomic_write_json(str(target), {"a": 1})
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["job.json"]  # no temp file left
 
@@ -427,7 +427,7 @@ def test_set_mode_by_descriptor_or_by_path_and_never_raises(tmp_path, monkeypatc
 @pytest.mark.skipif(compat.IS_WINDOWS, reason="POSIX permission bits")
 def test_atomic_writes_keep_their_modes_without_fchmod(tmp_path, monkeypatch):
     monkeypatch.delattr(os, "fchmod")
-    jobstate.atomic_write_json(str(tmp_path / "job.json"), {"a": 1})
+    files.atomic_write_json(str(tmp_path / "job.json"), {"a": 1})
     with results.atomic_output(str(tmp_path / "out.jsonl")) as fh:
         fh.write(b"{}\n")
     assert stat.S_IMODE((tmp_path / "job.json").stat().st_mode) == 0o600

@@ -30,7 +30,7 @@ HOLD = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
 from _dwbatches import job as job_mod
-from _dwbatches import jobstate, results
+from _dwbatches import results
 if sys.argv[2] == "job":
     job = job_mod.Job(sys.argv[3])
     job.lock(wait=0)

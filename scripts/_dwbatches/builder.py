@@ -35,7 +35,8 @@ from typing import IO, Any, Dict, Iterable, Iterator, List, Optional, Sequence, 
 
 from . import compat, pricing
 from .errors import InputError, UsageError
-from .jobstate import atomic_write_json, fsync_dir, sha256_file
+from .files import atomic_write_json, fsync_dir, reraise_named
+from .job import sha256_file
 from .validate import (
     MAX_BODY_BYTES,
     MAX_FILE_BYTES,
@@ -631,6 +632,9 @@ def iter_jsonl_rows(path: str) -> Iterator[Tuple[int, Dict[str, Any]]]:
 
 # -- writing ----------------------------------------------------------------------------------
 
+WRITER_WHAT = "the batch file"
+
+
 class BatchFileWriter:
     """Write request lines to a temp file beside ``path``; ``close()`` validates the whole file
     and renames it over ``path``. On any exception (or ``abort()``) the temp file is removed
@@ -650,8 +654,11 @@ class BatchFileWriter:
         directory = os.path.dirname(self.path)
         if not os.path.isdir(directory):
             raise UsageError(f"the output directory {directory} does not exist")
-        fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(self.path) + ".", suffix=".tmp",
-                                        dir=directory)
+        try:
+            fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(self.path) + ".", suffix=".tmp",
+                                            dir=directory)
+        except OSError as exc:
+            reraise_named(exc, self.path, what=WRITER_WHAT)
         self._fh: Optional[IO[bytes]] = os.fdopen(fd, "wb")
         self._seen: Dict[int, int] = {}  # hash(custom_id) -> source line
         self.requests = 0
@@ -680,7 +687,10 @@ class BatchFileWriter:
                                   "the rows instead.", line=line)
         self._seen[h] = n
         assert self._fh is not None
-        self._fh.write(data + b"\n")
+        try:
+            self._fh.write(data + b"\n")
+        except OSError as exc:
+            reraise_named(exc, self.path, what=WRITER_WHAT)
         self.requests += 1
 
     def close(self) -> Dict[str, Any]:
@@ -704,9 +714,9 @@ class BatchFileWriter:
             compat.set_mode(self.tmp, 0o644)
             compat.replace(self.tmp, self.path)
             fsync_dir(os.path.dirname(self.path))
-        except BaseException:
-            self.abort()
-            raise
+        except BaseException as exc:
+            self.abort()  # quiet: the error that stopped the write is the one to report
+            reraise_named(exc, self.path, what=WRITER_WHAT)
         endpoints = sorted(rep.endpoints, key=lambda u: -rep.endpoints[u])
         self.summary = {"path": self.path, "requests": rep.requests, "bytes": rep.bytes, "models": rep.models,
                         "endpoint": endpoints[0] if endpoints else None, "endpoints": rep.endpoints,

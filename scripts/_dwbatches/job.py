@@ -56,7 +56,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from . import compat
 from .errors import EXIT_API, JobError
-from .jobstate import atomic_write_json, make_private_dir
+from .files import atomic_write_json, make_private_dir
 
 VERSION = 2
 STATE_FILE = "job.json"
@@ -564,7 +564,8 @@ class Job:
     # -- locking -------------------------------------------------------------------------
     def lock(self, wait: float = 10.0) -> None:
         self._check_dir()
-        make_private_dir(self.dir)
+        if not os.path.isdir(self.dir):  # a new job: private from the start; an existing one keeps its mode
+            make_private_dir(self.dir)
         lock = compat.FileLock(self.path(LOCK_FILE))
         if not lock.acquire(wait):
             raise JobError(f"another process is working on the job at {self.dir}",

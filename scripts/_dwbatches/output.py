@@ -15,8 +15,10 @@ from .errors import (
     EXIT_CODES_HELP,
     EXIT_INTERRUPTED,
     DWError,
+    classify_os_error,
     find_missing_packages,
     missing_packages_error,
+    note_path_arguments,
 )
 
 _secrets: set = set()
@@ -96,13 +98,25 @@ def run(main_body: Callable[[], int]) -> int:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         return EXIT_API
-    except Exception as exc:  # unexpected: say so, with a traceback only on request
-        sys.stderr.write(redact(f"error: unexpected {type(exc).__name__}: {exc}") + "\n")
+    except OSError as exc:  # a full disk, a read-only directory...: an outcome to explain, not a bug
+        err = classify_os_error(exc)
+        if err is None:
+            return _unexpected(exc)
         if os.environ.get("DOUBLEWORD_BATCHES_DEBUG"):
             sys.stderr.write(redact(traceback.format_exc()))
-        else:
-            sys.stderr.write("hint: set DOUBLEWORD_BATCHES_DEBUG=1 for a traceback, and report it.\n")
-        return EXIT_API
+        return report_error(err)
+    except Exception as exc:
+        return _unexpected(exc)
+
+
+def _unexpected(exc: BaseException) -> int:
+    """An unexpected error: say so, with a traceback only on request."""
+    sys.stderr.write(redact(f"error: unexpected {type(exc).__name__}: {exc}") + "\n")
+    if os.environ.get("DOUBLEWORD_BATCHES_DEBUG"):
+        sys.stderr.write(redact(traceback.format_exc()))
+    else:
+        sys.stderr.write("hint: set DOUBLEWORD_BATCHES_DEBUG=1 for a traceback, and report it.\n")
+    return EXIT_API
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -132,4 +146,5 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -
     compat.utf8_stdio()
     args = parser.parse_args(argv)
     set_quiet(getattr(args, "quiet", False))
+    note_path_arguments(parser, args)  # so that an error about a file can name its argument
     return args

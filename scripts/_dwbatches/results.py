@@ -18,14 +18,13 @@ import csv
 import io
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import batches as dwb
-from . import clock, compat, jobstate, pricing
+from . import clock, compat, files, pricing
 from .errors import (
     EXIT_NOT_FINISHED,
     EXIT_OK,
@@ -35,7 +34,9 @@ from .errors import (
     DWError,
     JobError,
     UsageError,
+    file_error,
 )
+from .files import atomic_output
 from .job import BatchDownload, Chunk, Cursor, Job, JobRecord, ResultsSettings
 from .output import narrate
 
@@ -139,7 +140,7 @@ class FileStore(Store):
     def save(self) -> None:
         doc = {"format": 1, "kind": "dwbatches-fetch", "batches": self.batches,
                "fetch": {k: v.to_dict() for k, v in self.fetch.items()}, "updated_at": time.time()}
-        jobstate.atomic_write_json(self.path, doc)
+        files.atomic_write_json(self.path, doc)
 
 
 # -- downloads -----------------------------------------------------------------------------
@@ -174,7 +175,7 @@ class Fetcher:
 
     # one file --------------------------------------------------------------------------
     def _open_raw(self, batch_id: str, kind: str, rec: Cursor) -> IO[bytes]:
-        jobstate.make_private_dir(self.store.raw_dir)
+        files.make_private_dir(self.store.raw_dir)
         path = self.store.raw_path(batch_id, kind)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | compat.O_BINARY, 0o600)
         fh = os.fdopen(fd, "r+b")
@@ -250,11 +251,11 @@ class Fetcher:
                         f"(retry {resumes}/{MAX_RESUMES})")
                 clock.sleep(delay)
         except _SinkError as exc:
-            raise DWError(f"cannot write downloaded results to {self.store.raw_path(batch_id, kind)}: {exc.exc}",
-                          hint="Free disk space or fix permissions, then run the same command again; it "
-                               "continues where it stopped.") from None
+            raise file_error(exc.exc, self.store.raw_path(batch_id, kind), what="downloaded results",
+                             action="write") from exc.exc
         finally:
-            fh.close()
+            with contextlib.suppress(OSError):  # saved lines were flushed at the last checkpoint
+                fh.close()
 
     # one batch -------------------------------------------------------------------------
     def fetch_batch(self, batch_id: str, batch: Optional[Dict[str, Any]] = None) -> BatchReport:
@@ -543,29 +544,6 @@ class ResultIndex:
 
     def ids(self) -> set:
         return self.success.keys() | self.errors.keys()
-
-
-@contextlib.contextmanager
-def atomic_output(path: str, mode: int = 0o644, text: bool = False) -> Iterator[IO[Any]]:
-    """Stream a file into a temp file beside ``path``; fsync and rename over it on success."""
-    path = os.path.abspath(path)
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        compat.set_mode(fd, mode, path=tmp)
-        raw = os.fdopen(fd, "wb")
-        fh: IO[Any] = io.TextIOWrapper(raw, encoding="utf-8", newline="") if text else raw
-        with fh:
-            yield fh
-            fh.flush()
-            os.fsync(raw.fileno())
-        compat.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    jobstate.fsync_dir(directory)
 
 
 def iter_input_lines(path: str, purpose: str, hint: str) -> Iterator[Tuple[str, bytes]]:
@@ -903,7 +881,7 @@ def input_order(client: Any, job: Job, warnings: List[str]) -> Optional[Iterator
 def save_submitted_input(client: Any, job: Job, dest: str) -> None:
     """Write the requests of round 1 as the server holds them (its copy of each uploaded file,
     in order) to ``dest``: what was submitted, whatever became of the local input."""
-    jobstate.make_private_dir(os.path.dirname(dest))
+    files.make_private_dir(os.path.dirname(dest))
     with atomic_output(dest, mode=0o600) as out:
         for ch in job.record.rounds[0].chunks if job.record.rounds else []:
             if not ch.file_id:
@@ -949,7 +927,7 @@ def resolve_output(rec: JobRecord, fmt: Optional[str], out: Optional[str], err: 
                  "CSV given with --csv": csv_path}
     for rnd in rec.rounds:
         protected[f"input of round {rnd.round}"] = rnd.input_path
-    jobstate.refuse_overwrite({"OUT": out_path, "ERR": err_path}, protected)
+    files.refuse_overwrite({"OUT": out_path, "ERR": err_path}, protected)
     return fmt, out_path, err_path, os.path.abspath(csv_path) if csv_path else None
 
 
@@ -1146,7 +1124,7 @@ def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[st
     """Fetch bare batch ids into OUT with the state in ``OUT.dwstate.json``."""
     out_path = os.path.abspath(out)
     err_path = os.path.abspath(err) if err else default_error_path(out_path)
-    jobstate.refuse_overwrite({"OUT": out_path, "ERR": err_path},
+    files.refuse_overwrite({"OUT": out_path, "ERR": err_path},
                               {"input given with --input": input_path, "CSV given with --csv": csv_path})
     store = FileStore(out_path)
     os.makedirs(os.path.dirname(out_path), exist_ok=True)

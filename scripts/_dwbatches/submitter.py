@@ -1,6 +1,6 @@
 """The submit engine: plan chunks, upload byte ranges, check the cost, create each batch once.
 
-A job (``jobstate.Job``) holds rounds; a round is one input file split into chunks of at most
+A job (``job.Job``) holds rounds; a round is one input file split into chunks of at most
 ``max_requests`` requests and ``max_bytes`` bytes. Each chunk is uploaded as a byte range of
 its round's input (streamed, never copied or held in memory) and becomes one batch.
 
@@ -20,7 +20,7 @@ Nothing is sent twice, even across ``kill -9``:
   resolved the same way at once; only when the lookup finds nothing is the request sent
   again, once. If that cannot be resolved the run stops (exit 1) and the next run resolves it.
 
-API (``job`` is a ``jobstate.Job``; every call except ``validate_input`` and
+API (``job`` is a ``job.Job``; every call except ``validate_input`` and
 ``local_estimate`` expects the caller to hold the job lock: ``with Job(dir) as job:``)::
 
     rep = validate_input(path, max_requests=..., max_bytes=...)   # InputError (exit 2) if invalid;
@@ -44,18 +44,16 @@ with ``os._exit(137)`` right after the upload / create of chunk N (any chunk wit
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from decimal import Decimal, InvalidOperation
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from . import clock, compat, pricing
+from . import clock, pricing
 from .errors import (
     EXIT_API,
     EXIT_CONFIG,
@@ -66,8 +64,8 @@ from .errors import (
     JobError,
     UsageError,
 )
+from .files import atomic_output, make_private_dir
 from .job import Chunk, Fingerprint, Job, Limits, Round, Source, new_intent_id, sha256_file
-from .jobstate import fsync_dir, make_private_dir
 from .output import narrate
 from .validate import (
     MAX_BODY_BYTES,
@@ -384,18 +382,8 @@ def add_retry_round(job: Job, input_path: str, *, completion_window: Optional[st
     dest = job.path("rounds", f"round-{round_no}.jsonl")
     if os.path.abspath(input_path) != dest:
         make_private_dir(os.path.dirname(dest))
-        fd, tmp = tempfile.mkstemp(prefix=".round-", suffix=".tmp", dir=os.path.dirname(dest))
-        try:
-            with os.fdopen(fd, "wb") as out, open(input_path, "rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
-            compat.replace(tmp, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        fsync_dir(os.path.dirname(dest))
+        with atomic_output(dest, mode=0o600) as out, open(input_path, "rb") as src:
+            shutil.copyfileobj(src, out, 1 << 20)
     window = completion_window or job.record.completion_window or "24h"
     rnd = new_round(job, round_no, kind, dest, sha, window, rep.chunks, max_requests, max_bytes)
     _verified(job)[dest] = sha

@@ -1,0 +1,163 @@
+"""Writing the user's files: one check before anything is written, one atomic writer.
+
+- ``refuse_overwrite``: every script that writes a file the user names checks it first: never
+  over one of its inputs, never two outputs on one file, never onto a directory (exit 2,
+  naming both paths).
+- ``atomic_output``: a file is streamed into a temp file beside it, fsynced and renamed over
+  it, so a reader sees the old file or the new one, never a part. An OSError while writing
+  becomes a ``FileSystemError`` that names the file (the operating system's error for a
+  failed ``write`` names none) and its cause in words (``errors.file_error``). When the write
+  fails, the temp file is removed, and a failure of that cleanup never replaces the error
+  that stopped the write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import tempfile
+from typing import IO, Any, Dict, Iterator, NoReturn, Optional
+
+from . import compat
+from .errors import UsageError, write_error
+
+fsync_dir = compat.fsync_dir
+
+
+def same_file(a: Optional[str], b: Optional[str]) -> bool:
+    """True when both paths name the same file (existing or not)."""
+    if not a or not b:
+        return False
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
+
+
+def refuse_overwrite(targets: Dict[str, Optional[str]], protected: Dict[str, Optional[str]]) -> None:
+    """Refuse to write any target (name → path) over a protected input (name → path), two
+    targets on the same file, or a target that is a directory (a user's data must never be
+    replaced, and a write that cannot succeed should fail before the work, not after)."""
+    names = [(n, p) for n, p in targets.items() if p]
+    for i, (tname, tpath) in enumerate(names):
+        for pname, ppath in protected.items():
+            if same_file(tpath, ppath):
+                raise UsageError(f"{tname} {tpath} is the {pname} {ppath}; refusing to overwrite it",
+                                 hint=f"Choose another path for {tname}.")
+        for oname, opath in names[i + 1:]:
+            if same_file(tpath, opath):
+                raise UsageError(f"{tname} and {oname} are the same file ({tpath}, {opath})",
+                                 hint="Give them different paths.")
+        if os.path.isdir(tpath):
+            raise UsageError(f"{tname} {tpath} is a directory, not a file",
+                             hint=f"Give {tname} the path of a file (inside that directory if you like).")
+
+
+def discard(tmp: Optional[str], *handles: Any) -> None:
+    """After a failed write: close the handles and remove the temp file, quietly (an error here
+    must not replace the one being handled)."""
+    for fh in handles:
+        if fh is None:
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            if isinstance(fh, int):
+                os.close(fh)
+            else:
+                fh.close()
+    if tmp:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def reraise_named(exc: BaseException, path: str, **kw: Any) -> NoReturn:
+    """Raise ``exc`` again, as a FileSystemError naming ``path`` when it is an OSError (see
+    ``errors.write_error``). Call it in the ``except`` block that caught ``exc``."""
+    err = write_error(exc, path, **kw)
+    if err is exc:
+        raise exc
+    raise err from exc
+
+
+class NamedWriter:
+    """A file being written for the user: an OSError from ``write`` or ``flush`` names the file.
+    Everything else is the underlying file object's."""
+
+    def __init__(self, fh: IO[Any], path: str, what: Optional[str] = None):
+        self._fh = fh
+        self._path = path
+        self._what = what
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            reraise_named(exc, self._path, what=self._what)
+
+    def flush(self) -> None:
+        try:
+            self._fh.flush()
+        except OSError as exc:
+            reraise_named(exc, self._path, what=self._what)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fh, name)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str, mode: int = 0o644, text: bool = False, make_dirs: bool = True,
+                  what: Optional[str] = None) -> Iterator[IO[Any]]:
+    """Stream a file into a temp file beside ``path``; fsync and rename over it on success.
+    On any error the temp file is removed and ``path`` is left as it was. ``make_dirs``
+    creates the directory first; ``what`` names the file in error messages."""
+    path = os.path.abspath(path)
+    directory = os.path.dirname(path)
+    tmp: Optional[str] = None
+    fd: Optional[int] = None
+    fh: Optional[IO[Any]] = None
+    try:
+        if make_dirs:
+            os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+        compat.set_mode(fd, mode, path=tmp)
+        raw = os.fdopen(fd, "wb")
+        fd = None
+        fh = io.TextIOWrapper(raw, encoding="utf-8", newline="") if text else raw
+    except BaseException as exc:
+        discard(tmp, fh, fd)
+        reraise_named(exc, path, what=what)
+    try:
+        yield NamedWriter(fh, path, what)  # type: ignore[misc]
+    except BaseException:  # the caller's error (a write error is already named): clean up, keep it
+        discard(tmp, fh)
+        raise
+    try:
+        fh.flush()
+        os.fsync(raw.fileno())
+        fh.close()
+        compat.replace(tmp, path)
+    except BaseException as exc:
+        discard(tmp, fh)
+        reraise_named(exc, path, what=what)
+    compat.fsync_dir(directory)
+
+
+__all__ = ["same_file", "refuse_overwrite", "discard", "reraise_named", "NamedWriter", "atomic_output"]
+
+
+def atomic_write_bytes(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` atomically (see ``atomic_output``); the directory must
+    exist. A failure is a FileSystemError naming ``path``."""
+    with atomic_output(path, mode, make_dirs=False) as fh:
+        fh.write(data)
+
+
+def atomic_write_json(path: str, doc: Any, mode: int = 0o600) -> None:
+    atomic_write_bytes(path, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8"), mode)
+
+
+def make_private_dir(path: str) -> None:
+    """A directory only its owner can enter (0700 where modes exist), made if missing."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    compat.set_mode(path, 0o700)
