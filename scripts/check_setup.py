@@ -139,8 +139,8 @@ def _check_api(args: Any, checks: Checks, sandbox: Any) -> int:
             raise
     if not checks.add("API key", bool(cfg.api_key),
                       f"DOUBLEWORD_API_KEY set (from {cfg.key_source})" if cfg.api_key else "DOUBLEWORD_API_KEY is not set",
-                      config.MISSING_KEY_HINT):
-        raise ConfigError("DOUBLEWORD_API_KEY is not set", hint=config.MISSING_KEY_HINT)
+                      config.missing_key_hint()):
+        raise ConfigError("DOUBLEWORD_API_KEY is not set", hint=config.missing_key_hint())
     secure = cfg.base_url.startswith("https://")
     checks.add("base URL", True, f"{cfg.base_url} ({'https' if secure else 'plain http to loopback'}; "
                                  f"from {cfg.base_url_source})")

@@ -50,7 +50,9 @@ A batch the server no longer has (404) is reported in unreachable, and the other
 results are written all the same (exit 5).
 
 Exit 0 = complete and every request succeeded; 5 = finished with failed or missing
-requests (next: retry_failed.py); 6 = not finished yet (partial results saved; run again)."""
+requests (next: retry_failed.py, or null for a job the user cancelled); 6 = not finished
+yet (partial results saved; next: poll.py for a job, whose next is this fetch once it has
+finished; the same fetch again for batch ids)."""
 
 from __future__ import annotations
 
@@ -89,12 +91,15 @@ def next_for(doc: Dict[str, Any], job: Any, batch_ids: Sequence[str], extra: Seq
     code = doc["exit_code"]
     target = dwb.target_args(job.dir if job is not None else None, batch_ids)
     if code == EXIT_UNSUCCESSFUL:
-        return dwb.command("retry_failed.py", *target) if job is not None else None
+        if job is None or job.record.cancel is not None:
+            return None  # a cancelled job is not rerun unless the user asks (retry_failed.py)
+        return dwb.command("retry_failed.py", *target)
     if code == EXIT_NOT_FINISHED:
         if job is not None and doc.get("unsubmitted"):
             return dwb.resume_command(job.record, job.dir)
-        return (dwb.command("poll.py", *target) + "; "
-                + dwb.command("fetch_results.py", *target, *extra))
+        if job is None:  # bare ids: this fetch again (it remembers nothing, so the options go along)
+            return dwb.command("fetch_results.py", *target, *extra)
+        return dwb.command("poll.py", *target)  # one check; its next is the fetch once finished
     return None
 
 

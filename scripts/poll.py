@@ -29,8 +29,10 @@ output (stdout, JSON): status, finished, request_counts {total, completed, faile
 (batch_id, status, request_counts, output_file_id, error_file_id, expires_at, expired_at
 when present, round, chunk), unsubmitted (chunks without a batch), rate (requests/s),
 eta_seconds, timed_out, job, next (the command to run next). stderr: counts, rate and ETA.
-Exit 0 = reported (finished or not); 5 = finished and a batch ended failed, cancelled or
-expired; 6 = --wait timed out (or nothing to wait for: the job is not fully submitted)."""
+Exit 0 = reported (finished with every request succeeded, or not finished without --wait);
+5 = finished unsuccessfully: a batch ended failed, cancelled or expired, or requests failed
+or never ran (as fetch_results.py); 6 = --wait timed out (or nothing to wait for: the job is
+not fully submitted)."""
 
 from __future__ import annotations
 
@@ -132,18 +134,36 @@ def poll(client: Any, job: Any, batch_ids: Sequence[str], wait: bool, interval: 
     if summary["status"] == "not_submitted" and job is not None:
         doc["next"] = dwb.resume_command(job.record, job.dir)
     elif summary["finished"]:
-        doc["next"] = dwb.command("fetch_results.py", *target)
+        doc["next"] = dwb.command("fetch_results.py", *target, *remembered_output(job))
     else:
         doc["next"] = dwb.command("poll.py", *target)
     if doc["next"]:
         output.narrate(f"next: {doc['next']}")
     if summary["finished"]:
-        code = EXIT_UNSUCCESSFUL if summary["ended_badly"] else EXIT_OK
+        code = EXIT_UNSUCCESSFUL if unsuccessful(summary) else EXIT_OK
     elif wait:
         code = EXIT_NOT_FINISHED
     else:
         code = EXIT_OK
     return doc, code
+
+
+def unsuccessful(summary: Dict[str, Any]) -> bool:
+    """Finished, but not every request succeeded: a batch ended badly, or requests failed or
+    never ran (the same rule as fetch_results.py's exit 5)."""
+    counts = summary["request_counts"]
+    return bool(summary["ended_badly"] or counts["failed"] or counts["completed"] < counts["total"])
+
+
+def remembered_output(job: Any) -> List[str]:
+    """The output options the job remembers, so that the fetch `next` names writes them."""
+    res = job.record.results if job is not None else None
+    if res is None or not res.format:
+        return []
+    args = ["--format", res.format]
+    if res.output:
+        args += ["-o", dwb.display_path(res.output)]
+    return args
 
 
 if __name__ == "__main__":

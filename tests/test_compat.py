@@ -25,7 +25,7 @@ import pytest
 from _dwbatches import batches as dwb
 from _dwbatches import compat, files, results
 from _dwbatches import job as job_mod
-from _dwbatches.errors import EXIT_API, EXIT_USAGE, JobError
+from _dwbatches.errors import EXIT_API, JobError
 from helpers import Child
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -334,8 +334,8 @@ def test_job_and_fetch_state_locks_keep_their_messages(method, tmp_path, monkeyp
         b.lock(wait=0.5)
     assert time.monotonic() - t0 >= 0.5
     assert err.value.exit_code == EXIT_API
-    assert "another process is working on the job at" in err.value.message
-    assert err.value.hint == "Wait for it to finish (or stop it), then run the command again."
+    assert "another command is working on the job at" in err.value.message
+    assert err.value.hint.startswith("Wait for the other command to end (or stop it), then run the same command")
     a.unlock()
     a.unlock()  # twice is harmless
     assert (tmp_path / "d.dwjob" / "job.lock").exists() == (method != "exclusive-file")
@@ -344,9 +344,10 @@ def test_job_and_fetch_state_locks_keep_their_messages(method, tmp_path, monkeyp
     s1, s2 = results.FileStore(str(tmp_path / "out.jsonl")), results.FileStore(str(tmp_path / "out.jsonl"))
     s1.lock()
     with pytest.raises(JobError) as err:
-        s2.lock()
-    assert err.value.exit_code == EXIT_USAGE
-    assert err.value.message == f"another process is fetching into {tmp_path / 'out.jsonl'}"
+        s2.lock(wait=0.3)
+    assert err.value.exit_code == EXIT_API  # the same code and wording as a busy job
+    assert err.value.message == (f"another command is working on the results {tmp_path / 'out.jsonl'}; run this one "
+                                 "again when it has finished")
     s1.unlock()
     s2.lock()
     s2.unlock()

@@ -72,13 +72,13 @@ def test_cancelled_batch_exits_5(sandbox_factory, tmp_path):
     assert code == 5 and doc["job"] is None and doc["status"] == "cancelled"
 
 
-def test_partially_failed_is_reported_and_exits_0(sandbox, tmp_path):
+def test_partially_failed_is_reported_and_exits_5_as_fetch_does(sandbox, tmp_path):
     write_input("data.jsonl", 10)
     sandbox.set_faults({"fail_custom_ids": ["req-2"], "fail_status": 400})
     job = make_job(sandbox, "data.jsonl")
     sandbox.wait_batch(batch_ids_of(job)[0])
     code, doc, err = run_script("poll.py", "--job", job, env=sandbox.env())
-    assert code == 0, err  # the batch completed; fetch_results reports the failed request (exit 5)
+    assert code == 5, err  # finished with a failed request: the same outcome fetch_results.py reports
     assert doc["status"] == "partially_failed" and doc["request_counts"]["failed"] == 1
 
 

@@ -189,7 +189,7 @@ def test_submit_poll_fetch_retry_under_the_shim(shim_sandbox, tmp_path):
     job = doc["job"]
     assert doc["next"].startswith(compat.python_command() + " ") and "poll.py --job" in doc["next"]
     code, doc, err = run_script("poll.py", "--job", job, "--wait", "--interval", "0.2", env=env)
-    assert code == 0 and doc["status"] == "partially_failed", err
+    assert code == 5 and doc["status"] == "partially_failed", err
     assert doc["request_counts"] == {"total": 30, "completed": 27, "failed": 3}
 
     code, doc, err = run_script("fetch_results.py", "--job", job, env=env)
@@ -278,7 +278,7 @@ def test_the_job_lock_excludes_under_the_shim(shim_sandbox, tmp_path):
         t0 = time.monotonic()
         code, doc, err = run_script("fetch_results.py", "--job", job, env=env)
         assert code == 1 and doc is None, err
-        assert "another process is working on the job at" in err
+        assert "another command is working on the job at" in err
         assert time.monotonic() - t0 >= 9
         assert Path(job, "job.json").read_bytes() == before
         assert not Path(job, "results").exists()
@@ -310,14 +310,14 @@ def test_the_job_lock_excludes_under_the_shim(shim_sandbox, tmp_path):
     finally:
         holder.close()
 
-    # the fetch state of bare batch ids: refused at once while held
+    # the fetch state of bare batch ids: the same wait, then the same refusal
     bid = batch_ids_of(job)[0]
     holder = Child(hold + ["store", str(tmp_path / "out.jsonl")], env=env)
     try:
         holder.expect("locked")
         code, doc, err = run_script("fetch_results.py", bid, "-o", "out.jsonl", env=env)
-        assert code == 2 and doc is None, err
-        assert "another process is fetching into" in err
+        assert code == 1 and doc is None, err
+        assert "another command is working on the results" in err
         holder.tell()
         holder.expect("released")
     finally:

@@ -29,12 +29,12 @@ DEFAULT_BASE_URL = "https://api.doubleword.ai/v1"
 KEY_VAR = "DOUBLEWORD_API_KEY"
 URL_VAR = "DOUBLEWORD_BASE_URL"
 
-MISSING_KEY_HINT = (
-    "Set DOUBLEWORD_API_KEY in the environment (export DOUBLEWORD_API_KEY=sk-...) or put "
-    "DOUBLEWORD_API_KEY=sk-... in a .env file in the directory you run the script from. "
-    "Create a key at https://app.doubleword.ai/api-keys. To try the scripts without a key: "
-    "python3 scripts/check_setup.py --sandbox"
-)
+def missing_key_hint() -> str:
+    from .batches import command  # the command as it runs from the working directory
+    return ("Set DOUBLEWORD_API_KEY in the environment (export DOUBLEWORD_API_KEY=sk-...) or put "
+            "DOUBLEWORD_API_KEY=sk-... in a .env file in the directory you run the script from (or a folder "
+            "above it). Create a key at https://app.doubleword.ai/api-keys. To try the scripts without a key: "
+            + command("check_setup.py", "--sandbox"))
 
 
 @dataclass
@@ -192,6 +192,6 @@ def load_config(base_url: Optional[str] = None, allow_insecure_http: bool = Fals
     url = check_base_url(url, allow_insecure_http)
 
     if require_key and not key:
-        raise ConfigError("DOUBLEWORD_API_KEY is not set", hint=MISSING_KEY_HINT)
+        raise ConfigError("DOUBLEWORD_API_KEY is not set", hint=missing_key_hint())
     return Config(api_key=key, base_url=url, key_source=key_source, base_url_source=url_source,
                   dotenv_path=dotenv_path)

@@ -61,6 +61,16 @@ class InputError(DWError):
         self.line = line
 
 
+LOCK_WAIT = 10.0  # seconds a command waits for another one working on the same job or output
+
+
+def busy_error(what: str) -> JobError:
+    """The one report of a busy job (or bare-id fetch state): every script says it the same way."""
+    return JobError(f"another command is working on {what}; run this one again when it has finished",
+                    hint="Wait for the other command to end (or stop it), then run the same command again. "
+                         "Do not delete the lock file.", exit_code=EXIT_API)
+
+
 class ConfigError(DWError):
     exit_code = EXIT_CONFIG
 

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from . import compat
-from .errors import EXIT_API, JobError
+from .errors import LOCK_WAIT, JobError, busy_error
 from .files import atomic_write_json, make_private_dir
 
 VERSION = 2
@@ -562,15 +562,13 @@ class Job:
         return self.record.cancel
 
     # -- locking -------------------------------------------------------------------------
-    def lock(self, wait: float = 10.0) -> None:
+    def lock(self, wait: float = LOCK_WAIT) -> None:
         self._check_dir()
         if not os.path.isdir(self.dir):  # a new job: private from the start; an existing one keeps its mode
             make_private_dir(self.dir)
         lock = compat.FileLock(self.path(LOCK_FILE))
         if not lock.acquire(wait):
-            raise JobError(f"another process is working on the job at {self.dir}",
-                           hint="Wait for it to finish (or stop it), then run the command again.",
-                           exit_code=EXIT_API)
+            raise busy_error(f"the job at {self.dir}")
         self._lock = lock
 
     def unlock(self) -> None:

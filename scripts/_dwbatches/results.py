@@ -29,11 +29,13 @@ from .errors import (
     EXIT_NOT_FINISHED,
     EXIT_OK,
     EXIT_UNSUCCESSFUL,
+    LOCK_WAIT,
     APIConnectionError,
     APIStatusError,
     DWError,
     JobError,
     UsageError,
+    busy_error,
     file_error,
 )
 from .files import atomic_output
@@ -104,11 +106,10 @@ class FileStore(Store):
         self.batches: List[str] = []
         self.fetch = {}
 
-    def lock(self) -> None:
+    def lock(self, wait: float = LOCK_WAIT) -> None:
         lock = compat.FileLock(os.path.abspath(self.path)[: -len(".json")] + ".lock")
-        if not lock.try_acquire():
-            raise JobError(f"another process is fetching into {self.path[: -len(STATE_SUFFIX)]}",
-                           hint="Wait for it to finish (or stop it), then run the command again.")
+        if not lock.acquire(wait):
+            raise busy_error(f"the results {self.path[: -len(STATE_SUFFIX)]}")
         self._lock = lock
 
     def unlock(self) -> None:

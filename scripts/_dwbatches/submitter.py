@@ -54,6 +54,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from . import clock, pricing
+from .batches import command, display_path
 from .errors import (
     EXIT_API,
     EXIT_CONFIG,
@@ -122,8 +123,8 @@ def validate_input(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byt
     print_errors(rep, max_errors)
     first = rep.errors[0]["line"] if rep.errors else None
     raise InputError(f"{path}: {rep.errors_total} invalid line(s); nothing was sent",
-                     hint="Fix the lines listed above (python3 scripts/validate_batch_file.py checks a file "
-                          "without sending anything), then run the command again.", line=first)
+                     hint=f"Fix the lines listed above ({command('validate_batch_file.py', display_path(path))} "
+                          "checks a file without sending anything), then run the command again.", line=first)
 
 
 def plan_range(path: str, start_byte: int, end_byte: Optional[int], start_line: int, max_requests: int,
@@ -315,7 +316,6 @@ def open_job(job: Job, input_path: str, *, base_url: str, completion_window: Opt
              max_body_bytes: int, report: Optional[Report]) -> bool:
     """Create or resume the job for ``input_path`` (caller holds the lock), taking the source
     recorded by create_batch_file.py's sidecar, and say which on stderr. Returns True when resuming."""
-    from .batches import display_path
     from .builder import read_sidecar
     sha = sha256_file(input_path)
     source, note = read_sidecar(input_path, sha)
