@@ -31,6 +31,7 @@ from _dwbatches import output
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_OK, UsageError
 from _dwbatches.http import Client, check_id
+from _dwbatches.job import recorded_server
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -43,7 +44,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def body() -> int:
         if bool(args.job) == bool(args.batch_ids):
             raise UsageError("pass either batch ids or --job DIR", hint="e.g. cancel_batch.py --job data.dwjob")
-        client = Client(load_config(args.base_url, args.allow_insecure_http))
+        job_url, insecure = recorded_server(args.job)
+        client = Client(load_config(args.base_url, args.allow_insecure_http, job_url=job_url,
+                                    job_allows_insecure_http=insecure))
         job = None
         unsubmitted: List[Dict[str, Any]] = []
         if args.job:

@@ -64,6 +64,7 @@ from _dwbatches import output, results
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_NOT_FINISHED, EXIT_UNSUCCESSFUL, UsageError
 from _dwbatches.http import Client, check_id
+from _dwbatches.job import recorded_server
 
 
 def add_output_arguments(parser: Any) -> None:
@@ -145,7 +146,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError(f"{args.input}: no such file", hint="--input names the original batch JSONL file.")
         if args.csv and not os.path.isfile(args.csv):
             raise UsageError(f"{args.csv}: no such file", hint="--csv names the original CSV file.")
-        cfg = load_config(args.base_url, args.allow_insecure_http)
+        job_url, insecure = recorded_server(args.job)
+        cfg = load_config(args.base_url, args.allow_insecure_http, job_url=job_url, job_allows_insecure_http=insecure)
         client = Client(cfg)
         extra = output_args(args, with_input=True)
         if args.job:

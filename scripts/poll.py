@@ -44,6 +44,7 @@ from _dwbatches import clock, output
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, FileSystemError, UsageError
 from _dwbatches.http import Client, check_id
+from _dwbatches.job import recorded_server
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -62,7 +63,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise UsageError("pass either batch ids or --job DIR", hint="e.g. poll.py --job data.dwjob")
         if args.interval <= 0 or args.timeout < 0:
             raise UsageError("--interval must be > 0 and --timeout >= 0")
-        cfg = load_config(args.base_url, args.allow_insecure_http)
+        job_url, insecure = recorded_server(args.job)
+        cfg = load_config(args.base_url, args.allow_insecure_http, job_url=job_url, job_allows_insecure_http=insecure)
         client = Client(cfg)
         job = None
         ids: List[str] = []

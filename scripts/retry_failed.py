@@ -39,7 +39,7 @@ from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError
 from _dwbatches.files import make_private_dir, refuse_overwrite
 from _dwbatches.http import Client
-from _dwbatches.job import Round
+from _dwbatches.job import Round, recorded_server
 from _dwbatches.submitter import WINDOWS, Submitter, add_retry_round, next_round_path
 
 
@@ -61,7 +61,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = output.parse_args(parser, argv)
 
     def body() -> int:
-        client = Client(load_config(args.base_url, args.allow_insecure_http))
+        job_url, insecure = recorded_server(args.job)
+        client = Client(load_config(args.base_url, args.allow_insecure_http, job_url=job_url,
+                                    job_allows_insecure_http=insecure))
         job = dwb.load_job(args.job)
         dwb.check_job_base_url(job, client.base_url)
         with job:

@@ -38,7 +38,7 @@ from _dwbatches import clock, output, results
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_OK, JobError, UsageError
 from _dwbatches.http import Client
-from _dwbatches.job import Job, default_job_dir
+from _dwbatches.job import Job, default_job_dir, recorded_server
 from _dwbatches.submitter import Submitter, add_submit_args, open_job, parse_metadata, validate_input
 from _dwbatches.validate import MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 
@@ -69,7 +69,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.csv and not os.path.isfile(args.csv):
             raise UsageError(f"{args.csv}: no such file", hint="--csv names the original CSV file.")
         metadata = parse_metadata(args.metadata)
-        cfg = load_config(args.base_url, args.allow_insecure_http)
+        job_url, insecure = recorded_server(args.job or default_job_dir(args.input))
+        cfg = load_config(args.base_url, args.allow_insecure_http, job_url=job_url, job_allows_insecure_http=insecure)
         client = Client(cfg)
         job, submitted = submit(args, cfg, client, metadata)
         doc: Dict[str, Any] = {"job": job.dir, "job_id": job.record.job_id, "submitted": submitted}

@@ -34,7 +34,7 @@ from typing import Any, Dict, Optional, Sequence
 
 from _dwbatches import output, pricing
 from _dwbatches.errors import EXIT_OK, DWError, UsageError
-from _dwbatches.job import Job, default_job_dir, sha256_file
+from _dwbatches.job import Job, default_job_dir, recorded_server, sha256_file
 from _dwbatches.submitter import (
     Submitter,
     add_submit_args,
@@ -79,7 +79,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from _dwbatches import config
         from _dwbatches.batches import command, display_path
         from _dwbatches.http import Client
-        cfg = config.load_config(args.base_url, args.allow_insecure_http)
+        job_url, insecure = recorded_server(job_dir)
+        cfg = config.load_config(args.base_url, args.allow_insecure_http, job_url=job_url,
+                                 job_allows_insecure_http=insecure)
         with job:
             resumed = open_job(job, args.input, base_url=cfg.base_url, completion_window=args.completion_window,
                                metadata=metadata, max_requests=args.max_requests, max_bytes=args.max_bytes,

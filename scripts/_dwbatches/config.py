@@ -42,7 +42,7 @@ class Config:
     api_key: Optional[str]
     base_url: str
     key_source: Optional[str]  # "environment", ".env at <path>", or None
-    base_url_source: str  # "flag", "environment", ".env at <path>", "default"
+    base_url_source: str  # "flag", "environment", ".env at <path>", "job", "default"
     dotenv_path: Optional[str] = None
 
     def __repr__(self) -> str:  # never show the key
@@ -167,7 +167,11 @@ def check_base_url(url: str, allow_insecure_http: bool = False) -> str:
 
 
 def load_config(base_url: Optional[str] = None, allow_insecure_http: bool = False,
-                require_key: bool = True) -> Config:
+                require_key: bool = True, job_url: Optional[str] = None,
+                job_allows_insecure_http: bool = False) -> Config:
+    """The key and base URL: the flag, then DOUBLEWORD_BASE_URL, then the nearest .env, then the
+    URL a job was submitted to (``job_url``: a job remembers its server, and whether plain
+    http to it was allowed), then Doubleword's API."""
     dotenv_path, dotenv = read_dotenv()
     dotenv_label = f".env at {dotenv_path}" if dotenv_path else None
 
@@ -187,6 +191,9 @@ def load_config(base_url: Optional[str] = None, allow_insecure_http: bool = Fals
         url, url_source = os.environ[URL_VAR], "environment"
     elif dotenv.get(URL_VAR):
         url, url_source = dotenv[URL_VAR], dotenv_label or ".env"
+    elif job_url:
+        url, url_source = job_url, "job"
+        allow_insecure_http = allow_insecure_http or job_allows_insecure_http
     else:
         url, url_source = DEFAULT_BASE_URL, "default"
     url = check_base_url(url, allow_insecure_http)

@@ -18,7 +18,8 @@ Schema of ``job.json`` (``version`` 2; the version-1 files of earlier releases, 
     input              {path, sha256, bytes, mtime, requests}: the file submitted (round 1)
     completion_window  "24h" or "1h"
     metadata           {key: value} the user's batch metadata
-    base_url           the API the job was submitted to
+    base_url           the API the job was submitted to; later commands use it when given no URL
+    allow_insecure_http  true when it was submitted with --allow-insecure-http
     source             null, or {kind: "csv", path, id_column, id_prefix, rows, sha256, bytes,
                        mtime, delimiter, bom, ...}: the CSV the input was built from
     rounds             [{round, kind ("initial" | "retry"), input_path, input_sha256,
@@ -350,6 +351,7 @@ class JobRecord(_Record):
     results: Optional[ResultsSettings] = None
     cancel: Optional[Cancel] = None
     local_estimate: Optional[Dict[str, Any]] = None  # {window, low_usd, high_usd, as_of} at submit
+    allow_insecure_http: bool = False  # submitted with --allow-insecure-http to a plain-http host
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -584,6 +586,21 @@ class Job:
         self.unlock()
 
 
+def recorded_server(job_dir: Optional[str]) -> Tuple[Optional[str], bool]:
+    """(base URL, plain http allowed) recorded by the job at ``job_dir``, if there is one: read
+    before the configuration, so that a job keeps talking to the server it was submitted to."""
+    if not job_dir:
+        return None, False
+    try:
+        with open(os.path.join(os.path.abspath(job_dir), STATE_FILE), encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, ValueError):
+        return None, False
+    if not isinstance(doc, dict):
+        return None, False
+    return doc.get("base_url") or None, bool(doc.get("allow_insecure_http"))
+
+
 def default_job_dir(input_path: str) -> str:
     """``data.jsonl`` → ``data.dwjob`` beside it."""
     base = os.path.abspath(input_path)
@@ -597,4 +614,4 @@ def new_intent_id() -> str:
 
 __all__ = ["VERSION", "TERMINAL_STATUSES", "Job", "JobRecord", "Round", "Chunk", "Limits", "Cursor",
            "BatchDownload", "ResultsSettings", "Source", "InputInfo", "Fingerprint", "Cancel", "counts_of",
-           "sha256_file", "default_job_dir", "new_intent_id"]
+           "sha256_file", "default_job_dir", "new_intent_id", "recorded_server"]

@@ -52,9 +52,11 @@ import sys
 import time
 from decimal import Decimal, InvalidOperation
 from typing import Any, Dict, Iterable, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 from . import clock, pricing
 from .batches import command, display_path
+from .config import is_loopback
 from .errors import (
     EXIT_API,
     EXIT_CONFIG,
@@ -225,8 +227,8 @@ def prepare_job(job: Job, input_path: str, *, base_url: str, completion_window: 
         rec = job.load()
         if rec.cancel is not None:
             raise JobError(f"the job at {job.dir} was cancelled; it creates no further batch",
-                           hint="Fetch what finished (fetch_results.py --job ...); to submit the input again, "
-                                "pass --job NEW_DIR (a new job).")
+                           hint=f"Fetch what finished: {command('fetch_results.py', '--job', display_path(job.dir))}. "
+                                "To submit the input again, pass --job NEW_DIR (a new job).")
         sha = input_sha256 or sha256_file(input_path)
         recorded = rec.input
         same_url = (rec.base_url or "").rstrip("/") == base_url.rstrip("/")
@@ -261,7 +263,8 @@ def prepare_job(job: Job, input_path: str, *, base_url: str, completion_window: 
         recorded_url = (rec.base_url or "").rstrip("/")
         if recorded_url and recorded_url != base_url.rstrip("/"):
             raise JobError(f"the job at {job.dir} was submitted to {recorded_url}, but this run uses {base_url}",
-                           hint=f"Pass --base-url {recorded_url} (or set DOUBLEWORD_BASE_URL) to resume it.")
+                           hint=f"The job remembers its server: run without --base-url and with DOUBLEWORD_BASE_URL "
+                                f"unset (or set to {recorded_url}) to resume it, or pass --job NEW_DIR for a new job.")
         if completion_window is not None and completion_window != rec.completion_window:
             raise JobError(f"the job at {job.dir} uses completion window {rec.completion_window}, not "
                            f"{completion_window}",
@@ -345,6 +348,9 @@ def _new_job(job: Job, input_path: str, base_url: str, completion_window: Option
     rec = Job.create_record(input_path, Fingerprint.of(input_path, sha), window, dict(metadata or {}),
                             report.requests, base_url)
     rec.source = Source.from_dict(source) if source else None
+    parts = urlsplit(base_url)
+    # plain http to another host is only accepted with --allow-insecure-http: later commands need not repeat it
+    rec.allow_insecure_http = parts.scheme == "http" and not is_loopback(parts.hostname or "")
     est = local_estimate(report, window)
     rec.local_estimate = {"window": window, "low_usd": est["low"]["usd"], "high_usd": est["high"]["usd"],
                           "as_of": pricing.PRICES_AS_OF}
