@@ -50,7 +50,7 @@ from typing import Any, Callable, Iterator
 
 # Standard library only as well: platform differences (Windows, macOS, Linux) live there.
 # The import works from any working directory: Python puts this script's directory on sys.path.
-from _dwbatches import compat, pricing
+from _dwbatches import compat, pricing, urls
 
 __version__ = "1.0.0"
 
@@ -3043,7 +3043,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
+    return urls.is_loopback(host)
 
 
 def main(argv: list | None = None) -> int:

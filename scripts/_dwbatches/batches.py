@@ -219,8 +219,8 @@ def check_job_base_url(job: Job, base_url: str) -> None:
     if recorded and recorded != base_url.rstrip("/"):
         raise JobError(
             f"the job at {job.dir} was submitted to {recorded}, but this run uses {base_url}",
-            hint=f"The job remembers its server: run without --base-url and with DOUBLEWORD_BASE_URL unset (or set "
-                 f"to {recorded}) to work on this job.")
+            hint=f"The job remembers its server: run with no --base-url and DOUBLEWORD_BASE_URL unset, or with "
+                 f"--base-url {recorded}, to work on this job.")
 
 
 def record_status(job: Job, batches: Dict[str, Dict[str, Any]], wait: float = 0.0) -> bool:

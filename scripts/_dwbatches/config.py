@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import codecs
 import io
-import ipaddress
 import os
 import stat
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .output import exit_missing_packages
+from .urls import is_loopback
 
 try:
     from dotenv import dotenv_values
@@ -133,16 +133,6 @@ def check_key(key: str, source: Optional[str]) -> None:
         "single word of printable ASCII characters",
         hint="Copy the key again from https://app.doubleword.ai/api-keys and put it on one line "
              "(DOUBLEWORD_API_KEY=sk-...), without quotes around escape sequences such as \\n.")
-
-
-def is_loopback(host: str) -> bool:
-    host = (host or "").strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def check_base_url(url: str, allow_insecure_http: bool = False) -> str:

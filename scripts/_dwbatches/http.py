@@ -23,12 +23,12 @@ import uuid
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Tuple
-from urllib.parse import urlsplit
 
 from . import USER_AGENT, clock
-from .config import Config, is_loopback
+from .config import Config
 from .errors import EXIT_CONFIG, APIConnectionError, APIStatusError, hint_for_status
 from .output import exit_missing_packages, narrate, register_secret
+from .urls import is_loopback_url
 
 try:
     import requests
@@ -206,13 +206,6 @@ class MultipartFile:
         if self._fh:
             self._fh.close()
             self._fh = None
-
-
-def is_loopback_url(url: str) -> bool:
-    try:
-        return is_loopback(urlsplit(url).hostname or "")
-    except ValueError:
-        return False
 
 
 class DirectLoopbackSession(requests.Session):

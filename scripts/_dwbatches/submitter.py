@@ -56,7 +56,6 @@ from urllib.parse import urlsplit
 
 from . import clock, pricing
 from .batches import command, display_path
-from .config import is_loopback
 from .errors import (
     EXIT_API,
     EXIT_CONFIG,
@@ -70,6 +69,7 @@ from .errors import (
 from .files import atomic_output, make_private_dir
 from .job import Chunk, Fingerprint, Job, Limits, Round, Source, new_intent_id, sha256_file
 from .output import narrate
+from .urls import is_loopback
 from .validate import (
     MAX_BODY_BYTES,
     MAX_FILE_BYTES,
@@ -263,8 +263,8 @@ def prepare_job(job: Job, input_path: str, *, base_url: str, completion_window: 
         recorded_url = (rec.base_url or "").rstrip("/")
         if recorded_url and recorded_url != base_url.rstrip("/"):
             raise JobError(f"the job at {job.dir} was submitted to {recorded_url}, but this run uses {base_url}",
-                           hint=f"The job remembers its server: run without --base-url and with DOUBLEWORD_BASE_URL "
-                                f"unset (or set to {recorded_url}) to resume it, or pass --job NEW_DIR for a new job.")
+                           hint=f"The job remembers its server: run with no --base-url and DOUBLEWORD_BASE_URL unset, or "
+                                f"with --base-url {recorded_url}, to resume it; or pass --job NEW_DIR for a new job.")
         if completion_window is not None and completion_window != rec.completion_window:
             raise JobError(f"the job at {job.dir} uses completion window {rec.completion_window}, not "
                            f"{completion_window}",
