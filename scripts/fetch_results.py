@@ -73,18 +73,22 @@ def add_output_arguments(parser: Any) -> None:
                                                           "beside the input; .csv for --format csv)")
     g.add_argument("--errors", metavar="ERR", help="errors file (default: <OUT stem>.errors.jsonl)")
     g.add_argument("--format", choices=results.FORMATS, default=None,
-                   help="raw (server lines), simple (custom_id, ok, content, usage, error) or csv "
-                        "(default: csv for a job built from a CSV, else raw)")
+                   help="raw (server lines), simple (custom_id, ok, content, usage, error) or csv: the "
+                        "original CSV with answer and error columns for a job built from a CSV, else one row per "
+                        "request (custom_id, prompt, answer, error) (default: csv for a job built from a CSV, "
+                        "else raw)")
     g.add_argument("--csv", metavar="FILE", help="the original CSV, for --format csv (default: the job's source)")
+    g.add_argument("--column", metavar="NAME", help="--format csv: the name of the answer column (default: response)")
 
 
 def output_args(args: Any, with_input: bool = False) -> List[str]:
     """The result options the user gave, to repeat them in `next` commands."""
     out: List[str] = []
     for flag, value in (("-o", args.output), ("--errors", args.errors), ("--format", args.format),
-                        ("--csv", args.csv), ("--input", args.input if with_input else None)):
+                        ("--csv", args.csv), ("--column", args.column),
+                        ("--input", args.input if with_input else None)):
         if value:
-            out += [flag, dwb.display_path(value) if flag != "--format" else value]
+            out += [flag, dwb.display_path(value) if flag not in ("--format", "--column") else value]
     return out
 
 
@@ -158,13 +162,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             with job:
                 job.load()
                 doc = results.fetch_job(client, job, fmt=args.format, out=args.output, err=args.errors,
-                                        csv_path=args.csv)
+                                        csv_path=args.csv, column=args.column)
             doc["next"] = next_for(doc, job, [], extra)
         else:
             ids = list(dict.fromkeys(check_id(b, "batch") for b in args.batch_ids))
             fmt = args.format or ("csv" if args.csv else "raw")
             out = args.output or f"{ids[0]}.results.{'csv' if fmt == 'csv' else 'jsonl'}"
-            doc = results.fetch_bare(client, ids, out, args.errors, fmt, input_path=args.input, csv_path=args.csv)
+            doc = results.fetch_bare(client, ids, out, args.errors, fmt, input_path=args.input, csv_path=args.csv,
+                                     column=args.column)
             doc["next"] = next_for(doc, None, ids, extra if args.output else extra + ["-o", out])
             if doc["exit_code"] == EXIT_UNSUCCESSFUL:
                 doc["hint"] = ("the failed and missing requests are listed in the errors file; to rerun them "

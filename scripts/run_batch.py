@@ -90,7 +90,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with job:
             job.load()
             fetched = results.fetch_job(client, job, fmt=args.format, out=args.output, err=args.errors,
-                                        csv_path=args.csv)
+                                        csv_path=args.csv, column=args.column)
         doc.update(fetched)
         doc["next"] = fetch_results.next_for(doc, job, [], fetch_results.output_args(args))
         if doc["exit_code"] == 6 and not doc.get("unsubmitted"):
@@ -110,9 +110,9 @@ def submit(args: Any, cfg: Any, client: Any, metadata: Dict[str, str]) -> Tuple[
         resumed = open_job(job, args.input, base_url=cfg.base_url, completion_window=args.completion_window,
                            metadata=metadata, max_requests=args.max_requests, max_bytes=args.max_bytes,
                            max_body_bytes=args.max_body_bytes, report=report)
-        if any((args.format, args.output, args.errors, args.csv)):
+        if any((args.format, args.output, args.errors, args.csv, args.column)):
             results.remember_output(job, *results.resolve_output(job.record, args.format, args.output, args.errors,
-                                                                 args.csv))
+                                                                 args.csv, args.column))
         sub = Submitter(job, client, max_cost=args.max_cost)
         sub.run()
     return job, {"resumed": resumed, "chunks": sum(1 for _ in job.record.chunks()),

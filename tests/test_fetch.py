@@ -353,3 +353,38 @@ def test_the_report_says_what_the_results_cost_by_round(sandbox, tmp_path):
     assert set(rounds) == {1, 2} and rounds[2]["completion_window"] == "1h" and rounds[2]["requests"] == 1
     total = sum(float(r["usd"]) for r in rounds.values())
     assert abs(float(doc["cost"]["usd"]) - total) < 1e-6
+
+
+def test_csv_for_a_prompts_job_with_a_named_answer_column(sandbox, tmp_path):
+    """A job built from a prompts file gives a question/answer CSV; --column names the answer."""
+    Path("prompts.txt").write_text("What is 2+2?\nName a colour, with a comma, please\n", encoding="utf-8")
+    code, doc, err = run_script("create_batch_file.py", "q.jsonl", "--prompts", "prompts.txt")
+    assert code == 0, err
+    code, doc, err = run_script("run_batch.py", "q.jsonl", "--wait", "--interval", "0.2", "--format", "csv",
+                                "--column", "answer", env=sandbox.env())
+    assert code == 0 and doc["output"].endswith("q.results.csv"), err
+    with open(doc["output"], newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["custom_id", "prompt", "answer", "error"]
+    assert [r["prompt"] for r in rows] == ["What is 2+2?", "Name a colour, with a comma, please"]
+    assert all(r["prompt"] in r["answer"] and r["error"] == "" for r in rows)  # the sandbox echoes the prompt
+    # remembered: a later fetch without options writes the same shape
+    code, doc, err = run_script("fetch_results.py", "--job", "q.dwjob", env=sandbox.env())
+    assert code == 0 and doc["format"] == "csv", err
+    with open(doc["output"], newline="", encoding="utf-8") as fh:
+        assert next(csv.reader(fh)) == ["custom_id", "prompt", "answer", "error"]
+
+
+def test_column_names_the_answer_column_of_a_csv_job(sandbox, tmp_path):
+    (tmp_path / "reviews.csv").write_text("id,text\n1,great\n2,awful\n", encoding="utf-8")
+    code, doc, err = run_script("create_batch_file.py", "r.jsonl", "--csv", "reviews.csv", "--id-column", "id",
+                                "--template", "Sentiment of: {text}")
+    assert code == 0, err
+    code, doc, err = run_script("run_batch.py", "r.jsonl", "--wait", "--interval", "0.2", "--column", "sentiment",
+                                env=sandbox.env())
+    assert code == 0, err
+    with open(doc["output"], newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["id", "text", "sentiment", "error"] and all(r["sentiment"] for r in rows)
+    code, doc, err = run_script("fetch_results.py", "--job", "r.dwjob", "--column", "text", env=sandbox.env())
+    assert code == 2 and doc is None and "already a column" in err

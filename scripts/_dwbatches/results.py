@@ -687,6 +687,56 @@ class Merger:
         return self.counts
 
 
+def request_text(line: bytes) -> str:
+    """What a request asked, for a CSV of results: the last user message of a chat request,
+    the prompt of a completion, the input of a Responses or an embeddings request."""
+    try:
+        body = (json.loads(line).get("body") or {})
+    except (ValueError, AttributeError):
+        return ""
+    if not isinstance(body, dict):
+        return ""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        for msg in reversed(messages):
+            if isinstance(msg, dict) and msg.get("role") == "user":
+                return _text_of(msg.get("content"))
+    for key in ("prompt", "input"):
+        if key in body:
+            return _text_of(body[key])
+    return ""
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text", "") if isinstance(p, dict) else str(p) for p in content]
+        if all(isinstance(p, str) for p in parts):
+            return "\n".join(x for x in parts if x)
+    return json.dumps(content, ensure_ascii=False)
+
+
+class RequestRows:
+    """The requests of a job that was not built from a CSV, as CSV rows: custom_id, the prompt
+    (``request_text``), then the answer and error columns."""
+
+    def __init__(self, input_path: str, column: Optional[str] = None):
+        self.input_path = input_path
+        self.header = ["custom_id", "prompt"]
+        self.response_col = column or "response"
+        if self.response_col in self.header:
+            raise UsageError(f"--column {self.response_col!r} is already a column of the results CSV",
+                             hint="Name a new column for the answers, e.g. --column answer.")
+        self.error_col = "error" if self.response_col != "error" else "dw_error"
+        self.dialect: Any = csv.excel
+        self.bom = False
+
+    def __iter__(self) -> Iterator[Tuple[Optional[str], List[str]]]:
+        for cid, line in iter_input_lines(self.input_path, "read the requests", "Restore the job's input."):
+            yield cid, [cid, request_text(line)]
+
+
 # -- CSV sources ---------------------------------------------------------------------------
 class CsvRows:
     """Rows of the original CSV, each with the custom_id create_batch_file.py gave it.
@@ -699,7 +749,8 @@ class CsvRows:
     delimiter the builder used; ``dialect`` and ``bom`` say how to write a CSV like it.
     """
 
-    def __init__(self, csv_path: str, source: Optional[Dict[str, Any]], input_path: Optional[str]):
+    def __init__(self, csv_path: str, source: Optional[Dict[str, Any]], input_path: Optional[str],
+                 column: Optional[str] = None):
         from . import builder
         self._builder = builder
         self.csv_path = csv_path
@@ -716,8 +767,11 @@ class CsvRows:
             self.dialect: Any = rows.dialect
             self.bom: bool = rows.bom
         names = set(self.header)
-        self.response_col = "response" if "response" not in names else "dw_response"
-        self.error_col = "error" if "error" not in names else "dw_error"
+        if column and column in names:
+            raise UsageError(f"--column {column!r} is already a column of {csv_path}",
+                             hint="Name a new column for the answers, e.g. --column answer.")
+        self.response_col = column or ("response" if "response" not in names else "dw_response")
+        self.error_col = "error" if "error" not in names and self.response_col != "error" else "dw_error"
 
     def __iter__(self) -> Iterator[Tuple[Optional[str], List[str]]]:
         b = self._builder
@@ -852,15 +906,15 @@ def exit_code_for(complete: bool, failed: int, missing: int) -> int:
 SUBMITTED_INPUT = "submitted-input.jsonl"
 
 
-def input_order(client: Any, job: Job, warnings: List[str]) -> Optional[Iterator[str]]:
-    """The custom_ids of the job's input, in order: from the local input when it is the file
-    that was submitted (size and mtime, else sha256), else from the server's copy of the
-    uploaded files (the truth of what was submitted), else None (results then go in the order
-    they arrived)."""
+def submitted_input(client: Any, job: Job, warnings: List[str]) -> Optional[str]:
+    """A file holding the job's requests as submitted, in order: the local input when it is the
+    file that was submitted (size and mtime, else sha256), else the server's copy of the
+    uploaded files (the truth of what was submitted), saved in the job; None when neither can
+    be read (results then go in the order they arrived)."""
     rec = job.record
     state = rec.input.fingerprint.check(rec.input.path)
     if state == "same":
-        return iter_input_ids(rec.input.path)
+        return rec.input.path
     what = "is gone" if state == "missing" else "changed since it was submitted"
     cached = job.path("results", SUBMITTED_INPUT)
     try:
@@ -876,7 +930,7 @@ def input_order(client: Any, job: Job, warnings: List[str]) -> Optional[Iterator
             "copy)")
     narrate(note)
     warnings.append(note)
-    return iter_input_ids(cached)
+    return cached
 
 
 def save_submitted_input(client: Any, job: Job, dest: str) -> None:
@@ -898,7 +952,8 @@ def save_submitted_input(client: Any, job: Job, dest: str) -> None:
 
 
 def resolve_output(rec: JobRecord, fmt: Optional[str], out: Optional[str], err: Optional[str],
-                   csv_path: Optional[str]) -> Tuple[str, str, str, Optional[str]]:
+                   csv_path: Optional[str], column: Optional[str] = None
+                   ) -> Tuple[str, str, str, Optional[str], Optional[str]]:
     """(format, OUT, ERR, CSV) from the options given, else the job's remembered ones, else defaults.
 
     Output settings given once (e.g. to run_batch.py) are remembered in job.json (``results``)
@@ -929,7 +984,8 @@ def resolve_output(rec: JobRecord, fmt: Optional[str], out: Optional[str], err: 
     for rnd in rec.rounds:
         protected[f"input of round {rnd.round}"] = rnd.input_path
     files.refuse_overwrite({"OUT": out_path, "ERR": err_path}, protected)
-    return fmt, out_path, err_path, os.path.abspath(csv_path) if csv_path else None
+    column = column or last.column
+    return fmt, out_path, err_path, os.path.abspath(csv_path) if csv_path else None, column
 
 
 def _parent_must_exist(path: str, what: str) -> None:
@@ -940,9 +996,10 @@ def _parent_must_exist(path: str, what: str) -> None:
                               "recreate folders that were moved or deleted.")
 
 
-def remember_output(job: Job, fmt: str, out_path: str, err_path: str, csv_path: Optional[str]) -> None:
+def remember_output(job: Job, fmt: str, out_path: str, err_path: str, csv_path: Optional[str],
+                    column: Optional[str] = None) -> None:
     """Record the output settings in job.json (caller holds the lock)."""
-    remember = ResultsSettings(format=fmt, output=out_path, errors=err_path, csv=csv_path)
+    remember = ResultsSettings(format=fmt, output=out_path, errors=err_path, csv=csv_path, column=column)
     if job.record.results != remember:
         job.record.results = remember
         job.save()
@@ -1002,7 +1059,8 @@ def check_csv_source(rec: JobRecord, csv_path: str, warnings: List[str]) -> None
 
 
 def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[str] = None,
-              err: Optional[str] = None, csv_path: Optional[str] = None, merge: bool = True) -> Dict[str, Any]:
+              err: Optional[str] = None, csv_path: Optional[str] = None, merge: bool = True,
+              column: Optional[str] = None) -> Dict[str, Any]:
     """Download, verify and (with ``merge``) write OUT/ERR for a job. The caller holds the lock.
 
     Returns the report document; ``doc["exit_code"]`` is the outcome (0, 5 or 6)."""
@@ -1017,27 +1075,33 @@ def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[st
     }
     if merge:
         source = rec.source
-        fmt, out_path, err_path, csv_path = resolve_output(rec, fmt, out, err, csv_path)
+        fmt, out_path, err_path, csv_path, column = resolve_output(rec, fmt, out, err, csv_path, column)
+        src_csv = None
         if fmt == "csv":
             src_csv = csv_path or (source.path if source else None)
-            if not src_csv:
-                raise UsageError("--format csv needs the original CSV",
-                                 hint="Pass --csv FILE (the CSV the batch input was built from).")
-            if not os.path.isfile(src_csv):
+            if src_csv and not os.path.isfile(src_csv):
                 raise UsageError(f"{src_csv}: no such file", hint="Pass --csv FILE with the original CSV.")
-            check_csv_source(rec, src_csv, warnings)
-        order = input_order(client, job, warnings)
+            if src_csv:
+                check_csv_source(rec, src_csv, warnings)
+        requests_file = submitted_input(client, job, warnings)
+        order = iter_input_ids(requests_file) if requests_file else None
         index = build_index(store, targets, keep_order=order is None)
         reason = MISSING_NOT_RUN if summary["finished"] else MISSING_PENDING
         if ref.unreachable:
             reason = "no result: a batch of the job cannot be read from the server (see unreachable)"
         merger = Merger(index, reason)
         try:
-            if fmt == "csv":
+            if fmt == "csv" and src_csv:
                 submitted = set(order) if order is not None else None
                 counts = merger.write_csv(CsvRows(src_csv, source.to_dict() if source else None,
-                                                  rec.input.path if order is not None else None),
+                                                  requests_file, column),
                                           out_path, err_path, submitted=submitted)
+            elif fmt == "csv":  # a job built from prompts or JSONL: one row per request
+                if requests_file is None:
+                    raise UsageError("--format csv needs the job's requests, and neither the input nor the "
+                                     "server's copy can be read",
+                                     hint="Fetch with --format simple or raw, or restore the job's input.")
+                counts = merger.write_csv(RequestRows(requests_file, column), out_path, err_path)
             else:
                 counts = merger.write_jsonl(order if order is not None else iter(index.order or []), fmt,
                                             out_path, err_path)
@@ -1049,7 +1113,7 @@ def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[st
             counts.requests = max(counts.requests, total)
         doc.update(_counts_doc(counts, out_path, err_path, fmt))
         doc["usage"], doc["cost"] = usage_and_cost(merger, reports, {r.round: r.completion_window for r in rec.rounds})
-        remember_output(job, fmt, out_path, err_path, csv_path)
+        remember_output(job, fmt, out_path, err_path, csv_path, column)
     doc["batches"] = [batch_report_doc(r, store, s) for r, s in zip(reports, ref.summaries)]
     if summary["unsubmitted"]:
         doc["unsubmitted"] = summary["unsubmitted"]
@@ -1121,7 +1185,8 @@ def _counts_doc(counts: MergeCounts, out_path: str, err_path: str, fmt: str) -> 
 
 
 def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[str], fmt: str,
-               input_path: Optional[str] = None, csv_path: Optional[str] = None) -> Dict[str, Any]:
+               input_path: Optional[str] = None, csv_path: Optional[str] = None,
+               column: Optional[str] = None) -> Dict[str, Any]:
     """Fetch bare batch ids into OUT with the state in ``OUT.dwstate.json``."""
     out_path = os.path.abspath(out)
     err_path = os.path.abspath(err) if err else default_error_path(out_path)
@@ -1144,10 +1209,11 @@ def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[st
         merger = Merger(index, reason)
         try:
             if fmt == "csv":
-                if not csv_path or not input_path:
-                    raise UsageError("--format csv with batch ids needs --csv FILE and --input FILE",
-                                     hint="Or use --job DIR, which remembers both.")
-                counts = merger.write_csv(CsvRows(csv_path, None, input_path), out_path, err_path)
+                if not input_path:
+                    raise UsageError("--format csv with batch ids needs --input FILE (and --csv FILE for a batch "
+                                     "built from a CSV)", hint="Or use --job DIR, which remembers both.")
+                rows = CsvRows(csv_path, None, input_path, column) if csv_path else RequestRows(input_path, column)
+                counts = merger.write_csv(rows, out_path, err_path)
             else:
                 order = iter_input_ids(input_path) if input_path else iter(index.order or [])
                 counts = merger.write_jsonl(order, fmt, out_path, err_path)
