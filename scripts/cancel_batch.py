@@ -19,8 +19,8 @@ Afterwards, fetch_results.py keeps everything that finished, and retry_failed.py
 runs the requests that never ran (nothing finished is redone).
 
 output (stdout, JSON): batches (batch_id, action = cancelled | skipped | would_cancel,
-status, request_counts, reason), cancelled, skipped, unsubmitted (job chunks without a
-batch), job, next."""
+status, request_counts, reason), cancelled, skipped, would_cancel (only with --dry-run),
+unsubmitted (only when chunks of the job have no batch), job, next."""
 
 from __future__ import annotations
 

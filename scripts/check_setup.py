@@ -15,9 +15,11 @@ examples:
   python3 scripts/check_setup.py
   python3 scripts/check_setup.py --sandbox
 
-output: each check is printed on stderr as "ok"/"FAIL" with a fix. When everything is ready,
-stdout gets one JSON document: ready, checks (name, ok, detail, fix), base_url, key_source,
-models, next. Exit 0 ready; 3 the key or the configuration is the problem; 1 the API cannot
+Each check is printed on stderr as "ok"/"FAIL" with a fix. When everything is ready, stdout
+gets one JSON document.
+
+output (stdout, JSON): ready, checks (name, ok, detail, fix), base_url, key_source, sandbox
+(true with --sandbox), models, next (a first build command; it names only files that exist). Exit 0 ready; 3 the key or the configuration is the problem; 1 the API cannot
 be reached (stdout stays empty on 1 and 3)."""
 
 from __future__ import annotations

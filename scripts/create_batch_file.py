@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -60,6 +61,7 @@ from _dwbatches.builder import (
     iter_prompts,
     line_list,
     parse_delimiter,
+    placeholder_hint,
     prefix_from_path,
     remove_sidecar,
     row_id_text,
@@ -72,9 +74,13 @@ from _dwbatches.job import sha256_file
 from _dwbatches.validate import MAX_BODY_BYTES
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (JSON has no NaN or Infinity)")
+
+
 def _json_object(text: str, what: str) -> Dict[str, Any]:
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         raise UsageError(f"{what} is not valid JSON: {exc}", hint="Pass a JSON object, e.g. '{\"seed\": 7}'.") from None
     if not isinstance(value, dict):
@@ -128,6 +134,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = output.parse_args(parser, argv)
 
     def body() -> int:
+        for flag, value in (("--temperature", args.temperature), ("--top-p", args.top_p)):
+            if value is not None and not math.isfinite(value):
+                raise UsageError(f"{flag} must be a finite number, not {value}",
+                                 hint=f"e.g. {flag} 0.7 (JSON, the request format, has no NaN or Infinity).")
         if args.limit is not None and args.limit < 1:
             raise UsageError("--limit must be at least 1")
         if args.max_tokens is not None and args.max_tokens < 1:
@@ -291,7 +301,8 @@ def _csv_rows(csv_input: CsvRows, args: Any, prefix: str, blank_lines: List[int]
     if missing:
         raise InputError(f"{where}: line 1: the template placeholder {{{missing[0]}}} is not a column of the CSV; "
                          f"available columns: {', '.join(header)}",
-                         hint="Placeholders must match the header exactly (case and spaces included).", line=1)
+                         hint=placeholder_hint(missing[0], "Placeholders must match the header exactly (case and "
+                                                           "spaces included)."), line=1)
     # the columns whose values make the prompt (the id column alone does not)
     used = [f for f in dict.fromkeys(template.fields) if f != args.id_column]
     number = 0

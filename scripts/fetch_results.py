@@ -41,7 +41,8 @@ output_tokens, usd}]: what the results cost, from the server's token counts and 
 table), batches (batch_id, status, request_counts, fetched {output, error} lines,
 new_lines, verified), unreachable (only when a batch or its files are gone from the server:
 batch_id, round, chunk, reason), warnings (e.g. the job's input or source CSV changed since
-it was submitted), job (null for batch ids, with state = the state file), next.
+it was submitted), job (null for batch ids), state (only for batch ids: the state file),
+hint (only for batch ids that finished unsuccessfully: how to rerun them), next.
 
 Results come from the downloads saved in the job and are checked against them first: a
 downloaded file that was deleted or cut short is downloaded again; when the job's input

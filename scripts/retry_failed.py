@@ -7,11 +7,17 @@
 
 First brings the job's results up to date (the same engine as fetch_results.py), then
 copies every request without a successful result (failed, or missing because its batch was
-cancelled or expired) verbatim from the original input, in input order, into
+cancelled or expired) verbatim from what was submitted (the original input, or the
+server's copy of it when the local file changed or is gone), in input order, into
 <job>/rounds/round-N.jsonl and submits it through the same engine as submit.py. Nothing
 that succeeded is sent again. Safe to run again after a crash or timeout: a round that was
 recorded but not fully submitted is resumed, never submitted twice. Refuses (exit 6) while
 batches of the job are still running: run poll.py --job DIR --wait first.
+
+The retry reruns the same requests: the same model and parameters. To change them (another
+model, a longer max_tokens), build a new batch file and submit it as a new job (--job
+NEW_DIR). After a cancel (cancel_batch.py --job), the job's next step is fetching what
+finished; a retry then runs the rest with the same model, so only run it if that is wanted.
 
 examples:
   python3 scripts/retry_failed.py --job data.dwjob
@@ -24,7 +30,11 @@ results as usual: fetch_results.py merges all rounds (a success in any round cou
 
 output (stdout, JSON): job, round (the new or resumed round, null if none), requests (in
 that round), failed and missing (how many of each it retries), sample (first custom_ids),
-batches (batch_id, chunk, requests, status), dry_run, next. Exit 0 = submitted, or nothing
+client_errors (only when some failures were HTTP 4xx: how many), input (only when a round
+was written: its file), batches (batch_id, chunk, requests, status), dry_run, status (only
+when nothing was submitted: the job's status), reason (only when nothing was submitted:
+why), running (only while batches run: their ids), resumed (only when an interrupted round
+was resumed), next. Exit 0 = submitted, or nothing
 to retry; 6 = batches still running, or the job is not fully submitted (see next)."""
 
 from __future__ import annotations

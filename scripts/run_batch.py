@@ -19,10 +19,11 @@ examples:
   python3 scripts/run_batch.py requests.jsonl                   # submit, check once, return
 
 output (stdout, JSON): job, job_id, submitted (resumed, this_run {uploaded, created, found},
-chunks), status, then (once finished, or with --wait) the fetch report: complete,
-succeeded, failed, missing, output, errors, format, usage, cost (what the results cost, as
-fetch_results.py reports it), batches, next. Without --wait and not
-finished yet: finished false, request_counts, batches, next. Exit codes as fetch_results.py
+chunks), status, request_counts, batches, next, finished (only without --wait while the
+job runs: false), (once finished, or with --wait, also the fields of fetch_results.py's
+report:) complete, requests, succeeded, failed, missing, output, errors, format,
+failed_sample, missing_sample, unexpected, usage, cost, warnings, unsubmitted (only when a
+chunk has no batch), unreachable (only when a batch is gone from the server). Exit codes as fetch_results.py
 (0 all succeeded; 5 finished with failed or missing requests: next is retry_failed.py; 6
 --wait timed out); without --wait an unfinished job exits 0."""
 

@@ -24,8 +24,15 @@ it, creates them. A different input in an existing job, or a different -w, is re
 
 output (stdout, JSON): job (the job directory; pass it to the other scripts as --job),
 job_id, batches (batch_id, input_file_id, chunk, requests, status), requests, chunks,
-completion_window, estimated_cost (the server's estimate), resumed, this_run (uploaded,
-created, found), next (the command to run next)."""
+completion_window, estimated_cost (usd = the server's estimate, which --max-cost compares;
+local_low_usd and local_high_usd = the price-table range; note), source (the CSV the input
+was built from, or null), resumed, this_run (uploaded, created, found), next (the command
+to run next).
+
+output with --dry-run (stdout, JSON): dry_run, job, job_exists, resumes_job, requests,
+bytes, chunks, plan (the files submit.py would upload), completion_window, metadata,
+models, endpoints, estimated_cost (low and high: usd, input_tokens, output_tokens, basis;
+source; models), warnings, next (the submit command)."""
 
 from __future__ import annotations
 

@@ -485,3 +485,22 @@ def test_limit_stops_reading_the_csv_at_the_last_row_taken(tmp_path):
     doc = ok_json(proc)
     assert prompts_of(out) == ["a", "b"] and doc["source"]["rows"] == 2
     assert doc["warnings"] == ["skipped 1 empty row(s) (lines 3)"]  # not line 5, nor row 3's empty text
+
+
+def test_a_json_example_in_a_template_names_the_brace_escape(tmp_path):
+    (tmp_path / "t.csv").write_text("id,text\n1,hi\n", encoding="utf-8")
+    proc = run("create_batch_file.py", tmp_path / "o.jsonl", "--csv", tmp_path / "t.csv",
+               "--template", 'Answer as {"label": "x"} for {text}')
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "{{" in proc.stderr and "double them" in proc.stderr
+    ok_json(run("create_batch_file.py", tmp_path / "o.jsonl", "--csv", tmp_path / "t.csv",
+                "--template", 'Answer as {{"label": "x"}} for {text}'))
+    body = json.loads((tmp_path / "o.jsonl").read_text().splitlines()[0])["body"]
+    assert body["messages"][-1]["content"] == 'Answer as {"label": "x"} for hi'
+
+
+@pytest.mark.parametrize("flag,value", [("--temperature", "nan"), ("--top-p", "inf"), ("--extra-body", '{"seed": NaN}')])
+def test_a_number_json_cannot_hold_is_blamed_on_its_flag(tmp_path, flag, value):
+    proc = run("create_batch_file.py", tmp_path / "o.jsonl", "--prompts", "-", flag, value, input="hello\n")
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.startswith(f"error: {flag}")
+    assert "line 1" not in proc.stderr and not (tmp_path / "o.jsonl").exists()

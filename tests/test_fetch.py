@@ -388,3 +388,14 @@ def test_column_names_the_answer_column_of_a_csv_job(sandbox, tmp_path):
     assert list(rows[0]) == ["id", "text", "sentiment", "error"] and all(r["sentiment"] for r in rows)
     code, doc, err = run_script("fetch_results.py", "--job", "r.dwjob", "--column", "text", env=sandbox.env())
     assert code == 2 and doc is None and "already a column" in err
+
+
+def test_progress_counts_distinct_results_not_repeated_lines(sandbox, tmp_path):
+    write_input("data.jsonl", 12)
+    sandbox.set_faults({"duplicate_output_line": True})
+    job = make_job(sandbox, "data.jsonl")
+    wait_job(sandbox, job)
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())
+    assert code == 0, err
+    assert len(raw_lines(job, batch_ids_of(job)[0])) > 12  # the server repeated lines ...
+    assert "+12 results, +0 errors" in err  # ... and stderr counts each result once

@@ -227,6 +227,15 @@ def row_id_text(value: Any, line: int, column: str) -> str:
 
 # -- templates --------------------------------------------------------------------------------
 
+def placeholder_hint(name: str, usual: str) -> str:
+    """The hint for a placeholder the input lacks: a JSON example written into the template
+    (``{"label": ...}``) reads as a placeholder; literal braces are written doubled."""
+    if any(c in name for c in "\"':") or name.strip() != name:
+        return ("To write literal braces, e.g. a JSON example such as {\"label\": \"...\"}, double them: "
+                "{{\"label\": \"...\"}}. " + usual)
+    return usual
+
+
 class Template:
     """A ``str.format``-style template whose placeholders name columns or JSON fields.
 
@@ -291,7 +300,8 @@ class Template:
                 where = f"{source}: line {line}" if source else f"line {line}"
                 raise InputError(f"{where}: the template placeholder {{{name}}} is not a {what} of the "
                                  f"input; available {what}s: {available}",
-                                 hint=f"Use one of the {what} names in the template.", line=line)
+                                 hint=placeholder_hint(name, f"Use one of the {what} names in the template."),
+                                 line=line)
             if value is None:
                 value = ""
             elif isinstance(value, (dict, list)):

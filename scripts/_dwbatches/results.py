@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -167,12 +168,16 @@ class BatchReport:
         return dwb.is_terminal(self.status)
 
 
+_CUSTOM_ID = re.compile(rb'"custom_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
 class Fetcher:
     """Brings the local raw files of batches up to date with the server."""
 
     def __init__(self, client: Any, store: Store):
         self.client = client
         self.store = store
+        self.new_ids: Dict[Tuple[str, str], set] = {}
 
     # one file --------------------------------------------------------------------------
     def _open_raw(self, batch_id: str, kind: str, rec: Cursor) -> IO[bytes]:
@@ -209,9 +214,12 @@ class Fetcher:
         self.store.save()
 
     def download(self, batch_id: str, kind: str, file_id: str) -> Tuple[Optional[bool], int]:
-        """Append new lines of one file; return (X-Incomplete of the last read, new lines)."""
+        """Append new lines of one file; return (X-Incomplete of the last read, new lines). The
+        distinct custom_ids among them (a line the server repeats counts once) are added to
+        ``self.new_ids[(batch_id, kind)]``."""
         rec = self.store.entry(batch_id).cursor(kind)
         fh = self._open_raw(batch_id, kind, rec)
+        ids = self.new_ids.setdefault((batch_id, kind), set())
         total_new = 0
         resumes = 0
         try:
@@ -226,6 +234,8 @@ class Fetcher:
                     except OSError as exc:
                         raise _SinkError(exc) from None
                     _st["written"] += 1
+                    m = _CUSTOM_ID.search(line)
+                    ids.add(m.group(1) if m else line)
                     if _st["written"] - _st["ck_lines"] >= CHECKPOINT_LINES or \
                             time.monotonic() - _st["ck_time"] >= CHECKPOINT_SECONDS:
                         self._checkpoint(fh, rec, _base + _st["written"])
@@ -832,7 +842,7 @@ def update(client: Any, store: Store, targets: Sequence[Target],
             store.save()
         rep.round, rep.chunk = t.round, t.chunk
         reports.append(rep)
-        got = rep.new_lines
+        got = {k: len(fetcher.new_ids.get((t.batch_id, k), ())) for k in KINDS}  # distinct requests
         if got["output"] or got["error"]:
             narrate(f"batch {t.batch_id}: +{got['output']} results, +{got['error']} errors ({rep.status})")
         for note in rep.notes:
