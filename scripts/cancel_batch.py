@@ -43,7 +43,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def body() -> int:
         if bool(args.job) == bool(args.batch_ids):
-            raise UsageError("pass either batch ids or --job DIR", hint="e.g. cancel_batch.py --job data.dwjob")
+            raise UsageError("pass either batch ids or --job DIR", hint="e.g. " + dwb.command("cancel_batch.py", "--job", "data.dwjob"))
         job_url, insecure = recorded_server(args.job)
         client = Client(load_config(args.base_url, args.allow_insecure_http, job_url=job_url,
                                     job_allows_insecure_http=insecure))

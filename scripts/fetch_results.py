@@ -146,7 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def body() -> int:
         if bool(args.job) == bool(args.batch_ids):
-            raise UsageError("pass either batch ids or --job DIR", hint="e.g. fetch_results.py --job data.dwjob")
+            raise UsageError("pass either batch ids or --job DIR", hint="e.g. " + dwb.command("fetch_results.py", "--job", "data.dwjob"))
         if args.input and not os.path.isfile(args.input):
             raise UsageError(f"{args.input}: no such file", hint="--input names the original batch JSONL file.")
         if args.csv and not os.path.isfile(args.csv):

@@ -60,7 +60,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def body() -> int:
         if bool(args.job) == bool(args.batch_ids):
-            raise UsageError("pass either batch ids or --job DIR", hint="e.g. poll.py --job data.dwjob")
+            raise UsageError("pass either batch ids or --job DIR", hint="e.g. " + dwb.command("poll.py", "--job", "data.dwjob"))
         if args.interval <= 0 or args.timeout < 0:
             raise UsageError("--interval must be > 0 and --timeout >= 0")
         job_url, insecure = recorded_server(args.job)

@@ -138,7 +138,8 @@ def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
         notes = "; ".join(f"{r.batch_id}: {', '.join(r.notes) or 'short'}" for r in short)
         raise DWError(f"the downloaded results of {len(short)} finished batch(es) are short of the server's counts "
                       f"({notes}); retrying now could pay twice for requests that did succeed",
-                      hint="Run fetch_results.py --job again later (it re-reads short files), or pass --force to "
+                      hint=f"Run {dwb.command('fetch_results.py', '--job', dwb.display_path(job.dir))} again later (it re-reads "
+                           "short files), or pass --force to "
                            "retry anyway.")
 
     unreachable = [r for r in ref.reports if r.unreachable]

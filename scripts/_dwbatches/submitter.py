@@ -712,7 +712,7 @@ class Submitter:
             b = self.client.cancel_batch(ch.batch_id)
         except DWError as exc:
             narrate(f"batch {ch.batch_id} was created as the job was being cancelled; cancelling it failed "
-                    f"({exc.message}); run cancel_batch.py --job again")
+                    f"({exc.message}); run {command('cancel_batch.py', '--job', display_path(self.job.dir))}")
             return
         ch.record_batch(b)
         self.job.save()
