@@ -260,8 +260,9 @@ def test_csv_in_csv_out_with_new_columns(sandbox, tmp_path):
                                   "--template", "Sentiment of: {text}")
     assert code == 0, err
     assert built["source"]["id_column"] == "id"
-    job = make_job(sandbox, "reviews.jsonl")
+    # the fault is set before the submit, so the batch cannot finish before it applies
     sandbox.set_faults({"fail_custom_ids": [read_jsonl("reviews.jsonl")[2]["custom_id"]], "fail_status": 400})
+    job = make_job(sandbox, "reviews.jsonl")
     wait_job(sandbox, job)
     code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())
     assert code == 5, err
