@@ -257,6 +257,7 @@ def restart_same_port(sb: Any, how: str, port: Optional[int] = None) -> None:
     assert sb.port == port
 
 
+@pytest.mark.real_time  # the client's retry backoff must outlast a real restart of the server
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 def test_server_restart_mid_batch_then_every_result_once(how, sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.05", "--concurrency", "1")
