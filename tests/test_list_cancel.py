@@ -77,3 +77,20 @@ def test_unknown_id_cancels_nothing(sandbox_factory, tmp_path):
     assert code == 4 and doc is None
     wait_until(lambda: sb.batch(running["id"])["request_counts"]["completed"] >= 1)
     assert sb.batch(running["id"])["status"] == "in_progress"
+
+
+def test_after_a_cancel_next_is_the_fetch_of_finished_work_never_a_retry(sandbox_factory, tmp_path):
+    """The user cancels ("wrong model"): no command points at rerunning the rest."""
+    sb = sandbox_factory("--latency", "0.2", "--concurrency", "1")
+    write_input("data.jsonl", 20)
+    job = make_job(sb, "data.jsonl")
+    wait_until(lambda: sb.batch(batch_ids_of(job)[0])["request_counts"]["completed"] >= 2)
+    code, doc, err = run_script("cancel_batch.py", "--job", job, env=sb.env())
+    assert code == 0 and doc["cancelled"] == 1, err
+    assert "fetch_results.py --job" in doc["next"]
+    sb.wait_batch(batch_ids_of(job)[0])
+    code, doc, err = run_script("poll.py", "--job", job, env=sb.env())
+    assert code == 5 and doc["status"] == "cancelled" and "fetch_results.py" in doc["next"], err
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sb.env())
+    assert code == 5 and doc["missing"] > 0 and doc["next"] is None, err
+    assert "retry_failed.py" not in err
