@@ -67,7 +67,7 @@ def _default_chat_model(ids: List[str]) -> Optional[str]:
 def _next_command(ids: List[str]) -> str:
     """A first build command that runs as printed: it names only files that exist (without a
     prompts file, create_batch_file.py writes example prompts)."""
-    from _dwbatches.batches import command
+    from _dwbatches.commands import command
     from _dwbatches.pricing import DEFAULT_MODEL
     args = ["requests.jsonl"]
     if os.path.isfile("prompts.txt"):

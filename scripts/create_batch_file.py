@@ -228,7 +228,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                             f"requests were built anyway (lines {line_list(blank_lines)})")
         if empty:
             warnings.append(f"{empty} prompt(s) are empty")
-        from _dwbatches.batches import command, display_path
+        from _dwbatches.commands import command, display_path
         doc = {"path": summary["path"], "requests": summary["requests"], "bytes": summary["bytes"],
                "models": summary["models"], "endpoint": summary["endpoint"], "chunks": summary["chunks"],
                "source": source, "warnings": warnings,

@@ -60,8 +60,8 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-from _dwbatches import batches as dwb
-from _dwbatches import output, results
+from _dwbatches import commands, output, results
+from _dwbatches import job as job_mod
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_NOT_FINISHED, EXIT_UNSUCCESSFUL, UsageError
 from _dwbatches.http import Client, check_id
@@ -89,23 +89,23 @@ def output_args(args: Any, with_input: bool = False) -> List[str]:
                         ("--csv", args.csv), ("--column", args.column),
                         ("--input", args.input if with_input else None)):
         if value:
-            out += [flag, dwb.display_path(value) if flag not in ("--format", "--column") else value]
+            out += [flag, commands.display_path(value) if flag not in ("--format", "--column") else value]
     return out
 
 
 def next_for(doc: Dict[str, Any], job: Any, batch_ids: Sequence[str], extra: Sequence[str]) -> Optional[str]:
     code = doc["exit_code"]
-    target = dwb.target_args(job.dir if job is not None else None, batch_ids)
+    target = commands.target_args(job.dir if job is not None else None, batch_ids)
     if code == EXIT_UNSUCCESSFUL:
         if job is None or job.record.cancel is not None:
             return None  # a cancelled job is not rerun unless the user asks (retry_failed.py)
-        return dwb.command("retry_failed.py", *target)
+        return commands.command("retry_failed.py", *target)
     if code == EXIT_NOT_FINISHED:
         if job is not None and doc.get("unsubmitted"):
-            return dwb.resume_command(job.record, job.dir)
+            return commands.resume_command(job.record, job.dir)
         if job is None:  # bare ids: this fetch again (it remembers nothing, so the options go along)
-            return dwb.command("fetch_results.py", *target, *extra)
-        return dwb.command("poll.py", *target)  # one check; its next is the fetch once finished
+            return commands.command("fetch_results.py", *target, *extra)
+        return commands.command("poll.py", *target)  # one check; its next is the fetch once finished
     return None
 
 
@@ -117,13 +117,13 @@ def narrate_summary(doc: Dict[str, Any]) -> None:
         text += f", {doc['failed']} failed"
     if doc["missing"]:
         text += f", {doc['missing']} without a result"
-    text += f" ({doc['status']}); results: {dwb.display_path(doc['output'])}"
+    text += f" ({doc['status']}); results: {commands.display_path(doc['output'])}"
     cost, usage = doc.get("cost") or {}, doc.get("usage") or {}
     if cost.get("usd") is not None and usage.get("requests"):
         text += (f"; cost ${cost['usd']} ({usage['input_tokens']} input + {usage['output_tokens']} output tokens, "
                  f"prices of {cost['prices_as_of']})")
     if doc["failed"] or doc["missing"]:
-        text += f"; errors: {dwb.display_path(doc['errors'])}"
+        text += f"; errors: {commands.display_path(doc['errors'])}"
     output.narrate(text)
     if doc.get("next"):
         output.narrate(f"next: {doc['next']}")
@@ -146,7 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def body() -> int:
         if bool(args.job) == bool(args.batch_ids):
-            raise UsageError("pass either batch ids or --job DIR", hint="e.g. " + dwb.command("fetch_results.py", "--job", "data.dwjob"))
+            raise UsageError("pass either batch ids or --job DIR", hint="e.g. " + commands.command("fetch_results.py", "--job", "data.dwjob"))
         if args.input and not os.path.isfile(args.input):
             raise UsageError(f"{args.input}: no such file", hint="--input names the original batch JSONL file.")
         if args.csv and not os.path.isfile(args.csv):
@@ -158,8 +158,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.job:
             if args.input:
                 raise UsageError("--input is only for batch ids; a job knows its input")
-            job = dwb.load_job(args.job)
-            dwb.check_job_base_url(job, client.base_url)
+            job = job_mod.open_job(args.job)
+            job_mod.check_server(job, client.base_url)
             with job:
                 job.load()
                 doc = results.fetch_job(client, job, fmt=args.format, out=args.output, err=args.errors,

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
-from _dwbatches import batches as dwb
-from _dwbatches import output
+from _dwbatches import commands, jobstatus, output
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_OK, UsageError
 from _dwbatches.http import Client, check_id
@@ -33,7 +32,7 @@ PAGE_MAX = 100
 
 
 def brief(b: Dict[str, Any]) -> Dict[str, Any]:
-    doc = dwb.summarize_batch(b)
+    doc = jobstatus.summarize_batch(b)
     doc = {"batch_id": doc.pop("batch_id"), "status": doc.pop("status"), "created_at": b.get("created_at"),
            "completion_window": b.get("completion_window"), "endpoint": b.get("endpoint"),
            "input_file_id": b.get("input_file_id"), **doc}
@@ -84,7 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 extra += ["--status", args.status]
             if args.search:
                 extra += ["--search", args.search]
-            doc["next"] = dwb.command("list_batches.py", *extra)
+            doc["next"] = commands.command("list_batches.py", *extra)
         else:
             doc["next"] = None
         counts: Dict[str, int] = {}

@@ -39,8 +39,8 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from _dwbatches import batches as dwb
-from _dwbatches import clock, output
+from _dwbatches import clock, commands, jobstatus, output
+from _dwbatches import job as job_mod
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, FileSystemError, UsageError
 from _dwbatches.http import Client, check_id
@@ -60,7 +60,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def body() -> int:
         if bool(args.job) == bool(args.batch_ids):
-            raise UsageError("pass either batch ids or --job DIR", hint="e.g. " + dwb.command("poll.py", "--job", "data.dwjob"))
+            raise UsageError("pass either batch ids or --job DIR", hint="e.g. " + commands.command("poll.py", "--job", "data.dwjob"))
         if args.interval <= 0 or args.timeout < 0:
             raise UsageError("--interval must be > 0 and --timeout >= 0")
         job_url, insecure = recorded_server(args.job)
@@ -69,8 +69,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         job = None
         ids: List[str] = []
         if args.job:
-            job = dwb.load_job(args.job)
-            dwb.check_job_base_url(job, client.base_url)
+            job = job_mod.open_job(args.job)
+            job_mod.check_server(job, client.base_url)
         else:
             ids = list(dict.fromkeys(check_id(b, "batch") for b in args.batch_ids))
         doc, code = poll(client, job, ids, wait=args.wait, interval=args.interval, timeout=args.timeout)
@@ -88,27 +88,27 @@ def poll(client: Any, job: Any, batch_ids: Sequence[str], wait: bool, interval: 
     while True:
         if job is not None:
             job.load()
-            targets = [t for t in dwb.job_targets(job.record) if t["batch_id"]]
+            targets = [t for t in jobstatus.job_targets(job.record) if t["batch_id"]]
             ids = [t["batch_id"] for t in targets]
         else:
             targets = [{"batch_id": b, "round": None, "chunk": None} for b in batch_ids]
             ids = list(batch_ids)
-        objs = dwb.get_batches(client, ids)
-        summaries = [dwb.summarize_batch(objs[t["batch_id"]], t["round"], t["chunk"]) for t in targets]
-        summary = dwb.job_status(summaries, job.record if job is not None else None)
-        running = [objs[b] for b in ids if not dwb.is_terminal(objs[b].get("status"))]
-        done_now = sum(dwb.counts_of(b)["completed"] + dwb.counts_of(b)["failed"] for b in running)
+        objs = jobstatus.get_batches(client, ids)
+        summaries = [jobstatus.summarize_batch(objs[t["batch_id"]], t["round"], t["chunk"]) for t in targets]
+        summary = jobstatus.job_status(summaries, job.record if job is not None else None)
+        running = [objs[b] for b in ids if not jobstatus.is_terminal(objs[b].get("status"))]
+        done_now = sum(job_mod.counts_of(b)["completed"] + job_mod.counts_of(b)["failed"] for b in running)
         observed = None
         now = time.monotonic()
         if prev is not None and done_now > prev[0] and now > prev[1]:
             observed = (done_now - prev[0]) / (now - prev[1])
         prev = (done_now, now)
-        speed = dwb.rate_and_eta(running, observed=observed)
-        output.narrate(dwb.progress_line(summary["request_counts"], summary["status"], speed["rate"],
+        speed = jobstatus.rate_and_eta(running, observed=observed)
+        output.narrate(jobstatus.progress_line(summary["request_counts"], summary["status"], speed["rate"],
                                          speed["eta_seconds"]))
         if job is not None and objs:
             try:
-                dwb.record_status(job, objs)
+                jobstatus.record_status(job, objs)
             except (OSError, FileSystemError):
                 pass  # a job directory that cannot be written (read-only disk, another user's) is still reported
         if summary["finished"] or not wait or summary["status"] == "not_submitted":
@@ -119,7 +119,7 @@ def poll(client: Any, job: Any, batch_ids: Sequence[str], wait: bool, interval: 
             timed_out = True
             break
         checks += 1
-        clock.sleep(min(dwb.wait_delay(checks, interval), remaining))
+        clock.sleep(min(jobstatus.wait_delay(checks, interval), remaining))
 
     doc: Dict[str, Any] = {
         "status": summary["status"],
@@ -132,13 +132,13 @@ def poll(client: Any, job: Any, batch_ids: Sequence[str], wait: bool, interval: 
     doc["eta_seconds"] = speed["eta_seconds"]
     doc["timed_out"] = timed_out
     doc["job"] = job.dir if job is not None else None
-    target = dwb.target_args(job.dir if job is not None else None, batch_ids)
+    target = commands.target_args(job.dir if job is not None else None, batch_ids)
     if summary["status"] == "not_submitted" and job is not None:
-        doc["next"] = dwb.resume_command(job.record, job.dir)
+        doc["next"] = commands.resume_command(job.record, job.dir)
     elif summary["finished"]:
-        doc["next"] = dwb.command("fetch_results.py", *target, *remembered_output(job))
+        doc["next"] = commands.command("fetch_results.py", *target, *remembered_output(job))
     else:
-        doc["next"] = dwb.command("poll.py", *target)
+        doc["next"] = commands.command("poll.py", *target)
     if doc["next"]:
         output.narrate(f"next: {doc['next']}")
     if summary["finished"]:
@@ -164,7 +164,7 @@ def remembered_output(job: Any) -> List[str]:
         return []
     args = ["--format", res.format]
     if res.output:
-        args += ["-o", dwb.display_path(res.output)]
+        args += ["-o", commands.display_path(res.output)]
     return args
 
 

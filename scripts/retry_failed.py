@@ -43,8 +43,8 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-from _dwbatches import batches as dwb
-from _dwbatches import output, results
+from _dwbatches import commands, output, results
+from _dwbatches import job as job_mod
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError
 from _dwbatches.files import make_private_dir, refuse_overwrite
@@ -74,8 +74,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         job_url, insecure = recorded_server(args.job)
         client = Client(load_config(args.base_url, args.allow_insecure_http, job_url=job_url,
                                     job_allows_insecure_http=insecure))
-        job = dwb.load_job(args.job)
-        dwb.check_job_base_url(job, client.base_url)
+        job = job_mod.open_job(args.job)
+        job_mod.check_server(job, client.base_url)
         with job:
             job.load()
             doc = retry(client, job, args)
@@ -98,10 +98,10 @@ def _doc(job: Any, **kw: Any) -> Dict[str, Any]:
 def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
     state = job.record
     rounds = state.rounds
-    jd = dwb.display_path(job.dir)
+    jd = commands.display_path(job.dir)
     if not rounds:
         return _doc(job, status="not_submitted", exit_code=EXIT_NOT_FINISHED,
-                    reason="the job has no batches yet", next=dwb.resume_command(state, job.dir))
+                    reason="the job has no batches yet", next=commands.resume_command(state, job.dir))
 
     # a round with chunks that have no batch: resume it (retry round) or leave it to submit.py
     pending = [(r, c) for r in rounds for c in r.chunks if not c.batch_id and not state.cancelled_round(r)]
@@ -113,17 +113,17 @@ def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
                             batches=round_doc(latest), dry_run=True, exit_code=EXIT_OK,
                             reason=f"round {latest.round} is recorded but not fully submitted; "
                                    "running without --dry-run finishes submitting it",
-                            next=dwb.command("retry_failed.py", "--job", jd))
+                            next=commands.command("retry_failed.py", "--job", jd))
             output.narrate(f"round {latest.round} was not fully submitted; resuming it")
             sub = Submitter(job, client)
             sub.run()
             return _doc(job, round=latest.round, requests=sum(c.requests for c in latest.chunks),
                         batches=round_doc(latest), resumed=True, exit_code=EXIT_OK,
-                        next=dwb.command("poll.py", "--job", jd))
+                        next=commands.command("poll.py", "--job", jd))
         output.narrate("the job is not fully submitted (a chunk has no batch: held over --max-cost, or the "
                        "submit was interrupted); finish that first")
         return _doc(job, status="not_submitted", exit_code=EXIT_NOT_FINISHED,
-                    reason="a chunk of the job has no batch yet", next=dwb.resume_command(state, job.dir))
+                    reason="a chunk of the job has no batch yet", next=commands.resume_command(state, job.dir))
 
     ref = results.refresh_job(client, job)
     if not ref.complete:
@@ -132,18 +132,18 @@ def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
                        "that are about to finish. Wait for them first.")
         return _doc(job, status=ref.summary["status"], exit_code=EXIT_NOT_FINISHED,
                     reason="batches of the job are still running", running=running,
-                    next=dwb.command("poll.py", "--job", jd))
+                    next=commands.command("poll.py", "--job", jd))
     short = [r for r in ref.reports if r.drained and not r.verified]
     if short and not args.force:
         notes = "; ".join(f"{r.batch_id}: {', '.join(r.notes) or 'short'}" for r in short)
         raise DWError(f"the downloaded results of {len(short)} finished batch(es) are short of the server's counts "
                       f"({notes}); retrying now could pay twice for requests that did succeed",
-                      hint=f"Run {dwb.command('fetch_results.py', '--job', dwb.display_path(job.dir))} again later (it re-reads "
+                      hint=f"Run {commands.command('fetch_results.py', '--job', commands.display_path(job.dir))} again later (it re-reads "
                            "short files), or pass --force to "
                            "retry anyway.")
 
     unreachable = [r for r in ref.reports if r.unreachable]
-    paid = [r for r in unreachable if dwb.counts_of(r.batch or {})["completed"] or _completed_before(job, r.batch_id)]
+    paid = [r for r in unreachable if job_mod.counts_of(r.batch or {})["completed"] or _completed_before(job, r.batch_id)]
     if paid and not args.force:
         raise DWError(f"{len(paid)} batch(es) of the job cannot be read from the server any more "
                       f"({', '.join(r.batch_id for r in paid)}), and requests of theirs had completed; retrying "
@@ -177,7 +177,7 @@ def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
             os.unlink(dest)
         output.narrate("every request has a successful result; nothing to retry")
         return _doc(job, exit_code=EXIT_OK, status=ref.summary["status"], dry_run=bool(args.dry_run),
-                    next=dwb.command("fetch_results.py", "--job", jd))
+                    next=commands.command("fetch_results.py", "--job", jd))
     client_errors = _client_errors(index)
     what = f"{tally['failed']} failed and {tally['missing']} never run"
     if client_errors:
@@ -186,15 +186,15 @@ def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
         output.narrate(f"dry run: would retry {count} request(s) ({what}); nothing was written or sent")
         return _doc(job, round=len(rounds) + 1, requests=count, failed=tally["failed"], missing=tally["missing"],
                     sample=sample, dry_run=True, client_errors=client_errors, exit_code=EXIT_OK,
-                    next=dwb.command("retry_failed.py", "--job", jd))
+                    next=commands.command("retry_failed.py", "--job", jd))
     limits = rounds[0].limits
     rnd = add_retry_round(job, dest, completion_window=args.completion_window, max_requests=limits.max_requests,
                           max_bytes=limits.max_bytes)
-    output.narrate(f"round {rnd.round}: retrying {count} request(s) ({what}) from {dwb.display_path(dest)}")
+    output.narrate(f"round {rnd.round}: retrying {count} request(s) ({what}) from {commands.display_path(dest)}")
     Submitter(job, client).run()
     return _doc(job, round=rnd.round, requests=count, failed=tally["failed"], missing=tally["missing"],
                 sample=sample, batches=round_doc(rnd), input=dest, client_errors=client_errors,
-                exit_code=EXIT_OK, next=dwb.command("poll.py", "--job", jd))
+                exit_code=EXIT_OK, next=commands.command("poll.py", "--job", jd))
 
 
 def _completed_before(job: Any, batch_id: str) -> bool:
@@ -217,7 +217,7 @@ def _retry_source(client: Any, job: Any) -> str:
     what = "is gone" if state == "missing" else "changed since it was submitted"
     if os.path.isfile(dest):
         output.narrate(f"the job's input {rec.input.path} {what}; retrying from the server's copy saved at "
-                       f"{dwb.display_path(dest)}")
+                       f"{commands.display_path(dest)}")
         return dest
     output.narrate(f"the job's input {rec.input.path} {what}; reading the requests as submitted from the server")
     try:

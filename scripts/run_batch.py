@@ -34,8 +34,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import fetch_results
-from _dwbatches import batches as dwb
-from _dwbatches import clock, output, results
+from _dwbatches import clock, commands, jobstatus, output, results
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_OK, JobError, UsageError
 from _dwbatches.http import Client
@@ -123,14 +122,14 @@ def submit(args: Any, cfg: Any, client: Any, metadata: Dict[str, str]) -> Tuple[
 
 def check(client: Any, job: Job) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
     job.load()
-    targets = [t for t in dwb.job_targets(job.record) if t["batch_id"]]
-    objs = dwb.get_batches(client, [t["batch_id"] for t in targets])
-    summaries = [dwb.summarize_batch(objs[t["batch_id"]], t["round"], t["chunk"]) for t in targets]
-    summary = dwb.job_status(summaries, job.record)
-    dwb.record_status(job, objs)
-    running = [b for b in objs.values() if not dwb.is_terminal(b.get("status"))]
-    speed = dwb.rate_and_eta(running)
-    output.narrate(dwb.progress_line(summary["request_counts"], summary["status"], speed["rate"],
+    targets = [t for t in jobstatus.job_targets(job.record) if t["batch_id"]]
+    objs = jobstatus.get_batches(client, [t["batch_id"] for t in targets])
+    summaries = [jobstatus.summarize_batch(objs[t["batch_id"]], t["round"], t["chunk"]) for t in targets]
+    summary = jobstatus.job_status(summaries, job.record)
+    jobstatus.record_status(job, objs)
+    running = [b for b in objs.values() if not jobstatus.is_terminal(b.get("status"))]
+    speed = jobstatus.rate_and_eta(running)
+    output.narrate(jobstatus.progress_line(summary["request_counts"], summary["status"], speed["rate"],
                                      speed["eta_seconds"]))
     return summary, summaries
 
@@ -158,15 +157,15 @@ def wait(client: Any, job: Job, interval: float, timeout: float) -> None:
             output.narrate("timed out waiting; partial results are saved")
             return
         checks += 1
-        clock.sleep(min(dwb.wait_delay(checks, interval), remaining))
+        clock.sleep(min(jobstatus.wait_delay(checks, interval), remaining))
 
 
 def rerun_command(args: Any, job: Job) -> str:
-    extra: List[str] = [dwb.display_path(args.input)]
+    extra: List[str] = [commands.display_path(args.input)]
     if args.job:
-        extra += ["--job", dwb.display_path(job.dir)]
+        extra += ["--job", commands.display_path(job.dir)]
     extra += ["--wait"] + fetch_results.output_args(args)
-    return dwb.command("run_batch.py", *extra)
+    return commands.command("run_batch.py", *extra)
 
 
 if __name__ == "__main__":

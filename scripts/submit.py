@@ -84,7 +84,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return dry_run(args, report, job, metadata)
 
         from _dwbatches import config
-        from _dwbatches.batches import command, display_path
+        from _dwbatches.commands import command, display_path
         from _dwbatches.http import Client
         job_url, insecure = recorded_server(job_dir)
         cfg = config.load_config(args.base_url, args.allow_insecure_http, job_url=job_url,
@@ -112,7 +112,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def dry_run(args: Any, report: Any, job: Job, metadata: Dict[str, str]) -> int:
-    from _dwbatches.batches import command, display_path
+    from _dwbatches.commands import command, display_path
     window = args.completion_window or "24h"
     plan = []
     for c in report.chunks:

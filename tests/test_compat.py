@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _dwbatches import batches as dwb
-from _dwbatches import compat, files, results
+from _dwbatches import commands, compat, files, results
 from _dwbatches import job as job_mod
 from _dwbatches.errors import EXIT_API, JobError
 from helpers import Child
@@ -449,8 +448,8 @@ def test_posix_commands_use_python3_and_shell_quoting(monkeypatch):
     monkeypatch.setattr(compat, "IS_WINDOWS", False)
     assert compat.python_command() == "python3"
     args = ["--job", "my jobs/data.dwjob", "--search", "it's $HOME", "-o", "a\\b.jsonl"]
-    cmd = dwb.command("poll.py", *args)
-    script = dwb.script_path("poll.py")
+    cmd = commands.command("poll.py", *args)
+    script = commands.script_path("poll.py")
     assert cmd == "python3 " + " ".join(shlex.quote(a) for a in [script, *args])
     assert "'my jobs/data.dwjob'" in cmd
     assert shlex.split(cmd) == ["python3", script, *args]
@@ -462,14 +461,14 @@ def test_windows_commands_use_python_and_list2cmdline_quoting(monkeypatch):
     assert compat.python_command() == "python"
     path = "C:\\Users\\Ann Lee\\My Jobs\\data.dwjob"
     assert compat.command_path(path) == "C:/Users/Ann Lee/My Jobs/data.dwjob"
-    cmd = dwb.command("fetch_results.py", "--job", compat.command_path(path), "--format", "simple")
-    script = dwb.script_path("fetch_results.py")
+    cmd = commands.command("fetch_results.py", "--job", compat.command_path(path), "--format", "simple")
+    script = commands.script_path("fetch_results.py")
     assert cmd == "python " + subprocess.list2cmdline([script, "--job", "C:/Users/Ann Lee/My Jobs/data.dwjob",
                                                        "--format", "simple"])
     assert cmd.endswith(' --job "C:/Users/Ann Lee/My Jobs/data.dwjob" --format simple')
     assert "'" not in cmd
     assert compat.quote_args(['say "hi"', "", "a\\b c\\"]) == '"say \\"hi\\"" "" "a\\b c\\\\"'
-    assert dwb.display_path("sub\\data.dwjob") == "sub/data.dwjob"
+    assert commands.display_path("sub\\data.dwjob") == "sub/data.dwjob"
 
 
 # -- sockets -------------------------------------------------------------------------------

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from _dwbatches import batches as dwb
 from _dwbatches import job as job_mod
+from _dwbatches import jobstatus
 from _dwbatches.job import JobRecord
 from helpers import batch_ids_of, job_state, make_job, run_script, wait_until, write_input
 
@@ -103,22 +103,22 @@ def test_job_status_rules():
 
     doc = {"input": {"requests": 20}, "rounds": [{"round": 1, "chunks": [{"batch_id": "a"}, {"batch_id": "b"}]}]}
     state = JobRecord.from_dict(doc)
-    assert dwb.job_status([b("completed", 10, 10, 0), b("completed", 10, 10, 0)], state)["status"] == "completed"
-    s = dwb.job_status([b("completed", 10, 9, 1), b("completed", 10, 10, 0)], state)
+    assert jobstatus.job_status([b("completed", 10, 10, 0), b("completed", 10, 10, 0)], state)["status"] == "completed"
+    s = jobstatus.job_status([b("completed", 10, 9, 1), b("completed", 10, 10, 0)], state)
     assert s["status"] == "partially_failed" and not s["ended_badly"]
-    s = dwb.job_status([b("completed", 10, 10, 0), b("cancelled", 10, 3, 0)], state)
+    s = jobstatus.job_status([b("completed", 10, 10, 0), b("cancelled", 10, 3, 0)], state)
     assert s["status"] == "mixed" and s["ended_badly"] and s["finished"]
-    assert dwb.job_status([b("expired", 10, 3, 0), b("expired", 10, 0, 0)], state)["status"] == "expired"
-    assert dwb.job_status([b("in_progress", 10, 3, 0), b("completed", 10, 10, 0)], state)["status"] == "in_progress"
+    assert jobstatus.job_status([b("expired", 10, 3, 0), b("expired", 10, 0, 0)], state)["status"] == "expired"
+    assert jobstatus.job_status([b("in_progress", 10, 3, 0), b("completed", 10, 10, 0)], state)["status"] == "in_progress"
     # a retry round decides; counts count each request once
     doc["rounds"].append({"round": 2, "kind": "retry", "chunks": [{"batch_id": "c"}]})
     state = JobRecord.from_dict(doc)
-    s = dwb.job_status([b("completed", 10, 10, 0), b("cancelled", 10, 3, 0), b("completed", 7, 7, 0, rnd=2)], state)
+    s = jobstatus.job_status([b("completed", 10, 10, 0), b("cancelled", 10, 3, 0), b("completed", 7, 7, 0, rnd=2)], state)
     assert s["status"] == "completed" and s["request_counts"] == {"total": 20, "completed": 20, "failed": 0}
     assert not s["ended_badly"]
     doc["rounds"].append({"round": 3, "kind": "retry", "chunks": [{"batch_id": None, "held": None}]})
     state = JobRecord.from_dict(doc)
-    assert dwb.job_status([], state)["status"] == "not_submitted"
+    assert jobstatus.job_status([], state)["status"] == "not_submitted"
 
 
 @pytest.mark.parametrize("args,code", [([], 2), (["--job", "x.dwjob", "6f1c2e0a-1b2c-4d5e-8f90-0123456789ab"], 2),

@@ -30,7 +30,7 @@ KEY_VAR = "DOUBLEWORD_API_KEY"
 URL_VAR = "DOUBLEWORD_BASE_URL"
 
 def missing_key_hint() -> str:
-    from .batches import command  # the command as it runs from the working directory
+    from .commands import command  # the command as it runs from the working directory
     return ("Set DOUBLEWORD_API_KEY in the environment (export DOUBLEWORD_API_KEY=sk-...) or put "
             "DOUBLEWORD_API_KEY=sk-... in a .env file in the directory you run the script from (or a folder "
             "above it). Create a key at https://app.doubleword.ai/api-keys. To try the scripts without a key: "

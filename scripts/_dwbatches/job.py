@@ -601,6 +601,25 @@ def recorded_server(job_dir: Optional[str]) -> Tuple[Optional[str], bool]:
     return doc.get("base_url") or None, bool(doc.get("allow_insecure_http"))
 
 
+def open_job(path: str) -> Job:
+    """The job at ``path`` (a job directory, or its job.json), loaded."""
+    job = Job(path)
+    if not os.path.isdir(job.dir) and os.path.isfile(path) and path.endswith(".json"):
+        job = Job(os.path.dirname(os.path.abspath(path)))
+    job.load()
+    return job
+
+
+def check_server(job: Job, base_url: str) -> None:
+    """A job talks only to the server it was submitted to."""
+    recorded = (job.record.base_url or "").rstrip("/")
+    if recorded and recorded != base_url.rstrip("/"):
+        raise JobError(
+            f"the job at {job.dir} was submitted to {recorded}, but this run uses {base_url}",
+            hint=f"The job remembers its server: run with no --base-url and DOUBLEWORD_BASE_URL unset, or with "
+                 f"--base-url {recorded}, to work on this job.")
+
+
 def default_job_dir(input_path: str) -> str:
     """``data.jsonl`` → ``data.dwjob`` beside it."""
     base = os.path.abspath(input_path)
@@ -614,4 +633,4 @@ def new_intent_id() -> str:
 
 __all__ = ["VERSION", "TERMINAL_STATUSES", "Job", "JobRecord", "Round", "Chunk", "Limits", "Cursor",
            "BatchDownload", "ResultsSettings", "Source", "InputInfo", "Fingerprint", "Cancel", "counts_of",
-           "sha256_file", "default_job_dir", "new_intent_id", "recorded_server"]
+           "sha256_file", "default_job_dir", "new_intent_id", "recorded_server", "open_job", "check_server"]

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from . import batches as dwb
-from . import clock, compat, files, pricing
+from . import clock, compat, files, jobstatus, pricing
+from . import job as job_mod
 from .errors import (
     EXIT_NOT_FINISHED,
     EXIT_OK,
@@ -165,7 +165,7 @@ class BatchReport:
 
     @property
     def terminal(self) -> bool:
-        return dwb.is_terminal(self.status)
+        return jobstatus.is_terminal(self.status)
 
 
 _CUSTOM_ID = re.compile(rb'"custom_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
@@ -275,14 +275,14 @@ class Fetcher:
             batch = self.client.get_batch(batch_id)
         entry = self.store.entry(batch_id)
         entry.unreachable = None
-        counts = dwb.counts_of(batch)
+        counts = job_mod.counts_of(batch)
         self._check_raw_files(batch_id, entry, rep)
         if entry.final and entry.status == batch.get("status") and entry.request_counts == counts:
             rep.batch, rep.drained, rep.verified, rep.skipped = batch, True, entry.verified, True
             return rep
         incomplete: Dict[str, Optional[bool]] = {}
         for _ in range(2):
-            terminal_before = dwb.is_terminal(batch.get("status"))
+            terminal_before = jobstatus.is_terminal(batch.get("status"))
             for kind in KINDS:
                 file_id = batch.get(f"{kind}_file_id")
                 if not file_id:
@@ -307,9 +307,9 @@ class Fetcher:
             batch = self.client.get_batch(batch_id)
         rep.batch = batch
         # a missing X-Incomplete header counts as "finished" once the status is terminal
-        rep.drained = dwb.is_terminal(batch.get("status")) and all(v is not True for v in incomplete.values())
+        rep.drained = jobstatus.is_terminal(batch.get("status")) and all(v is not True for v in incomplete.values())
         entry.status = batch.get("status")
-        entry.request_counts = dwb.counts_of(batch)
+        entry.request_counts = job_mod.counts_of(batch)
         if rep.drained:
             self._verify(rep, entry)
         else:
@@ -344,7 +344,7 @@ class Fetcher:
             self.store.save()
 
     def _verify(self, rep: BatchReport, entry: BatchDownload) -> None:
-        counts = dwb.counts_of(rep.batch)
+        counts = job_mod.counts_of(rep.batch)
         ok = True
         for kind in KINDS:
             expected = counts[COUNT_FOR_KIND[kind]]
@@ -863,19 +863,19 @@ def build_index(store: Store, targets: Sequence[Target], keep_order: bool) -> Re
 
 
 def job_targets(rec: JobRecord) -> List[Target]:
-    return [Target(t["batch_id"], t["round"], t["chunk"]) for t in dwb.job_targets(rec) if t["batch_id"]]
+    return [Target(t["batch_id"], t["round"], t["chunk"]) for t in jobstatus.job_targets(rec) if t["batch_id"]]
 
 
 def batch_summary(rep: BatchReport, store: Store, chunk: Optional[Chunk] = None) -> Dict[str, Any]:
     """The summary of a batch as reported; an unreachable one keeps its last known counts."""
     if rep.batch and not rep.unreachable:
-        return dwb.summarize_batch(rep.batch, rep.round, rep.chunk)
+        return jobstatus.summarize_batch(rep.batch, rep.round, rep.chunk)
     known: Dict[str, Any] = dict(rep.batch or {})
     known.setdefault("id", rep.batch_id)
     if chunk is not None and not known.get("request_counts"):
         known["request_counts"] = chunk.request_counts or {"total": chunk.requests}
-    summary = dwb.summarize_batch(known, rep.round, rep.chunk)
-    summary["status"] = dwb.UNREACHABLE
+    summary = jobstatus.summarize_batch(known, rep.round, rep.chunk)
+    summary["status"] = jobstatus.UNREACHABLE
     return summary
 
 
@@ -1040,7 +1040,7 @@ def refresh_job(client: Any, job: Job) -> JobRefresh:
     job.save()
     chunks = {c.batch_id: c for c in rec.chunks() if c.batch_id}
     summaries = [batch_summary(r, store, chunks.get(r.batch_id)) for r in reports]
-    summary = dwb.job_status(summaries, rec)
+    summary = jobstatus.job_status(summaries, rec)
     complete = summary["finished"] and all(r.drained or r.unreachable for r in reports)
     return JobRefresh(store, targets, reports, summaries, summary, complete)
 
@@ -1212,7 +1212,7 @@ def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[st
         reports = update(client, store, targets, job_batches=False)
         store.save()
         summaries = [batch_summary(r, store) for r in reports]
-        summary = dwb.job_status(summaries, None)
+        summary = jobstatus.job_status(summaries, None)
         complete = summary["finished"] and all(r.drained or r.unreachable for r in reports)
         index = build_index(store, targets, keep_order=input_path is None and fmt != "csv")
         reason = MISSING_NOT_RUN if summary["finished"] else MISSING_PENDING

@@ -55,7 +55,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from . import clock, pricing
-from .batches import command, display_path
+from .commands import command, display_path
 from .errors import (
     EXIT_API,
     EXIT_CONFIG,

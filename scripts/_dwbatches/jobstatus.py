@@ -1,6 +1,4 @@
-"""Batch status: per-batch summaries, the job-level status, progress lines and next commands.
-
-Shared by poll.py, fetch_results.py, retry_failed.py, run_batch.py and cancel_batch.py.
+"""Batch and job status: per-batch summaries, the job-level status, progress lines.
 
 Job-level ``status`` (documented in poll.py and SKILL.md):
 
@@ -22,11 +20,9 @@ they are plain sums.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
-from . import compat
 from .errors import JobError
 from .job import TERMINAL_STATUSES, Job, JobRecord, counts_of
 
@@ -41,10 +37,15 @@ def wait_delay(checks_done: int, interval: float) -> float:
         return min(interval, WARMUP_DELAYS[checks_done - 1])
     return interval
 
+
 # A batch whose record or files the server no longer has (404): nothing more can be read from
 # it, so it counts as ended, badly.
 UNREACHABLE = "unreachable"
+
+
 TERMINAL = TERMINAL_STATUSES | {UNREACHABLE}
+
+
 BAD_ENDINGS = frozenset({"failed", "cancelled", "expired", UNREACHABLE})
 
 
@@ -179,48 +180,8 @@ def fmt_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
-# -- commands ------------------------------------------------------------------------------
-def script_path(name: str) -> str:
-    """How to call a sibling script: relative to the working directory when it is below it."""
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return display_path(os.path.join(here, name))
-
-
-def display_path(path: str) -> str:
-    """A path as shown in commands and messages: relative when it is below the working
-    directory, written with ``/`` on Windows too (see compat.command_path)."""
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:  # Windows: another drive
-        return compat.command_path(path)
-    return compat.command_path(path if rel.startswith("..") else rel)
-
-
-def command(script: str, *args: str) -> str:
-    """The command line that runs a sibling script, in this platform's interpreter word and quoting."""
-    return compat.python_command() + " " + compat.quote_args([script_path(script), *args])
-
-
-def target_args(job_dir: Optional[str], batch_ids: Sequence[str]) -> List[str]:
-    return ["--job", display_path(job_dir)] if job_dir else list(batch_ids)
-
-
-# -- job helpers ---------------------------------------------------------------------------
-def load_job(path: str) -> Job:
-    job = Job(path)
-    if not os.path.isdir(job.dir) and os.path.isfile(path) and path.endswith(".json"):
-        job = Job(os.path.dirname(os.path.abspath(path)))
-    job.load()
-    return job
-
-
-def check_job_base_url(job: Job, base_url: str) -> None:
-    recorded = (job.record.base_url or "").rstrip("/")
-    if recorded and recorded != base_url.rstrip("/"):
-        raise JobError(
-            f"the job at {job.dir} was submitted to {recorded}, but this run uses {base_url}",
-            hint=f"The job remembers its server: run with no --base-url and DOUBLEWORD_BASE_URL unset, or with "
-                 f"--base-url {recorded}, to work on this job.")
+def get_batches(client: Any, batch_ids: Sequence[str]) -> Dict[str, Dict[str, Any]]:
+    return {bid: client.get_batch(bid) for bid in dict.fromkeys(batch_ids)}
 
 
 def record_status(job: Job, batches: Dict[str, Dict[str, Any]], wait: float = 0.0) -> bool:
@@ -239,16 +200,3 @@ def record_status(job: Job, batches: Dict[str, Dict[str, Any]], wait: float = 0.
     finally:
         job.unlock()
     return True
-
-
-def get_batches(client: Any, batch_ids: Sequence[str]) -> Dict[str, Dict[str, Any]]:
-    return {bid: client.get_batch(bid) for bid in dict.fromkeys(batch_ids)}
-
-
-def resume_command(state: JobRecord, job_dir: str) -> str:
-    """The command that finishes submitting a job whose latest round has chunks without a batch."""
-    rounds = state.rounds
-    if rounds and rounds[-1].kind == "retry":
-        return command("retry_failed.py", "--job", display_path(job_dir))
-    inp = state.input.path or ""
-    return command("submit.py", display_path(inp), "--job", display_path(job_dir))
