@@ -60,7 +60,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-from _dwbatches import commands, output, results
+from _dwbatches import commands, fetch, merge, output
 from _dwbatches import job as job_mod
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_NOT_FINISHED, EXIT_UNSUCCESSFUL, UsageError
@@ -73,7 +73,7 @@ def add_output_arguments(parser: Any) -> None:
     g.add_argument("-o", "--output", metavar="OUT", help="merged results file (default: <input stem>.results.jsonl "
                                                           "beside the input; .csv for --format csv)")
     g.add_argument("--errors", metavar="ERR", help="errors file (default: <OUT stem>.errors.jsonl)")
-    g.add_argument("--format", choices=results.FORMATS, default=None,
+    g.add_argument("--format", choices=merge.FORMATS, default=None,
                    help="raw (server lines), simple (custom_id, ok, content, usage, error) or csv: the "
                         "original CSV with answer and error columns for a job built from a CSV, else one row per "
                         "request (custom_id, prompt, answer, error) (default: csv for a job built from a CSV, "
@@ -162,14 +162,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             job_mod.check_server(job, client.base_url)
             with job:
                 job.load()
-                doc = results.fetch_job(client, job, fmt=args.format, out=args.output, err=args.errors,
+                doc = fetch.fetch_job(client, job, fmt=args.format, out=args.output, err=args.errors,
                                         csv_path=args.csv, column=args.column)
             doc["next"] = next_for(doc, job, [], extra)
         else:
             ids = list(dict.fromkeys(check_id(b, "batch") for b in args.batch_ids))
             fmt = args.format or ("csv" if args.csv else "raw")
             out = args.output or f"{ids[0]}.results.{'csv' if fmt == 'csv' else 'jsonl'}"
-            doc = results.fetch_bare(client, ids, out, args.errors, fmt, input_path=args.input, csv_path=args.csv,
+            doc = fetch.fetch_bare(client, ids, out, args.errors, fmt, input_path=args.input, csv_path=args.csv,
                                      column=args.column)
             doc["next"] = next_for(doc, None, ids, extra if args.output else extra + ["-o", out])
             if doc["exit_code"] == EXIT_UNSUCCESSFUL:

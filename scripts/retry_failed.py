@@ -43,7 +43,7 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-from _dwbatches import commands, output, results
+from _dwbatches import commands, fetch, merge, output, resultlines
 from _dwbatches import job as job_mod
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError
@@ -125,7 +125,7 @@ def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
         return _doc(job, status="not_submitted", exit_code=EXIT_NOT_FINISHED,
                     reason="a chunk of the job has no batch yet", next=commands.resume_command(state, job.dir))
 
-    ref = results.refresh_job(client, job)
+    ref = fetch.refresh_job(client, job)
     if not ref.complete:
         running = [r.batch_id for r in ref.reports if not r.terminal]
         output.narrate(f"{len(running)} batch(es) of the job are still running; retrying now could run requests "
@@ -152,7 +152,7 @@ def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
                            "anyway (fetch_results.py --job lists them as missing).")
     input_path = _retry_source(client, job)
 
-    index = results.build_index(ref.store, ref.targets, keep_order=False)
+    index = merge.build_index(ref.store, ref.targets, keep_order=False)
     index.close()
     tally = {"failed": 0, "missing": 0}
 
@@ -171,7 +171,7 @@ def retry(client: Any, job: Any, args: Any) -> Dict[str, Any]:
         protected.update({f"input of round {r.round}": r.input_path for r in rounds})
         refuse_overwrite({"the retry input": dest}, protected)
         make_private_dir(os.path.dirname(dest))  # <job>/rounds is private like the job (0700)
-    count, sample = results.write_subset(input_path, keep, dest)
+    count, sample = merge.write_subset(input_path, keep, dest)
     if count == 0:
         if dest and os.path.exists(dest):
             os.unlink(dest)
@@ -221,7 +221,7 @@ def _retry_source(client: Any, job: Any) -> str:
         return dest
     output.narrate(f"the job's input {rec.input.path} {what}; reading the requests as submitted from the server")
     try:
-        results.save_submitted_input(client, job, dest)
+        fetch.save_submitted_input(client, job, dest)
     except DWError as exc:
         raise JobError(f"the job's input {rec.input.path} {what}, and the server's copy of the uploaded requests "
                        f"cannot be read ({exc.message})",
@@ -239,7 +239,7 @@ def _client_errors(index: Any) -> int:
             obj = json.loads(index.read(loc))
         except (OSError, ValueError):
             continue
-        text = results.error_text(obj)
+        text = resultlines.error_text(obj)
         if "NonRetriableHttpStatus" in text or "(HTTP 4" in text or text.startswith("HTTP 4"):
             n += 1
     index.close()

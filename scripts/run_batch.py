@@ -34,7 +34,7 @@ import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import fetch_results
-from _dwbatches import clock, commands, jobstatus, output, results
+from _dwbatches import clock, commands, download, fetch, jobstatus, output
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_OK, JobError, UsageError
 from _dwbatches.http import Client
@@ -89,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         with job:
             job.load()
-            fetched = results.fetch_job(client, job, fmt=args.format, out=args.output, err=args.errors,
+            fetched = fetch.fetch_job(client, job, fmt=args.format, out=args.output, err=args.errors,
                                         csv_path=args.csv, column=args.column)
         doc.update(fetched)
         doc["next"] = fetch_results.next_for(doc, job, [], fetch_results.output_args(args))
@@ -111,7 +111,7 @@ def submit(args: Any, cfg: Any, client: Any, metadata: Dict[str, str]) -> Tuple[
                            metadata=metadata, max_requests=args.max_requests, max_bytes=args.max_bytes,
                            max_body_bytes=args.max_body_bytes, report=report)
         if any((args.format, args.output, args.errors, args.csv, args.column)):
-            results.remember_output(job, *results.resolve_output(job.record, args.format, args.output, args.errors,
+            fetch.remember_output(job, *fetch.resolve_output(job.record, args.format, args.output, args.errors,
                                                                  args.csv, args.column))
         sub = Submitter(job, client, max_cost=args.max_cost)
         sub.run()
@@ -149,7 +149,7 @@ def wait(client: Any, job: Job, interval: float, timeout: float) -> None:
         else:
             try:
                 job.load()
-                results.update(client, results.JobStore(job), results.job_targets(job.record))
+                download.update(client, download.JobStore(job), fetch.job_targets(job.record))
             finally:
                 job.unlock()
         remaining = deadline - time.monotonic()

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _dwbatches import commands, compat, files, results
+from _dwbatches import commands, compat, download, files
 from _dwbatches import job as job_mod
 from _dwbatches.errors import EXIT_API, JobError
 from helpers import Child
@@ -113,7 +113,7 @@ def scanned_files() -> list:
 
 def test_no_posix_only_api_outside_compat():
     files = scanned_files()
-    assert SCRIPTS / "sandbox_server.py" in files and SCRIPTS / "_dwbatches" / "results.py" in files
+    assert SCRIPTS / "sandbox_server.py" in files and SCRIPTS / "_dwbatches" / "download.py" in files
     assert len(files) >= 20
     problems = []
     for path in files:
@@ -340,7 +340,7 @@ def test_job_and_fetch_state_locks_keep_their_messages(method, tmp_path, monkeyp
     assert (tmp_path / "d.dwjob" / "job.lock").exists() == (method != "exclusive-file")
     with b:
         assert b._lock is not None and b._lock.held
-    s1, s2 = results.FileStore(str(tmp_path / "out.jsonl")), results.FileStore(str(tmp_path / "out.jsonl"))
+    s1, s2 = download.FileStore(str(tmp_path / "out.jsonl")), download.FileStore(str(tmp_path / "out.jsonl"))
     s1.lock()
     with pytest.raises(JobError) as err:
         s2.lock(wait=0.3)
@@ -428,7 +428,7 @@ def test_set_mode_by_descriptor_or_by_path_and_never_raises(tmp_path, monkeypatc
 def test_atomic_writes_keep_their_modes_without_fchmod(tmp_path, monkeypatch):
     monkeypatch.delattr(os, "fchmod")
     files.atomic_write_json(str(tmp_path / "job.json"), {"a": 1})
-    with results.atomic_output(str(tmp_path / "out.jsonl")) as fh:
+    with files.atomic_output(str(tmp_path / "out.jsonl")) as fh:
         fh.write(b"{}\n")
     assert stat.S_IMODE((tmp_path / "job.json").stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "out.jsonl").stat().st_mode) == 0o644

@@ -31,7 +31,7 @@ from typing import Any, List, Optional
 
 import helpers
 import pytest
-from _dwbatches import errors, files, output, results
+from _dwbatches import download, errors, files, output
 from helpers import (
     ROOT,
     SCRIPTS,
@@ -365,7 +365,7 @@ def test_output_run_reports_file_errors_and_leaves_other_os_errors_unexpected(ca
 @pytest.mark.parametrize("where", ["results", "job"])
 def test_disk_full_while_downloading_then_a_rerun_loses_and_repeats_nothing(sandbox, ws, monkeypatch, where):
     ids, job, bid = finished_job(sandbox, 60)
-    monkeypatch.setattr(results, "CHECKPOINT_LINES", 7)  # cursors saved every 7 lines
+    monkeypatch.setattr(download, "CHECKPOINT_LINES", 7)  # cursors saved every 7 lines
     root = Path(job, "results") if where == "results" else Path(job)
     disk = FakeDisk(monkeypatch, root, free=9000)
     code, doc, err = run_here("fetch_results.py", "--job", job, env=sandbox.env())
@@ -419,7 +419,7 @@ def test_disk_full_on_a_small_real_disk_while_downloading_then_more_space(sandbo
     job = make_job(sandbox, "data.jsonl", 1, "--job", disk / "data.dwjob")
     wait_job(sandbox, job)
     bid = batch_ids_of(job)[0]
-    monkeypatch.setattr(results, "CHECKPOINT_LINES", 20)  # in-process: cursors saved every 20 lines
+    monkeypatch.setattr(download, "CHECKPOINT_LINES", 20)  # in-process: cursors saved every 20 lines
     code, doc, err = run_here("fetch_results.py", "--job", job, env=sandbox.env())
     assert code == 1 and doc is None, err
     assert ENOSPC_WORDS in err and f"given with --job): {ENOSPC_WORDS}" in err and "unexpected" not in err

@@ -30,13 +30,13 @@ HOLD = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
 from _dwbatches import job as job_mod
-from _dwbatches import results
+from _dwbatches import download
 if sys.argv[2] == "job":
     job = job_mod.Job(sys.argv[3])
     job.lock(wait=0)
     release = job.unlock
 else:
-    store = results.FileStore(sys.argv[3])
+    store = download.FileStore(sys.argv[3])
     store.lock()
     release = store.unlock
 print("locked", flush=True)

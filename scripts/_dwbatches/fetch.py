@@ -1,0 +1,386 @@
+"""Fetching a job or bare batch ids: download what is new, check, merge, report.
+
+One orchestration for jobs (cursors in job.json, output settings remembered) and for bare
+batch ids (cursors beside the output): refresh the downloads, find the requests as submitted
+(the local input when unchanged, else the server's copy), merge, and build the report.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from . import files, jobstatus
+from .cost import usage_and_cost
+from .download import KINDS, BatchReport, FileStore, JobStore, Store, Target, update
+from .errors import (
+    EXIT_NOT_FINISHED,
+    EXIT_OK,
+    EXIT_UNSUCCESSFUL,
+    APIConnectionError,
+    DWError,
+    UsageError,
+)
+from .files import atomic_output
+from .job import Chunk, Job, JobRecord, ResultsSettings
+from .merge import (
+    MISSING_NOT_RUN,
+    MISSING_PENDING,
+    CsvRows,
+    MergeCounts,
+    Merger,
+    RequestRows,
+    build_index,
+    iter_input_ids,
+)
+from .output import narrate
+
+
+def job_targets(rec: JobRecord) -> List[Target]:
+    return [Target(t["batch_id"], t["round"], t["chunk"]) for t in jobstatus.job_targets(rec) if t["batch_id"]]
+
+
+def batch_summary(rep: BatchReport, store: Store, chunk: Optional[Chunk] = None) -> Dict[str, Any]:
+    """The summary of a batch as reported; an unreachable one keeps its last known counts."""
+    if rep.batch and not rep.unreachable:
+        return jobstatus.summarize_batch(rep.batch, rep.round, rep.chunk)
+    known: Dict[str, Any] = dict(rep.batch or {})
+    known.setdefault("id", rep.batch_id)
+    if chunk is not None and not known.get("request_counts"):
+        known["request_counts"] = chunk.request_counts or {"total": chunk.requests}
+    summary = jobstatus.summarize_batch(known, rep.round, rep.chunk)
+    summary["status"] = jobstatus.UNREACHABLE
+    return summary
+
+
+def batch_report_doc(rep: BatchReport, store: Store, summary: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    entry = store.entry(rep.batch_id)
+    doc = dict(summary) if summary is not None else batch_summary(rep, store)
+    doc["fetched"] = {k: int(entry.cursor(k).skip) for k in KINDS}
+    doc["new_lines"] = dict(rep.new_lines)
+    doc["verified"] = bool(entry.verified) if rep.drained else None
+    if rep.notes:
+        doc["notes"] = rep.notes
+    if rep.unreachable:
+        doc["unreachable"] = rep.unreachable
+    return doc
+
+
+def default_error_path(out_path: str) -> str:
+    base = os.path.abspath(out_path)
+    for suffix in (".results.jsonl", ".results.csv", ".jsonl", ".csv", ".json"):
+        if base.endswith(suffix):
+            return base[: -len(suffix)] + ".errors.jsonl"
+    return base + ".errors.jsonl"
+
+
+def default_job_output(rec: JobRecord, fmt: str) -> str:
+    # Results go beside the job's input (the file the user submitted), never into the folder
+    # of a source CSV, which may be read-only or shared.
+    stem = os.path.splitext(os.path.abspath(rec.input.path))[0]
+    return stem + (".results.csv" if fmt == "csv" else ".results.jsonl")
+
+
+def exit_code_for(complete: bool, failed: int, missing: int) -> int:
+    if not complete:
+        return EXIT_NOT_FINISHED
+    return EXIT_UNSUCCESSFUL if (failed or missing) else EXIT_OK
+
+
+SUBMITTED_INPUT = "submitted-input.jsonl"
+
+
+def submitted_input(client: Any, job: Job, warnings: List[str]) -> Optional[str]:
+    """A file holding the job's requests as submitted, in order: the local input when it is the
+    file that was submitted (size and mtime, else sha256), else the server's copy of the
+    uploaded files (the truth of what was submitted), saved in the job; None when neither can
+    be read (results then go in the order they arrived)."""
+    rec = job.record
+    state = rec.input.fingerprint.check(rec.input.path)
+    if state == "same":
+        return rec.input.path
+    what = "is gone" if state == "missing" else "changed since it was submitted"
+    cached = job.path("results", SUBMITTED_INPUT)
+    try:
+        if not os.path.isfile(cached):
+            save_submitted_input(client, job, cached)
+    except DWError as exc:
+        note = (f"the job's input {rec.input.path} {what}, and the server's copy cannot be read ({exc.message}); "
+                "results are written in the order they arrived")
+        narrate(note)
+        warnings.append(note)
+        return None
+    note = (f"the job's input {rec.input.path} {what}; results follow the requests as submitted (the server's "
+            "copy)")
+    narrate(note)
+    warnings.append(note)
+    return cached
+
+
+def save_submitted_input(client: Any, job: Job, dest: str) -> None:
+    """Write the requests of round 1 as the server holds them (its copy of each uploaded file,
+    in order) to ``dest``: what was submitted, whatever became of the local input."""
+    files.make_private_dir(os.path.dirname(dest))
+    with atomic_output(dest, mode=0o600) as out:
+        for ch in job.record.rounds[0].chunks if job.record.rounds else []:
+            if not ch.file_id:
+                continue
+
+            def on_line(line: bytes) -> None:
+                out.write(line.rstrip(b"\r\n") + b"\n")
+
+            res = client.stream_content(ch.file_id, 0, on_line)
+            if res.interrupted:
+                raise APIConnectionError(f"reading the uploaded file {ch.file_id} broke ({res.interrupted})",
+                                         hint="Run the same command again.")
+
+
+def resolve_output(rec: JobRecord, fmt: Optional[str], out: Optional[str], err: Optional[str],
+                   csv_path: Optional[str], column: Optional[str] = None
+                   ) -> Tuple[str, str, str, Optional[str], Optional[str]]:
+    """(format, OUT, ERR, CSV) from the options given, else the job's remembered ones, else defaults.
+
+    Output settings given once (e.g. to run_batch.py) are remembered in job.json (``results``)
+    and used by later fetches that give none. A remembered path whose folder is gone is refused
+    (a moved project must not recreate its old place)."""
+    source = rec.source
+    last = rec.results or ResultsSettings()
+    csv_path = csv_path or last.csv
+    if fmt is None:
+        fmt = last.format or ("csv" if (source and source.kind == "csv") or csv_path else "raw")
+    if out:
+        out_path = os.path.abspath(out)
+    elif last.output and last.format == fmt:
+        out_path = last.output
+        _parent_must_exist(out_path, "results file")
+    else:
+        out_path = default_job_output(rec, fmt)
+        _parent_must_exist(out_path, "results file")
+    if err:
+        err_path = os.path.abspath(err)
+    elif last.errors and last.output == out_path:
+        err_path = last.errors
+        _parent_must_exist(err_path, "errors file")
+    else:
+        err_path = default_error_path(out_path)
+    protected = {"job's input": rec.input.path, "source CSV": source.path if source else None,
+                 "CSV given with --csv": csv_path}
+    for rnd in rec.rounds:
+        protected[f"input of round {rnd.round}"] = rnd.input_path
+    files.refuse_overwrite({"OUT": out_path, "ERR": err_path}, protected)
+    column = column or last.column
+    return fmt, out_path, err_path, os.path.abspath(csv_path) if csv_path else None, column
+
+
+def _parent_must_exist(path: str, what: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise UsageError(f"the {what} of this job, {path}, is in a folder that no longer exists ({parent})",
+                         hint="Pass -o PATH (and --errors PATH) to write the results elsewhere; the job does not "
+                              "recreate folders that were moved or deleted.")
+
+
+def remember_output(job: Job, fmt: str, out_path: str, err_path: str, csv_path: Optional[str],
+                    column: Optional[str] = None) -> None:
+    """Record the output settings in job.json (caller holds the lock)."""
+    remember = ResultsSettings(format=fmt, output=out_path, errors=err_path, csv=csv_path, column=column)
+    if job.record.results != remember:
+        job.record.results = remember
+        job.save()
+
+
+@dataclass
+class JobRefresh:
+    store: JobStore
+    targets: List[Target]
+    reports: List[BatchReport]
+    summaries: List[Dict[str, Any]]
+    summary: Dict[str, Any]
+    complete: bool  # every batch terminal and drained (or unreachable), and the job fully submitted
+
+    @property
+    def unreachable(self) -> List[Dict[str, Any]]:
+        return [{"batch_id": r.batch_id, "round": r.round, "chunk": r.chunk, "reason": r.unreachable}
+                for r in self.reports if r.unreachable]
+
+
+def refresh_job(client: Any, job: Job) -> JobRefresh:
+    """Download what is new for every batch of the job and record statuses (caller holds the lock)."""
+    rec = job.record
+    targets = job_targets(rec)
+    store = JobStore(job)
+    reports = update(client, store, targets)
+    rec.record_batches({r.batch_id: r.batch for r in reports if r.batch})
+    job.save()
+    chunks = {c.batch_id: c for c in rec.chunks() if c.batch_id}
+    summaries = [batch_summary(r, store, chunks.get(r.batch_id)) for r in reports]
+    summary = jobstatus.job_status(summaries, rec)
+    complete = summary["finished"] and all(r.drained or r.unreachable for r in reports)
+    return JobRefresh(store, targets, reports, summaries, summary, complete)
+
+
+def check_csv_source(rec: JobRecord, csv_path: str, warnings: List[str]) -> None:
+    """The CSV the answers are written beside must be the one the requests were built from, unless
+    rows are matched by an id column (then re-sorting or inserting rows is harmless)."""
+    source = rec.source
+    fp = source.fingerprint if source else None
+    if fp is None:
+        return
+    state = fp.check(csv_path)
+    if state != "changed":
+        return
+    if source is not None and source.id_column:
+        note = (f"{csv_path} changed since the batch was built; rows are matched by the {source.id_column!r} "
+                "column, so the answers still go beside their own rows")
+        narrate(note)
+        warnings.append(note)
+        return
+    raise UsageError(
+        f"{csv_path} changed since the batch was built from it, and its rows were numbered by position: answers "
+        "written into it now could land beside the wrong rows",
+        hint="Restore the CSV as it was when the batch was built, or fetch with --format simple or --format raw "
+             "(results keyed by custom_id).")
+
+
+def _counts_doc(counts: MergeCounts, out_path: str, err_path: str, fmt: str) -> Dict[str, Any]:
+    doc: Dict[str, Any] = {
+        "requests": counts.requests,
+        "succeeded": counts.succeeded,
+        "failed": counts.failed,
+        "missing": counts.missing,
+        "output": out_path,
+        "errors": err_path,
+        "format": fmt,
+    }
+    doc["failed_sample"] = counts.failed_sample
+    doc["missing_sample"] = counts.missing_sample
+    doc["unexpected"] = counts.unexpected
+    return doc
+
+
+def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[str] = None,
+              err: Optional[str] = None, csv_path: Optional[str] = None, merge: bool = True,
+              column: Optional[str] = None) -> Dict[str, Any]:
+    """Download, verify and (with ``merge``) write OUT/ERR for a job. The caller holds the lock.
+
+    Returns the report document; ``doc["exit_code"]`` is the outcome (0, 5 or 6)."""
+    rec = job.record
+    ref = refresh_job(client, job)
+    store, targets, reports, summary, complete = ref.store, ref.targets, ref.reports, ref.summary, ref.complete
+    warnings: List[str] = []
+    doc: Dict[str, Any] = {
+        "complete": complete,
+        "status": summary["status"],
+        "request_counts": summary["request_counts"],
+    }
+    if merge:
+        source = rec.source
+        fmt, out_path, err_path, csv_path, column = resolve_output(rec, fmt, out, err, csv_path, column)
+        src_csv = None
+        if fmt == "csv":
+            src_csv = csv_path or (source.path if source else None)
+            if src_csv and not os.path.isfile(src_csv):
+                raise UsageError(f"{src_csv}: no such file", hint="Pass --csv FILE with the original CSV.")
+            if src_csv:
+                check_csv_source(rec, src_csv, warnings)
+        requests_file = submitted_input(client, job, warnings)
+        order = iter_input_ids(requests_file) if requests_file else None
+        index = build_index(store, targets, keep_order=order is None)
+        reason = MISSING_NOT_RUN if summary["finished"] else MISSING_PENDING
+        if ref.unreachable:
+            reason = "no result: a batch of the job cannot be read from the server (see unreachable)"
+        merger = Merger(index, reason)
+        try:
+            if fmt == "csv" and src_csv:
+                submitted = set(order) if order is not None else None
+                counts = merger.write_csv(CsvRows(src_csv, source.to_dict() if source else None,
+                                                  requests_file, column),
+                                          out_path, err_path, submitted=submitted)
+            elif fmt == "csv":  # a job built from prompts or JSONL: one row per request
+                if requests_file is None:
+                    raise UsageError("--format csv needs the job's requests, and neither the input nor the "
+                                     "server's copy can be read",
+                                     hint="Fetch with --format simple or raw, or restore the job's input.")
+                counts = merger.write_csv(RequestRows(requests_file, column), out_path, err_path)
+            else:
+                counts = merger.write_jsonl(order if order is not None else iter(index.order or []), fmt,
+                                            out_path, err_path)
+        finally:
+            index.close()
+        if order is None:
+            total = int(rec.input.requests or 0)
+            counts.missing = max(counts.missing, total - counts.succeeded - counts.failed)
+            counts.requests = max(counts.requests, total)
+        doc.update(_counts_doc(counts, out_path, err_path, fmt))
+        doc["usage"], doc["cost"] = usage_and_cost(merger, reports, {r.round: r.completion_window for r in rec.rounds})
+        remember_output(job, fmt, out_path, err_path, csv_path, column)
+    doc["batches"] = [batch_report_doc(r, store, s) for r, s in zip(reports, ref.summaries)]
+    if summary["unsubmitted"]:
+        doc["unsubmitted"] = summary["unsubmitted"]
+    if ref.unreachable:
+        doc["unreachable"] = ref.unreachable
+    doc["warnings"] = warnings
+    doc["job"] = job.dir
+    if merge:
+        doc["exit_code"] = exit_code_for(complete, doc["failed"], doc["missing"])
+    else:
+        doc["exit_code"] = EXIT_NOT_FINISHED if not complete else EXIT_OK
+    return doc
+
+
+def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[str], fmt: str,
+               input_path: Optional[str] = None, csv_path: Optional[str] = None,
+               column: Optional[str] = None) -> Dict[str, Any]:
+    """Fetch bare batch ids into OUT with the state in ``OUT.dwstate.json``."""
+    out_path = os.path.abspath(out)
+    err_path = os.path.abspath(err) if err else default_error_path(out_path)
+    files.refuse_overwrite({"OUT": out_path, "ERR": err_path},
+                              {"input given with --input": input_path, "CSV given with --csv": csv_path})
+    store = FileStore(out_path)
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    store.lock()
+    try:
+        store.load()
+        store.set_batches(batch_ids)
+        targets = [Target(bid) for bid in batch_ids]
+        reports = update(client, store, targets, job_batches=False)
+        store.save()
+        summaries = [batch_summary(r, store) for r in reports]
+        summary = jobstatus.job_status(summaries, None)
+        complete = summary["finished"] and all(r.drained or r.unreachable for r in reports)
+        index = build_index(store, targets, keep_order=input_path is None and fmt != "csv")
+        reason = MISSING_NOT_RUN if summary["finished"] else MISSING_PENDING
+        merger = Merger(index, reason)
+        try:
+            if fmt == "csv":
+                if not input_path:
+                    raise UsageError("--format csv with batch ids needs --input FILE (and --csv FILE for a batch "
+                                     "built from a CSV)", hint="Or use --job DIR, which remembers both.")
+                rows = CsvRows(csv_path, None, input_path, column) if csv_path else RequestRows(input_path, column)
+                counts = merger.write_csv(rows, out_path, err_path)
+            else:
+                order = iter_input_ids(input_path) if input_path else iter(index.order or [])
+                counts = merger.write_jsonl(order, fmt, out_path, err_path)
+        finally:
+            index.close()
+        if input_path is None:
+            # requests never seen in any file: estimated from the servers' counts
+            total = sum(s["request_counts"]["total"] for s in summaries)
+            counts.missing = max(0, total - counts.succeeded - counts.failed)
+            counts.requests = counts.succeeded + counts.failed + counts.missing
+        doc: Dict[str, Any] = {"complete": complete, "status": summary["status"],
+                               "request_counts": summary["request_counts"]}
+        doc.update(_counts_doc(counts, out_path, err_path, fmt))
+        doc["usage"], doc["cost"] = usage_and_cost(merger, reports, {})
+        doc["batches"] = [batch_report_doc(r, store, s) for r, s in zip(reports, summaries)]
+        unreachable = [{"batch_id": r.batch_id, "reason": r.unreachable} for r in reports if r.unreachable]
+        if unreachable:
+            doc["unreachable"] = unreachable
+        doc["warnings"] = []
+        doc["job"] = None
+        doc["state"] = store.path
+        doc["exit_code"] = exit_code_for(complete, doc["failed"], doc["missing"])
+        return doc
+    finally:
+        store.unlock()
