@@ -50,7 +50,8 @@ from _dwbatches.errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError
 from _dwbatches.files import make_private_dir, refuse_overwrite
 from _dwbatches.http import Client
 from _dwbatches.job import Round, recorded_server
-from _dwbatches.submitter import WINDOWS, Submitter, add_retry_round, next_round_path
+from _dwbatches.planning import WINDOWS, add_retry_round, next_round_path
+from _dwbatches.submitter import Submitter
 
 
 def round_doc(rnd: Round) -> List[Dict[str, Any]]:

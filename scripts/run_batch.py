@@ -35,11 +35,13 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import fetch_results
 from _dwbatches import clock, commands, download, fetch, jobstatus, output
+from _dwbatches.cli import add_submit_args
 from _dwbatches.config import load_config
 from _dwbatches.errors import EXIT_OK, JobError, UsageError
 from _dwbatches.http import Client
 from _dwbatches.job import Job, default_job_dir, recorded_server
-from _dwbatches.submitter import Submitter, add_submit_args, open_job, parse_metadata, validate_input
+from _dwbatches.planning import open_job, parse_metadata, validate_input
+from _dwbatches.submitter import Submitter
 from _dwbatches.validate import MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 
 

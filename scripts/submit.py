@@ -40,17 +40,12 @@ import os
 from typing import Any, Dict, Optional, Sequence
 
 from _dwbatches import output, pricing
+from _dwbatches.cli import add_submit_args
+from _dwbatches.cost import local_estimate
 from _dwbatches.errors import EXIT_OK, DWError, UsageError
 from _dwbatches.job import Job, default_job_dir, recorded_server, sha256_file
-from _dwbatches.submitter import (
-    Submitter,
-    add_submit_args,
-    job_report,
-    local_estimate,
-    open_job,
-    parse_metadata,
-    validate_input,
-)
+from _dwbatches.planning import job_report, open_job, parse_metadata, validate_input
+from _dwbatches.submitter import Submitter
 from _dwbatches.validate import MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 
 

@@ -7,12 +7,14 @@ request.
 
 from __future__ import annotations
 
-from decimal import Decimal
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from decimal import Decimal, InvalidOperation
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import pricing
 from .download import BatchReport
+from .job import Chunk
 from .merge import Merger
+from .validate import Report
 
 
 def usage_and_cost(merger: Merger, reports: Sequence[BatchReport], windows: Dict[Optional[int], str]
@@ -53,3 +55,78 @@ def usage_and_cost(merger: Merger, reports: Sequence[BatchReport], windows: Dict
     if unpriced:
         cost_doc["unpriced_models"] = unpriced
     return total, cost_doc
+
+
+
+_money = pricing.money
+
+
+def sum_estimates(chunks: Iterable[Chunk]) -> Tuple[Decimal, int]:
+    """(sum of the server's total_estimated_cost, number of chunks without an estimate)."""
+    total = Decimal(0)
+    unknown = 0
+    for ch in chunks:
+        est = ch.cost_estimate or {}
+        try:
+            total += Decimal(str(est["total_estimated_cost"]))
+        except (KeyError, InvalidOperation, TypeError):
+            unknown += 1
+    return total, unknown
+
+
+def local_estimate(report: Report, completion_window: str) -> Dict[str, Any]:
+    """The price-table estimate of a validated file (no network), as a range.
+
+    Input tokens are the request line's bytes / 4 (the server's own rule). ``low`` assumes
+    each answer is about as long as its prompt × 1.1 (the server's fallback), capped by the
+    request's ``max_tokens``; ``high`` assumes every request uses its whole ``max_tokens`` and
+    is null when some chat request sets no ``max_tokens`` (then nothing bounds the answer).
+    Embeddings produce no output tokens."""
+    models = []
+    totals = {"low": Decimal(0), "high": Decimal(0)}
+    tokens = {"input": 0, "low": 0, "high": 0}
+    unpriced: List[str] = []
+    unbounded = 0
+    for model, t in sorted(report.model_tokens.items()):
+        p = pricing.price(model, completion_window)
+        high_out = t.get("output_tokens_high")
+        entry: Dict[str, Any] = {"model": model, "requests": t["requests"], "input_tokens": t["input_tokens"],
+                                 "output_tokens_low": t["output_tokens_low"], "output_tokens_high": high_out}
+        tokens["input"] += t["input_tokens"]
+        tokens["low"] += t["output_tokens_low"]
+        if high_out is None:
+            unbounded += t.get("requests_without_max_tokens", 0)
+        else:
+            tokens["high"] += high_out
+        if p is None:
+            entry["usd_low"] = entry["usd_high"] = None
+            unpriced.append(model)
+        else:
+            low = pricing.cost(model, completion_window, t["input_tokens"], t["output_tokens_low"]) or Decimal(0)
+            entry["usd_low"] = _money(low)
+            totals["low"] += low
+            if high_out is None:
+                entry["usd_high"] = None
+            else:
+                high = pricing.cost(model, completion_window, t["input_tokens"], high_out) or Decimal(0)
+                entry["usd_high"] = _money(high)
+                totals["high"] += high
+            entry["price_per_1m_tokens"] = {"input": float(p[0]), "output": float(p[1])}
+        models.append(entry)
+    known = not unpriced or bool(totals["low"])
+    doc: Dict[str, Any] = {
+        "low": {"usd": _money(totals["low"]) if known else None, "input_tokens": tokens["input"],
+                "output_tokens": tokens["low"],
+                "basis": "each answer about as long as its prompt x 1.1 (the server's rule), at most its max_tokens"},
+        "high": {"usd": _money(totals["high"]) if known and not unbounded else None,
+                 "input_tokens": tokens["input"], "output_tokens": tokens["high"] if not unbounded else None,
+                 "basis": ("every request uses its whole max_tokens" if not unbounded else
+                           f"no upper bound: {unbounded} request(s) set no max_tokens")},
+        "source": f"local estimate from the price table of {pricing.PRICES_AS_OF} ({completion_window} window); "
+                  "prices may have changed",
+        "models": models,
+    }
+    if unpriced:
+        doc["unpriced_models"] = unpriced
+        doc["note"] = "no local price for " + ", ".join(unpriced) + "; the totals leave them out"
+    return doc

@@ -44,50 +44,30 @@ with ``os._exit(137)`` right after the upload / create of chunk N (any chunk wit
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import sys
 import time
-from decimal import Decimal, InvalidOperation
-from typing import Any, Dict, Iterable, List, Optional, Tuple
-from urllib.parse import urlsplit
+from decimal import Decimal
+from typing import Any, Dict, List, Optional, Tuple
 
-from . import clock, pricing
+from . import clock
 from .commands import command, display_path
+from .cost import _money, sum_estimates
 from .errors import (
     EXIT_API,
     EXIT_CONFIG,
     APIConnectionError,
     APIStatusError,
     DWError,
-    InputError,
     JobError,
     UsageError,
 )
-from .files import atomic_output, make_private_dir
-from .job import Chunk, Fingerprint, Job, Limits, Round, Source, new_intent_id, sha256_file
+from .job import Chunk, Job, Round, sha256_file
 from .output import narrate
-from .urls import is_loopback
-from .validate import (
-    MAX_BODY_BYTES,
-    MAX_FILE_BYTES,
-    MAX_REQUESTS_PER_FILE,
-    Report,
-    print_errors,
-    validate_file,
-)
-from .validate import (
-    Chunk as PlanChunk,
-)
+from .planning import _verified, new_chunk, plan_range
 
-WINDOWS = ("24h", "1h")
 CRASH_ENV = "DOUBLEWORD_BATCHES_CRASH_AT"
-# Batch metadata keys this tool sets, and keys the server drops silently.
-RESERVED_PREFIX = "dwb_"
-SERVER_RESERVED_KEYS = frozenset({"created_by_email", "context_name", "context_type", "request_source",
-                                  "created_by", "dw_user_agent"})
 LOOKUP_PAGES = 20  # recent batches (x100) searched for an intent when ?search= finds nothing
 # An upload or a create interrupted less than SETTLE_WINDOW seconds ago may still be on its way
 # to the server (its bytes sit in socket buffers or a buffering proxy when the client dies, and
@@ -96,7 +76,6 @@ LOOKUP_PAGES = 20  # recent batches (x100) searched for an intent when ?search= 
 SETTLE_WINDOW = 600.0
 SETTLE_DELAYS = (1.0, 2.0)
 CLOCK_SKEW = 600.0  # seconds of server/local clock difference tolerated when paging back
-
 
 
 class CostLimitExceeded(UsageError):
@@ -109,293 +88,8 @@ class CostLimitExceeded(UsageError):
 
 # -- validation and planning ------------------------------------------------------------------
 
-def validate_input(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_bytes: int = MAX_FILE_BYTES,
-                   max_body_bytes: int = MAX_BODY_BYTES, max_errors: int = 50) -> Report:
-    """Validate and plan ``path``. Invalid: list the errors on stderr (``line N: ...``) and raise
-    ``InputError`` (exit 2). Nothing is sent either way."""
-    if not os.path.isfile(path):
-        raise UsageError(f"{path}: no such file", hint="Pass the path of a JSONL batch file.")
-    if max_requests < 1 or max_bytes < 1:
-        raise UsageError("--max-requests and --max-bytes must be positive")
-    rep = validate_file(path, max_requests=max_requests, max_bytes=max_bytes, max_body_bytes=max_body_bytes)
-    if rep.valid:
-        for w in rep.warnings:
-            narrate(f"warning: {w}")
-        return rep
-    print_errors(rep, max_errors)
-    first = rep.errors[0]["line"] if rep.errors else None
-    raise InputError(f"{path}: {rep.errors_total} invalid line(s); nothing was sent",
-                     hint=f"Fix the lines listed above ({command('validate_batch_file.py', display_path(path))} "
-                          "checks a file without sending anything), then run the command again.", line=first)
-
-
-def plan_range(path: str, start_byte: int, end_byte: Optional[int], start_line: int, max_requests: int,
-               max_bytes: int, first_index: int = 1) -> List[PlanChunk]:
-    """Split the requests of an already validated file between two byte offsets into chunks
-    (the same rule as ``validate_file``'s plan)."""
-    chunks: List[PlanChunk] = []
-    chunk: Optional[PlanChunk] = None
-    with open(path, "rb") as fh:
-        fh.seek(start_byte)
-        offset, n = start_byte, start_line - 1
-        for raw in fh:
-            if end_byte is not None and offset >= end_byte:
-                break
-            n += 1
-            size = len(raw)
-            if raw.strip():
-                if size > max_bytes:
-                    raise UsageError(f"line {n} is {size} bytes, more than --max-bytes {max_bytes}",
-                                     hint="Use a --max-bytes larger than the longest line.")
-                if chunk is None or chunk.requests + 1 > max_requests or offset + size - chunk.start_byte > max_bytes:
-                    chunk = PlanChunk(index=first_index + len(chunks), start_line=n, end_line=n, start_byte=offset,
-                                  end_byte=offset + size)
-                    chunks.append(chunk)
-                chunk.requests += 1
-                try:
-                    url = json.loads(raw).get("url", "")
-                except ValueError:
-                    url = ""
-                chunk.urls[url] = chunk.urls.get(url, 0) + 1
-                chunk.end_line, chunk.end_byte = n, offset + size
-            offset += size
-    return chunks
-
-
-def _verified(job: Job) -> Dict[str, str]:
-    """Input files hashed by this process: path -> sha256 (kept on the Job object, not on disk)."""
-    return job.verified_inputs
-
-
-def upload_name(job_id: str, round_no: int, index: int) -> str:
-    return f"dwb-{job_id[:8]}-r{round_no}-c{index}.jsonl"
-
-
-def new_chunk(job_id: str, round_no: int, chunk: PlanChunk, completion_window: str) -> Chunk:
-    return Chunk(index=chunk.index, start_line=chunk.start_line, end_line=chunk.end_line,
-                 start_byte=chunk.start_byte, end_byte=chunk.end_byte, requests=chunk.requests,
-                 bytes=chunk.bytes, endpoint=chunk.endpoint, upload_name=upload_name(job_id, round_no, chunk.index),
-                 intent_id=new_intent_id(), completion_window=completion_window)
-
-
-def new_round(job: Job, round_no: int, kind: str, input_path: str, input_sha256: str, completion_window: str,
-              chunks: Iterable[PlanChunk], max_requests: int, max_bytes: int) -> Round:
-    job_id = job.record.job_id
-    return Round(round=round_no, kind=kind, input_path=os.path.abspath(input_path), input_sha256=input_sha256,
-                 completion_window=completion_window, created_at=time.time(),
-                 limits=Limits(max_requests=max_requests, max_bytes=max_bytes),
-                 chunks=[new_chunk(job_id, round_no, c, completion_window) for c in chunks])
-
 
 # -- job preparation --------------------------------------------------------------------------
-
-def parse_metadata(pairs: Iterable[str]) -> Dict[str, str]:
-    """``KEY=VALUE`` strings → dict. Refuses ``dwb_*`` keys (this tool's own) and the keys the
-    server drops."""
-    meta: Dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise UsageError(f"--metadata {pair!r} is not KEY=VALUE", hint="e.g. --metadata project=reviews")
-        if key.lower().startswith(RESERVED_PREFIX):
-            raise UsageError(f"--metadata key {key!r} is reserved (dwb_* keys are set by this tool)",
-                             hint="Pick another key name.")
-        if key in SERVER_RESERVED_KEYS:
-            raise UsageError(f"--metadata key {key!r} is reserved by the server, which would drop it",
-                             hint="Pick another key name.")
-        if key in meta and meta[key] != value:
-            raise UsageError(f"--metadata key {key!r} is given twice with different values")
-        meta[key] = value
-    if len(meta) > 13:
-        narrate(f"warning: {len(meta)} metadata keys; OpenAI-style APIs allow 16 in all and this tool adds 3")
-    return meta
-
-
-def prepare_job(job: Job, input_path: str, *, base_url: str, completion_window: Optional[str] = None,
-                metadata: Optional[Dict[str, str]] = None, max_requests: Optional[int] = None,
-                max_bytes: Optional[int] = None, max_body_bytes: int = MAX_BODY_BYTES,
-                report: Optional[Report] = None, input_sha256: Optional[str] = None,
-                source: Optional[Dict[str, Any]] = None) -> bool:
-    """Create the job for ``input_path`` (round 1 planned, nothing sent), or load and check an
-    existing one. Returns True when resuming.
-
-    ``completion_window``/``metadata``/limits of None mean "as recorded" on resume (defaults
-    for a new job). On resume a different input (sha256), base URL, window or metadata is
-    refused (``JobError``, exit 2); different limits re-split the chunks not yet uploaded."""
-    if job.exists():
-        rec = job.load()
-        if rec.cancel is not None:
-            raise JobError(f"the job at {job.dir} was cancelled; it creates no further batch",
-                           hint=f"Fetch what finished: {command('fetch_results.py', '--job', display_path(job.dir))}. "
-                                "To submit the input again, pass --job NEW_DIR (a new job).")
-        sha = input_sha256 or sha256_file(input_path)
-        recorded = rec.input
-        same_url = (rec.base_url or "").rstrip("/") == base_url.rstrip("/")
-        changed = (sha != recorded.sha256 or not same_url
-                   or (completion_window is not None and completion_window != rec.completion_window)
-                   or bool(metadata and metadata != rec.metadata))
-        if changed and rec.nothing_created():
-            # No batch exists (or may exist) for this job, so nothing can be billed twice.
-            if not (sha == recorded.sha256 and same_url):
-                narrate(f"the job at {job.dir} has no batch yet; planning it again with this input and settings")
-                return _new_job(job, input_path, base_url, completion_window, metadata, max_requests, max_bytes,
-                                max_body_bytes, report, sha, source)
-            # same input on the same server: keep the uploaded files, change the settings
-            if completion_window is not None and completion_window != rec.completion_window:
-                narrate(f"the job has no batch yet; switching it to the {completion_window} window")
-                rec.completion_window = completion_window
-                for rnd in rec.rounds:
-                    rnd.completion_window = completion_window
-                    for c in rnd.chunks:
-                        c.completion_window = completion_window
-                        c.cost_estimate = None
-                        c.held = None
-            if metadata and metadata != rec.metadata:
-                rec.metadata = dict(metadata)
-            job.save()
-        if sha != recorded.sha256:
-            raise JobError(
-                f"{input_path} is not the file this job was started with (its contents changed since; "
-                f"job at {job.dir})",
-                hint="Restore the original input to resume this job, or pass --job NEW_DIR to submit the "
-                     "changed file as a new job (the old job's batches keep running).")
-        recorded_url = (rec.base_url or "").rstrip("/")
-        if recorded_url and recorded_url != base_url.rstrip("/"):
-            raise JobError(f"the job at {job.dir} was submitted to {recorded_url}, but this run uses {base_url}",
-                           hint=f"The job remembers its server: run with no --base-url and DOUBLEWORD_BASE_URL unset, or "
-                                f"with --base-url {recorded_url}, to resume it; or pass --job NEW_DIR for a new job.")
-        if completion_window is not None and completion_window != rec.completion_window:
-            raise JobError(f"the job at {job.dir} uses completion window {rec.completion_window}, not "
-                           f"{completion_window}",
-                           hint=f"Run again with -w {rec.completion_window} (or without -w) to resume it, "
-                                "or pass --job NEW_DIR to submit the input again with another window.")
-        if metadata and metadata != rec.metadata:
-            raise JobError(f"the job at {job.dir} was started with metadata {rec.metadata}",
-                           hint="Run again without --metadata (or with the same values) to resume it.")
-        _verified(job)[os.path.abspath(input_path)] = sha
-        if os.path.abspath(input_path) != recorded.path:
-            narrate(f"the input moved to {os.path.abspath(input_path)} (same contents); updating the job")
-            recorded.path = os.path.abspath(input_path)
-            for rnd in rec.rounds:
-                if rnd.kind == "initial":
-                    rnd.input_path = recorded.path
-        fp = Fingerprint.of(input_path, sha)
-        recorded.bytes, recorded.mtime = fp.bytes, fp.mtime
-        if source and not rec.source:
-            rec.source = Source.from_dict(source)
-        for rnd in rec.rounds:
-            limits = rnd.limits
-            want = Limits(max_requests=max_requests or limits.max_requests, max_bytes=max_bytes or limits.max_bytes)
-            if (want.max_requests, want.max_bytes) != (limits.max_requests, limits.max_bytes) and \
-                    any(not c.file_id and not c.batch_id for c in rnd.chunks):
-                rnd.replan = want
-        job.save()
-        return True
-
-    return _new_job(job, input_path, base_url, completion_window, metadata, max_requests, max_bytes, max_body_bytes,
-                    report, input_sha256, source)
-
-
-def add_submit_args(parser: Any) -> None:
-    """The submit flags, shared by submit.py and run_batch.py (a parser or an argument group)."""
-    parser.add_argument("-w", "--completion-window", choices=WINDOWS,
-                        help="24h (batch price, the default) or 1h (async price, faster)")
-    parser.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
-                        help="batch metadata (repeatable; string values)")
-    parser.add_argument("--job", metavar="DIR", help="job directory (default: INPUT.dwjob beside the input)")
-    parser.add_argument("--max-requests", type=int, metavar="N",
-                        help=f"requests per uploaded file (default {MAX_REQUESTS_PER_FILE})")
-    parser.add_argument("--max-bytes", type=int, metavar="N",
-                        help=f"bytes per uploaded file (default {MAX_FILE_BYTES})")
-    parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, metavar="N",
-                        help="bytes per request body (default %(default)s)")
-    parser.add_argument("--max-cost", type=float, metavar="USD",
-                        help="create no batch when the server's cost estimate is over USD")
-
-
-def open_job(job: Job, input_path: str, *, base_url: str, completion_window: Optional[str],
-             metadata: Optional[Dict[str, str]], max_requests: Optional[int], max_bytes: Optional[int],
-             max_body_bytes: int, report: Optional[Report]) -> bool:
-    """Create or resume the job for ``input_path`` (caller holds the lock), taking the source
-    recorded by create_batch_file.py's sidecar, and say which on stderr. Returns True when resuming."""
-    from .builder import read_sidecar
-    sha = sha256_file(input_path)
-    source, note = read_sidecar(input_path, sha)
-    if note:
-        narrate(note)
-    resumed = prepare_job(job, input_path, base_url=base_url, completion_window=completion_window,
-                          metadata=metadata, max_requests=max_requests, max_bytes=max_bytes,
-                          max_body_bytes=max_body_bytes, report=report, input_sha256=sha, source=source)
-    if resumed:
-        narrate(f"resuming the job at {display_path(job.dir)}")
-    else:
-        narrate(f"new job at {display_path(job.dir)}: {job.record.input.requests} requests in "
-                f"{len(job.record.rounds[0].chunks)} chunk(s)")
-    return resumed
-
-
-def _new_job(job: Job, input_path: str, base_url: str, completion_window: Optional[str],
-             metadata: Optional[Dict[str, str]], max_requests: Optional[int], max_bytes: Optional[int],
-             max_body_bytes: int, report: Optional[Report], input_sha256: Optional[str],
-             source: Optional[Dict[str, Any]]) -> bool:
-    max_requests = max_requests or MAX_REQUESTS_PER_FILE
-    max_bytes = max_bytes or MAX_FILE_BYTES
-    if report is None:
-        report = validate_input(input_path, max_requests, max_bytes, max_body_bytes)
-    sha = input_sha256 or sha256_file(input_path)
-    window = completion_window or "24h"
-    rec = Job.create_record(input_path, Fingerprint.of(input_path, sha), window, dict(metadata or {}),
-                            report.requests, base_url)
-    rec.source = Source.from_dict(source) if source else None
-    parts = urlsplit(base_url)
-    # plain http to another host is only accepted with --allow-insecure-http: later commands need not repeat it
-    rec.allow_insecure_http = parts.scheme == "http" and not is_loopback(parts.hostname or "")
-    est = local_estimate(report, window)
-    rec.local_estimate = {"window": window, "low_usd": est["low"]["usd"], "high_usd": est["high"]["usd"],
-                          "as_of": pricing.PRICES_AS_OF}
-    job.record = rec
-    _verified(job)[os.path.abspath(input_path)] = sha
-    rec.rounds = [new_round(job, 1, "initial", input_path, sha, window, report.chunks, max_requests, max_bytes)]
-    job.save()
-    return False
-
-
-def next_round_path(job: Job) -> str:
-    """Where the next retry round's input belongs: ``<job>/rounds/round-N.jsonl``."""
-    return job.path("rounds", f"round-{len(job.record.rounds) + 1}.jsonl")
-
-
-def add_retry_round(job: Job, input_path: str, *, completion_window: Optional[str] = None,
-                    max_requests: int = MAX_REQUESTS_PER_FILE, max_bytes: int = MAX_FILE_BYTES,
-                    max_body_bytes: int = MAX_BODY_BYTES, kind: str = "retry") -> Round:
-    """Add a round that submits ``input_path`` (e.g. the failed requests) within this job.
-
-    The file is validated (``InputError`` if not), copied to ``<job>/rounds/round-N.jsonl``
-    unless it is already there, planned into chunks and recorded; nothing is sent until
-    ``submit_pending``. Idempotent: if a round with the same contents exists and is not
-    finished (a chunk without a batch, or a batch not in a terminal state), that round is
-    returned instead of adding another, so a crash between adding and submitting cannot
-    submit the same retry twice."""
-    rep = validate_input(input_path, max_requests, max_bytes, max_body_bytes)
-    sha = sha256_file(input_path)
-    rounds = job.record.rounds
-    for rnd in rounds:
-        if rnd.input_sha256 == sha and not rnd.done:
-            narrate(f"round {rnd.round} already holds this input and is not finished; reusing it")
-            return rnd
-    round_no = len(rounds) + 1
-    dest = job.path("rounds", f"round-{round_no}.jsonl")
-    if os.path.abspath(input_path) != dest:
-        make_private_dir(os.path.dirname(dest))
-        with atomic_output(dest, mode=0o600) as out, open(input_path, "rb") as src:
-            shutil.copyfileobj(src, out, 1 << 20)
-    window = completion_window or job.record.completion_window or "24h"
-    rnd = new_round(job, round_no, kind, dest, sha, window, rep.chunks, max_requests, max_bytes)
-    _verified(job)[dest] = sha
-    rounds.append(rnd)
-    job.save()
-    return rnd
 
 
 # -- submitting -------------------------------------------------------------------------------
@@ -890,108 +584,6 @@ def submit_pending(job: Job, client: Any, max_cost: Optional[float] = None) -> L
 
 # -- reporting --------------------------------------------------------------------------------
 
-_money = pricing.money
-
-
-def sum_estimates(chunks: Iterable[Chunk]) -> Tuple[Decimal, int]:
-    """(sum of the server's total_estimated_cost, number of chunks without an estimate)."""
-    total = Decimal(0)
-    unknown = 0
-    for ch in chunks:
-        est = ch.cost_estimate or {}
-        try:
-            total += Decimal(str(est["total_estimated_cost"]))
-        except (KeyError, InvalidOperation, TypeError):
-            unknown += 1
-    return total, unknown
-
-
-def job_report(job: Job) -> Dict[str, Any]:
-    """The submit report of a job: batches, totals and the server's cost estimate."""
-    rec = job.record
-    chunks = list(rec.round_chunks())
-    batches = []
-    for rnd, ch in chunks:
-        batches.append({"batch_id": ch.batch_id, "input_file_id": ch.file_id, "round": rnd.round,
-                        "chunk": ch.index, "lines": [ch.start_line, ch.end_line],
-                        "requests": ch.requests, "status": ch.status or ("held" if ch.held else None)})
-    total, unknown = sum_estimates(c for _, c in chunks)
-    known = len(chunks) - unknown
-    estimate: Optional[Dict[str, Any]] = None
-    local = rec.local_estimate or {}
-    if known or local:
-        est = [c.cost_estimate or {} for _, c in chunks]
-        estimate = {"usd": _money(total) if known else None, "source": "server (GET /files/{id}/cost-estimate)",
-                    "input_tokens": sum(int(e.get("total_estimated_input_tokens") or 0) for e in est),
-                    "output_tokens": sum(int(e.get("total_estimated_output_tokens") or 0) for e in est),
-                    "chunks_estimated": known, "chunks": len(chunks),
-                    "local_low_usd": local.get("low_usd"), "local_high_usd": local.get("high_usd"),
-                    "note": "--max-cost compares the server's figure (usd). The server assumes answers about as "
-                            "long as their prompts and ignores max_tokens; the local range runs from that to every "
-                            "max_tokens used (high is null when some request sets none)."}
-    return {"job": job.dir, "job_id": rec.job_id, "batches": batches,
-            "requests": rec.input.requests, "chunks": len(chunks),
-            "completion_window": rec.completion_window, "estimated_cost": estimate,
-            "source": rec.source.to_dict() if rec.source else None}
-
-
-def local_estimate(report: Report, completion_window: str) -> Dict[str, Any]:
-    """The price-table estimate of a validated file (no network), as a range.
-
-    Input tokens are the request line's bytes / 4 (the server's own rule). ``low`` assumes
-    each answer is about as long as its prompt × 1.1 (the server's fallback), capped by the
-    request's ``max_tokens``; ``high`` assumes every request uses its whole ``max_tokens`` and
-    is null when some chat request sets no ``max_tokens`` (then nothing bounds the answer).
-    Embeddings produce no output tokens."""
-    models = []
-    totals = {"low": Decimal(0), "high": Decimal(0)}
-    tokens = {"input": 0, "low": 0, "high": 0}
-    unpriced: List[str] = []
-    unbounded = 0
-    for model, t in sorted(report.model_tokens.items()):
-        p = pricing.price(model, completion_window)
-        high_out = t.get("output_tokens_high")
-        entry: Dict[str, Any] = {"model": model, "requests": t["requests"], "input_tokens": t["input_tokens"],
-                                 "output_tokens_low": t["output_tokens_low"], "output_tokens_high": high_out}
-        tokens["input"] += t["input_tokens"]
-        tokens["low"] += t["output_tokens_low"]
-        if high_out is None:
-            unbounded += t.get("requests_without_max_tokens", 0)
-        else:
-            tokens["high"] += high_out
-        if p is None:
-            entry["usd_low"] = entry["usd_high"] = None
-            unpriced.append(model)
-        else:
-            low = pricing.cost(model, completion_window, t["input_tokens"], t["output_tokens_low"]) or Decimal(0)
-            entry["usd_low"] = _money(low)
-            totals["low"] += low
-            if high_out is None:
-                entry["usd_high"] = None
-            else:
-                high = pricing.cost(model, completion_window, t["input_tokens"], high_out) or Decimal(0)
-                entry["usd_high"] = _money(high)
-                totals["high"] += high
-            entry["price_per_1m_tokens"] = {"input": float(p[0]), "output": float(p[1])}
-        models.append(entry)
-    known = not unpriced or bool(totals["low"])
-    doc: Dict[str, Any] = {
-        "low": {"usd": _money(totals["low"]) if known else None, "input_tokens": tokens["input"],
-                "output_tokens": tokens["low"],
-                "basis": "each answer about as long as its prompt x 1.1 (the server's rule), at most its max_tokens"},
-        "high": {"usd": _money(totals["high"]) if known and not unbounded else None,
-                 "input_tokens": tokens["input"], "output_tokens": tokens["high"] if not unbounded else None,
-                 "basis": ("every request uses its whole max_tokens" if not unbounded else
-                           f"no upper bound: {unbounded} request(s) set no max_tokens")},
-        "source": f"local estimate from the price table of {pricing.PRICES_AS_OF} ({completion_window} window); "
-                  "prices may have changed",
-        "models": models,
-    }
-    if unpriced:
-        doc["unpriced_models"] = unpriced
-        doc["note"] = "no local price for " + ", ".join(unpriced) + "; the totals leave them out"
-    return doc
-
 
 def physical_line(path: str, start_byte: int, end_byte: int, start_line: int, nth: int) -> Optional[int]:
     """The physical line number of the ``nth`` non-blank line (1-based) of a chunk, which is how
@@ -1011,9 +603,3 @@ def physical_line(path: str, start_byte: int, end_byte: int, start_line: int, nt
                 if seen == nth:
                     return n
     return None
-
-
-__all__ = [
-    "CostLimitExceeded", "Submitter", "add_retry_round", "crash_point", "job_report", "local_estimate",
-    "next_round_path", "parse_metadata", "plan_range", "prepare_job", "submit_pending", "validate_input",
-]
