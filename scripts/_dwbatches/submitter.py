@@ -1,8 +1,7 @@
-"""The submit engine: plan chunks, upload byte ranges, check the cost, create each batch once.
+"""The submit engine: upload each planned chunk once, check the cost, create each batch once.
 
-A job (``job.Job``) holds rounds; a round is one input file split into chunks of at most
-``max_requests`` requests and ``max_bytes`` bytes. Each chunk is uploaded as a byte range of
-its round's input (streamed, never copied or held in memory) and becomes one batch.
+Each chunk of a job (planned by ``planning``) is uploaded as a byte range of its round's
+input (streamed, never copied or held in memory) and becomes one batch.
 
 Nothing is sent twice, even across ``kill -9``:
 
@@ -20,22 +19,16 @@ Nothing is sent twice, even across ``kill -9``:
   resolved the same way at once; only when the lookup finds nothing is the request sent
   again, once. If that cannot be resolved the run stops (exit 1) and the next run resolves it.
 
-API (``job`` is a ``job.Job``; every call except ``validate_input`` and
-``local_estimate`` expects the caller to hold the job lock: ``with Job(dir) as job:``)::
+API (the caller holds the job lock: ``with Job(dir) as job:``; the job is planned by
+``planning.prepare_job`` or ``planning.add_retry_round``)::
 
-    rep = validate_input(path, max_requests=..., max_bytes=...)   # InputError (exit 2) if invalid;
-                                                                   # errors are listed on stderr
-    resumed = prepare_job(job, path, base_url=cfg.base_url, completion_window="24h",
-                          metadata={...}, report=rep)             # new job (round 1) or checked resume
-    chunks = submit_pending(job, client, max_cost=None)           # every chunk dict of the job
-    rnd = add_retry_round(job, "retry.jsonl", completion_window=None)  # then submit_pending again
-    doc = job_report(job)                                          # batches, requests, chunks, cost
+    chunks = submit_pending(job, client, max_cost=None)           # every chunk of the job
 
 ``submit_pending`` uploads every chunk without a file, asks the server for each file's cost
 estimate, and then creates the missing batches. With ``max_cost`` it creates nothing when
 the summed estimate of the rounds being submitted exceeds it: the chunks are marked
 ``held`` and ``CostLimitExceeded`` (exit 2) is raised; a later call without (or with a
-higher) ``max_cost`` creates them. It returns the chunk dicts of every round, in order.
+higher) ``max_cost`` creates them. It returns the chunks of every round, in order.
 
 Test hook: ``DOUBLEWORD_BATCHES_CRASH_AT=after_upload|after_create[:N]`` ends the process
 with ``os._exit(137)`` right after the upload / create of chunk N (any chunk without
@@ -51,7 +44,7 @@ import time
 from decimal import Decimal
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import clock
+from . import lookup
 from .commands import command, display_path
 from .cost import _money, sum_estimates
 from .errors import (
@@ -68,16 +61,6 @@ from .output import narrate
 from .planning import _verified, new_chunk, plan_range
 
 CRASH_ENV = "DOUBLEWORD_BATCHES_CRASH_AT"
-LOOKUP_PAGES = 20  # recent batches (x100) searched for an intent when ?search= finds nothing
-# An upload or a create interrupted less than SETTLE_WINDOW seconds ago may still be on its way
-# to the server (its bytes sit in socket buffers or a buffering proxy when the client dies, and
-# arrive a moment later). Before sending it again, it is looked up once more after each of
-# SETTLE_DELAYS seconds.
-SETTLE_WINDOW = 600.0
-SETTLE_DELAYS = (1.0, 2.0)
-CLOCK_SKEW = 600.0  # seconds of server/local clock difference tolerated when paging back
-
-
 class CostLimitExceeded(UsageError):
     """The server's estimate is over ``max_cost``: files are uploaded, no batch was created."""
 
@@ -103,14 +86,6 @@ def crash_point(name: str, index: int) -> None:
     if point == name and (not which or which.strip() == str(index)):
         sys.stderr.flush()
         os._exit(137)
-
-
-def _recent(started_at: Any) -> bool:
-    """An attempt started so recently that its request may still be on its way to the server."""
-    try:
-        return time.time() - float(started_at) < SETTLE_WINDOW
-    except (TypeError, ValueError):
-        return False
 
 
 def _ambiguous(exc: DWError) -> bool:
@@ -159,61 +134,12 @@ class Submitter:
         self.batches_found = 0
 
     # -- lookups ---------------------------------------------------------------------------
+    # -- lookups (see lookup.py) -------------------------------------------------------------
     def find_upload(self, ch: Chunk) -> Optional[Dict[str, Any]]:
-        """A file this job uploaded for ``ch`` earlier (same unique name, same size), if any."""
-        name = ch.upload_name
-        since = (ch.upload_started_at or 0) - CLOCK_SKEW
-
-        def match(f: Dict[str, Any]) -> bool:
-            return (f.get("filename") == name and f.get("purpose", "batch") == "batch"
-                    and (f.get("bytes") is None or int(f["bytes"]) == int(ch.bytes)))
-
-        found = [f for f in self.client.find_files(name) if match(f)]
-        if not found:  # the search may be unsupported: page recent input files
-            after: Optional[str] = None
-            for _ in range(LOOKUP_PAGES):
-                params: Dict[str, Any] = {"purpose": "batch", "limit": 100}
-                if after:
-                    params["after"] = after
-                body = self.client.get_json("files", params=params)
-                data = [f for f in body.get("data", []) if isinstance(f, dict)]
-                found = [f for f in data if match(f)]
-                old = any(isinstance(f.get("created_at"), (int, float)) and f["created_at"] < since for f in data)
-                if found or old or not body.get("has_more") or not data:
-                    break
-                after = body.get("last_id") or data[-1].get("id")
-        if not found:
-            return None
-        return max(found, key=lambda f: f.get("created_at") or 0)
+        return lookup.find_upload(self.client, ch)
 
     def find_batch(self, ch: Chunk) -> Optional[Dict[str, Any]]:
-        """The batch created for ``ch``'s intent, if one exists."""
-        intent = ch.intent_id
-        since = (ch.create_started_at or 0) - CLOCK_SKEW
-
-        def match(b: Dict[str, Any]) -> bool:
-            return isinstance(b.get("metadata"), dict) and b["metadata"].get("dwb_intent") == intent
-
-        try:
-            body = self.client.list_batches(limit=100, search=intent)
-            for b in body.get("data", []):
-                if isinstance(b, dict) and match(b):
-                    return b
-        except APIStatusError as exc:
-            if exc.status not in (400, 422):
-                raise
-        after: Optional[str] = None
-        for _ in range(LOOKUP_PAGES):
-            body = self.client.list_batches(limit=100, after=after)
-            data = [b for b in body.get("data", []) if isinstance(b, dict)]
-            for b in data:
-                if match(b):
-                    return b
-            old = any(isinstance(b.get("created_at"), (int, float)) and b["created_at"] < since for b in data)
-            if old or not body.get("has_more") or not data:
-                return None
-            after = body.get("last_id") or data[-1].get("id")
-        return None
+        return lookup.find_batch(self.client, ch)
 
     # -- steps -----------------------------------------------------------------------------
     def _label(self, rnd: Round, ch: Chunk) -> str:
@@ -231,7 +157,7 @@ class Submitter:
             return
         label = self._label(rnd, ch)
         if ch.upload_started_at:
-            f = self._settled(self.find_upload, ch, _recent(ch.upload_started_at), label)
+            f = lookup.settled(self.find_upload, ch, lookup.recent(ch.upload_started_at), label)
             if f:
                 narrate(f"{label}: found the file uploaded by an earlier run ({f['id']})")
                 self.files_found += 1
@@ -260,7 +186,7 @@ class Submitter:
     def _resolve_upload(self, rnd: Round, ch: Chunk, exc: DWError) -> Dict[str, Any]:
         label = self._label(rnd, ch)
         narrate(f"{label}: the upload may or may not have arrived ({exc.message}); checking")
-        f = self._settled(self.find_upload, ch, True, label)
+        f = lookup.settled(self.find_upload, ch, True, label)
         if f:
             return f
         narrate(f"{self._label(rnd, ch)}: not on the server; uploading again")
@@ -272,7 +198,7 @@ class Submitter:
             err: DWError = exc2
         except APIConnectionError as exc2:
             err = exc2
-        f = self._settled(self.find_upload, ch, True, label)
+        f = lookup.settled(self.find_upload, ch, True, label)
         if f:
             return f
         raise DWError(f"uploading {self._label(rnd, ch)} failed twice ({err.message})",
@@ -347,7 +273,7 @@ class Submitter:
             narrate(f"{label}: the job was cancelled; no batch is created for it")
             return
         if ch.create_started_at:
-            b = self._settled(self.find_batch, ch, _recent(ch.create_started_at), label)
+            b = lookup.settled(self.find_batch, ch, lookup.recent(ch.create_started_at), label)
             if b:
                 narrate(f"{label}: found the batch created by an earlier run ({b['id']})")
                 self.batches_found += 1
@@ -398,7 +324,7 @@ class Submitter:
             return
         for rnd, ch in rec.round_chunks():
             if self._cancelled(rnd) and ch.batch_id and ch.status not in ("cancelled", "cancelling", "finalizing") \
-                    and not ch.terminal and (ch.create_started_at or 0) >= rec.cancel.at - CLOCK_SKEW:
+                    and not ch.terminal and (ch.create_started_at or 0) >= rec.cancel.at - lookup.CLOCK_SKEW:
                 self._cancel_created(ch)
 
     def _cancel_created(self, ch: Chunk) -> None:
@@ -451,25 +377,10 @@ class Submitter:
                       hint="Run the same command again: it looks the batch up by its intent id before creating "
                            "anything, so nothing is created twice.", exit_code=EXIT_API)
 
-    def _settled(self, lookup: Any, ch: Chunk, settle: bool, label: str) -> Optional[Dict[str, Any]]:
-        """``lookup(ch)``; with ``settle``, look again after each of SETTLE_DELAYS while nothing is
-        found, since a request cut off mid-flight may still arrive and take effect."""
-        found = lookup(ch)
-        if found or not settle:
-            return found
-        for delay in SETTLE_DELAYS:
-            narrate(f"{label}: not on the server yet; the interrupted request may still arrive, looking again in "
-                    f"{delay:.0f}s")
-            clock.sleep(delay)
-            found = lookup(ch)
-            if found:
-                return found
-        return None
-
     def _find_batch_settled(self, ch: Chunk) -> Optional[Dict[str, Any]]:
         """Look the intent up; a request cut off mid-flight may commit a moment later."""
         try:
-            return self._settled(self.find_batch, ch, True, f"chunk {ch.index}")
+            return lookup.settled(self.find_batch, ch, True, f"chunk {ch.index}")
         except DWError as exc:
             raise DWError(f"could not check whether the batch was created ({exc.message})",
                           hint="Run the same command again when the server is reachable: it looks the batch up "
@@ -507,7 +418,7 @@ class Submitter:
         # settle uploads that may have arrived, then re-split the tail that never reached the server
         for ch in chunks:
             if not ch.file_id and not ch.batch_id and ch.upload_started_at:
-                f = self._settled(self.find_upload, ch, _recent(ch.upload_started_at), f"chunk {ch.index}")
+                f = lookup.settled(self.find_upload, ch, lookup.recent(ch.upload_started_at), f"chunk {ch.index}")
                 if f:
                     self.files_found += 1
                     self._record_file(ch, f)
