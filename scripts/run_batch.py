@@ -29,145 +29,31 @@ chunk has no batch), unreachable (only when a batch is gone from the server). Ex
 
 from __future__ import annotations
 
-import os
-import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
-import fetch_results
-from _dwbatches import clock, commands, download, fetch, jobstatus, output
-from _dwbatches.cli import add_submit_args
-from _dwbatches.config import load_config
-from _dwbatches.errors import EXIT_OK, JobError, UsageError
-from _dwbatches.http import Client
-from _dwbatches.job import Job, default_job_dir, recorded_server
-from _dwbatches.planning import open_job, parse_metadata, validate_input
-from _dwbatches.submitter import Submitter
-from _dwbatches.validate import MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+from _dwbatches import cli, output
+from _dwbatches.workflow.running import run
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True)
     parser.add_argument("input", metavar="INPUT.jsonl", help="the batch file (see create_batch_file.py)")
     g = parser.add_argument_group("submit (as submit.py)")
-    add_submit_args(g)
+    cli.add_submit_args(g)
     g = parser.add_argument_group("waiting")
     g.add_argument("--wait", action="store_true", help="wait for the batches and fetch the results")
-    g.add_argument("--interval", type=float, default=30.0, metavar="SECONDS",
-                   help="seconds between checks (default 30)")
-    g.add_argument("--timeout", type=float, default=540.0, metavar="SECONDS",
-                   help="stop waiting after this many seconds, exit 6 (default 540)")
-    fetch_results.add_output_arguments(parser)
+    cli.add_wait_args(g, "seconds between checks (default 30)",
+                      "stop waiting after this many seconds, exit 6 (default 540)")
+    cli.add_output_args(parser)
     args = output.parse_args(parser, argv)
 
     def body() -> int:
-        for name in ("max_requests", "max_bytes"):
-            value = getattr(args, name)
-            if value is not None and value < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1")
-        if args.interval <= 0 or args.timeout < 0:
-            raise UsageError("--interval must be > 0 and --timeout >= 0")
-        if not os.path.isfile(args.input):
-            raise UsageError(f"{args.input}: no such file", hint="Pass the path of a JSONL batch file.")
-        if args.csv and not os.path.isfile(args.csv):
-            raise UsageError(f"{args.csv}: no such file", hint="--csv names the original CSV file.")
-        metadata = parse_metadata(args.metadata)
-        job_url, insecure = recorded_server(args.job or default_job_dir(args.input))
-        cfg = load_config(args.base_url, args.allow_insecure_http, job_url=job_url, job_allows_insecure_http=insecure)
-        client = Client(cfg)
-        job, submitted = submit(args, cfg, client, metadata)
-        doc: Dict[str, Any] = {"job": job.dir, "job_id": job.record.job_id, "submitted": submitted}
-        rerun = rerun_command(args, job)
-
-        if not args.wait:
-            summary, summaries = check(client, job)
-            if not summary["finished"]:
-                doc.update(status=summary["status"], finished=False, request_counts=summary["request_counts"],
-                           batches=summaries, next=rerun)
-                output.narrate(f"next: {rerun}")
-                output.emit(doc)
-                return EXIT_OK
-        else:
-            wait(client, job, args.interval, args.timeout)
-
-        with job:
-            job.load()
-            fetched = fetch.fetch_job(client, job, fmt=args.format, out=args.output, err=args.errors,
-                                        csv_path=args.csv, column=args.column)
-        doc.update(fetched)
-        doc["next"] = fetch_results.next_for(doc, job, [], fetch_results.output_args(args))
-        if doc["exit_code"] == 6 and not doc.get("unsubmitted"):
-            doc["next"] = rerun
-        fetch_results.narrate_summary(doc)
-        return fetch_results.finish(doc)
+        cli.check_wait_args(args)
+        return output.finish(run(args.input, cli.submit_options(args), cli.output_options(args),
+                                 cli.connection(args), wait=args.wait, interval=args.interval,
+                                 timeout=args.timeout))
 
     return output.run(body)
-
-
-def submit(args: Any, cfg: Any, client: Any, metadata: Dict[str, str]) -> Tuple[Job, Dict[str, Any]]:
-    job = Job(os.path.abspath(args.job or default_job_dir(args.input)))
-    max_requests = args.max_requests or MAX_REQUESTS_PER_FILE
-    max_bytes = args.max_bytes or MAX_FILE_BYTES
-    report = None if job.exists() else validate_input(args.input, max_requests, max_bytes, args.max_body_bytes)
-    with job:
-        resumed = open_job(job, args.input, base_url=cfg.base_url, completion_window=args.completion_window,
-                           metadata=metadata, max_requests=args.max_requests, max_bytes=args.max_bytes,
-                           max_body_bytes=args.max_body_bytes, report=report)
-        if any((args.format, args.output, args.errors, args.csv, args.column)):
-            fetch.remember_output(job, *fetch.resolve_output(job.record, args.format, args.output, args.errors,
-                                                                 args.csv, args.column))
-        sub = Submitter(job, client, max_cost=args.max_cost)
-        sub.run()
-    return job, {"resumed": resumed, "chunks": sum(1 for _ in job.record.chunks()),
-                 "this_run": {"uploaded": sub.uploaded, "created": sub.created,
-                              "found": sub.files_found + sub.batches_found}}
-
-
-def check(client: Any, job: Job) -> Tuple[Dict[str, Any], List[Dict[str, Any]]]:
-    job.load()
-    targets = [t for t in jobstatus.job_targets(job.record) if t["batch_id"]]
-    objs = jobstatus.get_batches(client, [t["batch_id"] for t in targets])
-    summaries = [jobstatus.summarize_batch(objs[t["batch_id"]], t["round"], t["chunk"]) for t in targets]
-    summary = jobstatus.job_status(summaries, job.record)
-    jobstatus.record_status(job, objs)
-    running = [b for b in objs.values() if not jobstatus.is_terminal(b.get("status"))]
-    speed = jobstatus.rate_and_eta(running)
-    output.narrate(jobstatus.progress_line(summary["request_counts"], summary["status"], speed["rate"],
-                                     speed["eta_seconds"]))
-    return summary, summaries
-
-
-def wait(client: Any, job: Job, interval: float, timeout: float) -> None:
-    """Poll until every batch ended or the timeout; download new lines between polls."""
-    deadline = time.monotonic() + timeout
-    checks = 0
-    while True:
-        summary, _ = check(client, job)
-        if summary["finished"] or summary["status"] == "not_submitted":
-            return
-        try:
-            job.lock(wait=2.0)
-        except JobError:
-            pass  # another process works on the job; it downloads for us
-        else:
-            try:
-                job.load()
-                download.update(client, download.JobStore(job), fetch.job_targets(job.record))
-            finally:
-                job.unlock()
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            output.narrate("timed out waiting; partial results are saved")
-            return
-        checks += 1
-        clock.sleep(min(jobstatus.wait_delay(checks, interval), remaining))
-
-
-def rerun_command(args: Any, job: Job) -> str:
-    extra: List[str] = [commands.display_path(args.input)]
-    if args.job:
-        extra += ["--job", commands.display_path(job.dir)]
-    extra += ["--wait"] + fetch_results.output_args(args)
-    return commands.command("run_batch.py", *extra)
 
 
 if __name__ == "__main__":

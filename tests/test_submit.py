@@ -469,7 +469,8 @@ def test_retry_round_api_submits_once_and_is_idempotent(sandbox, tmp_path, monke
     from _dwbatches import config
     from _dwbatches.http import Client
     from _dwbatches.job import Job
-    from _dwbatches.planning import add_retry_round, job_report, next_round_path
+    from _dwbatches.planning import add_retry_round, next_round_path
+    from _dwbatches.workflow.submitting import job_report
     from _dwbatches.submitter import submit_pending
 
     path = write_requests(tmp_path / "in.jsonl", 6)

@@ -1,11 +1,34 @@
-"""Command-line pieces shared by several scripts: the submit flags and the result flags."""
+"""Command-line pieces shared by the scripts: flag groups, and turning parsed flags into the
+explicit options the workflow takes (the workflow never sees an ``argparse`` namespace)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from .merge import FORMATS
 from .planning import WINDOWS
 from .validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+from .workflow.common import Connection
+from .workflow.fetching import OutputOptions
+from .workflow.submitting import SubmitOptions
+
+
+def add_target_args(parser: Any, job_help: str = "the job directory made by submit.py / run_batch.py") -> None:
+    """Batch ids, or --job DIR (one of the two)."""
+    parser.add_argument("batch_ids", nargs="*", metavar="BATCH_ID", help="batch ids (or use --job)")
+    parser.add_argument("--job", metavar="DIR", help=job_help)
+
+
+def add_wait_args(parser: Any, interval_help: str, timeout_help: str) -> None:
+    parser.add_argument("--interval", type=float, default=30.0, metavar="SECONDS", help=interval_help)
+    parser.add_argument("--timeout", type=float, default=540.0, metavar="SECONDS", help=timeout_help)
+
+
+def check_wait_args(args: Any) -> None:
+    from .errors import UsageError
+
+    if args.interval <= 0 or args.timeout < 0:
+        raise UsageError("--interval must be > 0 and --timeout >= 0")
 
 
 def add_submit_args(parser: Any) -> None:
@@ -23,3 +46,33 @@ def add_submit_args(parser: Any) -> None:
                         help="bytes per request body (default %(default)s)")
     parser.add_argument("--max-cost", type=float, metavar="USD",
                         help="create no batch when the server's cost estimate is over USD")
+
+
+def add_output_args(parser: Any) -> None:
+    """The result flags, shared by fetch_results.py and run_batch.py."""
+    g = parser.add_argument_group("results")
+    g.add_argument("-o", "--output", metavar="OUT", help="merged results file (default: <input stem>.results.jsonl "
+                                                          "beside the input; .csv for --format csv)")
+    g.add_argument("--errors", metavar="ERR", help="errors file (default: <OUT stem>.errors.jsonl)")
+    g.add_argument("--format", choices=FORMATS, default=None,
+                   help="raw (server lines), simple (custom_id, ok, content, usage, error) or csv: the "
+                        "original CSV with answer and error columns for a job built from a CSV, else one row per "
+                        "request (custom_id, prompt, answer, error) (default: csv for a job built from a CSV, "
+                        "else raw)")
+    g.add_argument("--csv", metavar="FILE", help="the original CSV, for --format csv (default: the job's source)")
+    g.add_argument("--column", metavar="NAME", help="--format csv: the name of the answer column (default: response)")
+
+
+def connection(args: Any) -> Connection:
+    return Connection(args.base_url, args.allow_insecure_http)
+
+
+def submit_options(args: Any) -> SubmitOptions:
+    return SubmitOptions(completion_window=args.completion_window, metadata=list(args.metadata), job=args.job,
+                         max_requests=args.max_requests, max_bytes=args.max_bytes,
+                         max_body_bytes=args.max_body_bytes, max_cost=args.max_cost)
+
+
+def output_options(args: Any) -> OutputOptions:
+    return OutputOptions(format=args.format, output=args.output, errors=args.errors, csv=args.csv,
+                         column=args.column)

@@ -46,3 +46,71 @@ def resume_command(state: JobRecord, job_dir: str) -> str:
         return command("retry_failed.py", "--job", display_path(job_dir))
     inp = state.input.path or ""
     return command("submit.py", display_path(inp), "--job", display_path(job_dir))
+
+
+# -- the next step of each command -------------------------------------------------------------
+# Every `next` a script prints is built here, so that they agree: single commands, runnable as
+# printed, that never rerun work the user stopped.
+
+
+def output_options(fmt: Optional[str] = None, out: Optional[str] = None, errors: Optional[str] = None,
+                   csv: Optional[str] = None, column: Optional[str] = None, input_path: Optional[str] = None) -> List[str]:
+    """Result options as command-line arguments, to repeat them in a `next` command."""
+    args: List[str] = []
+    for flag, value in (("-o", out), ("--errors", errors), ("--format", fmt), ("--csv", csv), ("--column", column),
+                        ("--input", input_path)):
+        if value:
+            args += [flag, value if flag in ("--format", "--column") else display_path(value)]
+    return args
+
+
+def remembered_output(state: Optional[JobRecord]) -> List[str]:
+    """The output options a job remembers, so that a fetch `next` writes the same files."""
+    res = state.results if state is not None else None
+    if res is None or not res.format:
+        return []
+    args = ["--format", res.format]
+    if res.output:
+        args += ["-o", display_path(res.output)]
+    return args
+
+
+def after_submit(job_dir: str) -> str:
+    return command("poll.py", "--job", display_path(job_dir))
+
+
+def after_check(status: str, finished: bool, job_dir: Optional[str], state: Optional[JobRecord],
+                batch_ids: Sequence[str]) -> str:
+    """poll.py: resume an unfinished submit, fetch once finished, else check again later."""
+    target = target_args(job_dir, batch_ids)
+    if status == "not_submitted" and job_dir is not None and state is not None:
+        return resume_command(state, job_dir)
+    if finished:
+        return command("fetch_results.py", *target, *remembered_output(state))
+    return command("poll.py", *target)
+
+
+def after_fetch(code: int, job_dir: Optional[str], state: Optional[JobRecord], batch_ids: Sequence[str],
+                extra: Sequence[str], unsubmitted: bool = False) -> Optional[str]:
+    """fetch_results.py: retry what failed (never after the user's cancel), check a job that
+    runs (or fetch bare ids again), nothing when done."""
+    target = target_args(job_dir, batch_ids)
+    if code == 5:
+        if job_dir is None or (state is not None and state.cancel is not None):
+            return None
+        return command("retry_failed.py", *target)
+    if code == 6:
+        if job_dir is not None and state is not None and unsubmitted:
+            return resume_command(state, job_dir)
+        if job_dir is None:  # bare ids remember nothing: the options go along
+            return command("fetch_results.py", *target, *extra)
+        return command("poll.py", *target)  # one check; its next is the fetch once finished
+    return None
+
+
+def run_again(input_path: str, job_dir: Optional[str], extra: Sequence[str]) -> str:
+    """run_batch.py: the same command with --wait, to go on where it stopped."""
+    args = [display_path(input_path)]
+    if job_dir:
+        args += ["--job", display_path(job_dir)]
+    return command("run_batch.py", *args, "--wait", *extra)

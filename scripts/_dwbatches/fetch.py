@@ -34,7 +34,7 @@ from .merge import (
     build_index,
     iter_input_ids,
 )
-from .output import narrate
+from .output import Outcome, narrate
 
 
 def job_targets(rec: JobRecord) -> List[Target]:
@@ -261,10 +261,10 @@ def _counts_doc(counts: MergeCounts, out_path: str, err_path: str, fmt: str) -> 
 
 def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[str] = None,
               err: Optional[str] = None, csv_path: Optional[str] = None, merge: bool = True,
-              column: Optional[str] = None) -> Dict[str, Any]:
+              column: Optional[str] = None) -> Outcome:
     """Download, verify and (with ``merge``) write OUT/ERR for a job. The caller holds the lock.
 
-    Returns the report document; ``doc["exit_code"]`` is the outcome (0, 5 or 6)."""
+    Returns the report and the outcome (0, 5 or 6)."""
     rec = job.record
     ref = refresh_job(client, job)
     store, targets, reports, summary, complete = ref.store, ref.targets, ref.reports, ref.summary, ref.complete
@@ -323,15 +323,13 @@ def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[st
     doc["warnings"] = warnings
     doc["job"] = job.dir
     if merge:
-        doc["exit_code"] = exit_code_for(complete, doc["failed"], doc["missing"])
-    else:
-        doc["exit_code"] = EXIT_NOT_FINISHED if not complete else EXIT_OK
-    return doc
+        return Outcome(doc, exit_code_for(complete, doc["failed"], doc["missing"]))
+    return Outcome(doc, EXIT_NOT_FINISHED if not complete else EXIT_OK)
 
 
 def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[str], fmt: str,
                input_path: Optional[str] = None, csv_path: Optional[str] = None,
-               column: Optional[str] = None) -> Dict[str, Any]:
+               column: Optional[str] = None) -> Outcome:
     """Fetch bare batch ids into OUT with the state in ``OUT.dwstate.json``."""
     out_path = os.path.abspath(out)
     err_path = os.path.abspath(err) if err else default_error_path(out_path)
@@ -380,7 +378,6 @@ def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[st
         doc["warnings"] = []
         doc["job"] = None
         doc["state"] = store.path
-        doc["exit_code"] = exit_code_for(complete, doc["failed"], doc["missing"])
-        return doc
+        return Outcome(doc, exit_code_for(complete, doc["failed"], doc["missing"]))
     finally:
         store.unlock()

@@ -7,7 +7,8 @@ import json
 import os
 import sys
 import traceback
-from typing import Any, Callable, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from . import USER_AGENT, compat
 from .errors import (
@@ -68,6 +69,23 @@ def emit(doc: Any) -> None:
         # Nobody is reading; do not let the interpreter complain at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+
+
+@dataclass
+class Outcome:
+    """What a command ends with: its JSON report and its exit code (0, or the outcomes 5
+    "finished unsuccessfully" and 6 "not finished yet", which still print the report)."""
+
+    doc: Dict[str, Any]
+    code: int = 0
+
+
+def finish(outcome: Outcome) -> int:
+    """Print the report (and the next command on stderr); return the exit code."""
+    if outcome.doc.get("next"):
+        narrate(f"next: {outcome.doc['next']}")
+    emit(outcome.doc)
+    return outcome.code
 
 
 def report_error(exc: DWError) -> int:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from . import pricing
 from .commands import command, display_path
-from .cost import _money, local_estimate, sum_estimates
+from .cost import local_estimate
 from .errors import (
     InputError,
     JobError,
@@ -243,7 +243,7 @@ def prepare_job(job: Job, input_path: str, *, base_url: str, completion_window: 
                     report, input_sha256, source)
 
 
-def open_job(job: Job, input_path: str, *, base_url: str, completion_window: Optional[str],
+def plan_or_resume(job: Job, input_path: str, *, base_url: str, completion_window: Optional[str],
              metadata: Optional[Dict[str, str]], max_requests: Optional[int], max_bytes: Optional[int],
              max_body_bytes: int, report: Optional[Report]) -> bool:
     """Create or resume the job for ``input_path`` (caller holds the lock), taking the source
@@ -325,33 +325,3 @@ def add_retry_round(job: Job, input_path: str, *, completion_window: Optional[st
     rounds.append(rnd)
     job.save()
     return rnd
-
-
-
-def job_report(job: Job) -> Dict[str, Any]:
-    """The submit report of a job: batches, totals and the server's cost estimate."""
-    rec = job.record
-    chunks = list(rec.round_chunks())
-    batches = []
-    for rnd, ch in chunks:
-        batches.append({"batch_id": ch.batch_id, "input_file_id": ch.file_id, "round": rnd.round,
-                        "chunk": ch.index, "lines": [ch.start_line, ch.end_line],
-                        "requests": ch.requests, "status": ch.status or ("held" if ch.held else None)})
-    total, unknown = sum_estimates(c for _, c in chunks)
-    known = len(chunks) - unknown
-    estimate: Optional[Dict[str, Any]] = None
-    local = rec.local_estimate or {}
-    if known or local:
-        est = [c.cost_estimate or {} for _, c in chunks]
-        estimate = {"usd": _money(total) if known else None, "source": "server (GET /files/{id}/cost-estimate)",
-                    "input_tokens": sum(int(e.get("total_estimated_input_tokens") or 0) for e in est),
-                    "output_tokens": sum(int(e.get("total_estimated_output_tokens") or 0) for e in est),
-                    "chunks_estimated": known, "chunks": len(chunks),
-                    "local_low_usd": local.get("low_usd"), "local_high_usd": local.get("high_usd"),
-                    "note": "--max-cost compares the server's figure (usd). The server assumes answers about as "
-                            "long as their prompts and ignores max_tokens; the local range runs from that to every "
-                            "max_tokens used (high is null when some request sets none)."}
-    return {"job": job.dir, "job_id": rec.job_id, "batches": batches,
-            "requests": rec.input.requests, "chunks": len(chunks),
-            "completion_window": rec.completion_window, "estimated_cost": estimate,
-            "source": rec.source.to_dict() if rec.source else None}

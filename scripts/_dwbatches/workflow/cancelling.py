@@ -1,0 +1,71 @@
+"""Cancelling: stop a job's (or batch ids') running batches, never finished ones.
+
+Every batch is looked up first; a batch that has ended (or is finalizing, or has every request
+done) is skipped, since cancelling it would only relabel it cancelled. With a job, the cancel
+is recorded in the job first, without the lock, so that a submit running at that moment
+creates no further batch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence
+
+from .. import commands, jobstatus
+from ..job import Job, counts_of
+from ..output import Outcome, narrate
+
+
+def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: bool = False) -> Outcome:
+    """cancel_batch.py: cancel the running batches (``dry_run``: only say which)."""
+    unsubmitted: List[Dict[str, Any]] = []
+    ids = list(batch_ids)
+    if job is not None:
+        if not dry_run:
+            job.request_cancel()  # first: a submit running now creates no further batch
+        targets = jobstatus.job_targets(job.record)
+        ids = [t["batch_id"] for t in targets if t["batch_id"]]
+        unsubmitted = [{"round": t["round"], "chunk": t["chunk"], "held": t["held"]}
+                       for t in targets if not t["batch_id"]]
+    current = jobstatus.get_batches(client, ids)  # all looked up before anything is cancelled
+    rows: List[Dict[str, Any]] = []
+    after: Dict[str, Dict[str, Any]] = {}
+    for bid in ids:
+        b = current[bid]
+        status = b.get("status")
+        row: Dict[str, Any] = {"batch_id": bid}
+        c0 = counts_of(b)
+        all_done = c0["total"] > 0 and c0["completed"] + c0["failed"] >= c0["total"]
+        if jobstatus.is_terminal(status) or status == "finalizing" or all_done:
+            why = status if jobstatus.is_terminal(status) else f"{status}, every request done"
+            row.update(action="skipped", status=status, request_counts=c0,
+                       reason=f"already {why}; cancelling a finished batch would only relabel it cancelled")
+            narrate(f"batch {bid}: skipped (already {why})")
+        elif dry_run:
+            row.update(action="would_cancel", status=status, request_counts=counts_of(b))
+            narrate(f"batch {bid}: would cancel ({status})")
+        else:
+            res = client.cancel_batch(bid)
+            after[bid] = res
+            c = counts_of(res)
+            row.update(action="cancelled", status=res.get("status"), request_counts=c)
+            narrate(f"batch {bid}: cancelled ({res.get('status')}; {c['completed']} completed, "
+                    f"{c['failed']} failed of {c['total']} are kept)")
+        rows.append(row)
+    if job is not None and after:
+        jobstatus.record_status(job, after)
+    if unsubmitted:
+        narrate(f"{len(unsubmitted)} chunk(s) of the job have no batch yet; nothing to cancel there "
+                "(do not resume the submit if you want them to stay unsent)")
+    doc: Dict[str, Any] = {
+        "batches": rows,
+        "cancelled": sum(1 for r in rows if r["action"] == "cancelled"),
+        "skipped": sum(1 for r in rows if r["action"] == "skipped"),
+    }
+    if dry_run:
+        doc["would_cancel"] = sum(1 for r in rows if r["action"] == "would_cancel")
+    if unsubmitted:
+        doc["unsubmitted"] = unsubmitted
+    doc["job"] = job.dir if job is not None else None
+    target = commands.target_args(job.dir if job is not None else None, ids)
+    doc["next"] = commands.command("fetch_results.py", *target) if ids else None
+    return Outcome(doc)

@@ -1,0 +1,116 @@
+"""Checking a job or batch ids: one status check, or checks until they end or time runs out.
+
+``check_once`` is the one status check (poll.py, and run_batch.py while it waits): it reads
+every batch, computes the job-level status, narrates progress and records the statuses in
+the job when the job is free. ``wait_until_done`` repeats it (after 2, 5 and 10 s, then
+every ``interval``), calling ``between`` after each check that is not the last (run_batch.py
+downloads partial results there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from .. import clock, commands, jobstatus
+from ..errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, FileSystemError
+from ..job import Job, counts_of
+from ..output import Outcome, narrate
+
+
+@dataclass
+class Check:
+    """The result of one status check."""
+
+    summary: Dict[str, Any]
+    summaries: List[Dict[str, Any]]
+    speed: Dict[str, Optional[float]] = field(default_factory=dict)
+    done: int = 0  # requests done in the batches still running
+
+
+def check_once(client: Any, job: Optional[Job], batch_ids: Sequence[str],
+               previous: Optional[Check] = None, elapsed: Optional[float] = None) -> Check:
+    """One check of every batch (``previous`` and ``elapsed`` give the observed rate)."""
+    if job is not None:
+        job.load()
+        targets = [t for t in jobstatus.job_targets(job.record) if t["batch_id"]]
+        ids = [t["batch_id"] for t in targets]
+    else:
+        targets = [{"batch_id": b, "round": None, "chunk": None} for b in batch_ids]
+        ids = list(batch_ids)
+    objs = jobstatus.get_batches(client, ids)
+    summaries = [jobstatus.summarize_batch(objs[t["batch_id"]], t["round"], t["chunk"]) for t in targets]
+    summary = jobstatus.job_status(summaries, job.record if job is not None else None)
+    running = [objs[b] for b in ids if not jobstatus.is_terminal(objs[b].get("status"))]
+    done = sum(counts_of(b)["completed"] + counts_of(b)["failed"] for b in running)
+    observed = None
+    if previous is not None and elapsed and done > previous.done:
+        observed = (done - previous.done) / elapsed
+    speed = jobstatus.rate_and_eta(running, observed=observed)
+    narrate(jobstatus.progress_line(summary["request_counts"], summary["status"], speed["rate"],
+                                    speed["eta_seconds"]))
+    if job is not None and objs:
+        try:
+            jobstatus.record_status(job, objs)
+        except (OSError, FileSystemError):
+            pass  # a job directory that cannot be written (read-only disk, another user's) is still reported
+    return Check(summary, summaries, speed, done)
+
+
+def wait_until_done(client: Any, job: Optional[Job], batch_ids: Sequence[str], interval: float, timeout: float,
+                    between: Optional[Callable[[], None]] = None) -> tuple[Check, bool]:
+    """Check until every batch has ended (or nothing can be waited for); (last check, timed out)."""
+    deadline = clock.monotonic() + timeout
+    checks = 0
+    last: Optional[Check] = None
+    last_at = clock.monotonic()
+    while True:
+        now = clock.monotonic()
+        current = check_once(client, job, batch_ids, last, now - last_at if last else None)
+        last, last_at = current, now
+        if current.summary["finished"] or current.summary["status"] == "not_submitted":
+            return current, False
+        if between is not None:
+            between()
+        remaining = deadline - clock.monotonic()
+        if remaining <= 0:
+            return current, True
+        checks += 1
+        clock.sleep(min(jobstatus.wait_delay(checks, interval), remaining))
+
+
+def unsuccessful(summary: Dict[str, Any]) -> bool:
+    """Finished, but not every request succeeded: a batch ended badly, or requests failed or
+    never ran (the same rule as fetch_results.py's exit 5)."""
+    counts = summary["request_counts"]
+    return bool(summary["ended_badly"] or counts["failed"] or counts["completed"] < counts["total"])
+
+
+def check(client: Any, job: Optional[Job], batch_ids: Sequence[str], wait: bool, interval: float,
+          timeout: float) -> Outcome:
+    """poll.py: one check, or (``wait``) checks until the end or ``timeout``."""
+    if wait:
+        last, timed_out = wait_until_done(client, job, batch_ids, interval, timeout)
+    else:
+        last, timed_out = check_once(client, job, batch_ids), False
+    summary = last.summary
+    doc: Dict[str, Any] = {
+        "status": summary["status"],
+        "finished": summary["finished"],
+        "request_counts": summary["request_counts"],
+        "batches": last.summaries,
+        "unsubmitted": summary["unsubmitted"],
+        "rate": round(last.speed["rate"], 3) if last.speed.get("rate") else None,
+        "eta_seconds": last.speed.get("eta_seconds"),
+        "timed_out": timed_out,
+        "job": job.dir if job is not None else None,
+        "next": commands.after_check(summary["status"], summary["finished"], job.dir if job is not None else None,
+                                     job.record if job is not None else None, batch_ids),
+    }
+    if summary["finished"]:
+        code = EXIT_UNSUCCESSFUL if unsuccessful(summary) else EXIT_OK
+    elif wait:
+        code = EXIT_NOT_FINISHED
+    else:
+        code = EXIT_OK
+    return Outcome(doc, code)

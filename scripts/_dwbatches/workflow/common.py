@@ -1,0 +1,62 @@
+"""What every command that talks to the API starts with: the connection, and what to work on.
+
+A command works on a job (``--job DIR``) or on bare batch ids, never both. A job remembers the
+server it was submitted to, so its connection comes from the job when no URL is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence, Tuple
+
+from .. import commands
+from ..errors import UsageError
+from ..job import Job, check_server, open_job, recorded_server
+
+
+@dataclass
+class Connection:
+    """How to reach the API: an explicit base URL (else the environment, .env, the job's, or
+    Doubleword's) and whether plain http to another host is allowed."""
+
+    base_url: Optional[str] = None
+    allow_insecure_http: bool = False
+
+
+def client_for(conn: Connection, job_dir: Optional[str] = None) -> Any:
+    """An API client; with ``job_dir``, the server that job was submitted to is the default."""
+    from ..config import load_config  # needs python-dotenv, and Client requests: imported only by
+    from ..http import Client  # commands that talk to the API (a dry run needs neither)
+
+    job_url, insecure = recorded_server(job_dir)
+    cfg = load_config(conn.base_url, conn.allow_insecure_http, job_url=job_url, job_allows_insecure_http=insecure)
+    return Client(cfg)
+
+
+def check_target(script: str, job_dir: Optional[str], batch_ids: Sequence[str]) -> None:
+    """A command works on a job or on batch ids: exactly one of them."""
+    if bool(job_dir) == bool(batch_ids):
+        raise UsageError("pass either batch ids or --job DIR",
+                         hint="e.g. " + commands.command(script, "--job", "data.dwjob"))
+
+
+def open_target(script: str, conn: Connection, job_dir: Optional[str],
+                batch_ids: Sequence[str]) -> Tuple[Any, Optional[Job], List[str]]:
+    """(client, job or None, batch ids) for a command given a job or batch ids."""
+    check_target(script, job_dir, batch_ids)
+    from ..http import check_id
+
+    client = client_for(conn, job_dir)
+    if job_dir:
+        job = open_job(job_dir)
+        check_server(job, client.base_url)
+        return client, job, []
+    return client, None, list(dict.fromkeys(check_id(b, "batch") for b in batch_ids))
+
+
+def open_job_for(conn: Connection, job_dir: str) -> Tuple[Any, Job]:
+    """(client, job) for a command that works on a job only."""
+    client = client_for(conn, job_dir)
+    job = open_job(job_dir)
+    check_server(job, client.base_url)
+    return client, job

@@ -1,0 +1,86 @@
+"""Fetching: bring a job's (or batch ids') results up to date and write them in input order.
+
+The engine is ``fetch`` (downloads, checks, merge); here the command around it: the options,
+the job's lock, the `next` step and the summary line on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
+
+from .. import commands, fetch
+from ..errors import EXIT_UNSUCCESSFUL, UsageError
+from ..job import Job
+from ..output import Outcome, narrate
+
+
+@dataclass
+class OutputOptions:
+    """Where and how results are written (None: the job's remembered choice, else the default)."""
+
+    format: Optional[str] = None
+    output: Optional[str] = None
+    errors: Optional[str] = None
+    csv: Optional[str] = None
+    column: Optional[str] = None
+
+    def given(self) -> bool:
+        return any((self.format, self.output, self.errors, self.csv, self.column))
+
+    def args(self, input_path: Optional[str] = None) -> List[str]:
+        return commands.output_options(self.format, self.output, self.errors, self.csv, self.column, input_path)
+
+    def check_files(self) -> None:
+        if self.csv and not os.path.isfile(self.csv):
+            raise UsageError(f"{self.csv}: no such file", hint="--csv names the original CSV file.")
+
+
+def fetch_job(client: Any, job: Job, options: OutputOptions) -> Outcome:
+    """Fetch a job's results (the job is locked while it works)."""
+    with job:
+        job.load()
+        out = fetch.fetch_job(client, job, fmt=options.format, out=options.output, err=options.errors,
+                              csv_path=options.csv, column=options.column)
+    out.doc["next"] = commands.after_fetch(out.code, job.dir, job.record, [], options.args(),
+                                           unsubmitted=bool(out.doc.get("unsubmitted")))
+    narrate_summary(out.doc)
+    return out
+
+
+def fetch_batches(client: Any, batch_ids: Sequence[str], options: OutputOptions,
+                  input_path: Optional[str]) -> Outcome:
+    """Fetch bare batch ids into OUT (default ``<first id>.results.jsonl``; state beside it)."""
+    fmt = options.format or ("csv" if options.csv else "raw")
+    out_path = options.output or f"{batch_ids[0]}.results.{'csv' if fmt == 'csv' else 'jsonl'}"
+    out = fetch.fetch_bare(client, batch_ids, out_path, options.errors, fmt, input_path=input_path,
+                           csv_path=options.csv, column=options.column)
+    extra = options.args(input_path)
+    if not options.output:
+        extra += ["-o", out_path]
+    out.doc["next"] = commands.after_fetch(out.code, None, None, batch_ids, extra)
+    if out.code == EXIT_UNSUCCESSFUL:
+        out.doc["hint"] = ("the failed and missing requests are listed in the errors file; to rerun them "
+                           "automatically, submit with submit.py / run_batch.py (a job) and use retry_failed.py")
+    narrate_summary(out.doc)
+    return out
+
+
+def narrate_summary(doc: Dict[str, Any]) -> None:
+    """One line on stderr: how many succeeded, failed and are missing, where, and the cost."""
+    if "succeeded" not in doc:
+        return
+    text = f"{doc['succeeded']}/{doc['requests']} succeeded"
+    if doc["failed"]:
+        text += f", {doc['failed']} failed"
+    if doc["missing"]:
+        text += f", {doc['missing']} without a result"
+    text += f" ({doc['status']}); results: {commands.display_path(doc['output'])}"
+    cost, usage = doc.get("cost") or {}, doc.get("usage") or {}
+    if cost.get("usd") is not None and usage.get("requests"):
+        text += (f"; cost ${cost['usd']} ({usage['input_tokens']} input + {usage['output_tokens']} output tokens, "
+                 f"prices of {cost['prices_as_of']})")
+    if doc["failed"] or doc["missing"]:
+        text += f"; errors: {commands.display_path(doc['errors'])}"
+    narrate(text)

@@ -1,0 +1,194 @@
+"""Retrying: rerun the failed and never-run requests of a finished job as a new round of it.
+
+The results are brought up to date first (the fetch engine); requests without a successful
+result are copied from what was submitted (the input, or the server's copy when the input
+changed) into ``<job>/rounds/round-N.jsonl`` and submitted by the same engine as submit.py.
+Nothing that succeeded is sent again, and a round is never submitted twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional
+
+from .. import commands, fetch, merge, resultlines
+from ..errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError
+from ..files import make_private_dir, refuse_overwrite
+from ..job import Job, Round, counts_of
+from ..output import Outcome, narrate
+from ..planning import add_retry_round, next_round_path
+
+
+def round_doc(rnd: Round) -> List[Dict[str, Any]]:
+    return [{"batch_id": c.batch_id, "chunk": c.index, "requests": c.requests,
+             "status": c.status or ("held" if c.held else None)} for c in rnd.chunks]
+
+
+def _doc(job: Any, exit_code: int = EXIT_OK, **kw: Any) -> Outcome:
+    doc: Dict[str, Any] = {"job": job.dir, "round": None, "requests": 0, "failed": 0, "missing": 0, "sample": [],
+                           "batches": [], "dry_run": False}
+    doc.update(kw)
+    return Outcome(doc, exit_code)
+
+
+def retry(client: Any, job: Job, completion_window: Optional[str] = None, dry_run: bool = False,
+          force: bool = False) -> Outcome:
+    """retry_failed.py: a new round of the failed and never-run requests (the caller holds the
+    job lock); or resume a round that was not fully submitted."""
+    state = job.record
+    rounds = state.rounds
+    jd = commands.display_path(job.dir)
+    if not rounds:
+        return _doc(job, status="not_submitted", exit_code=EXIT_NOT_FINISHED,
+                    reason="the job has no batches yet", next=commands.resume_command(state, job.dir))
+
+    # a round with chunks that have no batch: resume it (retry round) or leave it to submit.py
+    pending = [(r, c) for r in rounds for c in r.chunks if not c.batch_id and not state.cancelled_round(r)]
+    if pending:
+        latest = rounds[-1]
+        if latest.kind == "retry" and all(r is latest for r, _ in pending):
+            if dry_run:
+                return _doc(job, round=latest.round, requests=sum(c.requests for c in latest.chunks),
+                            batches=round_doc(latest), dry_run=True, exit_code=EXIT_OK,
+                            reason=f"round {latest.round} is recorded but not fully submitted; "
+                                   "running without --dry-run finishes submitting it",
+                            next=commands.command("retry_failed.py", "--job", jd))
+            narrate(f"round {latest.round} was not fully submitted; resuming it")
+            sub = _submitter(job, client)
+            sub.run()
+            return _doc(job, round=latest.round, requests=sum(c.requests for c in latest.chunks),
+                        batches=round_doc(latest), resumed=True, exit_code=EXIT_OK,
+                        next=commands.command("poll.py", "--job", jd))
+        narrate("the job is not fully submitted (a chunk has no batch: held over --max-cost, or the "
+                       "submit was interrupted); finish that first")
+        return _doc(job, status="not_submitted", exit_code=EXIT_NOT_FINISHED,
+                    reason="a chunk of the job has no batch yet", next=commands.resume_command(state, job.dir))
+
+    ref = fetch.refresh_job(client, job)
+    if not ref.complete:
+        running = [r.batch_id for r in ref.reports if not r.terminal]
+        narrate(f"{len(running)} batch(es) of the job are still running; retrying now could run requests "
+                       "that are about to finish. Wait for them first.")
+        return _doc(job, status=ref.summary["status"], exit_code=EXIT_NOT_FINISHED,
+                    reason="batches of the job are still running", running=running,
+                    next=commands.command("poll.py", "--job", jd))
+    short = [r for r in ref.reports if r.drained and not r.verified]
+    if short and not force:
+        notes = "; ".join(f"{r.batch_id}: {', '.join(r.notes) or 'short'}" for r in short)
+        raise DWError(f"the downloaded results of {len(short)} finished batch(es) are short of the server's counts "
+                      f"({notes}); retrying now could pay twice for requests that did succeed",
+                      hint=f"Run {commands.command('fetch_results.py', '--job', commands.display_path(job.dir))} again later (it re-reads "
+                           "short files), or pass --force to "
+                           "retry anyway.")
+
+    unreachable = [r for r in ref.reports if r.unreachable]
+    paid = [r for r in unreachable if counts_of(r.batch or {})["completed"] or _completed_before(job, r.batch_id)]
+    if paid and not force:
+        raise DWError(f"{len(paid)} batch(es) of the job cannot be read from the server any more "
+                      f"({', '.join(r.batch_id for r in paid)}), and requests of theirs had completed; retrying "
+                      "their requests would pay for them twice",
+                      hint="Their results are lost on the server's side. Pass --force to run those requests again "
+                           "anyway (fetch_results.py --job lists them as missing).")
+    input_path = _retry_source(client, job)
+
+    index = merge.build_index(ref.store, ref.targets, keep_order=False)
+    index.close()
+    tally = {"failed": 0, "missing": 0}
+
+    def keep(cid: str) -> bool:
+        if cid in index.success:
+            return False
+        if cid in index.errors:
+            tally["failed"] += 1
+        else:
+            tally["missing"] += 1
+        return True
+
+    dest = None if dry_run else next_round_path(job)
+    if dest:
+        protected = {"job's input": input_path, "source CSV": state.source.path if state.source else None}
+        protected.update({f"input of round {r.round}": r.input_path for r in rounds})
+        refuse_overwrite({"the retry input": dest}, protected)
+        make_private_dir(os.path.dirname(dest))  # <job>/rounds is private like the job (0700)
+    count, sample = merge.write_subset(input_path, keep, dest)
+    if count == 0:
+        if dest and os.path.exists(dest):
+            os.unlink(dest)
+        narrate("every request has a successful result; nothing to retry")
+        return _doc(job, exit_code=EXIT_OK, status=ref.summary["status"], dry_run=bool(dry_run),
+                    next=commands.command("fetch_results.py", "--job", jd))
+    client_errors = _client_errors(index)
+    what = f"{tally['failed']} failed and {tally['missing']} never run"
+    if client_errors:
+        narrate(f"note: {client_errors} of the failures were client errors (HTTP 4xx); they may fail again")
+    if dry_run:
+        narrate(f"dry run: would retry {count} request(s) ({what}); nothing was written or sent")
+        return _doc(job, round=len(rounds) + 1, requests=count, failed=tally["failed"], missing=tally["missing"],
+                    sample=sample, dry_run=True, client_errors=client_errors, exit_code=EXIT_OK,
+                    next=commands.command("retry_failed.py", "--job", jd))
+    limits = rounds[0].limits
+    rnd = add_retry_round(job, dest, completion_window=completion_window, max_requests=limits.max_requests,
+                          max_bytes=limits.max_bytes)
+    narrate(f"round {rnd.round}: retrying {count} request(s) ({what}) from {commands.display_path(dest)}")
+    _submitter(job, client).run()
+    return _doc(job, round=rnd.round, requests=count, failed=tally["failed"], missing=tally["missing"],
+                sample=sample, batches=round_doc(rnd), input=dest, client_errors=client_errors,
+                exit_code=EXIT_OK, next=commands.command("poll.py", "--job", jd))
+
+
+def _completed_before(job: Any, batch_id: str) -> bool:
+    """Whether the last counts recorded for a batch show requests that completed."""
+    for ch in job.record.chunks():
+        if ch.batch_id == batch_id:
+            return bool((ch.request_counts or {}).get("completed"))
+    return False
+
+
+def _retry_source(client: Any, job: Any) -> str:
+    """The file the retry input is copied from: the job's input when it is the file submitted
+    (size and mtime, else sha256), else the server's copy of the uploaded requests, saved in
+    the job (``results/submitted-input.jsonl``)."""
+    rec = job.record
+    state = rec.input.fingerprint.check(rec.input.path)
+    if state == "same":
+        return rec.input.path
+    dest = job.path("results", "submitted-input.jsonl")
+    what = "is gone" if state == "missing" else "changed since it was submitted"
+    if os.path.isfile(dest):
+        narrate(f"the job's input {rec.input.path} {what}; retrying from the server's copy saved at "
+                       f"{commands.display_path(dest)}")
+        return dest
+    narrate(f"the job's input {rec.input.path} {what}; reading the requests as submitted from the server")
+    try:
+        fetch.save_submitted_input(client, job, dest)
+    except DWError as exc:
+        raise JobError(f"the job's input {rec.input.path} {what}, and the server's copy of the uploaded requests "
+                       f"cannot be read ({exc.message})",
+                       hint="Restore the original batch input file at that path, then run again.") from None
+    return dest
+
+
+def _client_errors(index: Any) -> int:
+    """Failed requests (without a success) whose failure was an HTTP 4xx."""
+    n = 0
+    for cid, loc in index.errors.items():
+        if cid in index.success:
+            continue
+        try:
+            obj = json.loads(index.read(loc))
+        except (OSError, ValueError):
+            continue
+        text = resultlines.error_text(obj)
+        if "NonRetriableHttpStatus" in text or "(HTTP 4" in text or text.startswith("HTTP 4"):
+            n += 1
+    index.close()
+    return n
+
+
+
+
+def _submitter(job: Job, client: Any) -> Any:
+    from ..submitter import Submitter  # the engine talks to the API
+
+    return Submitter(job, client)

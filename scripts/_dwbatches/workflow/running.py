@@ -1,0 +1,68 @@
+"""Running: submit (or resume), then check once, or wait and download as results come, then fetch.
+
+run_batch.py in one function. Without ``wait`` an unfinished job is reported after one check
+(its `next` is the same command with --wait); with ``wait`` the batches are checked until they
+end or ``timeout`` passes (partial results are downloaded between checks, when the job is
+free), and then the results are fetched as fetch_results.py would.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+from .. import commands, download, fetch
+from ..errors import EXIT_NOT_FINISHED, EXIT_OK, JobError
+from ..job import Job
+from ..output import Outcome, narrate
+from .checking import check_once, wait_until_done
+from .common import Connection, client_for
+from .fetching import OutputOptions, fetch_job
+from .submitting import SubmitOptions, submit_or_resume
+
+
+def run(input_path: str, submit: SubmitOptions, options: OutputOptions, conn: Connection, wait: bool = False,
+        interval: float = 30.0, timeout: float = 540.0) -> Outcome:
+    """run_batch.py (see the module docstring)."""
+    metadata = submit.check(input_path)
+    options.check_files()
+    client = client_for(conn, submit.job_dir(input_path))
+
+    def remember(job: Job) -> None:
+        if options.given():
+            fetch.remember_output(job, *fetch.resolve_output(job.record, options.format, options.output,
+                                                             options.errors, options.csv, options.column))
+
+    done = submit_or_resume(client, input_path, submit, metadata, inside_lock=remember)
+    job = done.job
+    doc: Dict[str, Any] = {"job": job.dir, "job_id": job.record.job_id, "submitted": done.doc()}
+    again = commands.run_again(input_path, job.dir if submit.job else None, options.args())
+
+    if not wait:
+        checked = check_once(client, job, [])
+        if not checked.summary["finished"]:
+            doc.update(status=checked.summary["status"], finished=False,
+                       request_counts=checked.summary["request_counts"], batches=checked.summaries, next=again)
+            return Outcome(doc, EXIT_OK)
+    else:
+        _, timed_out = wait_until_done(client, job, [], interval, timeout, between=lambda: _download(client, job))
+        if timed_out:
+            narrate("timed out waiting; partial results are saved")
+
+    fetched = fetch_job(client, job, options)
+    doc.update(fetched.doc)
+    if fetched.code == EXIT_NOT_FINISHED and not doc.get("unsubmitted"):
+        doc["next"] = again
+    return Outcome(doc, fetched.code)
+
+
+def _download(client: Any, job: Job) -> None:
+    """New result lines while the batches run, when no other command works on the job."""
+    try:
+        job.lock(wait=2.0)
+    except JobError:
+        return  # another process works on the job; it downloads for us
+    try:
+        job.load()
+        download.update(client, download.JobStore(job), fetch.job_targets(job.record))
+    finally:
+        job.unlock()

@@ -1,0 +1,188 @@
+"""Submitting: validate and plan the input, then upload and create each batch once (or resume).
+
+``submit_or_resume`` is the shared step of submit.py and run_batch.py; ``dry_run`` plans and
+estimates without sending anything; ``job_report`` is the submit report of a job.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from .. import commands, pricing
+from ..cost import _money, local_estimate, sum_estimates
+from ..errors import DWError, UsageError
+from ..job import Job, default_job_dir, sha256_file
+from ..output import Outcome, narrate
+from ..planning import parse_metadata, plan_or_resume, validate_input
+from ..validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE, Report
+from .common import Connection, client_for
+
+
+@dataclass
+class SubmitOptions:
+    """How a job is submitted (None: as the job records it, else the default)."""
+
+    completion_window: Optional[str] = None
+    metadata: List[str] = field(default_factory=list)  # KEY=VALUE
+    job: Optional[str] = None  # the job directory (default: INPUT.dwjob beside the input)
+    max_requests: Optional[int] = None
+    max_bytes: Optional[int] = None
+    max_body_bytes: int = MAX_BODY_BYTES
+    max_cost: Optional[float] = None
+
+    def check(self, input_path: str) -> Dict[str, str]:
+        """Refuse bad limits and a missing input; the metadata as a dict."""
+        for name, value in (("--max-requests", self.max_requests), ("--max-bytes", self.max_bytes)):
+            if value is not None and value < 1:
+                raise UsageError(f"{name} must be at least 1")
+        if self.max_cost is not None and self.max_cost < 0:
+            raise UsageError("--max-cost must not be negative")
+        if not os.path.isfile(input_path):
+            raise UsageError(f"{input_path}: no such file", hint="Pass the path of a JSONL batch file.")
+        return parse_metadata(self.metadata)
+
+    def job_dir(self, input_path: str) -> str:
+        return os.path.abspath(self.job or default_job_dir(input_path))
+
+
+@dataclass
+class Submitted:
+    """A job after a submit run: the job and what this run did."""
+
+    job: Job
+    resumed: bool
+    uploaded: int
+    created: int
+    found: int
+
+    def doc(self) -> Dict[str, Any]:
+        return {"resumed": self.resumed, "chunks": sum(1 for _ in self.job.record.chunks()),
+                "this_run": {"uploaded": self.uploaded, "created": self.created, "found": self.found}}
+
+
+def first_validation(input_path: str, options: SubmitOptions) -> Optional[Report]:
+    """The validation report of the input of a job not created yet (None for an existing job,
+    whose input is checked by its fingerprint): nothing is sent for an invalid file."""
+    if Job(options.job_dir(input_path)).exists():
+        return None
+    return validate_input(input_path, options.max_requests or MAX_REQUESTS_PER_FILE,
+                          options.max_bytes or MAX_FILE_BYTES, options.max_body_bytes)
+
+
+def submit_or_resume(client: Any, input_path: str, options: SubmitOptions, metadata: Dict[str, str],
+                     inside_lock: Optional[Callable[[Job], None]] = None, refresh: bool = False,
+                     report: Optional[Report] = None) -> Submitted:
+    """Create the job for ``input_path`` (validated first: nothing is sent for an invalid file)
+    or resume it, then upload and create what has no batch yet. ``inside_lock`` runs while the
+    job is locked, after it is planned (run_batch.py remembers the output options there)."""
+    from ..submitter import Submitter  # the engine talks to the API
+
+    job = Job(options.job_dir(input_path))
+    if report is None:
+        report = first_validation(input_path, options)
+    with job:
+        resumed = plan_or_resume(job, input_path, base_url=client.base_url,
+                                 completion_window=options.completion_window, metadata=metadata,
+                                 max_requests=options.max_requests, max_bytes=options.max_bytes,
+                                 max_body_bytes=options.max_body_bytes, report=report)
+        if inside_lock is not None:
+            inside_lock(job)
+        sub = Submitter(job, client, max_cost=options.max_cost)
+        sub.run()
+        if resumed and refresh:
+            sub.refresh()
+    return Submitted(job, resumed, sub.uploaded, sub.created, sub.files_found + sub.batches_found)
+
+
+def submit(input_path: str, options: SubmitOptions, conn: Connection, dry: bool = False) -> Outcome:
+    """submit.py: the submit report (or, ``dry``, the plan and the local estimate)."""
+    metadata = options.check(input_path)
+    if dry:
+        return dry_run(input_path, options, metadata)
+    report = first_validation(input_path, options)
+    client = client_for(conn, options.job_dir(input_path))
+    done = submit_or_resume(client, input_path, options, metadata, refresh=True, report=report)
+    doc = job_report(done.job)
+    doc["resumed"] = done.resumed
+    doc["this_run"] = done.doc()["this_run"]
+    if done.resumed and not (done.uploaded or done.created or done.found):
+        narrate("every chunk was already submitted; nothing to do")
+    doc["next"] = commands.after_submit(done.job.dir)
+    return Outcome(doc)
+
+
+def dry_run(input_path: str, options: SubmitOptions, metadata: Dict[str, str]) -> Outcome:
+    """Validate, plan and estimate locally; send nothing (no key needed)."""
+    report = validate_input(input_path, options.max_requests or MAX_REQUESTS_PER_FILE,
+                            options.max_bytes or MAX_FILE_BYTES, options.max_body_bytes)
+    job = Job(options.job_dir(input_path))
+    window = options.completion_window or "24h"
+    plan = []
+    for c in report.chunks:
+        d = c.as_dict()
+        d["endpoint"] = c.endpoint
+        plan.append(d)
+    estimate = local_estimate(report, window)
+    cmd = [commands.display_path(input_path)]
+    if options.completion_window:
+        cmd += ["-w", options.completion_window]
+    for pair in options.metadata:
+        cmd += ["--metadata", pair]
+    for flag, value in (("--job", options.job), ("--max-requests", options.max_requests),
+                        ("--max-bytes", options.max_bytes), ("--max-cost", options.max_cost)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    resumes = None
+    if job.exists():  # a local read only: would the real run resume this job?
+        try:
+            resumes = job.load().input.sha256 == sha256_file(input_path)
+        except DWError as exc:
+            narrate(f"the job at {job.dir} is not readable: {exc.message}")
+            resumes = False
+        if resumes is False:
+            narrate(f"note: the job at {commands.display_path(job.dir)} was started with different input; "
+                    "the real run would refuse it (use --job NEW_DIR)")
+    doc = {"dry_run": True, "job": job.dir, "job_exists": job.exists(), "resumes_job": resumes,
+           "requests": report.requests,
+           "bytes": report.bytes, "chunks": len(plan), "plan": plan, "completion_window": window,
+           "metadata": metadata, "models": report.models, "endpoints": report.endpoints,
+           "estimated_cost": estimate, "warnings": report.warnings,
+           "next": commands.command("submit.py", *cmd)}
+    low, high = estimate["low"]["usd"], estimate["high"]["usd"]
+    cost = ""
+    if low is not None:
+        cost = f"; about ${low} to ${high}" if high is not None else f"; at least about ${low} (no max_tokens bound)"
+        cost += f" ({window}, local estimate from the price table of {pricing.PRICES_AS_OF})"
+    narrate(f"dry run: {report.requests} requests in {len(plan)} chunk(s); nothing was sent{cost}")
+    return Outcome(doc)
+
+
+def job_report(job: Job) -> Dict[str, Any]:
+    """The submit report of a job: batches, totals and the server's cost estimate."""
+    rec = job.record
+    chunks = list(rec.round_chunks())
+    batches = []
+    for rnd, ch in chunks:
+        batches.append({"batch_id": ch.batch_id, "input_file_id": ch.file_id, "round": rnd.round,
+                        "chunk": ch.index, "lines": [ch.start_line, ch.end_line],
+                        "requests": ch.requests, "status": ch.status or ("held" if ch.held else None)})
+    total, unknown = sum_estimates(c for _, c in chunks)
+    known = len(chunks) - unknown
+    estimate: Optional[Dict[str, Any]] = None
+    local = rec.local_estimate or {}
+    if known or local:
+        est = [c.cost_estimate or {} for _, c in chunks]
+        estimate = {"usd": _money(total) if known else None, "source": "server (GET /files/{id}/cost-estimate)",
+                    "input_tokens": sum(int(e.get("total_estimated_input_tokens") or 0) for e in est),
+                    "output_tokens": sum(int(e.get("total_estimated_output_tokens") or 0) for e in est),
+                    "chunks_estimated": known, "chunks": len(chunks),
+                    "local_low_usd": local.get("low_usd"), "local_high_usd": local.get("high_usd"),
+                    "note": "--max-cost compares the server's figure (usd). The server assumes answers about as "
+                            "long as their prompts and ignores max_tokens; the local range runs from that to every "
+                            "max_tokens used (high is null when some request sets none)."}
+    return {"job": job.dir, "job_id": rec.job_id, "batches": batches,
+            "requests": rec.input.requests, "chunks": len(chunks),
+            "completion_window": rec.completion_window, "estimated_cost": estimate,
+            "source": rec.source.to_dict() if rec.source else None}
