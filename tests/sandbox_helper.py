@@ -29,6 +29,7 @@ from typing import Any, Iterable
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO_ROOT / "scripts"
 SERVER_SCRIPT = SCRIPTS / "sandbox_server.py"
+SANDBOX_PACKAGE = SCRIPTS / "_dwsandbox"
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 CHAT_MODEL = "Qwen/Qwen3.5-9B"
