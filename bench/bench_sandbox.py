@@ -17,8 +17,6 @@ import argparse
 import json
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +26,10 @@ from pathlib import Path
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVER = ROOT / "scripts" / "sandbox_server.py"
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from _dwbatches.sandbox import SandboxProcess  # noqa: E402
+
 WORK = ROOT / "bench" / ".work"
 MODEL = "Qwen/Qwen3.5-9B"
 
@@ -111,24 +112,14 @@ def make_big_file(path: Path, megabytes: int) -> int:
 
 
 def start_server(data_dir: str, key: str, *extra: str) -> tuple:
-    proc = subprocess.Popen(
-        [sys.executable, str(SERVER), "--port", "0", "--data-dir", data_dir, "--api-key", key, *extra],
-        stdout=subprocess.PIPE,
-        stderr=sys.stderr,
-    )
-    ready = json.loads(proc.stdout.readline())
-    return proc, ready
+    """(the server, its ready line); its log goes to bench/.work/sandbox.log."""
+    WORK.mkdir(parents=True, exist_ok=True)
+    server = SandboxProcess(data_dir, list(extra), str(WORK / "sandbox.log"), api_key=key).start()
+    return server, server.ready
 
 
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stdout:
-        proc.stdout.close()
+def stop_server(server: SandboxProcess) -> None:
+    server.stop(30)
 
 
 def mem_kib(pid: int) -> dict:
@@ -161,7 +152,7 @@ def bench_batch(n: int) -> dict:
     make_chat_file(path, n)
     key = "sk-bench-" + secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="sandbox-bench-") as data_dir:
-        proc, ready = start_server(data_dir, key, "--max-requests-per-file", "0")
+        server, ready = start_server(data_dir, key, "--max-requests-per-file", "0")
         base = ready["base_url"]
         try:
             session = requests.Session()
@@ -195,7 +186,7 @@ def bench_batch(n: int) -> dict:
             download_s = time.monotonic() - started
             mem = mem_kib(ready["pid"])
         finally:
-            stop_server(proc)
+            stop_server(server)
     return {
         "requests": n,
         "input_mb": round(path.stat().st_size / 1e6, 1),
@@ -215,7 +206,7 @@ def bench_big_upload(megabytes: int) -> dict:
     n = make_big_file(path, megabytes)
     key = "sk-bench-" + secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="sandbox-bench-") as data_dir:
-        proc, ready = start_server(data_dir, key, "--max-file-bytes", str(path.stat().st_size + 1024))
+        server, ready = start_server(data_dir, key, "--max-file-bytes", str(path.stat().st_size + 1024))
         try:
             time.sleep(0.3)
             before = mem_kib(ready["pid"])
@@ -224,7 +215,7 @@ def bench_big_upload(megabytes: int) -> dict:
             file_obj, upload_s = upload(session, ready["base_url"], path)
             after = mem_kib(ready["pid"])
         finally:
-            stop_server(proc)
+            stop_server(server)
     return {
         "upload_mb": round(path.stat().st_size / 1e6, 1),
         "lines": n,

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from _dwbatches.sandbox import SandboxProcess
 from sandbox_helper import CHAT_MODEL as SANDBOX_CHAT_MODEL
 from sandbox_helper import REPO_ROOT, SCRIPTS, chat_requests, jsonl_bytes
 
@@ -468,29 +469,22 @@ class DocRunner:
     def start_server(self, cmd: DocCommand, argv: List[str]) -> dict:
         assert cmd.background, f"{cmd.where}: start the sandbox in the background (&)"
         args = list(argv[2:])
-        for flag, value in (("--port", "0"), ("--data-dir", str(self.work.parent / "doc-sandbox"))):
+        for flag in ("--port", "--data-dir"):  # the launcher gives a free port and a scratch data dir
             if flag in args:
-                args[args.index(flag) + 1] = value
-        env = fresh_env()
-        proc = subprocess_mod.Popen([sys.executable, str(self.work / argv[1]), *args], cwd=self.work, env=env,
-                                    stdout=subprocess_mod.PIPE, stderr=subprocess_mod.DEVNULL, text=True)
-        self.servers.append(proc)
-        ready = json.loads(proc.stdout.readline())
+                i = args.index(flag)
+                del args[i:i + 2]
+        server = SandboxProcess(str(self.work.parent / "doc-sandbox"), args, str(self.work.parent / "doc-sandbox.log"),
+                                api_key=None, env=fresh_env(), cwd=str(self.work), script=str(self.work / argv[1]))
+        self.servers.append(server)
+        ready = server.start().ready
         self.env["DOUBLEWORD_BASE_URL"] = ready["base_url"]
         self.env["DOUBLEWORD_API_KEY"] = "sk-sandbox"
         self.outputs.append((cmd, 0, ready))
         return ready
 
     def close(self) -> None:
-        for proc in self.servers:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess_mod.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
+        for server in self.servers:
+            server.stop()
 
 
 __all__ = ["run", "run_script", "ok_json", "write_input", "make_job", "job_state", "job_chunks", "batch_ids_of",

@@ -1,4 +1,5 @@
-"""Start and drive the local Doubleword Batch API sandbox from tests (standard library only).
+"""Start and drive the local Doubleword Batch API sandbox from tests (standard library only;
+the server is started by the product's launcher, ``_dwbatches.sandbox``).
 
 sb = Sandbox(data_dir, api_key="sk-test-...").start()
 sb.base_url        # http://127.0.0.1:PORT/v1
@@ -13,11 +14,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.parse
@@ -26,9 +25,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
+from _dwbatches.sandbox import SandboxProcess, SandboxStartError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO_ROOT / "scripts"
 SERVER_SCRIPT = SCRIPTS / "sandbox_server.py"
+SANDBOX_PACKAGE = SCRIPTS / "_dwsandbox"
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 CHAT_MODEL = "Qwen/Qwen3.5-9B"
@@ -115,7 +117,8 @@ def multipart_body(
 
 
 class Sandbox:
-    """One sandbox server process (``scripts/sandbox_server.py``) bound to a free port.
+    """One sandbox server process (``scripts/sandbox_server.py``) bound to a free port, started
+    by the product's launcher (``_dwbatches.sandbox.SandboxProcess``), with HTTP helpers.
 
     ``extra_args`` are passed to the server; ``env`` replaces os.environ for it; ``python``
     is the interpreter (default: the one running the tests).  The server's stderr goes to
@@ -134,63 +137,42 @@ class Sandbox:
         self.data_dir = Path(data_dir)
         self.api_key = api_key
         self.extra_args = list(extra_args)
-        self._env = env
-        self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.pid: int | None = None
         self.base_url: str | None = None
         self.ready: dict = {}
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}-server.log"
-        self._log_file: Any = None
+        self._process = SandboxProcess(
+            str(self.data_dir), log_path=str(self.log_path), api_key=None, env=env, cwd=str(REPO_ROOT)
+        )
 
     # lifecycle ---------------------------------------------------------------------
+    @property
+    def proc(self) -> subprocess.Popen | None:
+        return self._process.proc
+
     def command(self) -> list:
-        cmd = [self.python, str(SERVER_SCRIPT), "--port", "0", "--data-dir", str(self.data_dir)]
-        if self.api_key:
-            cmd += ["--api-key", self.api_key]
-        return cmd + self.extra_args
+        return self._sync().command()
+
+    def _sync(self) -> SandboxProcess:
+        """The launcher, with this sandbox's current key, flags and interpreter."""
+        self._process.api_key = self.api_key or None
+        self._process.extra_args = list(self.extra_args)
+        self._process.python = self.python
+        return self._process
 
     def start(self, timeout: float = 15.0) -> Sandbox:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.running:
             raise SandboxError("sandbox already running")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ if self._env is None else self._env)
-        for name in ("DW_SANDBOX_FAULTS", "DW_SANDBOX_API_KEY", "DW_SANDBOX_UPSTREAM_API_KEY"):
-            if self._env is None or name not in self._env:
-                env.pop(name, None)
-        self._log_file = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            self.command(),
-            stdout=subprocess.PIPE,
-            stderr=self._log_file,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            cwd=str(REPO_ROOT),
-        )
-        line = self._read_ready_line(timeout)
-        self.ready = json.loads(line)
-        self.port = int(self.ready["port"])
-        self.pid = int(self.ready["pid"])
-        self.base_url = self.ready["base_url"]
+        try:
+            process = self._sync().start(timeout)
+        except SandboxStartError as err:
+            raise SandboxError(f"{err}; log:\n{self.log_text()}") from None
+        self.ready = dict(process.ready)
+        self.port = process.port
+        self.pid = process.pid
+        self.base_url = process.base_url
         return self
-
-    def _read_ready_line(self, timeout: float) -> str:
-        # A thread reads the line: select() does not work on pipes everywhere (Windows).
-        assert self.proc is not None and self.proc.stdout is not None
-        got: list = []
-        reader = threading.Thread(target=lambda: got.append(self.proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if reader.is_alive():
-            self.kill()
-            raise SandboxError(f"sandbox not ready after {timeout}s; log:\n{self.log_text()}")
-        line = got[0] if got else b""
-        if not line:
-            self.proc.wait(5)
-            raise SandboxError(
-                f"sandbox exited with {self.proc.returncode} before it was ready; log:\n{self.log_text()}"
-            )
-        return line.decode("utf-8")
 
     @property
     def root_url(self) -> str:
@@ -200,35 +182,11 @@ class Sandbox:
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        self._cleanup()
-        return proc.returncode
+        return self._process.stop(timeout)
 
     def kill(self) -> None:
         """SIGKILL (no clean shutdown): simulates a crash."""
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-        self._cleanup()
-
-    def _cleanup(self) -> None:
-        if self.proc is not None and self.proc.stdout is not None:
-            self.proc.stdout.close()
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+        self._process.kill()
 
     def restart(self, extra_args: Iterable[str] | None = None) -> Sandbox:
         """Stop and start again on the same data dir (the port may change)."""
@@ -242,10 +200,7 @@ class Sandbox:
         return self.proc is not None and self.proc.poll() is None
 
     def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
+        return self._process.log_text()
 
     def env(self) -> dict:
         """os.environ plus DOUBLEWORD_API_KEY / DOUBLEWORD_BASE_URL pointing at this sandbox."""

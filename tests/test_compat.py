@@ -108,12 +108,14 @@ def posix_only_uses(source: str, filename: str = "<source>") -> list:
 
 def scanned_files() -> list:
     files = sorted(SCRIPTS.glob("*.py")) + sorted((SCRIPTS / "_dwbatches").glob("*.py"))
+    files += sorted((SCRIPTS / "_dwsandbox").glob("*.py"))  # the sandbox server's package
     return [f for f in files if f != COMPAT] + [ROOT / "examples" / "demo.py"]
 
 
 def test_no_posix_only_api_outside_compat():
     files = scanned_files()
     assert SCRIPTS / "sandbox_server.py" in files and SCRIPTS / "_dwbatches" / "download.py" in files
+    assert SCRIPTS / "_dwsandbox" / "server.py" in files
     assert len(files) >= 20
     problems = []
     for path in files:

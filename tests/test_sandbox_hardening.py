@@ -21,6 +21,7 @@ from typing import List, Optional, Tuple
 
 import pytest
 from sandbox_helper import (
+    SANDBOX_PACKAGE,
     SERVER_SCRIPT,
     Sandbox,
     chat_requests,
@@ -93,7 +94,7 @@ def test_binds_beyond_loopback_only_when_asked_and_says_so(sandbox_factory):
 
 def route_paths() -> List[Tuple[str, str]]:
     """Every API route of the sandbox (read from its route table), with a made-up id."""
-    text = SERVER_SCRIPT.read_text(encoding="utf-8")
+    text = (SANDBOX_PACKAGE / "routing.py").read_text(encoding="utf-8")
     fake = str(uuid.uuid4())
     routes = re.findall(r'Route\("(GET|POST|PUT|DELETE|PATCH)", "([^"]+)"', text)
     assert len(routes) >= 20

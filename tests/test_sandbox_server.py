@@ -200,3 +200,55 @@ def test_restart_mid_batch_continues(sandbox_factory, how):
     assert sorted(line["custom_id"] for line in lines) == sorted(f"req-{i}" for i in range(60))
     assert sb.content(finished["output_file_id"]).body == early_output
     assert len(sb.get_json("files", params={"purpose": "batch"})["data"]) == 2
+
+
+# --- the launcher (_dwbatches.sandbox: the one way to start the server) ---------------------
+
+
+def test_launcher_gives_the_key_by_environment_and_passes_no_sandbox_settings_on(monkeypatch, tmp_path):
+    from _dwbatches.sandbox import SandboxProcess
+
+    monkeypatch.setenv("DW_SANDBOX_FAULTS", '{"fail_rate": 1}')
+    monkeypatch.setenv("DW_SANDBOX_UPSTREAM_API_KEY", "sk-upstream")
+    launcher = SandboxProcess(str(tmp_path / "d"), ["--latency", "0"])
+    assert launcher.api_key.startswith("sk-sandbox-")
+    assert launcher.api_key not in " ".join(launcher.command())  # never on a command line (ps shows it)
+    env = launcher.environment()
+    assert env["DW_SANDBOX_API_KEY"] == launcher.api_key
+    assert "DW_SANDBOX_FAULTS" not in env and "DW_SANDBOX_UPSTREAM_API_KEY" not in env
+    assert launcher.command()[-2:] == ["--latency", "0"]
+    assert "DW_SANDBOX_API_KEY" not in SandboxProcess(str(tmp_path / "e"), api_key=None).environment()
+    given = SandboxProcess(str(tmp_path / "f"), api_key=None, env={"DW_SANDBOX_FAULTS": "{}"}).environment()
+    assert given == {"DW_SANDBOX_FAULTS": "{}"}  # an environment given is used as it is
+
+
+def test_launcher_reports_a_server_that_does_not_start(tmp_path):
+    from _dwbatches.sandbox import SandboxProcess, SandboxStartError
+
+    launcher = SandboxProcess(extra_args=["--faults", "{not json"])
+    data_dir = Path(launcher.data_dir)
+    with pytest.raises(SandboxStartError) as err:
+        launcher.start()
+    assert "did not start: it exited with code 2" in str(err.value)
+    assert "invalid fault document" in err.value.hint and launcher.log_path in err.value.hint
+    assert not launcher.running
+    launcher.stop()
+    assert not data_dir.exists()  # its temporary data dir is removed
+
+
+def test_launcher_kill_and_restart_keep_the_data_dir(tmp_path):
+    from _dwbatches.sandbox import SandboxProcess
+
+    with SandboxProcess(str(tmp_path / "data"), api_key=None) as launcher:
+        first = launcher.pid
+        assert launcher.ready["data_dir"] == str((tmp_path / "data").resolve())
+        res = requests.post(launcher.base_url + "/files", files={"file": ("a.jsonl", b"\n".join(
+            json.dumps(r).encode() for r in chat_requests(2)))}, data={"purpose": "batch"}, timeout=30)
+        assert res.status_code == 201, res.text
+        launcher.kill()
+        assert not launcher.running and launcher.proc.returncode != 0
+        launcher.restart(["--latency", "0.01"])
+        assert launcher.running and launcher.pid != first and launcher.command()[-2:] == ["--latency", "0.01"]
+        files = requests.get(launcher.base_url + "/files", timeout=30).json()["data"]
+        assert [f["id"] for f in files] == [res.json()["id"]]
+    assert launcher.stop() == 0 and (tmp_path / "data" / "sandbox.db").exists()

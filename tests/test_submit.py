@@ -470,8 +470,8 @@ def test_retry_round_api_submits_once_and_is_idempotent(sandbox, tmp_path, monke
     from _dwbatches.http import Client
     from _dwbatches.job import Job
     from _dwbatches.planning import add_retry_round, next_round_path
-    from _dwbatches.workflow.submitting import job_report
     from _dwbatches.submitter import submit_pending
+    from _dwbatches.workflow.submitting import job_report
 
     path = write_requests(tmp_path / "in.jsonl", 6)
     doc = ok_json(run("submit.py", path, env=sandbox.env()))

@@ -22,7 +22,7 @@ import time
 from typing import Any, Dict, Iterable, List, Optional
 from urllib.parse import urlsplit
 
-from . import pricing
+from . import apifacts, pricing
 from .commands import command, display_path
 from .cost import local_estimate
 from .errors import (
@@ -46,15 +46,14 @@ from .validate import (
     Chunk as PlanChunk,
 )
 
-WINDOWS = ("24h", "1h")
+WINDOWS = apifacts.COMPLETION_WINDOWS
 
 
 # Batch metadata keys this tool sets, and keys the server drops silently.
 RESERVED_PREFIX = "dwb_"
 
 
-SERVER_RESERVED_KEYS = frozenset({"created_by_email", "context_name", "context_type", "request_source",
-                                  "created_by", "dw_user_agent"})
+SERVER_RESERVED_KEYS = apifacts.RESERVED_METADATA_KEYS
 
 
 def validate_input(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_bytes: int = MAX_FILE_BYTES,

@@ -12,8 +12,10 @@ from __future__ import annotations
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Dict, Optional, Tuple
 
+from .apifacts import COMPLETION_WINDOWS
+
 PRICES_AS_OF = "2026-04-13"
-WINDOWS = ("24h", "1h")
+WINDOWS = COMPLETION_WINDOWS
 
 # model -> window -> (input, output) in USD per 1M tokens
 PRICES: Dict[str, Dict[str, Tuple[str, str]]] = {

@@ -1,4 +1,10 @@
-"""Start and stop the bundled sandbox server from other scripts (check_setup --sandbox, the demo)."""
+"""The one launcher of the bundled sandbox server (``scripts/sandbox_server.py``) in a child process.
+
+check_setup --sandbox, the demo, the benchmarks and the tests all start it through
+``SandboxProcess``: a free loopback port (``--port 0``), the ready line read from its stdout
+(``{base_url, port, pid, data_dir}``), its stderr appended to a log file, and stop (SIGTERM,
+then a kill), kill (a crash) and restart on the same data dir.
+"""
 
 from __future__ import annotations
 
@@ -9,60 +15,170 @@ import subprocess
 import sys
 import tempfile
 import threading
-from typing import List, Optional
+from typing import Any, Dict, List, Optional, Union
 
 from .errors import DWError
 
 SERVER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sandbox_server.py")
+# What the sandbox reads from its environment. Unless an environment is given, the launcher
+# passes none of them on from its own: the sandbox is configured by the launcher's arguments,
+# not by what a shell happens to hold.
+SANDBOX_ENV = ("DW_SANDBOX_FAULTS", "DW_SANDBOX_API_KEY", "DW_SANDBOX_UPSTREAM_API_KEY")
+LOG_TAIL_LINES = 20
+
+
+class SandboxStartError(DWError):
+    """The sandbox server did not print its ready line: it exited, or took too long."""
+
+
+def new_key() -> str:
+    """A throwaway key for one sandbox run."""
+    return "sk-sandbox-" + secrets.token_urlsafe(27)
 
 
 class SandboxProcess:
-    """A sandbox server in a child process, on a free loopback port, with a throwaway key."""
+    """A sandbox server in a child process, on a free loopback port.
+
+    ``data_dir``: its state (default: a temporary directory, removed by ``stop``).
+    ``extra_args``: more command-line flags (a later ``--port`` wins over ``--port 0``).
+    ``log_path``: where its stderr is appended (default: ``sandbox.log`` in the data dir).
+    ``api_key``: True for a fresh throwaway key, a string for that key, None for none (every
+    request is accepted); it is passed in the environment, never on the command line.
+    ``env``: the environment (default: this process's, without ``SANDBOX_ENV``).
+    ``python``: the interpreter (default: this one). ``cwd``: its working directory.
+    ``script``: the server script (default: the one next to this package).
+    """
 
     def __init__(self, data_dir: Optional[str] = None, extra_args: Optional[List[str]] = None,
-                 log_path: Optional[str] = None):
+                 log_path: Optional[str] = None, *, api_key: Union[bool, str, None] = True,
+                 env: Optional[Dict[str, str]] = None, python: Optional[str] = None,
+                 cwd: Optional[str] = None, script: Optional[str] = None):
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="dwb-sandbox-")
-        self.data_dir = data_dir or self._tmp.name  # type: ignore[union-attr]
-        self.api_key = "sk-sandbox-" + secrets.token_urlsafe(27)
+        self.data_dir = str(data_dir) if data_dir else self._tmp.name  # type: ignore[union-attr]
         self.extra_args = list(extra_args or [])
-        self.log_path = log_path or os.path.join(self.data_dir, "sandbox.log")
+        self.log_path = str(log_path) if log_path else os.path.join(self.data_dir, "sandbox.log")
+        self.api_key: Optional[str] = new_key() if api_key is True else (api_key or None)
+        self.env = env
+        self.python = python or sys.executable
+        self.cwd = cwd
+        self.script = str(script) if script else SERVER
         self.proc: Optional[subprocess.Popen] = None
+        self.ready: Dict[str, Any] = {}
         self.base_url = ""
+        self.port: Optional[int] = None
+        self.pid: Optional[int] = None
+
+    def command(self) -> List[str]:
+        return [self.python, self.script, "--port", "0", "--data-dir", self.data_dir, *self.extra_args]
+
+    def environment(self) -> Dict[str, str]:
+        if self.env is None:
+            env = {k: v for k, v in os.environ.items() if k not in SANDBOX_ENV}
+        else:
+            env = dict(self.env)
+        if self.api_key:
+            env["DW_SANDBOX_API_KEY"] = self.api_key
+        return env
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def start(self, timeout: float = 20.0) -> SandboxProcess:
+        """Start the server and wait for its ready line; SandboxStartError if none comes."""
+        if self.running:
+            raise SandboxStartError("the sandbox server is already running")
         os.makedirs(self.data_dir, exist_ok=True)
-        env = dict(os.environ, DW_SANDBOX_API_KEY=self.api_key)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, SERVER, "--port", "0", "--data-dir", self.data_dir, *self.extra_args],
-            stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, env=env)
-        log.close()
-        line: List[bytes] = []
-        reader = threading.Thread(target=lambda: line.append(self.proc.stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(timeout)
-        if not line or not line[0]:
-            self.stop()
-            raise DWError("the sandbox server did not start", hint=f"See its log: {self.log_path}")
-        self.base_url = json.loads(line[0])["base_url"]
+        with open(self.log_path, "ab") as log:  # the child keeps its own handle
+            self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=log,
+                                         stdin=subprocess.DEVNULL, env=self.environment(), cwd=self.cwd)
+        self.ready = json.loads(self._ready_line(timeout))
+        self.base_url = self.ready["base_url"]
+        self.port = int(self.ready["port"])
+        self.pid = int(self.ready["pid"])
         return self
 
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()  # SIGTERM on POSIX (a clean shutdown); TerminateProcess on Windows
+    def _ready_line(self, timeout: float) -> bytes:
+        # A thread reads the line: select() does not work on pipes everywhere (Windows).
+        proc = self.proc
+        assert proc is not None and proc.stdout is not None
+        got: List[bytes] = []
+        reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if reader.is_alive():
+            self.kill()
+            raise self._not_started(f"not ready after {timeout:g}s")
+        if not got or not got[0]:
             try:
-                self.proc.wait(10)
+                proc.wait(5)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc and self.proc.stdout:
+                self.kill()
+            self._release()
+            raise self._not_started(f"it exited with code {proc.returncode}")
+        return got[0]
+
+    def _not_started(self, why: str) -> SandboxStartError:
+        tail = self.log_text().splitlines()[-LOG_TAIL_LINES:]
+        hint = f"Its log ({self.log_path}) ends with:\n" + "\n".join(tail) if tail else f"See its log: {self.log_path}"
+        return SandboxStartError(f"the sandbox server did not start: {why}", hint=hint)
+
+    def log_text(self) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as fh:
+                return fh.read()
+        except OSError:
+            return ""
+
+    def _end(self, timeout: float) -> Optional[int]:
+        """SIGTERM (TerminateProcess on Windows) and wait; a kill if it does not exit in time."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._release()
+        return proc.returncode
+
+    def _release(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
+
+    def stop(self, timeout: float = 10.0) -> Optional[int]:
+        """A clean shutdown; removes a temporary data dir. Returns the exit code (None if never started)."""
+        code = self._end(timeout)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL, no clean shutdown (a crash); the data dir stays for a restart."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        self._release()
+
+    def restart(self, extra_args: Optional[List[str]] = None, timeout: float = 20.0) -> SandboxProcess:
+        """Stop and start again on the same data dir (the port may change)."""
+        self._end(10.0)
+        if extra_args is not None:
+            self.extra_args = list(extra_args)
+        return self.start(timeout)
 
     def __enter__(self) -> SandboxProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+__all__ = ["SANDBOX_ENV", "SERVER", "SandboxProcess", "SandboxStartError", "new_key"]

@@ -13,7 +13,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-ALLOWED_URLS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages")
+from .apifacts import ALLOWED_URLS, MAX_BODY_BYTES, MAX_CUSTOM_ID_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
+
 # The field each endpoint cannot do without.
 REQUIRED_BODY_FIELD = {
     "/v1/chat/completions": "messages",
@@ -22,10 +23,6 @@ REQUIRED_BODY_FIELD = {
     "/v1/responses": "input",
     "/v1/messages": "messages",
 }
-MAX_CUSTOM_ID_BYTES = 64
-MAX_BODY_BYTES = 10 * 1024 * 1024
-MAX_REQUESTS_PER_FILE = 50_000
-MAX_FILE_BYTES = 200_000_000
 ERRORS_KEPT = 50
 KNOWN_KEYS = frozenset({"custom_id", "method", "url", "body"})
 JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number",
