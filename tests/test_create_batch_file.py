@@ -455,16 +455,16 @@ def test_the_sidecar_records_the_csv_fingerprint_delimiter_and_bom(tmp_path):
 
 
 def test_a_csv_that_changes_while_it_is_read_is_refused(tmp_path, monkeypatch, capsys):
-    import create_batch_file
+    from _dwbatches.workflow import building
     (tmp_path / "c.csv").write_text("id,text\n1,a\n")
-    real = create_batch_file.sha256_file
+    real = building.sha256_file
 
     def edit_then_hash(path):
         with open(path, "a") as fh:
             fh.write("2,b\n")
         return real(path)
 
-    monkeypatch.setattr(create_batch_file, "sha256_file", edit_then_hash)
+    monkeypatch.setattr(building, "sha256_file", edit_then_hash)
     code, out, err = build("c.jsonl", "--csv", "c.csv", "--template", "{text}", capsys=capsys)
     assert code == 2 and out == "" and "error: c.csv changed while it was being read" in err and "hint: " in err
     assert not (tmp_path / "c.jsonl").exists() and not (tmp_path / "c.source.json").exists()

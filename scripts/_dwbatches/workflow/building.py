@@ -1,0 +1,298 @@
+"""Building a batch file: requests from prompts, a CSV or a JSONL file, validated as written.
+
+create_batch_file.py in one function, ``build(output_path, BuildOptions)``: check the options
+once, read the input (see ``sources``), render each row with the template, write the requests
+(``builder.BatchFileWriter``, which validates each line) and, for a CSV, the sidecar that ties
+the batch file to it. Nothing here talks to the API.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from ..builder import (
+    DELIMITER_NAMES,
+    EXAMPLE_PROMPTS,
+    BatchFileWriter,
+    CsvRows,
+    Template,
+    build_request,
+    check_custom_id,
+    custom_id_for,
+    default_model,
+    iter_jsonl_rows,
+    iter_prompts,
+    line_list,
+    parse_delimiter,
+    placeholder_hint,
+    prefix_from_path,
+    remove_sidecar,
+    row_id_text,
+    sidecar_path,
+    write_sidecar,
+)
+from ..errors import InputError, UsageError
+from ..files import refuse_overwrite
+from ..job import sha256_file
+from ..output import Outcome, narrate
+from ..validate import MAX_BODY_BYTES
+
+
+@dataclass
+class BuildOptions:
+    """What create_batch_file.py was given: the input (one of prompts, csv, jsonl; none writes
+    example prompts), how rows become prompts and ids, and the request's options."""
+
+    prompts: Optional[str] = None
+    csv: Optional[str] = None
+    jsonl: Optional[str] = None
+    template: Optional[str] = None
+    delimiter: Optional[str] = None
+    id_column: Optional[str] = None
+    id_prefix: Optional[str] = None
+    limit: Optional[int] = None
+    endpoint: str = "/v1/chat/completions"
+    model: Optional[str] = None
+    system: Optional[str] = None
+    temperature: Optional[float] = None
+    max_tokens: Optional[int] = None
+    top_p: Optional[float] = None
+    stop: Optional[List[str]] = None
+    response_format_json: bool = False
+    json_schema: Optional[str] = None
+    extra_body: Optional[str] = None
+    max_body_bytes: int = MAX_BODY_BYTES
+    output: str = field(default="", repr=False)
+
+
+def build(output_path: str, opts: BuildOptions) -> Outcome:
+    """Write the batch file ``output_path`` (atomically) and report it."""
+    opts.output = output_path
+    for flag, value in (("--temperature", opts.temperature), ("--top-p", opts.top_p)):
+        if value is not None and not math.isfinite(value):
+            raise UsageError(f"{flag} must be a finite number, not {value}",
+                             hint=f"e.g. {flag} 0.7 (JSON, the request format, has no NaN or Infinity).")
+    if opts.limit is not None and opts.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    if opts.max_tokens is not None and opts.max_tokens < 1:
+        raise UsageError("--max-tokens must be at least 1")
+    if (opts.template or opts.id_column) and not (opts.csv or opts.jsonl):
+        flag = "--template" if opts.template else "--id-column"
+        raise UsageError(f"{flag} needs --csv or --jsonl",
+                         hint="--prompts takes one literal prompt per line.")
+    if opts.delimiter is not None:
+        if not opts.csv:
+            raise UsageError("--delimiter needs --csv", hint="Only CSV input has a column separator.")
+        parse_delimiter(opts.delimiter)
+    extra = _json_object(opts.extra_body, "--extra-body") if opts.extra_body else None
+    schema = _read_schema(opts.json_schema) if opts.json_schema else None
+    schema_name = os.path.splitext(os.path.basename(opts.json_schema))[0].split(".")[0] if opts.json_schema \
+        else "output"
+    options: Dict[str, Any] = dict(system=opts.system, temperature=opts.temperature, max_tokens=opts.max_tokens,
+                                   top_p=opts.top_p, stop=opts.stop, json_mode=opts.response_format_json,
+                                   json_schema=schema, schema_name=schema_name, extra_body=extra)
+    model = opts.model or default_model(opts.endpoint)
+    # check the options once, before reading any input
+    build_request(opts.endpoint, "check", "check", model, **options)
+
+    input_path = opts.prompts or opts.csv or opts.jsonl
+    sidecar = sidecar_path(opts.output)
+    flag = "--prompts" if opts.prompts else "--csv" if opts.csv else "--jsonl"
+    given = {f"input given with {flag}": None if input_path == "-" else input_path,
+             "JSON schema given with --json-schema": opts.json_schema}
+    refuse_overwrite({"OUTPUT": opts.output, "the sidecar of OUTPUT": sidecar}, given)
+    prefix = opts.id_prefix if opts.id_prefix is not None else prefix_from_path(
+        input_path, "example" if input_path is None else "prompt")
+    if prefix and (check_custom_id(prefix) or len(prefix) > 40):
+        raise UsageError(f"--id-prefix {prefix!r} cannot start a custom id "
+                         f"({check_custom_id(prefix) or 'longer than 40 bytes'})",
+                         hint="Use a short prefix of letters, digits, '-' and '_'.")
+
+    source: Optional[Dict[str, Any]] = None
+    rows: Iterator[Tuple[int, str, str]]  # (source line, custom id, prompt)
+    csv_input: Optional[CsvRows] = None
+    csv_stat: Optional[os.stat_result] = None
+    blank_lines: List[int] = []  # CSV rows whose template columns are all empty
+    if opts.csv:
+        if opts.csv != "-":
+            csv_stat = _stat(opts.csv)
+        csv_input = CsvRows(opts.csv, opts.delimiter)
+        _narrate_csv_format(csv_input)
+        rows = _csv_rows(csv_input, opts, prefix, blank_lines)
+        if opts.csv != "-":
+            source = {"kind": "csv", "path": os.path.abspath(opts.csv), "id_column": opts.id_column,
+                      "custom_ids_in_row_order": opts.id_column is None, "id_prefix": prefix,
+                      "lines_in_row_order": True, "delimiter": csv_input.delimiter, "bom": csv_input.bom}
+    elif opts.jsonl:
+        rows = _jsonl_rows(opts, prefix)
+    elif opts.prompts:
+        rows = ((n, custom_id_for(prefix, n), p) for n, p in iter_prompts(opts.prompts))
+    else:
+        rows = ((n, custom_id_for(prefix, n), p) for n, p in enumerate(EXAMPLE_PROMPTS, 1))
+
+    if opts.limit is not None:
+        rows = itertools.islice(rows, opts.limit)  # reads no row past the last one taken
+    writer = BatchFileWriter(opts.output, max_body_bytes=opts.max_body_bytes)
+    empty = 0
+    try:
+        for line, cid, prompt in rows:
+            if not prompt.strip() and not (blank_lines and blank_lines[-1] == line):
+                empty += 1  # (CSV rows with every template column empty have their own warning)
+            writer.add(build_request(opts.endpoint, cid, prompt, model, **options), line=line)
+        if source is not None and csv_stat is not None:
+            source.update(_fingerprint(opts.csv, csv_stat))
+        summary = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        if csv_input is not None:
+            csv_input.close()
+
+    if source is not None:
+        source["rows"] = summary["requests"]
+        write_sidecar(opts.output, source)
+    else:
+        remove_sidecar(opts.output)  # a sidecar from an earlier CSV build no longer applies
+    warnings = list(summary["warnings"])
+    if csv_input is not None:
+        warnings.extend(csv_input.warnings())
+    if blank_lines:
+        warnings.append(f"{len(blank_lines)} row(s) have every column the template uses empty; their "
+                        f"requests were built anyway (lines {line_list(blank_lines)})")
+    if empty:
+        warnings.append(f"{empty} prompt(s) are empty")
+    from _dwbatches.commands import command, display_path
+    doc = {"path": summary["path"], "requests": summary["requests"], "bytes": summary["bytes"],
+           "models": summary["models"], "endpoint": summary["endpoint"], "chunks": summary["chunks"],
+           "source": source, "warnings": warnings,
+           "next": command("submit.py", display_path(summary["path"]))}
+    for w in warnings:
+        narrate(f"warning: {w}")
+    if input_path is None:
+        narrate(f"no input given: wrote {len(EXAMPLE_PROMPTS)} example prompts to {opts.output}")
+    narrate(f"wrote {summary['requests']} request(s), {summary['bytes']} bytes, to {opts.output}")
+    return Outcome(doc)
+
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (JSON has no NaN or Infinity)")
+
+
+def _json_object(text: str, what: str) -> Dict[str, Any]:
+    try:
+        value = json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:
+        raise UsageError(f"{what} is not valid JSON: {exc}", hint="Pass a JSON object, e.g. '{\"seed\": 7}'.") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{what} must be a JSON object")
+    return value
+
+
+def _read_schema(path: str) -> Dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise UsageError(f"cannot read the JSON schema {path}: {exc.strerror or exc}") from None
+    schema = _json_object(text, f"the JSON schema in {path}")
+    # accept both a bare schema and an OpenAI-style {"name", "schema", "strict"} wrapper
+    if isinstance(schema.get("schema"), dict) and "type" not in schema:
+        return schema["schema"]
+    return schema
+
+
+def _row_id(row: Dict[str, Any], column: str, line: int, prefix: str) -> str:
+    rid = row_id_text(row.get(column), line, column)
+    cid = custom_id_for(prefix, row_id=rid)
+    err = check_custom_id(cid)
+    if err:
+        raise InputError(f"line {line}: the id {rid!r} cannot be used: custom id {cid!r}: {err}",
+                         hint="Row ids must be short (the custom id, prefix included, is at most 64 bytes) "
+                              "and free of control characters; or drop --id-column to number the rows.",
+                         line=line)
+    return cid
+
+
+def _stat(path: str) -> os.stat_result:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _fingerprint(path: str, before: os.stat_result) -> Dict[str, Any]:
+    """The CSV's size, mtime and sha256, for telling later whether it was edited; refuses a
+    CSV that changed while it was being read."""
+    digest = sha256_file(path)
+    after = _stat(path)
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise InputError(f"{path} changed while it was being read",
+                         hint="Wait until whatever writes the CSV has finished, then run the command again.")
+    return {"bytes": after.st_size, "mtime": after.st_mtime, "sha256": digest}
+
+
+def _narrate_csv_format(csv_input: CsvRows) -> None:
+    if csv_input.delimiter_detected and csv_input.delimiter != ",":
+        narrate(f"{csv_input.path}: the header row is split by {DELIMITER_NAMES[csv_input.delimiter]}s "
+                       f"({csv_input.delimiter!r}), so that is the delimiter; pass --delimiter to choose another")
+    if csv_input.newline == "\r":
+        narrate(f"{csv_input.path}: lines end with a lone CR (an old Mac export); each CR ends a line")
+
+
+def _csv_rows(csv_input: CsvRows, opts: Any, prefix: str, blank_lines: List[int]) -> Iterator[Tuple[int, str, str]]:
+    header = csv_input.header
+    where = opts.csv
+    if opts.id_column is not None and opts.id_column not in header:
+        raise InputError(f"{where}: line 1: the id column {opts.id_column!r} is not in the header; columns: "
+                         f"{', '.join(header)}", hint="Pass one of the columns to --id-column.", line=1)
+    if opts.template is None:
+        if "prompt" not in header:
+            raise UsageError("--csv needs --template (the CSV has no 'prompt' column)",
+                             hint=f"e.g. --template \"...{{{header[0]}}}...\"; columns: {', '.join(header)}")
+        template = Template("{prompt}")
+    else:
+        template = Template(opts.template)
+    missing = template.missing(header)
+    if missing:
+        raise InputError(f"{where}: line 1: the template placeholder {{{missing[0]}}} is not a column of the CSV; "
+                         f"available columns: {', '.join(header)}",
+                         hint=placeholder_hint(missing[0], "Placeholders must match the header exactly (case and "
+                                                           "spaces included)."), line=1)
+    # the columns whose values make the prompt (the id column alone does not)
+    used = [f for f in dict.fromkeys(template.fields) if f != opts.id_column]
+    number = 0
+    for line, row in csv_input:
+        number += 1
+        cid = _row_id(row, opts.id_column, line, prefix) if opts.id_column else custom_id_for(prefix, number)
+        prompt = template.render(row, line, "column")
+        if used and not any(row[f].strip() for f in used):
+            blank_lines.append(line)
+        yield line, cid, prompt
+
+
+def _jsonl_rows(opts: Any, prefix: str) -> Iterator[Tuple[int, str, str]]:
+    template = Template(opts.template if opts.template is not None else "{prompt}")
+    for line, obj in iter_jsonl_rows(opts.jsonl):
+        if opts.template is None and "prompt" not in obj:
+            raise UsageError("--jsonl needs --template (the objects have no 'prompt' field)",
+                             hint=f"e.g. --template \"...{{field}}...\"; fields on line {line}: "
+                                  f"{', '.join(obj) or '(none)'}")
+        if opts.id_column is not None:
+            if opts.id_column not in obj:
+                raise InputError(f"{opts.jsonl}: line {line}: the id field {opts.id_column!r} is missing; fields: "
+                                 f"{', '.join(obj) or '(none)'}", hint="Every object needs the id field.", line=line)
+            cid = _row_id(obj, opts.id_column, line, prefix)
+        else:
+            cid = custom_id_for(prefix, line)
+        yield line, cid, template.render(obj, line, "field", dotted=True, source=opts.jsonl)
+
+
