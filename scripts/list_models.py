@@ -26,19 +26,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from _dwbatches import output, pricing
-from _dwbatches.errors import EXIT_OK
-
-
-def model_kind(model_id: str) -> str:
-    return "embeddings" if "embed" in model_id.lower() else "chat"
-
-
-def price_key(model: dict) -> tuple:
-    p = model["price_per_1m_tokens"]
-    if not p:
-        return (1, 0.0, model["id"])
-    return (0, p["24h"]["input"] + p["24h"]["output"], model["id"])
+from _dwbatches import cli, output
+from _dwbatches.workflow.listing import list_models
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -50,33 +39,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="order: by id (default) or by price, cheapest first (24h input + output; "
                              "models without a known price last)")
     args = output.parse_args(parser, argv)
-
-    def body() -> int:
-        from _dwbatches import config
-        from _dwbatches.http import Client
-        client = Client(config.load_config(args.base_url, args.allow_insecure_http))
-        models = []
-        for m in client.list_models():
-            mid = str(m.get("id", ""))
-            k = model_kind(mid)
-            if (args.chat and k != "chat") or (args.embeddings and k != "embeddings"):
-                continue
-            models.append({"id": mid, "kind": k, "owned_by": m.get("owned_by"), "created": m.get("created"),
-                           "price_per_1m_tokens": pricing.price_doc(mid)})
-        models.sort(key=lambda m: m["id"])
-        if args.sort == "price":
-            models.sort(key=price_key)
-        output.narrate(f"{len(models)} model(s); prices per 1M tokens as of {pricing.PRICES_AS_OF}")
-        for m in models:
-            p = m["price_per_1m_tokens"]
-            cost = (f"${p['24h']['input']:g} in / ${p['24h']['output']:g} out (24h), "
-                    f"${p['1h']['input']:g} / ${p['1h']['output']:g} (1h)") if p else "price unknown"
-            output.narrate(f"  {m['id']} ({m['kind']}): {cost}")
-        output.emit({"count": len(models), "prices_as_of": pricing.PRICES_AS_OF,
-                     "default_model": pricing.DEFAULT_MODEL, "models": models})
-        return EXIT_OK
-
-    return output.run(body)
+    kind_wanted = "chat" if args.chat else "embeddings" if args.embeddings else None
+    return output.run(lambda: output.finish(list_models(cli.connection(args), kind_wanted, args.sort)))
 
 
 if __name__ == "__main__":

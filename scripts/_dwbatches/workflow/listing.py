@@ -1,0 +1,110 @@
+"""Listing: the account's batches (newest first, a page at a time or all of them), and the
+models the key may use, with their prices."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+from .. import commands, jobstatus, pricing
+from ..errors import UsageError
+from ..output import Outcome, narrate
+from .common import Connection, client_for
+
+STATUSES = ("in_progress", "completed", "failed", "cancelled", "expired")
+PAGE_MAX = 100
+
+
+def brief(b: Dict[str, Any]) -> Dict[str, Any]:
+    doc = jobstatus.summarize_batch(b)
+    doc = {"batch_id": doc.pop("batch_id"), "status": doc.pop("status"), "created_at": b.get("created_at"),
+           "completion_window": b.get("completion_window"), "endpoint": b.get("endpoint"),
+           "input_file_id": b.get("input_file_id"), **doc}
+    meta = b.get("metadata")
+    if isinstance(meta, dict) and meta:
+        doc["metadata"] = meta
+    return doc
+
+
+
+def list_batches(conn: Connection, limit: Optional[int] = None, status: Optional[str] = None,
+                 search: Optional[str] = None, after_id: Optional[str] = None, follow: bool = False) -> Outcome:
+    """list_batches.py: one page (``limit``), or every page with ``follow``."""
+    from ..http import check_id
+
+    if limit is None:
+        limit = PAGE_MAX if follow else 20
+    if not 1 <= limit <= PAGE_MAX:
+        raise UsageError(f"--limit must be between 1 and {PAGE_MAX}")
+    after = check_id(after_id, "batch") if after_id else None
+    client = client_for(conn)
+    found: List[Dict[str, Any]] = []
+    seen = set()
+    has_more = False
+    last_id = None
+    while True:
+        page = client.list_batches(limit=limit, after=after, status=status, search=search)
+        data = [b for b in page.get("data") or [] if isinstance(b, dict)]
+        fresh = [b for b in data if b.get("id") not in seen]
+        for b in fresh:
+            seen.add(b.get("id"))
+            found.append(brief(b))
+        has_more = bool(page.get("has_more"))
+        last_id = page.get("last_id") or (data[-1].get("id") if data else None)
+        if not follow or not has_more or not fresh or not last_id or last_id == after:
+            break
+        after = last_id
+        narrate(f"{len(found)} batches so far…")
+    doc: Dict[str, Any] = {"batches": found, "count": len(found), "has_more": has_more, "last_id": last_id}
+    if has_more and last_id:
+        extra = ["--after", last_id, "--limit", str(limit)]
+        if status:
+            extra += ["--status", status]
+        if search:
+            extra += ["--search", search]
+        doc["next"] = commands.command("list_batches.py", *extra)
+    else:
+        doc["next"] = None
+    counts: Dict[str, int] = {}
+    for b in found:
+        counts[b["status"]] = counts.get(b["status"], 0) + 1
+    narrate(f"{len(found)} batch(es)" + (": " + ", ".join(f"{n} {s}" for s, n in counts.items())
+                                                if counts else "") + (" (more: see next)" if has_more else ""))
+    return Outcome(doc)
+
+
+
+def model_kind(model_id: str) -> str:
+    """The API does not say; a model whose id names "embed" is an embeddings model."""
+    return "embeddings" if "embed" in model_id.lower() else "chat"
+
+
+def price_key(model: Dict[str, Any]) -> tuple:
+    """Cheapest first (the 24h input plus output price); models without a price last."""
+    p = model["price_per_1m_tokens"]
+    if not p:
+        return (1, 0.0, model["id"])
+    return (0, p["24h"]["input"] + p["24h"]["output"], model["id"])
+
+
+def list_models(conn: Connection, kind: Optional[str] = None, sort: str = "id") -> Outcome:
+    """list_models.py: the models (``kind`` "chat" or "embeddings" only), by id or by price."""
+    client = client_for(conn)
+    models = []
+    for m in client.list_models():
+        mid = str(m.get("id", ""))
+        k = model_kind(mid)
+        if kind and k != kind:
+            continue
+        models.append({"id": mid, "kind": k, "owned_by": m.get("owned_by"), "created": m.get("created"),
+                       "price_per_1m_tokens": pricing.price_doc(mid)})
+    models.sort(key=lambda m: m["id"])
+    if sort == "price":
+        models.sort(key=price_key)
+    narrate(f"{len(models)} model(s); prices per 1M tokens as of {pricing.PRICES_AS_OF}")
+    for m in models:
+        p = m["price_per_1m_tokens"]
+        cost = (f"${p['24h']['input']:g} in / ${p['24h']['output']:g} out (24h), "
+                f"${p['1h']['input']:g} / ${p['1h']['output']:g} (1h)") if p else "price unknown"
+        narrate(f"  {m['id']} ({m['kind']}): {cost}")
+    return Outcome({"count": len(models), "prices_as_of": pricing.PRICES_AS_OF,
+                    "default_model": pricing.DEFAULT_MODEL, "models": models})
