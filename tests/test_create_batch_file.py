@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from _dwbatches import builder
+from _dwbatches import builder, sources, template
 from _dwbatches.errors import InputError, UsageError
 from helpers import ok_json, run
 
@@ -203,7 +203,7 @@ def test_library_api(tmp_path):
         builder.build_request("/v1/embeddings", "e", "t", system="no")
     assert not (tmp_path / "dup.jsonl").exists() and not (tmp_path / "long.jsonl").exists()
     assert builder.custom_id_for("p", 7) == "p-000007" and builder.custom_id_for("", row_id="a") == "a"
-    tpl = builder.Template("{a} and {b.c}")
+    tpl = template.Template("{a} and {b.c}")
     assert tpl.fields == ["a", "b.c"] and tpl.missing(["a"]) == ["b.c"]
     assert tpl.render({"a": 1, "b": {"c": None}}, 1, dotted=True) == "1 and "
 
@@ -357,7 +357,7 @@ def test_the_delimiter_is_detected_from_the_header_and_recorded(tmp_path, header
     assert f"d.csv: the header row is split by {name} ({delimiter!r}), so that is the delimiter" in proc.stderr
     sidecar = json.loads((tmp_path / "d.source.json").read_text())
     assert sidecar["delimiter"] == doc["source"]["delimiter"] == delimiter
-    with builder.CsvRows(str(tmp_path / "d.csv")) as rows_read:
+    with sources.CsvRows(str(tmp_path / "d.csv")) as rows_read:
         assert rows_read.delimiter == delimiter and rows_read.dialect.delimiter == delimiter
         assert rows_read.header == ["id", "text", "stars"]
 
@@ -420,14 +420,14 @@ def test_cr_only_prompts_files_are_read_too(tmp_path):
 
 
 def test_line_ending_detection_across_the_first_read(tmp_path, monkeypatch):
-    monkeypatch.setattr(builder.TextLines, "HEAD", 4)
-    monkeypatch.setattr(builder.TextLines, "CHUNK", 3)
+    monkeypatch.setattr(sources.TextLines, "HEAD", 4)
+    monkeypatch.setattr(sources.TextLines, "CHUNK", 3)
     cases = {b"abc\r\ndef\r\n": ["abc\r\n", "def\r\n"], b"abc\rdef\rg": ["abc\r", "def\r", "g"],
              b"ab\ncdefgh\ni": ["ab\n", "cdefgh\n", "i"], b"abcdefgh\n": ["abcdefgh\n"], b"": [],
              b"\xef\xbb\xbfa\rb": ["a\r", "b"]}
     for i, (data, want) in enumerate(cases.items()):
         (tmp_path / f"f{i}").write_bytes(data)
-        with builder.TextLines(str(tmp_path / f"f{i}")) as tl:
+        with sources.TextLines(str(tmp_path / f"f{i}")) as tl:
             assert list(tl) == want, data
             assert tl.line == len(want) and tl.bom == data.startswith(b"\xef\xbb\xbf")
 
@@ -448,7 +448,7 @@ def test_the_sidecar_records_the_csv_fingerprint_delimiter_and_bom(tmp_path):
         assert kept in sidecar
     assert doc["source"] == {k: v for k, v in sidecar.items() if k not in ("output", "output_sha256")}
     assert prompts_of(out) == ["café"]
-    with builder.CsvRows(str(tmp_path / "x.csv")) as rows:
+    with sources.CsvRows(str(tmp_path / "x.csv")) as rows:
         assert rows.bom is True and rows.header == ["id", "text"]
     doc = ok_json(csv_build(tmp_path, "y.csv", b"id,text\n1,a\n", "--template", "{text}")[0])
     assert doc["source"]["bom"] is False and doc["source"]["delimiter"] == ","

@@ -27,7 +27,7 @@ from .job import Chunk, Job, JobRecord, ResultsSettings
 from .merge import (
     MISSING_NOT_RUN,
     MISSING_PENDING,
-    CsvRows,
+    MatchedCsvRows,
     MergeCounts,
     Merger,
     RequestRows,
@@ -294,7 +294,7 @@ def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[st
         try:
             if fmt == "csv" and src_csv:
                 submitted = set(order) if order is not None else None
-                counts = merger.write_csv(CsvRows(src_csv, source.to_dict() if source else None,
+                counts = merger.write_csv(MatchedCsvRows(src_csv, source.to_dict() if source else None,
                                                   requests_file, column),
                                           out_path, err_path, submitted=submitted)
             elif fmt == "csv":  # a job built from prompts or JSONL: one row per request
@@ -355,7 +355,7 @@ def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[st
                 if not input_path:
                     raise UsageError("--format csv with batch ids needs --input FILE (and --csv FILE for a batch "
                                      "built from a CSV)", hint="Or use --job DIR, which remembers both.")
-                rows = CsvRows(csv_path, None, input_path, column) if csv_path else RequestRows(input_path, column)
+                rows = MatchedCsvRows(csv_path, None, input_path, column) if csv_path else RequestRows(input_path, column)
                 counts = merger.write_csv(rows, out_path, err_path)
             else:
                 order = iter_input_ids(input_path) if input_path else iter(index.order or [])

@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from .builder import custom_id_for, row_id_text
 from .download import KINDS, Store, Target, iter_raw
 from .errors import (
     DWError,
@@ -23,6 +24,7 @@ from .errors import (
 )
 from .files import atomic_output
 from .resultlines import _short, csv_cell, error_text, extract_content, is_success, request_text, simple_line
+from .sources import CsvRows
 
 FORMATS = ("raw", "simple", "csv")
 
@@ -196,7 +198,7 @@ class Merger:
         self.counts.unexpected = len(self.index.ids() - seen)
         return self.counts
 
-    def write_csv(self, rows: CsvRows, out_path: str, err_path: str,
+    def write_csv(self, rows: MatchedCsvRows, out_path: str, err_path: str,
                   submitted: Optional[set] = None) -> MergeCounts:
         """The CSV with answer and error columns. ``submitted``: the custom_ids of the job's
         requests, when known; a row whose id is not among them (a row added after the submit)
@@ -245,7 +247,7 @@ class RequestRows:
             yield cid, [cid, request_text(line)]
 
 
-class CsvRows:
+class MatchedCsvRows:
     """Rows of the original CSV, each with the custom_id create_batch_file.py gave it.
 
     With the job's ``source`` (``id_prefix``, ``id_column``) the custom_id is computed the way
@@ -258,8 +260,6 @@ class CsvRows:
 
     def __init__(self, csv_path: str, source: Optional[Dict[str, Any]], input_path: Optional[str],
                  column: Optional[str] = None):
-        from . import builder
-        self._builder = builder
         self.csv_path = csv_path
         self.source = source or {}
         self.input_path = input_path
@@ -269,7 +269,7 @@ class CsvRows:
         if not legacy and self.source.get("path") == os.path.abspath(csv_path):
             delimiter = self.source.get("delimiter")
         self._read_as: Dict[str, Any] = {"delimiter": delimiter, "skip_empty_rows": not legacy}
-        with builder.CsvRows(csv_path, **self._read_as) as rows:
+        with CsvRows(csv_path, **self._read_as) as rows:
             self.header = list(rows.header)
             self.dialect: Any = rows.dialect
             self.bom: bool = rows.bom
@@ -281,7 +281,6 @@ class CsvRows:
         self.error_col = "error" if "error" not in names and self.response_col != "error" else "dw_error"
 
     def __iter__(self) -> Iterator[Tuple[Optional[str], List[str]]]:
-        b = self._builder
         src = self.source
         prefix = src.get("id_prefix")
         id_column = src.get("id_column")
@@ -292,7 +291,7 @@ class CsvRows:
                 raise UsageError("cannot match the CSV rows to requests: the batch input file is missing",
                                  hint="Pass --format raw or simple, or restore the input file.")
             ids = iter_input_ids(self.input_path)
-        with b.CsvRows(self.csv_path, **self._read_as) as rows:
+        with CsvRows(self.csv_path, **self._read_as) as rows:
             number = 0
             for line, row in rows:
                 number += 1
@@ -303,13 +302,13 @@ class CsvRows:
                     yield None, values
                 elif id_column:
                     try:
-                        rid = b.row_id_text(row.get(id_column), line, id_column)
+                        rid = row_id_text(row.get(id_column), line, id_column)
                     except DWError:
                         yield None, values
                         continue
-                    yield b.custom_id_for(prefix, row_id=rid), values
+                    yield custom_id_for(prefix, row_id=rid), values
                 else:
-                    yield b.custom_id_for(prefix, number), values
+                    yield custom_id_for(prefix, number), values
 
 
 def write_subset(input_path: str, keep: Any, dest: Optional[str]) -> Tuple[int, List[str]]:

@@ -16,20 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ..builder import (
-    DELIMITER_NAMES,
     EXAMPLE_PROMPTS,
     BatchFileWriter,
-    CsvRows,
-    Template,
     build_request,
     check_custom_id,
     custom_id_for,
     default_model,
-    iter_jsonl_rows,
-    iter_prompts,
-    line_list,
-    parse_delimiter,
-    placeholder_hint,
     prefix_from_path,
     remove_sidecar,
     row_id_text,
@@ -40,6 +32,8 @@ from ..errors import InputError, UsageError
 from ..files import refuse_overwrite
 from ..job import sha256_file
 from ..output import Outcome, narrate
+from ..sources import DELIMITER_NAMES, CsvRows, iter_jsonl_rows, iter_prompts, line_list, parse_delimiter
+from ..template import Template, placeholder_hint
 from ..validate import MAX_BODY_BYTES
 
 
