@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from _dwbatches import job as job_mod
 from _dwbatches import jobstatus
-from _dwbatches.job import JobRecord
+from _dwbatches.jobrecord import JobRecord
 from helpers import batch_ids_of, job_state, make_job, run_script, wait_until, write_input
 
 BATCH_KEYS = {"batch_id", "status", "request_counts", "output_file_id", "error_file_id", "expires_at"}

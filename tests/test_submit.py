@@ -530,7 +530,8 @@ class PagingOnlyServer:
 
 
 def test_intent_lookup_pages_back_when_search_is_ignored(tmp_path):
-    from _dwbatches.job import Chunk, Job
+    from _dwbatches.job import Job
+    from _dwbatches.jobrecord import Chunk
     from _dwbatches.submitter import Submitter
 
     now = 1_800_000_000
@@ -545,7 +546,8 @@ def test_intent_lookup_pages_back_when_search_is_ignored(tmp_path):
 
 
 def test_upload_lookup_pages_back_and_checks_the_size(tmp_path):
-    from _dwbatches.job import Chunk, Job
+    from _dwbatches.job import Job
+    from _dwbatches.jobrecord import Chunk
     from _dwbatches.submitter import Submitter
 
     now = 1_800_000_000

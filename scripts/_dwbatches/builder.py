@@ -30,7 +30,7 @@ from typing import IO, Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from . import compat, pricing
 from .errors import InputError, UsageError
 from .files import atomic_write_json, fsync_dir, reraise_named
-from .job import sha256_file
+from .jobrecord import sha256_file
 from .validate import (
     MAX_BODY_BYTES,
     MAX_FILE_BYTES,

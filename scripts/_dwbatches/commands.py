@@ -11,7 +11,7 @@ import os
 from typing import List, Optional, Sequence
 
 from . import compat
-from .job import JobRecord
+from .jobrecord import JobRecord
 
 
 def script_path(name: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import pricing
 from .download import BatchReport
-from .job import Chunk
+from .jobrecord import Chunk
 from .merge import Merger
 from .validate import Report
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import clock, compat, files, jobstatus
-from . import job as job_mod
 from .errors import (
     LOCK_WAIT,
     APIConnectionError,
@@ -30,7 +29,8 @@ from .errors import (
     busy_error,
     file_error,
 )
-from .job import BatchDownload, Cursor, Job
+from .job import Job
+from .jobrecord import BatchDownload, Cursor, counts_of
 from .output import narrate
 
 KINDS = ("output", "error")
@@ -272,7 +272,7 @@ class Fetcher:
             batch = self.client.get_batch(batch_id)
         entry = self.store.entry(batch_id)
         entry.unreachable = None
-        counts = job_mod.counts_of(batch)
+        counts = counts_of(batch)
         self._check_raw_files(batch_id, entry, rep)
         if entry.final and entry.status == batch.get("status") and entry.request_counts == counts:
             rep.batch, rep.drained, rep.verified, rep.skipped = batch, True, entry.verified, True
@@ -306,7 +306,7 @@ class Fetcher:
         # a missing X-Incomplete header counts as "finished" once the status is terminal
         rep.drained = jobstatus.is_terminal(batch.get("status")) and all(v is not True for v in incomplete.values())
         entry.status = batch.get("status")
-        entry.request_counts = job_mod.counts_of(batch)
+        entry.request_counts = counts_of(batch)
         if rep.drained:
             self._verify(rep, entry)
         else:
@@ -341,7 +341,7 @@ class Fetcher:
             self.store.save()
 
     def _verify(self, rep: BatchReport, entry: BatchDownload) -> None:
-        counts = job_mod.counts_of(rep.batch)
+        counts = counts_of(rep.batch)
         ok = True
         for kind in KINDS:
             expected = counts[COUNT_FOR_KIND[kind]]

@@ -23,7 +23,8 @@ from .errors import (
     UsageError,
 )
 from .files import atomic_output
-from .job import Chunk, Job, JobRecord, ResultsSettings
+from .job import Job
+from .jobrecord import Chunk, JobRecord, ResultsSettings
 from .merge import (
     MISSING_NOT_RUN,
     MISSING_PENDING,

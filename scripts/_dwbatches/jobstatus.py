@@ -24,7 +24,8 @@ import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from .errors import JobError
-from .job import TERMINAL_STATUSES, Job, JobRecord, counts_of
+from .job import Job
+from .jobrecord import TERMINAL_STATUSES, JobRecord, counts_of
 
 # The first re-checks come sooner than --interval, so that a small job that finishes in
 # seconds is not left waiting a full interval; after them, every --interval seconds.

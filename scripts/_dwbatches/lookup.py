@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Optional
 
 from . import clock
 from .errors import APIStatusError
-from .job import Chunk
+from .jobrecord import Chunk
 from .output import narrate
 
 LOOKUP_PAGES = 20  # recent batches (x100) searched for an intent when ?search= finds nothing

@@ -31,7 +31,8 @@ from .errors import (
     UsageError,
 )
 from .files import atomic_output, make_private_dir
-from .job import Chunk, Fingerprint, Job, Limits, Round, Source, new_intent_id, sha256_file
+from .job import Job, new_intent_id
+from .jobrecord import Chunk, Fingerprint, Limits, Round, Source, sha256_file
 from .output import narrate
 from .urls import is_loopback
 from .validate import (

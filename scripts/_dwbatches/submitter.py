@@ -56,7 +56,8 @@ from .errors import (
     JobError,
     UsageError,
 )
-from .job import Chunk, Job, Round, sha256_file
+from .job import Job
+from .jobrecord import Chunk, Round, sha256_file
 from .output import narrate
 from .planning import _verified, new_chunk, plan_range
 

@@ -30,7 +30,7 @@ from ..builder import (
 )
 from ..errors import InputError, UsageError
 from ..files import refuse_overwrite
-from ..job import sha256_file
+from ..jobrecord import sha256_file
 from ..output import Outcome, narrate
 from ..sources import DELIMITER_NAMES, CsvRows, iter_jsonl_rows, iter_prompts, line_list, parse_delimiter
 from ..template import Template, placeholder_hint

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 from .. import commands, jobstatus
-from ..job import Job, counts_of
+from ..job import Job
+from ..jobrecord import counts_of
 from ..output import Outcome, narrate
 
 

@@ -14,7 +14,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .. import clock, commands, jobstatus
 from ..errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, FileSystemError
-from ..job import Job, counts_of
+from ..job import Job
+from ..jobrecord import counts_of
 from ..output import Outcome, narrate
 
 

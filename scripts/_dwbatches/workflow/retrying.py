@@ -15,7 +15,8 @@ from typing import Any, Dict, List, Optional
 from .. import commands, fetch, merge, resultlines
 from ..errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError
 from ..files import make_private_dir, refuse_overwrite
-from ..job import Job, Round, counts_of
+from ..job import Job
+from ..jobrecord import Round, counts_of
 from ..output import Outcome, narrate
 from ..planning import add_retry_round, next_round_path
 

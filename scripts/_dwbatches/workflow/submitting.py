@@ -13,7 +13,8 @@ from typing import Any, Callable, Dict, List, Optional
 from .. import commands, pricing
 from ..cost import _money, local_estimate, sum_estimates
 from ..errors import DWError, UsageError
-from ..job import Job, default_job_dir, sha256_file
+from ..job import Job, default_job_dir
+from ..jobrecord import sha256_file
 from ..output import Outcome, narrate
 from ..planning import parse_metadata, plan_or_resume, validate_input
 from ..validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE, Report

@@ -1,0 +1,409 @@
+"""The job record, ``job.json``, as typed records (read and written only by ``job.Job``).
+
+Schema of ``job.json`` (``version`` 2; the version-1 files of earlier releases, marked
+``"format": 1`` and holding absolute paths, load as they are)::
+
+    version            2
+    job_id             uuid of the job; sent to the server in every batch's metadata (dwb_job)
+    created_at, updated_at     unix seconds
+    input              {path, sha256, bytes, mtime, requests}: the file submitted (round 1)
+    completion_window  "24h" or "1h"
+    metadata           {key: value} the user's batch metadata
+    base_url           the API the job was submitted to; later commands use it when given no URL
+    allow_insecure_http  true when it was submitted with --allow-insecure-http
+    source             null, or {kind: "csv", path, id_column, id_prefix, rows, sha256, bytes,
+                       mtime, delimiter, bom, ...}: the CSV the input was built from
+    rounds             [{round, kind ("initial" | "retry"), input_path, input_sha256,
+                       completion_window, created_at, limits {max_requests, max_bytes},
+                       replan (limits to re-split with, or absent), chunks: [chunk]}]
+    chunk              {index, start_line, end_line, start_byte, end_byte, requests, bytes,
+                       endpoint, upload_name, file_id, intent_id, batch_id, completion_window,
+                       status, request_counts {total, completed, failed}, output_file_id,
+                       error_file_id, expires_at, expired_at, cost_estimate, held,
+                       upload_started_at, create_started_at}
+    fetch              {batch_id: {output: cursor, error: cursor, verified, final, status,
+                       request_counts, unreachable}}; cursor = {skip, local_bytes, rereads}:
+                       lines read from the server and bytes of them on disk
+    results            null, or {format, output, errors, csv, column}: the output settings last used
+    local_estimate     null, or {window, low_usd, high_usd, as_of}: the price-table range at submit
+    cancel             null, or {at, rounds}: cancelled by the user; no batch is created for
+                       a chunk of those rounds any more
+
+Paths (``input.path``, ``source.path``, ``rounds[].input_path``, ``results.*``) are stored
+relative to the job directory when they lie inside the folder that holds it (the project
+folder), absolute otherwise; so a project folder moved or copied with its job keeps working.
+In memory every path is absolute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+VERSION = 2
+
+
+TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired"})
+
+
+COUNT_KEYS = ("total", "completed", "failed")
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def counts_of(batch: Dict[str, Any]) -> Dict[str, int]:
+    """``request_counts`` of a batch object (or of a stored record) as three ints."""
+    rc = batch.get("request_counts") if isinstance(batch, dict) else None
+    rc = rc if isinstance(rc, dict) else {}
+    return {k: int(rc.get(k) or 0) for k in COUNT_KEYS}
+
+
+class _Record:
+    """A dataclass stored as a JSON object; keys it does not know are kept in ``extra``."""
+
+    extra: Dict[str, Any]
+
+    @classmethod
+    def from_dict(cls, doc: Optional[Dict[str, Any]]):  # type: ignore[no-untyped-def]
+        doc = dict(doc or {})
+        names = {f.name for f in dataclasses.fields(cls) if f.name != "extra"}  # type: ignore[arg-type]
+        known = {k: doc.pop(k) for k in list(doc) if k in names}
+        obj = cls(**known)  # type: ignore[call-arg]
+        obj.extra = doc
+        return obj
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}  # type: ignore[arg-type]
+        out.update(self.extra)
+        return out
+
+
+@dataclass
+class Fingerprint:
+    """Size, modification time and sha256 of a file, to tell whether it changed."""
+
+    bytes: Optional[int] = None
+    mtime: Optional[float] = None
+    sha256: Optional[str] = None
+
+    @classmethod
+    def of(cls, path: str, sha256: Optional[str] = None) -> Fingerprint:
+        st = os.stat(path)
+        return cls(st.st_size, st.st_mtime, sha256 or sha256_file(path))
+
+    def check(self, path: Optional[str]) -> str:
+        """"same", "changed" or "missing". Size and mtime equal: same (the fast path); else the
+        sha256 decides (a copy or a touch keeps the contents)."""
+        if not path:
+            return "missing"
+        try:
+            st = os.stat(path)
+        except OSError:
+            return "missing"
+        if not os.path.isfile(path):
+            return "missing"
+        if self.bytes is not None and st.st_size != self.bytes:
+            return "changed"
+        if self.mtime is not None and self.bytes is not None and abs(st.st_mtime - self.mtime) < 1e-6:
+            return "same"
+        if not self.sha256:
+            return "same" if self.bytes is not None else "changed"
+        try:
+            return "same" if sha256_file(path) == self.sha256 else "changed"
+        except OSError:
+            return "missing"
+
+
+@dataclass
+class InputInfo(_Record):
+    path: str = ""
+    sha256: Optional[str] = None
+    requests: int = 0
+    bytes: Optional[int] = None
+    mtime: Optional[float] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> Fingerprint:
+        return Fingerprint(self.bytes, self.mtime, self.sha256)
+
+
+@dataclass
+class Source(_Record):
+    """The CSV a batch input was built from (create_batch_file.py's sidecar)."""
+
+    kind: str = "csv"
+    path: Optional[str] = None
+    id_column: Optional[str] = None
+    id_prefix: Optional[str] = None
+    rows: Optional[int] = None
+    sha256: Optional[str] = None
+    bytes: Optional[int] = None
+    mtime: Optional[float] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> Optional[Fingerprint]:
+        if self.sha256 is None and self.bytes is None:
+            return None  # recorded by an earlier release: nothing to check against
+        return Fingerprint(self.bytes, self.mtime, self.sha256)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return self.to_dict()
+
+
+@dataclass
+class Limits(_Record):
+    max_requests: int = 50_000
+    max_bytes: int = 200 * 1024 * 1024
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Chunk(_Record):
+    """One uploaded file and the batch made from it."""
+
+    index: int = 1
+    start_line: int = 1
+    end_line: int = 1
+    start_byte: int = 0
+    end_byte: int = 0
+    requests: int = 0
+    bytes: int = 0
+    endpoint: Optional[str] = None
+    upload_name: str = ""
+    file_id: Optional[str] = None
+    intent_id: str = ""
+    batch_id: Optional[str] = None
+    completion_window: Optional[str] = None
+    status: Optional[str] = None
+    request_counts: Optional[Dict[str, int]] = None
+    output_file_id: Optional[str] = None
+    error_file_id: Optional[str] = None
+    expires_at: Optional[int] = None
+    expired_at: Optional[int] = None
+    cost_estimate: Optional[Dict[str, Any]] = None
+    held: Optional[str] = None
+    upload_started_at: Optional[float] = None
+    create_started_at: Optional[float] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = super().to_dict()
+        if out.get("expired_at") is None:
+            out.pop("expired_at", None)
+        return out
+
+    def record_batch(self, batch: Dict[str, Any]) -> None:
+        """The one way a batch object's status, counts, files and expiry get into the chunk."""
+        if batch.get("id") and not self.batch_id:
+            self.batch_id = batch["id"]
+        self.status = batch.get("status")
+        if isinstance(batch.get("request_counts"), dict):
+            self.request_counts = counts_of(batch)
+        for key in ("output_file_id", "error_file_id", "expires_at", "expired_at"):
+            if batch.get(key) is not None:
+                setattr(self, key, batch[key])
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+@dataclass
+class Round(_Record):
+    round: int = 1
+    kind: str = "initial"  # or "retry"
+    input_path: str = ""
+    input_sha256: Optional[str] = None
+    completion_window: str = "24h"
+    created_at: Optional[float] = None
+    limits: Limits = field(default_factory=Limits)
+    replan: Optional[Limits] = None
+    chunks: List[Chunk] = field(default_factory=list)
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, doc: Optional[Dict[str, Any]]) -> Round:
+        doc = dict(doc or {})
+        chunks = [Chunk.from_dict(c) for c in doc.pop("chunks", None) or []]
+        limits = Limits.from_dict(doc.pop("limits", None))
+        replan = doc.pop("replan", None)
+        rnd = super().from_dict(doc)
+        rnd.chunks, rnd.limits = chunks, limits
+        rnd.replan = Limits.from_dict(replan) if replan else None
+        return rnd
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = super().to_dict()
+        out["limits"] = self.limits.to_dict()
+        out["chunks"] = [c.to_dict() for c in self.chunks]
+        if self.replan is None:
+            out.pop("replan")
+        else:
+            out["replan"] = self.replan.to_dict()
+        return out
+
+    @property
+    def done(self) -> bool:
+        """Every chunk has a batch in a terminal state."""
+        return all(c.batch_id and c.terminal for c in self.chunks)
+
+
+@dataclass
+class Cursor(_Record):
+    """Where the download of one file stands: lines read, and their bytes on disk."""
+
+    skip: int = 0
+    local_bytes: int = 0
+    rereads: int = 0
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BatchDownload(_Record):
+    """The downloads of one batch's output and error files."""
+
+    output: Cursor = field(default_factory=Cursor)
+    error: Cursor = field(default_factory=Cursor)
+    verified: bool = False
+    final: bool = False  # completed or failed, verified: nothing more can arrive
+    status: Optional[str] = None
+    request_counts: Optional[Dict[str, int]] = None
+    unreachable: Optional[str] = None  # why the batch or its files cannot be read (404)
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, doc: Optional[Dict[str, Any]]) -> BatchDownload:
+        doc = dict(doc or {})
+        out, err = Cursor.from_dict(doc.pop("output", None)), Cursor.from_dict(doc.pop("error", None))
+        obj = super().from_dict(doc)
+        obj.output, obj.error = out, err
+        return obj
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = super().to_dict()
+        out["output"], out["error"] = self.output.to_dict(), self.error.to_dict()
+        return out
+
+    def cursor(self, kind: str) -> Cursor:
+        return self.output if kind == "output" else self.error
+
+
+@dataclass
+class ResultsSettings(_Record):
+    format: Optional[str] = None
+    output: Optional[str] = None
+    errors: Optional[str] = None
+    csv: Optional[str] = None
+    column: Optional[str] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Cancel(_Record):
+    """A cancel the user asked for: rounds up to ``rounds`` create no further batch."""
+
+    at: float = 0.0
+    rounds: int = 0
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class JobRecord(_Record):
+    job_id: str = ""
+    version: int = VERSION
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    input: InputInfo = field(default_factory=InputInfo)
+    completion_window: str = "24h"
+    metadata: Dict[str, str] = field(default_factory=dict)
+    base_url: Optional[str] = None
+    source: Optional[Source] = None
+    rounds: List[Round] = field(default_factory=list)
+    fetch: Dict[str, BatchDownload] = field(default_factory=dict)
+    results: Optional[ResultsSettings] = None
+    cancel: Optional[Cancel] = None
+    local_estimate: Optional[Dict[str, Any]] = None  # {window, low_usd, high_usd, as_of} at submit
+    allow_insecure_http: bool = False  # submitted with --allow-insecure-http to a plain-http host
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, doc: Optional[Dict[str, Any]]) -> JobRecord:
+        doc = dict(doc or {})
+        doc.pop("format", None)  # version 1 marked itself this way
+        inp = InputInfo.from_dict(doc.pop("input", None))
+        src = doc.pop("source", None)
+        rounds = [Round.from_dict(r) for r in doc.pop("rounds", None) or []]
+        fetch = {k: BatchDownload.from_dict(v) for k, v in (doc.pop("fetch", None) or {}).items()}
+        res = doc.pop("results", None)
+        cancel = doc.pop("cancel", None)
+        rec = super().from_dict(doc)
+        rec.input, rec.rounds, rec.fetch = inp, rounds, fetch
+        rec.source = Source.from_dict(src) if isinstance(src, dict) else None
+        rec.results = ResultsSettings.from_dict(res) if isinstance(res, dict) else None
+        rec.cancel = Cancel.from_dict(cancel) if isinstance(cancel, dict) else None
+        rec.metadata = dict(rec.metadata or {})
+        return rec
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = super().to_dict()
+        out["version"] = VERSION
+        out["input"] = self.input.to_dict()
+        out["source"] = self.source.to_dict() if self.source else None
+        out["rounds"] = [r.to_dict() for r in self.rounds]
+        out["fetch"] = {k: v.to_dict() for k, v in self.fetch.items()}
+        out["results"] = self.results.to_dict() if self.results else None
+        out["cancel"] = self.cancel.to_dict() if self.cancel else None
+        return out
+
+    # -- views ---------------------------------------------------------------------------
+    def chunks(self) -> Iterator[Chunk]:
+        for rnd in self.rounds:
+            yield from rnd.chunks
+
+    def round_chunks(self) -> Iterator[Tuple[Round, Chunk]]:
+        for rnd in self.rounds:
+            for ch in rnd.chunks:
+                yield rnd, ch
+
+    def batch_ids(self) -> List[str]:
+        return [c.batch_id for c in self.chunks() if c.batch_id]
+
+    def round_of(self, chunk: Chunk) -> Round:
+        for rnd in self.rounds:
+            if any(c is chunk for c in rnd.chunks):
+                return rnd
+        raise KeyError(chunk.index)
+
+    def download(self, batch_id: str) -> BatchDownload:
+        """The download record of a batch (made when first asked for)."""
+        if batch_id not in self.fetch:
+            self.fetch[batch_id] = BatchDownload()
+        return self.fetch[batch_id]
+
+    def record_batches(self, batches: Dict[str, Dict[str, Any]]) -> None:
+        """Record fetched batch objects on the chunks they belong to."""
+        for ch in self.chunks():
+            b = batches.get(ch.batch_id or "")
+            if b:
+                ch.record_batch(b)
+
+    def nothing_created(self) -> bool:
+        """No batch of the job exists or may exist on the server (none recorded, no creation
+        ever started), so the job may be planned again from scratch."""
+        if len(self.rounds) > 1:
+            return False
+        return not any(c.batch_id or c.create_started_at for c in self.chunks())
+
+    def cancelled_round(self, rnd: Round) -> bool:
+        return self.cancel is not None and rnd.round <= self.cancel.rounds
