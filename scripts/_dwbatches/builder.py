@@ -80,6 +80,13 @@ def _line(custom_id: str, url: str, body: Dict[str, Any]) -> Dict[str, Any]:
     return {"custom_id": custom_id, "method": "POST", "url": url, "body": body}
 
 
+def _set_given(body: Dict[str, Any], **fields: Any) -> None:
+    """Set the body fields that were given (not None), in the order given."""
+    for key, value in fields.items():
+        if value is not None:
+            body[key] = value
+
+
 def chat_request(custom_id: str, prompt: str, model: str = DEFAULT_CHAT_MODEL, *, system: Optional[str] = None,
                  temperature: Optional[float] = None, max_tokens: Optional[int] = None,
                  top_p: Optional[float] = None, stop: Optional[Sequence[str]] = None,
@@ -91,16 +98,8 @@ def chat_request(custom_id: str, prompt: str, model: str = DEFAULT_CHAT_MODEL, *
         messages.append({"role": "system", "content": system})
     messages.append({"role": "user", "content": prompt})
     body: Dict[str, Any] = {"model": model, "messages": messages}
-    if temperature is not None:
-        body["temperature"] = temperature
-    if max_tokens is not None:
-        body["max_tokens"] = max_tokens
-    if top_p is not None:
-        body["top_p"] = top_p
-    if stop:
-        body["stop"] = list(stop)
-    if response_format is not None:
-        body["response_format"] = response_format
+    _set_given(body, temperature=temperature, max_tokens=max_tokens, top_p=top_p,
+               stop=list(stop) if stop else None, response_format=response_format)
     _merge_extra(body, extra_body, ("model", "messages"))
     return _line(custom_id, CHAT, body)
 
@@ -123,16 +122,8 @@ def responses_request(custom_id: str, prompt: str, model: str = DEFAULT_CHAT_MOD
     ``text_format`` is the Responses API's ``text.format`` (``{"type": "json_object"}`` or a
     ``json_schema`` format)."""
     body: Dict[str, Any] = {"model": model, "input": prompt}
-    if instructions:
-        body["instructions"] = instructions
-    if temperature is not None:
-        body["temperature"] = temperature
-    if max_output_tokens is not None:
-        body["max_output_tokens"] = max_output_tokens
-    if top_p is not None:
-        body["top_p"] = top_p
-    if text_format is not None:
-        body["text"] = {"format": text_format}
+    _set_given(body, instructions=instructions or None, temperature=temperature, max_output_tokens=max_output_tokens,
+               top_p=top_p, text={"format": text_format} if text_format is not None else None)
     _merge_extra(body, extra_body, ("model", "input"))
     return _line(custom_id, RESPONSES, body)
 

@@ -142,6 +142,16 @@ class Submitter:
     def find_batch(self, ch: Chunk) -> Optional[Dict[str, Any]]:
         return lookup.find_batch(self.client, ch)
 
+    def _sent_earlier(self, find: Any, ch: Chunk, started_at: Optional[float], label: str,
+                      what: str) -> Optional[Dict[str, Any]]:
+        """What an earlier run sent for ``ch`` (an attempt was started), looked up on the server."""
+        if not started_at:
+            return None
+        found = lookup.settled(find, ch, lookup.recent(started_at), label)
+        if found:
+            narrate(f"{label}: found {what} by an earlier run ({found['id']})")
+        return found
+
     # -- steps -----------------------------------------------------------------------------
     def _label(self, rnd: Round, ch: Chunk) -> str:
         n = len(rnd.chunks)
@@ -157,13 +167,11 @@ class Submitter:
         if ch.file_id:
             return
         label = self._label(rnd, ch)
-        if ch.upload_started_at:
-            f = lookup.settled(self.find_upload, ch, lookup.recent(ch.upload_started_at), label)
-            if f:
-                narrate(f"{label}: found the file uploaded by an earlier run ({f['id']})")
-                self.files_found += 1
-                self._record_file(ch, f)
-                return
+        f = self._sent_earlier(self.find_upload, ch, ch.upload_started_at, label, "the file uploaded")
+        if f:
+            self.files_found += 1
+            self._record_file(ch, f)
+            return
         self._check_input(rnd)
         ch.upload_started_at = time.time()
         self.job.save()
@@ -273,13 +281,11 @@ class Submitter:
         if self._cancelled(rnd, refresh=True):
             narrate(f"{label}: the job was cancelled; no batch is created for it")
             return
-        if ch.create_started_at:
-            b = lookup.settled(self.find_batch, ch, lookup.recent(ch.create_started_at), label)
-            if b:
-                narrate(f"{label}: found the batch created by an earlier run ({b['id']})")
-                self.batches_found += 1
-                self._record_batch(ch, b)
-                return
+        b = self._sent_earlier(self.find_batch, ch, ch.create_started_at, label, "the batch created")
+        if b:
+            self.batches_found += 1
+            self._record_batch(ch, b)
+            return
         ch.create_started_at = time.time()
         self.job.save()
         try:
