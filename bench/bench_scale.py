@@ -761,7 +761,7 @@ def main() -> int:
     rows: List[dict] = []
     notes: List[str] = []
     e2e_res = poll_res = up_res = None
-    started = time.time()
+    started, load = time.time(), os.getloadavg()[0]
     try:
         if "e2e" in only:
             r, n, e2e_res = bench_e2e(sizes, workdir)
@@ -778,7 +778,8 @@ def main() -> int:
     text = "\n".join([
         SECTION, "",
         f"Measured {time.strftime('%Y-%m-%d')} on {cpu} with `python3 bench/bench_scale.py"
-        f"{' --quick' if q else ''}` ({(time.time() - started) / 60:.0f} min; part of `make bench`). Real scripts "
+        f"{' --quick' if q else ''}` ({(time.time() - started) / 60:.0f} min; part of `make bench`; load average "
+        f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: other work shares the machine). Real scripts "
         "as child processes against the sandbox on loopback; peak RSS is each script's own (the sandbox's "
         "VmHWM); API calls are the sandbox's /_sandbox/stats counters.", "",
         table(rows).replace("| nan |", "| - |"), "", *notes,
