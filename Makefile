@@ -47,6 +47,7 @@ coverage: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(PY) bench/run_all.py
 	$(PY) bench/bench_sandbox.py
+	$(PY) bench/bench_scale.py
 
 stress: $(VENV)/.dev
 	$(TESTENV) $(PY) -m pytest -m stress -p no:randomly -s --timeout 0 tests/test_crash_trials.py
