@@ -138,3 +138,48 @@ def test_expired_at_is_reported(sandbox_factory, tmp_path):
     assert code == 0, err
     assert doc["batches"][0]["expired_at"] == doc["batches"][0]["expires_at"]
     assert json.loads(Path(job, "job.json").read_text())["rounds"][0]["chunks"][0].get("expired_at")
+
+
+def test_a_check_costs_pages_of_the_job_not_one_request_per_batch(sandbox, tmp_path, monkeypatch):
+    """A 30-batch job: one check lists the job's batches (a page of 100), not 30 GETs; with
+    pages of 10, three requests; a server that refuses the list gets one GET per batch."""
+    from _dwbatches import jobstatus
+
+    write_input("data.jsonl", 30)
+    job = make_job(sandbox, "data.jsonl", 30)
+    for bid in batch_ids_of(job):
+        sandbox.wait_batch(bid)
+
+    def calls():
+        req = sandbox.stats()["requests"]
+        return req.get("GET /v1/batches", 0), req.get("GET /v1/batches/{id}", 0)
+
+    sandbox.reset_stats()
+    code, doc, err = run_script("poll.py", "--job", job, env=sandbox.env())
+    assert code == 0 and doc["status"] == "completed" and len(doc["batches"]) == 30, err
+    assert calls() == (1, 0)
+
+    monkeypatch.setattr(jobstatus, "LIST_PAGE", 10)
+    sandbox.reset_stats()
+    code, doc, err = run_script("poll.py", "--job", job, env=sandbox.env())
+    assert code == 0 and calls() == (3, 0)
+
+    sandbox.set_faults({"http": [{"method": "GET", "path": "/v1/batches", "status": 400, "times": 1}]})
+    sandbox.reset_stats()
+    code, doc, err = run_script("poll.py", "--job", job, env=sandbox.env())
+    assert code == 0 and doc["status"] == "completed", err
+    assert calls() == (1, 30)  # the refused list, then each batch on its own
+
+
+def test_a_fetch_round_lists_the_jobs_batches_too(sandbox, tmp_path):
+    write_input("data.jsonl", 12)
+    job = make_job(sandbox, "data.jsonl", 12)
+    for bid in batch_ids_of(job):
+        sandbox.wait_batch(bid)
+    assert run_script("fetch_results.py", "--job", job, env=sandbox.env())[0] == 0
+    sandbox.reset_stats()
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())
+    assert code == 0 and doc["succeeded"] == 12, err
+    req = sandbox.stats()["requests"]
+    assert req.get("GET /v1/batches") == 1 and req.get("GET /v1/batches/{id}", 0) == 0
+    assert req.get("GET /v1/files/{id}/content", 0) == 0  # finished, verified batches are not read again

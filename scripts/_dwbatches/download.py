@@ -424,7 +424,8 @@ def update(client: Any, store: Store, targets: Sequence[Target],
             store.save()
         rep.round, rep.chunk = t.round, t.chunk
         reports.append(rep)
-        got = {k: len(fetcher.new_ids.get((t.batch_id, k), ())) for k in KINDS}  # distinct requests
+        # distinct requests, counted per batch (the sets are dropped at once: memory stays flat)
+        got = {k: len(fetcher.new_ids.pop((t.batch_id, k), ())) for k in KINDS}
         if got["output"] or got["error"]:
             narrate(f"batch {t.batch_id}: +{got['output']} results, +{got['error']} errors ({rep.status})")
         for note in rep.notes:

@@ -21,7 +21,7 @@ they are plain sums.
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
 
 from .errors import JobError
 from .job import Job
@@ -181,8 +181,55 @@ def fmt_duration(seconds: float) -> str:
     return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
-def get_batches(client: Any, batch_ids: Sequence[str]) -> Dict[str, Dict[str, Any]]:
-    return {bid: client.get_batch(bid) for bid in dict.fromkeys(batch_ids)}
+LIST_PAGE = 100  # batches a page of GET /batches (the server allows up to 101)
+
+
+def get_batches(client: Any, batch_ids: Sequence[str], job_id: Optional[str] = None,
+                missing_ok: bool = False) -> Dict[str, Dict[str, Any]]:
+    """The batch objects of ``batch_ids``. For a job's batches (``job_id``, more than one) the
+    cost of a check does not grow with the batches: the pages of ``GET /batches?search=<job
+    id>`` (100 a page) give them all, and only a batch the list did not return is read on its
+    own (``GET /batches/{id}``). Without ``job_id``, one request per batch. With ``missing_ok``
+    a batch the server does not have (404) is left out instead of raising."""
+    from .errors import APIStatusError
+
+    wanted = list(dict.fromkeys(batch_ids))
+    found: Dict[str, Dict[str, Any]] = {}
+    if job_id and len(wanted) > 1:
+        found = list_job_batches(client, job_id, set(wanted))
+    for bid in wanted:
+        if bid not in found:
+            try:
+                found[bid] = client.get_batch(bid)
+            except APIStatusError as exc:
+                if exc.status != 404 or not missing_ok:
+                    raise
+    return {bid: found[bid] for bid in wanted if bid in found}
+
+
+def list_job_batches(client: Any, job_id: str, wanted: Set[str]) -> Dict[str, Dict[str, Any]]:
+    """The batches of ``wanted`` that ``GET /batches?search=<job id>`` returns (matched by id and
+    by the job id in their metadata), newest first, page after page until all are found."""
+    from .errors import APIStatusError
+
+    found: Dict[str, Dict[str, Any]] = {}
+    after: Optional[str] = None
+    for _ in range(len(wanted) // LIST_PAGE + 3):
+        try:
+            page = client.list_batches(limit=LIST_PAGE, after=after, search=job_id)
+        except APIStatusError as exc:
+            if exc.status in (400, 404, 422):
+                return found  # a server without search: one request per batch
+            raise
+        data = [b for b in page.get("data") or [] if isinstance(b, dict)]
+        for b in data:
+            meta = b.get("metadata") if isinstance(b.get("metadata"), dict) else {}
+            if b.get("id") in wanted and meta.get("dwb_job") == job_id:
+                found[b["id"]] = b
+        if len(found) == len(wanted) or not page.get("has_more") or not data:
+            break
+        after = page.get("last_id") or data[-1].get("id")
+    return found
 
 
 def record_status(job: Job, batches: Dict[str, Dict[str, Any]], wait: float = 0.0) -> bool:

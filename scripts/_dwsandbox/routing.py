@@ -133,6 +133,9 @@ class Request:
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "DoublewordSandbox/" + __version__
+    # headers and body go out in separate writes: without TCP_NODELAY the body waits for the
+    # client's delayed ACK (about 40 ms per exchange on a kept-alive connection)
+    disable_nagle_algorithm = True
     timeout = 600  # idle keep-alive connections are closed after this many seconds
 
     def version_string(self) -> str:

@@ -27,7 +27,8 @@ def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: b
         ids = [t["batch_id"] for t in targets if t["batch_id"]]
         unsubmitted = [{"round": t["round"], "chunk": t["chunk"], "held": t["held"]}
                        for t in targets if not t["batch_id"]]
-    current = jobstatus.get_batches(client, ids)  # all looked up before anything is cancelled
+    # all looked up before anything is cancelled
+    current = jobstatus.get_batches(client, ids, job.record.job_id if job is not None else None)
     rows: List[Dict[str, Any]] = []
     after: Dict[str, Dict[str, Any]] = {}
     for bid in ids:

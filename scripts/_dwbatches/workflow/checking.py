@@ -3,8 +3,8 @@
 ``check_once`` is the one status check (poll.py, and run_batch.py while it waits): it reads
 every batch, computes the job-level status, narrates progress and records the statuses in
 the job when the job is free. ``wait_until_done`` repeats it (after 2, 5 and 10 s, then
-every ``interval``), calling ``between`` after each check that is not the last (run_batch.py
-downloads partial results there).
+every ``interval``), calling ``between(check)`` after each check that is not the last
+(run_batch.py downloads partial results there).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class Check:
     summaries: List[Dict[str, Any]]
     speed: Dict[str, Optional[float]] = field(default_factory=dict)
     done: int = 0  # requests done in the batches still running
+    batches: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # the batch objects read
 
 
 def check_once(client: Any, job: Optional[Job], batch_ids: Sequence[str],
@@ -39,7 +40,7 @@ def check_once(client: Any, job: Optional[Job], batch_ids: Sequence[str],
     else:
         targets = [{"batch_id": b, "round": None, "chunk": None} for b in batch_ids]
         ids = list(batch_ids)
-    objs = jobstatus.get_batches(client, ids)
+    objs = jobstatus.get_batches(client, ids, job.record.job_id if job is not None else None)
     summaries = [jobstatus.summarize_batch(objs[t["batch_id"]], t["round"], t["chunk"]) for t in targets]
     summary = jobstatus.job_status(summaries, job.record if job is not None else None)
     running = [objs[b] for b in ids if not jobstatus.is_terminal(objs[b].get("status"))]
@@ -55,7 +56,7 @@ def check_once(client: Any, job: Optional[Job], batch_ids: Sequence[str],
             jobstatus.record_status(job, objs)
         except (OSError, FileSystemError):
             pass  # a job directory that cannot be written (read-only disk, another user's) is still reported
-    return Check(summary, summaries, speed, done)
+    return Check(summary, summaries, speed, done, objs)
 
 
 def wait_until_done(client: Any, job: Optional[Job], batch_ids: Sequence[str], interval: float, timeout: float,
@@ -72,7 +73,7 @@ def wait_until_done(client: Any, job: Optional[Job], batch_ids: Sequence[str], i
         if current.summary["finished"] or current.summary["status"] == "not_submitted":
             return current, False
         if between is not None:
-            between()
+            between(current)
         remaining = deadline - clock.monotonic()
         if remaining <= 0:
             return current, True

@@ -2,8 +2,9 @@
 
 run_batch.py in one function. Without ``wait`` an unfinished job is reported after one check
 (its `next` is the same command with --wait); with ``wait`` the batches are checked until they
-end or ``timeout`` passes (partial results are downloaded between checks, when the job is
-free), and then the results are fetched as fetch_results.py would.
+end or ``timeout`` passes (partial results are downloaded between checks, every other check
+and only for batches with new results, when the job is free), and then the results are fetched
+as fetch_results.py would.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from typing import Any, Dict
 from .. import commands, download, fetch
 from ..errors import EXIT_NOT_FINISHED, EXIT_OK, JobError
 from ..job import Job
+from ..jobrecord import counts_of
 from ..output import Outcome, narrate
-from .checking import check_once, wait_until_done
+from .checking import Check, check_once, wait_until_done
 from .common import Connection, client_for
 from .fetching import OutputOptions, fetch_job
 from .submitting import SubmitOptions, submit_or_resume
@@ -44,7 +46,7 @@ def run(input_path: str, submit: SubmitOptions, options: OutputOptions, conn: Co
                        request_counts=checked.summary["request_counts"], batches=checked.summaries, next=again)
             return Outcome(doc, EXIT_OK)
     else:
-        _, timed_out = wait_until_done(client, job, [], interval, timeout, between=lambda: _download(client, job))
+        _, timed_out = wait_until_done(client, job, [], interval, timeout, between=PartialDownloads(client, job))
         if timed_out:
             narrate("timed out waiting; partial results are saved")
 
@@ -55,14 +57,40 @@ def run(input_path: str, submit: SubmitOptions, options: OutputOptions, conn: Co
     return Outcome(doc, fetched.code)
 
 
-def _download(client: Any, job: Job) -> None:
-    """New result lines while the batches run, when no other command works on the job."""
-    try:
-        job.lock(wait=2.0)
-    except JobError:
-        return  # another process works on the job; it downloads for us
-    try:
-        job.load()
-        download.update(client, download.JobStore(job), fetch.job_targets(job.record))
-    finally:
-        job.unlock()
+class PartialDownloads:
+    """Between checks, the new result lines of the batches whose counts grew, on a slower
+    cadence than the checks (every ``EVERY`` checks) and never when nothing new appeared; the
+    batch objects of the check are used, so no batch is read twice."""
+
+    EVERY = 2
+
+    def __init__(self, client: Any, job: Job):
+        self.client = client
+        self.job = job
+        self.checks = 0
+        self.done: Dict[str, int] = {}  # batch id -> requests done at its last download
+
+    def __call__(self, check: Check) -> None:
+        self.checks += 1
+        if self.checks % self.EVERY:
+            return
+        grown = {}
+        for bid, b in check.batches.items():
+            c = counts_of(b)
+            if c["completed"] + c["failed"] > self.done.get(bid, 0):
+                grown[bid] = b
+        if not grown:
+            return
+        try:
+            self.job.lock(wait=2.0)
+        except JobError:
+            return  # another process works on the job; it downloads for us
+        try:
+            self.job.load()
+            targets = [t for t in fetch.job_targets(self.job.record) if t.batch_id in grown]
+            download.update(self.client, download.JobStore(self.job), targets, batch_objs=grown)
+        finally:
+            self.job.unlock()
+        for bid, b in grown.items():
+            c = counts_of(b)
+            self.done[bid] = c["completed"] + c["failed"]
