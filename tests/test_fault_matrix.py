@@ -124,6 +124,7 @@ class Scenario:
     #                  before the server acted is resolved, sent once more, and then left to a rerun)
     stderr: List[str] = field(default_factory=list)  # evidence that the fault was met and handled
     stats: Dict[str, int] = field(default_factory=dict)  # minimum request counts by route
+    flags: List[str] = field(default_factory=list)  # more flags of the command (default: parallel uploads on)
 
 
 def rule(method: str, path: str, status: Optional[int] = None, times: int = 2, **extra: Any) -> Dict[str, Any]:
@@ -155,8 +156,13 @@ SCENARIOS = [
              stats={"GET /v1/batches": 2}),
     # 5xx bursts
     Scenario("500-burst-first-requests", {"http": [rule("*", "*", 500)]}, reruns=1),
+    # two 500s for one upload (one chunk at a time): it is resolved, fails again, and a rerun
+    # finishes; with parallel uploads the two 500s land on two chunks, each resolved at once
     Scenario("500-burst-upload", {"http": [rule("POST", "/v1/files", 500)]}, reruns=1,
-             stderr=["the upload may or may not have arrived", "failed twice", "resuming the job"]),
+             stderr=["the upload may or may not have arrived", "failed twice", "resuming the job"],
+             flags=["--parallel", "1"]),
+    Scenario("500-burst-parallel-uploads", {"http": [rule("POST", "/v1/files", 500, times=3)]}, reruns=1,
+             stderr=["the upload may or may not have arrived"]),
     Scenario("503-create", {"http": [rule("POST", "/v1/batches", 503, times=1, retry_after=1)]},
              stderr=["creating the batch may or may not have worked", "no batch was created; creating it again"]),
     Scenario("502-burst-poll", {"http": [rule("GET", "/v1/batches/", 502)]},
@@ -196,9 +202,9 @@ def test_fault_scenario_delivers_every_result_once(sc: Scenario, sandbox, tmp_pa
     stderr = ""
     if sc.phase == "run":
         sandbox.set_faults(sc.faults)
-        cmd = ("run_batch.py", "in.jsonl", "--wait", *RUN_FLAGS)
+        cmd = ("run_batch.py", "in.jsonl", "--wait", *RUN_FLAGS, *sc.flags)
     else:
-        proc = run("submit.py", "in.jsonl", "--max-requests", PER_CHUNK, env=env)
+        proc = run("submit.py", "in.jsonl", "--max-requests", PER_CHUNK, *sc.flags, env=env)
         assert proc.returncode == 0, proc.stderr
         wait_terminal(sandbox, job)
         sandbox.set_faults(sc.faults)

@@ -133,6 +133,11 @@ def test_max_requests_splits_and_every_batch_runs_to_completion(sandbox, tmp_pat
 
 # -- crash recovery -----------------------------------------------------------------------------
 
+# These tests follow the chunks one after another (a kill lands between two known steps);
+# with parallel uploads the same guarantees are checked below and by the crash trials.
+ONE_AT_A_TIME = ("--parallel", "1")
+
+
 def crash_env(sandbox, point):
     env = sandbox.env()
     env["DOUBLEWORD_BATCHES_CRASH_AT"] = point
@@ -141,14 +146,14 @@ def crash_env(sandbox, point):
 
 def test_killed_between_upload_and_create_then_rerun_makes_one_batch_per_chunk(sandbox, tmp_path):
     path = write_requests(tmp_path / "in.jsonl", 30)
-    crashed = run("submit.py", path, "--max-requests", 10, env=crash_env(sandbox, "after_upload:2"))
+    crashed = run("submit.py", path, "--max-requests", 10, *ONE_AT_A_TIME, env=crash_env(sandbox, "after_upload:2"))
     assert crashed.returncode == 137 and crashed.stdout == ""
     assert posts(sandbox, "files") == 2 and posts(sandbox, "batches") == 0
     state = json.loads((tmp_path / "in.dwjob" / "job.json").read_text())
     chunk2 = state["rounds"][0]["chunks"][1]
     assert chunk2["upload_started_at"] and chunk2["file_id"] is None  # uploaded, but not recorded
 
-    again = run("submit.py", path, "--max-requests", 10, env=sandbox.env())
+    again = run("submit.py", path, "--max-requests", 10, *ONE_AT_A_TIME, env=sandbox.env())
     doc = ok_json(again)
     assert "chunk 2/3: found the file uploaded by an earlier run" in again.stderr
     assert doc["resumed"] and doc["this_run"] == {"uploaded": 1, "created": 3, "found": 1}
@@ -161,10 +166,10 @@ def test_killed_between_upload_and_create_then_rerun_makes_one_batch_per_chunk(s
 
 def test_killed_between_create_and_recording_it_then_rerun_finds_the_batch(sandbox, tmp_path):
     path = write_requests(tmp_path / "in.jsonl", 30)
-    crashed = run("submit.py", path, "--max-requests", 10, env=crash_env(sandbox, "after_create:2"))
+    crashed = run("submit.py", path, "--max-requests", 10, *ONE_AT_A_TIME, env=crash_env(sandbox, "after_create:2"))
     assert crashed.returncode == 137 and crashed.stdout == ""
     assert posts(sandbox, "batches") == 2
-    again = run("submit.py", path, "--max-requests", 10, env=sandbox.env())
+    again = run("submit.py", path, "--max-requests", 10, *ONE_AT_A_TIME, env=sandbox.env())
     doc = ok_json(again)
     assert "chunk 2/3: found the batch created by an earlier run" in again.stderr
     on_server = server_batches(sandbox, doc["job_id"])
@@ -179,7 +184,7 @@ def test_killed_at_every_chunk_still_ends_with_exactly_one_batch_per_chunk(sandb
     path = write_requests(tmp_path / "in.jsonl", 40)
     codes = []
     for _ in range(10):
-        proc = run("submit.py", path, "--max-requests", 10, env=crash_env(sandbox, point))
+        proc = run("submit.py", path, "--max-requests", 10, *ONE_AT_A_TIME, env=crash_env(sandbox, point))
         codes.append(proc.returncode)
         if proc.returncode == 0:
             break
@@ -188,6 +193,53 @@ def test_killed_at_every_chunk_still_ends_with_exactly_one_batch_per_chunk(sandb
     assert len(server_batches(sandbox, doc["job_id"])) == 4 == len({b["batch_id"] for b in doc["batches"]})
     assert posts(sandbox, "batches") == 4 and posts(sandbox, "files") == 4
     assert_chunks_hold_input_in_order(sandbox, doc, path, 10, 200_000_000)
+
+
+@pytest.mark.parametrize("point", ["after_upload:2", "after_create:2"])
+def test_killed_while_chunks_go_up_in_parallel_then_rerun_makes_one_file_and_batch_per_chunk(sandbox, tmp_path,
+                                                                                             point):
+    path = write_requests(tmp_path / "in.jsonl", 40)
+    crashed = run("submit.py", path, "--max-requests", 10, "--parallel", 3, env=crash_env(sandbox, point))
+    assert crashed.returncode == 137
+    doc = ok_json(run("submit.py", path, "--max-requests", 10, "--parallel", 3, env=sandbox.env()))
+    assert len(server_batches(sandbox, doc["job_id"])) == 4 == len({b["batch_id"] for b in doc["batches"]})
+    assert posts(sandbox, "batches") == 4 and posts(sandbox, "files") == 4
+    assert_chunks_hold_input_in_order(sandbox, doc, path, 10, 200_000_000)
+
+
+def test_parallel_uploads_overlap_and_each_chunk_goes_up_once(sandbox, tmp_path, monkeypatch, capsys):
+    """--parallel 4: four chunks on their way at once (each thread its own connection); 1: one."""
+    import submit
+    import threading
+    from _dwbatches import http
+
+    real = http.Client.upload_file
+    state = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    def counting_upload(self, *args, **kwargs):
+        with lock:
+            state["now"] += 1
+            state["most"] = max(state["most"], state["now"])
+        try:
+            threading.Event().wait(0.3)  # long enough for the other threads to start theirs
+            return real(self, *args, **kwargs)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    monkeypatch.setattr(http.Client, "upload_file", counting_upload)
+    for k, v in sandbox.env().items():
+        monkeypatch.setenv(k, v)
+    for parallel, most, name in ((4, 4, "a"), (1, 1, "b")):
+        state["most"] = 0
+        path = write_requests(tmp_path / f"{name}.jsonl", 40, prefix=name)
+        assert submit.main([str(path), "--max-requests", "10", "--parallel", str(parallel)]) == 0
+        out, err = capsys.readouterr()
+        doc = json.loads(out)
+        assert state["most"] == most, (parallel, state)
+        assert len(server_batches(sandbox, doc["job_id"])) == 4
+    assert posts(sandbox, "files") == 8 and posts(sandbox, "batches") == 8
 
 
 # -- resume -------------------------------------------------------------------------------------

@@ -267,7 +267,7 @@ def test_a_cancel_recorded_while_a_submit_creates_batches_stops_it(sandbox, tmp_
     monkeypatch.setattr(http.Client, "create_batch", create_then_cancel)
     for k, v in sandbox.env().items():
         monkeypatch.setenv(k, v)
-    code = submit.main(["p.jsonl", "--max-requests", "2"])
+    code = submit.main(["p.jsonl", "--max-requests", "2", "--parallel", "1"])  # one create at a time
     out, err = capsys.readouterr()
     assert code == 0, err
     assert len(created) == 1 and sandbox.stats()["requests"]["POST /v1/batches"] == 1

@@ -10,7 +10,7 @@ from .planning import WINDOWS
 from .validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from .workflow.common import Connection
 from .workflow.fetching import OutputOptions
-from .workflow.submitting import SubmitOptions
+from .workflow.submitting import DEFAULT_PARALLEL, SubmitOptions
 
 
 def add_target_args(parser: Any, job_help: str = "the job directory made by submit.py / run_batch.py") -> None:
@@ -46,6 +46,8 @@ def add_submit_args(parser: Any) -> None:
                         help="bytes per request body (default %(default)s)")
     parser.add_argument("--max-cost", type=float, metavar="USD",
                         help="create no batch when the server's cost estimate is over USD")
+    parser.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N",
+                        help="chunks uploaded and created at once (default %(default)s; 1 = one after another)")
 
 
 def add_output_args(parser: Any) -> None:
@@ -70,7 +72,7 @@ def connection(args: Any) -> Connection:
 def submit_options(args: Any) -> SubmitOptions:
     return SubmitOptions(completion_window=args.completion_window, metadata=list(args.metadata), job=args.job,
                          max_requests=args.max_requests, max_bytes=args.max_bytes,
-                         max_body_bytes=args.max_body_bytes, max_cost=args.max_cost)
+                         max_body_bytes=args.max_body_bytes, max_cost=args.max_cost, parallel=args.parallel)
 
 
 def output_options(args: Any) -> OutputOptions:

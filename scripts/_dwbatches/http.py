@@ -261,6 +261,10 @@ class Client:
             self.session.auth = BearerAuth(config.api_key)
         self.calls = 0  # requests sent, for polling-cost figures
 
+    def clone(self) -> Client:
+        """A client with the same settings and a session of its own (one per thread)."""
+        return Client(self.config, max_retries=self.max_retries, timeout=self.timeout)
+
     # -- core -------------------------------------------------------------------------------
     def url(self, path: str) -> str:
         return self.base_url + "/" + path.lstrip("/")

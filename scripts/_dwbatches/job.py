@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 import uuid
 from typing import Any, Dict, Optional, Tuple
@@ -46,6 +47,9 @@ class Job:
         self.dir = os.path.abspath(path)
         self.record: JobRecord = JobRecord()
         self._lock: Optional[compat.FileLock] = None
+        # saves from several threads (parallel uploads) are serialised, so that each one writes
+        # every change made before it started: a later rename never undoes an earlier save
+        self._save_lock = threading.RLock()
         # input files hashed by this process: path -> sha256 (never stored)
         self.verified_inputs: Dict[str, str] = {}
 
@@ -126,6 +130,10 @@ class Job:
                 setattr(rec.results, name, self.resolve(getattr(rec.results, name)))
 
     def save(self) -> None:
+        with self._save_lock:
+            self._save()
+
+    def _save(self) -> None:
         rec = self.record
         rec.updated_at = time.time()
         doc = rec.to_dict()

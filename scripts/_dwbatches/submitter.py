@@ -40,9 +40,11 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from decimal import Decimal
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import lookup
 from .commands import command, display_path
@@ -122,19 +124,42 @@ class _Progress:
         narrate(f"{self.label}: {pct:5.1f}% ({_mb(sent)} of {_mb(total)}, {_mb(rate)}/s)")
 
 
-class Submitter:
-    """Runs ``submit_pending`` for one job; the counters say what this run did."""
+DEFAULT_PARALLEL = 3  # chunks uploaded and created at once
 
-    def __init__(self, job: Job, client: Any, max_cost: Optional[float] = None):
+
+class Submitter:
+    """Runs ``submit_pending`` for one job; the counters say what this run did.
+
+    Up to ``parallel`` chunks are uploaded and created at once, each in its own thread with its
+    own connection; every guarantee holds per chunk (each step is saved before and after it,
+    and ``Job.save`` serialises the saves of the threads)."""
+
+    def __init__(self, job: Job, client: Any, max_cost: Optional[float] = None, parallel: int = DEFAULT_PARALLEL):
         self.job = job
-        self.client = client
+        self._client = client
+        self._local = threading.local()
         self.max_cost = max_cost
+        self.parallel = max(1, int(parallel))
+        self._count_lock = threading.Lock()
         self.uploaded = 0
         self.files_found = 0
         self.created = 0
         self.batches_found = 0
 
-    # -- lookups ---------------------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        """The API client of this thread (the given one in the calling thread)."""
+        if threading.current_thread() is threading.main_thread() or not hasattr(self._client, "clone"):
+            return self._client
+        own = getattr(self._local, "client", None)
+        if own is None:
+            own = self._local.client = self._client.clone()
+        return own
+
+    def _count(self, name: str) -> None:
+        with self._count_lock:
+            setattr(self, name, getattr(self, name) + 1)
+
     # -- lookups (see lookup.py) -------------------------------------------------------------
     def find_upload(self, ch: Chunk) -> Optional[Dict[str, Any]]:
         return lookup.find_upload(self.client, ch)
@@ -169,7 +194,7 @@ class Submitter:
         label = self._label(rnd, ch)
         f = self._sent_earlier(self.find_upload, ch, ch.upload_started_at, label, "the file uploaded")
         if f:
-            self.files_found += 1
+            self._count("files_found")
             self._record_file(ch, f)
             return
         self._check_input(rnd)
@@ -188,7 +213,7 @@ class Submitter:
                 raise
             f = self._resolve_upload(rnd, ch, exc)
         crash_point("after_upload", ch.index)
-        self.uploaded += 1
+        self._count("uploaded")
         self._record_file(ch, f)
         narrate(f"{label}: uploaded as file {f['id']}")
 
@@ -283,7 +308,7 @@ class Submitter:
             return
         b = self._sent_earlier(self.find_batch, ch, ch.create_started_at, label, "the batch created")
         if b:
-            self.batches_found += 1
+            self._count("batches_found")
             self._record_batch(ch, b)
             return
         ch.create_started_at = time.time()
@@ -311,7 +336,7 @@ class Submitter:
                 raise
             b = self._resolve_create(rnd, ch, exc)
         crash_point("after_create", ch.index)
-        self.created += 1
+        self._count("created")
         self._record_batch(ch, b)
         narrate(f"{label}: created batch {b['id']} ({ch.requests} requests, {ch.completion_window})")
         if self._cancelled(rnd, refresh=True):  # cancelled while this create was on its way
@@ -427,7 +452,7 @@ class Submitter:
             if not ch.file_id and not ch.batch_id and ch.upload_started_at:
                 f = lookup.settled(self.find_upload, ch, lookup.recent(ch.upload_started_at), f"chunk {ch.index}")
                 if f:
-                    self.files_found += 1
+                    self._count("files_found")
                     self._record_file(ch, f)
         k = len(chunks)
         while k > 0 and not chunks[k - 1].file_id and not chunks[k - 1].batch_id:
@@ -453,19 +478,44 @@ class Submitter:
             self.replan(rnd)
         active = [r for r in rounds if any(not c.batch_id for c in r.chunks) and not self._cancelled(r)]
         pending = [(r, c) for r in active for c in r.chunks if not c.batch_id]
-        for rnd, ch in pending:
-            self.ensure_uploaded(rnd, ch)
-        for rnd, ch in pending:
-            self.ensure_estimate(rnd, ch)
+        # every chunk uploaded (and so checked by the server) before any batch is created, so a
+        # refused line or a file over the limit can still be fixed and the same command rerun
+        self._each(pending, lambda rnd, ch: (self.ensure_uploaded(rnd, ch), self.ensure_estimate(rnd, ch)))
         if pending and self.max_cost is not None:
             self._check_cost(active, pending)
         elif any(c.held for _, c in pending):
             for _, ch in pending:
                 ch.held = None
             self.job.save()
-        for rnd, ch in pending:
-            self.ensure_created(rnd, ch)
+        self._each(pending, self.ensure_created)
         return [c for r in rounds for c in r.chunks]
+
+    def _each(self, pending: List[Tuple[Round, Chunk]], step: Callable[[Round, Chunk], Any]) -> None:
+        """``step`` for every pending chunk, ``parallel`` at a time, in chunk order. The first
+        error is raised once the chunks already under way have finished (their state is saved)."""
+        if self.parallel <= 1 or len(pending) <= 1:
+            for rnd, ch in pending:
+                step(rnd, ch)
+            return
+        first: List[BaseException] = []
+        with ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="dwb-submit") as pool:
+            futures = []
+            for rnd, ch in pending:
+                if first:
+                    break
+                futures.append(pool.submit(step, rnd, ch))
+                # no more than ``parallel`` queued: a failure stops chunks not yet started
+                while sum(1 for f in futures if not f.done()) >= self.parallel:
+                    done, _ = wait([f for f in futures if not f.done()], return_when=FIRST_COMPLETED)
+                    for f in done:
+                        if f.exception() is not None and not first:
+                            first.append(f.exception())
+            for f in futures:
+                exc = f.exception()
+                if exc is not None and not first:
+                    first.append(exc)
+        if first:
+            raise first[0]
 
     def _check_cost(self, active: List[Round], pending: List[Tuple[Round, Chunk]]) -> None:
         chunks = [c for r in active for c in r.chunks]

@@ -17,6 +17,7 @@ from ..job import Job, default_job_dir
 from ..jobrecord import sha256_file
 from ..output import Outcome, narrate
 from ..planning import parse_metadata, plan_or_resume, validate_input
+from ..submitter import DEFAULT_PARALLEL, Submitter
 from ..validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE, Report
 from .common import Connection, client_for
 
@@ -32,6 +33,7 @@ class SubmitOptions:
     max_bytes: Optional[int] = None
     max_body_bytes: int = MAX_BODY_BYTES
     max_cost: Optional[float] = None
+    parallel: int = DEFAULT_PARALLEL  # chunks uploaded and created at once
 
     def check(self, input_path: str) -> Dict[str, str]:
         """Refuse bad limits and a missing input; the metadata as a dict."""
@@ -40,6 +42,8 @@ class SubmitOptions:
                 raise UsageError(f"{name} must be at least 1")
         if self.max_cost is not None and self.max_cost < 0:
             raise UsageError("--max-cost must not be negative")
+        if self.parallel < 1:
+            raise UsageError("--parallel must be at least 1")
         if not os.path.isfile(input_path):
             raise UsageError(f"{input_path}: no such file", hint="Pass the path of a JSONL batch file.")
         return parse_metadata(self.metadata)
@@ -78,8 +82,6 @@ def submit_or_resume(client: Any, input_path: str, options: SubmitOptions, metad
     """Create the job for ``input_path`` (validated first: nothing is sent for an invalid file)
     or resume it, then upload and create what has no batch yet. ``inside_lock`` runs while the
     job is locked, after it is planned (run_batch.py remembers the output options there)."""
-    from ..submitter import Submitter  # the engine talks to the API
-
     job = Job(options.job_dir(input_path))
     if report is None:
         report = first_validation(input_path, options)
@@ -90,7 +92,7 @@ def submit_or_resume(client: Any, input_path: str, options: SubmitOptions, metad
                                  max_body_bytes=options.max_body_bytes, report=report)
         if inside_lock is not None:
             inside_lock(job)
-        sub = Submitter(job, client, max_cost=options.max_cost)
+        sub = Submitter(job, client, max_cost=options.max_cost, parallel=options.parallel)
         sub.run()
         if resumed and refresh:
             sub.refresh()
