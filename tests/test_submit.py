@@ -209,8 +209,9 @@ def test_killed_while_chunks_go_up_in_parallel_then_rerun_makes_one_file_and_bat
 
 def test_parallel_uploads_overlap_and_each_chunk_goes_up_once(sandbox, tmp_path, monkeypatch, capsys):
     """--parallel 4: four chunks on their way at once (each thread its own connection); 1: one."""
-    import submit
     import threading
+
+    import submit
     from _dwbatches import http
 
     real = http.Client.upload_file

@@ -288,18 +288,16 @@ def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[st
             if src_csv:
                 check_csv_source(rec, src_csv, warnings)
         requests_file = submitted_input(client, job, warnings)
-        order = iter_input_ids(requests_file) if requests_file else None
-        index = build_index(store, targets, keep_order=order is None)
+        index = build_index(store, targets, capacity=int(rec.input.requests or 0))
         reason = MISSING_NOT_RUN if summary["finished"] else MISSING_PENDING
         if ref.unreachable:
             reason = "no result: a batch of the job cannot be read from the server (see unreachable)"
         merger = Merger(index, reason)
         try:
             if fmt == "csv" and src_csv:
-                submitted = set(order) if order is not None else None
                 counts = merger.write_csv(MatchedCsvRows(src_csv, source.to_dict() if source else None,
-                                                  requests_file, column),
-                                          out_path, err_path, submitted=submitted)
+                                                         requests_file, column),
+                                          out_path, err_path, requests_path=requests_file)
             elif fmt == "csv":  # a job built from prompts or JSONL: one row per request
                 if requests_file is None:
                     raise UsageError("--format csv needs the job's requests, and neither the input nor the "
@@ -307,11 +305,11 @@ def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[st
                                      hint="Fetch with --format simple or raw, or restore the job's input.")
                 counts = merger.write_csv(RequestRows(requests_file, column), out_path, err_path)
             else:
-                counts = merger.write_jsonl(order if order is not None else iter(index.order or []), fmt,
-                                            out_path, err_path)
+                order = iter_input_ids(requests_file) if requests_file else index.ids_in_order()
+                counts = merger.write_jsonl(order, requests_file, fmt, out_path, err_path)
         finally:
             index.close()
-        if order is None:
+        if requests_file is None:
             total = int(rec.input.requests or 0)
             counts.missing = max(counts.missing, total - counts.succeeded - counts.failed)
             counts.requests = max(counts.requests, total)
@@ -350,7 +348,7 @@ def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[st
         summaries = [batch_summary(r, store) for r in reports]
         summary = jobstatus.job_status(summaries, None)
         complete = summary["finished"] and all(r.drained or r.unreachable for r in reports)
-        index = build_index(store, targets, keep_order=input_path is None and fmt != "csv")
+        index = build_index(store, targets, capacity=sum(s["request_counts"]["total"] for s in summaries))
         reason = MISSING_NOT_RUN if summary["finished"] else MISSING_PENDING
         merger = Merger(index, reason)
         try:
@@ -359,10 +357,10 @@ def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[st
                     raise UsageError("--format csv with batch ids needs --input FILE (and --csv FILE for a batch "
                                      "built from a CSV)", hint="Or use --job DIR, which remembers both.")
                 rows = MatchedCsvRows(csv_path, None, input_path, column) if csv_path else RequestRows(input_path, column)
-                counts = merger.write_csv(rows, out_path, err_path)
+                counts = merger.write_csv(rows, out_path, err_path, requests_path=input_path)
             else:
-                order = iter_input_ids(input_path) if input_path else iter(index.order or [])
-                counts = merger.write_jsonl(order, fmt, out_path, err_path)
+                order = iter_input_ids(input_path) if input_path else index.ids_in_order()
+                counts = merger.write_jsonl(order, input_path, fmt, out_path, err_path)
         finally:
             index.close()
         if input_path is None:

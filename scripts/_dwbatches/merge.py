@@ -23,6 +23,7 @@ from .errors import (
     UsageError,
 )
 from .files import atomic_output
+from .idtable import MARK, NOT_FOUND, FileIds, IdTable
 from .resultlines import _short, csv_cell, error_text, extract_content, is_success, request_text, simple_line
 from .sources import CsvRows
 
@@ -35,11 +36,13 @@ MISSING_PENDING = "missing: no result yet"
 MISSING_NOT_RUN = "not run"
 
 
-def iter_input_lines(path: str, purpose: str, hint: str) -> Iterator[Tuple[str, bytes]]:
-    """(custom_id, raw line) of each request of a batch JSONL input, in file order (streamed).
-    ``purpose`` and ``hint`` word the error for a line that is not JSON."""
+def iter_input_lines(path: str, purpose: str, hint: str) -> Iterator[Tuple[str, bytes, int]]:
+    """(custom_id, raw line, byte offset) of each request of a batch JSONL input, in file order
+    (streamed). ``purpose`` and ``hint`` word the error for a line that is not JSON."""
     with open(path, "rb") as fh:
+        off = 0
         for n, line in enumerate(fh, 1):
+            at, off = off, off + len(line)
             if not line.strip():
                 continue
             try:
@@ -48,61 +51,122 @@ def iter_input_lines(path: str, purpose: str, hint: str) -> Iterator[Tuple[str, 
                 raise UsageError(f"{path}, line {n}: not valid JSON; cannot {purpose}", hint=hint) from None
             cid = obj.get("custom_id") if isinstance(obj, dict) else None
             if isinstance(cid, str):
-                yield cid, line
+                yield cid, line, at
 
 
-def iter_input_ids(path: str) -> Iterator[str]:
-    """custom_ids of a batch JSONL input, in file order (streamed)."""
-    for cid, _ in iter_input_lines(path, "read the request order", "Pass the original batch input file."):
-        yield cid
+def iter_input_ids(path: str) -> Iterator[Tuple[str, int]]:
+    """(custom_id, byte offset of its line) of a batch JSONL input, in file order (streamed)."""
+    for cid, _, off in iter_input_lines(path, "read the request order", "Pass the original batch input file."):
+        yield cid, off
+
+
+# A result's place on disk in one integer: the raw file's index, the byte offset of the line,
+# and whether the line is a success (which later errors never replace).
+_OFFSET_BITS = 46  # 64 TiB a file
+_FILE_BITS = 16
+SUCCESS = 1 << (_OFFSET_BITS + _FILE_BITS)
 
 
 class ResultIndex:
-    """custom_id → where its newest successful result (or newest error) is on disk."""
+    """custom_id → where its newest successful result (or, lacking one, its newest error) is
+    on disk, in an ``IdTable`` (16 bytes a slot; the line is read back to confirm an id). The
+    table's flag marks the ids written by a merge."""
 
-    def __init__(self, keep_order: bool = False):
+    def __init__(self, capacity: int = 0):
         self.files: List[str] = []
-        self.success: Dict[str, Tuple[int, int, int]] = {}
-        self.errors: Dict[str, Tuple[int, int, int]] = {}
-        self.order: Optional[List[str]] = [] if keep_order else None
-        self._seen: set = set()
+        self.table = IdTable(same=self._holds, capacity=capacity)
         self._handles: Dict[int, IO[bytes]] = {}
+        self._last: Tuple[int, bytes, Any] = (-1, b"", None)  # the last line read: (place, raw, parsed)
 
     def add_file(self, path: str, kind: str) -> None:
         idx = len(self.files)
+        if idx >= 1 << _FILE_BITS:
+            raise DWError(f"a job of more than {(1 << _FILE_BITS) // 2} batches cannot be merged",
+                          hint="Split the work into several jobs.")
         self.files.append(path)
-        for off, n, obj in iter_raw(path):
+        table = self.table
+        for off, _, obj in iter_raw(path):
             cid = obj.get("custom_id")
             if not isinstance(cid, str):
                 continue
-            if self.order is not None and cid not in self._seen:
-                self._seen.add(cid)
-                self.order.append(cid)
+            place = (idx << _OFFSET_BITS) | off
             if kind == "output" and is_success(obj):
-                self.success[cid] = (idx, off, n)
-            else:
-                self.errors[cid] = (idx, off, n)
+                place |= SUCCESS
+            slot = table.find(cid)
+            if slot == NOT_FOUND:
+                table.insert(cid, place)
+            elif place & SUCCESS or not table.value(slot) & SUCCESS:
+                table.set_value(slot, place)
 
-    def read(self, loc: Tuple[int, int, int]) -> bytes:
-        idx, off, n = loc
+    def _line(self, place: int) -> Tuple[bytes, Any]:
+        """(raw line, parsed line) at ``place`` (the last one read is kept)."""
+        if self._last[0] == place:
+            return self._last[1], self._last[2]
+        idx = (place >> _OFFSET_BITS) & ((1 << _FILE_BITS) - 1)
         fh = self._handles.get(idx)
         if fh is None:
             fh = self._handles[idx] = open(self.files[idx], "rb")
-        fh.seek(off)
-        return fh.read(n).rstrip(b"\r\n")
+        fh.seek(place & ((1 << _OFFSET_BITS) - 1))
+        raw = fh.readline().rstrip(b"\r\n")
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            obj = None
+        self._last = (place, raw, obj)
+        return raw, obj
+
+    def _holds(self, place: int, custom_id: str) -> bool:
+        obj = self._line(place)[1]
+        return isinstance(obj, dict) and obj.get("custom_id") == custom_id
+
+    def find(self, custom_id: str) -> int:
+        """The slot of ``custom_id`` in ``table``, or NOT_FOUND."""
+        return self.table.find(custom_id)
+
+    def status(self, custom_id: str) -> Optional[str]:
+        """"success", "error", or None when no result of ``custom_id`` was downloaded."""
+        slot = self.table.find(custom_id)
+        if slot == NOT_FOUND:
+            return None
+        return "success" if self.table.value(slot) & SUCCESS else "error"
+
+    def result(self, slot: int) -> Tuple[bytes, Any, bool, int]:
+        """(raw line, parsed line, success, raw file index) of the entry in ``slot``."""
+        place = self.table.value(slot)
+        raw, obj = self._line(place)
+        return raw, obj, bool(place & SUCCESS), (place >> _OFFSET_BITS) & ((1 << _FILE_BITS) - 1)
+
+    def errors(self) -> Iterator[Tuple[bytes, Any]]:
+        """(raw line, parsed line) of each id whose result is an error (no success)."""
+        for value in self.table.values():
+            place = value & ~MARK
+            if not place & SUCCESS:
+                yield self._line(place)
+
+    def ids_in_order(self) -> Iterator[Tuple[str, int]]:
+        """The custom_ids of the indexed lines, in file order (an id can come more than once)."""
+        for path in self.files:
+            for off, _, obj in iter_raw(path):
+                cid = obj.get("custom_id")
+                if isinstance(cid, str):
+                    yield cid, off
 
     def close(self) -> None:
         for fh in self._handles.values():
             fh.close()
         self._handles.clear()
+        self._last = (-1, b"", None)
 
-    def ids(self) -> set:
-        return self.success.keys() | self.errors.keys()
+    @property
+    def unexpected(self) -> int:
+        """Ids with a result that no merge wrote (not among the requests)."""
+        return self.table.count - self.table.marked
 
 
-def build_index(store: Store, targets: Sequence[Target], keep_order: bool) -> ResultIndex:
-    """Index raw files in target order (rounds in order), so that later rounds win."""
-    index = ResultIndex(keep_order=keep_order)
+def build_index(store: Store, targets: Sequence[Target], capacity: int = 0) -> ResultIndex:
+    """Index raw files in target order (rounds in order), so that later rounds win.
+    ``capacity``: the number of ids expected (sizes the table once)."""
+    index = ResultIndex(capacity=capacity)
     for t in targets:
         for kind in KINDS:
             index.add_file(store.raw_path(t.batch_id, kind), kind)
@@ -133,39 +197,34 @@ class Merger:
         # usage of the successful results written: (raw file index, model) -> [requests, in, out]
         self.usage: Dict[Tuple[int, str], List[int]] = {}
 
-    def _note_usage(self, cid: str, obj: Optional[Dict[str, Any]]) -> None:
+    def _note_usage(self, file_idx: int, obj: Optional[Dict[str, Any]]) -> None:
         body = ((obj or {}).get("response") or {}).get("body")
         if not isinstance(body, dict):
             return
         u = body.get("usage") if isinstance(body.get("usage"), dict) else {}
         tin = u.get("prompt_tokens", u.get("input_tokens")) or 0
         tout = u.get("completion_tokens", u.get("output_tokens")) or 0
-        key = (self.index.success[cid][0], str(body.get("model") or "unknown"))
+        key = (file_idx, str(body.get("model") or "unknown"))
         acc = self.usage.setdefault(key, [0, 0, 0])
         acc[0] += 1
         acc[1] += int(tin) if isinstance(tin, (int, float)) else 0
         acc[2] += int(tout) if isinstance(tout, (int, float)) else 0
 
-    def _classify(self, cid: str) -> Tuple[Optional[bytes], Optional[Dict[str, Any]], Optional[str]]:
-        """(raw success line, parsed line, error text); error text None means success."""
-        loc = self.index.success.get(cid)
-        if loc is not None:
-            raw = self.index.read(loc)
-            return raw, json.loads(raw), None
-        loc = self.index.errors.get(cid)
-        if loc is not None:
-            raw = self.index.read(loc)
-            obj = json.loads(raw)
-            return raw, obj, error_text(obj)
-        return None, None, self.missing_reason
+    def _classify(self, slot: int) -> Tuple[Optional[bytes], Optional[Dict[str, Any]], Optional[str], int]:
+        """(raw line, parsed line, error text, raw file index) of an indexed id; error text None
+        means success. A missing id (slot NOT_FOUND) has no line and the missing reason."""
+        if slot == NOT_FOUND:
+            return None, None, self.missing_reason, -1
+        raw, obj, success, file_idx = self.index.result(slot)
+        return raw, obj, None if success else error_text(obj), file_idx
 
-    def _count(self, cid: str, raw: Optional[bytes], err: Optional[str], err_fh: IO[bytes]) -> None:
+    def _count(self, cid: str, classified: Tuple[Optional[bytes], Any, Optional[str], int], err_fh: IO[bytes]) -> None:
+        raw, obj, err, file_idx = classified
         c = self.counts
         c.requests += 1
         if err is None:
             c.succeeded += 1
-            if raw is not None:
-                self._note_usage(cid, json.loads(raw))
+            self._note_usage(file_idx, obj)
             return
         if raw is not None:
             c.failed += 1
@@ -180,51 +239,101 @@ class Merger:
                     "error": {"code": "missing", "message": self.missing_reason}}
             err_fh.write(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
 
-    def write_jsonl(self, order: Iterator[str], fmt: str, out_path: str, err_path: str) -> MergeCounts:
-        seen: set = set()
-        with atomic_output(out_path) as out_fh, atomic_output(err_path) as err_fh:
-            for cid in order:
-                if cid in seen:
-                    continue
-                seen.add(cid)
-                raw, obj, err = self._classify(cid)
-                self._count(cid, raw, err, err_fh)
-                if fmt == "raw":
-                    if err is None and raw is not None:
-                        out_fh.write(raw + b"\n")
-                else:
-                    doc = simple_line(cid, obj, err)
-                    out_fh.write(json.dumps(doc, ensure_ascii=False).encode("utf-8") + b"\n")
-        self.counts.unexpected = len(self.index.ids() - seen)
+    def write_jsonl(self, order: Iterator[Tuple[str, int]], order_path: Optional[str], fmt: str,
+                    out_path: str, err_path: str) -> MergeCounts:
+        """``order``: (custom_id, byte offset of its line in ``order_path``), the requests in
+        their order (an id that comes again is skipped); ``order_path`` None: the order is the
+        index's own (``ResultIndex.ids_in_order``)."""
+        index = self.index
+        missing = _Missing(order_path)
+        try:
+            with atomic_output(out_path) as out_fh, atomic_output(err_path) as err_fh:
+                for cid, off in order:
+                    slot = index.find(cid)
+                    if not (index.table.mark(slot) if slot != NOT_FOUND else missing.first(cid, off)):
+                        continue
+                    classified = self._classify(slot)
+                    self._count(cid, classified, err_fh)
+                    raw, obj, err, _ = classified
+                    if fmt == "raw":
+                        if err is None and raw is not None:
+                            out_fh.write(raw + b"\n")
+                    else:
+                        doc = simple_line(cid, obj, err)
+                        out_fh.write(json.dumps(doc, ensure_ascii=False).encode("utf-8") + b"\n")
+        finally:
+            missing.close()
+        self.counts.unexpected = index.unexpected
         return self.counts
 
     def write_csv(self, rows: MatchedCsvRows, out_path: str, err_path: str,
-                  submitted: Optional[set] = None) -> MergeCounts:
-        """The CSV with answer and error columns. ``submitted``: the custom_ids of the job's
-        requests, when known; a row whose id is not among them (a row added after the submit)
-        gets no answer and is not counted."""
-        with atomic_output(out_path, text=True) as out_fh, atomic_output(err_path) as err_fh:
-            if rows.bom:  # as the source had (Excel needs it to show non-ASCII text)
-                out_fh.write("\ufeff")
-            writer = csv.writer(out_fh, dialect=rows.dialect)
-            writer.writerow(rows.header + [rows.response_col, rows.error_col])
-            seen: set = set()
-            for cid, row in rows:
-                if cid is None or (submitted is not None and cid not in submitted):
-                    # a row that produced no request (skipped as empty, or added after the submit)
-                    writer.writerow(row + ["", "no request was made for this row"])
-                    continue
-                raw, obj, err = self._classify(cid)
-                if cid not in seen:
-                    seen.add(cid)
-                    self._count(cid, raw, err, err_fh)
-                if err is None:
-                    body = (obj or {}).get("response", {}).get("body")
-                    writer.writerow(row + [csv_cell(extract_content(body)), ""])
-                else:
-                    writer.writerow(row + ["", err])
-            self.counts.unexpected = len(self.index.ids() - seen)
+                  requests_path: Optional[str] = None) -> MergeCounts:
+        """The CSV with answer and error columns. ``requests_path``: the job's requests, when
+        known; a row whose id is not among them (a row added after the submit) gets no answer
+        and is not counted."""
+        index = self.index
+        pending: Optional[FileIds] = None
+        if requests_path:  # the requests without any result, each once
+            pending = FileIds(requests_path)
+            for cid, off in iter_input_ids(requests_path):
+                if index.find(cid) == NOT_FOUND:
+                    pending.add(cid, off)
+        missing = _Missing(None)
+        try:
+            with atomic_output(out_path, text=True) as out_fh, atomic_output(err_path) as err_fh:
+                if rows.bom:  # as the source had (Excel needs it to show non-ASCII text)
+                    out_fh.write("\ufeff")
+                writer = csv.writer(out_fh, dialect=rows.dialect)
+                writer.writerow(rows.header + [rows.response_col, rows.error_col])
+                for cid, row in rows:
+                    slot = NOT_FOUND if cid is None else index.find(cid)
+                    if slot != NOT_FOUND:
+                        first = index.table.mark(slot)
+                    elif cid is not None and pending is None:
+                        first = missing.first(cid, 0)
+                    elif cid is not None and cid in pending:
+                        first = pending.mark(cid)
+                    else:
+                        # a row that produced no request (skipped as empty, or added after the submit)
+                        writer.writerow(row + ["", "no request was made for this row"])
+                        continue
+                    classified = self._classify(slot)
+                    if first:
+                        self._count(cid, classified, err_fh)
+                    _, obj, err, _ = classified
+                    if err is None:
+                        body = (obj or {}).get("response", {}).get("body")
+                        writer.writerow(row + [csv_cell(extract_content(body)), ""])
+                    else:
+                        writer.writerow(row + ["", err])
+        finally:
+            missing.close()
+            if pending is not None:
+                pending.close()
+        self.counts.unexpected = index.unexpected
         return self.counts
+
+
+class _Missing:
+    """The requests without a result already written by a merge: by their line in the order's
+    file when there is one (compact), else in a set (the CSV rows of a job whose requests
+    cannot be read)."""
+
+    def __init__(self, order_path: Optional[str]):
+        self._ids = FileIds(order_path) if order_path else None
+        self._set: set = set()
+
+    def first(self, custom_id: str, offset: int) -> bool:
+        if self._ids is not None:
+            return self._ids.first(custom_id, offset)
+        if custom_id in self._set:
+            return False
+        self._set.add(custom_id)
+        return True
+
+    def close(self) -> None:
+        if self._ids is not None:
+            self._ids.close()
 
 
 class RequestRows:
@@ -243,7 +352,7 @@ class RequestRows:
         self.bom = False
 
     def __iter__(self) -> Iterator[Tuple[Optional[str], List[str]]]:
-        for cid, line in iter_input_lines(self.input_path, "read the requests", "Restore the job's input."):
+        for cid, line, _ in iter_input_lines(self.input_path, "read the requests", "Restore the job's input."):
             yield cid, [cid, request_text(line)]
 
 
@@ -290,7 +399,7 @@ class MatchedCsvRows:
             if not self.input_path or not os.path.isfile(self.input_path):
                 raise UsageError("cannot match the CSV rows to requests: the batch input file is missing",
                                  hint="Pass --format raw or simple, or restore the input file.")
-            ids = iter_input_ids(self.input_path)
+            ids = (cid for cid, _ in iter_input_ids(self.input_path))
         with CsvRows(self.csv_path, **self._read_as) as rows:
             number = 0
             for line, row in rows:
@@ -317,17 +426,19 @@ def write_subset(input_path: str, keep: Any, dest: Optional[str]) -> Tuple[int, 
     (count, first custom_ids)."""
     count = 0
     sample: List[str] = []
-    seen: set = set()
+    seen = FileIds(input_path)
     sink = atomic_output(dest, mode=0o600) if dest else contextlib.nullcontext(io.BytesIO())
-    with sink as out:
-        for cid, line in iter_input_lines(input_path, "build the retry input",
-                                          "Restore the original batch input of the job."):
-            if cid in seen or not keep(cid):
-                continue
-            seen.add(cid)
-            if dest:
-                out.write(line if line.endswith(b"\n") else line + b"\n")
-            count += 1
-            if len(sample) < SAMPLE:
-                sample.append(cid)
+    try:
+        with sink as out:
+            for cid, line, off in iter_input_lines(input_path, "build the retry input",
+                                                   "Restore the original batch input of the job."):
+                if not seen.first(cid, off) or not keep(cid):
+                    continue
+                if dest:
+                    out.write(line if line.endswith(b"\n") else line + b"\n")
+                count += 1
+                if len(sample) < SAMPLE:
+                    sample.append(cid)
+    finally:
+        seen.close()
     return count, sample

@@ -8,7 +8,6 @@ Nothing that succeeded is sent again, and a round is never submitted twice.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict, List, Optional
 
@@ -93,14 +92,14 @@ def retry(client: Any, job: Job, completion_window: Optional[str] = None, dry_ru
                            "anyway (fetch_results.py --job lists them as missing).")
     input_path = _retry_source(client, job)
 
-    index = merge.build_index(ref.store, ref.targets, keep_order=False)
-    index.close()
+    index = merge.build_index(ref.store, ref.targets, capacity=int(state.input.requests or 0))
     tally = {"failed": 0, "missing": 0}
 
     def keep(cid: str) -> bool:
-        if cid in index.success:
+        status = index.status(cid)
+        if status == "success":
             return False
-        if cid in index.errors:
+        if status == "error":
             tally["failed"] += 1
         else:
             tally["missing"] += 1
@@ -112,7 +111,10 @@ def retry(client: Any, job: Job, completion_window: Optional[str] = None, dry_ru
         protected.update({f"input of round {r.round}": r.input_path for r in rounds})
         refuse_overwrite({"the retry input": dest}, protected)
         make_private_dir(os.path.dirname(dest))  # <job>/rounds is private like the job (0700)
-    count, sample = merge.write_subset(input_path, keep, dest)
+    try:
+        count, sample = merge.write_subset(input_path, keep, dest)
+    finally:
+        index.close()
     if count == 0:
         if dest and os.path.exists(dest):
             os.unlink(dest)
@@ -173,12 +175,8 @@ def _retry_source(client: Any, job: Any) -> str:
 def _client_errors(index: Any) -> int:
     """Failed requests (without a success) whose failure was an HTTP 4xx."""
     n = 0
-    for cid, loc in index.errors.items():
-        if cid in index.success:
-            continue
-        try:
-            obj = json.loads(index.read(loc))
-        except (OSError, ValueError):
+    for _, obj in index.errors():
+        if not isinstance(obj, dict):
             continue
         text = resultlines.error_text(obj)
         if "NonRetriableHttpStatus" in text or "(HTTP 4" in text or text.startswith("HTTP 4"):

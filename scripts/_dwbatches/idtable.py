@@ -1,0 +1,160 @@
+"""Compact tables keyed by custom_id: fixed-size digests in arrays instead of Python strings.
+
+A million custom_ids in a dict or a set take about 100 MB; an ``IdTable`` takes 16 bytes a
+slot (an 8-byte digest and an 8-byte value in open-addressed ``array`` columns, at most three
+quarters full): about 21 MB for a million ids. The ids themselves are not stored: a digest
+match is confirmed by ``same(value, custom_id)``, which the owner answers from where the id
+lives (a line on disk), so a digest collision never merges two ids. Each entry also holds one
+flag (``mark``), e.g. "already written". Standard library only.
+
+``FileIds`` is the custom_ids of one JSONL file held that way: the value is the byte offset
+of the line, read back to confirm a match.
+"""
+
+from __future__ import annotations
+
+import json
+from array import array
+from typing import IO, Callable, Iterator, Optional
+
+_MASK64 = (1 << 64) - 1
+MARK = 1 << 63  # the flag bit of a value; values themselves are below it
+NOT_FOUND = -1
+
+
+def digest(custom_id: str) -> int:
+    """A 64-bit digest of an id, never 0 (0 marks an empty slot). Python's own string hash:
+    stable within a process, which is as long as a table lives."""
+    return (hash(custom_id) & _MASK64) or 1
+
+
+class IdTable:
+    """custom_id → a value below 2**63, plus one flag."""
+
+    def __init__(self, same: Optional[Callable[[int, str], bool]] = None, capacity: int = 0):
+        self._same = same
+        self.count = 0
+        self.marked = 0
+        self._alloc(max(1024, capacity * 4 // 3 + 1))
+
+    def _alloc(self, size: int) -> None:
+        self._size = size
+        self._keys = array("Q", bytes(8 * size))
+        self._vals = array("Q", bytes(8 * size))
+
+    def find(self, custom_id: str) -> int:
+        """The slot of ``custom_id``, or NOT_FOUND."""
+        key = digest(custom_id)
+        keys, size = self._keys, self._size
+        i = key % size
+        while True:
+            k = keys[i]
+            if k == 0:
+                return NOT_FOUND
+            if k == key and (self._same is None or self._same(self._vals[i] & ~MARK, custom_id)):
+                return i
+            i = i + 1 if i + 1 < size else 0
+
+    def __contains__(self, custom_id: str) -> bool:
+        return self.find(custom_id) != NOT_FOUND
+
+    def value(self, slot: int) -> int:
+        return self._vals[slot] & ~MARK
+
+    def set_value(self, slot: int, value: int) -> None:
+        self._vals[slot] = value | (self._vals[slot] & MARK)
+
+    def mark(self, slot: int) -> bool:
+        """Set the flag of the entry in ``slot``; True when it was not set yet."""
+        v = self._vals[slot]
+        if v & MARK:
+            return False
+        self._vals[slot] = v | MARK
+        self.marked += 1
+        return True
+
+    def insert(self, custom_id: str, value: int, marked: bool = False) -> int:
+        """Add ``custom_id`` (not in the table: see ``find``); returns its slot."""
+        if (self.count + 1) * 4 > self._size * 3:
+            self._grow()
+        key = digest(custom_id)
+        keys, size = self._keys, self._size
+        i = key % size
+        while keys[i] != 0:
+            i = i + 1 if i + 1 < size else 0
+        keys[i] = key
+        self._vals[i] = value | (MARK if marked else 0)
+        self.count += 1
+        self.marked += bool(marked)
+        return i
+
+    def values(self) -> Iterator[int]:
+        """The values (flag included) of every entry."""
+        keys, vals = self._keys, self._vals
+        for i in range(self._size):
+            if keys[i] != 0:
+                yield vals[i]
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _grow(self) -> None:
+        keys, vals = self._keys, self._vals
+        self._alloc(self._size * 2)
+        size, nk, nv = self._size, self._keys, self._vals
+        for j in range(len(keys)):
+            k = keys[j]
+            if k == 0:
+                continue
+            i = k % size
+            while nk[i] != 0:  # entries are distinct: only an empty slot is needed
+                i = i + 1 if i + 1 < size else 0
+            nk[i], nv[i] = k, vals[j]
+
+
+class FileIds:
+    """The custom_ids of one JSONL file, each once, by the byte offset of its line."""
+
+    def __init__(self, path: str, capacity: int = 0):
+        self.path = path
+        self._fh: Optional[IO[bytes]] = None
+        self.table = IdTable(same=self._holds, capacity=capacity)
+
+    def _holds(self, offset: int, custom_id: str) -> bool:
+        if self._fh is None:
+            self._fh = open(self.path, "rb")
+        self._fh.seek(offset)
+        try:
+            obj = json.loads(self._fh.readline())
+        except ValueError:
+            return False
+        return isinstance(obj, dict) and obj.get("custom_id") == custom_id
+
+    def first(self, custom_id: str, offset: int) -> bool:
+        """Mark ``custom_id`` (its line at ``offset``) as seen; True the first time."""
+        slot = self.table.find(custom_id)
+        if slot == NOT_FOUND:
+            self.table.insert(custom_id, offset, marked=True)
+            return True
+        return self.table.mark(slot)
+
+    def add(self, custom_id: str, offset: int) -> None:
+        """Hold ``custom_id`` (unmarked) unless it is in already."""
+        if self.table.find(custom_id) == NOT_FOUND:
+            self.table.insert(custom_id, offset)
+
+    def __contains__(self, custom_id: str) -> bool:
+        return custom_id in self.table
+
+    def mark(self, custom_id: str) -> bool:
+        """Mark a held id; True the first time (False also when it is not held)."""
+        slot = self.table.find(custom_id)
+        return slot != NOT_FOUND and self.table.mark(slot)
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+__all__ = ["FileIds", "IdTable", "MARK", "NOT_FOUND", "digest"]
