@@ -177,7 +177,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             rows = _csv_rows(csv_input, args, prefix, blank_lines)
             if args.csv != "-":
                 source = {"kind": "csv", "path": os.path.abspath(args.csv), "id_column": args.id_column,
-                          "custom_ids_in_row_order": args.id_column is None, "id_prefix": prefix,
+                          "ids_from_row_numbers": args.id_column is None, "id_prefix": prefix,
                           "lines_in_row_order": True, "delimiter": csv_input.delimiter, "bom": csv_input.bom}
         elif args.jsonl:
             rows = _jsonl_rows(args, prefix)
