@@ -13,7 +13,7 @@ How the work is done (standard library only):
 - Files of ``PARALLEL_MIN_BYTES`` or more are checked by this process and helper processes
   together (one per CPU, at most ``MAX_PROCESSES`` in all), which take pieces as they finish
   the previous ones. A helper is ``python -I -S`` running ``_worker_main``; a helper that cannot
-  start or stops answering leaves its pieces to this process.
+  start, or fails, leaves its pieces to this process.
 - Duplicate custom_ids: each request's id is kept as a 4-byte CRC-32 digest and the 4-byte
   offset of its line (8 bytes a request, instead of the id itself). After the pass, digests
   seen more than once are confirmed by reading the lines again and comparing the ids
@@ -239,7 +239,6 @@ def iter_lines(path: str) -> Iterable[Tuple[int, int, bytes]]:
 
 
 _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]").search
-_ALLOWED = frozenset(ALLOWED_URLS)
 _URL_CODE = {url: i for i, url in enumerate(ALLOWED_URLS)}
 _NOTHING = object()
 _DUPLICATE = "duplicate custom_id {cid!r} (first used on line {first}); results are matched by custom_id, so each must be unique"
@@ -259,9 +258,10 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
     of chat requests without max_tokens, their number, expected output tokens, first line, kind
     warning]), ``urls`` and ``notes`` (request counts, in order of first use); with ``digests``,
     ``dig``/``off``/``bounds`` (each request's id digest and line offset from start, grouped by
-    digest: those with ``digest % buckets == b`` in [bounds[b], bounds[b+1])); and when the piece has no invalid line,
-    ``plan``, for the chunk plan: each request's size, the blank lines before requests (request
-    number, lines, bytes) and the runs of the same url (first request number, url index).
+    bucket: those with ``digest % buckets == b`` are at [bounds[b], bounds[b+1])); and when the
+    piece has no invalid line, ``plan``, for the chunk plan: each request's size, the blank lines
+    before requests (request number, lines, bytes) and the runs of the same url (first request
+    number, url index).
 
     ``dup_offsets`` (sorted, absolute) are lines whose custom_id is a duplicate of the line at
     the offset at the same index of ``dup_firsts``: they are invalid lines.
@@ -295,12 +295,17 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
     length = end - start
     max_cid = MAX_CUSTOM_ID_BYTES
     model_now: Any = _NOTHING  # the model of the last request (validated)
-    c_req = c_bytes = c_mt = c_free_bytes = c_free = c_expected = 0
+    model_at = 0
+    c_mt = c_free_bytes = c_free = c_expected = 0
     with open(path, "rb", buffering=_READ_BUFFER) as bf:
         bf.seek(start)
         # Text mode decodes in bulk (faster than per line); newline="\n" splits exactly where the
         # server does, and surrogateescape keeps invalid bytes so they can be reported by line.
         fh = io.TextIOWrapper(bf, encoding="utf-8", errors="surrogateescape", newline="\n")
+        try:
+            fh._CHUNK_SIZE = _READ_BUFFER  # type: ignore[attr-defined]  # (CPython's: fewer, larger reads)
+        except AttributeError:
+            pass
         for raw in fh:
             if offset >= length:
                 break
@@ -320,40 +325,43 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
                     continue
             line_start = offset
             offset += size
-            if "\r" in raw and raw.endswith("\r\n"):
-                crlf += 1  # (blank lines are taken off below)
-            if raw[0] == "{":
-                text = raw  # (trailing whitespace is allowed below)
-            else:
+            try:
+                # the C scanner directly (what json.loads runs underneath, without its wrappers)
+                obj, stop = scan(raw, 0)
+                rest = raw[stop:]  # "\n" as a rule
+            except (ValueError, StopIteration):
+                rest = None
+            if rest != "\n":
+                # the unusual lines: blank, CRLF, leading or trailing whitespace, no newline, a
+                # BOM, invalid JSON
                 text = raw.strip()
                 if not text:
                     # Blank lines do not extend a chunk: a chunk ends with its last request, so blank
                     # lines can never push it over max_bytes; the next chunk starts at a request.
-                    if raw.endswith("\r\n"):
-                        crlf -= 1
                     blank += 1
                     gap_n += 1
                     gap_b += size
                     continue
+                if raw.endswith("\r\n"):
+                    crlf += 1
                 if n == 1 and first_piece and text[0] == "\ufeff":
                     nerr += 1
                     errors.append((n, None, "the file starts with a UTF-8 byte-order mark (BOM), which the server "
                                             "rejects; save it as UTF-8 without BOM", -1))
                     continue
-            try:
-                # the C scanner directly (what json.loads runs underneath, without its wrappers)
-                obj, stop = scan(text, 0)
-                rest = text[stop:]  # "\n" as a rule
-                if rest != "\n" and rest and not rest.isspace():
-                    raise ValueError("trailing data")
-            except (ValueError, StopIteration):
-                try:
-                    obj = loads(text.strip())  # for the proper message
-                except ValueError as exc:
-                    nerr += 1
-                    if len(errors) < kept:
-                        errors.append((n, None, f"invalid JSON: {exc}", -1))
-                    continue
+                if rest is None or (rest and not rest.isspace()):
+                    try:
+                        obj, stop = scan(text, 0)
+                        if stop != len(text):
+                            raise ValueError("trailing data")
+                    except (ValueError, StopIteration):
+                        try:
+                            obj = loads(text)  # for the proper message
+                        except ValueError as exc:
+                            nerr += 1
+                            if len(errors) < kept:
+                                errors.append((n, None, f"invalid JSON: {exc}", -1))
+                            continue
             # fast path: all checks of check_request, inlined for the common shape (anything
             # unusual, including a missing key or a wrong type, falls through to check_request)
             try:
@@ -375,7 +383,6 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
                         ok = needs[code] in body
             except (KeyError, TypeError, AttributeError, UnicodeEncodeError):
                 ok = False
-            line_notes = None
             if not ok:
                 err, line_notes = check_request(obj, max_body_bytes, size)
                 cid = obj.get("custom_id") if isinstance(obj, dict) else None
@@ -391,6 +398,8 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
                 code = url_code[url]
                 model = body["model"]
                 key = cid.encode("utf-8", "surrogatepass")
+                for note in line_notes:  # (taken back below if the line is not a request after all)
+                    notes[note] = notes.get(note, 0) + 1
             # the id is registered (a later line using it again is a duplicate), even if the
             # line turns out too long below
             if digests:
@@ -398,44 +407,43 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
                 b = d & mask
                 dig_add[b](d)
                 off_add[b](line_start)
-            if line_start == next_dup:
-                first = firsts[di]
-                di += 1
-                next_dup = dups[di] if di < len(dups) else -1
-            else:
-                first = -1
-            if size > max_bytes:
+            if size > max_bytes or line_start == next_dup:
                 nerr += 1
+                if line_start == next_dup:
+                    first = firsts[di]
+                    di += 1
+                    next_dup = dups[di] if di < len(dups) else -1
+                else:
+                    first = -1
                 if len(errors) < kept:
-                    errors.append((n, cid, f"the line is {size} bytes, more than the {max_bytes}-byte file limit", -1))
-                continue
-            if first >= 0:
-                nerr += 1
-                if len(errors) < kept:
-                    errors.append((n, cid, "", first))
+                    if size > max_bytes:  # (a line too long and repeating an id is too long)
+                        errors.append((n, cid, f"the line is {size} bytes, more than the {max_bytes}-byte file "
+                                               "limit", -1))
+                    else:
+                        errors.append((n, cid, "", first))
+                if not ok:
+                    for note in line_notes:
+                        notes[note] -= 1
                 continue
             # a request: count it
-            if line_notes:
-                for note in line_notes:
-                    notes[note] = notes.get(note, 0) + 1
             # per model: [requests, bytes, max_tokens sum, bytes of chat lines without max_tokens,
             # chat requests without max_tokens, expected output (prompt x 1.1, at most max_tokens)],
             # in locals while the model stays the same
+            # (requests and bytes are taken from sizes: the requests since model_at)
             if model != model_now:
                 if model_now is not _NOTHING:
                     pm = models[model_now]
-                    pm[0] += c_req
-                    pm[1] += c_bytes
+                    pm[0] += len(sizes) - model_at
+                    pm[1] += sum(sizes[model_at:])
                     pm[2] += c_mt
                     pm[3] += c_free_bytes
                     pm[4] += c_free
                     pm[5] += c_expected
-                    c_req = c_bytes = c_mt = c_free_bytes = c_free = c_expected = 0
+                    c_mt = c_free_bytes = c_free = c_expected = 0
                 if model not in models:
                     models[model] = [0, 0, 0, 0, 0, 0, n, _model_kind_warning(model, url)]
                 model_now = model
-            c_req += 1
-            c_bytes += size
+                model_at = len(sizes)
             mt = body.get("max_tokens")
             if mt is None:
                 mt = body.get("max_completion_tokens")
@@ -445,8 +453,8 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
                 pass  # embeddings have no output tokens
             elif type(mt) is int and mt > 0:
                 c_mt += mt
-                x = size / 4 * 1.1
-                c_expected += mt if mt <= x else int(x)  # min(mt, int(x))
+                # min(mt, int(size / 4 * 1.1)), in integers (the same for lines under 64 GB)
+                c_expected += mt if mt * 40 <= size * 11 else size * 11 // 40
             else:
                 c_free += 1
                 c_free_bytes += size
@@ -463,8 +471,8 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
 
     if model_now is not _NOTHING:
         pm = models[model_now]
-        pm[0] += c_req
-        pm[1] += c_bytes
+        pm[0] += len(sizes) - model_at
+        pm[1] += sum(sizes[model_at:])
         pm[2] += c_mt
         pm[3] += c_free_bytes
         pm[4] += c_free
@@ -800,15 +808,84 @@ def _parse_id(raw: bytes) -> Optional[str]:
     return cid if isinstance(cid, str) else None
 
 
+class _LineReader:
+    """Lines read by offset: one pread each where there is one (else seek and readline)."""
+
+    def __init__(self, path: str):
+        self.fh = open(path, "rb")
+        self.pread = getattr(os, "pread", None)
+
+    def line(self, offset: int) -> bytes:
+        if self.pread is None:
+            self.fh.seek(offset)
+            return self.fh.readline()
+        fd = self.fh.fileno()
+        data = self.pread(fd, 4096, offset)
+        cut = data.find(b"\n") + 1
+        if cut:
+            return data[:cut]
+        parts = [data]
+        size = 4096
+        while data:
+            size *= 2
+            offset += len(data)
+            data = self.pread(fd, size, offset)
+            cut = data.find(b"\n") + 1
+            if cut:
+                parts.append(data[:cut])
+                break
+            parts.append(data)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def _confirm(reader: _LineReader, offsets: List[int], found: Callable[[int, int], None]) -> None:
+    """Lines whose ids have the same digest, in file order: call found(offset, first offset)
+    for each line whose custom_id an earlier one of them uses."""
+    first_off = offsets[0]
+    first_raw = reader.line(first_off)
+    by_raw: Optional[Dict[bytes, int]] = None  # line -> the first offset of its id
+    by_id: Dict[str, int] = {}
+    for offset in offsets[1:]:
+        raw = reader.line(offset)
+        if by_raw is None:
+            if raw == first_raw:  # the same line again (the same id): no need to parse either
+                found(offset, first_off)
+                continue
+            first_id = _parse_id(first_raw)
+            by_raw = {}
+            if first_id is not None:
+                by_raw[first_raw] = by_id[first_id] = first_off
+        first = by_raw.get(raw)
+        if first is None:
+            cid = _parse_id(raw)
+            if cid is None:
+                continue
+            first = by_raw[raw] = by_id.setdefault(cid, offset)
+        if first != offset:
+            found(offset, first)
+
+
 def _find_duplicates(path: str, pieces: List[Tuple[int, int]],
-                     results: List[Dict[str, Any]]) -> Dict[int, Tuple[List[int], List[int]]]:
+                     results: List[Dict[str, Any]]) -> Dict[int, Tuple[array, array]]:
     """The requests whose custom_id an earlier request already uses, by piece: (their offsets,
     the offsets of the ids' first lines), both sorted by the former."""
     from collections import Counter
 
     starts = [s for s, _ in pieces]
     found: Dict[int, Tuple[array, array]] = {}
-    fh = None
+
+    def add(offset: int, first: int) -> None:
+        i = bisect_right(starts, offset) - 1
+        entry = found.get(i)
+        if entry is None:
+            entry = found[i] = (array("q"), array("q"))
+        entry[0].append(offset)
+        entry[1].append(first)
+
+    reader: Optional[_LineReader] = None
     try:
         for b in range(len(results[0]["bounds"]) - 1):
             seen: set = set()
@@ -833,35 +910,17 @@ def _find_duplicates(path: str, pieces: List[Tuple[int, int]],
                 for j in range(lo, hi):
                     if dig[j] in repeated:
                         groups.setdefault(dig[j], []).append(start + off[j])
-            if fh is None:
-                fh = open(path, "rb")
+            if reader is None:
+                reader = _LineReader(path)
             for offsets in groups.values():
-                first: Dict[str, int] = {}  # id -> offset of its first line
-                last_raw, last_cid = b"", None
-                for offset in offsets:
-                    fh.seek(offset)
-                    raw = fh.readline()
-                    # the same bytes as the line before: the same id, without parsing it again
-                    cid = last_cid if raw == last_raw else _parse_id(raw)
-                    last_raw, last_cid = raw, cid
-                    if cid is None:
-                        continue
-                    earlier = first.setdefault(cid, offset)
-                    if earlier != offset:
-                        i = bisect_right(starts, offset) - 1
-                        entry = found.get(i)
-                        if entry is None:
-                            entry = found[i] = (array("q"), array("q"))
-                        entry[0].append(offset)
-                        entry[1].append(earlier)
+                _confirm(reader, offsets, add)
     finally:
-        if fh is not None:
-            fh.close()
-    out: Dict[int, Tuple[List[int], List[int]]] = {}
+        if reader is not None:
+            reader.close()
     for i, (offs, firsts) in found.items():
         order = sorted(range(len(offs)), key=offs.__getitem__)
-        out[i] = ([offs[k] for k in order], [firsts[k] for k in order])
-    return out
+        found[i] = (array("q", [offs[k] for k in order]), array("q", [firsts[k] for k in order]))
+    return found
 
 
 def _line_numbers(path: str, pieces: List[Tuple[int, int]], bases: List[int], offsets: Iterable[int]) -> Dict[int, int]:
@@ -986,7 +1045,8 @@ def _report(path: str, size: int, pieces: List[Tuple[int, int]], bases: List[int
                             + ", ".join(f"{u} ({c})" for u, c in rep.endpoints.items())
                             + "; each line is sent to its own url")
     for note, count in notes.items():
-        rep.warnings.append(f"{count} line(s): {note}")
+        if count:  # (0: only on lines found invalid after all)
+            rep.warnings.append(f"{count} line(s): {note}")
     if crlf:
         rep.warnings.append(f"{crlf} line(s) end with CRLF; the server accepts them")
     if rep.valid and planner.ok:
