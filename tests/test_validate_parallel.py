@@ -208,14 +208,14 @@ def test_helper_results_equal_this_process_results(tmp_path):
     path = tmp_path / "f.jsonl"
     make_file(path, rng, 200, errors=True, bom=True)
     pieces = validate._cut(str(path), path.stat().st_size, 900)
-    tasks = [(s, e, 10 ** 8, 10 ** 7, 4) for s, e in pieces]
+    tasks = [("piece", s, e, 10 ** 8, 10 ** 7, 4) for s, e in pieces]
     helper = validate._Helper(str(path))
     try:
         queue = validate._Queue(len(tasks))
         helper.serve(tasks, queue, depth=2)
     finally:
         helper.stop()
-    assert queue.results == [validate._check_piece(str(path), *t) for t in tasks]
+    assert queue.results == [validate._do(str(path), t) for t in tasks]
 
 
 def test_pieces_start_at_line_starts_and_cover_the_file(tmp_path):

@@ -652,18 +652,26 @@ def _read_frame(fh: Any) -> Any:
     return pickle.loads(data)
 
 
+def _do(path: str, task: tuple) -> Any:
+    """Run a task: ("piece", arguments of _check_piece after path) or ("confirm", arguments of
+    _confirm_groups after path)."""
+    if task[0] == "piece":
+        return _check_piece(path, *task[1:])
+    return _confirm_groups(path, *task[1:])
+
+
 def _worker_main() -> None:
-    """A helper process: the file's path, then (task number, arguments of _check_piece) frames on
-    stdin; a (task number, result) frame on stdout for each; until stdin ends."""
+    """A helper process: the file's path, then (task number, task) frames on stdin; a (task
+    number, result) frame on stdout for each; until stdin ends."""
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     try:
         path = _read_frame(inp)
         while True:
             try:
-                number, args = _read_frame(inp)
+                number, task = _read_frame(inp)
             except EOFError:
                 return
-            _write_frame(out, (number, _check_piece(path, *args)))
+            _write_frame(out, (number, _do(path, task)))
     except (KeyboardInterrupt, BrokenPipeError):
         pass
 
@@ -757,10 +765,10 @@ class _Queue:
                 self.cond.wait(0.5)
 
 
-def _run(path: str, tasks: List[tuple], helpers: List[_Helper], deliver: Callable[[int, Dict[str, Any]], None],
-         depth: int) -> List[Dict[str, Any]]:
-    """Check the pieces ``tasks`` (argument tuples of _check_piece) here and in the helpers; call
-    deliver(i, result) in piece order; return the results."""
+def _run(path: str, tasks: List[Any], helpers: List[_Helper], deliver: Callable[[int, Any], None],
+         depth: int, keep: bool = True) -> List[Any]:
+    """Run ``tasks`` (see _do) here and in the helpers; call deliver(i, result) in task order;
+    return the results (without ``keep``, each task and result is let go once delivered)."""
     import threading
 
     queue = _Queue(len(tasks))
@@ -772,12 +780,14 @@ def _run(path: str, tasks: List[tuple], helpers: List[_Helper], deliver: Callabl
     while given < len(tasks):
         while given < len(tasks) and results[given] is not None:
             deliver(given, results[given])  # type: ignore[arg-type]
+            if not keep:
+                results[given] = tasks[given] = False  # (not None: delivered)
             given += 1
         if given == len(tasks):
             break
         i = queue.take()
         if i is not None:
-            queue.done(i, _check_piece(path, *tasks[i]))
+            queue.done(i, _do(path, tasks[i]))
         else:
             queue.wait_for(given)
     for t in threads:
@@ -820,12 +830,12 @@ class _LineReader:
             self.fh.seek(offset)
             return self.fh.readline()
         fd = self.fh.fileno()
-        data = self.pread(fd, 4096, offset)
+        data = self.pread(fd, 1024, offset)
         cut = data.find(b"\n") + 1
         if cut:
             return data[:cut]
         parts = [data]
-        size = 4096
+        size = 1024
         while data:
             size *= 2
             offset += len(data)
@@ -841,9 +851,9 @@ class _LineReader:
         self.fh.close()
 
 
-def _confirm(reader: _LineReader, offsets: List[int], found: Callable[[int, int], None]) -> None:
-    """Lines whose ids have the same digest, in file order: call found(offset, first offset)
-    for each line whose custom_id an earlier one of them uses."""
+def _confirm(reader: _LineReader, offsets: Sequence[int], later: array, firsts: array) -> None:
+    """Lines whose ids have the same digest, in file order: add each line whose custom_id an
+    earlier one of them uses to later, and the offset of that id's first line to firsts."""
     first_off = offsets[0]
     first_raw = reader.line(first_off)
     by_raw: Optional[Dict[bytes, int]] = None  # line -> the first offset of its id
@@ -852,7 +862,8 @@ def _confirm(reader: _LineReader, offsets: List[int], found: Callable[[int, int]
         raw = reader.line(offset)
         if by_raw is None:
             if raw == first_raw:  # the same line again (the same id): no need to parse either
-                found(offset, first_off)
+                later.append(offset)
+                firsts.append(first_off)
                 continue
             first_id = _parse_id(first_raw)
             by_raw = {}
@@ -865,58 +876,83 @@ def _confirm(reader: _LineReader, offsets: List[int], found: Callable[[int, int]
                 continue
             first = by_raw[raw] = by_id.setdefault(cid, offset)
         if first != offset:
-            found(offset, first)
+            later.append(offset)
+            firsts.append(first)
 
 
-def _find_duplicates(path: str, pieces: List[Tuple[int, int]],
-                     results: List[Dict[str, Any]]) -> Dict[int, Tuple[array, array]]:
+def _confirm_groups(path: str, offsets: Sequence[int], bounds: Sequence[int]) -> Tuple[array, array]:
+    """_confirm each group offsets[bounds[g]:bounds[g + 1]]; return (later, firsts)."""
+    later, firsts = array("q"), array("q")
+    reader = _LineReader(path)
+    try:
+        for g in range(len(bounds) - 1):
+            _confirm(reader, offsets[bounds[g]:bounds[g + 1]], later, firsts)
+    finally:
+        reader.close()
+    return later, firsts
+
+
+_CONFIRM_TASK = 1 << 16  # line offsets in a task of _confirm_groups
+
+
+def _find_duplicates(path: str, pieces: List[Tuple[int, int]], results: List[Dict[str, Any]],
+                     helpers: Sequence[_Helper] = ()) -> Dict[int, Tuple[array, array]]:
     """The requests whose custom_id an earlier request already uses, by piece: (their offsets,
-    the offsets of the ids' first lines), both sorted by the former."""
+    the offsets of the ids' first lines), both sorted by the former. Digests are compared bucket
+    by bucket (a set of one bucket at a time); the lines of digests seen more than once are
+    read again (in tasks for this process and the helpers) to compare their ids."""
     from collections import Counter
 
+    tasks: List[tuple] = []
+    offsets, bounds = array("q"), array("q", [0])
+    for b in range(len(results[0]["bounds"]) - 1):
+        seen: set = set()
+        total = 0
+        for r in results:
+            lo, hi = r["bounds"][b], r["bounds"][b + 1]
+            if hi > lo:
+                seen.update(r["dig"][lo:hi])
+                total += hi - lo
+        if len(seen) == total:
+            continue  # no digest twice in this bucket
+        del seen
+        counts: Counter = Counter()
+        for r in results:
+            counts.update(r["dig"][r["bounds"][b]:r["bounds"][b + 1]])
+        repeated = {d for d, c in counts.items() if c > 1}
+        del counts
+        groups: Dict[int, List[int]] = {}  # digest -> line offsets, in file order
+        for (start, _), r in zip(pieces, results):
+            lo, hi = r["bounds"][b], r["bounds"][b + 1]
+            dig, off = r["dig"], r["off"]
+            for j in range(lo, hi):
+                if dig[j] in repeated:
+                    groups.setdefault(dig[j], []).append(start + off[j])
+        for group in groups.values():
+            offsets.extend(group)
+            bounds.append(len(offsets))
+            if len(offsets) >= _CONFIRM_TASK:
+                tasks.append(("confirm", offsets, bounds))
+                offsets, bounds = array("q"), array("q", [0])
+    if len(offsets):
+        tasks.append(("confirm", offsets, bounds))
+    del offsets, bounds
+    for r in results:  # (no longer needed)
+        for key in ("dig", "off", "bounds"):
+            r.pop(key, None)
     starts = [s for s, _ in pieces]
     found: Dict[int, Tuple[array, array]] = {}
 
-    def add(offset: int, first: int) -> None:
-        i = bisect_right(starts, offset) - 1
-        entry = found.get(i)
-        if entry is None:
-            entry = found[i] = (array("q"), array("q"))
-        entry[0].append(offset)
-        entry[1].append(first)
+    def deliver(_: int, res: Tuple[array, array]) -> None:
+        for offset, first in zip(*res):
+            i = bisect_right(starts, offset) - 1
+            entry = found.get(i)
+            if entry is None:
+                entry = found[i] = (array("q"), array("q"))
+            entry[0].append(offset)
+            entry[1].append(first)
 
-    reader: Optional[_LineReader] = None
-    try:
-        for b in range(len(results[0]["bounds"]) - 1):
-            seen: set = set()
-            total = 0
-            for r in results:
-                lo, hi = r["bounds"][b], r["bounds"][b + 1]
-                if hi > lo:
-                    seen.update(r["dig"][lo:hi])
-                    total += hi - lo
-            if len(seen) == total:
-                continue  # no digest twice in this bucket
-            del seen
-            counts: Counter = Counter()
-            for r in results:
-                counts.update(r["dig"][r["bounds"][b]:r["bounds"][b + 1]])
-            repeated = {d for d, c in counts.items() if c > 1}
-            del counts
-            groups: Dict[int, List[int]] = {}  # digest -> line offsets, in file order
-            for (start, _), r in zip(pieces, results):
-                lo, hi = r["bounds"][b], r["bounds"][b + 1]
-                dig, off = r["dig"], r["off"]
-                for j in range(lo, hi):
-                    if dig[j] in repeated:
-                        groups.setdefault(dig[j], []).append(start + off[j])
-            if reader is None:
-                reader = _LineReader(path)
-            for offsets in groups.values():
-                _confirm(reader, offsets, add)
-    finally:
-        if reader is not None:
-            reader.close()
+    _run(path, tasks, list(helpers), deliver, depth=1, keep=False)
     for i, (offs, firsts) in found.items():
         order = sorted(range(len(offs)), key=offs.__getitem__)
         found[i] = (array("q", [offs[k] for k in order]), array("q", [firsts[k] for k in order]))
@@ -967,16 +1003,13 @@ def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byte
     finished = False
     try:
         buckets = _bucket_count(size)
-        tasks = [(start, end, max_bytes, max_body_bytes, buckets) for start, end in pieces]
+        tasks = [("piece", start, end, max_bytes, max_body_bytes, buckets) for start, end in pieces]
         results = _run(path, tasks, helpers, deliver, depth=2)
-        dups = _find_duplicates(path, pieces, results) if results else {}
-        for r in results:
-            for key in ("dig", "off", "bounds"):
-                r.pop(key, None)
+        dups = _find_duplicates(path, pieces, results, helpers) if results else {}
         if dups:
             numbers = sorted(dups)
-            again = [(pieces[i][0], pieces[i][1], max_bytes, max_body_bytes, 1, dups[i][0], dups[i][1], False)
-                     for i in numbers]
+            again = [("piece", pieces[i][0], pieces[i][1], max_bytes, max_body_bytes, 1, dups[i][0], dups[i][1],
+                      False) for i in numbers]
             for i, res in zip(numbers, _run(path, again, helpers, lambda i, res: None, depth=1)):
                 results[i] = res
         finished = True
