@@ -190,7 +190,16 @@ def test_a_duplicate_that_is_also_too_long_has_one_error(tmp_path):
     assert rep.requests == 1 and rep.invalid_lines == 2
 
 
-@pytest.mark.parametrize("how", ["no such interpreter", "helper exits"])
+DIES_AFTER_TWO_TASKS = """
+import os, sys; sys.path.insert(0, sys.argv[1]); from _dwbatches import validate as v
+inp, out = sys.stdin.buffer, sys.stdout.buffer; path = v._read_frame(inp)
+for _ in range(2):
+    number, task = v._read_frame(inp); v._write_frame(out, (number, v._do(path, task)))
+os._exit(1)
+"""
+
+
+@pytest.mark.parametrize("how", ["no such interpreter", "helper exits", "helper dies midway"])
 def test_helpers_that_cannot_start_or_fail_leave_the_work_to_this_process(tmp_path, monkeypatch, how):
     rng = random.Random(11)
     path = tmp_path / "f.jsonl"
@@ -198,8 +207,10 @@ def test_helpers_that_cannot_start_or_fail_leave_the_work_to_this_process(tmp_pa
     want = full(validate.validate_file(str(path), processes=1))
     if how == "no such interpreter":
         monkeypatch.setattr(validate.sys, "executable", str(tmp_path / "no-python"))
-    else:
+    elif how == "helper exits":
         monkeypatch.setattr(validate, "_BOOT", "import sys; sys.stdin.buffer.read(20); sys.exit(3)")
+    else:
+        monkeypatch.setattr(validate, "_BOOT", DIES_AFTER_TWO_TASKS)
     assert full(validate.validate_file(str(path), processes=3, piece_bytes=700)) == want
 
 
@@ -228,3 +239,34 @@ def test_pieces_start_at_line_starts_and_cover_the_file(tmp_path):
         for (_, end), (start, _) in zip(pieces, pieces[1:]):
             assert end == start and data[start - 1:start] == b"\n"
     assert validate._cut(str(path), 0, 10) == []
+
+
+def test_an_interrupted_validation_leaves_no_helper_behind(tmp_path, monkeypatch):
+    psutil = pytest.importorskip("psutil")
+    path = tmp_path / "f.jsonl"
+    make_file(path, random.Random(2), 600, errors=False)
+    calls = []
+
+    def interrupt(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(validate._Planner, "add", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        validate.validate_file(str(path), processes=3, piece_bytes=2000)
+
+    def helpers():
+        alive = []
+        for p in psutil.Process().children(recursive=True):
+            try:
+                if "_worker_main" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+            except psutil.Error:  # (ended meanwhile)
+                pass
+        return alive
+
+    deadline = time.monotonic() + 10
+    while helpers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert helpers() == []

@@ -681,11 +681,12 @@ _BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from _dwbatches.validate i
 
 
 class _Helper:
-    """One helper process and the thread that feeds it pieces."""
+    """One helper process, fed tasks by a thread of this process."""
 
     def __init__(self, path: str):
         import subprocess
 
+        self.dead = False
         # -I: no environment variables, user site or current directory on the path; -S: no site
         # packages (the validator needs the standard library only)
         cmd = [sys.executable, "-I", "-S"] + (["-B"] if sys.flags.dont_write_bytecode else [])
@@ -698,9 +699,12 @@ class _Helper:
             raise
 
     def serve(self, tasks: List[tuple], queue: _Queue, depth: int) -> None:
-        """Send pieces (up to depth at a time) and hand back the results, until none is left.
-        If the process fails, its pieces go back to the queue (this process takes them)."""
+        """Send tasks (up to depth at a time) and hand back the results, until none is left.
+        If the process fails, its tasks go back to the queue (this process takes them) and it
+        is used no more."""
         outstanding: List[int] = []
+        if self.dead:
+            return
         try:
             while True:
                 while len(outstanding) < depth:
@@ -716,7 +720,8 @@ class _Helper:
                     raise EOFError
                 outstanding.pop(0)
                 queue.done(number, res)
-        except BaseException:  # noqa: B036 - any failure: the pieces are checked here instead
+        except BaseException:  # noqa: B036 - any failure: the tasks are done here instead
+            self.dead = True
             queue.give_back(outstanding)
             self.stop(kill=True)
 
@@ -736,20 +741,20 @@ class _Helper:
 
 
 class _Queue:
-    """The pieces still to check and the results, shared by this process and the helper threads."""
+    """The tasks still to run and the results, shared by this process and the helper threads."""
 
     def __init__(self, count: int):
         import threading
 
         self.cond = threading.Condition()
         self.pending = list(range(count - 1, -1, -1))  # popped from the end: in file order
-        self.results: List[Optional[Dict[str, Any]]] = [None] * count
+        self.results: List[Any] = [None] * count
 
     def take(self) -> Optional[int]:
         with self.cond:
             return self.pending.pop() if self.pending else None
 
-    def done(self, i: int, res: Dict[str, Any]) -> None:
+    def done(self, i: int, res: Any) -> None:
         with self.cond:
             self.results[i] = res
             self.cond.notify_all()
