@@ -6,18 +6,35 @@
 """Check a batch JSONL file locally against every rule the Doubleword server enforces.
 
 Also catches what the server silently lets through (duplicate custom_ids, "stream": true,
-bodies missing the field their endpoint needs). Reads the file once, streaming; needs no
-API key and sends nothing. Line numbers are physical and 1-based.
+bodies missing the field their endpoint needs). Reads the file in one streaming pass (a file
+of 32 MB or more in several processes at once), in bounded memory; needs no API key and sends
+nothing. Line numbers are physical and 1-based.
 
 examples:
   python3 scripts/validate_batch_file.py requests.jsonl
   python3 scripts/validate_batch_file.py requests.jsonl --max-errors 5
 
-output: when the file is valid, a JSON report on stdout (valid, requests, bytes, models,
-endpoints, errors (empty), errors_total, warnings, chunks = how many files submit.py would
-upload). When it is not, stdout stays empty, each error is printed on stderr as
-"line N: message", and exit code is 2; --report FILE also writes the full JSON report
-(with errors: line, custom_id, message) to FILE in both cases."""
+output: when the file is valid, the JSON report below on stdout (exit 0). When it is not,
+stdout stays empty, each error is printed on stderr as "line N (custom_id 'ID'): message"
+and the exit code is 2. --report FILE also writes the report to FILE in both cases.
+
+report fields (the counts are all over the same lines: a request is a line that passes every
+check, and a custom_id used again is an error on each later line that uses it):
+  valid                   true when no line has an error
+  file                    the file, as given
+  requests                lines that are valid requests (what submit.py would send)
+  bytes                   the file's size in bytes
+  lines                   physical lines: requests + blank_lines + invalid_lines
+  blank_lines             empty or whitespace-only lines (skipped, as the server does)
+  invalid_lines           lines with an error (one error each)
+  models                  requests per body.model, in order of first use
+  endpoints               requests per url, in order of first use
+  errors                  the first --max-errors errors in line order: {line, custom_id, message}
+  errors_total            all errors: invalid_lines, or 1 when the file is empty or only
+                          blank lines
+  warnings                notes on what the server accepts but may not be meant (texts)
+  estimated_input_tokens  the requests' bytes / 4, the server's own estimate
+  chunks                  how many files submit.py would upload (0 when invalid)"""
 
 from __future__ import annotations
 

@@ -65,7 +65,7 @@ def test_csv_with_id_column_template_and_sidecar(tmp_path):
     assert rows[1]["body"]["messages"][0]["content"] == "Rate (1 stars): two\nlines"
     sidecar = json.loads((tmp_path / "reviews.source.json").read_text())
     assert sidecar["kind"] == "csv" and sidecar["path"] == str(tmp_path / "reviews.csv")
-    assert sidecar["id_column"] == "id" and sidecar["custom_ids_in_row_order"] is False
+    assert sidecar["id_column"] == "id" and sidecar["ids_from_row_numbers"] is False
     assert sidecar["id_prefix"] == "reviews" and sidecar["rows"] == 2
     assert sidecar["output"] == str(tmp_path / "reviews.jsonl")
     assert doc["source"] == {k: v for k, v in sidecar.items() if k not in ("output", "output_sha256")}
@@ -75,7 +75,7 @@ def test_csv_without_id_column_numbers_data_rows(tmp_path):
     (tmp_path / "d.csv").write_text("\ufeffq\n\"multi\nline\"\n\nsecond\n", encoding="utf-8")
     doc = ok_json(run("create_batch_file.py", "d.jsonl", "--csv", "d.csv", "--template", "{q}"))
     assert [r["custom_id"] for r in lines("d.jsonl")] == ["d-000001", "d-000002"]
-    assert doc["source"]["custom_ids_in_row_order"] is True and doc["source"]["id_column"] is None
+    assert doc["source"]["ids_from_row_numbers"] is True and doc["source"]["id_column"] is None
 
 
 def test_csv_prompt_column_needs_no_template(tmp_path):
@@ -443,7 +443,7 @@ def test_the_sidecar_records_the_csv_fingerprint_delimiter_and_bom(tmp_path):
     assert isinstance(sidecar["mtime"], float)
     assert sidecar["sha256"] == hashlib.sha256(data).hexdigest()
     assert sidecar["delimiter"] == ";" and sidecar["bom"] is True
-    for kept in ("kind", "path", "id_column", "custom_ids_in_row_order", "id_prefix", "lines_in_row_order",
+    for kept in ("kind", "path", "id_column", "ids_from_row_numbers", "id_prefix", "lines_in_row_order",
                  "rows", "output", "output_sha256"):
         assert kept in sidecar
     assert doc["source"] == {k: v for k, v in sidecar.items() if k not in ("output", "output_sha256")}
@@ -504,3 +504,15 @@ def test_a_number_json_cannot_hold_is_blamed_on_its_flag(tmp_path, flag, value):
     proc = run("create_batch_file.py", tmp_path / "o.jsonl", "--prompts", "-", flag, value, input="hello\n")
     assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.startswith(f"error: {flag}")
     assert "line 1" not in proc.stderr and not (tmp_path / "o.jsonl").exists()
+
+
+def test_an_old_sidecar_field_is_read_under_its_new_name(tmp_path):
+    from _dwbatches.jobrecord import sha256_file
+
+    out = tmp_path / "b.jsonl"
+    out.write_text("{}\n")
+    sidecar = builder.sidecar_path(str(out))
+    with open(sidecar, "w") as fh:
+        json.dump({"kind": "csv", "custom_ids_in_row_order": True, "output_sha256": sha256_file(str(out))}, fh)
+    source, note = builder.read_sidecar(str(out), sha256_file(str(out)))
+    assert note is None and source == {"kind": "csv", "ids_from_row_numbers": True}

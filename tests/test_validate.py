@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,35 @@ def test_a_line_longer_than_max_bytes_is_an_error_with_its_line(tmp_path):
     rows = [line("a"), line("b", messages=[{"role": "user", "content": "z" * 400}])]
     rep = validate.validate_file(str(write(tmp_path / "l.jsonl", rows)), max_bytes=300)
     assert not rep.valid and rep.errors[0]["line"] == 2 and rep.chunks == []
+
+
+def test_every_count_is_over_the_same_lines(tmp_path):
+    # a duplicate custom_id, a missing model and a broken line among 8 requests
+    no_model = line("m")
+    del no_model["body"]["model"]
+    rows = [line(f"a-{i}") for i in range(6)] + [line("a-2"), no_model, "{broken", "",
+                                                  line("e-1", "/v1/embeddings", "Qwen/Qwen3-Embedding-8B")]
+    path = write(tmp_path / "mixed.jsonl", rows)
+    proc = run_script(path, "--report", tmp_path / "r.json", "-q")
+    assert proc.returncode == 2
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["requests"] == 7 and doc["invalid_lines"] == doc["errors_total"] == 3 and doc["blank_lines"] == 1
+    assert doc["models"] == {MODEL: 6, "Qwen/Qwen3-Embedding-8B": 1}
+    assert doc["endpoints"] == {"/v1/chat/completions": 6, "/v1/embeddings": 1}
+    assert doc["lines"] == doc["requests"] + doc["blank_lines"] + doc["invalid_lines"] == 11
+    assert [e["line"] for e in doc["errors"]] == [7, 8, 9]
+    rep = validate.validate_file(str(path))
+    assert sum(t["requests"] for t in rep.model_tokens.values()) == 7
+
+
+def test_the_help_lists_exactly_the_fields_printed(tmp_path):
+    proc = run("validate_batch_file.py", "--help", subprocess=True)
+    assert proc.returncode == 0
+    section = proc.stdout.split("report fields", 1)[1].split("exit codes:", 1)[0]
+    listed = [m.group(1) for m in re.finditer(r"^  ([a-z_]+)  +\S", section, re.M)]
+    good = write(tmp_path / "ok.jsonl", [line("a")])
+    bad = write(tmp_path / "bad.jsonl", [line("a"), "{"])
+    printed = json.loads(run_script(good).stdout)
+    assert run_script(bad, "--report", tmp_path / "r.json", "-q").returncode == 2
+    reported = json.loads((tmp_path / "r.json").read_text())
+    assert listed == list(printed) == list(reported)

@@ -378,4 +378,6 @@ def read_sidecar(input_path: str, input_sha256: str) -> Tuple[Optional[Dict[str,
     if doc.get("output_sha256") != input_sha256:
         return None, f"ignoring {path}: it describes an earlier version of {os.path.basename(input_path)}"
     source = {k: v for k, v in doc.items() if k not in ("output", "output_sha256")}
+    if "custom_ids_in_row_order" in source and "ids_from_row_numbers" not in source:  # (the old name)
+        source["ids_from_row_numbers"] = source.pop("custom_ids_in_row_order")
     return source, None

@@ -120,7 +120,7 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
         rows = _csv_rows(csv_input, opts, prefix, blank_lines)
         if opts.csv != "-":
             source = {"kind": "csv", "path": os.path.abspath(opts.csv), "id_column": opts.id_column,
-                      "custom_ids_in_row_order": opts.id_column is None, "id_prefix": prefix,
+                      "ids_from_row_numbers": opts.id_column is None, "id_prefix": prefix,
                       "lines_in_row_order": True, "delimiter": csv_input.delimiter, "bom": csv_input.bom}
     elif opts.jsonl:
         rows = _jsonl_rows(opts, prefix)
