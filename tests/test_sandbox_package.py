@@ -83,12 +83,13 @@ def test_the_script_is_a_thin_cli():
 
 def test_client_and_sandbox_share_one_copy_of_the_api_facts():
     import sandbox_server
-    from _dwbatches import apifacts, planning, pricing, validate
+    from _dwbatches import apifacts, planning, pricing, requestrules, validate
     from _dwsandbox import config
 
-    assert validate.ALLOWED_URLS is apifacts.ALLOWED_URLS is config.ALLOWED_URLS
+    assert requestrules.ALLOWED_URLS is apifacts.ALLOWED_URLS is config.ALLOWED_URLS
     for name in ("MAX_CUSTOM_ID_BYTES", "MAX_BODY_BYTES", "MAX_REQUESTS_PER_FILE", "MAX_FILE_BYTES"):
-        assert getattr(validate, name) == getattr(apifacts, name) == getattr(config, name), name
+        assert getattr(validate if name != "MAX_CUSTOM_ID_BYTES" else requestrules, name) == getattr(apifacts, name) \
+            == getattr(config, name), name
     assert planning.SERVER_RESERVED_KEYS == apifacts.RESERVED_METADATA_KEYS == config.RESERVED_METADATA_KEYS
     assert tuple(planning.WINDOWS) == pricing.WINDOWS == apifacts.COMPLETION_WINDOWS
     assert tuple(apifacts.WINDOW_SECONDS) == apifacts.COMPLETION_WINDOWS

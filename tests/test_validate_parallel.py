@@ -9,11 +9,11 @@ import random
 import time
 
 import pytest
-from _dwbatches import validate
+from _dwbatches import apifacts, chunkplan, piececheck, validate, workerpool
 
 MODEL = "Qwen/Qwen3.5-9B"
 EMBED = "Qwen/Qwen3-Embedding-8B"
-URLS = list(validate.ALLOWED_URLS)
+URLS = list(apifacts.ALLOWED_URLS)
 
 
 def request(rng, cid):
@@ -80,7 +80,7 @@ def helper_share(monkeypatch):
     """Slow this process down on its first pieces, so that the helper processes have started
     and take some; count how many pieces this process checked itself."""
     counts = {"here": 0, "all": 0, "run": 0}
-    real = validate._check_piece
+    real = workerpool._check_piece
 
     def slow(*args, **kwargs):
         counts["here"] += 1
@@ -96,7 +96,7 @@ def helper_share(monkeypatch):
         counts["run"] = 0
         return real_run(path, tasks, *args, **kwargs)
 
-    monkeypatch.setattr(validate, "_check_piece", slow)
+    monkeypatch.setattr(workerpool, "_check_piece", slow)
     monkeypatch.setattr(validate, "_run", run)
     return counts
 
@@ -146,7 +146,7 @@ def test_duplicates_across_pieces_are_reported_on_their_lines(tmp_path, processe
     rep = validate.validate_file(str(path), processes=processes, piece_bytes=rng.randint(100, 2000))
     dups = [(e["line"], e["custom_id"], e["message"]) for e in rep.errors if "duplicate" in e["message"]]
     kept_lines = {e["line"] for e in rep.errors}
-    want = [(line, cid, validate._DUPLICATE.format(cid=cid, first=first)) for line, cid, first in expected
+    want = [(line, cid, piececheck._DUPLICATE.format(cid=cid, first=first)) for line, cid, first in expected
             if line in kept_lines or line < rep.errors[-1]["line"]]
     assert dups == want
 
@@ -158,7 +158,7 @@ def test_a_digest_collision_is_no_duplicate(tmp_path, monkeypatch):
     clean = tmp_path / "clean.jsonl"
     make_file(clean, random.Random(4), 300, errors=False)
     honest = [full(validate.validate_file(str(p), piece_bytes=500)) for p in (path, clean)]
-    monkeypatch.setattr(validate, "_digest", lambda data: 7)  # every id has the same digest
+    monkeypatch.setattr(piececheck, "_digest", lambda data: 7)  # every id has the same digest
     for p, want in zip((path, clean), honest):
         for piece_bytes in (1 << 30, 500, 1):
             assert full(validate.validate_file(str(p), processes=1, piece_bytes=piece_bytes)) == want
@@ -191,7 +191,7 @@ def test_a_duplicate_that_is_also_too_long_has_one_error(tmp_path):
 
 
 DIES_AFTER_TWO_TASKS = """
-import os, sys; sys.path.insert(0, sys.argv[1]); from _dwbatches import validate as v
+import os, sys; sys.path.insert(0, sys.argv[1]); from _dwbatches import workerpool as v
 inp, out = sys.stdin.buffer, sys.stdout.buffer; path = v._read_frame(inp)
 for _ in range(2):
     number, task = v._read_frame(inp); v._write_frame(out, (number, v._do(path, task)))
@@ -206,11 +206,11 @@ def test_helpers_that_cannot_start_or_fail_leave_the_work_to_this_process(tmp_pa
     make_file(path, rng, 300, errors=True)
     want = full(validate.validate_file(str(path), processes=1))
     if how == "no such interpreter":
-        monkeypatch.setattr(validate.sys, "executable", str(tmp_path / "no-python"))
+        monkeypatch.setattr(workerpool.sys, "executable", str(tmp_path / "no-python"))
     elif how == "helper exits":
-        monkeypatch.setattr(validate, "_BOOT", "import sys; sys.stdin.buffer.read(20); sys.exit(3)")
+        monkeypatch.setattr(workerpool, "_BOOT", "import sys; sys.stdin.buffer.read(20); sys.exit(3)")
     else:
-        monkeypatch.setattr(validate, "_BOOT", DIES_AFTER_TWO_TASKS)
+        monkeypatch.setattr(workerpool, "_BOOT", DIES_AFTER_TWO_TASKS)
     assert full(validate.validate_file(str(path), processes=3, piece_bytes=700)) == want
 
 
@@ -218,15 +218,15 @@ def test_helper_results_equal_this_process_results(tmp_path):
     rng = random.Random(5)
     path = tmp_path / "f.jsonl"
     make_file(path, rng, 200, errors=True, bom=True)
-    pieces = validate._cut(str(path), path.stat().st_size, 900)
+    pieces = chunkplan._cut(str(path), path.stat().st_size, 900)
     tasks = [("piece", s, e, 10 ** 8, 10 ** 7, 4) for s, e in pieces]
-    helper = validate._Helper(str(path))
+    helper = workerpool._Helper(str(path))
     try:
-        queue = validate._Queue(len(tasks))
+        queue = workerpool._Queue(len(tasks))
         helper.serve(tasks, queue, depth=2)
     finally:
         helper.stop()
-    assert queue.results == [validate._do(str(path), t) for t in tasks]
+    assert queue.results == [workerpool._do(str(path), t) for t in tasks]
 
 
 def test_pieces_start_at_line_starts_and_cover_the_file(tmp_path):
@@ -234,11 +234,11 @@ def test_pieces_start_at_line_starts_and_cover_the_file(tmp_path):
     data = b"".join(b"x" * random.Random(i).randint(0, 50) + b"\n" for i in range(200)) + b"tail"
     path.write_bytes(data)
     for piece_bytes in (1, 7, 64, 1000, 1 << 20):
-        pieces = validate._cut(str(path), len(data), piece_bytes)
+        pieces = chunkplan._cut(str(path), len(data), piece_bytes)
         assert pieces[0][0] == 0 and pieces[-1][1] == len(data)
         for (_, end), (start, _) in zip(pieces, pieces[1:]):
             assert end == start and data[start - 1:start] == b"\n"
-    assert validate._cut(str(path), 0, 10) == []
+    assert chunkplan._cut(str(path), 0, 10) == []
 
 
 def test_an_interrupted_validation_leaves_no_helper_behind(tmp_path, monkeypatch):
@@ -252,7 +252,7 @@ def test_an_interrupted_validation_leaves_no_helper_behind(tmp_path, monkeypatch
         if len(calls) == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(validate._Planner, "add", interrupt)
+    monkeypatch.setattr(chunkplan._Planner, "add", interrupt)
     with pytest.raises(KeyboardInterrupt):
         validate.validate_file(str(path), processes=3, piece_bytes=2000)
 

@@ -31,12 +31,11 @@ from . import compat, pricing
 from .errors import InputError, UsageError
 from .files import atomic_write_json, fsync_dir, reraise_named
 from .jobrecord import sha256_file
+from .requestrules import _check_custom_id, check_request
 from .validate import (
     MAX_BODY_BYTES,
     MAX_FILE_BYTES,
     MAX_REQUESTS_PER_FILE,
-    _check_custom_id,
-    check_request,
     validate_file,
 )
 

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import sys
+from decimal import Decimal
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import compat
@@ -432,3 +433,11 @@ def _file_hint(exc: OSError, target: Optional[str], label: Optional[str], kind: 
                 "for a new job, or a copy of this job directory in a writable place; a job on a read-only disk can "
                 "still be checked with poll.py.")
     return f"{problem}: {fix}."
+
+
+class CostLimitExceeded(UsageError):
+    """The server's estimate is over ``max_cost``: files are uploaded, no batch was created."""
+
+    def __init__(self, message: str, hint: str, total: Optional[Decimal]):
+        super().__init__(message, hint)
+        self.total = total

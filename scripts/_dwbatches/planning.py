@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterable, List, Optional
 from urllib.parse import urlsplit
 
 from . import apifacts, pricing
+from .chunkplan import Chunk as PlanChunk
 from .commands import command, display_path
 from .cost import local_estimate
 from .errors import (
@@ -42,9 +43,6 @@ from .validate import (
     Report,
     print_errors,
     validate_file,
-)
-from .validate import (
-    Chunk as PlanChunk,
 )
 
 WINDOWS = apifacts.COMPLETION_WINDOWS

@@ -15,9 +15,7 @@ import sys
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .errors import InputError, UsageError
-from .validate import (
-    json_type,
-)
+from .requestrules import json_type
 
 
 class TextLines:

@@ -38,7 +38,6 @@ with ``os._exit(137)`` right after the upload / create of chunk N (any chunk wit
 from __future__ import annotations
 
 import os
-import re
 import sys
 import threading
 import time
@@ -54,30 +53,17 @@ from .errors import (
     EXIT_CONFIG,
     APIConnectionError,
     APIStatusError,
+    CostLimitExceeded,
     DWError,
     JobError,
-    UsageError,
 )
 from .job import Job
 from .jobrecord import Chunk, Round, sha256_file
 from .output import narrate
 from .planning import _verified, new_chunk, plan_range
+from .uploadreport import Progress, explain_upload_error, mb
 
 CRASH_ENV = "DOUBLEWORD_BATCHES_CRASH_AT"
-class CostLimitExceeded(UsageError):
-    """The server's estimate is over ``max_cost``: files are uploaded, no batch was created."""
-
-    def __init__(self, message: str, hint: str, total: Optional[Decimal]):
-        super().__init__(message, hint)
-        self.total = total
-
-
-# -- validation and planning ------------------------------------------------------------------
-
-
-# -- job preparation --------------------------------------------------------------------------
-
-
 # -- submitting -------------------------------------------------------------------------------
 
 def crash_point(name: str, index: int) -> None:
@@ -95,33 +81,6 @@ def _ambiguous(exc: DWError) -> bool:
     if isinstance(exc, APIConnectionError):
         return exc.sent
     return isinstance(exc, APIStatusError) and exc.status >= 500
-
-
-def _mb(n: float) -> str:
-    if n < 1e6:
-        return f"{n / 1e3:.1f} kB"
-    return f"{n / 1e6:.1f} MB"
-
-
-class _Progress:
-    """Throttled upload progress on stderr."""
-
-    def __init__(self, label: str, interval: float = 1.0):
-        self.label = label
-        self.interval = interval
-        self.t0 = time.monotonic()
-        self.last = self.t0
-
-    def __call__(self, sent: int, total: int) -> None:
-        now = time.monotonic()
-        if sent < total and now - self.last < self.interval:
-            return
-        if sent >= total and now - self.t0 < self.interval:
-            return  # a quick upload needs no progress lines; the caller says when it is done
-        self.last = now
-        pct = 100.0 * sent / total if total else 100.0
-        rate = sent / max(now - self.t0, 1e-6)
-        narrate(f"{self.label}: {pct:5.1f}% ({_mb(sent)} of {_mb(total)}, {_mb(rate)}/s)")
 
 
 DEFAULT_PARALLEL = 3  # chunks uploaded and created at once
@@ -184,7 +143,7 @@ class Submitter:
         return f"{r}chunk {ch.index}/{n}"
 
     def _upload(self, rnd: Round, ch: Chunk) -> Dict[str, Any]:
-        progress = _Progress(f"{self._label(rnd, ch)}: uploading")
+        progress = Progress(f"{self._label(rnd, ch)}: uploading")
         return self.client.upload_file(rnd.input_path, filename=ch.upload_name, start=ch.start_byte,
                                        end=ch.end_byte, progress=progress)
 
@@ -201,12 +160,12 @@ class Submitter:
         ch.upload_started_at = time.time()
         self.job.save()
         narrate(f"{label}: uploading lines {ch.start_line}-{ch.end_line} ({ch.requests} requests, "
-                f"{_mb(ch.bytes)})")
+                f"{mb(ch.bytes)})")
         try:
             f = self._upload(rnd, ch)
         except APIStatusError as exc:
             if not _ambiguous(exc):
-                raise self._explain_upload_error(rnd, ch, exc) from None
+                raise explain_upload_error(self._label(rnd, ch), rnd, ch, exc) from None
             f = self._resolve_upload(rnd, ch, exc)
         except APIConnectionError as exc:
             if not exc.sent:
@@ -228,7 +187,7 @@ class Submitter:
             return self._upload(rnd, ch)
         except APIStatusError as exc2:
             if not _ambiguous(exc2):
-                raise self._explain_upload_error(rnd, ch, exc2) from None
+                raise explain_upload_error(self._label(rnd, ch), rnd, ch, exc2) from None
             err: DWError = exc2
         except APIConnectionError as exc2:
             err = exc2
@@ -238,30 +197,6 @@ class Submitter:
         raise DWError(f"uploading {self._label(rnd, ch)} failed twice ({err.message})",
                       hint="Run the same command again later; it checks what reached the server first.",
                       exit_code=EXIT_API)
-
-    def _explain_upload_error(self, rnd: Round, ch: Chunk, exc: APIStatusError) -> DWError:
-        label = self._label(rnd, ch)
-        msg = exc.body or exc.message
-        if exc.status == 413:
-            return DWError(f"the server refused {label} ({_mb(ch.bytes)}) as too large: {msg}",
-                           hint=f"Run the same command again with a smaller --max-bytes, e.g. --max-bytes "
-                                f"{max(1, ch.bytes // 2)}; the chunks not yet uploaded are split again.",
-                           exit_code=exc.exit_code)
-        m = re.search(r"exceeds the maximum of (\d+)", msg or "")
-        if exc.status == 400 and m and "requests" in msg:
-            return DWError(f"the server refused {label} ({ch.requests} requests): {msg}",
-                           hint=f"Run the same command again with --max-requests {m.group(1)}; the chunks not yet "
-                                "uploaded are split again.", exit_code=exc.exit_code)
-        m = re.search(r"\b[Ll]ine (\d+)\b", msg or "")
-        if m:
-            line = physical_line(rnd.input_path, ch.start_byte, ch.end_byte, ch.start_line,
-                                 int(m.group(1)))
-            if line is not None:
-                return DWError(f"the server refused {label}: {msg} (that is line {line} of "
-                               f"{os.path.basename(rnd.input_path)})",
-                               hint=exc.hint or "Fix that line and run the command again.",
-                               exit_code=exc.exit_code)
-        return exc
 
     def _record_file(self, ch: Chunk, f: Dict[str, Any]) -> None:
         ch.file_id = f["id"]
@@ -548,26 +483,3 @@ def submit_pending(job: Job, client: Any, max_cost: Optional[float] = None) -> L
     """Upload, estimate and create everything in ``job`` that has no batch yet (see the module
     docstring). Returns every chunk of every round, in order."""
     return Submitter(job, client, max_cost=max_cost).run()
-
-
-# -- reporting --------------------------------------------------------------------------------
-
-
-def physical_line(path: str, start_byte: int, end_byte: int, start_line: int, nth: int) -> Optional[int]:
-    """The physical line number of the ``nth`` non-blank line (1-based) of a chunk, which is how
-    the server numbers lines in its error messages."""
-    if nth < 1:
-        return None
-    with open(path, "rb") as fh:
-        fh.seek(start_byte)
-        offset, n, seen = start_byte, start_line - 1, 0
-        for raw in fh:
-            if offset >= end_byte:
-                return None
-            n += 1
-            offset += len(raw)
-            if raw.strip():
-                seen += 1
-                if seen == nth:
-                    return n
-    return None

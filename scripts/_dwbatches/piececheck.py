@@ -1,0 +1,301 @@
+"""Checking one piece of a batch file (a byte range that starts and ends at line starts), on
+its own: the partial counts, errors, warnings and chunk-plan inputs that the validator merges
+in file order, so that the report is the same however the file is cut. Runs in this process
+or in a helper process (``workerpool``).
+"""
+
+from __future__ import annotations
+
+import binascii
+import io
+import re
+from array import array
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from .apifacts import ALLOWED_URLS, MAX_CUSTOM_ID_BYTES
+from .requestrules import (
+    ERRORS_KEPT,
+    REQUIRED_BODY_FIELD,
+    _decoder,
+    _model_kind_warning,
+    check_request,
+    loads_strict,
+)
+
+_READ_BUFFER = 1 << 20
+
+
+# The digest of a custom_id's UTF-8 bytes (any function to 32-bit unsigned ints will do: equal
+# digests are only candidates, compared on the ids themselves). CRC-32 is in C, needs no seed
+# (so every process agrees) and spreads ids well.
+_digest = binascii.crc32
+
+
+def iter_lines(path: str) -> Iterable[Tuple[int, int, bytes]]:
+    """Yield (physical line number, byte offset, raw bytes including the newline)."""
+    offset = 0
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            yield n, offset, raw
+            offset += len(raw)
+
+
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f]").search
+
+
+_URL_CODE = {url: i for i, url in enumerate(ALLOWED_URLS)}
+
+
+_NOTHING = object()
+
+
+_DUPLICATE = "duplicate custom_id {cid!r} (first used on line {first}); results are matched by custom_id, so each must be unique"
+
+
+def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes: int, buckets: int = 1,
+                 dup_offsets: Optional[Sequence[int]] = None, dup_firsts: Optional[Sequence[int]] = None,
+                 digests: bool = True) -> Dict[str, Any]:
+    """Check the lines between byte offsets ``start`` and ``end`` (both at line starts).
+
+    Returns the piece's partial results; its line numbers are relative (1 = the line at start):
+    ``lines``, ``blank``, ``crlf`` (non-blank lines ending with CRLF), ``nerr`` (invalid lines),
+    ``errors`` (the first ERRORS_KEPT: line, custom_id, message, and for a duplicate the offset of
+    the id's first line, else -1), ``models`` (model -> [requests, bytes, sum of max_tokens, bytes
+    of chat requests without max_tokens, their number, expected output tokens, first line, kind
+    warning]), ``urls`` and ``notes`` (request counts, in order of first use); with ``digests``,
+    ``dig``/``off``/``bounds`` (each request's id digest and line offset from start, grouped by
+    bucket: those with ``digest % buckets == b`` are at [bounds[b], bounds[b+1])); and when the
+    piece has no invalid line, ``plan``, for the chunk plan: each request's size, the blank lines
+    before requests (request number, lines, bytes) and the runs of the same url (first request
+    number, url index).
+
+    ``dup_offsets`` (sorted, absolute) are lines whose custom_id is a duplicate of the line at
+    the offset at the same index of ``dup_firsts``: they are invalid lines.
+    """
+    scan = _decoder.scan_once
+    loads = loads_strict
+    digest = _digest
+    url_code = _URL_CODE
+    needs = tuple(REQUIRED_BODY_FIELD[url] for url in ALLOWED_URLS)
+    chat, embeddings, messages = (url_code[u] for u in ("/v1/chat/completions", "/v1/embeddings", "/v1/messages"))
+    kept = ERRORS_KEPT
+    tc = "I" if end - start < 1 << 32 else "Q"
+    mask = buckets - 1
+    dig = [array("I") for _ in range(buckets)]
+    offs = [array(tc) for _ in range(buckets)]
+    dig_add = [a.append for a in dig]
+    off_add = [a.append for a in offs]
+    sizes, gap_at, gap_lines, gap_bytes, url_at, url_codes = array(tc), array(tc), array(tc), array(tc), array(tc), bytearray()
+    gap_n = gap_b = 0  # blank lines since the last request
+    url_now = None
+    errors: List[Tuple[int, Optional[str], str, int]] = []
+    models: Dict[str, List[Any]] = {}
+    notes: Dict[str, int] = {}
+    nerr = blank = crlf = n = 0
+    dups = [o - start for o in dup_offsets or ()]
+    firsts = list(dup_firsts or ())
+    di = 0
+    next_dup = dups[0] if dups else -1
+    first_piece = start == 0
+    offset = 0  # from start
+    length = end - start
+    max_cid = MAX_CUSTOM_ID_BYTES
+    model_now: Any = _NOTHING  # the model of the last request (validated)
+    model_at = 0
+    c_mt = c_free_bytes = c_free = c_expected = 0
+    with open(path, "rb", buffering=_READ_BUFFER) as bf:
+        bf.seek(start)
+        # Text mode decodes in bulk (faster than per line); newline="\n" splits exactly where the
+        # server does, and surrogateescape keeps invalid bytes so they can be reported by line.
+        fh = io.TextIOWrapper(bf, encoding="utf-8", errors="surrogateescape", newline="\n")
+        try:
+            fh._CHUNK_SIZE = _READ_BUFFER  # type: ignore[attr-defined]  # (CPython's: fewer, larger reads)
+        except AttributeError:
+            pass
+        for raw in fh:
+            if offset >= length:
+                break
+            n += 1
+            if raw.isascii():
+                size = len(raw)
+            else:
+                size = len(raw.encode("utf-8", "surrogateescape"))
+                try:
+                    raw.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    at = len(raw[: exc.start].encode("utf-8", "surrogateescape"))
+                    offset += size
+                    nerr += 1
+                    if len(errors) < kept:
+                        errors.append((n, None, f"invalid UTF-8 at byte {at} of the line; save the file as UTF-8", -1))
+                    continue
+            line_start = offset
+            offset += size
+            try:
+                # the C scanner directly (what json.loads runs underneath, without its wrappers)
+                obj, stop = scan(raw, 0)
+                rest = raw[stop:]  # "\n" as a rule
+            except (ValueError, StopIteration):
+                rest = None
+            if rest != "\n":
+                # the unusual lines: blank, CRLF, leading or trailing whitespace, no newline, a
+                # BOM, invalid JSON
+                text = raw.strip()
+                if not text:
+                    # Blank lines do not extend a chunk: a chunk ends with its last request, so blank
+                    # lines can never push it over max_bytes; the next chunk starts at a request.
+                    blank += 1
+                    gap_n += 1
+                    gap_b += size
+                    continue
+                if raw.endswith("\r\n"):
+                    crlf += 1
+                if n == 1 and first_piece and text[0] == "\ufeff":
+                    nerr += 1
+                    errors.append((n, None, "the file starts with a UTF-8 byte-order mark (BOM), which the server "
+                                            "rejects; save it as UTF-8 without BOM", -1))
+                    continue
+                if rest is None or (rest and not rest.isspace()):
+                    try:
+                        obj, stop = scan(text, 0)
+                        if stop != len(text):
+                            raise ValueError("trailing data")
+                    except (ValueError, StopIteration):
+                        try:
+                            obj = loads(text)  # for the proper message
+                        except ValueError as exc:
+                            nerr += 1
+                            if len(errors) < kept:
+                                errors.append((n, None, f"invalid JSON: {exc}", -1))
+                            continue
+            # fast path: all checks of check_request, inlined for the common shape (anything
+            # unusual, including a missing key or a wrong type, falls through to check_request)
+            try:
+                cid = obj["custom_id"]
+                url = obj["url"]
+                body = obj["body"]
+                model = body["model"]
+                code = url_code[url]  # (KeyError: a url that is not allowed)
+                key = cid.encode()  # (AttributeError: not a string)
+                # (obj and body are dicts, or the lookups above fail)
+                ok = (obj["method"] == "POST" and len(obj) == 4 and 0 < len(key) <= max_cid and cid.isprintable()
+                      and size <= max_body_bytes and "stream" not in body
+                      and (model == model_now or (type(model) is str and model and not model.isspace())))
+                if ok:
+                    if code == messages or code == chat:
+                        v = body["messages"]
+                        ok = type(v) is list and len(v) > 0
+                    else:
+                        ok = needs[code] in body
+            except (KeyError, TypeError, AttributeError, UnicodeEncodeError):
+                ok = False
+            if not ok:
+                err, line_notes = check_request(obj, max_body_bytes, size)
+                cid = obj.get("custom_id") if isinstance(obj, dict) else None
+                if not isinstance(cid, str):
+                    cid = None
+                if err:
+                    nerr += 1
+                    if len(errors) < kept:
+                        errors.append((n, cid, err, -1))
+                    continue
+                body = obj["body"]
+                url = obj["url"]
+                code = url_code[url]
+                model = body["model"]
+                key = cid.encode("utf-8", "surrogatepass")
+                for note in line_notes:  # (taken back below if the line is not a request after all)
+                    notes[note] = notes.get(note, 0) + 1
+            # the id is registered (a later line using it again is a duplicate), even if the
+            # line turns out too long below
+            if digests:
+                d = digest(key)
+                b = d & mask
+                dig_add[b](d)
+                off_add[b](line_start)
+            if size > max_bytes or line_start == next_dup:
+                nerr += 1
+                if line_start == next_dup:
+                    first = firsts[di]
+                    di += 1
+                    next_dup = dups[di] if di < len(dups) else -1
+                else:
+                    first = -1
+                if len(errors) < kept:
+                    if size > max_bytes:  # (a line too long and repeating an id is too long)
+                        errors.append((n, cid, f"the line is {size} bytes, more than the {max_bytes}-byte file "
+                                               "limit", -1))
+                    else:
+                        errors.append((n, cid, "", first))
+                if not ok:
+                    for note in line_notes:
+                        notes[note] -= 1
+                continue
+            # a request: count it
+            # per model: [requests, bytes, max_tokens sum, bytes of chat lines without max_tokens,
+            # chat requests without max_tokens, expected output (prompt x 1.1, at most max_tokens)],
+            # in locals while the model stays the same
+            # (requests and bytes are taken from sizes: the requests since model_at)
+            if model != model_now:
+                if model_now is not _NOTHING:
+                    pm = models[model_now]
+                    pm[0] += len(sizes) - model_at
+                    pm[1] += sum(sizes[model_at:])
+                    pm[2] += c_mt
+                    pm[3] += c_free_bytes
+                    pm[4] += c_free
+                    pm[5] += c_expected
+                    c_mt = c_free_bytes = c_free = c_expected = 0
+                if model not in models:
+                    models[model] = [0, 0, 0, 0, 0, 0, n, _model_kind_warning(model, url)]
+                model_now = model
+                model_at = len(sizes)
+            mt = body.get("max_tokens")
+            if mt is None:
+                mt = body.get("max_completion_tokens")
+                if mt is None:
+                    mt = body.get("max_output_tokens")
+            if code == embeddings:
+                pass  # embeddings have no output tokens
+            elif type(mt) is int and mt > 0:
+                c_mt += mt
+                # min(mt, int(size / 4 * 1.1)), in integers (the same for lines under 64 GB)
+                c_expected += mt if mt * 40 <= size * 11 else size * 11 // 40
+            else:
+                c_free += 1
+                c_free_bytes += size
+            if gap_n:
+                gap_at.append(len(sizes))
+                gap_lines.append(gap_n)
+                gap_bytes.append(gap_b)
+                gap_n = gap_b = 0
+            if code != url_now:
+                url_at.append(len(sizes))
+                url_codes.append(code)
+                url_now = code
+            sizes.append(size)
+
+    if model_now is not _NOTHING:
+        pm = models[model_now]
+        pm[0] += len(sizes) - model_at
+        pm[1] += sum(sizes[model_at:])
+        pm[2] += c_mt
+        pm[3] += c_free_bytes
+        pm[4] += c_free
+        pm[5] += c_expected
+    urls: Dict[str, int] = {}
+    for at, code, until in zip(url_at, url_codes, url_at[1:] + array(tc, [len(sizes)])):
+        url = ALLOWED_URLS[code]
+        urls[url] = urls.get(url, 0) + until - at
+    res: Dict[str, Any] = {"lines": n, "blank": blank, "crlf": crlf, "nerr": nerr, "errors": errors,
+                           "models": models, "urls": urls, "notes": notes}
+    if digests:
+        all_dig, all_off, bounds = array("I"), array(tc), array("Q", [0])
+        for a, b in zip(dig, offs):
+            all_dig.extend(a)
+            all_off.extend(b)
+            bounds.append(len(all_dig))
+        res.update(dig=all_dig, off=all_off, bounds=bounds)
+    if not nerr:
+        res["plan"] = (sizes, gap_at, gap_lines, gap_bytes, url_at, bytes(url_codes))
+    return res
