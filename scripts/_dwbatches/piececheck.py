@@ -52,6 +52,17 @@ _NOTHING = object()
 _DUPLICATE = "duplicate custom_id {cid!r} (first used on line {first}); results are matched by custom_id, so each must be unique"
 
 
+def _add_model(pm: List[Any], sizes: Any, model_at: int, max_tokens: int, free_bytes: int, free: int,
+               expected: int) -> None:
+    """Add the requests since ``model_at`` (one model's run of lines) to its counts ``pm``."""
+    pm[0] += len(sizes) - model_at
+    pm[1] += sum(sizes[model_at:])
+    pm[2] += max_tokens
+    pm[3] += free_bytes
+    pm[4] += free
+    pm[5] += expected
+
+
 def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes: int, buckets: int = 1,
                  dup_offsets: Optional[Sequence[int]] = None, dup_firsts: Optional[Sequence[int]] = None,
                  digests: bool = True) -> Dict[str, Any]:
@@ -238,13 +249,7 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
             # (requests and bytes are taken from sizes: the requests since model_at)
             if model != model_now:
                 if model_now is not _NOTHING:
-                    pm = models[model_now]
-                    pm[0] += len(sizes) - model_at
-                    pm[1] += sum(sizes[model_at:])
-                    pm[2] += c_mt
-                    pm[3] += c_free_bytes
-                    pm[4] += c_free
-                    pm[5] += c_expected
+                    _add_model(models[model_now], sizes, model_at, c_mt, c_free_bytes, c_free, c_expected)
                     c_mt = c_free_bytes = c_free = c_expected = 0
                 if model not in models:
                     models[model] = [0, 0, 0, 0, 0, 0, n, _model_kind_warning(model, url)]
@@ -276,13 +281,7 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
             sizes.append(size)
 
     if model_now is not _NOTHING:
-        pm = models[model_now]
-        pm[0] += len(sizes) - model_at
-        pm[1] += sum(sizes[model_at:])
-        pm[2] += c_mt
-        pm[3] += c_free_bytes
-        pm[4] += c_free
-        pm[5] += c_expected
+        _add_model(models[model_now], sizes, model_at, c_mt, c_free_bytes, c_free, c_expected)
     urls: Dict[str, int] = {}
     for at, code, until in zip(url_at, url_codes, url_at[1:] + array(tc, [len(sizes)])):
         url = ALLOWED_URLS[code]
