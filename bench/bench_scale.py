@@ -584,7 +584,8 @@ def bench_upload(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[
         try:
             for rep in range(sizes["repeats"]):
                 print(f"uploads, round {rep + 1}/{sizes['repeats']} ...", file=sys.stderr, flush=True)
-                variants = [("submit", [])] + ([("submit_par", ["--parallel", str(chunks)])] if parallel else [])
+                variants = [("submit", ["--parallel", "1"] if parallel else [])] + (
+                    [("submit_par", ["--parallel", str(chunks)])] if parallel else [])
                 for key, extra in variants:
                     api(sb, "POST", "/_sandbox/reset")  # the same empty server for every run
                     job = os.path.join(workdir, f"upload-{key}-{rep}.dwjob")
@@ -609,7 +610,7 @@ def bench_upload(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[
         finally:
             proxy.close()
     seq = med(times["submit"])
-    rows.append({"bench": label, "client": "submit.py (sequential)", "seconds": seq, "peak_rss_mb": rss["submit"],
+    rows.append({"bench": label, "client": "submit.py --parallel 1" if parallel else "submit.py (sequential)", "seconds": seq, "peak_rss_mb": rss["submit"],
                  "throughput": f"{total_mb / seq:.1f} MB/s; uploads alone {med(times['submit_span']):.1f} s "
                                f"({total_mb / med(times['submit_span']):.1f} MB/s)", "ok": oks["submit"]})
     if parallel:

@@ -354,9 +354,16 @@ def main() -> int:
     print(text)
     if not q and not args.only:
         cpu = f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
-        with open(os.path.join(ROOT, "bench", "results.md"), "w", encoding="utf-8") as fh:
+        path = os.path.join(ROOT, "bench", "results.md")
+        try:  # bench_scale.py's sections follow this table: kept until it writes them again
+            with open(path, encoding="utf-8") as fh:
+                old = fh.read()
+            rest = "\n" + old[old.index("\n## Scale"):].strip("\n") + "\n" if "\n## Scale" in old else ""
+        except FileNotFoundError:
+            rest = ""
+        with open(path, "w", encoding="utf-8") as fh:
             fh.write(f"# Benchmark results\n\nMeasured {time.strftime('%Y-%m-%d')} on {cpu} with "
-                     f"`make bench` (sandbox on loopback, built-in model, no latency).\n\n{text}\n")
+                     f"`make bench` (sandbox on loopback, built-in model, no latency).\n\n{text}\n{rest}")
     return 0 if all(r["ok"] for r in rows) else 1
 
 
