@@ -675,14 +675,16 @@ def plan(e2e_res: Optional[Dict[str, Any]], poll: Optional[Dict[str, Any]],
         ]
         fetch_calls = sum(m["fetch_again"]["calls"].values())
         round_calls = sum(m["round_median"].values())
+        pages = -(-batches // 100)  # the job's batches are listed 100 a page
         if m["rounds"]:
-            rows.append(("run_batch.py check while waiting", f"{round_calls / m['chunks'] * batches:.0f} requests",
-                         "computed", f"measured {round_calls} per check for {m['chunks']} batches, "
-                         f"x {batches / m['chunks']:g}"))
+            rows.append(("run_batch.py check while waiting",
+                         f"{pages} requests + 1 download per batch with new results, every other check",
+                         "computed", f"measured {round_calls} per check for {m['chunks']} batches "
+                         f"({calls_text(m['round_median'])}); the listing is paged 100 batches a page"))
         rows += [
-            ("fetch round, all finished and downloaded", f"{fetch_calls / m['chunks'] * batches:.0f} requests",
-             "computed", f"measured {fetch_calls} for {m['chunks']} batches ({calls_text(m['fetch_again']['calls'])}), "
-             f"x {batches / m['chunks']:g}"),
+            ("fetch round, all finished and downloaded", f"{pages} requests", "computed",
+             f"measured {fetch_calls} for {m['chunks']} batches ({calls_text(m['fetch_again']['calls'])}); "
+             "the listing is paged 100 batches a page"),
             ("final fetch and merge", f"{m['fetch_s'] * f:.0f} s", "computed",
              f"measured {m['fetch_s']:.1f} s at {m['requests']:,}, x {f:g}"),
             ("run_batch.py disk writes", f"{m['run'].written_mb * f / 1e3:.1f} GB", "computed",
