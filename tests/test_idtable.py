@@ -105,3 +105,22 @@ def test_results_without_the_input_come_in_file_order_each_once(sandbox, tmp_pat
     code, doc = run_in_process("fetch_results", [*bids, "--out", "bare.jsonl"], sandbox.env(), monkeypatch, capsys)
     assert code == 0 and (doc["requests"], doc["succeeded"], doc["unexpected"]) == (40, 40, 0)
     assert sorted(r["custom_id"] for r in read_jsonl("bare.jsonl")) == sorted(ids)
+
+
+def test_building_a_file_tells_colliding_ids_apart_and_still_finds_a_real_duplicate(tmp_path, monkeypatch, capsys,
+                                                                                    collisions):
+    Path("prompts.txt").write_text("".join(f"question {i}\n" for i in range(300)))
+    code, doc = run_in_process("create_batch_file", ["--prompts", "prompts.txt", "built.jsonl"], {},
+                               monkeypatch, capsys)
+    assert code == 0 and doc["requests"] == 300
+    ids = [r["custom_id"] for r in read_jsonl("built.jsonl")]
+    assert len(set(ids)) == 300
+
+    rows = [f"k{i},text {i}" for i in range(200)] + ["k17,again"]
+    Path("rows.csv").write_text("id,text\n" + "\n".join(rows) + "\n")
+    module = __import__("create_batch_file")
+    code = module.main(["--csv", "rows.csv", "--template", "{{text}}", "--id-column", "id", "rows.jsonl"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert "line 202: duplicate custom_id 'rows-k17' (first made from line 19)" in err
+    assert not Path("rows.jsonl").exists() and not list(tmp_path.glob(".rows.jsonl.*"))

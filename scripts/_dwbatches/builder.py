@@ -25,11 +25,13 @@ import json
 import os
 import re
 import tempfile
+from array import array
 from typing import IO, Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import compat, pricing
 from .errors import InputError, UsageError
 from .files import atomic_write_json, fsync_dir, reraise_named
+from .idtable import NOT_FOUND, IdTable
 from .jobrecord import sha256_file
 from .requestrules import _check_custom_id, check_request
 from .validate import (
@@ -247,7 +249,13 @@ class BatchFileWriter:
         except OSError as exc:
             reraise_named(exc, self.path, what=WRITER_WHAT)
         self._fh: Optional[IO[bytes]] = os.fdopen(fd, "wb")
-        self._seen: Dict[int, int] = {}  # hash(custom_id) -> source line
+        # custom_ids seen so far: a digest table whose value is the request's index; a digest
+        # match is confirmed from the line written at that index, so two ids never clash.
+        self._ids = IdTable(same=self._wrote)
+        self._offsets = array("Q")  # index -> byte offset of its line in the temp file
+        self._lines = array("Q")  # index -> source line (or request number) for messages
+        self._written = 0
+        self._reader: Optional[IO[bytes]] = None
         self.requests = 0
         self.summary: Optional[Dict[str, Any]] = None
 
@@ -265,20 +273,40 @@ class BatchFileWriter:
         if err:
             raise InputError(f"{where}: {err}", line=line)
         cid = request["custom_id"]
-        h = hash(cid)
-        first = self._seen.get(h)
-        if first is not None:
+        slot = self._ids.find(cid)
+        if slot != NOT_FOUND:
+            first = self._lines[self._ids.value(slot)]
             raise InputError(f"{where}: duplicate custom_id {cid!r} (first made from "
                              f"{'line' if line is not None else 'request'} {first})",
                              hint="Each row needs a unique id; fix the id column or drop it to number "
                                   "the rows instead.", line=line)
-        self._seen[h] = n
         assert self._fh is not None
         try:
             self._fh.write(data + b"\n")
         except OSError as exc:
             reraise_named(exc, self.path, what=WRITER_WHAT)
+        self._ids.insert(cid, self.requests)
+        self._offsets.append(self._written)
+        self._lines.append(n)
+        self._written += len(data) + 1
         self.requests += 1
+
+    def _wrote(self, index: int, custom_id: str) -> bool:
+        """Whether the line written as request ``index`` has ``custom_id`` (read back)."""
+        assert self._fh is not None
+        self._fh.flush()
+        if self._reader is None:
+            self._reader = open(self.tmp, "rb")
+        self._reader.seek(self._offsets[index])
+        return json.loads(self._reader.readline()).get("custom_id") == custom_id
+
+    def _release(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        self._ids = IdTable()
+        self._offsets = array("Q")
+        self._lines = array("Q")
 
     def close(self) -> Dict[str, Any]:
         """Finish: fsync, validate, rename over the output. Returns the summary."""
@@ -286,6 +314,7 @@ class BatchFileWriter:
             assert self.summary is not None
             return self.summary
         try:
+            self._release()
             self._fh.flush()
             os.fsync(self._fh.fileno())
             self._fh.close()
@@ -312,6 +341,7 @@ class BatchFileWriter:
         return self.summary
 
     def abort(self) -> None:
+        self._release()
         if self._fh is not None:
             with contextlib.suppress(OSError):
                 self._fh.close()
