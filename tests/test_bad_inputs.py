@@ -9,6 +9,7 @@ leaving no output file behind.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -106,8 +107,9 @@ def test_a_real_10_mib_body_is_refused_by_the_real_scripts(script, shared_sandbo
     path.write_text('{"custom_id": "small", "method": "POST", "url": "/v1/chat/completions", "body": '
                     '{"model": "Qwen/Qwen3.5-9B", "messages": [{"role": "user", "content": "hi"}]}}\n'
                     + json.dumps(line) + "\n")
-    env = {"PATH": "/usr/bin:/bin", "DOUBLEWORD_API_KEY": shared_sandbox.api_key,
+    env = {"PATH": os.environ.get("PATH", ""), "DOUBLEWORD_API_KEY": shared_sandbox.api_key,
            "DOUBLEWORD_BASE_URL": shared_sandbox.base_url}
+    env.update((k, os.environ[k]) for k in ("SYSTEMROOT", "TEMP", "TMP") if k in os.environ)  # Windows needs them
     proc = subprocess.run([sys.executable, str(SCRIPTS / script), str(path)], capture_output=True, text=True,
                           env=env, timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""

@@ -107,8 +107,8 @@ def posix_only_uses(source: str, filename: str = "<source>") -> list:
 
 
 def scanned_files() -> list:
-    files = sorted(SCRIPTS.glob("*.py")) + sorted((SCRIPTS / "_dwbatches").glob("*.py"))
-    files += sorted((SCRIPTS / "_dwsandbox").glob("*.py"))  # the sandbox server's package
+    files = sorted(SCRIPTS.glob("*.py")) + sorted((SCRIPTS / "_dwbatches").rglob("*.py"))
+    files += sorted((SCRIPTS / "_dwsandbox").rglob("*.py"))  # the sandbox server's package
     return [f for f in files if f != COMPAT] + [ROOT / "examples" / "demo.py"]
 
 
@@ -116,6 +116,7 @@ def test_no_posix_only_api_outside_compat():
     files = scanned_files()
     assert SCRIPTS / "sandbox_server.py" in files and SCRIPTS / "_dwbatches" / "download.py" in files
     assert SCRIPTS / "_dwsandbox" / "server.py" in files
+    assert SCRIPTS / "_dwbatches" / "workflow" / "common.py" in files  # subpackages too
     assert len(files) >= 20
     problems = []
     for path in files:
@@ -470,6 +471,13 @@ def test_windows_commands_use_python_and_list2cmdline_quoting(monkeypatch):
     assert cmd.endswith(' --job "C:/Users/Ann Lee/My Jobs/data.dwjob" --format simple')
     assert "'" not in cmd
     assert compat.quote_args(['say "hi"', "", "a\\b c\\"]) == '"say \\"hi\\"" "" "a\\b c\\\\"'
+    # characters cmd or PowerShell act on are quoted too, not only spaces
+    assert compat.quote_args(["--job", "R&D/data.dwjob", "a|b", "(x)", "a,b", "@f", "x;y", "it's"]) == (
+        '--job "R&D/data.dwjob" "a|b" "(x)" "a,b" "@f" "x;y" "it\'s"')
+    for arg in ["plain", "C:/a/b.jsonl", "a\\b\\", 'q"x', "a b\\", "ünï-côdé.csv", "x=1+2", "", "tab\there"]:
+        # every argument list2cmdline quotes is quoted the same way; the others are left bare
+        ours, theirs = compat.quote_args([arg]), subprocess.list2cmdline([arg])
+        assert ours == theirs or (ours == '"' + theirs + '"' and " " not in arg)
     assert commands.display_path("sub\\data.dwjob") == "sub/data.dwjob"
 
 

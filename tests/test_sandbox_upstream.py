@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from sandbox_helper import CHAT_MODEL
+from sandbox_helper import CHAT_MODEL, Sandbox, new_api_key
 
 
 class StubUpstream(BaseHTTPRequestHandler):
@@ -117,3 +118,21 @@ def test_upstream_network_error(sandbox_factory):
     assert sb.wait_batch(batch["id"])["status"] == "failed"
     (error,) = sb.content(batch["error_file_id"]).lines()
     assert json.loads(error["error"]["message"])["type"] == "NetworkError"
+
+
+def test_a_local_upstream_is_reached_past_a_proxy_in_the_environment(tmp_path, upstream):
+    """A model server on this machine (Ollama, vLLM) is reached directly even with
+    HTTP_PROXY set, as the client reaches the sandbox: the proxy here is a closed port."""
+    env = dict(os.environ, HTTP_PROXY="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9",
+               ALL_PROXY="http://127.0.0.1:9")
+    sb = Sandbox(tmp_path / "data", api_key=new_api_key(), env=env,
+                 extra_args=("--upstream", upstream + "/v1", "--upstream-retries", "0"))
+    sb.start()
+    try:
+        batch = sb.submit([item("a", "hello"), item("b", "there")])
+        done = sb.wait_batch(batch["id"])
+        assert done["request_counts"] == {"total": 2, "completed": 2, "failed": 0}
+        out = {line["custom_id"]: line["response"]["body"] for line in sb.content(batch["output_file_id"]).lines()}
+        assert out["b"]["choices"][0]["message"]["content"] == "hi there"
+    finally:
+        sb.stop()

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -351,13 +352,34 @@ def python_command() -> str:
     return "python" if IS_WINDOWS else "python3"
 
 
+_WINDOWS_PLAIN = re.compile(r"[\w\-./:\\=+]+")
+
+
+def _windows_quote(arg: str) -> str:
+    """One argument as ``subprocess.list2cmdline`` quotes it (the C runtime's rules), but also
+    quoted when it holds a character that cmd or PowerShell would act on (``& | < > ^ ( ) ;``,
+    quotes, ...), not only a space: ``R&D/data.dwjob`` would otherwise end the command at
+    ``&``."""
+    if _WINDOWS_PLAIN.fullmatch(arg):
+        return arg
+    out, backslashes = ['"'], 0
+    for c in arg:
+        if c == "\\":
+            backslashes += 1
+            continue
+        out.append("\\" * (backslashes * 2 + 1) + c if c == '"' else "\\" * backslashes + c)
+        backslashes = 0
+    out.append("\\" * (backslashes * 2) + '"')
+    return "".join(out)
+
+
 def quote_args(args: Sequence[str]) -> str:
     """Join arguments into one command line for this platform's shells: POSIX shell quoting
-    (``shlex.quote``) on macOS and Linux, ``subprocess.list2cmdline`` on Windows."""
+    (``shlex.quote``) on macOS and Linux; on Windows the C runtime's quoting of
+    ``subprocess.list2cmdline``, applied to every argument with a character other than
+    letters, digits and ``-_./:\\=+``."""
     if IS_WINDOWS:
-        import subprocess
-
-        return subprocess.list2cmdline([str(a) for a in args])
+        return " ".join(_windows_quote(str(a)) for a in args)
     import shlex
 
     return " ".join(shlex.quote(str(a)) for a in args)

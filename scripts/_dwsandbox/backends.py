@@ -14,6 +14,8 @@ import urllib.error
 import urllib.request
 from typing import Any
 
+from _dwbatches import urls
+
 from .wire import compact, failure_reason, http_failure, is_retriable_status
 
 
@@ -200,6 +202,10 @@ class UpstreamBackend:
         self.retries = retries
         self.model = model
         self.stop = stop
+        # a model server on this machine is reached directly, never through HTTP(S)_PROXY
+        # (the client's rule: loopback bypasses proxies); others follow the environment
+        handlers = [urllib.request.ProxyHandler({})] if urls.is_loopback_url(self.base) else []
+        self._open = urllib.request.build_opener(*handlers).open
 
     def target(self, url: str) -> str:
         if self.base.endswith("/v1") and url.startswith("/v1/"):
@@ -225,7 +231,7 @@ class UpstreamBackend:
             attempt += 1
             req = urllib.request.Request(self.target(url), data=data, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                with self._open(req, timeout=self.timeout) as resp:
                     status, text = resp.status, resp.read().decode("utf-8", "replace")
             except urllib.error.HTTPError as err:
                 status = err.code
