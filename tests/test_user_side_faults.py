@@ -129,7 +129,11 @@ def test_a_resorted_csv_with_an_id_column_keeps_every_answer_on_its_row(sandbox,
 
 def test_a_resorted_csv_with_positional_ids_is_refused_and_simple_still_works(sandbox, tmp_path):
     build_csv_job(sandbox)
+    before = os.stat("rows.csv")
     write_csv("rows.csv", list(reversed(ROWS)))
+    # the same size and, as after `cp -p` or `rsync -t`, the same modification time
+    os.utime("rows.csv", ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat("rows.csv").st_size == before.st_size
     code, doc, err = run_script("fetch_results.py", "--job", "rows.dwjob", "-o", "after.csv", env=sandbox.env())
     assert code == 2 and doc is None
     assert "rows.csv changed since the batch was built from it" in err and "--format simple" in err
@@ -194,7 +198,9 @@ def test_an_input_edited_after_submission_keeps_every_result_by_its_submitted_id
     data = Path("p.jsonl").read_bytes()
     edited = data.replace(b'"req-1"', b'"req-X"')
     assert len(edited) == len(data)
+    before = os.stat("p.jsonl")
     Path("p.jsonl").write_bytes(edited)
+    os.utime("p.jsonl", ns=(before.st_atime_ns, before.st_mtime_ns))  # the time kept, as `cp -p` does
     code, doc, err = run_script("fetch_results.py", "--job", job, "--format", "simple", env=sandbox.env())
     assert code == 0, err
     assert (doc["succeeded"], doc["failed"], doc["missing"], doc["unexpected"]) == (3, 0, 0, 0)

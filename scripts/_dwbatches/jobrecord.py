@@ -101,8 +101,11 @@ class Fingerprint:
         return cls(st.st_size, st.st_mtime, sha256 or sha256_file(path))
 
     def check(self, path: Optional[str]) -> str:
-        """"same", "changed" or "missing". Size and mtime equal: same (the fast path); else the
-        sha256 decides (a copy or a touch keeps the contents)."""
+        """"same", "changed" or "missing", checked before the file's contents are used. Another
+        size: changed. Otherwise the sha256 decides, also when the modification time is the same:
+        an edit that keeps the size and the time (``cp -p``, ``rsync -t``, a sort saved with its
+        old timestamp, file systems with coarse times) must not put answers on the wrong rows.
+        The time alone decides only for a record without a sha256."""
         if not path:
             return "missing"
         try:
@@ -113,9 +116,9 @@ class Fingerprint:
             return "missing"
         if self.bytes is not None and st.st_size != self.bytes:
             return "changed"
-        if self.mtime is not None and self.bytes is not None and abs(st.st_mtime - self.mtime) < 1e-6:
-            return "same"
         if not self.sha256:
+            if self.mtime is not None and self.bytes is not None and abs(st.st_mtime - self.mtime) < 1e-6:
+                return "same"
             return "same" if self.bytes is not None else "changed"
         try:
             return "same" if sha256_file(path) == self.sha256 else "changed"
