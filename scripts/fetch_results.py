@@ -40,7 +40,8 @@ cost (usd, prices_as_of, basis, rounds [{round, completion_window, requests, inp
 output_tokens, usd}]: what the results cost, from the server's token counts and the price
 table), batches (batch_id, status, request_counts, fetched {output, error} lines,
 new_lines, verified), unreachable (only when a batch or its files are gone from the server:
-batch_id, round, chunk, reason), warnings (e.g. the job's input or source CSV changed since
+batch_id, round, chunk, reason, results_lost: requests it completed whose results were never
+downloaded; then next is null, as a retry would pay for them twice), warnings (e.g. the job's input or source CSV changed since
 it was submitted), job (null for batch ids), state (only for batch ids: the state file),
 hint (only for batch ids that finished unsuccessfully: how to rerun them), next.
 

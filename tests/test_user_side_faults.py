@@ -221,8 +221,9 @@ def test_one_chunk_whose_output_file_is_gone_does_not_block_the_others(sandbox, 
 
     code, doc, err = run_script("fetch_results.py", "--job", job, "--format", "simple", env=sandbox.env())
     assert code == 5, err
-    assert doc["unreachable"] == [{"batch_id": first["id"], "round": 1, "chunk": 1,
+    assert doc["unreachable"] == [{"batch_id": first["id"], "round": 1, "chunk": 1, "results_lost": 3,
                                    "reason": doc["unreachable"][0]["reason"]}]
+    assert doc["next"] is None and "retry_failed.py --job p.dwjob --force" in err  # a plain retry would refuse
     assert "is gone from the server" in doc["unreachable"][0]["reason"]
     assert (doc["succeeded"], doc["missing"]) == (6, 3)
     rows = read_jsonl(doc["output"])
@@ -231,7 +232,30 @@ def test_one_chunk_whose_output_file_is_gone_does_not_block_the_others(sandbox, 
     assert f"batch {first['id']} (round 1 chunk 1, unreachable)" in err
     # retrying would run requests that had completed on the server: refused unless --force
     code, doc, err = run_script("retry_failed.py", "--job", job, env=sandbox.env())
-    assert code == 1 and doc is None and "pay for them twice" in err and "--force" in err
+    assert code == 2 and doc is None and "3 request(s) of theirs had completed" in err
+    assert "pay for them twice" in err and "retry_failed.py --job p.dwjob --force" in err
+    code, doc, err = run_script("retry_failed.py", "--job", job, "--force", env=sandbox.env())
+    assert code == 0 and doc["requests"] == 3, err
+
+
+def test_a_chunk_whose_error_file_is_gone_is_retried_without_paying_twice(sandbox, tmp_path):
+    write_input("p.jsonl", 9)
+    sandbox.set_faults({"fail_custom_ids": ["req-2"], "fail_status": 500})
+    job = make_job(sandbox, "p.jsonl", 3)
+    wait_job(sandbox, job)
+    first = sandbox.batch(batch_ids_of(job)[0])
+    assert sandbox.delete(f"files/{first['error_file_id']}").status == 200  # only req-2's error is gone
+
+    code, doc, err = run_script("fetch_results.py", "--job", job, "--format", "simple", env=sandbox.env())
+    assert code == 5 and doc["unreachable"][0]["results_lost"] == 0, err  # every success is on disk
+    assert (doc["succeeded"], doc["failed"], doc["missing"]) == (8, 0, 1)
+    assert doc["next"].endswith("retry_failed.py --job p.dwjob")
+    sandbox.clear_faults()
+    code, doc, err = run_script("retry_failed.py", "--job", job, env=sandbox.env())
+    assert code == 0 and (doc["requests"], doc["missing"]) == (1, 1), err  # req-2 alone, no --force needed
+    wait_job(sandbox, job)
+    code, doc, err = run_script("fetch_results.py", "--job", job, "--format", "simple", env=sandbox.env())
+    assert code == 0 and (doc["succeeded"], doc["missing"]) == (9, 0), err  # complete: the gone file held no result
 
 
 # -- the job is cancelled ----------------------------------------------------------------------

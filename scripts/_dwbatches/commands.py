@@ -91,12 +91,13 @@ def after_check(status: str, finished: bool, job_dir: Optional[str], state: Opti
 
 
 def after_fetch(code: int, job_dir: Optional[str], state: Optional[JobRecord], batch_ids: Sequence[str],
-                extra: Sequence[str], unsubmitted: bool = False) -> Optional[str]:
-    """fetch_results.py: retry what failed (never after the user's cancel), check a job that
-    runs (or fetch bare ids again), nothing when done."""
+                extra: Sequence[str], unsubmitted: bool = False, results_lost: int = 0) -> Optional[str]:
+    """fetch_results.py: retry what failed (never after the user's cancel, nor when completed
+    results are lost on the server: the retry would refuse to pay for them twice), check a job
+    that runs (or fetch bare ids again), nothing when done."""
     target = target_args(job_dir, batch_ids)
     if code == 5:
-        if job_dir is None or (state is not None and state.cancel is not None):
+        if job_dir is None or (state is not None and state.cancel is not None) or results_lost:
             return None
         return command("retry_failed.py", *target)
     if code == 6:

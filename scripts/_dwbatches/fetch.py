@@ -8,12 +8,12 @@ batch ids (cursors beside the output): refresh the downloads, find the requests 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import files, jobstatus
 from .cost import usage_and_cost
-from .download import KINDS, BatchReport, FileStore, JobStore, Store, Target, update
+from .download import KINDS, BatchReport, FileStore, JobStore, Store, Target, iter_raw, update
 from .errors import (
     EXIT_NOT_FINISHED,
     EXIT_OK,
@@ -23,8 +23,9 @@ from .errors import (
     UsageError,
 )
 from .files import atomic_output
+from .idtable import FileIds
 from .job import Job
-from .jobrecord import Chunk, JobRecord, ResultsSettings
+from .jobrecord import Chunk, JobRecord, ResultsSettings, counts_of
 from .merge import (
     MISSING_NOT_RUN,
     MISSING_PENDING,
@@ -36,6 +37,7 @@ from .merge import (
     iter_input_ids,
 )
 from .output import Outcome, narrate
+from .resultlines import is_success
 
 
 def job_targets(rec: JobRecord) -> List[Target]:
@@ -199,11 +201,39 @@ class JobRefresh:
     summaries: List[Dict[str, Any]]
     summary: Dict[str, Any]
     complete: bool  # every batch terminal and drained (or unreachable), and the job fully submitted
+    record: JobRecord
+    _lost: Dict[str, int] = field(default_factory=dict)
 
     @property
     def unreachable(self) -> List[Dict[str, Any]]:
-        return [{"batch_id": r.batch_id, "round": r.round, "chunk": r.chunk, "reason": r.unreachable}
-                for r in self.reports if r.unreachable]
+        return [{"batch_id": r.batch_id, "round": r.round, "chunk": r.chunk, "reason": r.unreachable,
+                 "results_lost": self.results_lost(r)} for r in self.reports if r.unreachable]
+
+    def results_lost(self, report: BatchReport) -> int:
+        """Requests of an unreachable batch that completed on the server but whose successful
+        result is not on disk: running them again would pay for them twice. 0 when what was
+        downloaded before covers every completion (e.g. only the error file is gone)."""
+        if report.batch_id not in self._lost:
+            done = counts_of(report.batch or {})["completed"]
+            for ch in self.record.chunks():
+                if ch.batch_id == report.batch_id:  # the last counts seen, when the batch itself is gone
+                    done = max(done, (ch.request_counts or {}).get("completed") or 0)
+            self._lost[report.batch_id] = max(0, done - successes_on_disk(self.store, report.batch_id))
+        return self._lost[report.batch_id]
+
+
+def successes_on_disk(store: Store, batch_id: str) -> int:
+    """The distinct custom_ids with a successful result in a batch's downloaded output file."""
+    path = store.raw_path(batch_id, "output")
+    seen = FileIds(path)
+    try:
+        for off, _, obj in iter_raw(path):
+            cid = obj.get("custom_id")
+            if isinstance(cid, str) and is_success(obj):
+                seen.first(cid, off)
+    finally:
+        seen.close()
+    return len(seen.table)
 
 
 def refresh_job(client: Any, job: Job) -> JobRefresh:
@@ -220,7 +250,7 @@ def refresh_job(client: Any, job: Job) -> JobRefresh:
     summaries = [batch_summary(r, store, chunks.get(r.batch_id)) for r in reports]
     summary = jobstatus.job_status(summaries, rec)
     complete = summary["finished"] and all(r.drained or r.unreachable for r in reports)
-    return JobRefresh(store, targets, reports, summaries, summary, complete)
+    return JobRefresh(store, targets, reports, summaries, summary, complete, rec)
 
 
 def check_csv_source(rec: JobRecord, csv_path: str, warnings: List[str]) -> None:

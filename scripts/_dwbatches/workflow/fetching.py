@@ -43,8 +43,13 @@ def fetch_job(client: Any, job: Job, options: OutputOptions) -> Outcome:
         job.load()
         out = fetch.fetch_job(client, job, fmt=options.format, out=options.output, err=options.errors,
                               csv_path=options.csv, column=options.column)
+    lost = sum(u.get("results_lost", 0) for u in out.doc.get("unreachable", []))
     out.doc["next"] = commands.after_fetch(out.code, job.dir, job.record, [], options.args(),
-                                           unsubmitted=bool(out.doc.get("unsubmitted")))
+                                           unsubmitted=bool(out.doc.get("unsubmitted")), results_lost=lost)
+    if lost:
+        narrate(f"{lost} request(s) completed on the server, but their results can no longer be downloaded "
+                "(see unreachable); running them again means paying again: "
+                f"{commands.command('retry_failed.py', '--job', commands.display_path(job.dir), '--force')}")
     narrate_summary(out.doc)
     return out
 

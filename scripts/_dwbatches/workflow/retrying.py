@@ -12,10 +12,10 @@ import os
 from typing import Any, Dict, List, Optional
 
 from .. import commands, fetch, merge, resultlines
-from ..errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError
+from ..errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError, UsageError
 from ..files import make_private_dir, refuse_overwrite
 from ..job import Job
-from ..jobrecord import Round, counts_of
+from ..jobrecord import Round
 from ..output import Outcome, narrate
 from ..planning import add_retry_round, next_round_path
 
@@ -83,13 +83,14 @@ def retry(client: Any, job: Job, completion_window: Optional[str] = None, dry_ru
                            "retry anyway.")
 
     unreachable = [r for r in ref.reports if r.unreachable]
-    paid = [r for r in unreachable if counts_of(r.batch or {})["completed"] or _completed_before(job, r.batch_id)]
+    paid = [r for r in unreachable if ref.results_lost(r)]
     if paid and not force:
-        raise DWError(f"{len(paid)} batch(es) of the job cannot be read from the server any more "
-                      f"({', '.join(r.batch_id for r in paid)}), and requests of theirs had completed; retrying "
-                      "their requests would pay for them twice",
-                      hint="Their results are lost on the server's side. Pass --force to run those requests again "
-                           "anyway (fetch_results.py --job lists them as missing).")
+        lost = sum(ref.results_lost(r) for r in paid)
+        raise UsageError(f"{len(paid)} batch(es) of the job cannot be read from the server any more "
+                         f"({', '.join(r.batch_id for r in paid)}), and {lost} request(s) of theirs had completed "
+                         "with results that were never downloaded; retrying them would pay for them twice",
+                         hint="Their results are lost on the server's side. To run those requests again anyway "
+                              f"(and pay again): {commands.command('retry_failed.py', '--job', jd, '--force')}")
     input_path = _retry_source(client, job)
 
     index = merge.build_index(ref.store, ref.targets, capacity=int(state.input.requests or 0))
@@ -138,14 +139,6 @@ def retry(client: Any, job: Job, completion_window: Optional[str] = None, dry_ru
     return _doc(job, round=rnd.round, requests=count, failed=tally["failed"], missing=tally["missing"],
                 sample=sample, batches=round_doc(rnd), input=dest, client_errors=client_errors,
                 exit_code=EXIT_OK, next=commands.command("poll.py", "--job", jd))
-
-
-def _completed_before(job: Any, batch_id: str) -> bool:
-    """Whether the last counts recorded for a batch show requests that completed."""
-    for ch in job.record.chunks():
-        if ch.batch_id == batch_id:
-            return bool((ch.request_counts or {}).get("completed"))
-    return False
 
 
 def _retry_source(client: Any, job: Any) -> str:
