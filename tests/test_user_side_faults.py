@@ -127,6 +127,41 @@ def test_a_resorted_csv_with_an_id_column_keeps_every_answer_on_its_row(sandbox,
         assert r["text"] in r["response"] and r["error"] == "", r  # each answer beside its own text
 
 
+def test_a_deleted_csv_row_keeps_its_answer_and_a_repeated_id_gets_no_copy(sandbox, tmp_path):
+    build_csv_job(sandbox, "--id-column", "id")
+    # the user deletes the bananas row and pastes a row repeating the apples id
+    write_csv("rows.csv", [("7", "apples"), ("5", "cherries"), ("1", "dates"), ("7", "apples again")])
+    code, doc, err = run_script("fetch_results.py", "--job", "rows.dwjob", "-o", "after.csv", env=sandbox.env())
+    assert code == 0, err
+    assert (doc["requests"], doc["succeeded"], doc["unexpected"]) == (4, 4, 0)  # the paid answer is counted
+    assert doc["cost"]["rounds"][0]["requests"] == 4
+    rows = read_csv("after.csv")
+    assert [(r["id"], r["text"]) for r in rows] == [("7", "apples"), ("5", "cherries"), ("1", "dates"),
+                                                    ("7", "apples again"), ("3", "")]
+    assert "bananas" in rows[4]["response"] and rows[4]["error"] == ""  # appended, with its id
+    assert rows[3]["response"] == "" and "same id" in rows[3]["error"]  # not the apples answer
+    assert any("no row in the CSV any more" in w and "rows-3" in w for w in doc["warnings"])
+    assert any("repeat the id of an earlier row" in w for w in doc["warnings"])
+    assert "warning: 1 request(s) have no row in the CSV any more" in err
+
+
+def test_a_csv_saved_again_with_semicolons_or_without_its_id_column(sandbox, tmp_path):
+    build_csv_job(sandbox, "--id-column", "id")
+    with open("rows.csv", "w", newline="", encoding="utf-8") as fh:  # Excel in a European locale
+        csv.writer(fh, delimiter=";").writerows([("id", "text"), *reversed(ROWS)])
+    code, doc, err = run_script("fetch_results.py", "--job", "rows.dwjob", "-o", "semi.csv", env=sandbox.env())
+    assert code == 0 and (doc["succeeded"], doc["unexpected"]) == (4, 0), err
+    with open("semi.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter=";"))
+    assert [r["id"] for r in rows] == ["1", "5", "3", "7"] and all(r["text"] in r["response"] for r in rows)
+
+    write_csv("rows.csv", ROWS, header=("key", "text"))  # the id column renamed
+    code, doc, err = run_script("fetch_results.py", "--job", "rows.dwjob", "-o", "renamed.csv", env=sandbox.env())
+    assert code == 2 and doc is None
+    assert "rows.csv has no 'id' column any more" in err and "--format simple" in err
+    assert not Path("renamed.csv").exists()
+
+
 def test_a_resorted_csv_with_positional_ids_is_refused_and_simple_still_works(sandbox, tmp_path):
     build_csv_job(sandbox)
     before = os.stat("rows.csv")

@@ -96,7 +96,7 @@ SUBMITTED_INPUT = "submitted-input.jsonl"
 
 def submitted_input(client: Any, job: Job, warnings: List[str]) -> Optional[str]:
     """A file holding the job's requests as submitted, in order: the local input when it is the
-    file that was submitted (size and mtime, else sha256), else the server's copy of the
+    file that was submitted (size and sha256), else the server's copy of the
     uploaded files (the truth of what was submitted), saved in the job; None when neither can
     be read (results then go in the order they arrived)."""
     rec = job.record
@@ -333,7 +333,8 @@ def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[st
                     raise UsageError("--format csv needs the job's requests, and neither the input nor the "
                                      "server's copy can be read",
                                      hint="Fetch with --format simple or raw, or restore the job's input.")
-                counts = merger.write_csv(RequestRows(requests_file, column), out_path, err_path)
+                counts = merger.write_csv(RequestRows(requests_file, column), out_path, err_path,
+                                          requests_path=requests_file)
             else:
                 order = iter_input_ids(requests_file) if requests_file else index.ids_in_order()
                 counts = merger.write_jsonl(order, requests_file, fmt, out_path, err_path)
@@ -344,6 +345,9 @@ def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[st
             counts.missing = max(counts.missing, total - counts.succeeded - counts.failed)
             counts.requests = max(counts.requests, total)
         doc.update(_counts_doc(counts, out_path, err_path, fmt))
+        for note in counts.notes:
+            narrate(f"warning: {note}")
+            warnings.append(note)
         doc["usage"], doc["cost"] = usage_and_cost(merger, reports, {r.round: r.completion_window for r in rec.rounds})
         remember_output(job, fmt, out_path, err_path, csv_path, column)
     doc["batches"] = [batch_report_doc(r, store, s) for r, s in zip(reports, ref.summaries)]
@@ -401,12 +405,14 @@ def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[st
         doc: Dict[str, Any] = {"complete": complete, "status": summary["status"],
                                "request_counts": summary["request_counts"]}
         doc.update(_counts_doc(counts, out_path, err_path, fmt))
+        for note in counts.notes:
+            narrate(f"warning: {note}")
         doc["usage"], doc["cost"] = usage_and_cost(merger, reports, {})
         doc["batches"] = [batch_report_doc(r, store, s) for r, s in zip(reports, summaries)]
         unreachable = [{"batch_id": r.batch_id, "reason": r.unreachable} for r in reports if r.unreachable]
         if unreachable:
             doc["unreachable"] = unreachable
-        doc["warnings"] = []
+        doc["warnings"] = list(counts.notes)
         doc["job"] = None
         doc["state"] = store.path
         return Outcome(doc, exit_code_for(complete, doc["failed"], doc["missing"]))

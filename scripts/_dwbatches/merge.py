@@ -182,6 +182,7 @@ class MergeCounts:
     unexpected: int = 0  # results whose custom_id is not among the requests
     failed_sample: List[Dict[str, Any]] = field(default_factory=list)
     missing_sample: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)  # what the merge had to tell (warnings)
 
 
 SAMPLE = 5
@@ -266,19 +267,24 @@ class Merger:
         self.counts.unexpected = index.unexpected
         return self.counts
 
-    def write_csv(self, rows: MatchedCsvRows, out_path: str, err_path: str,
+    def write_csv(self, rows: Any, out_path: str, err_path: str,
                   requests_path: Optional[str] = None) -> MergeCounts:
-        """The CSV with answer and error columns. ``requests_path``: the job's requests, when
-        known; a row whose id is not among them (a row added after the submit) gets no answer
-        and is not counted."""
+        """The CSV with answer and error columns (``rows``: ``MatchedCsvRows`` or ``RequestRows``).
+
+        ``requests_path``: the job's requests, when known. A row whose id is not among them (a
+        row added after the submit) gets no answer and is not counted. A request that no row
+        claims any more (its row deleted, or its id edited since the submit) is not dropped:
+        its answer (or error) is appended as a row of its own, id column filled, with a note in
+        ``counts.notes``. A row repeating an id already written gets the note, not a copy of
+        another row's answer."""
         index = self.index
-        pending: Optional[FileIds] = None
-        if requests_path:  # the requests without any result, each once
-            pending = FileIds(requests_path)
+        requested: Optional[FileIds] = None  # every request once; the flag: a row was written for it
+        if requests_path:
+            requested = FileIds(requests_path)
             for cid, off in iter_input_ids(requests_path):
-                if index.find(cid) == NOT_FOUND:
-                    pending.add(cid, off)
+                requested.add(cid, off)
         missing = _Missing(None)
+        repeated: List[str] = []
         try:
             with atomic_output(out_path, text=True) as out_fh, atomic_output(err_path) as err_fh:
                 if rows.bom:  # as the source had (Excel needs it to show non-ASCII text)
@@ -286,32 +292,51 @@ class Merger:
                 writer = csv.writer(out_fh, dialect=rows.dialect)
                 writer.writerow(rows.header + [rows.response_col, rows.error_col])
                 for cid, row in rows:
-                    slot = NOT_FOUND if cid is None else index.find(cid)
-                    if slot != NOT_FOUND:
-                        first = index.table.mark(slot)
-                    elif cid is not None and pending is None:
-                        first = missing.first(cid, 0)
-                    elif cid is not None and cid in pending:
-                        first = pending.mark(cid)
-                    else:
+                    if cid is None or (requested is not None and cid not in requested):
                         # a row that produced no request (skipped as empty, or added after the submit)
                         writer.writerow(row + ["", "no request was made for this row"])
                         continue
-                    classified = self._classify(slot)
-                    if first:
-                        self._count(cid, classified, err_fh)
-                    _, obj, err, _ = classified
-                    if err is None:
-                        body = (obj or {}).get("response", {}).get("body")
-                        writer.writerow(row + [csv_cell(extract_content(body)), ""])
-                    else:
-                        writer.writerow(row + ["", err])
+                    first = requested.mark(cid) if requested is not None else missing.first(cid, 0)
+                    if not first:
+                        repeated.append(cid)
+                        writer.writerow(row + ["", "another row before this one has the same id and got its answer"])
+                        continue
+                    self._write_row(writer, cid, row, err_fh)
+                rowless: List[str] = []
+                if requested is not None and requested.table.marked < len(requested.table):
+                    for cid, _ in iter_input_ids(requests_path):
+                        if requested.mark(cid):  # no row claimed it
+                            rowless.append(cid)
+                            self._write_row(writer, cid, rows.row_for(cid), err_fh)
         finally:
             missing.close()
-            if pending is not None:
-                pending.close()
+            if requested is not None:
+                requested.close()
         self.counts.unexpected = index.unexpected
+        if rowless:
+            self.counts.notes.append(
+                f"{len(rowless)} request(s) have no row in the CSV any more (rows deleted, or their ids edited since "
+                f"the submit): their results are appended at the end of {os.path.basename(out_path)} "
+                f"({', '.join(rowless[:SAMPLE])}{', ...' if len(rowless) > SAMPLE else ''})")
+        if repeated:
+            self.counts.notes.append(
+                f"{len(repeated)} row(s) repeat the id of an earlier row ({', '.join(repeated[:SAMPLE])}); only the "
+                "first row with an id gets its answer, the others say so in the error column")
         return self.counts
+
+    def _write_row(self, writer: Any, cid: str, row: List[str], err_fh: IO[bytes]) -> None:
+        """One request's row: counted, its failure in ERR, its answer (or error) beside ``row``."""
+        slot = self.index.find(cid)
+        if slot != NOT_FOUND:
+            self.index.table.mark(slot)
+        classified = self._classify(slot)
+        self._count(cid, classified, err_fh)
+        _, obj, err, _ = classified
+        if err is None:
+            body = (obj or {}).get("response", {}).get("body")
+            writer.writerow(row + [csv_cell(extract_content(body)), ""])
+        else:
+            writer.writerow(row + ["", err])
 
 
 class _Missing:
@@ -351,6 +376,9 @@ class RequestRows:
         self.dialect: Any = csv.excel
         self.bom = False
 
+    def row_for(self, custom_id: str) -> List[str]:
+        return [custom_id, ""]
+
     def __iter__(self) -> Iterator[Tuple[Optional[str], List[str]]]:
         for cid, line, _ in iter_input_lines(self.input_path, "read the requests", "Restore the job's input."):
             yield cid, [cid, request_text(line)]
@@ -377,11 +405,19 @@ class MatchedCsvRows:
         delimiter = "," if legacy else None  # None: detected from the header, as the builder does
         if not legacy and self.source.get("path") == os.path.abspath(csv_path):
             delimiter = self.source.get("delimiter")
+        self.id_column: Optional[str] = self.source.get("id_column")
+        self.prefix: Optional[str] = self.source.get("id_prefix")
         self._read_as: Dict[str, Any] = {"delimiter": delimiter, "skip_empty_rows": not legacy}
-        with CsvRows(csv_path, **self._read_as) as rows:
-            self.header = list(rows.header)
-            self.dialect: Any = rows.dialect
-            self.bom: bool = rows.bom
+        self._read_header()
+        if self.id_column and self.id_column not in self.header and delimiter is not None:
+            # saved again with another delimiter (Excel writes ';' in some locales): detect it
+            self._read_as["delimiter"] = None
+            self._read_header()
+        if self.id_column and self.id_column not in self.header:
+            raise UsageError(f"{csv_path} has no {self.id_column!r} column any more: the job matches its rows to the "
+                             f"answers by that column (the header now reads: {', '.join(self.header)[:200]})",
+                             hint="Restore the column as it was when the batch was built, or fetch with --format "
+                                  "simple or --format raw (results keyed by custom_id).")
         names = set(self.header)
         if column and column in names:
             raise UsageError(f"--column {column!r} is already a column of {csv_path}",
@@ -389,10 +425,24 @@ class MatchedCsvRows:
         self.response_col = column or ("response" if "response" not in names else "dw_response")
         self.error_col = "error" if "error" not in names and self.response_col != "error" else "dw_error"
 
+    def _read_header(self) -> None:
+        with CsvRows(self.csv_path, **self._read_as) as rows:
+            self.header = list(rows.header)
+            self.dialect: Any = rows.dialect
+            self.bom: bool = rows.bom
+
+    def row_for(self, custom_id: str) -> List[str]:
+        """The values of a row that is no longer in the CSV: empty but for the id column."""
+        values = [""] * len(self.header)
+        if self.id_column and self.id_column in self.header:
+            head = f"{self.prefix}-" if self.prefix else ""
+            values[self.header.index(self.id_column)] = custom_id[len(head):] if custom_id.startswith(head) else custom_id
+        return values
+
     def __iter__(self) -> Iterator[Tuple[Optional[str], List[str]]]:
         src = self.source
-        prefix = src.get("id_prefix")
-        id_column = src.get("id_column")
+        prefix = self.prefix
+        id_column = self.id_column
         limit = src.get("rows")
         ids: Optional[Iterator[str]] = None
         if prefix is None:

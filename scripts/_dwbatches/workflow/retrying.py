@@ -143,7 +143,7 @@ def retry(client: Any, job: Job, completion_window: Optional[str] = None, dry_ru
 
 def _retry_source(client: Any, job: Any) -> str:
     """The file the retry input is copied from: the job's input when it is the file submitted
-    (size and mtime, else sha256), else the server's copy of the uploaded requests, saved in
+    (size and sha256), else the server's copy of the uploaded requests, saved in
     the job (``results/submitted-input.jsonl``)."""
     rec = job.record
     state = rec.input.fingerprint.check(rec.input.path)
