@@ -68,11 +68,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def body() -> int:
         if not os.path.isfile(args.file):
-            raise UsageError(f"{args.file}: no such file", hint="Pass the path of a JSONL batch file.")
+            what = "is a directory, not a file" if os.path.isdir(args.file) else "no such file"
+            raise UsageError(f"{args.file}: {what}", hint="Pass the path of a JSONL batch file.")
         if min(args.max_requests, args.max_bytes, args.max_body_bytes) < 1:
             raise UsageError("--max-requests, --max-bytes and --max-body-bytes must be positive")
         if args.report:
-            refuse_overwrite({"--report": args.report}, {"batch file": args.file})
+            refuse_overwrite({"--report": args.report}, {"batch file": args.file}, results=True)
         rep = validate_file(args.file, max_requests=args.max_requests, max_bytes=args.max_bytes,
                             max_body_bytes=args.max_body_bytes)
         doc = rep.as_dict()

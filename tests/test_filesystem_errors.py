@@ -667,6 +667,45 @@ def test_fetch_refuses_outputs_over_the_input_naming_both(sandbox, ws):
     assert Path("data.jsonl").read_bytes() == before
 
 
+def test_fetch_refuses_outputs_inside_the_job_or_over_any_batch_input(sandbox, ws):
+    _, job, _ = finished_job(sandbox, 3)
+    for target in (f"{job}/job.json", f"{job}/results/submitted-input.jsonl"):
+        code, doc, err = run_script("fetch_results.py", "--job", job, "-o", target, "--format", "simple",
+                                    env=sandbox.env())
+        assert code == 2 and doc is None, err
+        assert "is inside the job directory" in err and "which holds the job's own files" in err
+    assert json.loads(Path(job, "job.json").read_text())["version"] == 2  # still the job's record
+    assert not Path(job, "results", "submitted-input.jsonl").exists()
+    # bare batch ids know no input: a file whose first line is a request is not overwritten all the same
+    write_input("other.jsonl", 2)
+    before = Path("other.jsonl").read_bytes()
+    bids = [b["id"] for b in sandbox.get_json("batches")["data"]]
+    code, doc, err = run_script("fetch_results.py", *bids, "-o", "other.jsonl", env=sandbox.env())
+    assert code == 2 and doc is None
+    assert "OUT" in err and "holds batch requests" in err and Path("other.jsonl").read_bytes() == before
+    code, doc, err = run_script("validate_batch_file.py", "data.jsonl", "--report", "other.jsonl")
+    assert code == 2 and "holds batch requests" in err and Path("other.jsonl").read_bytes() == before
+    # a folder that is a file
+    Path("notes.txt").write_text("mine\n")
+    code, doc, err = run_script("fetch_results.py", *bids, "-o", "notes.txt/out.jsonl", env=sandbox.env())
+    assert code == 2 and doc is None and "unexpected" not in err, err
+    assert f"{ws / 'notes.txt'} is a file, not a directory" in err
+    assert Path("notes.txt").read_text() == "mine\n"
+
+
+def test_a_hand_edited_job_file_of_the_wrong_shape_and_a_directory_as_input(sandbox, ws):
+    _, job, _ = finished_job(sandbox, 3)
+    doc = json.loads(Path(job, "job.json").read_text())
+    doc["rounds"] = "x"
+    Path(job, "job.json").write_text(json.dumps(doc))
+    for script in ("poll.py", "fetch_results.py"):
+        code, out, err = run_script(script, "--job", job, env=sandbox.env())
+        assert code == 2 and out is None and "unexpected" not in err, err
+        assert "job.json is damaged" in err and "edited by hand" in err
+    code, out, err = run_script("validate_batch_file.py", str(ws))
+    assert code == 2 and f"{ws}: is a directory, not a file" in err
+
+
 # -- documented --------------------------------------------------------------------------------
 
 

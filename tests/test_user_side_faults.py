@@ -209,6 +209,35 @@ def test_a_moved_project_keeps_working_in_its_new_place(sandbox, tmp_path):
     assert not proj_a.exists()  # nothing written at the old place
 
 
+def test_a_project_with_its_job_in_a_subfolder_moves_and_copies_whole(sandbox, tmp_path):
+    proj_c = tmp_path / "projC"
+    for sub in ("data", "out"):
+        (proj_c / sub).mkdir(parents=True)
+    os.chdir(proj_c)
+    write_csv("data/p.csv", ROWS)
+    code, _, err = run_script("create_batch_file.py", "data/p.jsonl", "--csv", "data/p.csv", "--id-column", "id",
+                              "--template", "Name the fruit {text}")
+    assert code == 0, err
+    code, doc, err = run_script("run_batch.py", "data/p.jsonl", "--job", "jobs/p.dwjob", "--wait", "-o",
+                                "out/answers.csv", "--interval", "0.2", env=sandbox.env())
+    assert code == 0, err
+    stored = job_state("jobs/p.dwjob")
+    assert stored["input"]["path"] == "../../data/p.jsonl" and stored["source"]["path"] == "../../data/p.csv"
+    assert stored["results"]["output"] == "../../out/answers.csv"
+
+    os.chdir(tmp_path)
+    shutil.copytree(proj_c, tmp_path / "copy")  # a copy of the whole project works on its own files
+    proj_c.rename(tmp_path / "projD")
+    for place in ("projD", "copy"):
+        os.chdir(tmp_path / place)
+        Path("out/answers.csv").unlink()
+        code, doc, err = run_script("fetch_results.py", "--job", "jobs/p.dwjob", env=sandbox.env())
+        assert code == 0 and doc["succeeded"] == 4, err
+        assert doc["output"] == str(tmp_path / place / "out" / "answers.csv")
+        assert [r["id"] for r in read_csv("out/answers.csv")] == [i for i, _ in ROWS]
+    assert not proj_c.exists()  # nothing written at the old place
+
+
 def test_a_remembered_output_folder_that_is_gone_is_not_recreated(sandbox, tmp_path):
     write_input("p.jsonl", 2)
     Path("out").mkdir()

@@ -140,7 +140,7 @@ def save_submitted_input(client: Any, job: Job, dest: str) -> None:
 
 
 def resolve_output(rec: JobRecord, fmt: Optional[str], out: Optional[str], err: Optional[str],
-                   csv_path: Optional[str], column: Optional[str] = None
+                   csv_path: Optional[str], column: Optional[str] = None, job_dir: Optional[str] = None
                    ) -> Tuple[str, str, str, Optional[str], Optional[str]]:
     """(format, OUT, ERR, CSV) from the options given, else the job's remembered ones, else defaults.
 
@@ -171,7 +171,8 @@ def resolve_output(rec: JobRecord, fmt: Optional[str], out: Optional[str], err: 
                  "CSV given with --csv": csv_path}
     for rnd in rec.rounds:
         protected[f"input of round {rnd.round}"] = rnd.input_path
-    files.refuse_overwrite({"OUT": out_path, "ERR": err_path}, protected)
+    files.refuse_overwrite({"OUT": out_path, "ERR": err_path}, protected, folders={"job directory": job_dir},
+                           results=True)
     column = column or last.column
     return fmt, out_path, err_path, os.path.abspath(csv_path) if csv_path else None, column
 
@@ -309,7 +310,7 @@ def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[st
     }
     if merge:
         source = rec.source
-        fmt, out_path, err_path, csv_path, column = resolve_output(rec, fmt, out, err, csv_path, column)
+        fmt, out_path, err_path, csv_path, column = resolve_output(rec, fmt, out, err, csv_path, column, job.dir)
         src_csv = None
         if fmt == "csv":
             src_csv = csv_path or (source.path if source else None)
@@ -368,10 +369,14 @@ def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[st
     """Fetch bare batch ids into OUT with the state in ``OUT.dwstate.json``."""
     out_path = os.path.abspath(out)
     err_path = os.path.abspath(err) if err else default_error_path(out_path)
-    files.refuse_overwrite({"OUT": out_path, "ERR": err_path},
-                              {"input given with --input": input_path, "CSV given with --csv": csv_path})
     store = FileStore(out_path)
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    files.refuse_overwrite({"OUT": out_path, "ERR": err_path},
+                           {"input given with --input": input_path, "CSV given with --csv": csv_path,
+                            "state file": store.path}, results=True)
+    try:
+        os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    except OSError as exc:
+        files.reraise_named(exc, os.path.dirname(out_path), what="the folder of OUT")
     store.lock()
     try:
         store.load()

@@ -36,16 +36,32 @@ def same_file(a: Optional[str], b: Optional[str]) -> bool:
         return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
 
 
-def refuse_overwrite(targets: Dict[str, Optional[str]], protected: Dict[str, Optional[str]]) -> None:
-    """Refuse to write any target (name → path) over a protected input (name → path), two
-    targets on the same file, or a target that is a directory (a user's data must never be
-    replaced, and a write that cannot succeed should fail before the work, not after)."""
+def refuse_overwrite(targets: Dict[str, Optional[str]], protected: Dict[str, Optional[str]],
+                     folders: Optional[Dict[str, Optional[str]]] = None, results: bool = False) -> None:
+    """Refuse to write any target (name → path) over a protected input (name → path), inside a
+    protected folder (name → path: a job directory, whose files are the job's own), over a
+    file holding batch requests when the targets are ``results`` or reports (such a file is an
+    input, whoever's it is), two targets on the same file, a
+    target that is a directory, or one below a file (a user's data must never be replaced, and
+    a write that cannot succeed should fail before the work, not after)."""
     names = [(n, p) for n, p in targets.items() if p]
     for i, (tname, tpath) in enumerate(names):
         for pname, ppath in protected.items():
             if same_file(tpath, ppath):
                 raise UsageError(f"{tname} {tpath} is the {pname} {ppath}; refusing to overwrite it",
                                  hint=f"Choose another path for {tname}.")
+        for fname, fpath in (folders or {}).items():
+            if fpath and _below(tpath, fpath):
+                raise UsageError(f"{tname} {tpath} is inside the {fname} {fpath}, which holds the job's own files",
+                                 hint=f"Choose a path for {tname} outside {fpath}.")
+        if results and _holds_requests(tpath):
+            raise UsageError(f"{tname} {tpath} holds batch requests (its first line is a request, not a result); "
+                             "refusing to overwrite what may be an input",
+                             hint=f"Choose another path for {tname}, or move that file away first.")
+        blocker = _file_above(tpath)
+        if blocker:
+            raise UsageError(f"{tname} {tpath} cannot be written: {blocker} is a file, not a directory",
+                             hint=f"Choose another path for {tname}.")
         for oname, opath in names[i + 1:]:
             if same_file(tpath, opath):
                 raise UsageError(f"{tname} and {oname} are the same file ({tpath}, {opath})",
@@ -53,6 +69,43 @@ def refuse_overwrite(targets: Dict[str, Optional[str]], protected: Dict[str, Opt
         if os.path.isdir(tpath):
             raise UsageError(f"{tname} {tpath} is a directory, not a file",
                              hint=f"Give {tname} the path of a file (inside that directory if you like).")
+
+
+def _below(path: str, folder: str) -> bool:
+    path, folder = os.path.realpath(path), os.path.realpath(folder)
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # another drive
+        return False
+
+
+def _holds_requests(path: str) -> bool:
+    """Whether an existing file's first line is a batch request (custom_id, method, url, body):
+    results and reports never are."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(1 << 20)
+            while first and not first.strip():
+                first = fh.readline(1 << 20)
+    except OSError:
+        return False
+    try:
+        obj = json.loads(first.lstrip(b"\xef\xbb\xbf"))
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and {"custom_id", "method", "url", "body"} <= obj.keys()
+
+
+def _file_above(path: str) -> Optional[str]:
+    """The nearest existing ancestor of ``path`` when it is not a directory (so nothing can be
+    written below it), else None."""
+    parent = os.path.dirname(os.path.abspath(path))
+    while parent and not os.path.exists(parent):
+        up = os.path.dirname(parent)
+        if up == parent:
+            return None
+        parent = up
+    return parent if parent and not os.path.isdir(parent) else None
 
 
 def discard(tmp: Optional[str], *handles: Any) -> None:

@@ -10,9 +10,10 @@ A job directory (default ``<input stem>.dwjob`` beside the input) holds:
   running at that moment sees it (see ``jobrecord.Cancel``);
 - ``rounds/round-N.jsonl``: the inputs of retry rounds; ``results/``: downloaded raw files.
 
-Paths are stored relative to the job directory when they lie inside the folder that holds it
-(the project folder), absolute otherwise; so a project folder moved or copied with its job
-keeps working. In memory every path is absolute.
+Paths are stored relative to the job directory when they lie inside the project folder (the
+working directory when the job lies inside it, else the folder that holds the job), absolute
+otherwise; so a project folder moved or copied with its job keeps working. In memory every
+path is absolute.
 """
 
 from __future__ import annotations
@@ -79,18 +80,24 @@ class Job:
             return os.path.normpath(stored)
         return os.path.normpath(os.path.join(self.dir, stored))
 
+    def project_folder(self) -> str:
+        """The folder a job belongs to: the working directory when the job dir lies inside it
+        (``--job jobs/x.dwjob`` run from the project, with inputs in ``data/``), unless that is
+        the home folder or a file-system root; else the folder holding the job dir."""
+        here = os.path.abspath(os.getcwd())
+        broad = here == os.path.dirname(here) or _same_dir(here, os.path.expanduser("~"))
+        if not broad and _inside(self.dir, here):
+            return here
+        return os.path.dirname(self.dir)
+
     def portable(self, path: Optional[str]) -> Optional[str]:
-        """How a path is stored: relative to the job dir when it lies in the folder holding
-        the job dir (the project folder), else absolute."""
+        """How a path is stored: relative to the job dir when it lies in the job's project
+        folder (``project_folder``), else absolute."""
         if not path:
             return path
         path = os.path.abspath(path)
-        project = os.path.dirname(self.dir)
-        try:
-            inside = os.path.commonpath([project, path]) == project
-        except ValueError:  # another drive
-            return path
-        if not inside:
+        project = self.project_folder()
+        if not (_inside(path, project) or _inside(path, os.path.dirname(self.dir))):
             return path
         return os.path.relpath(path, self.dir).replace(os.sep, "/")
 
@@ -111,8 +118,12 @@ class Job:
             found = doc.get("version", doc.get("format")) if isinstance(doc, dict) else None
             raise JobError(f"{self.state_path} has an unknown format {found!r}",
                            hint="It was written by a different version of doubleword-batches.")
-        rec = JobRecord.from_dict(doc)
-        self._absolutize(rec)
+        try:
+            rec = JobRecord.from_dict(doc)
+            self._absolutize(rec)
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a field of the wrong kind
+            raise JobError(f"the job file {self.state_path} is damaged: a field has the wrong form ({exc})",
+                           hint="It was written atomically, so this means it was edited by hand; restore it.") from None
         cancel = self.read_cancel()
         if cancel is not None and (rec.cancel is None or cancel.at > rec.cancel.at):
             rec.cancel = cancel
@@ -247,3 +258,17 @@ def default_job_dir(input_path: str) -> str:
 
 def new_intent_id() -> str:
     return str(uuid.uuid4())
+
+
+def _inside(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([folder, path]) == folder
+    except ValueError:  # another drive
+        return False
+
+
+def _same_dir(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False

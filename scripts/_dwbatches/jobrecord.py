@@ -30,8 +30,8 @@ Schema of ``job.json`` (``version`` 2; the version-1 files of earlier releases, 
                        a chunk of those rounds any more
 
 Paths (``input.path``, ``source.path``, ``rounds[].input_path``, ``results.*``) are stored
-relative to the job directory when they lie inside the folder that holds it (the project
-folder), absolute otherwise; so a project folder moved or copied with its job keeps working.
+relative to the job directory when they lie inside the project folder (the working directory
+when the job lies inside it, else the folder that holds the job), absolute otherwise; so a project folder moved or copied with its job keeps working.
 In memory every path is absolute.
 """
 

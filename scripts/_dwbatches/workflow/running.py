@@ -32,7 +32,7 @@ def run(input_path: str, submit: SubmitOptions, options: OutputOptions, conn: Co
     def remember(job: Job) -> None:
         if options.given():
             fetch.remember_output(job, *fetch.resolve_output(job.record, options.format, options.output,
-                                                             options.errors, options.csv, options.column))
+                                                             options.errors, options.csv, options.column, job.dir))
 
     done = submit_or_resume(client, input_path, submit, metadata, inside_lock=remember)
     job = done.job
