@@ -584,10 +584,15 @@ def test_an_unreadable_env_file_in_a_parent_directory_is_a_configuration_error(s
     sub.mkdir()
     if IS_ROOT:
         os.chown(sub, NOBODY, NOBODY)
-    code, doc, err = run_as("permissions", "list_batches.py", env=sandbox.env(), cwd=sub)
+    env = {k: v for k, v in sandbox.env().items() if k != "DOUBLEWORD_API_KEY"}  # the key would come from .env
+    code, doc, err = run_as("permissions", "list_batches.py", env=env, cwd=sub)
     assert code == 3 and doc is None, err
     assert f"error: cannot read the .env file {ws / '.env'}: Permission denied" in err
     assert "hint: Make the file readable by you" in err and "unexpected" not in err
+    # with the key and the base URL in the environment, as the hint suggests, the .env is not needed
+    code, doc, err = run_as("permissions", "list_batches.py", env=sandbox.env(), cwd=sub)
+    assert code == 0 and doc is not None, err
+    assert f"warning: cannot read the .env file {ws / '.env'}: Permission denied; using DOUBLEWORD_API_KEY" in err
 
 
 # -- a directory where a file belongs ----------------------------------------------------------

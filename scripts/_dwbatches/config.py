@@ -17,7 +17,7 @@ from typing import Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .output import exit_missing_packages
+from .output import exit_missing_packages, narrate
 from .urls import is_loopback
 
 try:
@@ -162,7 +162,14 @@ def load_config(base_url: Optional[str] = None, allow_insecure_http: bool = Fals
     """The key and base URL: the flag, then DOUBLEWORD_BASE_URL, then the nearest .env, then the
     URL a job was submitted to (``job_url``: a job remembers its server, and whether plain
     http to it was allowed), then Doubleword's API."""
-    dotenv_path, dotenv = read_dotenv()
+    try:
+        dotenv_path, dotenv = read_dotenv()
+    except ConfigError as exc:
+        if not (os.environ.get(KEY_VAR) and (base_url or os.environ.get(URL_VAR))):
+            raise
+        # the environment gives all the .env could: go on, and say what was left out
+        narrate(f"warning: {exc.message}; using DOUBLEWORD_API_KEY and the base URL from the environment")
+        dotenv_path, dotenv = None, {}
     dotenv_label = f".env at {dotenv_path}" if dotenv_path else None
 
     key = os.environ.get(KEY_VAR) or None

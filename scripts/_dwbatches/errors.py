@@ -402,7 +402,7 @@ def _file_hint(exc: OSError, target: Optional[str], label: Optional[str], kind: 
     if code in (_errno("ENOSPC"), _errno("EDQUOT")):
         hint = (f"Free disk space on the disk that holds {where or 'the job and output files'}"
                 + (" (or raise your quota)" if code == _errno("EDQUOT") else "")
-                + f", {again}; it continues from what was already saved.")
+                + f", {again} (what was already downloaded or submitted is kept).")
         if kind == "output":
             hint += f" Or choose a path on another disk{elsewhere}."
         return hint
