@@ -331,9 +331,7 @@ class Fetcher:
             if size >= int(rec.local_bytes or 0) and size >= 0:
                 continue
             what = "is missing" if size < 0 else f"is shorter than recorded ({size} < {rec.local_bytes} bytes)"
-            note = f"the downloaded {kind} file {what}; downloading it again from the start"
-            narrate(f"batch {batch_id}: {note}")
-            rep.notes.append(note)
+            rep.notes.append(f"the downloaded {kind} file {what}; downloading it again from the start")
             rec.skip, rec.local_bytes, rec.rereads = 0, 0, 0
             entry.final = entry.verified = False
             with contextlib.suppress(OSError):
