@@ -94,3 +94,20 @@ def test_after_a_cancel_next_is_the_fetch_of_finished_work_never_a_retry(sandbox
     code, doc, err = run_script("fetch_results.py", "--job", job, env=sb.env())
     assert code == 5 and doc["missing"] > 0 and doc["next"] is None, err
     assert "retry_failed.py" not in err
+
+
+def test_a_cancel_of_a_finished_job_stops_nothing_and_leaves_it_retryable(sandbox, tmp_path):
+    write_input("data.jsonl", 4)
+    sandbox.set_faults({"fail_custom_ids": ["req-2"], "fail_status": 500})
+    job = make_job(sandbox, "data.jsonl", 1)
+    for bid in batch_ids_of(job):
+        sandbox.wait_batch(bid)
+    code, doc, err = run_script("cancel_batch.py", "--job", job, env=sandbox.env())
+    assert code == 0 and (doc["cancelled"], doc["skipped"]) == (0, 1), err
+    assert "the job is not marked cancelled" in err
+    assert job_state(job).get("cancel") is None and not (tmp_path / job / "cancel.json").exists()
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())
+    assert code == 5 and doc["next"].endswith("retry_failed.py --job data.dwjob"), err  # a retry still fits
+    sandbox.clear_faults()
+    code, doc, err = run_script("retry_failed.py", "--job", job, env=sandbox.env())
+    assert code == 0 and doc["requests"] == 1, err

@@ -18,6 +18,7 @@ path is absolute.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -184,6 +185,17 @@ class Job:
         atomic_write_json(self.path(CANCEL_FILE), cancel.to_dict())
         self.record.cancel = cancel
         return cancel
+
+    def withdraw_cancel(self, previous: Optional[Cancel]) -> None:
+        """Take back a cancel that stopped nothing (every batch had finished, none was left to
+        create), so that the job is not reported as cancelled: ``previous`` is the cancel the
+        job had before, if any."""
+        if previous is not None:
+            atomic_write_json(self.path(CANCEL_FILE), previous.to_dict())
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path(CANCEL_FILE))
+        self.record.cancel = previous
 
     def refresh_cancel(self) -> Optional[Cancel]:
         """Re-read a cancel written by another process since this one loaded the job."""

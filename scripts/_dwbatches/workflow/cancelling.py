@@ -20,6 +20,7 @@ def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: b
     """cancel_batch.py: cancel the running batches (``dry_run``: only say which)."""
     unsubmitted: List[Dict[str, Any]] = []
     ids = list(batch_ids)
+    previous = job.record.cancel if job is not None else None
     if job is not None:
         if not dry_run:
             job.request_cancel()  # first: a submit running now creates no further batch
@@ -55,6 +56,9 @@ def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: b
         rows.append(row)
     if job is not None and after:
         jobstatus.record_status(job, after)
+    if job is not None and not dry_run and not after and not unsubmitted and previous is None:
+        job.withdraw_cancel(previous)  # every batch had finished: nothing was stopped
+        narrate("every batch of the job had finished; nothing was cancelled and the job is not marked cancelled")
     if unsubmitted:
         narrate(f"{len(unsubmitted)} chunk(s) of the job have no batch yet; nothing to cancel there "
                 "(do not resume the submit if you want them to stay unsent)")
