@@ -402,3 +402,14 @@ def test_a_job_written_by_the_previous_release_loads_and_finishes(tmp_path):
         assert job_state("data.dwjob")["version"] == 2
     finally:
         sb.stop()
+
+
+def test_nothing_to_retry_is_known_without_the_input(sandbox, tmp_path):
+    write_input("p.jsonl", 3)
+    job = make_job(sandbox, "p.jsonl", 1)
+    wait_job(sandbox, job)
+    batch = sandbox.batch(batch_ids_of(job)[0])
+    Path("p.jsonl").unlink()  # the input is gone, and so is the server's copy
+    assert sandbox.delete(f"files/{batch['input_file_id']}").status == 200
+    code, doc, err = run_script("retry_failed.py", "--job", job, env=sandbox.env())
+    assert code == 0 and doc["requests"] == 0 and "nothing to retry" in err, err

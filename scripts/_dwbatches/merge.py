@@ -136,6 +136,10 @@ class ResultIndex:
         raw, obj = self._line(place)
         return raw, obj, bool(place & SUCCESS), (place >> _OFFSET_BITS) & ((1 << _FILE_BITS) - 1)
 
+    def successes(self) -> int:
+        """How many ids have a successful result."""
+        return sum(1 for value in self.table.values() if value & SUCCESS)
+
     def errors(self) -> Iterator[Tuple[bytes, Any]]:
         """(raw line, parsed line) of each id whose result is an error (no success)."""
         for value in self.table.values():

@@ -91,9 +91,11 @@ def retry(client: Any, job: Job, completion_window: Optional[str] = None, dry_ru
                          "with results that were never downloaded; retrying them would pay for them twice",
                          hint="Their results are lost on the server's side. To run those requests again anyway "
                               f"(and pay again): {commands.command('retry_failed.py', '--job', jd, '--force')}")
-    input_path = _retry_source(client, job)
-
     index = merge.build_index(ref.store, ref.targets, capacity=int(state.input.requests or 0))
+    if state.input.requests and index.successes() >= state.input.requests:
+        index.close()  # known without reading the input (which may be gone)
+        return _nothing_to_retry(job, ref, dry_run)
+    input_path = _retry_source(client, job)
     tally = {"failed": 0, "missing": 0}
 
     def keep(cid: str) -> bool:
@@ -119,9 +121,7 @@ def retry(client: Any, job: Job, completion_window: Optional[str] = None, dry_ru
     if count == 0:
         if dest and os.path.exists(dest):
             os.unlink(dest)
-        narrate("every request has a successful result; nothing to retry")
-        return _doc(job, exit_code=EXIT_OK, status=ref.summary["status"], dry_run=bool(dry_run),
-                    next=commands.command("fetch_results.py", "--job", jd))
+        return _nothing_to_retry(job, ref, dry_run)
     client_errors = _client_errors(index)
     what = f"{tally['failed']} failed and {tally['missing']} never run"
     if client_errors:
@@ -139,6 +139,12 @@ def retry(client: Any, job: Job, completion_window: Optional[str] = None, dry_ru
     return _doc(job, round=rnd.round, requests=count, failed=tally["failed"], missing=tally["missing"],
                 sample=sample, batches=round_doc(rnd), input=dest, client_errors=client_errors,
                 exit_code=EXIT_OK, next=commands.command("poll.py", "--job", jd))
+
+
+def _nothing_to_retry(job: Any, ref: Any, dry_run: Optional[bool]) -> Outcome:
+    narrate("every request has a successful result; nothing to retry")
+    return _doc(job, exit_code=EXIT_OK, status=ref.summary["status"], dry_run=bool(dry_run),
+                next=commands.command("fetch_results.py", "--job", commands.display_path(job.dir)))
 
 
 def _retry_source(client: Any, job: Any) -> str:
