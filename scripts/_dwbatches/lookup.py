@@ -7,12 +7,17 @@ batch by the intent id it sent in the batch metadata (``dwb_intent``): first wit
 less than ``SETTLE_WINDOW`` seconds before may still be on its way (in socket buffers or a
 buffering proxy), so the lookup is repeated after each of ``SETTLE_DELAYS`` before anything
 is sent again.
+
+A new job also looks for earlier submissions of the same file (``earlier_submissions``):
+round 1's batches carry the first 16 hex digits of the input's sha256 (``dwb_input``), so a
+file submitted again after its job directory was deleted or moved is noticed before it is
+paid for twice.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from . import clock
 from .errors import APIStatusError
@@ -109,3 +114,25 @@ def settled(lookup: Callable[[Chunk], Optional[Dict[str, Any]]], ch: Chunk, sett
         if found:
             return found
     return None
+
+
+INPUT_KEY = "dwb_input"  # batch metadata: the submitted file's sha256, first 16 hex digits
+STOPPED = ("failed", "cancelled", "cancelling")  # an earlier submission that ran nothing more
+
+
+def input_mark(sha256: Optional[str]) -> Optional[str]:
+    return sha256[:16] if sha256 else None
+
+
+def earlier_submissions(client: Any, sha256: str) -> List[Dict[str, Any]]:
+    """Batches created earlier from a file with this sha256 that were not stopped (failed or
+    cancelled): one ``?search=`` request. Empty when the server cannot search."""
+    mark = input_mark(sha256)
+    try:
+        body = client.list_batches(limit=100, search=mark)
+    except APIStatusError as exc:
+        if exc.status in (400, 422):
+            return []
+        raise
+    return [b for b in body.get("data", []) if isinstance(b, dict) and isinstance(b.get("metadata"), dict)
+            and b["metadata"].get(INPUT_KEY) == mark and b.get("status") not in STOPPED]

@@ -317,6 +317,8 @@ class Submitter:
         rnd_no = rec.round_of(ch).round
         meta.update({"dwb_intent": ch.intent_id, "dwb_job": rec.job_id,
                      "dwb_chunk": f"r{rnd_no}c{ch.index}"})
+        if rnd_no == 1 and rec.input.sha256:  # the user's file, to notice it submitted again
+            meta[lookup.INPUT_KEY] = lookup.input_mark(rec.input.sha256) or ""
         return self.client.create_batch(ch.file_id, ch.completion_window, meta,
                                         endpoint=ch.endpoint or "/v1/chat/completions")
 
