@@ -44,10 +44,12 @@ from typing import Optional, Sequence
 from _dwbatches import output
 from _dwbatches.errors import EXIT_OK, FileSystemError, InputError, UsageError, file_error
 from _dwbatches.files import atomic_write_json, refuse_overwrite
+from _dwbatches.flags import check_number
 from _dwbatches.validate import (
     MAX_BODY_BYTES,
     MAX_FILE_BYTES,
     MAX_REQUESTS_PER_FILE,
+    check_chunk_size,
     print_errors,
     validate_file,
 )
@@ -69,12 +71,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def body() -> int:
         if not os.path.isfile(args.file):
             raise UsageError(f"{args.file}: no such file", hint="Pass the path of a JSONL batch file.")
-        if min(args.max_requests, args.max_bytes, args.max_body_bytes) < 1:
-            raise UsageError("--max-requests, --max-bytes and --max-body-bytes must be positive")
+        check_number("--max-errors", args.max_errors, "50", at_least=0)
+        for flag, value, example in (("--max-requests", args.max_requests, "1000"),
+                                     ("--max-bytes", args.max_bytes, "50000000"),
+                                     ("--max-body-bytes", args.max_body_bytes, str(MAX_BODY_BYTES))):
+            check_number(flag, value, example, at_least=1)
         if args.report:
             refuse_overwrite({"--report": args.report}, {"batch file": args.file})
         rep = validate_file(args.file, max_requests=args.max_requests, max_bytes=args.max_bytes,
-                            max_body_bytes=args.max_body_bytes)
+                            max_body_bytes=args.max_body_bytes, line_limit=MAX_FILE_BYTES)
+        check_chunk_size(rep, args.max_bytes)
         doc = rep.as_dict()
         doc["errors"] = doc["errors"][: max(0, args.max_errors)]
         doc["chunks"] = len(rep.chunks)

@@ -32,6 +32,7 @@ from .errors import (
     UsageError,
 )
 from .files import atomic_output, make_private_dir
+from .flags import check_number
 from .job import Job, new_intent_id
 from .jobrecord import Chunk, Fingerprint, Limits, Round, Source, sha256_file
 from .output import narrate
@@ -41,6 +42,7 @@ from .validate import (
     MAX_FILE_BYTES,
     MAX_REQUESTS_PER_FILE,
     Report,
+    check_chunk_size,
     print_errors,
     validate_file,
 )
@@ -61,10 +63,12 @@ def validate_input(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byt
     ``InputError`` (exit 2). Nothing is sent either way."""
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such file", hint="Pass the path of a JSONL batch file.")
-    if max_requests < 1 or max_bytes < 1:
-        raise UsageError("--max-requests and --max-bytes must be positive")
-    rep = validate_file(path, max_requests=max_requests, max_bytes=max_bytes, max_body_bytes=max_body_bytes)
+    check_number("--max-requests", max_requests, "1000", at_least=1)
+    check_number("--max-bytes", max_bytes, "50000000", at_least=1)
+    rep = validate_file(path, max_requests=max_requests, max_bytes=max_bytes, max_body_bytes=max_body_bytes,
+                        line_limit=MAX_FILE_BYTES)
     if rep.valid:
+        check_chunk_size(rep, max_bytes)
         for w in rep.warnings:
             narrate(f"warning: {w}")
         return rep

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -30,6 +29,7 @@ from ..builder import (
 )
 from ..errors import InputError, UsageError
 from ..files import refuse_overwrite
+from ..flags import check_number
 from ..jobrecord import sha256_file
 from ..output import Outcome, narrate
 from ..sources import DELIMITER_NAMES, CsvRows, iter_jsonl_rows, iter_prompts, line_list, parse_delimiter
@@ -67,14 +67,11 @@ class BuildOptions:
 def build(output_path: str, opts: BuildOptions) -> Outcome:
     """Write the batch file ``output_path`` (atomically) and report it."""
     opts.output = output_path
-    for flag, value in (("--temperature", opts.temperature), ("--top-p", opts.top_p)):
-        if value is not None and not math.isfinite(value):
-            raise UsageError(f"{flag} must be a finite number, not {value}",
-                             hint=f"e.g. {flag} 0.7 (JSON, the request format, has no NaN or Infinity).")
-    if opts.limit is not None and opts.limit < 1:
-        raise UsageError("--limit must be at least 1")
-    if opts.max_tokens is not None and opts.max_tokens < 1:
-        raise UsageError("--max-tokens must be at least 1")
+    check_number("--temperature", opts.temperature, "0.7", at_least=0)
+    check_number("--top-p", opts.top_p, "0.9", above=0, at_most=1)
+    check_number("--limit", opts.limit, "20", at_least=1)
+    check_number("--max-tokens", opts.max_tokens, "500", at_least=1)
+    check_number("--max-body-bytes", opts.max_body_bytes, str(MAX_BODY_BYTES), at_least=1)
     if (opts.template or opts.id_column) and not (opts.csv or opts.jsonl):
         flag = "--template" if opts.template else "--id-column"
         raise UsageError(f"{flag} needs --csv or --jsonl",

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, List, Optional
 from .. import commands, pricing
 from ..cost import _money, local_estimate, sum_estimates
 from ..errors import DWError, UsageError
+from ..flags import check_number
 from ..job import Job, default_job_dir
 from ..jobrecord import sha256_file
 from ..output import Outcome, narrate
@@ -37,13 +38,11 @@ class SubmitOptions:
 
     def check(self, input_path: str) -> Dict[str, str]:
         """Refuse bad limits and a missing input; the metadata as a dict."""
-        for name, value in (("--max-requests", self.max_requests), ("--max-bytes", self.max_bytes)):
-            if value is not None and value < 1:
-                raise UsageError(f"{name} must be at least 1")
-        if self.max_cost is not None and self.max_cost < 0:
-            raise UsageError("--max-cost must not be negative")
-        if self.parallel < 1:
-            raise UsageError("--parallel must be at least 1")
+        check_number("--max-requests", self.max_requests, "1000", at_least=1)
+        check_number("--max-bytes", self.max_bytes, "50000000", at_least=1)
+        check_number("--max-body-bytes", self.max_body_bytes, str(MAX_BODY_BYTES), at_least=1)
+        check_number("--max-cost", self.max_cost, "5", at_least=0)
+        check_number("--parallel", self.parallel, "3", at_least=1)
         if not os.path.isfile(input_path):
             raise UsageError(f"{input_path}: no such file", hint="Pass the path of a JSONL batch file.")
         return parse_metadata(self.metadata)
