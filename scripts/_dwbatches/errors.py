@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
 import sys
 from decimal import Decimal
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -182,7 +181,7 @@ def missing_packages_error(missing: Sequence[Tuple[str, ImportError]],
 def install_hint(script: Optional[str] = None) -> str:
     """How to install the requirements, for the interpreter that is running."""
     requirements = _quote(_display_path(os.path.join(SKILL_DIR, "requirements.txt")))
-    hint = f"{_python_command()} -m pip install -r {requirements}"
+    hint = f"{compat.python_command()} -m pip install -r {requirements}"  # pip installs into this one
     script = script or _running_script()
     if script:
         hint += (f" (or run the script with uv, which installs what its header names: "
@@ -195,15 +194,6 @@ def _running_script() -> Optional[str]:
     if name.endswith(".py") and os.path.isfile(os.path.join(SKILL_DIR, "scripts", name)):
         return name
     return None
-
-
-def _python_command() -> str:
-    """``python3`` when that is the interpreter running, else its path (pip must install into it)."""
-    exe = sys.executable or "python3"
-    found = shutil.which("python3")
-    if found and os.path.normcase(os.path.abspath(found)) == os.path.normcase(os.path.abspath(exe)):
-        return "python3"
-    return _quote(exe)
 
 
 def _display_path(path: str) -> str:
