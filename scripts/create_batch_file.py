@@ -34,7 +34,8 @@ delimiter and BOM, and how the custom ids were made) so that submit.py remembers
 results can be written back into it, with the same delimiter and BOM.
 
 output (stdout, JSON): path, requests, bytes, models, endpoint, chunks (files submit.py will
-upload), source, warnings, next (the submit command)."""
+upload), source, warnings, next (the submit command; with --job NEW_DIR when OUTPUT.dwjob
+holds another input's job, or a cancelled one, which would refuse this file)."""
 
 from __future__ import annotations
 

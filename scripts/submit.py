@@ -32,7 +32,9 @@ to run next).
 output with --dry-run (stdout, JSON): dry_run, job, job_exists, resumes_job, requests,
 bytes, chunks, plan (the files submit.py would upload), completion_window, metadata,
 models, endpoints, estimated_cost (low and high: usd, input_tokens, output_tokens, basis;
-source; models), warnings, next (the submit command)."""
+source; models), warnings, next (the submit command; with --job NEW_DIR, a directory that
+does not exist yet or holds this input's job, when the job directory holds another input's
+job or a cancelled one, which the real run would refuse)."""
 
 from __future__ import annotations
 

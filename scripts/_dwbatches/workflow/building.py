@@ -30,8 +30,10 @@ from ..builder import (
 from ..errors import InputError, UsageError
 from ..files import refuse_overwrite
 from ..flags import check_number
+from ..job import default_job_dir
 from ..jobrecord import sha256_file
 from ..output import Outcome, narrate
+from ..planning import job_dir_for_next
 from ..sources import DELIMITER_NAMES, CsvRows, iter_jsonl_rows, iter_prompts, line_list, parse_delimiter
 from ..template import Template, placeholder_hint
 from ..validate import MAX_BODY_BYTES
@@ -159,10 +161,14 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
     if empty:
         warnings.append(f"{empty} prompt(s) are empty")
     from _dwbatches.commands import command, display_path
+    submit = [display_path(summary["path"])]
+    fresh = job_dir_for_next(summary["path"], default_job_dir(summary["path"]))
+    if fresh is not None:  # the default job directory holds another input's job
+        submit += ["--job", display_path(fresh)]
     doc = {"path": summary["path"], "requests": summary["requests"], "bytes": summary["bytes"],
            "models": summary["models"], "endpoint": summary["endpoint"], "chunks": summary["chunks"],
            "source": source, "warnings": warnings,
-           "next": command("submit.py", display_path(summary["path"]))}
+           "next": command("submit.py", *submit)}
     for w in warnings:
         narrate(f"warning: {w}")
     if input_path is None:

@@ -12,12 +12,12 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .. import commands, pricing
 from ..cost import _money, local_estimate, sum_estimates
-from ..errors import DWError, UsageError
+from ..errors import UsageError
 from ..flags import check_number
 from ..job import Job, default_job_dir
 from ..jobrecord import sha256_file
 from ..output import Outcome, narrate
-from ..planning import parse_metadata, plan_or_resume, validate_input
+from ..planning import job_dir_for_next, parse_metadata, plan_or_resume, validate_input
 from ..submitter import DEFAULT_PARALLEL, Submitter
 from ..validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE, Report
 from .common import Connection, client_for
@@ -119,7 +119,12 @@ def dry_run(input_path: str, options: SubmitOptions, metadata: Dict[str, str]) -
     """Validate, plan and estimate locally; send nothing (no key needed)."""
     report = validate_input(input_path, options.max_requests or MAX_REQUESTS_PER_FILE,
                             options.max_bytes or MAX_FILE_BYTES, options.max_body_bytes)
-    job = Job(options.job_dir(input_path))
+    job_dir, job_arg = options.job_dir(input_path), options.job
+    sha = sha256_file(input_path) if Job(job_dir).exists() else None
+    fresh = job_dir_for_next(input_path, job_dir, sha)  # a local read only: would the real run refuse the job?
+    if fresh is not None:
+        job_dir, job_arg = fresh, commands.display_path(fresh)
+    job = Job(job_dir)
     window = options.completion_window or "24h"
     plan = []
     for c in report.chunks:
@@ -132,20 +137,11 @@ def dry_run(input_path: str, options: SubmitOptions, metadata: Dict[str, str]) -
         cmd += ["-w", options.completion_window]
     for pair in options.metadata:
         cmd += ["--metadata", pair]
-    for flag, value in (("--job", options.job), ("--max-requests", options.max_requests),
+    for flag, value in (("--job", job_arg), ("--max-requests", options.max_requests),
                         ("--max-bytes", options.max_bytes), ("--max-cost", options.max_cost)):
         if value is not None:
             cmd += [flag, str(value)]
-    resumes = None
-    if job.exists():  # a local read only: would the real run resume this job?
-        try:
-            resumes = job.load().input.sha256 == sha256_file(input_path)
-        except DWError as exc:
-            narrate(f"the job at {job.dir} is not readable: {exc.message}")
-            resumes = False
-        if resumes is False:
-            narrate(f"note: the job at {commands.display_path(job.dir)} was started with different input; "
-                    "the real run would refuse it (use --job NEW_DIR)")
+    resumes = job.load().input.sha256 == sha if job.exists() else None  # (False: planned again, no batch yet)
     doc = {"dry_run": True, "job": job.dir, "job_exists": job.exists(), "resumes_job": resumes,
            "requests": report.requests,
            "bytes": report.bytes, "chunks": len(plan), "plan": plan, "completion_window": window,
