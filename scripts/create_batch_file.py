@@ -9,7 +9,8 @@ Custom ids are <prefix>-<row id> when --id-column names an id column (or field),
 <prefix>-<line or row number, zero-padded to 6 digits>; the prefix defaults to the input's
 file name. Duplicate or unusable ids, and template placeholders the input lacks, are errors
 that name the line. The file is validated and written atomically: OUTPUT is replaced only by
-a complete, valid file. With no input option a 5-prompt example file is written.
+a complete, valid file. With no input option a 5-prompt example file is written (never
+over an existing file: exit 2).
 
 examples:
   python3 scripts/create_batch_file.py requests.jsonl --prompts prompts.txt --max-tokens 500

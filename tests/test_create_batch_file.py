@@ -156,6 +156,18 @@ def test_no_input_writes_a_five_prompt_example(tmp_path):
     assert [r["custom_id"] for r in rows] == [f"example-{i:06d}" for i in range(1, 6)]
 
 
+def test_no_input_never_replaces_an_existing_file(tmp_path):
+    Path("requests.jsonl").write_text("my own requests\n")
+    proc = run("create_batch_file.py", "requests.jsonl")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "error: OUTPUT requests.jsonl exists; with no input" in proc.stderr
+    assert "hint: Pass the input the file should be built from" in proc.stderr
+    assert Path("requests.jsonl").read_text() == "my own requests\n"
+    assert sorted(os.listdir(".")) == ["requests.jsonl"]
+    Path("prompts.txt").write_text("hi\n")  # with an input it is replaced, as OUTPUT always is
+    assert ok_json(run("create_batch_file.py", "requests.jsonl", "--prompts", "prompts.txt"))["requests"] == 1
+
+
 def test_limit_takes_the_first_rows(tmp_path):
     (tmp_path / "p.txt").write_text("".join(f"q{i}\n" for i in range(10)))
     assert ok_json(run("create_batch_file.py", "o.jsonl", "--prompts", "p.txt", "--limit", "3"))["requests"] == 3

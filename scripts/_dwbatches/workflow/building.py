@@ -94,6 +94,11 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
     build_request(opts.endpoint, "check", "check", model, **options)
 
     input_path = opts.prompts or opts.csv or opts.jsonl
+    if input_path is None and os.path.isfile(opts.output):
+        raise UsageError(f"OUTPUT {opts.output} exists; with no input (--prompts, --csv or --jsonl), "
+                         "create_batch_file.py writes example prompts and will not replace a file with them",
+                         hint="Pass the input the file should be built from (e.g. --prompts prompts.txt), or name "
+                              "an OUTPUT that does not exist yet for the example.")
     sidecar = sidecar_path(opts.output)
     flag = "--prompts" if opts.prompts else "--csv" if opts.csv else "--jsonl"
     given = {f"input given with {flag}": None if input_path == "-" else input_path,
