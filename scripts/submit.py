@@ -25,7 +25,9 @@ it, creates them. A different input in an existing job, or a different -w, is re
 output (stdout, JSON): job (the job directory; pass it to the other scripts as --job),
 job_id, batches (batch_id, input_file_id, chunk, requests, status), requests, chunks,
 completion_window, estimated_cost (usd = the server's estimate, which --max-cost compares;
-local_low_usd and local_high_usd = the price-table range; note), source (the CSV the input
+source; input_tokens and output_tokens = the server's token estimates; chunks_estimated of
+chunks; local_low_usd and local_high_usd = the price-table range; note; null when neither
+is known), source (the CSV the input
 was built from, or null), resumed, this_run (uploaded, created, found), next (the command
 to run next).
 

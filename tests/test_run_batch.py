@@ -138,3 +138,21 @@ def test_max_tokens_bounds_what_the_answers_cost(sandbox):
     rows = read_jsonl(doc["output"])
     assert all(r["usage"]["completion_tokens"] == 5 and len(r["content"]) == 20 for r in rows)
     assert float(doc["cost"]["usd"]) <= float(high["usd"])
+
+
+def test_run_batch_reports_the_cost_estimate_as_submit_does(sandbox):
+    write_input("data.jsonl", 6)
+    code, doc, err = run_script("run_batch.py", "data.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
+    assert code == 0, err
+    est = doc["estimated_cost"]
+    assert est["source"].startswith("server") and float(est["usd"]) > 0 and est["chunks_estimated"] == 1
+    assert est["local_low_usd"] is not None and est["input_tokens"] > 0
+    assert (f"estimated cost: ${est['usd']} (the server's estimate; local range from ${est['local_low_usd']} "
+            "(no max_tokens bound))") in err  # (these requests set no max_tokens)
+    code, sub, err = run_script("submit.py", "data.jsonl", env=sandbox.env())  # the same job, resumed
+    assert code == 0 and sub["estimated_cost"] == est, err
+    assert f"estimated cost: ${est['usd']}" in err
+    # --max-cost compares that figure: below it nothing is created
+    write_input("more.jsonl", 6, prefix="m-")
+    code, doc, err = run_script("run_batch.py", "more.jsonl", "--max-cost", "0.0000001", env=sandbox.env())
+    assert code == 2 and doc is None and "more than --max-cost" in err

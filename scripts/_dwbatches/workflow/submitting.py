@@ -107,6 +107,7 @@ def submit(input_path: str, options: SubmitOptions, conn: Connection, dry: bool 
     client = client_for(conn, options.job_dir(input_path))
     done = submit_or_resume(client, input_path, options, metadata, refresh=True, report=report)
     doc = job_report(done.job)
+    narrate_estimate(doc["estimated_cost"])
     doc["resumed"] = done.resumed
     doc["this_run"] = done.doc()["this_run"]
     if done.resumed and not (done.uploaded or done.created or done.found):
@@ -155,6 +156,20 @@ def dry_run(input_path: str, options: SubmitOptions, metadata: Dict[str, str]) -
         cost += f" ({window}, local estimate from the price table of {pricing.PRICES_AS_OF})"
     narrate(f"dry run: {report.requests} requests in {len(plan)} chunk(s); nothing was sent{cost}")
     return Outcome(doc)
+
+
+def narrate_estimate(estimate: Optional[Dict[str, Any]]) -> None:
+    """The cost estimate of a submitted job in one line on stderr (submit.py, run_batch.py)."""
+    if not estimate:
+        return
+    low, high = estimate.get("local_low_usd"), estimate.get("local_high_usd")
+    local = ""
+    if low is not None:
+        local = f"local range ${low} to ${high}" if high is not None else f"local range from ${low} (no max_tokens bound)"
+    if estimate.get("usd") is not None:
+        narrate(f"estimated cost: ${estimate['usd']} (the server's estimate{'; ' + local if local else ''})")
+    elif local:
+        narrate(f"estimated cost: {local} (no estimate from the server)")
 
 
 def job_report(job: Job) -> Dict[str, Any]:
