@@ -21,7 +21,8 @@ never ran (nothing finished is redone).
 
 output (stdout, JSON): batches (batch_id, action = cancelled | skipped | would_cancel,
 status, request_counts, reason), cancelled, skipped, would_cancel (only with --dry-run),
-unsubmitted (only when chunks of the job have no batch), job, next."""
+unsubmitted (only when chunks of the job have no batch), job, next (the fetch of what
+finished; after a --dry-run that found batches to cancel, the cancel it previewed)."""
 
 from __future__ import annotations
 

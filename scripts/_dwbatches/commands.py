@@ -130,6 +130,15 @@ def after_fetch(code: int, job_dir: Optional[str], state: Optional[JobRecord], b
     return None
 
 
+def after_cancel(job_dir: Optional[str], batch_ids: Sequence[str], preview: bool) -> Optional[str]:
+    """cancel_batch.py: after a dry run that found something to cancel, the cancel it
+    previewed; else the fetch of what finished (nothing when there is no batch)."""
+    target = target_args(job_dir, batch_ids)
+    if preview:
+        return command("cancel_batch.py", *target)
+    return command("fetch_results.py", *target) if batch_ids else None
+
+
 def run_again(input_path: str, job_dir: Optional[str], extra: Sequence[str]) -> str:
     """run_batch.py: the same command with --wait, to go on where it stopped."""
     args = [display_path(input_path)]
