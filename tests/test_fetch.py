@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -352,8 +353,25 @@ def test_the_report_says_what_the_results_cost_by_round(sandbox, tmp_path):
     assert code == 0 and doc["usage"]["requests"] == 4, err
     rounds = {r["round"]: r for r in doc["cost"]["rounds"]}
     assert set(rounds) == {1, 2} and rounds[2]["completion_window"] == "1h" and rounds[2]["requests"] == 1
-    total = sum(float(r["usd"]) for r in rounds.values())
-    assert abs(float(doc["cost"]["usd"]) - total) < 1e-6
+    assert Decimal(doc["cost"]["usd"]) == sum(Decimal(r["usd"]) for r in rounds.values())  # they add up
+    assert f"cost ${doc['cost']['usd']}" in err
+
+
+def test_the_round_costs_add_up_to_the_job_cost_as_shown():
+    """Each round's cost is rounded for display; the job's cost is the sum of those figures
+    (0.000028 + 0.000013 = 0.000041), not the rounded exact sum (0.000040)."""
+    from types import SimpleNamespace
+
+    from _dwbatches.cost import usage_and_cost
+    from _dwbatches.download import BatchReport
+
+    model = "Qwen/Qwen3.5-9B"  # 24h input: $0.03 per 1M tokens
+    merger = SimpleNamespace(usage={(0, model): (1, 917, 0), (2, model): (1, 417, 0)})  # $0.00002751, $0.00001251
+    reports = [BatchReport("a", round=1), BatchReport("b", round=2)]
+    usage, cost = usage_and_cost(merger, reports, {1: "24h", 2: "24h"})
+    assert [r["usd"] for r in cost["rounds"]] == ["0.000028", "0.000013"]
+    assert cost["usd"] == "0.000041"
+    assert usage == {"requests": 2, "input_tokens": 1334, "output_tokens": 0}
 
 
 def test_csv_for_a_prompts_job_with_a_named_answer_column(sandbox, tmp_path):

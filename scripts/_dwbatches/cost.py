@@ -43,11 +43,13 @@ def usage_and_cost(merger: Merger, reports: Sequence[BatchReport], windows: Dict
         row["usd"] += cost
         usd_total += cost
     rounds = []
+    shown_total = Decimal(0)  # the sum of the round figures as shown, so that they add up exactly
     for row in by_round.values():
         row["usd"] = pricing.money(row["usd"])
+        shown_total += Decimal(row["usd"])
         rounds.append(row)
     cost_doc: Dict[str, Any] = {
-        "usd": pricing.money(usd_total) if total["requests"] and not (unpriced and not usd_total) else None,
+        "usd": format(shown_total, "f") if total["requests"] and not (unpriced and not usd_total) else None,
         "prices_as_of": pricing.PRICES_AS_OF,
         "basis": "tokens the server reported for each successful request x the price table's price for its window",
         "rounds": rounds,
