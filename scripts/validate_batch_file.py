@@ -33,7 +33,8 @@ check, and a custom_id used again is an error on each later line that uses it):
   errors_total            all errors: invalid_lines, or 1 when the file is empty or only
                           blank lines
   warnings                notes on what the server accepts but may not be meant (texts)
-  estimated_input_tokens  the requests' bytes / 4, the server's own estimate
+  estimated_input_tokens  each request body's bytes / 4 (compact JSON, the envelope left
+                          out), summed: the server's own estimate
   chunks                  how many files submit.py would upload (0 when invalid)"""
 
 from __future__ import annotations

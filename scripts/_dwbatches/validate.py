@@ -65,7 +65,8 @@ class Report:
     estimated_input_tokens: int = 0
     max_output_tokens: int = 0  # sum of max_tokens where given
     requests_without_max_tokens: int = 0
-    # per model: requests, input_tokens (line bytes / 4), output_tokens (max_tokens where given,
+    # per model: requests, input_tokens (each body's bytes / 4, as the server estimates them:
+    # compact JSON, UTF-8, rounded down per request), output_tokens (max_tokens where given,
     # else 0 for embeddings and input x 1.1 otherwise; the server's own fallback rule),
     # output_tokens_low (input x 1.1, at most max_tokens), output_tokens_high (the sum of
     # max_tokens; None when a chat request sets none), requests_without_max_tokens
@@ -276,10 +277,9 @@ def _report(path: str, size: int, pieces: List[Tuple[int, int]], bases: List[int
             message = _DUPLICATE.format(cid=cid, first=first_lines[first])
         rep.errors.append({"line": line, "custom_id": cid, "message": message})
     rep.errors_total = rep.invalid_lines
-    for model, (count, nbytes, mt_sum, chat_bytes, no_mt, expected) in per_model.items():
+    for model, (count, tin, mt_sum, free_in, no_mt, expected) in per_model.items():
         rep.models[model] = count
-        tin = max(count, nbytes // 4)
-        free = int(chat_bytes / 4 * 1.1)  # requests without max_tokens: the server's fallback rule
+        free = free_in * 11 // 10  # requests without max_tokens: the server's fallback rule (input x 1.1)
         rep.requests += count
         rep.estimated_input_tokens += tin
         rep.max_output_tokens += mt_sum
