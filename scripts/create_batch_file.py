@@ -44,7 +44,7 @@ import argparse
 from typing import Optional, Sequence
 
 from _dwbatches import output
-from _dwbatches.builder import ENDPOINTS
+from _dwbatches.builder import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL, ENDPOINTS
 from _dwbatches.validate import MAX_BODY_BYTES
 from _dwbatches.workflow.building import BuildOptions, build
 
@@ -69,7 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     req = parser.add_argument_group("request")
     req.add_argument("--endpoint", choices=ENDPOINTS, default=ENDPOINTS[0], help="default %(default)s")
     req.add_argument("-m", "--model",
-                     help="model (default Qwen/Qwen3.5-35B-A3B-FP8; embeddings Qwen/Qwen3-Embedding-8B)")
+                     help=f"model (default {DEFAULT_CHAT_MODEL}; embeddings {DEFAULT_EMBEDDING_MODEL})")
     req.add_argument("--system", metavar="TEXT", help="system prompt (/v1/responses: instructions)")
     req.add_argument("--temperature", type=float, metavar="T")
     req.add_argument("--max-tokens", type=int, metavar="N", help="(/v1/responses: max_output_tokens)")

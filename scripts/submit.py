@@ -23,7 +23,8 @@ limit no batch is created (exit 2) and running again with a higher --max-cost, o
 it, creates them. A different input in an existing job, or a different -w, is refused.
 
 output (stdout, JSON): job (the job directory; pass it to the other scripts as --job),
-job_id, batches (batch_id, input_file_id, chunk, requests, status), requests, chunks,
+job_id, batches (batch_id, input_file_id, round, chunk, lines [first, last line of the
+input], requests, status), requests, chunks,
 completion_window, estimated_cost (usd = the server's estimate, which --max-cost compares;
 source; input_tokens and output_tokens = the server's token estimates; chunks_estimated of
 chunks; local_low_usd and local_high_usd = the price-table range; note; null when neither

@@ -418,3 +418,23 @@ def test_progress_counts_distinct_results_not_repeated_lines(sandbox, tmp_path):
     assert code == 0, err
     assert len(raw_lines(job, batch_ids_of(job)[0])) > 12  # the server repeated lines ...
     assert "+12 results, +0 errors" in err  # ... and stderr counts each result once
+
+
+def test_fetched_and_new_lines_say_what_the_help_says_when_the_server_repeats_a_line(sandbox):
+    """fetched: how far the saved download reaches in the server's own line count; new_lines:
+    lines this run downloaded, a repeated one included; the results count each request once."""
+    write_input("d.jsonl", 8)
+    sandbox.set_faults({"duplicate_output_line": True})
+    job = make_job(sandbox, "d.jsonl")
+    wait_job(sandbox, job)
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())
+    assert code == 0 and doc["succeeded"] == 8, err
+    batch = doc["batches"][0]
+    assert batch["fetched"] == {"output": 8, "error": 0} and batch["new_lines"] == {"output": 9, "error": 0}
+    assert len(read_jsonl(doc["output"])) == 8
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())
+    assert doc["batches"][0]["fetched"] == {"output": 8, "error": 0}
+    assert doc["batches"][0]["new_lines"] == {"output": 0, "error": 0}
+    text = " ".join(subprocess.run([sys.executable, str(SCRIPTS / "fetch_results.py"), "--help"],
+                                   capture_output=True, text=True).stdout.split())
+    assert "(a line the server sent twice counts once)" in text and "(a line sent twice counts twice;" in text

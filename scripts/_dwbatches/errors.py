@@ -12,26 +12,42 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from . import compat
 
 EXIT_OK = 0
-EXIT_API = 1  # API or network error after retries, or unexpected
+EXIT_API = 1  # API or network error after retries, a full disk, a busy job lock, or unexpected
 EXIT_USAGE = 2  # usage or invalid input to fix locally
 EXIT_CONFIG = 3  # authentication or configuration
-EXIT_NOT_FOUND = 4  # 404
+EXIT_NOT_FOUND = 4  # 404, or no job at the --job path
 EXIT_UNSUCCESSFUL = 5  # batch/job ended unsuccessfully (outcome, JSON still printed)
 EXIT_NOT_FINISHED = 6  # not finished yet (outcome, JSON still printed)
 EXIT_INTERRUPTED = 130
 
-EXIT_CODES_HELP = """exit codes:
-  0    success
-  1    API or network error after retries, or unexpected error
-  2    usage error, invalid input, or a limit you set (e.g. --max-cost) to fix
-       locally; no batch was created
-  3    authentication or configuration (missing key, 401, 402, 403, insecure URL)
-  4    not found (404)
-  5    finished unsuccessfully (failed, cancelled, expired, or failed/missing
-       requests); the JSON report is still printed
-  6    not finished yet (wait timed out; partial results were saved); the
-       JSON report is still printed
-  130  interrupted"""
+# What each exit code means: one text for every script's --help, SKILL.md and README.md
+# (tests/test_docs.py checks that their tables say exactly this; `x` is code in the docs).
+EXIT_MEANINGS = (
+    (EXIT_OK, "success"),
+    (EXIT_API, "API or network error after retries, a full disk, another command working on the same job "
+               "(its lock is busy), or an unexpected error"),
+    (EXIT_USAGE, "usage error, invalid input, or over `--max-cost`; no batch was created"),
+    (EXIT_CONFIG, "key or configuration (missing key, 401, 402, 403, insecure URL)"),
+    (EXIT_NOT_FOUND, "not found (404, or no job at the `--job` path)"),
+    (EXIT_UNSUCCESSFUL, "finished unsuccessfully (a batch failed, was cancelled or expired, or requests failed or "
+                        "never ran); poll, fetch and run agree; JSON still printed"),
+    (EXIT_NOT_FINISHED, "not finished yet (a wait timed out, or a batch still runs); JSON still printed, partial "
+                        "results saved"),
+    (EXIT_INTERRUPTED, "interrupted"),
+)
+
+
+def _exit_codes_help() -> str:
+    import textwrap
+
+    lines = ["exit codes:"]
+    for code, meaning in EXIT_MEANINGS:
+        lines += textwrap.wrap(meaning.replace("`", ""), 80, initial_indent=f"  {code:<5}",
+                               subsequent_indent=" " * 7)
+    return "\n".join(lines)
+
+
+EXIT_CODES_HELP = _exit_codes_help()
 
 
 class DWError(Exception):
