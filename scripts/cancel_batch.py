@@ -15,12 +15,14 @@ examples:
   python3 scripts/cancel_batch.py --job data.dwjob
   python3 scripts/cancel_batch.py 6f1c2e0a-1b2c-4d5e-8f90-0123456789ab --dry-run
 
-Afterwards, fetch_results.py keeps everything that finished, and retry_failed.py --job
-runs the requests that never ran (nothing finished is redone).
+Afterwards, fetch_results.py keeps everything that finished. retry_failed.py --job refuses
+a cancelled job (the user stopped that work); with --after-cancel it runs the requests that
+never ran (nothing finished is redone).
 
 output (stdout, JSON): batches (batch_id, action = cancelled | skipped | would_cancel,
 status, request_counts, reason), cancelled, skipped, would_cancel (only with --dry-run),
-unsubmitted (only when chunks of the job have no batch), job, next."""
+unsubmitted (only when chunks of the job have no batch), job, next (the fetch of what
+finished; after a --dry-run that found batches to cancel, the cancel it previewed)."""
 
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ Custom ids are <prefix>-<row id> when --id-column names an id column (or field),
 <prefix>-<line or row number, zero-padded to 6 digits>; the prefix defaults to the input's
 file name. Duplicate or unusable ids, and template placeholders the input lacks, are errors
 that name the line. The file is validated and written atomically: OUTPUT is replaced only by
-a complete, valid file. With no input option a 5-prompt example file is written.
+a complete, valid file. With no input option a 5-prompt example file is written (never
+over an existing file: exit 2).
 
 examples:
   python3 scripts/create_batch_file.py requests.jsonl --prompts prompts.txt --max-tokens 500
@@ -34,7 +35,8 @@ delimiter and BOM, and how the custom ids were made) so that submit.py remembers
 results can be written back into it, with the same delimiter and BOM.
 
 output (stdout, JSON): path, requests, bytes, models, endpoint, chunks (files submit.py will
-upload), source, warnings, next (the submit command)."""
+upload), source, warnings, next (the submit command; with --job NEW_DIR when OUTPUT.dwjob
+holds another input's job, or a cancelled one, which would refuse this file)."""
 
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ import argparse
 from typing import Optional, Sequence
 
 from _dwbatches import output
-from _dwbatches.builder import ENDPOINTS
+from _dwbatches.builder import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL, ENDPOINTS
 from _dwbatches.validate import MAX_BODY_BYTES
 from _dwbatches.workflow.building import BuildOptions, build
 
@@ -67,7 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     req = parser.add_argument_group("request")
     req.add_argument("--endpoint", choices=ENDPOINTS, default=ENDPOINTS[0], help="default %(default)s")
     req.add_argument("-m", "--model",
-                     help="model (default Qwen/Qwen3.5-35B-A3B-FP8; embeddings Qwen/Qwen3-Embedding-8B)")
+                     help=f"model (default {DEFAULT_CHAT_MODEL}; embeddings {DEFAULT_EMBEDDING_MODEL})")
     req.add_argument("--system", metavar="TEXT", help="system prompt (/v1/responses: instructions)")
     req.add_argument("--temperature", type=float, metavar="T")
     req.add_argument("--max-tokens", type=int, metavar="N", help="(/v1/responses: max_output_tokens)")

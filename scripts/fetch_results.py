@@ -38,10 +38,15 @@ error), missing_sample (up to 5 custom_ids), unexpected (results whose custom_id
 the input), usage (requests, input_tokens, output_tokens of the successful results) and
 cost (usd, prices_as_of, basis, rounds [{round, completion_window, requests, input_tokens,
 output_tokens, usd}]: what the results cost, from the server's token counts and the price
-table), batches (batch_id, status, request_counts, fetched {output, error} lines,
-new_lines, verified), unreachable (only when a batch or its files are gone from the server:
-batch_id, round, chunk, reason, results_lost: requests it completed whose results were never
-downloaded; then next is null, as a retry would pay for them twice), warnings (e.g. the job's input or source CSV changed since
+table), batches (batch_id, status, request_counts, output_file_id, error_file_id,
+expires_at, expired_at when present, round, chunk, fetched {output, error}: how far into
+each of the server's files the saved download reaches, in the server's line count (a line
+the server sent twice counts once), new_lines {output, error}: the lines this run
+downloaded (a line sent twice counts twice; results are matched by custom_id, so a repeat
+is never a second result), verified), unreachable (only when a batch or its files are gone
+from the server: batch_id, round, chunk, reason, results_lost: requests it completed whose
+results were never downloaded; then next is null, as a retry would pay for them twice),
+warnings (e.g. the job's input or source CSV changed since
 it was submitted), job (null for batch ids), state (only for batch ids: the state file),
 hint (only for batch ids that finished unsuccessfully: how to rerun them), next.
 

@@ -16,8 +16,9 @@ batches of the job are still running: run poll.py --job DIR --wait first.
 
 The retry reruns the same requests: the same model and parameters. To change them (another
 model, a longer max_tokens), build a new batch file and submit it as a new job (--job
-NEW_DIR). After a cancel (cancel_batch.py --job), the job's next step is fetching what
-finished; a retry then runs the rest with the same model, so only run it if that is wanted.
+NEW_DIR). After a cancel (cancel_batch.py --job) the retry is refused (exit 2), --dry-run
+too: the user stopped that work, and the job's next step is fetching what finished. Only
+when the user wants the rest run as it was (same model and settings) add --after-cancel.
 
 examples:
   python3 scripts/retry_failed.py --job data.dwjob
@@ -35,7 +36,8 @@ was written: its file), batches (batch_id, chunk, requests, status), dry_run, st
 when nothing was submitted: the job's status), reason (only when nothing was submitted:
 why), running (only while batches run: their ids), resumed (only when an interrupted round
 was resumed), next. Exit 0 = submitted, or nothing
-to retry; 6 = batches still running, or the job is not fully submitted (see next)."""
+to retry; 2 = the job was cancelled (without --after-cancel); 6 = batches still running, or
+the job is not fully submitted (see next)."""
 
 from __future__ import annotations
 
@@ -57,13 +59,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--force", action="store_true",
                         help="retry even when a finished batch's result files look short of its counts "
                              "(those requests may have succeeded and would be paid twice)")
+    parser.add_argument("--after-cancel", action="store_true",
+                        help="retry a job the user cancelled (cancel_batch.py --job) anyway: reruns the requests "
+                             "the cancel stopped, with the same model and settings")
     args = output.parse_args(parser, argv)
 
     def body() -> int:
         client, job = open_job_for(cli.connection(args), args.job)
         with job:
             job.load()
-            outcome = retry(client, job, args.completion_window, dry_run=args.dry_run, force=args.force)
+            outcome = retry(client, job, args.completion_window, dry_run=args.dry_run, force=args.force,
+                            after_cancel=args.after_cancel)
         return output.finish(outcome)
 
     return output.run(body)

@@ -19,7 +19,10 @@ examples:
   python3 scripts/run_batch.py requests.jsonl                   # submit, check once, return
 
 output (stdout, JSON): job, job_id, submitted (resumed, this_run {uploaded, created, found},
-chunks), status, request_counts, batches, next, finished (only without --wait while the
+chunks), estimated_cost (as submit.py's, also on stderr: usd = the server's estimate, which
+--max-cost compares; source; input_tokens and output_tokens = the server's token estimates;
+chunks_estimated of chunks; local_low_usd and local_high_usd = the price-table range; note;
+null when neither is known), status, request_counts, batches, next, finished (only without --wait while the
 job runs: false), (once finished, or with --wait, also the fields of fetch_results.py's
 report:) complete, requests, succeeded, failed, missing, output, errors, format,
 failed_sample, missing_sample, unexpected, usage, cost, warnings, unsubmitted (only when a

@@ -23,16 +23,21 @@ limit no batch is created (exit 2) and running again with a higher --max-cost, o
 it, creates them. A different input in an existing job, or a different -w, is refused.
 
 output (stdout, JSON): job (the job directory; pass it to the other scripts as --job),
-job_id, batches (batch_id, input_file_id, chunk, requests, status), requests, chunks,
+job_id, batches (batch_id, input_file_id, round, chunk, lines [first, last line of the
+input], requests, status), requests, chunks,
 completion_window, estimated_cost (usd = the server's estimate, which --max-cost compares;
-local_low_usd and local_high_usd = the price-table range; note), source (the CSV the input
+source; input_tokens and output_tokens = the server's token estimates; chunks_estimated of
+chunks; local_low_usd and local_high_usd = the price-table range; note; null when neither
+is known), source (the CSV the input
 was built from, or null), resumed, this_run (uploaded, created, found), next (the command
 to run next).
 
 output with --dry-run (stdout, JSON): dry_run, job, job_exists, resumes_job, requests,
 bytes, chunks, plan (the files submit.py would upload), completion_window, metadata,
 models, endpoints, estimated_cost (low and high: usd, input_tokens, output_tokens, basis;
-source; models), warnings, next (the submit command)."""
+source; models), warnings, next (the submit command; with --job NEW_DIR, a directory that
+does not exist yet or holds this input's job, when the job directory holds another input's
+job or a cancelled one, which the real run would refuse)."""
 
 from __future__ import annotations
 

@@ -33,7 +33,8 @@ check, and a custom_id used again is an error on each later line that uses it):
   errors_total            all errors: invalid_lines, or 1 when the file is empty or only
                           blank lines
   warnings                notes on what the server accepts but may not be meant (texts)
-  estimated_input_tokens  the requests' bytes / 4, the server's own estimate
+  estimated_input_tokens  each request body's bytes / 4 (compact JSON, the envelope left
+                          out), summed: the server's own estimate
   chunks                  how many files submit.py would upload (0 when invalid)"""
 
 from __future__ import annotations
@@ -44,10 +45,12 @@ from typing import Optional, Sequence
 from _dwbatches import output
 from _dwbatches.errors import EXIT_OK, FileSystemError, InputError, UsageError, file_error
 from _dwbatches.files import atomic_write_json, refuse_overwrite
+from _dwbatches.flags import check_number
 from _dwbatches.validate import (
     MAX_BODY_BYTES,
     MAX_FILE_BYTES,
     MAX_REQUESTS_PER_FILE,
+    check_chunk_size,
     print_errors,
     validate_file,
 )
@@ -70,12 +73,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not os.path.isfile(args.file):
             what = "is a directory, not a file" if os.path.isdir(args.file) else "no such file"
             raise UsageError(f"{args.file}: {what}", hint="Pass the path of a JSONL batch file.")
-        if min(args.max_requests, args.max_bytes, args.max_body_bytes) < 1:
-            raise UsageError("--max-requests, --max-bytes and --max-body-bytes must be positive")
+        check_number("--max-errors", args.max_errors, "50", at_least=0)
+        for flag, value, example in (("--max-requests", args.max_requests, "1000"),
+                                     ("--max-bytes", args.max_bytes, "50000000"),
+                                     ("--max-body-bytes", args.max_body_bytes, str(MAX_BODY_BYTES))):
+            check_number(flag, value, example, at_least=1)
         if args.report:
             refuse_overwrite({"--report": args.report}, {"batch file": args.file}, results=True)
         rep = validate_file(args.file, max_requests=args.max_requests, max_bytes=args.max_bytes,
-                            max_body_bytes=args.max_body_bytes)
+                            max_body_bytes=args.max_body_bytes, line_limit=MAX_FILE_BYTES)
+        check_chunk_size(rep, args.max_bytes)
         doc = rep.as_dict()
         doc["errors"] = doc["errors"][: max(0, args.max_errors)]
         doc["chunks"] = len(rep.chunks)

@@ -10,14 +10,28 @@ Sandbox fixtures (see tests/sandbox_helper.py):
                      test process, emptied before each test (POST /_sandbox/reset); a test
                      that stops, restarts or reconfigures it gets a new one afterwards
     sandbox_factory  sandbox_factory("--latency", "0.05", ...) starts more, all stopped afterwards
+
+The directory of the interpreter running the tests is put first on PATH (see below).
 """
 
 from __future__ import annotations
+
+import os
+import sys
 
 import pytest
 from sandbox_helper import Sandbox, new_api_key
 
 TIME_SCALE = "0.05"
+
+# The interpreter running the tests comes first on PATH, for in-process runs and child
+# processes alike, as when a user runs the scripts with the `python3` of an activated venv:
+# then the commands the scripts print start with `python3` (compat.python_command), and
+# `python3` on PATH runs them with this interpreter's packages. (A test that runs a script
+# with the interpreter off PATH sets PATH itself: tests/test_commands.py.)
+_HERE = os.path.dirname(os.path.abspath(sys.executable))
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _HERE:
+    os.environ["PATH"] = _HERE + os.pathsep + os.environ.get("PATH", "")
 
 
 def pytest_configure(config):

@@ -119,3 +119,18 @@ def test_check_setup_next_names_only_files_that_exist_and_runs_as_printed(sandbo
     argv = nxt.split()[2:]
     code, out, err = run("create_batch_file.py", *argv, env=env, cwd=tmp_path)
     assert code == 0 and json.loads(out)["requests"] == 1, err
+
+
+def test_check_setup_next_never_names_a_file_that_exists(sandbox, tmp_path):
+    """A requests.jsonl (or a job of that name) is never overwritten by the printed build."""
+    env = {"DOUBLEWORD_API_KEY": sandbox.api_key, "DOUBLEWORD_BASE_URL": sandbox.base_url}
+    (tmp_path / "requests.jsonl").write_text("mine\n")
+    (tmp_path / "requests-2.dwjob").mkdir()
+    code, out, err = run("check_setup.py", env=env, cwd=tmp_path)
+    assert code == 0, err
+    nxt = json.loads(out)["next"]
+    argv = nxt.split()[2:]
+    assert argv == ["requests-3.jsonl"], nxt
+    code, out, err = run("create_batch_file.py", *argv, env=env, cwd=tmp_path)
+    assert code == 0 and json.loads(out)["requests"] == 5, err
+    assert (tmp_path / "requests.jsonl").read_text() == "mine\n"

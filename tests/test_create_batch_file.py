@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 from _dwbatches import builder, sources, template
 from _dwbatches.errors import InputError, UsageError
-from helpers import ok_json, run
+from helpers import ok_json, run, run_script
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -153,6 +154,18 @@ def test_no_input_writes_a_five_prompt_example(tmp_path):
     rows = lines("example.jsonl")
     assert doc["requests"] == 5 == len({r["body"]["messages"][0]["content"] for r in rows})
     assert [r["custom_id"] for r in rows] == [f"example-{i:06d}" for i in range(1, 6)]
+
+
+def test_no_input_never_replaces_an_existing_file(tmp_path):
+    Path("requests.jsonl").write_text("my own requests\n")
+    proc = run("create_batch_file.py", "requests.jsonl")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "error: OUTPUT requests.jsonl exists; with no input" in proc.stderr
+    assert "hint: Pass the input the file should be built from" in proc.stderr
+    assert Path("requests.jsonl").read_text() == "my own requests\n"
+    assert sorted(os.listdir(".")) == ["requests.jsonl"]
+    Path("prompts.txt").write_text("hi\n")  # with an input it is replaced, as OUTPUT always is
+    assert ok_json(run("create_batch_file.py", "requests.jsonl", "--prompts", "prompts.txt"))["requests"] == 1
 
 
 def test_limit_takes_the_first_rows(tmp_path):
@@ -516,3 +529,33 @@ def test_an_old_sidecar_field_is_read_under_its_new_name(tmp_path):
         json.dump({"kind": "csv", "custom_ids_in_row_order": True, "output_sha256": sha256_file(str(out))}, fh)
     source, note = builder.read_sidecar(str(out), sha256_file(str(out)))
     assert note is None and source == {"kind": "csv", "ids_from_row_numbers": True}
+
+
+def test_after_a_trial_in_the_same_file_next_names_a_new_job_and_runs(sandbox):
+    """The trial ran as requests.jsonl (job requests.dwjob); the full file is rebuilt under the
+    same name: create_batch_file's and submit --dry-run's next submit it as a new job, and run."""
+    Path("prompts.txt").write_text("".join(f"prompt {i}\n" for i in range(6)))
+    trial = ok_json(run("create_batch_file.py", "requests.jsonl", "--prompts", "prompts.txt", "--limit", "2"))
+    assert trial["next"].endswith("submit.py requests.jsonl")  # no job yet: the default one
+    code, doc, err = run_script("run_batch.py", "requests.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
+    assert code == 0 and doc["succeeded"] == 2, err
+    Path("requests.2.dwjob").mkdir()  # taken (by anything): the next free name is used
+    proc = run("create_batch_file.py", "requests.jsonl", "--prompts", "prompts.txt")
+    full = ok_json(proc)
+    assert full["next"].endswith("submit.py requests.jsonl --job requests.3.dwjob"), full["next"]
+    assert "the job at requests.dwjob was started with another input" in proc.stderr
+    code, dry, err = run_script("submit.py", "requests.jsonl", "--dry-run", env=sandbox.env())
+    assert code == 0 and dry["next"] == full["next"], err
+    assert dry["job"] == os.path.abspath("requests.3.dwjob") and dry["job_exists"] is False
+    # the printed command runs as printed
+    ran = subprocess.run(full["next"], shell=True, env=sandbox.env(), capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["job"] == os.path.abspath("requests.3.dwjob")
+    # built again: next resumes the job of this input (nothing is sent twice) ...
+    proc = run("create_batch_file.py", "requests.jsonl", "--prompts", "prompts.txt")
+    assert ok_json(proc)["next"] == full["next"] and "resumes this input's job at requests.3.dwjob" in proc.stderr
+    ran = subprocess.run(full["next"], shell=True, env=sandbox.env(), capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0 and json.loads(ran.stdout)["this_run"]["created"] == 0, ran.stderr
+    # ... and a sample in a file of its own never meets the full run
+    sample = ok_json(run("create_batch_file.py", "sample.jsonl", "--prompts", "prompts.txt", "--limit", "2"))
+    assert sample["next"].endswith("submit.py sample.jsonl")

@@ -240,6 +240,26 @@ def test_api_reference_does_not_repeat_the_known_mistakes():
     assert "skip" in text
 
 
+def test_the_exit_code_tables_say_what_every_scripts_help_says():
+    """One text for each exit code (errors.EXIT_MEANINGS): SKILL.md's and README's tables and
+    every script's --help agree, the job path (4) and the busy job lock (1) included."""
+    from _dwbatches.errors import EXIT_CODES_HELP, EXIT_MEANINGS
+
+    meanings = dict(EXIT_MEANINGS)
+    for doc in (SKILL_MD, README):
+        table = doc.read_text(encoding="utf-8").split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+        rows = {int(code): text for code, text in re.findall(r"^\| (\d+) \| (.*?) \|", table, re.M)}
+        assert rows == meanings, f"{doc.name}'s exit codes differ from errors.EXIT_MEANINGS"
+    assert "no job at the --job path" in EXIT_CODES_HELP and "its lock is busy" in EXIT_CODES_HELP
+    flat = " ".join(EXIT_CODES_HELP.split())
+    for code, text in EXIT_MEANINGS:
+        assert f" {code} {text.replace('`', '')}" in flat
+    for script in (s for s in public_scripts() if s != "sandbox_server.py"):  # (the server has its own)
+        out = subprocess.run([sys.executable, str(SCRIPTS / script), "--help"], capture_output=True, text=True,
+                             timeout=60).stdout
+        assert " ".join(out.split()).endswith(flat), script
+
+
 def test_troubleshooting_covers_the_errors_the_scripts_raise():
     text = " ".join((REFERENCES / "troubleshooting.md").read_text(encoding="utf-8").lower().split())
     for message in error_messages():
@@ -466,3 +486,12 @@ def test_bundle_walk_skips_what_clawhub_skips(tmp_path):
     (tmp_path / "tests" / "t.py").write_text("")
     (tmp_path / ".clawhubignore").write_text("/tests/\n")
     assert bundle_files(tmp_path) == {"SKILL.md": 1}
+
+
+def test_create_batch_file_help_names_the_default_models_the_code_uses():
+    from _dwbatches import builder
+
+    out = subprocess.run([sys.executable, str(SCRIPTS / "create_batch_file.py"), "--help"], capture_output=True,
+                         text=True, timeout=60).stdout
+    text = " ".join(out.split())
+    assert f"model (default {builder.DEFAULT_CHAT_MODEL}; embeddings {builder.DEFAULT_EMBEDDING_MODEL})" in text

@@ -353,7 +353,9 @@ def test_late_line_after_cancel_is_kept_once_and_the_retry_runs_only_the_rest(sa
     succeeded_before = {r["custom_id"] for r in rows if r["ok"]}
     assert len(succeeded_before) == completed  # ... and are kept, each once
 
-    retry = run("retry_failed.py", "--job", "in.dwjob", env=env)
+    refused = run("retry_failed.py", "--job", "in.dwjob", env=env)
+    assert refused.returncode == 2 and "was cancelled" in refused.stderr, refused.stderr  # the user stopped it
+    retry = run("retry_failed.py", "--job", "in.dwjob", "--after-cancel", env=env)
     assert retry.returncode == 0, retry.stderr
     rdoc = json.loads(retry.stdout)
     assert rdoc["requests"] == REQUESTS - len(succeeded_before)  # nothing that succeeded is sent again

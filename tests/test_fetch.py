@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -352,8 +353,25 @@ def test_the_report_says_what_the_results_cost_by_round(sandbox, tmp_path):
     assert code == 0 and doc["usage"]["requests"] == 4, err
     rounds = {r["round"]: r for r in doc["cost"]["rounds"]}
     assert set(rounds) == {1, 2} and rounds[2]["completion_window"] == "1h" and rounds[2]["requests"] == 1
-    total = sum(float(r["usd"]) for r in rounds.values())
-    assert abs(float(doc["cost"]["usd"]) - total) < 1e-6
+    assert Decimal(doc["cost"]["usd"]) == sum(Decimal(r["usd"]) for r in rounds.values())  # they add up
+    assert f"cost ${doc['cost']['usd']}" in err
+
+
+def test_the_round_costs_add_up_to_the_job_cost_as_shown():
+    """Each round's cost is rounded for display; the job's cost is the sum of those figures
+    (0.000028 + 0.000013 = 0.000041), not the rounded exact sum (0.000040)."""
+    from types import SimpleNamespace
+
+    from _dwbatches.cost import usage_and_cost
+    from _dwbatches.download import BatchReport
+
+    model = "Qwen/Qwen3.5-9B"  # 24h input: $0.03 per 1M tokens
+    merger = SimpleNamespace(usage={(0, model): (1, 917, 0), (2, model): (1, 417, 0)})  # $0.00002751, $0.00001251
+    reports = [BatchReport("a", round=1), BatchReport("b", round=2)]
+    usage, cost = usage_and_cost(merger, reports, {1: "24h", 2: "24h"})
+    assert [r["usd"] for r in cost["rounds"]] == ["0.000028", "0.000013"]
+    assert cost["usd"] == "0.000041"
+    assert usage == {"requests": 2, "input_tokens": 1334, "output_tokens": 0}
 
 
 def test_csv_for_a_prompts_job_with_a_named_answer_column(sandbox, tmp_path):
@@ -400,3 +418,23 @@ def test_progress_counts_distinct_results_not_repeated_lines(sandbox, tmp_path):
     assert code == 0, err
     assert len(raw_lines(job, batch_ids_of(job)[0])) > 12  # the server repeated lines ...
     assert "+12 results, +0 errors" in err  # ... and stderr counts each result once
+
+
+def test_fetched_and_new_lines_say_what_the_help_says_when_the_server_repeats_a_line(sandbox):
+    """fetched: how far the saved download reaches in the server's own line count; new_lines:
+    lines this run downloaded, a repeated one included; the results count each request once."""
+    write_input("d.jsonl", 8)
+    sandbox.set_faults({"duplicate_output_line": True})
+    job = make_job(sandbox, "d.jsonl")
+    wait_job(sandbox, job)
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())
+    assert code == 0 and doc["succeeded"] == 8, err
+    batch = doc["batches"][0]
+    assert batch["fetched"] == {"output": 8, "error": 0} and batch["new_lines"] == {"output": 9, "error": 0}
+    assert len(read_jsonl(doc["output"])) == 8
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())
+    assert doc["batches"][0]["fetched"] == {"output": 8, "error": 0}
+    assert doc["batches"][0]["new_lines"] == {"output": 0, "error": 0}
+    text = " ".join(subprocess.run([sys.executable, str(SCRIPTS / "fetch_results.py"), "--help"],
+                                   capture_output=True, text=True).stdout.split())
+    assert "(a line the server sent twice counts once)" in text and "(a line sent twice counts twice;" in text

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shlex
+import subprocess
 import uuid
 
 from helpers import batch_ids_of, job_state, make_job, run_script, wait_until, write_input
@@ -111,3 +114,23 @@ def test_a_cancel_of_a_finished_job_stops_nothing_and_leaves_it_retryable(sandbo
     sandbox.clear_faults()
     code, doc, err = run_script("retry_failed.py", "--job", job, env=sandbox.env())
     assert code == 0 and doc["requests"] == 1, err
+
+
+def test_a_cancel_dry_run_points_at_the_cancel_it_previewed(sandbox_factory, tmp_path):
+    sb = sandbox_factory("--latency", "0.3", "--concurrency", "1")
+    write_input("data.jsonl", 20)
+    job = make_job(sb, "data.jsonl")
+    bid = batch_ids_of(job)[0]
+    code, doc, err = run_script("cancel_batch.py", "--job", "data.dwjob", "--dry-run", env=sb.env())
+    assert code == 0 and doc["would_cancel"] == 1 and doc["cancelled"] == 0, err
+    assert doc["next"].endswith("cancel_batch.py --job data.dwjob") and "--dry-run" not in doc["next"]
+    assert sb.batch(bid)["status"] in ("validating", "in_progress")  # the preview cancelled nothing
+    code, bare, err = run_script("cancel_batch.py", bid, "--dry-run", env=sb.env())
+    assert code == 0 and bare["next"].endswith(f"cancel_batch.py {bid}"), err
+    ran = subprocess.run(shlex.split(doc["next"]), env=sb.env(), capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    after = json.loads(ran.stdout)
+    assert after["cancelled"] == 1 and after["next"].endswith("fetch_results.py --job data.dwjob")
+    sb.wait_batch(bid)
+    code, doc, err = run_script("cancel_batch.py", bid, "--dry-run", env=sb.env())  # nothing left to cancel
+    assert code == 0 and doc["would_cancel"] == 0 and doc["next"].endswith(f"fetch_results.py {bid}"), err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -183,3 +185,31 @@ def test_a_fetch_round_lists_the_jobs_batches_too(sandbox, tmp_path):
     req = sandbox.stats()["requests"]
     assert req.get("GET /v1/batches") == 1 and req.get("GET /v1/batches/{id}", 0) == 0
     assert req.get("GET /v1/files/{id}/content", 0) == 0  # finished, verified batches are not read again
+
+
+@pytest.mark.parametrize("script", ["poll.py", "fetch_results.py", "cancel_batch.py"])
+def test_no_target_hint_names_the_real_job_dirs_and_runs_as_printed(sandbox, script):
+    """A hint is runnable as printed: it names a job directory that is here, or no command."""
+    code, doc, err = run_script(script, env=sandbox.env())
+    assert code == 2 and doc is None and "error: pass either batch ids or --job DIR" in err
+    hint = err.split("hint: ", 1)[1]
+    assert "data.dwjob" not in hint and "python3" not in hint and ".dwjob" not in hint, hint
+    assert "the job directory that submit.py or run_batch.py printed" in hint
+
+    write_input("first.jsonl", 2)
+    make_job(sandbox, "first.jsonl")
+    code, doc, err = run_script(script, env=sandbox.env())
+    hint = err.split("hint: ", 1)[1].strip()
+    assert hint.startswith("e.g. ") and hint.endswith(f"{script} --job first.dwjob"), hint
+    if script == "poll.py":  # the printed command runs
+        ran = subprocess.run(shlex.split(hint[len("e.g. "):]), env=sandbox.env(), capture_output=True, text=True,
+                             timeout=60)
+        assert ran.returncode in (0, 5) and json.loads(ran.stdout)["job"], ran.stderr
+
+    write_input("second.jsonl", 2)
+    make_job(sandbox, "second.jsonl")
+    code, doc, err = run_script(script, env=sandbox.env())
+    hint = err.split("hint: ", 1)[1].strip()
+    assert "--job second.dwjob" in hint and "(job directories here: second.dwjob, first.dwjob)" in hint, hint
+    code, doc, err = run_script(script, "--job", "nope.dwjob", env=sandbox.env())
+    assert code == 4 and "job directories here: second.dwjob, first.dwjob" in err

@@ -72,7 +72,7 @@ def test_cancel_then_retry_runs_only_what_never_finished(sandbox_factory, tmp_pa
     assert {r["error"] for r in rows if not r["ok"]} == {"not run"}
     succeeded = {r["custom_id"] for r in rows if r["ok"]}
 
-    code, doc, err = run_script("retry_failed.py", "--job", job, env=sb.env())
+    code, doc, err = run_script("retry_failed.py", "--job", job, "--after-cancel", env=sb.env())
     assert code == 0, err
     assert doc["requests"] == 60 - done_first and doc["missing"] == 60 - done_first
     retried = [json.loads(line)["custom_id"] for line in Path(doc["input"]).read_text().splitlines()]
@@ -106,8 +106,41 @@ def test_late_completion_after_cancel_is_kept_and_not_retried(sandbox_factory, t
     code, doc, err = run_script("fetch_results.py", "--job", job, env=sb.env())
     assert code == 5, err
     assert doc["succeeded"] == before + 1 and doc["batches"][0]["verified"] is True
-    code, doc, err = run_script("retry_failed.py", "--job", job, "--dry-run", env=sb.env())
+    code, doc, err = run_script("retry_failed.py", "--job", job, "--dry-run", "--after-cancel", env=sb.env())
     assert code == 0 and doc["requests"] == 20 - before - 1 and doc["dry_run"], err
+    assert doc["next"].endswith(" --after-cancel")
+
+
+def test_a_cancelled_job_is_not_retried_unless_asked_after_cancel(sandbox_factory, tmp_path):
+    """The user stopped the work: retry_failed.py (and its --dry-run) refuses to rerun it, says
+    why and points at the fetch; --after-cancel reruns it on purpose."""
+    sb = sandbox_factory("--latency", "0.2", "--concurrency", "1")
+    write_input("data.jsonl", 12)
+    job = make_job(sb, "data.jsonl")
+    bid = batch_ids_of(job)[0]
+    wait_until(lambda: sb.batch(bid)["request_counts"]["completed"] >= 2)
+    code, doc, err = run_script("cancel_batch.py", "--job", "data.dwjob", env=sb.env())
+    assert code == 0 and doc["cancelled"] == 1, err
+    sb.wait_batch(bid)
+    for extra in ([], ["--dry-run"]):
+        code, doc, err = run_script("retry_failed.py", "--job", "data.dwjob", *extra, env=sb.env())
+        assert code == 2 and doc is None, err
+        assert "error: the job at data.dwjob was cancelled" in err
+        assert "retrying would rerun the requests you stopped" in err
+        assert "fetch_results.py --job data.dwjob" in err.split("hint: Fetch what finished with ", 1)[1]
+        assert "new job" in err and "--after-cancel" in err
+        assert "would retry" not in err
+    assert len(job_state(job)["rounds"]) == 1 and sb.stats()["requests"]["POST /v1/batches"] == 1
+    code, doc, err = run_script("retry_failed.py", "--job", "data.dwjob", "--dry-run", "--after-cancel",
+                                env=sb.env())
+    assert code == 0 and doc["dry_run"] and doc["missing"] == doc["requests"] > 0, err
+    assert doc["next"].split("retry_failed.py ", 1)[1] == "--job data.dwjob --after-cancel"
+    code, doc, err = run_script("retry_failed.py", "--job", "data.dwjob", "--after-cancel", env=sb.env())
+    assert code == 0 and doc["round"] == 2 and doc["requests"] > 0, err
+    code, doc, err = run_script("poll.py", "--job", "data.dwjob", "--wait", "--interval", "0.2", env=sb.env())
+    assert code == 0 and doc["status"] == "completed", err
+    code, doc, err = run_script("fetch_results.py", "--job", "data.dwjob", env=sb.env())
+    assert code == 0 and doc["succeeded"] == 12, err
 
 
 def test_refuses_while_batches_run(sandbox_factory, tmp_path):

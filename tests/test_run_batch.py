@@ -119,3 +119,40 @@ def test_a_job_remembers_its_server_so_later_commands_need_no_url(sandbox, tmp_p
     other = dict(key_only, DOUBLEWORD_BASE_URL="http://127.0.0.1:9/v1")
     code, doc, err = run_script("poll.py", "--job", "data.dwjob", env=other)
     assert code == 2 and doc is None and "was submitted to" in err and "remembers its server" in err
+
+
+def test_max_tokens_bounds_what_the_answers_cost(sandbox):
+    """--max-tokens 5 on 8 prompts: the sandbox's model stops at 5 tokens, so the output tokens
+    and the actual cost stay within the dry run's "high" (every max_tokens used)."""
+    Path("p.txt").write_text("".join(f"Write a long essay about topic number {i}, please\n" for i in range(8)))
+    code, built, err = run_script("create_batch_file.py", "r.jsonl", "--prompts", "p.txt", "--max-tokens", "5")
+    assert code == 0, err
+    code, dry, err = run_script("submit.py", "r.jsonl", "--dry-run")
+    assert code == 0, err
+    high = dry["estimated_cost"]["high"]
+    assert high["output_tokens"] == 40
+    code, doc, err = run_script("run_batch.py", "r.jsonl", "--wait", "--interval", "0.2", "--format", "simple",
+                                env=sandbox.env())
+    assert code == 0, err
+    assert doc["usage"]["output_tokens"] == 40  # every answer cut at 5 tokens
+    rows = read_jsonl(doc["output"])
+    assert all(r["usage"]["completion_tokens"] == 5 and len(r["content"]) == 20 for r in rows)
+    assert float(doc["cost"]["usd"]) <= float(high["usd"])
+
+
+def test_run_batch_reports_the_cost_estimate_as_submit_does(sandbox):
+    write_input("data.jsonl", 6)
+    code, doc, err = run_script("run_batch.py", "data.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
+    assert code == 0, err
+    est = doc["estimated_cost"]
+    assert est["source"].startswith("server") and float(est["usd"]) > 0 and est["chunks_estimated"] == 1
+    assert est["local_low_usd"] is not None and est["input_tokens"] > 0
+    assert (f"estimated cost: ${est['usd']} (the server's estimate; local range from ${est['local_low_usd']} "
+            "(no max_tokens bound))") in err  # (these requests set no max_tokens)
+    code, sub, err = run_script("submit.py", "data.jsonl", env=sandbox.env())  # the same job, resumed
+    assert code == 0 and sub["estimated_cost"] == est, err
+    assert f"estimated cost: ${est['usd']}" in err
+    # --max-cost compares that figure: below it nothing is created
+    write_input("more.jsonl", 6, prefix="m-")
+    code, doc, err = run_script("run_batch.py", "more.jsonl", "--max-cost", "0.0000001", env=sandbox.env())
+    assert code == 2 and doc is None and "more than --max-cost" in err

@@ -187,6 +187,47 @@ def test_each_line_goes_to_its_own_url(sandbox):
     assert out["msg"]["type"] == "message" and out["msg"]["content"][0]["text"].startswith("Echo: Yo")
 
 
+def test_builtin_model_honours_the_token_limit_of_each_endpoint(sandbox):
+    """A model stops at max_tokens (max_completion_tokens, max_output_tokens): the echo is cut,
+    the finish reason says so, and usage counts what was returned."""
+    long = "a long prompt that the echo repeats " * 3
+    chat = [{"role": "user", "content": long}]
+    items = [
+        {"custom_id": "chat", "method": "POST", "url": "/v1/chat/completions", "body": {"model": CHAT_MODEL, "messages": chat, "max_tokens": 3}},
+        {"custom_id": "chat-mct", "method": "POST", "url": "/v1/chat/completions", "body": {"model": CHAT_MODEL, "messages": chat, "max_completion_tokens": 2}},
+        {"custom_id": "chat-free", "method": "POST", "url": "/v1/chat/completions", "body": {"model": CHAT_MODEL, "messages": chat}},
+        {"custom_id": "chat-roomy", "method": "POST", "url": "/v1/chat/completions", "body": {"model": CHAT_MODEL, "messages": chat, "max_tokens": 500}},
+        {"custom_id": "resp", "method": "POST", "url": "/v1/responses", "body": {"model": CHAT_MODEL, "input": long, "max_output_tokens": 4}},
+        {"custom_id": "cmpl", "method": "POST", "url": "/v1/completions", "body": {"model": CHAT_MODEL, "prompt": long, "max_tokens": 1}},
+        {"custom_id": "msg", "method": "POST", "url": "/v1/messages", "body": {"model": CHAT_MODEL, "max_tokens": 2, "messages": chat}},
+    ]  # fmt: skip
+    batch = sandbox.submit(items)
+    sandbox.wait_batch(batch["id"])
+    out = {line["custom_id"]: line["response"]["body"] for line in sandbox.content(batch["output_file_id"]).lines()}
+    free = out["chat-free"]["choices"][0]
+    assert free["finish_reason"] == "stop" and out["chat-free"]["usage"]["completion_tokens"] > 5
+    roomy = out["chat-roomy"]["choices"][0]
+    assert roomy["finish_reason"] == "stop" and roomy["message"]["content"].startswith(f"Echo: {long[:60]} [")
+    for cid, limit in (("chat", 3), ("chat-mct", 2)):
+        body = out[cid]
+        choice = body["choices"][0]
+        assert choice["finish_reason"] == "length"
+        assert choice["message"]["content"] == f"Echo: {long}"[: limit * 4]
+        usage = body["usage"]
+        assert usage["completion_tokens"] == limit
+        assert usage["total_tokens"] == usage["prompt_tokens"] + limit
+    resp = out["resp"]
+    assert resp["status"] == "incomplete" and resp["incomplete_details"] == {"reason": "max_output_tokens"}
+    assert resp["usage"]["output_tokens"] == 4 and len(resp["output_text"]) == 16
+    assert resp["output_text"] == resp["output"][0]["content"][0]["text"]
+    assert resp["usage"]["total_tokens"] == resp["usage"]["input_tokens"] + 4
+    cmpl = out["cmpl"]["choices"][0]
+    assert cmpl["finish_reason"] == "length" and cmpl["text"] == "Echo" and out["cmpl"]["usage"]["completion_tokens"] == 1
+    msg = out["msg"]
+    assert msg["stop_reason"] == "max_tokens" and msg["content"][0]["text"] == "Echo: a "
+    assert msg["usage"]["output_tokens"] == 2
+
+
 def test_builtin_model_is_deterministic(sandbox):
     first = sandbox.submit(chat_requests(2))
     second = sandbox.submit(chat_requests(2))

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import ok_json, run
+from helpers import ok_json, run, run_script
 from sandbox_helper import CHAT_MODEL
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -674,3 +674,28 @@ def test_a_resumed_submit_with_a_refused_key_exits_3(sandbox, tmp_path):
     env = dict(sandbox.env(), DOUBLEWORD_API_KEY="sk-wrong-" + "w" * 38)
     proc = run("submit.py", path, env=env)
     assert proc.returncode == 3 and proc.stdout == ""
+
+
+@pytest.mark.parametrize("extra", [["--max-tokens", "500"], [], ["--endpoint", "/v1/responses", "--max-tokens", "300"]])
+def test_the_local_range_holds_the_servers_estimate(sandbox, tmp_path, extra):
+    """The local estimate counts input tokens as the server does (each body's bytes / 4, the
+    envelope left out), so low <= the server's estimate <= high (when max_tokens bounds it)."""
+    prompts = ["Summarise: " + "the quick brown fox jumps over the lazy dog, " * (i % 5 + 1) for i in range(8)]
+    prompts += ["Übersetze ins Englische: Grüße aus Köln", "日本語で答えてください: 今日は何曜日ですか"]
+    (tmp_path / "p.txt").write_text("\n".join(prompts) + "\n", encoding="utf-8")
+    code, doc, err = run_script("create_batch_file.py", "in.jsonl", "--prompts", "p.txt", *extra)
+    assert code == 0, err
+    code, dry, err = run_script("submit.py", "in.jsonl", "--dry-run")
+    assert code == 0, err
+    code, doc, err = run_script("submit.py", "in.jsonl", env=sandbox.env())
+    assert code == 0, err
+    est = doc["estimated_cost"]
+    assert est["chunks_estimated"] == 1
+    assert dry["estimated_cost"]["low"]["input_tokens"] == est["input_tokens"]  # the same count as the server's
+    low, high, server = est["local_low_usd"], est["local_high_usd"], est["usd"]
+    assert low == dry["estimated_cost"]["low"]["usd"] and high == dry["estimated_cost"]["high"]["usd"]
+    assert float(low) <= float(server), (low, server)
+    if extra:
+        assert float(server) <= float(high), (server, high)
+    else:
+        assert high is None

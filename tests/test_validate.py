@@ -115,15 +115,45 @@ def test_body_size_limit_override(tmp_path):
 def test_token_estimates_per_model(tmp_path):
     rows = [line("a", max_tokens=100), line("b"), line("e", "/v1/embeddings", "Qwen/Qwen3-Embedding-8B"),
             line("r", "/v1/responses", max_output_tokens=7)]
-    path = write(tmp_path / "t.jsonl", rows)
+    compact = [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in rows]
+    for text, spelled in ((compact, compact_body), ([json.dumps(r) for r in rows], spaced_body)):
+        path = write(tmp_path / "t.jsonl", text)
+        rep = validate.validate_file(str(path))
+        tokens = [spelled(r["body"]) // 4 for r in rows]
+        chat = rep.model_tokens[MODEL]
+        assert chat["requests"] == 3
+        # input tokens: each body's bytes / 4 (the envelope left out), summed over the model's
+        # requests; output: max_tokens where given, else input x 1.1
+        assert chat["input_tokens"] == tokens[0] + tokens[1] + tokens[3]
+        assert chat["output_tokens"] == 100 + tokens[1] * 11 // 10 + 7
+        assert chat["output_tokens_low"] == min(100, tokens[0] * 11 // 10) + tokens[1] * 11 // 10 + min(7, tokens[3] * 11 // 10)
+        assert rep.model_tokens["Qwen/Qwen3-Embedding-8B"]["input_tokens"] == tokens[2]
+        assert rep.model_tokens["Qwen/Qwen3-Embedding-8B"]["output_tokens"] == 0
+
+
+def compact_body(body):
+    """A body's bytes as the server stores and counts it: compact JSON, UTF-8."""
+    return len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def spaced_body(body):
+    return len(json.dumps(body))
+
+
+@pytest.mark.parametrize("dump", [
+    lambda r: json.dumps(r, separators=(",", ":"), ensure_ascii=False),  # the builder's lines: the body's bytes
+    lambda r: json.dumps(r, separators=(",", ":")),  # non-ASCII as \u escapes: encoded as the server stores it
+    lambda r: json.dumps(r, ensure_ascii=False, indent=None, separators=(", ", ":")),  # another shape: encoded
+    lambda r: json.dumps(r, separators=(",", ":"), ensure_ascii=False).replace("\n", "\r\n"),  # CRLF: encoded
+    lambda r: json.dumps({k: r[k] for k in ("body", "url", "method", "custom_id")}, separators=(",", ":")),
+])
+def test_input_tokens_are_counted_from_the_body_as_the_server_counts_them(tmp_path, dump):
+    rows = [line(f"q{i}", messages=[{"role": "user", "content": text}], max_tokens=50)
+            for i, text in enumerate(["hi", "Grüße aus Köln, naïve café", "日本語のテキスト " * 9, "a\nb \"q\" \\ tab\t"])]
+    path = write(tmp_path / "u.jsonl", [dump(r) for r in rows])
     rep = validate.validate_file(str(path))
-    sizes = [len(json.dumps(r)) + 1 for r in rows]
-    chat = rep.model_tokens[MODEL]
-    assert chat["requests"] == 3
-    # input tokens: bytes / 4 over the model's lines; output: max_tokens where given, else input x 1.1
-    assert chat["input_tokens"] == (sizes[0] + sizes[1] + sizes[3]) // 4
-    assert chat["output_tokens"] == 100 + int(sizes[1] / 4 * 1.1) + 7
-    assert rep.model_tokens["Qwen/Qwen3-Embedding-8B"]["output_tokens"] == 0
+    assert rep.valid, rep.errors
+    assert rep.model_tokens[MODEL]["input_tokens"] == sum(compact_body(r["body"]) // 4 for r in rows)
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -249,6 +249,8 @@ def test_cancel_then_retry_under_the_shim(shim_sandbox, tmp_path):
     assert {r["error"] for r in rows if not r["ok"]} == {"not run"}
 
     code, doc, err = run_script("retry_failed.py", "--job", job, env=env)
+    assert code == 2 and doc is None and "was cancelled" in err, err
+    code, doc, err = run_script("retry_failed.py", "--job", job, "--after-cancel", env=env)
     assert code == 0 and doc["requests"] == 60 - done, err
     code, doc, err = run_script("poll.py", "--job", job, "--wait", "--interval", "0.2", env=env)
     assert code == 0 and doc["status"] == "completed", err

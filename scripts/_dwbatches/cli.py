@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .flags import check_number
 from .merge import FORMATS
 from .planning import WINDOWS
 from .validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
@@ -25,10 +26,8 @@ def add_wait_args(parser: Any, interval_help: str, timeout_help: str) -> None:
 
 
 def check_wait_args(args: Any) -> None:
-    from .errors import UsageError
-
-    if args.interval <= 0 or args.timeout < 0:
-        raise UsageError("--interval must be > 0 and --timeout >= 0")
+    check_number("--interval", args.interval, "30", above=0)
+    check_number("--timeout", args.timeout, "540", at_least=0)
 
 
 def add_submit_args(parser: Any) -> None:

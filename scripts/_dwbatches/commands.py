@@ -39,6 +39,28 @@ def target_args(job_dir: Optional[str], batch_ids: Sequence[str]) -> List[str]:
     return ["--job", display_path(job_dir)] if job_dir else list(batch_ids)
 
 
+def job_dirs_here(limit: int = 5) -> List[str]:
+    """The job directories in the working directory (``*.dwjob`` holding a job.json), newest
+    first, at most ``limit``."""
+    try:
+        names = [n for n in os.listdir(".") if n.endswith(".dwjob") and os.path.isfile(os.path.join(n, "job.json"))]
+    except OSError:
+        return []
+    names.sort(key=lambda n: (-os.path.getmtime(os.path.join(n, "job.json")), n))
+    return [display_path(n) for n in names[:limit]]
+
+
+def target_hint(script: str) -> str:
+    """What to pass a command that works on a job or batch ids: the job directories that are
+    here, with a command that runs as printed, or words only when there is none."""
+    found = job_dirs_here()
+    if not found:
+        return ("Pass the job directory that submit.py or run_batch.py printed (its 'job' field; there is none "
+                "in this folder) as --job DIR, or batch ids (list_batches.py lists them).")
+    others = f" (job directories here: {', '.join(found)})" if len(found) > 1 else ""
+    return f"e.g. {command(script, '--job', found[0])}{others}"
+
+
 def resume_command(state: JobRecord, job_dir: str) -> str:
     """The command that finishes submitting a job whose latest round has chunks without a batch."""
     rounds = state.rounds
@@ -107,6 +129,15 @@ def after_fetch(code: int, job_dir: Optional[str], state: Optional[JobRecord], b
             return command("fetch_results.py", *target, *extra)
         return command("poll.py", *target)  # one check; its next is the fetch once finished
     return None
+
+
+def after_cancel(job_dir: Optional[str], batch_ids: Sequence[str], preview: bool) -> Optional[str]:
+    """cancel_batch.py: after a dry run that found something to cancel, the cancel it
+    previewed; else the fetch of what finished (nothing when there is no batch)."""
+    target = target_args(job_dir, batch_ids)
+    if preview:
+        return command("cancel_batch.py", *target)
+    return command("fetch_results.py", *target) if batch_ids else None
 
 
 def run_again(input_path: str, job_dir: Optional[str], extra: Sequence[str]) -> str:

@@ -23,7 +23,8 @@ of printed commands, port reuse) goes by ``IS_WINDOWS``.
   ``python3`` and POSIX shell quoting on macOS and Linux; ``python`` and ``list2cmdline``
   quoting on Windows (``python`` is what a venv, the Microsoft Store Python and conda
   provide; the ``py`` launcher is not always installed), with ``/`` in paths, which every
-  Windows shell and Python accept, where a ``\\`` would be lost in Git Bash.
+  Windows shell and Python accept, where a ``\\`` would be lost in Git Bash. The word only
+  when it names the running interpreter on PATH; else that interpreter's path.
 - ``reuse_address``, ``exclusive_address``: a listening socket that no second server can
   share (``SO_REUSEADDR`` on Windows would let one take over a busy port).
 - ``O_BINARY``: add to ``os.open`` flags; without it Windows opens the descriptor in text
@@ -348,8 +349,30 @@ class FileLock:
 
 # -- printed commands ----------------------------------------------------------------------
 def python_command() -> str:
-    """The interpreter word of a printed command: ``python`` on Windows, ``python3`` elsewhere."""
-    return "python" if IS_WINDOWS else "python3"
+    """The interpreter of a printed command: the platform's word (``python`` on Windows,
+    ``python3`` elsewhere) when that word on PATH is the interpreter running now, else the
+    quoted path of this interpreter, so that a printed command runs with the packages this
+    one has (a venv's ``python`` run by its path, with the venv not on PATH, say).
+
+    "Is the running interpreter": in the same directory as ``sys.executable`` and the same
+    file. Both are needed: a venv's ``python3`` is a symlink to the base interpreter, so the
+    base one on PATH is the same file, but without the venv's packages."""
+    word = "python" if IS_WINDOWS else "python3"
+    exe = sys.executable
+    if not exe:
+        return word
+    import shutil
+
+    found = shutil.which(word)
+    if found:
+        same_dir = os.path.normcase(os.path.dirname(os.path.abspath(found))) == \
+            os.path.normcase(os.path.dirname(os.path.abspath(exe)))
+        try:
+            if same_dir and os.path.samefile(found, exe):
+                return word
+        except OSError:
+            pass
+    return quote_args([command_path(exe)])
 
 
 _WINDOWS_PLAIN = re.compile(r"[\w\-./:\\=+]+")

@@ -43,11 +43,13 @@ def usage_and_cost(merger: Merger, reports: Sequence[BatchReport], windows: Dict
         row["usd"] += cost
         usd_total += cost
     rounds = []
+    shown_total = Decimal(0)  # the sum of the round figures as shown, so that they add up exactly
     for row in by_round.values():
         row["usd"] = pricing.money(row["usd"])
+        shown_total += Decimal(row["usd"])
         rounds.append(row)
     cost_doc: Dict[str, Any] = {
-        "usd": pricing.money(usd_total) if total["requests"] and not (unpriced and not usd_total) else None,
+        "usd": format(shown_total, "f") if total["requests"] and not (unpriced and not usd_total) else None,
         "prices_as_of": pricing.PRICES_AS_OF,
         "basis": "tokens the server reported for each successful request x the price table's price for its window",
         "rounds": rounds,
@@ -77,9 +79,11 @@ def sum_estimates(chunks: Iterable[Chunk]) -> Tuple[Decimal, int]:
 def local_estimate(report: Report, completion_window: str) -> Dict[str, Any]:
     """The price-table estimate of a validated file (no network), as a range.
 
-    Input tokens are the request line's bytes / 4 (the server's own rule). ``low`` assumes
+    Input tokens are each request body's bytes / 4, counted as the server counts them (the
+    body as compact JSON; the envelope of custom_id, method and url left out; a line written
+    with spaces after its separators keeps the body's spaces, a token or two more). ``low`` assumes
     each answer is about as long as its prompt × 1.1 (the server's fallback), capped by the
-    request's ``max_tokens``; ``high`` assumes every request uses its whole ``max_tokens`` and
+    request's ``max_tokens``, so it is at most the server's estimate; ``high`` assumes every request uses its whole ``max_tokens`` and
     is null when some chat request sets no ``max_tokens`` (then nothing bounds the answer).
     Embeddings produce no output tokens."""
     models = []

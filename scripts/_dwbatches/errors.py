@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
 import sys
 from decimal import Decimal
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -13,26 +12,42 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from . import compat
 
 EXIT_OK = 0
-EXIT_API = 1  # API or network error after retries, or unexpected
+EXIT_API = 1  # API or network error after retries, a full disk, a busy job lock, or unexpected
 EXIT_USAGE = 2  # usage or invalid input to fix locally
 EXIT_CONFIG = 3  # authentication or configuration
-EXIT_NOT_FOUND = 4  # 404
+EXIT_NOT_FOUND = 4  # 404, or no job at the --job path
 EXIT_UNSUCCESSFUL = 5  # batch/job ended unsuccessfully (outcome, JSON still printed)
 EXIT_NOT_FINISHED = 6  # not finished yet (outcome, JSON still printed)
 EXIT_INTERRUPTED = 130
 
-EXIT_CODES_HELP = """exit codes:
-  0    success
-  1    API or network error after retries, or unexpected error
-  2    usage error, invalid input, or a limit you set (e.g. --max-cost) to fix
-       locally; no batch was created
-  3    authentication or configuration (missing key, 401, 402, 403, insecure URL)
-  4    not found (404)
-  5    finished unsuccessfully (failed, cancelled, expired, or failed/missing
-       requests); the JSON report is still printed
-  6    not finished yet (wait timed out; partial results were saved); the
-       JSON report is still printed
-  130  interrupted"""
+# What each exit code means: one text for every script's --help, SKILL.md and README.md
+# (tests/test_docs.py checks that their tables say exactly this; `x` is code in the docs).
+EXIT_MEANINGS = (
+    (EXIT_OK, "success"),
+    (EXIT_API, "API or network error after retries, a full disk, another command working on the same job "
+               "(its lock is busy), or an unexpected error"),
+    (EXIT_USAGE, "usage error, invalid input, or over `--max-cost`; no batch was created"),
+    (EXIT_CONFIG, "key or configuration (missing key, 401, 402, 403, insecure URL)"),
+    (EXIT_NOT_FOUND, "not found (404, or no job at the `--job` path)"),
+    (EXIT_UNSUCCESSFUL, "finished unsuccessfully (a batch failed, was cancelled or expired, or requests failed or "
+                        "never ran); poll, fetch and run agree; JSON still printed"),
+    (EXIT_NOT_FINISHED, "not finished yet (a wait timed out, or a batch still runs); JSON still printed, partial "
+                        "results saved"),
+    (EXIT_INTERRUPTED, "interrupted"),
+)
+
+
+def _exit_codes_help() -> str:
+    import textwrap
+
+    lines = ["exit codes:"]
+    for code, meaning in EXIT_MEANINGS:
+        lines += textwrap.wrap(meaning.replace("`", ""), 80, initial_indent=f"  {code:<5}",
+                               subsequent_indent=" " * 7)
+    return "\n".join(lines)
+
+
+EXIT_CODES_HELP = _exit_codes_help()
 
 
 class DWError(Exception):
@@ -182,7 +197,7 @@ def missing_packages_error(missing: Sequence[Tuple[str, ImportError]],
 def install_hint(script: Optional[str] = None) -> str:
     """How to install the requirements, for the interpreter that is running."""
     requirements = _quote(_display_path(os.path.join(SKILL_DIR, "requirements.txt")))
-    hint = f"{_python_command()} -m pip install -r {requirements}"
+    hint = f"{compat.python_command()} -m pip install -r {requirements}"  # pip installs into this one
     script = script or _running_script()
     if script:
         hint += (f" (or run the script with uv, which installs what its header names: "
@@ -195,15 +210,6 @@ def _running_script() -> Optional[str]:
     if name.endswith(".py") and os.path.isfile(os.path.join(SKILL_DIR, "scripts", name)):
         return name
     return None
-
-
-def _python_command() -> str:
-    """``python3`` when that is the interpreter running, else its path (pip must install into it)."""
-    exe = sys.executable or "python3"
-    found = shutil.which("python3")
-    if found and os.path.normcase(os.path.abspath(found)) == os.path.normcase(os.path.abspath(exe)):
-        return "python3"
-    return _quote(exe)
 
 
 def _display_path(path: str) -> str:

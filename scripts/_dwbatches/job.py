@@ -109,8 +109,12 @@ class Job:
             with open(self.state_path, encoding="utf-8") as fh:
                 doc = json.load(fh)
         except FileNotFoundError:
+            from .commands import job_dirs_here
+
+            here = job_dirs_here()
             raise JobError(f"no job found at {self.dir}",
-                           hint="Pass the job directory printed by submit.py (the 'job' field).",
+                           hint="Pass the job directory printed by submit.py (the 'job' field)"
+                                + (f"; job directories here: {', '.join(here)}." if here else "."),
                            exit_code=4) from None
         except ValueError as exc:
             raise JobError(f"the job file {self.state_path} is not valid JSON: {exc}",

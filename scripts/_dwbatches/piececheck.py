@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import binascii
 import io
+import json
 import re
 from array import array
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -52,13 +53,30 @@ _NOTHING = object()
 _DUPLICATE = "duplicate custom_id {cid!r} (first used on line {first}); results are matched by custom_id, so each must be unique"
 
 
-def _add_model(pm: List[Any], sizes: Any, model_at: int, max_tokens: int, free_bytes: int, free: int,
-               expected: int) -> None:
+# How much of a line is not the body, in the two usual shapes (the ids and url without
+# escapes): compact, as the builder writes it and the server stores it
+# ('{"custom_id":"ID","method":"POST","url":"URL","body":...}' and the newline), and with
+# Python's json.dumps spaces after the envelope's colons and commas.
+_ENVELOPE_COMPACT = 50  # + the custom_id's and the url's bytes
+_ENVELOPE_SPACED = 57
+
+
+def _body_tokens(body: Any) -> int:
+    """The input tokens the server estimates for a body: its bytes, as the server stores it
+    (compact JSON, UTF-8), / 4."""
+    return len(_compact(body).encode("utf-8", "surrogatepass")) >> 2
+
+
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _add_model(pm: List[Any], sizes: Any, model_at: int, tokens: int, max_tokens: int, free_tokens: int,
+               free: int, expected: int) -> None:
     """Add the requests since ``model_at`` (one model's run of lines) to its counts ``pm``."""
     pm[0] += len(sizes) - model_at
-    pm[1] += sum(sizes[model_at:])
+    pm[1] += tokens
     pm[2] += max_tokens
-    pm[3] += free_bytes
+    pm[3] += free_tokens
     pm[4] += free
     pm[5] += expected
 
@@ -71,8 +89,9 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
     Returns the piece's partial results; its line numbers are relative (1 = the line at start):
     ``lines``, ``blank``, ``crlf`` (non-blank lines ending with CRLF), ``nerr`` (invalid lines),
     ``errors`` (the first ERRORS_KEPT: line, custom_id, message, and for a duplicate the offset of
-    the id's first line, else -1), ``models`` (model -> [requests, bytes, sum of max_tokens, bytes
-    of chat requests without max_tokens, their number, expected output tokens, first line, kind
+    the id's first line, else -1), ``models`` (model -> [requests, input tokens (the body's bytes
+    / 4, per request, as the server estimates them), sum of max_tokens, input tokens of chat
+    requests without max_tokens, their number, expected output tokens, first line, kind
     warning]), ``urls`` and ``notes`` (request counts, in order of first use); with ``digests``,
     ``dig``/``off``/``bounds`` (each request's id digest and line offset from start, grouped by
     bucket: those with ``digest % buckets == b`` are at [bounds[b], bounds[b+1])); and when the
@@ -90,6 +109,8 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
     needs = tuple(REQUIRED_BODY_FIELD[url] for url in ALLOWED_URLS)
     chat, embeddings, messages = (url_code[u] for u in ("/v1/chat/completions", "/v1/embeddings", "/v1/messages"))
     kept = ERRORS_KEPT
+    env_compact = [_ENVELOPE_COMPACT + len(u) for u in ALLOWED_URLS]  # by url code
+    env_spaced = [_ENVELOPE_SPACED + len(u) for u in ALLOWED_URLS]
     tc = "I" if end - start < 1 << 32 else "Q"
     mask = buckets - 1
     dig = [array("I") for _ in range(buckets)]
@@ -113,7 +134,7 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
     max_cid = MAX_CUSTOM_ID_BYTES
     model_now: Any = _NOTHING  # the model of the last request (validated)
     model_at = 0
-    c_mt = c_free_bytes = c_free = c_expected = 0
+    c_in = c_mt = c_free_tokens = c_free = c_expected = 0
     with open(path, "rb", buffering=_READ_BUFFER) as bf:
         bf.seek(start)
         # Text mode decodes in bulk (faster than per line); newline="\n" splits exactly where the
@@ -127,7 +148,8 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
             if offset >= length:
                 break
             n += 1
-            if raw.isascii():
+            ascii_line = raw.isascii()
+            if ascii_line:
                 size = len(raw)
             else:
                 size = len(raw.encode("utf-8", "surrogateescape"))
@@ -148,7 +170,8 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
                 rest = raw[stop:]  # "\n" as a rule
             except (ValueError, StopIteration):
                 rest = None
-            if rest != "\n":
+            plain = rest == "\n"
+            if not plain:
                 # the unusual lines: blank, CRLF, leading or trailing whitespace, no newline, a
                 # BOM, invalid JSON
                 text = raw.strip()
@@ -243,14 +266,30 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
                         notes[note] -= 1
                 continue
             # a request: count it
-            # per model: [requests, bytes, max_tokens sum, bytes of chat lines without max_tokens,
-            # chat requests without max_tokens, expected output (prompt x 1.1, at most max_tokens)],
-            # in locals while the model stays the same
-            # (requests and bytes are taken from sizes: the requests since model_at)
+            # its input tokens as the server estimates them: the body's bytes / 4. The usual lines
+            # (one shape, no \u escapes, which the server would store as UTF-8) take the body's
+            # size from the line's; the others encode the body (compact, as the server does).
+            # (Spaced lines keep the body's own spaces: a few bytes more than the server counts.)
+            # (The shape is read after the colon and the comma that follow custom_id, when it
+            # comes first, as it does from json.dumps; any other line is encoded.)
+            if ok and plain and (not ascii_line or "\\" not in raw or "\\u" not in raw):
+                after = len(cid) + 16
+                if raw[13] == '"' and raw[after] == '"':
+                    tokens = (size - env_compact[code] - len(key)) >> 2
+                elif raw[13] == " " and raw[after + 1] == " ":
+                    tokens = (size - env_spaced[code] - len(key)) >> 2
+                else:
+                    tokens = _body_tokens(body)
+            else:
+                tokens = _body_tokens(body)
+            # per model: [requests, input tokens, max_tokens sum, input tokens of chat requests
+            # without max_tokens, their number, expected output (input x 1.1, at most max_tokens)],
+            # in locals while the model stays the same (requests are taken from sizes: the
+            # requests since model_at)
             if model != model_now:
                 if model_now is not _NOTHING:
-                    _add_model(models[model_now], sizes, model_at, c_mt, c_free_bytes, c_free, c_expected)
-                    c_mt = c_free_bytes = c_free = c_expected = 0
+                    _add_model(models[model_now], sizes, model_at, c_in, c_mt, c_free_tokens, c_free, c_expected)
+                    c_in = c_mt = c_free_tokens = c_free = c_expected = 0
                 if model not in models:
                     models[model] = [0, 0, 0, 0, 0, 0, n, _model_kind_warning(model, url)]
                 model_now = model
@@ -260,15 +299,16 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
                 mt = body.get("max_completion_tokens")
                 if mt is None:
                     mt = body.get("max_output_tokens")
+            c_in += tokens
             if code == embeddings:
                 pass  # embeddings have no output tokens
             elif type(mt) is int and mt > 0:
                 c_mt += mt
-                # min(mt, int(size / 4 * 1.1)), in integers (the same for lines under 64 GB)
-                c_expected += mt if mt * 40 <= size * 11 else size * 11 // 40
+                # min(mt, input x 1.1), in integers (the server's rule, rounded down)
+                c_expected += mt if mt * 10 <= tokens * 11 else tokens * 11 // 10
             else:
                 c_free += 1
-                c_free_bytes += size
+                c_free_tokens += tokens
             if gap_n:
                 gap_at.append(len(sizes))
                 gap_lines.append(gap_n)
@@ -281,7 +321,7 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
             sizes.append(size)
 
     if model_now is not _NOTHING:
-        _add_model(models[model_now], sizes, model_at, c_mt, c_free_bytes, c_free, c_expected)
+        _add_model(models[model_now], sizes, model_at, c_in, c_mt, c_free_tokens, c_free, c_expected)
     urls: Dict[str, int] = {}
     for at, code, until in zip(url_at, url_codes, url_at[1:] + array(tc, [len(sizes)])):
         url = ALLOWED_URLS[code]

@@ -27,11 +27,13 @@ from .chunkplan import Chunk as PlanChunk
 from .commands import command, display_path
 from .cost import local_estimate
 from .errors import (
+    DWError,
     InputError,
     JobError,
     UsageError,
 )
 from .files import atomic_output, make_private_dir
+from .flags import check_number
 from .job import Job, new_intent_id
 from .jobrecord import Chunk, Fingerprint, Limits, Round, Source, sha256_file
 from .output import narrate
@@ -41,6 +43,7 @@ from .validate import (
     MAX_FILE_BYTES,
     MAX_REQUESTS_PER_FILE,
     Report,
+    check_chunk_size,
     print_errors,
     validate_file,
 )
@@ -61,10 +64,12 @@ def validate_input(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byt
     ``InputError`` (exit 2). Nothing is sent either way."""
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such file", hint="Pass the path of a JSONL batch file.")
-    if max_requests < 1 or max_bytes < 1:
-        raise UsageError("--max-requests and --max-bytes must be positive")
-    rep = validate_file(path, max_requests=max_requests, max_bytes=max_bytes, max_body_bytes=max_body_bytes)
+    check_number("--max-requests", max_requests, "1000", at_least=1)
+    check_number("--max-bytes", max_bytes, "50000000", at_least=1)
+    rep = validate_file(path, max_requests=max_requests, max_bytes=max_bytes, max_body_bytes=max_body_bytes,
+                        line_limit=MAX_FILE_BYTES)
     if rep.valid:
+        check_chunk_size(rep, max_bytes)
         for w in rep.warnings:
             narrate(f"warning: {w}")
         return rep
@@ -239,6 +244,43 @@ def prepare_job(job: Job, input_path: str, *, base_url: str, completion_window: 
 
     return _new_job(job, input_path, base_url, completion_window, metadata, max_requests, max_bytes, max_body_bytes,
                     report, input_sha256, source)
+
+
+def refuses(job_dir: str, input_path: str, sha: Optional[str] = None) -> bool:
+    """Whether a submit of ``input_path`` into the existing job at ``job_dir`` would be refused
+    (``prepare_job``'s rules, read locally): the job was cancelled, cannot be read, or holds
+    another input and has batches."""
+    job = Job(job_dir)
+    if not job.exists():
+        return False
+    try:
+        rec = job.load()
+    except DWError:
+        return True
+    if rec.cancel is not None:
+        return True
+    return (sha or sha256_file(input_path)) != rec.input.sha256 and not rec.nothing_created()
+
+
+def job_dir_for_next(input_path: str, job_dir: str, sha: Optional[str] = None) -> Optional[str]:
+    """For a printed submit command: None when ``job_dir`` takes ``input_path``; else the job
+    directory to pass as --job (said on stderr): the first of ``data.2.dwjob``, ``data.3.dwjob``,
+    ... beside it that holds this input's job (it resumes: nothing is sent twice) or does not
+    exist yet."""
+    if not refuses(job_dir, input_path, sha):
+        return None
+    sha = sha or sha256_file(input_path)
+    stem, suffix = (job_dir[:-6], ".dwjob") if job_dir.endswith(".dwjob") else (job_dir, "")
+    n = 2
+    while True:
+        other = f"{stem}.{n}{suffix}"
+        if not os.path.exists(other) or (Job(other).exists() and not refuses(other, input_path, sha)):
+            break
+        n += 1
+    what = "resumes this input's job at" if os.path.exists(other) else "submits it as a new job,"
+    narrate(f"note: the job at {display_path(job_dir)} was started with another input (or was cancelled), so a "
+            f"submit of {display_path(input_path)} there is refused; next {what} {display_path(other)}")
+    return os.path.abspath(other)
 
 
 def plan_or_resume(job: Job, input_path: str, *, base_url: str, completion_window: Optional[str],

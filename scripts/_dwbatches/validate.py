@@ -65,7 +65,8 @@ class Report:
     estimated_input_tokens: int = 0
     max_output_tokens: int = 0  # sum of max_tokens where given
     requests_without_max_tokens: int = 0
-    # per model: requests, input_tokens (line bytes / 4), output_tokens (max_tokens where given,
+    # per model: requests, input_tokens (each body's bytes / 4, as the server estimates them:
+    # compact JSON, UTF-8, rounded down per request), output_tokens (max_tokens where given,
     # else 0 for embeddings and input x 1.1 otherwise; the server's own fallback rule),
     # output_tokens_low (input x 1.1, at most max_tokens), output_tokens_high (the sum of
     # max_tokens; None when a chat request sets none), requests_without_max_tokens
@@ -195,8 +196,12 @@ def _line_numbers(path: str, pieces: List[Tuple[int, int]], bases: List[int], of
 
 def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_bytes: int = MAX_FILE_BYTES,
                   max_body_bytes: int = MAX_BODY_BYTES, *, processes: Optional[int] = None,
-                  piece_bytes: int = PIECE_BYTES) -> Report:
+                  piece_bytes: int = PIECE_BYTES, line_limit: Optional[int] = None) -> Report:
     """Validate a batch file and plan its chunks (see the module docstring).
+
+    ``line_limit``: the longest line that is valid (default ``max_bytes``). With a larger one,
+    a line longer than ``max_bytes`` is valid and planned as a chunk of its own, longer than
+    ``max_bytes`` (see ``check_chunk_size``).
 
     ``processes``: how many processes check the file (this one included); by default one for
     files under PARALLEL_MIN_BYTES, else one per CPU up to MAX_PROCESSES. The report is the
@@ -219,12 +224,13 @@ def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byte
     finished = False
     try:
         buckets = _bucket_count(size)
-        tasks = [("piece", start, end, max_bytes, max_body_bytes, buckets) for start, end in pieces]
+        longest = max(max_bytes, line_limit or 0)
+        tasks = [("piece", start, end, longest, max_body_bytes, buckets) for start, end in pieces]
         results = _run(path, tasks, helpers, deliver, depth=2)
         dups = _find_duplicates(path, pieces, results, helpers) if results else {}
         if dups:
             numbers = sorted(dups)
-            again = [("piece", pieces[i][0], pieces[i][1], max_bytes, max_body_bytes, 1, dups[i][0], dups[i][1],
+            again = [("piece", pieces[i][0], pieces[i][1], longest, max_body_bytes, 1, dups[i][0], dups[i][1],
                       False) for i in numbers]
             for i, res in zip(numbers, _run(path, again, helpers, lambda i, res: None, depth=1)):
                 results[i] = res
@@ -271,10 +277,9 @@ def _report(path: str, size: int, pieces: List[Tuple[int, int]], bases: List[int
             message = _DUPLICATE.format(cid=cid, first=first_lines[first])
         rep.errors.append({"line": line, "custom_id": cid, "message": message})
     rep.errors_total = rep.invalid_lines
-    for model, (count, nbytes, mt_sum, chat_bytes, no_mt, expected) in per_model.items():
+    for model, (count, tin, mt_sum, free_in, no_mt, expected) in per_model.items():
         rep.models[model] = count
-        tin = max(count, nbytes // 4)
-        free = int(chat_bytes / 4 * 1.1)  # requests without max_tokens: the server's fallback rule
+        free = free_in * 11 // 10  # requests without max_tokens: the server's fallback rule (input x 1.1)
         rep.requests += count
         rep.estimated_input_tokens += tin
         rep.max_output_tokens += mt_sum
@@ -301,6 +306,24 @@ def _report(path: str, size: int, pieces: List[Tuple[int, int]], bases: List[int
     if rep.valid and planner.ok:
         rep.chunks = planner.chunks
     return rep
+
+
+def check_chunk_size(rep: Report, max_bytes: int, flag: str = "--max-bytes") -> None:
+    """Refuse a chunk size the user set below the server's file limit that some line is longer
+    than (validated with ``line_limit``: such a line is a chunk of its own): the flag is the
+    problem, not the lines."""
+    over = [c for c in rep.chunks if c.bytes > max_bytes]
+    if not over:
+        return
+    from .errors import UsageError
+
+    first = over[0]
+    more = f" and {len(over) - 1} more line(s)" if len(over) > 1 else ""
+    longest = max(c.bytes for c in over)
+    raise UsageError(f"{flag} {max_bytes} is smaller than line {first.start_line} ({first.bytes} bytes){more}; "
+                     "a chunk is one uploaded file, and no chunk can hold that line; nothing was sent",
+                     hint=f"Use {flag} {longest} or more (the longest line), or leave {flag} out: the server's "
+                          f"file limit is {MAX_FILE_BYTES} bytes.")
 
 
 def print_errors(rep: Report, max_errors: int = 50) -> None:

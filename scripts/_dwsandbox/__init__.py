@@ -13,7 +13,7 @@ Modules, from the wire up:
 - ``faults.py``: the fault document, its validation and counters, the reply of an http rule.
 - ``store.py``: the SQLite schema and Store (pooled reads, serialised writes); request counts
   and a batch's derived status.
-- ``backends.py``: BuiltinModel (deterministic echo) and UpstreamBackend (``--upstream``).
+- ``backends.py``: BuiltinModel (deterministic echo, cut at max_tokens) and UpstreamBackend (``--upstream``).
 - ``engine.py``: Engine, the worker threads and the state changes of batches and requests
   (populate, claim, execute, finish, finalize, cancel, requeue).
 - ``bodies.py``: BodyReader (Content-Length or chunked), MultipartReader, header parameters.

@@ -37,6 +37,26 @@ def _tokens(chars: int) -> int:
     return max(1, int(math.ceil(chars / 4.0)))
 
 
+def _max_tokens(body: dict) -> Any:
+    """The answer's token limit a request sets (max_completion_tokens, max_tokens or
+    max_output_tokens, the first given as a positive integer), or None."""
+    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
+        value = body.get(key)
+        if type(value) is int and value > 0:
+            return value
+    return None
+
+
+def _answer(text: str, limit: Any) -> tuple:
+    """(text, its tokens, cut short): the echo, cut to ``limit`` tokens (4 characters each,
+    the rule ``_tokens`` counts by) when it is longer, as a model stops at max_tokens."""
+    tokens = _tokens(len(text))
+    if limit is None or tokens <= limit:
+        return text, tokens, False
+    text = text[: limit * 4]
+    return text, _tokens(len(text)), True
+
+
 def _client_error(message: str) -> tuple:
     body = compact(
         {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
@@ -58,20 +78,21 @@ class BuiltinModel:
         now = int(time.time())
         if url == "/v1/embeddings":
             return self._embeddings(body, model, digest)
+        limit = _max_tokens(body)
         if url == "/v1/completions":
             prompt = body.get("prompt")
             if isinstance(prompt, list):
                 prompt = " ".join(str(p) for p in prompt)
             if not isinstance(prompt, str):
                 return _client_error("'prompt' is required")
-            text = f"Echo: {prompt[:60]} [{digest[:8]}]"
-            pt, ct = _tokens(len(prompt)), _tokens(len(text))
+            text, ct, cut = _answer(f"Echo: {prompt[:60]} [{digest[:8]}]", limit)
+            pt = _tokens(len(prompt))
             resp = {
                 "id": "cmpl-" + digest[:24],
                 "object": "text_completion",
                 "created": now,
                 "model": model,
-                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": "stop"}],
+                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": "length" if cut else "stop"}],
                 "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
             }
             return 200, compact(resp), pt, ct
@@ -94,19 +115,19 @@ class BuiltinModel:
                 return _client_error("'input' is required")
             if isinstance(body.get("instructions"), str):
                 total_chars += len(body["instructions"])
-            text = f"Echo: {prompt[:60]} [{digest[:8]}]"
-            it, ot = _tokens(total_chars), _tokens(len(text))
+            text, ot, cut = _answer(f"Echo: {prompt[:60]} [{digest[:8]}]", limit)
+            it = _tokens(total_chars)
             resp = {
                 "id": "resp_" + digest[:32],
                 "object": "response",
                 "created_at": now,
-                "status": "completed",
+                "status": "incomplete" if cut else "completed",
                 "model": model,
                 "output": [
                     {
                         "type": "message",
                         "id": "msg_" + digest[32:56],
-                        "status": "completed",
+                        "status": "incomplete" if cut else "completed",
                         "role": "assistant",
                         "content": [{"type": "output_text", "text": text, "annotations": []}],
                     }
@@ -114,6 +135,8 @@ class BuiltinModel:
                 "output_text": text,
                 "usage": {"input_tokens": it, "output_tokens": ot, "total_tokens": it + ot},
             }
+            if cut:
+                resp["incomplete_details"] = {"reason": "max_output_tokens"}
             return 200, compact(resp), it, ot
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
@@ -126,8 +149,8 @@ class BuiltinModel:
         total_chars = sum(len(t) for t in texts)
         if isinstance(body.get("system"), str):
             total_chars += len(body["system"])
-        text = f"Echo: {prompt[:60]} [{digest[:8]}]"
-        pt, ct = _tokens(total_chars), _tokens(len(text))
+        text, ct, cut = _answer(f"Echo: {prompt[:60]} [{digest[:8]}]", limit)
+        pt = _tokens(total_chars)
         if url == "/v1/messages":
             resp = {
                 "id": "msg_" + digest[:24],
@@ -135,7 +158,7 @@ class BuiltinModel:
                 "role": "assistant",
                 "model": model,
                 "content": [{"type": "text", "text": text}],
-                "stop_reason": "end_turn",
+                "stop_reason": "max_tokens" if cut else "end_turn",
                 "stop_sequence": None,
                 "usage": {"input_tokens": pt, "output_tokens": ct},
             }
@@ -150,7 +173,7 @@ class BuiltinModel:
                     "index": 0,
                     "message": {"role": "assistant", "content": text},
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": "length" if cut else "stop",
                 }
             ],
             "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},

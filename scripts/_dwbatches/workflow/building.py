@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -30,8 +29,11 @@ from ..builder import (
 )
 from ..errors import InputError, UsageError
 from ..files import refuse_overwrite
+from ..flags import check_number
+from ..job import default_job_dir
 from ..jobrecord import sha256_file
 from ..output import Outcome, narrate
+from ..planning import job_dir_for_next
 from ..sources import DELIMITER_NAMES, CsvRows, iter_jsonl_rows, iter_prompts, line_list, parse_delimiter
 from ..template import Template, placeholder_hint
 from ..validate import MAX_BODY_BYTES
@@ -67,14 +69,11 @@ class BuildOptions:
 def build(output_path: str, opts: BuildOptions) -> Outcome:
     """Write the batch file ``output_path`` (atomically) and report it."""
     opts.output = output_path
-    for flag, value in (("--temperature", opts.temperature), ("--top-p", opts.top_p)):
-        if value is not None and not math.isfinite(value):
-            raise UsageError(f"{flag} must be a finite number, not {value}",
-                             hint=f"e.g. {flag} 0.7 (JSON, the request format, has no NaN or Infinity).")
-    if opts.limit is not None and opts.limit < 1:
-        raise UsageError("--limit must be at least 1")
-    if opts.max_tokens is not None and opts.max_tokens < 1:
-        raise UsageError("--max-tokens must be at least 1")
+    check_number("--temperature", opts.temperature, "0.7", at_least=0)
+    check_number("--top-p", opts.top_p, "0.9", above=0, at_most=1)
+    check_number("--limit", opts.limit, "20", at_least=1)
+    check_number("--max-tokens", opts.max_tokens, "500", at_least=1)
+    check_number("--max-body-bytes", opts.max_body_bytes, str(MAX_BODY_BYTES), at_least=1)
     if (opts.template or opts.id_column) and not (opts.csv or opts.jsonl):
         flag = "--template" if opts.template else "--id-column"
         raise UsageError(f"{flag} needs --csv or --jsonl",
@@ -95,6 +94,11 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
     build_request(opts.endpoint, "check", "check", model, **options)
 
     input_path = opts.prompts or opts.csv or opts.jsonl
+    if input_path is None and os.path.isfile(opts.output):
+        raise UsageError(f"OUTPUT {opts.output} exists; with no input (--prompts, --csv or --jsonl), "
+                         "create_batch_file.py writes example prompts and will not replace a file with them",
+                         hint="Pass the input the file should be built from (e.g. --prompts prompts.txt), or name "
+                              "an OUTPUT that does not exist yet for the example.")
     sidecar = sidecar_path(opts.output)
     flag = "--prompts" if opts.prompts else "--csv" if opts.csv else "--jsonl"
     given = {f"input given with {flag}": None if input_path == "-" else input_path,
@@ -162,10 +166,14 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
     if empty:
         warnings.append(f"{empty} prompt(s) are empty")
     from _dwbatches.commands import command, display_path
+    submit = [display_path(summary["path"])]
+    fresh = job_dir_for_next(summary["path"], default_job_dir(summary["path"]))
+    if fresh is not None:  # the default job directory holds another input's job
+        submit += ["--job", display_path(fresh)]
     doc = {"path": summary["path"], "requests": summary["requests"], "bytes": summary["bytes"],
            "models": summary["models"], "endpoint": summary["endpoint"], "chunks": summary["chunks"],
            "source": source, "warnings": warnings,
-           "next": command("submit.py", display_path(summary["path"]))}
+           "next": command("submit.py", *submit)}
     for w in warnings:
         narrate(f"warning: {w}")
     if input_path is None:

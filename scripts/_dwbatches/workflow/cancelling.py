@@ -72,6 +72,6 @@ def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: b
     if unsubmitted:
         doc["unsubmitted"] = unsubmitted
     doc["job"] = job.dir if job is not None else None
-    target = commands.target_args(job.dir if job is not None else None, ids)
-    doc["next"] = commands.command("fetch_results.py", *target) if ids else None
+    doc["next"] = commands.after_cancel(job.dir if job is not None else None, ids,
+                                        preview=dry_run and bool(doc.get("would_cancel") or unsubmitted))
     return Outcome(doc)

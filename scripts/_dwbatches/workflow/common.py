@@ -36,8 +36,7 @@ def client_for(conn: Connection, job_dir: Optional[str] = None) -> Any:
 def check_target(script: str, job_dir: Optional[str], batch_ids: Sequence[str]) -> None:
     """A command works on a job or on batch ids: exactly one of them."""
     if bool(job_dir) == bool(batch_ids):
-        raise UsageError("pass either batch ids or --job DIR",
-                         hint="e.g. " + commands.command(script, "--job", "data.dwjob"))
+        raise UsageError("pass either batch ids or --job DIR", hint=commands.target_hint(script))
 
 
 def open_target(script: str, conn: Connection, job_dir: Optional[str],

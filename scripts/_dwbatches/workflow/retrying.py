@@ -32,16 +32,32 @@ def _doc(job: Any, exit_code: int = EXIT_OK, **kw: Any) -> Outcome:
     return Outcome(doc, exit_code)
 
 
+def refuse_after_cancel(job: Job) -> None:
+    """The user cancelled the job's latest round (cancel_batch.py --job): rerunning its requests
+    would undo that, so a retry needs ``--after-cancel``."""
+    jd = commands.display_path(job.dir)
+    raise UsageError(f"the job at {jd} was cancelled (cancel_batch.py --job); retrying would rerun the requests "
+                     "you stopped, with the same model and settings",
+                     hint=f"Fetch what finished with {commands.command('fetch_results.py', '--job', jd)}. To run "
+                          "the requests with other settings, build a new batch file and submit it as a new job "
+                          "(submit.py NEW.jsonl --job NEW_DIR). To rerun them as they were anyway, add "
+                          "--after-cancel.")
+
+
 def retry(client: Any, job: Job, completion_window: Optional[str] = None, dry_run: bool = False,
-          force: bool = False) -> Outcome:
+          force: bool = False, after_cancel: bool = False) -> Outcome:
     """retry_failed.py: a new round of the failed and never-run requests (the caller holds the
-    job lock); or resume a round that was not fully submitted."""
+    job lock); or resume a round that was not fully submitted. After a cancel of the latest
+    round, only with ``after_cancel``."""
     state = job.record
     rounds = state.rounds
     jd = commands.display_path(job.dir)
     if not rounds:
         return _doc(job, status="not_submitted", exit_code=EXIT_NOT_FINISHED,
                     reason="the job has no batches yet", next=commands.resume_command(state, job.dir))
+    if state.cancelled_round(rounds[-1]) and not after_cancel:
+        refuse_after_cancel(job)
+    again = ["--after-cancel"] if after_cancel else []
 
     # a round with chunks that have no batch: resume it (retry round) or leave it to submit.py
     pending = [(r, c) for r in rounds for c in r.chunks if not c.batch_id and not state.cancelled_round(r)]
@@ -130,7 +146,7 @@ def retry(client: Any, job: Job, completion_window: Optional[str] = None, dry_ru
         narrate(f"dry run: would retry {count} request(s) ({what}); nothing was written or sent")
         return _doc(job, round=len(rounds) + 1, requests=count, failed=tally["failed"], missing=tally["missing"],
                     sample=sample, dry_run=True, client_errors=client_errors, exit_code=EXIT_OK,
-                    next=commands.command("retry_failed.py", "--job", jd))
+                    next=commands.command("retry_failed.py", "--job", jd, *again))
     limits = rounds[0].limits
     rnd = add_retry_round(job, dest, completion_window=completion_window, max_requests=limits.max_requests,
                           max_bytes=limits.max_bytes)

@@ -19,7 +19,7 @@ from ..output import Outcome, narrate
 from .checking import Check, check_once, wait_until_done
 from .common import Connection, client_for
 from .fetching import OutputOptions, fetch_job
-from .submitting import SubmitOptions, submit_or_resume
+from .submitting import SubmitOptions, job_report, narrate_estimate, submit_or_resume
 
 
 def run(input_path: str, submit: SubmitOptions, options: OutputOptions, conn: Connection, wait: bool = False,
@@ -36,7 +36,10 @@ def run(input_path: str, submit: SubmitOptions, options: OutputOptions, conn: Co
 
     done = submit_or_resume(client, input_path, submit, metadata, inside_lock=remember)
     job = done.job
-    doc: Dict[str, Any] = {"job": job.dir, "job_id": job.record.job_id, "submitted": done.doc()}
+    estimate = job_report(job)["estimated_cost"]
+    narrate_estimate(estimate)
+    doc: Dict[str, Any] = {"job": job.dir, "job_id": job.record.job_id, "submitted": done.doc(),
+                           "estimated_cost": estimate}
     again = commands.run_again(input_path, job.dir if submit.job else None, options.args())
 
     if not wait:

@@ -47,12 +47,23 @@ def _default_chat_model(ids: List[str]) -> Optional[str]:
     return chat[0] if chat else None
 
 
+def _free_name(stem: str = "requests") -> str:
+    """An output name for a first build that overwrites nothing: ``requests.jsonl``, else
+    ``requests-2.jsonl``, ... (with no job directory of that name either)."""
+    name, n = stem, 1
+    while os.path.exists(name + ".jsonl") or os.path.exists(name + ".dwjob"):
+        n += 1
+        name = f"{stem}-{n}"
+    return name + ".jsonl"
+
+
 def _next_command(ids: List[str]) -> str:
-    """A first build command that runs as printed: it names only files that exist (without a
-    prompts file, create_batch_file.py writes example prompts)."""
+    """A first build command that runs as printed: it names only input files that exist
+    (without a prompts file, create_batch_file.py writes example prompts) and an output file
+    that does not exist yet."""
     from ..commands import command
     from ..pricing import DEFAULT_MODEL
-    args = ["requests.jsonl"]
+    args = [_free_name()]
     if os.path.isfile("prompts.txt"):
         args += ["--prompts", "prompts.txt"]
     model = _default_chat_model(ids)

@@ -12,11 +12,12 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .. import commands, pricing
 from ..cost import _money, local_estimate, sum_estimates
-from ..errors import DWError, UsageError
+from ..errors import UsageError
+from ..flags import check_number
 from ..job import Job, default_job_dir
 from ..jobrecord import sha256_file
 from ..output import Outcome, narrate
-from ..planning import parse_metadata, plan_or_resume, validate_input
+from ..planning import job_dir_for_next, parse_metadata, plan_or_resume, validate_input
 from ..submitter import DEFAULT_PARALLEL, Submitter
 from ..validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE, Report
 from .common import Connection, client_for
@@ -37,13 +38,11 @@ class SubmitOptions:
 
     def check(self, input_path: str) -> Dict[str, str]:
         """Refuse bad limits and a missing input; the metadata as a dict."""
-        for name, value in (("--max-requests", self.max_requests), ("--max-bytes", self.max_bytes)):
-            if value is not None and value < 1:
-                raise UsageError(f"{name} must be at least 1")
-        if self.max_cost is not None and self.max_cost < 0:
-            raise UsageError("--max-cost must not be negative")
-        if self.parallel < 1:
-            raise UsageError("--parallel must be at least 1")
+        check_number("--max-requests", self.max_requests, "1000", at_least=1)
+        check_number("--max-bytes", self.max_bytes, "50000000", at_least=1)
+        check_number("--max-body-bytes", self.max_body_bytes, str(MAX_BODY_BYTES), at_least=1)
+        check_number("--max-cost", self.max_cost, "5", at_least=0)
+        check_number("--parallel", self.parallel, "3", at_least=1)
         if not os.path.isfile(input_path):
             raise UsageError(f"{input_path}: no such file", hint="Pass the path of a JSONL batch file.")
         return parse_metadata(self.metadata)
@@ -108,6 +107,7 @@ def submit(input_path: str, options: SubmitOptions, conn: Connection, dry: bool 
     client = client_for(conn, options.job_dir(input_path))
     done = submit_or_resume(client, input_path, options, metadata, refresh=True, report=report)
     doc = job_report(done.job)
+    narrate_estimate(doc["estimated_cost"])
     doc["resumed"] = done.resumed
     doc["this_run"] = done.doc()["this_run"]
     if done.resumed and not (done.uploaded or done.created or done.found):
@@ -120,7 +120,12 @@ def dry_run(input_path: str, options: SubmitOptions, metadata: Dict[str, str]) -
     """Validate, plan and estimate locally; send nothing (no key needed)."""
     report = validate_input(input_path, options.max_requests or MAX_REQUESTS_PER_FILE,
                             options.max_bytes or MAX_FILE_BYTES, options.max_body_bytes)
-    job = Job(options.job_dir(input_path))
+    job_dir, job_arg = options.job_dir(input_path), options.job
+    sha = sha256_file(input_path) if Job(job_dir).exists() else None
+    fresh = job_dir_for_next(input_path, job_dir, sha)  # a local read only: would the real run refuse the job?
+    if fresh is not None:
+        job_dir, job_arg = fresh, commands.display_path(fresh)
+    job = Job(job_dir)
     window = options.completion_window or "24h"
     plan = []
     for c in report.chunks:
@@ -133,20 +138,11 @@ def dry_run(input_path: str, options: SubmitOptions, metadata: Dict[str, str]) -
         cmd += ["-w", options.completion_window]
     for pair in options.metadata:
         cmd += ["--metadata", pair]
-    for flag, value in (("--job", options.job), ("--max-requests", options.max_requests),
+    for flag, value in (("--job", job_arg), ("--max-requests", options.max_requests),
                         ("--max-bytes", options.max_bytes), ("--max-cost", options.max_cost)):
         if value is not None:
             cmd += [flag, str(value)]
-    resumes = None
-    if job.exists():  # a local read only: would the real run resume this job?
-        try:
-            resumes = job.load().input.sha256 == sha256_file(input_path)
-        except DWError as exc:
-            narrate(f"the job at {job.dir} is not readable: {exc.message}")
-            resumes = False
-        if resumes is False:
-            narrate(f"note: the job at {commands.display_path(job.dir)} was started with different input; "
-                    "the real run would refuse it (use --job NEW_DIR)")
+    resumes = job.load().input.sha256 == sha if job.exists() else None  # (False: planned again, no batch yet)
     doc = {"dry_run": True, "job": job.dir, "job_exists": job.exists(), "resumes_job": resumes,
            "requests": report.requests,
            "bytes": report.bytes, "chunks": len(plan), "plan": plan, "completion_window": window,
@@ -160,6 +156,20 @@ def dry_run(input_path: str, options: SubmitOptions, metadata: Dict[str, str]) -
         cost += f" ({window}, local estimate from the price table of {pricing.PRICES_AS_OF})"
     narrate(f"dry run: {report.requests} requests in {len(plan)} chunk(s); nothing was sent{cost}")
     return Outcome(doc)
+
+
+def narrate_estimate(estimate: Optional[Dict[str, Any]]) -> None:
+    """The cost estimate of a submitted job in one line on stderr (submit.py, run_batch.py)."""
+    if not estimate:
+        return
+    low, high = estimate.get("local_low_usd"), estimate.get("local_high_usd")
+    local = ""
+    if low is not None:
+        local = f"local range ${low} to ${high}" if high is not None else f"local range from ${low} (no max_tokens bound)"
+    if estimate.get("usd") is not None:
+        narrate(f"estimated cost: ${estimate['usd']} (the server's estimate{'; ' + local if local else ''})")
+    elif local:
+        narrate(f"estimated cost: {local} (no estimate from the server)")
 
 
 def job_report(job: Job) -> Dict[str, Any]:
