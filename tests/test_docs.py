@@ -296,13 +296,18 @@ def doc_runner(tmp_path, sandbox):
 def test_skill_md_commands_run_against_the_sandbox(doc_runner):
     cmds = doc_commands(SKILL_MD)
     assert len(cmds) >= 8, "SKILL.md should show the workflow as commands"
+    # more prompts than the trial's --limit 20, so that the trial is a sample and the full file
+    # another file (with 20 or fewer, the two are the same file: a second job for it is refused)
+    examples = [p for p in (ROOT / "examples" / "prompts.txt").read_text(encoding="utf-8").splitlines() if p.strip()]
+    prompts = [f"{p} (take {i // len(examples) + 1})" for i, p in enumerate(examples * 3)]
+    assert len(prompts) > 20
+    (doc_runner.work / "prompts.txt").write_text("\n".join(prompts) + "\n", encoding="utf-8")
     for cmd in cmds:
         doc_runner.run(cmd)
     # the workflow really produced results in input order
     results = doc_runner.work / "requests.results.jsonl"
     assert results.is_file()
     rows = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines()]
-    prompts = [p for p in (ROOT / "examples" / "prompts.txt").read_text(encoding="utf-8").splitlines() if p.strip()]
     assert len(rows) == len(prompts) and all(r["ok"] for r in rows)
 
 

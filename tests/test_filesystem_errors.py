@@ -557,7 +557,8 @@ def test_read_only_job_directory_names_the_option(sandbox, ws, mounts, method):
     assert "hint: " in err and "job directory" in err
     # a new job where none can be made: refused before anything is sent
     before = len(sandbox.get_json("files")["data"])
-    code, doc, err = run_as(method, "submit.py", "data.jsonl", "--job", jobs / "new.dwjob", env=sandbox.env())
+    code, doc, err = run_as(method, "submit.py", "data.jsonl", "--job", jobs / "new.dwjob", "--resubmit",
+                            env=sandbox.env())
     assert code == 2 and doc is None, err
     assert f"{jobs / 'new.dwjob'} (given with --job): {CAUSE[method]}" in err, err
     assert len(sandbox.get_json("files")["data"]) == before

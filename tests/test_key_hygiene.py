@@ -195,7 +195,7 @@ def test_the_key_never_leaks_anywhere_and_job_state_is_private(sandbox_factory, 
     dot = Recorder(dotenv_dir, dict(no_env, DOUBLEWORD_BATCHES_DEBUG="1"))
     dot.json("check_setup.py")
     (dotenv_dir / "d.jsonl").write_bytes((work / "plain-small.jsonl").read_bytes())
-    ran = dot.json("run_batch.py", "d.jsonl", "--wait", "--interval", "0.2")
+    ran = dot.json("run_batch.py", "d.jsonl", "--wait", "--interval", "0.2", "--resubmit")  # submitted before
     jobs.append(Path(ran["job"]))
     rec.transcripts += dot.transcripts
 

@@ -206,7 +206,7 @@ def test_no_target_hint_names_the_real_job_dirs_and_runs_as_printed(sandbox, scr
                              timeout=60)
         assert ran.returncode in (0, 5) and json.loads(ran.stdout)["job"], ran.stderr
 
-    write_input("second.jsonl", 2)
+    write_input("second.jsonl", 2, prefix="second-")
     make_job(sandbox, "second.jsonl")
     code, doc, err = run_script(script, env=sandbox.env())
     hint = err.split("hint: ", 1)[1].strip()

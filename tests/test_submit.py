@@ -405,7 +405,8 @@ def test_an_unresolvable_ambiguous_create_exits_1_and_the_rerun_finds_the_batch(
     sandbox.set_faults({"http": [{"method": "POST", "path": "/v1/batches", "status": 502, "times": 1,
                                   "after_body": True},
                                  {"method": "GET", "path": "/v1/batches", "status": 503, "times": 6}]})
-    code, out, err, sleeps = run_main(monkeypatch, capsys, sandbox, path)
+    # (--resubmit: the look for earlier submissions of the file would meet the GET faults first)
+    code, out, err, sleeps = run_main(monkeypatch, capsys, sandbox, path, "--resubmit")
     assert code == 1 and out == ""
     assert "could not check whether the batch was created" in err and "Run the same command again" in err
     assert len(sleeps) == 4  # the lookup's GET was retried, the POST was not

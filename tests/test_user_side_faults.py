@@ -413,3 +413,43 @@ def test_nothing_to_retry_is_known_without_the_input(sandbox, tmp_path):
     assert sandbox.delete(f"files/{batch['input_file_id']}").status == 200
     code, doc, err = run_script("retry_failed.py", "--job", job, env=sandbox.env())
     assert code == 0 and doc["requests"] == 0 and "nothing to retry" in err, err
+
+
+# -- the job directory is deleted and the file submitted again ----------------------------------
+
+
+def test_a_file_submitted_again_under_a_new_job_is_refused_until_resubmit(sandbox, tmp_path):
+    ids = write_input("p.jsonl", 3)
+    job = make_job(sandbox, "p.jsonl", 1)
+    wait_job(sandbox, job)
+    first = batch_ids_of(job)[0]
+    assert sandbox.batch(first)["metadata"]["dwb_input"] == job_state(job)["input"]["sha256"][:16]
+    shutil.rmtree(job)  # the job directory is lost
+
+    for script in ("submit.py", "run_batch.py"):
+        code, doc, err = run_script(script, "p.jsonl", env=sandbox.env())
+        assert code == 2 and doc is None, err
+        assert "p.jsonl was already submitted, with the same contents, by another job" in err
+        assert f"{first} (completed)" in err and "--resubmit" in err
+    assert len(list_all(sandbox, "batches")) == 1 and not Path(job).exists()  # nothing sent, no job made
+    # the hint's command gets the earlier results
+    fetch = err.split("get those results with ", 1)[1].split(". To submit", 1)[0]
+    assert fetch.endswith(f"fetch_results.py {first} --input p.jsonl")
+    ran = run_script("fetch_results.py", first, "--input", "p.jsonl", env=sandbox.env())
+    assert ran[0] == 0 and ran[1]["succeeded"] == 3
+    assert sorted(r["custom_id"] for r in read_jsonl(ran[1]["output"])) == sorted(ids)
+
+    code, doc, err = run_script("submit.py", "p.jsonl", "--resubmit", env=sandbox.env())
+    assert code == 0 and len(doc["batches"]) == 1, err
+    assert len(list_all(sandbox, "batches")) == 2
+
+
+def test_a_file_whose_earlier_job_was_cancelled_is_submitted_again(sandbox_factory, tmp_path):
+    sb = sandbox_factory("--latency", "0.5", "--concurrency", "1")
+    write_input("p.jsonl", 6)
+    job = make_job(sb, "p.jsonl", 1)
+    code, doc, err = run_script("cancel_batch.py", "--job", job, env=sb.env())
+    assert code == 0 and doc["cancelled"] == 1, err
+    sb.wait_batch(batch_ids_of(job)[0])
+    code, doc, err = run_script("submit.py", "p.jsonl", "--job", "again.dwjob", env=sb.env())
+    assert code == 0 and len(doc["batches"]) == 1, err  # the cancelled one ran nothing more

@@ -47,6 +47,9 @@ def add_submit_args(parser: Any) -> None:
                         help="create no batch when the server's cost estimate is over USD")
     parser.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N",
                         help="chunks uploaded and created at once (default %(default)s; 1 = one after another)")
+    parser.add_argument("--resubmit", action="store_true",
+                        help="submit a file that another job already submitted (a new job for it is refused "
+                             "otherwise: it would pay for every request again)")
 
 
 def add_output_args(parser: Any) -> None:
@@ -71,7 +74,8 @@ def connection(args: Any) -> Connection:
 def submit_options(args: Any) -> SubmitOptions:
     return SubmitOptions(completion_window=args.completion_window, metadata=list(args.metadata), job=args.job,
                          max_requests=args.max_requests, max_bytes=args.max_bytes,
-                         max_body_bytes=args.max_body_bytes, max_cost=args.max_cost, parallel=args.parallel)
+                         max_body_bytes=args.max_body_bytes, max_cost=args.max_cost, parallel=args.parallel,
+                         resubmit=args.resubmit)
 
 
 def output_options(args: Any) -> OutputOptions:

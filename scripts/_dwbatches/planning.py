@@ -285,11 +285,11 @@ def job_dir_for_next(input_path: str, job_dir: str, sha: Optional[str] = None) -
 
 def plan_or_resume(job: Job, input_path: str, *, base_url: str, completion_window: Optional[str],
              metadata: Optional[Dict[str, str]], max_requests: Optional[int], max_bytes: Optional[int],
-             max_body_bytes: int, report: Optional[Report]) -> bool:
+             max_body_bytes: int, report: Optional[Report], input_sha256: Optional[str] = None) -> bool:
     """Create or resume the job for ``input_path`` (caller holds the lock), taking the source
     recorded by create_batch_file.py's sidecar, and say which on stderr. Returns True when resuming."""
     from .builder import read_sidecar
-    sha = sha256_file(input_path)
+    sha = input_sha256 or sha256_file(input_path)
     source, note = read_sidecar(input_path, sha)
     if note:
         narrate(note)

@@ -10,9 +10,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
-from .. import commands, pricing
+from .. import commands, lookup, pricing
 from ..cost import _money, local_estimate, sum_estimates
-from ..errors import UsageError
+from ..errors import APIConnectionError, APIStatusError, UsageError
 from ..flags import check_number
 from ..job import Job, default_job_dir
 from ..jobrecord import sha256_file
@@ -35,6 +35,7 @@ class SubmitOptions:
     max_body_bytes: int = MAX_BODY_BYTES
     max_cost: Optional[float] = None
     parallel: int = DEFAULT_PARALLEL  # chunks uploaded and created at once
+    resubmit: bool = False  # submit a file that an earlier job already submitted
 
     def check(self, input_path: str) -> Dict[str, str]:
         """Refuse bad limits and a missing input; the metadata as a dict."""
@@ -84,11 +85,20 @@ def submit_or_resume(client: Any, input_path: str, options: SubmitOptions, metad
     job = Job(options.job_dir(input_path))
     if report is None:
         report = first_validation(input_path, options)
+    sha = None
+    if not job.exists():  # before the lock, which makes the job directory
+        sha = sha256_file(input_path)
+        if not options.resubmit:
+            try:
+                refuse_earlier_submission(client, input_path, sha)
+            except UsageError:
+                if not job.exists():  # (else a submit running at the same time made this very job)
+                    raise
     with job:
         resumed = plan_or_resume(job, input_path, base_url=client.base_url,
                                  completion_window=options.completion_window, metadata=metadata,
                                  max_requests=options.max_requests, max_bytes=options.max_bytes,
-                                 max_body_bytes=options.max_body_bytes, report=report)
+                                 max_body_bytes=options.max_body_bytes, report=report, input_sha256=sha)
         if inside_lock is not None:
             inside_lock(job)
         sub = Submitter(job, client, max_cost=options.max_cost, parallel=options.parallel)
@@ -96,6 +106,30 @@ def submit_or_resume(client: Any, input_path: str, options: SubmitOptions, metad
         if resumed and refresh:
             sub.refresh()
     return Submitted(job, resumed, sub.uploaded, sub.created, sub.files_found + sub.batches_found)
+
+
+def refuse_earlier_submission(client: Any, input_path: str, sha: str) -> None:
+    """A new job for a file already submitted (its job directory deleted or moved, or another
+    --job given) would pay for every request again: refused unless --resubmit."""
+    try:
+        earlier = lookup.earlier_submissions(client, sha)
+    except (APIConnectionError, APIStatusError) as exc:
+        if isinstance(exc, APIStatusError) and exc.status in (401, 403):
+            raise
+        # a safeguard, not a step of the submit: a server that cannot answer it now stops nothing
+        narrate(f"warning: could not look for earlier submissions of this file ({exc.message}); going on")
+        return
+    if not earlier:
+        return
+    ids = [b["id"] for b in earlier]
+    jobs = sorted({(b.get("metadata") or {}).get("dwb_job", "?") for b in earlier})
+    states = ", ".join(f"{b['id']} ({b.get('status')})" for b in earlier[:5]) + (", ..." if len(earlier) > 5 else "")
+    fetch = commands.command("fetch_results.py", *ids[:20], "--input", commands.display_path(input_path))
+    raise UsageError(
+        f"{commands.display_path(input_path)} was already submitted, with the same contents, by another job "
+        f"({', '.join(jobs)}): batch(es) {states}; a new job would pay for every request again",
+        hint=f"Its job directory may have been deleted or moved: look for it (ls *.dwjob), or get those results "
+             f"with {fetch}. To submit the file again anyway, add --resubmit.")
 
 
 def submit(input_path: str, options: SubmitOptions, conn: Connection, dry: bool = False) -> Outcome:
