@@ -290,8 +290,9 @@ def bench_polling(env: Dict[str, str], sb: SandboxProcess, workdir: str, seconds
     rows = []
     for name, script in [("poll.py --wait", "poll.py"), ("run_batch.py --wait", "run_batch.py")]:
         path = os.path.join(workdir, f"poll-{script}.jsonl")
+        first = 0 if script == "poll.py" else 1000  # two different files: each a job of its own
         with open(path, "w") as fh:
-            for i in range(40):
+            for i in range(first, first + 40):
                 fh.write(chat_line(i, 1) + "\n")
         if script == "poll.py":
             _, _, rc, out = measure([sys.executable, os.path.join(SCRIPTS, "submit.py"), path], env)
