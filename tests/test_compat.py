@@ -331,10 +331,11 @@ def test_job_and_fetch_state_locks_keep_their_messages(method, tmp_path, monkeyp
     monkeypatch.setattr(compat, "LOCK_METHOD", method)
     a, b = job_mod.Job(str(tmp_path / "d.dwjob")), job_mod.Job(str(tmp_path / "d.dwjob"))
     a.lock(wait=0)
+    monkeypatch.setenv("DOUBLEWORD_BATCHES_TIME_SCALE", "0.5")  # the wait is scaled like every other
     t0 = time.monotonic()
     with pytest.raises(JobError) as err:
-        b.lock(wait=0.5)
-    assert time.monotonic() - t0 >= 0.5
+        b.lock(wait=1.0)
+    assert 0.5 <= time.monotonic() - t0 < 1.0
     assert err.value.exit_code == EXIT_API
     assert "another command is working on the job at" in err.value.message
     assert err.value.hint.startswith("Wait for the other command to end (or stop it), then run the same command")

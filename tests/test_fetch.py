@@ -32,6 +32,7 @@ from sandbox_helper import SCRIPTS, jsonl_bytes
 # -- tests ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # several seconds of a slowed sandbox
 def test_fetch_while_running_then_after_gets_each_result_once(sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.15", "--concurrency", "2")
     ids = write_input("data.jsonl", 40)

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from helpers import batch_ids_of, job_state, make_job, read_jsonl, run_script, wait_until, write_input
 
 
@@ -50,6 +51,7 @@ def test_failed_requests_are_retried_then_every_request_succeeds(sandbox, tmp_pa
     assert code == 0 and doc["round"] is None and "nothing to retry" in err
 
 
+@pytest.mark.slow  # several seconds of a slowed sandbox
 def test_cancel_then_retry_runs_only_what_never_finished(sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.2", "--concurrency", "2")
     ids = write_input("data.jsonl", 60)
@@ -111,6 +113,7 @@ def test_late_completion_after_cancel_is_kept_and_not_retried(sandbox_factory, t
     assert doc["next"].endswith(" --after-cancel")
 
 
+@pytest.mark.slow  # several seconds of a slowed sandbox
 def test_a_cancelled_job_is_not_retried_unless_asked_after_cancel(sandbox_factory, tmp_path):
     """The user stopped the work: retry_failed.py (and its --dry-run) refuses to rerun it, says
     why and points at the fetch; --after-cancel reruns it on purpose."""

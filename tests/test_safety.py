@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from helpers import make_job, run_script, write_input
 from sandbox_helper import chat_requests
 
 
+@pytest.mark.slow  # several seconds of a slowed sandbox
 def test_cancel_skips_a_finalizing_batch(sandbox_factory, tmp_path):
     sb = sandbox_factory("--finalizing-delay", "3")
     b = sb.submit(chat_requests(2))

@@ -2,7 +2,8 @@
 
 Backoffs between retries, ``Retry-After`` waits, the pauses between status checks, the
 pauses before a broken download resumes and the settle delays before an interrupted upload
-or create is looked up again all call ``sleep``; messages name the nominal delay.
+or create is looked up again all call ``sleep``; messages name the nominal delay. The wait
+for a job or results lock held by another command is scaled the same way (``scale``).
 
 ``DOUBLEWORD_BATCHES_TIME_SCALE`` (for the test suite only; default 1) multiplies every such
 wait by a factor between 0 and 1, so that tests of backoffs and polling take the same steps

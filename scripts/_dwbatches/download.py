@@ -107,7 +107,7 @@ class FileStore(Store):
 
     def lock(self, wait: float = LOCK_WAIT) -> None:
         lock = compat.FileLock(os.path.abspath(self.path)[: -len(".json")] + ".lock")
-        if not lock.acquire(wait):
+        if not lock.acquire(wait * clock.scale()):  # (scaled like every wait: see clock.py)
             raise busy_error(f"the results {self.path[: -len(STATE_SUFFIX)]}")
         self._lock = lock
 

@@ -26,7 +26,7 @@ import time
 import uuid
 from typing import Any, Dict, Optional, Tuple
 
-from . import compat
+from . import clock, compat
 from .errors import LOCK_WAIT, JobError, busy_error
 from .files import atomic_write_json, make_private_dir
 from .jobrecord import VERSION, Cancel, Fingerprint, InputInfo, JobRecord
@@ -214,7 +214,7 @@ class Job:
         if not os.path.isdir(self.dir):  # a new job: private from the start; an existing one keeps its mode
             make_private_dir(self.dir)
         lock = compat.FileLock(self.path(LOCK_FILE))
-        if not lock.acquire(wait):
+        if not lock.acquire(wait * clock.scale()):  # (scaled like every wait: see clock.py)
             raise busy_error(f"the job at {self.dir}")
         self._lock = lock
 
