@@ -164,6 +164,8 @@ def run_as(method: str, script: str, *args: Any, env: dict, cwd: Optional[Path] 
     applies to it."""
     if method == "permissions" and IS_ROOT:
         env = dict(env, PYTHONDONTWRITEBYTECODE="1", HOME=str(cwd or Path.cwd()))
+        # (under `make coverage` the unprivileged child could not write its data file)
+        env = {k: v for k, v in env.items() if not k.startswith("COVERAGE_")}
         proc = subprocess.run([sys.executable, "-c", _DROP_PRIVILEGES, str(SCRIPTS), Path(script).stem,
                                str(NOBODY), *map(str, args)], env=env, cwd=cwd, capture_output=True,
                               text=True, timeout=120)

@@ -261,7 +261,7 @@ def test_cancel_then_retry_under_the_shim(shim_sandbox, tmp_path):
 
 def test_the_job_lock_excludes_under_the_shim(shim_sandbox, tmp_path):
     sb = shim_sandbox()
-    env = sb.env
+    env = dict(sb.env, DOUBLEWORD_BATCHES_TIME_SCALE="1")  # the real 10 s wait for a busy lock
     write_input("data.jsonl", 10)
     code, doc, err = run_script("submit.py", "data.jsonl", env=env)
     assert code == 0, err
