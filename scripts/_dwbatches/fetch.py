@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from . import files, jobstatus
 from .cost import usage_and_cost
+from .csvrows import MatchedCsvRows, RequestRows
 from .download import KINDS, BatchReport, FileStore, JobStore, Store, Target, iter_raw, update
 from .errors import (
     EXIT_NOT_FINISHED,
@@ -29,10 +30,8 @@ from .jobrecord import Chunk, JobRecord, ResultsSettings, counts_of
 from .merge import (
     MISSING_NOT_RUN,
     MISSING_PENDING,
-    MatchedCsvRows,
     MergeCounts,
     Merger,
-    RequestRows,
     build_index,
     iter_input_ids,
 )
