@@ -32,6 +32,7 @@ demo: $(VENV)/.runtime
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check scripts tests bench examples
+	$(PY) -m ruff format --check scripts tests bench examples
 
 test: lint
 	$(TESTENV) $(PY) -m pytest -n $(WORKERS)

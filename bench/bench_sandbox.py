@@ -80,14 +80,9 @@ def make_chat_file(path: Path, n: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
         for i in range(n):
-            body = {
-                "model": MODEL,
-                "messages": [{"role": "user", "content": f"Summarise item {i} in one line."}],
-            }
+            body = {"model": MODEL, "messages": [{"role": "user", "content": f"Summarise item {i} in one line."}]}
             fh.write(
-                json.dumps(
-                    {"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
-                )
+                json.dumps({"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions", "body": body})
             )
             fh.write("\n")
 
@@ -136,9 +131,7 @@ def upload(session: requests.Session, base: str, path: Path) -> tuple:
     body = MultipartFile(path)
     started = time.monotonic()
     try:
-        res = session.post(
-            f"{base}/files", data=body, headers={"Content-Type": body.content_type}, timeout=3600
-        )
+        res = session.post(f"{base}/files", data=body, headers={"Content-Type": body.content_type}, timeout=3600)
     finally:
         body.close()
     elapsed = time.monotonic() - started
@@ -161,11 +154,7 @@ def bench_batch(n: int) -> dict:
             started = time.monotonic()
             batch = session.post(
                 f"{base}/batches",
-                json={
-                    "input_file_id": file_obj["id"],
-                    "endpoint": "/v1/chat/completions",
-                    "completion_window": "24h",
-                },
+                json={"input_file_id": file_obj["id"], "endpoint": "/v1/chat/completions", "completion_window": "24h"},
                 timeout=60,
             ).json()
             while True:
@@ -177,9 +166,7 @@ def bench_batch(n: int) -> dict:
             started = time.monotonic()
             lines = 0
             size = 0
-            with session.get(
-                f"{base}/files/{batch['output_file_id']}/content", stream=True, timeout=600
-            ) as res:
+            with session.get(f"{base}/files/{batch['output_file_id']}/content", stream=True, timeout=600) as res:
                 for chunk in res.iter_content(chunk_size=1 << 16):
                     size += len(chunk)
                     lines += chunk.count(b"\n")
@@ -228,9 +215,7 @@ def bench_big_upload(megabytes: int) -> dict:
 
 
 def main(argv: list | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=100_000, help="batch size (default 100000)")
     parser.add_argument("--big-mb", type=int, default=200, help="size of the big upload in MB (default 200)")
     parser.add_argument("--skip-big", action="store_true", help="skip the big-upload memory measurement")

@@ -52,6 +52,7 @@ def script(name: str) -> str:
 
 # -- data -----------------------------------------------------------------------------------
 
+
 def make_requests(path: str, count: int, pad: int, first: int = 1) -> str:
     """Write run_all.chat_line(i, pad) for i = first .. first+count-1, fast (about a million lines
     a second): each line is the template of one line with its two numbers put in, not json.dumps'd."""
@@ -77,10 +78,12 @@ def make_requests(path: str, count: int, pad: int, first: int = 1) -> str:
 
 # -- measurement ----------------------------------------------------------------------------
 
+
 @dataclass
 class Run:
     """One child process: wall time, peak RSS, CPU time, bytes written to disk, exit code,
     stdout, and its stderr lines with the seconds (since its start) at which each arrived."""
+
     wall: float = 0.0
     rss_mb: float = 0.0
     cpu_s: float = 0.0
@@ -239,15 +242,31 @@ def file_kb(path: str) -> float:
 
 # -- 1. a million-request job end to end ----------------------------------------------------
 
-def e2e(sb: SandboxProcess, path: str, requests: int, workdir: str, name: str, max_requests: Optional[int],
-        interval: float) -> Dict[str, Any]:
+
+def e2e(
+    sb: SandboxProcess, path: str, requests: int, workdir: str, name: str, max_requests: Optional[int], interval: float
+) -> Dict[str, Any]:
     """run_batch.py INPUT --wait --format simple, split into phases by its stderr, with the API
     calls of each status check; then a second fetch and a poll of the finished job."""
     env = env_for(sb.base_url, sb.api_key)
     job = os.path.join(workdir, f"{name}.dwjob")
     out = os.path.join(workdir, f"{name}.results.jsonl")
-    cmd = [sys.executable, script("run_batch.py"), path, "--job", job, "--wait", "--format", "simple",
-           "-o", out, "--interval", str(interval), "--timeout", "1500"]
+    cmd = [
+        sys.executable,
+        script("run_batch.py"),
+        path,
+        "--job",
+        job,
+        "--wait",
+        "--format",
+        "simple",
+        "-o",
+        out,
+        "--interval",
+        str(interval),
+        "--timeout",
+        "1500",
+    ]
     if max_requests:
         cmd += ["--max-requests", str(max_requests)]
     watcher = CheckWatcher(sb)
@@ -279,21 +298,35 @@ def e2e(sb: SandboxProcess, path: str, requests: int, workdir: str, name: str, m
     # A second fetch of the finished, fully downloaded job: what a fetch round costs at rest.
     before = counters(sb)
     fetch_wall, fetch_rss, fetch_rc, _ = measure_own(
-        [sys.executable, script("fetch_results.py"), "--job", job, "--format", "simple", "-o", out + ".again"], env)
+        [sys.executable, script("fetch_results.py"), "--job", job, "--format", "simple", "-o", out + ".again"], env
+    )
     fetch_calls = diff(counters(sb), before)
     before = counters(sb)
     poll_wall, poll_rss, poll_rc, _ = measure_own([sys.executable, script("poll.py"), "--job", job], env)
     poll_calls = diff(counters(sb), before)
     return {
-        "name": name, "requests": requests, "chunks": chunks, "input_bytes": os.path.getsize(path),
-        "run": run, "ok": run.rc == 0 and doc.get("succeeded") == requests,
-        "validate_s": planned, "upload_s": uploading, "create_s": creating, "submit_s": submitted,
-        "wait_s": waited - submitted, "wait_sandbox_share": wait_cpu / wait_span if wait_span > 0 else float("nan"),
+        "name": name,
+        "requests": requests,
+        "chunks": chunks,
+        "input_bytes": os.path.getsize(path),
+        "run": run,
+        "ok": run.rc == 0 and doc.get("succeeded") == requests,
+        "validate_s": planned,
+        "upload_s": uploading,
+        "create_s": creating,
+        "submit_s": submitted,
+        "wait_s": waited - submitted,
+        "wait_sandbox_share": wait_cpu / wait_span if wait_span > 0 else float("nan"),
         "wait_rate": wait_done / wait_span if wait_span > 0 else float("nan"),
-        "fetch_s": run.wall - waited, "checks": last + 1 if watcher.marks else 0,
-        "rounds": rounds, "round_median": median_calls(rounds), "total_calls": total_calls,
-        "job_json_kb": file_kb(os.path.join(job, "job.json")), "output_mb": os.path.getsize(out) / MB,
-        "sandbox_cpu_s": cpu1 - cpu0, "sandbox_rss_mb": sb_rss,
+        "fetch_s": run.wall - waited,
+        "checks": last + 1 if watcher.marks else 0,
+        "rounds": rounds,
+        "round_median": median_calls(rounds),
+        "total_calls": total_calls,
+        "job_json_kb": file_kb(os.path.join(job, "job.json")),
+        "output_mb": os.path.getsize(out) / MB,
+        "sandbox_cpu_s": cpu1 - cpu0,
+        "sandbox_rss_mb": sb_rss,
         "fetch_again": {"wall": fetch_wall, "rss": fetch_rss, "ok": fetch_rc == 0, "calls": fetch_calls},
         "poll_done": {"wall": poll_wall, "rss": poll_rss, "ok": poll_rc == 0, "calls": poll_calls},
     }
@@ -311,30 +344,58 @@ def bench_e2e(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[str
     for name, path, count in (("small", small_path, small), ("million", big_path, n)):
         print(f"end to end: {os.path.basename(path)} ...", file=sys.stderr, flush=True)
         with SandboxProcess(data_dir=os.path.join(workdir, f"sandbox-{name}"), extra_args=args) as sb:
-            results[name] = e2e(sb, path, count, workdir, name,
-                                per_chunk if per_chunk != CHUNK_REQUESTS else None, sizes["interval"])
+            results[name] = e2e(
+                sb, path, count, workdir, name, per_chunk if per_chunk != CHUNK_REQUESTS else None, sizes["interval"]
+            )
     rows, notes = [], []
     for key in ("small", "million"):
         r = results[key]
         run: Run = r["run"]
         bench = f"{r['requests']}-request job end to end ({r['chunks']} chunks)"
-        rows.append({"bench": bench, "client": "run_batch.py --wait --format simple", "seconds": run.wall,
-                     "peak_rss_mb": run.rss_mb,
-                     "throughput": f"{r['requests'] / run.wall:.0f} req/s; submit {r['submit_s']:.1f} s "
-                                   f"(validate+hash {r['validate_s']:.1f}, upload {r['upload_s']:.1f}), "
-                                   f"wait {r['wait_s']:.1f} s, fetch {r['fetch_s']:.1f} s", "ok": r["ok"]})
-        rows.append({"bench": bench, "client": "sandbox_server.py (built-in model)", "seconds": run.wall,
-                     "peak_rss_mb": r["sandbox_rss_mb"],
-                     "throughput": f"CPU {r['sandbox_cpu_s']:.0f} s ({100 * r['sandbox_cpu_s'] / run.wall:.0f}% "
-                                   "of one core)", "ok": True})
+        rows.append(
+            {
+                "bench": bench,
+                "client": "run_batch.py --wait --format simple",
+                "seconds": run.wall,
+                "peak_rss_mb": run.rss_mb,
+                "throughput": f"{r['requests'] / run.wall:.0f} req/s; submit {r['submit_s']:.1f} s "
+                f"(validate+hash {r['validate_s']:.1f}, upload {r['upload_s']:.1f}), "
+                f"wait {r['wait_s']:.1f} s, fetch {r['fetch_s']:.1f} s",
+                "ok": r["ok"],
+            }
+        )
+        rows.append(
+            {
+                "bench": bench,
+                "client": "sandbox_server.py (built-in model)",
+                "seconds": run.wall,
+                "peak_rss_mb": r["sandbox_rss_mb"],
+                "throughput": f"CPU {r['sandbox_cpu_s']:.0f} s ({100 * r['sandbox_cpu_s'] / run.wall:.0f}% "
+                "of one core)",
+                "ok": True,
+            }
+        )
     m = results["million"]
-    rows.append({"bench": f"fetch again, {m['chunks']} batches finished and downloaded",
-                 "client": "fetch_results.py --job", "seconds": m["fetch_again"]["wall"],
-                 "peak_rss_mb": m["fetch_again"]["rss"],
-                 "throughput": f"{sum(m['fetch_again']['calls'].values())} API calls", "ok": m["fetch_again"]["ok"]})
-    rows.append({"bench": f"poll a finished {m['chunks']}-batch job", "client": "poll.py --job",
-                 "seconds": m["poll_done"]["wall"], "peak_rss_mb": m["poll_done"]["rss"],
-                 "throughput": f"{sum(m['poll_done']['calls'].values())} API calls", "ok": m["poll_done"]["ok"]})
+    rows.append(
+        {
+            "bench": f"fetch again, {m['chunks']} batches finished and downloaded",
+            "client": "fetch_results.py --job",
+            "seconds": m["fetch_again"]["wall"],
+            "peak_rss_mb": m["fetch_again"]["rss"],
+            "throughput": f"{sum(m['fetch_again']['calls'].values())} API calls",
+            "ok": m["fetch_again"]["ok"],
+        }
+    )
+    rows.append(
+        {
+            "bench": f"poll a finished {m['chunks']}-batch job",
+            "client": "poll.py --job",
+            "seconds": m["poll_done"]["wall"],
+            "peak_rss_mb": m["poll_done"]["rss"],
+            "throughput": f"{sum(m['poll_done']['calls'].values())} API calls",
+            "ok": m["poll_done"]["ok"],
+        }
+    )
     client_rss = max(m["run"].rss_mb, m["fetch_again"]["rss"], m["poll_done"]["rss"])
     rounds = m["rounds"]
     per_round = [sum(r.values()) for r in rounds]
@@ -370,6 +431,7 @@ def bench_e2e(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[str
 
 # -- 2. the status checks of a 200-batch job ------------------------------------------------
 
+
 def call_ms(sb: SandboxProcess, batch_id: str, n: int = 20) -> Tuple[float, float]:
     """Median milliseconds of one GET /batches/{id}: on one kept-alive connection (as the client's
     session sends them) and on a new connection each time."""
@@ -399,8 +461,9 @@ def bench_poll(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[st
     job = os.path.join(workdir, "poll.dwjob")
     # 8 workers x 2 s per request: 4 requests/s, so every batch stays in progress for the whole
     # measurement while the first one makes partial results (what run_batch.py downloads).
-    with SandboxProcess(data_dir=os.path.join(workdir, "sandbox-poll"),
-                        extra_args=["--latency", "2", "--concurrency", "8"]) as sb:
+    with SandboxProcess(
+        data_dir=os.path.join(workdir, "sandbox-poll"), extra_args=["--latency", "2", "--concurrency", "8"]
+    ) as sb:
         env = env_for(sb.base_url, sb.api_key)
         print(f"submit {batches} chunks ...", file=sys.stderr, flush=True)
         before = counters(sb)
@@ -415,14 +478,38 @@ def bench_poll(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[st
         for _ in range(sizes["repeats"]):
             before = counters(sb)
             wall, rss, rc, out = measure_own([sys.executable, script("poll.py"), "--job", job], env)
-            polls.append((wall, rss, rc == 0 and json.loads(out or "{}").get("status") == "in_progress",
-                          diff(counters(sb), before)))
+            polls.append(
+                (
+                    wall,
+                    rss,
+                    rc == 0 and json.loads(out or "{}").get("status") == "in_progress",
+                    diff(counters(sb), before),
+                )
+            )
 
         print("run_batch.py --wait checks ...", file=sys.stderr, flush=True)
         watcher = CheckWatcher(sb)
         out = os.path.join(workdir, "poll.results.jsonl")
-        rb = run_stamped([sys.executable, script("run_batch.py"), path, "--job", job, "--wait", "--interval", "5",
-                          "--timeout", str(sizes["wait_timeout"]), "--format", "simple", "-o", out], env, watcher)
+        rb = run_stamped(
+            [
+                sys.executable,
+                script("run_batch.py"),
+                path,
+                "--job",
+                job,
+                "--wait",
+                "--interval",
+                "5",
+                "--timeout",
+                str(sizes["wait_timeout"]),
+                "--format",
+                "simple",
+                "-o",
+                out,
+            ],
+            env,
+            watcher,
+        )
         checks = watcher.rounds()
         # Time of each check and its downloads: the gap to the next progress line less the sleep
         # run_batch.py takes after it (2, 5, then --interval 5 s: batches.wait_delay). The last
@@ -436,16 +523,30 @@ def bench_poll(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[st
     check_calls = [sum(c.values()) for c in checks]
     bench = f"{batches} running batches x {per} requests"
     rows = [
-        {"bench": f"submit {batches} chunks x {per} requests", "client": "submit.py --max-requests 500",
-         "seconds": sub.wall, "peak_rss_mb": sub.rss_mb,
-         "throughput": f"{sum(sub_calls.values())} API calls, {sub.wall / batches * 1000:.0f} ms per chunk",
-         "ok": sub.rc == 0},
-        {"bench": f"one status check, {bench}", "client": "poll.py --job", "seconds": med([p[0] for p in polls]),
-         "peak_rss_mb": max(p[1] for p in polls), "throughput": f"{med(poll_calls):.0f} API calls per round",
-         "ok": all(p[2] for p in polls)},
-        {"bench": f"one status check, {bench}", "client": "run_batch.py --wait (check + partial downloads)",
-         "seconds": med(check_s), "peak_rss_mb": rb.rss_mb,
-         "throughput": f"{med(check_calls):.0f} API calls per check", "ok": rb.rc == 6 and len(checks) >= 2},
+        {
+            "bench": f"submit {batches} chunks x {per} requests",
+            "client": "submit.py --max-requests 500",
+            "seconds": sub.wall,
+            "peak_rss_mb": sub.rss_mb,
+            "throughput": f"{sum(sub_calls.values())} API calls, {sub.wall / batches * 1000:.0f} ms per chunk",
+            "ok": sub.rc == 0,
+        },
+        {
+            "bench": f"one status check, {bench}",
+            "client": "poll.py --job",
+            "seconds": med([p[0] for p in polls]),
+            "peak_rss_mb": max(p[1] for p in polls),
+            "throughput": f"{med(poll_calls):.0f} API calls per round",
+            "ok": all(p[2] for p in polls),
+        },
+        {
+            "bench": f"one status check, {bench}",
+            "client": "run_batch.py --wait (check + partial downloads)",
+            "seconds": med(check_s),
+            "peak_rss_mb": rb.rss_mb,
+            "throughput": f"{med(check_calls):.0f} API calls per check",
+            "ok": rb.rc == 6 and len(checks) >= 2,
+        },
     ]
     notes = [
         f"- Submitting {batches} chunks of {per}: {calls_text(sub_calls)}; {sub.wall:.1f} s, "
@@ -462,14 +563,25 @@ def bench_poll(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[st
         f"{calls_text(median_calls(checks))} ({med(check_calls):.0f} in all), {med(check_s):.2f} s per check "
         f"excluding its sleep; per-check calls {check_calls}. job.json after it: {json_kb:.0f} kB.",
     ]
-    facts = {"batches": batches, "poll_calls": med(poll_calls), "poll_s": med([p[0] for p in polls]),
-             "poll_rss": max(p[1] for p in polls), "check_calls": med(check_calls), "check_s": med(check_s),
-             "submit_written_mb": sub.written_mb, "job_json_kb": json_kb, "submit_json_kb": sub_json_kb,
-             "submit_s": sub.wall, "kept_ms": kept_ms, "fresh_ms": fresh_ms}
+    facts = {
+        "batches": batches,
+        "poll_calls": med(poll_calls),
+        "poll_s": med([p[0] for p in polls]),
+        "poll_rss": max(p[1] for p in polls),
+        "check_calls": med(check_calls),
+        "check_s": med(check_s),
+        "submit_written_mb": sub.written_mb,
+        "job_json_kb": json_kb,
+        "submit_json_kb": sub_json_kb,
+        "submit_s": sub.wall,
+        "kept_ms": kept_ms,
+        "fresh_ms": fresh_ms,
+    }
     return rows, notes, facts
 
 
 # -- 3. uploads through a per-connection throughput cap -------------------------------------
+
 
 class NullSink(http.server.ThreadingHTTPServer):
     """An HTTP server that reads each request body and throws it away: with it, a capped
@@ -504,8 +616,9 @@ class Proxy:
     """bench/throttle_proxy.py in its own process (its own interpreter and core time)."""
 
     def __init__(self, target_port: int, rate: float):
-        self.proc = subprocess.Popen([sys.executable, PROXY, "--target", f"127.0.0.1:{target_port}",
-                                      "--rate", str(rate)], stdout=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [sys.executable, PROXY, "--target", f"127.0.0.1:{target_port}", "--rate", str(rate)], stdout=subprocess.PIPE
+        )
         self.port = json.loads(self.proc.stdout.readline())["port"]  # type: ignore[union-attr]
 
     def close(self) -> None:
@@ -515,8 +628,20 @@ class Proxy:
 
 
 def curl_upload(url: str, key: str, path: str) -> List[str]:
-    return ["curl", "-sS", "--fail", "-o", "/dev/null", "-H", f"Authorization: Bearer {key}",
-            "-F", "purpose=batch", "-F", f"file=@{path};type=application/jsonl", url + "/files"]
+    return [
+        "curl",
+        "-sS",
+        "--fail",
+        "-o",
+        "/dev/null",
+        "-H",
+        f"Authorization: Bearer {key}",
+        "-F",
+        "purpose=batch",
+        "-F",
+        f"file=@{path};type=application/jsonl",
+        url + "/files",
+    ]
 
 
 def timed_parallel(cmds: List[List[str]]) -> Tuple[float, bool]:
@@ -535,8 +660,10 @@ def bench_upload(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[
     chunks, lines, pad, rate = 4, sizes["upload_lines"], 150, sizes["rate_mb"] * MB
     # ~4.3 kB requests (run_all.py's upload lines): the sandbox's per-line work on an upload is
     # then small next to the transfer, which is what the cap is about.
-    parts = [make_requests(os.path.join(DATA, f"scale-upload-{lines}-part{k + 1}.jsonl"), lines, pad,
-                           first=k * lines + 1) for k in range(chunks)]
+    parts = [
+        make_requests(os.path.join(DATA, f"scale-upload-{lines}-part{k + 1}.jsonl"), lines, pad, first=k * lines + 1)
+        for k in range(chunks)
+    ]
     whole = os.path.join(DATA, f"scale-upload-{lines}x{chunks}.jsonl")
     if not os.path.exists(whole):
         with open(whole + ".tmp", "wb") as out:
@@ -563,17 +690,37 @@ def bench_upload(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[
         proxy.close()
         sink.shutdown()
         sink.server_close()
-    rows.append({"bench": f"proxy check: {part_mb:.0f} MB to a null sink", "client": "curl -F, 1 connection",
-                 "seconds": one, "peak_rss_mb": float("nan"),
-                 "throughput": f"{part_mb / one:.1f} MB/s (cap {sizes['rate_mb']:g}; {part_mb / direct:.0f} MB/s "
-                               "without the proxy)", "ok": rc == 0 and rc_d == 0})
-    rows.append({"bench": f"proxy check: {chunks} x {part_mb:.0f} MB to a null sink", "client": "curl -F, 4 at once",
-                 "seconds": four, "peak_rss_mb": float("nan"),
-                 "throughput": f"{chunks * part_mb / four:.1f} MB/s in all", "ok": ok4})
+    rows.append(
+        {
+            "bench": f"proxy check: {part_mb:.0f} MB to a null sink",
+            "client": "curl -F, 1 connection",
+            "seconds": one,
+            "peak_rss_mb": float("nan"),
+            "throughput": f"{part_mb / one:.1f} MB/s (cap {sizes['rate_mb']:g}; {part_mb / direct:.0f} MB/s "
+            "without the proxy)",
+            "ok": rc == 0 and rc_d == 0,
+        }
+    )
+    rows.append(
+        {
+            "bench": f"proxy check: {chunks} x {part_mb:.0f} MB to a null sink",
+            "client": "curl -F, 4 at once",
+            "seconds": four,
+            "peak_rss_mb": float("nan"),
+            "throughput": f"{chunks * part_mb / four:.1f} MB/s in all",
+            "ok": ok4,
+        }
+    )
 
     parallel = "--parallel" in submit_help()
-    times: Dict[str, List[float]] = {"submit": [], "submit_span": [], "submit_par": [], "submit_par_span": [],
-                                     "curl_seq": [], "curl_par": []}
+    times: Dict[str, List[float]] = {
+        "submit": [],
+        "submit_span": [],
+        "submit_par": [],
+        "submit_par_span": [],
+        "curl_seq": [],
+        "curl_par": [],
+    }
     rss: Dict[str, float] = {}
     oks: Dict[str, bool] = {}
     with SandboxProcess(data_dir=os.path.join(workdir, "sandbox-upload")) as sb:
@@ -585,12 +732,24 @@ def bench_upload(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[
             for rep in range(sizes["repeats"]):
                 print(f"uploads, round {rep + 1}/{sizes['repeats']} ...", file=sys.stderr, flush=True)
                 variants = [("submit", ["--parallel", "1"] if parallel else [])] + (
-                    [("submit_par", ["--parallel", str(chunks)])] if parallel else [])
+                    [("submit_par", ["--parallel", str(chunks)])] if parallel else []
+                )
                 for key, extra in variants:
                     api(sb, "POST", "/_sandbox/reset")  # the same empty server for every run
                     job = os.path.join(workdir, f"upload-{key}-{rep}.dwjob")
-                    run = run_stamped([sys.executable, script("submit.py"), whole, "--job", job, "--max-requests",
-                                       str(lines), *extra], env)
+                    run = run_stamped(
+                        [
+                            sys.executable,
+                            script("submit.py"),
+                            whole,
+                            "--job",
+                            job,
+                            "--max-requests",
+                            str(lines),
+                            *extra,
+                        ],
+                        env,
+                    )
                     times[key].append(run.wall)
                     # the uploads alone: from the first "uploading" line to the last "uploaded"
                     starts, ends = run.times(r": uploading lines"), run.times(r": uploaded as file")
@@ -600,7 +759,10 @@ def bench_upload(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[
                 api(sb, "POST", "/_sandbox/reset")
                 t0, ok = time.perf_counter(), True
                 for p in parts:  # one after another, as the dw CLI uploads
-                    ok = subprocess.run(curl_upload(via, sb.api_key, p), stdout=subprocess.DEVNULL).returncode == 0 and ok
+                    ok = (
+                        subprocess.run(curl_upload(via, sb.api_key, p), stdout=subprocess.DEVNULL).returncode == 0
+                        and ok
+                    )
                 times["curl_seq"].append(time.perf_counter() - t0)
                 oks["curl_seq"] = oks.get("curl_seq", True) and ok
                 api(sb, "POST", "/_sandbox/reset")
@@ -610,23 +772,52 @@ def bench_upload(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[
         finally:
             proxy.close()
     seq = med(times["submit"])
-    rows.append({"bench": label, "client": "submit.py --parallel 1" if parallel else "submit.py (sequential)", "seconds": seq, "peak_rss_mb": rss["submit"],
-                 "throughput": f"{total_mb / seq:.1f} MB/s; uploads alone {med(times['submit_span']):.1f} s "
-                               f"({total_mb / med(times['submit_span']):.1f} MB/s)", "ok": oks["submit"]})
+    rows.append(
+        {
+            "bench": label,
+            "client": "submit.py --parallel 1" if parallel else "submit.py (sequential)",
+            "seconds": seq,
+            "peak_rss_mb": rss["submit"],
+            "throughput": f"{total_mb / seq:.1f} MB/s; uploads alone {med(times['submit_span']):.1f} s "
+            f"({total_mb / med(times['submit_span']):.1f} MB/s)",
+            "ok": oks["submit"],
+        }
+    )
     if parallel:
         par, par_span = med(times["submit_par"]), med(times["submit_par_span"])
-        rows.append({"bench": label, "client": f"submit.py --parallel {chunks}", "seconds": par,
-                     "peak_rss_mb": rss["submit_par"],
-                     "throughput": f"{total_mb / par:.1f} MB/s; uploads alone {par_span:.1f} s "
-                                   f"({total_mb / par_span:.1f} MB/s); sequential/parallel {seq / par:.2f}x "
-                                   f"(uploads alone {med(times['submit_span']) / par_span:.2f}x)",
-                     "ok": oks["submit_par"]})
+        rows.append(
+            {
+                "bench": label,
+                "client": f"submit.py --parallel {chunks}",
+                "seconds": par,
+                "peak_rss_mb": rss["submit_par"],
+                "throughput": f"{total_mb / par:.1f} MB/s; uploads alone {par_span:.1f} s "
+                f"({total_mb / par_span:.1f} MB/s); sequential/parallel {seq / par:.2f}x "
+                f"(uploads alone {med(times['submit_span']) / par_span:.2f}x)",
+                "ok": oks["submit_par"],
+            }
+        )
     cseq, cpar = med(times["curl_seq"]), med(times["curl_par"])
-    rows.append({"bench": label, "client": "curl -F, one after another", "seconds": cseq, "peak_rss_mb": float("nan"),
-                 "throughput": f"{total_mb / cseq:.1f} MB/s", "ok": oks["curl_seq"]})
-    rows.append({"bench": label, "client": f"curl -F, {chunks} at once", "seconds": cpar, "peak_rss_mb": float("nan"),
-                 "throughput": f"{total_mb / cpar:.1f} MB/s; curl sequential/parallel {cseq / cpar:.2f}x",
-                 "ok": oks["curl_par"]})
+    rows.append(
+        {
+            "bench": label,
+            "client": "curl -F, one after another",
+            "seconds": cseq,
+            "peak_rss_mb": float("nan"),
+            "throughput": f"{total_mb / cseq:.1f} MB/s",
+            "ok": oks["curl_seq"],
+        }
+    )
+    rows.append(
+        {
+            "bench": label,
+            "client": f"curl -F, {chunks} at once",
+            "seconds": cpar,
+            "peak_rss_mb": float("nan"),
+            "throughput": f"{total_mb / cpar:.1f} MB/s; curl sequential/parallel {cseq / cpar:.2f}x",
+            "ok": oks["curl_par"],
+        }
+    )
     notes = [
         f"- Uploads: {chunks} chunks of {lines} requests ({part_mb:.1f} MB each, {total_mb:.0f} MB in all) through "
         f"bench/throttle_proxy.py at {sizes['rate_mb']:g} MB/s per connection; medians of {sizes['repeats']} runs, "
@@ -640,16 +831,23 @@ def bench_upload(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[
         "stores it before answering, and parallel uploads contend for its one interpreter: curl's parallel "
         "figure is the ceiling on this machine.",
     ]
-    facts = {"rate_mb": sizes["rate_mb"], "total_mb": total_mb, "seq_s": seq, "span_s": med(times["submit_span"]),
-             "curl_seq_s": cseq, "curl_par_s": cpar, "parallel": parallel,
-             "par_span_s": med(times["submit_par_span"]) if parallel else None}
+    facts = {
+        "rate_mb": sizes["rate_mb"],
+        "total_mb": total_mb,
+        "seq_s": seq,
+        "span_s": med(times["submit_span"]),
+        "curl_seq_s": cseq,
+        "curl_par_s": cpar,
+        "parallel": parallel,
+        "par_span_s": med(times["submit_par_span"]) if parallel else None,
+    }
     return rows, notes, facts
 
 
 # -- 4. the ten-million plan ----------------------------------------------------------------
 
-def plan(e2e_res: Optional[Dict[str, Any]], poll: Optional[Dict[str, Any]],
-         up: Optional[Dict[str, Any]]) -> List[str]:
+
+def plan(e2e_res: Optional[Dict[str, Any]], poll: Optional[Dict[str, Any]], up: Optional[Dict[str, Any]]) -> List[str]:
     """Figures for a 10,000,000-request job from the measurements (each marked measured or computed)."""
     target = 10_000_000
     batches = math.ceil(target / CHUNK_REQUESTS)
@@ -662,74 +860,150 @@ def plan(e2e_res: Optional[Dict[str, Any]], poll: Optional[Dict[str, Any]],
         rows += [
             ("bytes per request", f"{bpr:.0f} B", "measured", f"the {m['requests']:,}-request input of this bench"),
             ("input size", f"{total / 1e9:.2f} GB", "computed", "bytes per request x 10M"),
-            ("upload at 20 MB/s", f"{total / 20e6:.0f} s ({total / 20e6 / 60:.1f} min)", "computed",
-             "one connection at a time, the wire only"),
+            (
+                "upload at 20 MB/s",
+                f"{total / 20e6:.0f} s ({total / 20e6 / 60:.1f} min)",
+                "computed",
+                "one connection at a time, the wire only",
+            ),
             ("upload at 100 MB/s", f"{total / 100e6:.0f} s", "computed", "the wire only"),
-            ("upload on loopback today", f"{m['upload_s'] * f:.0f} s", "computed",
-             f"measured {m['upload_s']:.1f} s for {m['requests']:,} requests (the sandbox's parsing included), x {f:g}"),
-            ("validate and hash the input", f"{m['validate_s'] * f:.0f} s", "computed",
-             f"measured {m['validate_s']:.1f} s at {m['requests']:,}, x {f:g}"),
-            (f"job.json (from the {m['requests']:,}-request run)", f"{m['job_json_kb'] / m['chunks'] * batches:.0f} kB",
-             "computed",
-             f"measured {m['job_json_kb']:.0f} kB for {m['chunks']} chunks after the whole run, x {batches}/{m['chunks']}"),
+            (
+                "upload on loopback today",
+                f"{m['upload_s'] * f:.0f} s",
+                "computed",
+                f"measured {m['upload_s']:.1f} s for {m['requests']:,} requests (the sandbox's parsing included), x {f:g}",
+            ),
+            (
+                "validate and hash the input",
+                f"{m['validate_s'] * f:.0f} s",
+                "computed",
+                f"measured {m['validate_s']:.1f} s at {m['requests']:,}, x {f:g}",
+            ),
+            (
+                f"job.json (from the {m['requests']:,}-request run)",
+                f"{m['job_json_kb'] / m['chunks'] * batches:.0f} kB",
+                "computed",
+                f"measured {m['job_json_kb']:.0f} kB for {m['chunks']} chunks after the whole run, x {batches}/{m['chunks']}",
+            ),
         ]
         fetch_calls = sum(m["fetch_again"]["calls"].values())
         round_calls = sum(m["round_median"].values())
         pages = -(-batches // 100)  # the job's batches are listed 100 a page
         if m["rounds"]:
-            rows.append(("run_batch.py check while waiting",
-                         f"{pages} requests + 1 download per batch with new results, every other check",
-                         "computed", f"measured {round_calls} per check for {m['chunks']} batches "
-                         f"({calls_text(m['round_median'])}); the listing is paged 100 batches a page"))
+            rows.append(
+                (
+                    "run_batch.py check while waiting",
+                    f"{pages} requests + 1 download per batch with new results, every other check",
+                    "computed",
+                    f"measured {round_calls} per check for {m['chunks']} batches "
+                    f"({calls_text(m['round_median'])}); the listing is paged 100 batches a page",
+                )
+            )
         rows += [
-            ("fetch round, all finished and downloaded", f"{pages} requests", "computed",
-             f"measured {fetch_calls} for {m['chunks']} batches ({calls_text(m['fetch_again']['calls'])}); "
-             "the listing is paged 100 batches a page"),
-            ("final fetch and merge", f"{m['fetch_s'] * f:.0f} s", "computed",
-             f"measured {m['fetch_s']:.1f} s at {m['requests']:,}, x {f:g}"),
-            ("run_batch.py disk writes", f"{m['run'].written_mb * f / 1e3:.1f} GB", "computed",
-             f"measured {m['run'].written_mb:.0f} MB at {m['requests']:,} (raw downloads, results, job.json), "
-             f"x {f:g}"),
+            (
+                "fetch round, all finished and downloaded",
+                f"{pages} requests",
+                "computed",
+                f"measured {fetch_calls} for {m['chunks']} batches ({calls_text(m['fetch_again']['calls'])}); "
+                "the listing is paged 100 batches a page",
+            ),
+            (
+                "final fetch and merge",
+                f"{m['fetch_s'] * f:.0f} s",
+                "computed",
+                f"measured {m['fetch_s']:.1f} s at {m['requests']:,}, x {f:g}",
+            ),
+            (
+                "run_batch.py disk writes",
+                f"{m['run'].written_mb * f / 1e3:.1f} GB",
+                "computed",
+                f"measured {m['run'].written_mb:.0f} MB at {m['requests']:,} (raw downloads, results, job.json), "
+                f"x {f:g}",
+            ),
         ]
-        for what, small_mb, big_mb in (("run_batch.py", s["run"].rss_mb, m["run"].rss_mb),
-                                       ("fetch_results.py (fetch again)", s["fetch_again"]["rss"],
-                                        m["fetch_again"]["rss"])):
+        for what, small_mb, big_mb in (
+            ("run_batch.py", s["run"].rss_mb, m["run"].rss_mb),
+            ("fetch_results.py (fetch again)", s["fetch_again"]["rss"], m["fetch_again"]["rss"]),
+        ):
             slope = (big_mb - small_mb) / (m["requests"] - s["requests"])
-            rows.append((f"{what} peak RSS", f"{big_mb + slope * (target - m['requests']):.0f} MB", "computed",
-                         f"measured {small_mb:.0f} MB at {s['requests']:,} and {big_mb:.0f} MB at "
-                         f"{m['requests']:,} requests: {slope * 1e6:.0f} MB per million more, extended linearly"))
+            rows.append(
+                (
+                    f"{what} peak RSS",
+                    f"{big_mb + slope * (target - m['requests']):.0f} MB",
+                    "computed",
+                    f"measured {small_mb:.0f} MB at {s['requests']:,} and {big_mb:.0f} MB at "
+                    f"{m['requests']:,} requests: {slope * 1e6:.0f} MB per million more, extended linearly",
+                )
+            )
     if poll:
         x = batches / poll["batches"]  # 1 on a full run: measured at 200 batches
         kind, times = ("measured", "") if x == 1 else ("computed", f", x {x:g}")
-        stall = (f"; the sandbox's {poll['kept_ms']:.0f} ms per kept-alive call is most of the time "
-                 f"({poll['fresh_ms']:.1f} ms on a new connection)")
+        stall = (
+            f"; the sandbox's {poll['kept_ms']:.0f} ms per kept-alive call is most of the time "
+            f"({poll['fresh_ms']:.1f} ms on a new connection)"
+        )
         rows += [
-            ("poll.py round", f"{poll['poll_calls'] * x:.0f} requests, {poll['poll_s'] * x:.1f} s", kind,
-             f"{poll['batches']} running batches (500 requests each){times}{stall}"),
-            ("run_batch.py --wait check", f"{poll['check_calls'] * x:.0f} requests, {poll['check_s'] * x:.1f} s",
-             kind, f"{poll['batches']} running batches, partial downloads included{times}"),
-            (f"job.json ({poll['batches']}-chunk job)", f"{poll['job_json_kb']:.0f} kB", "measured",
-             f"{poll['batches']} chunks, after submit, polls and a fetch"),
-            ("submit's disk writes", f"{poll['submit_written_mb']:.0f} MB", "measured",
-             f"submit.py of {poll['batches']} chunks (job.json rewritten per step), {poll['submit_s']:.0f} s"),
+            (
+                "poll.py round",
+                f"{poll['poll_calls'] * x:.0f} requests, {poll['poll_s'] * x:.1f} s",
+                kind,
+                f"{poll['batches']} running batches (500 requests each){times}{stall}",
+            ),
+            (
+                "run_batch.py --wait check",
+                f"{poll['check_calls'] * x:.0f} requests, {poll['check_s'] * x:.1f} s",
+                kind,
+                f"{poll['batches']} running batches, partial downloads included{times}",
+            ),
+            (
+                f"job.json ({poll['batches']}-chunk job)",
+                f"{poll['job_json_kb']:.0f} kB",
+                "measured",
+                f"{poll['batches']} chunks, after submit, polls and a fetch",
+            ),
+            (
+                "submit's disk writes",
+                f"{poll['submit_written_mb']:.0f} MB",
+                "measured",
+                f"submit.py of {poll['batches']} chunks (job.json rewritten per step), {poll['submit_s']:.0f} s",
+            ),
             ("poll.py peak RSS", f"{poll['poll_rss']:.0f} MB", "measured", f"{poll['batches']} batches"),
         ]
     if up:
         speed = up["total_mb"] / up["span_s"]
-        rows.append(("submit.py uploads over a capped link", f"{speed:.1f} MB/s", "measured",
-                     f"{up['rate_mb']:g} MB/s per connection; curl 4 at once reached "
-                     f"{up['total_mb'] / up['curl_par_s']:.1f} MB/s"))
+        rows.append(
+            (
+                "submit.py uploads over a capped link",
+                f"{speed:.1f} MB/s",
+                "measured",
+                f"{up['rate_mb']:g} MB/s per connection; curl 4 at once reached "
+                f"{up['total_mb'] / up['curl_par_s']:.1f} MB/s",
+            )
+        )
         if up["parallel"]:
-            rows.append(("submit.py --parallel 4 uploads over a capped link",
-                         f"{up['total_mb'] / up['par_span_s']:.1f} MB/s", "measured",
-                         f"{up['rate_mb']:g} MB/s per connection"))
-    out = [PLAN, "", f"For one {target:,}-request job. 'measured' figures come from the rows above; 'computed' ones "
-           "are derived from them as stated.", "", "| quantity | 10M figure | kind | basis |", "|---|---|---|---|"]
+            rows.append(
+                (
+                    "submit.py --parallel 4 uploads over a capped link",
+                    f"{up['total_mb'] / up['par_span_s']:.1f} MB/s",
+                    "measured",
+                    f"{up['rate_mb']:g} MB/s per connection",
+                )
+            )
+    out = [
+        PLAN,
+        "",
+        f"For one {target:,}-request job. 'measured' figures come from the rows above; 'computed' ones "
+        "are derived from them as stated.",
+        "",
+        "| quantity | 10M figure | kind | basis |",
+        "|---|---|---|---|",
+    ]
     out += [f"| {q} | {v} | {k} | {b} |" for q, v, k, b in rows]
     return out
 
 
 # -- main -----------------------------------------------------------------------------------
+
 
 def floor_mb() -> float:
     """The smallest peak RSS the launcher can report (that of `true`)."""
@@ -755,10 +1029,18 @@ def main() -> int:
     ap.add_argument("--rate-mb", type=float, default=20.0, help="per-connection cap of the upload proxy, MB/s")
     args = ap.parse_args()
     q = args.quick
-    sizes = {"e2e": 50_000 if q else 1_000_000, "e2e_small": 10_000 if q else 100_000,
-             "e2e_chunk": 2_500 if q else CHUNK_REQUESTS, "interval": 5.0, "concurrency": 8,
-             "poll_batches": 20 if q else 200, "wait_timeout": 20 if q else 120, "repeats": 2 if q else 3,
-             "upload_lines": 1_160 if q else 11_600, "rate_mb": args.rate_mb}
+    sizes = {
+        "e2e": 50_000 if q else 1_000_000,
+        "e2e_small": 10_000 if q else 100_000,
+        "e2e_chunk": 2_500 if q else CHUNK_REQUESTS,
+        "interval": 5.0,
+        "concurrency": 8,
+        "poll_batches": 20 if q else 200,
+        "wait_timeout": 20 if q else 120,
+        "repeats": 2 if q else 3,
+        "upload_lines": 1_160 if q else 11_600,
+        "rate_mb": args.rate_mb,
+    }
     only = set(args.only or ["e2e", "poll", "upload"])
     workdir = tempfile.mkdtemp(prefix="dwb-scale-")
     rows: List[dict] = []
@@ -778,18 +1060,26 @@ def main() -> int:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     cpu = f"{os.cpu_count()} CPUs, {platform.machine()}, Python {platform.python_version()}"
-    text = "\n".join([
-        SECTION, "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {cpu} with `python3 bench/bench_scale.py"
-        f"{' --quick' if q else ''}` ({(time.time() - started) / 60:.0f} min; part of `make bench`; load average "
-        f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: other work shares the machine). Real scripts "
-        "as child processes against the sandbox on loopback; peak RSS is each script's own (the sandbox's "
-        "VmHWM); API calls are the sandbox's /_sandbox/stats counters.", "",
-        table(rows).replace("| nan |", "| - |"), "", *notes,
-        f"- Peak RSS figures are each script's own, through bench/peak_rss.py (floor: {floor_mb():.0f} MB, what "
-        "`true` reads through it); spawned straight from this bench "
-        f"({resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB) they could not read below its size.",
-        "", *plan(e2e_res, poll_res, up_res)])
+    text = "\n".join(
+        [
+            SECTION,
+            "",
+            f"Measured {time.strftime('%Y-%m-%d')} on {cpu} with `python3 bench/bench_scale.py"
+            f"{' --quick' if q else ''}` ({(time.time() - started) / 60:.0f} min; part of `make bench`; load average "
+            f"{load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end: other work shares the machine). Real scripts "
+            "as child processes against the sandbox on loopback; peak RSS is each script's own (the sandbox's "
+            "VmHWM); API calls are the sandbox's /_sandbox/stats counters.",
+            "",
+            table(rows).replace("| nan |", "| - |"),
+            "",
+            *notes,
+            f"- Peak RSS figures are each script's own, through bench/peak_rss.py (floor: {floor_mb():.0f} MB, what "
+            "`true` reads through it); spawned straight from this bench "
+            f"({resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB) they could not read below its size.",
+            "",
+            *plan(e2e_res, poll_res, up_res),
+        ]
+    )
     print(text)
     if not q and not args.only:
         write_results(text)

@@ -35,6 +35,7 @@ MODEL = "Qwen/Qwen3.5-35B-A3B-FP8"
 
 # -- measurement ----------------------------------------------------------------------------
 
+
 def measure(cmd: List[str], env: Optional[Dict[str, str]] = None, cwd: str = ROOT) -> Tuple[float, float, int, str]:
     """Run cmd; return (wall seconds, peak RSS MB, exit code, stdout)."""
     out = tempfile.TemporaryFile()
@@ -50,9 +51,12 @@ def measure(cmd: List[str], env: Optional[Dict[str, str]] = None, cwd: str = ROO
 
 
 def api(sb: SandboxProcess, method: str, path: str, body: Optional[dict] = None) -> dict:
-    req = urllib.request.Request(sb.base_url.rsplit("/v1", 1)[0] + path, method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Authorization": f"Bearer {sb.api_key}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        sb.base_url.rsplit("/v1", 1)[0] + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {sb.api_key}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=60) as resp:
         raw = resp.read()
         return json.loads(raw) if raw else {}
@@ -70,10 +74,17 @@ def wait_batch(sb: SandboxProcess, batch_id: str, timeout: float = 600) -> dict:
 
 # -- data -----------------------------------------------------------------------------------
 
+
 def chat_line(i: int, pad: int) -> str:
     text = f"Question {i}: summarise the following passage. " + ("lorem ipsum dolor sit amet " * pad)
-    return json.dumps({"custom_id": f"req-{i:07d}", "method": "POST", "url": "/v1/chat/completions",
-                       "body": {"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": 64}})
+    return json.dumps(
+        {
+            "custom_id": f"req-{i:07d}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": 64},
+        }
+    )
 
 
 def make_file(path: str, lines: int, pad: int) -> str:
@@ -145,20 +156,45 @@ def have_module(name: str) -> bool:
 
 # -- benchmarks -----------------------------------------------------------------------------
 
+
 def bench_upload(sb: SandboxProcess, env: Dict[str, str], path: str) -> List[dict]:
     size_mb = os.path.getsize(path) / 1e6
     rows = []
-    clients = [("doubleword-batches (streamed multipart)", py(UPLOAD_OURS, path=path)),
-               ("curl -F", ["curl", "-sS", "--fail", "-o", "/dev/null", "-H", f"Authorization: Bearer {sb.api_key}",
-                            "-F", "purpose=batch", "-F", f"file=@{path};type=application/jsonl",
-                            sb.base_url + "/files"]),
-               ("requests files= (naive)", py(UPLOAD_NAIVE, path=path))]
+    clients = [
+        ("doubleword-batches (streamed multipart)", py(UPLOAD_OURS, path=path)),
+        (
+            "curl -F",
+            [
+                "curl",
+                "-sS",
+                "--fail",
+                "-o",
+                "/dev/null",
+                "-H",
+                f"Authorization: Bearer {sb.api_key}",
+                "-F",
+                "purpose=batch",
+                "-F",
+                f"file=@{path};type=application/jsonl",
+                sb.base_url + "/files",
+            ],
+        ),
+        ("requests files= (naive)", py(UPLOAD_NAIVE, path=path)),
+    ]
     if have_module("openai"):
         clients.append(("openai SDK files.create", py(UPLOAD_OPENAI, path=path)))
     for name, cmd in clients:
         wall, rss, rc, _ = measure(cmd, env)
-        rows.append({"bench": f"upload {size_mb:.0f} MB", "client": name, "seconds": wall, "peak_rss_mb": rss,
-                     "throughput": f"{size_mb / wall:.0f} MB/s", "ok": rc == 0})
+        rows.append(
+            {
+                "bench": f"upload {size_mb:.0f} MB",
+                "client": name,
+                "seconds": wall,
+                "peak_rss_mb": rss,
+                "throughput": f"{size_mb / wall:.0f} MB/s",
+                "ok": rc == 0,
+            }
+        )
     return rows
 
 
@@ -166,22 +202,47 @@ def bench_download(sb: SandboxProcess, env: Dict[str, str], lines: int) -> List[
     path = make_file(os.path.join(DATA, f"download-{lines}.jsonl"), lines, 2)
     wall, _, rc, out = measure(py(UPLOAD_OURS, path=path), env)
     fid = out.strip()
-    batch = api(sb, "POST", "/v1/batches", {"input_file_id": fid, "endpoint": "/v1/chat/completions",
-                                            "completion_window": "24h"})
+    batch = api(
+        sb,
+        "POST",
+        "/v1/batches",
+        {"input_file_id": fid, "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+    )
     wait_batch(sb, batch["id"])
     out_id = api(sb, "GET", f"/v1/batches/{batch['id']}")["output_file_id"]
     target = os.path.join(DATA, "download.out")
     rows = []
-    for name, cmd in [("doubleword-batches (stream_content)", py(DOWNLOAD_OURS, fid=out_id, out=target)),
-                      ("curl", ["curl", "-sS", "--fail", "-o", target, "-w", "%{time_total}",
-                                "-H", f"Authorization: Bearer {sb.api_key}",
-                                f"{sb.base_url}/files/{out_id}/content"])]:
+    for name, cmd in [
+        ("doubleword-batches (stream_content)", py(DOWNLOAD_OURS, fid=out_id, out=target)),
+        (
+            "curl",
+            [
+                "curl",
+                "-sS",
+                "--fail",
+                "-o",
+                target,
+                "-w",
+                "%{time_total}",
+                "-H",
+                f"Authorization: Bearer {sb.api_key}",
+                f"{sb.base_url}/files/{out_id}/content",
+            ],
+        ),
+    ]:
         wall, rss, rc, out = measure(cmd, env)
         mb = os.path.getsize(target) / 1e6
         transfer = float(out.strip() or "nan")  # the transfer alone, without process start-up
-        rows.append({"bench": f"download {lines} lines ({mb:.0f} MB)", "client": name, "seconds": wall,
-                     "peak_rss_mb": rss, "throughput": f"{mb / wall:.0f} MB/s ({mb / transfer:.0f} MB/s "
-                                                        f"transfer alone, {transfer:.2f} s)", "ok": rc == 0})
+        rows.append(
+            {
+                "bench": f"download {lines} lines ({mb:.0f} MB)",
+                "client": name,
+                "seconds": wall,
+                "peak_rss_mb": rss,
+                "throughput": f"{mb / wall:.0f} MB/s ({mb / transfer:.0f} MB/s transfer alone, {transfer:.2f} s)",
+                "ok": rc == 0,
+            }
+        )
     return rows
 
 
@@ -242,9 +303,11 @@ def bench_validate(lines: int, repeat: int = 3) -> List[dict]:
     process, and a bare json.loads loop over the same file: the median of `repeat` runs each,
     taken in turns."""
     path = make_file(os.path.join(DATA, f"validate-{lines}.jsonl"), lines, 1)
-    clients = [("validate_batch_file.py", [sys.executable, os.path.join(SCRIPTS, "validate_batch_file.py"), path]),
-               ("validate_file(processes=1)", py(VALIDATE_ONE_PROCESS, path=path)),
-               ("bare json.loads loop", py(VALIDATE_BARE, path=path))]
+    clients = [
+        ("validate_batch_file.py", [sys.executable, os.path.join(SCRIPTS, "validate_batch_file.py"), path]),
+        ("validate_file(processes=1)", py(VALIDATE_ONE_PROCESS, path=path)),
+        ("bare json.loads loop", py(VALIDATE_BARE, path=path)),
+    ]
     runs: Dict[str, List[Tuple[float, float, int, bool]]] = {name: [] for name, _ in clients}
     for _ in range(repeat):
         for name, cmd in clients:
@@ -264,8 +327,16 @@ def bench_validate(lines: int, repeat: int = 3) -> List[dict]:
             throughput += f", {bare / wall:.2f}x the bare loop"
         if procs > 1:
             throughput += f" ({procs} processes, RSS summed)"
-        rows.append({"bench": f"validate {lines} lines", "client": name, "seconds": wall, "peak_rss_mb": rss,
-                     "throughput": throughput, "ok": all(r[3] for r in runs[name])})
+        rows.append(
+            {
+                "bench": f"validate {lines} lines",
+                "client": name,
+                "seconds": wall,
+                "peak_rss_mb": rss,
+                "throughput": throughput,
+                "ok": all(r[3] for r in runs[name]),
+            }
+        )
     return rows
 
 
@@ -273,16 +344,33 @@ def bench_job(env: Dict[str, str], lines: int, workdir: str) -> List[dict]:
     src = make_file(os.path.join(DATA, f"job-{lines}.jsonl"), lines, 1)
     path = os.path.join(workdir, "job.jsonl")
     shutil.copy(src, path)
-    cmd = [sys.executable, os.path.join(SCRIPTS, "run_batch.py"), path, "--wait", "--interval", "1",
-           "--timeout", "600", "-o", os.path.join(workdir, "out.jsonl")]
+    cmd = [
+        sys.executable,
+        os.path.join(SCRIPTS, "run_batch.py"),
+        path,
+        "--wait",
+        "--interval",
+        "1",
+        "--timeout",
+        "600",
+        "-o",
+        os.path.join(workdir, "out.jsonl"),
+    ]
     wall, rss, rc, out = measure(cmd, env)
     try:
         doc = json.loads(out)
     except ValueError:
         doc = {}
-    return [{"bench": f"{lines}-request job end to end", "client": "run_batch.py --wait", "seconds": wall,
-             "peak_rss_mb": rss, "throughput": f"{lines / wall:.0f} req/s",
-             "ok": rc == 0 and doc.get("succeeded") == lines}]
+    return [
+        {
+            "bench": f"{lines}-request job end to end",
+            "client": "run_batch.py --wait",
+            "seconds": wall,
+            "peak_rss_mb": rss,
+            "throughput": f"{lines / wall:.0f} req/s",
+            "ok": rc == 0 and doc.get("succeeded") == lines,
+        }
+    ]
 
 
 def bench_polling(env: Dict[str, str], sb: SandboxProcess, workdir: str, seconds: float) -> List[dict]:
@@ -304,16 +392,26 @@ def bench_polling(env: Dict[str, str], sb: SandboxProcess, workdir: str, seconds
         wall, rss, rc, _ = measure(cmd, env)
         after = api(sb, "GET", "/_sandbox/stats")["requests"]
         polls = sum(after.get(k, 0) - before.get(k, 0) for k in after if k.startswith("GET"))
-        rows.append({"bench": f"polling a running batch for {seconds:.0f}s", "client": name, "seconds": wall,
-                     "peak_rss_mb": rss, "throughput": f"{polls / (wall / 60):.1f} GET/min", "ok": rc in (0, 6)})
+        rows.append(
+            {
+                "bench": f"polling a running batch for {seconds:.0f}s",
+                "client": name,
+                "seconds": wall,
+                "peak_rss_mb": rss,
+                "throughput": f"{polls / (wall / 60):.1f} GET/min",
+                "ok": rc in (0, 6),
+            }
+        )
     return rows
 
 
 def table(rows: List[dict]) -> str:
     out = ["| benchmark | client | wall (s) | peak RSS (MB) | throughput | ok |", "|---|---|---:|---:|---|---|"]
     for r in rows:
-        out.append(f"| {r['bench']} | {r['client']} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | "
-                   f"{r['throughput']} | {'yes' if r['ok'] else 'NO'} |")
+        out.append(
+            f"| {r['bench']} | {r['client']} | {r['seconds']:.2f} | {r['peak_rss_mb']:.0f} | "
+            f"{r['throughput']} | {'yes' if r['ok'] else 'NO'} |"
+        )
     return "\n".join(out)
 
 
@@ -324,21 +422,28 @@ def main() -> int:
     args = ap.parse_args()
     q = args.quick
     upload_lines, pad = (5_000, 150) if q else (48_000, 150)
-    sizes = {"download": 10_000 if q else 100_000, "validate": 100_000 if q else 1_000_000,
-             "job": 10_000 if q else 100_000, "polling": 20 if q else 75}
+    sizes = {
+        "download": 10_000 if q else 100_000,
+        "validate": 100_000 if q else 1_000_000,
+        "job": 10_000 if q else 100_000,
+        "polling": 20 if q else 75,
+    }
     only = set(args.only or ["upload", "download", "validate", "job", "polling"])
     rows: List[dict] = []
     workdir = tempfile.mkdtemp(prefix="dwb-bench-")
     data_dir = os.path.join(workdir, "sandbox")
-    with SandboxProcess(data_dir=data_dir, extra_args=["--max-file-bytes", "260000000",
-                                                       "--max-requests-per-file", "0"]) as sb:
+    with SandboxProcess(
+        data_dir=data_dir, extra_args=["--max-file-bytes", "260000000", "--max-requests-per-file", "0"]
+    ) as sb:
         env = dict(os.environ, DOUBLEWORD_API_KEY=sb.api_key, DOUBLEWORD_BASE_URL=sb.base_url)
         if "validate" in only:
             print("validation ...", file=sys.stderr)
             rows += bench_validate(sizes["validate"])
         if "upload" in only:
             print("upload ...", file=sys.stderr)
-            rows += bench_upload(sb, env, make_file(os.path.join(DATA, f"upload-{upload_lines}.jsonl"), upload_lines, pad))
+            rows += bench_upload(
+                sb, env, make_file(os.path.join(DATA, f"upload-{upload_lines}.jsonl"), upload_lines, pad)
+            )
         if "download" in only:
             print("download ...", file=sys.stderr)
             rows += bench_download(sb, env, sizes["download"])
@@ -359,12 +464,14 @@ def main() -> int:
         try:  # bench_scale.py's sections follow this table: kept until it writes them again
             with open(path, encoding="utf-8") as fh:
                 old = fh.read()
-            rest = "\n" + old[old.index("\n## Scale"):].strip("\n") + "\n" if "\n## Scale" in old else ""
+            rest = "\n" + old[old.index("\n## Scale") :].strip("\n") + "\n" if "\n## Scale" in old else ""
         except FileNotFoundError:
             rest = ""
         with open(path, "w", encoding="utf-8") as fh:
-            fh.write(f"# Benchmark results\n\nMeasured {time.strftime('%Y-%m-%d')} on {cpu} with "
-                     f"`make bench` (sandbox on loopback, built-in model, no latency).\n\n{text}\n{rest}")
+            fh.write(
+                f"# Benchmark results\n\nMeasured {time.strftime('%Y-%m-%d')} on {cpu} with "
+                f"`make bench` (sandbox on loopback, built-in model, no latency).\n\n{text}\n{rest}"
+            )
     return 0 if all(r["ok"] for r in rows) else 1
 
 

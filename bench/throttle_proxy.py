@@ -44,8 +44,9 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rate:
         pass
 
 
-async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, host: str, port: int,
-                 rate: float) -> None:
+async def handle(
+    client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter, host: str, port: int, rate: float
+) -> None:
     try:
         up_r, up_w = await asyncio.open_connection(host, port)
     except OSError:
@@ -62,8 +63,9 @@ async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter,
 
 async def serve(args: argparse.Namespace) -> None:
     host, _, port = args.target.rpartition(":")
-    server = await asyncio.start_server(lambda r, w: handle(r, w, host, int(port), args.rate),
-                                        "127.0.0.1", args.port, limit=READ)
+    server = await asyncio.start_server(
+        lambda r, w: handle(r, w, host, int(port), args.rate), "127.0.0.1", args.port, limit=READ
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -38,17 +38,39 @@ def main() -> int:
     shutil.rmtree(RUN_DIR, ignore_errors=True)
     os.makedirs(RUN_DIR)
     print("Starting the sandbox (a local Doubleword-compatible server) ...", flush=True)
-    with SandboxProcess(data_dir=os.path.join(RUN_DIR, "sandbox-data"),
-                        extra_args=["--latency", "0.3", "--concurrency", "4"]) as sb:
+    with SandboxProcess(
+        data_dir=os.path.join(RUN_DIR, "sandbox-data"), extra_args=["--latency", "0.3", "--concurrency", "4"]
+    ) as sb:
         print(f"sandbox at {sb.base_url}")
         env = dict(os.environ, DOUBLEWORD_API_KEY=sb.api_key, DOUBLEWORD_BASE_URL=sb.base_url)
         batch_file = os.path.join("demo-run", "requests.jsonl")
-        made = step("create", "create_batch_file.py", batch_file, "--prompts", "examples/prompts.txt",
-                    "--max-tokens", "200", "--id-prefix", "demo", env=env)
+        made = step(
+            "create",
+            "create_batch_file.py",
+            batch_file,
+            "--prompts",
+            "examples/prompts.txt",
+            "--max-tokens",
+            "200",
+            "--id-prefix",
+            "demo",
+            env=env,
+        )
         print(f"  {made['requests']} requests written to {made['path']}")
         step("check setup", "check_setup.py", env=env)
-        ran = step("run", "run_batch.py", batch_file, "--wait", "--interval", "1", "--timeout", "120",
-                   "--format", "simple", env=env)
+        ran = step(
+            "run",
+            "run_batch.py",
+            batch_file,
+            "--wait",
+            "--interval",
+            "1",
+            "--timeout",
+            "120",
+            "--format",
+            "simple",
+            env=env,
+        )
         print(f"\njob: {ran.get('job')}")
         print(f"succeeded {ran.get('succeeded')}, failed {ran.get('failed')}, missing {ran.get('missing')}")
         out = ran.get("output")
@@ -57,7 +79,7 @@ def main() -> int:
             with open(out, encoding="utf-8") as fh:
                 for line in fh:
                     row = json.loads(line)
-                    text = (row.get("content") or row.get("error") or "")
+                    text = row.get("content") or row.get("error") or ""
                     text = text if isinstance(text, str) else json.dumps(text)
                     print(f"  {row['custom_id']:<14} {'ok ' if row.get('ok') else 'ERR'} {text[:70]}")
     print("\nsandbox stopped. Demo complete.")

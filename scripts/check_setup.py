@@ -33,8 +33,9 @@ from _dwbatches.workflow.setup import check_setup
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True)
-    parser.add_argument("--sandbox", action="store_true",
-                        help="start the local sandbox, check against it, stop it (no key needed)")
+    parser.add_argument(
+        "--sandbox", action="store_true", help="start the local sandbox, check against it, stop it (no key needed)"
+    )
     args = output.parse_args(parser, argv)
     return output.run(lambda: output.finish(check_setup(cli.connection(args), use_sandbox=args.sandbox)))
 

@@ -57,19 +57,32 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ex.add_argument("--prompts", metavar="FILE", help="one prompt per line ('-' = stdin); blank lines are skipped")
     ex.add_argument("--csv", metavar="FILE", help="a CSV with a header row; needs --template (or a 'prompt' column)")
     ex.add_argument("--jsonl", metavar="FILE", help="one JSON object per line; needs --template (or a 'prompt' field)")
-    src.add_argument("--template", metavar="TEXT",
-                     help='prompt template with {column} / {field} placeholders ({a.b} reaches nested fields)')
-    src.add_argument("--delimiter", metavar="CHAR",
-                     help="CSV column separator: , ; tab (or \\t) or | (default: detected from the header row)")
-    src.add_argument("--id-column", "--id-field", dest="id_column", metavar="NAME",
-                     help="column/field holding a unique row id, used in the custom ids")
-    src.add_argument("--id-prefix", metavar="TEXT",
-                     help="custom id prefix (default: the input file name; '' for bare ids)")
+    src.add_argument(
+        "--template",
+        metavar="TEXT",
+        help="prompt template with {column} / {field} placeholders ({a.b} reaches nested fields)",
+    )
+    src.add_argument(
+        "--delimiter",
+        metavar="CHAR",
+        help="CSV column separator: , ; tab (or \\t) or | (default: detected from the header row)",
+    )
+    src.add_argument(
+        "--id-column",
+        "--id-field",
+        dest="id_column",
+        metavar="NAME",
+        help="column/field holding a unique row id, used in the custom ids",
+    )
+    src.add_argument(
+        "--id-prefix", metavar="TEXT", help="custom id prefix (default: the input file name; '' for bare ids)"
+    )
     src.add_argument("--limit", type=int, metavar="N", help="use only the first N rows (a trial run)")
     req = parser.add_argument_group("request")
     req.add_argument("--endpoint", choices=ENDPOINTS, default=ENDPOINTS[0], help="default %(default)s")
-    req.add_argument("-m", "--model",
-                     help=f"model (default {DEFAULT_CHAT_MODEL}; embeddings {DEFAULT_EMBEDDING_MODEL})")
+    req.add_argument(
+        "-m", "--model", help=f"model (default {DEFAULT_CHAT_MODEL}; embeddings {DEFAULT_EMBEDDING_MODEL})"
+    )
     req.add_argument("--system", metavar="TEXT", help="system prompt (/v1/responses: instructions)")
     req.add_argument("--temperature", type=float, metavar="T")
     req.add_argument("--max-tokens", type=int, metavar="N", help="(/v1/responses: max_output_tokens)")

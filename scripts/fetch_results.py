@@ -76,8 +76,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True)
     cli.add_target_args(parser)
     cli.add_output_args(parser)
-    parser.add_argument("--input", metavar="FILE",
-                        help="with batch ids: the original batch input, for input order and missing requests")
+    parser.add_argument(
+        "--input", metavar="FILE", help="with batch ids: the original batch input, for input order and missing requests"
+    )
     args = output.parse_args(parser, argv)
 
     def body() -> int:

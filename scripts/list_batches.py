@@ -28,16 +28,26 @@ from _dwbatches.workflow.listing import STATUSES, list_batches
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True)
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="batches per page (1-100; default 20, or 100 with --all)")
+    parser.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="batches per page (1-100; default 20, or 100 with --all)"
+    )
     parser.add_argument("--status", choices=STATUSES, help="only batches with this status")
     parser.add_argument("--search", metavar="TEXT", help="match metadata, file names or ids")
     parser.add_argument("--after", metavar="BATCH_ID", help="start after this batch (a previous last_id)")
     parser.add_argument("--all", action="store_true", help="follow pages until there are no more")
     args = output.parse_args(parser, argv)
-    return output.run(lambda: output.finish(list_batches(cli.connection(args), limit=args.limit, status=args.status,
-                                                         search=args.search, after_id=args.after,
-                                                         follow=args.all)))
+    return output.run(
+        lambda: output.finish(
+            list_batches(
+                cli.connection(args),
+                limit=args.limit,
+                status=args.status,
+                search=args.search,
+                after_id=args.after,
+                follow=args.all,
+            )
+        )
+    )
 
 
 if __name__ == "__main__":

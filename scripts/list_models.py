@@ -35,9 +35,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--chat", action="store_true", help="only chat / completion models")
     kind.add_argument("--embeddings", action="store_true", help="only embeddings models")
-    parser.add_argument("--sort", choices=("id", "price"), default="id",
-                        help="order: by id (default) or by price, cheapest first (24h input + output; "
-                             "models without a known price last)")
+    parser.add_argument(
+        "--sort",
+        choices=("id", "price"),
+        default="id",
+        help="order: by id (default) or by price, cheapest first (24h input + output; "
+        "models without a known price last)",
+    )
     args = output.parse_args(parser, argv)
     kind_wanted = "chat" if args.chat else "embeddings" if args.embeddings else None
     return output.run(lambda: output.finish(list_models(cli.connection(args), kind_wanted, args.sort)))

@@ -47,8 +47,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True)
     cli.add_target_args(parser)
     parser.add_argument("--wait", action="store_true", help="poll until every batch is terminal or --timeout")
-    cli.add_wait_args(parser, "seconds between checks with --wait (default 30)",
-                      "give up waiting after this many seconds, exit 6 (default 540)")
+    cli.add_wait_args(
+        parser,
+        "seconds between checks with --wait (default 30)",
+        "give up waiting after this many seconds, exit 6 (default 540)",
+    )
     args = output.parse_args(parser, argv)
 
     def body() -> int:

@@ -52,24 +52,40 @@ from _dwbatches.workflow.retrying import retry
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True)
     parser.add_argument("--job", metavar="DIR", required=True, help="the job directory")
-    parser.add_argument("-w", "--completion-window", choices=WINDOWS,
-                        help="window of the retry round (default: the job's)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="bring results up to date and count what would be retried; write and send nothing")
-    parser.add_argument("--force", action="store_true",
-                        help="retry even when a finished batch's result files look short of its counts "
-                             "(those requests may have succeeded and would be paid twice)")
-    parser.add_argument("--after-cancel", action="store_true",
-                        help="retry a job the user cancelled (cancel_batch.py --job) anyway: reruns the requests "
-                             "the cancel stopped, with the same model and settings")
+    parser.add_argument(
+        "-w", "--completion-window", choices=WINDOWS, help="window of the retry round (default: the job's)"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="bring results up to date and count what would be retried; write and send nothing",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="retry even when a finished batch's result files look short of its counts "
+        "(those requests may have succeeded and would be paid twice)",
+    )
+    parser.add_argument(
+        "--after-cancel",
+        action="store_true",
+        help="retry a job the user cancelled (cancel_batch.py --job) anyway: reruns the requests "
+        "the cancel stopped, with the same model and settings",
+    )
     args = output.parse_args(parser, argv)
 
     def body() -> int:
         client, job = open_job_for(cli.connection(args), args.job)
         with job:
             job.load()
-            outcome = retry(client, job, args.completion_window, dry_run=args.dry_run, force=args.force,
-                            after_cancel=args.after_cancel)
+            outcome = retry(
+                client,
+                job,
+                args.completion_window,
+                dry_run=args.dry_run,
+                force=args.force,
+                after_cancel=args.after_cancel,
+            )
         return output.finish(outcome)
 
     return output.run(body)

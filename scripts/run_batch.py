@@ -45,16 +45,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cli.add_submit_args(g)
     g = parser.add_argument_group("waiting")
     g.add_argument("--wait", action="store_true", help="wait for the batches and fetch the results")
-    cli.add_wait_args(g, "seconds between checks (default 30)",
-                      "stop waiting after this many seconds, exit 6 (default 540)")
+    cli.add_wait_args(
+        g, "seconds between checks (default 30)", "stop waiting after this many seconds, exit 6 (default 540)"
+    )
     cli.add_output_args(parser)
     args = output.parse_args(parser, argv)
 
     def body() -> int:
         cli.check_wait_args(args)
-        return output.finish(run(args.input, cli.submit_options(args), cli.output_options(args),
-                                 cli.connection(args), wait=args.wait, interval=args.interval,
-                                 timeout=args.timeout))
+        return output.finish(
+            run(
+                args.input,
+                cli.submit_options(args),
+                cli.output_options(args),
+                cli.connection(args),
+                wait=args.wait,
+                interval=args.interval,
+                timeout=args.timeout,
+            )
+        )
 
     return output.run(body)
 

@@ -51,11 +51,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True)
     parser.add_argument("input", metavar="INPUT.jsonl", help="the batch file (see create_batch_file.py)")
     cli.add_submit_args(parser)
-    parser.add_argument("--dry-run", action="store_true",
-                        help="validate, plan and estimate locally; send nothing (no key needed)")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="validate, plan and estimate locally; send nothing (no key needed)"
+    )
     args = output.parse_args(parser, argv)
-    return output.run(lambda: output.finish(submit(args.input, cli.submit_options(args), cli.connection(args),
-                                                   dry=args.dry_run)))
+    return output.run(
+        lambda: output.finish(submit(args.input, cli.submit_options(args), cli.connection(args), dry=args.dry_run))
+    )
 
 
 if __name__ == "__main__":

@@ -53,28 +53,40 @@ _in_process_lock = threading.Lock()
 # -- running scripts ---------------------------------------------------------------------------
 
 
-def run(script: str, *args: Any, env: Optional[Dict[str, str]] = None, input: Optional[str] = None,
-        cwd: Any = None, python: Optional[str] = None, timeout: float = 180,
-        subprocess: bool = False) -> subprocess_mod.CompletedProcess:
+def run(
+    script: str,
+    *args: Any,
+    env: Optional[Dict[str, str]] = None,
+    input: Optional[str] = None,
+    cwd: Any = None,
+    python: Optional[str] = None,
+    timeout: float = 180,
+    subprocess: bool = False,
+) -> subprocess_mod.CompletedProcess:
     """Run ``scripts/<script>`` with ``args``; see the module docstring."""
     argv = [str(a) for a in args]
     environ = os.environ if env is None else env
-    child = (subprocess or python is not None or environ.get(CRASH_VAR)
-             or os.environ.get(SUBPROCESS_VAR) == "1")
+    child = subprocess or python is not None or environ.get(CRASH_VAR) or os.environ.get(SUBPROCESS_VAR) == "1"
     if not child and _in_process_lock.acquire(blocking=False):
         try:
             return _run_in_process(script, argv, env, input, cwd)
         finally:
             _in_process_lock.release()
-    return subprocess_mod.run([python or sys.executable, str(SCRIPTS / script), *argv], env=env, cwd=cwd,
-                              input=input, capture_output=True, text=True, timeout=timeout)
+    return subprocess_mod.run(
+        [python or sys.executable, str(SCRIPTS / script), *argv],
+        env=env,
+        cwd=cwd,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 subprocess_mod = subprocess
 
 
-def run_script(name: str, *args: Any, env: Optional[Dict[str, str]] = None, timeout: float = 120,
-               **kwargs: Any):
+def run_script(name: str, *args: Any, env: Optional[Dict[str, str]] = None, timeout: float = 120, **kwargs: Any):
     """Run a script; return (exit code, parsed stdout or None, stderr)."""
     proc = run(name, *args, env=env, timeout=timeout, **kwargs)
     doc = json.loads(proc.stdout) if proc.stdout.strip() else None
@@ -107,8 +119,9 @@ def _load_script(script: str) -> Any:
     return importlib.import_module(name)
 
 
-def _run_in_process(script: str, argv: List[str], env: Optional[Dict[str, str]], input: Optional[str],
-                    cwd: Any) -> subprocess_mod.CompletedProcess:
+def _run_in_process(
+    script: str, argv: List[str], env: Optional[Dict[str, str]], input: Optional[str], cwd: Any
+) -> subprocess_mod.CompletedProcess:
     module = _load_script(script)
     from _dwbatches import output
 
@@ -147,8 +160,9 @@ def _run_in_process(script: str, argv: List[str], env: Optional[Dict[str, str]],
         if env is not None:
             os.environ.clear()
             os.environ.update(saved_env)
-    return subprocess_mod.CompletedProcess([sys.executable, str(SCRIPTS / script), *argv], int(code or 0),
-                                           out.value(), err.value())
+    return subprocess_mod.CompletedProcess(
+        [sys.executable, str(SCRIPTS / script), *argv], int(code or 0), out.value(), err.value()
+    )
 
 
 # -- job files -------------------------------------------------------------------------------
@@ -271,8 +285,9 @@ class Child:
     stdin (portable: a reader thread, no select on pipes)."""
 
     def __init__(self, argv, env=None):
-        self.proc = subprocess_mod.Popen(argv, env=env, stdin=subprocess_mod.PIPE, stdout=subprocess_mod.PIPE,
-                                        text=True)
+        self.proc = subprocess_mod.Popen(
+            argv, env=env, stdin=subprocess_mod.PIPE, stdout=subprocess_mod.PIPE, text=True
+        )
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -446,11 +461,18 @@ class DocRunner:
         if argv[1] == "scripts/sandbox_server.py":
             return self.start_server(cmd, argv)
         assert not cmd.background, f"{cmd.where}: only the sandbox may run in the background"
-        proc = subprocess_mod.run([sys.executable, str(script), *argv[2:]], cwd=self.work, env=self.env,
-                                  capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+        proc = subprocess_mod.run(
+            [sys.executable, str(script), *argv[2:]],
+            cwd=self.work,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT,
+        )
         assert proc.returncode in cmd.allowed, (
             f"{cmd.where}: `{cmd.text}` exited {proc.returncode}, docs allow {sorted(cmd.allowed)}\n"
-            f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}")
+            f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+        )
         doc = None
         if proc.stdout.strip():
             doc = json.loads(proc.stdout)  # stdout is exactly one JSON document
@@ -472,9 +494,16 @@ class DocRunner:
         for flag in ("--port", "--data-dir"):  # the launcher gives a free port and a scratch data dir
             if flag in args:
                 i = args.index(flag)
-                del args[i:i + 2]
-        server = SandboxProcess(str(self.work.parent / "doc-sandbox"), args, str(self.work.parent / "doc-sandbox.log"),
-                                api_key=None, env=fresh_env(), cwd=str(self.work), script=str(self.work / argv[1]))
+                del args[i : i + 2]
+        server = SandboxProcess(
+            str(self.work.parent / "doc-sandbox"),
+            args,
+            str(self.work.parent / "doc-sandbox.log"),
+            api_key=None,
+            env=fresh_env(),
+            cwd=str(self.work),
+            script=str(self.work / argv[1]),
+        )
         self.servers.append(server)
         ready = server.start().ready
         self.env["DOUBLEWORD_BASE_URL"] = ready["base_url"]
@@ -487,7 +516,31 @@ class DocRunner:
             server.stop()
 
 
-__all__ = ["run", "run_script", "ok_json", "write_input", "make_job", "job_state", "job_chunks", "batch_ids_of",
-           "read_jsonl", "raw_lines", "wait_job", "wait_until", "assert_each_once", "ThrottleProxy",
-           "DOC_INPUTS", "DOC_CHAT_MODEL", "DocCommand", "DocRunner", "doc_commands", "fenced_blocks",
-           "fresh_env", "parse_command", "ROOT", "SCRIPTS", "SANDBOX_CHAT_MODEL", "Child"]
+__all__ = [
+    "run",
+    "run_script",
+    "ok_json",
+    "write_input",
+    "make_job",
+    "job_state",
+    "job_chunks",
+    "batch_ids_of",
+    "read_jsonl",
+    "raw_lines",
+    "wait_job",
+    "wait_until",
+    "assert_each_once",
+    "ThrottleProxy",
+    "DOC_INPUTS",
+    "DOC_CHAT_MODEL",
+    "DocCommand",
+    "DocRunner",
+    "doc_commands",
+    "fenced_blocks",
+    "fresh_env",
+    "parse_command",
+    "ROOT",
+    "SCRIPTS",
+    "SANDBOX_CHAT_MODEL",
+    "Child",
+]

@@ -101,9 +101,7 @@ def multipart_body(
     boundary = boundary or "sandbox" + uuid.uuid4().hex
     parts = []
     for name, value in fields.items():
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
-        )
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
     parts.append(
         (
             f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
@@ -305,11 +303,7 @@ class Sandbox:
         metadata: dict | None = None,
         **kwargs: Any,
     ) -> HTTPResult:
-        body: dict = {
-            "input_file_id": input_file_id,
-            "endpoint": endpoint,
-            "completion_window": completion_window,
-        }
+        body: dict = {"input_file_id": input_file_id, "endpoint": endpoint, "completion_window": completion_window}
         if metadata is not None:
             body["metadata"] = metadata
         return self.post("batches", body, **kwargs)
@@ -326,11 +320,7 @@ class Sandbox:
         return self.get_json(f"batches/{batch_id}")
 
     def wait_batch(
-        self,
-        batch_id: str,
-        statuses: Iterable[str] = TERMINAL_STATUSES,
-        timeout: float = 30.0,
-        interval: float = 0.05,
+        self, batch_id: str, statuses: Iterable[str] = TERMINAL_STATUSES, timeout: float = 30.0, interval: float = 0.05
     ) -> dict:
         """Poll GET /v1/batches/{id} until its status is in ``statuses``; return the batch."""
         wanted = set(statuses)

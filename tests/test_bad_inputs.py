@@ -60,11 +60,32 @@ def test_the_corpus_covers_the_required_cases():
         assert (DATA / name).is_file(), name
     assert sorted(p.name for p in DATA.iterdir() if p.name != "MANIFEST.json") == sorted(MANIFEST)
     messages = " ".join(c["message"] for c in MANIFEST.values())
-    for needed in ("invalid JSON", "missing field(s) custom_id", "missing field(s) method", "missing field(s) url",
-                   "missing field(s) body", "duplicate custom_id", "65 bytes", "control character", "only POST",
-                   "is not allowed", "body.model is missing", '"stream": true', "invalid UTF-8", "byte-order mark",
-                   "no requests", "got array", "got string", "body.messages is missing", "body.input is missing",
-                   "NaN", "the server allows at most", "{review}", "id column", "CSV is empty"):
+    for needed in (
+        "invalid JSON",
+        "missing field(s) custom_id",
+        "missing field(s) method",
+        "missing field(s) url",
+        "missing field(s) body",
+        "duplicate custom_id",
+        "65 bytes",
+        "control character",
+        "only POST",
+        "is not allowed",
+        "body.model is missing",
+        '"stream": true',
+        "invalid UTF-8",
+        "byte-order mark",
+        "no requests",
+        "got array",
+        "got string",
+        "body.messages is missing",
+        "body.input is missing",
+        "NaN",
+        "the server allows at most",
+        "{review}",
+        "id column",
+        "CSV is empty",
+    ):
         assert needed in messages, needed
 
 
@@ -104,17 +125,26 @@ def test_create_batch_file_refuses_bad_input(name, capsys, tmp_path):
 
 @pytest.mark.parametrize("script", ["submit.py", "validate_batch_file.py"])
 def test_a_real_10_mib_body_is_refused_by_the_real_scripts(script, shared_sandbox, tmp_path):
-    line = {"custom_id": "huge", "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": "Qwen/Qwen3.5-9B", "messages": [{"role": "user", "content": "x" * (10 * 1024 * 1024)}]}}
+    line = {
+        "custom_id": "huge",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": "Qwen/Qwen3.5-9B", "messages": [{"role": "user", "content": "x" * (10 * 1024 * 1024)}]},
+    }
     path = tmp_path / "huge.jsonl"
-    path.write_text('{"custom_id": "small", "method": "POST", "url": "/v1/chat/completions", "body": '
-                    '{"model": "Qwen/Qwen3.5-9B", "messages": [{"role": "user", "content": "hi"}]}}\n'
-                    + json.dumps(line) + "\n")
-    env = {"PATH": os.environ.get("PATH", ""), "DOUBLEWORD_API_KEY": shared_sandbox.api_key,
-           "DOUBLEWORD_BASE_URL": shared_sandbox.base_url}
+    path.write_text(
+        '{"custom_id": "small", "method": "POST", "url": "/v1/chat/completions", "body": '
+        '{"model": "Qwen/Qwen3.5-9B", "messages": [{"role": "user", "content": "hi"}]}}\n' + json.dumps(line) + "\n"
+    )
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "DOUBLEWORD_API_KEY": shared_sandbox.api_key,
+        "DOUBLEWORD_BASE_URL": shared_sandbox.base_url,
+    }
     env.update((k, os.environ[k]) for k in ("SYSTEMROOT", "TEMP", "TMP") if k in os.environ)  # Windows needs them
-    proc = subprocess.run([sys.executable, str(SCRIPTS / script), str(path)], capture_output=True, text=True,
-                          env=env, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / script), str(path)], capture_output=True, text=True, env=env, timeout=60
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert "line 2 (custom_id 'huge'): body is" in proc.stderr and "at most 10485760" in proc.stderr
     assert shared_sandbox.stats()["uploads_received"] == 0

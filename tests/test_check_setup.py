@@ -43,8 +43,11 @@ def test_key_from_dotenv_is_found_and_its_source_reported(sandbox, tmp_path):
 
 
 def test_wrong_key_against_the_sandbox_exits_3(sandbox, tmp_path):
-    code, out, err = run("check_setup.py", env={"DOUBLEWORD_API_KEY": "sk-wrong-" + "x" * 38,
-                                                "DOUBLEWORD_BASE_URL": sandbox.base_url}, cwd=tmp_path)
+    code, out, err = run(
+        "check_setup.py",
+        env={"DOUBLEWORD_API_KEY": "sk-wrong-" + "x" * 38, "DOUBLEWORD_BASE_URL": sandbox.base_url},
+        cwd=tmp_path,
+    )
     assert code == 3 and out == ""
     assert "refused (401)" in err and "sk-wrong-" not in err
 
@@ -52,8 +55,9 @@ def test_wrong_key_against_the_sandbox_exits_3(sandbox, tmp_path):
 def test_forbidden_key_is_reported_as_403(sandbox_factory, tmp_path):
     bad = "sk-platform-" + "p" * 35
     sb = sandbox_factory("--forbidden-key", bad)
-    code, out, err = run("check_setup.py", env={"DOUBLEWORD_API_KEY": bad, "DOUBLEWORD_BASE_URL": sb.base_url},
-                         cwd=tmp_path)
+    code, out, err = run(
+        "check_setup.py", env={"DOUBLEWORD_API_KEY": bad, "DOUBLEWORD_BASE_URL": sb.base_url}, cwd=tmp_path
+    )
     assert code == 3 and out == "" and "(403)" in err and bad not in err
 
 
@@ -62,14 +66,20 @@ def test_unreachable_api_exits_1(tmp_path):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    code, out, err = run("check_setup.py", env={"DOUBLEWORD_API_KEY": "sk-any-" + "k" * 40,
-                                                "DOUBLEWORD_BASE_URL": f"http://127.0.0.1:{port}/v1"}, cwd=tmp_path)
+    code, out, err = run(
+        "check_setup.py",
+        env={"DOUBLEWORD_API_KEY": "sk-any-" + "k" * 40, "DOUBLEWORD_BASE_URL": f"http://127.0.0.1:{port}/v1"},
+        cwd=tmp_path,
+    )
     assert code == 1 and out == "" and "FAIL  API reachable" in err
 
 
 def test_insecure_remote_url_is_a_config_problem(tmp_path):
-    code, out, err = run("check_setup.py", env={"DOUBLEWORD_API_KEY": "sk-any-" + "k" * 40,
-                                                "DOUBLEWORD_BASE_URL": "http://api.example.invalid/v1"}, cwd=tmp_path)
+    code, out, err = run(
+        "check_setup.py",
+        env={"DOUBLEWORD_API_KEY": "sk-any-" + "k" * 40, "DOUBLEWORD_BASE_URL": "http://api.example.invalid/v1"},
+        cwd=tmp_path,
+    )
     assert code == 3 and out == "" and "--allow-insecure-http" in err
 
 

@@ -45,6 +45,7 @@ def client(monkeypatch):
 
 # -- config ---------------------------------------------------------------------------------
 
+
 def test_missing_key_is_a_config_error_naming_the_fix(monkeypatch):
     monkeypatch.delenv("DOUBLEWORD_API_KEY", raising=False)
     with pytest.raises(errors.ConfigError) as ei:
@@ -55,8 +56,9 @@ def test_missing_key_is_a_config_error_naming_the_fix(monkeypatch):
 
 def test_dotenv_in_cwd_is_read_but_never_overrides_environment(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    (tmp_path / ".env").write_text("DOUBLEWORD_API_KEY=sk-from-dotenv-xxxxxxxx\n"
-                                   "DOUBLEWORD_BASE_URL=http://127.0.0.1:9/v1\n")
+    (tmp_path / ".env").write_text(
+        "DOUBLEWORD_API_KEY=sk-from-dotenv-xxxxxxxx\nDOUBLEWORD_BASE_URL=http://127.0.0.1:9/v1\n"
+    )
     cfg = config.load_config()
     assert cfg.api_key == "sk-from-dotenv-xxxxxxxx"
     assert cfg.key_source.startswith(".env at ")
@@ -78,8 +80,9 @@ def test_plain_http_to_a_remote_host_is_refused(url, monkeypatch):
     assert config.load_config(base_url=url, allow_insecure_http=True).base_url == url.rstrip("/")
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8089/v1", "http://localhost:1/v1", "http://[::1]:5/v1",
-                                 "https://api.doubleword.ai/v1"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8089/v1", "http://localhost:1/v1", "http://[::1]:5/v1", "https://api.doubleword.ai/v1"]
+)
 def test_loopback_http_and_https_are_allowed(url, monkeypatch):
     monkeypatch.setenv("DOUBLEWORD_API_KEY", KEY)
     assert config.load_config(base_url=url).base_url == url
@@ -93,13 +96,17 @@ def test_not_a_url_is_refused(monkeypatch):
 
 # -- retries --------------------------------------------------------------------------------
 
+
 @responses.activate(registry=OrderedRegistry)
 def test_get_retries_5xx_then_succeeds(client, sleeps, capsys):
     url = f"{BASE}/batches/{BID}"
     responses.get(url, status=500, body="boom")
     responses.get(url, status=502, body="bad gateway")
-    responses.get(url, json={"id": BID, "status": "completed"},
-                  match=[matchers.header_matcher({"Authorization": f"Bearer {KEY}"})])
+    responses.get(
+        url,
+        json={"id": BID, "status": "completed"},
+        match=[matchers.header_matcher({"Authorization": f"Bearer {KEY}"})],
+    )
     assert client.get_batch(BID)["status"] == "completed"
     assert len(sleeps) == 2 and all(0 < s <= dwhttp.MAX_BACKOFF for s in sleeps)
     err = capsys.readouterr().err
@@ -110,8 +117,12 @@ def test_get_retries_5xx_then_succeeds(client, sleeps, capsys):
 @responses.activate(registry=OrderedRegistry)
 def test_retry_after_header_wins_over_body(client, sleeps):
     url = f"{BASE}/batches/{BID}"
-    responses.get(url, status=429, headers={"Retry-After": "7"},
-                  json={"error": "too_many_requests", "message": "slow down", "retry_after_seconds": 30})
+    responses.get(
+        url,
+        status=429,
+        headers={"Retry-After": "7"},
+        json={"error": "too_many_requests", "message": "slow down", "retry_after_seconds": 30},
+    )
     responses.get(url, status=503, json={"error": "service_unavailable", "message": "x", "retry_after_seconds": 4})
     responses.get(url, json={"id": BID})
     client.get_batch(BID)
@@ -122,8 +133,11 @@ def test_retry_after_header_wins_over_body(client, sleeps):
 def test_retries_give_up_with_exit_1_and_the_server_message(client, sleeps):
     url = f"{BASE}/batches/{BID}"
     for _ in range(4):
-        responses.get(url, status=503, json={"error": "service_unavailable", "message": "pool exhausted",
-                                             "retry_after_seconds": 1})
+        responses.get(
+            url,
+            status=503,
+            json={"error": "service_unavailable", "message": "pool exhausted", "retry_after_seconds": 1},
+        )
     with pytest.raises(errors.APIStatusError) as ei:
         client.get_batch(BID)
     assert ei.value.exit_code == 1 and ei.value.status == 503
@@ -131,12 +145,14 @@ def test_retries_give_up_with_exit_1_and_the_server_message(client, sleeps):
     assert len(sleeps) == 3
 
 
-@pytest.mark.parametrize("status,code", [(400, 2), (401, 3), (403, 3), (402, 3), (404, 4), (413, 2), (422, 2),
-                                         (409, 2)])
+@pytest.mark.parametrize(
+    "status,code", [(400, 2), (401, 3), (403, 3), (402, 3), (404, 4), (413, 2), (422, 2), (409, 2)]
+)
 @responses.activate
 def test_plain_text_errors_map_to_exit_codes(client, sleeps, status, code):
-    responses.get(f"{BASE}/batches/{BID}", status=status, body="Batch not found or plain text reason",
-                  content_type="text/plain")
+    responses.get(
+        f"{BASE}/batches/{BID}", status=status, body="Batch not found or plain text reason", content_type="text/plain"
+    )
     with pytest.raises(errors.APIStatusError) as ei:
         client.get_batch(BID)
     assert ei.value.exit_code == code
@@ -146,8 +162,9 @@ def test_plain_text_errors_map_to_exit_codes(client, sleeps, status, code):
 
 @responses.activate
 def test_openai_error_envelope_is_read(client):
-    responses.get(f"{BASE}/models", status=401,
-                  json={"error": {"message": "Invalid API key", "type": "invalid_request_error"}})
+    responses.get(
+        f"{BASE}/models", status=401, json={"error": {"message": "Invalid API key", "type": "invalid_request_error"}}
+    )
     with pytest.raises(errors.APIStatusError) as ei:
         client.list_models()
     assert "Invalid API key" in ei.value.message and ei.value.exit_code == 3
@@ -181,6 +198,7 @@ def test_create_batch_after_a_read_timeout_is_not_retried(client, sleeps):
 def test_connection_refused_is_retried_even_for_creating_requests(sleeps, monkeypatch):
     monkeypatch.setenv("DOUBLEWORD_API_KEY", KEY)
     import socket
+
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
@@ -200,6 +218,7 @@ def test_non_uuid_ids_are_refused_locally(client):
 
 # -- timeouts -------------------------------------------------------------------------------
 
+
 def test_every_call_has_a_timeout(client, monkeypatch):
     seen = []
     real = requests.Session.request
@@ -207,10 +226,14 @@ def test_every_call_has_a_timeout(client, monkeypatch):
     def spy(self, method, url, **kw):
         seen.append(kw.get("timeout"))
         raise requests.exceptions.ConnectTimeout("no")
+
     monkeypatch.setattr(requests.Session, "request", spy)
     monkeypatch.setattr(clock, "sleep", lambda s: None)
-    for call in (lambda: client.get_batch(BID), lambda: client.list_batches(),
-                 lambda: client.create_batch(BID, "24h", {})):
+    for call in (
+        lambda: client.get_batch(BID),
+        lambda: client.list_batches(),
+        lambda: client.create_batch(BID, "24h", {}),
+    ):
         with pytest.raises(errors.APIConnectionError):
             call()
     assert seen and all(isinstance(t, tuple) and all(t) for t in seen)
@@ -218,6 +241,7 @@ def test_every_call_has_a_timeout(client, monkeypatch):
 
 
 # -- streaming ------------------------------------------------------------------------------
+
 
 def test_multipart_body_streams_a_byte_range_with_its_own_content_type(tmp_path):
     p = tmp_path / "in.jsonl"
@@ -251,8 +275,11 @@ def test_upload_sends_a_multipart_body_with_content_length(client, tmp_path):
 
 @responses.activate
 def test_stream_content_drops_a_partial_last_line(client):
-    responses.get(f"{BASE}/files/{BID}/content", body=b'{"custom_id":"a"}\n{"custom_id":"b"}\n{"custom_',
-                  headers={"X-Last-Line": "3", "X-Incomplete": "false"})
+    responses.get(
+        f"{BASE}/files/{BID}/content",
+        body=b'{"custom_id":"a"}\n{"custom_id":"b"}\n{"custom_',
+        headers={"X-Last-Line": "3", "X-Incomplete": "false"},
+    )
     got = []
     res = client.stream_content(BID, 0, got.append)
     assert got == [b'{"custom_id":"a"}', b'{"custom_id":"b"}'] and res.lines == 2
@@ -260,6 +287,7 @@ def test_stream_content_drops_a_partial_last_line(client):
 
 
 # -- output ---------------------------------------------------------------------------------
+
 
 def test_the_key_is_redacted_from_everything_printed(client, capsys):
     output.narrate(f"oops {KEY}")
@@ -276,6 +304,7 @@ def test_run_maps_errors_and_unexpected_exceptions(capsys):
 
     def boom():
         raise ValueError("weird")
+
     assert output.run(boom) == 1
     assert "unexpected ValueError" in capsys.readouterr().err
 

@@ -18,8 +18,7 @@ HERE = os.path.dirname(os.path.abspath(sys.executable))
 
 
 def path_without_this_interpreter() -> str:
-    return os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep)
-                           if d and os.path.abspath(d) != HERE)
+    return os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep) if d and os.path.abspath(d) != HERE)
 
 
 @pytest.mark.skipif(compat.IS_WINDOWS, reason="POSIX shell quoting of the printed command")

@@ -46,19 +46,64 @@ BANNED_MODULES = {
 }
 BANNED_ATTRS = {
     "os": {
-        **dict.fromkeys(("fchmod", "fchown", "chown", "lchown", "lchmod", "getuid", "geteuid", "getgid",
-                         "getegid", "setuid", "setgid", "setsid", "setpgid", "getpgid", "getpgrp", "killpg",
-                         "fork", "forkpty", "fdatasync", "sync", "statvfs", "pipe2", "mkfifo"), "POSIX-only"),
-        **dict.fromkeys(("O_NOFOLLOW", "O_DIRECTORY", "O_CLOEXEC", "O_NONBLOCK", "O_NOCTTY", "O_SYNC",
-                         "O_DSYNC"), "an open flag Windows lacks"),
+        **dict.fromkeys(
+            (
+                "fchmod",
+                "fchown",
+                "chown",
+                "lchown",
+                "lchmod",
+                "getuid",
+                "geteuid",
+                "getgid",
+                "getegid",
+                "setuid",
+                "setgid",
+                "setsid",
+                "setpgid",
+                "getpgid",
+                "getpgrp",
+                "killpg",
+                "fork",
+                "forkpty",
+                "fdatasync",
+                "sync",
+                "statvfs",
+                "pipe2",
+                "mkfifo",
+            ),
+            "POSIX-only",
+        ),
+        **dict.fromkeys(
+            ("O_NOFOLLOW", "O_DIRECTORY", "O_CLOEXEC", "O_NONBLOCK", "O_NOCTTY", "O_SYNC", "O_DSYNC"),
+            "an open flag Windows lacks",
+        ),
         "chmod": "use compat.set_mode (skipped on Windows, never fails the write)",
         "replace": "use compat.replace (retries while a Windows reader holds the target open)",
         "rename": "use compat.replace (os.rename does not overwrite on Windows)",
         "kill": "os.kill(pid, 0) terminates the process on Windows; use compat.pid_alive",
     },
-    "signal": dict.fromkeys(("SIGKILL", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGPIPE",
-                             "SIGCHLD", "SIGSTOP", "SIGCONT", "alarm", "setitimer", "pause", "pthread_kill",
-                             "siginterrupt", "sigwait"), "a signal or function Windows lacks"),
+    "signal": dict.fromkeys(
+        (
+            "SIGKILL",
+            "SIGHUP",
+            "SIGQUIT",
+            "SIGUSR1",
+            "SIGUSR2",
+            "SIGALRM",
+            "SIGPIPE",
+            "SIGCHLD",
+            "SIGSTOP",
+            "SIGCONT",
+            "alarm",
+            "setitimer",
+            "pause",
+            "pthread_kill",
+            "siginterrupt",
+            "sigwait",
+        ),
+        "a signal or function Windows lacks",
+    ),
     "shlex": dict.fromkeys(("quote", "join"), "POSIX quoting: use compat.quote_args"),
 }
 BANNED_KEYWORDS = {"preexec_fn": "not supported on Windows", "start_new_session": "POSIX-only (setsid)"}
@@ -96,13 +141,23 @@ def posix_only_uses(source: str, filename: str = "<source>") -> list:
                 if kw.arg in BANNED_KEYWORDS:
                     found.append((node.lineno, f"{kw.arg}=", BANNED_KEYWORDS[kw.arg]))
             func = node.func
-            if (isinstance(func, ast.Attribute) and func.attr == "open" and isinstance(func.value, ast.Name)
-                    and aliases.get(func.value.id) == "os" and len(node.args) >= 2):
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr == "open"
+                and isinstance(func.value, ast.Name)
+                and aliases.get(func.value.id) == "os"
+                and len(node.args) >= 2
+            ):
                 flags = {n.attr for n in ast.walk(node.args[1]) if isinstance(n, ast.Attribute)}
                 flags |= {n.id for n in ast.walk(node.args[1]) if isinstance(n, ast.Name)}
                 if "O_CREAT" in flags and "O_BINARY" not in flags:
-                    found.append((node.lineno, "os.open(O_CREAT) without O_BINARY",
-                                  "Windows opens it in text mode (CRLF, Ctrl-Z); add compat.O_BINARY"))
+                    found.append(
+                        (
+                            node.lineno,
+                            "os.open(O_CREAT) without O_BINARY",
+                            "Windows opens it in text mode (CRLF, Ctrl-Z); add compat.O_BINARY",
+                        )
+                    )
     return sorted(found)
 
 
@@ -143,13 +198,35 @@ def test_the_scan_finds_what_it_bans():
         "fine = shlex.split('a b'), os.getpid(), signal.SIGTERM, os.O_RDONLY\n"
     )
     whats = [what for _, what, _ in posix_only_uses(source)]
-    assert whats == ["import fcntl", "from selectors import", "os.fchmod", "os.fchmod", "os.replace",
-                     "signal.SIGKILL", "shlex.quote", "os.open(O_CREAT) without O_BINARY", "start_new_session="]
+    assert whats == [
+        "import fcntl",
+        "from selectors import",
+        "os.fchmod",
+        "os.fchmod",
+        "os.replace",
+        "signal.SIGKILL",
+        "shlex.quote",
+        "os.open(O_CREAT) without O_BINARY",
+        "start_new_session=",
+    ]
     assert posix_only_uses(COMPAT.read_text(encoding="utf-8")), "compat.py is where these calls live"
 
 
-STDLIB_FALLBACK = {"contextlib", "json", "os", "socket", "sys", "time", "typing", "__future__", "ctypes",
-                   "subprocess", "shlex", "fcntl", "msvcrt"}
+STDLIB_FALLBACK = {
+    "contextlib",
+    "json",
+    "os",
+    "socket",
+    "sys",
+    "time",
+    "typing",
+    "__future__",
+    "ctypes",
+    "subprocess",
+    "shlex",
+    "fcntl",
+    "msvcrt",
+}
 
 
 def test_compat_is_standard_library_only():
@@ -158,15 +235,25 @@ def test_compat_is_standard_library_only():
     for path in (COMPAT, SCRIPTS / "_dwbatches" / "__init__.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
             for name in names:
                 assert name.split(".")[0] in stdlib, f"{path.name} imports {name}"
 
 
 def test_sandbox_server_runs_from_another_directory(tmp_path):
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "sandbox_server.py"), "--version"],
-                          cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "sandbox_server.py"), "--version"],
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0 and proc.stdout.strip(), proc.stderr
 
 
@@ -349,8 +436,9 @@ def test_job_and_fetch_state_locks_keep_their_messages(method, tmp_path, monkeyp
     with pytest.raises(JobError) as err:
         s2.lock(wait=0.3)
     assert err.value.exit_code == EXIT_API  # the same code and wording as a busy job
-    assert err.value.message == (f"another command is working on the results {tmp_path / 'out.jsonl'}; run this one "
-                                 "again when it has finished")
+    assert err.value.message == (
+        f"another command is working on the results {tmp_path / 'out.jsonl'}; run this one again when it has finished"
+    )
     s1.unlock()
     s2.lock()
     s2.unlock()
@@ -467,14 +555,16 @@ def test_windows_commands_use_python_and_list2cmdline_quoting(monkeypatch):
     assert compat.command_path(path) == "C:/Users/Ann Lee/My Jobs/data.dwjob"
     cmd = commands.command("fetch_results.py", "--job", compat.command_path(path), "--format", "simple")
     script = commands.script_path("fetch_results.py")
-    assert cmd == "python " + subprocess.list2cmdline([script, "--job", "C:/Users/Ann Lee/My Jobs/data.dwjob",
-                                                       "--format", "simple"])
+    assert cmd == "python " + subprocess.list2cmdline(
+        [script, "--job", "C:/Users/Ann Lee/My Jobs/data.dwjob", "--format", "simple"]
+    )
     assert cmd.endswith(' --job "C:/Users/Ann Lee/My Jobs/data.dwjob" --format simple')
     assert "'" not in cmd
     assert compat.quote_args(['say "hi"', "", "a\\b c\\"]) == '"say \\"hi\\"" "" "a\\b c\\\\"'
     # characters cmd or PowerShell act on are quoted too, not only spaces
     assert compat.quote_args(["--job", "R&D/data.dwjob", "a|b", "(x)", "a,b", "@f", "x;y", "it's"]) == (
-        '--job "R&D/data.dwjob" "a|b" "(x)" "a,b" "@f" "x;y" "it\'s"')
+        '--job "R&D/data.dwjob" "a|b" "(x)" "a,b" "@f" "x;y" "it\'s"'
+    )
     for arg in ["plain", "C:/a/b.jsonl", "a\\b\\", 'q"x', "a b\\", "ünï-côdé.csv", "x=1+2", "", "tab\there"]:
         # every argument list2cmdline quotes is quoted the same way; the others are left bare
         ours, theirs = compat.quote_args([arg]), subprocess.list2cmdline([arg])
@@ -499,9 +589,20 @@ def test_a_second_sandbox_cannot_take_a_busy_port(tmp_path):
 
     with SandboxProcess(data_dir=str(tmp_path / "one")) as first:
         port = int(first.base_url.rsplit(":", 1)[1].split("/")[0])
-        proc = subprocess.run([sys.executable, str(SCRIPTS / "sandbox_server.py"), "--port", str(port),
-                               "--data-dir", str(tmp_path / "two")],
-                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                str(SCRIPTS / "sandbox_server.py"),
+                "--port",
+                str(port),
+                "--data-dir",
+                str(tmp_path / "two"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
         assert proc.returncode == 2 and f"cannot bind 127.0.0.1:{port}" in proc.stderr, proc.stderr
         assert proc.stdout == ""
 
@@ -511,8 +612,13 @@ def test_output_is_utf8_whatever_the_locale_encoding(tmp_path):
     answer must still be printed, as UTF-8."""
     (tmp_path / "prompts.txt").write_text("Qu’est-ce que «ça» ?\nnaïve résumé ☃\n", encoding="utf-8")
     env = dict(os.environ, PYTHONIOENCODING="cp1252")
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "create_batch_file.py"), "réponses ☃.jsonl",
-                           "--prompts", "prompts.txt"], cwd=tmp_path, env=env, capture_output=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "create_batch_file.py"), "réponses ☃.jsonl", "--prompts", "prompts.txt"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout.decode("utf-8"))
     assert doc["path"].endswith("réponses ☃.jsonl") and doc["requests"] == 2

@@ -29,8 +29,9 @@ from helpers import ROOT, SCRIPTS, make_job, run, run_script, wait_job, write_in
 
 
 def help_text(script: str) -> str:
-    return subprocess.run([sys.executable, str(SCRIPTS / script), "--help"], capture_output=True, text=True,
-                          timeout=60, check=True).stdout
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / script), "--help"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
 
 
 def split_top(text: str, seps: str) -> List[Tuple[str, str]]:
@@ -71,7 +72,7 @@ def named_fields(text: str, seps: str = ",") -> List[Tuple[str, bool, str]]:
             m = WORD.match(part)
             if not m:
                 continue
-            word, rest = m.group(), part[m.end():].strip()
+            word, rest = m.group(), part[m.end() :].strip()
             last = k == len(parts) - 1
             if rest and rest[0] not in "=:({[" and "_" not in word:
                 continue  # prose ("which --max-cost compares", "null when ...")
@@ -91,7 +92,7 @@ def documented(script: str) -> Tuple[Dict[str, List[str]], Set[str]]:
         for name in re.findall(r"^  ([a-z_]+)\s{2,}", block, re.M):
             fields[name] = []
     for m in re.finditer(r"output[^:(]*\(stdout, JSON[^)]*\): ", text):
-        for word, opt, note in named_fields(text[m.end():]):
+        for word, opt, note in named_fields(text[m.end() :]):
             fields.setdefault(word, []).append(note)
             if opt:
                 optional.add(word)
@@ -130,8 +131,10 @@ def contract_problems(script: str, docs: List[Dict[str, Any]]) -> List[str]:
     seen = set().union(*(set(d) for d in docs))
     problems = []
     if seen - set(fields) or set(fields) - optional - seen:
-        problems.append(f"{script}: printed but not in --help {sorted(seen - set(fields))}; "
-                        f"in --help but never printed {sorted(set(fields) - optional - seen)}")
+        problems.append(
+            f"{script}: printed but not in --help {sorted(seen - set(fields))}; "
+            f"in --help but never printed {sorted(set(fields) - optional - seen)}"
+        )
     for name, notes in fields.items():
         listed, maybe = set(), set()
         for note in notes:
@@ -146,8 +149,10 @@ def contract_problems(script: str, docs: List[Dict[str, Any]]) -> List[str]:
         unnamed = {k for k in first if not re.search(rf"(?<![\w-]){re.escape(k)}(?![\w-])", note)}
         never = listed - maybe - every
         if unnamed or never:
-            problems.append(f"{script}: {name}: printed but not in --help {sorted(unnamed)}; "
-                            f"in --help but never printed {sorted(never)}")
+            problems.append(
+                f"{script}: {name}: printed but not in --help {sorted(unnamed)}; "
+                f"in --help but never printed {sorted(never)}"
+            )
     return problems
 
 
@@ -164,8 +169,10 @@ SCENARIOS: Dict[str, List[List[str]]] = {
     "list_models.py": [[]],
     "cancel_batch.py": [["--job", "ex.dwjob", "--dry-run"], ["--job", "ex.dwjob"]],
     "check_setup.py": [[]],
-    "validate_batch_file.py": [["ex.jsonl", "--report", "valid.report.json"],
-                               ["broken.jsonl", "--report", "broken.report.json"]],
+    "validate_batch_file.py": [
+        ["ex.jsonl", "--report", "valid.report.json"],
+        ["broken.jsonl", "--report", "broken.report.json"],
+    ],
 }
 
 
@@ -202,11 +209,18 @@ def test_help_lists_exactly_the_fields_each_script_prints(workspace):
 
 
 def test_the_field_parser_reads_nested_lists_and_skips_prose():
-    fields = named_fields("job, batches (batch_id, round), estimated_cost (usd = the server's estimate, which "
-                          "--max-cost compares; low and high: usd; chunks_estimated of chunks; null when unknown), "
-                          "hint (only for batch ids), next.")
-    assert [(w, opt) for w, opt, _ in fields] == [("job", False), ("batches", False), ("estimated_cost", False),
-                                                   ("hint", True), ("next", False)]
+    fields = named_fields(
+        "job, batches (batch_id, round), estimated_cost (usd = the server's estimate, which "
+        "--max-cost compares; low and high: usd; chunks_estimated of chunks; null when unknown), "
+        "hint (only for batch ids), next."
+    )
+    assert [(w, opt) for w, opt, _ in fields] == [
+        ("job", False),
+        ("batches", False),
+        ("estimated_cost", False),
+        ("hint", True),
+        ("next", False),
+    ]
     listed, _ = nested_fields({w: n for w, _, n in fields}["estimated_cost"])
     assert listed == {"usd", "low", "high", "chunks_estimated"}
 
@@ -227,8 +241,13 @@ def closed_port() -> int:
 
 def interrupted(sb: Any, job: str) -> Tuple[int, str, str]:
     """poll.py --wait on a running job, interrupted (Ctrl-C) while it waits."""
-    proc = subprocess.Popen([sys.executable, str(SCRIPTS / "poll.py"), "--job", job, "--wait", "--interval", "5"],
-                            env=sb.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPTS / "poll.py"), "--job", job, "--wait", "--interval", "5"],
+        env=sb.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first = proc.stderr.readline()  # the first progress line: it is waiting now
         assert "done" in first, first
@@ -259,13 +278,19 @@ def test_every_exit_code_in_skill_md_is_produced_here(workspace, sandbox_factory
     held = make_job(sb, "held.jsonl")
     lock = FileLock(os.path.join(held, "job.lock"))
     assert lock.acquire()
-    busy = subprocess.Popen([sys.executable, str(SCRIPTS / "fetch_results.py"), "--job", held], env=sb.env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    busy = subprocess.Popen(
+        [sys.executable, str(SCRIPTS / "fetch_results.py"), "--job", held],
+        env=sb.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
     def script(name: str, *args: str, env: Dict[str, str]) -> Callable[[], Tuple[int, str, str]]:
         def go() -> Tuple[int, str, str]:
             proc = run(name, *args, env=env)
             return proc.returncode, proc.stdout, proc.stderr
+
         return go
 
     def busy_fetch() -> Tuple[int, str, str]:
@@ -281,8 +306,10 @@ def test_every_exit_code_in_skill_md_is_produced_here(workspace, sandbox_factory
         1: [script("list_batches.py", env=offline), busy_fetch],  # the API cannot be reached; a busy job
         2: [script("submit.py", "other.jsonl", "--max-cost", "nan", env=sb.env())],
         3: [script("list_batches.py", env=wrong_key)],  # 401
-        4: [script("poll.py", "--job", "nowhere.dwjob", env=sb.env()),
-            script("poll.py", "00000000-0000-4000-8000-000000000000", env=sb.env())],  # no job; 404
+        4: [
+            script("poll.py", "--job", "nowhere.dwjob", env=sb.env()),
+            script("poll.py", "00000000-0000-4000-8000-000000000000", env=sb.env()),
+        ],  # no job; 404
         5: [script("fetch_results.py", "--job", "ex.dwjob", env=sb.env())],  # req-1 failed
         6: [script("fetch_results.py", "--job", running, env=slow.env())],  # still running
         130: [lambda: interrupted(slow, running)],

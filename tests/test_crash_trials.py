@@ -259,8 +259,6 @@ def check_state_on_disk(job_dir: Path) -> None:
             assert len({ln["id"] for ln in lines}) <= int(rec["skip"]) <= len(lines)
 
 
-
-
 # -- one trial ---------------------------------------------------------------------------------
 
 
@@ -284,8 +282,18 @@ class Trial:
 
     def command(self, script: str) -> List[str]:
         if script == "run_batch.py":
-            args = ["in.jsonl", "--wait", "--max-requests", str(PER_CHUNK), "--interval", "0.2",
-                    "--timeout", "120", "--format", "simple"]
+            args = [
+                "in.jsonl",
+                "--wait",
+                "--max-requests",
+                str(PER_CHUNK),
+                "--interval",
+                "0.2",
+                "--timeout",
+                "120",
+                "--format",
+                "simple",
+            ]
         elif script == "submit.py":
             args = ["in.jsonl", "--max-requests", str(PER_CHUNK)]
         elif script == "retry_failed.py":
@@ -388,9 +396,14 @@ class Trial:
         assert (doc["succeeded"], doc["failed"], doc["missing"]) == (REQUESTS, 0, 0)
         state = json.loads((self.dir / "in.dwjob" / "job.json").read_text(encoding="utf-8"))
         chunks = [c for r in state["rounds"] for c in r["chunks"]]
-        batches = [b for b in list_all(self.sb, "batches") if (b.get("metadata") or {}).get("dwb_job") == state["job_id"]]
-        files = [f for f in list_all(self.sb, "files", purpose="batch")
-                 if f["filename"].startswith(f"dwb-{state['job_id'][:8]}-")]
+        batches = [
+            b for b in list_all(self.sb, "batches") if (b.get("metadata") or {}).get("dwb_job") == state["job_id"]
+        ]
+        files = [
+            f
+            for f in list_all(self.sb, "files", purpose="batch")
+            if f["filename"].startswith(f"dwb-{state['job_id'][:8]}-")
+        ]
         assert sorted(b["id"] for b in batches) == sorted(c["batch_id"] for c in chunks), "extra batches"
         assert sorted(f["id"] for f in files) == sorted(c["file_id"] for c in chunks), "extra input files"
         # billed once: on the server, every request succeeded in exactly one batch of the job
@@ -401,10 +414,20 @@ class Trial:
                     successes[line["custom_id"]] += 1
         paid_twice = sorted(i for i, n in successes.items() if n > 1)
         assert not paid_twice and set(successes) == set(self.ids), paid_twice
-        return {"trial": self.number, "kind": self.kind, "kills": self.kills, "killed": self.killed,
-                "runs": self.runs, "retry_rounds": self.retries, "found_after_lost_reply": self.found, "lost": len(lost),
-                "duplicated": len(duplicated), "succeeded_twice": len(paid_twice),
-                "extra_batches": len(batches) - len(chunks), "extra_files": len(files) - len(chunks)}
+        return {
+            "trial": self.number,
+            "kind": self.kind,
+            "kills": self.kills,
+            "killed": self.killed,
+            "runs": self.runs,
+            "retry_rounds": self.retries,
+            "found_after_lost_reply": self.found,
+            "lost": len(lost),
+            "duplicated": len(duplicated),
+            "succeeded_twice": len(paid_twice),
+            "extra_batches": len(batches) - len(chunks),
+            "extra_files": len(files) - len(chunks),
+        }
 
 
 # -- a kill while the server is still receiving the request --------------------------------
@@ -419,8 +442,7 @@ def kill_when(proc: subprocess.Popen, pred: Any, timeout: float = 30.0) -> None:
     proc.wait()
 
 
-def test_killed_while_the_server_still_reads_the_upload_then_rerun_at_once_uploads_it_once(sandbox_factory,
-                                                                                            tmp_path):
+def test_killed_while_the_server_still_reads_the_upload_then_rerun_at_once_uploads_it_once(sandbox_factory, tmp_path):
     """The upload's bytes are on their way when the client dies; the server stores the file a
     moment later. An immediate rerun must wait for it rather than upload the chunk again."""
     sb = sandbox_factory("--faults", json.dumps({"slow_upload_read": {"after_bytes": 300, "pause": 1.5}}))
@@ -436,8 +458,7 @@ def test_killed_while_the_server_still_reads_the_upload_then_rerun_at_once_uploa
     assert sb.stats()["batches"] == 1
 
 
-def test_killed_while_a_proxy_still_holds_the_create_then_rerun_at_once_makes_one_batch(sandbox_factory,
-                                                                                         tmp_path):
+def test_killed_while_a_proxy_still_holds_the_create_then_rerun_at_once_makes_one_batch(sandbox_factory, tmp_path):
     """POST /batches is held by a buffering proxy when the client dies, and reaches the server a
     moment later. An immediate rerun must not create a second batch (a second bill)."""
     sb = sandbox_factory()
@@ -461,8 +482,9 @@ def test_killed_while_a_proxy_still_holds_the_create_then_rerun_at_once_makes_on
 # -- the runner --------------------------------------------------------------------------------
 
 
-def run_trials(sandbox_factory: Any, tmp_path: Path, trials: int, seed: int, parallel: int, part: int = 0,
-               parts: int = 1) -> Dict[str, Any]:
+def run_trials(
+    sandbox_factory: Any, tmp_path: Path, trials: int, seed: int, parallel: int, part: int = 0, parts: int = 1
+) -> Dict[str, Any]:
     """Play trials ``part``, ``part + parts``, ... of the ``trials`` the seed plans (each trial
     has its own random stream, so a trial is the same whichever part plays it)."""
     sb = sandbox_factory(*SANDBOX_ARGS, "--faults", json.dumps(FAULTS))
@@ -490,7 +512,9 @@ def run_trials(sandbox_factory: Any, tmp_path: Path, trials: int, seed: int, par
 def summarize(results: List[Dict[str, Any]], seed: int, parallel: int) -> Dict[str, Any]:
     stages = collections.Counter(k for r in results for k in r["kills"])
     return {
-        "trials": len(results), "seed": seed, "parallel": parallel,
+        "trials": len(results),
+        "seed": seed,
+        "parallel": parallel,
         "kinds": dict(collections.Counter(r["kind"] for r in results)),
         "kills": sum(len(r["kills"]) for r in results),
         "kills_by_stage": dict(sorted(stages.items())),
@@ -514,8 +538,13 @@ def stages_hit(summary: Dict[str, Any]) -> set:
 
 
 def assert_nothing_lost_duplicated_or_billed_twice(summary: Dict[str, Any]) -> None:
-    assert (summary["lost"], summary["duplicated"], summary["succeeded_twice"], summary["extra_batches"],
-            summary["extra_files"]) == (0, 0, 0, 0, 0), summary
+    assert (
+        summary["lost"],
+        summary["duplicated"],
+        summary["succeeded_twice"],
+        summary["extra_batches"],
+        summary["extra_files"],
+    ) == (0, 0, 0, 0, 0), summary
 
 
 PARTS = 4  # the default run is played in four parts, so that parallel test workers share it
@@ -546,8 +575,15 @@ def combined_when_complete(tmp_path_factory: Any, part: int, summary: Dict[str, 
 @pytest.mark.parametrize("part", range(PARTS))
 def test_crash_trials(sandbox_factory, tmp_path, tmp_path_factory, part):
     trials = env_int("CRASH_TRIALS", DEFAULT_TRIALS)
-    summary = run_trials(sandbox_factory, tmp_path, trials, env_int("CRASH_SEED", DEFAULT_SEED),
-                         env_int("CRASH_PARALLEL", 3), part=part, parts=PARTS)
+    summary = run_trials(
+        sandbox_factory,
+        tmp_path,
+        trials,
+        env_int("CRASH_SEED", DEFAULT_SEED),
+        env_int("CRASH_PARALLEL", 3),
+        part=part,
+        parts=PARTS,
+    )
     assert_nothing_lost_duplicated_or_billed_twice(summary)
     combined = combined_when_complete(tmp_path_factory, part, summary)
     if combined is None:
@@ -564,8 +600,9 @@ def test_crash_trials_stress(sandbox_factory, tmp_path, request):
     if "stress" not in (request.config.getoption("markexpr") or ""):
         pytest.skip("long: run with `make stress` (pytest -m stress)")
     trials = env_int("CRASH_TRIALS", STRESS_TRIALS)
-    summary = run_trials(sandbox_factory, tmp_path, trials, env_int("CRASH_SEED", DEFAULT_SEED),
-                         env_int("CRASH_PARALLEL", 3))
+    summary = run_trials(
+        sandbox_factory, tmp_path, trials, env_int("CRASH_SEED", DEFAULT_SEED), env_int("CRASH_PARALLEL", 3)
+    )
     assert_nothing_lost_duplicated_or_billed_twice(summary)
     assert {"upload", "create", "poll", "download"} <= stages_hit(summary), summary["kills_by_stage"]
     assert summary["reruns_that_found_a_lost_reply"] > 0  # kills after the server acted were recovered

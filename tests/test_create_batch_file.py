@@ -22,6 +22,7 @@ def lines(path):
 
 def build(*args, capsys):
     import create_batch_file
+
     code = create_batch_file.main([str(a) for a in args])
     out, err = capsys.readouterr()
     return code, out, err
@@ -29,18 +30,46 @@ def build(*args, capsys):
 
 # -- shapes and ids ---------------------------------------------------------------------------
 
+
 def test_prompts_file_gives_numbered_chat_requests_with_every_option(tmp_path):
     (tmp_path / "questions.txt").write_text("What is 2+2?\n\nName a colour.\r\n")
-    doc = ok_json(run("create_batch_file.py", "out.jsonl", "--prompts", "questions.txt", "-m", "Qwen/Qwen3.5-9B",
-                      "--system", "Be brief.", "--temperature", "0.2", "--max-tokens", "50", "--top-p", "0.9",
-                      "--stop", "END", "--stop", "###"))
+    doc = ok_json(
+        run(
+            "create_batch_file.py",
+            "out.jsonl",
+            "--prompts",
+            "questions.txt",
+            "-m",
+            "Qwen/Qwen3.5-9B",
+            "--system",
+            "Be brief.",
+            "--temperature",
+            "0.2",
+            "--max-tokens",
+            "50",
+            "--top-p",
+            "0.9",
+            "--stop",
+            "END",
+            "--stop",
+            "###",
+        )
+    )
     rows = lines(tmp_path / "out.jsonl")
     assert [r["custom_id"] for r in rows] == ["questions-000001", "questions-000003"]  # line numbers
-    assert rows[0] == {"custom_id": "questions-000001", "method": "POST", "url": "/v1/chat/completions",
-                       "body": {"model": "Qwen/Qwen3.5-9B",
-                                "messages": [{"role": "system", "content": "Be brief."},
-                                             {"role": "user", "content": "What is 2+2?"}],
-                                "temperature": 0.2, "max_tokens": 50, "top_p": 0.9, "stop": ["END", "###"]}}
+    assert rows[0] == {
+        "custom_id": "questions-000001",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {
+            "model": "Qwen/Qwen3.5-9B",
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}],
+            "temperature": 0.2,
+            "max_tokens": 50,
+            "top_p": 0.9,
+            "stop": ["END", "###"],
+        },
+    }
     assert rows[1]["body"]["messages"][1]["content"] == "Name a colour."
     assert doc["path"] == str(tmp_path / "out.jsonl") and doc["requests"] == 2
     assert doc["bytes"] == (tmp_path / "out.jsonl").stat().st_size
@@ -49,17 +78,31 @@ def test_prompts_file_gives_numbered_chat_requests_with_every_option(tmp_path):
 
 
 def test_prompts_from_stdin_with_a_custom_prefix(tmp_path):
-    doc = ok_json(run("create_batch_file.py", "o.jsonl", "--prompts", "-", "--id-prefix", "task",
-                      input="alpha\nbeta\n"))
+    doc = ok_json(
+        run("create_batch_file.py", "o.jsonl", "--prompts", "-", "--id-prefix", "task", input="alpha\nbeta\n")
+    )
     assert [r["custom_id"] for r in lines("o.jsonl")] == ["task-000001", "task-000002"]
     assert lines("o.jsonl")[0]["body"]["model"] == builder.DEFAULT_CHAT_MODEL and doc["requests"] == 2
 
 
 def test_csv_with_id_column_template_and_sidecar(tmp_path):
-    (tmp_path / "reviews.csv").write_text('id,text,stars\nr-17,"Great, really ""great""",5\n'
-                                          'r-18,"two\nlines",1\n', encoding="utf-8")
-    doc = ok_json(run("create_batch_file.py", "reviews.jsonl", "--csv", "reviews.csv", "--id-column", "id",
-                      "--template", "Rate ({stars} stars): {text}", "--max-tokens", "5"))
+    (tmp_path / "reviews.csv").write_text(
+        'id,text,stars\nr-17,"Great, really ""great""",5\nr-18,"two\nlines",1\n', encoding="utf-8"
+    )
+    doc = ok_json(
+        run(
+            "create_batch_file.py",
+            "reviews.jsonl",
+            "--csv",
+            "reviews.csv",
+            "--id-column",
+            "id",
+            "--template",
+            "Rate ({stars} stars): {text}",
+            "--max-tokens",
+            "5",
+        )
+    )
     rows = lines("reviews.jsonl")
     assert [r["custom_id"] for r in rows] == ["reviews-r-17", "reviews-r-18"]
     assert rows[0]["body"]["messages"][0]["content"] == 'Rate (5 stars): Great, really "great"'
@@ -73,7 +116,7 @@ def test_csv_with_id_column_template_and_sidecar(tmp_path):
 
 
 def test_csv_without_id_column_numbers_data_rows(tmp_path):
-    (tmp_path / "d.csv").write_text("\ufeffq\n\"multi\nline\"\n\nsecond\n", encoding="utf-8")
+    (tmp_path / "d.csv").write_text('\ufeffq\n"multi\nline"\n\nsecond\n', encoding="utf-8")
     doc = ok_json(run("create_batch_file.py", "d.jsonl", "--csv", "d.csv", "--template", "{q}"))
     assert [r["custom_id"] for r in lines("d.jsonl")] == ["d-000001", "d-000002"]
     assert doc["source"]["ids_from_row_numbers"] is True and doc["source"]["id_column"] is None
@@ -89,10 +132,22 @@ def test_csv_prompt_column_needs_no_template(tmp_path):
 
 
 def test_jsonl_template_with_nested_fields_and_numeric_ids(tmp_path):
-    (tmp_path / "docs.jsonl").write_text('{"doc_id": 7, "meta": {"title": "A"}, "tags": ["x", "y"]}\n\n'
-                                         '{"doc_id": 8, "meta": {"title": "B"}, "tags": []}\n')
-    ok_json(run("create_batch_file.py", "t.jsonl", "--jsonl", "docs.jsonl", "--id-field", "doc_id",
-                "--template", "Title: {meta.title}; tags {tags}; {{literal}}"))
+    (tmp_path / "docs.jsonl").write_text(
+        '{"doc_id": 7, "meta": {"title": "A"}, "tags": ["x", "y"]}\n\n'
+        '{"doc_id": 8, "meta": {"title": "B"}, "tags": []}\n'
+    )
+    ok_json(
+        run(
+            "create_batch_file.py",
+            "t.jsonl",
+            "--jsonl",
+            "docs.jsonl",
+            "--id-field",
+            "doc_id",
+            "--template",
+            "Title: {meta.title}; tags {tags}; {{literal}}",
+        )
+    )
     rows = lines("t.jsonl")
     assert [r["custom_id"] for r in rows] == ["docs-7", "docs-8"]
     assert rows[0]["body"]["messages"][0]["content"] == 'Title: A; tags ["x", "y"]; {literal}'
@@ -107,28 +162,54 @@ def test_jsonl_without_id_uses_physical_line_numbers(tmp_path):
 def test_embeddings_and_responses_have_their_own_shapes(tmp_path):
     (tmp_path / "p.txt").write_text("some text\n")
     doc = ok_json(run("create_batch_file.py", "e.jsonl", "--prompts", "p.txt", "--endpoint", "/v1/embeddings"))
-    assert lines("e.jsonl")[0] == {"custom_id": "p-000001", "method": "POST", "url": "/v1/embeddings",
-                                   "body": {"model": "Qwen/Qwen3-Embedding-8B", "input": "some text"}}
+    assert lines("e.jsonl")[0] == {
+        "custom_id": "p-000001",
+        "method": "POST",
+        "url": "/v1/embeddings",
+        "body": {"model": "Qwen/Qwen3-Embedding-8B", "input": "some text"},
+    }
     assert doc["endpoint"] == "/v1/embeddings"
-    ok_json(run("create_batch_file.py", "r.jsonl", "--prompts", "p.txt", "--endpoint", "/v1/responses",
-                "--system", "Reply in French.", "--max-tokens", "64", "--temperature", "0",
-                "--response-format-json"))
-    assert lines("r.jsonl")[0]["body"] == {"model": builder.DEFAULT_CHAT_MODEL, "input": "some text",
-                                           "instructions": "Reply in French.", "temperature": 0.0,
-                                           "max_output_tokens": 64, "text": {"format": {"type": "json_object"}}}
+    ok_json(
+        run(
+            "create_batch_file.py",
+            "r.jsonl",
+            "--prompts",
+            "p.txt",
+            "--endpoint",
+            "/v1/responses",
+            "--system",
+            "Reply in French.",
+            "--max-tokens",
+            "64",
+            "--temperature",
+            "0",
+            "--response-format-json",
+        )
+    )
+    assert lines("r.jsonl")[0]["body"] == {
+        "model": builder.DEFAULT_CHAT_MODEL,
+        "input": "some text",
+        "instructions": "Reply in French.",
+        "temperature": 0.0,
+        "max_output_tokens": 64,
+        "text": {"format": {"type": "json_object"}},
+    }
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--endpoint", "/v1/embeddings", "--system", "x"], "--system"),
-    (["--endpoint", "/v1/embeddings", "--max-tokens", "5"], "--max-tokens"),
-    (["--endpoint", "/v1/responses", "--stop", "x"], "--stop"),
-    (["--extra-body", '{"model": "other"}'], "model"),
-    (["--extra-body", "[1]"], "JSON object"),
-    (["--extra-body", "{nope"], "not valid JSON"),
-    (["--template", "{x}"], "needs --csv or --jsonl"),
-    (["--max-tokens", "0"], "at least 1"),
-    (["--id-prefix", "bad\u0001"], "--id-prefix"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--endpoint", "/v1/embeddings", "--system", "x"], "--system"),
+        (["--endpoint", "/v1/embeddings", "--max-tokens", "5"], "--max-tokens"),
+        (["--endpoint", "/v1/responses", "--stop", "x"], "--stop"),
+        (["--extra-body", '{"model": "other"}'], "model"),
+        (["--extra-body", "[1]"], "JSON object"),
+        (["--extra-body", "{nope"], "not valid JSON"),
+        (["--template", "{x}"], "needs --csv or --jsonl"),
+        (["--max-tokens", "0"], "at least 1"),
+        (["--id-prefix", "bad\u0001"], "--id-prefix"),
+    ],
+)
 def test_option_errors_exit_2_and_write_nothing(tmp_path, args, message, capsys):
     (tmp_path / "p.txt").write_text("hi\n")
     code, out, err = build("o.jsonl", "--prompts", "p.txt", *args, capsys=capsys)
@@ -138,14 +219,30 @@ def test_option_errors_exit_2_and_write_nothing(tmp_path, args, message, capsys)
 
 def test_structured_output_options(tmp_path):
     (tmp_path / "p.txt").write_text("Acme raised $5M\n")
-    (tmp_path / "deal.schema.json").write_text(json.dumps({"type": "object", "properties": {
-        "company": {"type": "string"}}, "required": ["company"]}))
-    ok_json(run("create_batch_file.py", "s.jsonl", "--prompts", "p.txt", "--json-schema", "deal.schema.json",
-                "--extra-body", '{"seed": 3, "chat_template_kwargs": {"enable_thinking": false}}'))
+    (tmp_path / "deal.schema.json").write_text(
+        json.dumps({"type": "object", "properties": {"company": {"type": "string"}}, "required": ["company"]})
+    )
+    ok_json(
+        run(
+            "create_batch_file.py",
+            "s.jsonl",
+            "--prompts",
+            "p.txt",
+            "--json-schema",
+            "deal.schema.json",
+            "--extra-body",
+            '{"seed": 3, "chat_template_kwargs": {"enable_thinking": false}}',
+        )
+    )
     body = lines("s.jsonl")[0]["body"]
-    assert body["response_format"] == {"type": "json_schema", "json_schema": {
-        "name": "deal", "strict": True,
-        "schema": {"type": "object", "properties": {"company": {"type": "string"}}, "required": ["company"]}}}
+    assert body["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "deal",
+            "strict": True,
+            "schema": {"type": "object", "properties": {"company": {"type": "string"}}, "required": ["company"]},
+        },
+    }
     assert body["seed"] == 3 and body["chat_template_kwargs"] == {"enable_thinking": False}
 
 
@@ -175,13 +272,13 @@ def test_limit_takes_the_first_rows(tmp_path):
 
 # -- atomic output ----------------------------------------------------------------------------
 
+
 def test_a_failed_build_leaves_the_existing_output_and_sidecar_untouched(tmp_path, capsys):
     (tmp_path / "a.csv").write_text("id,text\n1,x\n2,y\n")
     assert build("out.jsonl", "--csv", "a.csv", "--id-column", "id", "--template", "{text}", capsys=capsys)[0] == 0
     before = (tmp_path / "out.jsonl").read_bytes(), (tmp_path / "out.source.json").read_bytes()
     (tmp_path / "b.csv").write_text("id,text\n1,x\n" + "".join(f"{i},t\n" for i in range(2, 500)) + "1,dup\n")
-    code, out, err = build("out.jsonl", "--csv", "b.csv", "--id-column", "id", "--template", "{text}",
-                           capsys=capsys)
+    code, out, err = build("out.jsonl", "--csv", "b.csv", "--id-column", "id", "--template", "{text}", capsys=capsys)
     assert code == 2 and "line 501" in err and "duplicate" in err
     assert ((tmp_path / "out.jsonl").read_bytes(), (tmp_path / "out.source.json").read_bytes()) == before
     assert sorted(os.listdir(tmp_path)) == ["a.csv", "b.csv", "out.jsonl", "out.source.json"]
@@ -198,14 +295,19 @@ def test_a_non_csv_rebuild_removes_the_stale_sidecar(tmp_path, capsys):
 
 # -- library API --------------------------------------------------------------------------------
 
+
 def test_library_api(tmp_path):
     rows = [builder.chat_request(f"q-{i}", f"question {i}", max_tokens=10) for i in range(3)]
     rows.append(builder.embedding_request("e-1", "text"))
     rows.append(builder.responses_request("r-1", "hi", instructions="be brief", max_output_tokens=9))
     summary = builder.write_batch_file(rows, str(tmp_path / "lib.jsonl"))
     assert summary["requests"] == 5 and summary["endpoints"]["/v1/embeddings"] == 1
-    assert lines(tmp_path / "lib.jsonl")[4]["body"] == {"model": builder.DEFAULT_CHAT_MODEL, "input": "hi",
-                                                        "instructions": "be brief", "max_output_tokens": 9}
+    assert lines(tmp_path / "lib.jsonl")[4]["body"] == {
+        "model": builder.DEFAULT_CHAT_MODEL,
+        "input": "hi",
+        "instructions": "be brief",
+        "max_output_tokens": 9,
+    }
     with pytest.raises(InputError, match="duplicate custom_id 'q-0'"):
         builder.write_batch_file(rows + [builder.chat_request("q-0", "again")], str(tmp_path / "dup.jsonl"))
     with pytest.raises(InputError, match="65 bytes"):
@@ -223,6 +325,7 @@ def test_library_api(tmp_path):
 
 # -- accepted downstream ------------------------------------------------------------------------
 
+
 def test_built_files_pass_validation_and_run_on_the_sandbox(sandbox, tmp_path):
     (tmp_path / "p.txt").write_text("one\ntwo\n")
     (tmp_path / "c.csv").write_text("id,text\na,hello\nb,world\n")
@@ -230,8 +333,17 @@ def test_built_files_pass_validation_and_run_on_the_sandbox(sandbox, tmp_path):
     builds = [
         ["p_out.jsonl", "--prompts", "p.txt", "-m", "Qwen/Qwen3.5-9B", "--max-tokens", "16"],
         ["c_out.jsonl", "--csv", "c.csv", "--id-column", "id", "--template", "Say {text}", "--system", "Be terse."],
-        ["j_out.jsonl", "--jsonl", "j.jsonl", "--id-field", "k", "--template", "Echo: {body}",
-         "--endpoint", "/v1/responses"],
+        [
+            "j_out.jsonl",
+            "--jsonl",
+            "j.jsonl",
+            "--id-field",
+            "k",
+            "--template",
+            "Echo: {body}",
+            "--endpoint",
+            "/v1/responses",
+        ],
         ["e_out.jsonl", "--prompts", "p.txt", "--endpoint", "/v1/embeddings"],
     ]
     for args in builds:
@@ -248,6 +360,7 @@ def test_built_files_pass_validation_and_run_on_the_sandbox(sandbox, tmp_path):
 
 
 # -- CSV input: quotes, empty rows, delimiters, line endings, BOM, fingerprint ------------------
+
 
 def csv_build(tmp_path, name, data, *args):
     """Write ``data`` (bytes) to ``name`` and run create_batch_file.py on it."""
@@ -269,18 +382,26 @@ def assert_refused(proc, out, *wording):
     assert not out.exists() and not out.with_name(out.stem + ".source.json").exists()
 
 
-@pytest.mark.parametrize("data, line", [
-    (b'id,text\n1,fine\n2,"stray quote start\n3,also fine\n4,more\n', 3),
-    (b'id,text\r\n1,"two\r\nlines"\r\n2,"ok"\r\n3,"open\r\n4,x\r\n', 5),  # CRLF, after a closed multi-line field
-    (b'id,a,b\n1,"multi\nline\nhere","open\n2,x,y', 4),  # opened on a later line of its own row
-    (b'id,"text\n1,a\n2,b\n', 1),  # in the header
-    (b'id,text\n1,a\n2,"unclosed at the very end', 3),
-])
+@pytest.mark.parametrize(
+    "data, line",
+    [
+        (b'id,text\n1,fine\n2,"stray quote start\n3,also fine\n4,more\n', 3),
+        (b'id,text\r\n1,"two\r\nlines"\r\n2,"ok"\r\n3,"open\r\n4,x\r\n', 5),  # CRLF, after a closed multi-line field
+        (b'id,a,b\n1,"multi\nline\nhere","open\n2,x,y', 4),  # opened on a later line of its own row
+        (b'id,"text\n1,a\n2,b\n', 1),  # in the header
+        (b'id,text\n1,a\n2,"unclosed at the very end', 3),
+    ],
+)
 def test_a_quote_left_open_to_the_end_of_the_file_is_refused_with_its_line(tmp_path, data, line):
     proc, out = csv_build(tmp_path, "q.csv", data, "--template", "{text}" if b"text" in data else "{a}")
     last = data.count(b"\n") + (not data.endswith(b"\n"))
-    assert_refused(proc, out, f"error: q.csv: line {line}: a quoted field starts here and is never closed",
-                   f"end of the file (line {last})", 'two quotes ("")')
+    assert_refused(
+        proc,
+        out,
+        f"error: q.csv: line {line}: a quoted field starts here and is never closed",
+        f"end of the file (line {last})",
+        'two quotes ("")',
+    )
 
 
 def test_closed_multi_line_quoted_fields_are_read_whole(tmp_path):
@@ -295,21 +416,25 @@ def test_a_stray_quote_closed_by_a_later_one_is_warned_about(tmp_path):
     proc, out = csv_build(tmp_path, "s.csv", data, "--template", "{text}")
     doc = ok_json(proc)
     assert doc["requests"] == 3
-    warning = ("line 3: a quoted field runs to line 6 and 3 of its lines look like rows of their own; if a quote "
-               "there lacks its closing pair, those rows were read into this field")
+    warning = (
+        "line 3: a quoted field runs to line 6 and 3 of its lines look like rows of their own; if a quote "
+        "there lacks its closing pair, those rows were read into this field"
+    )
     assert doc["warnings"] == [warning]
     assert f"warning: {warning}" in proc.stderr
     # a letter over several lines, with a comma on one of them, is not suspicious
-    proc, _ = csv_build(tmp_path, "l.csv", b'id,text\n1,"Dear team,\nthanks.\nBest,\nBob"\n2,ok\n',
-                        "--template", "{text}")
+    proc, _ = csv_build(
+        tmp_path, "l.csv", b'id,text\n1,"Dear team,\nthanks.\nBest,\nBob"\n2,ok\n', "--template", "{text}"
+    )
     assert ok_json(proc)["warnings"] == [] and "warning" not in proc.stderr
 
 
 def test_a_row_that_runs_over_several_lines_has_a_hint_about_quotes(tmp_path):
     data = b'id,text\n1,a\n2,"stray\n3,b\n4,"x",extra\n'
     proc, out = csv_build(tmp_path, "r.csv", data, "--template", "{text}")
-    assert_refused(proc, out, "error: r.csv: line 3: the row has 3 field(s), the header has 2",
-                   "The row runs from line 3 to 5")
+    assert_refused(
+        proc, out, "error: r.csv: line 3: the row has 3 field(s), the header has 2", "The row runs from line 3 to 5"
+    )
 
 
 def test_empty_rows_are_skipped_with_a_counted_warning_and_do_not_take_a_number(tmp_path):
@@ -329,8 +454,12 @@ def test_empty_rows_are_skipped_with_a_counted_warning_and_do_not_take_a_number(
 
 def test_a_csv_of_only_empty_rows_has_no_data_rows(tmp_path):
     proc, out = csv_build(tmp_path, "z.csv", b"id,text\n,\n\n", "--template", "{text}")
-    assert_refused(proc, out, "error: z.csv: line 1: the CSV has a header row but no data rows",
-                   "2 empty row(s) were skipped (lines 2, 3)")
+    assert_refused(
+        proc,
+        out,
+        "error: z.csv: line 1: the CSV has a header row but no data rows",
+        "2 empty row(s) were skipped (lines 2, 3)",
+    )
 
 
 def test_many_empty_rows_are_listed_in_short(tmp_path):
@@ -345,26 +474,26 @@ def test_rows_whose_template_columns_are_all_empty_are_built_and_warned_about(tm
     doc = ok_json(proc)
     assert [r["custom_id"] for r in lines(out)] == ["p-1", "p-2", "p-3", "p-4"]
     assert prompts_of(out) == ["1:  ", "2: b ", "3:  ", "4:  n"]
-    warning = ("2 row(s) have every column the template uses empty; their requests were built anyway "
-               "(lines 2, 4)")
+    warning = "2 row(s) have every column the template uses empty; their requests were built anyway (lines 2, 4)"
     assert doc["warnings"] == [warning] and f"warning: {warning}" in proc.stderr
     # an empty prompt is counted once, by the clearer of the two warnings
     doc = ok_json(csv_build(tmp_path, "t.csv", b"id,text\n1,\n2,b\n", "--template", "{text}")[0])
-    assert doc["warnings"] == ["1 row(s) have every column the template uses empty; their requests were built "
-                               "anyway (lines 2)"]
+    assert doc["warnings"] == [
+        "1 row(s) have every column the template uses empty; their requests were built anyway (lines 2)"
+    ]
 
 
-@pytest.mark.parametrize("header, delimiter, name", [
-    ("id;text;stars", ";", "semicolons"),
-    ("id\ttext\tstars", "\t", "tabs"),
-    ("id|text|stars", "|", "pipes"),
-])
+@pytest.mark.parametrize(
+    "header, delimiter, name",
+    [("id;text;stars", ";", "semicolons"), ("id\ttext\tstars", "\t", "tabs"), ("id|text|stars", "|", "pipes")],
+)
 def test_the_delimiter_is_detected_from_the_header_and_recorded(tmp_path, header, delimiter, name):
     rows = [["r1", "great, really", "5"], ["r2", 'a "quoted" word', "1"]]
     body = "".join(delimiter.join(f'"{v}"' if '"' in v else v for v in r) + "\n" for r in rows)
     body = body.replace('"a "quoted" word"', '"a ""quoted"" word"')
-    proc, out = csv_build(tmp_path, "d.csv", (header + "\n" + body).encode(), "--id-column", "id",
-                          "--template", "{text} ({stars})")
+    proc, out = csv_build(
+        tmp_path, "d.csv", (header + "\n" + body).encode(), "--id-column", "id", "--template", "{text} ({stars})"
+    )
     doc = ok_json(proc)
     assert prompts_of(out) == ["great, really (5)", 'a "quoted" word (1)']
     assert f"d.csv: the header row is split by {name} ({delimiter!r}), so that is the delimiter" in proc.stderr
@@ -385,8 +514,9 @@ def test_a_comma_header_or_a_tie_means_comma_and_is_not_narrated(tmp_path):
 
 @pytest.mark.parametrize("flag", [";", "semicolon"])
 def test_delimiter_flag_overrides_the_detection(tmp_path, flag):
-    proc, out = csv_build(tmp_path, "c.csv", b"title;sub,text\nA;a,x\n", "--delimiter", flag,
-                          "--template", "{sub,text}")
+    proc, out = csv_build(
+        tmp_path, "c.csv", b"title;sub,text\nA;a,x\n", "--delimiter", flag, "--template", "{sub,text}"
+    )
     doc = ok_json(proc)
     assert prompts_of(out) == ["a,x"] and doc["source"]["delimiter"] == ";" and "split by" not in proc.stderr
 
@@ -397,13 +527,20 @@ def test_delimiter_flag_takes_a_tab_in_several_spellings(tmp_path, flag):
     assert prompts_of(out) == ["a, b"] and ok_json(proc)["source"]["delimiter"] == "\t"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--csv", "c.csv", "--template", "{text}", "--delimiter", ":"],
-     "--delimiter ':' is not supported; use one of , ; tab |"),
-    (["--csv", "c.csv", "--template", "{text}", "--delimiter", ",,"],
-     "--delimiter ',,' is not supported; use one of , ; tab |"),
-    (["--prompts", "c.csv", "--delimiter", ";"], "--delimiter needs --csv"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--csv", "c.csv", "--template", "{text}", "--delimiter", ":"],
+            "--delimiter ':' is not supported; use one of , ; tab |",
+        ),
+        (
+            ["--csv", "c.csv", "--template", "{text}", "--delimiter", ",,"],
+            "--delimiter ',,' is not supported; use one of , ; tab |",
+        ),
+        (["--prompts", "c.csv", "--delimiter", ";"], "--delimiter needs --csv"),
+    ],
+)
 def test_delimiter_usage_errors(tmp_path, args, message):
     (tmp_path / "c.csv").write_text("id,text\n1,a\n")
     proc = run("create_batch_file.py", "o.jsonl", *args)
@@ -418,8 +555,9 @@ def test_cr_only_line_endings_are_read_as_line_ends(tmp_path):
     assert "mac.csv: lines end with a lone CR (an old Mac export); each CR ends a line" in proc.stderr
     assert doc["warnings"] == ["skipped 1 empty row(s) (lines 3)"]
     # line numbers count CRs: the duplicate id is on line 5
-    proc, out = csv_build(tmp_path, "dup.csv", b"id,text\r1,a\r2,b\r\r1,c\r", "--id-column", "id",
-                          "--template", "{text}")
+    proc, out = csv_build(
+        tmp_path, "dup.csv", b"id,text\r1,a\r2,b\r\r1,c\r", "--id-column", "id", "--template", "{text}"
+    )
     assert_refused(proc, out, "line 5: duplicate custom_id 'dup-1' (first made from line 2)")
     proc, out = csv_build(tmp_path, "open.csv", b'id,text\r1,a\r2,"open\r3,c\r', "--template", "{text}")
     assert_refused(proc, out, "open.csv: line 3: a quoted field starts here and is never closed")
@@ -435,9 +573,14 @@ def test_cr_only_prompts_files_are_read_too(tmp_path):
 def test_line_ending_detection_across_the_first_read(tmp_path, monkeypatch):
     monkeypatch.setattr(sources.TextLines, "HEAD", 4)
     monkeypatch.setattr(sources.TextLines, "CHUNK", 3)
-    cases = {b"abc\r\ndef\r\n": ["abc\r\n", "def\r\n"], b"abc\rdef\rg": ["abc\r", "def\r", "g"],
-             b"ab\ncdefgh\ni": ["ab\n", "cdefgh\n", "i"], b"abcdefgh\n": ["abcdefgh\n"], b"": [],
-             b"\xef\xbb\xbfa\rb": ["a\r", "b"]}
+    cases = {
+        b"abc\r\ndef\r\n": ["abc\r\n", "def\r\n"],
+        b"abc\rdef\rg": ["abc\r", "def\r", "g"],
+        b"ab\ncdefgh\ni": ["ab\n", "cdefgh\n", "i"],
+        b"abcdefgh\n": ["abcdefgh\n"],
+        b"": [],
+        b"\xef\xbb\xbfa\rb": ["a\r", "b"],
+    }
     for i, (data, want) in enumerate(cases.items()):
         (tmp_path / f"f{i}").write_bytes(data)
         with sources.TextLines(str(tmp_path / f"f{i}")) as tl:
@@ -452,12 +595,22 @@ def test_the_sidecar_records_the_csv_fingerprint_delimiter_and_bom(tmp_path):
     sidecar = json.loads((tmp_path / "x.source.json").read_text())
     st = os.stat(tmp_path / "x.csv")
     import hashlib
+
     assert sidecar["bytes"] == st.st_size == len(data) and sidecar["mtime"] == st.st_mtime
     assert isinstance(sidecar["mtime"], float)
     assert sidecar["sha256"] == hashlib.sha256(data).hexdigest()
     assert sidecar["delimiter"] == ";" and sidecar["bom"] is True
-    for kept in ("kind", "path", "id_column", "ids_from_row_numbers", "id_prefix", "lines_in_row_order",
-                 "rows", "output", "output_sha256"):
+    for kept in (
+        "kind",
+        "path",
+        "id_column",
+        "ids_from_row_numbers",
+        "id_prefix",
+        "lines_in_row_order",
+        "rows",
+        "output",
+        "output_sha256",
+    ):
         assert kept in sidecar
     assert doc["source"] == {k: v for k, v in sidecar.items() if k not in ("output", "output_sha256")}
     assert prompts_of(out) == ["café"]
@@ -469,6 +622,7 @@ def test_the_sidecar_records_the_csv_fingerprint_delimiter_and_bom(tmp_path):
 
 def test_a_csv_that_changes_while_it_is_read_is_refused(tmp_path, monkeypatch, capsys):
     from _dwbatches.workflow import building
+
     (tmp_path / "c.csv").write_text("id,text\n1,a\n")
     real = building.sha256_file
 
@@ -487,8 +641,15 @@ def test_help_documents_the_csv_options():
     proc = run("create_batch_file.py", "--help", subprocess=True)
     assert proc.returncode == 0
     text = " ".join(proc.stdout.split())
-    for words in ("--delimiter CHAR", "detected from the header row", "CR-only", "left open",
-                  "are all empty are skipped", "sha256", "BOM"):
+    for words in (
+        "--delimiter CHAR",
+        "detected from the header row",
+        "CR-only",
+        "left open",
+        "are all empty are skipped",
+        "sha256",
+        "BOM",
+    ):
         assert words in text, words
 
 
@@ -502,17 +663,33 @@ def test_limit_stops_reading_the_csv_at_the_last_row_taken(tmp_path):
 
 def test_a_json_example_in_a_template_names_the_brace_escape(tmp_path):
     (tmp_path / "t.csv").write_text("id,text\n1,hi\n", encoding="utf-8")
-    proc = run("create_batch_file.py", tmp_path / "o.jsonl", "--csv", tmp_path / "t.csv",
-               "--template", 'Answer as {"label": "x"} for {text}')
+    proc = run(
+        "create_batch_file.py",
+        tmp_path / "o.jsonl",
+        "--csv",
+        tmp_path / "t.csv",
+        "--template",
+        'Answer as {"label": "x"} for {text}',
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert "{{" in proc.stderr and "double them" in proc.stderr
-    ok_json(run("create_batch_file.py", tmp_path / "o.jsonl", "--csv", tmp_path / "t.csv",
-                "--template", 'Answer as {{"label": "x"}} for {text}'))
+    ok_json(
+        run(
+            "create_batch_file.py",
+            tmp_path / "o.jsonl",
+            "--csv",
+            tmp_path / "t.csv",
+            "--template",
+            'Answer as {{"label": "x"}} for {text}',
+        )
+    )
     body = json.loads((tmp_path / "o.jsonl").read_text().splitlines()[0])["body"]
     assert body["messages"][-1]["content"] == 'Answer as {"label": "x"} for hi'
 
 
-@pytest.mark.parametrize("flag,value", [("--temperature", "nan"), ("--top-p", "inf"), ("--extra-body", '{"seed": NaN}')])
+@pytest.mark.parametrize(
+    "flag,value", [("--temperature", "nan"), ("--top-p", "inf"), ("--extra-body", '{"seed": NaN}')]
+)
 def test_a_number_json_cannot_hold_is_blamed_on_its_flag(tmp_path, flag, value):
     proc = run("create_batch_file.py", tmp_path / "o.jsonl", "--prompts", "-", flag, value, input="hello\n")
     assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.startswith(f"error: {flag}")

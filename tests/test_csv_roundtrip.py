@@ -24,8 +24,9 @@ def roundtrip(sandbox, name, data, *build_args, fetch_args=()):
     job = make_job(sandbox, f"{stem}.jsonl")
     wait_job(sandbox, job)
     out = Path(f"{stem}.answers.csv")
-    code, doc, err = run_script("fetch_results.py", "--job", job, "--format", "csv", "-o", out, *fetch_args,
-                                env=sandbox.env())
+    code, doc, err = run_script(
+        "fetch_results.py", "--job", job, "--format", "csv", "-o", out, *fetch_args, env=sandbox.env()
+    )
     assert code == 0, err
     assert doc["succeeded"] == built["requests"] and doc["missing"] == 0 and doc["unexpected"] == 0
     return built, out.read_bytes()
@@ -58,15 +59,17 @@ def test_rows_with_empty_template_columns_keep_their_place(sandbox):
 
 
 def test_a_semicolon_csv_with_a_bom_comes_back_with_semicolons_and_the_bom(sandbox):
-    data = BOM + "id;text;note\r\nr1;Crème brûlée, s'il vous plaît;x\r\nr2;\"two\r\nlines; one cell\";y\r\n".encode()
+    data = BOM + 'id;text;note\r\nr1;Crème brûlée, s\'il vous plaît;x\r\nr2;"two\r\nlines; one cell";y\r\n'.encode()
     built, raw = roundtrip(sandbox, "fr.csv", data, "--id-column", "id", "--template", "Translate: {text}")
     assert built["source"]["delimiter"] == ";" and built["source"]["bom"] is True
     assert raw.startswith(BOM) and not raw.startswith(BOM + BOM)
-    first = raw[len(BOM):].split(b"\r\n", 1)[0]
+    first = raw[len(BOM) :].split(b"\r\n", 1)[0]
     assert first == b"id;text;note;response;error"
     rows = parse(raw, ";")
-    assert [r[:3] for r in rows[1:]] == [["r1", "Crème brûlée, s'il vous plaît", "x"],
-                                         ["r2", "two\r\nlines; one cell", "y"]]
+    assert [r[:3] for r in rows[1:]] == [
+        ["r1", "Crème brûlée, s'il vous plaît", "x"],
+        ["r2", "two\r\nlines; one cell", "y"],
+    ]
     assert "Translate: Crème brûlée" in rows[1][3]
     # read back as Excel would: the BOM makes the header's first name "id", not "\ufeffid"
     assert list(csv.DictReader(io.StringIO(raw.decode("utf-8-sig"), newline=""), delimiter=";"))[0]["id"] == "r1"
@@ -106,21 +109,40 @@ def test_a_job_built_before_empty_rows_were_skipped_still_matches_its_rows(sandb
     # what the earlier builder made of this CSV: the ',' row had a request (an empty prompt) and
     # a number, and its sidecar recorded no delimiter
     Path("old.csv").write_bytes(b"id,text\n1,alpha\n,\n\n2,bravo\n")
-    reqs = [{"custom_id": f"old-{n:06d}", "method": "POST", "url": "/v1/chat/completions",
-             "body": {"model": "Qwen/Qwen3.5-35B-A3B-FP8", "messages": [{"role": "user", "content": p}]}}
-            for n, p in ((1, "alpha"), (2, ""), (3, "bravo"))]
+    reqs = [
+        {
+            "custom_id": f"old-{n:06d}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": "Qwen/Qwen3.5-35B-A3B-FP8", "messages": [{"role": "user", "content": p}]},
+        }
+        for n, p in ((1, "alpha"), (2, ""), (3, "bravo"))
+    ]
     Path("old.jsonl").write_text("".join(json.dumps(r) + "\n" for r in reqs))
     import hashlib
+
     sha = hashlib.sha256(Path("old.jsonl").read_bytes()).hexdigest()
-    Path("old.source.json").write_text(json.dumps({
-        "kind": "csv", "path": str(tmp_path / "old.csv"), "id_column": None, "custom_ids_in_row_order": True,
-        "id_prefix": "old", "lines_in_row_order": True, "rows": 3, "output": str(tmp_path / "old.jsonl"),
-        "output_sha256": sha}))
+    Path("old.source.json").write_text(
+        json.dumps(
+            {
+                "kind": "csv",
+                "path": str(tmp_path / "old.csv"),
+                "id_column": None,
+                "custom_ids_in_row_order": True,
+                "id_prefix": "old",
+                "lines_in_row_order": True,
+                "rows": 3,
+                "output": str(tmp_path / "old.jsonl"),
+                "output_sha256": sha,
+            }
+        )
+    )
     job = make_job(sandbox, "old.jsonl")
     assert "delimiter" not in job_state(job)["source"]
     wait_job(sandbox, job)
-    code, doc, err = run_script("fetch_results.py", "--job", job, "--format", "csv", "-o", "old.answers.csv",
-                                env=sandbox.env())
+    code, doc, err = run_script(
+        "fetch_results.py", "--job", job, "--format", "csv", "-o", "old.answers.csv", env=sandbox.env()
+    )
     assert code == 0, err
     rows = parse(Path("old.answers.csv").read_bytes())
     assert [r[:2] for r in rows[1:]] == [["1", "alpha"], ["", ""], ["2", "bravo"]]

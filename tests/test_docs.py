@@ -54,10 +54,11 @@ EXIT_CODES = ("0", "1", "2", "3", "4", "5", "6")
 # helpers
 # ---------------------------------------------------------------------------------------------
 
+
 def split_frontmatter(text: str):
     assert text.startswith("---\n"), "SKILL.md must start with a YAML frontmatter block"
     end = text.index("\n---\n", 4)
-    return text[4:end], text[end + 5:]
+    return text[4:end], text[end + 5 :]
 
 
 def load_yaml(text: str) -> Dict[str, Any]:
@@ -86,7 +87,9 @@ def env_vars_read_by_code() -> Dict[str, str]:
     os.environ.get/getenv, and every "DOUBLEWORD_*" / "DW_*" string literal (constants that
     are passed to os.environ.get later)."""
     found: Dict[str, str] = {}
-    pattern_call = re.compile(r"""(?:os\.environ(?:\.get)?|os\.getenv|environ\.get)\s*[\(\[]\s*["']([A-Z][A-Z0-9_]*)["']""")
+    pattern_call = re.compile(
+        r"""(?:os\.environ(?:\.get)?|os\.getenv|environ\.get)\s*[\(\[]\s*["']([A-Z][A-Z0-9_]*)["']"""
+    )
     pattern_literal = re.compile(r"""["']((?:DOUBLEWORD|DW)_[A-Z0-9_]+)["']""")
     for path in sorted(SCRIPTS.rglob("*.py")):
         text = path.read_text(encoding="utf-8")
@@ -99,6 +102,7 @@ def env_vars_read_by_code() -> Dict[str, str]:
 # ---------------------------------------------------------------------------------------------
 # SKILL.md against the Agent Skills spec
 # ---------------------------------------------------------------------------------------------
+
 
 def test_frontmatter_follows_the_spec():
     fm_text, body = split_frontmatter(SKILL_MD.read_text(encoding="utf-8"))
@@ -161,14 +165,22 @@ def test_agentskills_validate_accepts_a_copy_of_the_skill(tmp_path):
     shutil.copy(SKILL_MD, skill / "SKILL.md")
     shutil.copytree(SCRIPTS, skill / "scripts", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REFERENCES, skill / "references")
-    proc = subprocess.run([sys.executable, "-c", "from skills_ref.cli import main; main()", "validate", str(skill)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from skills_ref.cli import main; main()", "validate", str(skill)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # and the validator really checks: a wrong folder name is refused
     wrong = tmp_path / "wrong-name"
     shutil.copytree(skill, wrong)
-    proc = subprocess.run([sys.executable, "-c", "from skills_ref.cli import main; main()", "validate", str(wrong)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from skills_ref.cli import main; main()", "validate", str(wrong)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0
 
 
@@ -187,6 +199,7 @@ def test_evals_file_is_well_formed():
 # scripts named in SKILL.md, and their --help
 # ---------------------------------------------------------------------------------------------
 
+
 def test_scripts_named_in_skill_md_exist_and_all_are_named():
     text = SKILL_MD.read_text(encoding="utf-8")
     named = set(re.findall(r"scripts/([A-Za-z0-9_]+\.py)", text)) | set(re.findall(r"`([a-z_]+\.py)`", text))
@@ -197,14 +210,20 @@ def test_scripts_named_in_skill_md_exist_and_all_are_named():
 
 @pytest.mark.parametrize("script", public_scripts())
 def test_help_runs_standalone_and_lists_exit_codes(script, tmp_path):
-    proc = subprocess.run([sys.executable, str(SCRIPTS / script), "--help"], capture_output=True, text=True,
-                          cwd=tmp_path, env=fresh_env(), timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / script), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=fresh_env(),
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "exit codes" in out.lower(), f"{script} --help does not list its exit codes"
     block = out.lower().split("exit codes", 1)[1]
     # the sandbox is a server, not a client: it lists its own (fewer) codes
-    for code in (("0", "2") if script == "sandbox_server.py" else EXIT_CODES):
+    for code in ("0", "2") if script == "sandbox_server.py" else EXIT_CODES:
         assert re.search(rf"^\s*{code}\s", block, re.M), f"{script} --help lacks exit code {code}"
 
 
@@ -255,8 +274,9 @@ def test_the_exit_code_tables_say_what_every_scripts_help_says():
     for code, text in EXIT_MEANINGS:
         assert f" {code} {text.replace('`', '')}" in flat
     for script in (s for s in public_scripts() if s != "sandbox_server.py"):  # (the server has its own)
-        out = subprocess.run([sys.executable, str(SCRIPTS / script), "--help"], capture_output=True, text=True,
-                             timeout=60).stdout
+        out = subprocess.run(
+            [sys.executable, str(SCRIPTS / script), "--help"], capture_output=True, text=True, timeout=60
+        ).stdout
         assert " ".join(out.split()).endswith(flat), script
 
 
@@ -270,7 +290,9 @@ def test_troubleshooting_covers_the_errors_the_scripts_raise():
 def error_messages() -> List[str]:
     """The fixed start of each message the scripts raise (up to the first placeholder)."""
     out = []
-    rx = re.compile(r"""raise (?:UsageError|InputError|ConfigError|JobError|DWError|CostLimitExceeded)\(\s*f?["']([^"'{]{12,})""")
+    rx = re.compile(
+        r"""raise (?:UsageError|InputError|ConfigError|JobError|DWError|CostLimitExceeded)\(\s*f?["']([^"'{]{12,})"""
+    )
     for path in sorted(SCRIPTS.rglob("*.py")):
         if path.name == "sandbox_server.py":
             continue
@@ -284,6 +306,7 @@ def error_messages() -> List[str]:
 # ---------------------------------------------------------------------------------------------
 # documented commands run against the sandbox
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def doc_runner(tmp_path, sandbox):
@@ -327,7 +350,8 @@ def test_readme_commands_run_and_show_the_real_fields(doc_runner):
         got = real[command]
         assert isinstance(got, dict), f"`{command}` printed no JSON"
         assert set(example) == set(got), (
-            f"README output of `{command}`: fields {sorted(set(example) ^ set(got))} differ from the real output")
+            f"README output of `{command}`: fields {sorted(set(example) ^ set(got))} differ from the real output"
+        )
 
 
 def readme_outputs() -> List[tuple]:
@@ -357,9 +381,50 @@ def test_doc_command_parser_conventions():
 # patterns, .gitignore and .clawhubignore, and keeps only files with a text extension.
 CLAWHUB_DEFAULT_IGNORES = [".git/", "node_modules/", ".clawhub/", ".clawdhub/"]
 CLAWHUB_TEXT_EXTENSIONS = {
-    "md", "mdx", "txt", "json", "json5", "yaml", "yml", "toml", "js", "cjs", "mjs", "ts", "mts", "cts", "tsx",
-    "jsx", "py", "sh", "ps1", "psm1", "psd1", "r", "rb", "go", "rs", "swift", "kt", "java", "cs", "cpp", "c",
-    "h", "hpp", "sql", "csv", "ini", "cfg", "env", "xml", "html", "css", "scss", "sass", "svg",
+    "md",
+    "mdx",
+    "txt",
+    "json",
+    "json5",
+    "yaml",
+    "yml",
+    "toml",
+    "js",
+    "cjs",
+    "mjs",
+    "ts",
+    "mts",
+    "cts",
+    "tsx",
+    "jsx",
+    "py",
+    "sh",
+    "ps1",
+    "psm1",
+    "psd1",
+    "r",
+    "rb",
+    "go",
+    "rs",
+    "swift",
+    "kt",
+    "java",
+    "cs",
+    "cpp",
+    "c",
+    "h",
+    "hpp",
+    "sql",
+    "csv",
+    "ini",
+    "cfg",
+    "env",
+    "xml",
+    "html",
+    "css",
+    "scss",
+    "sass",
+    "svg",
 }
 BUNDLE_MAX_BYTES = 1_000_000
 
@@ -447,8 +512,15 @@ def bundle_files(root: Path = ROOT) -> Dict[str, int]:
 
 def test_bundle_holds_what_an_agent_needs_and_nothing_else():
     files = bundle_files()
-    for needed in ("SKILL.md", "requirements.txt", "references/api_reference.md", "references/troubleshooting.md",
-                   "references/recipes.md", "scripts/sandbox_server.py", "scripts/_dwbatches/__init__.py"):
+    for needed in (
+        "SKILL.md",
+        "requirements.txt",
+        "references/api_reference.md",
+        "references/troubleshooting.md",
+        "references/recipes.md",
+        "scripts/sandbox_server.py",
+        "scripts/_dwbatches/__init__.py",
+    ):
         assert needed in files, f"the published bundle lacks {needed}"
     for script in public_scripts():
         assert f"scripts/{script}" in files
@@ -466,8 +538,9 @@ def test_bundle_keeps_every_file_the_docs_point_agents_to():
     files = bundle_files()
     for doc in ("SKILL.md", "references/recipes.md"):
         text = (ROOT / doc).read_text(encoding="utf-8")
-        for ref in set(re.findall(r"\b((?:scripts|references|examples)/[A-Za-z0-9_./-]+\.(?:py|md|csv|txt|json))\b",
-                                  text)):
+        for ref in set(
+            re.findall(r"\b((?:scripts|references|examples)/[A-Za-z0-9_./-]+\.(?:py|md|csv|txt|json))\b", text)
+        ):
             if (ROOT / ref).is_file():
                 assert ref in files, f"{doc} points to {ref}, which would not be published"
 
@@ -496,7 +569,8 @@ def test_bundle_walk_skips_what_clawhub_skips(tmp_path):
 def test_create_batch_file_help_names_the_default_models_the_code_uses():
     from _dwbatches import builder
 
-    out = subprocess.run([sys.executable, str(SCRIPTS / "create_batch_file.py"), "--help"], capture_output=True,
-                         text=True, timeout=60).stdout
+    out = subprocess.run(
+        [sys.executable, str(SCRIPTS / "create_batch_file.py"), "--help"], capture_output=True, text=True, timeout=60
+    ).stdout
     text = " ".join(out.split())
     assert f"model (default {builder.DEFAULT_CHAT_MODEL}; embeddings {builder.DEFAULT_EMBEDDING_MODEL})" in text

@@ -37,10 +37,10 @@ REQUIREMENTS = str(REPO_ROOT / "requirements.txt")
 
 # -- helpers ------------------------------------------------------------------------------------
 
+
 def clean_env(**extra: str) -> dict:
     """os.environ without DOUBLEWORD_* and proxy variables (any case), plus ``extra``."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("DOUBLEWORD_") and k.upper() not in PROXY_VARS}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DOUBLEWORD_") and k.upper() not in PROXY_VARS}
     env.update(extra)
     return env
 
@@ -54,8 +54,14 @@ def proxy_env(proxy: str, **extra: str) -> dict:
 
 
 def run(script: str, *args, env: dict, cwd=None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPTS / script), *map(str, args)], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / script), *map(str, args)],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def ok_json(proc: subprocess.CompletedProcess) -> dict:
@@ -91,12 +97,19 @@ class RecordingProxy:
                 parts = urlsplit(self.path)
                 host, port = route or (parts.hostname, parts.port or 80)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                headers = {k: v for k, v in self.headers.items()
-                           if k.lower() not in ("connection", "proxy-connection", "keep-alive")}
+                headers = {
+                    k: v
+                    for k, v in self.headers.items()
+                    if k.lower() not in ("connection", "proxy-connection", "keep-alive")
+                }
                 conn = http.client.HTTPConnection(host, port, timeout=60)
                 try:
-                    conn.request(self.command, parts.path + (f"?{parts.query}" if parts.query else ""),
-                                 body=body or None, headers=headers)
+                    conn.request(
+                        self.command,
+                        parts.path + (f"?{parts.query}" if parts.query else ""),
+                        body=body or None,
+                        headers=headers,
+                    )
                     resp = conn.getresponse()
                     data = resp.read()
                 finally:
@@ -128,6 +141,7 @@ class RecordingProxy:
 
 # -- proxies ------------------------------------------------------------------------------------
 
+
 def test_check_setup_sandbox_passes_with_a_dead_proxy_set(tmp_path):
     doc = ok_json(run("check_setup.py", "--sandbox", env=proxy_env(DEAD_PROXY), cwd=tmp_path))
     assert doc["ready"] is True and doc["sandbox"] is True
@@ -155,8 +169,7 @@ def test_remote_http_base_url_goes_through_the_proxy(sandbox, tmp_path):
     # the proxy hands dw.example's requests to the sandbox: the whole call works through it
     port = int(urlsplit(sandbox.base_url).port)
     with RecordingProxy(route=("127.0.0.1", port)) as proxy:
-        env = proxy_env(proxy.url, DOUBLEWORD_API_KEY=sandbox.api_key,
-                        DOUBLEWORD_BASE_URL=f"http://{REMOTE_HOST}/v1")
+        env = proxy_env(proxy.url, DOUBLEWORD_API_KEY=sandbox.api_key, DOUBLEWORD_BASE_URL=f"http://{REMOTE_HOST}/v1")
         doc = ok_json(run("list_models.py", "--allow-insecure-http", env=env, cwd=tmp_path))
     assert doc["count"] >= 1
     assert proxy.seen == [f"GET http://{REMOTE_HOST}/v1/models HTTP/1.1"]
@@ -190,6 +203,7 @@ def test_no_proxy_still_exempts_a_remote_host(sandbox_factory, tmp_path):
 
 
 # -- .env ---------------------------------------------------------------------------------------
+
 
 def dotenv_text(sandbox) -> str:
     return f"DOUBLEWORD_API_KEY={sandbox.api_key}\r\nDOUBLEWORD_BASE_URL={sandbox.base_url}\r\n"
@@ -238,8 +252,12 @@ def assert_unreadable(proc: subprocess.CompletedProcess, path: Path, why: str, s
 
 def unreadable_cases(tmp_path: Path):
     """(script, args) that read the configuration, run from a subdirectory of the .env's."""
-    return [("check_setup.py", ()), ("list_models.py", ()), ("list_batches.py", ()),
-            ("submit.py", (tmp_path / "sub" / "ex.jsonl",))]
+    return [
+        ("check_setup.py", ()),
+        ("list_models.py", ()),
+        ("list_batches.py", ()),
+        ("submit.py", (tmp_path / "sub" / "ex.jsonl",)),
+    ]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc/self/mem")
@@ -272,10 +290,14 @@ def test_dotenv_without_read_permission_is_exit_3_naming_it(tmp_path):
         dotenv.chmod(0o600)
 
 
-@pytest.mark.parametrize("data, why", [
-    (b"DOUBLEWORD_API_KEY=sk-latin1-\xe9" + b"x" * 30 + b"\n", "it is not UTF-8 text (byte 0xe9"),
-    (("DOUBLEWORD_API_KEY=sk-utf16-" + "x" * 30 + "\n").encode("utf-16-le"), "it contains NUL bytes"),
-], ids=["latin-1", "utf-16-without-bom"])
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        (b"DOUBLEWORD_API_KEY=sk-latin1-\xe9" + b"x" * 30 + b"\n", "it is not UTF-8 text (byte 0xe9"),
+        (("DOUBLEWORD_API_KEY=sk-utf16-" + "x" * 30 + "\n").encode("utf-16-le"), "it contains NUL bytes"),
+    ],
+    ids=["latin-1", "utf-16-without-bom"],
+)
 def test_dotenv_that_is_not_utf8_is_exit_3_naming_it(tmp_path, data, why):
     (tmp_path / ".env").write_bytes(data)
     proc = run("check_setup.py", env=clean_env(), cwd=tmp_path)
@@ -318,10 +340,18 @@ def network_cases(tmp_path: Path):
     """(script, args) of every script that talks to the API, with arguments that are valid."""
     path = example_input(tmp_path / "ex.jsonl")
     batch_id = "6f1c2e0a-1b2c-4d5e-8f90-0123456789ab"
-    return [("submit.py", (path,)), ("poll.py", (batch_id,)), ("fetch_results.py", (batch_id,)),
-            ("run_batch.py", (path, "--wait")), ("check_setup.py", ()), ("check_setup.py", ("--sandbox",)),
-            ("list_models.py", ()), ("list_batches.py", ()), ("cancel_batch.py", (batch_id,)),
-            ("retry_failed.py", ("--job", tmp_path / "ex.dwjob"))]
+    return [
+        ("submit.py", (path,)),
+        ("poll.py", (batch_id,)),
+        ("fetch_results.py", (batch_id,)),
+        ("run_batch.py", (path, "--wait")),
+        ("check_setup.py", ()),
+        ("check_setup.py", ("--sandbox",)),
+        ("list_models.py", ()),
+        ("list_batches.py", ()),
+        ("cancel_batch.py", (batch_id,)),
+        ("retry_failed.py", ("--job", tmp_path / "ex.dwjob")),
+    ]
 
 
 def assert_missing(proc: subprocess.CompletedProcess, script: str, message: str) -> None:
@@ -355,8 +385,9 @@ def test_both_packages_missing_are_named_together(tmp_path):
 def test_a_package_that_is_installed_but_broken_is_named(tmp_path):
     env = without(tmp_path, "urllib3")  # requests itself is there, its dependency is not
     proc = run("list_batches.py", env=env, cwd=tmp_path)
-    assert_missing(proc, "list_batches.py",
-                   "the Python package 'requests' cannot be imported (No module named 'urllib3')")
+    assert_missing(
+        proc, "list_batches.py", "the Python package 'requests' cannot be imported (No module named 'urllib3')"
+    )
 
 
 def test_local_scripts_work_without_requests_and_dotenv(tmp_path):

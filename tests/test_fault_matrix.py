@@ -61,8 +61,6 @@ def job_chunks(state: Dict[str, Any]) -> List[Dict[str, Any]]:
     return [c for r in state["rounds"] for c in r["chunks"]]
 
 
-
-
 def server_batches(sb: Any, job_id: str) -> List[Dict[str, Any]]:
     return [b for b in list_all(sb, "batches") if (b.get("metadata") or {}).get("dwb_job") == job_id]
 
@@ -92,8 +90,13 @@ def assert_complete(proc: subprocess.CompletedProcess, ids: List[str]) -> Dict[s
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["complete"] is True and doc["status"] == "completed"
-    assert (doc["requests"], doc["succeeded"], doc["failed"], doc["missing"], doc["unexpected"]) == \
-        (len(ids), len(ids), 0, 0, 0)
+    assert (doc["requests"], doc["succeeded"], doc["failed"], doc["missing"], doc["unexpected"]) == (
+        len(ids),
+        len(ids),
+        0,
+        0,
+        0,
+    )
     rows = read_jsonl(doc["output"])
     assert [r["custom_id"] for r in rows] == ids  # each once, in input order
     assert all(r["ok"] for r in rows)
@@ -141,57 +144,117 @@ def busy(method: str, path: str) -> Dict[str, Any]:
 
 SCENARIOS = [
     # 429 with Retry-After on each endpoint the scripts use
-    Scenario("429-upload", {"http": [busy("POST", "/v1/files")]},
-             stderr=["retrying POST /files after HTTP 429 in 1.0s"], stats={"POST /v1/files": CHUNKS + 1}),
-    Scenario("429-create", {"http": [busy("POST", "/v1/batches")]},
-             stderr=["retrying POST /batches after HTTP 429 in 1.0s"], stats={"POST /v1/batches": CHUNKS + 1}),
-    Scenario("429-get-batch", {"http": [busy("GET", "/v1/batches/")]},
-             stderr=["after HTTP 429 in 1.0s"], stats={"GET /v1/batches/{id}": 2}),  # the refused read and its retry
-    Scenario("429-content", {"http": [busy("GET", "/v1/files/")]}, phase="fetch",
-             stderr=["/content after HTTP 429 in 1.0s"], stats={"GET /v1/files/{id}/content": 2 * CHUNKS + 1}),
+    Scenario(
+        "429-upload",
+        {"http": [busy("POST", "/v1/files")]},
+        stderr=["retrying POST /files after HTTP 429 in 1.0s"],
+        stats={"POST /v1/files": CHUNKS + 1},
+    ),
+    Scenario(
+        "429-create",
+        {"http": [busy("POST", "/v1/batches")]},
+        stderr=["retrying POST /batches after HTTP 429 in 1.0s"],
+        stats={"POST /v1/batches": CHUNKS + 1},
+    ),
+    Scenario(
+        "429-get-batch",
+        {"http": [busy("GET", "/v1/batches/")]},
+        stderr=["after HTTP 429 in 1.0s"],
+        stats={"GET /v1/batches/{id}": 2},
+    ),  # the refused read and its retry
+    Scenario(
+        "429-content",
+        {"http": [busy("GET", "/v1/files/")]},
+        phase="fetch",
+        stderr=["/content after HTTP 429 in 1.0s"],
+        stats={"GET /v1/files/{id}/content": 2 * CHUNKS + 1},
+    ),
     # the list endpoint is used to look a batch up after a lost reply: rate-limit that lookup
-    Scenario("429-list", {"http": [rule("POST", "/v1/batches", drop=True, after_body=True, times=1),
-                                   busy("GET", "/v1/batches")]},
-             stderr=["retrying GET /batches after HTTP 429 in 1.0s", "may or may not have worked"],
-             stats={"GET /v1/batches": 2}),
+    Scenario(
+        "429-list",
+        {"http": [rule("POST", "/v1/batches", drop=True, after_body=True, times=1), busy("GET", "/v1/batches")]},
+        stderr=["retrying GET /batches after HTTP 429 in 1.0s", "may or may not have worked"],
+        stats={"GET /v1/batches": 2},
+    ),
     # 5xx bursts
     Scenario("500-burst-first-requests", {"http": [rule("*", "*", 500)]}, reruns=1),
     # two 500s for one upload (one chunk at a time): it is resolved, fails again, and a rerun
     # finishes; with parallel uploads the two 500s land on two chunks, each resolved at once
-    Scenario("500-burst-upload", {"http": [rule("POST", "/v1/files", 500)]}, reruns=1,
-             stderr=["the upload may or may not have arrived", "failed twice", "resuming the job"],
-             flags=["--parallel", "1"]),
-    Scenario("500-burst-parallel-uploads", {"http": [rule("POST", "/v1/files", 500, times=3)]}, reruns=1,
-             stderr=["the upload may or may not have arrived"]),
-    Scenario("503-create", {"http": [rule("POST", "/v1/batches", 503, times=1, retry_after=1)]},
-             stderr=["creating the batch may or may not have worked", "no batch was created; creating it again"]),
+    Scenario(
+        "500-burst-upload",
+        {"http": [rule("POST", "/v1/files", 500)]},
+        reruns=1,
+        stderr=["the upload may or may not have arrived", "failed twice", "resuming the job"],
+        flags=["--parallel", "1"],
+    ),
+    Scenario(
+        "500-burst-parallel-uploads",
+        {"http": [rule("POST", "/v1/files", 500, times=3)]},
+        reruns=1,
+        stderr=["the upload may or may not have arrived"],
+    ),
+    Scenario(
+        "503-create",
+        {"http": [rule("POST", "/v1/batches", 503, times=1, retry_after=1)]},
+        stderr=["creating the batch may or may not have worked", "no batch was created; creating it again"],
+    ),
     # a poll round lists the job's batches (GET /v1/batches?...) and reads the ones the list lacks
-    Scenario("502-burst-poll", {"http": [rule("GET", "/v1/batches", 502)]},
-             stderr=["after HTTP 502"]),
-    Scenario("503-burst-content", {"http": [rule("GET", "/v1/files/", 503, retry_after=1)]}, phase="fetch",
-             stderr=["/content after HTTP 503"]),
+    Scenario("502-burst-poll", {"http": [rule("GET", "/v1/batches", 502)]}, stderr=["after HTTP 502"]),
+    Scenario(
+        "503-burst-content",
+        {"http": [rule("GET", "/v1/files/", 503, retry_after=1)]},
+        phase="fetch",
+        stderr=["/content after HTTP 503"],
+    ),
     # broken downloads
-    Scenario("reset-mid-download", {"drop_content_after_lines": 1, "drop_content_times": 3}, phase="fetch",
-             stderr=["broke after 1 lines"]),
-    Scenario("truncated-last-line", {"drop_content_after_lines": PER_CHUNK - 1}, phase="fetch",
-             stderr=[f"broke after {PER_CHUNK - 1} lines"]),
-    Scenario("reset-after-last-line", {"drop_content_after_lines": PER_CHUNK}, phase="fetch",
-             stderr=[f"broke after {PER_CHUNK} lines"]),
+    Scenario(
+        "reset-mid-download",
+        {"drop_content_after_lines": 1, "drop_content_times": 3},
+        phase="fetch",
+        stderr=["broke after 1 lines"],
+    ),
+    Scenario(
+        "truncated-last-line",
+        {"drop_content_after_lines": PER_CHUNK - 1},
+        phase="fetch",
+        stderr=[f"broke after {PER_CHUNK - 1} lines"],
+    ),
+    Scenario(
+        "reset-after-last-line",
+        {"drop_content_after_lines": PER_CHUNK},
+        phase="fetch",
+        stderr=[f"broke after {PER_CHUNK} lines"],
+    ),
     Scenario("reset-during-run", {"drop_content_after_lines": 1, "drop_content_times": 3}),
     # the server repeats lines
     Scenario("duplicate-output-lines", {"duplicate_output_line": True}),
-    Scenario("duplicate-lines-and-reset", {"duplicate_output_line": True, "drop_content_after_lines": 2,
-                                           "drop_content_times": 2}, phase="fetch",
-             stderr=["broke after 3 lines", "reading the whole file again"]),
+    Scenario(
+        "duplicate-lines-and-reset",
+        {"duplicate_output_line": True, "drop_content_after_lines": 2, "drop_content_times": 2},
+        phase="fetch",
+        stderr=["broke after 3 lines", "reading the whole file again"],
+    ),
     # the reply is lost after the server acted
-    Scenario("create-reply-lost-500", {"http": [rule("POST", "/v1/batches", 500, after_body=True, times=1)]},
-             stderr=["creating the batch may or may not have worked"]),
-    Scenario("create-reply-lost-drop", {"http": [rule("POST", "/v1/batches", drop=True, after_body=True, times=1)]},
-             stderr=["creating the batch may or may not have worked"]),
-    Scenario("upload-reply-lost-drop", {"http": [rule("POST", "/v1/files", drop=True, after_body=True, times=1)]},
-             stderr=["the upload may or may not have arrived"]),
-    Scenario("upload-reply-lost-500", {"http": [rule("POST", "/v1/files", 500, after_body=True, times=1)]},
-             stderr=["the upload may or may not have arrived"]),
+    Scenario(
+        "create-reply-lost-500",
+        {"http": [rule("POST", "/v1/batches", 500, after_body=True, times=1)]},
+        stderr=["creating the batch may or may not have worked"],
+    ),
+    Scenario(
+        "create-reply-lost-drop",
+        {"http": [rule("POST", "/v1/batches", drop=True, after_body=True, times=1)]},
+        stderr=["creating the batch may or may not have worked"],
+    ),
+    Scenario(
+        "upload-reply-lost-drop",
+        {"http": [rule("POST", "/v1/files", drop=True, after_body=True, times=1)]},
+        stderr=["the upload may or may not have arrived"],
+    ),
+    Scenario(
+        "upload-reply-lost-500",
+        {"http": [rule("POST", "/v1/files", 500, after_body=True, times=1)]},
+        stderr=["the upload may or may not have arrived"],
+    ),
 ]
 
 
@@ -249,7 +312,7 @@ def restart_same_port(sb: Any, how: str, port: Optional[int] = None) -> None:
     args = list(sb.extra_args)
     if "--port" in args:  # drop the port given by an earlier restart
         i = args.index("--port")
-        del args[i:i + 2]
+        del args[i : i + 2]
     if how == "sigkill":
         sb.kill()
     else:
@@ -269,9 +332,26 @@ def restart_same_port(sb: Any, how: str, port: Optional[int] = None) -> None:
 def test_server_restart_mid_batch_then_every_result_once(how, sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.05", "--concurrency", "1")
     ids = write_input(tmp_path / "in.jsonl", 30)
-    proc = subprocess.Popen([sys.executable, str(SCRIPTS / "run_batch.py"), "in.jsonl", "--wait",
-                             "--max-requests", "10", "--format", "simple", "--interval", "0.2", "--timeout", "90"],
-                            env=sb.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(SCRIPTS / "run_batch.py"),
+            "in.jsonl",
+            "--wait",
+            "--max-requests",
+            "10",
+            "--format",
+            "simple",
+            "--interval",
+            "0.2",
+            "--timeout",
+            "90",
+        ],
+        env=sb.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # until some, not all, results exist on the server
@@ -296,8 +376,7 @@ def test_server_restart_mid_batch_then_every_result_once(how, sandbox_factory, t
     assert_one_batch_per_chunk(sb, tmp_path / "in.dwjob")
 
 
-def test_server_back_on_another_address_is_refused_until_it_is_back_on_the_recorded_one(sandbox_factory,
-                                                                                       tmp_path):
+def test_server_back_on_another_address_is_refused_until_it_is_back_on_the_recorded_one(sandbox_factory, tmp_path):
     """A job remembers its base URL and never talks to another server, even after a restart."""
     sb = sandbox_factory("--latency", "0.02")
     ids = write_input(tmp_path / "in.jsonl")
@@ -427,20 +506,39 @@ def run_in_process(module_name: str, args: List[Any], capsys: Any) -> tuple:
 
 SLOW = [
     # (name, route counted, slowed path prefixes, phase, what the client says)
-    ("slow-create-reply", "POST /v1/batches", ["/v1/batches"], "run",
-     "POST /batches timed out after it was sent (ReadTimeout: Read timed out); it may or may not have been applied"),
-    ("slow-upload-reply", "POST /v1/files", ["/v1/files"], "run",
-     "POST /files timed out after it was sent (ReadTimeout: Read timed out); it may or may not have been applied"),
-    ("slow-status", "GET /v1/batches/{id}", ["/v1/batches/"], "run",
-     "after connection error (ReadTimeout: Read timed out)"),
-    ("slow-content", "GET /v1/files/{id}/content", ["/v1/files/"], "fetch",
-     "/content after connection error (ReadTimeout: Read timed out)"),
+    (
+        "slow-create-reply",
+        "POST /v1/batches",
+        ["/v1/batches"],
+        "run",
+        "POST /batches timed out after it was sent (ReadTimeout: Read timed out); it may or may not have been applied",
+    ),
+    (
+        "slow-upload-reply",
+        "POST /v1/files",
+        ["/v1/files"],
+        "run",
+        "POST /files timed out after it was sent (ReadTimeout: Read timed out); it may or may not have been applied",
+    ),
+    (
+        "slow-status",
+        "GET /v1/batches/{id}",
+        ["/v1/batches/"],
+        "run",
+        "after connection error (ReadTimeout: Read timed out)",
+    ),
+    (
+        "slow-content",
+        "GET /v1/files/{id}/content",
+        ["/v1/files/"],
+        "fetch",
+        "/content after connection error (ReadTimeout: Read timed out)",
+    ),
 ]
 
 
 @pytest.mark.parametrize("name,route,paths,phase,says", SLOW, ids=[s[0] for s in SLOW])
-def test_replies_slower_than_the_read_timeout(name, route, paths, phase, says, sandbox, tmp_path, monkeypatch,
-                                              capsys):
+def test_replies_slower_than_the_read_timeout(name, route, paths, phase, says, sandbox, tmp_path, monkeypatch, capsys):
     ids = write_input(tmp_path / "in.jsonl")
     monkeypatch.setenv("DOUBLEWORD_API_KEY", sandbox.api_key)
     monkeypatch.setenv("DOUBLEWORD_BASE_URL", sandbox.base_url)
@@ -470,4 +568,3 @@ def test_replies_slower_than_the_read_timeout(name, route, paths, phase, says, s
     assert code == 0, err
     assert [r["custom_id"] for r in read_jsonl(json.loads(out)["output"])] == ids
     assert_one_batch_per_chunk(sandbox, tmp_path / "in.dwjob")
-

@@ -102,6 +102,7 @@ def test_download_that_keeps_breaking_saves_progress_and_exits_1(sandbox, tmp_pa
         monkeypatch.setenv(k, v)
     import fetch_results
     from _dwbatches import clock
+
     monkeypatch.setattr(clock, "sleep", lambda s: None)
     code = fetch_results.main(["--job", job])
     assert code == 1
@@ -127,13 +128,23 @@ def test_fetch_killed_mid_stream_then_rerun_is_complete_without_duplicates(sandb
         proxy.rate = 150_000  # bytes/s: the ~1.5 MB output file takes ~10 s to stream
         state_path = Path(job, "job.json")
         raw = Path(job, "results", f"{bid}.output.jsonl")
-        proc = subprocess.Popen([sys.executable, str(SCRIPTS / "fetch_results.py"), "--job", job],
-                                env=sandbox.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            [sys.executable, str(SCRIPTS / "fetch_results.py"), "--job", job],
+            env=sandbox.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         try:
+
             def checkpointed_and_more():
                 st = json.loads(state_path.read_text()).get("fetch", {}).get(bid)
-                return bool(st and st["output"]["skip"] > 0 and raw.exists()
-                            and raw.stat().st_size > st["output"]["local_bytes"])
+                return bool(
+                    st
+                    and st["output"]["skip"] > 0
+                    and raw.exists()
+                    and raw.stat().st_size > st["output"]["local_bytes"]
+                )
+
             wait_until(checkpointed_and_more, timeout=30, interval=0.02)
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
@@ -207,21 +218,30 @@ def test_three_chunk_job_is_merged_in_input_order(sandbox_factory, tmp_path):
     ids = write_input("data.jsonl", 45)
     job = make_job(sb, "data.jsonl", chunks=3)
     wait_job(sb, job)
-    code, doc, err = run_script("fetch_results.py", "--job", job, "--format", "simple", "-o", "answers.jsonl",
-                                env=sb.env())
+    code, doc, err = run_script(
+        "fetch_results.py", "--job", job, "--format", "simple", "-o", "answers.jsonl", env=sb.env()
+    )
     assert code == 0, err
     assert [b["chunk"] for b in doc["batches"]] == [1, 2, 3]
     assert doc["output"] == str(tmp_path / "answers.jsonl") and doc["errors"] == str(tmp_path / "answers.errors.jsonl")
     rows = assert_each_once("answers.jsonl", ids)
-    assert all(r["ok"] and r["content"].startswith("Echo: Question number") and r["usage"]["total_tokens"] > 0
-               for r in rows)
+    assert all(
+        r["ok"] and r["content"].startswith("Echo: Question number") and r["usage"]["total_tokens"] > 0 for r in rows
+    )
     for r, i in zip(rows, range(45)):
         assert f"Question number {i}" in r["content"]
 
 
 def test_embeddings_simple_format_gives_the_vector(sandbox, tmp_path):
-    items = [{"custom_id": f"e{i}", "method": "POST", "url": "/v1/embeddings",
-              "body": {"model": "Qwen/Qwen3-Embedding-8B", "input": f"text {i}"}} for i in range(3)]
+    items = [
+        {
+            "custom_id": f"e{i}",
+            "method": "POST",
+            "url": "/v1/embeddings",
+            "body": {"model": "Qwen/Qwen3-Embedding-8B", "input": f"text {i}"},
+        }
+        for i in range(3)
+    ]
     Path("emb.jsonl").write_bytes(jsonl_bytes(items))
     job = make_job(sandbox, "emb.jsonl")
     wait_job(sandbox, job)
@@ -229,8 +249,9 @@ def test_embeddings_simple_format_gives_the_vector(sandbox, tmp_path):
     assert code == 0, err
     rows = read_jsonl(doc["output"])
     assert [r["custom_id"] for r in rows] == ["e0", "e1", "e2"]
-    assert all(isinstance(r["content"], list) and len(r["content"]) >= 8 and isinstance(r["content"][0], float)
-               for r in rows)
+    assert all(
+        isinstance(r["content"], list) and len(r["content"]) >= 8 and isinstance(r["content"][0], float) for r in rows
+    )
 
 
 def test_failed_requests_go_to_errors_and_exit_5(sandbox, tmp_path):
@@ -255,11 +276,18 @@ def test_csv_in_csv_out_with_new_columns(sandbox, tmp_path):
     with open("reviews.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "text", "stars"])
-        for i, (t, s) in enumerate([("great, loved it", 5), ("meh", 3), ("awful \"really\"", 1),
-                                    ("multi\nline", 4)]):
+        for i, (t, s) in enumerate([("great, loved it", 5), ("meh", 3), ('awful "really"', 1), ("multi\nline", 4)]):
             w.writerow([f"r{i}", t, s])
-    code, built, err = run_script("create_batch_file.py", "reviews.jsonl", "--csv", "reviews.csv", "--id-column", "id",
-                                  "--template", "Sentiment of: {text}")
+    code, built, err = run_script(
+        "create_batch_file.py",
+        "reviews.jsonl",
+        "--csv",
+        "reviews.csv",
+        "--id-column",
+        "id",
+        "--template",
+        "Sentiment of: {text}",
+    )
     assert code == 0, err
     assert built["source"]["id_column"] == "id"
     # the fault is set before the submit, so the batch cannot finish before it applies
@@ -338,8 +366,11 @@ def test_the_report_says_what_the_results_cost_by_round(sandbox, tmp_path):
     assert code == 5, err
     lines = [json.loads(x) for x in Path(doc["output"]).read_text().splitlines()]
     reported = [ln["response"]["body"]["usage"] for ln in lines]
-    assert doc["usage"] == {"requests": 3, "input_tokens": sum(u["prompt_tokens"] for u in reported),
-                            "output_tokens": sum(u["completion_tokens"] for u in reported)}
+    assert doc["usage"] == {
+        "requests": 3,
+        "input_tokens": sum(u["prompt_tokens"] for u in reported),
+        "output_tokens": sum(u["completion_tokens"] for u in reported),
+    }
     price_in, price_out = 0.03, 0.29  # Qwen/Qwen3.5-9B, 24h, per 1M tokens
     expected = (doc["usage"]["input_tokens"] * price_in + doc["usage"]["output_tokens"] * price_out) / 1e6
     assert abs(float(doc["cost"]["usd"]) - expected) < expected * 0.05
@@ -380,8 +411,18 @@ def test_csv_for_a_prompts_job_with_a_named_answer_column(sandbox, tmp_path):
     Path("prompts.txt").write_text("What is 2+2?\nName a colour, with a comma, please\n", encoding="utf-8")
     code, doc, err = run_script("create_batch_file.py", "q.jsonl", "--prompts", "prompts.txt")
     assert code == 0, err
-    code, doc, err = run_script("run_batch.py", "q.jsonl", "--wait", "--interval", "0.2", "--format", "csv",
-                                "--column", "answer", env=sandbox.env())
+    code, doc, err = run_script(
+        "run_batch.py",
+        "q.jsonl",
+        "--wait",
+        "--interval",
+        "0.2",
+        "--format",
+        "csv",
+        "--column",
+        "answer",
+        env=sandbox.env(),
+    )
     assert code == 0 and doc["output"].endswith("q.results.csv"), err
     with open(doc["output"], newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -397,11 +438,20 @@ def test_csv_for_a_prompts_job_with_a_named_answer_column(sandbox, tmp_path):
 
 def test_column_names_the_answer_column_of_a_csv_job(sandbox, tmp_path):
     (tmp_path / "reviews.csv").write_text("id,text\n1,great\n2,awful\n", encoding="utf-8")
-    code, doc, err = run_script("create_batch_file.py", "r.jsonl", "--csv", "reviews.csv", "--id-column", "id",
-                                "--template", "Sentiment of: {text}")
+    code, doc, err = run_script(
+        "create_batch_file.py",
+        "r.jsonl",
+        "--csv",
+        "reviews.csv",
+        "--id-column",
+        "id",
+        "--template",
+        "Sentiment of: {text}",
+    )
     assert code == 0, err
-    code, doc, err = run_script("run_batch.py", "r.jsonl", "--wait", "--interval", "0.2", "--column", "sentiment",
-                                env=sandbox.env())
+    code, doc, err = run_script(
+        "run_batch.py", "r.jsonl", "--wait", "--interval", "0.2", "--column", "sentiment", env=sandbox.env()
+    )
     assert code == 0, err
     with open(doc["output"], newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -436,6 +486,9 @@ def test_fetched_and_new_lines_say_what_the_help_says_when_the_server_repeats_a_
     code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())
     assert doc["batches"][0]["fetched"] == {"output": 8, "error": 0}
     assert doc["batches"][0]["new_lines"] == {"output": 0, "error": 0}
-    text = " ".join(subprocess.run([sys.executable, str(SCRIPTS / "fetch_results.py"), "--help"],
-                                   capture_output=True, text=True).stdout.split())
+    text = " ".join(
+        subprocess.run(
+            [sys.executable, str(SCRIPTS / "fetch_results.py"), "--help"], capture_output=True, text=True
+        ).stdout.split()
+    )
     assert "(a line the server sent twice counts once)" in text and "(a line sent twice counts twice;" in text

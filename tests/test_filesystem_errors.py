@@ -153,8 +153,10 @@ def make_read_only(method: str, paths: List[Path], ws: Path, mounts: Mounts, job
             path.chmod(0o755)
         return
     if job:
-        pytest.skip("the scripts make a job directory their user owns private (0700) again, so permission "
-                    "bits cannot make it read-only; needs root (another owner) or a read-only mount")
+        pytest.skip(
+            "the scripts make a job directory their user owns private (0700) again, so permission "
+            "bits cannot make it read-only; needs root (another owner) or a read-only mount"
+        )
     for path in paths:
         path.chmod(0o555)
 
@@ -166,9 +168,14 @@ def run_as(method: str, script: str, *args: Any, env: dict, cwd: Optional[Path] 
         env = dict(env, PYTHONDONTWRITEBYTECODE="1", HOME=str(cwd or Path.cwd()))
         # (under `make coverage` the unprivileged child could not write its data file)
         env = {k: v for k, v in env.items() if not k.startswith("COVERAGE_")}
-        proc = subprocess.run([sys.executable, "-c", _DROP_PRIVILEGES, str(SCRIPTS), Path(script).stem,
-                               str(NOBODY), *map(str, args)], env=env, cwd=cwd, capture_output=True,
-                              text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-c", _DROP_PRIVILEGES, str(SCRIPTS), Path(script).stem, str(NOBODY), *map(str, args)],
+            env=env,
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         doc = json.loads(proc.stdout) if proc.stdout.strip() else None
         return proc.returncode, doc, proc.stderr
     return run_script(script, *args, env=env, cwd=cwd)
@@ -326,8 +333,17 @@ def test_the_argument_a_path_came_from_is_found_on_the_command_line(tmp_path):
     parser.add_argument("-o", "--output")
     parser.add_argument("--job")
     parser.add_argument("--csv")
-    output.parse_args(parser, ["-o", str(tmp_path / "new" / "out.jsonl"), "--job", str(tmp_path / "d.dwjob"),
-                               "--csv", str(tmp_path / "in.csv")])
+    output.parse_args(
+        parser,
+        [
+            "-o",
+            str(tmp_path / "new" / "out.jsonl"),
+            "--job",
+            str(tmp_path / "d.dwjob"),
+            "--csv",
+            str(tmp_path / "in.csv"),
+        ],
+    )
     try:
         exc = OSError(errno.ENOSPC, "x")
         msg = errors.file_error(exc, str(tmp_path / "d.dwjob" / "results" / "b.output.jsonl")).message
@@ -344,6 +360,7 @@ def test_output_run_reports_file_errors_and_leaves_other_os_errors_unexpected(ca
     def raising(exc: BaseException) -> Any:
         def body() -> int:
             raise exc
+
         return body
 
     assert output.run(raising(PermissionError(errno.EACCES, "Permission denied", "/srv/x.jsonl"))) == 1
@@ -373,8 +390,11 @@ def test_disk_full_while_downloading_then_a_rerun_loses_and_repeats_nothing(sand
     code, doc, err = run_here("fetch_results.py", "--job", job, env=sandbox.env())
     assert code == 1 and doc is None, err
     assert disk.failures and "unexpected" not in err
-    assert re.search(rf"error: cannot write .*{re.escape(job)}.*\(in {re.escape(job)}, given with --job\): "
-                     rf"{ENOSPC_WORDS}", err), err
+    assert re.search(
+        rf"error: cannot write .*{re.escape(job)}.*\(in {re.escape(job)}, given with --job\): "
+        rf"{ENOSPC_WORDS}",
+        err,
+    ), err
     assert "hint: Free disk space" in err and "run the same command again" in err
     # the saved cursor covers whole lines, each once; what came after it is not counted
     cursor = job_state(job).get("fetch", {}).get(bid, {}).get("output", {"skip": 0, "local_bytes": 0})
@@ -554,13 +574,17 @@ def test_read_only_job_directory_names_the_option(sandbox, ws, mounts, method):
     make_read_only(method, [Path(job), jobs], ws, mounts, job=True)
     code, doc, err = run_as(method, "fetch_results.py", "--job", job, "-o", ws / "res.jsonl", env=sandbox.env())
     assert code == 2 and doc is None, err
-    assert re.search(rf"error: cannot \w+ {re.escape(job)}\S* \(in {re.escape(job)}, given with --job\): "
-                     rf"{CAUSE[method]}", err), err
+    assert re.search(
+        rf"error: cannot \w+ {re.escape(job)}\S* \(in {re.escape(job)}, given with --job\): "
+        rf"{CAUSE[method]}",
+        err,
+    ), err
     assert "hint: " in err and "job directory" in err
     # a new job where none can be made: refused before anything is sent
     before = len(sandbox.get_json("files")["data"])
-    code, doc, err = run_as(method, "submit.py", "data.jsonl", "--job", jobs / "new.dwjob", "--resubmit",
-                            env=sandbox.env())
+    code, doc, err = run_as(
+        method, "submit.py", "data.jsonl", "--job", jobs / "new.dwjob", "--resubmit", env=sandbox.env()
+    )
     assert code == 2 and doc is None, err
     assert f"{jobs / 'new.dwjob'} (given with --job): {CAUSE[method]}" in err, err
     assert len(sandbox.get_json("files")["data"]) == before
@@ -669,8 +693,9 @@ def test_fetch_refuses_outputs_over_the_input_naming_both(sandbox, ws):
     code, doc, err = run_script("fetch_results.py", "--job", job, "-o", "data.jsonl", env=sandbox.env())
     assert code == 2 and doc is None
     assert f"error: OUT {ws / 'data.jsonl'} is the job's input {ws / 'data.jsonl'}; refusing to overwrite it" in err
-    code, doc, err = run_script("fetch_results.py", "--job", job, "-o", "a.jsonl", "--errors", "a.jsonl",
-                                env=sandbox.env())
+    code, doc, err = run_script(
+        "fetch_results.py", "--job", job, "-o", "a.jsonl", "--errors", "a.jsonl", env=sandbox.env()
+    )
     assert code == 2 and "OUT and ERR are the same file" in err
     assert Path("data.jsonl").read_bytes() == before
 
@@ -678,8 +703,9 @@ def test_fetch_refuses_outputs_over_the_input_naming_both(sandbox, ws):
 def test_fetch_refuses_outputs_inside_the_job_or_over_any_batch_input(sandbox, ws):
     _, job, _ = finished_job(sandbox, 3)
     for target in (f"{job}/job.json", f"{job}/results/submitted-input.jsonl"):
-        code, doc, err = run_script("fetch_results.py", "--job", job, "-o", target, "--format", "simple",
-                                    env=sandbox.env())
+        code, doc, err = run_script(
+            "fetch_results.py", "--job", job, "-o", target, "--format", "simple", env=sandbox.env()
+        )
         assert code == 2 and doc is None, err
         assert "is inside the job directory" in err and "which holds the job's own files" in err
     assert json.loads(Path(job, "job.json").read_text())["version"] == 2  # still the job's record
@@ -721,9 +747,16 @@ def test_troubleshooting_lists_every_file_error():
     text = " ".join((ROOT / "references" / "troubleshooting.md").read_text(encoding="utf-8").lower().split())
     for cause in [*errors.FILE_CAUSES.values(), errors.IN_USE_CAUSE]:
         assert cause.lower() in text, f"troubleshooting.md does not list the cause {cause!r}"
-    for message in ("cannot write", "cannot access", "is a directory, not a file", "refusing to overwrite it",
-                    "are the same file", "cannot write downloaded results", "cannot write the batch file",
-                    "cannot write the report"):
+    for message in (
+        "cannot write",
+        "cannot access",
+        "is a directory, not a file",
+        "refusing to overwrite it",
+        "are the same file",
+        "cannot write downloaded results",
+        "cannot write the batch file",
+        "cannot write the report",
+    ):
         assert message in text, f"troubleshooting.md does not explain {message!r}"
 
 

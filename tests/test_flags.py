@@ -22,8 +22,13 @@ def assert_blamed(proc, flag, value):
 
 
 SUBMIT_CASES = [
-    ("--max-cost", "nan"), ("--max-cost", "inf"), ("--max-cost", "-1"),
-    ("--max-requests", "0"), ("--max-bytes", "0"), ("--max-body-bytes", "0"), ("--parallel", "0"),
+    ("--max-cost", "nan"),
+    ("--max-cost", "inf"),
+    ("--max-cost", "-1"),
+    ("--max-requests", "0"),
+    ("--max-bytes", "0"),
+    ("--max-body-bytes", "0"),
+    ("--parallel", "0"),
 ]
 
 
@@ -43,8 +48,17 @@ def test_a_dry_run_refuses_them_too(sandbox):
     assert_blamed(run("submit.py", "in.jsonl", "--dry-run", "--max-cost", "nan"), "--max-cost", "nan")
 
 
-@pytest.mark.parametrize("flag, value", [("--timeout", "nan"), ("--interval", "nan"), ("--interval", "0"),
-                                         ("--timeout", "-1"), ("--timeout", "inf"), ("--interval", "-0.5")])
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--timeout", "nan"),
+        ("--interval", "nan"),
+        ("--interval", "0"),
+        ("--timeout", "-1"),
+        ("--timeout", "inf"),
+        ("--interval", "-0.5"),
+    ],
+)
 def test_wait_flags_are_refused(sandbox, flag, value):
     write_input("in.jsonl", 2)
     job = ok_json(run("submit.py", "in.jsonl", env=sandbox.env()))["job"]
@@ -54,11 +68,21 @@ def test_wait_flags_are_refused(sandbox, flag, value):
     assert sandbox.stats() == before
 
 
-@pytest.mark.parametrize("flag, value", [
-    ("--top-p", "5"), ("--top-p", "0"), ("--top-p", "-0.5"), ("--top-p", "nan"),
-    ("--temperature", "-1"), ("--temperature", "nan"), ("--temperature", "inf"),
-    ("--limit", "0"), ("--max-tokens", "0"), ("--max-tokens", "-3"),
-])
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--top-p", "5"),
+        ("--top-p", "0"),
+        ("--top-p", "-0.5"),
+        ("--top-p", "nan"),
+        ("--temperature", "-1"),
+        ("--temperature", "nan"),
+        ("--temperature", "inf"),
+        ("--limit", "0"),
+        ("--max-tokens", "0"),
+        ("--max-tokens", "-3"),
+    ],
+)
 def test_build_flags_are_refused_and_nothing_is_written(flag, value):
     with open("p.txt", "w") as fh:
         fh.write("hi\n")
@@ -75,8 +99,9 @@ def test_build_accepts_the_edges_of_the_ranges():
     assert body["top_p"] == 1.0 and body["temperature"] == 0.0
 
 
-@pytest.mark.parametrize("flag, value", [("--max-bytes", "0"), ("--max-requests", "0"), ("--max-body-bytes", "-1"),
-                                         ("--max-errors", "-1")])
+@pytest.mark.parametrize(
+    "flag, value", [("--max-bytes", "0"), ("--max-requests", "0"), ("--max-body-bytes", "-1"), ("--max-errors", "-1")]
+)
 def test_validate_flags_are_refused(flag, value):
     write_input("in.jsonl", 2)
     assert_blamed(run("validate_batch_file.py", "in.jsonl", flag, value), flag, value)

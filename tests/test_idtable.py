@@ -72,8 +72,9 @@ def test_merge_and_retry_are_exact_when_every_digest_collides(sandbox, tmp_path,
     job = make_job(sandbox, "data.jsonl", 3)
     for bid in batch_ids_of(job):
         sandbox.wait_batch(bid)
-    code, doc = run_in_process("fetch_results", ["--job", job, "--format", "simple"], sandbox.env(),
-                               monkeypatch, capsys)
+    code, doc = run_in_process(
+        "fetch_results", ["--job", job, "--format", "simple"], sandbox.env(), monkeypatch, capsys
+    )
     assert code == 5
     assert (doc["requests"], doc["succeeded"], doc["failed"], doc["missing"], doc["unexpected"]) == (90, 86, 4, 0, 0)
     rows = read_jsonl(doc["output"])
@@ -83,7 +84,9 @@ def test_merge_and_retry_are_exact_when_every_digest_collides(sandbox, tmp_path,
     sandbox.clear_faults()
     code, doc = run_in_process("retry_failed", ["--job", job], sandbox.env(), monkeypatch, capsys)
     assert code == 0 and (doc["requests"], doc["failed"], doc["missing"]) == (4, 4, 0)
-    assert [json.loads(line)["custom_id"] for line in Path(job, "rounds", "round-2.jsonl").read_text().splitlines()] == bad
+    assert [
+        json.loads(line)["custom_id"] for line in Path(job, "rounds", "round-2.jsonl").read_text().splitlines()
+    ] == bad
     for bid in batch_ids_of(job):
         sandbox.wait_batch(bid)
     code, doc = run_in_process("fetch_results", ["--job", job, "--format", "csv"], sandbox.env(), monkeypatch, capsys)
@@ -107,11 +110,13 @@ def test_results_without_the_input_come_in_file_order_each_once(sandbox, tmp_pat
     assert sorted(r["custom_id"] for r in read_jsonl("bare.jsonl")) == sorted(ids)
 
 
-def test_building_a_file_tells_colliding_ids_apart_and_still_finds_a_real_duplicate(tmp_path, monkeypatch, capsys,
-                                                                                    collisions):
+def test_building_a_file_tells_colliding_ids_apart_and_still_finds_a_real_duplicate(
+    tmp_path, monkeypatch, capsys, collisions
+):
     Path("prompts.txt").write_text("".join(f"question {i}\n" for i in range(300)))
-    code, doc = run_in_process("create_batch_file", ["--prompts", "prompts.txt", "built.jsonl"], {},
-                               monkeypatch, capsys)
+    code, doc = run_in_process(
+        "create_batch_file", ["--prompts", "prompts.txt", "built.jsonl"], {}, monkeypatch, capsys
+    )
     assert code == 0 and doc["requests"] == 300
     ids = [r["custom_id"] for r in read_jsonl("built.jsonl")]
     assert len(set(ids)) == 300

@@ -54,11 +54,22 @@ class Recorder:
         self.transcripts: List[bytes] = []
         self.runs = 0
 
-    def run(self, script: str, *args: Any, expect: Optional[int] = 0, env: Optional[Dict[str, str]] = None,
-            timeout: float = 120) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, str(SCRIPTS / script), *map(str, args)], cwd=self.cwd,
-                              env=env or self.env, capture_output=True, timeout=timeout,
-                              preexec_fn=lambda: os.umask(0))
+    def run(
+        self,
+        script: str,
+        *args: Any,
+        expect: Optional[int] = 0,
+        env: Optional[Dict[str, str]] = None,
+        timeout: float = 120,
+    ) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            [sys.executable, str(SCRIPTS / script), *map(str, args)],
+            cwd=self.cwd,
+            env=env or self.env,
+            capture_output=True,
+            timeout=timeout,
+            preexec_fn=lambda: os.umask(0),
+        )
         self.runs += 1
         self.transcripts += [proc.stdout, proc.stderr]
         if expect is not None:
@@ -101,8 +112,6 @@ def assert_private(job_dir: Path) -> int:
     return checked
 
 
-
-
 # -- the full workflow, then a scan --------------------------------------------------------------
 
 
@@ -119,8 +128,13 @@ def workflow(rec: Recorder, sb: Sandbox, tag: str) -> List[Path]:
     ids = [json.loads(line)["custom_id"] for line in (work / f"{tag}.jsonl").read_text().splitlines()]
 
     # submit with one request failing and a 500 burst while polling
-    sb.set_faults({"fail_custom_ids": [ids[2]], "fail_status": 500,
-                   "http": [{"method": "GET", "path": "/v1/batches/", "status": 500, "times": 2}]})
+    sb.set_faults(
+        {
+            "fail_custom_ids": [ids[2]],
+            "fail_status": 500,
+            "http": [{"method": "GET", "path": "/v1/batches/", "status": 500, "times": 2}],
+        }
+    )
     sub = rec.json("submit.py", f"{tag}.jsonl", "--max-requests", 4)
     job = Path(sub["job"])
     rec.run("poll.py", "--job", job, "--wait", "--interval", "0.2", expect=None)
@@ -132,8 +146,7 @@ def workflow(rec: Recorder, sb: Sandbox, tag: str) -> List[Path]:
     done = rec.json("fetch_results.py", "--job", job, "--format", "simple")
     assert done["succeeded"] == 8
     batch_ids = [b["batch_id"] for b in done["batches"]]
-    rec.json("fetch_results.py", batch_ids[0], "-o", f"{tag}-bare.jsonl", "--input", f"{tag}.jsonl",
-             expect=None)
+    rec.json("fetch_results.py", batch_ids[0], "-o", f"{tag}-bare.jsonl", "--input", f"{tag}.jsonl", expect=None)
 
     # a bigger job, cancelled while it runs
     (work / f"{tag}-big.txt").write_text("".join(f"Long question {i}\n" for i in range(40)))
@@ -153,10 +166,15 @@ def workflow(rec: Recorder, sb: Sandbox, tag: str) -> List[Path]:
 
     # error paths: a wrong key (401) on every kind of call
     wrong = dict(rec.env, DOUBLEWORD_API_KEY=WRONG_KEY)
-    for script, args in (("check_setup.py", []), ("list_models.py", []), ("list_batches.py", []),
-                         ("poll.py", ["--job", job]), ("fetch_results.py", ["--job", job]),
-                         ("submit.py", [f"{tag}-small.jsonl", "--job", f"{tag}-wrong.dwjob"]),
-                         ("cancel_batch.py", batch_ids[:1])):
+    for script, args in (
+        ("check_setup.py", []),
+        ("list_models.py", []),
+        ("list_batches.py", []),
+        ("poll.py", ["--job", job]),
+        ("fetch_results.py", ["--job", job]),
+        ("submit.py", [f"{tag}-small.jsonl", "--job", f"{tag}-wrong.dwjob"]),
+        ("cancel_batch.py", batch_ids[:1]),
+    ):
         proc = rec.run(script, *args, env=wrong, expect=3)
         assert b"401" in proc.stderr or b"refused" in proc.stderr, proc.stderr
     # a 5xx burst that outlasts the retries, on a read and on a create
@@ -164,8 +182,9 @@ def workflow(rec: Recorder, sb: Sandbox, tag: str) -> List[Path]:
     rec.run("list_batches.py", expect=1)
     rec.run("run_batch.py", f"{tag}-small.jsonl", "--job", f"{tag}-busy.dwjob", expect=1)
     # an unexpected error (a reply that is not JSON)
-    sb.set_faults({"http": [{"method": "GET", "path": "/v1/batches", "status": 200, "message": "not json {",
-                             "times": 1}]})
+    sb.set_faults(
+        {"http": [{"method": "GET", "path": "/v1/batches", "status": 200, "message": "not json {", "times": 1}]}
+    )
     proc = rec.run("list_batches.py", expect=1)
     assert b"unexpected" in proc.stderr
     sb.clear_faults()
@@ -216,9 +235,11 @@ def test_the_key_never_leaks_anywhere_and_job_state_is_private(sandbox_factory, 
         assert stat.S_IMODE(state.stat().st_mode) == 0o600
         modes += 1
     with capsys.disabled():
-        print(f"\nkey hygiene: {rec.runs + dot.runs} script runs, {result['outputs']} outputs and "
-              f"{result['files']} files, {result['bytes']} bytes scanned, {len(result['hits'])} hits; "
-              f"{modes} job paths with private modes")
+        print(
+            f"\nkey hygiene: {rec.runs + dot.runs} script runs, {result['outputs']} outputs and "
+            f"{result['files']} files, {result['bytes']} bytes scanned, {len(result['hits'])} hits; "
+            f"{modes} job paths with private modes"
+        )
 
 
 def test_job_files_are_private_even_under_umask_000(sandbox, tmp_path):
@@ -241,8 +262,11 @@ def test_job_files_are_private_even_under_umask_000(sandbox, tmp_path):
 # -- a key that would be quoted by the HTTP library ------------------------------------------
 
 
-@pytest.mark.parametrize("junk", ["\n", "\r", "\t", " ", "\x01", "\u2010"],
-                         ids=["newline", "carriage-return", "tab", "space", "control", "non-ascii"])
+@pytest.mark.parametrize(
+    "junk",
+    ["\n", "\r", "\t", " ", "\x01", "\u2010"],
+    ids=["newline", "carriage-return", "tab", "space", "control", "non-ascii"],
+)
 def test_a_key_with_a_line_break_or_other_junk_is_refused_without_being_printed(junk, sandbox, tmp_path):
     """A key pasted with a line break inside (``"sk-...\\n..."`` in a quoted .env value) made the
     HTTP library raise an error quoting the whole Authorization header, which was printed five
@@ -250,13 +274,15 @@ def test_a_key_with_a_line_break_or_other_junk_is_refused_without_being_printed(
     key = KEY[:20] + junk + KEY[20:]
     # a double-quoted .env value: line breaks written as escape sequences, the rest as they are
     quoted = '"' + key.replace("\n", "\\n").replace("\r", "\\r") + '"'
-    (tmp_path / ".env").write_text(f"DOUBLEWORD_API_KEY={quoted}\nDOUBLEWORD_BASE_URL={sandbox.base_url}\n",
-                                   encoding="utf-8")
+    (tmp_path / ".env").write_text(
+        f"DOUBLEWORD_API_KEY={quoted}\nDOUBLEWORD_BASE_URL={sandbox.base_url}\n", encoding="utf-8"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOUBLEWORD_")}
     env["DOUBLEWORD_BATCHES_DEBUG"] = "1"
     for script in ("list_batches.py", "check_setup.py"):
-        proc = subprocess.run([sys.executable, str(SCRIPTS / script)], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, str(SCRIPTS / script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode == 3 and proc.stdout == "", proc.stderr
         assert "DOUBLEWORD_API_KEY contains" in proc.stderr
         assert KEY[:20] not in proc.stderr and KEY[20:] not in proc.stderr
@@ -278,8 +304,13 @@ def test_escaped_forms_of_a_registered_key_are_redacted():
 def test_plain_http_to_another_host_is_refused_before_anything_is_sent(sandbox_factory, tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("DOUBLEWORD_")}
     env["DOUBLEWORD_API_KEY"] = KEY
-    proc = subprocess.run([sys.executable, str(SCRIPTS / "list_batches.py"), "--base-url", "http://example.invalid/v1"],
-                          env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "list_batches.py"), "--base-url", "http://example.invalid/v1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 3 and proc.stdout == ""
     assert "refusing plain-http base URL to non-loopback host 'example.invalid'" in proc.stderr
     assert "resolve" not in proc.stderr.lower()  # refused before any name lookup or connection
@@ -291,13 +322,19 @@ def test_plain_http_to_another_host_is_refused_before_anything_is_sent(sandbox_f
     url = f"http://{addr}:{sb.port}/v1"
     env["DOUBLEWORD_BASE_URL"] = url
     for script in ("list_batches.py", "list_models.py", "check_setup.py"):
-        proc = subprocess.run([sys.executable, str(SCRIPTS / script)], env=env, capture_output=True, text=True,
-                              timeout=60)
+        proc = subprocess.run(
+            [sys.executable, str(SCRIPTS / script)], env=env, capture_output=True, text=True, timeout=60
+        )
         assert proc.returncode == 3 and proc.stdout == "", proc.stderr
         assert "refusing plain-http base URL" in proc.stderr and "--allow-insecure-http" in proc.stderr
         assert KEY not in proc.stderr
     assert sb.stats()["requests"] == {}  # nothing reached the server
-    ok = subprocess.run([sys.executable, str(SCRIPTS / "list_batches.py"), "--allow-insecure-http"], env=env,
-                        capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [sys.executable, str(SCRIPTS / "list_batches.py"), "--allow-insecure-http"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ok.returncode == 0, ok.stderr
     assert sb.stats()["requests"] == {"GET /v1/batches": 1}

@@ -50,8 +50,7 @@ def test_wait_timeout_exits_6_with_json(sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.5", "--concurrency", "1")
     write_input("data.jsonl", 20)
     job = make_job(sb, "data.jsonl")
-    code, doc, err = run_script("poll.py", "--job", job, "--wait", "--timeout", "1", "--interval", "0.3",
-                                env=sb.env())
+    code, doc, err = run_script("poll.py", "--job", job, "--wait", "--timeout", "1", "--interval", "0.3", env=sb.env())
     assert code == 6, err
     assert doc["status"] == "in_progress" and doc["finished"] is False and doc["timed_out"] is True
     assert doc["next"].endswith(f"poll.py --job {Path(job).name}")  # one check later, not a wait
@@ -100,8 +99,12 @@ def test_busy_lock_reports_without_writing(sandbox, tmp_path):
 
 def test_job_status_rules():
     def b(status, total, completed, failed, rnd=1):
-        return {"batch_id": "x", "status": status, "round": rnd,
-                "request_counts": {"total": total, "completed": completed, "failed": failed}}
+        return {
+            "batch_id": "x",
+            "status": status,
+            "round": rnd,
+            "request_counts": {"total": total, "completed": completed, "failed": failed},
+        }
 
     doc = {"input": {"requests": 20}, "rounds": [{"round": 1, "chunks": [{"batch_id": "a"}, {"batch_id": "b"}]}]}
     state = JobRecord.from_dict(doc)
@@ -111,11 +114,15 @@ def test_job_status_rules():
     s = jobstatus.job_status([b("completed", 10, 10, 0), b("cancelled", 10, 3, 0)], state)
     assert s["status"] == "mixed" and s["ended_badly"] and s["finished"]
     assert jobstatus.job_status([b("expired", 10, 3, 0), b("expired", 10, 0, 0)], state)["status"] == "expired"
-    assert jobstatus.job_status([b("in_progress", 10, 3, 0), b("completed", 10, 10, 0)], state)["status"] == "in_progress"
+    assert (
+        jobstatus.job_status([b("in_progress", 10, 3, 0), b("completed", 10, 10, 0)], state)["status"] == "in_progress"
+    )
     # a retry round decides; counts count each request once
     doc["rounds"].append({"round": 2, "kind": "retry", "chunks": [{"batch_id": "c"}]})
     state = JobRecord.from_dict(doc)
-    s = jobstatus.job_status([b("completed", 10, 10, 0), b("cancelled", 10, 3, 0), b("completed", 7, 7, 0, rnd=2)], state)
+    s = jobstatus.job_status(
+        [b("completed", 10, 10, 0), b("cancelled", 10, 3, 0), b("completed", 7, 7, 0, rnd=2)], state
+    )
     assert s["status"] == "completed" and s["request_counts"] == {"total": 20, "completed": 20, "failed": 0}
     assert not s["ended_badly"]
     doc["rounds"].append({"round": 3, "kind": "retry", "chunks": [{"batch_id": None, "held": None}]})
@@ -123,8 +130,15 @@ def test_job_status_rules():
     assert jobstatus.job_status([], state)["status"] == "not_submitted"
 
 
-@pytest.mark.parametrize("args,code", [([], 2), (["--job", "x.dwjob", "6f1c2e0a-1b2c-4d5e-8f90-0123456789ab"], 2),
-                                       (["batch_abc"], 2), (["6f1c2e0a-1b2c-4d5e-8f90-0123456789ab"], 4)])
+@pytest.mark.parametrize(
+    "args,code",
+    [
+        ([], 2),
+        (["--job", "x.dwjob", "6f1c2e0a-1b2c-4d5e-8f90-0123456789ab"], 2),
+        (["batch_abc"], 2),
+        (["6f1c2e0a-1b2c-4d5e-8f90-0123456789ab"], 4),
+    ],
+)
 def test_usage_and_not_found_leave_stdout_empty(sandbox, args, code):
     rc, doc, err = run_script("poll.py", *args, env=sandbox.env())
     assert rc == code and doc is None and err.startswith("error: ")
@@ -202,8 +216,9 @@ def test_no_target_hint_names_the_real_job_dirs_and_runs_as_printed(sandbox, scr
     hint = err.split("hint: ", 1)[1].strip()
     assert hint.startswith("e.g. ") and hint.endswith(f"{script} --job first.dwjob"), hint
     if script == "poll.py":  # the printed command runs
-        ran = subprocess.run(shlex.split(hint[len("e.g. "):]), env=sandbox.env(), capture_output=True, text=True,
-                             timeout=60)
+        ran = subprocess.run(
+            shlex.split(hint[len("e.g. ") :]), env=sandbox.env(), capture_output=True, text=True, timeout=60
+        )
         assert ran.returncode in (0, 5) and json.loads(ran.stdout)["job"], ran.stderr
 
     write_input("second.jsonl", 2, prefix="second-")

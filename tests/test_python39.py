@@ -43,6 +43,7 @@ PROBE = "import sys; print('%d.%d' % sys.version_info[:2]); print(sys.executable
 
 # -- finding the interpreter --------------------------------------------------------------------
 
+
 def _probe(cmd: List[str]) -> Optional[Tuple[str, str, str]]:
     """(major.minor, executable, full version) of the interpreter ``cmd`` starts, or None."""
     try:
@@ -67,8 +68,10 @@ def find_python39() -> Tuple[Optional[str], List[str]]:
     if override:
         found = _probe([override])
         if found is None or found[0] != "3.9":
-            pytest.fail(f"${OVERRIDE_VAR}={override} is not a Python 3.9 interpreter "
-                        f"({'it does not run' if found is None else 'it is ' + found[0]})")
+            pytest.fail(
+                f"${OVERRIDE_VAR}={override} is not a Python 3.9 interpreter "
+                f"({'it does not run' if found is None else 'it is ' + found[0]})"
+            )
         return found[1], [f"${OVERRIDE_VAR}"]
     searched.append(f"${OVERRIDE_VAR} (not set)")
 
@@ -99,12 +102,14 @@ def python39() -> str:
     """The path of a Python 3.9 interpreter (skips the test when there is none)."""
     path, searched = find_python39()
     if path is None:
-        pytest.skip("no Python 3.9 interpreter found; searched: " + ", ".join(searched)
-                    + f" (set {OVERRIDE_VAR} to one)")
+        pytest.skip(
+            "no Python 3.9 interpreter found; searched: " + ", ".join(searched) + f" (set {OVERRIDE_VAR} to one)"
+        )
     return path
 
 
 # -- the virtual environment --------------------------------------------------------------------
+
 
 def venv_python(venv: Path) -> Path:
     return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
@@ -117,6 +122,7 @@ def file_lock(path: Path) -> Iterator[None]:
     with open(path, "a+b") as fh:
         if os.name == "nt":
             import msvcrt
+
             fh.seek(0)
             while True:
                 try:
@@ -131,6 +137,7 @@ def file_lock(path: Path) -> Iterator[None]:
                 msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
         else:
             import fcntl
+
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -140,8 +147,11 @@ def file_lock(path: Path) -> Iterator[None]:
 
 def wanted_stamp(python: str) -> dict:
     found = _probe([python])
-    return {"requirements_sha256": hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest(),
-            "python": python, "python_version": found[2] if found else None}
+    return {
+        "requirements_sha256": hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest(),
+        "python": python,
+        "python_version": found[2] if found else None,
+    }
 
 
 def venv_is_current(venv: Path, stamp: dict) -> bool:
@@ -151,8 +161,7 @@ def venv_is_current(venv: Path, stamp: dict) -> bool:
         return False
     if recorded != stamp:
         return False
-    check = subprocess.run([str(venv_python(venv)), "-c", "import requests, dotenv"], capture_output=True,
-                           timeout=60)
+    check = subprocess.run([str(venv_python(venv)), "-c", "import requests, dotenv"], capture_output=True, timeout=60)
     return check.returncode == 0
 
 
@@ -165,8 +174,16 @@ def build_venv(python: str, venv: Path) -> Optional[str]:
         shutil.rmtree(venv, ignore_errors=True)
         steps = [
             [python, "-m", "venv", str(venv)],
-            [str(venv_python(venv)), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-             "-r", str(REQUIREMENTS)],
+            [
+                str(venv_python(venv)),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+                str(REQUIREMENTS),
+            ],
         ]
         for cmd in steps:
             try:
@@ -192,9 +209,11 @@ def py39_venv(python39: str) -> str:
 
 # -- the tests ----------------------------------------------------------------------------------
 
+
 def run(python: str, script: str, *args, env=None, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([python, str(SCRIPTS / script), *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    return subprocess.run(
+        [python, str(SCRIPTS / script), *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def ok_json(proc: subprocess.CompletedProcess) -> dict:
@@ -219,8 +238,7 @@ def test_scripts_run_on_python_3_9(py39_venv, sandbox, tmp_path):
     # and on to the end: poll and fetch in input order
     polled = ok_json(run(py39_venv, "poll.py", "--job", doc["job"], "--wait", "--timeout", "120", env=sandbox.env()))
     assert polled["status"] == "completed" and polled["finished"] is True
-    fetched = ok_json(run(py39_venv, "fetch_results.py", "--job", doc["job"], "--format", "simple",
-                          env=sandbox.env()))
+    fetched = ok_json(run(py39_venv, "fetch_results.py", "--job", doc["job"], "--format", "simple", env=sandbox.env()))
     assert fetched["complete"] is True and fetched["succeeded"] == 5 and fetched["failed"] == 0
     lines = [json.loads(line) for line in Path(fetched["output"]).read_text(encoding="utf-8").splitlines()]
     assert [line["ok"] for line in lines] == [True] * 5

@@ -81,8 +81,23 @@ def test_recipe_runs_end_to_end(title, section, tmp_path, sandbox):
         # finished? (the sandbox is fast, but a fetch may still have found the batch running)
         cmd, report = last_fetch
         if runner.outputs[-1][1] == 6 or not report.get("complete", True):
-            subprocess.run([sys.executable, "scripts/poll.py", "--job", report["job"], "--wait", "--interval", "0.2",
-                            "--timeout", "60"], cwd=runner.work, env=runner.env, capture_output=True, timeout=90)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "scripts/poll.py",
+                    "--job",
+                    report["job"],
+                    "--wait",
+                    "--interval",
+                    "0.2",
+                    "--timeout",
+                    "60",
+                ],
+                cwd=runner.work,
+                env=runner.env,
+                capture_output=True,
+                timeout=90,
+            )
             report = runner.run(cmd)
         assert report["succeeded"] == built["requests"], report
 
@@ -103,8 +118,9 @@ def test_recipe_runs_end_to_end(title, section, tmp_path, sandbox):
 
         # the snippets run on those results
         for _, code in fenced_blocks(section, "python"):
-            proc = subprocess.run([sys.executable, "-c", code], cwd=runner.work, capture_output=True, text=True,
-                                  timeout=60)
+            proc = subprocess.run(
+                [sys.executable, "-c", code], cwd=runner.work, capture_output=True, text=True, timeout=60
+            )
             assert proc.returncode == 0, proc.stderr
             assert proc.stdout.strip()
     finally:

@@ -134,8 +134,7 @@ def test_a_cancelled_job_is_not_retried_unless_asked_after_cancel(sandbox_factor
         assert "new job" in err and "--after-cancel" in err
         assert "would retry" not in err
     assert len(job_state(job)["rounds"]) == 1 and sb.stats()["requests"]["POST /v1/batches"] == 1
-    code, doc, err = run_script("retry_failed.py", "--job", "data.dwjob", "--dry-run", "--after-cancel",
-                                env=sb.env())
+    code, doc, err = run_script("retry_failed.py", "--job", "data.dwjob", "--dry-run", "--after-cancel", env=sb.env())
     assert code == 0 and doc["dry_run"] and doc["missing"] == doc["requests"] > 0, err
     assert doc["next"].split("retry_failed.py ", 1)[1] == "--job data.dwjob --after-cancel"
     code, doc, err = run_script("retry_failed.py", "--job", "data.dwjob", "--after-cancel", env=sb.env())

@@ -28,17 +28,30 @@ def test_wait_on_example_input_exits_0_with_results_in_order(sandbox, tmp_path):
 def test_without_wait_returns_next_and_rerun_never_resubmits(sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.05", "--concurrency", "2")
     ids = write_input("data.jsonl", 30)
-    code, doc, err = run_script("run_batch.py", "data.jsonl", "--max-requests", "10", "--format", "simple",
-                                env=sb.env())
+    code, doc, err = run_script(
+        "run_batch.py", "data.jsonl", "--max-requests", "10", "--format", "simple", env=sb.env()
+    )
     assert code == 0, err
     assert doc["finished"] is False and doc["status"] in ("in_progress", "completed")
     assert len(doc["batches"]) == 3
     assert doc["next"].endswith("run_batch.py data.jsonl --wait --format simple")
 
     # a --wait run killed while waiting, then the same command again: nothing is submitted twice
-    proc = subprocess.Popen([sys.executable, str(SCRIPTS / "run_batch.py"), "data.jsonl", "--wait",
-                             "--interval", "0.1", "--format", "simple"], env=sb.env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(SCRIPTS / "run_batch.py"),
+            "data.jsonl",
+            "--wait",
+            "--interval",
+            "0.1",
+            "--format",
+            "simple",
+        ],
+        env=sb.env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_until(lambda: any(Path("data.dwjob", "results").glob("*.output.jsonl")), timeout=30)
     finally:
@@ -58,8 +71,9 @@ def test_without_wait_returns_next_and_rerun_never_resubmits(sandbox_factory, tm
 def test_timeout_exits_6_with_partial_results_then_resumes(sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.1", "--concurrency", "1")
     ids = write_input("data.jsonl", 25)
-    code, doc, err = run_script("run_batch.py", "data.jsonl", "--wait", "--timeout", "1", "--interval", "0.3",
-                                env=sb.env())
+    code, doc, err = run_script(
+        "run_batch.py", "data.jsonl", "--wait", "--timeout", "1", "--interval", "0.3", env=sb.env()
+    )
     assert code == 6, err
     assert doc["complete"] is False and 0 < doc["succeeded"] < 25
     assert doc["missing"] == 25 - doc["succeeded"]
@@ -84,8 +98,16 @@ def test_failed_requests_exit_5_and_point_to_retry(sandbox, tmp_path):
 
 def test_csv_source_comes_back_as_csv(sandbox, tmp_path):
     Path("items.csv").write_text("sku,name\nA1,apple\nB2,banana\n")
-    code, _, err = run_script("create_batch_file.py", "items.jsonl", "--csv", "items.csv", "--id-column", "sku",
-                              "--template", "Describe {name}")
+    code, _, err = run_script(
+        "create_batch_file.py",
+        "items.jsonl",
+        "--csv",
+        "items.csv",
+        "--id-column",
+        "sku",
+        "--template",
+        "Describe {name}",
+    )
     assert code == 0, err
     code, doc, err = run_script("run_batch.py", "items.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
     assert code == 0, err
@@ -131,8 +153,9 @@ def test_max_tokens_bounds_what_the_answers_cost(sandbox):
     assert code == 0, err
     high = dry["estimated_cost"]["high"]
     assert high["output_tokens"] == 40
-    code, doc, err = run_script("run_batch.py", "r.jsonl", "--wait", "--interval", "0.2", "--format", "simple",
-                                env=sandbox.env())
+    code, doc, err = run_script(
+        "run_batch.py", "r.jsonl", "--wait", "--interval", "0.2", "--format", "simple", env=sandbox.env()
+    )
     assert code == 0, err
     assert doc["usage"]["output_tokens"] == 40  # every answer cut at 5 tokens
     rows = read_jsonl(doc["output"])
@@ -147,8 +170,10 @@ def test_run_batch_reports_the_cost_estimate_as_submit_does(sandbox):
     est = doc["estimated_cost"]
     assert est["source"].startswith("server") and float(est["usd"]) > 0 and est["chunks_estimated"] == 1
     assert est["local_low_usd"] is not None and est["input_tokens"] > 0
-    assert (f"estimated cost: ${est['usd']} (the server's estimate; local range from ${est['local_low_usd']} "
-            "(no max_tokens bound))") in err  # (these requests set no max_tokens)
+    assert (
+        f"estimated cost: ${est['usd']} (the server's estimate; local range from ${est['local_low_usd']} "
+        "(no max_tokens bound))"
+    ) in err  # (these requests set no max_tokens)
     code, sub, err = run_script("submit.py", "data.jsonl", env=sandbox.env())  # the same job, resumed
     assert code == 0 and sub["estimated_cost"] == est, err
     assert f"estimated cost: ${est['usd']}" in err

@@ -27,8 +27,9 @@ def test_cancel_skips_a_finalizing_batch(sandbox_factory, tmp_path):
 
 def test_fetch_never_overwrites_the_input_or_the_source_csv(sandbox, tmp_path):
     (tmp_path / "rows.csv").write_text("id,text\n1,good\n2,bad\n")
-    code, doc, err = run_script("create_batch_file.py", "rows.jsonl", "--csv", "rows.csv", "--id-column", "id",
-                                "--template", "Classify: {text}")
+    code, doc, err = run_script(
+        "create_batch_file.py", "rows.jsonl", "--csv", "rows.csv", "--id-column", "id", "--template", "Classify: {text}"
+    )
     assert code == 0, err
     code, doc, err = run_script("submit.py", "rows.jsonl", env=sandbox.env())
     assert code == 0, err

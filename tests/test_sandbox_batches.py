@@ -35,9 +35,7 @@ def assert_no_nulls(obj):
 def test_create_batch_201_and_shape(sandbox_factory):
     sb = sandbox_factory("--validating-delay", "0.5")
     file_obj = sb.upload_requests(chat_requests(3))
-    res = sb.create_batch(
-        file_obj["id"], metadata={"project": "demo", "created_by": "me", "request_source": "x"}
-    )
+    res = sb.create_batch(file_obj["id"], metadata={"project": "demo", "created_by": "me", "request_source": "x"})
     assert res.status == 201
     batch = res.json()
     assert str(uuid.UUID(batch["id"])) == batch["id"]
@@ -50,15 +48,7 @@ def test_create_batch_201_and_shape(sandbox_factory):
     assert batch["request_counts"] == {"total": 3, "completed": 0, "failed": 0}
     for key in ("output_file_id", "error_file_id"):
         assert str(uuid.UUID(batch[key])) == batch[key]
-    for key in (
-        "in_progress_at",
-        "finalizing_at",
-        "completed_at",
-        "failed_at",
-        "expired_at",
-        "cancelled_at",
-        "errors",
-    ):
+    for key in ("in_progress_at", "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelled_at", "errors"):
         assert key not in batch
     assert_no_nulls(batch)
     meta = batch["metadata"]
@@ -111,9 +101,7 @@ def test_create_batch_request_level_errors(shared):
     missing = str(uuid.uuid4())
     res = shared.create_batch(missing)
     assert (res.status, res.text) == (404, f"File with ID {missing} not found")
-    res = shared.request(
-        "POST", "batches", data=b'{"input_file_id": "x"}', headers={"Content-Type": "text/plain"}
-    )
+    res = shared.request("POST", "batches", data=b'{"input_file_id": "x"}', headers={"Content-Type": "text/plain"})
     assert (res.status, res.text) == (415, "Expected request with `Content-Type: application/json`")
     res = shared.request("POST", "batches", data=b"{oops", headers={"Content-Type": "application/json"})
     assert res.status == 400
@@ -166,10 +154,7 @@ def test_each_line_goes_to_its_own_url(sandbox):
     ]  # fmt: skip
     batch = sandbox.submit(items)
     sandbox.wait_batch(batch["id"])
-    out = {
-        line["custom_id"]: line["response"]["body"]
-        for line in sandbox.content(batch["output_file_id"]).lines()
-    }
+    out = {line["custom_id"]: line["response"]["body"] for line in sandbox.content(batch["output_file_id"]).lines()}
     chat = out["chat"]
     assert chat["object"] == "chat.completion"
     assert chat["choices"][0]["message"]["role"] == "assistant"
@@ -181,9 +166,7 @@ def test_each_line_goes_to_its_own_url(sandbox):
     assert len(out["emb"]["data"][0]["embedding"]) == 8
     assert out["resp"]["object"] == "response"
     assert out["resp"]["output_text"] == out["resp"]["output"][0]["content"][0]["text"]
-    assert out["cmpl"]["object"] == "text_completion" and out["cmpl"]["choices"][0]["text"].startswith(
-        "Echo: Once"
-    )
+    assert out["cmpl"]["object"] == "text_completion" and out["cmpl"]["choices"][0]["text"].startswith("Echo: Once")
     assert out["msg"]["type"] == "message" and out["msg"]["content"][0]["text"].startswith("Echo: Yo")
 
 
@@ -222,7 +205,9 @@ def test_builtin_model_honours_the_token_limit_of_each_endpoint(sandbox):
     assert resp["output_text"] == resp["output"][0]["content"][0]["text"]
     assert resp["usage"]["total_tokens"] == resp["usage"]["input_tokens"] + 4
     cmpl = out["cmpl"]["choices"][0]
-    assert cmpl["finish_reason"] == "length" and cmpl["text"] == "Echo" and out["cmpl"]["usage"]["completion_tokens"] == 1
+    assert (
+        cmpl["finish_reason"] == "length" and cmpl["text"] == "Echo" and out["cmpl"]["usage"]["completion_tokens"] == 1
+    )
     msg = out["msg"]
     assert msg["stop_reason"] == "max_tokens" and msg["content"][0]["text"] == "Echo: a "
     assert msg["usage"]["output_tokens"] == 2
@@ -420,8 +405,7 @@ def test_results_endpoint(sandbox):
     assert [r["custom_id"] for r in page.lines()] == ["req-1", "req-2"]
     assert (page.header("X-Last-Line"), page.header("X-Incomplete")) == ("3", "true")
     assert [
-        r["custom_id"]
-        for r in sandbox.get(f"batches/{batch['id']}/results", params={"search": "Q-3"}).lines()
+        r["custom_id"] for r in sandbox.get(f"batches/{batch['id']}/results", params={"search": "Q-3"}).lines()
     ] == ["req-3"]
     assert sandbox.get(f"batches/{batch['id']}/results", params={"status": "cancelled"}).status == 400
 
@@ -488,9 +472,7 @@ def test_models_list(sandbox):
         "openai/gpt-oss-20b",
         "Qwen/Qwen3-Embedding-8B",
     ]
-    assert all(
-        m["object"] == "model" and isinstance(m["created"], int) and m["owned_by"] for m in body["data"]
-    )
+    assert all(m["object"] == "model" and isinstance(m["created"], int) and m["owned_by"] for m in body["data"])
     one = sandbox.get_json("models/Qwen/Qwen3.5-9B")
     assert one["id"] == "Qwen/Qwen3.5-9B"
     missing = sandbox.get("models/acme/none")

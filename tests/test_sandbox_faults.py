@@ -65,9 +65,7 @@ def test_faults_from_cli_and_environment(sandbox_factory, tmp_path):
 
 
 def test_429_json_with_retry_after(sandbox):
-    sandbox.set_faults(
-        {"http": [{"method": "POST", "path": "/v1/files", "status": 429, "times": 1, "retry_after": 2}]}
-    )
+    sandbox.set_faults({"http": [{"method": "POST", "path": "/v1/files", "status": 429, "times": 1, "retry_after": 2}]})
     res = sandbox.upload(jsonl_bytes(chat_requests(1)))
     assert res.status == 429
     assert res.header("Content-Type") == "application/json"
@@ -85,13 +83,7 @@ def test_429_defaults_and_body_only(sandbox):
         {
             "http": [
                 {"path": "/v1/batches", "status": 429, "times": 1},
-                {
-                    "path": "/v1/batches",
-                    "status": 429,
-                    "times": 1,
-                    "retry_after": 1,
-                    "retry_after_header": False,
-                },
+                {"path": "/v1/batches", "status": 429, "times": 1, "retry_after": 1, "retry_after_header": False},
             ]
         }
     )
@@ -111,13 +103,7 @@ def test_503_and_500(sandbox):
             "http": [
                 {"method": "GET", "path": "/v1/files", "status": 503, "times": 1, "retry_after": 1},
                 {"method": "GET", "path": "/v1/files", "status": 500, "times": 1},
-                {
-                    "method": "GET",
-                    "path": "/v1/files",
-                    "status": 502,
-                    "times": 1,
-                    "message": "upstream went away",
-                },
+                {"method": "GET", "path": "/v1/files", "status": 502, "times": 1, "message": "upstream went away"},
             ]
         }
     )
@@ -178,10 +164,7 @@ def test_drop_before_and_after_body(sandbox):
     with pytest.raises(requests.ConnectionError):
         requests.post(f"{sandbox.base_url}/batches", json=body, headers=headers, timeout=10)
     assert len(sandbox.get_json("batches")["data"]) == 1  # created, but the reply was lost
-    assert (
-        requests.post(f"{sandbox.base_url}/batches", json=body, headers=headers, timeout=10).status_code
-        == 201
-    )
+    assert requests.post(f"{sandbox.base_url}/batches", json=body, headers=headers, timeout=10).status_code == 201
 
 
 def test_fault_before_body_on_upload_still_answers(sandbox):

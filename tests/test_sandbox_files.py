@@ -7,15 +7,7 @@ import uuid
 
 import pytest
 import requests
-from sandbox_helper import (
-    CHAT_MODEL,
-    EMBEDDING_MODEL,
-    Sandbox,
-    chat_requests,
-    jsonl_bytes,
-    multipart_body,
-    new_api_key,
-)
+from sandbox_helper import CHAT_MODEL, EMBEDDING_MODEL, Sandbox, chat_requests, jsonl_bytes, multipart_body, new_api_key
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +57,7 @@ def test_purpose_is_case_insensitive_and_optional(sandbox):
 
 def test_expires_after_seconds(sandbox):
     res = sandbox.upload(
-        jsonl_bytes(chat_requests(1)),
-        fields={"expires_after[anchor]": "created_at", "expires_after[seconds]": "3600"},
+        jsonl_bytes(chat_requests(1)), fields={"expires_after[anchor]": "created_at", "expires_after[seconds]": "3600"}
     )
     obj = res.json()
     assert obj["expires_at"] == obj["created_at"] + 3600
@@ -75,9 +66,7 @@ def test_expires_after_seconds(sandbox):
 def test_fields_after_file_part_are_read(sandbox):
     boundary = "xyzBOUNDARY"
     body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="late.jsonl"\r\n\r\n'
-        ).encode()
+        (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="late.jsonl"\r\n\r\n').encode()
         + jsonl_bytes(chat_requests(1))
         + f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nassistants\r\n--{boundary}--\r\n'.encode()
     )
@@ -127,24 +116,9 @@ def test_input_content_pages(sandbox):
 def test_all_models_and_urls_accepted(sandbox):
     items = [
         line("c", url="/v1/chat/completions"),
-        {
-            "custom_id": "e",
-            "method": "post",
-            "url": "/v1/embeddings",
-            "body": {"model": EMBEDDING_MODEL, "input": "x"},
-        },
-        {
-            "custom_id": "r",
-            "method": "POST",
-            "url": "/v1/responses",
-            "body": {"model": CHAT_MODEL, "input": "x"},
-        },
-        {
-            "custom_id": "p",
-            "method": "POST",
-            "url": "/v1/completions",
-            "body": {"model": CHAT_MODEL, "prompt": "x"},
-        },
+        {"custom_id": "e", "method": "post", "url": "/v1/embeddings", "body": {"model": EMBEDDING_MODEL, "input": "x"}},
+        {"custom_id": "r", "method": "POST", "url": "/v1/responses", "body": {"model": CHAT_MODEL, "input": "x"}},
+        {"custom_id": "p", "method": "POST", "url": "/v1/completions", "body": {"model": CHAT_MODEL, "prompt": "x"}},
         line("m", url="/v1/messages", model="openai/gpt-oss-20b"),
     ]
     assert sandbox.upload(jsonl_bytes(items)).status == 201
@@ -243,10 +217,7 @@ def test_body_size_limit(shared):
     size = len(json.dumps(big["body"], separators=(",", ":")).encode())
     res = shared.upload(jsonl_bytes([line("a"), big]))
     assert res.status == 400
-    assert (
-        res.text
-        == f"Line 2: Request body is {size} bytes, which exceeds the maximum allowed size of 400 bytes"
-    )
+    assert res.text == f"Line 2: Request body is {size} bytes, which exceeds the maximum allowed size of 400 bytes"
 
 
 def test_invalid_utf8(shared):
@@ -442,9 +413,7 @@ def test_cost_estimate(sandbox):
     assert est["total_requests"] == 4
     assert isinstance(est["total_estimated_cost"], str)
     chat = next(m for m in est["models"] if m["model"] == CHAT_MODEL)
-    expected_in = sum(
-        len(json.dumps(i["body"], separators=(",", ":")).encode()) // 4 for i in chat_requests(3)
-    )
+    expected_in = sum(len(json.dumps(i["body"], separators=(",", ":")).encode()) // 4 for i in chat_requests(3))
     assert chat["request_count"] == 3
     assert chat["estimated_input_tokens"] == expected_in
     assert chat["estimated_output_tokens"] == expected_in * 11 // 10

@@ -35,8 +35,6 @@ MB = 1024 * 1024
 needs_proc = pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc")
 
 
-
-
 def listening(port: int) -> List[str]:
     """Local addresses (dotted IPv4, or 'ipv6') with a listening TCP socket on ``port``."""
     found = []
@@ -54,7 +52,7 @@ def listening(port: int) -> List[str]:
             if v6:
                 found.append("ipv6:" + host)
             else:
-                found.append(".".join(str(int(host[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+                found.append(".".join(str(int(host[i : i + 2], 16)) for i in (6, 4, 2, 0)))
     return found
 
 
@@ -111,8 +109,14 @@ def test_every_route_wants_the_key(auth, sandbox):
         headers = {"Content-Type": "application/json"}
         if auth == "wrong scheme":
             headers["Authorization"] = f"Basic {sandbox.api_key}"
-        res = sandbox.request(method, path, data=b"{}" if method in ("POST", "PUT") else None, headers=headers,
-                              api_key=new_api_key() if auth == "wrong key" else None, auth=auth == "wrong key")
+        res = sandbox.request(
+            method,
+            path,
+            data=b"{}" if method in ("POST", "PUT") else None,
+            headers=headers,
+            api_key=new_api_key() if auth == "wrong key" else None,
+            auth=auth == "wrong key",
+        )
         assert res.status == 401, (method, path, res.status, res.text)
         assert sandbox.api_key not in res.text
     stats = sandbox.stats()
@@ -136,15 +140,19 @@ def stream_upload(sb: Sandbox, total: int, chunked: bool) -> Tuple[Optional[int]
     """POST /v1/files with a generated body of ``total`` bytes, sent 1 MiB at a time until the
     server answers; returns (status or None, reply, body bytes sent before the answer came)."""
     boundary = "hardening" + uuid.uuid4().hex
-    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
-            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n'
-            "Content-Type: application/jsonl\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.jsonl"\r\n'
+        "Content-Type: application/jsonl\r\n\r\n"
+    ).encode()
     line = jsonl_bytes(chat_requests(1))
     block = line * (MB // len(line))
     tail = f"\r\n--{boundary}--\r\n".encode()
     framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(head) + total + len(tail)}"
-    request = (f"POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1:{sb.port}\r\nAuthorization: Bearer {sb.api_key}\r\n"
-               f"Content-Type: multipart/form-data; boundary={boundary}\r\n{framing}\r\n\r\n").encode()
+    request = (
+        f"POST /v1/files HTTP/1.1\r\nHost: 127.0.0.1:{sb.port}\r\nAuthorization: Bearer {sb.api_key}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n{framing}\r\n\r\n"
+    ).encode()
 
     def pieces():
         yield head
@@ -274,8 +282,12 @@ def test_an_upload_filename_is_a_label_never_a_path(sandbox, tmp_path):
 
 
 def test_a_second_sandbox_cannot_take_a_busy_port(sandbox, tmp_path):
-    proc = subprocess.run([sys.executable, str(SERVER_SCRIPT), "--port", str(sandbox.port), "--data-dir",
-                           str(tmp_path / "other")], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run(
+        [sys.executable, str(SERVER_SCRIPT), "--port", str(sandbox.port), "--data-dir", str(tmp_path / "other")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert f"cannot bind 127.0.0.1:{sandbox.port}" in proc.stderr
     assert sandbox.get("batches").status == 200

@@ -28,9 +28,7 @@ def test_openai_sdk_end_to_end(sandbox, tmp_path):
     assert batch.status == "validating"
     assert batch.metadata["project"] == "sdk-test"
 
-    other = client.batches.create(
-        input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
-    )
+    other = client.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h")
     cancelled = client.batches.cancel(other.id)
     assert cancelled.status == "cancelled"
 

@@ -13,9 +13,37 @@ from sandbox_helper import SANDBOX_PACKAGE, SCRIPTS, SERVER_SCRIPT
 CLIENT_MODULES = {"_dwbatches.apifacts", "_dwbatches.compat", "_dwbatches.pricing", "_dwbatches.urls"}
 MAX_MODULE_LINES = 500
 STDLIB_FALLBACK = {  # Python 3.9 has no sys.stdlib_module_names
-    "__future__", "argparse", "contextlib", "datetime", "decimal", "hashlib", "hmac", "http", "json", "math",
-    "os", "queue", "re", "signal", "socket", "sqlite3", "sys", "threading", "time", "traceback", "typing",
-    "urllib", "uuid", "ipaddress", "ctypes", "subprocess", "shlex", "fcntl", "msvcrt", "errno", "stat",
+    "__future__",
+    "argparse",
+    "contextlib",
+    "datetime",
+    "decimal",
+    "hashlib",
+    "hmac",
+    "http",
+    "json",
+    "math",
+    "os",
+    "queue",
+    "re",
+    "signal",
+    "socket",
+    "sqlite3",
+    "sys",
+    "threading",
+    "time",
+    "traceback",
+    "typing",
+    "urllib",
+    "uuid",
+    "ipaddress",
+    "ctypes",
+    "subprocess",
+    "shlex",
+    "fcntl",
+    "msvcrt",
+    "errno",
+    "stat",
 }
 
 
@@ -88,8 +116,11 @@ def test_client_and_sandbox_share_one_copy_of_the_api_facts():
 
     assert requestrules.ALLOWED_URLS is apifacts.ALLOWED_URLS is config.ALLOWED_URLS
     for name in ("MAX_CUSTOM_ID_BYTES", "MAX_BODY_BYTES", "MAX_REQUESTS_PER_FILE", "MAX_FILE_BYTES"):
-        assert getattr(validate if name != "MAX_CUSTOM_ID_BYTES" else requestrules, name) == getattr(apifacts, name) \
-            == getattr(config, name), name
+        assert (
+            getattr(validate if name != "MAX_CUSTOM_ID_BYTES" else requestrules, name)
+            == getattr(apifacts, name)
+            == getattr(config, name)
+        ), name
     assert planning.SERVER_RESERVED_KEYS == apifacts.RESERVED_METADATA_KEYS == config.RESERVED_METADATA_KEYS
     assert tuple(planning.WINDOWS) == pricing.WINDOWS == apifacts.COMPLETION_WINDOWS
     assert tuple(apifacts.WINDOW_SECONDS) == apifacts.COMPLETION_WINDOWS

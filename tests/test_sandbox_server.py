@@ -66,16 +66,7 @@ def test_sigint_exits_cleanly(sandbox):
 
 def test_non_loopback_host_warns(tmp_path):
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(SERVER_SCRIPT),
-            "--host",
-            "0.0.0.0",
-            "--port",
-            "0",
-            "--data-dir",
-            str(tmp_path / "d"),
-        ],
+        [sys.executable, str(SERVER_SCRIPT), "--host", "0.0.0.0", "--port", "0", "--data-dir", str(tmp_path / "d")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -242,8 +233,12 @@ def test_launcher_kill_and_restart_keep_the_data_dir(tmp_path):
     with SandboxProcess(str(tmp_path / "data"), api_key=None) as launcher:
         first = launcher.pid
         assert launcher.ready["data_dir"] == str((tmp_path / "data").resolve())
-        res = requests.post(launcher.base_url + "/files", files={"file": ("a.jsonl", b"\n".join(
-            json.dumps(r).encode() for r in chat_requests(2)))}, data={"purpose": "batch"}, timeout=30)
+        res = requests.post(
+            launcher.base_url + "/files",
+            files={"file": ("a.jsonl", b"\n".join(json.dumps(r).encode() for r in chat_requests(2)))},
+            data={"purpose": "batch"},
+            timeout=30,
+        )
         assert res.status_code == 201, res.text
         launcher.kill()
         assert not launcher.running and launcher.proc.returncode != 0

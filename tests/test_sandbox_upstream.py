@@ -92,8 +92,7 @@ def test_upstream_forwarding_and_failures(sandbox_factory, upstream):
     assert out["flaky"]["body"]["choices"][0]["message"]["content"] == "hi flaky"  # retried after a 503
     assert out["text"]["body"] == "plain text answer"  # a non-JSON body comes back as a JSON string
     errors = {
-        line["custom_id"]: json.loads(line["error"]["message"])
-        for line in sb.content(batch["error_file_id"]).lines()
+        line["custom_id"]: json.loads(line["error"]["message"]) for line in sb.content(batch["error_file_id"]).lines()
     }
     assert errors["bad"]["type"] == "NonRetriableHttpStatus"
     assert errors["bad"]["details"]["status"] == 400
@@ -104,9 +103,7 @@ def test_upstream_forwarding_and_failures(sandbox_factory, upstream):
     assert StubUpstream.calls["fail-400"] == 1  # never retried
     assert {path for path, _, _ in StubUpstream.seen} == {"/v1/chat/completions"}
     assert {auth for _, auth, _ in StubUpstream.seen} == {"Bearer upstream-secret"}
-    assert (
-        sb.get_json(f"batches/{batch['id']}/analytics")["total_prompt_tokens"] == 6
-    )  # usage of the two JSON answers
+    assert sb.get_json(f"batches/{batch['id']}/analytics")["total_prompt_tokens"] == 6  # usage of the two JSON answers
 
 
 def test_upstream_network_error(sandbox_factory):
@@ -123,10 +120,15 @@ def test_upstream_network_error(sandbox_factory):
 def test_a_local_upstream_is_reached_past_a_proxy_in_the_environment(tmp_path, upstream):
     """A model server on this machine (Ollama, vLLM) is reached directly even with
     HTTP_PROXY set, as the client reaches the sandbox: the proxy here is a closed port."""
-    env = dict(os.environ, HTTP_PROXY="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9",
-               ALL_PROXY="http://127.0.0.1:9")
-    sb = Sandbox(tmp_path / "data", api_key=new_api_key(), env=env,
-                 extra_args=("--upstream", upstream + "/v1", "--upstream-retries", "0"))
+    env = dict(
+        os.environ, HTTP_PROXY="http://127.0.0.1:9", http_proxy="http://127.0.0.1:9", ALL_PROXY="http://127.0.0.1:9"
+    )
+    sb = Sandbox(
+        tmp_path / "data",
+        api_key=new_api_key(),
+        env=env,
+        extra_args=("--upstream", upstream + "/v1", "--upstream-retries", "0"),
+    )
     sb.start()
     try:
         batch = sb.submit([item("a", "hello"), item("b", "there")])

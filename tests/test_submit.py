@@ -19,10 +19,15 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 # -- helpers ------------------------------------------------------------------------------------
 
+
 def request_line(i, model=CHAT_MODEL, pad=0, prefix="q"):
     content = f"Question {i}" + ("x" * pad)
-    return {"custom_id": f"{prefix}-{i:06d}", "method": "POST", "url": "/v1/chat/completions",
-            "body": {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 8}}
+    return {
+        "custom_id": f"{prefix}-{i:06d}",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 8},
+    }
 
 
 def write_requests(path, n, blank_every=0, pad=0, prefix="q"):
@@ -85,6 +90,7 @@ def assert_chunks_hold_input_in_order(sandbox, doc, path, max_requests, max_byte
 
 
 # -- splitting ----------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_120k_lines_become_three_batches_that_hold_every_line_once_in_order(sandbox_factory, tmp_path):
@@ -196,8 +202,7 @@ def test_killed_at_every_chunk_still_ends_with_exactly_one_batch_per_chunk(sandb
 
 
 @pytest.mark.parametrize("point", ["after_upload:2", "after_create:2"])
-def test_killed_while_chunks_go_up_in_parallel_then_rerun_makes_one_file_and_batch_per_chunk(sandbox, tmp_path,
-                                                                                             point):
+def test_killed_while_chunks_go_up_in_parallel_then_rerun_makes_one_file_and_batch_per_chunk(sandbox, tmp_path, point):
     path = write_requests(tmp_path / "in.jsonl", 40)
     crashed = run("submit.py", path, "--max-requests", 10, "--parallel", 3, env=crash_env(sandbox, point))
     assert crashed.returncode == 137
@@ -244,6 +249,7 @@ def test_parallel_uploads_overlap_and_each_chunk_goes_up_once(sandbox, tmp_path,
 
 
 # -- resume -------------------------------------------------------------------------------------
+
 
 def test_second_submit_creates_nothing_and_reports_the_same_batches(sandbox, tmp_path):
     path = write_requests(tmp_path / "in.jsonl", 12)
@@ -323,8 +329,9 @@ def test_a_server_line_error_is_translated_to_the_physical_line(sandbox, tmp_pat
     rows = [request_line(i) for i in range(1, 9)]
     rows[6]["body"]["model"] = "no-such/model"  # the 7th request: line 3 of chunk 2 for the server
     path = tmp_path / "in.jsonl"
-    path.write_text("\n".join(json.dumps(r) for r in rows[:5]) + "\n\n\n"
-                    + "\n".join(json.dumps(r) for r in rows[5:]) + "\n")
+    path.write_text(
+        "\n".join(json.dumps(r) for r in rows[:5]) + "\n\n\n" + "\n".join(json.dumps(r) for r in rows[5:]) + "\n"
+    )
     proc = run("submit.py", path, "--max-requests", 5, env=sandbox.env())
     assert proc.returncode in (2, 3) and proc.stdout == ""
     assert "no-such/model" in proc.stderr and "line 9 of in.jsonl" in proc.stderr
@@ -332,6 +339,7 @@ def test_a_server_line_error_is_translated_to_the_physical_line(sandbox, tmp_pat
 
 
 # -- cost -----------------------------------------------------------------------------------------
+
 
 def test_max_cost_holds_the_batches_and_a_rerun_without_it_creates_them(sandbox, tmp_path):
     path = write_requests(tmp_path / "in.jsonl", 20)
@@ -361,10 +369,12 @@ def test_rerun_without_max_cost_goes_on(sandbox, tmp_path):
 
 # -- faults -----------------------------------------------------------------------------------------
 
+
 def test_ambiguous_create_500_after_the_server_acted_still_makes_one_batch(sandbox, tmp_path):
     path = write_requests(tmp_path / "in.jsonl", 5)
-    sandbox.set_faults({"http": [{"method": "POST", "path": "/v1/batches", "status": 500, "times": 1,
-                                  "after_body": True}]})
+    sandbox.set_faults(
+        {"http": [{"method": "POST", "path": "/v1/batches", "status": 500, "times": 1, "after_body": True}]}
+    )
     proc = run("submit.py", path, env=sandbox.env())
     doc = ok_json(proc)
     assert "may or may not have worked" in proc.stderr
@@ -373,8 +383,7 @@ def test_ambiguous_create_500_after_the_server_acted_still_makes_one_batch(sandb
     assert posts(sandbox, "batches") == 1  # found by its intent, not created again
 
 
-def test_ambiguous_create_500_before_the_server_acted_creates_exactly_once_more(sandbox, tmp_path, monkeypatch,
-                                                                                 capsys):
+def test_ambiguous_create_500_before_the_server_acted_creates_exactly_once_more(sandbox, tmp_path, monkeypatch, capsys):
     path = write_requests(tmp_path / "in.jsonl", 5)
     sandbox.set_faults({"http": [{"method": "POST", "path": "/v1/batches", "status": 500, "times": 1}]})
     code, out, err, sleeps = run_main(monkeypatch, capsys, sandbox, path)
@@ -399,12 +408,16 @@ def run_main(monkeypatch, capsys, sandbox, *args):
     return code, out, err, sleeps
 
 
-def test_an_unresolvable_ambiguous_create_exits_1_and_the_rerun_finds_the_batch(sandbox, tmp_path, monkeypatch,
-                                                                                capsys):
+def test_an_unresolvable_ambiguous_create_exits_1_and_the_rerun_finds_the_batch(sandbox, tmp_path, monkeypatch, capsys):
     path = write_requests(tmp_path / "in.jsonl", 5)
-    sandbox.set_faults({"http": [{"method": "POST", "path": "/v1/batches", "status": 502, "times": 1,
-                                  "after_body": True},
-                                 {"method": "GET", "path": "/v1/batches", "status": 503, "times": 6}]})
+    sandbox.set_faults(
+        {
+            "http": [
+                {"method": "POST", "path": "/v1/batches", "status": 502, "times": 1, "after_body": True},
+                {"method": "GET", "path": "/v1/batches", "status": 503, "times": 6},
+            ]
+        }
+    )
     # (--resubmit: the look for earlier submissions of the file would meet the GET faults first)
     code, out, err, sleeps = run_main(monkeypatch, capsys, sandbox, path, "--resubmit")
     assert code == 1 and out == ""
@@ -418,8 +431,7 @@ def test_an_unresolvable_ambiguous_create_exits_1_and_the_rerun_finds_the_batch(
     assert len(server_batches(sandbox, doc["job_id"])) == 1 and posts(sandbox, "batches") == 1
 
 
-def test_two_ambiguous_create_failures_stop_and_the_rerun_creates_exactly_one(sandbox, tmp_path, monkeypatch,
-                                                                               capsys):
+def test_two_ambiguous_create_failures_stop_and_the_rerun_creates_exactly_one(sandbox, tmp_path, monkeypatch, capsys):
     path = write_requests(tmp_path / "in.jsonl", 5)
     sandbox.set_faults({"http": [{"method": "POST", "path": "/v1/batches", "status": 500, "times": 2}]})
     code, out, err, _ = run_main(monkeypatch, capsys, sandbox, path)
@@ -434,8 +446,9 @@ def test_two_ambiguous_create_failures_stop_and_the_rerun_creates_exactly_one(sa
 
 def test_upload_connection_dropped_after_the_server_stored_the_file_is_not_repeated(sandbox, tmp_path):
     path = write_requests(tmp_path / "in.jsonl", 5)
-    sandbox.set_faults({"http": [{"method": "POST", "path": "/v1/files", "drop": True, "times": 1,
-                                  "after_body": True}]})
+    sandbox.set_faults(
+        {"http": [{"method": "POST", "path": "/v1/files", "drop": True, "times": 1, "after_body": True}]}
+    )
     proc = run("submit.py", path, env=sandbox.env())
     doc = ok_json(proc)
     assert "may or may not have arrived" in proc.stderr
@@ -445,8 +458,7 @@ def test_upload_connection_dropped_after_the_server_stored_the_file_is_not_repea
 
 def test_upload_429_with_retry_after_is_retried_and_succeeds(sandbox, tmp_path):
     path = write_requests(tmp_path / "in.jsonl", 5)
-    sandbox.set_faults({"http": [{"method": "POST", "path": "/v1/files", "status": 429, "times": 1,
-                                  "retry_after": 1}]})
+    sandbox.set_faults({"http": [{"method": "POST", "path": "/v1/files", "status": 429, "times": 1, "retry_after": 1}]})
     proc = run("submit.py", path, env=sandbox.env())
     doc = ok_json(proc)
     assert "retrying POST /files after HTTP 429 in 1.0s" in proc.stderr
@@ -466,6 +478,7 @@ def test_slow_upload_shows_throttled_progress(sandbox, tmp_path):
 
 
 # -- dry run, metadata, source ------------------------------------------------------------------
+
 
 def test_dry_run_sends_nothing_needs_no_key_and_estimates_locally(sandbox, tmp_path):
     path = write_requests(tmp_path / "in.jsonl", 30)
@@ -501,8 +514,19 @@ def test_metadata_reaches_the_batch_and_reserved_keys_are_refused(sandbox, tmp_p
 
 def test_csv_source_sidecar_is_copied_into_the_job(sandbox, tmp_path):
     (tmp_path / "reviews.csv").write_text("id,text\nr1,great\nr2,awful\n")
-    built = ok_json(run("create_batch_file.py", "reviews.jsonl", "--csv", "reviews.csv", "--id-column", "id",
-                        "--template", "Sentiment of: {text}", "-q"))
+    built = ok_json(
+        run(
+            "create_batch_file.py",
+            "reviews.jsonl",
+            "--csv",
+            "reviews.csv",
+            "--id-column",
+            "id",
+            "--template",
+            "Sentiment of: {text}",
+            "-q",
+        )
+    )
     assert built["source"]["kind"] == "csv"
     doc = ok_json(run("submit.py", tmp_path / "reviews.jsonl", env=sandbox.env()))
     assert doc["source"]["path"] == str(tmp_path / "reviews.csv") and doc["source"]["id_column"] == "id"
@@ -511,13 +535,15 @@ def test_csv_source_sidecar_is_copied_into_the_job(sandbox, tmp_path):
 
 def test_a_stale_sidecar_is_ignored(sandbox, tmp_path):
     path = write_requests(tmp_path / "data.jsonl", 2)
-    (tmp_path / "data.source.json").write_text(json.dumps({"kind": "csv", "path": "/x.csv", "id_column": None,
-                                                           "output_sha256": "0" * 64}))
+    (tmp_path / "data.source.json").write_text(
+        json.dumps({"kind": "csv", "path": "/x.csv", "id_column": None, "output_sha256": "0" * 64})
+    )
     proc = run("submit.py", path, env=sandbox.env())
     assert ok_json(proc)["source"] is None and "earlier version" in proc.stderr
 
 
 # -- the Python API used by retry_failed.py / run_batch.py -----------------------------------------
+
 
 def test_retry_round_api_submits_once_and_is_idempotent(sandbox, tmp_path, monkeypatch):
     from _dwbatches import config
@@ -555,6 +581,7 @@ def test_retry_round_api_submits_once_and_is_idempotent(sandbox, tmp_path, monke
 
 # -- lookups when the server ignores ?search= ---------------------------------------------------
 
+
 class PagingOnlyServer:
     """A stand-in for a server that ignores ``search``: newest first, 100 per page."""
 
@@ -567,10 +594,14 @@ class PagingOnlyServer:
         start = 0
         if after:
             start = next(i for i, x in enumerate(items) if x["id"] == after) + 1
-        data = items[start:start + limit]
+        data = items[start : start + limit]
         self.pages += 1
-        return {"object": "list", "data": data, "has_more": start + limit < len(items),
-                "last_id": data[-1]["id"] if data else None}
+        return {
+            "object": "list",
+            "data": data,
+            "has_more": start + limit < len(items),
+            "last_id": data[-1]["id"] if data else None,
+        }
 
     def list_batches(self, limit=100, after=None, status=None, search=None):
         return self._page(self.batches, limit, after)
@@ -605,8 +636,10 @@ def test_upload_lookup_pages_back_and_checks_the_size(tmp_path):
     from _dwbatches.submitter import Submitter
 
     now = 1_800_000_000
-    files = [{"id": f"f{i}", "filename": f"dwb-x-r1-c{i}.jsonl", "purpose": "batch", "bytes": 100 + i,
-              "created_at": now - i} for i in range(250)]
+    files = [
+        {"id": f"f{i}", "filename": f"dwb-x-r1-c{i}.jsonl", "purpose": "batch", "bytes": 100 + i, "created_at": now - i}
+        for i in range(250)
+    ]
     server = PagingOnlyServer([], files)
     sub = Submitter(Job(str(tmp_path / "j")), server)
     chunk = Chunk(upload_name="dwb-x-r1-c180.jsonl", bytes=280, upload_started_at=now - 200)
@@ -631,6 +664,7 @@ def test_a_held_chunk_whose_file_was_deleted_is_uploaded_again_before_creating(s
 
 # -- a job with nothing created yet can change ---------------------------------------------------
 
+
 def test_a_line_the_server_refuses_can_be_fixed_and_the_same_command_goes_on(sandbox, tmp_path):
     path = tmp_path / "mixed.jsonl"
     lines = [request_line(i) for i in range(1, 4)]
@@ -649,8 +683,20 @@ def test_a_line_the_server_refuses_can_be_fixed_and_the_same_command_goes_on(san
 
 def test_capacity_429_fails_at_once_and_the_24h_window_reuses_the_uploaded_file(sandbox, tmp_path):
     path = write_requests(tmp_path / "in.jsonl", 4)
-    sandbox.set_faults({"http": [{"method": "POST", "path": "/v1/batches", "status": 429, "retry_after": 60,
-                                  "times": 1, "message": "Insufficient capacity for 1h completion window"}]})
+    sandbox.set_faults(
+        {
+            "http": [
+                {
+                    "method": "POST",
+                    "path": "/v1/batches",
+                    "status": 429,
+                    "retry_after": 60,
+                    "times": 1,
+                    "message": "Insufficient capacity for 1h completion window",
+                }
+            ]
+        }
+    )
     proc = run("submit.py", path, "-w", "1h", env=sandbox.env(), timeout=60)
     assert proc.returncode == 1 and proc.stdout == ""
     assert "-w 24h" in proc.stderr and posts(sandbox, "batches") == 1

@@ -44,8 +44,9 @@ def wait_job(sb, job_dir):
 
 def test_a_deleted_download_folder_is_downloaded_again_and_nothing_is_resubmitted(sandbox, tmp_path):
     ids = write_input("p.jsonl", 3)
-    code, doc, err = run_script("run_batch.py", "p.jsonl", "--wait", "--format", "simple", "--interval", "0.2",
-                                env=sandbox.env())
+    code, doc, err = run_script(
+        "run_batch.py", "p.jsonl", "--wait", "--format", "simple", "--interval", "0.2", env=sandbox.env()
+    )
     assert code == 0 and doc["succeeded"] == 3, err
     shutil.rmtree("p.dwjob/results")
 
@@ -105,8 +106,9 @@ ROWS = [("7", "apples"), ("3", "bananas"), ("5", "cherries"), ("1", "dates")]
 
 def build_csv_job(sandbox, *id_flags):
     write_csv("rows.csv", ROWS)
-    code, doc, err = run_script("create_batch_file.py", "rows.jsonl", "--csv", "rows.csv", *id_flags,
-                                "--template", "Name the fruit {text}")
+    code, doc, err = run_script(
+        "create_batch_file.py", "rows.jsonl", "--csv", "rows.csv", *id_flags, "--template", "Name the fruit {text}"
+    )
     assert code == 0, err
     code, doc, err = run_script("run_batch.py", "rows.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
     assert code == 0 and doc["format"] == "csv", err
@@ -136,8 +138,13 @@ def test_a_deleted_csv_row_keeps_its_answer_and_a_repeated_id_gets_no_copy(sandb
     assert (doc["requests"], doc["succeeded"], doc["unexpected"]) == (4, 4, 0)  # the paid answer is counted
     assert doc["cost"]["rounds"][0]["requests"] == 4
     rows = read_csv("after.csv")
-    assert [(r["id"], r["text"]) for r in rows] == [("7", "apples"), ("5", "cherries"), ("1", "dates"),
-                                                    ("7", "apples again"), ("3", "")]
+    assert [(r["id"], r["text"]) for r in rows] == [
+        ("7", "apples"),
+        ("5", "cherries"),
+        ("1", "dates"),
+        ("7", "apples again"),
+        ("3", ""),
+    ]
     assert "bananas" in rows[4]["response"] and rows[4]["error"] == ""  # appended, with its id
     assert rows[3]["response"] == "" and "same id" in rows[3]["error"]  # not the apples answer
     assert any("no row in the CSV any more" in w and "rows-3" in w for w in doc["warnings"])
@@ -188,8 +195,9 @@ def test_a_moved_project_keeps_working_in_its_new_place(sandbox, tmp_path):
     os.chdir(proj_a)
     ids = write_input("p.jsonl", 4)
     sandbox.set_faults({"fail_custom_ids": ["req-2"], "fail_status": 500})
-    code, doc, err = run_script("run_batch.py", "p.jsonl", "--wait", "--format", "simple", "--interval", "0.2",
-                                env=sandbox.env())
+    code, doc, err = run_script(
+        "run_batch.py", "p.jsonl", "--wait", "--format", "simple", "--interval", "0.2", env=sandbox.env()
+    )
     assert code == 5 and doc["failed"] == 1, err
     stored = job_state("p.dwjob")
     assert stored["version"] == 2 and stored["input"]["path"] == "../p.jsonl"  # relative: portable
@@ -215,11 +223,29 @@ def test_a_project_with_its_job_in_a_subfolder_moves_and_copies_whole(sandbox, t
         (proj_c / sub).mkdir(parents=True)
     os.chdir(proj_c)
     write_csv("data/p.csv", ROWS)
-    code, _, err = run_script("create_batch_file.py", "data/p.jsonl", "--csv", "data/p.csv", "--id-column", "id",
-                              "--template", "Name the fruit {text}")
+    code, _, err = run_script(
+        "create_batch_file.py",
+        "data/p.jsonl",
+        "--csv",
+        "data/p.csv",
+        "--id-column",
+        "id",
+        "--template",
+        "Name the fruit {text}",
+    )
     assert code == 0, err
-    code, doc, err = run_script("run_batch.py", "data/p.jsonl", "--job", "jobs/p.dwjob", "--wait", "-o",
-                                "out/answers.csv", "--interval", "0.2", env=sandbox.env())
+    code, doc, err = run_script(
+        "run_batch.py",
+        "data/p.jsonl",
+        "--job",
+        "jobs/p.dwjob",
+        "--wait",
+        "-o",
+        "out/answers.csv",
+        "--interval",
+        "0.2",
+        env=sandbox.env(),
+    )
     assert code == 0, err
     stored = job_state("jobs/p.dwjob")
     assert stored["input"]["path"] == "../../data/p.jsonl" and stored["source"]["path"] == "../../data/p.csv"
@@ -241,8 +267,9 @@ def test_a_project_with_its_job_in_a_subfolder_moves_and_copies_whole(sandbox, t
 def test_a_remembered_output_folder_that_is_gone_is_not_recreated(sandbox, tmp_path):
     write_input("p.jsonl", 2)
     Path("out").mkdir()
-    code, _, err = run_script("run_batch.py", "p.jsonl", "--wait", "-o", "out/answers.jsonl", "--interval", "0.2",
-                              env=sandbox.env())
+    code, _, err = run_script(
+        "run_batch.py", "p.jsonl", "--wait", "-o", "out/answers.jsonl", "--interval", "0.2", env=sandbox.env()
+    )
     assert code == 0, err
     shutil.rmtree("out")
     code, doc, err = run_script("fetch_results.py", "--job", "p.dwjob", env=sandbox.env())
@@ -285,8 +312,9 @@ def test_one_chunk_whose_output_file_is_gone_does_not_block_the_others(sandbox, 
 
     code, doc, err = run_script("fetch_results.py", "--job", job, "--format", "simple", env=sandbox.env())
     assert code == 5, err
-    assert doc["unreachable"] == [{"batch_id": first["id"], "round": 1, "chunk": 1, "results_lost": 3,
-                                   "reason": doc["unreachable"][0]["reason"]}]
+    assert doc["unreachable"] == [
+        {"batch_id": first["id"], "round": 1, "chunk": 1, "results_lost": 3, "reason": doc["unreachable"][0]["reason"]}
+    ]
     assert doc["next"] is None and "retry_failed.py --job p.dwjob --force" in err  # a plain retry would refuse
     assert "is gone from the server" in doc["unreachable"][0]["reason"]
     assert (doc["succeeded"], doc["missing"]) == (6, 3)
@@ -327,8 +355,7 @@ def test_a_chunk_whose_error_file_is_gone_is_retried_without_paying_twice(sandbo
 
 def test_a_cancelled_job_creates_no_further_batch(sandbox, tmp_path):
     write_input("p.jsonl", 6)
-    code, doc, err = run_script("submit.py", "p.jsonl", "--max-requests", "2", "--max-cost", "0",
-                                env=sandbox.env())
+    code, doc, err = run_script("submit.py", "p.jsonl", "--max-requests", "2", "--max-cost", "0", env=sandbox.env())
     assert code == 2 and "no batch was created" in err  # uploaded, held over the cost cap
     code, doc, err = run_script("cancel_batch.py", "--job", "p.dwjob", env=sandbox.env())
     assert code == 0 and doc["cancelled"] == 0, err

@@ -37,8 +37,10 @@ def run_script(*args):
 
 
 def test_valid_file_report(tmp_path):
-    path = write(tmp_path / "ok.jsonl", [line(f"a-{i}") for i in range(5)] + [line("e-1", "/v1/embeddings",
-                                                                                   "Qwen/Qwen3-Embedding-8B")])
+    path = write(
+        tmp_path / "ok.jsonl",
+        [line(f"a-{i}") for i in range(5)] + [line("e-1", "/v1/embeddings", "Qwen/Qwen3-Embedding-8B")],
+    )
     proc = run_script(path, "--max-requests", 4)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
@@ -76,7 +78,9 @@ def test_edge_cases_the_server_accepts_are_valid(tmp_path):
         line("tab\there"),  # TAB is allowed in a custom_id
         line("caf\u00e9-\u00fc"),  # non-ASCII is accepted by the server (64 bytes max)
         line("x" * 64),  # exactly 64 bytes
-        line("c-1", "/v1/completions"), line("m-1", "/v1/messages"), line("r-1", "/v1/responses"),
+        line("c-1", "/v1/completions"),
+        line("m-1", "/v1/messages"),
+        line("r-1", "/v1/responses"),
         dict(line("extra"), note="ignored by the server"),
         line("prio", priority=5),
     ]
@@ -99,22 +103,30 @@ def test_many_duplicates_are_all_counted(tmp_path):
     rows = [line(f"id-{i}") for i in range(120)] * 2
     rep = validate.validate_file(str(write(tmp_path / "dup.jsonl", rows)))
     assert rep.errors_total == 120 and len(rep.errors) == validate.ERRORS_KEPT
-    assert rep.errors[0] == {"line": 121, "custom_id": "id-0",
-                             "message": "duplicate custom_id 'id-0' (first used on line 1); results are matched "
-                                        "by custom_id, so each must be unique"}
+    assert rep.errors[0] == {
+        "line": 121,
+        "custom_id": "id-0",
+        "message": "duplicate custom_id 'id-0' (first used on line 1); results are matched "
+        "by custom_id, so each must be unique",
+    }
 
 
 def test_body_size_limit_override(tmp_path):
-    path = write(tmp_path / "b.jsonl", [line("a"), line("b", max_tokens=5, messages=[{"role": "user",
-                                                                                       "content": "x" * 500}])])
+    path = write(
+        tmp_path / "b.jsonl", [line("a"), line("b", max_tokens=5, messages=[{"role": "user", "content": "x" * 500}])]
+    )
     assert validate.validate_file(str(path)).valid
     rep = validate.validate_file(str(path), max_body_bytes=300)
     assert [e["line"] for e in rep.errors] == [2] and "at most 300" in rep.errors[0]["message"]
 
 
 def test_token_estimates_per_model(tmp_path):
-    rows = [line("a", max_tokens=100), line("b"), line("e", "/v1/embeddings", "Qwen/Qwen3-Embedding-8B"),
-            line("r", "/v1/responses", max_output_tokens=7)]
+    rows = [
+        line("a", max_tokens=100),
+        line("b"),
+        line("e", "/v1/embeddings", "Qwen/Qwen3-Embedding-8B"),
+        line("r", "/v1/responses", max_output_tokens=7),
+    ]
     compact = [json.dumps(r, separators=(",", ":"), ensure_ascii=False) for r in rows]
     for text, spelled in ((compact, compact_body), ([json.dumps(r) for r in rows], spaced_body)):
         path = write(tmp_path / "t.jsonl", text)
@@ -126,7 +138,9 @@ def test_token_estimates_per_model(tmp_path):
         # requests; output: max_tokens where given, else input x 1.1
         assert chat["input_tokens"] == tokens[0] + tokens[1] + tokens[3]
         assert chat["output_tokens"] == 100 + tokens[1] * 11 // 10 + 7
-        assert chat["output_tokens_low"] == min(100, tokens[0] * 11 // 10) + tokens[1] * 11 // 10 + min(7, tokens[3] * 11 // 10)
+        assert chat["output_tokens_low"] == min(100, tokens[0] * 11 // 10) + tokens[1] * 11 // 10 + min(
+            7, tokens[3] * 11 // 10
+        )
         assert rep.model_tokens["Qwen/Qwen3-Embedding-8B"]["input_tokens"] == tokens[2]
         assert rep.model_tokens["Qwen/Qwen3-Embedding-8B"]["output_tokens"] == 0
 
@@ -140,16 +154,21 @@ def spaced_body(body):
     return len(json.dumps(body))
 
 
-@pytest.mark.parametrize("dump", [
-    lambda r: json.dumps(r, separators=(",", ":"), ensure_ascii=False),  # the builder's lines: the body's bytes
-    lambda r: json.dumps(r, separators=(",", ":")),  # non-ASCII as \u escapes: encoded as the server stores it
-    lambda r: json.dumps(r, ensure_ascii=False, indent=None, separators=(", ", ":")),  # another shape: encoded
-    lambda r: json.dumps(r, separators=(",", ":"), ensure_ascii=False).replace("\n", "\r\n"),  # CRLF: encoded
-    lambda r: json.dumps({k: r[k] for k in ("body", "url", "method", "custom_id")}, separators=(",", ":")),
-])
+@pytest.mark.parametrize(
+    "dump",
+    [
+        lambda r: json.dumps(r, separators=(",", ":"), ensure_ascii=False),  # the builder's lines: the body's bytes
+        lambda r: json.dumps(r, separators=(",", ":")),  # non-ASCII as \u escapes: encoded as the server stores it
+        lambda r: json.dumps(r, ensure_ascii=False, indent=None, separators=(", ", ":")),  # another shape: encoded
+        lambda r: json.dumps(r, separators=(",", ":"), ensure_ascii=False).replace("\n", "\r\n"),  # CRLF: encoded
+        lambda r: json.dumps({k: r[k] for k in ("body", "url", "method", "custom_id")}, separators=(",", ":")),
+    ],
+)
 def test_input_tokens_are_counted_from_the_body_as_the_server_counts_them(tmp_path, dump):
-    rows = [line(f"q{i}", messages=[{"role": "user", "content": text}], max_tokens=50)
-            for i, text in enumerate(["hi", "Grüße aus Köln, naïve café", "日本語のテキスト " * 9, "a\nb \"q\" \\ tab\t"])]
+    rows = [
+        line(f"q{i}", messages=[{"role": "user", "content": text}], max_tokens=50)
+        for i, text in enumerate(["hi", "Grüße aus Köln, naïve café", "日本語のテキスト " * 9, 'a\nb "q" \\ tab\t'])
+    ]
     path = write(tmp_path / "u.jsonl", [dump(r) for r in rows])
     rep = validate.validate_file(str(path))
     assert rep.valid, rep.errors
@@ -178,24 +197,27 @@ def test_chunk_plan_respects_both_limits_and_covers_every_request_once_in_order(
         assert ch.index == i and ch.requests <= max_requests and ch.bytes <= max_bytes
         assert ch.start_byte >= prev_end
         prev_end = ch.end_byte
-        part = data[ch.start_byte:ch.end_byte]
-        assert part.endswith(b"\n") and data[:ch.start_byte].count(b"\n") + 1 == ch.start_line
+        part = data[ch.start_byte : ch.end_byte]
+        assert part.endswith(b"\n") and data[: ch.start_byte].count(b"\n") + 1 == ch.start_line
         ids = [json.loads(x)["custom_id"] for x in part.split(b"\n") if x.strip()]
         assert len(ids) == ch.requests and json.loads(part.split(b"\n")[0])["custom_id"] == ids[0]
-        assert data[:ch.end_byte].count(b"\n") == ch.end_line
+        assert data[: ch.end_byte].count(b"\n") == ch.end_line
         seen += ids
     assert seen == expected
     # the gaps between chunks hold only blank lines
     covered = bytearray(len(data))
     for ch in rep.chunks:
-        covered[ch.start_byte:ch.end_byte] = b"\x01" * ch.bytes
+        covered[ch.start_byte : ch.end_byte] = b"\x01" * ch.bytes
     gaps = bytes(b for b, c in zip(data, covered) if not c)
     assert not gaps.strip()
 
 
 def test_chunk_endpoint_is_the_most_common_url(tmp_path):
-    rows = [line("e1", "/v1/embeddings", "Qwen/Qwen3-Embedding-8B"), line("c1"),
-            line("e2", "/v1/embeddings", "Qwen/Qwen3-Embedding-8B")]
+    rows = [
+        line("e1", "/v1/embeddings", "Qwen/Qwen3-Embedding-8B"),
+        line("c1"),
+        line("e2", "/v1/embeddings", "Qwen/Qwen3-Embedding-8B"),
+    ]
     rep = validate.validate_file(str(write(tmp_path / "m.jsonl", rows)))
     assert rep.chunks[0].endpoint == "/v1/embeddings"
 
@@ -210,8 +232,13 @@ def test_every_count_is_over_the_same_lines(tmp_path):
     # a duplicate custom_id, a missing model and a broken line among 8 requests
     no_model = line("m")
     del no_model["body"]["model"]
-    rows = [line(f"a-{i}") for i in range(6)] + [line("a-2"), no_model, "{broken", "",
-                                                  line("e-1", "/v1/embeddings", "Qwen/Qwen3-Embedding-8B")]
+    rows = [line(f"a-{i}") for i in range(6)] + [
+        line("a-2"),
+        no_model,
+        "{broken",
+        "",
+        line("e-1", "/v1/embeddings", "Qwen/Qwen3-Embedding-8B"),
+    ]
     path = write(tmp_path / "mixed.jsonl", rows)
     proc = run_script(path, "--report", tmp_path / "r.json", "-q")
     assert proc.returncode == 2

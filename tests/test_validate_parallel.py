@@ -36,8 +36,14 @@ def request(rng, cid):
     return json.dumps(line, ensure_ascii=rng.random() < 0.5)
 
 
-BROKEN = ["{oops", "[1, 2]", '{"custom_id": 7}', '"just a string"', '{"a": NaN}',
-          json.dumps({"custom_id": "g", "method": "GET", "url": "/v1/chat/completions", "body": {}})]
+BROKEN = [
+    "{oops",
+    "[1, 2]",
+    '{"custom_id": 7}',
+    '"just a string"',
+    '{"a": NaN}',
+    json.dumps({"custom_id": "g", "method": "GET", "url": "/v1/chat/completions", "body": {}}),
+]
 
 
 def make_file(path, rng, n, errors=True, crlf=False, bom=False):
@@ -69,9 +75,12 @@ def make_file(path, rng, n, errors=True, crlf=False, bom=False):
 def full(rep):
     """Everything a report holds, comparable."""
     doc = rep.as_dict()
-    doc.update(chunks=[(c.as_dict(), c.urls, c.endpoint) for c in rep.chunks], model_tokens=rep.model_tokens,
-               max_output_tokens=rep.max_output_tokens,
-               requests_without_max_tokens=rep.requests_without_max_tokens)
+    doc.update(
+        chunks=[(c.as_dict(), c.urls, c.endpoint) for c in rep.chunks],
+        model_tokens=rep.model_tokens,
+        max_output_tokens=rep.max_output_tokens,
+        requests_without_max_tokens=rep.requests_without_max_tokens,
+    )
     return doc
 
 
@@ -102,16 +111,16 @@ def helper_share(monkeypatch):
 
 
 @pytest.mark.parametrize("seed", range(8))
-def test_the_report_is_the_same_however_the_file_is_cut_and_whichever_process_checks_it(tmp_path, seed,
-                                                                                       helper_share):
+def test_the_report_is_the_same_however_the_file_is_cut_and_whichever_process_checks_it(tmp_path, seed, helper_share):
     rng = random.Random(seed)
     path = tmp_path / "f.jsonl"
     # seed 0 and 1: valid files (then the chunk plans must agree); the others carry errors,
     # some more than ERRORS_KEPT
     errors = seed >= 2
-    make_file(path, rng, rng.randint(150, 400) if seed < 6 else 900, errors=errors, crlf=seed % 3 == 1,
-              bom=seed in (4, 5))
-    limits = dict(max_requests=rng.randint(1, 60), max_bytes=rng.randint(400, 6000), max_body_bytes=10 ** 7)
+    make_file(
+        path, rng, rng.randint(150, 400) if seed < 6 else 900, errors=errors, crlf=seed % 3 == 1, bom=seed in (4, 5)
+    )
+    limits = dict(max_requests=rng.randint(1, 60), max_bytes=rng.randint(400, 6000), max_body_bytes=10**7)
     whole = validate.validate_file(str(path), **limits, processes=1, piece_bytes=1 << 30)
     assert whole.valid is not errors
     if not errors:
@@ -129,7 +138,7 @@ def test_the_counts_agree_with_each_other(tmp_path):
         rng = random.Random(100 + seed)
         path = tmp_path / f"{seed}.jsonl"
         make_file(path, rng, rng.randint(20, 300), errors=seed % 2 == 0)
-        rep = validate.validate_file(str(path), max_bytes=rng.choice([300, 10 ** 8]))
+        rep = validate.validate_file(str(path), max_bytes=rng.choice([300, 10**8]))
         assert rep.lines == rep.requests + rep.blank_lines + rep.invalid_lines
         assert rep.requests == sum(rep.models.values()) == sum(rep.endpoints.values())
         assert rep.requests == sum(t["requests"] for t in rep.model_tokens.values())
@@ -146,8 +155,11 @@ def test_duplicates_across_pieces_are_reported_on_their_lines(tmp_path, processe
     rep = validate.validate_file(str(path), processes=processes, piece_bytes=rng.randint(100, 2000))
     dups = [(e["line"], e["custom_id"], e["message"]) for e in rep.errors if "duplicate" in e["message"]]
     kept_lines = {e["line"] for e in rep.errors}
-    want = [(line, cid, piececheck._DUPLICATE.format(cid=cid, first=first)) for line, cid, first in expected
-            if line in kept_lines or line < rep.errors[-1]["line"]]
+    want = [
+        (line, cid, piececheck._DUPLICATE.format(cid=cid, first=first))
+        for line, cid, first in expected
+        if line in kept_lines or line < rep.errors[-1]["line"]
+    ]
     assert dups == want
 
 
@@ -178,15 +190,19 @@ def test_an_id_used_many_times_points_at_its_first_line(tmp_path):
 
 
 def test_a_duplicate_that_is_also_too_long_has_one_error(tmp_path):
-    short = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/embeddings",
-                        "body": {"model": EMBED, "input": "x"}})
-    long = json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/embeddings",
-                       "body": {"model": EMBED, "input": "x" * 400}})
+    short = json.dumps(
+        {"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {"model": EMBED, "input": "x"}}
+    )
+    long = json.dumps(
+        {"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {"model": EMBED, "input": "x" * 400}}
+    )
     path = tmp_path / "t.jsonl"
     path.write_text("\n".join([short, long, short]) + "\n")
     rep = validate.validate_file(str(path), max_bytes=300)
-    assert [(e["line"], e["message"][:20]) for e in rep.errors] == [(2, "the line is 521 byte"),
-                                                                   (3, "duplicate custom_id ")]
+    assert [(e["line"], e["message"][:20]) for e in rep.errors] == [
+        (2, "the line is 521 byte"),
+        (3, "duplicate custom_id "),
+    ]
     assert rep.requests == 1 and rep.invalid_lines == 2
 
 
@@ -219,7 +235,7 @@ def test_helper_results_equal_this_process_results(tmp_path):
     path = tmp_path / "f.jsonl"
     make_file(path, rng, 200, errors=True, bom=True)
     pieces = chunkplan._cut(str(path), path.stat().st_size, 900)
-    tasks = [("piece", s, e, 10 ** 8, 10 ** 7, 4) for s, e in pieces]
+    tasks = [("piece", s, e, 10**8, 10**7, 4) for s, e in pieces]
     helper = workerpool._Helper(str(path))
     try:
         queue = workerpool._Queue(len(tasks))
@@ -237,7 +253,7 @@ def test_pieces_start_at_line_starts_and_cover_the_file(tmp_path):
         pieces = chunkplan._cut(str(path), len(data), piece_bytes)
         assert pieces[0][0] == 0 and pieces[-1][1] == len(data)
         for (_, end), (start, _) in zip(pieces, pieces[1:]):
-            assert end == start and data[start - 1:start] == b"\n"
+            assert end == start and data[start - 1 : start] == b"\n"
     assert chunkplan._cut(str(path), 0, 10) == []
 
 

@@ -54,28 +54,35 @@ def shim_env(base=None) -> dict:
 
 
 def shim_python(code: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], env=shim_env(env), capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run([sys.executable, "-c", code], env=shim_env(env), capture_output=True, text=True, timeout=60)
 
 
 def shim_lock_method() -> str:
-    proc = shim_python(f"import sys; sys.path.insert(0, {str(SCRIPTS)!r}); "
-                       "from _dwbatches import compat; print(compat.LOCK_METHOD)")
+    proc = shim_python(
+        f"import sys; sys.path.insert(0, {str(SCRIPTS)!r}); from _dwbatches import compat; print(compat.LOCK_METHOD)"
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
 
 
 def run_script(name, *args, env, timeout=120):
-    proc = subprocess.run([sys.executable, str(SCRIPTS / name), *map(str, args)], env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout
+    )
     doc = json.loads(proc.stdout) if proc.stdout.strip() else None
     return proc.returncode, doc, proc.stderr
 
 
 def write_input(path, n):
-    items = [{"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
-              "body": {"model": MODEL, "messages": [{"role": "user", "content": f"Question number {i}"}]}}
-             for i in range(n)]
+    items = [
+        {
+            "custom_id": f"req-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": MODEL, "messages": [{"role": "user", "content": f"Question number {i}"}]},
+        }
+        for i in range(n)
+    ]
     Path(path).write_text("".join(json.dumps(i) + "\n" for i in items), encoding="utf-8")
     return [i["custom_id"] for i in items]
 
@@ -116,9 +123,12 @@ class ShimSandbox:
     def api(self, method, path, body=None):
         root = self.proc.base_url[: -len("/v1")]
         url = root + path if path.startswith("/_sandbox") else self.proc.base_url + "/" + path
-        req = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Bearer {self.proc.api_key}",
-                                              "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            url,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.proc.api_key}", "Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=30) as resp:
             return json.loads(resp.read() or b"null")
 
@@ -147,14 +157,16 @@ def shim_sandbox(tmp_path_factory, monkeypatch):
 
 
 def test_the_shim_removes_the_posix_only_apis():
-    probe = ("import os, signal\n"
-             "print(hasattr(os, 'fchmod'), hasattr(os, 'getuid'), hasattr(os, 'O_NOFOLLOW'), hasattr(signal, 'SIGHUP'))\n"
-             "for name in ('fcntl', 'pwd', 'resource', 'grp', 'termios'):\n"
-             "    try:\n"
-             "        __import__(name)\n"
-             "        print(name, 'imported')\n"
-             "    except ImportError:\n"
-             "        print(name, 'missing')\n")
+    probe = (
+        "import os, signal\n"
+        "print(hasattr(os, 'fchmod'), hasattr(os, 'getuid'), hasattr(os, 'O_NOFOLLOW'), hasattr(signal, 'SIGHUP'))\n"
+        "for name in ('fcntl', 'pwd', 'resource', 'grp', 'termios'):\n"
+        "    try:\n"
+        "        __import__(name)\n"
+        "        print(name, 'imported')\n"
+        "    except ImportError:\n"
+        "        print(name, 'missing')\n"
+    )
     proc = shim_python(probe)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -164,8 +176,12 @@ def test_the_shim_removes_the_posix_only_apis():
     assert shim_python("import fcntl").returncode != 0
     assert shim_lock_method() in ("msvcrt", "exclusive-file")  # never flock
     if not compat.IS_WINDOWS:  # without the shim, the same Python has them: the shim made the difference
-        plain = subprocess.run([sys.executable, "-c", "import os, fcntl; print(hasattr(os, 'fchmod'))"],
-                               capture_output=True, text=True, timeout=60)
+        plain = subprocess.run(
+            [sys.executable, "-c", "import os, fcntl; print(hasattr(os, 'fchmod'))"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert plain.stdout.strip() == "True"
         assert shim_lock_method() == "exclusive-file"
 
@@ -287,8 +303,13 @@ def test_the_job_lock_excludes_under_the_shim(shim_sandbox, tmp_path):
         assert not Path(job, "results").exists()
 
         # one that starts while it is held goes on when it is released
-        waiting = subprocess.Popen([sys.executable, str(SCRIPTS / "fetch_results.py"), "--job", job], env=env,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        waiting = subprocess.Popen(
+            [sys.executable, str(SCRIPTS / "fetch_results.py"), "--job", job],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(1.5)
         assert waiting.poll() is None
         holder.tell()

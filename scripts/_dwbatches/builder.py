@@ -34,12 +34,7 @@ from .files import atomic_write_json, fsync_dir, reraise_named
 from .idtable import NOT_FOUND, IdTable
 from .jobrecord import sha256_file
 from .requestrules import _check_custom_id, check_request
-from .validate import (
-    MAX_BODY_BYTES,
-    MAX_FILE_BYTES,
-    MAX_REQUESTS_PER_FILE,
-    validate_file,
-)
+from .validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE, validate_file
 
 check_custom_id = _check_custom_id  # None when the id is acceptable, else the reason
 
@@ -70,10 +65,10 @@ def _merge_extra(body: Dict[str, Any], extra_body: Optional[Dict[str, Any]], pro
         return
     clash = [k for k in extra_body if k in protected]
     if clash:
-        raise UsageError(f"extra body field(s) {', '.join(sorted(clash))} would replace what the request is "
-                         "built from",
-                         hint="Use -m/--model and the prompt inputs for those; put only additional "
-                              "parameters in --extra-body.")
+        raise UsageError(
+            f"extra body field(s) {', '.join(sorted(clash))} would replace what the request is built from",
+            hint="Use -m/--model and the prompt inputs for those; put only additional parameters in --extra-body.",
+        )
     body.update(extra_body)
 
 
@@ -88,43 +83,71 @@ def _set_given(body: Dict[str, Any], **fields: Any) -> None:
             body[key] = value
 
 
-def chat_request(custom_id: str, prompt: str, model: str = DEFAULT_CHAT_MODEL, *, system: Optional[str] = None,
-                 temperature: Optional[float] = None, max_tokens: Optional[int] = None,
-                 top_p: Optional[float] = None, stop: Optional[Sequence[str]] = None,
-                 response_format: Optional[Dict[str, Any]] = None,
-                 extra_body: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def chat_request(
+    custom_id: str,
+    prompt: str,
+    model: str = DEFAULT_CHAT_MODEL,
+    *,
+    system: Optional[str] = None,
+    temperature: Optional[float] = None,
+    max_tokens: Optional[int] = None,
+    top_p: Optional[float] = None,
+    stop: Optional[Sequence[str]] = None,
+    response_format: Optional[Dict[str, Any]] = None,
+    extra_body: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
     """One ``/v1/chat/completions`` line: an optional system message, then the prompt as the user."""
     messages: List[Dict[str, Any]] = []
     if system:
         messages.append({"role": "system", "content": system})
     messages.append({"role": "user", "content": prompt})
     body: Dict[str, Any] = {"model": model, "messages": messages}
-    _set_given(body, temperature=temperature, max_tokens=max_tokens, top_p=top_p,
-               stop=list(stop) if stop else None, response_format=response_format)
+    _set_given(
+        body,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        top_p=top_p,
+        stop=list(stop) if stop else None,
+        response_format=response_format,
+    )
     _merge_extra(body, extra_body, ("model", "messages"))
     return _line(custom_id, CHAT, body)
 
 
-def embedding_request(custom_id: str, text: str, model: str = DEFAULT_EMBEDDING_MODEL, *,
-                      extra_body: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def embedding_request(
+    custom_id: str, text: str, model: str = DEFAULT_EMBEDDING_MODEL, *, extra_body: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
     """One ``/v1/embeddings`` line: ``{model, input}``."""
     body: Dict[str, Any] = {"model": model, "input": text}
     _merge_extra(body, extra_body, ("model", "input"))
     return _line(custom_id, EMBEDDINGS, body)
 
 
-def responses_request(custom_id: str, prompt: str, model: str = DEFAULT_CHAT_MODEL, *,
-                      instructions: Optional[str] = None, temperature: Optional[float] = None,
-                      max_output_tokens: Optional[int] = None, top_p: Optional[float] = None,
-                      text_format: Optional[Dict[str, Any]] = None,
-                      extra_body: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def responses_request(
+    custom_id: str,
+    prompt: str,
+    model: str = DEFAULT_CHAT_MODEL,
+    *,
+    instructions: Optional[str] = None,
+    temperature: Optional[float] = None,
+    max_output_tokens: Optional[int] = None,
+    top_p: Optional[float] = None,
+    text_format: Optional[Dict[str, Any]] = None,
+    extra_body: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
     """One ``/v1/responses`` line: ``{model, input, instructions?, max_output_tokens?, ...}``.
 
     ``text_format`` is the Responses API's ``text.format`` (``{"type": "json_object"}`` or a
     ``json_schema`` format)."""
     body: Dict[str, Any] = {"model": model, "input": prompt}
-    _set_given(body, instructions=instructions or None, temperature=temperature, max_output_tokens=max_output_tokens,
-               top_p=top_p, text={"format": text_format} if text_format is not None else None)
+    _set_given(
+        body,
+        instructions=instructions or None,
+        temperature=temperature,
+        max_output_tokens=max_output_tokens,
+        top_p=top_p,
+        text={"format": text_format} if text_format is not None else None,
+    )
     _merge_extra(body, extra_body, ("model", "input"))
     return _line(custom_id, RESPONSES, body)
 
@@ -141,12 +164,22 @@ def json_mode_format(endpoint: str, schema: Optional[Dict[str, Any]] = None, nam
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
 
 
-def build_request(endpoint: str, custom_id: str, prompt: str, model: Optional[str] = None, *,
-                  system: Optional[str] = None, temperature: Optional[float] = None,
-                  max_tokens: Optional[int] = None, top_p: Optional[float] = None,
-                  stop: Optional[Sequence[str]] = None, json_mode: bool = False,
-                  json_schema: Optional[Dict[str, Any]] = None, schema_name: str = "output",
-                  extra_body: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def build_request(
+    endpoint: str,
+    custom_id: str,
+    prompt: str,
+    model: Optional[str] = None,
+    *,
+    system: Optional[str] = None,
+    temperature: Optional[float] = None,
+    max_tokens: Optional[int] = None,
+    top_p: Optional[float] = None,
+    stop: Optional[Sequence[str]] = None,
+    json_mode: bool = False,
+    json_schema: Optional[Dict[str, Any]] = None,
+    schema_name: str = "output",
+    extra_body: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
     """One line for ``endpoint`` from the generic options (``create_batch_file.py``'s flags).
 
     For ``/v1/responses`` ``system`` becomes ``instructions`` and ``max_tokens`` becomes
@@ -154,32 +187,63 @@ def build_request(endpoint: str, custom_id: str, prompt: str, model: Optional[st
     model = model or default_model(endpoint)
     fmt = json_mode_format(endpoint, json_schema, schema_name) if (json_mode or json_schema) else None
     if endpoint == CHAT:
-        return chat_request(custom_id, prompt, model, system=system, temperature=temperature,
-                            max_tokens=max_tokens, top_p=top_p, stop=stop, response_format=fmt,
-                            extra_body=extra_body)
+        return chat_request(
+            custom_id,
+            prompt,
+            model,
+            system=system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            top_p=top_p,
+            stop=stop,
+            response_format=fmt,
+            extra_body=extra_body,
+        )
     if endpoint == RESPONSES:
         if stop:
-            raise UsageError("--stop is not a /v1/responses parameter",
-                             hint="Drop --stop, or use --endpoint /v1/chat/completions.")
-        return responses_request(custom_id, prompt, model, instructions=system, temperature=temperature,
-                                 max_output_tokens=max_tokens, top_p=top_p, text_format=fmt,
-                                 extra_body=extra_body)
+            raise UsageError(
+                "--stop is not a /v1/responses parameter", hint="Drop --stop, or use --endpoint /v1/chat/completions."
+            )
+        return responses_request(
+            custom_id,
+            prompt,
+            model,
+            instructions=system,
+            temperature=temperature,
+            max_output_tokens=max_tokens,
+            top_p=top_p,
+            text_format=fmt,
+            extra_body=extra_body,
+        )
     if endpoint == EMBEDDINGS:
-        given = [name for name, value in (("--system", system), ("--temperature", temperature),
-                                          ("--max-tokens", max_tokens), ("--top-p", top_p), ("--stop", stop),
-                                          ("--response-format-json", json_mode),
-                                          ("--json-schema", json_schema)) if value]
+        given = [
+            name
+            for name, value in (
+                ("--system", system),
+                ("--temperature", temperature),
+                ("--max-tokens", max_tokens),
+                ("--top-p", top_p),
+                ("--stop", stop),
+                ("--response-format-json", json_mode),
+                ("--json-schema", json_schema),
+            )
+            if value
+        ]
         if given:
-            raise UsageError(f"{', '.join(given)} do(es) not apply to /v1/embeddings",
-                             hint="Embeddings requests are {model, input}; drop those options.")
+            raise UsageError(
+                f"{', '.join(given)} do(es) not apply to /v1/embeddings",
+                hint="Embeddings requests are {model, input}; drop those options.",
+            )
         return embedding_request(custom_id, prompt, model, extra_body=extra_body)
     raise UsageError(f"endpoint {endpoint!r} is not supported here; use one of {', '.join(ENDPOINTS)}")
 
 
 # -- custom ids -------------------------------------------------------------------------------
 
-def custom_id_for(prefix: str, number: Optional[int] = None, row_id: Optional[str] = None,
-                  width: int = ID_WIDTH) -> str:
+
+def custom_id_for(
+    prefix: str, number: Optional[int] = None, row_id: Optional[str] = None, width: int = ID_WIDTH
+) -> str:
     """``<prefix>-<row id>`` when the row has an id, else ``<prefix>-<zero-padded number>``.
     An empty prefix gives the bare row id (or number)."""
     tail = row_id if row_id is not None else f"{number:0{width}d}"
@@ -198,15 +262,20 @@ def prefix_from_path(path: Optional[str], fallback: str = "req") -> str:
 def row_id_text(value: Any, line: int, column: str) -> str:
     """The id column's value as text; ``InputError`` when it cannot serve as an id."""
     if isinstance(value, bool) or value is None or isinstance(value, (dict, list)):
-        raise InputError(f"line {line}: the id {column!r} is {json.dumps(value)}, not a string or number",
-                         hint="Every row needs a non-empty, unique id.", line=line)
+        raise InputError(
+            f"line {line}: the id {column!r} is {json.dumps(value)}, not a string or number",
+            hint="Every row needs a non-empty, unique id.",
+            line=line,
+        )
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = str(value).strip()
     if not text:
-        raise InputError(f"line {line}: the id {column!r} is empty",
-                         hint="Every row needs a non-empty, unique id; fix the row or drop --id-column "
-                              "to number the rows instead.", line=line)
+        raise InputError(
+            f"line {line}: the id {column!r} is empty",
+            hint="Every row needs a non-empty, unique id; fix the row or drop --id-column to number the rows instead.",
+            line=line,
+        )
     return text
 
 
@@ -234,8 +303,14 @@ class BatchFileWriter:
         w.summary  # {"path", "requests", "bytes", "models", "endpoints", "chunks", "warnings"}
     """
 
-    def __init__(self, path: str, *, max_body_bytes: int = MAX_BODY_BYTES,
-                 max_requests: int = MAX_REQUESTS_PER_FILE, max_bytes: int = MAX_FILE_BYTES):
+    def __init__(
+        self,
+        path: str,
+        *,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        max_requests: int = MAX_REQUESTS_PER_FILE,
+        max_bytes: int = MAX_FILE_BYTES,
+    ):
         self.path = os.path.abspath(path)
         self.max_body_bytes = max_body_bytes
         self.max_requests = max_requests
@@ -244,8 +319,9 @@ class BatchFileWriter:
         if not os.path.isdir(directory):
             raise UsageError(f"the output directory {directory} does not exist")
         try:
-            fd, self.tmp = tempfile.mkstemp(prefix="." + os.path.basename(self.path) + ".", suffix=".tmp",
-                                            dir=directory)
+            fd, self.tmp = tempfile.mkstemp(
+                prefix="." + os.path.basename(self.path) + ".", suffix=".tmp", dir=directory
+            )
         except OSError as exc:
             reraise_named(exc, self.path, what=WRITER_WHAT)
         self._fh: Optional[IO[bytes]] = os.fdopen(fd, "wb")
@@ -276,10 +352,12 @@ class BatchFileWriter:
         slot = self._ids.find(cid)
         if slot != NOT_FOUND:
             first = self._lines[self._ids.value(slot)]
-            raise InputError(f"{where}: duplicate custom_id {cid!r} (first made from "
-                             f"{'line' if line is not None else 'request'} {first})",
-                             hint="Each row needs a unique id; fix the id column or drop it to number "
-                                  "the rows instead.", line=line)
+            raise InputError(
+                f"{where}: duplicate custom_id {cid!r} (first made from "
+                f"{'line' if line is not None else 'request'} {first})",
+                hint="Each row needs a unique id; fix the id column or drop it to number the rows instead.",
+                line=line,
+            )
         assert self._fh is not None
         try:
             self._fh.write(data + b"\n")
@@ -320,10 +398,14 @@ class BatchFileWriter:
             self._fh.close()
             self._fh = None
             if self.requests == 0:
-                raise InputError("no requests were produced (the input has no rows)",
-                                 hint="Check that the input file has data rows.", line=None)
-            rep = validate_file(self.tmp, max_requests=self.max_requests, max_bytes=self.max_bytes,
-                                max_body_bytes=self.max_body_bytes)
+                raise InputError(
+                    "no requests were produced (the input has no rows)",
+                    hint="Check that the input file has data rows.",
+                    line=None,
+                )
+            rep = validate_file(
+                self.tmp, max_requests=self.max_requests, max_bytes=self.max_bytes, max_body_bytes=self.max_body_bytes
+            )
             if not rep.valid:
                 first = rep.errors[0] if rep.errors else {"line": "?", "message": "invalid"}
                 raise InputError(f"the built file is not valid: output line {first['line']}: {first['message']}")
@@ -334,10 +416,17 @@ class BatchFileWriter:
             self.abort()  # quiet: the error that stopped the write is the one to report
             reraise_named(exc, self.path, what=WRITER_WHAT)
         endpoints = sorted(rep.endpoints, key=lambda u: -rep.endpoints[u])
-        self.summary = {"path": self.path, "requests": rep.requests, "bytes": rep.bytes, "models": rep.models,
-                        "endpoint": endpoints[0] if endpoints else None, "endpoints": rep.endpoints,
-                        "chunks": len(rep.chunks), "estimated_input_tokens": rep.estimated_input_tokens,
-                        "warnings": rep.warnings}
+        self.summary = {
+            "path": self.path,
+            "requests": rep.requests,
+            "bytes": rep.bytes,
+            "models": rep.models,
+            "endpoint": endpoints[0] if endpoints else None,
+            "endpoints": rep.endpoints,
+            "chunks": len(rep.chunks),
+            "estimated_input_tokens": rep.estimated_input_tokens,
+            "warnings": rep.warnings,
+        }
         return self.summary
 
     def abort(self) -> None:
@@ -369,6 +458,7 @@ def write_batch_file(rows: Iterable[Dict[str, Any]], path: str, **limits: int) -
 
 
 # -- the CSV source sidecar -------------------------------------------------------------------
+
 
 def sidecar_path(output_path: str) -> str:
     """``data.jsonl`` → ``data.source.json`` (beside it)."""

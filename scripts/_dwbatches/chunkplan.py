@@ -34,9 +34,15 @@ class Chunk:
         return self.end_byte - self.start_byte
 
     def as_dict(self) -> Dict[str, int]:
-        return {"index": self.index, "start_line": self.start_line, "end_line": self.end_line,
-                "start_byte": self.start_byte, "end_byte": self.end_byte, "requests": self.requests,
-                "bytes": self.bytes}
+        return {
+            "index": self.index,
+            "start_line": self.start_line,
+            "end_line": self.end_line,
+            "start_byte": self.start_byte,
+            "end_byte": self.end_byte,
+            "requests": self.requests,
+            "bytes": self.bytes,
+        }
 
 
 class _Planner:
@@ -80,18 +86,29 @@ class _Planner:
         i = 0
         while i < total:
             chunk = self.chunk
-            if chunk is not None and self.count + total - i <= self.max_requests \
-                    and start + last_end - chunk.start_byte <= self.max_bytes:
+            if (
+                chunk is not None
+                and self.count + total - i <= self.max_requests
+                and start + last_end - chunk.start_byte <= self.max_bytes
+            ):
                 stop = total  # the rest of the piece fits in the chunk (the usual case)
                 end_last = start + last_end
             else:
                 if ends is None:
                     ends = list(accumulate(sizes))
-                if (chunk is None or self.count >= self.max_requests
-                        or start + end_of(i) - chunk.start_byte > self.max_bytes):
+                if (
+                    chunk is None
+                    or self.count >= self.max_requests
+                    or start + end_of(i) - chunk.start_byte > self.max_bytes
+                ):
                     self.close()
-                    chunk = self.chunk = Chunk(index=len(self.chunks) + 1, start_line=line_of(i), end_line=0,
-                                               start_byte=start + end_of(i) - sizes[i], end_byte=0)
+                    chunk = self.chunk = Chunk(
+                        index=len(self.chunks) + 1,
+                        start_line=line_of(i),
+                        end_line=0,
+                        start_byte=start + end_of(i) - sizes[i],
+                        end_byte=0,
+                    )
                     self.chunks.append(chunk)
                     self.count = 0
                     self.urls = {}

@@ -32,37 +32,67 @@ def check_wait_args(args: Any) -> None:
 
 def add_submit_args(parser: Any) -> None:
     """The submit flags, shared by submit.py and run_batch.py (a parser or an argument group)."""
-    parser.add_argument("-w", "--completion-window", choices=WINDOWS,
-                        help="24h (batch price, the default) or 1h (async price, faster)")
-    parser.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE",
-                        help="batch metadata (repeatable; string values)")
+    parser.add_argument(
+        "-w", "--completion-window", choices=WINDOWS, help="24h (batch price, the default) or 1h (async price, faster)"
+    )
+    parser.add_argument(
+        "--metadata",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="batch metadata (repeatable; string values)",
+    )
     parser.add_argument("--job", metavar="DIR", help="job directory (default: INPUT.dwjob beside the input)")
-    parser.add_argument("--max-requests", type=int, metavar="N",
-                        help=f"requests per uploaded file (default {MAX_REQUESTS_PER_FILE})")
-    parser.add_argument("--max-bytes", type=int, metavar="N",
-                        help=f"bytes per uploaded file (default {MAX_FILE_BYTES})")
-    parser.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, metavar="N",
-                        help="bytes per request body (default %(default)s)")
-    parser.add_argument("--max-cost", type=float, metavar="USD",
-                        help="create no batch when the server's cost estimate is over USD")
-    parser.add_argument("--parallel", type=int, default=DEFAULT_PARALLEL, metavar="N",
-                        help="chunks uploaded and created at once (default %(default)s; 1 = one after another)")
-    parser.add_argument("--resubmit", action="store_true",
-                        help="submit a file that another job already submitted (a new job for it is refused "
-                             "otherwise: it would pay for every request again)")
+    parser.add_argument(
+        "--max-requests", type=int, metavar="N", help=f"requests per uploaded file (default {MAX_REQUESTS_PER_FILE})"
+    )
+    parser.add_argument(
+        "--max-bytes", type=int, metavar="N", help=f"bytes per uploaded file (default {MAX_FILE_BYTES})"
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=MAX_BODY_BYTES,
+        metavar="N",
+        help="bytes per request body (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-cost", type=float, metavar="USD", help="create no batch when the server's cost estimate is over USD"
+    )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=DEFAULT_PARALLEL,
+        metavar="N",
+        help="chunks uploaded and created at once (default %(default)s; 1 = one after another)",
+    )
+    parser.add_argument(
+        "--resubmit",
+        action="store_true",
+        help="submit a file that another job already submitted (a new job for it is refused "
+        "otherwise: it would pay for every request again)",
+    )
 
 
 def add_output_args(parser: Any) -> None:
     """The result flags, shared by fetch_results.py and run_batch.py."""
     g = parser.add_argument_group("results")
-    g.add_argument("-o", "--output", metavar="OUT", help="merged results file (default: <input stem>.results.jsonl "
-                                                          "beside the input; .csv for --format csv)")
+    g.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        help="merged results file (default: <input stem>.results.jsonl beside the input; .csv for --format csv)",
+    )
     g.add_argument("--errors", metavar="ERR", help="errors file (default: <OUT stem>.errors.jsonl)")
-    g.add_argument("--format", choices=FORMATS, default=None,
-                   help="raw (server lines), simple (custom_id, ok, content, usage, error) or csv: the "
-                        "original CSV with answer and error columns for a job built from a CSV, else one row per "
-                        "request (custom_id, prompt, answer, error) (default: csv for a job built from a CSV, "
-                        "else raw)")
+    g.add_argument(
+        "--format",
+        choices=FORMATS,
+        default=None,
+        help="raw (server lines), simple (custom_id, ok, content, usage, error) or csv: the "
+        "original CSV with answer and error columns for a job built from a CSV, else one row per "
+        "request (custom_id, prompt, answer, error) (default: csv for a job built from a CSV, "
+        "else raw)",
+    )
     g.add_argument("--csv", metavar="FILE", help="the original CSV, for --format csv (default: the job's source)")
     g.add_argument("--column", metavar="NAME", help="--format csv: the name of the answer column (default: response)")
 
@@ -72,12 +102,18 @@ def connection(args: Any) -> Connection:
 
 
 def submit_options(args: Any) -> SubmitOptions:
-    return SubmitOptions(completion_window=args.completion_window, metadata=list(args.metadata), job=args.job,
-                         max_requests=args.max_requests, max_bytes=args.max_bytes,
-                         max_body_bytes=args.max_body_bytes, max_cost=args.max_cost, parallel=args.parallel,
-                         resubmit=args.resubmit)
+    return SubmitOptions(
+        completion_window=args.completion_window,
+        metadata=list(args.metadata),
+        job=args.job,
+        max_requests=args.max_requests,
+        max_bytes=args.max_bytes,
+        max_body_bytes=args.max_body_bytes,
+        max_cost=args.max_cost,
+        parallel=args.parallel,
+        resubmit=args.resubmit,
+    )
 
 
 def output_options(args: Any) -> OutputOptions:
-    return OutputOptions(format=args.format, output=args.output, errors=args.errors, csv=args.csv,
-                         column=args.column)
+    return OutputOptions(format=args.format, output=args.output, errors=args.errors, csv=args.csv, column=args.column)

@@ -55,8 +55,10 @@ def target_hint(script: str) -> str:
     here, with a command that runs as printed, or words only when there is none."""
     found = job_dirs_here()
     if not found:
-        return ("Pass the job directory that submit.py or run_batch.py printed (its 'job' field; there is none "
-                "in this folder) as --job DIR, or batch ids (list_batches.py lists them).")
+        return (
+            "Pass the job directory that submit.py or run_batch.py printed (its 'job' field; there is none "
+            "in this folder) as --job DIR, or batch ids (list_batches.py lists them)."
+        )
     others = f" (job directories here: {', '.join(found)})" if len(found) > 1 else ""
     return f"e.g. {command(script, '--job', found[0])}{others}"
 
@@ -75,12 +77,24 @@ def resume_command(state: JobRecord, job_dir: str) -> str:
 # printed, that never rerun work the user stopped.
 
 
-def output_options(fmt: Optional[str] = None, out: Optional[str] = None, errors: Optional[str] = None,
-                   csv: Optional[str] = None, column: Optional[str] = None, input_path: Optional[str] = None) -> List[str]:
+def output_options(
+    fmt: Optional[str] = None,
+    out: Optional[str] = None,
+    errors: Optional[str] = None,
+    csv: Optional[str] = None,
+    column: Optional[str] = None,
+    input_path: Optional[str] = None,
+) -> List[str]:
     """Result options as command-line arguments, to repeat them in a `next` command."""
     args: List[str] = []
-    for flag, value in (("-o", out), ("--errors", errors), ("--format", fmt), ("--csv", csv), ("--column", column),
-                        ("--input", input_path)):
+    for flag, value in (
+        ("-o", out),
+        ("--errors", errors),
+        ("--format", fmt),
+        ("--csv", csv),
+        ("--column", column),
+        ("--input", input_path),
+    ):
         if value:
             args += [flag, value if flag in ("--format", "--column") else display_path(value)]
     return args
@@ -101,8 +115,9 @@ def after_submit(job_dir: str) -> str:
     return command("poll.py", "--job", display_path(job_dir))
 
 
-def after_check(status: str, finished: bool, job_dir: Optional[str], state: Optional[JobRecord],
-                batch_ids: Sequence[str]) -> str:
+def after_check(
+    status: str, finished: bool, job_dir: Optional[str], state: Optional[JobRecord], batch_ids: Sequence[str]
+) -> str:
     """poll.py: resume an unfinished submit, fetch once finished, else check again later."""
     target = target_args(job_dir, batch_ids)
     if status == "not_submitted" and job_dir is not None and state is not None:
@@ -112,8 +127,15 @@ def after_check(status: str, finished: bool, job_dir: Optional[str], state: Opti
     return command("poll.py", *target)
 
 
-def after_fetch(code: int, job_dir: Optional[str], state: Optional[JobRecord], batch_ids: Sequence[str],
-                extra: Sequence[str], unsubmitted: bool = False, results_lost: int = 0) -> Optional[str]:
+def after_fetch(
+    code: int,
+    job_dir: Optional[str],
+    state: Optional[JobRecord],
+    batch_ids: Sequence[str],
+    extra: Sequence[str],
+    unsubmitted: bool = False,
+    results_lost: int = 0,
+) -> Optional[str]:
     """fetch_results.py: retry what failed (never after the user's cancel, nor when completed
     results are lost on the server: the retry would refuse to pay for them twice), check a job
     that runs (or fetch bare ids again), nothing when done."""

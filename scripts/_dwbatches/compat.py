@@ -365,8 +365,9 @@ def python_command() -> str:
 
     found = shutil.which(word)
     if found:
-        same_dir = os.path.normcase(os.path.dirname(os.path.abspath(found))) == \
-            os.path.normcase(os.path.dirname(os.path.abspath(exe)))
+        same_dir = os.path.normcase(os.path.dirname(os.path.abspath(found))) == os.path.normcase(
+            os.path.dirname(os.path.abspath(exe))
+        )
         try:
             if same_dir and os.path.samefile(found, exe):
                 return word

@@ -29,12 +29,16 @@ DEFAULT_BASE_URL = "https://api.doubleword.ai/v1"
 KEY_VAR = "DOUBLEWORD_API_KEY"
 URL_VAR = "DOUBLEWORD_BASE_URL"
 
+
 def missing_key_hint() -> str:
     from .commands import command  # the command as it runs from the working directory
-    return ("Set DOUBLEWORD_API_KEY in the environment (export DOUBLEWORD_API_KEY=sk-...) or put "
-            "DOUBLEWORD_API_KEY=sk-... in a .env file in the directory you run the script from (or a folder "
-            "above it). Create a key at https://app.doubleword.ai/api-keys. To try the scripts without a key: "
-            + command("check_setup.py", "--sandbox"))
+
+    return (
+        "Set DOUBLEWORD_API_KEY in the environment (export DOUBLEWORD_API_KEY=sk-...) or put "
+        "DOUBLEWORD_API_KEY=sk-... in a .env file in the directory you run the script from (or a folder "
+        "above it). Create a key at https://app.doubleword.ai/api-keys. To try the scripts without a key: "
+        + command("check_setup.py", "--sandbox")
+    )
 
 
 @dataclass
@@ -46,12 +50,16 @@ class Config:
     dotenv_path: Optional[str] = None
 
     def __repr__(self) -> str:  # never show the key
-        return (f"Config(api_key={'<set>' if self.api_key else '<missing>'}, base_url={self.base_url!r}, "
-                f"key_source={self.key_source!r})")
+        return (
+            f"Config(api_key={'<set>' if self.api_key else '<missing>'}, base_url={self.base_url!r}, "
+            f"key_source={self.key_source!r})"
+        )
 
 
-DOTENV_HINT = ("Make the file readable by you (e.g. chmod 600 FILE) or move it away; the scripts also take "
-               "DOUBLEWORD_API_KEY and DOUBLEWORD_BASE_URL from the environment.")
+DOTENV_HINT = (
+    "Make the file readable by you (e.g. chmod 600 FILE) or move it away; the scripts also take "
+    "DOUBLEWORD_API_KEY and DOUBLEWORD_BASE_URL from the environment."
+)
 
 
 def find_dotenv_file(start: Optional[str] = None) -> Optional[str]:
@@ -79,7 +87,7 @@ def decode_dotenv(data: bytes, path: str) -> str:
     """The text of a .env file: UTF-8, with or without a byte-order mark, or UTF-16 with one."""
     try:
         if data.startswith(codecs.BOM_UTF8):
-            text = data[len(codecs.BOM_UTF8):].decode("utf-8")
+            text = data[len(codecs.BOM_UTF8) :].decode("utf-8")
         elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             text = data.decode("utf-16")
         else:
@@ -88,11 +96,13 @@ def decode_dotenv(data: bytes, path: str) -> str:
         raise ConfigError(
             f"cannot read the .env file {path}: it is not UTF-8 text (byte {exc.object[exc.start]:#04x} at "
             f"offset {exc.start})",
-            hint="Save the file as UTF-8 (in Notepad: Save as, Encoding: UTF-8).") from None
+            hint="Save the file as UTF-8 (in Notepad: Save as, Encoding: UTF-8).",
+        ) from None
     if "\x00" in text:
         raise ConfigError(
             f"cannot read the .env file {path}: it contains NUL bytes (UTF-16 without a byte-order mark?)",
-            hint="Save the file as UTF-8 (in Notepad: Save as, Encoding: UTF-8).")
+            hint="Save the file as UTF-8 (in Notepad: Save as, Encoding: UTF-8).",
+        )
     return text
 
 
@@ -105,8 +115,9 @@ def read_dotenv() -> Tuple[Optional[str], Dict[str, str]]:
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError as exc:
-        raise ConfigError(f"cannot read the .env file {path}: {exc.strerror or exc}",
-                          hint=DOTENV_HINT.replace("FILE", path)) from None
+        raise ConfigError(
+            f"cannot read the .env file {path}: {exc.strerror or exc}", hint=DOTENV_HINT.replace("FILE", path)
+        ) from None
     text = decode_dotenv(data, path)
     values = {k: v for k, v in dotenv_values(stream=io.StringIO(text)).items() if v is not None}
     return path, values
@@ -132,7 +143,8 @@ def check_key(key: str, source: Optional[str]) -> None:
         f"DOUBLEWORD_API_KEY contains {what} (key from {source or 'the environment'}); an API key is a "
         "single word of printable ASCII characters",
         hint="Copy the key again from https://app.doubleword.ai/api-keys and put it on one line "
-             "(DOUBLEWORD_API_KEY=sk-...), without quotes around escape sequences such as \\n.")
+        "(DOUBLEWORD_API_KEY=sk-...), without quotes around escape sequences such as \\n.",
+    )
 
 
 def check_base_url(url: str, allow_insecure_http: bool = False) -> str:
@@ -151,14 +163,21 @@ def check_base_url(url: str, allow_insecure_http: bool = False) -> str:
         )
     if not parts.path.rstrip("/").endswith("/v1"):
         from .output import narrate
-        narrate(f"warning: the base URL {url} does not end in /v1; Doubleword's API lives under /v1 "
-                "(e.g. https://api.doubleword.ai/v1)")
+
+        narrate(
+            f"warning: the base URL {url} does not end in /v1; Doubleword's API lives under /v1 "
+            "(e.g. https://api.doubleword.ai/v1)"
+        )
     return url
 
 
-def load_config(base_url: Optional[str] = None, allow_insecure_http: bool = False,
-                require_key: bool = True, job_url: Optional[str] = None,
-                job_allows_insecure_http: bool = False) -> Config:
+def load_config(
+    base_url: Optional[str] = None,
+    allow_insecure_http: bool = False,
+    require_key: bool = True,
+    job_url: Optional[str] = None,
+    job_allows_insecure_http: bool = False,
+) -> Config:
     """The key and base URL: the flag, then DOUBLEWORD_BASE_URL, then the nearest .env, then the
     URL a job was submitted to (``job_url``: a job remembers its server, and whether plain
     http to it was allowed), then Doubleword's API."""
@@ -197,5 +216,4 @@ def load_config(base_url: Optional[str] = None, allow_insecure_http: bool = Fals
 
     if require_key and not key:
         raise ConfigError("DOUBLEWORD_API_KEY is not set", hint=missing_key_hint())
-    return Config(api_key=key, base_url=url, key_source=key_source, base_url_source=url_source,
-                  dotenv_path=dotenv_path)
+    return Config(api_key=key, base_url=url, key_source=key_source, base_url_source=url_source, dotenv_path=dotenv_path)

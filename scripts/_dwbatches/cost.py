@@ -17,8 +17,9 @@ from .merge import Merger
 from .validate import Report
 
 
-def usage_and_cost(merger: Merger, reports: Sequence[BatchReport], windows: Dict[Optional[int], str]
-                   ) -> Tuple[Dict[str, int], Dict[str, Any]]:
+def usage_and_cost(
+    merger: Merger, reports: Sequence[BatchReport], windows: Dict[Optional[int], str]
+) -> Tuple[Dict[str, int], Dict[str, Any]]:
     """What the results written cost: the tokens the server reported for each successful
     request, priced with the price table for the window of its batch; by round and in all.
     (The raw files are indexed two per batch, output then error, in the order of ``reports``.)"""
@@ -29,9 +30,17 @@ def usage_and_cost(merger: Merger, reports: Sequence[BatchReport], windows: Dict
     for (file_idx, model), (n, tin, tout) in sorted(merger.usage.items()):
         rep = reports[file_idx // 2]
         window = (rep.batch or {}).get("completion_window") or windows.get(rep.round) or "24h"
-        row = by_round.setdefault((rep.round, window), {"round": rep.round, "completion_window": window,
-                                                        "requests": 0, "input_tokens": 0, "output_tokens": 0,
-                                                        "usd": Decimal(0)})
+        row = by_round.setdefault(
+            (rep.round, window),
+            {
+                "round": rep.round,
+                "completion_window": window,
+                "requests": 0,
+                "input_tokens": 0,
+                "output_tokens": 0,
+                "usd": Decimal(0),
+            },
+        )
         for key, value in (("requests", n), ("input_tokens", tin), ("output_tokens", tout)):
             row[key] += value
             total[key] += value
@@ -57,7 +66,6 @@ def usage_and_cost(merger: Merger, reports: Sequence[BatchReport], windows: Dict
     if unpriced:
         cost_doc["unpriced_models"] = unpriced
     return total, cost_doc
-
 
 
 _money = pricing.money
@@ -94,8 +102,13 @@ def local_estimate(report: Report, completion_window: str) -> Dict[str, Any]:
     for model, t in sorted(report.model_tokens.items()):
         p = pricing.price(model, completion_window)
         high_out = t.get("output_tokens_high")
-        entry: Dict[str, Any] = {"model": model, "requests": t["requests"], "input_tokens": t["input_tokens"],
-                                 "output_tokens_low": t["output_tokens_low"], "output_tokens_high": high_out}
+        entry: Dict[str, Any] = {
+            "model": model,
+            "requests": t["requests"],
+            "input_tokens": t["input_tokens"],
+            "output_tokens_low": t["output_tokens_low"],
+            "output_tokens_high": high_out,
+        }
         tokens["input"] += t["input_tokens"]
         tokens["low"] += t["output_tokens_low"]
         if high_out is None:
@@ -119,15 +132,24 @@ def local_estimate(report: Report, completion_window: str) -> Dict[str, Any]:
         models.append(entry)
     known = not unpriced or bool(totals["low"])
     doc: Dict[str, Any] = {
-        "low": {"usd": _money(totals["low"]) if known else None, "input_tokens": tokens["input"],
-                "output_tokens": tokens["low"],
-                "basis": "each answer about as long as its prompt x 1.1 (the server's rule), at most its max_tokens"},
-        "high": {"usd": _money(totals["high"]) if known and not unbounded else None,
-                 "input_tokens": tokens["input"], "output_tokens": tokens["high"] if not unbounded else None,
-                 "basis": ("every request uses its whole max_tokens" if not unbounded else
-                           f"no upper bound: {unbounded} request(s) set no max_tokens")},
+        "low": {
+            "usd": _money(totals["low"]) if known else None,
+            "input_tokens": tokens["input"],
+            "output_tokens": tokens["low"],
+            "basis": "each answer about as long as its prompt x 1.1 (the server's rule), at most its max_tokens",
+        },
+        "high": {
+            "usd": _money(totals["high"]) if known and not unbounded else None,
+            "input_tokens": tokens["input"],
+            "output_tokens": tokens["high"] if not unbounded else None,
+            "basis": (
+                "every request uses its whole max_tokens"
+                if not unbounded
+                else f"no upper bound: {unbounded} request(s) set no max_tokens"
+            ),
+        },
         "source": f"local estimate from the price table of {pricing.PRICES_AS_OF} ({completion_window} window); "
-                  "prices may have changed",
+        "prices may have changed",
         "models": models,
     }
     if unpriced:

@@ -25,8 +25,10 @@ class RequestRows:
         self.header = ["custom_id", "prompt"]
         self.response_col = column or "response"
         if self.response_col in self.header:
-            raise UsageError(f"--column {self.response_col!r} is already a column of the results CSV",
-                             hint="Name a new column for the answers, e.g. --column answer.")
+            raise UsageError(
+                f"--column {self.response_col!r} is already a column of the results CSV",
+                hint="Name a new column for the answers, e.g. --column answer.",
+            )
         self.error_col = "error" if self.response_col != "error" else "dw_error"
         self.dialect: Any = csv.excel
         self.bom = False
@@ -50,8 +52,9 @@ class MatchedCsvRows:
     delimiter the builder used; ``dialect`` and ``bom`` say how to write a CSV like it.
     """
 
-    def __init__(self, csv_path: str, source: Optional[Dict[str, Any]], input_path: Optional[str],
-                 column: Optional[str] = None):
+    def __init__(
+        self, csv_path: str, source: Optional[Dict[str, Any]], input_path: Optional[str], column: Optional[str] = None
+    ):
         self.csv_path = csv_path
         self.source = source or {}
         self.input_path = input_path
@@ -69,14 +72,18 @@ class MatchedCsvRows:
             self._read_as["delimiter"] = None
             self._read_header()
         if self.id_column and self.id_column not in self.header:
-            raise UsageError(f"{csv_path} has no {self.id_column!r} column any more: the job matches its rows to the "
-                             f"answers by that column (the header now reads: {', '.join(self.header)[:200]})",
-                             hint="Restore the column as it was when the batch was built, or fetch with --format "
-                                  "simple or --format raw (results keyed by custom_id).")
+            raise UsageError(
+                f"{csv_path} has no {self.id_column!r} column any more: the job matches its rows to the "
+                f"answers by that column (the header now reads: {', '.join(self.header)[:200]})",
+                hint="Restore the column as it was when the batch was built, or fetch with --format "
+                "simple or --format raw (results keyed by custom_id).",
+            )
         names = set(self.header)
         if column and column in names:
-            raise UsageError(f"--column {column!r} is already a column of {csv_path}",
-                             hint="Name a new column for the answers, e.g. --column answer.")
+            raise UsageError(
+                f"--column {column!r} is already a column of {csv_path}",
+                hint="Name a new column for the answers, e.g. --column answer.",
+            )
         self.response_col = column or ("response" if "response" not in names else "dw_response")
         self.error_col = "error" if "error" not in names and self.response_col != "error" else "dw_error"
 
@@ -91,7 +98,9 @@ class MatchedCsvRows:
         values = [""] * len(self.header)
         if self.id_column and self.id_column in self.header:
             head = f"{self.prefix}-" if self.prefix else ""
-            values[self.header.index(self.id_column)] = custom_id[len(head):] if custom_id.startswith(head) else custom_id
+            values[self.header.index(self.id_column)] = (
+                custom_id[len(head) :] if custom_id.startswith(head) else custom_id
+            )
         return values
 
     def __iter__(self) -> Iterator[Tuple[Optional[str], List[str]]]:
@@ -102,8 +111,10 @@ class MatchedCsvRows:
         ids: Optional[Iterator[str]] = None
         if prefix is None:
             if not self.input_path or not os.path.isfile(self.input_path):
-                raise UsageError("cannot match the CSV rows to requests: the batch input file is missing",
-                                 hint="Pass --format raw or simple, or restore the input file.")
+                raise UsageError(
+                    "cannot match the CSV rows to requests: the batch input file is missing",
+                    hint="Pass --format raw or simple, or restore the input file.",
+                )
             ids = (cid for cid, _ in iter_input_ids(self.input_path))
         with CsvRows(self.csv_path, **self._read_as) as rows:
             number = 0

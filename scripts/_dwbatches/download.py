@@ -21,14 +21,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import clock, compat, files, jobstatus
-from .errors import (
-    LOCK_WAIT,
-    APIConnectionError,
-    APIStatusError,
-    JobError,
-    busy_error,
-    file_error,
-)
+from .errors import LOCK_WAIT, APIConnectionError, APIStatusError, JobError, busy_error, file_error
 from .job import Job
 from .jobrecord import BatchDownload, Cursor, counts_of
 from .output import narrate
@@ -123,12 +116,15 @@ class FileStore(Store):
         except FileNotFoundError:
             return
         except ValueError as exc:
-            raise JobError(f"the fetch state {self.path} is not valid JSON: {exc}",
-                           hint="Delete it (and the .dwraw directory beside it) to download everything again.") \
-                from None
+            raise JobError(
+                f"the fetch state {self.path} is not valid JSON: {exc}",
+                hint="Delete it (and the .dwraw directory beside it) to download everything again.",
+            ) from None
         if not isinstance(doc, dict) or doc.get("format") != 1 or not isinstance(doc.get("fetch"), dict):
-            raise JobError(f"{self.path} is not a fetch state file this version understands",
-                           hint="Delete it (and the .dwraw directory beside it) to download everything again.")
+            raise JobError(
+                f"{self.path} is not a fetch state file this version understands",
+                hint="Delete it (and the .dwraw directory beside it) to download everything again.",
+            )
         self.batches = [b for b in doc.get("batches") or [] if isinstance(b, str)]
         self.fetch = {k: BatchDownload.from_dict(v) for k, v in doc["fetch"].items() if isinstance(v, dict)}
 
@@ -138,8 +134,13 @@ class FileStore(Store):
                 self.batches.append(bid)
 
     def save(self) -> None:
-        doc = {"format": 1, "kind": "dwbatches-fetch", "batches": self.batches,
-               "fetch": {k: v.to_dict() for k, v in self.fetch.items()}, "updated_at": time.time()}
+        doc = {
+            "format": 1,
+            "kind": "dwbatches-fetch",
+            "batches": self.batches,
+            "fetch": {k: v.to_dict() for k, v in self.fetch.items()},
+            "updated_at": time.time(),
+        }
         files.atomic_write_json(self.path, doc)
 
 
@@ -185,8 +186,10 @@ class Fetcher:
         size = os.fstat(fd).st_size
         recorded = int(rec.local_bytes or 0)
         if size < recorded:
-            narrate(f"{os.path.basename(path)} is shorter than recorded ({size} < {recorded} bytes); "
-                    "downloading that file again from the start")
+            narrate(
+                f"{os.path.basename(path)} is shorter than recorded ({size} < {recorded} bytes); "
+                "downloading that file again from the start"
+            )
             rec.skip, rec.local_bytes = 0, 0
             recorded = 0
             fh.truncate(0)
@@ -233,8 +236,10 @@ class Fetcher:
                     _st["written"] += 1
                     m = _CUSTOM_ID.search(line)
                     ids.add(m.group(1) if m else line)
-                    if _st["written"] - _st["ck_lines"] >= CHECKPOINT_LINES or \
-                            time.monotonic() - _st["ck_time"] >= CHECKPOINT_SECONDS:
+                    if (
+                        _st["written"] - _st["ck_lines"] >= CHECKPOINT_LINES
+                        or time.monotonic() - _st["ck_time"] >= CHECKPOINT_SECONDS
+                    ):
                         self._checkpoint(fh, rec, _base + _st["written"])
                         _st["ck_lines"], _st["ck_time"] = _st["written"], time.monotonic()
 
@@ -251,16 +256,20 @@ class Fetcher:
                     raise APIConnectionError(
                         f"the download of the {kind} file of batch {batch_id} kept breaking ({res.interrupted}); "
                         f"{rec.skip} lines are saved",
-                        hint="Run the same command again later; it continues where it stopped.")
+                        hint="Run the same command again later; it continues where it stopped.",
+                    )
                 resumes += 1
                 delay = 0.0 if resumes == 1 else min(30.0, 0.25 * 2 ** (resumes - 1))
-                narrate(f"the {kind} download of batch {batch_id} broke after {res.lines} lines "
-                        f"({res.interrupted}); continuing from line {rec.skip} in {delay:.1f}s "
-                        f"(retry {resumes}/{MAX_RESUMES})")
+                narrate(
+                    f"the {kind} download of batch {batch_id} broke after {res.lines} lines "
+                    f"({res.interrupted}); continuing from line {rec.skip} in {delay:.1f}s "
+                    f"(retry {resumes}/{MAX_RESUMES})"
+                )
                 clock.sleep(delay)
         except _SinkError as exc:
-            raise file_error(exc.exc, self.store.raw_path(batch_id, kind), what="downloaded results",
-                             action="write") from exc.exc
+            raise file_error(
+                exc.exc, self.store.raw_path(batch_id, kind), what="downloaded results", action="write"
+            ) from exc.exc
         finally:
             with contextlib.suppress(OSError):  # saved lines were flushed at the last checkpoint
                 fh.close()
@@ -349,8 +358,10 @@ class Fetcher:
             rec = entry.cursor(kind)
             file_id = rep.batch.get(f"{kind}_file_id")
             if have < expected and file_id and int(rec.rereads or 0) < MAX_REREADS:
-                narrate(f"batch {rep.batch_id}: {have} unique {kind} lines but the server counts {expected}; "
-                        "reading the whole file again")
+                narrate(
+                    f"batch {rep.batch_id}: {have} unique {kind} lines but the server counts {expected}; "
+                    "reading the whole file again"
+                )
                 rec.rereads = int(rec.rereads or 0) + 1
                 rec.skip = 0  # the local file keeps its lines; duplicates are dropped when merging
                 self.store.save()
@@ -403,8 +414,13 @@ class Target:
     chunk: Optional[int] = None
 
 
-def update(client: Any, store: Store, targets: Sequence[Target],
-           batch_objs: Optional[Dict[str, Dict[str, Any]]] = None, job_batches: bool = True) -> List[BatchReport]:
+def update(
+    client: Any,
+    store: Store,
+    targets: Sequence[Target],
+    batch_objs: Optional[Dict[str, Dict[str, Any]]] = None,
+    job_batches: bool = True,
+) -> List[BatchReport]:
     """Download what is new for every target batch (no merge). A result file the server no
     longer has (404) makes its batch unreachable, and so does a missing batch of a job
     (``job_batches``; a batch id the user typed that does not exist stays an error, exit 4);

@@ -88,7 +88,7 @@ def _confirm_groups(path: str, offsets: Sequence[int], bounds: Sequence[int]) ->
     reader = _LineReader(path)
     try:
         for g in range(len(bounds) - 1):
-            _confirm(reader, offsets[bounds[g]:bounds[g + 1]], later, firsts)
+            _confirm(reader, offsets[bounds[g] : bounds[g + 1]], later, firsts)
     finally:
         reader.close()
     return later, firsts

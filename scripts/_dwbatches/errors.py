@@ -24,15 +24,23 @@ EXIT_INTERRUPTED = 130
 # (tests/test_docs.py checks that their tables say exactly this; `x` is code in the docs).
 EXIT_MEANINGS = (
     (EXIT_OK, "success"),
-    (EXIT_API, "API or network error after retries, a full disk, another command working on the same job "
-               "(its lock is busy), or an unexpected error"),
+    (
+        EXIT_API,
+        "API or network error after retries, a full disk, another command working on the same job "
+        "(its lock is busy), or an unexpected error",
+    ),
     (EXIT_USAGE, "usage error, invalid input, or over `--max-cost`; no batch was created"),
     (EXIT_CONFIG, "key or configuration (missing key, 401, 402, 403, insecure URL)"),
     (EXIT_NOT_FOUND, "not found (404, or no job at the `--job` path)"),
-    (EXIT_UNSUCCESSFUL, "finished unsuccessfully (a batch failed, was cancelled or expired, or requests failed or "
-                        "never ran); poll, fetch and run agree; JSON still printed"),
-    (EXIT_NOT_FINISHED, "not finished yet (a wait timed out, or a batch still runs); JSON still printed, partial "
-                        "results saved"),
+    (
+        EXIT_UNSUCCESSFUL,
+        "finished unsuccessfully (a batch failed, was cancelled or expired, or requests failed or "
+        "never ran); poll, fetch and run agree; JSON still printed",
+    ),
+    (
+        EXIT_NOT_FINISHED,
+        "not finished yet (a wait timed out, or a batch still runs); JSON still printed, partial results saved",
+    ),
     (EXIT_INTERRUPTED, "interrupted"),
 )
 
@@ -42,8 +50,7 @@ def _exit_codes_help() -> str:
 
     lines = ["exit codes:"]
     for code, meaning in EXIT_MEANINGS:
-        lines += textwrap.wrap(meaning.replace("`", ""), 80, initial_indent=f"  {code:<5}",
-                               subsequent_indent=" " * 7)
+        lines += textwrap.wrap(meaning.replace("`", ""), 80, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
     return "\n".join(lines)
 
 
@@ -82,9 +89,12 @@ LOCK_WAIT = 10.0  # seconds a command waits for another one working on the same 
 
 def busy_error(what: str) -> JobError:
     """The one report of a busy job (or bare-id fetch state): every script says it the same way."""
-    return JobError(f"another command is working on {what}; run this one again when it has finished",
-                    hint="Wait for the other command to end (or stop it), then run the same command again. "
-                         "Do not delete the lock file.", exit_code=EXIT_API)
+    return JobError(
+        f"another command is working on {what}; run this one again when it has finished",
+        hint="Wait for the other command to end (or stop it), then run the same command again. "
+        "Do not delete the lock file.",
+        exit_code=EXIT_API,
+    )
 
 
 class ConfigError(DWError):
@@ -111,8 +121,9 @@ class APIConnectionError(DWError):
 class APIStatusError(DWError):
     """The server answered with an HTTP error status."""
 
-    def __init__(self, status: int, message: str, method: str, path: str, hint: Optional[str] = None,
-                 body: Optional[str] = None):
+    def __init__(
+        self, status: int, message: str, method: str, path: str, hint: Optional[str] = None, body: Optional[str] = None
+    ):
         super().__init__(message, hint, exit_code=exit_code_for_status(status))
         self.status = status
         self.method = method
@@ -126,8 +137,15 @@ class FileSystemError(DWError):
     ``path`` the file the user knows (never a temp file), ``role`` the command-line argument
     the path came from, when known."""
 
-    def __init__(self, message: str, hint: Optional[str], exit_code: int, os_error: OSError,
-                 path: Optional[str], role: Optional[str]):
+    def __init__(
+        self,
+        message: str,
+        hint: Optional[str],
+        exit_code: int,
+        os_error: OSError,
+        path: Optional[str],
+        role: Optional[str],
+    ):
         super().__init__(message, hint, exit_code)
         self.os_error = os_error
         self.path = path
@@ -148,10 +166,10 @@ def hint_for_status(status: int) -> Optional[str]:
     return {
         400: "The server rejected the request as invalid; fix what the message names and run again.",
         401: "The API key was refused. Check DOUBLEWORD_API_KEY (environment or the .env file in the "
-             "directory you run from); create a key at https://app.doubleword.ai/api-keys.",
+        "directory you run from); create a key at https://app.doubleword.ai/api-keys.",
         402: "The account balance or spend cap does not allow this; top up at https://app.doubleword.ai.",
         403: "The key is not allowed to do this (wrong key purpose, or the model is not available to it). "
-             "Use an inference key and a model listed by scripts/list_models.py.",
+        "Use an inference key and a model listed by scripts/list_models.py.",
         404: "Not found, or owned by another account. Check the id (ids are bare UUIDs).",
         413: "The file is larger than the server accepts; let submit.py split it (--max-bytes).",
         429: "The server is rate limiting or out of capacity; try again later or use the 24h window.",
@@ -178,12 +196,14 @@ def find_missing_packages() -> List[Tuple[str, ImportError]]:
     return missing
 
 
-def missing_packages_error(missing: Sequence[Tuple[str, ImportError]],
-                           script: Optional[str] = None) -> ConfigError:
+def missing_packages_error(missing: Sequence[Tuple[str, ImportError]], script: Optional[str] = None) -> ConfigError:
     """The error for packages that cannot be imported, with the command that installs them."""
     names = [package for package, _ in missing]
-    broken = [(package, exc) for package, exc in missing
-              if getattr(exc, "name", None) not in (package, package.replace("python-", ""))]
+    broken = [
+        (package, exc)
+        for package, exc in missing
+        if getattr(exc, "name", None) not in (package, package.replace("python-", ""))
+    ]
     if broken:  # installed, but one of its own dependencies is missing or broken
         package, exc = broken[0]
         message = f"the Python package '{package}' cannot be imported ({exc})"
@@ -200,8 +220,10 @@ def install_hint(script: Optional[str] = None) -> str:
     hint = f"{compat.python_command()} -m pip install -r {requirements}"  # pip installs into this one
     script = script or _running_script()
     if script:
-        hint += (f" (or run the script with uv, which installs what its header names: "
-                 f"uv run {_quote(_display_path(os.path.join(SKILL_DIR, 'scripts', script)))})")
+        hint += (
+            f" (or run the script with uv, which installs what its header names: "
+            f"uv run {_quote(_display_path(os.path.join(SKILL_DIR, 'scripts', script)))})"
+        )
     return hint
 
 
@@ -229,6 +251,7 @@ def _quote(text: str) -> str:
 # remedy is to change the path exit 2 when the path came from an argument the user gave (exit 1
 # otherwise); exhausted resources (space, quota, open files, a failing disk) exit 1 in any case:
 # the remedy is to fix the machine and run the same command again, which continues where it stopped.
+
 
 def _errno(name: str) -> int:
     return getattr(errno, name, -1)  # EDQUOT, ESTALE... do not exist everywhere
@@ -258,21 +281,32 @@ FILE_CAUSES.pop(-1, None)
 WINDOWS_IN_USE = (32, 33)
 IN_USE_CAUSE = "the file is open in another program"
 # the machine, not the path, must change; the same command then continues where it stopped
-RESOURCE_ERRNOS = frozenset(_errno(n) for n in ("ENOSPC", "EDQUOT", "EMFILE", "ENFILE", "EIO", "ESTALE",
-                                                 "EBUSY", "ETXTBSY"))
+RESOURCE_ERRNOS = frozenset(
+    _errno(n) for n in ("ENOSPC", "EDQUOT", "EMFILE", "ENFILE", "EIO", "ESTALE", "EBUSY", "ETXTBSY")
+)
 # errors that are only ever about writing
 WRITE_ERRNOS = frozenset(_errno(n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS"))
 # classified by output.run even without a file name in the error (the others need one: without
 # it, an ENOENT or EACCES is more likely a bug than a fact about the user's files)
-PATHLESS_ERRNOS = frozenset(_errno(n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EMFILE", "ENFILE", "EIO",
-                                                 "ESTALE"))
+PATHLESS_ERRNOS = frozenset(
+    _errno(n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EROFS", "EMFILE", "ENFILE", "EIO", "ESTALE")
+)
 
 # Arguments that name files: (label, absolute path, kind) of those given on this run's command
 # line, so that an error about a path can say which argument it came from (output.parse_args
 # records them). kind: "output" (written), "job" (a job directory), "input" (read).
-PATH_ARGUMENT_KINDS = {"output": "output", "errors": "output", "report": "output", "job": "job",
-                       "file": "input", "input": "input", "csv": "input", "prompts": "input", "jsonl": "input",
-                       "json_schema": "input"}
+PATH_ARGUMENT_KINDS = {
+    "output": "output",
+    "errors": "output",
+    "report": "output",
+    "job": "job",
+    "file": "input",
+    "input": "input",
+    "csv": "input",
+    "prompts": "input",
+    "jsonl": "input",
+    "json_schema": "input",
+}
 _path_arguments: List[Tuple[str, str, str]] = []
 # the temp file of an atomic write: ".<name>.<8 random characters>.tmp" beside <name>
 _TEMP_RE = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
@@ -305,9 +339,15 @@ def argument_for(path: str) -> Optional[Tuple[str, str, str, str]]:
     is a directory on the way to the file the argument names); None if no argument matches."""
     for relation in ("exact", "inside", "parent"):
         for label, value, kind in _path_arguments:
-            if relation == "exact" and _norm(path) == _norm(value) \
-                    or relation == "inside" and _inside(path, value) \
-                    or relation == "parent" and kind != "input" and _inside(value, path):
+            if (
+                relation == "exact"
+                and _norm(path) == _norm(value)
+                or relation == "inside"
+                and _inside(path, value)
+                or relation == "parent"
+                and kind != "input"
+                and _inside(value, path)
+            ):
                 return label, value, kind, relation
     return None
 
@@ -343,8 +383,14 @@ def file_cause(exc: OSError) -> str:
     return cause
 
 
-def file_error(exc: OSError, path: Optional[str] = None, role: Optional[str] = None, *,
-               what: Optional[str] = None, action: Optional[str] = None) -> FileSystemError:
+def file_error(
+    exc: OSError,
+    path: Optional[str] = None,
+    role: Optional[str] = None,
+    *,
+    what: Optional[str] = None,
+    action: Optional[str] = None,
+) -> FileSystemError:
     """The error to report for ``exc``: the path the user knows (``path``, else the error's file
     name with a temp file mapped to its target), the argument it came from (``role``, e.g.
     "--report"; else found among this run's arguments), the cause in words, and a hint.
@@ -352,8 +398,7 @@ def file_error(exc: OSError, path: Optional[str] = None, role: Optional[str] = N
     for errors that only writing causes, else "access")."""
     failed = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes, os.PathLike)) else None
     target = path or temp_target(failed) or failed
-    detail = failed if failed and target and _norm(failed) != _norm(target) \
-        and temp_target(failed) is None else None
+    detail = failed if failed and target and _norm(failed) != _norm(target) and temp_target(failed) is None else None
     code = exc.errno or 0
     label, kind, where = None, None, ""
     if role:
@@ -366,8 +411,11 @@ def file_error(exc: OSError, path: Optional[str] = None, role: Optional[str] = N
         if found:
             label, value, kind, relation = found
             given = f"given with {label}" if label.startswith("-") else f"given as {label}"
-            where = {"exact": f" ({given})", "inside": f" (in {value}, {given})",
-                     "parent": f" (the directory of {value}, {given})"}[relation]
+            where = {
+                "exact": f" ({given})",
+                "inside": f" (in {value}, {given})",
+                "parent": f" (the directory of {value}, {given})",
+            }[relation]
     cause = file_cause(exc)
     verb = action or ("write" if code in WRITE_ERRNOS else "access")
     if target:
@@ -406,9 +454,11 @@ def _file_hint(exc: OSError, target: Optional[str], label: Optional[str], kind: 
     if getattr(exc, "winerror", None) in WINDOWS_IN_USE:
         return f"Close the program that holds {target or 'the file'} open (an editor, Excel, a virus scanner), {again}."
     if code in (_errno("ENOSPC"), _errno("EDQUOT")):
-        hint = (f"Free disk space on the disk that holds {where or 'the job and output files'}"
-                + (" (or raise your quota)" if code == _errno("EDQUOT") else "")
-                + f", {again} (what was already downloaded or submitted is kept).")
+        hint = (
+            f"Free disk space on the disk that holds {where or 'the job and output files'}"
+            + (" (or raise your quota)" if code == _errno("EDQUOT") else "")
+            + f", {again} (what was already downloaded or submitted is kept)."
+        )
         if kind == "output":
             hint += f" Or choose a path on another disk{elsewhere}."
         return hint
@@ -421,8 +471,10 @@ def _file_hint(exc: OSError, target: Optional[str], label: Optional[str], kind: 
     if code == _errno("EISDIR"):
         return f"Give the path of a file{elsewhere}, not of a directory."
     if code in (_errno("ENOTDIR"), _errno("ENAMETOOLONG"), _errno("ELOOP"), _errno("ENOENT")):
-        return (f"Check the path{elsewhere}: every part before the file name must be "
-                "an existing directory, and the whole path not too long.")
+        return (
+            f"Check the path{elsewhere}: every part before the file name must be "
+            "an existing directory, and the whole path not too long."
+        )
     # permissions and read-only disks
     place = where or "that directory"
     if code == _errno("EROFS"):
@@ -435,9 +487,11 @@ def _file_hint(exc: OSError, target: Optional[str], label: Optional[str], kind: 
         return f"Make {target} readable by you, or pass a copy you can read{elsewhere}."
     problem = problem[:1].upper() + problem[1:]
     if kind == "job":
-        return (f"{problem}. Use a job directory you can write to: another directory {elsewhere.strip() or 'with --job'} "
-                "for a new job, or a copy of this job directory in a writable place; a job on a read-only disk can "
-                "still be checked with poll.py.")
+        return (
+            f"{problem}. Use a job directory you can write to: another directory {elsewhere.strip() or 'with --job'} "
+            "for a new job, or a copy of this job directory in a writable place; a job on a read-only disk can "
+            "still be checked with poll.py."
+        )
     return f"{problem}: {fix}."
 
 

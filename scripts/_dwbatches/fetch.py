@@ -15,26 +15,12 @@ from . import files, jobstatus
 from .cost import usage_and_cost
 from .csvrows import MatchedCsvRows, RequestRows
 from .download import KINDS, BatchReport, FileStore, JobStore, Store, Target, iter_raw, update
-from .errors import (
-    EXIT_NOT_FINISHED,
-    EXIT_OK,
-    EXIT_UNSUCCESSFUL,
-    APIConnectionError,
-    DWError,
-    UsageError,
-)
+from .errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, APIConnectionError, DWError, UsageError
 from .files import atomic_output
 from .idtable import FileIds
 from .job import Job
 from .jobrecord import Chunk, JobRecord, ResultsSettings, counts_of
-from .merge import (
-    MISSING_NOT_RUN,
-    MISSING_PENDING,
-    MergeCounts,
-    Merger,
-    build_index,
-    iter_input_ids,
-)
+from .merge import MISSING_NOT_RUN, MISSING_PENDING, MergeCounts, Merger, build_index, iter_input_ids
 from .output import Outcome, narrate
 from .resultlines import is_success
 
@@ -108,13 +94,14 @@ def submitted_input(client: Any, job: Job, warnings: List[str]) -> Optional[str]
         if not os.path.isfile(cached):
             save_submitted_input(client, job, cached)
     except DWError as exc:
-        note = (f"the job's input {rec.input.path} {what}, and the server's copy cannot be read ({exc.message}); "
-                "results are written in the order they arrived")
+        note = (
+            f"the job's input {rec.input.path} {what}, and the server's copy cannot be read ({exc.message}); "
+            "results are written in the order they arrived"
+        )
         narrate(note)
         warnings.append(note)
         return None
-    note = (f"the job's input {rec.input.path} {what}; results follow the requests as submitted (the server's "
-            "copy)")
+    note = f"the job's input {rec.input.path} {what}; results follow the requests as submitted (the server's copy)"
     narrate(note)
     warnings.append(note)
     return cached
@@ -134,13 +121,21 @@ def save_submitted_input(client: Any, job: Job, dest: str) -> None:
 
             res = client.stream_content(ch.file_id, 0, on_line)
             if res.interrupted:
-                raise APIConnectionError(f"reading the uploaded file {ch.file_id} broke ({res.interrupted})",
-                                         hint="Run the same command again.")
+                raise APIConnectionError(
+                    f"reading the uploaded file {ch.file_id} broke ({res.interrupted})",
+                    hint="Run the same command again.",
+                )
 
 
-def resolve_output(rec: JobRecord, fmt: Optional[str], out: Optional[str], err: Optional[str],
-                   csv_path: Optional[str], column: Optional[str] = None, job_dir: Optional[str] = None
-                   ) -> Tuple[str, str, str, Optional[str], Optional[str]]:
+def resolve_output(
+    rec: JobRecord,
+    fmt: Optional[str],
+    out: Optional[str],
+    err: Optional[str],
+    csv_path: Optional[str],
+    column: Optional[str] = None,
+    job_dir: Optional[str] = None,
+) -> Tuple[str, str, str, Optional[str], Optional[str]]:
     """(format, OUT, ERR, CSV) from the options given, else the job's remembered ones, else defaults.
 
     Output settings given once (e.g. to run_batch.py) are remembered in job.json (``results``)
@@ -166,12 +161,16 @@ def resolve_output(rec: JobRecord, fmt: Optional[str], out: Optional[str], err: 
         _parent_must_exist(err_path, "errors file")
     else:
         err_path = default_error_path(out_path)
-    protected = {"job's input": rec.input.path, "source CSV": source.path if source else None,
-                 "CSV given with --csv": csv_path}
+    protected = {
+        "job's input": rec.input.path,
+        "source CSV": source.path if source else None,
+        "CSV given with --csv": csv_path,
+    }
     for rnd in rec.rounds:
         protected[f"input of round {rnd.round}"] = rnd.input_path
-    files.refuse_overwrite({"OUT": out_path, "ERR": err_path}, protected, folders={"job directory": job_dir},
-                           results=True)
+    files.refuse_overwrite(
+        {"OUT": out_path, "ERR": err_path}, protected, folders={"job directory": job_dir}, results=True
+    )
     column = column or last.column
     return fmt, out_path, err_path, os.path.abspath(csv_path) if csv_path else None, column
 
@@ -179,13 +178,16 @@ def resolve_output(rec: JobRecord, fmt: Optional[str], out: Optional[str], err: 
 def _parent_must_exist(path: str, what: str) -> None:
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
-        raise UsageError(f"the {what} of this job, {path}, is in a folder that no longer exists ({parent})",
-                         hint="Pass -o PATH (and --errors PATH) to write the results elsewhere; the job does not "
-                              "recreate folders that were moved or deleted.")
+        raise UsageError(
+            f"the {what} of this job, {path}, is in a folder that no longer exists ({parent})",
+            hint="Pass -o PATH (and --errors PATH) to write the results elsewhere; the job does not "
+            "recreate folders that were moved or deleted.",
+        )
 
 
-def remember_output(job: Job, fmt: str, out_path: str, err_path: str, csv_path: Optional[str],
-                    column: Optional[str] = None) -> None:
+def remember_output(
+    job: Job, fmt: str, out_path: str, err_path: str, csv_path: Optional[str], column: Optional[str] = None
+) -> None:
     """Record the output settings in job.json (caller holds the lock)."""
     remember = ResultsSettings(format=fmt, output=out_path, errors=err_path, csv=csv_path, column=column)
     if job.record.results != remember:
@@ -206,8 +208,17 @@ class JobRefresh:
 
     @property
     def unreachable(self) -> List[Dict[str, Any]]:
-        return [{"batch_id": r.batch_id, "round": r.round, "chunk": r.chunk, "reason": r.unreachable,
-                 "results_lost": self.results_lost(r)} for r in self.reports if r.unreachable]
+        return [
+            {
+                "batch_id": r.batch_id,
+                "round": r.round,
+                "chunk": r.chunk,
+                "reason": r.unreachable,
+                "results_lost": self.results_lost(r),
+            }
+            for r in self.reports
+            if r.unreachable
+        ]
 
     def results_lost(self, report: BatchReport) -> int:
         """Requests of an unreachable batch that completed on the server but whose successful
@@ -264,8 +275,10 @@ def check_csv_source(rec: JobRecord, csv_path: str, warnings: List[str]) -> None
     if state != "changed":
         return
     if source is not None and source.id_column:
-        note = (f"{csv_path} changed since the batch was built; rows are matched by the {source.id_column!r} "
-                "column, so the answers still go beside their own rows")
+        note = (
+            f"{csv_path} changed since the batch was built; rows are matched by the {source.id_column!r} "
+            "column, so the answers still go beside their own rows"
+        )
         narrate(note)
         warnings.append(note)
         return
@@ -273,7 +286,8 @@ def check_csv_source(rec: JobRecord, csv_path: str, warnings: List[str]) -> None
         f"{csv_path} changed since the batch was built from it, and its rows were numbered by position: answers "
         "written into it now could land beside the wrong rows",
         hint="Restore the CSV as it was when the batch was built, or fetch with --format simple or --format raw "
-             "(results keyed by custom_id).")
+        "(results keyed by custom_id).",
+    )
 
 
 def _counts_doc(counts: MergeCounts, out_path: str, err_path: str, fmt: str) -> Dict[str, Any]:
@@ -292,9 +306,16 @@ def _counts_doc(counts: MergeCounts, out_path: str, err_path: str, fmt: str) -> 
     return doc
 
 
-def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[str] = None,
-              err: Optional[str] = None, csv_path: Optional[str] = None, merge: bool = True,
-              column: Optional[str] = None) -> Outcome:
+def fetch_job(
+    client: Any,
+    job: Job,
+    fmt: Optional[str] = None,
+    out: Optional[str] = None,
+    err: Optional[str] = None,
+    csv_path: Optional[str] = None,
+    merge: bool = True,
+    column: Optional[str] = None,
+) -> Outcome:
     """Download, verify and (with ``merge``) write OUT/ERR for a job. The caller holds the lock.
 
     Returns the report and the outcome (0, 5 or 6)."""
@@ -325,16 +346,22 @@ def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[st
         merger = Merger(index, reason)
         try:
             if fmt == "csv" and src_csv:
-                counts = merger.write_csv(MatchedCsvRows(src_csv, source.to_dict() if source else None,
-                                                         requests_file, column),
-                                          out_path, err_path, requests_path=requests_file)
+                counts = merger.write_csv(
+                    MatchedCsvRows(src_csv, source.to_dict() if source else None, requests_file, column),
+                    out_path,
+                    err_path,
+                    requests_path=requests_file,
+                )
             elif fmt == "csv":  # a job built from prompts or JSONL: one row per request
                 if requests_file is None:
-                    raise UsageError("--format csv needs the job's requests, and neither the input nor the "
-                                     "server's copy can be read",
-                                     hint="Fetch with --format simple or raw, or restore the job's input.")
-                counts = merger.write_csv(RequestRows(requests_file, column), out_path, err_path,
-                                          requests_path=requests_file)
+                    raise UsageError(
+                        "--format csv needs the job's requests, and neither the input nor the "
+                        "server's copy can be read",
+                        hint="Fetch with --format simple or raw, or restore the job's input.",
+                    )
+                counts = merger.write_csv(
+                    RequestRows(requests_file, column), out_path, err_path, requests_path=requests_file
+                )
             else:
                 order = iter_input_ids(requests_file) if requests_file else index.ids_in_order()
                 counts = merger.write_jsonl(order, requests_file, fmt, out_path, err_path)
@@ -362,16 +389,25 @@ def fetch_job(client: Any, job: Job, fmt: Optional[str] = None, out: Optional[st
     return Outcome(doc, EXIT_NOT_FINISHED if not complete else EXIT_OK)
 
 
-def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[str], fmt: str,
-               input_path: Optional[str] = None, csv_path: Optional[str] = None,
-               column: Optional[str] = None) -> Outcome:
+def fetch_bare(
+    client: Any,
+    batch_ids: Sequence[str],
+    out: str,
+    err: Optional[str],
+    fmt: str,
+    input_path: Optional[str] = None,
+    csv_path: Optional[str] = None,
+    column: Optional[str] = None,
+) -> Outcome:
     """Fetch bare batch ids into OUT with the state in ``OUT.dwstate.json``."""
     out_path = os.path.abspath(out)
     err_path = os.path.abspath(err) if err else default_error_path(out_path)
     store = FileStore(out_path)
-    files.refuse_overwrite({"OUT": out_path, "ERR": err_path},
-                           {"input given with --input": input_path, "CSV given with --csv": csv_path,
-                            "state file": store.path}, results=True)
+    files.refuse_overwrite(
+        {"OUT": out_path, "ERR": err_path},
+        {"input given with --input": input_path, "CSV given with --csv": csv_path, "state file": store.path},
+        results=True,
+    )
     try:
         os.makedirs(os.path.dirname(out_path), exist_ok=True)
     except OSError as exc:
@@ -392,9 +428,13 @@ def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[st
         try:
             if fmt == "csv":
                 if not input_path:
-                    raise UsageError("--format csv with batch ids needs --input FILE (and --csv FILE for a batch "
-                                     "built from a CSV)", hint="Or use --job DIR, which remembers both.")
-                rows = MatchedCsvRows(csv_path, None, input_path, column) if csv_path else RequestRows(input_path, column)
+                    raise UsageError(
+                        "--format csv with batch ids needs --input FILE (and --csv FILE for a batch built from a CSV)",
+                        hint="Or use --job DIR, which remembers both.",
+                    )
+                rows = (
+                    MatchedCsvRows(csv_path, None, input_path, column) if csv_path else RequestRows(input_path, column)
+                )
                 counts = merger.write_csv(rows, out_path, err_path, requests_path=input_path)
             else:
                 order = iter_input_ids(input_path) if input_path else index.ids_in_order()
@@ -406,8 +446,11 @@ def fetch_bare(client: Any, batch_ids: Sequence[str], out: str, err: Optional[st
             total = sum(s["request_counts"]["total"] for s in summaries)
             counts.missing = max(0, total - counts.succeeded - counts.failed)
             counts.requests = counts.succeeded + counts.failed + counts.missing
-        doc: Dict[str, Any] = {"complete": complete, "status": summary["status"],
-                               "request_counts": summary["request_counts"]}
+        doc: Dict[str, Any] = {
+            "complete": complete,
+            "status": summary["status"],
+            "request_counts": summary["request_counts"],
+        }
         doc.update(_counts_doc(counts, out_path, err_path, fmt))
         for note in counts.notes:
             narrate(f"warning: {note}")

@@ -36,8 +36,12 @@ def same_file(a: Optional[str], b: Optional[str]) -> bool:
         return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
 
 
-def refuse_overwrite(targets: Dict[str, Optional[str]], protected: Dict[str, Optional[str]],
-                     folders: Optional[Dict[str, Optional[str]]] = None, results: bool = False) -> None:
+def refuse_overwrite(
+    targets: Dict[str, Optional[str]],
+    protected: Dict[str, Optional[str]],
+    folders: Optional[Dict[str, Optional[str]]] = None,
+    results: bool = False,
+) -> None:
     """Refuse to write any target (name → path) over a protected input (name → path), inside a
     protected folder (name → path: a job directory, whose files are the job's own), over a
     file holding batch requests when the targets are ``results`` or reports (such a file is an
@@ -48,27 +52,38 @@ def refuse_overwrite(targets: Dict[str, Optional[str]], protected: Dict[str, Opt
     for i, (tname, tpath) in enumerate(names):
         for pname, ppath in protected.items():
             if same_file(tpath, ppath):
-                raise UsageError(f"{tname} {tpath} is the {pname} {ppath}; refusing to overwrite it",
-                                 hint=f"Choose another path for {tname}.")
+                raise UsageError(
+                    f"{tname} {tpath} is the {pname} {ppath}; refusing to overwrite it",
+                    hint=f"Choose another path for {tname}.",
+                )
         for fname, fpath in (folders or {}).items():
             if fpath and _below(tpath, fpath):
-                raise UsageError(f"{tname} {tpath} is inside the {fname} {fpath}, which holds the job's own files",
-                                 hint=f"Choose a path for {tname} outside {fpath}.")
+                raise UsageError(
+                    f"{tname} {tpath} is inside the {fname} {fpath}, which holds the job's own files",
+                    hint=f"Choose a path for {tname} outside {fpath}.",
+                )
         if results and _holds_requests(tpath):
-            raise UsageError(f"{tname} {tpath} holds batch requests (its first line is a request, not a result); "
-                             "refusing to overwrite what may be an input",
-                             hint=f"Choose another path for {tname}, or move that file away first.")
+            raise UsageError(
+                f"{tname} {tpath} holds batch requests (its first line is a request, not a result); "
+                "refusing to overwrite what may be an input",
+                hint=f"Choose another path for {tname}, or move that file away first.",
+            )
         blocker = _file_above(tpath)
         if blocker:
-            raise UsageError(f"{tname} {tpath} cannot be written: {blocker} is a file, not a directory",
-                             hint=f"Choose another path for {tname}.")
-        for oname, opath in names[i + 1:]:
+            raise UsageError(
+                f"{tname} {tpath} cannot be written: {blocker} is a file, not a directory",
+                hint=f"Choose another path for {tname}.",
+            )
+        for oname, opath in names[i + 1 :]:
             if same_file(tpath, opath):
-                raise UsageError(f"{tname} and {oname} are the same file ({tpath}, {opath})",
-                                 hint="Give them different paths.")
+                raise UsageError(
+                    f"{tname} and {oname} are the same file ({tpath}, {opath})", hint="Give them different paths."
+                )
         if os.path.isdir(tpath):
-            raise UsageError(f"{tname} {tpath} is a directory, not a file",
-                             hint=f"Give {tname} the path of a file (inside that directory if you like).")
+            raise UsageError(
+                f"{tname} {tpath} is a directory, not a file",
+                hint=f"Give {tname} the path of a file (inside that directory if you like).",
+            )
 
 
 def _below(path: str, folder: str) -> bool:
@@ -159,8 +174,9 @@ class NamedWriter:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str, mode: int = 0o644, text: bool = False, make_dirs: bool = True,
-                  what: Optional[str] = None) -> Iterator[IO[Any]]:
+def atomic_output(
+    path: str, mode: int = 0o644, text: bool = False, make_dirs: bool = True, what: Optional[str] = None
+) -> Iterator[IO[Any]]:
     """Stream a file into a temp file beside ``path``; fsync and rename over it on success.
     On any error the temp file is removed and ``path`` is left as it was. ``make_dirs``
     creates the directory first; ``what`` names the file in error messages."""

@@ -15,8 +15,14 @@ from .errors import UsageError
 Number = Union[int, float]
 
 
-def check_number(flag: str, value: Optional[Number], example: str, at_least: Optional[Number] = None,
-                 above: Optional[Number] = None, at_most: Optional[Number] = None) -> None:
+def check_number(
+    flag: str,
+    value: Optional[Number],
+    example: str,
+    at_least: Optional[Number] = None,
+    above: Optional[Number] = None,
+    at_most: Optional[Number] = None,
+) -> None:
     """Refuse ``value`` (None: not given, nothing to check) unless it is finite and in range:
     ``>= at_least``, ``> above``, ``<= at_most``."""
     if value is None:
@@ -30,9 +36,11 @@ def check_number(flag: str, value: Optional[Number], example: str, at_least: Opt
         rules.append(f"at most {at_most}")
     rule = " and ".join(rules)
     finite = math.isfinite(value)
-    in_range = finite and not ((at_least is not None and not value >= at_least)
-                               or (above is not None and not value > above)
-                               or (at_most is not None and not value <= at_most))
+    in_range = finite and not (
+        (at_least is not None and not value >= at_least)
+        or (above is not None and not value > above)
+        or (at_most is not None and not value <= at_most)
+    )
     if in_range:
         return
     what = f"a finite number {rule}".rstrip() if not finite else rule

@@ -67,8 +67,16 @@ def _never_reached(exc: BaseException) -> bool:
     if isinstance(exc, ConnectTimeout):
         return True
     text = repr(exc)
-    return any(s in text for s in ("NewConnectionError", "Connection refused", "NameResolutionError",
-                                   "Name or service not known", "nodename nor servname"))
+    return any(
+        s in text
+        for s in (
+            "NewConnectionError",
+            "Connection refused",
+            "NameResolutionError",
+            "Name or service not known",
+            "nodename nor servname",
+        )
+    )
 
 
 def retry_after_seconds(resp: requests.Response) -> Optional[float]:
@@ -190,11 +198,19 @@ class Client:
     def url(self, path: str) -> str:
         return self.base_url + "/" + path.lstrip("/")
 
-    def request(self, method: str, path: str, *, params: Optional[Dict[str, Any]] = None,
-                json_body: Any = None, creates: bool = False, stream: bool = False,
-                timeout: Optional[Tuple[float, float]] = None,
-                body_factory: Optional[Callable[[], Tuple[Any, Dict[str, str]]]] = None,
-                max_retries: Optional[int] = None) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Optional[Dict[str, Any]] = None,
+        json_body: Any = None,
+        creates: bool = False,
+        stream: bool = False,
+        timeout: Optional[Tuple[float, float]] = None,
+        body_factory: Optional[Callable[[], Tuple[Any, Dict[str, str]]]] = None,
+        max_retries: Optional[int] = None,
+    ) -> requests.Response:
         """Send a request; return the response for a 2xx status, raise a typed error otherwise.
 
         ``creates``: the request creates something and is not idempotent; it is retried only
@@ -210,9 +226,16 @@ class Client:
                 data, headers = body_factory()
             try:
                 self.calls += 1
-                resp = self.session.request(method, self.url(path), params=params, json=json_body, data=data,
-                                            headers=headers or None, stream=stream,
-                                            timeout=timeout or self.timeout)
+                resp = self.session.request(
+                    method,
+                    self.url(path),
+                    params=params,
+                    json=json_body,
+                    data=data,
+                    headers=headers or None,
+                    stream=stream,
+                    timeout=timeout or self.timeout,
+                )
             except RequestException as exc:
                 if data is not None and hasattr(data, "close"):
                     data.close()
@@ -222,20 +245,24 @@ class Client:
                 can_retry = attempt <= retries and (not creates or not reached)
                 if can_retry:
                     delay = self._backoff(attempt)
-                    narrate(f"retrying {label} after connection error ({reason}) in {delay:.1f}s "
-                            f"(retry {attempt}/{retries})")
+                    narrate(
+                        f"retrying {label} after connection error ({reason}) in {delay:.1f}s "
+                        f"(retry {attempt}/{retries})"
+                    )
                     clock.sleep(delay)
                     continue
                 if creates and reached:
                     raise APIConnectionError(
                         f"{label} {kind} after it was sent ({reason}); it may or may not have been applied",
                         hint="Run the same command again: it checks the server for what was already created "
-                             "before sending anything twice.",
-                        sent=True) from None
+                        "before sending anything twice.",
+                        sent=True,
+                    ) from None
                 raise APIConnectionError(
                     f"{label} {kind}: {reason}",
                     hint=f"Check the network and the base URL ({self.base_url}); try again later.",
-                    sent=reached) from None
+                    sent=reached,
+                ) from None
             if data is not None and hasattr(data, "close"):
                 data.close()
             if resp.status_code < 400:
@@ -257,17 +284,24 @@ class Client:
             resp.close()
             hint = hint_for_status(status)
             if creates and status == 429 and path.startswith("batches"):
-                hint = ("The server is out of capacity or over a limit for now. Try again later, or use the "
-                        "24h window (-w 24h) if this was 1h.")
+                hint = (
+                    "The server is out of capacity or over a limit for now. Try again later, or use the "
+                    "24h window (-w 24h) if this was 1h."
+                )
             if creates and status >= 500:
-                hint = ("The server failed after receiving the request; it may or may not have been applied. "
-                        "Run the same command again: it checks before creating anything twice.")
-            error = APIStatusError(status, f"{label} returned HTTP {status}: {message}", method, path,
-                                   hint=hint, body=message)
+                hint = (
+                    "The server failed after receiving the request; it may or may not have been applied. "
+                    "Run the same command again: it checks before creating anything twice."
+                )
+            error = APIStatusError(
+                status, f"{label} returned HTTP {status}: {message}", method, path, hint=hint, body=message
+            )
             if status == 404 and not any(is_uuid(part) for part in path.split("/")):
                 # no id in the path: the route itself is missing, so the base URL is wrong
-                error.hint = (f"The base URL {self.base_url} does not look like the API root; it should end in "
-                              "/v1 (e.g. https://api.doubleword.ai/v1). Check DOUBLEWORD_BASE_URL or --base-url.")
+                error.hint = (
+                    f"The base URL {self.base_url} does not look like the API root; it should end in "
+                    "/v1 (e.g. https://api.doubleword.ai/v1). Check DOUBLEWORD_BASE_URL or --base-url."
+                )
                 error.exit_code = EXIT_CONFIG
             raise error
 
@@ -279,8 +313,14 @@ class Client:
         return self.request("GET", path, params=params).json()
 
     # -- files ------------------------------------------------------------------------------
-    def upload_file(self, path: str, filename: Optional[str] = None, start: int = 0, end: Optional[int] = None,
-                    progress: Optional[Callable[[int, int], None]] = None) -> Dict[str, Any]:
+    def upload_file(
+        self,
+        path: str,
+        filename: Optional[str] = None,
+        start: int = 0,
+        end: Optional[int] = None,
+        progress: Optional[Callable[[int, int], None]] = None,
+    ) -> Dict[str, Any]:
         """Upload (a byte range of) a JSONL file, streamed, with purpose=batch."""
         name = filename or os.path.basename(path)
 
@@ -299,11 +339,13 @@ class Client:
         return [f for f in body.get("data", []) if isinstance(f, dict)]
 
     def cost_estimate(self, file_id: str, completion_window: str = "24h") -> Dict[str, Any]:
-        return self.get_json(f"files/{check_id(file_id, 'file')}/cost-estimate",
-                             params={"completion_window": completion_window})
+        return self.get_json(
+            f"files/{check_id(file_id, 'file')}/cost-estimate", params={"completion_window": completion_window}
+        )
 
-    def stream_content(self, file_id: str, skip: int, on_line: Callable[[bytes], None],
-                       limit: Optional[int] = None) -> ContentResult:
+    def stream_content(
+        self, file_id: str, skip: int, on_line: Callable[[bytes], None], limit: Optional[int] = None
+    ) -> ContentResult:
         """Stream ``GET /files/{id}/content?skip=N`` and hand each complete line to ``on_line``.
 
         A broken connection does not raise: the result says how many complete lines arrived
@@ -313,8 +355,9 @@ class Client:
         params: Dict[str, Any] = {"skip": max(0, int(skip))}
         if limit is not None:
             params["limit"] = limit
-        resp = self.request("GET", f"files/{check_id(file_id, 'file')}/content", params=params, stream=True,
-                            timeout=DOWNLOAD_TIMEOUT)
+        resp = self.request(
+            "GET", f"files/{check_id(file_id, 'file')}/content", params=params, stream=True, timeout=DOWNLOAD_TIMEOUT
+        )
         result = ContentResult()
         h = resp.headers.get("X-Last-Line")
         result.last_line = int(h) if h and h.strip().isdigit() else None
@@ -349,17 +392,27 @@ class Client:
         return result
 
     # -- batches ----------------------------------------------------------------------------
-    def create_batch(self, input_file_id: str, completion_window: str, metadata: Dict[str, str],
-                     endpoint: str = "/v1/chat/completions") -> Dict[str, Any]:
-        body = {"input_file_id": input_file_id, "endpoint": endpoint, "completion_window": completion_window,
-                "metadata": metadata}
+    def create_batch(
+        self,
+        input_file_id: str,
+        completion_window: str,
+        metadata: Dict[str, str],
+        endpoint: str = "/v1/chat/completions",
+    ) -> Dict[str, Any]:
+        body = {
+            "input_file_id": input_file_id,
+            "endpoint": endpoint,
+            "completion_window": completion_window,
+            "metadata": metadata,
+        }
         return self.request("POST", "batches", json_body=body, creates=True).json()
 
     def get_batch(self, batch_id: str) -> Dict[str, Any]:
         return self.get_json(f"batches/{check_id(batch_id, 'batch')}")
 
-    def list_batches(self, limit: int = 100, after: Optional[str] = None, status: Optional[str] = None,
-                     search: Optional[str] = None) -> Dict[str, Any]:
+    def list_batches(
+        self, limit: int = 100, after: Optional[str] = None, status: Optional[str] = None, search: Optional[str] = None
+    ) -> Dict[str, Any]:
         params: Dict[str, Any] = {"limit": limit}
         if after:
             params["after"] = after
@@ -381,8 +434,11 @@ class Client:
 def check_id(value: str, kind: str) -> str:
     if not is_uuid(value):
         from .errors import UsageError
-        raise UsageError(f"{value!r} is not a valid {kind} id",
-                         hint=f"Doubleword {kind} ids are bare UUIDs such as 6f1c2e0a-…; no '{kind}-' prefix.")
+
+        raise UsageError(
+            f"{value!r} is not a valid {kind} id",
+            hint=f"Doubleword {kind} ids are bare UUIDs such as 6f1c2e0a-…; no '{kind}-' prefix.",
+        )
     return value.lower()
 
 
@@ -396,9 +452,18 @@ def _is_json(data: bytes) -> bool:
 
 def _short_reason(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
-    for marker in ("Read timed out", "Connection refused", "Connection reset", "Connection aborted",
-                   "timed out", "IncompleteRead", "InvalidChunkLength", "Connection broken",
-                   "RemoteDisconnected", "Name or service not known"):
+    for marker in (
+        "Read timed out",
+        "Connection refused",
+        "Connection reset",
+        "Connection aborted",
+        "timed out",
+        "IncompleteRead",
+        "InvalidChunkLength",
+        "Connection broken",
+        "RemoteDisconnected",
+        "Name or service not known",
+    ):
         if marker in text:
             return f"{type(exc).__name__}: {marker}"
     return f"{type(exc).__name__}: {text[:200]}"

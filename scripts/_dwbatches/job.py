@@ -41,6 +41,7 @@ CANCEL_FILE = "cancel.json"
 
 # -- the directory ---------------------------------------------------------------------------
 
+
 class Job:
     """A job directory. ``with Job(dir) as job:`` holds its lock; ``job.record`` is the record
     (after ``load()`` or ``create()``)."""
@@ -68,9 +69,11 @@ class Job:
 
     def _check_dir(self) -> None:
         if os.path.exists(self.dir) and not os.path.isdir(self.dir):
-            raise JobError(f"{self.dir} is a file, not a job directory",
-                           hint="Pass the job directory printed by submit.py (the 'job' field, e.g. data.dwjob), "
-                                "not the input file.")
+            raise JobError(
+                f"{self.dir} is a file, not a job directory",
+                hint="Pass the job directory printed by submit.py (the 'job' field, e.g. data.dwjob), "
+                "not the input file.",
+            )
 
     # -- paths ---------------------------------------------------------------------------
     def resolve(self, stored: Optional[str]) -> Optional[str]:
@@ -112,23 +115,31 @@ class Job:
             from .commands import job_dirs_here
 
             here = job_dirs_here()
-            raise JobError(f"no job found at {self.dir}",
-                           hint="Pass the job directory printed by submit.py (the 'job' field)"
-                                + (f"; job directories here: {', '.join(here)}." if here else "."),
-                           exit_code=4) from None
+            raise JobError(
+                f"no job found at {self.dir}",
+                hint="Pass the job directory printed by submit.py (the 'job' field)"
+                + (f"; job directories here: {', '.join(here)}." if here else "."),
+                exit_code=4,
+            ) from None
         except ValueError as exc:
-            raise JobError(f"the job file {self.state_path} is not valid JSON: {exc}",
-                           hint="It was written atomically, so this means it was edited by hand; restore it.") from None
+            raise JobError(
+                f"the job file {self.state_path} is not valid JSON: {exc}",
+                hint="It was written atomically, so this means it was edited by hand; restore it.",
+            ) from None
         if not isinstance(doc, dict) or (doc.get("format") != 1 and doc.get("version") not in (1, VERSION)):
             found = doc.get("version", doc.get("format")) if isinstance(doc, dict) else None
-            raise JobError(f"{self.state_path} has an unknown format {found!r}",
-                           hint="It was written by a different version of doubleword-batches.")
+            raise JobError(
+                f"{self.state_path} has an unknown format {found!r}",
+                hint="It was written by a different version of doubleword-batches.",
+            )
         try:
             rec = JobRecord.from_dict(doc)
             self._absolutize(rec)
         except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a field of the wrong kind
-            raise JobError(f"the job file {self.state_path} is damaged: a field has the wrong form ({exc})",
-                           hint="It was written atomically, so this means it was edited by hand; restore it.") from None
+            raise JobError(
+                f"the job file {self.state_path} is damaged: a field has the wrong form ({exc})",
+                hint="It was written atomically, so this means it was edited by hand; restore it.",
+            ) from None
         cancel = self.read_cancel()
         if cancel is not None and (rec.cancel is None or cancel.at > rec.cancel.at):
             rec.cancel = cancel
@@ -164,14 +175,31 @@ class Job:
         atomic_write_json(self.state_path, doc)
 
     @classmethod
-    def create_record(cls, input_path: str, fingerprint: Fingerprint, completion_window: str,
-                      metadata: Dict[str, str], requests: int, base_url: str) -> JobRecord:
+    def create_record(
+        cls,
+        input_path: str,
+        fingerprint: Fingerprint,
+        completion_window: str,
+        metadata: Dict[str, str],
+        requests: int,
+        base_url: str,
+    ) -> JobRecord:
         now = time.time()
         return JobRecord(
-            job_id=str(uuid.uuid4()), created_at=now, updated_at=now,
-            input=InputInfo(path=os.path.abspath(input_path), sha256=fingerprint.sha256, requests=requests,
-                            bytes=fingerprint.bytes, mtime=fingerprint.mtime),
-            completion_window=completion_window, metadata=dict(metadata), base_url=base_url)
+            job_id=str(uuid.uuid4()),
+            created_at=now,
+            updated_at=now,
+            input=InputInfo(
+                path=os.path.abspath(input_path),
+                sha256=fingerprint.sha256,
+                requests=requests,
+                bytes=fingerprint.bytes,
+                mtime=fingerprint.mtime,
+            ),
+            completion_window=completion_window,
+            metadata=dict(metadata),
+            base_url=base_url,
+        )
 
     # -- cancel --------------------------------------------------------------------------
     def read_cancel(self) -> Optional[Cancel]:
@@ -262,7 +290,8 @@ def check_server(job: Job, base_url: str) -> None:
         raise JobError(
             f"the job at {job.dir} was submitted to {recorded}, but this run uses {base_url}",
             hint=f"The job remembers its server: run with no --base-url and DOUBLEWORD_BASE_URL unset, or with "
-                 f"--base-url {recorded}, to work on this job.")
+            f"--base-url {recorded}, to work on this job.",
+        )
 
 
 def default_job_dir(input_path: str) -> str:

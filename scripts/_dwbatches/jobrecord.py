@@ -101,7 +101,7 @@ class Fingerprint:
         return cls(st.st_size, st.st_mtime, sha256 or sha256_file(path))
 
     def check(self, path: Optional[str]) -> str:
-        """"same", "changed" or "missing", checked before the file's contents are used. Another
+        """ "same", "changed" or "missing", checked before the file's contents are used. Another
         size: changed. Otherwise the sha256 decides, also when the modification time is the same:
         an edit that keeps the size and the time (``cp -p``, ``rsync -t``, a sort saved with its
         old timestamp, file systems with coarse times) must not put answers on the wrong rows.

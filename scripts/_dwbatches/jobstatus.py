@@ -54,8 +54,9 @@ def is_terminal(status: Optional[str]) -> bool:
     return status in TERMINAL
 
 
-def summarize_batch(batch: Dict[str, Any], round_no: Optional[int] = None,
-                    chunk: Optional[int] = None) -> Dict[str, Any]:
+def summarize_batch(
+    batch: Dict[str, Any], round_no: Optional[int] = None, chunk: Optional[int] = None
+) -> Dict[str, Any]:
     """The fields a report needs from a batch object (optional fields are read with .get)."""
     s: Dict[str, Any] = {
         "batch_id": batch.get("id"),
@@ -75,8 +76,10 @@ def summarize_batch(batch: Dict[str, Any], round_no: Optional[int] = None,
 
 def job_targets(rec: JobRecord) -> List[Dict[str, Any]]:
     """Every chunk of every round, in order: {round, chunk, batch_id, held, kind}."""
-    return [{"round": rnd.round, "chunk": ch.index, "batch_id": ch.batch_id, "held": ch.held, "kind": rnd.kind}
-            for rnd, ch in rec.round_chunks()]
+    return [
+        {"round": rnd.round, "chunk": ch.index, "batch_id": ch.batch_id, "held": ch.held, "kind": rnd.kind}
+        for rnd, ch in rec.round_chunks()
+    ]
 
 
 def job_status(summaries: Sequence[Dict[str, Any]], state: Optional[JobRecord] = None) -> Dict[str, Any]:
@@ -98,8 +101,11 @@ def job_status(summaries: Sequence[Dict[str, Any]], state: Optional[JobRecord] =
         deciding = [s for s in summaries if s.get("round") == latest_round]
         completed = sum(s["request_counts"]["completed"] for s in summaries)
         failed = sum(s["request_counts"]["failed"] for s in deciding)
-        total = total_requests if total_requests is not None else \
-            sum(s["request_counts"]["total"] for s in summaries if s.get("round") == 1)
+        total = (
+            total_requests
+            if total_requests is not None
+            else sum(s["request_counts"]["total"] for s in summaries if s.get("round") == 1)
+        )
     else:
         deciding = list(summaries)
         completed = sum(s["request_counts"]["completed"] for s in summaries)
@@ -115,8 +121,11 @@ def job_status(summaries: Sequence[Dict[str, Any]], state: Optional[JobRecord] =
         status = "in_progress"
     elif total and counts["completed"] >= total:
         status = "completed"
-    elif state is not None and state.cancel is not None and \
-            all(s.get("status") in ("cancelled", "completed", "failed") for s in deciding):
+    elif (
+        state is not None
+        and state.cancel is not None
+        and all(s.get("status") in ("cancelled", "completed", "failed") for s in deciding)
+    ):
         status = "cancelled"  # the user cancelled the job; chunks without a batch stay unsent
     else:
         endings = {s.get("status") for s in deciding}
@@ -127,14 +136,23 @@ def job_status(summaries: Sequence[Dict[str, Any]], state: Optional[JobRecord] =
         else:
             status = "mixed"
     finished = status not in ("in_progress", "not_submitted")
-    bad = finished and status != "completed" and (status == "cancelled"
-                                                  or any(s.get("status") in BAD_ENDINGS for s in deciding))
-    return {"status": status, "finished": finished, "request_counts": counts, "unsubmitted": unsubmitted,
-            "ended_badly": bad}
+    bad = (
+        finished
+        and status != "completed"
+        and (status == "cancelled" or any(s.get("status") in BAD_ENDINGS for s in deciding))
+    )
+    return {
+        "status": status,
+        "finished": finished,
+        "request_counts": counts,
+        "unsubmitted": unsubmitted,
+        "ended_badly": bad,
+    }
 
 
-def rate_and_eta(batches: Iterable[Dict[str, Any]], now: Optional[float] = None,
-                 observed: Optional[float] = None) -> Dict[str, Optional[float]]:
+def rate_and_eta(
+    batches: Iterable[Dict[str, Any]], now: Optional[float] = None, observed: Optional[float] = None
+) -> Dict[str, Optional[float]]:
     """Requests per second and seconds left, over the batches still running.
 
     ``observed`` is a rate measured between two polls of this run; it is preferred over the
@@ -158,8 +176,9 @@ def rate_and_eta(batches: Iterable[Dict[str, Any]], now: Optional[float] = None,
     return {"rate": rate, "eta_seconds": round(eta) if eta is not None else None}
 
 
-def progress_line(counts: Dict[str, int], status: str, rate: Optional[float] = None,
-                  eta: Optional[float] = None) -> str:
+def progress_line(
+    counts: Dict[str, int], status: str, rate: Optional[float] = None, eta: Optional[float] = None
+) -> str:
     """'in_progress: 412/1000 done (3 failed), 2.1 req/s, ETA 4m40s'."""
     total, done = counts["total"], counts["completed"] + counts["failed"]
     text = f"{status}: {done}/{total} done"
@@ -184,8 +203,9 @@ def fmt_duration(seconds: float) -> str:
 LIST_PAGE = 100  # batches a page of GET /batches (the server allows up to 101)
 
 
-def get_batches(client: Any, batch_ids: Sequence[str], job_id: Optional[str] = None,
-                missing_ok: bool = False) -> Dict[str, Dict[str, Any]]:
+def get_batches(
+    client: Any, batch_ids: Sequence[str], job_id: Optional[str] = None, missing_ok: bool = False
+) -> Dict[str, Dict[str, Any]]:
     """The batch objects of ``batch_ids``. For a job's batches (``job_id``, more than one) the
     cost of a check does not grow with the batches: the pages of ``GET /batches?search=<job
     id>`` (100 a page) give them all, and only a batch the list did not return is read on its

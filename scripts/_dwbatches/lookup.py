@@ -48,8 +48,11 @@ def find_upload(client: Any, ch: Chunk) -> Optional[Dict[str, Any]]:
     since = (ch.upload_started_at or 0) - CLOCK_SKEW
 
     def match(f: Dict[str, Any]) -> bool:
-        return (f.get("filename") == name and f.get("purpose", "batch") == "batch"
-                and (f.get("bytes") is None or int(f["bytes"]) == int(ch.bytes)))
+        return (
+            f.get("filename") == name
+            and f.get("purpose", "batch") == "batch"
+            and (f.get("bytes") is None or int(f["bytes"]) == int(ch.bytes))
+        )
 
     found = [f for f in client.find_files(name) if match(f)]
     if not found:  # the search may be unsupported: page recent input files
@@ -100,15 +103,18 @@ def find_batch(client: Any, ch: Chunk) -> Optional[Dict[str, Any]]:
     return None
 
 
-def settled(lookup: Callable[[Chunk], Optional[Dict[str, Any]]], ch: Chunk, settle: bool, label: str) -> Optional[Dict[str, Any]]:
+def settled(
+    lookup: Callable[[Chunk], Optional[Dict[str, Any]]], ch: Chunk, settle: bool, label: str
+) -> Optional[Dict[str, Any]]:
     """``lookup(ch)``; with ``settle``, look again after each of SETTLE_DELAYS while nothing is
     found, since a request cut off mid-flight may still arrive and take effect."""
     found = lookup(ch)
     if found or not settle:
         return found
     for delay in SETTLE_DELAYS:
-        narrate(f"{label}: not on the server yet; the interrupted request may still arrive, looking again in "
-                f"{delay:.0f}s")
+        narrate(
+            f"{label}: not on the server yet; the interrupted request may still arrive, looking again in {delay:.0f}s"
+        )
         clock.sleep(delay)
         found = lookup(ch)
         if found:
@@ -134,5 +140,11 @@ def earlier_submissions(client: Any, sha256: str) -> List[Dict[str, Any]]:
         if exc.status in (400, 422):
             return []
         raise
-    return [b for b in body.get("data", []) if isinstance(b, dict) and isinstance(b.get("metadata"), dict)
-            and b["metadata"].get(INPUT_KEY) == mark and b.get("status") not in STOPPED]
+    return [
+        b
+        for b in body.get("data", [])
+        if isinstance(b, dict)
+        and isinstance(b.get("metadata"), dict)
+        and b["metadata"].get(INPUT_KEY) == mark
+        and b.get("status") not in STOPPED
+    ]

@@ -18,10 +18,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .download import KINDS, Store, Target, iter_raw
-from .errors import (
-    DWError,
-    UsageError,
-)
+from .errors import DWError, UsageError
 from .files import atomic_output
 from .idtable import MARK, NOT_FOUND, FileIds, IdTable
 from .resultlines import _short, csv_cell, error_text, extract_content, is_success, simple_line
@@ -80,8 +77,10 @@ class ResultIndex:
     def add_file(self, path: str, kind: str) -> None:
         idx = len(self.files)
         if idx >= 1 << _FILE_BITS:
-            raise DWError(f"a job of more than {(1 << _FILE_BITS) // 2} batches cannot be merged",
-                          hint="Split the work into several jobs.")
+            raise DWError(
+                f"a job of more than {(1 << _FILE_BITS) // 2} batches cannot be merged",
+                hint="Split the work into several jobs.",
+            )
         self.files.append(path)
         table = self.table
         for off, _, obj in iter_raw(path):
@@ -123,7 +122,7 @@ class ResultIndex:
         return self.table.find(custom_id)
 
     def status(self, custom_id: str) -> Optional[str]:
-        """"success", "error", or None when no result of ``custom_id`` was downloaded."""
+        """ "success", "error", or None when no result of ``custom_id`` was downloaded."""
         slot = self.table.find(custom_id)
         if slot == NOT_FOUND:
             return None
@@ -239,12 +238,17 @@ class Merger:
             c.missing += 1
             if len(c.missing_sample) < SAMPLE:
                 c.missing_sample.append(cid)
-            line = {"id": None, "custom_id": cid, "response": None,
-                    "error": {"code": "missing", "message": self.missing_reason}}
+            line = {
+                "id": None,
+                "custom_id": cid,
+                "response": None,
+                "error": {"code": "missing", "message": self.missing_reason},
+            }
             err_fh.write(json.dumps(line, ensure_ascii=False).encode("utf-8") + b"\n")
 
-    def write_jsonl(self, order: Iterator[Tuple[str, int]], order_path: Optional[str], fmt: str,
-                    out_path: str, err_path: str) -> MergeCounts:
+    def write_jsonl(
+        self, order: Iterator[Tuple[str, int]], order_path: Optional[str], fmt: str, out_path: str, err_path: str
+    ) -> MergeCounts:
         """``order``: (custom_id, byte offset of its line in ``order_path``), the requests in
         their order (an id that comes again is skipped); ``order_path`` None: the order is the
         index's own (``ResultIndex.ids_in_order``)."""
@@ -270,8 +274,7 @@ class Merger:
         self.counts.unexpected = index.unexpected
         return self.counts
 
-    def write_csv(self, rows: Any, out_path: str, err_path: str,
-                  requests_path: Optional[str] = None) -> MergeCounts:
+    def write_csv(self, rows: Any, out_path: str, err_path: str, requests_path: Optional[str] = None) -> MergeCounts:
         """The CSV with answer and error columns (``rows``: ``MatchedCsvRows`` or ``RequestRows``).
 
         ``requests_path``: the job's requests, when known. A row whose id is not among them (a
@@ -320,11 +323,13 @@ class Merger:
             self.counts.notes.append(
                 f"{len(rowless)} request(s) have no row in the CSV any more (rows deleted, or their ids edited since "
                 f"the submit): their results are appended at the end of {os.path.basename(out_path)} "
-                f"({', '.join(rowless[:SAMPLE])}{', ...' if len(rowless) > SAMPLE else ''})")
+                f"({', '.join(rowless[:SAMPLE])}{', ...' if len(rowless) > SAMPLE else ''})"
+            )
         if repeated:
             self.counts.notes.append(
                 f"{len(repeated)} row(s) repeat the id of an earlier row ({', '.join(repeated[:SAMPLE])}); only the "
-                "first row with an id gets its answer, the others say so in the error column")
+                "first row with an id gets its answer, the others say so in the error column"
+            )
         return self.counts
 
     def _write_row(self, writer: Any, cid: str, row: List[str], err_fh: IO[bytes]) -> None:
@@ -374,8 +379,9 @@ def write_subset(input_path: str, keep: Any, dest: Optional[str]) -> Tuple[int, 
     sink = atomic_output(dest, mode=0o600) if dest else contextlib.nullcontext(io.BytesIO())
     try:
         with sink as out:
-            for cid, line, off in iter_input_lines(input_path, "build the retry input",
-                                                   "Restore the original batch input of the job."):
+            for cid, line, off in iter_input_lines(
+                input_path, "build the retry input", "Restore the original batch input of the job."
+            ):
                 if not seen.first(cid, off) or not keep(cid):
                     continue
                 if dest:

@@ -19,19 +19,27 @@ class MultipartFile:
     Content-Length header, so the file is never held in memory.
     """
 
-    def __init__(self, path: str, filename: str, fields: Dict[str, str], start: int = 0,
-                 end: Optional[int] = None, progress: Optional[Callable[[int, int], None]] = None):
+    def __init__(
+        self,
+        path: str,
+        filename: str,
+        fields: Dict[str, str],
+        start: int = 0,
+        end: Optional[int] = None,
+        progress: Optional[Callable[[int, int], None]] = None,
+    ):
         self.boundary = "dwb-" + uuid.uuid4().hex
         size = os.path.getsize(path)
         self.start = start
         self.end = size if end is None else end
         head = b""
         for name, value in fields.items():
-            head += (f"--{self.boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n"
-                     f"{value}\r\n").encode()
+            head += (f'--{self.boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n').encode()
         safe_name = filename.replace('"', "_").replace("\r", "_").replace("\n", "_")
-        head += (f"--{self.boundary}\r\nContent-Disposition: form-data; name=\"file\"; "
-                 f"filename=\"{safe_name}\"\r\nContent-Type: application/jsonl\r\n\r\n").encode()
+        head += (
+            f'--{self.boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{safe_name}"\r\nContent-Type: application/jsonl\r\n\r\n'
+        ).encode()
         self._parts = [head, None, f"\r\n--{self.boundary}--\r\n".encode()]
         self._len = len(head) + (self.end - self.start) + len(self._parts[2])
         self._fh: Optional[IO[bytes]] = open(path, "rb")

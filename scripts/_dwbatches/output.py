@@ -146,15 +146,19 @@ def make_parser(doc: str, network: bool = True, prog: Optional[str] = None) -> a
     rest of the docstring (examples) and the exit-code table."""
     head, _, rest = (doc or "").strip().partition("\n\n")
     epilog = (rest.strip() + "\n\n" if rest.strip() else "") + EXIT_CODES_HELP
-    parser = argparse.ArgumentParser(prog=prog, description=head, epilog=epilog,
-                                     formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(prog=prog, description=head, epilog=epilog, formatter_class=HelpFormatter)
     if network:
         g = parser.add_argument_group("connection")
-        g.add_argument("--base-url", metavar="URL",
-                       help="API base URL (default: $DOUBLEWORD_BASE_URL, then .env, then "
-                            "https://api.doubleword.ai/v1)")
-        g.add_argument("--allow-insecure-http", action="store_true",
-                       help="allow a plain-http base URL to a non-loopback host (sends the key unencrypted)")
+        g.add_argument(
+            "--base-url",
+            metavar="URL",
+            help="API base URL (default: $DOUBLEWORD_BASE_URL, then .env, then https://api.doubleword.ai/v1)",
+        )
+        g.add_argument(
+            "--allow-insecure-http",
+            action="store_true",
+            help="allow a plain-http base URL to a non-loopback host (sends the key unencrypted)",
+        )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument("--version", action="version", version=USER_AGENT)
     return parser

@@ -14,14 +14,7 @@ from array import array
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from .apifacts import ALLOWED_URLS, MAX_CUSTOM_ID_BYTES
-from .requestrules import (
-    ERRORS_KEPT,
-    REQUIRED_BODY_FIELD,
-    _decoder,
-    _model_kind_warning,
-    check_request,
-    loads_strict,
-)
+from .requestrules import ERRORS_KEPT, REQUIRED_BODY_FIELD, _decoder, _model_kind_warning, check_request, loads_strict
 
 _READ_BUFFER = 1 << 20
 
@@ -50,7 +43,9 @@ _URL_CODE = {url: i for i, url in enumerate(ALLOWED_URLS)}
 _NOTHING = object()
 
 
-_DUPLICATE = "duplicate custom_id {cid!r} (first used on line {first}); results are matched by custom_id, so each must be unique"
+_DUPLICATE = (
+    "duplicate custom_id {cid!r} (first used on line {first}); results are matched by custom_id, so each must be unique"
+)
 
 
 # How much of a line is not the body, in the two usual shapes (the ids and url without
@@ -70,8 +65,9 @@ def _body_tokens(body: Any) -> int:
 _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
-def _add_model(pm: List[Any], sizes: Any, model_at: int, tokens: int, max_tokens: int, free_tokens: int,
-               free: int, expected: int) -> None:
+def _add_model(
+    pm: List[Any], sizes: Any, model_at: int, tokens: int, max_tokens: int, free_tokens: int, free: int, expected: int
+) -> None:
     """Add the requests since ``model_at`` (one model's run of lines) to its counts ``pm``."""
     pm[0] += len(sizes) - model_at
     pm[1] += tokens
@@ -81,9 +77,17 @@ def _add_model(pm: List[Any], sizes: Any, model_at: int, tokens: int, max_tokens
     pm[5] += expected
 
 
-def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes: int, buckets: int = 1,
-                 dup_offsets: Optional[Sequence[int]] = None, dup_firsts: Optional[Sequence[int]] = None,
-                 digests: bool = True) -> Dict[str, Any]:
+def _check_piece(
+    path: str,
+    start: int,
+    end: int,
+    max_bytes: int,
+    max_body_bytes: int,
+    buckets: int = 1,
+    dup_offsets: Optional[Sequence[int]] = None,
+    dup_firsts: Optional[Sequence[int]] = None,
+    digests: bool = True,
+) -> Dict[str, Any]:
     """Check the lines between byte offsets ``start`` and ``end`` (both at line starts).
 
     Returns the piece's partial results; its line numbers are relative (1 = the line at start):
@@ -117,7 +121,14 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
     offs = [array(tc) for _ in range(buckets)]
     dig_add = [a.append for a in dig]
     off_add = [a.append for a in offs]
-    sizes, gap_at, gap_lines, gap_bytes, url_at, url_codes = array(tc), array(tc), array(tc), array(tc), array(tc), bytearray()
+    sizes, gap_at, gap_lines, gap_bytes, url_at, url_codes = (
+        array(tc),
+        array(tc),
+        array(tc),
+        array(tc),
+        array(tc),
+        bytearray(),
+    )
     gap_n = gap_b = 0  # blank lines since the last request
     url_now = None
     errors: List[Tuple[int, Optional[str], str, int]] = []
@@ -186,8 +197,15 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
                     crlf += 1
                 if n == 1 and first_piece and text[0] == "\ufeff":
                     nerr += 1
-                    errors.append((n, None, "the file starts with a UTF-8 byte-order mark (BOM), which the server "
-                                            "rejects; save it as UTF-8 without BOM", -1))
+                    errors.append(
+                        (
+                            n,
+                            None,
+                            "the file starts with a UTF-8 byte-order mark (BOM), which the server "
+                            "rejects; save it as UTF-8 without BOM",
+                            -1,
+                        )
+                    )
                     continue
                 if rest is None or (rest and not rest.isspace()):
                     try:
@@ -212,9 +230,15 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
                 code = url_code[url]  # (KeyError: a url that is not allowed)
                 key = cid.encode()  # (AttributeError: not a string)
                 # (obj and body are dicts, or the lookups above fail)
-                ok = (obj["method"] == "POST" and len(obj) == 4 and 0 < len(key) <= max_cid and cid.isprintable()
-                      and size <= max_body_bytes and "stream" not in body
-                      and (model == model_now or (type(model) is str and model and not model.isspace())))
+                ok = (
+                    obj["method"] == "POST"
+                    and len(obj) == 4
+                    and 0 < len(key) <= max_cid
+                    and cid.isprintable()
+                    and size <= max_body_bytes
+                    and "stream" not in body
+                    and (model == model_now or (type(model) is str and model and not model.isspace()))
+                )
                 if ok:
                     if code == messages or code == chat:
                         v = body["messages"]
@@ -257,8 +281,9 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
                     first = -1
                 if len(errors) < kept:
                     if size > max_bytes:  # (a line too long and repeating an id is too long)
-                        errors.append((n, cid, f"the line is {size} bytes, more than the {max_bytes}-byte file "
-                                               "limit", -1))
+                        errors.append(
+                            (n, cid, f"the line is {size} bytes, more than the {max_bytes}-byte file limit", -1)
+                        )
                     else:
                         errors.append((n, cid, "", first))
                 if not ok:
@@ -326,8 +351,16 @@ def _check_piece(path: str, start: int, end: int, max_bytes: int, max_body_bytes
     for at, code, until in zip(url_at, url_codes, url_at[1:] + array(tc, [len(sizes)])):
         url = ALLOWED_URLS[code]
         urls[url] = urls.get(url, 0) + until - at
-    res: Dict[str, Any] = {"lines": n, "blank": blank, "crlf": crlf, "nerr": nerr, "errors": errors,
-                           "models": models, "urls": urls, "notes": notes}
+    res: Dict[str, Any] = {
+        "lines": n,
+        "blank": blank,
+        "crlf": crlf,
+        "nerr": nerr,
+        "errors": errors,
+        "models": models,
+        "urls": urls,
+        "notes": notes,
+    }
     if digests:
         all_dig, all_off, bounds = array("I"), array(tc), array("Q", [0])
         for a, b in zip(dig, offs):

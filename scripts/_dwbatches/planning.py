@@ -26,12 +26,7 @@ from . import apifacts, pricing
 from .chunkplan import Chunk as PlanChunk
 from .commands import command, display_path
 from .cost import local_estimate
-from .errors import (
-    DWError,
-    InputError,
-    JobError,
-    UsageError,
-)
+from .errors import DWError, InputError, JobError, UsageError
 from .files import atomic_output, make_private_dir
 from .flags import check_number
 from .job import Job, new_intent_id
@@ -58,16 +53,22 @@ RESERVED_PREFIX = "dwb_"
 SERVER_RESERVED_KEYS = apifacts.RESERVED_METADATA_KEYS
 
 
-def validate_input(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_bytes: int = MAX_FILE_BYTES,
-                   max_body_bytes: int = MAX_BODY_BYTES, max_errors: int = 50) -> Report:
+def validate_input(
+    path: str,
+    max_requests: int = MAX_REQUESTS_PER_FILE,
+    max_bytes: int = MAX_FILE_BYTES,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    max_errors: int = 50,
+) -> Report:
     """Validate and plan ``path``. Invalid: list the errors on stderr (``line N: ...``) and raise
     ``InputError`` (exit 2). Nothing is sent either way."""
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such file", hint="Pass the path of a JSONL batch file.")
     check_number("--max-requests", max_requests, "1000", at_least=1)
     check_number("--max-bytes", max_bytes, "50000000", at_least=1)
-    rep = validate_file(path, max_requests=max_requests, max_bytes=max_bytes, max_body_bytes=max_body_bytes,
-                        line_limit=MAX_FILE_BYTES)
+    rep = validate_file(
+        path, max_requests=max_requests, max_bytes=max_bytes, max_body_bytes=max_body_bytes, line_limit=MAX_FILE_BYTES
+    )
     if rep.valid:
         check_chunk_size(rep, max_bytes)
         for w in rep.warnings:
@@ -75,13 +76,23 @@ def validate_input(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byt
         return rep
     print_errors(rep, max_errors)
     first = rep.errors[0]["line"] if rep.errors else None
-    raise InputError(f"{path}: {rep.errors_total} invalid line(s); nothing was sent",
-                     hint=f"Fix the lines listed above ({command('validate_batch_file.py', display_path(path))} "
-                          "checks a file without sending anything), then run the command again.", line=first)
+    raise InputError(
+        f"{path}: {rep.errors_total} invalid line(s); nothing was sent",
+        hint=f"Fix the lines listed above ({command('validate_batch_file.py', display_path(path))} "
+        "checks a file without sending anything), then run the command again.",
+        line=first,
+    )
 
 
-def plan_range(path: str, start_byte: int, end_byte: Optional[int], start_line: int, max_requests: int,
-               max_bytes: int, first_index: int = 1) -> List[PlanChunk]:
+def plan_range(
+    path: str,
+    start_byte: int,
+    end_byte: Optional[int],
+    start_line: int,
+    max_requests: int,
+    max_bytes: int,
+    first_index: int = 1,
+) -> List[PlanChunk]:
     """Split the requests of an already validated file between two byte offsets into chunks
     (the same rule as ``validate_file``'s plan)."""
     chunks: List[PlanChunk] = []
@@ -96,11 +107,18 @@ def plan_range(path: str, start_byte: int, end_byte: Optional[int], start_line: 
             size = len(raw)
             if raw.strip():
                 if size > max_bytes:
-                    raise UsageError(f"line {n} is {size} bytes, more than --max-bytes {max_bytes}",
-                                     hint="Use a --max-bytes larger than the longest line.")
+                    raise UsageError(
+                        f"line {n} is {size} bytes, more than --max-bytes {max_bytes}",
+                        hint="Use a --max-bytes larger than the longest line.",
+                    )
                 if chunk is None or chunk.requests + 1 > max_requests or offset + size - chunk.start_byte > max_bytes:
-                    chunk = PlanChunk(index=first_index + len(chunks), start_line=n, end_line=n, start_byte=offset,
-                                  end_byte=offset + size)
+                    chunk = PlanChunk(
+                        index=first_index + len(chunks),
+                        start_line=n,
+                        end_line=n,
+                        start_byte=offset,
+                        end_byte=offset + size,
+                    )
                     chunks.append(chunk)
                 chunk.requests += 1
                 try:
@@ -123,19 +141,43 @@ def upload_name(job_id: str, round_no: int, index: int) -> str:
 
 
 def new_chunk(job_id: str, round_no: int, chunk: PlanChunk, completion_window: str) -> Chunk:
-    return Chunk(index=chunk.index, start_line=chunk.start_line, end_line=chunk.end_line,
-                 start_byte=chunk.start_byte, end_byte=chunk.end_byte, requests=chunk.requests,
-                 bytes=chunk.bytes, endpoint=chunk.endpoint, upload_name=upload_name(job_id, round_no, chunk.index),
-                 intent_id=new_intent_id(), completion_window=completion_window)
+    return Chunk(
+        index=chunk.index,
+        start_line=chunk.start_line,
+        end_line=chunk.end_line,
+        start_byte=chunk.start_byte,
+        end_byte=chunk.end_byte,
+        requests=chunk.requests,
+        bytes=chunk.bytes,
+        endpoint=chunk.endpoint,
+        upload_name=upload_name(job_id, round_no, chunk.index),
+        intent_id=new_intent_id(),
+        completion_window=completion_window,
+    )
 
 
-def new_round(job: Job, round_no: int, kind: str, input_path: str, input_sha256: str, completion_window: str,
-              chunks: Iterable[PlanChunk], max_requests: int, max_bytes: int) -> Round:
+def new_round(
+    job: Job,
+    round_no: int,
+    kind: str,
+    input_path: str,
+    input_sha256: str,
+    completion_window: str,
+    chunks: Iterable[PlanChunk],
+    max_requests: int,
+    max_bytes: int,
+) -> Round:
     job_id = job.record.job_id
-    return Round(round=round_no, kind=kind, input_path=os.path.abspath(input_path), input_sha256=input_sha256,
-                 completion_window=completion_window, created_at=time.time(),
-                 limits=Limits(max_requests=max_requests, max_bytes=max_bytes),
-                 chunks=[new_chunk(job_id, round_no, c, completion_window) for c in chunks])
+    return Round(
+        round=round_no,
+        kind=kind,
+        input_path=os.path.abspath(input_path),
+        input_sha256=input_sha256,
+        completion_window=completion_window,
+        created_at=time.time(),
+        limits=Limits(max_requests=max_requests, max_bytes=max_bytes),
+        chunks=[new_chunk(job_id, round_no, c, completion_window) for c in chunks],
+    )
 
 
 def parse_metadata(pairs: Iterable[str]) -> Dict[str, str]:
@@ -148,11 +190,13 @@ def parse_metadata(pairs: Iterable[str]) -> Dict[str, str]:
         if not sep or not key:
             raise UsageError(f"--metadata {pair!r} is not KEY=VALUE", hint="e.g. --metadata project=reviews")
         if key.lower().startswith(RESERVED_PREFIX):
-            raise UsageError(f"--metadata key {key!r} is reserved (dwb_* keys are set by this tool)",
-                             hint="Pick another key name.")
+            raise UsageError(
+                f"--metadata key {key!r} is reserved (dwb_* keys are set by this tool)", hint="Pick another key name."
+            )
         if key in SERVER_RESERVED_KEYS:
-            raise UsageError(f"--metadata key {key!r} is reserved by the server, which would drop it",
-                             hint="Pick another key name.")
+            raise UsageError(
+                f"--metadata key {key!r} is reserved by the server, which would drop it", hint="Pick another key name."
+            )
         if key in meta and meta[key] != value:
             raise UsageError(f"--metadata key {key!r} is given twice with different values")
         meta[key] = value
@@ -161,11 +205,20 @@ def parse_metadata(pairs: Iterable[str]) -> Dict[str, str]:
     return meta
 
 
-def prepare_job(job: Job, input_path: str, *, base_url: str, completion_window: Optional[str] = None,
-                metadata: Optional[Dict[str, str]] = None, max_requests: Optional[int] = None,
-                max_bytes: Optional[int] = None, max_body_bytes: int = MAX_BODY_BYTES,
-                report: Optional[Report] = None, input_sha256: Optional[str] = None,
-                source: Optional[Dict[str, Any]] = None) -> bool:
+def prepare_job(
+    job: Job,
+    input_path: str,
+    *,
+    base_url: str,
+    completion_window: Optional[str] = None,
+    metadata: Optional[Dict[str, str]] = None,
+    max_requests: Optional[int] = None,
+    max_bytes: Optional[int] = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    report: Optional[Report] = None,
+    input_sha256: Optional[str] = None,
+    source: Optional[Dict[str, Any]] = None,
+) -> bool:
     """Create the job for ``input_path`` (round 1 planned, nothing sent), or load and check an
     existing one. Returns True when resuming.
 
@@ -175,21 +228,37 @@ def prepare_job(job: Job, input_path: str, *, base_url: str, completion_window: 
     if job.exists():
         rec = job.load()
         if rec.cancel is not None:
-            raise JobError(f"the job at {job.dir} was cancelled; it creates no further batch",
-                           hint=f"Fetch what finished: {command('fetch_results.py', '--job', display_path(job.dir))}. "
-                                "To submit the input again, pass --job NEW_DIR (a new job).")
+            raise JobError(
+                f"the job at {job.dir} was cancelled; it creates no further batch",
+                hint=f"Fetch what finished: {command('fetch_results.py', '--job', display_path(job.dir))}. "
+                "To submit the input again, pass --job NEW_DIR (a new job).",
+            )
         sha = input_sha256 or sha256_file(input_path)
         recorded = rec.input
         same_url = (rec.base_url or "").rstrip("/") == base_url.rstrip("/")
-        changed = (sha != recorded.sha256 or not same_url
-                   or (completion_window is not None and completion_window != rec.completion_window)
-                   or bool(metadata and metadata != rec.metadata))
+        changed = (
+            sha != recorded.sha256
+            or not same_url
+            or (completion_window is not None and completion_window != rec.completion_window)
+            or bool(metadata and metadata != rec.metadata)
+        )
         if changed and rec.nothing_created():
             # No batch exists (or may exist) for this job, so nothing can be billed twice.
             if not (sha == recorded.sha256 and same_url):
                 narrate(f"the job at {job.dir} has no batch yet; planning it again with this input and settings")
-                return _new_job(job, input_path, base_url, completion_window, metadata, max_requests, max_bytes,
-                                max_body_bytes, report, sha, source)
+                return _new_job(
+                    job,
+                    input_path,
+                    base_url,
+                    completion_window,
+                    metadata,
+                    max_requests,
+                    max_bytes,
+                    max_body_bytes,
+                    report,
+                    sha,
+                    source,
+                )
             # same input on the same server: keep the uploaded files, change the settings
             if completion_window is not None and completion_window != rec.completion_window:
                 narrate(f"the job has no batch yet; switching it to the {completion_window} window")
@@ -208,20 +277,26 @@ def prepare_job(job: Job, input_path: str, *, base_url: str, completion_window: 
                 f"{input_path} is not the file this job was started with (its contents changed since; "
                 f"job at {job.dir})",
                 hint="Restore the original input to resume this job, or pass --job NEW_DIR to submit the "
-                     "changed file as a new job (the old job's batches keep running).")
+                "changed file as a new job (the old job's batches keep running).",
+            )
         recorded_url = (rec.base_url or "").rstrip("/")
         if recorded_url and recorded_url != base_url.rstrip("/"):
-            raise JobError(f"the job at {job.dir} was submitted to {recorded_url}, but this run uses {base_url}",
-                           hint=f"The job remembers its server: run with no --base-url and DOUBLEWORD_BASE_URL unset, or "
-                                f"with --base-url {recorded_url}, to resume it; or pass --job NEW_DIR for a new job.")
+            raise JobError(
+                f"the job at {job.dir} was submitted to {recorded_url}, but this run uses {base_url}",
+                hint=f"The job remembers its server: run with no --base-url and DOUBLEWORD_BASE_URL unset, or "
+                f"with --base-url {recorded_url}, to resume it; or pass --job NEW_DIR for a new job.",
+            )
         if completion_window is not None and completion_window != rec.completion_window:
-            raise JobError(f"the job at {job.dir} uses completion window {rec.completion_window}, not "
-                           f"{completion_window}",
-                           hint=f"Run again with -w {rec.completion_window} (or without -w) to resume it, "
-                                "or pass --job NEW_DIR to submit the input again with another window.")
+            raise JobError(
+                f"the job at {job.dir} uses completion window {rec.completion_window}, not {completion_window}",
+                hint=f"Run again with -w {rec.completion_window} (or without -w) to resume it, "
+                "or pass --job NEW_DIR to submit the input again with another window.",
+            )
         if metadata and metadata != rec.metadata:
-            raise JobError(f"the job at {job.dir} was started with metadata {rec.metadata}",
-                           hint="Run again without --metadata (or with the same values) to resume it.")
+            raise JobError(
+                f"the job at {job.dir} was started with metadata {rec.metadata}",
+                hint="Run again without --metadata (or with the same values) to resume it.",
+            )
         _verified(job)[os.path.abspath(input_path)] = sha
         if os.path.abspath(input_path) != recorded.path:
             narrate(f"the input moved to {os.path.abspath(input_path)} (same contents); updating the job")
@@ -236,14 +311,26 @@ def prepare_job(job: Job, input_path: str, *, base_url: str, completion_window: 
         for rnd in rec.rounds:
             limits = rnd.limits
             want = Limits(max_requests=max_requests or limits.max_requests, max_bytes=max_bytes or limits.max_bytes)
-            if (want.max_requests, want.max_bytes) != (limits.max_requests, limits.max_bytes) and \
-                    any(not c.file_id and not c.batch_id for c in rnd.chunks):
+            if (want.max_requests, want.max_bytes) != (limits.max_requests, limits.max_bytes) and any(
+                not c.file_id and not c.batch_id for c in rnd.chunks
+            ):
                 rnd.replan = want
         job.save()
         return True
 
-    return _new_job(job, input_path, base_url, completion_window, metadata, max_requests, max_bytes, max_body_bytes,
-                    report, input_sha256, source)
+    return _new_job(
+        job,
+        input_path,
+        base_url,
+        completion_window,
+        metadata,
+        max_requests,
+        max_bytes,
+        max_body_bytes,
+        report,
+        input_sha256,
+        source,
+    )
 
 
 def refuses(job_dir: str, input_path: str, sha: Optional[str] = None) -> bool:
@@ -278,51 +365,90 @@ def job_dir_for_next(input_path: str, job_dir: str, sha: Optional[str] = None) -
             break
         n += 1
     what = "resumes this input's job at" if os.path.exists(other) else "submits it as a new job,"
-    narrate(f"note: the job at {display_path(job_dir)} was started with another input (or was cancelled), so a "
-            f"submit of {display_path(input_path)} there is refused; next {what} {display_path(other)}")
+    narrate(
+        f"note: the job at {display_path(job_dir)} was started with another input (or was cancelled), so a "
+        f"submit of {display_path(input_path)} there is refused; next {what} {display_path(other)}"
+    )
     return os.path.abspath(other)
 
 
-def plan_or_resume(job: Job, input_path: str, *, base_url: str, completion_window: Optional[str],
-             metadata: Optional[Dict[str, str]], max_requests: Optional[int], max_bytes: Optional[int],
-             max_body_bytes: int, report: Optional[Report], input_sha256: Optional[str] = None) -> bool:
+def plan_or_resume(
+    job: Job,
+    input_path: str,
+    *,
+    base_url: str,
+    completion_window: Optional[str],
+    metadata: Optional[Dict[str, str]],
+    max_requests: Optional[int],
+    max_bytes: Optional[int],
+    max_body_bytes: int,
+    report: Optional[Report],
+    input_sha256: Optional[str] = None,
+) -> bool:
     """Create or resume the job for ``input_path`` (caller holds the lock), taking the source
     recorded by create_batch_file.py's sidecar, and say which on stderr. Returns True when resuming."""
     from .builder import read_sidecar
+
     sha = input_sha256 or sha256_file(input_path)
     source, note = read_sidecar(input_path, sha)
     if note:
         narrate(note)
-    resumed = prepare_job(job, input_path, base_url=base_url, completion_window=completion_window,
-                          metadata=metadata, max_requests=max_requests, max_bytes=max_bytes,
-                          max_body_bytes=max_body_bytes, report=report, input_sha256=sha, source=source)
+    resumed = prepare_job(
+        job,
+        input_path,
+        base_url=base_url,
+        completion_window=completion_window,
+        metadata=metadata,
+        max_requests=max_requests,
+        max_bytes=max_bytes,
+        max_body_bytes=max_body_bytes,
+        report=report,
+        input_sha256=sha,
+        source=source,
+    )
     if resumed:
         narrate(f"resuming the job at {display_path(job.dir)}")
     else:
-        narrate(f"new job at {display_path(job.dir)}: {job.record.input.requests} requests in "
-                f"{len(job.record.rounds[0].chunks)} chunk(s)")
+        narrate(
+            f"new job at {display_path(job.dir)}: {job.record.input.requests} requests in "
+            f"{len(job.record.rounds[0].chunks)} chunk(s)"
+        )
     return resumed
 
 
-def _new_job(job: Job, input_path: str, base_url: str, completion_window: Optional[str],
-             metadata: Optional[Dict[str, str]], max_requests: Optional[int], max_bytes: Optional[int],
-             max_body_bytes: int, report: Optional[Report], input_sha256: Optional[str],
-             source: Optional[Dict[str, Any]]) -> bool:
+def _new_job(
+    job: Job,
+    input_path: str,
+    base_url: str,
+    completion_window: Optional[str],
+    metadata: Optional[Dict[str, str]],
+    max_requests: Optional[int],
+    max_bytes: Optional[int],
+    max_body_bytes: int,
+    report: Optional[Report],
+    input_sha256: Optional[str],
+    source: Optional[Dict[str, Any]],
+) -> bool:
     max_requests = max_requests or MAX_REQUESTS_PER_FILE
     max_bytes = max_bytes or MAX_FILE_BYTES
     if report is None:
         report = validate_input(input_path, max_requests, max_bytes, max_body_bytes)
     sha = input_sha256 or sha256_file(input_path)
     window = completion_window or "24h"
-    rec = Job.create_record(input_path, Fingerprint.of(input_path, sha), window, dict(metadata or {}),
-                            report.requests, base_url)
+    rec = Job.create_record(
+        input_path, Fingerprint.of(input_path, sha), window, dict(metadata or {}), report.requests, base_url
+    )
     rec.source = Source.from_dict(source) if source else None
     parts = urlsplit(base_url)
     # plain http to another host is only accepted with --allow-insecure-http: later commands need not repeat it
     rec.allow_insecure_http = parts.scheme == "http" and not is_loopback(parts.hostname or "")
     est = local_estimate(report, window)
-    rec.local_estimate = {"window": window, "low_usd": est["low"]["usd"], "high_usd": est["high"]["usd"],
-                          "as_of": pricing.PRICES_AS_OF}
+    rec.local_estimate = {
+        "window": window,
+        "low_usd": est["low"]["usd"],
+        "high_usd": est["high"]["usd"],
+        "as_of": pricing.PRICES_AS_OF,
+    }
     job.record = rec
     _verified(job)[os.path.abspath(input_path)] = sha
     rec.rounds = [new_round(job, 1, "initial", input_path, sha, window, report.chunks, max_requests, max_bytes)]
@@ -335,9 +461,16 @@ def next_round_path(job: Job) -> str:
     return job.path("rounds", f"round-{len(job.record.rounds) + 1}.jsonl")
 
 
-def add_retry_round(job: Job, input_path: str, *, completion_window: Optional[str] = None,
-                    max_requests: int = MAX_REQUESTS_PER_FILE, max_bytes: int = MAX_FILE_BYTES,
-                    max_body_bytes: int = MAX_BODY_BYTES, kind: str = "retry") -> Round:
+def add_retry_round(
+    job: Job,
+    input_path: str,
+    *,
+    completion_window: Optional[str] = None,
+    max_requests: int = MAX_REQUESTS_PER_FILE,
+    max_bytes: int = MAX_FILE_BYTES,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    kind: str = "retry",
+) -> Round:
     """Add a round that submits ``input_path`` (e.g. the failed requests) within this job.
 
     The file is validated (``InputError`` if not), copied to ``<job>/rounds/round-N.jsonl``

@@ -76,5 +76,14 @@ def money(value: Decimal, up: bool = False) -> str:
     return str(value.quantize(q, rounding=ROUND_CEILING if up else ROUND_HALF_UP))
 
 
-__all__ = ["PRICES", "PRICES_AS_OF", "WINDOWS", "DEFAULT_MODEL", "DEFAULT_EMBEDDING_MODEL", "price", "cost",
-           "price_doc", "money"]
+__all__ = [
+    "PRICES",
+    "PRICES_AS_OF",
+    "WINDOWS",
+    "DEFAULT_MODEL",
+    "DEFAULT_EMBEDDING_MODEL",
+    "price",
+    "cost",
+    "price_doc",
+    "money",
+]

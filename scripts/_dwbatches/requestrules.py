@@ -26,8 +26,15 @@ ERRORS_KEPT = 50
 KNOWN_KEYS = frozenset({"custom_id", "method", "url", "body"})
 
 
-JSON_TYPE_NAMES = {dict: "object", list: "array", str: "string", int: "number", float: "number",
-                   bool: "boolean", type(None): "null"}
+JSON_TYPE_NAMES = {
+    dict: "object",
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
 
 
 def json_type(value: Any) -> str:
@@ -96,7 +103,9 @@ def check_request(obj: Any, max_body_bytes: int = MAX_BODY_BYTES, raw_len: int =
             return f"body is {size} bytes; the server allows at most {max_body_bytes} per request", []
     notes = []
     if len(obj) > 4:
-        notes.append("extra top-level keys (" + ", ".join(sorted(set(obj) - KNOWN_KEYS)) + ") are ignored by the server")
+        notes.append(
+            "extra top-level keys (" + ", ".join(sorted(set(obj) - KNOWN_KEYS)) + ") are ignored by the server"
+        )
     return None, notes
 
 
@@ -107,6 +116,8 @@ def _model_kind_warning(model: str, url: str) -> Optional[str]:
     if url == "/v1/embeddings" and not embed:
         return f"model {model!r} does not look like an embeddings model, but the url is /v1/embeddings"
     if url != "/v1/embeddings" and embed:
-        return (f"model {model!r} looks like an embeddings model, but the url is {url}; the server refuses "
-                "that on upload (use --endpoint /v1/embeddings)")
+        return (
+            f"model {model!r} looks like an embeddings model, but the url is {url}; the server refuses "
+            "that on upload (use --endpoint /v1/embeddings)"
+        )
     return None

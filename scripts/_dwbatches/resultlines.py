@@ -124,7 +124,7 @@ def request_text(line: bytes) -> str:
     """What a request asked, for a CSV of results: the last user message of a chat request,
     the prompt of a completion, the input of a Responses or an embeddings request."""
     try:
-        body = (json.loads(line).get("body") or {})
+        body = json.loads(line).get("body") or {}
     except (ValueError, AttributeError):
         return ""
     if not isinstance(body, dict):

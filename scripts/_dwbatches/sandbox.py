@@ -49,10 +49,18 @@ class SandboxProcess:
     ``script``: the server script (default: the one next to this package).
     """
 
-    def __init__(self, data_dir: Optional[str] = None, extra_args: Optional[List[str]] = None,
-                 log_path: Optional[str] = None, *, api_key: Union[bool, str, None] = True,
-                 env: Optional[Dict[str, str]] = None, python: Optional[str] = None,
-                 cwd: Optional[str] = None, script: Optional[str] = None):
+    def __init__(
+        self,
+        data_dir: Optional[str] = None,
+        extra_args: Optional[List[str]] = None,
+        log_path: Optional[str] = None,
+        *,
+        api_key: Union[bool, str, None] = True,
+        env: Optional[Dict[str, str]] = None,
+        python: Optional[str] = None,
+        cwd: Optional[str] = None,
+        script: Optional[str] = None,
+    ):
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="dwb-sandbox-")
         self.data_dir = str(data_dir) if data_dir else self._tmp.name  # type: ignore[union-attr]
         self.extra_args = list(extra_args or [])
@@ -90,8 +98,14 @@ class SandboxProcess:
             raise SandboxStartError("the sandbox server is already running")
         os.makedirs(self.data_dir, exist_ok=True)
         with open(self.log_path, "ab") as log:  # the child keeps its own handle
-            self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=log,
-                                         stdin=subprocess.DEVNULL, env=self.environment(), cwd=self.cwd)
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdout=subprocess.PIPE,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=self.environment(),
+                cwd=self.cwd,
+            )
         self.ready = json.loads(self._ready_line(timeout))
         self.base_url = self.ready["base_url"]
         self.port = int(self.ready["port"])

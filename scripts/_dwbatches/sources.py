@@ -58,7 +58,7 @@ class TextLines:
         cr, lf = head.find(b"\r"), head.find(b"\n")
         if cr != -1 and cr == len(head) - 1:
             head += fh.read(1)  # is this CR the first half of a CRLF?
-        if cr != -1 and (lf == -1 or cr < lf) and head[cr + 1:cr + 2] != b"\n":
+        if cr != -1 and (lf == -1 or cr < lf) and head[cr + 1 : cr + 2] != b"\n":
             self.newline = "\r"
             yield from self._split(head, b"\r")
             return
@@ -81,7 +81,7 @@ class TextLines:
                 i = data.find(sep, start)
                 if i < 0:
                     break
-                pending.append(data[start:i + 1])
+                pending.append(data[start : i + 1])
                 yield b"".join(pending)
                 pending = []
                 start = i + 1
@@ -97,8 +97,11 @@ class TextLines:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise InputError(f"{self.path}: line {self.line}: invalid UTF-8 at byte {exc.start} of the line",
-                                 hint="Save the file as UTF-8.", line=self.line) from None
+                raise InputError(
+                    f"{self.path}: line {self.line}: invalid UTF-8 at byte {exc.start} of the line",
+                    hint="Save the file as UTF-8.",
+                    line=self.line,
+                ) from None
             if self.line == 1 and text.startswith("\ufeff"):
                 text = text[1:]
                 self.bom = True
@@ -131,17 +134,28 @@ DELIMITERS = (",", ";", "\t", "|")  # the ones detected, in order of preference 
 DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 
 
-_DELIMITER_ALIASES = {",": ",", "comma": ",", ";": ";", "semicolon": ";", "\t": "\t", "\\t": "\t", "tab": "\t",
-                      "|": "|", "pipe": "|"}
+_DELIMITER_ALIASES = {
+    ",": ",",
+    "comma": ",",
+    ";": ";",
+    "semicolon": ";",
+    "\t": "\t",
+    "\\t": "\t",
+    "tab": "\t",
+    "|": "|",
+    "pipe": "|",
+}
 
 
 def parse_delimiter(text: str) -> str:
     """``--delimiter``'s value: one of , ; | or a tab (also written ``\\t`` or ``tab``)."""
     found = _DELIMITER_ALIASES.get(text if len(text) == 1 else text.strip().lower())
     if found is None:
-        raise UsageError(f"--delimiter {text!r} is not supported; use one of , ; tab |",
-                         hint="Pass the character that separates the columns, e.g. --delimiter ';' "
-                              "or --delimiter tab; leave it out to detect it from the header row.")
+        raise UsageError(
+            f"--delimiter {text!r} is not supported; use one of , ; tab |",
+            hint="Pass the character that separates the columns, e.g. --delimiter ';' "
+            "or --delimiter tab; leave it out to detect it from the header row.",
+        )
     return found
 
 
@@ -190,7 +204,7 @@ class CsvRows:
     later one). ``warnings()`` words what was skipped or looks wrong."""
 
     def __init__(self, path: str, delimiter: Optional[str] = None, *, skip_empty_rows: bool = True):
-        csv.field_size_limit(min(sys.maxsize, 2 ** 31 - 1))
+        csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
         self.path = path
         self.skip_empty_rows = skip_empty_rows
         self.skipped_empty: List[int] = []
@@ -210,13 +224,19 @@ class CsvRows:
             got = self._record()
             header = got[1] if got else None
             if not header or not any(h.strip() for h in header):
-                raise InputError(f"{path}: line 1: the CSV is empty (no header row)",
-                                 hint="The first row must name the columns, e.g. id,text", line=1)
+                raise InputError(
+                    f"{path}: line 1: the CSV is empty (no header row)",
+                    hint="The first row must name the columns, e.g. id,text",
+                    line=1,
+                )
             self.header = [h.strip() for h in header]
             dupes = sorted({h for h in self.header if self.header.count(h) > 1})
             if dupes:
-                raise InputError(f"{path}: line 1: the header repeats column name(s) "
-                                 f"{', '.join(map(repr, dupes))}", hint="Give every column a distinct name.", line=1)
+                raise InputError(
+                    f"{path}: line 1: the header repeats column name(s) {', '.join(map(repr, dupes))}",
+                    hint="Give every column a distinct name.",
+                    line=1,
+                )
         except BaseException:
             self.close()
             raise
@@ -234,18 +254,22 @@ class CsvRows:
         except StopIteration:
             return None
         except csv.Error as exc:
-            raise InputError(f"{self.path}: line {self._lines.line}: not valid CSV: {exc}",
-                             line=self._lines.line) from None
+            raise InputError(
+                f"{self.path}: line {self._lines.line}: not valid CSV: {exc}", line=self._lines.line
+            ) from None
         start, self._prev = self._prev + 1, self._lines.line
         if self._eof:
             # the csv module ends a record at the end of the input only inside a quoted field
             # (the last one); anything else ends at its line's end.
             opened = start + sum(f.count(self.newline) for f in rec[:-1])
-            raise InputError(f"{self.path}: line {opened}: a quoted field starts here and is never closed; "
-                             f"it would take in everything to the end of the file (line {self._lines.line})",
-                             hint='Add the closing quote where the field ends. Inside a quoted field write a '
-                                  'quote as two quotes (""); a field that is not quoted must not start with a '
-                                  "quote.", line=opened)
+            raise InputError(
+                f"{self.path}: line {opened}: a quoted field starts here and is never closed; "
+                f"it would take in everything to the end of the file (line {self._lines.line})",
+                hint="Add the closing quote where the field ends. Inside a quoted field write a "
+                'quote as two quotes (""); a field that is not quoted must not start with a '
+                "quote.",
+                line=opened,
+            )
         return start, rec
 
     def _check_quotes(self, start: int, rec: List[str]) -> None:
@@ -284,21 +308,33 @@ class CsvRows:
                 continue
             if len(rec) != width:
                 end = lines.line
-                spans = (f" The row runs from line {start} to {end}: check for a quote that is not closed "
-                         "where the field ends.") if end > start else ""
-                raise InputError(f"{path}: line {start}: the row has {len(rec)} field(s), the header has "
-                                 f"{width}",
-                                 hint=f"Quote fields that contain the delimiter ({DELIMITER_NAMES[self.delimiter]}), "
-                                      f"quotes or newlines.{spans}", line=start)
+                spans = (
+                    (
+                        f" The row runs from line {start} to {end}: check for a quote that is not closed "
+                        "where the field ends."
+                    )
+                    if end > start
+                    else ""
+                )
+                raise InputError(
+                    f"{path}: line {start}: the row has {len(rec)} field(s), the header has {width}",
+                    hint=f"Quote fields that contain the delimiter ({DELIMITER_NAMES[self.delimiter]}), "
+                    f"quotes or newlines.{spans}",
+                    line=start,
+                )
             if lines.line > start:
                 self._check_quotes(start, rec)
             rows += 1
             yield start, dict(zip(header, rec))
         if rows == 0:
-            skipped_note = (f"; {len(skipped)} empty row(s) were skipped (lines "
-                            f"{line_list(skipped)})") if skipped else ""
-            raise InputError(f"{path}: line 1: the CSV has a header row but no data rows",
-                             hint=f"Add rows below the header{skipped_note}.", line=1)
+            skipped_note = (
+                (f"; {len(skipped)} empty row(s) were skipped (lines {line_list(skipped)})") if skipped else ""
+            )
+            raise InputError(
+                f"{path}: line 1: the CSV has a header row but no data rows",
+                hint=f"Add rows below the header{skipped_note}.",
+                line=1,
+            )
 
     def warnings(self) -> List[str]:
         """What was skipped or looks wrong so far, worded for people (empty when nothing)."""
@@ -306,9 +342,11 @@ class CsvRows:
         if self.skipped_empty:
             out.append(f"skipped {len(self.skipped_empty)} empty row(s) (lines {line_list(self.skipped_empty)})")
         for line, spanned, rowlike in self.long_quotes[:5]:
-            out.append(f"line {line}: a quoted field runs to line {line + spanned - 1} and {rowlike} of its lines "
-                       "look like rows of their own; if a quote there lacks its closing pair, those rows were "
-                       "read into this field")
+            out.append(
+                f"line {line}: a quoted field runs to line {line + spanned - 1} and {rowlike} of its lines "
+                "look like rows of their own; if a quote there lacks its closing pair, those rows were "
+                "read into this field"
+            )
         if len(self.long_quotes) > 5:
             out.append(f"{len(self.long_quotes) - 5} more quoted field(s) like that")
         return out
@@ -336,6 +374,9 @@ def iter_jsonl_rows(path: str) -> Iterator[Tuple[int, Dict[str, Any]]]:
             except ValueError as exc:
                 raise InputError(f"{path}: line {n}: invalid JSON: {exc}", line=n) from None
             if not isinstance(obj, dict):
-                raise InputError(f"{path}: line {n}: expected a JSON object, got {json_type(obj)}",
-                                 hint="Each line must be an object whose fields the template names.", line=n)
+                raise InputError(
+                    f"{path}: line {n}: expected a JSON object, got {json_type(obj)}",
+                    hint="Each line must be an object whose fields the template names.",
+                    line=n,
+                )
             yield n, obj

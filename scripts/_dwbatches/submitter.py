@@ -48,15 +48,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from . import lookup
 from .commands import command, display_path
 from .cost import _money, sum_estimates
-from .errors import (
-    EXIT_API,
-    EXIT_CONFIG,
-    APIConnectionError,
-    APIStatusError,
-    CostLimitExceeded,
-    DWError,
-    JobError,
-)
+from .errors import EXIT_API, EXIT_CONFIG, APIConnectionError, APIStatusError, CostLimitExceeded, DWError, JobError
 from .job import Job
 from .jobrecord import Chunk, Round, sha256_file
 from .output import narrate
@@ -65,6 +57,7 @@ from .uploadreport import Progress, explain_upload_error, mb
 
 CRASH_ENV = "DOUBLEWORD_BATCHES_CRASH_AT"
 # -- submitting -------------------------------------------------------------------------------
+
 
 def crash_point(name: str, index: int) -> None:
     """Test hook: die like ``kill -9`` at a named point (see the module docstring)."""
@@ -126,8 +119,9 @@ class Submitter:
     def find_batch(self, ch: Chunk) -> Optional[Dict[str, Any]]:
         return lookup.find_batch(self.client, ch)
 
-    def _sent_earlier(self, find: Any, ch: Chunk, started_at: Optional[float], label: str,
-                      what: str) -> Optional[Dict[str, Any]]:
+    def _sent_earlier(
+        self, find: Any, ch: Chunk, started_at: Optional[float], label: str, what: str
+    ) -> Optional[Dict[str, Any]]:
         """What an earlier run sent for ``ch`` (an attempt was started), looked up on the server."""
         if not started_at:
             return None
@@ -144,8 +138,9 @@ class Submitter:
 
     def _upload(self, rnd: Round, ch: Chunk) -> Dict[str, Any]:
         progress = Progress(f"{self._label(rnd, ch)}: uploading")
-        return self.client.upload_file(rnd.input_path, filename=ch.upload_name, start=ch.start_byte,
-                                       end=ch.end_byte, progress=progress)
+        return self.client.upload_file(
+            rnd.input_path, filename=ch.upload_name, start=ch.start_byte, end=ch.end_byte, progress=progress
+        )
 
     def ensure_uploaded(self, rnd: Round, ch: Chunk) -> None:
         if ch.file_id:
@@ -159,8 +154,7 @@ class Submitter:
         self._check_input(rnd)
         ch.upload_started_at = time.time()
         self.job.save()
-        narrate(f"{label}: uploading lines {ch.start_line}-{ch.end_line} ({ch.requests} requests, "
-                f"{mb(ch.bytes)})")
+        narrate(f"{label}: uploading lines {ch.start_line}-{ch.end_line} ({ch.requests} requests, {mb(ch.bytes)})")
         try:
             f = self._upload(rnd, ch)
         except APIStatusError as exc:
@@ -194,9 +188,11 @@ class Submitter:
         f = lookup.settled(self.find_upload, ch, True, label)
         if f:
             return f
-        raise DWError(f"uploading {self._label(rnd, ch)} failed twice ({err.message})",
-                      hint="Run the same command again later; it checks what reached the server first.",
-                      exit_code=EXIT_API)
+        raise DWError(
+            f"uploading {self._label(rnd, ch)} failed twice ({err.message})",
+            hint="Run the same command again later; it checks what reached the server first.",
+            exit_code=EXIT_API,
+        )
 
     def _record_file(self, ch: Chunk, f: Dict[str, Any]) -> None:
         ch.file_id = f["id"]
@@ -213,8 +209,10 @@ class Submitter:
         except FileNotFoundError:
             raise JobError(f"the input {path} is gone", hint="Restore it to resume the job.") from None
         if sha != rnd.input_sha256:
-            raise JobError(f"the input {path} changed since the job was planned",
-                           hint="Restore the original file, or submit the new one as a new job (--job NEW_DIR).")
+            raise JobError(
+                f"the input {path} changed since the job was planned",
+                hint="Restore the original file, or submit the new one as a new job (--job NEW_DIR).",
+            )
         verified[path] = sha
 
     def ensure_estimate(self, rnd: Round, ch: Chunk) -> None:
@@ -229,9 +227,16 @@ class Submitter:
                 narrate(f"{self._label(rnd, ch)}: no cost estimate from the server ({exc.message})")
                 return
             raise
-        ch.cost_estimate = {k: est.get(k) for k in ("total_requests", "total_estimated_input_tokens",
-                                                       "total_estimated_output_tokens", "total_estimated_cost",
-                                                       "models")}
+        ch.cost_estimate = {
+            k: est.get(k)
+            for k in (
+                "total_requests",
+                "total_estimated_input_tokens",
+                "total_estimated_output_tokens",
+                "total_estimated_cost",
+                "models",
+            )
+        }
         self.job.save()
 
     def ensure_created(self, rnd: Round, ch: Chunk, reupload: bool = True) -> None:
@@ -290,16 +295,23 @@ class Submitter:
         if rec.cancel is None:
             return
         for rnd, ch in rec.round_chunks():
-            if self._cancelled(rnd) and ch.batch_id and ch.status not in ("cancelled", "cancelling", "finalizing") \
-                    and not ch.terminal and (ch.create_started_at or 0) >= rec.cancel.at - lookup.CLOCK_SKEW:
+            if (
+                self._cancelled(rnd)
+                and ch.batch_id
+                and ch.status not in ("cancelled", "cancelling", "finalizing")
+                and not ch.terminal
+                and (ch.create_started_at or 0) >= rec.cancel.at - lookup.CLOCK_SKEW
+            ):
                 self._cancel_created(ch)
 
     def _cancel_created(self, ch: Chunk) -> None:
         try:
             b = self.client.cancel_batch(ch.batch_id)
         except DWError as exc:
-            narrate(f"batch {ch.batch_id} was created as the job was being cancelled; cancelling it failed "
-                    f"({exc.message}); run {command('cancel_batch.py', '--job', display_path(self.job.dir))}")
+            narrate(
+                f"batch {ch.batch_id} was created as the job was being cancelled; cancelling it failed "
+                f"({exc.message}); run {command('cancel_batch.py', '--job', display_path(self.job.dir))}"
+            )
             return
         ch.record_batch(b)
         self.job.save()
@@ -315,12 +327,12 @@ class Submitter:
         rec = self.job.record
         meta = dict(rec.metadata)
         rnd_no = rec.round_of(ch).round
-        meta.update({"dwb_intent": ch.intent_id, "dwb_job": rec.job_id,
-                     "dwb_chunk": f"r{rnd_no}c{ch.index}"})
+        meta.update({"dwb_intent": ch.intent_id, "dwb_job": rec.job_id, "dwb_chunk": f"r{rnd_no}c{ch.index}"})
         if rnd_no == 1 and rec.input.sha256:  # the user's file, to notice it submitted again
             meta[lookup.INPUT_KEY] = lookup.input_mark(rec.input.sha256) or ""
-        return self.client.create_batch(ch.file_id, ch.completion_window, meta,
-                                        endpoint=ch.endpoint or "/v1/chat/completions")
+        return self.client.create_batch(
+            ch.file_id, ch.completion_window, meta, endpoint=ch.endpoint or "/v1/chat/completions"
+        )
 
     def _resolve_create(self, rnd: Round, ch: Chunk, exc: DWError) -> Dict[str, Any]:
         label = self._label(rnd, ch)
@@ -342,18 +354,24 @@ class Submitter:
         b = self._find_batch_settled(ch)
         if b:
             return b
-        raise DWError(f"could not tell whether the batch for {label} was created ({err.message})",
-                      hint="Run the same command again: it looks the batch up by its intent id before creating "
-                           "anything, so nothing is created twice.", exit_code=EXIT_API)
+        raise DWError(
+            f"could not tell whether the batch for {label} was created ({err.message})",
+            hint="Run the same command again: it looks the batch up by its intent id before creating "
+            "anything, so nothing is created twice.",
+            exit_code=EXIT_API,
+        )
 
     def _find_batch_settled(self, ch: Chunk) -> Optional[Dict[str, Any]]:
         """Look the intent up; a request cut off mid-flight may commit a moment later."""
         try:
             return lookup.settled(self.find_batch, ch, True, f"chunk {ch.index}")
         except DWError as exc:
-            raise DWError(f"could not check whether the batch was created ({exc.message})",
-                          hint="Run the same command again when the server is reachable: it looks the batch up "
-                               "by its intent id before creating anything.", exit_code=EXIT_API) from None
+            raise DWError(
+                f"could not check whether the batch was created ({exc.message})",
+                hint="Run the same command again when the server is reachable: it looks the batch up "
+                "by its intent id before creating anything.",
+                exit_code=EXIT_API,
+            ) from None
 
     def _record_batch(self, ch: Chunk, b: Dict[str, Any]) -> None:
         ch.batch_id = b["id"]
@@ -399,12 +417,22 @@ class Submitter:
         if tail:
             self._check_input(rnd)
             first = tail[0]
-            new = plan_range(rnd.input_path, first.start_byte, tail[-1].end_byte, first.start_line,
-                             want.max_requests, want.max_bytes, first_index=first.index)
-            rnd.chunks = chunks[:k] + [new_chunk(self.job.record.job_id, rnd.round, c, rnd.completion_window)
-                                       for c in new]
-            narrate(f"re-split the {len(tail)} chunk(s) not yet uploaded into {len(new)} "
-                    f"(max {want.max_requests} requests, {want.max_bytes} bytes each)")
+            new = plan_range(
+                rnd.input_path,
+                first.start_byte,
+                tail[-1].end_byte,
+                first.start_line,
+                want.max_requests,
+                want.max_bytes,
+                first_index=first.index,
+            )
+            rnd.chunks = chunks[:k] + [
+                new_chunk(self.job.record.job_id, rnd.round, c, rnd.completion_window) for c in new
+            ]
+            narrate(
+                f"re-split the {len(tail)} chunk(s) not yet uploaded into {len(new)} "
+                f"(max {want.max_requests} requests, {want.max_bytes} bytes each)"
+            )
         self.job.save()
 
     # -- the whole thing -------------------------------------------------------------------
@@ -465,7 +493,9 @@ class Submitter:
             self.job.save()
             raise CostLimitExceeded(
                 f"cannot check --max-cost ${limit}: {reason}; the files are uploaded, no batch was created",
-                hint="Run the same command again without --max-cost to create the batches anyway.", total=None)
+                hint="Run the same command again without --max-cost to create the batches anyway.",
+                total=None,
+            )
         if total > limit:
             reason = f"estimated cost ${_money(total)} is over --max-cost ${limit}"
             for _, ch in pending:
@@ -475,7 +505,9 @@ class Submitter:
                 f"the server estimates ${_money(total)} for this job, more than --max-cost ${limit}; "
                 f"the files are uploaded (job {self.job.dir}), no batch was created",
                 hint=f"To go on, run the same command again with --max-cost {_money(total, up=True)} or higher, or "
-                     "without --max-cost; it creates the held batches without uploading again.", total=total)
+                "without --max-cost; it creates the held batches without uploading again.",
+                total=total,
+            )
         for _, ch in pending:
             ch.held = None
         self.job.save()

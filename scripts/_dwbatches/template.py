@@ -17,8 +17,10 @@ def placeholder_hint(name: str, usual: str) -> str:
     """The hint for a placeholder the input lacks: a JSON example written into the template
     (``{"label": ...}``) reads as a placeholder; literal braces are written doubled."""
     if any(c in name for c in "\"':") or name.strip() != name:
-        return ("To write literal braces, e.g. a JSON example such as {\"label\": \"...\"}, double them: "
-                "{{\"label\": \"...\"}}. " + usual)
+        return (
+            'To write literal braces, e.g. a JSON example such as {"label": "..."}, double them: '
+            '{{"label": "..."}}. ' + usual
+        )
     return usual
 
 
@@ -37,13 +39,16 @@ class Template:
             for literal, name, spec, conv in string.Formatter().parse(text):
                 self.parts.append((literal, name, spec or "", conv))
         except ValueError as exc:
-            raise UsageError(f"the template is not valid: {exc}",
-                             hint='Write placeholders as {column}; use {{ and }} for literal braces.') from None
+            raise UsageError(
+                f"the template is not valid: {exc}",
+                hint="Write placeholders as {column}; use {{ and }} for literal braces.",
+            ) from None
         for _, name, _, _ in self.parts:
             if name is not None and not name.strip():
-                raise UsageError("the template has an empty placeholder {}",
-                                 hint="Name a column or field inside the braces, e.g. {text}; "
-                                      "use {{}} for literal braces.")
+                raise UsageError(
+                    "the template has an empty placeholder {}",
+                    hint="Name a column or field inside the braces, e.g. {text}; use {{}} for literal braces.",
+                )
         self.fields = [name for _, name, _, _ in self.parts if name is not None]
 
     @staticmethod
@@ -73,8 +78,9 @@ class Template:
                 out.append(f)
         return out
 
-    def render(self, row: Dict[str, Any], line: int, what: str = "column", dotted: bool = False,
-               source: Optional[str] = None) -> str:
+    def render(
+        self, row: Dict[str, Any], line: int, what: str = "column", dotted: bool = False, source: Optional[str] = None
+    ) -> str:
         out: List[str] = []
         for literal, name, spec, conv in self.parts:
             out.append(literal)
@@ -84,10 +90,12 @@ class Template:
             if not found:
                 available = ", ".join(str(k) for k in row) or "(none)"
                 where = f"{source}: line {line}" if source else f"line {line}"
-                raise InputError(f"{where}: the template placeholder {{{name}}} is not a {what} of the "
-                                 f"input; available {what}s: {available}",
-                                 hint=placeholder_hint(name, f"Use one of the {what} names in the template."),
-                                 line=line)
+                raise InputError(
+                    f"{where}: the template placeholder {{{name}}} is not a {what} of the "
+                    f"input; available {what}s: {available}",
+                    hint=placeholder_hint(name, f"Use one of the {what} names in the template."),
+                    line=line,
+                )
             if value is None:
                 value = ""
             elif isinstance(value, (dict, list)):

@@ -45,24 +45,29 @@ def explain_upload_error(label: str, rnd: Round, ch: Chunk, exc: APIStatusError)
     or --max-requests to run again with, or the physical line of the round's input."""
     msg = exc.body or exc.message
     if exc.status == 413:
-        return DWError(f"the server refused {label} ({mb(ch.bytes)}) as too large: {msg}",
-                       hint=f"Run the same command again with a smaller --max-bytes, e.g. --max-bytes "
-                            f"{max(1, ch.bytes // 2)}; the chunks not yet uploaded are split again.",
-                       exit_code=exc.exit_code)
+        return DWError(
+            f"the server refused {label} ({mb(ch.bytes)}) as too large: {msg}",
+            hint=f"Run the same command again with a smaller --max-bytes, e.g. --max-bytes "
+            f"{max(1, ch.bytes // 2)}; the chunks not yet uploaded are split again.",
+            exit_code=exc.exit_code,
+        )
     m = re.search(r"exceeds the maximum of (\d+)", msg or "")
     if exc.status == 400 and m and "requests" in msg:
-        return DWError(f"the server refused {label} ({ch.requests} requests): {msg}",
-                       hint=f"Run the same command again with --max-requests {m.group(1)}; the chunks not yet "
-                            "uploaded are split again.", exit_code=exc.exit_code)
+        return DWError(
+            f"the server refused {label} ({ch.requests} requests): {msg}",
+            hint=f"Run the same command again with --max-requests {m.group(1)}; the chunks not yet "
+            "uploaded are split again.",
+            exit_code=exc.exit_code,
+        )
     m = re.search(r"\b[Ll]ine (\d+)\b", msg or "")
     if m:
-        line = physical_line(rnd.input_path, ch.start_byte, ch.end_byte, ch.start_line,
-                             int(m.group(1)))
+        line = physical_line(rnd.input_path, ch.start_byte, ch.end_byte, ch.start_line, int(m.group(1)))
         if line is not None:
-            return DWError(f"the server refused {label}: {msg} (that is line {line} of "
-                           f"{os.path.basename(rnd.input_path)})",
-                           hint=exc.hint or "Fix that line and run the command again.",
-                           exit_code=exc.exit_code)
+            return DWError(
+                f"the server refused {label}: {msg} (that is line {line} of {os.path.basename(rnd.input_path)})",
+                hint=exc.hint or "Fix that line and run the command again.",
+                exit_code=exc.exit_code,
+            )
     return exc
 
 

@@ -112,8 +112,9 @@ class Report:
 # -- duplicates ------------------------------------------------------------------------------
 
 
-def _find_duplicates(path: str, pieces: List[Tuple[int, int]], results: List[Dict[str, Any]],
-                     helpers: Sequence[_Helper] = ()) -> Dict[int, Tuple[array, array]]:
+def _find_duplicates(
+    path: str, pieces: List[Tuple[int, int]], results: List[Dict[str, Any]], helpers: Sequence[_Helper] = ()
+) -> Dict[int, Tuple[array, array]]:
     """The requests whose custom_id an earlier request already uses, by piece: (their offsets,
     the offsets of the ids' first lines), both sorted by the former. Digests are compared bucket
     by bucket (a set of one bucket at a time); the lines of digests seen more than once are
@@ -135,7 +136,7 @@ def _find_duplicates(path: str, pieces: List[Tuple[int, int]], results: List[Dic
         del seen
         counts: Counter = Counter()
         for r in results:
-            counts.update(r["dig"][r["bounds"][b]:r["bounds"][b + 1]])
+            counts.update(r["dig"][r["bounds"][b] : r["bounds"][b + 1]])
         repeated = {d for d, c in counts.items() if c > 1}
         del counts
         groups: Dict[int, List[int]] = {}  # digest -> line offsets, in file order
@@ -194,9 +195,17 @@ def _line_numbers(path: str, pieces: List[Tuple[int, int]], bases: List[int], of
 
 # -- the report ------------------------------------------------------------------------------
 
-def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_bytes: int = MAX_FILE_BYTES,
-                  max_body_bytes: int = MAX_BODY_BYTES, *, processes: Optional[int] = None,
-                  piece_bytes: int = PIECE_BYTES, line_limit: Optional[int] = None) -> Report:
+
+def validate_file(
+    path: str,
+    max_requests: int = MAX_REQUESTS_PER_FILE,
+    max_bytes: int = MAX_FILE_BYTES,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    *,
+    processes: Optional[int] = None,
+    piece_bytes: int = PIECE_BYTES,
+    line_limit: Optional[int] = None,
+) -> Report:
     """Validate a batch file and plan its chunks (see the module docstring).
 
     ``line_limit``: the longest line that is valid (default ``max_bytes``). With a larger one,
@@ -230,8 +239,10 @@ def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byte
         dups = _find_duplicates(path, pieces, results, helpers) if results else {}
         if dups:
             numbers = sorted(dups)
-            again = [("piece", pieces[i][0], pieces[i][1], longest, max_body_bytes, 1, dups[i][0], dups[i][1],
-                      False) for i in numbers]
+            again = [
+                ("piece", pieces[i][0], pieces[i][1], longest, max_body_bytes, 1, dups[i][0], dups[i][1], False)
+                for i in numbers
+            ]
             for i, res in zip(numbers, _run(path, again, helpers, lambda i, res: None, depth=1)):
                 results[i] = res
         finished = True
@@ -242,8 +253,14 @@ def validate_file(path: str, max_requests: int = MAX_REQUESTS_PER_FILE, max_byte
     return _report(path, size, pieces, bases, results, planner)
 
 
-def _report(path: str, size: int, pieces: List[Tuple[int, int]], bases: List[int], results: List[Dict[str, Any]],
-            planner: _Planner) -> Report:
+def _report(
+    path: str,
+    size: int,
+    pieces: List[Tuple[int, int]],
+    bases: List[int],
+    results: List[Dict[str, Any]],
+    planner: _Planner,
+) -> Report:
     rep = Report(path=path, bytes=size, lines=bases[-1])
     per_model: Dict[str, List[int]] = {}
     kind_warnings: List[str] = []
@@ -284,20 +301,27 @@ def _report(path: str, size: int, pieces: List[Tuple[int, int]], bases: List[int
         rep.estimated_input_tokens += tin
         rep.max_output_tokens += mt_sum
         rep.requests_without_max_tokens += no_mt
-        rep.model_tokens[model] = {"requests": count, "input_tokens": tin, "output_tokens": mt_sum + free,
-                                   "output_tokens_low": expected + free,
-                                   "output_tokens_high": None if no_mt else mt_sum,
-                                   "requests_without_max_tokens": no_mt}
+        rep.model_tokens[model] = {
+            "requests": count,
+            "input_tokens": tin,
+            "output_tokens": mt_sum + free,
+            "output_tokens_low": expected + free,
+            "output_tokens_high": None if no_mt else mt_sum,
+            "requests_without_max_tokens": no_mt,
+        }
     if rep.requests == 0 and rep.errors_total == 0:
         rep.add_error(max(1, rep.lines), None, "the file contains no requests (it is empty or only blank lines)")
     rep.warnings.extend(kind_warnings)
     if len(rep.models) > 1:
-        rep.warnings.append("more than one model in the file: "
-                            + ", ".join(f"{m} ({c})" for m, c in rep.models.items()))
+        rep.warnings.append(
+            "more than one model in the file: " + ", ".join(f"{m} ({c})" for m, c in rep.models.items())
+        )
     if len(rep.endpoints) > 1:
-        rep.warnings.append("more than one url in the file: "
-                            + ", ".join(f"{u} ({c})" for u, c in rep.endpoints.items())
-                            + "; each line is sent to its own url")
+        rep.warnings.append(
+            "more than one url in the file: "
+            + ", ".join(f"{u} ({c})" for u, c in rep.endpoints.items())
+            + "; each line is sent to its own url"
+        )
     for note, count in notes.items():
         if count:  # (0: only on lines found invalid after all)
             rep.warnings.append(f"{count} line(s): {note}")
@@ -320,23 +344,26 @@ def check_chunk_size(rep: Report, max_bytes: int, flag: str = "--max-bytes") -> 
     first = over[0]
     more = f" and {len(over) - 1} more line(s)" if len(over) > 1 else ""
     longest = max(c.bytes for c in over)
-    raise UsageError(f"{flag} {max_bytes} is smaller than line {first.start_line} ({first.bytes} bytes){more}; "
-                     "a chunk is one uploaded file, and no chunk can hold that line; nothing was sent",
-                     hint=f"Use {flag} {longest} or more (the longest line), or leave {flag} out: the server's "
-                          f"file limit is {MAX_FILE_BYTES} bytes.")
+    raise UsageError(
+        f"{flag} {max_bytes} is smaller than line {first.start_line} ({first.bytes} bytes){more}; "
+        "a chunk is one uploaded file, and no chunk can hold that line; nothing was sent",
+        hint=f"Use {flag} {longest} or more (the longest line), or leave {flag} out: the server's "
+        f"file limit is {MAX_FILE_BYTES} bytes.",
+    )
 
 
 def print_errors(rep: Report, max_errors: int = 50) -> None:
     """``line N (custom_id ...): message`` on stderr for each kept error (even with --quiet:
     these are the result, not progress)."""
     out = []
-    for e in rep.errors[:max(0, max_errors)]:
+    for e in rep.errors[: max(0, max_errors)]:
         cid = f" (custom_id {e['custom_id']!r})" if e.get("custom_id") is not None else ""
         out.append(f"line {e['line']}{cid}: {e['message']}")
     shown = min(len(rep.errors), max(0, max_errors))
     if rep.errors_total > shown:
         out.append(f"... and {rep.errors_total - shown} more")
     from .output import redact
+
     try:
         sys.stderr.write("".join(redact(line) + "\n" for line in out))
         sys.stderr.flush()
@@ -344,7 +371,9 @@ def print_errors(rep: Report, max_errors: int = 50) -> None:
         pass
 
 
-def iter_requests(path: str, start_byte: int = 0, end_byte: Optional[int] = None) -> Iterable[Tuple[int, Dict[str, Any], bytes]]:
+def iter_requests(
+    path: str, start_byte: int = 0, end_byte: Optional[int] = None
+) -> Iterable[Tuple[int, Dict[str, Any], bytes]]:
     """Yield (physical line, parsed request, raw line) from a validated file, optionally a byte range."""
     with open(path, "rb") as fh:
         fh.seek(start_byte)

@@ -85,8 +85,9 @@ class _Helper:
         # -I: no environment variables, user site or current directory on the path; -S: no site
         # packages (the validator needs the standard library only)
         cmd = [sys.executable, "-I", "-S"] + (["-B"] if sys.flags.dont_write_bytecode else [])
-        self.proc = subprocess.Popen(cmd + ["-c", _BOOT, _SCRIPTS_DIR], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            cmd + ["-c", _BOOT, _SCRIPTS_DIR], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
         try:
             _write_frame(self.proc.stdin, path)
         except (OSError, ValueError):
@@ -164,8 +165,14 @@ class _Queue:
                 self.cond.wait(0.5)
 
 
-def _run(path: str, tasks: List[Any], helpers: List[_Helper], deliver: Callable[[int, Any], None],
-         depth: int, keep: bool = True) -> List[Any]:
+def _run(
+    path: str,
+    tasks: List[Any],
+    helpers: List[_Helper],
+    deliver: Callable[[int, Any], None],
+    depth: int,
+    keep: bool = True,
+) -> List[Any]:
     """Run ``tasks`` (see _do) here and in the helpers; call deliver(i, result) in task order;
     return the results (without ``keep``, each task and result is let go once delivered)."""
 

@@ -58,9 +58,7 @@ def _answer(text: str, limit: Any) -> tuple:
 
 
 def _client_error(message: str) -> tuple:
-    body = compact(
-        {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
-    )
+    body = compact({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}})
     return 400, body, 0, 0
 
 
@@ -101,9 +99,7 @@ class BuiltinModel:
             if isinstance(inp, str):
                 prompt, total_chars = inp, len(inp)
             elif isinstance(inp, list):
-                texts = [
-                    _text_of(item.get("content")) if isinstance(item, dict) else str(item) for item in inp
-                ]
+                texts = [_text_of(item.get("content")) if isinstance(item, dict) else str(item) for item in inp]
                 users = [
                     _text_of(item.get("content"))
                     for item in inp
@@ -142,9 +138,7 @@ class BuiltinModel:
         if not isinstance(messages, list) or not messages:
             return _client_error("'messages' must be a non-empty array")
         texts = [_text_of(m.get("content")) if isinstance(m, dict) else "" for m in messages]
-        users = [
-            _text_of(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"
-        ]
+        users = [_text_of(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
         prompt = users[-1] if users else texts[-1]
         total_chars = sum(len(t) for t in texts)
         if isinstance(body.get("system"), str):
@@ -198,12 +192,7 @@ class BuiltinModel:
             vec = [round((b / 255.0) * 2 - 1, 6) for b in h[:8]]
             data.append({"object": "embedding", "index": index, "embedding": vec})
         pt = _tokens(chars)
-        resp = {
-            "object": "list",
-            "data": data,
-            "model": model,
-            "usage": {"prompt_tokens": pt, "total_tokens": pt},
-        }
+        resp = {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": pt, "total_tokens": pt}}
         return 200, compact(resp), pt, 0
 
 
@@ -211,13 +200,7 @@ class UpstreamBackend:
     """Forwards each request body to ``base + line url`` with urllib."""
 
     def __init__(
-        self,
-        base: str,
-        api_key: str | None,
-        timeout: float,
-        retries: int,
-        model: str | None,
-        stop: threading.Event,
+        self, base: str, api_key: str | None, timeout: float, retries: int, model: str | None, stop: threading.Event
     ):
         self.base = base.rstrip("/")
         self.api_key = api_key

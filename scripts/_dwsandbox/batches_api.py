@@ -25,16 +25,7 @@ from .config import (
     WINDOW_SECONDS,
 )
 from .store import TERMINAL_STATUSES, derive_status, request_counts
-from .wire import (
-    ApiError,
-    Response,
-    compact,
-    dec_str,
-    describe_json,
-    json_response,
-    list_response,
-    parse_uuid,
-)
+from .wire import ApiError, Response, compact, dec_str, describe_json, json_response, list_response, parse_uuid
 
 if TYPE_CHECKING:
     from .app import App
@@ -75,11 +66,7 @@ def batch_obj(conn: sqlite3.Connection, row: Any, counts: dict | None = None) ->
     for key in ("cancelling_at", "cancelled_at"):
         if row[key] is not None:
             obj[key] = row[key]
-    obj["request_counts"] = {
-        "total": row["total"],
-        "completed": counts["completed"],
-        "failed": counts["failed"],
-    }
+    obj["request_counts"] = {"total": row["total"], "completed": counts["completed"], "failed": counts["failed"]}
     metadata = json.loads(row["metadata"] or "{}")
     metadata["created_by_email"] = SANDBOX_USER_EMAIL
     metadata["context_name"] = SANDBOX_USER_EMAIL
@@ -95,23 +82,17 @@ def batch_obj_by_id(conn: sqlite3.Connection, batch_id: str) -> dict:
 def create_batch(app: App, req: Request) -> Response:
     data = req.json_body()
     if not isinstance(data, dict):
-        raise ApiError(
-            422, DESERIALIZE + f"invalid type: {describe_json(data)}, expected struct CreateBatchRequest"
-        )
+        raise ApiError(422, DESERIALIZE + f"invalid type: {describe_json(data)}, expected struct CreateBatchRequest")
     for field in ("input_file_id", "endpoint", "completion_window"):
         if field not in data:
             raise ApiError(422, DESERIALIZE + f"missing field `{field}`")
         if not isinstance(data[field], str):
-            raise ApiError(
-                422, DESERIALIZE + f"{field}: invalid type: {describe_json(data[field])}, expected a string"
-            )
+            raise ApiError(422, DESERIALIZE + f"{field}: invalid type: {describe_json(data[field])}, expected a string")
     metadata = data.get("metadata")
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, dict):
-        raise ApiError(
-            422, DESERIALIZE + f"metadata: invalid type: {describe_json(metadata)}, expected a map"
-        )
+        raise ApiError(422, DESERIALIZE + f"metadata: invalid type: {describe_json(metadata)}, expected a map")
     for key, value in metadata.items():
         if not isinstance(value, str):
             raise ApiError(
@@ -122,9 +103,7 @@ def create_batch(app: App, req: Request) -> Response:
         raise ApiError(400, "Invalid input_file_id format")
     endpoint = data["endpoint"]
     if endpoint not in ALLOWED_URLS:
-        raise ApiError(
-            400, "Unsupported endpoint '{}'. Supported: {}".format(endpoint, ", ".join(ALLOWED_URLS))
-        )
+        raise ApiError(400, "Unsupported endpoint '{}'. Supported: {}".format(endpoint, ", ".join(ALLOWED_URLS)))
     window = data["completion_window"]
     if window not in WINDOW_SECONDS:
         raise ApiError(400, UNSUPPORTED_WINDOW)
@@ -168,10 +147,7 @@ def create_batch(app: App, req: Request) -> Response:
                 created + app.window_seconds(window),
             ),
         )
-        for fid, purpose, suffix in (
-            (out_id, "batch_output", "output"),
-            (err_id, "batch_error", "error"),
-        ):
+        for fid, purpose, suffix in ((out_id, "batch_output", "output"), (err_id, "batch_error", "error")):
             conn.execute(
                 "INSERT INTO files (id, filename, purpose, bytes, created_at, batch_id) VALUES (?, ?, ?, 0, ?, ?)",
                 (fid, f"batch-{batch_id}-{suffix}.jsonl", purpose, created, batch_id),
@@ -192,10 +168,7 @@ def list_batches(app: App, req: Request) -> Response:
     status_filter = req.q("status")
     if status_filter and status_filter not in BATCH_STATUS_FILTERS:
         raise ApiError(
-            400,
-            "Invalid status filter '{}'. Allowed values: {}".format(
-                status_filter, ", ".join(BATCH_STATUS_FILTERS)
-            ),
+            400, "Invalid status filter '{}'. Allowed values: {}".format(status_filter, ", ".join(BATCH_STATUS_FILTERS))
         )
     search = (req.q("search") or "").lower()
     windows = [w.strip() for w in (req.q("completion_window") or "").split(",") if w.strip()]
@@ -223,11 +196,7 @@ def list_batches(app: App, req: Request) -> Response:
             counts = request_counts(conn, row["id"])
             status = derive_status(row, counts)
             if status_filter:
-                if status_filter == "in_progress" and status not in (
-                    "validating",
-                    "in_progress",
-                    "finalizing",
-                ):
+                if status_filter == "in_progress" and status not in ("validating", "in_progress", "finalizing"):
                     continue
                 if status_filter in TERMINAL_STATUSES and status != status_filter:
                     continue
@@ -295,9 +264,7 @@ def retry_requests(app: App, req: Request) -> Response:
         raise ApiError(422, DESERIALIZE + "missing field `request_ids`")
     ids = data["request_ids"]
     if not isinstance(ids, list):
-        raise ApiError(
-            422, DESERIALIZE + f"request_ids: invalid type: {describe_json(ids)}, expected a sequence"
-        )
+        raise ApiError(422, DESERIALIZE + f"request_ids: invalid type: {describe_json(ids)}, expected a sequence")
     valid = [u for u in (parse_uuid(x) if isinstance(x, str) else None for x in ids) if u]
     if not valid:
         raise ApiError(400, "No valid request IDs provided")
@@ -323,8 +290,7 @@ def batch_results(app: App, req: Request) -> Response:
     status = req.q("status")
     if status and status not in RESULT_STATUS_FILTERS:
         raise ApiError(
-            400,
-            "Invalid status filter '{}'. Allowed values: {}".format(status, ", ".join(RESULT_STATUS_FILTERS)),
+            400, "Invalid status filter '{}'. Allowed values: {}".format(status, ", ".join(RESULT_STATUS_FILTERS))
         )
     with app.store.read() as conn:
         conn.execute("BEGIN")
@@ -359,9 +325,7 @@ def batch_results(app: App, req: Request) -> Response:
             "custom_id": r["custom_id"],
             "model": r["model"],
             "input_body": json.loads(r["body"]),
-            "response_body": json.loads(r["response"])
-            if r["response"] and r["state"] == "completed"
-            else None,
+            "response_body": json.loads(r["response"]) if r["response"] and r["state"] == "completed" else None,
             "error": r["error"] if r["state"] == "failed" else None,
             "status": r["state"],
         }

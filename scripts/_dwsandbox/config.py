@@ -56,9 +56,7 @@ class Config:
         self.forbidden_key = args.forbidden_key or None
         self.chat_models = _model_list(args.models) if args.models else DEFAULT_CHAT_MODELS
         self.embedding_models = (
-            _model_list(args.embedding_models)
-            if args.embedding_models is not None
-            else DEFAULT_EMBEDDING_MODELS
+            _model_list(args.embedding_models) if args.embedding_models is not None else DEFAULT_EMBEDDING_MODELS
         )
         self.max_file_bytes = args.max_file_bytes
         self.max_requests_per_file = args.max_requests_per_file

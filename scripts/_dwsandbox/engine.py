@@ -119,9 +119,7 @@ class Engine:
         if cancel:
             conn.execute("UPDATE batches SET populated = 1 WHERE id = ?", (batch_id,))
         else:
-            conn.execute(
-                "UPDATE batches SET populated = 1, in_progress_at = ? WHERE id = ?", (int(now), batch_id)
-            )
+            conn.execute("UPDATE batches SET populated = 1, in_progress_at = ? WHERE id = ?", (int(now), batch_id))
 
     def cancel_in(self, conn: sqlite3.Connection, batch_id: str, now: float) -> dict | None:
         """Cancel a batch inside the caller's write transaction. Returns the request that still
@@ -141,8 +139,7 @@ class Engine:
             (now, batch_id),
         )
         conn.execute(
-            "UPDATE batches SET cancelling_at = ?, cancelled_at = ? WHERE id = ?",
-            (int(now), int(now), batch_id),
+            "UPDATE batches SET cancelling_at = ?, cancelled_at = ? WHERE id = ?", (int(now), int(now), batch_id)
         )
         return dict(late) if late is not None else None
 
@@ -165,8 +162,7 @@ class Engine:
     def _maybe_finalize(self, batch_id: str) -> None:
         with self.store.read() as conn:
             open_row = conn.execute(
-                "SELECT 1 FROM requests WHERE batch_id = ? AND state IN ('pending', 'in_progress') LIMIT 1",
-                (batch_id,),
+                "SELECT 1 FROM requests WHERE batch_id = ? AND state IN ('pending', 'in_progress') LIMIT 1", (batch_id,)
             ).fetchone()
         if open_row is not None:
             return
@@ -189,8 +185,7 @@ class Engine:
                 return
             if row["finalizing_ts"] is None:
                 conn.execute(
-                    "UPDATE batches SET finalizing_at = ?, finalizing_ts = ? WHERE id = ?",
-                    (int(now), now, batch_id),
+                    "UPDATE batches SET finalizing_at = ?, finalizing_ts = ? WHERE id = ?", (int(now), now, batch_id)
                 )
                 return
             if now < row["finalizing_ts"] + self.cfg.finalizing_delay:
@@ -257,12 +252,7 @@ class Engine:
             lat = self._latency_for(row["id"])
             if lat > 0 and self._stop.wait(lat):
                 return None
-        base = {
-            "seq": row["seq"],
-            "attempts": row["attempts"],
-            "id": row["id"],
-            "custom_id": row["custom_id"],
-        }
+        base = {"seq": row["seq"], "attempts": row["attempts"], "id": row["id"], "custom_id": row["custom_id"]}
         fail_status = self.faults.request_failure(row["id"], row["custom_id"]) if inject else None
         if fail_status is not None:
             body = compact(
@@ -305,10 +295,7 @@ class Engine:
             for r in results:
                 seq, ts = self.store.next_done()
                 if r["state"] == "completed":
-                    size = (
-                        len(output_line(r["id"], r["custom_id"], r["status_code"], r["response"]).encode())
-                        + 1
-                    )
+                    size = len(output_line(r["id"], r["custom_id"], r["status_code"], r["response"]).encode()) + 1
                     done.append(
                         (
                             r["status_code"],

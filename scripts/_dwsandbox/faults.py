@@ -63,20 +63,13 @@ class Faults:
             if key.startswith("_"):
                 continue
             if key not in Faults.FIELDS:
-                raise ValueError(
-                    "Unknown fault field '{}'. Known fields: {}".format(key, ", ".join(Faults.FIELDS))
-                )
+                raise ValueError("Unknown fault field '{}'. Known fields: {}".format(key, ", ".join(Faults.FIELDS)))
             out[key] = value
 
         def number(name: str, lo: float, hi: float | None = None) -> None:
             if name in out:
                 v = out[name]
-                if (
-                    isinstance(v, bool)
-                    or not isinstance(v, (int, float))
-                    or v < lo
-                    or (hi is not None and v > hi)
-                ):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or v < lo or (hi is not None and v > hi):
                     rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
                     raise ValueError(f"'{name}' must be a number in {rng}")
 
@@ -125,9 +118,7 @@ class Faults:
                 for key in rule:
                     if key not in Faults.RULE_FIELDS:
                         raise ValueError(
-                            "Unknown http rule field '{}'. Known fields: {}".format(
-                                key, ", ".join(Faults.RULE_FIELDS)
-                            )
+                            "Unknown http rule field '{}'. Known fields: {}".format(key, ", ".join(Faults.RULE_FIELDS))
                         )
                 if not rule.get("drop"):
                     st = rule.get("status")
@@ -159,10 +150,7 @@ class Faults:
     def document(self) -> dict:
         with self._lock:
             doc = json.loads(json.dumps(self._doc))
-            doc["_remaining"] = {
-                "http_times": [r["_left"] for r in self._rules],
-                "drop_content_times": self._drop_left,
-            }
+            doc["_remaining"] = {"http_times": [r["_left"] for r in self._rules], "drop_content_times": self._drop_left}
             return doc
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -234,9 +222,7 @@ def fault_response(rule: dict) -> Response:
     status = int(rule["status"])
     message = rule.get("message")
     if status in (429, 503):
-        default = (
-            "Too many requests. Please retry later." if status == 429 else "Service temporarily unavailable."
-        )
+        default = "Too many requests. Please retry later." if status == 429 else "Service temporarily unavailable."
         err = ApiError(
             status,
             message or default,

@@ -29,16 +29,12 @@ if TYPE_CHECKING:
 
 
 class Route:
-    def __init__(
-        self, method: str, template: str, handler: Callable[..., Response], openai: bool = False
-    ) -> None:
+    def __init__(self, method: str, template: str, handler: Callable[..., Response], openai: bool = False) -> None:
         self.method = method
         self.template = template
         self.handler = handler
         self.openai = openai
-        pattern = (
-            re.escape(template).replace(r"\{id\}", r"(?P<id>[^/]+)").replace(r"\{model\}", r"(?P<model>.+)")
-        )
+        pattern = re.escape(template).replace(r"\{id\}", r"(?P<id>[^/]+)").replace(r"\{model\}", r"(?P<model>.+)")
         self.regex = re.compile("^" + pattern + "$")
 
 
@@ -88,9 +84,7 @@ class Request:
         try:
             return int(raw.strip())
         except ValueError:
-            raise ApiError(
-                400, f"Failed to deserialize query string: {name}: invalid digit found in string"
-            ) from None
+            raise ApiError(400, f"Failed to deserialize query string: {name}: invalid digit found in string") from None
 
     def page_limit(self) -> int:
         """``?limit`` of a list endpoint, clamped to 1..PAGE_MAX (default PAGE_DEFAULT)."""
@@ -117,9 +111,7 @@ class Request:
 
     def json_body(self) -> Any:
         ctype, _ = parse_header_params(self.headers.get("Content-Type", ""))
-        if not (
-            ctype == "application/json" or (ctype.startswith("application/") and ctype.endswith("+json"))
-        ):
+        if not (ctype == "application/json" or (ctype.startswith("application/") and ctype.endswith("+json"))):
             self.handler.discard_body()
             raise ApiError(415, "Expected request with `Content-Type: application/json`")
         raw = self.handler.read_body(MAX_JSON_BODY)
@@ -164,9 +156,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             return reader.read_all()
         except BodyTooLarge:
-            raise ApiError(
-                413, f"Payload too large: request body exceeds {limit} bytes", close=True
-            ) from None
+            raise ApiError(413, f"Payload too large: request body exceeds {limit} bytes", close=True) from None
         except MalformedBody as err:
             raise ApiError(400, f"Failed to read the request body: {err}", close=True) from None
 
@@ -236,11 +226,7 @@ class Handler(BaseHTTPRequestHandler):
                     self._send(text_response(500, "Internal server error"))
         finally:
             if app.cfg.verbose:
-                log(
-                    "{} {} {} {:.1f}ms".format(
-                        method, self.path, status or "-", (time.monotonic() - started) * 1000.0
-                    )
-                )
+                log("{} {} {} {:.1f}ms".format(method, self.path, status or "-", (time.monotonic() - started) * 1000.0))
             if not self.close_connection and self._body_pending():
                 self.close_connection = True
             if self.close_connection and self._body_pending():

@@ -34,17 +34,10 @@ def put_faults(app: App, req: Request) -> Response:
 def get_stats(app: App, req: Request) -> Response:
     counts, uploads = app.stats.snapshot()
     with app.store.read() as conn:
-        files = conn.execute("SELECT COUNT(*) FROM files WHERE deleted = 0 AND purpose = 'batch'").fetchone()[
-            0
-        ]
+        files = conn.execute("SELECT COUNT(*) FROM files WHERE deleted = 0 AND purpose = 'batch'").fetchone()[0]
         batches = conn.execute("SELECT COUNT(*) FROM batches WHERE deleted = 0").fetchone()[0]
     return json_response(
-        {
-            "requests": dict(sorted(counts.items())),
-            "files": files,
-            "batches": batches,
-            "uploads_received": uploads,
-        }
+        {"requests": dict(sorted(counts.items())), "files": files, "batches": batches, "uploads_received": uploads}
     )
 
 

@@ -119,26 +119,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g = p.add_argument_group("server")
-    g.add_argument(
-        "--host", default=None, help="bind address (default 127.0.0.1; non-loopback prints a warning)"
-    )
+    g.add_argument("--host", default=None, help="bind address (default 127.0.0.1; non-loopback prints a warning)")
     g.add_argument("--port", type=int, default=8089, help="port (default 8089; 0 picks a free port)")
     g.add_argument("--data-dir", default=".sandbox", help="directory for the SQLite state (default .sandbox)")
-    g.add_argument(
-        "--api-key", default=None, help="require 'Authorization: Bearer KEY' (or env DW_SANDBOX_API_KEY)"
-    )
-    g.add_argument(
-        "--forbidden-key", default=None, help="a key that is answered with 403 (wrong key purpose)"
-    )
+    g.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or env DW_SANDBOX_API_KEY)")
+    g.add_argument("--forbidden-key", default=None, help="a key that is answered with 403 (wrong key purpose)")
     g.add_argument("-v", "--verbose", action="store_true", help="log each request line on stderr")
     g = p.add_argument_group("models and limits")
     g.add_argument("--models", default=None, help="comma-separated chat models (replaces the built-in list)")
     g.add_argument("--embedding-models", default=None, help="comma-separated embedding models")
     g.add_argument(
-        "--max-file-bytes",
-        type=int,
-        default=MAX_FILE_BYTES,
-        help=f"upload size limit (default {MAX_FILE_BYTES})",
+        "--max-file-bytes", type=int, default=MAX_FILE_BYTES, help=f"upload size limit (default {MAX_FILE_BYTES})"
     )
     g.add_argument(
         "--max-requests-per-file",
@@ -153,39 +144,24 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"request body limit (default {MAX_BODY_BYTES // (1024 * 1024)} MiB)",
     )
     g = p.add_argument_group("processing")
-    g.add_argument(
-        "--validating-delay", type=float, default=0.1, help="seconds a new batch stays validating (0.1)"
-    )
-    g.add_argument(
-        "--finalizing-delay", type=float, default=0.05, help="seconds a batch stays finalizing (0.05)"
-    )
+    g.add_argument("--validating-delay", type=float, default=0.1, help="seconds a new batch stays validating (0.1)")
+    g.add_argument("--finalizing-delay", type=float, default=0.05, help="seconds a batch stays finalizing (0.05)")
     g.add_argument("--concurrency", type=int, default=8, help="worker threads (default 8)")
     g.add_argument("--latency", type=float, default=0.0, help="seconds per request (default 0)")
     g.add_argument(
-        "--latency-jitter",
-        type=float,
-        default=0.0,
-        help="extra 0..J seconds per request (stable per request)",
+        "--latency-jitter", type=float, default=0.0, help="extra 0..J seconds per request (stable per request)"
     )
     g.add_argument("--window-scale", type=float, default=1.0, help="multiply completion windows (e.g. 0.001)")
     g.add_argument(
-        "--faults",
-        default=None,
-        help="fault document as JSON, or @path to a JSON file (env DW_SANDBOX_FAULTS)",
+        "--faults", default=None, help="fault document as JSON, or @path to a JSON file (env DW_SANDBOX_FAULTS)"
     )
     g = p.add_argument_group("upstream (instead of the built-in model)")
+    g.add_argument("--upstream", default=None, help="OpenAI-compatible base URL; each line is POSTed to URL + line url")
     g.add_argument(
-        "--upstream", default=None, help="OpenAI-compatible base URL; each line is POSTed to URL + line url"
-    )
-    g.add_argument(
-        "--upstream-api-key",
-        default=None,
-        help="Bearer key for the upstream (or env DW_SANDBOX_UPSTREAM_API_KEY)",
+        "--upstream-api-key", default=None, help="Bearer key for the upstream (or env DW_SANDBOX_UPSTREAM_API_KEY)"
     )
     g.add_argument("--upstream-model", default=None, help="replace body.model with this name when forwarding")
-    g.add_argument(
-        "--upstream-timeout", type=float, default=300.0, help="seconds per upstream call (default 300)"
-    )
+    g.add_argument("--upstream-timeout", type=float, default=300.0, help="seconds per upstream call (default 300)")
     g.add_argument("--upstream-retries", type=int, default=3, help="retries for 5xx/429/408/404 (default 3)")
     p.add_argument("--version", action="version", version="%(prog)s " + __version__)
     return p
@@ -238,12 +214,7 @@ def main(argv: list | None = None) -> int:
         url_host = "[::1]"
     elif ":" in host:
         url_host = f"[{host}]"
-    ready = {
-        "base_url": f"http://{url_host}:{port}/v1",
-        "port": port,
-        "pid": os.getpid(),
-        "data_dir": cfg.data_dir,
-    }
+    ready = {"base_url": f"http://{url_host}:{port}/v1", "port": port, "pid": os.getpid(), "data_dir": cfg.data_dir}
     sys.stdout.write(json.dumps(ready) + "\n")
     sys.stdout.flush()
     if cfg.verbose:

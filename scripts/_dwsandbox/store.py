@@ -210,9 +210,7 @@ class Store:
 
 def request_counts(conn: sqlite3.Connection, batch_id: str) -> dict:
     counts = {"pending": 0, "in_progress": 0, "completed": 0, "failed": 0, "canceled": 0}
-    for state, n in conn.execute(
-        "SELECT state, COUNT(*) FROM requests WHERE batch_id = ? GROUP BY state", (batch_id,)
-    ):
+    for state, n in conn.execute("SELECT state, COUNT(*) FROM requests WHERE batch_id = ? GROUP BY state", (batch_id,)):
         counts[state] = n
     return counts
 

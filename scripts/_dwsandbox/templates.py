@@ -63,9 +63,7 @@ def import_templates(app: App, path: str, file_id: str) -> int:
                 if len(batch) >= 2000 or batch_bytes >= 4 * 1024 * 1024:
                     flush()
         if over_limit:
-            raise ApiError(
-                400, f"File contains {total} requests, which exceeds the maximum of {max_requests}"
-            )
+            raise ApiError(400, f"File contains {total} requests, which exceeds the maximum of {max_requests}")
         if accepted == 0:
             raise ApiError(400, "File contains no valid request templates")
         flush()
@@ -103,23 +101,16 @@ def parse_line(app: App, line: str, n: int) -> tuple:
     cid_len = len(custom_id.encode("utf-8"))
     if cid_len > MAX_CUSTOM_ID_BYTES:
         raise ApiError(
-            400,
-            f"Line {n}: custom_id exceeds maximum length of {MAX_CUSTOM_ID_BYTES} characters (got {cid_len})",
+            400, f"Line {n}: custom_id exceeds maximum length of {MAX_CUSTOM_ID_BYTES} characters (got {cid_len})"
         )
     if any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in custom_id):
         raise ApiError(
-            400,
-            f"Line {n}: custom_id contains invalid characters: must be valid ASCII without control characters",
+            400, f"Line {n}: custom_id contains invalid characters: must be valid ASCII without control characters"
         )
     if method.upper() != "POST":
-        raise ApiError(
-            400, f"Line {n}: Unsupported HTTP method '{method}'. Only POST is currently supported."
-        )
+        raise ApiError(400, f"Line {n}: Unsupported HTTP method '{method}'. Only POST is currently supported.")
     if url not in ALLOWED_URLS:
-        raise ApiError(
-            400,
-            f"Line {n}: Unsupported URL path '{url}'. Allowed paths are: {', '.join(ALLOWED_URLS)}",
-        )
+        raise ApiError(400, f"Line {n}: Unsupported URL path '{url}'. Allowed paths are: {', '.join(ALLOWED_URLS)}")
     model = body.get("model") if isinstance(body, dict) else None
     if not isinstance(model, str):
         raise ApiError(400, f"Line {n}: Missing 'model' field in request body")
@@ -128,13 +119,11 @@ def parse_line(app: App, line: str, n: int) -> tuple:
         raise ApiError(403, f"Line {n}: Model '{model}' has not been configured or is not available to user")
     if url == "/v1/embeddings" and not is_embedding:
         raise ApiError(
-            400,
-            f"Line {n}: Model '{model}' is a CHAT model but endpoint '{url}' requires a EMBEDDINGS model",
+            400, f"Line {n}: Model '{model}' is a CHAT model but endpoint '{url}' requires a EMBEDDINGS model"
         )
     if url != "/v1/embeddings" and is_embedding:
         raise ApiError(
-            400,
-            f"Line {n}: Model '{model}' is a EMBEDDINGS model but endpoint '{url}' requires a CHAT model",
+            400, f"Line {n}: Model '{model}' is a EMBEDDINGS model but endpoint '{url}' requires a CHAT model"
         )
     if "priority" in body:
         body = {k: v for k, v in body.items() if k != "priority"}

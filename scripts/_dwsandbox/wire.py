@@ -122,9 +122,7 @@ class ApiError(Exception):
         if self.style == "busy" or (self.style == "text" and self.status in (429, 503)):
             kind = "too_many_requests" if self.status == 429 else "service_unavailable"
             body_after = self.retry_after if self.retry_after is not None else 30
-            header_after = (
-                self.retry_after if self.retry_after is not None else (60 if self.status == 429 else 30)
-            )
+            header_after = self.retry_after if self.retry_after is not None else (60 if self.status == 429 else 30)
             payload = {"error": kind, "message": self.message, "retry_after_seconds": _num(body_after)}
             resp = json_response(payload, self.status)
             if self.retry_after_header:
@@ -228,7 +226,9 @@ def output_line(req_id: str, custom_id: str, status_code: int, response: str) ->
 def error_line(req_id: str, custom_id: str, error: str) -> str:
     cid = json.dumps(custom_id, ensure_ascii=False)
     message = json.dumps(error, ensure_ascii=False)
-    return f'{{"id":"batch_req_{req_id}","custom_id":{cid},"response":null,"error":{{"code":null,"message":{message}}}}}'
+    return (
+        f'{{"id":"batch_req_{req_id}","custom_id":{cid},"response":null,"error":{{"code":null,"message":{message}}}}}'
+    )
 
 
 def input_line(custom_id: str, method: str, url: str, body: str) -> str:

@@ -76,40 +76,56 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
     check_number("--max-body-bytes", opts.max_body_bytes, str(MAX_BODY_BYTES), at_least=1)
     if (opts.template or opts.id_column) and not (opts.csv or opts.jsonl):
         flag = "--template" if opts.template else "--id-column"
-        raise UsageError(f"{flag} needs --csv or --jsonl",
-                         hint="--prompts takes one literal prompt per line.")
+        raise UsageError(f"{flag} needs --csv or --jsonl", hint="--prompts takes one literal prompt per line.")
     if opts.delimiter is not None:
         if not opts.csv:
             raise UsageError("--delimiter needs --csv", hint="Only CSV input has a column separator.")
         parse_delimiter(opts.delimiter)
     extra = _json_object(opts.extra_body, "--extra-body") if opts.extra_body else None
     schema = _read_schema(opts.json_schema) if opts.json_schema else None
-    schema_name = os.path.splitext(os.path.basename(opts.json_schema))[0].split(".")[0] if opts.json_schema \
-        else "output"
-    options: Dict[str, Any] = dict(system=opts.system, temperature=opts.temperature, max_tokens=opts.max_tokens,
-                                   top_p=opts.top_p, stop=opts.stop, json_mode=opts.response_format_json,
-                                   json_schema=schema, schema_name=schema_name, extra_body=extra)
+    schema_name = (
+        os.path.splitext(os.path.basename(opts.json_schema))[0].split(".")[0] if opts.json_schema else "output"
+    )
+    options: Dict[str, Any] = dict(
+        system=opts.system,
+        temperature=opts.temperature,
+        max_tokens=opts.max_tokens,
+        top_p=opts.top_p,
+        stop=opts.stop,
+        json_mode=opts.response_format_json,
+        json_schema=schema,
+        schema_name=schema_name,
+        extra_body=extra,
+    )
     model = opts.model or default_model(opts.endpoint)
     # check the options once, before reading any input
     build_request(opts.endpoint, "check", "check", model, **options)
 
     input_path = opts.prompts or opts.csv or opts.jsonl
     if input_path is None and os.path.isfile(opts.output):
-        raise UsageError(f"OUTPUT {opts.output} exists; with no input (--prompts, --csv or --jsonl), "
-                         "create_batch_file.py writes example prompts and will not replace a file with them",
-                         hint="Pass the input the file should be built from (e.g. --prompts prompts.txt), or name "
-                              "an OUTPUT that does not exist yet for the example.")
+        raise UsageError(
+            f"OUTPUT {opts.output} exists; with no input (--prompts, --csv or --jsonl), "
+            "create_batch_file.py writes example prompts and will not replace a file with them",
+            hint="Pass the input the file should be built from (e.g. --prompts prompts.txt), or name "
+            "an OUTPUT that does not exist yet for the example.",
+        )
     sidecar = sidecar_path(opts.output)
     flag = "--prompts" if opts.prompts else "--csv" if opts.csv else "--jsonl"
-    given = {f"input given with {flag}": None if input_path == "-" else input_path,
-             "JSON schema given with --json-schema": opts.json_schema}
+    given = {
+        f"input given with {flag}": None if input_path == "-" else input_path,
+        "JSON schema given with --json-schema": opts.json_schema,
+    }
     refuse_overwrite({"OUTPUT": opts.output, "the sidecar of OUTPUT": sidecar}, given)
-    prefix = opts.id_prefix if opts.id_prefix is not None else prefix_from_path(
-        input_path, "example" if input_path is None else "prompt")
+    prefix = (
+        opts.id_prefix
+        if opts.id_prefix is not None
+        else prefix_from_path(input_path, "example" if input_path is None else "prompt")
+    )
     if prefix and (check_custom_id(prefix) or len(prefix) > 40):
-        raise UsageError(f"--id-prefix {prefix!r} cannot start a custom id "
-                         f"({check_custom_id(prefix) or 'longer than 40 bytes'})",
-                         hint="Use a short prefix of letters, digits, '-' and '_'.")
+        raise UsageError(
+            f"--id-prefix {prefix!r} cannot start a custom id ({check_custom_id(prefix) or 'longer than 40 bytes'})",
+            hint="Use a short prefix of letters, digits, '-' and '_'.",
+        )
 
     source: Optional[Dict[str, Any]] = None
     rows: Iterator[Tuple[int, str, str]]  # (source line, custom id, prompt)
@@ -123,9 +139,16 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
         _narrate_csv_format(csv_input)
         rows = _csv_rows(csv_input, opts, prefix, blank_lines)
         if opts.csv != "-":
-            source = {"kind": "csv", "path": os.path.abspath(opts.csv), "id_column": opts.id_column,
-                      "ids_from_row_numbers": opts.id_column is None, "id_prefix": prefix,
-                      "lines_in_row_order": True, "delimiter": csv_input.delimiter, "bom": csv_input.bom}
+            source = {
+                "kind": "csv",
+                "path": os.path.abspath(opts.csv),
+                "id_column": opts.id_column,
+                "ids_from_row_numbers": opts.id_column is None,
+                "id_prefix": prefix,
+                "lines_in_row_order": True,
+                "delimiter": csv_input.delimiter,
+                "bom": csv_input.bom,
+            }
     elif opts.jsonl:
         rows = _jsonl_rows(opts, prefix)
     elif opts.prompts:
@@ -161,26 +184,35 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
     if csv_input is not None:
         warnings.extend(csv_input.warnings())
     if blank_lines:
-        warnings.append(f"{len(blank_lines)} row(s) have every column the template uses empty; their "
-                        f"requests were built anyway (lines {line_list(blank_lines)})")
+        warnings.append(
+            f"{len(blank_lines)} row(s) have every column the template uses empty; their "
+            f"requests were built anyway (lines {line_list(blank_lines)})"
+        )
     if empty:
         warnings.append(f"{empty} prompt(s) are empty")
     from _dwbatches.commands import command, display_path
+
     submit = [display_path(summary["path"])]
     fresh = job_dir_for_next(summary["path"], default_job_dir(summary["path"]))
     if fresh is not None:  # the default job directory holds another input's job
         submit += ["--job", display_path(fresh)]
-    doc = {"path": summary["path"], "requests": summary["requests"], "bytes": summary["bytes"],
-           "models": summary["models"], "endpoint": summary["endpoint"], "chunks": summary["chunks"],
-           "source": source, "warnings": warnings,
-           "next": command("submit.py", *submit)}
+    doc = {
+        "path": summary["path"],
+        "requests": summary["requests"],
+        "bytes": summary["bytes"],
+        "models": summary["models"],
+        "endpoint": summary["endpoint"],
+        "chunks": summary["chunks"],
+        "source": source,
+        "warnings": warnings,
+        "next": command("submit.py", *submit),
+    }
     for w in warnings:
         narrate(f"warning: {w}")
     if input_path is None:
         narrate(f"no input given: wrote {len(EXAMPLE_PROMPTS)} example prompts to {opts.output}")
     narrate(f"wrote {summary['requests']} request(s), {summary['bytes']} bytes, to {opts.output}")
     return Outcome(doc)
-
 
 
 def _no_constant(name: str) -> Any:
@@ -215,10 +247,12 @@ def _row_id(row: Dict[str, Any], column: str, line: int, prefix: str) -> str:
     cid = custom_id_for(prefix, row_id=rid)
     err = check_custom_id(cid)
     if err:
-        raise InputError(f"line {line}: the id {rid!r} cannot be used: custom id {cid!r}: {err}",
-                         hint="Row ids must be short (the custom id, prefix included, is at most 64 bytes) "
-                              "and free of control characters; or drop --id-column to number the rows.",
-                         line=line)
+        raise InputError(
+            f"line {line}: the id {rid!r} cannot be used: custom id {cid!r}: {err}",
+            hint="Row ids must be short (the custom id, prefix included, is at most 64 bytes) "
+            "and free of control characters; or drop --id-column to number the rows.",
+            line=line,
+        )
     return cid
 
 
@@ -237,15 +271,19 @@ def _fingerprint(path: str, before: os.stat_result) -> Dict[str, Any]:
     digest = sha256_file(path)
     after = _stat(path)
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
-        raise InputError(f"{path} changed while it was being read",
-                         hint="Wait until whatever writes the CSV has finished, then run the command again.")
+        raise InputError(
+            f"{path} changed while it was being read",
+            hint="Wait until whatever writes the CSV has finished, then run the command again.",
+        )
     return {"bytes": after.st_size, "mtime": after.st_mtime, "sha256": digest}
 
 
 def _narrate_csv_format(csv_input: CsvRows) -> None:
     if csv_input.delimiter_detected and csv_input.delimiter != ",":
-        narrate(f"{csv_input.path}: the header row is split by {DELIMITER_NAMES[csv_input.delimiter]}s "
-                       f"({csv_input.delimiter!r}), so that is the delimiter; pass --delimiter to choose another")
+        narrate(
+            f"{csv_input.path}: the header row is split by {DELIMITER_NAMES[csv_input.delimiter]}s "
+            f"({csv_input.delimiter!r}), so that is the delimiter; pass --delimiter to choose another"
+        )
     if csv_input.newline == "\r":
         narrate(f"{csv_input.path}: lines end with a lone CR (an old Mac export); each CR ends a line")
 
@@ -254,21 +292,28 @@ def _csv_rows(csv_input: CsvRows, opts: Any, prefix: str, blank_lines: List[int]
     header = csv_input.header
     where = opts.csv
     if opts.id_column is not None and opts.id_column not in header:
-        raise InputError(f"{where}: line 1: the id column {opts.id_column!r} is not in the header; columns: "
-                         f"{', '.join(header)}", hint="Pass one of the columns to --id-column.", line=1)
+        raise InputError(
+            f"{where}: line 1: the id column {opts.id_column!r} is not in the header; columns: {', '.join(header)}",
+            hint="Pass one of the columns to --id-column.",
+            line=1,
+        )
     if opts.template is None:
         if "prompt" not in header:
-            raise UsageError("--csv needs --template (the CSV has no 'prompt' column)",
-                             hint=f"e.g. --template \"...{{{header[0]}}}...\"; columns: {', '.join(header)}")
+            raise UsageError(
+                "--csv needs --template (the CSV has no 'prompt' column)",
+                hint=f'e.g. --template "...{{{header[0]}}}..."; columns: {", ".join(header)}',
+            )
         template = Template("{prompt}")
     else:
         template = Template(opts.template)
     missing = template.missing(header)
     if missing:
-        raise InputError(f"{where}: line 1: the template placeholder {{{missing[0]}}} is not a column of the CSV; "
-                         f"available columns: {', '.join(header)}",
-                         hint=placeholder_hint(missing[0], "Placeholders must match the header exactly (case and "
-                                                           "spaces included)."), line=1)
+        raise InputError(
+            f"{where}: line 1: the template placeholder {{{missing[0]}}} is not a column of the CSV; "
+            f"available columns: {', '.join(header)}",
+            hint=placeholder_hint(missing[0], "Placeholders must match the header exactly (case and spaces included)."),
+            line=1,
+        )
     # the columns whose values make the prompt (the id column alone does not)
     used = [f for f in dict.fromkeys(template.fields) if f != opts.id_column]
     number = 0
@@ -285,16 +330,19 @@ def _jsonl_rows(opts: Any, prefix: str) -> Iterator[Tuple[int, str, str]]:
     template = Template(opts.template if opts.template is not None else "{prompt}")
     for line, obj in iter_jsonl_rows(opts.jsonl):
         if opts.template is None and "prompt" not in obj:
-            raise UsageError("--jsonl needs --template (the objects have no 'prompt' field)",
-                             hint=f"e.g. --template \"...{{field}}...\"; fields on line {line}: "
-                                  f"{', '.join(obj) or '(none)'}")
+            raise UsageError(
+                "--jsonl needs --template (the objects have no 'prompt' field)",
+                hint=f'e.g. --template "...{{field}}..."; fields on line {line}: {", ".join(obj) or "(none)"}',
+            )
         if opts.id_column is not None:
             if opts.id_column not in obj:
-                raise InputError(f"{opts.jsonl}: line {line}: the id field {opts.id_column!r} is missing; fields: "
-                                 f"{', '.join(obj) or '(none)'}", hint="Every object needs the id field.", line=line)
+                raise InputError(
+                    f"{opts.jsonl}: line {line}: the id field {opts.id_column!r} is missing; fields: "
+                    f"{', '.join(obj) or '(none)'}",
+                    hint="Every object needs the id field.",
+                    line=line,
+                )
             cid = _row_id(obj, opts.id_column, line, prefix)
         else:
             cid = custom_id_for(prefix, line)
         yield line, cid, template.render(obj, line, "field", dotted=True, source=opts.jsonl)
-
-

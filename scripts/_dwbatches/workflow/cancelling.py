@@ -26,8 +26,9 @@ def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: b
             job.request_cancel()  # first: a submit running now creates no further batch
         targets = jobstatus.job_targets(job.record)
         ids = [t["batch_id"] for t in targets if t["batch_id"]]
-        unsubmitted = [{"round": t["round"], "chunk": t["chunk"], "held": t["held"]}
-                       for t in targets if not t["batch_id"]]
+        unsubmitted = [
+            {"round": t["round"], "chunk": t["chunk"], "held": t["held"]} for t in targets if not t["batch_id"]
+        ]
     # all looked up before anything is cancelled
     current = jobstatus.get_batches(client, ids, job.record.job_id if job is not None else None)
     rows: List[Dict[str, Any]] = []
@@ -40,8 +41,12 @@ def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: b
         all_done = c0["total"] > 0 and c0["completed"] + c0["failed"] >= c0["total"]
         if jobstatus.is_terminal(status) or status == "finalizing" or all_done:
             why = status if jobstatus.is_terminal(status) else f"{status}, every request done"
-            row.update(action="skipped", status=status, request_counts=c0,
-                       reason=f"already {why}; cancelling a finished batch would only relabel it cancelled")
+            row.update(
+                action="skipped",
+                status=status,
+                request_counts=c0,
+                reason=f"already {why}; cancelling a finished batch would only relabel it cancelled",
+            )
             narrate(f"batch {bid}: skipped (already {why})")
         elif dry_run:
             row.update(action="would_cancel", status=status, request_counts=counts_of(b))
@@ -51,8 +56,10 @@ def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: b
             after[bid] = res
             c = counts_of(res)
             row.update(action="cancelled", status=res.get("status"), request_counts=c)
-            narrate(f"batch {bid}: cancelled ({res.get('status')}; {c['completed']} completed, "
-                    f"{c['failed']} failed of {c['total']} are kept)")
+            narrate(
+                f"batch {bid}: cancelled ({res.get('status')}; {c['completed']} completed, "
+                f"{c['failed']} failed of {c['total']} are kept)"
+            )
         rows.append(row)
     if job is not None and after:
         jobstatus.record_status(job, after)
@@ -60,8 +67,10 @@ def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: b
         job.withdraw_cancel(previous)  # every batch had finished: nothing was stopped
         narrate("every batch of the job had finished; nothing was cancelled and the job is not marked cancelled")
     if unsubmitted:
-        narrate(f"{len(unsubmitted)} chunk(s) of the job have no batch yet; nothing to cancel there "
-                "(do not resume the submit if you want them to stay unsent)")
+        narrate(
+            f"{len(unsubmitted)} chunk(s) of the job have no batch yet; nothing to cancel there "
+            "(do not resume the submit if you want them to stay unsent)"
+        )
     doc: Dict[str, Any] = {
         "batches": rows,
         "cancelled": sum(1 for r in rows if r["action"] == "cancelled"),
@@ -72,6 +81,7 @@ def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: b
     if unsubmitted:
         doc["unsubmitted"] = unsubmitted
     doc["job"] = job.dir if job is not None else None
-    doc["next"] = commands.after_cancel(job.dir if job is not None else None, ids,
-                                        preview=dry_run and bool(doc.get("would_cancel") or unsubmitted))
+    doc["next"] = commands.after_cancel(
+        job.dir if job is not None else None, ids, preview=dry_run and bool(doc.get("would_cancel") or unsubmitted)
+    )
     return Outcome(doc)

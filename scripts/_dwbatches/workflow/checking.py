@@ -30,8 +30,13 @@ class Check:
     batches: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # the batch objects read
 
 
-def check_once(client: Any, job: Optional[Job], batch_ids: Sequence[str],
-               previous: Optional[Check] = None, elapsed: Optional[float] = None) -> Check:
+def check_once(
+    client: Any,
+    job: Optional[Job],
+    batch_ids: Sequence[str],
+    previous: Optional[Check] = None,
+    elapsed: Optional[float] = None,
+) -> Check:
     """One check of every batch (``previous`` and ``elapsed`` give the observed rate)."""
     if job is not None:
         job.load()
@@ -49,8 +54,7 @@ def check_once(client: Any, job: Optional[Job], batch_ids: Sequence[str],
     if previous is not None and elapsed and done > previous.done:
         observed = (done - previous.done) / elapsed
     speed = jobstatus.rate_and_eta(running, observed=observed)
-    narrate(jobstatus.progress_line(summary["request_counts"], summary["status"], speed["rate"],
-                                    speed["eta_seconds"]))
+    narrate(jobstatus.progress_line(summary["request_counts"], summary["status"], speed["rate"], speed["eta_seconds"]))
     if job is not None and objs:
         try:
             jobstatus.record_status(job, objs)
@@ -59,8 +63,14 @@ def check_once(client: Any, job: Optional[Job], batch_ids: Sequence[str],
     return Check(summary, summaries, speed, done, objs)
 
 
-def wait_until_done(client: Any, job: Optional[Job], batch_ids: Sequence[str], interval: float, timeout: float,
-                    between: Optional[Callable[[], None]] = None) -> tuple[Check, bool]:
+def wait_until_done(
+    client: Any,
+    job: Optional[Job],
+    batch_ids: Sequence[str],
+    interval: float,
+    timeout: float,
+    between: Optional[Callable[[], None]] = None,
+) -> tuple[Check, bool]:
     """Check until every batch has ended (or nothing can be waited for); (last check, timed out)."""
     deadline = clock.monotonic() + timeout
     checks = 0
@@ -88,8 +98,9 @@ def unsuccessful(summary: Dict[str, Any]) -> bool:
     return bool(summary["ended_badly"] or counts["failed"] or counts["completed"] < counts["total"])
 
 
-def check(client: Any, job: Optional[Job], batch_ids: Sequence[str], wait: bool, interval: float,
-          timeout: float) -> Outcome:
+def check(
+    client: Any, job: Optional[Job], batch_ids: Sequence[str], wait: bool, interval: float, timeout: float
+) -> Outcome:
     """poll.py: one check, or (``wait``) checks until the end or ``timeout``."""
     if wait:
         last, timed_out = wait_until_done(client, job, batch_ids, interval, timeout)
@@ -106,8 +117,13 @@ def check(client: Any, job: Optional[Job], batch_ids: Sequence[str], wait: bool,
         "eta_seconds": last.speed.get("eta_seconds"),
         "timed_out": timed_out,
         "job": job.dir if job is not None else None,
-        "next": commands.after_check(summary["status"], summary["finished"], job.dir if job is not None else None,
-                                     job.record if job is not None else None, batch_ids),
+        "next": commands.after_check(
+            summary["status"],
+            summary["finished"],
+            job.dir if job is not None else None,
+            job.record if job is not None else None,
+            batch_ids,
+        ),
     }
     if summary["finished"]:
         code = EXIT_UNSUCCESSFUL if unsuccessful(summary) else EXIT_OK

@@ -39,8 +39,9 @@ def check_target(script: str, job_dir: Optional[str], batch_ids: Sequence[str]) 
         raise UsageError("pass either batch ids or --job DIR", hint=commands.target_hint(script))
 
 
-def open_target(script: str, conn: Connection, job_dir: Optional[str],
-                batch_ids: Sequence[str]) -> Tuple[Any, Optional[Job], List[str]]:
+def open_target(
+    script: str, conn: Connection, job_dir: Optional[str], batch_ids: Sequence[str]
+) -> Tuple[Any, Optional[Job], List[str]]:
     """(client, job or None, batch ids) for a command given a job or batch ids."""
     check_target(script, job_dir, batch_ids)
     from ..http import check_id

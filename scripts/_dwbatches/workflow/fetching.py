@@ -41,33 +41,58 @@ def fetch_job(client: Any, job: Job, options: OutputOptions) -> Outcome:
     """Fetch a job's results (the job is locked while it works)."""
     with job:
         job.load()
-        out = fetch.fetch_job(client, job, fmt=options.format, out=options.output, err=options.errors,
-                              csv_path=options.csv, column=options.column)
+        out = fetch.fetch_job(
+            client,
+            job,
+            fmt=options.format,
+            out=options.output,
+            err=options.errors,
+            csv_path=options.csv,
+            column=options.column,
+        )
     lost = sum(u.get("results_lost", 0) for u in out.doc.get("unreachable", []))
-    out.doc["next"] = commands.after_fetch(out.code, job.dir, job.record, [], options.args(),
-                                           unsubmitted=bool(out.doc.get("unsubmitted")), results_lost=lost)
+    out.doc["next"] = commands.after_fetch(
+        out.code,
+        job.dir,
+        job.record,
+        [],
+        options.args(),
+        unsubmitted=bool(out.doc.get("unsubmitted")),
+        results_lost=lost,
+    )
     if lost:
-        narrate(f"{lost} request(s) completed on the server, but their results can no longer be downloaded "
-                "(see unreachable); running them again means paying again: "
-                f"{commands.command('retry_failed.py', '--job', commands.display_path(job.dir), '--force')}")
+        narrate(
+            f"{lost} request(s) completed on the server, but their results can no longer be downloaded "
+            "(see unreachable); running them again means paying again: "
+            f"{commands.command('retry_failed.py', '--job', commands.display_path(job.dir), '--force')}"
+        )
     narrate_summary(out.doc)
     return out
 
 
-def fetch_batches(client: Any, batch_ids: Sequence[str], options: OutputOptions,
-                  input_path: Optional[str]) -> Outcome:
+def fetch_batches(client: Any, batch_ids: Sequence[str], options: OutputOptions, input_path: Optional[str]) -> Outcome:
     """Fetch bare batch ids into OUT (default ``<first id>.results.jsonl``; state beside it)."""
     fmt = options.format or ("csv" if options.csv else "raw")
     out_path = options.output or f"{batch_ids[0]}.results.{'csv' if fmt == 'csv' else 'jsonl'}"
-    out = fetch.fetch_bare(client, batch_ids, out_path, options.errors, fmt, input_path=input_path,
-                           csv_path=options.csv, column=options.column)
+    out = fetch.fetch_bare(
+        client,
+        batch_ids,
+        out_path,
+        options.errors,
+        fmt,
+        input_path=input_path,
+        csv_path=options.csv,
+        column=options.column,
+    )
     extra = options.args(input_path)
     if not options.output:
         extra += ["-o", out_path]
     out.doc["next"] = commands.after_fetch(out.code, None, None, batch_ids, extra)
     if out.code == EXIT_UNSUCCESSFUL:
-        out.doc["hint"] = ("the failed and missing requests are listed in the errors file; to rerun them "
-                           "automatically, submit with submit.py / run_batch.py (a job) and use retry_failed.py")
+        out.doc["hint"] = (
+            "the failed and missing requests are listed in the errors file; to rerun them "
+            "automatically, submit with submit.py / run_batch.py (a job) and use retry_failed.py"
+        )
     narrate_summary(out.doc)
     return out
 
@@ -84,8 +109,10 @@ def narrate_summary(doc: Dict[str, Any]) -> None:
     text += f" ({doc['status']}); results: {commands.display_path(doc['output'])}"
     cost, usage = doc.get("cost") or {}, doc.get("usage") or {}
     if cost.get("usd") is not None and usage.get("requests"):
-        text += (f"; cost ${cost['usd']} ({usage['input_tokens']} input + {usage['output_tokens']} output tokens, "
-                 f"prices of {cost['prices_as_of']})")
+        text += (
+            f"; cost ${cost['usd']} ({usage['input_tokens']} input + {usage['output_tokens']} output tokens, "
+            f"prices of {cost['prices_as_of']})"
+        )
     if doc["failed"] or doc["missing"]:
         text += f"; errors: {commands.display_path(doc['errors'])}"
     narrate(text)

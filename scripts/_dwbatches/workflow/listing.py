@@ -16,18 +16,29 @@ PAGE_MAX = 100
 
 def brief(b: Dict[str, Any]) -> Dict[str, Any]:
     doc = jobstatus.summarize_batch(b)
-    doc = {"batch_id": doc.pop("batch_id"), "status": doc.pop("status"), "created_at": b.get("created_at"),
-           "completion_window": b.get("completion_window"), "endpoint": b.get("endpoint"),
-           "input_file_id": b.get("input_file_id"), **doc}
+    doc = {
+        "batch_id": doc.pop("batch_id"),
+        "status": doc.pop("status"),
+        "created_at": b.get("created_at"),
+        "completion_window": b.get("completion_window"),
+        "endpoint": b.get("endpoint"),
+        "input_file_id": b.get("input_file_id"),
+        **doc,
+    }
     meta = b.get("metadata")
     if isinstance(meta, dict) and meta:
         doc["metadata"] = meta
     return doc
 
 
-
-def list_batches(conn: Connection, limit: Optional[int] = None, status: Optional[str] = None,
-                 search: Optional[str] = None, after_id: Optional[str] = None, follow: bool = False) -> Outcome:
+def list_batches(
+    conn: Connection,
+    limit: Optional[int] = None,
+    status: Optional[str] = None,
+    search: Optional[str] = None,
+    after_id: Optional[str] = None,
+    follow: bool = False,
+) -> Outcome:
     """list_batches.py: one page (``limit``), or every page with ``follow``."""
     from ..http import check_id
 
@@ -67,10 +78,12 @@ def list_batches(conn: Connection, limit: Optional[int] = None, status: Optional
     counts: Dict[str, int] = {}
     for b in found:
         counts[b["status"]] = counts.get(b["status"], 0) + 1
-    narrate(f"{len(found)} batch(es)" + (": " + ", ".join(f"{n} {s}" for s, n in counts.items())
-                                                if counts else "") + (" (more: see next)" if has_more else ""))
+    narrate(
+        f"{len(found)} batch(es)"
+        + (": " + ", ".join(f"{n} {s}" for s, n in counts.items()) if counts else "")
+        + (" (more: see next)" if has_more else "")
+    )
     return Outcome(doc)
-
 
 
 def model_kind(model_id: str) -> str:
@@ -95,16 +108,35 @@ def list_models(conn: Connection, kind: Optional[str] = None, sort: str = "id") 
         k = model_kind(mid)
         if kind and k != kind:
             continue
-        models.append({"id": mid, "kind": k, "owned_by": m.get("owned_by"), "created": m.get("created"),
-                       "price_per_1m_tokens": pricing.price_doc(mid)})
+        models.append(
+            {
+                "id": mid,
+                "kind": k,
+                "owned_by": m.get("owned_by"),
+                "created": m.get("created"),
+                "price_per_1m_tokens": pricing.price_doc(mid),
+            }
+        )
     models.sort(key=lambda m: m["id"])
     if sort == "price":
         models.sort(key=price_key)
     narrate(f"{len(models)} model(s); prices per 1M tokens as of {pricing.PRICES_AS_OF}")
     for m in models:
         p = m["price_per_1m_tokens"]
-        cost = (f"${p['24h']['input']:g} in / ${p['24h']['output']:g} out (24h), "
-                f"${p['1h']['input']:g} / ${p['1h']['output']:g} (1h)") if p else "price unknown"
+        cost = (
+            (
+                f"${p['24h']['input']:g} in / ${p['24h']['output']:g} out (24h), "
+                f"${p['1h']['input']:g} / ${p['1h']['output']:g} (1h)"
+            )
+            if p
+            else "price unknown"
+        )
         narrate(f"  {m['id']} ({m['kind']}): {cost}")
-    return Outcome({"count": len(models), "prices_as_of": pricing.PRICES_AS_OF,
-                    "default_model": pricing.DEFAULT_MODEL, "models": models})
+    return Outcome(
+        {
+            "count": len(models),
+            "prices_as_of": pricing.PRICES_AS_OF,
+            "default_model": pricing.DEFAULT_MODEL,
+            "models": models,
+        }
+    )

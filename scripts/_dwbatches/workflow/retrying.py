@@ -21,13 +21,28 @@ from ..planning import add_retry_round, next_round_path
 
 
 def round_doc(rnd: Round) -> List[Dict[str, Any]]:
-    return [{"batch_id": c.batch_id, "chunk": c.index, "requests": c.requests,
-             "status": c.status or ("held" if c.held else None)} for c in rnd.chunks]
+    return [
+        {
+            "batch_id": c.batch_id,
+            "chunk": c.index,
+            "requests": c.requests,
+            "status": c.status or ("held" if c.held else None),
+        }
+        for c in rnd.chunks
+    ]
 
 
 def _doc(job: Any, exit_code: int = EXIT_OK, **kw: Any) -> Outcome:
-    doc: Dict[str, Any] = {"job": job.dir, "round": None, "requests": 0, "failed": 0, "missing": 0, "sample": [],
-                           "batches": [], "dry_run": False}
+    doc: Dict[str, Any] = {
+        "job": job.dir,
+        "round": None,
+        "requests": 0,
+        "failed": 0,
+        "missing": 0,
+        "sample": [],
+        "batches": [],
+        "dry_run": False,
+    }
     doc.update(kw)
     return Outcome(doc, exit_code)
 
@@ -36,16 +51,24 @@ def refuse_after_cancel(job: Job) -> None:
     """The user cancelled the job's latest round (cancel_batch.py --job): rerunning its requests
     would undo that, so a retry needs ``--after-cancel``."""
     jd = commands.display_path(job.dir)
-    raise UsageError(f"the job at {jd} was cancelled (cancel_batch.py --job); retrying would rerun the requests "
-                     "you stopped, with the same model and settings",
-                     hint=f"Fetch what finished with {commands.command('fetch_results.py', '--job', jd)}. To run "
-                          "the requests with other settings, build a new batch file and submit it as a new job "
-                          "(submit.py NEW.jsonl --job NEW_DIR). To rerun them as they were anyway, add "
-                          "--after-cancel.")
+    raise UsageError(
+        f"the job at {jd} was cancelled (cancel_batch.py --job); retrying would rerun the requests "
+        "you stopped, with the same model and settings",
+        hint=f"Fetch what finished with {commands.command('fetch_results.py', '--job', jd)}. To run "
+        "the requests with other settings, build a new batch file and submit it as a new job "
+        "(submit.py NEW.jsonl --job NEW_DIR). To rerun them as they were anyway, add "
+        "--after-cancel.",
+    )
 
 
-def retry(client: Any, job: Job, completion_window: Optional[str] = None, dry_run: bool = False,
-          force: bool = False, after_cancel: bool = False) -> Outcome:
+def retry(
+    client: Any,
+    job: Job,
+    completion_window: Optional[str] = None,
+    dry_run: bool = False,
+    force: bool = False,
+    after_cancel: bool = False,
+) -> Outcome:
     """retry_failed.py: a new round of the failed and never-run requests (the caller holds the
     job lock); or resume a round that was not fully submitted. After a cancel of the latest
     round, only with ``after_cancel``."""
@@ -53,8 +76,13 @@ def retry(client: Any, job: Job, completion_window: Optional[str] = None, dry_ru
     rounds = state.rounds
     jd = commands.display_path(job.dir)
     if not rounds:
-        return _doc(job, status="not_submitted", exit_code=EXIT_NOT_FINISHED,
-                    reason="the job has no batches yet", next=commands.resume_command(state, job.dir))
+        return _doc(
+            job,
+            status="not_submitted",
+            exit_code=EXIT_NOT_FINISHED,
+            reason="the job has no batches yet",
+            next=commands.resume_command(state, job.dir),
+        )
     if state.cancelled_round(rounds[-1]) and not after_cancel:
         refuse_after_cancel(job)
     again = ["--after-cancel"] if after_cancel else []
@@ -65,48 +93,78 @@ def retry(client: Any, job: Job, completion_window: Optional[str] = None, dry_ru
         latest = rounds[-1]
         if latest.kind == "retry" and all(r is latest for r, _ in pending):
             if dry_run:
-                return _doc(job, round=latest.round, requests=sum(c.requests for c in latest.chunks),
-                            batches=round_doc(latest), dry_run=True, exit_code=EXIT_OK,
-                            reason=f"round {latest.round} is recorded but not fully submitted; "
-                                   "running without --dry-run finishes submitting it",
-                            next=commands.command("retry_failed.py", "--job", jd))
+                return _doc(
+                    job,
+                    round=latest.round,
+                    requests=sum(c.requests for c in latest.chunks),
+                    batches=round_doc(latest),
+                    dry_run=True,
+                    exit_code=EXIT_OK,
+                    reason=f"round {latest.round} is recorded but not fully submitted; "
+                    "running without --dry-run finishes submitting it",
+                    next=commands.command("retry_failed.py", "--job", jd),
+                )
             narrate(f"round {latest.round} was not fully submitted; resuming it")
             sub = _submitter(job, client)
             sub.run()
-            return _doc(job, round=latest.round, requests=sum(c.requests for c in latest.chunks),
-                        batches=round_doc(latest), resumed=True, exit_code=EXIT_OK,
-                        next=commands.command("poll.py", "--job", jd))
-        narrate("the job is not fully submitted (a chunk has no batch: held over --max-cost, or the "
-                       "submit was interrupted); finish that first")
-        return _doc(job, status="not_submitted", exit_code=EXIT_NOT_FINISHED,
-                    reason="a chunk of the job has no batch yet", next=commands.resume_command(state, job.dir))
+            return _doc(
+                job,
+                round=latest.round,
+                requests=sum(c.requests for c in latest.chunks),
+                batches=round_doc(latest),
+                resumed=True,
+                exit_code=EXIT_OK,
+                next=commands.command("poll.py", "--job", jd),
+            )
+        narrate(
+            "the job is not fully submitted (a chunk has no batch: held over --max-cost, or the "
+            "submit was interrupted); finish that first"
+        )
+        return _doc(
+            job,
+            status="not_submitted",
+            exit_code=EXIT_NOT_FINISHED,
+            reason="a chunk of the job has no batch yet",
+            next=commands.resume_command(state, job.dir),
+        )
 
     ref = fetch.refresh_job(client, job)
     if not ref.complete:
         running = [r.batch_id for r in ref.reports if not r.terminal]
-        narrate(f"{len(running)} batch(es) of the job are still running; retrying now could run requests "
-                       "that are about to finish. Wait for them first.")
-        return _doc(job, status=ref.summary["status"], exit_code=EXIT_NOT_FINISHED,
-                    reason="batches of the job are still running", running=running,
-                    next=commands.command("poll.py", "--job", jd))
+        narrate(
+            f"{len(running)} batch(es) of the job are still running; retrying now could run requests "
+            "that are about to finish. Wait for them first."
+        )
+        return _doc(
+            job,
+            status=ref.summary["status"],
+            exit_code=EXIT_NOT_FINISHED,
+            reason="batches of the job are still running",
+            running=running,
+            next=commands.command("poll.py", "--job", jd),
+        )
     short = [r for r in ref.reports if r.drained and not r.verified]
     if short and not force:
         notes = "; ".join(f"{r.batch_id}: {', '.join(r.notes) or 'short'}" for r in short)
-        raise DWError(f"the downloaded results of {len(short)} finished batch(es) are short of the server's counts "
-                      f"({notes}); retrying now could pay twice for requests that did succeed",
-                      hint=f"Run {commands.command('fetch_results.py', '--job', commands.display_path(job.dir))} again later (it re-reads "
-                           "short files), or pass --force to "
-                           "retry anyway.")
+        raise DWError(
+            f"the downloaded results of {len(short)} finished batch(es) are short of the server's counts "
+            f"({notes}); retrying now could pay twice for requests that did succeed",
+            hint=f"Run {commands.command('fetch_results.py', '--job', commands.display_path(job.dir))} again later (it re-reads "
+            "short files), or pass --force to "
+            "retry anyway.",
+        )
 
     unreachable = [r for r in ref.reports if r.unreachable]
     paid = [r for r in unreachable if ref.results_lost(r)]
     if paid and not force:
         lost = sum(ref.results_lost(r) for r in paid)
-        raise UsageError(f"{len(paid)} batch(es) of the job cannot be read from the server any more "
-                         f"({', '.join(r.batch_id for r in paid)}), and {lost} request(s) of theirs had completed "
-                         "with results that were never downloaded; retrying them would pay for them twice",
-                         hint="Their results are lost on the server's side. To run those requests again anyway "
-                              f"(and pay again): {commands.command('retry_failed.py', '--job', jd, '--force')}")
+        raise UsageError(
+            f"{len(paid)} batch(es) of the job cannot be read from the server any more "
+            f"({', '.join(r.batch_id for r in paid)}), and {lost} request(s) of theirs had completed "
+            "with results that were never downloaded; retrying them would pay for them twice",
+            hint="Their results are lost on the server's side. To run those requests again anyway "
+            f"(and pay again): {commands.command('retry_failed.py', '--job', jd, '--force')}",
+        )
     index = merge.build_index(ref.store, ref.targets, capacity=int(state.input.requests or 0))
     if state.input.requests and index.successes() >= state.input.requests:
         index.close()  # known without reading the input (which may be gone)
@@ -144,23 +202,48 @@ def retry(client: Any, job: Job, completion_window: Optional[str] = None, dry_ru
         narrate(f"note: {client_errors} of the failures were client errors (HTTP 4xx); they may fail again")
     if dry_run:
         narrate(f"dry run: would retry {count} request(s) ({what}); nothing was written or sent")
-        return _doc(job, round=len(rounds) + 1, requests=count, failed=tally["failed"], missing=tally["missing"],
-                    sample=sample, dry_run=True, client_errors=client_errors, exit_code=EXIT_OK,
-                    next=commands.command("retry_failed.py", "--job", jd, *again))
+        return _doc(
+            job,
+            round=len(rounds) + 1,
+            requests=count,
+            failed=tally["failed"],
+            missing=tally["missing"],
+            sample=sample,
+            dry_run=True,
+            client_errors=client_errors,
+            exit_code=EXIT_OK,
+            next=commands.command("retry_failed.py", "--job", jd, *again),
+        )
     limits = rounds[0].limits
-    rnd = add_retry_round(job, dest, completion_window=completion_window, max_requests=limits.max_requests,
-                          max_bytes=limits.max_bytes)
+    rnd = add_retry_round(
+        job, dest, completion_window=completion_window, max_requests=limits.max_requests, max_bytes=limits.max_bytes
+    )
     narrate(f"round {rnd.round}: retrying {count} request(s) ({what}) from {commands.display_path(dest)}")
     _submitter(job, client).run()
-    return _doc(job, round=rnd.round, requests=count, failed=tally["failed"], missing=tally["missing"],
-                sample=sample, batches=round_doc(rnd), input=dest, client_errors=client_errors,
-                exit_code=EXIT_OK, next=commands.command("poll.py", "--job", jd))
+    return _doc(
+        job,
+        round=rnd.round,
+        requests=count,
+        failed=tally["failed"],
+        missing=tally["missing"],
+        sample=sample,
+        batches=round_doc(rnd),
+        input=dest,
+        client_errors=client_errors,
+        exit_code=EXIT_OK,
+        next=commands.command("poll.py", "--job", jd),
+    )
 
 
 def _nothing_to_retry(job: Any, ref: Any, dry_run: Optional[bool]) -> Outcome:
     narrate("every request has a successful result; nothing to retry")
-    return _doc(job, exit_code=EXIT_OK, status=ref.summary["status"], dry_run=bool(dry_run),
-                next=commands.command("fetch_results.py", "--job", commands.display_path(job.dir)))
+    return _doc(
+        job,
+        exit_code=EXIT_OK,
+        status=ref.summary["status"],
+        dry_run=bool(dry_run),
+        next=commands.command("fetch_results.py", "--job", commands.display_path(job.dir)),
+    )
 
 
 def _retry_source(client: Any, job: Any) -> str:
@@ -174,16 +257,20 @@ def _retry_source(client: Any, job: Any) -> str:
     dest = job.path("results", "submitted-input.jsonl")
     what = "is gone" if state == "missing" else "changed since it was submitted"
     if os.path.isfile(dest):
-        narrate(f"the job's input {rec.input.path} {what}; retrying from the server's copy saved at "
-                       f"{commands.display_path(dest)}")
+        narrate(
+            f"the job's input {rec.input.path} {what}; retrying from the server's copy saved at "
+            f"{commands.display_path(dest)}"
+        )
         return dest
     narrate(f"the job's input {rec.input.path} {what}; reading the requests as submitted from the server")
     try:
         fetch.save_submitted_input(client, job, dest)
     except DWError as exc:
-        raise JobError(f"the job's input {rec.input.path} {what}, and the server's copy of the uploaded requests "
-                       f"cannot be read ({exc.message})",
-                       hint="Restore the original batch input file at that path, then run again.") from None
+        raise JobError(
+            f"the job's input {rec.input.path} {what}, and the server's copy of the uploaded requests "
+            f"cannot be read ({exc.message})",
+            hint="Restore the original batch input file at that path, then run again.",
+        ) from None
     return dest
 
 
@@ -198,8 +285,6 @@ def _client_errors(index: Any) -> int:
             n += 1
     index.close()
     return n
-
-
 
 
 def _submitter(job: Job, client: Any) -> Any:

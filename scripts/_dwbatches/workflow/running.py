@@ -22,8 +22,15 @@ from .fetching import OutputOptions, fetch_job
 from .submitting import SubmitOptions, job_report, narrate_estimate, submit_or_resume
 
 
-def run(input_path: str, submit: SubmitOptions, options: OutputOptions, conn: Connection, wait: bool = False,
-        interval: float = 30.0, timeout: float = 540.0) -> Outcome:
+def run(
+    input_path: str,
+    submit: SubmitOptions,
+    options: OutputOptions,
+    conn: Connection,
+    wait: bool = False,
+    interval: float = 30.0,
+    timeout: float = 540.0,
+) -> Outcome:
     """run_batch.py (see the module docstring)."""
     metadata = submit.check(input_path)
     options.check_files()
@@ -31,22 +38,35 @@ def run(input_path: str, submit: SubmitOptions, options: OutputOptions, conn: Co
 
     def remember(job: Job) -> None:
         if options.given():
-            fetch.remember_output(job, *fetch.resolve_output(job.record, options.format, options.output,
-                                                             options.errors, options.csv, options.column, job.dir))
+            fetch.remember_output(
+                job,
+                *fetch.resolve_output(
+                    job.record, options.format, options.output, options.errors, options.csv, options.column, job.dir
+                ),
+            )
 
     done = submit_or_resume(client, input_path, submit, metadata, inside_lock=remember)
     job = done.job
     estimate = job_report(job)["estimated_cost"]
     narrate_estimate(estimate)
-    doc: Dict[str, Any] = {"job": job.dir, "job_id": job.record.job_id, "submitted": done.doc(),
-                           "estimated_cost": estimate}
+    doc: Dict[str, Any] = {
+        "job": job.dir,
+        "job_id": job.record.job_id,
+        "submitted": done.doc(),
+        "estimated_cost": estimate,
+    }
     again = commands.run_again(input_path, job.dir if submit.job else None, options.args())
 
     if not wait:
         checked = check_once(client, job, [])
         if not checked.summary["finished"]:
-            doc.update(status=checked.summary["status"], finished=False,
-                       request_counts=checked.summary["request_counts"], batches=checked.summaries, next=again)
+            doc.update(
+                status=checked.summary["status"],
+                finished=False,
+                request_counts=checked.summary["request_counts"],
+                batches=checked.summaries,
+                next=again,
+            )
             return Outcome(doc, EXIT_OK)
     else:
         _, timed_out = wait_until_done(client, job, [], interval, timeout, between=PartialDownloads(client, job))

@@ -41,6 +41,7 @@ def _default_chat_model(ids: List[str]) -> Optional[str]:
     """The model to suggest: the default of create_batch_file.py when the key can use it, else
     the first chat model listed."""
     from ..pricing import DEFAULT_MODEL
+
     chat = [m for m in ids if "embed" not in m.lower()]
     if DEFAULT_MODEL in chat:
         return DEFAULT_MODEL
@@ -63,6 +64,7 @@ def _next_command(ids: List[str]) -> str:
     that does not exist yet."""
     from ..commands import command
     from ..pricing import DEFAULT_MODEL
+
     args = [_free_name()]
     if os.path.isfile("prompts.txt"):
         args += ["--prompts", "prompts.txt"]
@@ -75,6 +77,7 @@ def _next_command(ids: List[str]) -> str:
 def _version(package: str) -> str:
     try:
         from importlib.metadata import version
+
         return version(package)
     except Exception:  # not installed as a distribution (vendored, zipapp)
         return ""
@@ -84,8 +87,12 @@ def check_setup(conn: Connection, use_sandbox: bool = False) -> Outcome:
     """check_setup.py: each check on stderr; the report when everything is ready."""
     checks = Checks()
     py = sys.version_info
-    if not checks.add("python", py >= MIN_PYTHON, f"Python {py.major}.{py.minor}.{py.micro}",
-                      "Install Python 3.9 or newer (e.g. from python.org or your package manager)."):
+    if not checks.add(
+        "python",
+        py >= MIN_PYTHON,
+        f"Python {py.major}.{py.minor}.{py.micro}",
+        "Install Python 3.9 or newer (e.g. from python.org or your package manager).",
+    ):
         raise ConfigError("Python is too old", hint="Install Python 3.9 or newer.")
     missing = []
     for module, package in REQUIRED_PACKAGES:
@@ -101,6 +108,7 @@ def check_setup(conn: Connection, use_sandbox: bool = False) -> Outcome:
     sandbox = None
     if use_sandbox:
         from ..sandbox import SandboxProcess
+
         narrate("starting the local sandbox ...")
         sandbox = SandboxProcess().start()
     try:
@@ -116,23 +124,38 @@ def _check_api(conn: Connection, checks: Checks, sandbox: Any) -> Outcome:
     from ..http import Client
 
     if sandbox is not None:
-        cfg = config.Config(api_key=sandbox.api_key, base_url=sandbox.base_url, key_source="sandbox (throwaway key)",
-                            base_url_source="sandbox")
+        cfg = config.Config(
+            api_key=sandbox.api_key,
+            base_url=sandbox.base_url,
+            key_source="sandbox (throwaway key)",
+            base_url_source="sandbox",
+        )
     else:
         try:
             cfg = config.load_config(conn.base_url, conn.allow_insecure_http, require_key=False)
         except ConfigError as exc:
-            name = ("API key" if exc.message.startswith(config.KEY_VAR)
-                    else ".env file" if exc.message.startswith("cannot read the .env file") else "base URL")
+            name = (
+                "API key"
+                if exc.message.startswith(config.KEY_VAR)
+                else ".env file"
+                if exc.message.startswith("cannot read the .env file")
+                else "base URL"
+            )
             checks.add(name, False, exc.message, exc.hint)
             raise
-    if not checks.add("API key", bool(cfg.api_key),
-                      f"DOUBLEWORD_API_KEY set (from {cfg.key_source})" if cfg.api_key else "DOUBLEWORD_API_KEY is not set",
-                      config.missing_key_hint()):
+    if not checks.add(
+        "API key",
+        bool(cfg.api_key),
+        f"DOUBLEWORD_API_KEY set (from {cfg.key_source})" if cfg.api_key else "DOUBLEWORD_API_KEY is not set",
+        config.missing_key_hint(),
+    ):
         raise ConfigError("DOUBLEWORD_API_KEY is not set", hint=config.missing_key_hint())
     secure = cfg.base_url.startswith("https://")
-    checks.add("base URL", True, f"{cfg.base_url} ({'https' if secure else 'plain http to loopback'}; "
-                                 f"from {cfg.base_url_source})")
+    checks.add(
+        "base URL",
+        True,
+        f"{cfg.base_url} ({'https' if secure else 'plain http to loopback'}; from {cfg.base_url_source})",
+    )
 
     client = Client(cfg, max_retries=1)
     try:
@@ -143,20 +166,28 @@ def _check_api(conn: Connection, checks: Checks, sandbox: Any) -> Outcome:
             what = "the key was refused (401)" if status == 401 else "the key may not use this API (403)"
             checks.add("API access", False, what, exc.hint)
             raise ConfigError(f"{what}: {exc.message}", hint=exc.hint) from None
-        checks.add("API reachable", False, exc.message,
-                   f"Check the network and the base URL ({cfg.base_url}).")
-        raise DWError(exc.message, hint=exc.hint or "Check the network and the base URL.",
-                      exit_code=EXIT_CONFIG if exc.exit_code == EXIT_CONFIG else EXIT_API) from None
+        checks.add("API reachable", False, exc.message, f"Check the network and the base URL ({cfg.base_url}).")
+        raise DWError(
+            exc.message,
+            hint=exc.hint or "Check the network and the base URL.",
+            exit_code=EXIT_CONFIG if exc.exit_code == EXIT_CONFIG else EXIT_API,
+        ) from None
     checks.add("API access", True, f"GET /models answered; the key was accepted ({cfg.base_url})")
     ids = [m.get("id") for m in models if m.get("id")]
-    checks.add("models", bool(ids), f"{len(ids)} model(s): {', '.join(ids[:8])}{' …' if len(ids) > 8 else ''}",
-               "The key can use no model; check its groups in the Doubleword console.")
-    return Outcome({
-        "ready": True,
-        "checks": checks.items,
-        "base_url": cfg.base_url,
-        "key_source": cfg.key_source,
-        "sandbox": sandbox is not None,
-        "models": ids,
-        "next": _next_command(ids),
-    })
+    checks.add(
+        "models",
+        bool(ids),
+        f"{len(ids)} model(s): {', '.join(ids[:8])}{' …' if len(ids) > 8 else ''}",
+        "The key can use no model; check its groups in the Doubleword console.",
+    )
+    return Outcome(
+        {
+            "ready": True,
+            "checks": checks.items,
+            "base_url": cfg.base_url,
+            "key_source": cfg.key_source,
+            "sandbox": sandbox is not None,
+            "models": ids,
+            "next": _next_command(ids),
+        }
+    )

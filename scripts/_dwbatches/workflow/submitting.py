@@ -63,8 +63,11 @@ class Submitted:
     found: int
 
     def doc(self) -> Dict[str, Any]:
-        return {"resumed": self.resumed, "chunks": sum(1 for _ in self.job.record.chunks()),
-                "this_run": {"uploaded": self.uploaded, "created": self.created, "found": self.found}}
+        return {
+            "resumed": self.resumed,
+            "chunks": sum(1 for _ in self.job.record.chunks()),
+            "this_run": {"uploaded": self.uploaded, "created": self.created, "found": self.found},
+        }
 
 
 def first_validation(input_path: str, options: SubmitOptions) -> Optional[Report]:
@@ -72,13 +75,23 @@ def first_validation(input_path: str, options: SubmitOptions) -> Optional[Report
     whose input is checked by its fingerprint): nothing is sent for an invalid file."""
     if Job(options.job_dir(input_path)).exists():
         return None
-    return validate_input(input_path, options.max_requests or MAX_REQUESTS_PER_FILE,
-                          options.max_bytes or MAX_FILE_BYTES, options.max_body_bytes)
+    return validate_input(
+        input_path,
+        options.max_requests or MAX_REQUESTS_PER_FILE,
+        options.max_bytes or MAX_FILE_BYTES,
+        options.max_body_bytes,
+    )
 
 
-def submit_or_resume(client: Any, input_path: str, options: SubmitOptions, metadata: Dict[str, str],
-                     inside_lock: Optional[Callable[[Job], None]] = None, refresh: bool = False,
-                     report: Optional[Report] = None) -> Submitted:
+def submit_or_resume(
+    client: Any,
+    input_path: str,
+    options: SubmitOptions,
+    metadata: Dict[str, str],
+    inside_lock: Optional[Callable[[Job], None]] = None,
+    refresh: bool = False,
+    report: Optional[Report] = None,
+) -> Submitted:
     """Create the job for ``input_path`` (validated first: nothing is sent for an invalid file)
     or resume it, then upload and create what has no batch yet. ``inside_lock`` runs while the
     job is locked, after it is planned (run_batch.py remembers the output options there)."""
@@ -95,10 +108,18 @@ def submit_or_resume(client: Any, input_path: str, options: SubmitOptions, metad
                 if not job.exists():  # (else a submit running at the same time made this very job)
                     raise
     with job:
-        resumed = plan_or_resume(job, input_path, base_url=client.base_url,
-                                 completion_window=options.completion_window, metadata=metadata,
-                                 max_requests=options.max_requests, max_bytes=options.max_bytes,
-                                 max_body_bytes=options.max_body_bytes, report=report, input_sha256=sha)
+        resumed = plan_or_resume(
+            job,
+            input_path,
+            base_url=client.base_url,
+            completion_window=options.completion_window,
+            metadata=metadata,
+            max_requests=options.max_requests,
+            max_bytes=options.max_bytes,
+            max_body_bytes=options.max_body_bytes,
+            report=report,
+            input_sha256=sha,
+        )
         if inside_lock is not None:
             inside_lock(job)
         sub = Submitter(job, client, max_cost=options.max_cost, parallel=options.parallel)
@@ -129,7 +150,8 @@ def refuse_earlier_submission(client: Any, input_path: str, sha: str) -> None:
         f"{commands.display_path(input_path)} was already submitted, with the same contents, by another job "
         f"({', '.join(jobs)}): batch(es) {states}; a new job would pay for every request again",
         hint=f"Its job directory may have been deleted or moved: look for it (ls *.dwjob), or get those results "
-             f"with {fetch}. To submit the file again anyway, add --resubmit.")
+        f"with {fetch}. To submit the file again anyway, add --resubmit.",
+    )
 
 
 def submit(input_path: str, options: SubmitOptions, conn: Connection, dry: bool = False) -> Outcome:
@@ -152,8 +174,12 @@ def submit(input_path: str, options: SubmitOptions, conn: Connection, dry: bool 
 
 def dry_run(input_path: str, options: SubmitOptions, metadata: Dict[str, str]) -> Outcome:
     """Validate, plan and estimate locally; send nothing (no key needed)."""
-    report = validate_input(input_path, options.max_requests or MAX_REQUESTS_PER_FILE,
-                            options.max_bytes or MAX_FILE_BYTES, options.max_body_bytes)
+    report = validate_input(
+        input_path,
+        options.max_requests or MAX_REQUESTS_PER_FILE,
+        options.max_bytes or MAX_FILE_BYTES,
+        options.max_body_bytes,
+    )
     job_dir, job_arg = options.job_dir(input_path), options.job
     sha = sha256_file(input_path) if Job(job_dir).exists() else None
     fresh = job_dir_for_next(input_path, job_dir, sha)  # a local read only: would the real run refuse the job?
@@ -172,17 +198,32 @@ def dry_run(input_path: str, options: SubmitOptions, metadata: Dict[str, str]) -
         cmd += ["-w", options.completion_window]
     for pair in options.metadata:
         cmd += ["--metadata", pair]
-    for flag, value in (("--job", job_arg), ("--max-requests", options.max_requests),
-                        ("--max-bytes", options.max_bytes), ("--max-cost", options.max_cost)):
+    for flag, value in (
+        ("--job", job_arg),
+        ("--max-requests", options.max_requests),
+        ("--max-bytes", options.max_bytes),
+        ("--max-cost", options.max_cost),
+    ):
         if value is not None:
             cmd += [flag, str(value)]
     resumes = job.load().input.sha256 == sha if job.exists() else None  # (False: planned again, no batch yet)
-    doc = {"dry_run": True, "job": job.dir, "job_exists": job.exists(), "resumes_job": resumes,
-           "requests": report.requests,
-           "bytes": report.bytes, "chunks": len(plan), "plan": plan, "completion_window": window,
-           "metadata": metadata, "models": report.models, "endpoints": report.endpoints,
-           "estimated_cost": estimate, "warnings": report.warnings,
-           "next": commands.command("submit.py", *cmd)}
+    doc = {
+        "dry_run": True,
+        "job": job.dir,
+        "job_exists": job.exists(),
+        "resumes_job": resumes,
+        "requests": report.requests,
+        "bytes": report.bytes,
+        "chunks": len(plan),
+        "plan": plan,
+        "completion_window": window,
+        "metadata": metadata,
+        "models": report.models,
+        "endpoints": report.endpoints,
+        "estimated_cost": estimate,
+        "warnings": report.warnings,
+        "next": commands.command("submit.py", *cmd),
+    }
     low, high = estimate["low"]["usd"], estimate["high"]["usd"]
     cost = ""
     if low is not None:
@@ -199,7 +240,9 @@ def narrate_estimate(estimate: Optional[Dict[str, Any]]) -> None:
     low, high = estimate.get("local_low_usd"), estimate.get("local_high_usd")
     local = ""
     if low is not None:
-        local = f"local range ${low} to ${high}" if high is not None else f"local range from ${low} (no max_tokens bound)"
+        local = (
+            f"local range ${low} to ${high}" if high is not None else f"local range from ${low} (no max_tokens bound)"
+        )
     if estimate.get("usd") is not None:
         narrate(f"estimated cost: ${estimate['usd']} (the server's estimate{'; ' + local if local else ''})")
     elif local:
@@ -212,24 +255,43 @@ def job_report(job: Job) -> Dict[str, Any]:
     chunks = list(rec.round_chunks())
     batches = []
     for rnd, ch in chunks:
-        batches.append({"batch_id": ch.batch_id, "input_file_id": ch.file_id, "round": rnd.round,
-                        "chunk": ch.index, "lines": [ch.start_line, ch.end_line],
-                        "requests": ch.requests, "status": ch.status or ("held" if ch.held else None)})
+        batches.append(
+            {
+                "batch_id": ch.batch_id,
+                "input_file_id": ch.file_id,
+                "round": rnd.round,
+                "chunk": ch.index,
+                "lines": [ch.start_line, ch.end_line],
+                "requests": ch.requests,
+                "status": ch.status or ("held" if ch.held else None),
+            }
+        )
     total, unknown = sum_estimates(c for _, c in chunks)
     known = len(chunks) - unknown
     estimate: Optional[Dict[str, Any]] = None
     local = rec.local_estimate or {}
     if known or local:
         est = [c.cost_estimate or {} for _, c in chunks]
-        estimate = {"usd": _money(total) if known else None, "source": "server (GET /files/{id}/cost-estimate)",
-                    "input_tokens": sum(int(e.get("total_estimated_input_tokens") or 0) for e in est),
-                    "output_tokens": sum(int(e.get("total_estimated_output_tokens") or 0) for e in est),
-                    "chunks_estimated": known, "chunks": len(chunks),
-                    "local_low_usd": local.get("low_usd"), "local_high_usd": local.get("high_usd"),
-                    "note": "--max-cost compares the server's figure (usd). The server assumes answers about as "
-                            "long as their prompts and ignores max_tokens; the local range runs from that to every "
-                            "max_tokens used (high is null when some request sets none)."}
-    return {"job": job.dir, "job_id": rec.job_id, "batches": batches,
-            "requests": rec.input.requests, "chunks": len(chunks),
-            "completion_window": rec.completion_window, "estimated_cost": estimate,
-            "source": rec.source.to_dict() if rec.source else None}
+        estimate = {
+            "usd": _money(total) if known else None,
+            "source": "server (GET /files/{id}/cost-estimate)",
+            "input_tokens": sum(int(e.get("total_estimated_input_tokens") or 0) for e in est),
+            "output_tokens": sum(int(e.get("total_estimated_output_tokens") or 0) for e in est),
+            "chunks_estimated": known,
+            "chunks": len(chunks),
+            "local_low_usd": local.get("low_usd"),
+            "local_high_usd": local.get("high_usd"),
+            "note": "--max-cost compares the server's figure (usd). The server assumes answers about as "
+            "long as their prompts and ignores max_tokens; the local range runs from that to every "
+            "max_tokens used (high is null when some request sets none).",
+        }
+    return {
+        "job": job.dir,
+        "job_id": rec.job_id,
+        "batches": batches,
+        "requests": rec.input.requests,
+        "chunks": len(chunks),
+        "completion_window": rec.completion_window,
+        "estimated_cost": estimate,
+        "source": rec.source.to_dict() if rec.source else None,
+    }
