@@ -23,7 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
-from helpers import ROOT, batch_ids_of, job_state, make_job, read_jsonl, run_script, write_input
+from helpers import ROOT, batch_ids_of, job_state, make_job, read_jsonl, run_script, wait_until, write_input
 from sandbox_helper import Sandbox, list_all
 
 V1_JOB = ROOT / "tests" / "data" / "v1-job"
@@ -316,6 +316,7 @@ def test_one_chunk_whose_output_file_is_gone_does_not_block_the_others(sandbox, 
         {"batch_id": first["id"], "round": 1, "chunk": 1, "results_lost": 3, "reason": doc["unreachable"][0]["reason"]}
     ]
     assert doc["next"] is None and "retry_failed.py --job p.dwjob --force" in err  # a plain retry would refuse
+    assert any("3 request(s) completed on the server (and were billed)" in w for w in doc["warnings"])
     assert "is gone from the server" in doc["unreachable"][0]["reason"]
     assert (doc["succeeded"], doc["missing"]) == (6, 3)
     rows = read_jsonl(doc["output"])
@@ -328,6 +329,10 @@ def test_one_chunk_whose_output_file_is_gone_does_not_block_the_others(sandbox, 
     assert "pay for them twice" in err and "retry_failed.py --job p.dwjob --force" in err
     code, doc, err = run_script("retry_failed.py", "--job", job, "--force", env=sandbox.env())
     assert code == 0 and doc["requests"] == 3, err
+    wait_job(sandbox, job)
+    code, doc, err = run_script("fetch_results.py", "--job", job, "--format", "simple", env=sandbox.env())
+    assert code == 0 and (doc["succeeded"], doc["missing"]) == (9, 0), err
+    assert doc["next"] is None and "--force" not in err  # the lost results were run again: no more hint
 
 
 def test_a_chunk_whose_error_file_is_gone_is_retried_without_paying_twice(sandbox, tmp_path):
@@ -460,7 +465,7 @@ def test_a_file_submitted_again_under_a_new_job_is_refused_until_resubmit(sandbo
         assert f"{first} (completed)" in err and "--resubmit" in err
     assert len(list_all(sandbox, "batches")) == 1 and not Path(job).exists()  # nothing sent, no job made
     # the hint's command gets the earlier results
-    fetch = err.split("get those results with ", 1)[1].split(". To submit", 1)[0]
+    fetch = err.split("get those results with ", 1)[1].split(". If that job", 1)[0]
     assert fetch.endswith(f"fetch_results.py {first} --input p.jsonl")
     ran = run_script("fetch_results.py", first, "--input", "p.jsonl", env=sandbox.env())
     assert ran[0] == 0 and ran[1]["succeeded"] == 3
@@ -471,12 +476,30 @@ def test_a_file_submitted_again_under_a_new_job_is_refused_until_resubmit(sandbo
     assert len(list_all(sandbox, "batches")) == 2
 
 
-def test_a_file_whose_earlier_job_was_cancelled_is_submitted_again(sandbox_factory, tmp_path):
-    sb = sandbox_factory("--latency", "0.5", "--concurrency", "1")
-    write_input("p.jsonl", 6)
+def test_a_cancelled_earlier_job_counts_only_for_what_it_finished(sandbox_factory, tmp_path):
+    sb = sandbox_factory("--latency", "0.4", "--concurrency", "1")
+    write_input("p.jsonl", 12)
     job = make_job(sb, "p.jsonl", 1)
+    bid = batch_ids_of(job)[0]
+    wait_until(lambda: sb.batch(bid)["request_counts"]["completed"] >= 2)
     code, doc, err = run_script("cancel_batch.py", "--job", job, env=sb.env())
     assert code == 0 and doc["cancelled"] == 1, err
-    sb.wait_batch(batch_ids_of(job)[0])
+    sb.wait_batch(bid)
+    # the cancelled job's own rerun points at the retry that pays for nothing twice
+    code, doc, err = run_script("submit.py", "p.jsonl", env=sb.env())
+    assert code == 2 and "was cancelled" in err and "retry_failed.py --job p.dwjob --after-cancel" in err
+    # a new job for the same file: its finished requests would be paid again
     code, doc, err = run_script("submit.py", "p.jsonl", "--job", "again.dwjob", env=sb.env())
-    assert code == 0 and len(doc["batches"]) == 1, err  # the cancelled one ran nothing more
+    assert code == 2 and doc is None and f"{bid} (cancelled)" in err and "--after-cancel" in err, err
+    code, doc, err = run_script("retry_failed.py", "--job", job, "--after-cancel", env=sb.env())
+    assert code == 0 and 0 < doc["requests"] <= 10, err  # only what did not finish
+
+    # a batch cancelled before anything completed ran nothing: the file may go again
+    write_input("q.jsonl", 4, prefix="q-")
+    slow = sandbox_factory("--latency", "30", "--concurrency", "1")
+    first = make_job(slow, "q.jsonl", 1)
+    code, doc, err = run_script("cancel_batch.py", "--job", first, env=slow.env())
+    assert code == 0 and doc["cancelled"] == 1, err
+    slow.wait_batch(batch_ids_of(first)[0])
+    code, doc, err = run_script("submit.py", "q.jsonl", "--job", "q2.dwjob", env=slow.env())
+    assert code == 0 and len(doc["batches"]) == 1, err

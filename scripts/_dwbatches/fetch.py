@@ -382,6 +382,12 @@ def fetch_job(
         doc["unsubmitted"] = summary["unsubmitted"]
     if ref.unreachable:
         doc["unreachable"] = ref.unreachable
+        lost = sum(u["results_lost"] for u in doc["unreachable"])
+        if lost and "cost" in doc:
+            warnings.append(
+                f"cost counts the downloaded results only: {lost} request(s) completed on the server (and were "
+                "billed) but their results and token counts can no longer be downloaded"
+            )
     doc["warnings"] = warnings
     doc["job"] = job.dir
     if merge:

@@ -123,7 +123,7 @@ def settled(
 
 
 INPUT_KEY = "dwb_input"  # batch metadata: the submitted file's sha256, first 16 hex digits
-STOPPED = ("failed", "cancelled", "cancelling")  # an earlier submission that ran nothing more
+STOPPED = ("failed", "cancelled", "cancelling")  # stopped: counts only for the requests it completed
 
 
 def input_mark(sha256: Optional[str]) -> Optional[str]:
@@ -131,8 +131,9 @@ def input_mark(sha256: Optional[str]) -> Optional[str]:
 
 
 def earlier_submissions(client: Any, sha256: str) -> List[Dict[str, Any]]:
-    """Batches created earlier from a file with this sha256 that were not stopped (failed or
-    cancelled): one ``?search=`` request. Empty when the server cannot search."""
+    """Batches created earlier from a file with this sha256, except those stopped (failed or
+    cancelled) before any request completed: one ``?search=`` request. Empty when the server
+    cannot search."""
     mark = input_mark(sha256)
     try:
         body = client.list_batches(limit=100, search=mark)
@@ -146,5 +147,5 @@ def earlier_submissions(client: Any, sha256: str) -> List[Dict[str, Any]]:
         if isinstance(b, dict)
         and isinstance(b.get("metadata"), dict)
         and b["metadata"].get(INPUT_KEY) == mark
-        and b.get("status") not in STOPPED
+        and (b.get("status") not in STOPPED or (b.get("request_counts") or {}).get("completed"))
     ]

@@ -231,7 +231,9 @@ def prepare_job(
             raise JobError(
                 f"the job at {job.dir} was cancelled; it creates no further batch",
                 hint=f"Fetch what finished: {command('fetch_results.py', '--job', display_path(job.dir))}. "
-                "To submit the input again, pass --job NEW_DIR (a new job).",
+                "To run what did not finish with the same model and settings (finished requests are not "
+                f"paid again): {command('retry_failed.py', '--job', display_path(job.dir), '--after-cancel')}. "
+                "To change them, build a new batch file and submit it as a new job (--job NEW_DIR).",
             )
         sha = input_sha256 or sha256_file(input_path)
         recorded = rec.input

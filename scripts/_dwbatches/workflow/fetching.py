@@ -50,7 +50,8 @@ def fetch_job(client: Any, job: Job, options: OutputOptions) -> Outcome:
             csv_path=options.csv,
             column=options.column,
         )
-    lost = sum(u.get("results_lost", 0) for u in out.doc.get("unreachable", []))
+    # lost results matter while their requests have no result of any round (a --force retry gives them one)
+    lost = sum(u.get("results_lost", 0) for u in out.doc.get("unreachable", [])) if out.doc.get("missing") else 0
     out.doc["next"] = commands.after_fetch(
         out.code,
         job.dir,

@@ -150,7 +150,9 @@ def refuse_earlier_submission(client: Any, input_path: str, sha: str) -> None:
         f"{commands.display_path(input_path)} was already submitted, with the same contents, by another job "
         f"({', '.join(jobs)}): batch(es) {states}; a new job would pay for every request again",
         hint=f"Its job directory may have been deleted or moved: look for it (ls *.dwjob), or get those results "
-        f"with {fetch}. To submit the file again anyway, add --resubmit.",
+        f"with {fetch}. If that job was cancelled, its directory reruns only what did not finish "
+        "(retry_failed.py --job DIR --after-cancel). To submit the whole file again anyway (and pay again for "
+        "what finished), add --resubmit.",
     )
 
 
