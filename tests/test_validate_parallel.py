@@ -110,6 +110,7 @@ def helper_share(monkeypatch):
     return counts
 
 
+@pytest.mark.slow  # eight seeds of about 1.5 s each
 @pytest.mark.parametrize("seed", range(8))
 def test_the_report_is_the_same_however_the_file_is_cut_and_whichever_process_checks_it(tmp_path, seed, helper_share):
     rng = random.Random(seed)
