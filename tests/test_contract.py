@@ -189,6 +189,7 @@ def workspace(sandbox_factory, tmp_path):
     return sb
 
 
+@pytest.mark.slow  # several script runs or a server restart: in make test, not the inner loop
 def test_help_lists_exactly_the_fields_each_script_prints(workspace):
     sb = workspace
     bid = json.loads(Path("ex.dwjob", "job.json").read_text())["rounds"][0]["chunks"][0]["batch_id"]

@@ -259,6 +259,7 @@ def test_api_reference_does_not_repeat_the_known_mistakes():
     assert "skip" in text
 
 
+@pytest.mark.slow  # several script runs or a server restart: in make test, not the inner loop
 def test_the_exit_code_tables_say_what_every_scripts_help_says():
     """One text for each exit code (errors.EXIT_MEANINGS): SKILL.md's and README's tables and
     every script's --help agree, the job path (4) and the busy job lock (1) included."""

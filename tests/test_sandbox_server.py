@@ -166,6 +166,7 @@ def test_keep_alive(sandbox):
 # --- persistence ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # several script runs or a server restart: in make test, not the inner loop
 @pytest.mark.parametrize("how", ["sigterm", "sigkill"])
 def test_restart_mid_batch_continues(sandbox_factory, how):
     sb = sandbox_factory("--latency", "0.02", "--concurrency", "2")

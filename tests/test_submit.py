@@ -185,6 +185,7 @@ def test_killed_between_create_and_recording_it_then_rerun_finds_the_batch(sandb
     assert doc["this_run"] == {"uploaded": 0, "created": 1, "found": 1}
 
 
+@pytest.mark.slow  # several script runs or a server restart: in make test, not the inner loop
 @pytest.mark.parametrize("point", ["after_upload", "after_create"])
 def test_killed_at_every_chunk_still_ends_with_exactly_one_batch_per_chunk(sandbox, tmp_path, point):
     path = write_requests(tmp_path / "in.jsonl", 40)
