@@ -162,6 +162,11 @@ def after_cancel(job_dir: Optional[str], batch_ids: Sequence[str], preview: bool
     return command("fetch_results.py", *target) if batch_ids else None
 
 
+def rerun_lost(job_dir: str) -> str:
+    """retry_failed.py --force: reruns requests whose results are lost on the server (paid again)."""
+    return command("retry_failed.py", "--job", display_path(job_dir), "--force")
+
+
 def run_again(input_path: str, job_dir: Optional[str], extra: Sequence[str]) -> str:
     """run_batch.py: the same command with --wait, to go on where it stopped."""
     args = [display_path(input_path)]

@@ -65,7 +65,7 @@ def fetch_job(client: Any, job: Job, options: OutputOptions) -> Outcome:
         narrate(
             f"{lost} request(s) completed on the server, but their results can no longer be downloaded "
             "(see unreachable); running them again means paying again: "
-            f"{commands.command('retry_failed.py', '--job', commands.display_path(job.dir), '--force')}"
+            f"{commands.rerun_lost(job.dir)}"
         )
     narrate_summary(out.doc)
     return out

@@ -163,7 +163,7 @@ def retry(
             f"({', '.join(r.batch_id for r in paid)}), and {lost} request(s) of theirs had completed "
             "with results that were never downloaded; retrying them would pay for them twice",
             hint="Their results are lost on the server's side. To run those requests again anyway "
-            f"(and pay again): {commands.command('retry_failed.py', '--job', jd, '--force')}",
+            f"(and pay again): {commands.rerun_lost(job.dir)}",
         )
     index = merge.build_index(ref.store, ref.targets, capacity=int(state.input.requests or 0))
     if state.input.requests and index.successes() >= state.input.requests:
