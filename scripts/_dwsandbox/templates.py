@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
+from _dwbatches import reasoning
+
 from .config import ALLOWED_URLS, MAX_CUSTOM_ID_BYTES
 from .wire import ApiError, compact, describe_json, serde_json_error
 
@@ -125,6 +127,13 @@ def parse_line(app: App, line: str, n: int) -> tuple:
         raise ApiError(
             400, f"Line {n}: Model '{model}' is a EMBEDDINGS model but endpoint '{url}' requires a CHAT model"
         )
+    effort = reasoning.requested_effort(body, url)
+    if effort is not None and url != "/v1/embeddings":
+        problem = reasoning.effort_problem(model, effort)
+        if problem is None and effort not in reasoning.EFFORTS:
+            problem = f"reasoning effort '{effort}' is not one of {', '.join(reasoning.EFFORTS)}"
+        if problem is not None:
+            raise ApiError(400, f"Line {n}: {problem}")
     if "priority" in body:
         body = {k: v for k, v in body.items() if k != "priority"}
     body_text = compact(body)
