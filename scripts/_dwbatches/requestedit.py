@@ -1,0 +1,82 @@
+"""New settings for requests already built: another model, another answer budget, another
+reasoning effort. One rule for every place that changes requests (a retry with new settings, a
+batch file rebuilt for another model), so that a changed request is the one a build would have
+made. Standard library only.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from . import reasoning
+
+# Every field by which a body asks for (or switches off) thinking; a new effort replaces them all.
+_EFFORT_FIELDS = ("reasoning_effort", "reasoning", "enable_thinking")
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What to change in each request; None leaves a setting as it was."""
+
+    model: Optional[str] = None
+    max_tokens: Optional[int] = None
+    reasoning: Optional[str] = None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in (self.model, self.max_tokens, self.reasoning))
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            k: v
+            for k, v in (("model", self.model), ("max_tokens", self.max_tokens), ("reasoning", self.reasoning))
+            if v is not None
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Optional[Dict[str, Any]]) -> Changes:
+        doc = doc or {}
+        return cls(model=doc.get("model"), max_tokens=doc.get("max_tokens"), reasoning=doc.get("reasoning"))
+
+    def problem(self, model: str) -> Optional[str]:
+        """Why these changes cannot apply to a request for ``model`` (after the model change), or None."""
+        if self.reasoning is None:
+            return None
+        return reasoning.effort_problem(self.model or model, self.reasoning)
+
+    def apply(self, body: Dict[str, Any], url: str) -> Dict[str, Any]:
+        """A copy of ``body`` with the changes made (the body is not modified)."""
+        if not self:
+            return body
+        out = copy.deepcopy(body)
+        if self.model is not None:
+            out["model"] = self.model
+        if self.max_tokens is not None:
+            given = [k for k in reasoning.LIMIT_FIELDS if k in out]
+            if given:
+                for key in given:
+                    out[key] = self.max_tokens
+            else:
+                out["max_output_tokens" if url == "/v1/responses" else "max_tokens"] = self.max_tokens
+        if self.reasoning is not None:
+            for key in _EFFORT_FIELDS:
+                out.pop(key, None)
+            kwargs = out.get("chat_template_kwargs")
+            if isinstance(kwargs, dict):
+                kwargs.pop("enable_thinking", None)
+                if not kwargs:
+                    del out["chat_template_kwargs"]
+            for key, value in reasoning.effort_fields(str(out.get("model") or ""), url, self.reasoning).items():
+                if isinstance(value, dict) and isinstance(out.get(key), dict):
+                    out[key] = dict(out[key], **value)
+                else:
+                    out[key] = value
+        return out
+
+    def describe(self) -> str:
+        """The changes in words, e.g. "max_tokens 2000, reasoning none"."""
+        return ", ".join(f"{k} {v}" for k, v in self.to_dict().items())
+
+
+__all__ = ["Changes"]
