@@ -39,11 +39,14 @@ class Changes:
         doc = doc or {}
         return cls(model=doc.get("model"), max_tokens=doc.get("max_tokens"), reasoning=doc.get("reasoning"))
 
-    def problem(self, model: str) -> Optional[str]:
-        """Why these changes cannot apply to a request for ``model`` (after the model change), or None."""
-        if self.reasoning is None:
+    def problem(self, body: Dict[str, Any], url: str) -> Optional[str]:
+        """Why the changed request could not run (its model cannot take the effort it would ask
+        for, e.g. reasoning off on a model that always reasons), or None."""
+        changed = self.apply(body, url)
+        effort = reasoning.requested_effort(changed, url)
+        if effort is None:
             return None
-        return reasoning.effort_problem(self.model or model, self.reasoning)
+        return reasoning.effort_problem(str(changed.get("model") or ""), effort)
 
     def apply(self, body: Dict[str, Any], url: str) -> Dict[str, Any]:
         """A copy of ``body`` with the changes made (the body is not modified)."""
