@@ -33,7 +33,8 @@ SERVER_SCRIPT = SCRIPTS / "sandbox_server.py"
 SANDBOX_PACKAGE = SCRIPTS / "_dwsandbox"
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
-CHAT_MODEL = "Qwen/Qwen3.5-9B"
+CHAT_MODEL = "Qwen/Qwen3.5-9B"  # a reasoning model: it thinks before it answers
+INSTRUCT_MODEL = "Qwen/Qwen3-VL-30B-A3B-Instruct-FP8"  # answers at once
 EMBEDDING_MODEL = "Qwen/Qwen3-Embedding-8B"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from helpers import job_state, read_jsonl, run_script, wait_until, write_input
-from sandbox_helper import SCRIPTS
+from sandbox_helper import INSTRUCT_MODEL, SCRIPTS
 
 
 def test_wait_on_example_input_exits_0_with_results_in_order(sandbox, tmp_path):
@@ -144,10 +144,13 @@ def test_a_job_remembers_its_server_so_later_commands_need_no_url(sandbox, tmp_p
 
 
 def test_max_tokens_bounds_what_the_answers_cost(sandbox):
-    """--max-tokens 5 on 8 prompts: the sandbox's model stops at 5 tokens, so the output tokens
-    and the actual cost stay within the dry run's "high" (every max_tokens used)."""
+    """--max-tokens 5 on 8 prompts to a model that does not reason: the sandbox's model stops at
+    5 tokens, so the output tokens and the actual cost stay within the dry run's "high" (every
+    max_tokens used)."""
     Path("p.txt").write_text("".join(f"Write a long essay about topic number {i}, please\n" for i in range(8)))
-    code, built, err = run_script("create_batch_file.py", "r.jsonl", "--prompts", "p.txt", "--max-tokens", "5")
+    code, built, err = run_script(
+        "create_batch_file.py", "r.jsonl", "--prompts", "p.txt", "--max-tokens", "5", "-m", INSTRUCT_MODEL
+    )
     assert code == 0, err
     code, dry, err = run_script("submit.py", "r.jsonl", "--dry-run")
     assert code == 0, err

@@ -6,7 +6,7 @@ import time
 import uuid
 
 import pytest
-from sandbox_helper import CHAT_MODEL, EMBEDDING_MODEL, Sandbox, chat_requests, jsonl_bytes, new_api_key
+from sandbox_helper import CHAT_MODEL, EMBEDDING_MODEL, INSTRUCT_MODEL, Sandbox, chat_requests, jsonl_bytes, new_api_key
 
 
 @pytest.fixture(scope="module")
@@ -146,11 +146,11 @@ def test_partial_failure_is_completed(sandbox):
 
 def test_each_line_goes_to_its_own_url(sandbox):
     items = [
-        {"custom_id": "chat", "method": "POST", "url": "/v1/chat/completions", "body": {"model": CHAT_MODEL, "messages": [{"role": "user", "content": "Hi there"}]}},
+        {"custom_id": "chat", "method": "POST", "url": "/v1/chat/completions", "body": {"model": INSTRUCT_MODEL, "messages": [{"role": "user", "content": "Hi there"}]}},
         {"custom_id": "emb", "method": "POST", "url": "/v1/embeddings", "body": {"model": EMBEDDING_MODEL, "input": ["a", "b"]}},
-        {"custom_id": "resp", "method": "POST", "url": "/v1/responses", "body": {"model": CHAT_MODEL, "input": "Tell me"}},
-        {"custom_id": "cmpl", "method": "POST", "url": "/v1/completions", "body": {"model": CHAT_MODEL, "prompt": "Once"}},
-        {"custom_id": "msg", "method": "POST", "url": "/v1/messages", "body": {"model": CHAT_MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "Yo"}]}},
+        {"custom_id": "resp", "method": "POST", "url": "/v1/responses", "body": {"model": INSTRUCT_MODEL, "input": "Tell me"}},
+        {"custom_id": "cmpl", "method": "POST", "url": "/v1/completions", "body": {"model": INSTRUCT_MODEL, "prompt": "Once"}},
+        {"custom_id": "msg", "method": "POST", "url": "/v1/messages", "body": {"model": INSTRUCT_MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "Yo"}]}},
     ]  # fmt: skip
     batch = sandbox.submit(items)
     sandbox.wait_batch(batch["id"])
@@ -176,13 +176,13 @@ def test_builtin_model_honours_the_token_limit_of_each_endpoint(sandbox):
     long = "a long prompt that the echo repeats " * 3
     chat = [{"role": "user", "content": long}]
     items = [
-        {"custom_id": "chat", "method": "POST", "url": "/v1/chat/completions", "body": {"model": CHAT_MODEL, "messages": chat, "max_tokens": 3}},
-        {"custom_id": "chat-mct", "method": "POST", "url": "/v1/chat/completions", "body": {"model": CHAT_MODEL, "messages": chat, "max_completion_tokens": 2}},
-        {"custom_id": "chat-free", "method": "POST", "url": "/v1/chat/completions", "body": {"model": CHAT_MODEL, "messages": chat}},
-        {"custom_id": "chat-roomy", "method": "POST", "url": "/v1/chat/completions", "body": {"model": CHAT_MODEL, "messages": chat, "max_tokens": 500}},
-        {"custom_id": "resp", "method": "POST", "url": "/v1/responses", "body": {"model": CHAT_MODEL, "input": long, "max_output_tokens": 4}},
-        {"custom_id": "cmpl", "method": "POST", "url": "/v1/completions", "body": {"model": CHAT_MODEL, "prompt": long, "max_tokens": 1}},
-        {"custom_id": "msg", "method": "POST", "url": "/v1/messages", "body": {"model": CHAT_MODEL, "max_tokens": 2, "messages": chat}},
+        {"custom_id": "chat", "method": "POST", "url": "/v1/chat/completions", "body": {"model": INSTRUCT_MODEL, "messages": chat, "max_tokens": 3}},
+        {"custom_id": "chat-mct", "method": "POST", "url": "/v1/chat/completions", "body": {"model": INSTRUCT_MODEL, "messages": chat, "max_completion_tokens": 2}},
+        {"custom_id": "chat-free", "method": "POST", "url": "/v1/chat/completions", "body": {"model": INSTRUCT_MODEL, "messages": chat}},
+        {"custom_id": "chat-roomy", "method": "POST", "url": "/v1/chat/completions", "body": {"model": INSTRUCT_MODEL, "messages": chat, "max_tokens": 500}},
+        {"custom_id": "resp", "method": "POST", "url": "/v1/responses", "body": {"model": INSTRUCT_MODEL, "input": long, "max_output_tokens": 4}},
+        {"custom_id": "cmpl", "method": "POST", "url": "/v1/completions", "body": {"model": INSTRUCT_MODEL, "prompt": long, "max_tokens": 1}},
+        {"custom_id": "msg", "method": "POST", "url": "/v1/messages", "body": {"model": INSTRUCT_MODEL, "max_tokens": 2, "messages": chat}},
     ]  # fmt: skip
     batch = sandbox.submit(items)
     sandbox.wait_batch(batch["id"])

@@ -1,9 +1,10 @@
 """The local sandbox of the Doubleword Batch API, as a package (``scripts/sandbox_server.py`` runs it).
 
-Standard library only, plus three standard-library-only modules of the client package:
+Standard library only, plus standard-library-only modules of the client package:
 ``_dwbatches.compat`` (platform differences), ``_dwbatches.urls`` (what is loopback),
 ``_dwbatches.pricing`` (the price table) and the facts both share, ``_dwbatches.apifacts``
-(allowed urls, completion windows, reserved metadata keys, file and line limits).
+(allowed urls, completion windows, reserved metadata keys, file and line limits) and
+``_dwbatches.reasoning`` (which models think, the efforts each takes).
 
 Modules, from the wire up:
 
@@ -13,7 +14,8 @@ Modules, from the wire up:
 - ``faults.py``: the fault document, its validation and counters, the reply of an http rule.
 - ``store.py``: the SQLite schema and Store (pooled reads, serialised writes); request counts
   and a batch's derived status.
-- ``backends.py``: BuiltinModel (deterministic echo, cut at max_tokens) and UpstreamBackend (``--upstream``).
+- ``backends.py``: BuiltinModel (deterministic echo, JSON when asked; reasoning models think first;
+  cut at max_tokens; bad answers on demand) and UpstreamBackend (``--upstream``).
 - ``engine.py``: Engine, the worker threads and the state changes of batches and requests
   (populate, claim, execute, finish, finalize, cancel, requeue).
 - ``bodies.py``: BodyReader (Content-Length or chunked), MultipartReader, header parameters.

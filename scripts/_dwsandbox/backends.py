@@ -1,6 +1,7 @@
-"""What answers the requests of a batch: the deterministic built-in model, or an
-OpenAI-compatible upstream (``--upstream``). Each returns (status, body text, prompt tokens,
-completion tokens), the upstream also a failure reason or None."""
+"""What answers the requests of a batch: the deterministic built-in model (reasoning models
+think first), or an OpenAI-compatible upstream (``--upstream``). Each returns (status, body
+text, prompt tokens, completion tokens, reasoning tokens), the upstream also a failure reason
+or None."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from _dwbatches import urls
+from _dwbatches import reasoning, urls
 
 from .wire import compact, failure_reason, http_failure, is_retriable_status
 
@@ -37,18 +38,8 @@ def _tokens(chars: int) -> int:
     return max(1, int(math.ceil(chars / 4.0)))
 
 
-def _max_tokens(body: dict) -> Any:
-    """The answer's token limit a request sets (max_completion_tokens, max_tokens or
-    max_output_tokens, the first given as a positive integer), or None."""
-    for key in ("max_completion_tokens", "max_tokens", "max_output_tokens"):
-        value = body.get(key)
-        if type(value) is int and value > 0:
-            return value
-    return None
-
-
 def _answer(text: str, limit: Any) -> tuple:
-    """(text, its tokens, cut short): the echo, cut to ``limit`` tokens (4 characters each,
+    """(text, its tokens, cut short): ``text``, cut to ``limit`` tokens (4 characters each,
     the rule ``_tokens`` counts by) when it is longer, as a model stops at max_tokens."""
     tokens = _tokens(len(text))
     if limit is None or tokens <= limit:
@@ -59,13 +50,112 @@ def _answer(text: str, limit: Any) -> tuple:
 
 def _client_error(message: str) -> tuple:
     body = compact({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}})
-    return 400, body, 0, 0
+    return 400, body, 0, 0, 0
+
+
+# How much a reasoning model thinks at each effort, as a share of the sandbox's --reasoning-tokens.
+EFFORT_SCALE = {"low": 0.25, "medium": 1.0, "high": 4.0}
+
+# What a bad_answers fault makes of an answer (the fault document names these kinds).
+BAD_ANSWERS = ("empty", "filtered", "invalid_json", "missing_fields")
+
+
+def _schema_of(body: dict, url: str) -> Any:
+    """The JSON a request asks for: None (text), {} (any JSON object: JSON mode) or its schema."""
+    fmt = body.get("response_format")
+    if url == "/v1/responses":
+        text = body.get("text")
+        fmt = text.get("format") if isinstance(text, dict) else None
+    if not isinstance(fmt, dict):
+        return None
+    if fmt.get("type") == "json_object":
+        return {}
+    if fmt.get("type") == "json_schema":
+        holder = fmt.get("json_schema") if isinstance(fmt.get("json_schema"), dict) else fmt
+        schema = holder.get("schema")
+        return schema if isinstance(schema, dict) else {}
+    return None
+
+
+def _value_for(schema: Any, text: str) -> Any:
+    """A value that satisfies a JSON Schema (its required properties filled), built from ``text``."""
+    if not isinstance(schema, dict):
+        return text
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "string")
+    if kind == "object" or "properties" in schema:
+        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        required = schema.get("required") if isinstance(schema.get("required"), list) else list(props)
+        return {name: _value_for(props.get(name), text) for name in required if isinstance(name, str)}
+    if kind == "array":
+        return [_value_for(schema.get("items"), text)]
+    if kind in ("integer", "number"):
+        return len(text) % 100
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return text
+
+
+class Generated:
+    """What the built-in model produced for one request: thinking, then the answer, both
+    within the request's token limit (thinking first: it counts against the limit)."""
+
+    def __init__(self, answer: str, think: int, limit: Any, bad: Any) -> None:
+        self.reasoning_tokens = min(think, limit) if limit is not None else think
+        self.reasoning = _thinking_text(self.reasoning_tokens) if self.reasoning_tokens else None
+        left = None if limit is None else limit - self.reasoning_tokens
+        self.finish = "stop"
+        if left is not None and left <= 0:
+            self.content, self.answer_tokens, self.finish = None, 0, "length"
+        else:
+            self.content, self.answer_tokens, cut = _answer(answer, left)
+            if cut:
+                self.finish = "length"
+        if bad == "empty":
+            self.content, self.answer_tokens = "", 0
+        elif bad == "filtered":
+            self.content, self.answer_tokens, self.finish = None, 0, "content_filter"
+        elif bad == "invalid_json":
+            self.content = "Here is the JSON you asked for: {" + answer[:20]
+            self.answer_tokens = _tokens(len(self.content))
+        elif bad == "missing_fields":
+            self.content, self.answer_tokens = "{}", 1
+
+    @property
+    def completion_tokens(self) -> int:
+        return self.reasoning_tokens + self.answer_tokens
+
+
+def _thinking_text(tokens: int) -> str:
+    """Deterministic thinking of ``tokens`` tokens (4 characters each)."""
+    unit = "Let me think. "
+    text = (unit * (tokens * 4 // len(unit) + 1))[: tokens * 4]
+    return text
 
 
 class BuiltinModel:
-    """A deterministic stand-in model: echoes the prompt with a stable hash."""
+    """A deterministic stand-in model: echoes the prompt with a stable hash (as JSON when the
+    request asks for JSON). Models of the reasoning families (``_dwbatches.reasoning``) think
+    ``reasoning_tokens`` tokens first (scaled by the effort asked; none where the model can
+    switch thinking off), and the thinking counts against the request's token limit."""
 
-    def __call__(self, url: str, body_text: str, model: str) -> tuple:
+    def __init__(self, reasoning_tokens: int = 0) -> None:
+        self.reasoning_tokens = max(0, int(reasoning_tokens))
+
+    def thinking(self, model: str, body: dict, url: str) -> int:
+        if not self.reasoning_tokens or not reasoning.thinks(model, body, url):
+            return 0
+        effort = reasoning.requested_effort(body, url) or reasoning.DEFAULT_EFFORT
+        return max(1, int(self.reasoning_tokens * EFFORT_SCALE.get(effort, 1.0)))
+
+    def __call__(self, url: str, body_text: str, model: str, bad: Any = None) -> tuple:
+        """(status, body text, prompt tokens, completion tokens, reasoning tokens); ``bad``: a
+        kind of BAD_ANSWERS to give instead of a good answer, or None."""
         try:
             body = json.loads(body_text)
         except ValueError:
@@ -76,24 +166,28 @@ class BuiltinModel:
         now = int(time.time())
         if url == "/v1/embeddings":
             return self._embeddings(body, model, digest)
-        limit = _max_tokens(body)
+        limit = reasoning.output_limit(body)
         if url == "/v1/completions":
             prompt = body.get("prompt")
             if isinstance(prompt, list):
                 prompt = " ".join(str(p) for p in prompt)
             if not isinstance(prompt, str):
                 return _client_error("'prompt' is required")
-            text, ct, cut = _answer(f"Echo: {prompt[:60]} [{digest[:8]}]", limit)
+            gen = Generated(f"Echo: {prompt[:60]} [{digest[:8]}]", 0, limit, bad)
             pt = _tokens(len(prompt))
             resp = {
                 "id": "cmpl-" + digest[:24],
                 "object": "text_completion",
                 "created": now,
                 "model": model,
-                "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": "length" if cut else "stop"}],
-                "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+                "choices": [{"text": gen.content or "", "index": 0, "logprobs": None, "finish_reason": gen.finish}],
+                "usage": {
+                    "prompt_tokens": pt,
+                    "completion_tokens": gen.completion_tokens,
+                    "total_tokens": pt + gen.completion_tokens,
+                },
             }
-            return 200, compact(resp), pt, ct
+            return 200, compact(resp), pt, gen.completion_tokens, 0
         if url == "/v1/responses":
             inp = body.get("input")
             if isinstance(inp, str):
@@ -111,29 +205,51 @@ class BuiltinModel:
                 return _client_error("'input' is required")
             if isinstance(body.get("instructions"), str):
                 total_chars += len(body["instructions"])
-            text, ot, cut = _answer(f"Echo: {prompt[:60]} [{digest[:8]}]", limit)
+            gen = Generated(self._text(prompt, digest, body, url), self.thinking(model, body, url), limit, bad)
             it = _tokens(total_chars)
+            incomplete = gen.finish == "length"
+            output: list = []
+            if gen.reasoning:
+                output.append(
+                    {
+                        "type": "reasoning",
+                        "id": "rs_" + digest[8:32],
+                        "summary": [],
+                        "content": [{"type": "reasoning_text", "text": gen.reasoning}],
+                    }
+                )
+            if gen.content is not None:
+                output.append(
+                    {
+                        "type": "message",
+                        "id": "msg_" + digest[32:56],
+                        "status": "incomplete" if incomplete else "completed",
+                        "role": "assistant",
+                        "content": [{"type": "output_text", "text": gen.content, "annotations": []}],
+                    }
+                )
+            ot = gen.completion_tokens
             resp = {
                 "id": "resp_" + digest[:32],
                 "object": "response",
                 "created_at": now,
-                "status": "incomplete" if cut else "completed",
+                "status": "incomplete" if incomplete else "completed",
                 "model": model,
-                "output": [
-                    {
-                        "type": "message",
-                        "id": "msg_" + digest[32:56],
-                        "status": "incomplete" if cut else "completed",
-                        "role": "assistant",
-                        "content": [{"type": "output_text", "text": text, "annotations": []}],
-                    }
-                ],
-                "output_text": text,
-                "usage": {"input_tokens": it, "output_tokens": ot, "total_tokens": it + ot},
+                "output": output,
+                "output_text": gen.content or "",
+                "usage": {
+                    "input_tokens": it,
+                    "output_tokens": ot,
+                    "total_tokens": it + ot,
+                    "output_tokens_details": {"reasoning_tokens": gen.reasoning_tokens},
+                },
             }
-            if cut:
+            if incomplete:
                 resp["incomplete_details"] = {"reason": "max_output_tokens"}
-            return 200, compact(resp), it, ot
+            elif gen.finish == "content_filter":
+                resp["status"] = "incomplete"
+                resp["incomplete_details"] = {"reason": "content_filter"}
+            return 200, compact(resp), it, ot, gen.reasoning_tokens
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             return _client_error("'messages' must be a non-empty array")
@@ -143,36 +259,52 @@ class BuiltinModel:
         total_chars = sum(len(t) for t in texts)
         if isinstance(body.get("system"), str):
             total_chars += len(body["system"])
-        text, ct, cut = _answer(f"Echo: {prompt[:60]} [{digest[:8]}]", limit)
+        gen = Generated(self._text(prompt, digest, body, url), self.thinking(model, body, url), limit, bad)
         pt = _tokens(total_chars)
+        ct = gen.completion_tokens
         if url == "/v1/messages":
+            content = []
+            if gen.reasoning:
+                content.append({"type": "thinking", "thinking": gen.reasoning, "signature": ""})
+            if gen.content is not None:
+                content.append({"type": "text", "text": gen.content})
+            stop = {"length": "max_tokens", "content_filter": "refusal"}.get(gen.finish, "end_turn")
             resp = {
                 "id": "msg_" + digest[:24],
                 "type": "message",
                 "role": "assistant",
                 "model": model,
-                "content": [{"type": "text", "text": text}],
-                "stop_reason": "max_tokens" if cut else "end_turn",
+                "content": content,
+                "stop_reason": stop,
                 "stop_sequence": None,
                 "usage": {"input_tokens": pt, "output_tokens": ct},
             }
-            return 200, compact(resp), pt, ct
+            return 200, compact(resp), pt, ct, gen.reasoning_tokens
+        message: dict = {"role": "assistant", "content": gen.content}
+        if gen.reasoning is not None:
+            message["reasoning_content"] = gen.reasoning
+        usage: dict = {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
+        if gen.reasoning_tokens:
+            usage["completion_tokens_details"] = {"reasoning_tokens": gen.reasoning_tokens}
         resp = {
             "id": "chatcmpl-" + digest[:24],
             "object": "chat.completion",
             "created": now,
             "model": model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "logprobs": None,
-                    "finish_reason": "length" if cut else "stop",
-                }
-            ],
-            "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct},
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": gen.finish}],
+            "usage": usage,
         }
-        return 200, compact(resp), pt, ct
+        return 200, compact(resp), pt, ct, gen.reasoning_tokens
+
+    @staticmethod
+    def _text(prompt: str, digest: str, body: dict, url: str) -> str:
+        """The answer: an echo of the prompt, as a JSON object when the request asks for JSON."""
+        echo = f"Echo: {prompt[:60]} [{digest[:8]}]"
+        schema = _schema_of(body, url)
+        if schema is None:
+            return echo
+        value = _value_for(schema, echo) if schema else {"answer": echo}
+        return json.dumps(value, ensure_ascii=False)
 
     @staticmethod
     def _embeddings(body: dict, model: str, digest: str) -> tuple:
@@ -193,7 +325,7 @@ class BuiltinModel:
             data.append({"object": "embedding", "index": index, "embedding": vec})
         pt = _tokens(chars)
         resp = {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": pt, "total_tokens": pt}}
-        return 200, compact(resp), pt, 0
+        return 200, compact(resp), pt, 0, 0
 
 
 class UpstreamBackend:
@@ -219,7 +351,7 @@ class UpstreamBackend:
         return self.base + url
 
     def __call__(self, url: str, body_text: str, model: str) -> tuple:
-        """Return (status, text, prompt_tokens, completion_tokens, failure_or_None)."""
+        """Return (status, text, prompt_tokens, completion_tokens, reasoning_tokens, failure_or_None)."""
         payload = body_text
         if self.model:
             try:
@@ -246,14 +378,14 @@ class UpstreamBackend:
                 except Exception:
                     text = ""
             except socket.timeout as err:
-                return 0, "", 0, 0, failure_reason("Timeout", {"error": f"request timed out: {err}"})
+                return 0, "", 0, 0, 0, failure_reason("Timeout", {"error": f"request timed out: {err}"})
             except (urllib.error.URLError, OSError, ValueError) as err:
                 reason = getattr(err, "reason", err)
                 if isinstance(reason, socket.timeout):
-                    return 0, "", 0, 0, failure_reason("Timeout", {"error": "request timed out"})
-                return 0, "", 0, 0, failure_reason("NetworkError", {"error": str(reason)})
+                    return 0, "", 0, 0, 0, failure_reason("Timeout", {"error": "request timed out"})
+                return 0, "", 0, 0, 0, failure_reason("NetworkError", {"error": str(reason)})
             if status < 400:
-                pt, ct = 0, 0
+                pt, ct, rt = 0, 0, 0
                 try:
                     obj = json.loads(text)
                     text = compact(obj)
@@ -261,10 +393,13 @@ class UpstreamBackend:
                     if isinstance(usage, dict):
                         pt = int(usage.get("prompt_tokens", usage.get("input_tokens", 0)) or 0)
                         ct = int(usage.get("completion_tokens", usage.get("output_tokens", 0)) or 0)
+                        details = usage.get("completion_tokens_details") or usage.get("output_tokens_details")
+                        if isinstance(details, dict):
+                            rt = int(details.get("reasoning_tokens") or 0)
                 except (ValueError, TypeError):
                     text = json.dumps(text)
-                return status, text, pt, ct, None
+                return status, text, pt, ct, rt, None
             if is_retriable_status(status) and attempt <= self.retries and not self.stop.is_set():
                 self.stop.wait(min(5.0, 0.5 * (2 ** (attempt - 1))))
                 continue
-            return status, "", 0, 0, http_failure(status, text)
+            return status, "", 0, 0, 0, http_failure(status, text)

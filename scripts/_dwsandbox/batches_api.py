@@ -221,7 +221,7 @@ def list_batches(app: App, req: Request) -> Response:
         for row, counts, _ in entries:
             obj = batch_obj(conn, row, counts)
             if "analytics" in include:
-                obj["analytics"] = analytics(conn, row)
+                obj["analytics"] = analytics(conn, row, app.faults.billed_price_factor())
             data.append(obj)
     return list_response(data, has_more)
 
@@ -333,24 +333,26 @@ def batch_results(app: App, req: Request) -> Response:
     return Response(200, "".join(lines).encode("utf-8"), "application/x-ndjson", headers)
 
 
-def analytics(conn: sqlite3.Connection, row: Any) -> dict:
+def analytics(conn: sqlite3.Connection, row: Any, factor: float = 1.0) -> dict:
     window = row["completion_window"]
     groups = conn.execute(
         "SELECT model, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "
-        "AVG(duration_ms) FROM requests WHERE batch_id = ? AND state = 'completed' GROUP BY model",
+        "COALESCE(SUM(reasoning_tokens), 0), AVG(duration_ms) FROM requests "
+        "WHERE batch_id = ? AND state = 'completed' GROUP BY model",
         (row["id"],),
     ).fetchall()
     failed = conn.execute(
         "SELECT COUNT(*) FROM requests WHERE batch_id = ? AND state = 'failed'", (row["id"],)
     ).fetchone()[0]
     total_requests = failed
-    prompt = completion = 0
+    prompt = completion = thinking = 0
     cost = Decimal(0)
     durations = []
-    for model, n, pt, ct, avg in groups:
+    for model, n, pt, ct, rt, avg in groups:
         total_requests += n
         prompt += pt
         completion += ct
+        thinking += rt
         if avg is not None:
             durations.append((avg, n))
         cost += pricing.cost(model, window, pt, ct) or Decimal(0)
@@ -360,18 +362,22 @@ def analytics(conn: sqlite3.Connection, row: Any) -> dict:
         "total_completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+    if thinking:
+        out["total_reasoning_tokens"] = thinking
     if durations:
         n_total = sum(n for _, n in durations)
         out["avg_duration_ms"] = round(sum(a * n for a, n in durations) / n_total, 3)
     if total_requests:
-        out["total_cost"] = dec_str(cost)
+        # billed: the list cost (the price table) times the sandbox's billed_price_factor fault
+        out["total_cost"] = dec_str(cost * Decimal(repr(factor)))
+        out["total_list_cost"] = dec_str(cost)
     return out
 
 
 def batch_analytics(app: App, req: Request) -> Response:
     with app.store.read() as conn:
         row = batch_row(conn, req.params["id"])
-        return json_response(analytics(conn, row))
+        return json_response(analytics(conn, row, app.faults.billed_price_factor()))
 
 
 def parse_time(value: str | None, name: str) -> int | None:

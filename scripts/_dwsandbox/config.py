@@ -61,6 +61,7 @@ class Config:
         self.max_file_bytes = args.max_file_bytes
         self.max_requests_per_file = args.max_requests_per_file
         self.max_body_bytes = args.max_body_bytes
+        self.reasoning_tokens = max(0, args.reasoning_tokens)
         self.validating_delay = max(0.0, args.validating_delay)
         self.finalizing_delay = max(0.0, args.finalizing_delay)
         self.concurrency = max(1, args.concurrency)

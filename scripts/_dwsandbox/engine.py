@@ -34,7 +34,7 @@ class Engine:
         self._work = threading.Condition()
         self._tick = threading.Event()
         self._threads: list = []
-        self.builtin = BuiltinModel()
+        self.builtin = BuiltinModel(cfg.reasoning_tokens)
         self.upstream = None
         if self.cfg.upstream:
             self.upstream = UpstreamBackend(
@@ -267,11 +267,12 @@ class Engine:
             )
             return dict(base, state="failed", error=http_failure(fail_status, body))
         if self.upstream is not None:
-            status, text, pt, ct, failure = self.upstream(row["url"], row["body"], row["model"])
+            status, text, pt, ct, rt, failure = self.upstream(row["url"], row["body"], row["model"])
             if failure is not None:
                 return dict(base, state="failed", error=failure)
         else:
-            status, text, pt, ct = self.builtin(row["url"], row["body"], row["model"])
+            bad = self.faults.take_bad_answer(row["custom_id"]) if inject else None
+            status, text, pt, ct, rt = self.builtin(row["url"], row["body"], row["model"], bad)
             if status >= 400:
                 return dict(
                     base,
@@ -285,6 +286,7 @@ class Engine:
             response=text,
             prompt_tokens=pt,
             completion_tokens=ct,
+            reasoning_tokens=rt,
             duration_ms=(time.time() - started) * 1000.0,
         )
 
@@ -302,6 +304,7 @@ class Engine:
                             r["response"],
                             r["prompt_tokens"],
                             r["completion_tokens"],
+                            r["reasoning_tokens"],
                             r["duration_ms"],
                             ts,
                             seq,
@@ -316,7 +319,7 @@ class Engine:
                     failed.append((r["error"], ts, seq, size, r["seq"], from_state, r["attempts"]))
             cur = conn.executemany(
                 "UPDATE requests SET state = 'completed', status_code = ?, response = ?, prompt_tokens = ?, "
-                "completion_tokens = ?, duration_ms = ?, completed_at = ?, done_seq = ?, out_bytes = ? "
+                "completion_tokens = ?, reasoning_tokens = ?, duration_ms = ?, completed_at = ?, done_seq = ?, out_bytes = ? "
                 "WHERE seq = ? AND state = ? AND attempts = ?",
                 done,
             )

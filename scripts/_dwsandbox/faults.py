@@ -14,6 +14,7 @@ import threading
 from http.client import responses as http_reasons
 from typing import Any
 
+from .backends import BAD_ANSWERS
 from .wire import ApiError, Response, text_response
 
 
@@ -32,6 +33,8 @@ class Faults:
         "extra_latency",
         "extra_latency_paths",
         "slow_upload_read",
+        "bad_answers",
+        "billed_price_factor",
     )
     RULE_FIELDS = (
         "method",
@@ -51,6 +54,7 @@ class Faults:
         self._rules: list = []
         self._drop_left = 0
         self._fail_ids: frozenset = frozenset()
+        self._bad_left: dict = {}
 
     @staticmethod
     def validate(doc: Any) -> dict:
@@ -99,6 +103,13 @@ class Faults:
         boolean("duplicate_output_line")
         boolean("late_line_after_cancel")
         number("extra_latency", 0)
+        number("billed_price_factor", 0)
+        if "bad_answers" in out:
+            bad = out["bad_answers"]
+            if not isinstance(bad, dict) or not all(v in BAD_ANSWERS for v in bad.values()):
+                raise ValueError(
+                    "'bad_answers' must be an object {custom_id: kind}, kind one of " + ", ".join(BAD_ANSWERS)
+                )
         str_list("extra_latency_paths")
         if "slow_upload_read" in out:
             slow = out["slow_upload_read"]
@@ -146,11 +157,14 @@ class Faults:
             else:
                 self._drop_left = 0
             self._fail_ids = frozenset(clean.get("fail_custom_ids", []))
+            self._bad_left = dict(clean.get("bad_answers", {}))
 
     def document(self) -> dict:
         with self._lock:
             doc = json.loads(json.dumps(self._doc))
             doc["_remaining"] = {"http_times": [r["_left"] for r in self._rules], "drop_content_times": self._drop_left}
+            if "bad_answers" in doc:
+                doc["_remaining"]["bad_answers"] = sorted(self._bad_left)
             return doc
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -187,6 +201,15 @@ class Faults:
             return None
         draw = int(hashlib.sha256(request_id.encode()).hexdigest()[:16], 16) / float(1 << 64)
         return status if draw < rate else None
+
+    def take_bad_answer(self, custom_id: str) -> str | None:
+        """The kind of bad answer ``custom_id`` gets this time (each is given once), or None."""
+        with self._lock:
+            return self._bad_left.pop(custom_id, None) if self._bad_left else None
+
+    def billed_price_factor(self) -> float:
+        with self._lock:
+            return float(self._doc.get("billed_price_factor", 1.0))
 
     def take_content_drop(self) -> int | None:
         with self._lock:

@@ -85,7 +85,9 @@ Fault document (all fields optional; --faults, DW_SANDBOX_FAULTS or PUT /_sandbo
    "drop_content_after_lines": 5, "drop_content_times": 1,
    "duplicate_output_line": true, "late_line_after_cancel": true,
    "extra_latency": 2.0, "extra_latency_paths": ["/v1/batches"],
-   "slow_upload_read": {"after_bytes": 1048576, "pause": 5}}
+   "slow_upload_read": {"after_bytes": 1048576, "pause": 5},
+   "bad_answers": {"req-1": "empty", "req-2": "filtered"},
+   "billed_price_factor": 0.5}
   An http rule answers instead of the route ("path" is a prefix, "*" matches all; without
   "times" it never wears out). With "after_body": true the route runs first and its reply is
   replaced. "drop": true closes the connection without a reply.
@@ -95,6 +97,21 @@ Fault document (all fields optional; --faults, DW_SANDBOX_FAULTS or PUT /_sandbo
   late_line_after_cancel: after a cancel, one in-flight request still completes.
   extra_latency: seconds before every /v1 reply (only under extra_latency_paths if given).
   slow_upload_read: pause reading an upload body once, after after_bytes bytes.
+  bad_answers: the built-in model's next answer to each custom_id is bad, once: "empty"
+  (content ""), "filtered" (finish_reason content_filter), "invalid_json" (text that is not
+  JSON), "missing_fields" ({} where a schema asked for fields); HTTP 200 all the same.
+  billed_price_factor: analytics' total_cost is the list cost (total_list_cost) times this
+  (as a discount or a changed price would make it; default 1).
+
+Reasoning models: the built-in chat models of the reasoning families (Qwen3, Qwen3.5,
+gpt-oss; not the Instruct ones) think --reasoning-tokens tokens before they answer (a quarter
+at reasoning_effort low, four times at high; none at "none" or chat_template_kwargs
+{"enable_thinking": false}, where the family can switch it off). The thinking counts against
+max_tokens / max_completion_tokens / max_output_tokens: a limit at or below it gives content
+null, reasoning_content, finish_reason "length"; a limit that cuts the answer gives the cut
+text and "length". usage.completion_tokens_details.reasoning_tokens counts it, and so does
+analytics' total_reasoning_tokens. GET /models?include_reasoning_capabilities=true lists
+supported_reasoning_efforts; an effort a model cannot take is refused on upload (400).
 
 Exit codes:
   0  clean shutdown (SIGTERM or SIGINT)
@@ -142,6 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=MAX_BODY_BYTES,
         help=f"request body limit (default {MAX_BODY_BYTES // (1024 * 1024)} MiB)",
+    )
+    g.add_argument(
+        "--reasoning-tokens",
+        type=int,
+        default=64,
+        help="tokens a reasoning model thinks before it answers, at medium effort (default 64; 0: none thinks)",
     )
     g = p.add_argument_group("processing")
     g.add_argument("--validating-delay", type=float, default=0.1, help="seconds a new batch stays validating (0.1)")

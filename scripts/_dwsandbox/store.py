@@ -84,6 +84,7 @@ CREATE TABLE IF NOT EXISTS requests (
     error TEXT,
     prompt_tokens INTEGER,
     completion_tokens INTEGER,
+    reasoning_tokens INTEGER,
     duration_ms REAL,
     completed_at REAL,
     failed_at REAL,
@@ -110,6 +111,9 @@ class Store:
         conn = self._connect()
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(SCHEMA)
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(requests)")}
+        if "reasoning_tokens" not in columns:  # a data dir of an earlier version
+            conn.execute("ALTER TABLE requests ADD COLUMN reasoning_tokens INTEGER")
         row = conn.execute("SELECT COALESCE(MAX(done_seq), 0) FROM requests").fetchone()
         self._done_seq = int(row[0])
         row = conn.execute(
