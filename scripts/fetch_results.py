@@ -10,10 +10,19 @@ with ?skip= from a cursor saved on disk only after the lines it covers are fsync
 interrupted or repeated fetch continues where it stopped and never counts a line twice.
 Results are deduplicated by custom_id and checked against the batch's request counts once it
 has finished (a short file is read again from the start). All chunks and retry rounds are
-merged into OUT in the order of the original input: the newest success per custom_id; ERR
-gets the error line of every request without a success, plus a line with error code
+merged into OUT in the order of the original input: the newest good answer per custom_id;
+ERR gets the error line of every request without a good answer, plus a line with error code
 "missing" for each request with no result at all ("missing: no result yet" while batches
 run, "not run" after they ended, e.g. cancelled).
+
+Every answer is checked: an HTTP 200 is good only when its answer is. answer_check is one of
+good; empty (no text: a reasoning model that spent its whole max_tokens thinking gives this);
+truncated (cut at the token limit: finish_reason length, a Responses result incomplete);
+invalid_json (JSON mode or a schema was asked and the text does not parse as an object with
+the schema's required fields); filtered (a content filter stopped it); failed; missing.
+Answers that are not good count in answers, go to ERR (the server's line with error.code
+set to the check), keep their text in OUT (ok false, error saying why), and make the exit 5;
+fix says what rerun would fix them and why, and next is that retry_failed.py command.
 
 examples:
   python3 scripts/fetch_results.py --job data.dwjob
@@ -22,9 +31,10 @@ examples:
   python3 scripts/fetch_results.py 6f1c2e0a-1b2c-4d5e-8f90-0123456789ab -o out.jsonl --input data.jsonl
 
 formats: raw = the server's output lines ({id, custom_id, response{status_code, body}, error});
-simple = one line per input request {custom_id, ok, content, usage, error} where content is
-the chat/completion text, the Responses output text or the embedding vector; csv = the
-original CSV (--csv FILE, or the job's source) with new response and error columns. Default:
+simple = one line per input request {custom_id, ok, answer_check, content, usage, error}
+where content is the chat/completion text (never the reasoning), the Responses output text
+or the embedding vector, and ok is true only for a good answer; csv = the original CSV
+(--csv FILE, or the job's source) with new response, error and answer_check columns. Default:
 csv for a job built from a CSV, else raw. OUT defaults to <input stem>.results.jsonl (.csv)
 beside the input; ERR to <OUT stem>.errors.jsonl. Without --job the download state lives in
 OUT.dwstate.json (with its lock file OUT.dwstate.lock) and OUT.dwraw/ beside OUT; results are in order of first appearance unless
@@ -33,12 +43,21 @@ OUT.dwstate.json (with its lock file OUT.dwstate.lock) and OUT.dwraw/ beside OUT
 fetches that give none.
 
 output (stdout, JSON): complete, status (job-level, see poll.py), request_counts, requests,
-succeeded, failed, missing, output, errors, format, failed_sample (up to 5 custom_id +
-error), missing_sample (up to 5 custom_ids), unexpected (results whose custom_id is not in
-the input), usage (requests, input_tokens, output_tokens of the successful results) and
-cost (usd, prices_as_of, basis, rounds [{round, completion_window, requests, input_tokens,
-output_tokens, usd}]: what the results cost, from the server's token counts and the price
-table), batches (batch_id, status, request_counts, output_file_id, error_file_id,
+succeeded (good answers), failed, missing, answers (the HTTP 200 results by check: good,
+empty, truncated, invalid_json, filtered), output, errors, format, failed_sample (up to 5
+custom_id + error), missing_sample (up to 5 custom_ids), bad_answer_sample (up to 5
+custom_id + answer_check + detail), fix (only when answers are not good: changes {model,
+max_tokens, reasoning} for the rerun and reason, one sentence; null when a rerun would not
+help), unexpected (results whose custom_id is not in the input), usage (requests,
+input_tokens, output_tokens, reasoning_tokens of every answer received in every round, good
+or not: each was billed; reasoning counts in the output tokens) and
+cost (usd: what the job cost, the billed figure once the server reports one for every batch,
+else the estimate; basis: which of the two, in words; billed_usd: the sum of the batches'
+billed total_cost (their analytics), null until every batch has one; estimated_usd: the
+tokens the server reported for every answer received x the price table; prices_as_of;
+rounds [{round, completion_window, requests, input_tokens, output_tokens, reasoning_tokens,
+billed_usd, estimated_usd, usd}]; amounts in dollars: cents from $1, two significant digits
+below), batches (batch_id, status, request_counts, output_file_id, error_file_id,
 expires_at, expired_at when present, round, chunk, fetched {output, error}: how far into
 each of the server's files the saved download reaches, in the server's line count (a line
 the server sent twice counts once), new_lines {output, error}: the lines this run

@@ -25,13 +25,16 @@ rounds the latest round decides, and request_counts count each input request onc
 (completed over all rounds, failed as of the latest round). Terminal batch statuses:
 completed, failed, cancelled, and expired (accepted if the server ever sends it).
 
-output (stdout, JSON): status, finished, request_counts {total, completed, failed}, batches
-(batch_id, status, request_counts, output_file_id, error_file_id, expires_at, expired_at
-when present, round, chunk), unsubmitted (chunks without a batch), rate (requests/s),
-eta_seconds, timed_out, job, next (the command to run next). stderr: counts, rate and ETA.
-Exit 0 = reported (finished with every request succeeded, or not finished without --wait);
-5 = finished unsuccessfully: a batch ended failed, cancelled or expired, or requests failed
-or never ran (as fetch_results.py); 6 = --wait timed out (or nothing to wait for: the job is
+output (stdout, JSON): status, finished, request_counts {total, completed, failed},
+answers (the answer checks of the job's last fetch when it covered every batch, finished:
+good, empty, truncated, invalid_json, filtered; null until then, as poll.py reads no
+results: the fetch checks them), batches (batch_id, status, request_counts, output_file_id,
+error_file_id, expires_at, expired_at when present, round, chunk), unsubmitted (chunks
+without a batch), rate (requests/s), eta_seconds, timed_out, job, next (the command to run
+next). stderr: counts, rate and ETA. Exit 0 = reported (finished with every request
+completed, or not finished without --wait); 5 = finished unsuccessfully: a batch ended
+failed, cancelled or expired, requests failed or never ran, or the answers checked are not
+all good (as fetch_results.py); 6 = --wait timed out (or nothing to wait for: the job is
 not fully submitted)."""
 
 from __future__ import annotations

@@ -3,41 +3,54 @@
 # requires-python = ">=3.9"
 # dependencies = ["requests>=2.28,<3", "python-dotenv>=1.0,<2"]
 # ///
-"""Rerun the failed and never-run requests of a job as a new round of the same job.
+"""Rerun what did not give a good answer in a job, as a new round of the same job: requests
+that failed or never ran, and answers that are not answers (empty, cut at the token limit,
+not the JSON asked for), optionally with new settings (-m, --max-tokens, --reasoning).
 
-First brings the job's results up to date (the same engine as fetch_results.py), then
-copies every request without a successful result (failed, or missing because its batch was
-cancelled or expired) verbatim from what was submitted (the original input, or the
+First brings the job's results up to date (the same engine as fetch_results.py), then copies
+every request without a good answer from what was submitted (the original input, or the
 server's copy of it when the local file changed or is gone), in input order, into
-<job>/rounds/round-N.jsonl and submits it through the same engine as submit.py. Nothing
-that succeeded is sent again. Safe to run again after a crash or timeout: a round that was
+<job>/rounds/round-N.jsonl and submits it through the same engine as submit.py. Nothing with
+a good answer is sent again. Safe to run again after a crash or timeout: a round that was
 recorded but not fully submitted is resumed, never submitted twice. Refuses (exit 6) while
 batches of the job are still running: run poll.py --job DIR --wait first.
 
-The retry reruns the same requests: the same model and parameters. To change them (another
-model, a longer max_tokens), build a new batch file and submit it as a new job (--job
-NEW_DIR). After a cancel (cancel_batch.py --job) the retry is refused (exit 2), --dry-run
-too: the user stopped that work, and the job's next step is fetching what finished. Only
-when the user wants the rest run as it was (same model and settings) add --after-cancel.
+What it reruns (--rerun, comma-separated): failed, missing, empty, truncated, invalid_json,
+filtered; by default all but filtered (a filtered answer would be filtered again). New
+settings apply to every request rerun, in this round and the job's later retries (the round
+records them): another model (-m), another token limit (--max-tokens: the reasoning of a
+reasoning model counts against it), another reasoning effort (--reasoning none switches
+thinking off where the model allows it). Answers cut at their token limit are not rerun
+unchanged (exit 2): they would be cut again; the hint gives the fix. fetch_results.py prints
+the fix for a job's bad answers in its next command, with the reason in its fix field.
+
+After a cancel (cancel_batch.py --job) the retry is refused (exit 2), --dry-run too: the user
+stopped that work, and the job's next step is fetching what finished. Only when the user
+wants the rest run anyway add --after-cancel.
 
 examples:
   python3 scripts/retry_failed.py --job data.dwjob
   python3 scripts/retry_failed.py --job data.dwjob --dry-run     # count, write and send nothing
-  python3 scripts/retry_failed.py --job data.dwjob -w 1h         # the retry round in the 1h window
+  python3 scripts/retry_failed.py --job data.dwjob --reasoning none      # empty answers of a reasoning model
+  python3 scripts/retry_failed.py --job data.dwjob --max-tokens 2000     # cut answers
+  python3 scripts/retry_failed.py --job data.dwjob --rerun failed,missing -w 1h
 
 Requests that failed with a client error (HTTP 4xx: a bad request, a model not allowed)
 usually fail again; their count is shown on stderr. Afterwards poll the job and fetch the
-results as usual: fetch_results.py merges all rounds (a success in any round counts).
+results as usual: fetch_results.py merges all rounds (the newest good answer of each request).
 
 output (stdout, JSON): job, round (the new or resumed round, null if none), requests (in
-that round), failed and missing (how many of each it retries), sample (first custom_ids),
-client_errors (only when some failures were HTTP 4xx: how many), input (only when a round
-was written: its file), batches (batch_id, chunk, requests, status), dry_run, status (only
-when nothing was submitted: the job's status), reason (only when nothing was submitted:
-why), running (only while batches run: their ids), resumed (only when an interrupted round
-was resumed), next. Exit 0 = submitted, or nothing
-to retry; 2 = the job was cancelled (without --after-cancel); 6 = batches still running, or
-the job is not fully submitted (see next)."""
+that round), failed and missing (how many of each it reruns), answers (how many answers it
+reruns, by check: empty, truncated, invalid_json, filtered), changes (the settings the rerun
+requests are sent with, changed from what was submitted: model, max_tokens, reasoning),
+sample (first custom_ids), client_errors (only when some failures were HTTP 4xx: how many),
+input (only when a round was written: its file), batches (batch_id, chunk, requests,
+status), dry_run, status (only when nothing was submitted: the job's status), reason (only
+when nothing was submitted: why), running (only while batches run: their ids), resumed (only
+when an interrupted round was resumed), next. Exit 0 = submitted, or nothing to retry; 2 =
+the job was cancelled (without --after-cancel), cut answers asked to rerun unchanged, or
+settings the model cannot take; 6 = batches still running, or the job is not fully
+submitted (see next)."""
 
 from __future__ import annotations
 
@@ -46,7 +59,7 @@ from typing import Optional, Sequence
 from _dwbatches import cli, output
 from _dwbatches.planning import WINDOWS
 from _dwbatches.workflow.common import open_job_for
-from _dwbatches.workflow.retrying import retry
+from _dwbatches.workflow.retrying import RERUN_DEFAULT, RERUN_KINDS, retry
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -72,9 +85,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="retry a job the user cancelled (cancel_batch.py --job) anyway: reruns the requests "
         "the cancel stopped, with the same model and settings",
     )
+    parser.add_argument(
+        "--rerun",
+        metavar="KINDS",
+        default=",".join(RERUN_DEFAULT),
+        help=f"what to rerun, comma-separated: {', '.join(RERUN_KINDS)} (default {','.join(RERUN_DEFAULT)})",
+    )
+    cli.add_change_args(parser.add_argument_group("new settings for the requests rerun"))
     args = output.parse_args(parser, argv)
 
     def body() -> int:
+        rerun = cli.kinds_list("--rerun", args.rerun, RERUN_KINDS, "failed,missing,truncated")
+        changes = cli.changes(args)
         client, job = open_job_for(cli.connection(args), args.job)
         with job:
             job.load()
@@ -85,6 +107,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 dry_run=args.dry_run,
                 force=args.force,
                 after_cancel=args.after_cancel,
+                changes=changes,
+                rerun=rerun,
             )
         return output.finish(outcome)
 

@@ -24,11 +24,13 @@ chunks), estimated_cost (as submit.py's, also on stderr: usd = the server's esti
 chunks_estimated of chunks; local_low_usd and local_high_usd = the price-table range; note;
 null when neither is known), status, request_counts, batches, next, finished (only without --wait while the
 job runs: false), (once finished, or with --wait, also the fields of fetch_results.py's
-report:) complete, requests, succeeded, failed, missing, output, errors, format,
-failed_sample, missing_sample, unexpected, usage, cost, warnings, unsubmitted (only when a
-chunk has no batch), unreachable (only when a batch is gone from the server). Exit codes as fetch_results.py
-(0 all succeeded; 5 finished with failed or missing requests: next is retry_failed.py; 6
---wait timed out); without --wait an unfinished job exits 0."""
+report:) complete, requests, succeeded, failed, missing, answers, output, errors, format,
+failed_sample, missing_sample, bad_answer_sample, fix (only when answers are not good),
+unexpected, usage, cost, warnings, unsubmitted (only when a chunk has no batch), unreachable
+(only when a batch is gone from the server). Exit codes as fetch_results.py (0 every answer
+good; 5 finished with failed or missing requests or answers that are not good, e.g. empty
+because a reasoning model spent max_tokens thinking: next is the retry_failed.py command
+that fixes them; 6 --wait timed out); without --wait an unfinished job exits 0."""
 
 from __future__ import annotations
 

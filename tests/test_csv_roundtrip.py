@@ -43,7 +43,7 @@ def test_empty_rows_are_skipped_on_both_sides_and_every_answer_lands_on_its_row(
     assert built["warnings"] == ["skipped 4 empty row(s) (lines 3, 4, 6, 8)"]
     assert [r["custom_id"] for r in read_jsonl("e.jsonl")] == ["e-000001", "e-000002", "e-000003"]
     rows = parse(raw)
-    assert rows[0] == ["topic", "text", "response", "error"]
+    assert rows[0] == ["topic", "text", "response", "error", "answer_check"]
     assert [r[:2] for r in rows[1:]] == [["A", "first"], ["B", "second"], ["C", "third"]]
     for row in rows[1:]:
         assert f"Say {row[1]}" in row[2] and row[3] == ""
@@ -64,7 +64,7 @@ def test_a_semicolon_csv_with_a_bom_comes_back_with_semicolons_and_the_bom(sandb
     assert built["source"]["delimiter"] == ";" and built["source"]["bom"] is True
     assert raw.startswith(BOM) and not raw.startswith(BOM + BOM)
     first = raw[len(BOM) :].split(b"\r\n", 1)[0]
-    assert first == b"id;text;note;response;error"
+    assert first == b"id;text;note;response;error;answer_check"
     rows = parse(raw, ";")
     assert [r[:3] for r in rows[1:]] == [
         ["r1", "Crème brûlée, s'il vous plaît", "x"],
@@ -81,7 +81,7 @@ def test_a_tab_separated_csv_is_detected_and_written_back_with_tabs(sandbox):
     assert built["source"]["delimiter"] == "\t" and built["source"]["bom"] is False
     assert not raw.startswith(BOM)
     rows = parse(raw, "\t")
-    assert rows[0] == ["id", "text", "response", "error"]
+    assert rows[0] == ["id", "text", "response", "error", "answer_check"]
     assert [r[1] for r in rows[1:]] == ["commas, stay, inside", "plain"]
     assert "commas, stay, inside" in rows[1][2]
 
@@ -92,7 +92,7 @@ def test_a_delimiter_given_to_the_builder_is_the_one_the_fetch_uses(sandbox):
     built, raw = roundtrip(sandbox, "g.csv", data, "--delimiter", ";", "--template", "{sub,text}")
     assert built["source"]["delimiter"] == ";"
     rows = parse(raw, ";")
-    assert rows[0] == ["title", "sub,text", "response", "error"]
+    assert rows[0] == ["title", "sub,text", "response", "error", "answer_check"]
     assert [r[:2] for r in rows[1:]] == [["A", "a,x"], ["B", "b,y"]]
     assert "a,x" in rows[1][2] and "b,y" in rows[2][2]
 

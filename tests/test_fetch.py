@@ -299,7 +299,7 @@ def test_csv_in_csv_out_with_new_columns(sandbox, tmp_path):
     assert doc["format"] == "csv" and doc["output"] == str(tmp_path / "reviews.results.csv")
     with open(doc["output"], newline="") as fh:
         rows = list(csv.reader(fh))
-    assert rows[0] == ["id", "text", "stars", "response", "error"]
+    assert rows[0] == ["id", "text", "stars", "response", "error", "answer_check"]
     assert [r[0] for r in rows[1:]] == ["r0", "r1", "r2", "r3"]
     assert rows[4][1] == "multi\nline"
     assert "Sentiment of: great, loved it" in rows[1][3] and rows[1][4] == ""
@@ -358,8 +358,9 @@ def test_help_lists_exit_codes(script):
 
 
 def test_the_report_says_what_the_results_cost_by_round(sandbox, tmp_path):
-    """usage = the tokens the server reported for the successful results; cost = usage x the
-    price table, for each round's window."""
+    """usage = the tokens the server reported for every answer received (reasoning included);
+    cost = what the server billed (the batches' analytics), beside the price-table estimate,
+    for each round's window."""
     write_input("data.jsonl", 4)
     sandbox.set_faults({"fail_custom_ids": ["req-2"], "fail_status": 500})
     code, doc, err = run_script("run_batch.py", "data.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
@@ -370,10 +371,12 @@ def test_the_report_says_what_the_results_cost_by_round(sandbox, tmp_path):
         "requests": 3,
         "input_tokens": sum(u["prompt_tokens"] for u in reported),
         "output_tokens": sum(u["completion_tokens"] for u in reported),
+        "reasoning_tokens": sum(u["completion_tokens_details"]["reasoning_tokens"] for u in reported),
     }
     price_in, price_out = 0.03, 0.29  # Qwen/Qwen3.5-9B, 24h, per 1M tokens
     expected = (doc["usage"]["input_tokens"] * price_in + doc["usage"]["output_tokens"] * price_out) / 1e6
-    assert abs(float(doc["cost"]["usd"]) - expected) < expected * 0.05
+    assert abs(float(doc["cost"]["estimated_usd"]) - expected) < expected * 0.05
+    assert doc["cost"]["usd"] == doc["cost"]["billed_usd"] and doc["cost"]["basis"].startswith("billed")
     assert [r["round"] for r in doc["cost"]["rounds"]] == [1] and doc["cost"]["prices_as_of"] == "2026-04-13"
     assert f"cost ${doc['cost']['usd']}" in err
 
@@ -398,12 +401,16 @@ def test_the_round_costs_add_up_to_the_job_cost_as_shown():
     from _dwbatches.download import BatchReport
 
     model = "Qwen/Qwen3.5-9B"  # 24h input: $0.03 per 1M tokens
-    merger = SimpleNamespace(usage={(0, model): (1, 917, 0), (2, model): (1, 417, 0)})  # $0.00002751, $0.00001251
+    index = SimpleNamespace(usage={(0, model): (1, 917, 0, 0), (2, model): (1, 417, 0, 0)})  # $0.00002751, $0.00001251
     reports = [BatchReport("a", round=1), BatchReport("b", round=2)]
-    usage, cost = usage_and_cost(merger, reports, {1: "24h", 2: "24h"})
+    usage, cost = usage_and_cost(index, reports, {1: "24h", 2: "24h"}, {})
     assert [r["usd"] for r in cost["rounds"]] == ["0.000028", "0.000013"]
-    assert cost["usd"] == "0.000041"
-    assert usage == {"requests": 2, "input_tokens": 1334, "output_tokens": 0}
+    assert cost["usd"] == cost["estimated_usd"] == "0.000041" and cost["billed_usd"] is None
+    assert usage == {"requests": 2, "input_tokens": 1334, "output_tokens": 0, "reasoning_tokens": 0}
+    billed = {"a": Decimal("0.00001"), "b": Decimal("0.0000049")}  # what the server says it billed wins
+    usage, cost = usage_and_cost(index, reports, {1: "24h", 2: "24h"}, billed)
+    assert [r["usd"] for r in cost["rounds"]] == ["0.000010", "0.0000049"] and cost["usd"] == "0.0000149"
+    assert cost["estimated_usd"] == "0.000041" and cost["basis"].startswith("billed")
 
 
 def test_csv_for_a_prompts_job_with_a_named_answer_column(sandbox, tmp_path):
@@ -426,14 +433,14 @@ def test_csv_for_a_prompts_job_with_a_named_answer_column(sandbox, tmp_path):
     assert code == 0 and doc["output"].endswith("q.results.csv"), err
     with open(doc["output"], newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["custom_id", "prompt", "answer", "error"]
+    assert list(rows[0]) == ["custom_id", "prompt", "answer", "error", "answer_check"]
     assert [r["prompt"] for r in rows] == ["What is 2+2?", "Name a colour, with a comma, please"]
     assert all(r["prompt"] in r["answer"] and r["error"] == "" for r in rows)  # the sandbox echoes the prompt
     # remembered: a later fetch without options writes the same shape
     code, doc, err = run_script("fetch_results.py", "--job", "q.dwjob", env=sandbox.env())
     assert code == 0 and doc["format"] == "csv", err
     with open(doc["output"], newline="", encoding="utf-8") as fh:
-        assert next(csv.reader(fh)) == ["custom_id", "prompt", "answer", "error"]
+        assert next(csv.reader(fh)) == ["custom_id", "prompt", "answer", "error", "answer_check"]
 
 
 def test_column_names_the_answer_column_of_a_csv_job(sandbox, tmp_path):
@@ -455,7 +462,7 @@ def test_column_names_the_answer_column_of_a_csv_job(sandbox, tmp_path):
     assert code == 0, err
     with open(doc["output"], newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
-    assert list(rows[0]) == ["id", "text", "sentiment", "error"] and all(r["sentiment"] for r in rows)
+    assert list(rows[0]) == ["id", "text", "sentiment", "error", "answer_check"] and all(r["sentiment"] for r in rows)
     code, doc, err = run_script("fetch_results.py", "--job", "r.dwjob", "--column", "text", env=sandbox.env())
     assert code == 2 and doc is None and "already a column" in err
 

@@ -113,7 +113,7 @@ def test_csv_source_comes_back_as_csv(sandbox, tmp_path):
     assert code == 0, err
     assert doc["format"] == "csv" and doc["output"] == str(tmp_path / "items.results.csv")
     text = Path(doc["output"]).read_text().splitlines()
-    assert text[0] == "sku,name,response,error"
+    assert text[0] == "sku,name,response,error,answer_check"
     assert text[1].startswith("A1,apple,") and "Describe apple" in text[1]
 
 
@@ -159,10 +159,12 @@ def test_max_tokens_bounds_what_the_answers_cost(sandbox):
     code, doc, err = run_script(
         "run_batch.py", "r.jsonl", "--wait", "--interval", "0.2", "--format", "simple", env=sandbox.env()
     )
-    assert code == 0, err
-    assert doc["usage"]["output_tokens"] == 40  # every answer cut at 5 tokens
+    assert code == 5, err  # cut answers are not answers
+    assert doc["answers"]["truncated"] == 8 and doc["succeeded"] == 0
+    assert doc["usage"]["output_tokens"] == 40  # every answer cut at 5 tokens, and billed
     rows = read_jsonl(doc["output"])
     assert all(r["usage"]["completion_tokens"] == 5 and len(r["content"]) == 20 for r in rows)
+    assert all(r["ok"] is False and r["answer_check"] == "truncated" for r in rows)
     assert float(doc["cost"]["usd"]) <= float(high["usd"])
 
 

@@ -88,12 +88,14 @@ def test_an_effort_the_model_cannot_take_is_refused_on_upload(sandbox):
 
 
 def test_responses_and_messages_endpoints_think_too(sandbox):
-    resp = lambda cid, body: {
-        "custom_id": cid,
-        "method": "POST",
-        "url": "/v1/responses",
-        "body": dict({"model": CHAT_MODEL, "input": "Summarise this"}, **body),
-    }  # noqa: E731
+    def resp(cid, body):
+        return {
+            "custom_id": cid,
+            "method": "POST",
+            "url": "/v1/responses",
+            "body": dict({"model": CHAT_MODEL, "input": "Summarise this"}, **body),
+        }  # noqa: E731
+
     msgs = {"custom_id": "msg", "method": "POST", "url": "/v1/messages", "body": {"model": CHAT_MODEL, "max_tokens": 10, "messages": [{"role": "user", "content": "Hi"}]}}  # fmt: skip
     out = run(
         sandbox,

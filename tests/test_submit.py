@@ -604,7 +604,7 @@ class PagingOnlyServer:
             "last_id": data[-1]["id"] if data else None,
         }
 
-    def list_batches(self, limit=100, after=None, status=None, search=None):
+    def list_batches(self, limit=100, after=None, status=None, search=None, include=None):
         return self._page(self.batches, limit, after)
 
     def find_files(self, search, limit=100):

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import UsageError
 from .flags import check_number
 from .merge import FORMATS
 from .planning import WINDOWS
+from .reasoning import EFFORTS
+from .requestedit import FLAGS, Changes
 from .validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from .workflow.common import Connection
 from .workflow.fetching import OutputOptions
@@ -28,6 +31,40 @@ def add_wait_args(parser: Any, interval_help: str, timeout_help: str) -> None:
 def check_wait_args(args: Any) -> None:
     check_number("--interval", args.interval, "30", above=0)
     check_number("--timeout", args.timeout, "540", at_least=0)
+
+
+def add_change_args(parser: Any) -> None:
+    """New settings for requests already built (a parser or an argument group): the flags of
+    ``requestedit.FLAGS``."""
+    parser.add_argument(*FLAGS["model"], metavar="MODEL", help="send them to this model instead")
+    parser.add_argument(
+        *FLAGS["max_tokens"],
+        type=int,
+        metavar="N",
+        help="their token limit (max_tokens, or whichever limit field they set); reasoning counts against it",
+    )
+    parser.add_argument(
+        *FLAGS["reasoning"],
+        choices=EFFORTS,
+        help="their reasoning effort (none switches thinking off where the model allows it)",
+    )
+
+
+def changes(args: Any) -> Changes:
+    check_number("--max-tokens", args.max_tokens, "2000", at_least=1)
+    return Changes(model=args.model, max_tokens=args.max_tokens, reasoning=args.reasoning)
+
+
+def kinds_list(flag: str, value: Any, known: Any, example: str) -> Any:
+    """A comma-separated flag value, each item one of ``known``: the items, or exit 2 naming the flag."""
+    items = tuple(v.strip() for v in str(value).split(",") if v.strip())
+    wrong = [v for v in items if v not in known]
+    if wrong or not items:
+        raise UsageError(
+            f"{flag} takes a comma-separated list of {', '.join(known)}; not {', '.join(wrong) or repr(value)}",
+            hint=f"e.g. {flag} {example}",
+        )
+    return items
 
 
 def add_submit_args(parser: Any) -> None:

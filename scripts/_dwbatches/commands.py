@@ -135,15 +135,17 @@ def after_fetch(
     extra: Sequence[str],
     unsubmitted: bool = False,
     results_lost: int = 0,
+    retry_args: Optional[Sequence[str]] = (),
 ) -> Optional[str]:
-    """fetch_results.py: retry what failed (never after the user's cancel, nor when completed
-    results are lost on the server: the retry would refuse to pay for them twice), check a job
-    that runs (or fetch bare ids again), nothing when done."""
+    """fetch_results.py: retry what failed, with ``retry_args`` (the fix of bad answers; None
+    when a retry would not help), never after the user's cancel, nor when completed results
+    are lost on the server (the retry would refuse to pay for them twice); check a job that
+    runs (or fetch bare ids again); nothing when done."""
     target = target_args(job_dir, batch_ids)
     if code == 5:
-        if job_dir is None or (state is not None and state.cancel is not None) or results_lost:
+        if job_dir is None or (state is not None and state.cancel is not None) or results_lost or retry_args is None:
             return None
-        return command("retry_failed.py", *target)
+        return command("retry_failed.py", *target, *retry_args)
     if code == 6:
         if job_dir is not None and state is not None and unsubmitted:
             return resume_command(state, job_dir)

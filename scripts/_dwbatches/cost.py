@@ -1,8 +1,9 @@
 """What a job costs: the local estimate before (a range), the server's estimates, the actual cost after.
 
-Figures come from the dated price table (``pricing``): before a run from the validation
-report's token estimates, after it from the tokens the server reported for each successful
-request.
+Before a run, figures come from the dated price table (``pricing``) and the validation report's
+token estimates. After it, the billed figure comes from the server (each batch's analytics,
+``total_cost``), with the price-table figure beside it as an estimate from the tokens the
+server reported for every answer received.
 """
 
 from __future__ import annotations
@@ -13,59 +14,111 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 from . import pricing
 from .download import BatchReport
 from .jobrecord import Chunk
-from .merge import Merger
+from .merge import ResultIndex
 from .validate import Report
 
 
+def billed_cost(analytics: Any) -> Optional[Decimal]:
+    """The billed amount in a batch's analytics (``total_cost``, a string), or None."""
+    value = analytics.get("total_cost") if isinstance(analytics, dict) else None
+    try:
+        return Decimal(str(value)) if value is not None else None
+    except InvalidOperation:
+        return None
+
+
 def usage_and_cost(
-    merger: Merger, reports: Sequence[BatchReport], windows: Dict[Optional[int], str]
+    index: ResultIndex,
+    reports: Sequence[BatchReport],
+    windows: Dict[Optional[int], str],
+    billed: Dict[str, Optional[Decimal]],
 ) -> Tuple[Dict[str, int], Dict[str, Any]]:
-    """What the results written cost: the tokens the server reported for each successful
-    request, priced with the price table for the window of its batch; by round and in all.
-    (The raw files are indexed two per batch, output then error, in the order of ``reports``.)"""
-    total = {"requests": 0, "input_tokens": 0, "output_tokens": 0}
+    """What the job cost, by round and in all: every answer received (good or not, in every
+    round: each was billed), its tokens as the server reported them (reasoning included in the
+    output tokens) priced with the price table for its batch's window (``estimated_usd``), and
+    the server's billed figure where every batch of the round has one (``billed_usd``, from the
+    batches' analytics). ``usd`` is the billed figure when the whole job has one, else the
+    estimate; ``basis`` says which. (The raw files are indexed two per batch, output then
+    error, in the order of ``reports``.)"""
+    keys = ("requests", "input_tokens", "output_tokens", "reasoning_tokens")
+    total = dict.fromkeys(keys, 0)
     by_round: Dict[Any, Dict[str, Any]] = {}
-    usd_total = Decimal(0)
     unpriced: List[str] = []
-    for (file_idx, model), (n, tin, tout) in sorted(merger.usage.items()):
-        rep = reports[file_idx // 2]
+
+    def round_row(rep: BatchReport) -> Dict[str, Any]:
         window = (rep.batch or {}).get("completion_window") or windows.get(rep.round) or "24h"
-        row = by_round.setdefault(
-            (rep.round, window),
-            {
-                "round": rep.round,
-                "completion_window": window,
-                "requests": 0,
-                "input_tokens": 0,
-                "output_tokens": 0,
-                "usd": Decimal(0),
-            },
-        )
-        for key, value in (("requests", n), ("input_tokens", tin), ("output_tokens", tout)):
+        row = by_round.get((rep.round, window))
+        if row is None:
+            row = by_round[(rep.round, window)] = dict(
+                {"round": rep.round, "completion_window": window}, **dict.fromkeys(keys, 0)
+            )
+            row.update(estimated=Decimal(0), billed=Decimal(0), billed_known=True)
+        return row
+
+    for rep in reports:  # every batch's billed figure, answers or not
+        row = round_row(rep)
+        amount = billed.get(rep.batch_id)
+        if amount is None:
+            row["billed_known"] = False
+        else:
+            row["billed"] += amount
+    for (file_idx, model), counts in sorted(index.usage.items()):
+        rep = reports[file_idx // 2]
+        row = round_row(rep)
+        for key, value in zip(keys, counts):
             row[key] += value
             total[key] += value
-        cost = pricing.cost(model, window, tin, tout)
+        cost = pricing.cost(model, row["completion_window"], counts[1], counts[2])
         if cost is None:
             if model not in unpriced:
                 unpriced.append(model)
             continue
-        row["usd"] += cost
-        usd_total += cost
+        row["estimated"] += cost
     rounds = []
-    shown_total = Decimal(0)  # the sum of the round figures as shown, so that they add up exactly
+    estimated = billed_total = Decimal(0)  # the sums of the round figures as shown, so that they add up
+    all_billed = bool(by_round)
     for row in by_round.values():
-        row["usd"] = pricing.money(row["usd"])
-        shown_total += Decimal(row["usd"])
+        known, amount = row.pop("billed_known"), row.pop("billed")
+        row["estimated_usd"] = _money(row.pop("estimated"))
+        row["billed_usd"] = _money(amount) if known else None
+        estimated += Decimal(row["estimated_usd"])
+        if known:
+            billed_total += Decimal(row["billed_usd"])
+        all_billed = all_billed and known
+        row["usd"] = None  # set below, on the job's basis
         rounds.append(row)
+    priced = total["requests"] and not (unpriced and not estimated)
     cost_doc: Dict[str, Any] = {
-        "usd": format(shown_total, "f") if total["requests"] and not (unpriced and not usd_total) else None,
+        "usd": None,
+        "basis": None,
+        "billed_usd": _sum_text(billed_total) if all_billed else None,
+        "estimated_usd": _sum_text(estimated) if priced else None,
         "prices_as_of": pricing.PRICES_AS_OF,
-        "basis": "tokens the server reported for each successful request x the price table's price for its window",
         "rounds": rounds,
     }
+    if all_billed:
+        cost_doc["usd"], cost_doc["basis"] = cost_doc["billed_usd"], BILLED
+        for row in rounds:
+            row["usd"] = row["billed_usd"]
+    elif priced:
+        cost_doc["usd"], cost_doc["basis"] = cost_doc["estimated_usd"], ESTIMATED
+        for row in rounds:
+            row["usd"] = row["estimated_usd"]
     if unpriced:
         cost_doc["unpriced_models"] = unpriced
     return total, cost_doc
+
+
+BILLED = "billed: the server's total_cost of each batch (its analytics)"
+ESTIMATED = (
+    "estimated: the tokens the server reported for every answer received (good or not, reasoning included) "
+    "x the price table's price for its window; the server has not reported what it billed"
+)
+
+
+def _sum_text(value: Decimal) -> str:
+    """A sum of amounts as shown, in full (never in exponent notation)."""
+    return format(value.normalize(), "f") if value else "0"
 
 
 _money = pricing.money

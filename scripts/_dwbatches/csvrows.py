@@ -1,6 +1,7 @@
 """The rows of a results CSV: the original CSV's rows matched to their custom_ids
 (``MatchedCsvRows``), or one row per request of a job built from prompts or JSONL
-(``RequestRows``). ``merge.Merger.write_csv`` writes the answer and error columns beside them.
+(``RequestRows``). ``merge.Merger.write_csv`` writes the answer, error and answer-check columns
+beside them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,15 @@ from .resultlines import request_text
 from .sources import CsvRows
 
 
+def result_columns(names: Any, column: Optional[str]) -> Tuple[str, str, str]:
+    """The names of the three columns written beside each row (the answer, the error, the
+    answer check), none of them one of ``names`` already."""
+    response = column or ("response" if "response" not in names else "dw_response")
+    error = "error" if "error" not in names and response != "error" else "dw_error"
+    check = "answer_check" if "answer_check" not in names and response != "answer_check" else "dw_answer_check"
+    return response, error, check
+
+
 class RequestRows:
     """The requests of a job that was not built from a CSV, as CSV rows: custom_id, the prompt
     (``request_text``), then the answer and error columns."""
@@ -23,13 +33,12 @@ class RequestRows:
     def __init__(self, input_path: str, column: Optional[str] = None):
         self.input_path = input_path
         self.header = ["custom_id", "prompt"]
-        self.response_col = column or "response"
-        if self.response_col in self.header:
+        if column in self.header:
             raise UsageError(
-                f"--column {self.response_col!r} is already a column of the results CSV",
+                f"--column {column!r} is already a column of the results CSV",
                 hint="Name a new column for the answers, e.g. --column answer.",
             )
-        self.error_col = "error" if self.response_col != "error" else "dw_error"
+        self.response_col, self.error_col, self.check_col = result_columns(self.header, column)
         self.dialect: Any = csv.excel
         self.bom = False
 
@@ -84,8 +93,7 @@ class MatchedCsvRows:
                 f"--column {column!r} is already a column of {csv_path}",
                 hint="Name a new column for the answers, e.g. --column answer.",
             )
-        self.response_col = column or ("response" if "response" not in names else "dw_response")
-        self.error_col = "error" if "error" not in names and self.response_col != "error" else "dw_error"
+        self.response_col, self.error_col, self.check_col = result_columns(names, column)
 
     def _read_header(self) -> None:
         with CsvRows(self.csv_path, **self._read_as) as rows:

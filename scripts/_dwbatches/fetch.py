@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from . import files, jobstatus
-from .cost import usage_and_cost
+from . import answers, files, fixes, jobstatus
+from .cost import billed_cost, usage_and_cost
 from .csvrows import MatchedCsvRows, RequestRows
 from .download import KINDS, BatchReport, FileStore, JobStore, Store, Target, iter_raw, update
 from .errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, APIConnectionError, DWError, UsageError
@@ -20,7 +20,7 @@ from .files import atomic_output
 from .idtable import FileIds
 from .job import Job
 from .jobrecord import Chunk, JobRecord, ResultsSettings, counts_of
-from .merge import MISSING_NOT_RUN, MISSING_PENDING, MergeCounts, Merger, build_index, iter_input_ids
+from .merge import MISSING_NOT_RUN, MISSING_PENDING, MergeCounts, Merger, build_index, iter_input_order
 from .output import Outcome, narrate
 from .resultlines import is_success
 
@@ -70,10 +70,17 @@ def default_job_output(rec: JobRecord, fmt: str) -> str:
     return stem + (".results.csv" if fmt == "csv" else ".results.jsonl")
 
 
-def exit_code_for(complete: bool, failed: int, missing: int) -> int:
+def exit_code_for(complete: bool, failed: int, missing: int, bad_answers: int = 0) -> int:
+    """6 while anything runs; 5 once finished with a request that failed, never ran, or whose
+    answer is not good (empty, cut, not the JSON asked for, filtered); else 0."""
     if not complete:
         return EXIT_NOT_FINISHED
-    return EXIT_UNSUCCESSFUL if (failed or missing) else EXIT_OK
+    return EXIT_UNSUCCESSFUL if (failed or missing or bad_answers) else EXIT_OK
+
+
+def bad_answers(doc: Dict[str, Any]) -> int:
+    """The answers of a report's ``answers`` counts that are not good."""
+    return sum(n for check, n in (doc.get("answers") or {}).items() if check != answers.GOOD)
 
 
 SUBMITTED_INPUT = "submitted-input.jsonl"
@@ -247,6 +254,20 @@ def successes_on_disk(store: Store, batch_id: str) -> int:
     return len(seen.table)
 
 
+def batch_analytics(client: Any, report: BatchReport) -> Optional[Dict[str, Any]]:
+    """A finished batch's analytics (tokens, billed cost): from its listing, or asked for; None
+    while it runs, or when the server cannot say (the cost is then the price-table estimate)."""
+    if isinstance((report.batch or {}).get("analytics"), dict):
+        return report.batch["analytics"]
+    if not report.terminal or report.unreachable:
+        return None
+    try:
+        found = client.batch_analytics(report.batch_id)
+    except DWError:
+        return None
+    return found if isinstance(found, dict) else None
+
+
 def refresh_job(client: Any, job: Job) -> JobRefresh:
     """Download what is new for every batch of the job and record statuses (caller holds the lock)."""
     rec = job.record
@@ -256,6 +277,12 @@ def refresh_job(client: Any, job: Job) -> JobRefresh:
     objs = jobstatus.get_batches(client, [t.batch_id for t in targets], rec.job_id, missing_ok=True)
     reports = update(client, store, targets, batch_objs=objs)
     rec.record_batches({r.batch_id: r.batch for r in reports if r.batch})
+    chunks_by_batch = {c.batch_id: c for c in rec.chunks() if c.batch_id}
+    for r in reports:  # what the server billed, once a batch has ended (the listing may carry it)
+        ch = chunks_by_batch.get(r.batch_id)
+        if ch is not None and r.terminal and not r.unreachable and "analytics" not in (r.batch or {}):
+            if ch.analytics is None or any(r.new_lines.values()):
+                ch.analytics = batch_analytics(client, r) or ch.analytics
     job.save()
     chunks = {c.batch_id: c for c in rec.chunks() if c.batch_id}
     summaries = [batch_summary(r, store, chunks.get(r.batch_id)) for r in reports]
@@ -296,14 +323,28 @@ def _counts_doc(counts: MergeCounts, out_path: str, err_path: str, fmt: str) -> 
         "succeeded": counts.succeeded,
         "failed": counts.failed,
         "missing": counts.missing,
+        "answers": dict(counts.answers),
         "output": out_path,
         "errors": err_path,
         "format": fmt,
     }
     doc["failed_sample"] = counts.failed_sample
     doc["missing_sample"] = counts.missing_sample
+    doc["bad_answer_sample"] = counts.bad_answer_sample
     doc["unexpected"] = counts.unexpected
     return doc
+
+
+def add_fix(doc: Dict[str, Any], merger: Merger) -> None:
+    """The rerun that fixes the bad answers (``fix``: its changes and why), narrated in one line."""
+    if not bad_answers(doc):
+        return
+    found = fixes.pick(merger.tally)
+    doc["fix"] = found.to_dict() if found else None
+    bad = ", ".join(f"{n} {check}" for check, n in doc["answers"].items() if n and check != answers.GOOD)
+    narrate(f"warning: answers that are not answers: {bad} (HTTP 200, billed); see bad_answer_sample")
+    if found:
+        narrate(f"fix: {found.reason}")
 
 
 def fetch_job(
@@ -363,19 +404,27 @@ def fetch_job(
                     RequestRows(requests_file, column), out_path, err_path, requests_path=requests_file
                 )
             else:
-                order = iter_input_ids(requests_file) if requests_file else index.ids_in_order()
+                order = iter_input_order(requests_file) if requests_file else index.ids_in_order()
                 counts = merger.write_jsonl(order, requests_file, fmt, out_path, err_path)
         finally:
             index.close()
         if requests_file is None:
             total = int(rec.input.requests or 0)
-            counts.missing = max(counts.missing, total - counts.succeeded - counts.failed)
+            answered = sum(counts.answers.values())
+            counts.missing = max(counts.missing, total - answered - counts.failed)
             counts.requests = max(counts.requests, total)
         doc.update(_counts_doc(counts, out_path, err_path, fmt))
+        add_fix(doc, merger)
+        checked = {"counts": dict(counts.answers), "batches": [t.batch_id for t in targets], "complete": complete}
+        if rec.answers != checked:  # what poll.py reports of the answers
+            rec.answers = checked
+            job.save()
         for note in counts.notes:
             narrate(f"warning: {note}")
             warnings.append(note)
-        doc["usage"], doc["cost"] = usage_and_cost(merger, reports, {r.round: r.completion_window for r in rec.rounds})
+        billed = {c.batch_id: billed_cost(c.analytics) for c in rec.chunks() if c.batch_id}
+        windows = {r.round: r.completion_window for r in rec.rounds}
+        doc["usage"], doc["cost"] = usage_and_cost(index, reports, windows, billed)
         remember_output(job, fmt, out_path, err_path, csv_path, column)
     doc["batches"] = [batch_report_doc(r, store, s) for r, s in zip(reports, ref.summaries)]
     if summary["unsubmitted"]:
@@ -391,7 +440,7 @@ def fetch_job(
     doc["warnings"] = warnings
     doc["job"] = job.dir
     if merge:
-        return Outcome(doc, exit_code_for(complete, doc["failed"], doc["missing"]))
+        return Outcome(doc, exit_code_for(complete, doc["failed"], doc["missing"], bad_answers(doc)))
     return Outcome(doc, EXIT_NOT_FINISHED if not complete else EXIT_OK)
 
 
@@ -443,24 +492,27 @@ def fetch_bare(
                 )
                 counts = merger.write_csv(rows, out_path, err_path, requests_path=input_path)
             else:
-                order = iter_input_ids(input_path) if input_path else index.ids_in_order()
+                order = iter_input_order(input_path) if input_path else index.ids_in_order()
                 counts = merger.write_jsonl(order, input_path, fmt, out_path, err_path)
         finally:
             index.close()
         if input_path is None:
             # requests never seen in any file: estimated from the servers' counts
             total = sum(s["request_counts"]["total"] for s in summaries)
-            counts.missing = max(0, total - counts.succeeded - counts.failed)
-            counts.requests = counts.succeeded + counts.failed + counts.missing
+            answered = sum(counts.answers.values())
+            counts.missing = max(0, total - answered - counts.failed)
+            counts.requests = answered + counts.failed + counts.missing
         doc: Dict[str, Any] = {
             "complete": complete,
             "status": summary["status"],
             "request_counts": summary["request_counts"],
         }
         doc.update(_counts_doc(counts, out_path, err_path, fmt))
+        add_fix(doc, merger)
         for note in counts.notes:
             narrate(f"warning: {note}")
-        doc["usage"], doc["cost"] = usage_and_cost(merger, reports, {})
+        billed = {r.batch_id: billed_cost(batch_analytics(client, r)) for r in reports}
+        doc["usage"], doc["cost"] = usage_and_cost(index, reports, {}, billed)
         doc["batches"] = [batch_report_doc(r, store, s) for r, s in zip(reports, summaries)]
         unreachable = [{"batch_id": r.batch_id, "reason": r.unreachable} for r in reports if r.unreachable]
         if unreachable:
@@ -468,6 +520,6 @@ def fetch_bare(
         doc["warnings"] = list(counts.notes)
         doc["job"] = None
         doc["state"] = store.path
-        return Outcome(doc, exit_code_for(complete, doc["failed"], doc["missing"]))
+        return Outcome(doc, exit_code_for(complete, doc["failed"], doc["missing"], bad_answers(doc)))
     finally:
         store.unlock()

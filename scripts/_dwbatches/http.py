@@ -411,9 +411,16 @@ class Client:
         return self.get_json(f"batches/{check_id(batch_id, 'batch')}")
 
     def list_batches(
-        self, limit: int = 100, after: Optional[str] = None, status: Optional[str] = None, search: Optional[str] = None
+        self,
+        limit: int = 100,
+        after: Optional[str] = None,
+        status: Optional[str] = None,
+        search: Optional[str] = None,
+        include: Optional[str] = None,
     ) -> Dict[str, Any]:
         params: Dict[str, Any] = {"limit": limit}
+        if include:
+            params["include"] = include
         if after:
             params["after"] = after
         if status:
@@ -421,6 +428,10 @@ class Client:
         if search:
             params["search"] = search
         return self.get_json("batches", params=params)
+
+    def batch_analytics(self, batch_id: str) -> Dict[str, Any]:
+        """The batch's analytics: token totals and, where the server bills, total_cost (a string)."""
+        return self.get_json(f"batches/{check_id(batch_id, 'batch')}/analytics")
 
     def cancel_batch(self, batch_id: str) -> Dict[str, Any]:
         # Cancelling twice is harmless, so the call may be retried.

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from array import array
-from typing import IO, Callable, Iterator, Optional
+from typing import IO, Any, Callable, Iterator, Optional, Tuple
 
 _MASK64 = (1 << 64) - 1
 MARK = 1 << 63  # the flag bit of a value; values themselves are below it
@@ -118,17 +118,31 @@ class FileIds:
     def __init__(self, path: str, capacity: int = 0):
         self.path = path
         self._fh: Optional[IO[bytes]] = None
+        self._last: Tuple[int, Any] = (-1, None)
         self.table = IdTable(same=self._holds, capacity=capacity)
 
-    def _holds(self, offset: int, custom_id: str) -> bool:
+    def _read(self, offset: int) -> Any:
+        """The parsed line at ``offset`` (the last one read is kept), or None."""
+        if self._last[0] == offset:
+            return self._last[1]
         if self._fh is None:
             self._fh = open(self.path, "rb")
         self._fh.seek(offset)
         try:
             obj = json.loads(self._fh.readline())
         except ValueError:
-            return False
+            obj = None
+        self._last = (offset, obj)
+        return obj
+
+    def _holds(self, offset: int, custom_id: str) -> bool:
+        obj = self._read(offset)
         return isinstance(obj, dict) and obj.get("custom_id") == custom_id
+
+    def line(self, custom_id: str) -> Any:
+        """The parsed line of a held id, or None."""
+        slot = self.table.find(custom_id)
+        return None if slot == NOT_FOUND else self._read(self.table.value(slot))
 
     def first(self, custom_id: str, offset: int) -> bool:
         """Mark ``custom_id`` (its line at ``offset``) as seen; True the first time."""
@@ -155,6 +169,7 @@ class FileIds:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+        self._last = (-1, None)
 
 
 __all__ = ["FileIds", "IdTable", "MARK", "NOT_FOUND", "digest"]

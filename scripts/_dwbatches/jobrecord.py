@@ -195,6 +195,7 @@ class Chunk(_Record):
     expires_at: Optional[int] = None
     expired_at: Optional[int] = None
     cost_estimate: Optional[Dict[str, Any]] = None
+    analytics: Optional[Dict[str, Any]] = None  # the server's analytics of the batch (tokens, billed cost)
     held: Optional[str] = None
     upload_started_at: Optional[float] = None
     create_started_at: Optional[float] = None
@@ -216,6 +217,8 @@ class Chunk(_Record):
         for key in ("output_file_id", "error_file_id", "expires_at", "expired_at"):
             if batch.get(key) is not None:
                 setattr(self, key, batch[key])
+        if isinstance(batch.get("analytics"), dict):
+            self.analytics = batch["analytics"]
 
     @property
     def terminal(self) -> bool:
@@ -233,6 +236,9 @@ class Round(_Record):
     limits: Limits = field(default_factory=Limits)
     replan: Optional[Limits] = None
     chunks: List[Chunk] = field(default_factory=list)
+    # the settings its requests were sent with, changed from what was submitted (model,
+    # max_tokens, reasoning; a retry's changes add to those of the rounds before it)
+    changes: Optional[Dict[str, Any]] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -337,6 +343,7 @@ class JobRecord(_Record):
     results: Optional[ResultsSettings] = None
     cancel: Optional[Cancel] = None
     local_estimate: Optional[Dict[str, Any]] = None  # {window, low_usd, high_usd, as_of} at submit
+    answers: Optional[Dict[str, Any]] = None  # the last merge's answer checks: {counts, batches, complete}
     allow_insecure_http: bool = False  # submitted with --allow-insecure-http to a plain-http host
     extra: Dict[str, Any] = field(default_factory=dict)
 

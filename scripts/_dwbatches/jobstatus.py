@@ -236,7 +236,7 @@ def list_job_batches(client: Any, job_id: str, wanted: Set[str]) -> Dict[str, Di
     after: Optional[str] = None
     for _ in range(len(wanted) // LIST_PAGE + 3):
         try:
-            page = client.list_batches(limit=LIST_PAGE, after=after, search=job_id)
+            page = client.list_batches(limit=LIST_PAGE, after=after, search=job_id, include="analytics")
         except APIStatusError as exc:
             if exc.status in (400, 404, 422):
                 return found  # a server without search: one request per batch

@@ -472,6 +472,7 @@ def add_retry_round(
     max_bytes: int = MAX_FILE_BYTES,
     max_body_bytes: int = MAX_BODY_BYTES,
     kind: str = "retry",
+    changes: Optional[Dict[str, Any]] = None,
 ) -> Round:
     """Add a round that submits ``input_path`` (e.g. the failed requests) within this job.
 
@@ -496,6 +497,7 @@ def add_retry_round(
             shutil.copyfileobj(src, out, 1 << 20)
     window = completion_window or job.record.completion_window or "24h"
     rnd = new_round(job, round_no, kind, dest, sha, window, rep.chunks, max_requests, max_bytes)
+    rnd.changes = changes or None
     _verified(job)[dest] = sha
     rounds.append(rnd)
     job.save()

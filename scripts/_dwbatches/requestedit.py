@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from . import reasoning
+
+# The command-line flags of each setting (create_batch_file.py, retry_failed.py, the printed fixes).
+FLAGS = {"model": ("-m", "--model"), "max_tokens": ("--max-tokens",), "reasoning": ("--reasoning",)}
 
 # Every field by which a body asks for (or switches off) thinking; a new effort replaces them all.
 _EFFORT_FIELDS = ("reasoning_effort", "reasoning", "enable_thinking")
@@ -77,9 +80,24 @@ class Changes:
                     out[key] = value
         return out
 
+    def then(self, later: Changes) -> Changes:
+        """These changes followed by ``later`` (a setting ``later`` gives wins)."""
+        return Changes(
+            model=later.model if later.model is not None else self.model,
+            max_tokens=later.max_tokens if later.max_tokens is not None else self.max_tokens,
+            reasoning=later.reasoning if later.reasoning is not None else self.reasoning,
+        )
+
+    def args(self) -> List[str]:
+        """The changes as command-line arguments (the long flags of ``FLAGS``)."""
+        out: List[str] = []
+        for key, value in self.to_dict().items():
+            out += [FLAGS[key][-1], str(value)]
+        return out
+
     def describe(self) -> str:
         """The changes in words, e.g. "max_tokens 2000, reasoning none"."""
         return ", ".join(f"{k} {v}" for k, v in self.to_dict().items())
 
 
-__all__ = ["Changes"]
+__all__ = ["FLAGS", "Changes"]

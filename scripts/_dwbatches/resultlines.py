@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Optional
 
+from .answers import CHECKS
+
 
 def is_success(obj: Dict[str, Any]) -> bool:
     resp = obj.get("response")
@@ -104,12 +106,18 @@ def extract_content(body: Any) -> Any:
     return body
 
 
-def simple_line(custom_id: str, obj: Optional[Dict[str, Any]], error: Optional[str]) -> Dict[str, Any]:
-    if obj is not None and error is None:
-        body = (obj.get("response") or {}).get("body")
+def simple_line(custom_id: str, obj: Optional[Dict[str, Any]], check: str, error: Optional[str]) -> Dict[str, Any]:
+    """One request in the simple format: ``ok`` only for a good answer; ``answer_check`` says
+    what became of it (``answers.CHECKS``, "failed" or "missing"); an answer that is not good
+    keeps its content (a cut text, text that is not the JSON asked for) and says why in ``error``."""
+    line: Dict[str, Any] = {"custom_id": custom_id, "ok": error is None, "answer_check": check}
+    if check in CHECKS:
+        body = ((obj or {}).get("response") or {}).get("body")
         usage = body.get("usage") if isinstance(body, dict) else None
-        return {"custom_id": custom_id, "ok": True, "content": extract_content(body), "usage": usage, "error": None}
-    return {"custom_id": custom_id, "ok": False, "content": None, "usage": None, "error": error}
+        line.update(content=extract_content(body), usage=usage, error=error)
+    else:
+        line.update(content=None, usage=None, error=error)
+    return line
 
 
 def csv_cell(content: Any) -> str:

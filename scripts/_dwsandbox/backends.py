@@ -101,6 +101,16 @@ def _value_for(schema: Any, text: str) -> Any:
     return text
 
 
+def _instructions(body: dict, url: str) -> str:
+    """The system prompt of a request (system messages, Responses instructions, Messages system)."""
+    parts = [body.get("instructions"), body.get("system")]
+    if url != "/v1/responses":
+        for m in body.get("messages") or []:
+            if isinstance(m, dict) and m.get("role") in ("system", "developer"):
+                parts.append(_text_of(m.get("content")))
+    return " ".join(p for p in parts if isinstance(p, str))
+
+
 class Generated:
     """What the built-in model produced for one request: thinking, then the answer, both
     within the request's token limit (thinking first: it counts against the limit)."""
@@ -298,7 +308,10 @@ class BuiltinModel:
 
     @staticmethod
     def _text(prompt: str, digest: str, body: dict, url: str) -> str:
-        """The answer: an echo of the prompt, as a JSON object when the request asks for JSON."""
+        """The answer: an echo of the prompt, as a JSON object when the request asks for JSON;
+        one word (the prompt's first) when the instructions ask for one word."""
+        if "one word" in _instructions(body, url).lower():
+            return (prompt.split() or ["Echo"])[0].strip(".,:;!?\"'")
         echo = f"Echo: {prompt[:60]} [{digest[:8]}]"
         schema = _schema_of(body, url)
         if schema is None:

@@ -103,6 +103,10 @@ Fault document (all fields optional; --faults, DW_SANDBOX_FAULTS or PUT /_sandbo
   billed_price_factor: analytics' total_cost is the list cost (total_list_cost) times this
   (as a discount or a changed price would make it; default 1).
 
+The built-in model answers with an echo of the prompt ("Echo: <prompt> [<hash>]"), as a JSON
+object when the request asks for JSON (a schema's required fields filled), and with one word
+(the prompt's first) when the system prompt asks for "one word".
+
 Reasoning models: the built-in chat models of the reasoning families (Qwen3, Qwen3.5,
 gpt-oss; not the Instruct ones) think --reasoning-tokens tokens before they answer (a quarter
 at reasoning_effort low, four times at high; none at "none" or chat_template_kwargs

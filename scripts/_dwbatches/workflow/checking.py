@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .. import clock, commands, jobstatus
+from .. import answers, clock, commands, jobstatus
 from ..errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, FileSystemError
 from ..job import Job
 from ..jobrecord import counts_of
@@ -98,6 +98,15 @@ def unsuccessful(summary: Dict[str, Any]) -> bool:
     return bool(summary["ended_badly"] or counts["failed"] or counts["completed"] < counts["total"])
 
 
+def answers_checked(job: Optional[Job], last: Check) -> Optional[Dict[str, int]]:
+    """The answer checks of the job's last fetch when it covered every batch seen now, finished
+    (``answers.CHECKS`` counts), else None: poll.py reads no results itself."""
+    rec = job.record.answers if job is not None else None
+    if not rec or not rec.get("complete") or set(rec.get("batches") or ()) != set(last.batches):
+        return None
+    return dict(rec.get("counts") or {})
+
+
 def check(
     client: Any, job: Optional[Job], batch_ids: Sequence[str], wait: bool, interval: float, timeout: float
 ) -> Outcome:
@@ -107,10 +116,12 @@ def check(
     else:
         last, timed_out = check_once(client, job, batch_ids), False
     summary = last.summary
+    checked = answers_checked(job, last)
     doc: Dict[str, Any] = {
         "status": summary["status"],
         "finished": summary["finished"],
         "request_counts": summary["request_counts"],
+        "answers": checked,
         "batches": last.summaries,
         "unsubmitted": summary["unsubmitted"],
         "rate": round(last.speed["rate"], 3) if last.speed.get("rate") else None,
@@ -126,7 +137,10 @@ def check(
         ),
     }
     if summary["finished"]:
-        code = EXIT_UNSUCCESSFUL if unsuccessful(summary) else EXIT_OK
+        bad = sum(n for k, n in (checked or {}).items() if k != answers.GOOD)
+        code = EXIT_UNSUCCESSFUL if unsuccessful(summary) or bad else EXIT_OK
+        if checked is None and summary["request_counts"]["completed"]:
+            narrate("the answers are not checked yet: the fetch checks them (an HTTP 200 can hold an empty answer)")
     elif wait:
         code = EXIT_NOT_FINISHED
     else:

@@ -10,10 +10,11 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-from .. import commands, fetch
+from .. import commands, fetch, merge
 from ..errors import EXIT_UNSUCCESSFUL, UsageError
 from ..job import Job
 from ..output import Outcome, narrate
+from ..requestedit import Changes
 
 
 @dataclass
@@ -60,6 +61,7 @@ def fetch_job(client: Any, job: Job, options: OutputOptions) -> Outcome:
         options.args(),
         unsubmitted=bool(out.doc.get("unsubmitted")),
         results_lost=lost,
+        retry_args=retry_args(out.doc),
     )
     if lost:
         narrate(
@@ -98,11 +100,28 @@ def fetch_batches(client: Any, batch_ids: Sequence[str], options: OutputOptions,
     return out
 
 
+def retry_args(doc: Dict[str, Any]) -> Optional[List[str]]:
+    """The arguments of the retry a fetch report calls for: the fix of its bad answers (new
+    settings, or a rerun as they were), or only the failed and missing requests when a rerun
+    cannot fix its bad answers (filtered), or None when nothing is left that a retry would help."""
+    if not fetch.bad_answers(doc):
+        return []
+    fix = doc.get("fix")
+    if fix:
+        return Changes.from_dict(fix["changes"]).args()
+    if doc.get("failed") or doc.get("missing"):
+        return ["--rerun", f"{merge.FAILED},{merge.MISSING}"]
+    return None
+
+
 def narrate_summary(doc: Dict[str, Any]) -> None:
     """One line on stderr: how many succeeded, failed and are missing, where, and the cost."""
     if "succeeded" not in doc:
         return
     text = f"{doc['succeeded']}/{doc['requests']} succeeded"
+    bad = fetch.bad_answers(doc)
+    if bad:
+        text += f", {bad} answered badly (see answers)"
     if doc["failed"]:
         text += f", {doc['failed']} failed"
     if doc["missing"]:
@@ -110,10 +129,12 @@ def narrate_summary(doc: Dict[str, Any]) -> None:
     text += f" ({doc['status']}); results: {commands.display_path(doc['output'])}"
     cost, usage = doc.get("cost") or {}, doc.get("usage") or {}
     if cost.get("usd") is not None and usage.get("requests"):
+        how = "billed" if cost.get("billed_usd") is not None else f"estimated, prices of {cost['prices_as_of']}"
         text += (
-            f"; cost ${cost['usd']} ({usage['input_tokens']} input + {usage['output_tokens']} output tokens, "
-            f"prices of {cost['prices_as_of']})"
+            f"; cost ${cost['usd']} ({how}; {usage['input_tokens']} input + {usage['output_tokens']} output tokens"
+            + (f", {usage['reasoning_tokens']} of them reasoning" if usage.get("reasoning_tokens") else "")
+            + ")"
         )
-    if doc["failed"] or doc["missing"]:
+    if doc["failed"] or doc["missing"] or bad:
         text += f"; errors: {commands.display_path(doc['errors'])}"
     narrate(text)

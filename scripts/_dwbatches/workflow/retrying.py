@@ -1,23 +1,38 @@
-"""Retrying: rerun the failed and never-run requests of a finished job as a new round of it.
+"""Retrying: rerun the failed and never-run requests of a finished job, and those whose answers
+were not answers (empty, cut, not the JSON asked for), as a new round of it, with new settings
+when asked (another model, max_tokens, reasoning effort).
 
-The results are brought up to date first (the fetch engine); requests without a successful
-result are copied from what was submitted (the input, or the server's copy when the input
-changed) into ``<job>/rounds/round-N.jsonl`` and submitted by the same engine as submit.py.
-Nothing that succeeded is sent again, and a round is never submitted twice.
+The results are brought up to date first (the fetch engine); requests without a good answer
+are copied from what was submitted (the input, or the server's copy when the input changed)
+into ``<job>/rounds/round-N.jsonl``, with the job's changed settings made to their bodies, and
+submitted by the same engine as submit.py. Nothing with a good answer is sent again, and a
+round is never submitted twice.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
-from .. import commands, fetch, merge, resultlines
+from .. import answers, commands, fetch, fixes, merge, resultlines
 from ..errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError, UsageError
 from ..files import make_private_dir, refuse_overwrite
 from ..job import Job
 from ..jobrecord import Round
 from ..output import Outcome, narrate
 from ..planning import add_retry_round, next_round_path
+from ..requestedit import Changes
+
+# What a retry can rerun: requests that failed or never ran, and answers that are not good.
+RERUN_KINDS = (merge.FAILED, merge.MISSING) + answers.BAD
+# What it reruns unless told otherwise (a filtered answer would be filtered again).
+RERUN_DEFAULT = (merge.FAILED, merge.MISSING, answers.EMPTY, answers.TRUNCATED, answers.INVALID_JSON)
+
+
+def job_changes(job: Job) -> Changes:
+    """The settings the job's latest round was sent with, changed from what was submitted."""
+    rounds = job.record.rounds
+    return Changes.from_dict(rounds[-1].changes if rounds else None)
 
 
 def round_doc(rnd: Round) -> List[Dict[str, Any]]:
@@ -39,6 +54,8 @@ def _doc(job: Any, exit_code: int = EXIT_OK, **kw: Any) -> Outcome:
         "requests": 0,
         "failed": 0,
         "missing": 0,
+        "answers": dict.fromkeys(answers.BAD, 0),
+        "changes": job_changes(job).to_dict(),
         "sample": [],
         "batches": [],
         "dry_run": False,
@@ -68,10 +85,13 @@ def retry(
     dry_run: bool = False,
     force: bool = False,
     after_cancel: bool = False,
+    changes: Changes = Changes(),
+    rerun: Sequence[str] = RERUN_DEFAULT,
 ) -> Outcome:
-    """retry_failed.py: a new round of the failed and never-run requests (the caller holds the
-    job lock); or resume a round that was not fully submitted. After a cancel of the latest
-    round, only with ``after_cancel``."""
+    """retry_failed.py: a new round of the failed and never-run requests and of the answers
+    that are not good (the kinds in ``rerun``), with ``changes`` added to the job's settings
+    (the caller holds the job lock); or resume a round that was not fully submitted. After a
+    cancel of the latest round, only with ``after_cancel``."""
     state = job.record
     rounds = state.rounds
     jd = commands.display_path(job.dir)
@@ -166,20 +186,39 @@ def retry(
             f"(and pay again): {commands.rerun_lost(job.dir)}",
         )
     index = merge.build_index(ref.store, ref.targets, capacity=int(state.input.requests or 0))
-    if state.input.requests and index.successes() >= state.input.requests:
-        index.close()  # known without reading the input (which may be gone)
-        return _nothing_to_retry(job, ref, dry_run)
-    input_path = _retry_source(client, job)
-    tally = {"failed": 0, "missing": 0}
-
-    def keep(cid: str) -> bool:
-        status = index.status(cid)
-        if status == "success":
-            return False
-        if status == "error":
-            tally["failed"] += 1
+    try:
+        if state.input.requests and index.good_answers() >= state.input.requests:
+            # every request has an answer; only the JSON checks need the requests, which may be gone
+            try:
+                input_path = _retry_source(client, job)
+            except JobError:
+                return _nothing_to_retry(job, ref, dry_run)
         else:
-            tally["missing"] += 1
+            input_path = _retry_source(client, job)
+    except BaseException:
+        index.close()
+        raise
+    settings = job_changes(job).then(changes)
+    tally = dict.fromkeys(RERUN_KINDS, 0)
+    skipped = dict.fromkeys(RERUN_KINDS, 0)
+    cuts = fixes.Tally()  # what the bad answers rerun show: a cut rerun unchanged would be cut again
+
+    def keep(cid: str, request: Any) -> bool:
+        check = index.check(cid, answers.expectation(request))
+        if check == answers.GOOD:
+            return False
+        if check not in rerun:
+            skipped[check] += 1
+            return False
+        tally[check] += 1
+        if check in answers.BAD:
+            cuts.add(check, index.body(cid))
+        problem = settings.problem(request.get("body") or {}, str(request.get("url") or "")) if changes else None
+        if problem:
+            raise UsageError(
+                f"{problem} (request {cid})",
+                hint="Pick settings the model takes (list_models.py lists each model's reasoning efforts).",
+            )
         return True
 
     dest = None if dry_run else next_round_path(job)
@@ -189,34 +228,48 @@ def retry(
         refuse_overwrite({"the retry input": dest}, protected)
         make_private_dir(os.path.dirname(dest))  # <job>/rounds is private like the job (0700)
     try:
-        count, sample = merge.write_subset(input_path, keep, dest)
+        count, sample = merge.write_subset(input_path, keep, dest, settings)
     finally:
         index.close()
+    if cuts.cut and not changes:
+        if dest and os.path.exists(dest):
+            os.unlink(dest)
+        refuse_unchanged_cuts(job, cuts, rerun)
     if count == 0:
         if dest and os.path.exists(dest):
             os.unlink(dest)
-        return _nothing_to_retry(job, ref, dry_run)
+        return _nothing_to_retry(job, ref, dry_run, skipped)
     client_errors = _client_errors(index)
-    what = f"{tally['failed']} failed and {tally['missing']} never run"
+    bad = {k: tally[k] for k in answers.BAD}
+    what = ", ".join(f"{n} {_KIND_WORDS[k]}" for k, n in tally.items() if n)
     if client_errors:
         narrate(f"note: {client_errors} of the failures were client errors (HTTP 4xx); they may fail again")
+    if settings:
+        narrate(f"the rerun requests are sent with {settings.describe()}")
     if dry_run:
         narrate(f"dry run: would retry {count} request(s) ({what}); nothing was written or sent")
         return _doc(
             job,
             round=len(rounds) + 1,
             requests=count,
-            failed=tally["failed"],
-            missing=tally["missing"],
+            failed=tally[merge.FAILED],
+            missing=tally[merge.MISSING],
+            answers=bad,
+            changes=settings.to_dict(),
             sample=sample,
             dry_run=True,
             client_errors=client_errors,
             exit_code=EXIT_OK,
-            next=commands.command("retry_failed.py", "--job", jd, *again),
+            next=commands.command("retry_failed.py", "--job", jd, *changes.args(), *rerun_args(rerun), *again),
         )
     limits = rounds[0].limits
     rnd = add_retry_round(
-        job, dest, completion_window=completion_window, max_requests=limits.max_requests, max_bytes=limits.max_bytes
+        job,
+        dest,
+        completion_window=completion_window,
+        max_requests=limits.max_requests,
+        max_bytes=limits.max_bytes,
+        changes=settings.to_dict(),
     )
     narrate(f"round {rnd.round}: retrying {count} request(s) ({what}) from {commands.display_path(dest)}")
     _submitter(job, client).run()
@@ -224,8 +277,10 @@ def retry(
         job,
         round=rnd.round,
         requests=count,
-        failed=tally["failed"],
-        missing=tally["missing"],
+        failed=tally[merge.FAILED],
+        missing=tally[merge.MISSING],
+        answers=bad,
+        changes=settings.to_dict(),
         sample=sample,
         batches=round_doc(rnd),
         input=dest,
@@ -235,8 +290,49 @@ def retry(
     )
 
 
-def _nothing_to_retry(job: Any, ref: Any, dry_run: Optional[bool]) -> Outcome:
-    narrate("every request has a successful result; nothing to retry")
+_KIND_WORDS = {
+    merge.FAILED: "failed",
+    merge.MISSING: "never run",
+    answers.EMPTY: "empty answers",
+    answers.TRUNCATED: "cut answers",
+    answers.INVALID_JSON: "answers not the JSON asked for",
+    answers.FILTERED: "filtered answers",
+}
+
+
+def rerun_args(rerun: Sequence[str]) -> List[str]:
+    """``--rerun`` as given, to repeat it in a printed command (nothing for the default)."""
+    return [] if tuple(rerun) == RERUN_DEFAULT else ["--rerun", ",".join(rerun)]
+
+
+def refuse_unchanged_cuts(job: Job, cuts: fixes.Tally, rerun: Sequence[str]) -> None:
+    """Answers cut at their token limit would be cut again if rerun as they were: paying twice
+    for nothing. The fix (a larger budget, or reasoning off) goes in the hint."""
+    jd = commands.display_path(job.dir)
+    fix = fixes.pick(cuts) or fixes.Fix(Changes(max_tokens=cuts.budget * 2), "a larger budget")
+    others = [k for k in rerun if k not in (answers.EMPTY, answers.TRUNCATED)]
+    hint = f"Rerun them with new settings: {commands.command('retry_failed.py', '--job', jd, *fix.changes.args())}"
+    hint += f" ({fix.reason})"
+    if others:
+        hint += (
+            f"; or rerun only the rest: {commands.command('retry_failed.py', '--job', jd, '--rerun', ','.join(others))}"
+        )
+    raise UsageError(
+        f"{cuts.cut} answer(s) were cut at their token limit (max_tokens {cuts.budget}); rerun with the same "
+        "settings they would be cut again, and paid for again",
+        hint=hint,
+    )
+
+
+def _nothing_to_retry(job: Any, ref: Any, dry_run: Optional[bool], skipped: Optional[Dict[str, int]] = None) -> Outcome:
+    left = {k: n for k, n in (skipped or {}).items() if n}
+    if left:
+        narrate(
+            "nothing to retry of what --rerun names; left as they are: "
+            + ", ".join(f"{n} {_KIND_WORDS[k]}" for k, n in left.items())
+        )
+    else:
+        narrate("every request has a good answer; nothing to retry")
     return _doc(
         job,
         exit_code=EXIT_OK,
