@@ -499,3 +499,12 @@ def test_fetched_and_new_lines_say_what_the_help_says_when_the_server_repeats_a_
         ).stdout.split()
     )
     assert "(a line the server sent twice counts once)" in text and "(a line sent twice counts twice;" in text
+
+
+def test_one_rounding_rule_for_every_amount():
+    """Cents from $1, two significant digits below, never exponent notation."""
+    from _dwbatches.pricing import money
+
+    got = [money(Decimal(v)) for v in ("0", "0.00026", "0.000083", "1.234", "0.5", "1.4E-7", "12.345")]
+    assert got == ["0", "0.00026", "0.000083", "1.23", "0.50", "0.00000014", "12.35"]
+    assert money(Decimal("0.000081"), up=True) == "0.000081" and money(Decimal("0.0000811"), up=True) == "0.000082"

@@ -65,15 +65,13 @@ def price_doc(model: str) -> Optional[Dict[str, Dict[str, float]]]:
 
 
 def money(value: Decimal, up: bool = False) -> str:
-    """Dollars as text: cents above $1, four decimals below, two significant digits for
-    amounts under $0.0001 (so that a tiny job does not show as $0.0000)."""
-    if value >= 1:
-        q = Decimal("0.01")
-    elif value == 0 or value >= Decimal("0.0001"):
-        q = Decimal("0.0001")
-    else:
-        q = Decimal(1).scaleb(value.adjusted() - 1)
-    return str(value.quantize(q, rounding=ROUND_CEILING if up else ROUND_HALF_UP))
+    """Dollars as text, by one rule everywhere (JSON and stderr): cents from $1, two
+    significant digits below it ($0.50, $0.0012, $0.000083), never in exponent notation; 0 is
+    "0". ``up``: round up (a limit that must not fall below the amount)."""
+    if value == 0:
+        return "0"
+    q = Decimal("0.01") if abs(value) >= 1 else Decimal(1).scaleb(value.adjusted() - 1)
+    return format(value.quantize(q, rounding=ROUND_CEILING if up else ROUND_HALF_UP), "f")
 
 
 __all__ = [

@@ -492,17 +492,17 @@ class Submitter:
                 ch.held = reason
             self.job.save()
             raise CostLimitExceeded(
-                f"cannot check --max-cost ${limit}: {reason}; the files are uploaded, no batch was created",
+                f"cannot check --max-cost ${format(limit, 'f')}: {reason}; the files are uploaded, no batch was created",
                 hint="Run the same command again without --max-cost to create the batches anyway.",
                 total=None,
             )
         if total > limit:
-            reason = f"estimated cost ${_money(total)} is over --max-cost ${limit}"
+            reason = f"estimated cost ${_money(total)} is over --max-cost ${format(limit, 'f')}"
             for _, ch in pending:
                 ch.held = reason
             self.job.save()
             raise CostLimitExceeded(
-                f"the server estimates ${_money(total)} for this job, more than --max-cost ${limit}; "
+                f"the server estimates ${_money(total)} for this job, more than --max-cost ${format(limit, 'f')}; "
                 f"the files are uploaded (job {self.job.dir}), no batch was created",
                 hint=f"To go on, run the same command again with --max-cost {_money(total, up=True)} or higher, or "
                 "without --max-cost; it creates the held batches without uploading again.",
