@@ -49,6 +49,7 @@ bench: $(VENV)/.dev
 	$(PY) bench/run_all.py
 	$(PY) bench/bench_sandbox.py
 	$(PY) bench/bench_scale.py
+	$(PY) bench/bench_answers.py
 
 stress: $(VENV)/.dev
 	$(TESTENV) $(PY) -m pytest -m stress -p no:randomly -s --timeout 0 tests/test_crash_trials.py

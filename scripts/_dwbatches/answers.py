@@ -100,9 +100,16 @@ def _finish_of(body: Dict[str, Any]) -> Tuple[Any, Optional[str]]:
     return None, None
 
 
-def check(body: Any, expect: Expect = None) -> str:
+def check(body: Any, expect: Expect = None, text_good: bool = False) -> str:
     """The check of a successful result's response body (one of ``CHECKS``). Bodies that are
-    not text answers (embeddings, unknown shapes) are good when they hold anything."""
+    not text answers (embeddings, unknown shapes) are good when they hold anything.
+    ``text_good``: the body is known to pass the checks that need no request (the merge's
+    index ran them), so only the JSON asked for is left to check."""
+    if text_good:
+        if expect is None:
+            return GOOD
+        text = _finish_of(body)[0] if isinstance(body, dict) else None
+        return GOOD if not isinstance(text, str) or _is_object_with(text, expect) else INVALID_JSON
     if not isinstance(body, dict):
         return GOOD if body else EMPTY
     if "choices" not in body and isinstance(body.get("data"), list):

@@ -191,19 +191,20 @@ class ResultIndex:
         place = self.table.value(slot)
         if not place & SUCCESS:
             return FAILED
-        if not place & GOOD:
-            obj = self._line(place)[1]
-            return answers.check(((obj or {}).get("response") or {}).get("body"))
-        if expect is None:
+        if place & GOOD and expect is None:
             return answers.GOOD
         obj = self._line(place)[1]
-        return answers.check(((obj or {}).get("response") or {}).get("body"), expect)
+        return answers.check(((obj or {}).get("response") or {}).get("body"), expect, text_good=bool(place & GOOD))
 
     def result(self, slot: int) -> Tuple[bytes, Any, bool, int]:
         """(raw line, parsed line, success, raw file index) of the entry in ``slot``."""
         place = self.table.value(slot)
         raw, obj = self._line(place)
         return raw, obj, bool(place & SUCCESS), (place >> _OFFSET_BITS) & _FILE_MASK
+
+    def good(self, slot: int) -> bool:
+        """Whether the entry in ``slot`` passed the checks that need no request."""
+        return bool(self.table.value(slot) & GOOD)
 
     def successes(self) -> int:
         """How many ids have a successful result."""
@@ -300,7 +301,7 @@ class Merger:
         if not success:
             return Result(raw, obj, FAILED, error_text(obj), file_idx)
         body = ((obj or {}).get("response") or {}).get("body")
-        check = answers.check(body, expect)
+        check = answers.check(body, expect, text_good=self.index.good(slot))
         return Result(raw, obj, check, None if check == answers.GOOD else answers.detail(body, check), file_idx)
 
     def _count(self, cid: str, res: Result, err_fh: IO[bytes]) -> None:
