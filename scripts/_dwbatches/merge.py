@@ -78,7 +78,9 @@ def iter_input_ids(path: str) -> Iterator[Tuple[str, int]]:
 
 # A result's place on disk in one integer: the raw file's index, the byte offset of the line,
 # and its rank: a success (HTTP 200), which later errors never replace, and among successes a
-# good answer (not empty, cut or filtered), which later bad answers never replace.
+# good answer (not empty, cut or filtered), which later bad answers never replace. The GOOD
+# bit is set only where two answers of an id were compared (a rerun): an id answered once is
+# checked when it is merged, and no earlier.
 _OFFSET_BITS = 46  # 64 TiB a file
 _FILE_BITS = 15
 GOOD = 1 << (_OFFSET_BITS + _FILE_BITS)
@@ -116,17 +118,26 @@ class ResultIndex:
                 continue
             place = (idx << _OFFSET_BITS) | off
             slot = table.find(cid)
+            old = table.value(slot) if slot != NOT_FOUND else 0
             if kind == "output" and is_success(obj):
                 place |= SUCCESS
                 body = (obj.get("response") or {}).get("body")
-                if answers.check(body) == answers.GOOD:
-                    place |= GOOD
-                if slot == NOT_FOUND or (table.value(slot) >> _OFFSET_BITS) & _FILE_MASK != idx:  # not a repeat
+                if slot == NOT_FOUND or (old >> _OFFSET_BITS) & _FILE_MASK != idx:  # not a repeat
                     self._note_usage(idx, body)
+                if old & SUCCESS:  # two answers: the good one wins
+                    if answers.check(body) == answers.GOOD:
+                        place |= GOOD
+                    if not old & GOOD and self._good_at(old):
+                        old |= GOOD
+                        table.set_value(slot, old)
             if slot == NOT_FOUND:
                 table.insert(cid, place)
-            elif place >> _RANK_SHIFT >= table.value(slot) >> _RANK_SHIFT:  # the newest of the best rank
+            elif place >> _RANK_SHIFT >= old >> _RANK_SHIFT:  # the newest of the best rank
                 table.set_value(slot, place)
+
+    def _good_at(self, place: int) -> bool:
+        obj = self._line(place)[1]
+        return answers.check(((obj or {}).get("response") or {}).get("body")) == answers.GOOD
 
     def _note_usage(self, file_idx: int, body: Any) -> None:
         if not isinstance(body, dict):
@@ -203,7 +214,7 @@ class ResultIndex:
         return raw, obj, bool(place & SUCCESS), (place >> _OFFSET_BITS) & _FILE_MASK
 
     def good(self, slot: int) -> bool:
-        """Whether the entry in ``slot`` passed the checks that need no request."""
+        """Whether the entry in ``slot`` is known to pass the checks that need no request."""
         return bool(self.table.value(slot) & GOOD)
 
     def successes(self) -> int:
@@ -212,8 +223,8 @@ class ResultIndex:
 
     def good_answers(self) -> int:
         """How many ids have a good answer (by the checks that need no request: not empty, cut or
-        filtered)."""
-        return sum(1 for value in self.table.values() if value & GOOD)
+        filtered); reads every answer not compared yet."""
+        return sum(1 for value in self.table.values() if value & GOOD or (value & SUCCESS and self._good_at(value)))
 
     def errors(self) -> Iterator[Tuple[bytes, Any]]:
         """(raw line, parsed line) of each id whose result is an error (no success)."""
