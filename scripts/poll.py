@@ -20,10 +20,13 @@ examples:
 job status: not_submitted (a chunk has no batch yet: run `next`), in_progress (a batch is
 still validating/in_progress/finalizing/cancelling), completed (every request succeeded),
 partially_failed (batches completed, some requests failed), failed / cancelled / expired
-(every deciding batch ended so), mixed (they ended differently). For a job with retry
+(every deciding batch ended so), deleted (the server no longer has the batch: deleted on the
+dashboard or by another tool; its results stay downloadable, fetch_results.py delivers what it
+finished and retry_failed.py reruns only what it never ran), mixed (they ended differently). For a job with retry
 rounds the latest round decides, and request_counts count each input request once
 (completed over all rounds, failed as of the latest round). Terminal batch statuses:
-completed, failed, cancelled, and expired (accepted if the server ever sends it).
+completed, failed, cancelled, and expired (accepted if the server ever sends it); here also
+deleted and unreachable (gone from the server with no result file known).
 
 output (stdout, JSON): status, finished, request_counts {total, completed, failed},
 answers (the answer checks of the job's last fetch when it covered every batch, finished:

@@ -23,7 +23,7 @@ from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 from . import clock, compat, files, jobstatus
 from .errors import LOCK_WAIT, APIConnectionError, APIStatusError, JobError, busy_error, file_error
 from .job import Job
-from .jobrecord import BatchDownload, Cursor, counts_of
+from .jobrecord import DELETED, BatchDownload, Cursor, counts_of
 from .output import narrate
 
 KINDS = ("output", "error")
@@ -311,6 +311,8 @@ class Fetcher:
                 break
             # X-Incomplete turned false while the status was not yet terminal: look again and drain
             batch = self.client.get_batch(batch_id)
+        if batch.get("status") == DELETED:  # the server's counts are gone: the files say what it did
+            batch = dict(batch, request_counts=self._counts_on_disk(batch_id, counts_of(batch)["total"]))
         rep.batch = batch
         # a missing X-Incomplete header counts as "finished" once the status is terminal
         rep.drained = jobstatus.is_terminal(batch.get("status")) and all(v is not True for v in incomplete.values())
@@ -323,6 +325,14 @@ class Fetcher:
             entry.final = False
         self.store.save()
         return rep
+
+    def _counts_on_disk(self, batch_id: str, total: int) -> Dict[str, int]:
+        done = {kind: count_unique_lines(self.store.raw_path(batch_id, kind)) for kind in KINDS}
+        return {
+            "total": max(total, done["output"] + done["error"]),
+            "completed": done["output"],
+            "failed": done["error"],
+        }
 
     def _check_raw_files(self, batch_id: str, entry: BatchDownload, rep: BatchReport) -> None:
         """The raw files must hold what the cursors say was saved: a file deleted or cut short
@@ -375,7 +385,7 @@ class Fetcher:
                 rep.notes.append(f"{kind} file: {have} unique lines, the server counts {expected}")
         rep.verified = ok
         entry.verified = ok
-        entry.final = ok and rep.batch.get("status") in ("completed", "failed")
+        entry.final = ok and rep.batch.get("status") in ("completed", "failed", DELETED)
 
 
 def count_unique_lines(path: str) -> int:

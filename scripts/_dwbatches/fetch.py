@@ -274,7 +274,7 @@ def refresh_job(client: Any, job: Job) -> JobRefresh:
     targets = job_targets(rec)
     store = JobStore(job)
     # the job's batches listed a page at a time; a batch the list lacks is read (and reported) by update
-    objs = jobstatus.get_batches(client, [t.batch_id for t in targets], rec.job_id, missing_ok=True)
+    objs = jobstatus.get_job_batches(client, rec)  # a deleted batch: its recorded files
     reports = update(client, store, targets, batch_objs=objs)
     rec.record_batches({r.batch_id: r.batch for r in reports if r.batch})
     chunks_by_batch = {c.batch_id: c for c in rec.chunks() if c.batch_id}

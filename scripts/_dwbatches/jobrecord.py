@@ -48,6 +48,11 @@ VERSION = 2
 
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "expired"})
 
+# A chunk whose batch the server no longer has (deleted on the dashboard or by another tool):
+# it has ended (a delete cancels what had not run), and its result files stay downloadable
+# by the ids the chunk recorded.
+DELETED = "deleted"
+
 
 COUNT_KEYS = ("total", "completed", "failed")
 
@@ -222,7 +227,24 @@ class Chunk(_Record):
 
     @property
     def terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
+        return self.status in TERMINAL_STATUSES or self.status == DELETED
+
+    def deleted_batch(self) -> Optional[Dict[str, Any]]:
+        """What is known of this chunk's batch once the server has deleted it, as a batch object
+        (status ``deleted``, its recorded files and counts), or None when no file of it is known."""
+        if not self.batch_id or not (self.output_file_id or self.error_file_id):
+            return None
+        counts = dict(self.request_counts or {"total": self.requests, "completed": 0, "failed": 0})
+        return {
+            "id": self.batch_id,
+            "object": "batch",
+            "status": DELETED,
+            "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id,
+            "request_counts": counts,
+            "completion_window": self.completion_window,
+            "expires_at": self.expires_at,
+        }
 
 
 @dataclass

@@ -8,7 +8,9 @@ Job-level ``status`` (documented in poll.py and SKILL.md):
   cancelling).
 - ``completed``: every batch is terminal and every request has a result that succeeded.
 - ``partially_failed``: the batches completed, but some requests failed.
-- ``failed`` / ``cancelled`` / ``expired``: every deciding batch ended that way.
+- ``failed`` / ``cancelled`` / ``expired`` / ``deleted``: every deciding batch ended that way
+  (``deleted``: the server no longer has the batch, deleted on the dashboard or by another
+  tool; its results stay downloadable and are fetched, and what it never ran can be retried).
 - ``mixed``: the deciding batches ended in different ways (e.g. one completed, one cancelled).
 
 For a job with retry rounds the deciding batches are those of the latest round: a retry
@@ -25,7 +27,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
 
 from .errors import JobError
 from .job import Job
-from .jobrecord import TERMINAL_STATUSES, JobRecord, counts_of
+from .jobrecord import DELETED, TERMINAL_STATUSES, JobRecord, counts_of
 
 # The first re-checks come sooner than --interval, so that a small job that finishes in
 # seconds is not left waiting a full interval; after them, every --interval seconds.
@@ -44,10 +46,10 @@ def wait_delay(checks_done: int, interval: float) -> float:
 UNREACHABLE = "unreachable"
 
 
-TERMINAL = TERMINAL_STATUSES | {UNREACHABLE}
+TERMINAL = TERMINAL_STATUSES | {UNREACHABLE, DELETED}
 
 
-BAD_ENDINGS = frozenset({"failed", "cancelled", "expired", UNREACHABLE})
+BAD_ENDINGS = frozenset({"failed", "cancelled", "expired", UNREACHABLE, DELETED})
 
 
 def is_terminal(status: Optional[str]) -> bool:
@@ -225,6 +227,20 @@ def get_batches(
                 if exc.status != 404 or not missing_ok:
                     raise
     return {bid: found[bid] for bid in wanted if bid in found}
+
+
+def get_job_batches(client: Any, rec: JobRecord) -> Dict[str, Dict[str, Any]]:
+    """The batch objects of a job's batches; a batch the server no longer has (404: deleted)
+    is what its chunk recorded, with status ``deleted`` (its files stay downloadable), or left
+    out when no file of it was recorded."""
+    ids = [c.batch_id for c in rec.chunks() if c.batch_id]
+    objs = get_batches(client, ids, rec.job_id, missing_ok=True)
+    for ch in rec.chunks():
+        if ch.batch_id and ch.batch_id not in objs:
+            gone = ch.deleted_batch()
+            if gone is not None:
+                objs[ch.batch_id] = gone
+    return objs
 
 
 def list_job_batches(client: Any, job_id: str, wanted: Set[str]) -> Dict[str, Dict[str, Any]]:

@@ -45,7 +45,12 @@ def check_once(
     else:
         targets = [{"batch_id": b, "round": None, "chunk": None} for b in batch_ids]
         ids = list(batch_ids)
-    objs = jobstatus.get_batches(client, ids, job.record.job_id if job is not None else None)
+    if job is not None:
+        objs = jobstatus.get_job_batches(client, job.record)
+        for bid in ids:  # gone from the server with no file of it known: nothing can be read
+            objs.setdefault(bid, {"id": bid, "status": jobstatus.UNREACHABLE})
+    else:
+        objs = jobstatus.get_batches(client, ids)
     summaries = [jobstatus.summarize_batch(objs[t["batch_id"]], t["round"], t["chunk"]) for t in targets]
     summary = jobstatus.job_status(summaries, job.record if job is not None else None)
     running = [objs[b] for b in ids if not jobstatus.is_terminal(objs[b].get("status"))]
@@ -57,7 +62,7 @@ def check_once(
     narrate(jobstatus.progress_line(summary["request_counts"], summary["status"], speed["rate"], speed["eta_seconds"]))
     if job is not None and objs:
         try:
-            jobstatus.record_status(job, objs)
+            jobstatus.record_status(job, {b: o for b, o in objs.items() if o.get("status") != jobstatus.UNREACHABLE})
         except (OSError, FileSystemError):
             pass  # a job directory that cannot be written (read-only disk, another user's) is still reported
     return Check(summary, summaries, speed, done, objs)

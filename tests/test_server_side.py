@@ -1,0 +1,69 @@
+"""When the server side moves: nothing is paid twice, nothing finished is lost.
+
+A batch deleted on the server (dashboard, another tool) keeps its result files downloadable:
+the job fetches them by the file ids it recorded, delivers what the batch finished, and
+retries only what never ran; poll, fetch and run agree on the status and the exit code.
+"""
+
+from __future__ import annotations
+
+from helpers import batch_ids_of, read_jsonl, run_script, wait_until, write_input
+
+
+def answered(out_path: str) -> dict:
+    return {r["custom_id"]: r for r in read_jsonl(out_path) if r["ok"]}
+
+
+def test_a_batch_deleted_after_it_finished_keeps_its_results(sandbox):
+    ids = write_input("data.jsonl", 6)
+    code, doc, err = run_script("run_batch.py", "data.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
+    assert code == 0, err
+    (bid,) = batch_ids_of("data.dwjob")
+    assert sandbox.delete(f"/v1/batches/{bid}").status == 204
+    assert sandbox.get(f"/v1/batches/{bid}").status == 404
+
+    code, polled, err = run_script("poll.py", "--job", "data.dwjob", env=sandbox.env())
+    assert code == 0, err
+    assert polled["status"] == "completed" and polled["batches"][0]["status"] == "deleted"
+    code, fetched, err = run_script("fetch_results.py", "--job", "data.dwjob", "--format", "simple", env=sandbox.env())
+    assert code == 0, err
+    assert fetched["succeeded"] == 6 and fetched["missing"] == 0 and fetched["next"] is None
+    assert set(answered(fetched["output"])) == set(ids)
+    code, retried, err = run_script("retry_failed.py", "--job", "data.dwjob", env=sandbox.env())
+    assert code == 0 and retried["round"] is None and "nothing to retry" in err
+    uploads = sandbox.stats()["requests"].get("POST /v1/files", 0)
+    assert uploads == 1  # nothing was sent again
+
+
+def test_a_batch_deleted_while_it_runs_delivers_what_it_finished_and_retries_only_the_rest(sandbox_factory):
+    sb = sandbox_factory("--latency", "0.3", "--concurrency", "1")
+    ids = write_input("data.jsonl", 12)
+    code, sub, err = run_script("submit.py", "data.jsonl", env=sb.env())
+    assert code == 0, err
+    (bid,) = batch_ids_of("data.dwjob")
+    assert wait_until(lambda: sb.get_json(f"/v1/batches/{bid}")["request_counts"]["completed"] >= 3, timeout=30)
+    assert sb.delete(f"/v1/batches/{bid}").status == 204
+
+    def settled() -> bool:  # the delete cancels what had not run; one request may still be in flight
+        code, doc, _ = run_script("fetch_results.py", "--job", "data.dwjob", "--format", "simple", env=sb.env())
+        return code == 5
+
+    assert wait_until(settled, timeout=30)
+    code, polled, err = run_script("poll.py", "--job", "data.dwjob", env=sb.env())
+    assert code == 5 and polled["batches"][0]["status"] == "deleted" and polled["finished"], err
+    code, fetched, err = run_script("fetch_results.py", "--job", "data.dwjob", "--format", "simple", env=sb.env())
+    assert code == 5 and polled["status"] == fetched["status"] == "deleted", err
+    done = set(answered(fetched["output"]))
+    assert 3 <= len(done) < 12 and fetched["missing"] == 12 - len(done) and "unreachable" not in fetched
+    assert fetched["next"].endswith("retry_failed.py --job data.dwjob")
+
+    code, retried, err = run_script("retry_failed.py", "--job", "data.dwjob", env=sb.env())
+    assert code == 0, err
+    assert retried["requests"] == 12 - len(done) and retried["missing"] == 12 - len(done)
+    rerun = {r["custom_id"] for r in read_jsonl(retried["input"])}
+    assert rerun == set(ids) - done  # nothing that finished is paid for again
+    code, doc, err = run_script("poll.py", "--job", "data.dwjob", "--wait", "--interval", "0.2", env=sb.env())
+    assert code == 0, err
+    code, fetched, err = run_script("fetch_results.py", "--job", "data.dwjob", "--format", "simple", env=sb.env())
+    assert code == 0 and set(answered(fetched["output"])) == set(ids), err
+    assert fetched["usage"]["requests"] == 12  # each request answered (and billed) once
