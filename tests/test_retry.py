@@ -94,6 +94,7 @@ def test_cancel_then_retry_runs_only_what_never_finished(sandbox_factory, tmp_pa
     assert sb.stats()["requests"]["POST /v1/batches"] == created
 
 
+@pytest.mark.slow  # the wait after a cancel (scaled)
 def test_late_completion_after_cancel_is_kept_and_not_retried(sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.1", "--concurrency", "1")
     write_input("data.jsonl", 20)

@@ -7,6 +7,7 @@ retries only what never ran; poll, fetch and run agree on the status and the exi
 
 from __future__ import annotations
 
+import pytest
 from helpers import batch_ids_of, read_jsonl, run_script, wait_until, write_input
 
 
@@ -35,6 +36,7 @@ def test_a_batch_deleted_after_it_finished_keeps_its_results(sandbox):
     assert uploads == 1  # nothing was sent again
 
 
+@pytest.mark.slow  # a slowed sandbox
 def test_a_batch_deleted_while_it_runs_delivers_what_it_finished_and_retries_only_the_rest(sandbox_factory):
     sb = sandbox_factory("--latency", "0.3", "--concurrency", "1")
     ids = write_input("data.jsonl", 12)
@@ -67,3 +69,31 @@ def test_a_batch_deleted_while_it_runs_delivers_what_it_finished_and_retries_onl
     code, fetched, err = run_script("fetch_results.py", "--job", "data.dwjob", "--format", "simple", env=sb.env())
     assert code == 0 and set(answered(fetched["output"])) == set(ids), err
     assert fetched["usage"]["requests"] == 12  # each request answered (and billed) once
+
+
+@pytest.mark.slow  # the wait after a cancel: 120 s scaled to 6 s
+def test_a_retry_right_after_a_cancel_waits_for_what_was_in_flight(sandbox_factory):
+    """A request in flight at the cancel still finishes a second later; a retry run at once
+    waits out the cancel (by the server's clock, scaled in tests), reads the output again and
+    reruns only what never completed."""
+    sb = sandbox_factory("--latency", "0.1", "--concurrency", "1")
+    ids = write_input("data.jsonl", 20)
+    sb.set_faults({"late_line_after_cancel": 1.5})
+    code, sub, err = run_script("submit.py", "data.jsonl", env=sb.env())
+    (bid,) = batch_ids_of("data.dwjob")
+    assert wait_until(lambda: sb.get_json(f"/v1/batches/{bid}")["request_counts"]["completed"] >= 2)
+    code, cancelled, err = run_script("cancel_batch.py", "--job", "data.dwjob", env=sb.env())
+    assert code == 0, err
+    before = sb.get_json(f"/v1/batches/{bid}")["request_counts"]["completed"]
+    code, retried, err = run_script("retry_failed.py", "--job", "data.dwjob", "--after-cancel", env=sb.env())
+    assert code == 0, err
+    assert "requests it had in flight may still finish; waiting" in err
+    late = sb.get_json(f"/v1/batches/{bid}")["request_counts"]["completed"]
+    assert late == before + 1  # the late completion arrived during the wait
+    rerun = {r["custom_id"] for r in read_jsonl(retried["input"])}
+    code, fetched, err = run_script("poll.py", "--job", "data.dwjob", "--wait", "--interval", "0.2", env=sb.env())
+    code, fetched, err = run_script("fetch_results.py", "--job", "data.dwjob", "--format", "simple", env=sb.env())
+    assert code == 0, err
+    assert len(rerun) == 20 - late and set(answered(fetched["output"])) == set(ids)
+    total = sum(b["request_counts"]["completed"] for b in sb.get_json("/v1/batches")["data"])
+    assert total == 20  # every request ran once

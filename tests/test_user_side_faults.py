@@ -23,6 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
 from helpers import ROOT, batch_ids_of, job_state, make_job, read_jsonl, run_script, wait_until, write_input
 from sandbox_helper import Sandbox, list_all
 
@@ -476,6 +477,7 @@ def test_a_file_submitted_again_under_a_new_job_is_refused_until_resubmit(sandbo
     assert len(list_all(sandbox, "batches")) == 2
 
 
+@pytest.mark.slow  # the wait after a cancel (scaled)
 def test_a_cancelled_earlier_job_counts_only_for_what_it_finished(sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.4", "--concurrency", "1")
     write_input("p.jsonl", 12)

@@ -189,6 +189,21 @@ class Client:
         if config.api_key:
             self.session.auth = BearerAuth(config.api_key)
         self.calls = 0  # requests sent, for polling-cost figures
+        self.clock_offset: Optional[float] = None  # the server's clock minus ours (its Date header)
+
+    def server_now(self) -> float:
+        """The server's time now, as its last Date header gave it (our clock until one came):
+        durations against the server's own timestamps (a batch's start, its cancel) do not
+        depend on this machine's clock being right."""
+        return clock.now() + (self.clock_offset or 0.0)
+
+    def _note_date(self, resp: requests.Response) -> None:
+        try:
+            sent = parsedate_to_datetime(resp.headers.get("Date") or "")
+        except (TypeError, ValueError, IndexError):
+            return
+        if sent is not None and sent.tzinfo is not None:
+            self.clock_offset = sent.timestamp() - clock.now()
 
     def clone(self) -> Client:
         """A client with the same settings and a session of its own (one per thread)."""
@@ -265,6 +280,7 @@ class Client:
                 ) from None
             if data is not None and hasattr(data, "close"):
                 data.close()
+            self._note_date(resp)
             if resp.status_code < 400:
                 return resp
             status = resp.status_code

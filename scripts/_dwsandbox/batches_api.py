@@ -233,7 +233,9 @@ def cancel_batch(app: App, req: Request) -> Response:
         late = app.engine.cancel_in(conn, row["id"], time.time())
         obj = batch_obj_by_id(conn, row["id"])
     if late is not None:
-        app.engine.complete_late(late, max(0.05, app.cfg.latency))
+        setting = app.faults.get("late_line_after_cancel")
+        delay = setting if not isinstance(setting, bool) else max(0.05, app.cfg.latency)
+        app.engine.complete_late(late, float(delay))
     app.engine.wake()
     return json_response(obj)
 

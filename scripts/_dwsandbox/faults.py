@@ -101,7 +101,10 @@ class Faults:
         integer("drop_content_after_lines", 0)
         integer("drop_content_times", 1)
         boolean("duplicate_output_line")
-        boolean("late_line_after_cancel")
+        if "late_line_after_cancel" in out:
+            late = out["late_line_after_cancel"]
+            if not isinstance(late, (bool, int, float)) or (not isinstance(late, bool) and late < 0):
+                raise ValueError("'late_line_after_cancel' must be true, false or a number of seconds >= 0")
         number("extra_latency", 0)
         number("billed_price_factor", 0)
         if "bad_answers" in out:

@@ -94,7 +94,8 @@ Fault document (all fields optional; --faults, DW_SANDBOX_FAULTS or PUT /_sandbo
   drop_content_after_lines: the next drop_content_times (default 1) unlimited content
   downloads send N lines plus half a line, then close without the final chunk.
   duplicate_output_line: output-file downloads repeat their first line.
-  late_line_after_cancel: after a cancel, one in-flight request still completes.
+  late_line_after_cancel: after a cancel, one in-flight request still completes (true: after
+  --latency; a number: after that many seconds).
   extra_latency: seconds before every /v1 reply (only under extra_latency_paths if given).
   slow_upload_read: pause reading an upload body once, after after_bytes bytes.
   bad_answers: the built-in model's next answer to each custom_id is bad, once: "empty"

@@ -58,7 +58,7 @@ def check_once(
     observed = None
     if previous is not None and elapsed and done > previous.done:
         observed = (done - previous.done) / elapsed
-    speed = jobstatus.rate_and_eta(running, observed=observed)
+    speed = jobstatus.rate_and_eta(running, now=client.server_now(), observed=observed)
     narrate(jobstatus.progress_line(summary["request_counts"], summary["status"], speed["rate"], speed["eta_seconds"]))
     if job is not None and objs:
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-from .. import answers, commands, fetch, fixes, merge, resultlines
+from .. import answers, clock, commands, fetch, fixes, merge, resultlines
 from ..errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError, UsageError
 from ..files import make_private_dir, refuse_overwrite
 from ..job import Job
@@ -163,6 +163,14 @@ def retry(
             running=running,
             next=commands.command("poll.py", "--job", jd),
         )
+    left = _cancel_settling(client, ref)
+    if left > 0:
+        narrate(
+            f"a batch of the job was cancelled {CANCEL_SETTLE - left:.0f}s ago, and requests it had in flight may "
+            f"still finish; waiting {left:.0f}s, then reading its results again, so that none is run twice"
+        )
+        clock.sleep(left)
+        ref = fetch.refresh_job(client, job)
     short = [r for r in ref.reports if r.drained and not r.verified]
     if short and not force:
         notes = "; ".join(f"{r.batch_id}: {', '.join(r.notes) or 'short'}" for r in short)
@@ -298,6 +306,24 @@ _KIND_WORDS = {
     answers.INVALID_JSON: "answers not the JSON asked for",
     answers.FILTERED: "filtered answers",
 }
+
+
+# Requests in flight when a batch is cancelled are aborted on a best-effort basis, and one may
+# still finish and land in the output file after the cancel (the API says so). A retry waits
+# until this long after the cancel (by the server's clock) before it decides what never ran.
+CANCEL_SETTLE = 120.0
+
+
+def _cancel_settling(client: Any, ref: Any) -> float:
+    """Seconds left until every cancelled batch of the job is past CANCEL_SETTLE (0 if none)."""
+    now = client.server_now()
+    left = 0.0
+    for rep in ref.reports:
+        batch = rep.batch or {}
+        at = batch.get("cancelled_at") or batch.get("cancelling_at")
+        if rep.status == "cancelled" and isinstance(at, (int, float)):
+            left = max(left, float(at) + CANCEL_SETTLE - now)
+    return left
 
 
 def rerun_args(rerun: Sequence[str]) -> List[str]:
