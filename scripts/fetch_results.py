@@ -36,7 +36,9 @@ where content is the chat/completion text (never the reasoning), the Responses o
 or the embedding vector, and ok is true only for a good answer; csv = the original CSV
 (--csv FILE, or the job's source) with new response, error and answer_check columns. Default:
 csv for a job built from a CSV, else raw. OUT defaults to <input stem>.results.jsonl (.csv)
-beside the input; ERR to <OUT stem>.errors.jsonl. Without --job the download state lives in
+beside the input (for a job directory not named after its input, e.g. data.2.dwjob:
+data.2.results.jsonl, so that two jobs of one input never share a file; a results file
+another job remembers is never written over: exit 2); ERR to <OUT stem>.errors.jsonl. Without --job the download state lives in
 OUT.dwstate.json (with its lock file OUT.dwstate.lock) and OUT.dwraw/ beside OUT; results are in order of first appearance unless
 --input names the original batch input. Output settings given once for a job (format, -o,
 --errors, --csv; also via run_batch.py) are remembered in job.json and reused by later

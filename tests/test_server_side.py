@@ -97,3 +97,26 @@ def test_a_retry_right_after_a_cancel_waits_for_what_was_in_flight(sandbox_facto
     assert len(rerun) == 20 - late and set(answered(fetched["output"])) == set(ids)
     total = sum(b["request_counts"]["completed"] for b in sb.get_json("/v1/batches")["data"])
     assert total == 20  # every request ran once
+
+
+def test_two_jobs_of_one_input_never_share_a_results_file(sandbox):
+    """The input edited and submitted as a second job (--job requests.2.dwjob, as
+    create_batch_file suggests): its results go to requests.2.results.jsonl by default, and a
+    fetch refuses to write over the first job's results file."""
+    write_input("requests.jsonl", 3)
+    code, first, err = run_script("run_batch.py", "requests.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
+    assert code == 0 and first["output"].endswith("/requests.results.jsonl"), err
+    write_input("requests.jsonl", 4, prefix="other-")
+    code, second, err = run_script(
+        "run_batch.py", "requests.jsonl", "--job", "requests.2.dwjob", "--wait", "--interval", "0.2", env=sandbox.env()
+    )
+    assert code == 0 and second["output"].endswith("/requests.2.results.jsonl"), err
+    assert second["errors"].endswith("/requests.2.errors.jsonl")
+    assert {r["custom_id"] for r in read_jsonl(first["output"])} == {"req-0", "req-1", "req-2"}
+    code, again, err = run_script("fetch_results.py", "--job", "requests.dwjob", env=sandbox.env())
+    assert code == 0 and again["output"] == first["output"] and len(read_jsonl(again["output"])) == 3
+    code, doc, err = run_script(
+        "fetch_results.py", "--job", "requests.2.dwjob", "-o", "requests.results.jsonl", env=sandbox.env()
+    )
+    assert code == 2 and "holds the results of another job (requests.dwjob)" in err and "requests.2.dwjob" in err
+    assert len(read_jsonl(first["output"])) == 3  # untouched

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from . import answers, files, fixes, jobstatus
+from . import answers, commands, files, fixes, jobstatus
 from .cost import billed_cost, usage_and_cost
 from .csvrows import MatchedCsvRows, RequestRows
 from .download import KINDS, BatchReport, FileStore, JobStore, Store, Target, iter_raw, update
 from .errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, APIConnectionError, DWError, UsageError
 from .files import atomic_output
 from .idtable import FileIds
-from .job import Job
+from .job import Job, default_job_dir
 from .jobrecord import Chunk, JobRecord, ResultsSettings, counts_of
 from .merge import MISSING_NOT_RUN, MISSING_PENDING, MergeCounts, Merger, build_index, iter_input_order
 from .output import Outcome, narrate
@@ -63,11 +63,57 @@ def default_error_path(out_path: str) -> str:
     return base + ".errors.jsonl"
 
 
-def default_job_output(rec: JobRecord, fmt: str) -> str:
-    # Results go beside the job's input (the file the user submitted), never into the folder
-    # of a source CSV, which may be read-only or shared.
+def default_job_output(rec: JobRecord, fmt: str, job_dir: Optional[str] = None) -> str:
+    """Results go beside the job's input (the file the user submitted), never into the folder
+    of a source CSV, which may be read-only or shared; named after the input for the input's
+    own job (``data.dwjob`` → ``data.results.jsonl``), else after the job directory
+    (``data.2.dwjob`` → ``data.2.results.jsonl``), so that two jobs of one input never share
+    a results file."""
     stem = os.path.splitext(os.path.abspath(rec.input.path))[0]
+    if job_dir and os.path.abspath(job_dir) != default_job_dir(rec.input.path):
+        name = os.path.basename(os.path.abspath(job_dir))
+        name = name[: -len(".dwjob")] if name.endswith(".dwjob") else name
+        stem = os.path.join(os.path.dirname(stem), name)
     return stem + (".results.csv" if fmt == "csv" else ".results.jsonl")
+
+
+def refuse_another_jobs_output(job_dir: Optional[str], job_id: str, paths: Dict[str, str]) -> None:
+    """A results or errors file another job (a job directory beside it, or beside this job)
+    remembers as its own is never written over: each fetch would replace the other's results."""
+    if not job_dir:
+        return
+    folders = {os.path.dirname(p) for p in paths.values()} | {os.path.dirname(os.path.abspath(job_dir))}
+    for folder in sorted(folders):
+        try:
+            names = sorted(n for n in os.listdir(folder) if n.endswith(".dwjob"))
+        except OSError:
+            continue
+        for name in names:
+            other = os.path.join(folder, name)
+            if os.path.abspath(other) == os.path.abspath(job_dir):
+                continue
+            owned = other_job_outputs(other, job_id)
+            for what, path in paths.items():
+                if os.path.abspath(path) in owned:
+                    raise UsageError(
+                        f"{path} holds the results of another job ({commands.display_path(other)}); this job "
+                        f"({commands.display_path(job_dir)}) would write its own over them",
+                        hint=f"Give this job a file of its own: pass {'-o' if what == 'OUT' else '--errors'} PATH "
+                        "(it is remembered for later fetches).",
+                    )
+
+
+def other_job_outputs(job_dir: str, job_id: str) -> Set[str]:
+    """The results and errors files another job remembers (empty for this same job, or when its
+    record cannot be read)."""
+    try:
+        other = Job(job_dir)
+        rec = other.load()
+    except (DWError, OSError):
+        return set()
+    if rec.job_id == job_id or rec.results is None:
+        return set()
+    return {other.resolve(p) for p in (rec.results.output, rec.results.errors) if p}
 
 
 def exit_code_for(complete: bool, failed: int, missing: int, bad_answers: int = 0) -> int:
@@ -159,7 +205,7 @@ def resolve_output(
         out_path = last.output
         _parent_must_exist(out_path, "results file")
     else:
-        out_path = default_job_output(rec, fmt)
+        out_path = default_job_output(rec, fmt, job_dir)
         _parent_must_exist(out_path, "results file")
     if err:
         err_path = os.path.abspath(err)
@@ -178,6 +224,7 @@ def resolve_output(
     files.refuse_overwrite(
         {"OUT": out_path, "ERR": err_path}, protected, folders={"job directory": job_dir}, results=True
     )
+    refuse_another_jobs_output(job_dir, rec.job_id, {"OUT": out_path, "ERR": err_path})
     column = column or last.column
     return fmt, out_path, err_path, os.path.abspath(csv_path) if csv_path else None, column
 
