@@ -37,16 +37,27 @@ def parse(raw: bytes, delimiter: str = ","):
     return list(csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), delimiter=delimiter))
 
 
-def test_empty_rows_are_skipped_on_both_sides_and_every_answer_lands_on_its_row(sandbox):
+def test_empty_rows_get_no_request_but_come_back_and_every_answer_lands_on_its_row(sandbox):
     data = b"topic,text\nA,first\n,\n\nB,second\n  ,  \nC,third\n,\n"
     built, raw = roundtrip(sandbox, "e.csv", data, "--template", "Say {text}")
     assert built["warnings"] == ["skipped 4 empty row(s) (lines 3, 4, 6, 8)"]
     assert [r["custom_id"] for r in read_jsonl("e.jsonl")] == ["e-000001", "e-000002", "e-000003"]
     rows = parse(raw)
     assert rows[0] == ["topic", "text", "response", "error", "answer_check"]
-    assert [r[:2] for r in rows[1:]] == [["A", "first"], ["B", "second"], ["C", "third"]]
+    # every row of the CSV comes back (a blank line is no row), the empty ones without an answer
+    assert [r[:2] for r in rows[1:]] == [
+        ["A", "first"],
+        ["", ""],
+        ["B", "second"],
+        ["  ", "  "],
+        ["C", "third"],
+        ["", ""],
+    ]
     for row in rows[1:]:
-        assert f"Say {row[1]}" in row[2] and row[3] == ""
+        if row[0].strip():
+            assert f"Say {row[1]}" in row[2] and row[3] == "" and row[4] == "good"
+        else:
+            assert row[2:] == ["", "no request was made for this row", ""]
 
 
 def test_rows_with_empty_template_columns_keep_their_place(sandbox):

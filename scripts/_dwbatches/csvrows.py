@@ -56,8 +56,9 @@ class MatchedCsvRows:
     With the job's ``source`` (``id_prefix``, ``id_column``) the custom_id is computed the way
     the builder computes it (``<prefix>-<id column value>`` or ``<prefix>-<zero-padded row
     number>``); without it, rows are matched to the input's requests in order (the builder
-    writes one request per non-empty row, in row order). Empty rows are skipped, as the
-    builder skips them. Yields (custom_id or None, row values). The CSV is read with the
+    writes one request per non-empty row, in row order). A row whose fields are all empty
+    got no request from the builder: it is yielded with None, so that the CSV comes back with
+    every row. Yields (custom_id or None, row values). The CSV is read with the
     delimiter the builder used; ``dialect`` and ``bom`` say how to write a CSV like it.
     """
 
@@ -124,11 +125,15 @@ class MatchedCsvRows:
                     hint="Pass --format raw or simple, or restore the input file.",
                 )
             ids = (cid for cid, _ in iter_input_ids(self.input_path))
-        with CsvRows(self.csv_path, **self._read_as) as rows:
+        numbered_empty = not self._read_as["skip_empty_rows"]  # builds before the sidecar numbered them
+        with CsvRows(self.csv_path, self._read_as["delimiter"], skip_empty_rows=False) as rows:
             number = 0
             for line, row in rows:
-                number += 1
                 values = [row.get(h, "") for h in self.header]
+                if not numbered_empty and not "".join(values).strip():
+                    yield None, values  # the builder made no request for it; it comes back all the same
+                    continue
+                number += 1
                 if ids is not None:
                     yield next(ids, None), values
                 elif isinstance(limit, int) and number > limit and not id_column:  # (--limit builds)
