@@ -124,7 +124,7 @@ def test_retry_after_header_wins_over_body(client, sleeps):
         json={"error": "too_many_requests", "message": "slow down", "retry_after_seconds": 30},
     )
     responses.get(url, status=503, json={"error": "service_unavailable", "message": "x", "retry_after_seconds": 4})
-    responses.get(url, json={"id": BID})
+    responses.get(url, json={"id": BID, "status": "validating"})
     client.get_batch(BID)
     assert sleeps == [7.0, 4.0]
 
@@ -182,7 +182,7 @@ def test_create_batch_is_not_retried_after_a_5xx(client, sleeps):
 @responses.activate(registry=OrderedRegistry)
 def test_create_batch_is_retried_after_429_which_means_not_processed(client, sleeps):
     responses.post(f"{BASE}/batches", status=429, headers={"Retry-After": "2"}, json={"error": "too_many_requests"})
-    responses.post(f"{BASE}/batches", status=201, json={"id": BID})
+    responses.post(f"{BASE}/batches", status=201, json={"id": BID, "status": "validating"})
     assert client.create_batch(BID, "24h", {"a": "b"})["id"] == BID
     assert sleeps == [2.0]
 

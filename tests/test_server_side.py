@@ -120,3 +120,33 @@ def test_two_jobs_of_one_input_never_share_a_results_file(sandbox):
     )
     assert code == 2 and "holds the results of another job (requests.dwjob)" in err and "requests.2.dwjob" in err
     assert len(read_jsonl(first["output"])) == 3  # untouched
+
+
+def test_a_malformed_reply_is_a_server_error_never_a_result(sandbox):
+    """A 200 that is not what the API sends ({} for a listing, a cut body) is retried, then an
+    error in words (exit 1), never a batch id of null; a create whose reply is malformed is
+    looked up, never made twice."""
+    write_input("data.jsonl", 3)
+    sandbox.set_faults({"http": [{"method": "GET", "path": "/v1/batches", "status": 200, "message": "{}", "times": 2}]})
+    code, sub, err = run_script("submit.py", "data.jsonl", env=sandbox.env())
+    assert code == 0 and sub["batches"][0]["batch_id"], err
+    code, polled, err = run_script("poll.py", "--job", "data.dwjob", env=sandbox.env())
+    assert code == 0 and polled["batches"][0]["batch_id"], err
+    sandbox.set_faults({"http": [{"method": "GET", "path": "/v1/batches", "status": 200, "message": '{"id": "'}]})
+    code, polled, err = run_script("poll.py", "--job", "data.dwjob", env=sandbox.env())
+    assert code == 1 and "replies that are not what the API sends (not JSON" in err and "unexpected" not in err
+
+    write_input("other.jsonl", 2, prefix="o-")
+    cut = {
+        "method": "POST",
+        "path": "/v1/batches",
+        "status": 200,
+        "message": '{"id": "',
+        "after_body": True,
+        "times": 1,
+    }
+    sandbox.set_faults({"http": [cut]})
+    code, sub, err = run_script("submit.py", "other.jsonl", env=sandbox.env())
+    assert code == 0 and "may or may not have been applied" in err, err  # found by the look-up that follows
+    assert sub["batches"][0]["batch_id"]
+    assert sandbox.stats()["requests"]["POST /v1/batches"] == 2  # data's, and the one create of other's

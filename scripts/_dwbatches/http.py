@@ -325,8 +325,29 @@ class Client:
         base = min(MAX_BACKOFF, 2.0 ** (attempt - 1))
         return base * (0.5 + random.random() / 2)
 
-    def get_json(self, path: str, params: Optional[Dict[str, Any]] = None) -> Any:
-        return self.request("GET", path, params=params).json()
+    def get_json(self, path: str, params: Optional[Dict[str, Any]] = None, shape: Optional[Shape] = None) -> Any:
+        """GET a JSON reply of the shape expected; a reply that is not (cut, not JSON, an object
+        without the fields every such reply has) is a server error: retried, then an error in words."""
+        attempt = 0
+        while True:
+            attempt += 1
+            resp = self.request("GET", path, params=params)
+            doc, problem = _parse(resp, shape)
+            if problem is None:
+                return doc
+            if attempt > self.max_retries:
+                raise malformed("GET", path, problem)
+            delay = self._backoff(attempt)
+            narrate(f"retrying GET /{path.lstrip('/')} after a malformed reply ({problem}) in {delay:.1f}s")
+            clock.sleep(delay)
+
+    def _json_reply(self, method: str, path: str, resp: requests.Response, shape: Optional[Shape]) -> Any:
+        """The JSON of the reply to a request that is not repeated (a create): a malformed reply
+        leaves it unknown whether it was applied, as a broken connection would."""
+        doc, problem = _parse(resp, shape)
+        if problem is not None:
+            raise malformed(method, path, problem, sent=True)
+        return doc
 
     # -- files ------------------------------------------------------------------------------
     def upload_file(
@@ -345,13 +366,13 @@ class Client:
             return mp, {"Content-Type": mp.content_type}
 
         resp = self.request("POST", "files", creates=True, body_factory=body, timeout=UPLOAD_TIMEOUT)
-        return resp.json()
+        return self._json_reply("POST", "files", resp, OBJECT_WITH_ID)
 
     def get_file(self, file_id: str) -> Dict[str, Any]:
-        return self.get_json(f"files/{check_id(file_id, 'file')}")
+        return self.get_json(f"files/{check_id(file_id, 'file')}", shape=OBJECT_WITH_ID)
 
     def find_files(self, search: str, limit: int = 100) -> List[Dict[str, Any]]:
-        body = self.get_json("files", params={"search": search, "purpose": "batch", "limit": limit})
+        body = self.get_json("files", params={"search": search, "purpose": "batch", "limit": limit}, shape=LIST)
         return [f for f in body.get("data", []) if isinstance(f, dict)]
 
     def cost_estimate(self, file_id: str, completion_window: str = "24h") -> Dict[str, Any]:
@@ -421,10 +442,11 @@ class Client:
             "completion_window": completion_window,
             "metadata": metadata,
         }
-        return self.request("POST", "batches", json_body=body, creates=True).json()
+        resp = self.request("POST", "batches", json_body=body, creates=True)
+        return self._json_reply("POST", "batches", resp, BATCH)
 
     def get_batch(self, batch_id: str) -> Dict[str, Any]:
-        return self.get_json(f"batches/{check_id(batch_id, 'batch')}")
+        return self.get_json(f"batches/{check_id(batch_id, 'batch')}", shape=BATCH)
 
     def list_batches(
         self,
@@ -443,19 +465,74 @@ class Client:
             params["status"] = status
         if search:
             params["search"] = search
-        return self.get_json("batches", params=params)
+        return self.get_json("batches", params=params, shape=LIST)
 
     def batch_analytics(self, batch_id: str) -> Dict[str, Any]:
         """The batch's analytics: token totals and, where the server bills, total_cost (a string)."""
-        return self.get_json(f"batches/{check_id(batch_id, 'batch')}/analytics")
+        return self.get_json(f"batches/{check_id(batch_id, 'batch')}/analytics", shape=OBJECT)
 
     def cancel_batch(self, batch_id: str) -> Dict[str, Any]:
         # Cancelling twice is harmless, so the call may be retried.
-        return self.request("POST", f"batches/{check_id(batch_id, 'batch')}/cancel").json()
+        path = f"batches/{check_id(batch_id, 'batch')}/cancel"
+        return self._json_reply("POST", path, self.request("POST", path), BATCH)
 
     def list_models(self) -> List[Dict[str, Any]]:
-        body = self.get_json("models")
+        body = self.get_json("models", shape=LIST)
         return [m for m in body.get("data", []) if isinstance(m, dict)]
+
+
+# What a reply must hold to be read at all (a reason when it does not, else None).
+Shape = Callable[[Any], Optional[str]]
+
+
+def OBJECT(doc: Any) -> Optional[str]:  # noqa: N802 (a constant of the module, called)
+    return None if isinstance(doc, dict) else "not a JSON object"
+
+
+def OBJECT_WITH_ID(doc: Any) -> Optional[str]:  # noqa: N802
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    return None if isinstance(doc.get("id"), str) and doc["id"] else "no id"
+
+
+def BATCH(doc: Any) -> Optional[str]:  # noqa: N802
+    problem = OBJECT_WITH_ID(doc)
+    if problem is None and not isinstance(doc.get("status"), str):
+        problem = "a batch without a status"
+    return problem
+
+
+def LIST(doc: Any) -> Optional[str]:  # noqa: N802
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    return None if isinstance(doc.get("data"), list) else "a list without data"
+
+
+def _parse(resp: requests.Response, shape: Optional[Shape]) -> Tuple[Any, Optional[str]]:
+    try:
+        doc = resp.json()
+    except ValueError:
+        text = resp.text[:80] if resp.content else ""
+        return None, f"not JSON: {text!r}" if text else "an empty body"
+    finally:
+        resp.close()
+    return doc, shape(doc) if shape is not None else None
+
+
+def malformed(method: str, path: str, problem: str, sent: bool = False) -> APIConnectionError:
+    label = f"{method} /{path.lstrip('/')}"
+    if sent:
+        return APIConnectionError(
+            f"{label} got a reply that is not what the API sends ({problem}); it may or may not have been applied",
+            hint="Run the same command again: it checks the server for what was already created before sending "
+            "anything twice.",
+            sent=True,
+        )
+    return APIConnectionError(
+        f"{label} kept getting replies that are not what the API sends ({problem})",
+        hint="The server, or a proxy between here and it, sends malformed replies; try again later, and check "
+        "the base URL.",
+    )
 
 
 def check_id(value: str, kind: str) -> str:
