@@ -313,3 +313,23 @@ def test_exit_code_table_is_in_every_parser():
     p = output.make_parser("Title.\n\nexamples:\n  x")
     assert "exit codes:" in p.format_help() and "130" in p.format_help()
     assert os.environ.get("DOUBLEWORD_API_KEY") is None
+
+
+@responses.activate
+def test_rates_and_etas_use_the_servers_clock_not_this_machines(client):
+    """With this machine's clock an hour behind, a batch that started 20 s ago by the server's
+    clock (its in_progress_at, its Date header) is still seen as 20 s old."""
+    import email.utils
+    import time
+
+    from _dwbatches import jobstatus
+
+    server_now = time.time() + 3600
+    batch = {"id": BID, "status": "in_progress", "in_progress_at": int(server_now) - 20}
+    batch["request_counts"] = {"total": 200, "completed": 100, "failed": 0}
+    date = email.utils.formatdate(server_now, usegmt=True)
+    responses.get(f"{BASE}/batches/{BID}", json=batch, headers={"Date": date})
+    client.get_batch(BID)
+    assert abs(client.server_now() - server_now) < 2
+    eta = jobstatus.rate_and_eta([batch], now=client.server_now())["eta_seconds"]
+    assert 15 <= eta <= 25  # 100 done in 20 s, 100 to go; the local clock would say about 0 s
