@@ -21,8 +21,11 @@ never ran (nothing finished is redone).
 
 output (stdout, JSON): batches (batch_id, action = cancelled | skipped | would_cancel,
 status, request_counts, reason), cancelled, skipped, would_cancel (only with --dry-run),
-unsubmitted (only when chunks of the job have no batch), job, next (the fetch of what
-finished; after a --dry-run that found batches to cancel, the cancel it previewed)."""
+unsubmitted (only when chunks of the job have no batch), deleted_files (only when the job had
+uploaded files that no batch uses, e.g. held over --max-cost: they are deleted from the
+server, as the cancelled job will never use them; would_delete_files with --dry-run), job,
+next (the fetch of what finished; after a --dry-run that found batches to cancel, the cancel
+it previewed)."""
 
 from __future__ import annotations
 

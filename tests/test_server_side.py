@@ -150,3 +150,21 @@ def test_a_malformed_reply_is_a_server_error_never_a_result(sandbox):
     assert code == 0 and "may or may not have been applied" in err, err  # found by the look-up that follows
     assert sub["batches"][0]["batch_id"]
     assert sandbox.stats()["requests"]["POST /v1/batches"] == 2  # data's, and the one create of other's
+
+
+def test_a_job_held_over_max_cost_and_cancelled_leaves_no_files_on_the_server(sandbox):
+    """Uploaded files that no batch will use (held over --max-cost) are deleted when the job is
+    cancelled; the refusal's hint says so."""
+    write_input("data.jsonl", 20)
+    code, held, err = run_script(
+        "submit.py", "data.jsonl", "--max-requests", "10", "--max-cost", "0.0000001", env=sandbox.env()
+    )
+    assert code == 2 and "cancel_batch.py --job data.dwjob" in err, err
+    assert sandbox.stats()["files"] == 2
+    code, dry, err = run_script("cancel_batch.py", "--job", "data.dwjob", "--dry-run", env=sandbox.env())
+    assert code == 0 and len(dry["would_delete_files"]) == 2 and sandbox.stats()["files"] == 2, err
+    code, doc, err = run_script("cancel_batch.py", "--job", "data.dwjob", env=sandbox.env())
+    assert code == 0 and len(doc["deleted_files"]) == 2, err
+    assert sandbox.stats()["files"] == 0 and sandbox.stats()["requests"].get("POST /v1/batches", 0) == 0
+    code, doc, err = run_script("cancel_batch.py", "--job", "data.dwjob", env=sandbox.env())
+    assert code == 0 and "deleted_files" not in doc, err  # nothing left to delete

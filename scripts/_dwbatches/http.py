@@ -368,6 +368,15 @@ class Client:
         resp = self.request("POST", "files", creates=True, body_factory=body, timeout=UPLOAD_TIMEOUT)
         return self._json_reply("POST", "files", resp, OBJECT_WITH_ID)
 
+    def delete_file(self, file_id: str) -> None:
+        """Delete an uploaded file (cancels every unfinished batch made from it). Deleting twice
+        is harmless, so the call may be retried; a file already gone is not an error."""
+        try:
+            self.request("DELETE", f"files/{check_id(file_id, 'file')}").close()
+        except APIStatusError as exc:
+            if exc.status != 404:
+                raise
+
     def get_file(self, file_id: str) -> Dict[str, Any]:
         return self.get_json(f"files/{check_id(file_id, 'file')}", shape=OBJECT_WITH_ID)
 

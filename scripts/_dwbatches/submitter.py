@@ -45,7 +45,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from decimal import Decimal
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import lookup
+from . import commands, lookup
 from .commands import command, display_path
 from .cost import _money, sum_estimates
 from .errors import EXIT_API, EXIT_CONFIG, APIConnectionError, APIStatusError, CostLimitExceeded, DWError, JobError
@@ -505,7 +505,8 @@ class Submitter:
                 f"the server estimates ${_money(total)} for this job, more than --max-cost ${format(limit, 'f')}; "
                 f"the files are uploaded (job {self.job.dir}), no batch was created",
                 hint=f"To go on, run the same command again with --max-cost {_money(total, up=True)} or higher, or "
-                "without --max-cost; it creates the held batches without uploading again.",
+                "without --max-cost; it creates the held batches without uploading again. To drop the job and "
+                f"delete its uploaded files: {commands.command('cancel_batch.py', '--job', commands.display_path(self.job.dir))}",
                 total=total,
             )
         for _, ch in pending:

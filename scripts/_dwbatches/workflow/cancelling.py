@@ -11,9 +11,37 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 from .. import commands, jobstatus
+from ..errors import JobError
 from ..job import Job
 from ..jobrecord import counts_of
 from ..output import Outcome, narrate
+
+
+def drop_unused_uploads(client: Any, job: Job, dry_run: bool) -> List[str]:
+    """The files a cancelled job uploaded for chunks that never got a batch (held over
+    --max-cost, or a submit that stopped): deleted from the server, as nothing will use them
+    (``dry_run``: only listed). Skipped while another command works on the job."""
+    unused = [c for c in job.record.chunks() if c.file_id and not c.batch_id and not c.create_started_at]
+    if dry_run or not unused:
+        return [c.file_id for c in unused if c.file_id]
+    try:
+        job.lock(wait=2.0)
+    except JobError:
+        narrate("another command works on the job; its uploaded files without a batch are left for now")
+        return []
+    deleted: List[str] = []
+    try:
+        job.load()
+        for ch in job.record.chunks():
+            if ch.file_id and not ch.batch_id and not ch.create_started_at:
+                client.delete_file(ch.file_id)
+                narrate(f"chunk {ch.index}: deleted its uploaded file {ch.file_id} (the job is cancelled)")
+                deleted.append(ch.file_id)
+                ch.file_id, ch.held = None, "cancelled; its uploaded file was deleted"
+                job.save()
+    finally:
+        job.unlock()
+    return deleted
 
 
 def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: bool = False) -> Outcome:
@@ -30,7 +58,12 @@ def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: b
             {"round": t["round"], "chunk": t["chunk"], "held": t["held"]} for t in targets if not t["batch_id"]
         ]
     # all looked up before anything is cancelled
-    current = jobstatus.get_batches(client, ids, job.record.job_id if job is not None else None)
+    if job is not None:
+        current = jobstatus.get_job_batches(client, job.record)
+        for bid in ids:  # gone from the server with no file of it known: nothing to cancel
+            current.setdefault(bid, {"id": bid, "status": jobstatus.UNREACHABLE})
+    else:
+        current = jobstatus.get_batches(client, ids)
     rows: List[Dict[str, Any]] = []
     after: Dict[str, Dict[str, Any]] = {}
     for bid in ids:
@@ -66,6 +99,7 @@ def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: b
     if job is not None and not dry_run and not after and not unsubmitted and previous is None:
         job.withdraw_cancel(previous)  # every batch had finished: nothing was stopped
         narrate("every batch of the job had finished; nothing was cancelled and the job is not marked cancelled")
+    discarded = drop_unused_uploads(client, job, dry_run) if job is not None else []
     if unsubmitted:
         narrate(
             f"{len(unsubmitted)} chunk(s) of the job have no batch yet; nothing to cancel there "
@@ -80,6 +114,8 @@ def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: b
         doc["would_cancel"] = sum(1 for r in rows if r["action"] == "would_cancel")
     if unsubmitted:
         doc["unsubmitted"] = unsubmitted
+    if discarded:
+        doc["would_delete_files" if dry_run else "deleted_files"] = discarded
     doc["job"] = job.dir if job is not None else None
     doc["next"] = commands.after_cancel(
         job.dir if job is not None else None, ids, preview=dry_run and bool(doc.get("would_cancel") or unsubmitted)
