@@ -8,7 +8,8 @@ production limits. Standard library only (the sandbox imports it).
 
 from __future__ import annotations
 
-from typing import Dict
+import uuid
+from typing import Any, Dict
 
 # The request urls a batch line may name, and the endpoints a batch may be created for.
 ALLOWED_URLS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages")
@@ -28,6 +29,16 @@ MAX_REQUESTS_PER_FILE = 50_000
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_CUSTOM_ID_BYTES = 64
 
+
+def is_uuid(value: Any) -> bool:
+    """File and batch ids are bare UUIDs (lower case, with hyphens): an id of any other form
+    is not the server's, and never becomes a path or a URL."""
+    try:
+        return str(uuid.UUID(value)) == value.lower() and value == value.strip()
+    except (ValueError, AttributeError, TypeError):
+        return False
+
+
 __all__ = [
     "ALLOWED_URLS",
     "COMPLETION_WINDOWS",
@@ -37,4 +48,5 @@ __all__ = [
     "MAX_REQUESTS_PER_FILE",
     "RESERVED_METADATA_KEYS",
     "WINDOW_SECONDS",
+    "is_uuid",
 ]

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import clock, compat, files, jobstatus
-from .errors import LOCK_WAIT, APIConnectionError, APIStatusError, JobError, busy_error, file_error
+from .apifacts import is_uuid
+from .errors import LOCK_WAIT, APIConnectionError, APIStatusError, DWError, JobError, busy_error, file_error
 from .job import Job
 from .jobrecord import DELETED, BatchDownload, Cursor, counts_of
 from .output import narrate
@@ -67,6 +68,8 @@ class Store:
         return self.fetch[batch_id]
 
     def raw_path(self, batch_id: str, kind: str) -> str:
+        if not is_uuid(batch_id) or kind not in KINDS:  # a server's id never becomes a path of its choosing
+            raise DWError(f"{batch_id!r} is not a batch id of the API's form (a bare UUID)")
         return os.path.join(self.raw_dir, f"{batch_id}.{kind}.jsonl")
 
     def save(self) -> None:  # pragma: no cover - abstract

@@ -19,12 +19,12 @@ import json
 import os
 import random
 import time
-import uuid
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import USER_AGENT, clock
+from .apifacts import is_uuid
 from .config import Config
 from .errors import EXIT_CONFIG, APIConnectionError, APIStatusError, hint_for_status
 from .multipart import MultipartFile
@@ -53,13 +53,6 @@ MAX_RETRY_AFTER = 120.0
 # Retry-After means capacity, not a blip).
 MAX_CREATE_RETRY_AFTER = 30.0
 MAX_CREATE_RETRIES = 2
-
-
-def is_uuid(value: str) -> bool:
-    try:
-        return str(uuid.UUID(value)) == value.lower()
-    except (ValueError, AttributeError, TypeError):
-        return False
 
 
 def _never_reached(exc: BaseException) -> bool:
@@ -115,15 +108,18 @@ def error_message(resp: requests.Response) -> str:
     if isinstance(body, dict):
         err = body.get("error")
         if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])
-        if body.get("message"):
-            return str(body["message"])
-        if isinstance(err, str):
-            return err
+            text = str(err["message"])
+        elif body.get("message"):
+            text = str(body["message"])
+        elif isinstance(err, str):
+            text = err
     text = text.strip()
-    if len(text) > 500:
-        text = text[:500] + "…"
+    if len(text) > MAX_ERROR_TEXT:  # the server's words, capped: they are shown, never obeyed
+        text = text[:MAX_ERROR_TEXT] + "…"
     return text or resp.reason or "no details provided"
+
+
+MAX_ERROR_TEXT = 500
 
 
 @dataclass
@@ -501,7 +497,7 @@ def OBJECT(doc: Any) -> Optional[str]:  # noqa: N802 (a constant of the module, 
 def OBJECT_WITH_ID(doc: Any) -> Optional[str]:  # noqa: N802
     if not isinstance(doc, dict):
         return "not a JSON object"
-    return None if isinstance(doc.get("id"), str) and doc["id"] else "no id"
+    return None if is_uuid(doc.get("id")) else "no id of the API's form (a bare UUID)"
 
 
 def BATCH(doc: Any) -> Optional[str]:  # noqa: N802

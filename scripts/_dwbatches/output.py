@@ -43,6 +43,19 @@ def redact(text: str) -> str:
     return text
 
 
+# Characters that would start a new line (or rewrite one) on a terminal or in a log an agent
+# reads: C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+_LINE_BREAKERS = {c: f"\\x{c:02x}" for c in list(range(0x20)) + list(range(0x7F, 0xA0))}
+_LINE_BREAKERS.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def one_line(text: str) -> str:
+    """``text`` as one line: every character that could break or rewrite a line is written as
+    an escape, so that text from a server or an input (an error body, a model id) can never
+    pass for a line of its own (a forged ``hint:`` or ``next:``)."""
+    return text.translate(_LINE_BREAKERS)
+
+
 def set_quiet(quiet: bool) -> None:
     global _quiet
     _quiet = quiet
@@ -53,7 +66,7 @@ def narrate(message: str) -> None:
     if _quiet:
         return
     try:
-        sys.stderr.write(redact(message) + "\n")
+        sys.stderr.write(redact(one_line(message)) + "\n")
         sys.stderr.flush()
     except (BrokenPipeError, ValueError):
         pass
@@ -89,9 +102,9 @@ def finish(outcome: Outcome) -> int:
 
 
 def report_error(exc: DWError) -> int:
-    sys.stderr.write(redact(f"error: {exc.message}") + "\n")
+    sys.stderr.write(redact(one_line(f"error: {exc.message}")) + "\n")
     if exc.hint:
-        sys.stderr.write(redact(f"hint: {exc.hint}") + "\n")
+        sys.stderr.write(redact(one_line(f"hint: {exc.hint}")) + "\n")
     sys.stderr.flush()
     return exc.exit_code
 
@@ -129,7 +142,7 @@ def run(main_body: Callable[[], int]) -> int:
 
 def _unexpected(exc: BaseException) -> int:
     """An unexpected error: say so, with a traceback only on request."""
-    sys.stderr.write(redact(f"error: unexpected {type(exc).__name__}: {exc}") + "\n")
+    sys.stderr.write(redact(one_line(f"error: unexpected {type(exc).__name__}: {exc}")) + "\n")
     if os.environ.get("DOUBLEWORD_BATCHES_DEBUG"):
         sys.stderr.write(redact(traceback.format_exc()))
     else:

@@ -33,7 +33,9 @@ class Checks:
 
     def add(self, name: str, ok: bool, detail: str, fix: Optional[str] = None) -> bool:
         self.items.append({"name": name, "ok": ok, "detail": detail, "fix": None if ok else fix})
-        narrate(f"{'ok  ' if ok else 'FAIL'}  {name}: {detail}" + ("" if ok or not fix else f"\n      fix: {fix}"))
+        narrate(f"{'ok  ' if ok else 'FAIL'}  {name}: {detail}")
+        if not ok and fix:
+            narrate(f"      fix: {fix}")
         return ok
 
 
