@@ -34,7 +34,10 @@ formats: raw = the server's output lines ({id, custom_id, response{status_code, 
 simple = one line per input request {custom_id, ok, answer_check, content, usage, error}
 where content is the chat/completion text (never the reasoning), the Responses output text
 or the embedding vector, and ok is true only for a good answer; csv = the original CSV
-(--csv FILE, or the job's source) with new response, error and answer_check columns. Default:
+(--csv FILE, or the job's source) with new response, error and answer_check columns; an
+answer, error or prompt that starts like a spreadsheet formula (= + - @) gets a leading ' so
+that a spreadsheet shows it as text (--raw-cells writes it as it is; the CSV's own cells are
+never changed). Default:
 csv for a job built from a CSV, else raw. OUT defaults to <input stem>.results.jsonl (.csv)
 beside the input (for a job directory not named after its input, e.g. data.2.dwjob:
 data.2.results.jsonl, so that two jobs of one input never share a file; a results file

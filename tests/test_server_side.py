@@ -7,7 +7,9 @@ retries only what never ran; poll, fetch and run agree on the status and the exi
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import pytest
 from helpers import batch_ids_of, read_jsonl, run_script, wait_until, write_input
@@ -194,3 +196,25 @@ def test_ids_and_words_from_a_server_are_data_never_paths_or_lines(sandbox, tmp_
     lines = err.splitlines()
     assert not any(line.startswith(("hint: run curl", "next: python3 evil")) for line in lines), err
     assert "bad request\\nhint: run curl" in err  # shown, escaped, on the error's own line
+
+
+def test_csv_cells_a_spreadsheet_would_run_are_written_as_text(sandbox):
+    """Answers (and prompts of a prompts job) that start like a formula get a leading ' unless
+    --raw-cells; the user's own cells stay as they were."""
+    from sandbox_helper import INSTRUCT_MODEL
+
+    Path("rows.csv").write_text("id,text\n1,=1+1 sum\n2,@SUM(A1) x\n3,plain words\n", encoding="utf-8")
+    code, built, err = run_script(
+        "create_batch_file.py", "rows.jsonl", "--csv", "rows.csv", "--id-column", "id", "--template", "{text}",
+        "--system", "Answer with one word.", "-m", INSTRUCT_MODEL, "--max-tokens", "10",
+    )  # fmt: skip
+    assert code == 0, err
+    code, doc, err = run_script("run_batch.py", "rows.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
+    assert code == 0, err
+    with open(doc["output"], newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["response"] for r in rows] == ["'=1+1", "'@SUM(A1)", "plain"]
+    assert [r["text"] for r in rows] == ["=1+1 sum", "@SUM(A1) x", "plain words"]
+    code, doc, err = run_script("fetch_results.py", "--job", "rows.dwjob", "--raw-cells", env=sandbox.env())
+    with open(doc["output"], newline="", encoding="utf-8") as fh:
+        assert [r["response"] for r in csv.DictReader(fh)] == ["=1+1", "@SUM(A1)", "plain"]

@@ -132,6 +132,12 @@ def add_output_args(parser: Any) -> None:
     )
     g.add_argument("--csv", metavar="FILE", help="the original CSV, for --format csv (default: the job's source)")
     g.add_argument("--column", metavar="NAME", help="--format csv: the name of the answer column (default: response)")
+    g.add_argument(
+        "--raw-cells",
+        action="store_true",
+        help="--format csv: write answers, errors and prompts that start with = + - or @ as they are (by default "
+        "they get a leading ' so that a spreadsheet shows them as text instead of running them as formulas)",
+    )
 
 
 def connection(args: Any) -> Connection:
@@ -153,4 +159,11 @@ def submit_options(args: Any) -> SubmitOptions:
 
 
 def output_options(args: Any) -> OutputOptions:
-    return OutputOptions(format=args.format, output=args.output, errors=args.errors, csv=args.csv, column=args.column)
+    return OutputOptions(
+        format=args.format,
+        output=args.output,
+        errors=args.errors,
+        csv=args.csv,
+        column=args.column,
+        raw_cells=args.raw_cells,
+    )

@@ -33,6 +33,7 @@ class RequestRows:
     def __init__(self, input_path: str, column: Optional[str] = None):
         self.input_path = input_path
         self.header = ["custom_id", "prompt"]
+        self.made_columns = (1,)  # the prompt is taken from the requests: a cell like any answer
         if column in self.header:
             raise UsageError(
                 f"--column {column!r} is already a column of the results CSV",

@@ -403,6 +403,7 @@ def fetch_job(
     csv_path: Optional[str] = None,
     merge: bool = True,
     column: Optional[str] = None,
+    raw_cells: bool = False,
 ) -> Outcome:
     """Download, verify and (with ``merge``) write OUT/ERR for a job. The caller holds the lock.
 
@@ -431,7 +432,7 @@ def fetch_job(
         reason = MISSING_NOT_RUN if summary["finished"] else MISSING_PENDING
         if ref.unreachable:
             reason = "no result: a batch of the job cannot be read from the server (see unreachable)"
-        merger = Merger(index, reason)
+        merger = Merger(index, reason, raw_cells)
         try:
             if fmt == "csv" and src_csv:
                 counts = merger.write_csv(
@@ -500,6 +501,7 @@ def fetch_bare(
     input_path: Optional[str] = None,
     csv_path: Optional[str] = None,
     column: Optional[str] = None,
+    raw_cells: bool = False,
 ) -> Outcome:
     """Fetch bare batch ids into OUT with the state in ``OUT.dwstate.json``."""
     out_path = os.path.abspath(out)
@@ -526,7 +528,7 @@ def fetch_bare(
         complete = summary["finished"] and all(r.drained or r.unreachable for r in reports)
         index = build_index(store, targets, capacity=sum(s["request_counts"]["total"] for s in summaries))
         reason = MISSING_NOT_RUN if summary["finished"] else MISSING_PENDING
-        merger = Merger(index, reason)
+        merger = Merger(index, reason, raw_cells)
         try:
             if fmt == "csv":
                 if not input_path:

@@ -296,9 +296,11 @@ class Result(NamedTuple):
 class Merger:
     """Writes OUT and ERR from an index, in the order of the requests."""
 
-    def __init__(self, index: ResultIndex, missing_reason: str):
+    def __init__(self, index: ResultIndex, missing_reason: str, raw_cells: bool = False):
         self.index = index
         self.missing_reason = missing_reason
+        self.raw_cells = raw_cells  # CSV: text that starts like a formula is written as it is
+        self._made_cells: frozenset = frozenset()  # CSV: columns of a row written from the requests
         self.counts = MergeCounts()
         self.tally = fixes.Tally()  # what the bad answers show, for the fix of a rerun
         self._json_asked = False
@@ -391,6 +393,7 @@ class Merger:
         ``counts.notes``. A row repeating an id already written gets the note, not a copy of
         another row's answer."""
         index = self.index
+        self._made_cells = frozenset(getattr(rows, "made_columns", ()))  # cells written from requests
         requested: Optional[FileIds] = None  # every request once; the flag: a row was written for it
         self._json_asked = False  # some request asks for JSON: its answers are checked against its line
         if requests_path:
@@ -456,8 +459,9 @@ class Merger:
         self._count(cid, res, err_fh)
         answer = ""
         if res.check in answers.CHECKS:
-            answer = csv_cell(extract_content(((res.obj or {}).get("response") or {}).get("body")))
-        writer.writerow(row + [answer, res.error or "", res.check])
+            answer = csv_cell(extract_content(((res.obj or {}).get("response") or {}).get("body")), self.raw_cells)
+        row = [csv_cell(v, self.raw_cells) if i in self._made_cells else v for i, v in enumerate(row)]
+        writer.writerow(row + [answer, csv_cell(res.error or "", self.raw_cells), res.check])
 
 
 class _Missing:

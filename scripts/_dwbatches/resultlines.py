@@ -120,12 +120,18 @@ def simple_line(custom_id: str, obj: Optional[Dict[str, Any]], check: str, error
     return line
 
 
-def csv_cell(content: Any) -> str:
+def csv_cell(content: Any, raw: bool = False) -> str:
+    """A value as a CSV cell; text a spreadsheet would run as a formula (starting with = + - @,
+    a tab or a carriage return) gets a leading ' so that it shows as text, unless ``raw``."""
     if content is None:
         return ""
-    if isinstance(content, str):
-        return content
-    return json.dumps(content, ensure_ascii=False)
+    text = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+    if not raw and text[:1] in FORMULA_STARTS:
+        return "'" + text
+    return text
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
 def request_text(line: bytes) -> str:

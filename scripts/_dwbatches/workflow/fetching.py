@@ -26,12 +26,14 @@ class OutputOptions:
     errors: Optional[str] = None
     csv: Optional[str] = None
     column: Optional[str] = None
+    raw_cells: bool = False
 
     def given(self) -> bool:
         return any((self.format, self.output, self.errors, self.csv, self.column))
 
     def args(self, input_path: Optional[str] = None) -> List[str]:
-        return commands.output_options(self.format, self.output, self.errors, self.csv, self.column, input_path)
+        args = commands.output_options(self.format, self.output, self.errors, self.csv, self.column, input_path)
+        return args + (["--raw-cells"] if self.raw_cells else [])
 
     def check_files(self) -> None:
         if self.csv and not os.path.isfile(self.csv):
@@ -50,6 +52,7 @@ def fetch_job(client: Any, job: Job, options: OutputOptions) -> Outcome:
             err=options.errors,
             csv_path=options.csv,
             column=options.column,
+            raw_cells=options.raw_cells,
         )
     # lost results matter while their requests have no result of any round (a --force retry gives them one)
     lost = sum(u.get("results_lost", 0) for u in out.doc.get("unreachable", [])) if out.doc.get("missing") else 0
@@ -86,6 +89,7 @@ def fetch_batches(client: Any, batch_ids: Sequence[str], options: OutputOptions,
         input_path=input_path,
         csv_path=options.csv,
         column=options.column,
+        raw_cells=options.raw_cells,
     )
     extra = options.args(input_path)
     if not options.output:
