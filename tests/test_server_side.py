@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,38 @@ def test_csv_cells_a_spreadsheet_would_run_are_written_as_text(sandbox):
     code, doc, err = run_script("fetch_results.py", "--job", "rows.dwjob", "--raw-cells", env=sandbox.env())
     with open(doc["output"], newline="", encoding="utf-8") as fh:
         assert [r["response"] for r in csv.DictReader(fh)] == ["=1+1", "@SUM(A1)", "plain"]
+
+
+def test_a_hostile_server_or_job_directory_cannot_break_or_redirect_the_downloads(sandbox, tmp_path):
+    """A result line nested past any real answer is dropped, never an unexpected crash of
+    every later fetch; a line that is not a JSON object is never stored."""
+    write_input("data.jsonl", 3)
+    code, sub, err = run_script("submit.py", "data.jsonl", env=sandbox.env())
+    (bid,) = batch_ids_of("data.dwjob")
+    sandbox.wait_batch(bid)
+    deep = '{"custom_id": "req-0", "response": {"status_code": 200, "body": ' + "[" * 100000 + "]" * 100000 + "}}"
+    junk = "touch /tmp/x #"
+    rule = {"method": "GET", "path": "/v1/files/", "status": 200, "message": deep + "\n" + junk + "\n", "times": 1}
+    sandbox.set_faults({"http": [rule]})
+    code, doc, err = run_script("fetch_results.py", "--job", "data.dwjob", "--format", "simple", env=sandbox.env())
+    assert "unexpected" not in err and code in (0, 5, 6), err
+    raw = Path("data.dwjob/results", f"{bid}.output.jsonl")
+    assert "touch /tmp/x" not in raw.read_text(encoding="utf-8")
+    code, doc, err = run_script("fetch_results.py", "--job", "data.dwjob", "--format", "simple", env=sandbox.env())
+    assert code == 0 and doc["succeeded"] == 3, err  # the real lines, read again once the server behaves
+
+
+@pytest.mark.skipif(not hasattr(os, "O_NOFOLLOW"), reason="no O_NOFOLLOW on this platform")
+def test_a_symlink_planted_in_a_job_is_refused_never_followed(sandbox, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n", encoding="utf-8")
+    write_input("other.jsonl", 2, prefix="o-")
+    code, sub, err = run_script("submit.py", "other.jsonl", env=sandbox.env())
+    (obid,) = batch_ids_of("other.dwjob")
+    sandbox.wait_batch(obid)
+    Path("other.dwjob/results").mkdir(exist_ok=True)
+    link = Path("other.dwjob/results", f"{obid}.output.jsonl")
+    link.symlink_to(victim)
+    code, doc, err = run_script("fetch_results.py", "--job", "other.dwjob", env=sandbox.env())
+    assert code == 2 and "is a symbolic link" in err, err
+    assert victim.read_text(encoding="utf-8") == "keep me\n"

@@ -29,6 +29,8 @@ of printed commands, port reuse) goes by ``IS_WINDOWS``.
   share (``SO_REUSEADDR`` on Windows would let one take over a busy port).
 - ``O_BINARY``: add to ``os.open`` flags; without it Windows opens the descriptor in text
   mode (CRLF translation, Ctrl-Z as end of file).
+- ``O_NOFOLLOW``: add to ``os.open`` flags of downloaded results: a planted symlink is refused
+  (POSIX; 0 on Windows).
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ except ImportError:  # POSIX
 IS_WINDOWS = os.name == "nt"
 
 O_BINARY: int = getattr(os, "O_BINARY", 0)
+# add to ``os.open`` flags of a file the client keeps appending to (downloaded results): a
+# symlink planted in its place is refused (ELOOP) instead of followed. Windows has no such
+# flag (and creating symlinks there needs a privilege): 0.
+O_NOFOLLOW: int = getattr(os, "O_NOFOLLOW", 0)
 
 # How a lock is taken here: "flock" (POSIX), "msvcrt" (Windows) or "exclusive-file" (neither).
 LOCK_METHODS = ("flock", "msvcrt", "exclusive-file")

@@ -184,7 +184,15 @@ class Fetcher:
     def _open_raw(self, batch_id: str, kind: str, rec: Cursor) -> IO[bytes]:
         files.make_private_dir(self.store.raw_dir)
         path = self.store.raw_path(batch_id, kind)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | compat.O_BINARY, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | compat.O_BINARY | compat.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            if os.path.islink(path):
+                raise JobError(
+                    f"{path} is a symbolic link; the downloaded results of a job are never written through one",
+                    hint="Delete the link (the job downloads the file again), and check who put it there.",
+                ) from None
+            raise file_error(exc, path, what="downloaded results", action="write") from exc
         fh = os.fdopen(fd, "r+b")
         size = os.fstat(fd).st_size
         recorded = int(rec.local_bytes or 0)
@@ -231,11 +239,12 @@ class Fetcher:
                 state = {"written": 0, "ck_lines": 0, "ck_time": time.monotonic()}
 
                 def on_line(line: bytes, _base: int = base, _st: Dict[str, Any] = state) -> None:
-                    try:
-                        fh.write(line)
-                        fh.write(b"\n")
-                    except OSError as exc:
-                        raise _SinkError(exc) from None
+                    if looks_like_object(line):  # only result lines are stored; others are counted and dropped
+                        try:
+                            fh.write(line)
+                            fh.write(b"\n")
+                        except OSError as exc:
+                            raise _SinkError(exc) from None
                     _st["written"] += 1
                     m = _CUSTOM_ID.search(line)
                     ids.add(m.group(1) if m else line)
@@ -391,6 +400,12 @@ class Fetcher:
         entry.final = ok and rep.batch.get("status") in ("completed", "failed", DELETED)
 
 
+def looks_like_object(line: bytes) -> bool:
+    """A line that can be a result (a JSON object); anything else a server sends is not stored."""
+    text = line.strip()
+    return text[:1] == b"{" and text[-1:] == b"}"
+
+
 def count_unique_lines(path: str) -> int:
     """Distinct requests in a raw file (by line ``id``, else ``custom_id``)."""
     seen = set()
@@ -413,7 +428,7 @@ def iter_raw(path: str) -> Iterator[Tuple[int, int, Dict[str, Any]]]:
             if line.endswith(b"\n") and line.strip():
                 try:
                     obj = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or nested past any real answer
                     obj = None
                 if isinstance(obj, dict):
                     yield off, n, obj

@@ -98,12 +98,12 @@ def error_message(resp: requests.Response) -> str:
     inference routes; read whichever it is."""
     text = ""
     try:
-        text = resp.text or ""
-    except Exception:  # a broken body must not hide the status
+        text = read_capped(resp, MAX_ERROR_BODY).decode(resp.encoding or "utf-8", "replace")
+    except Exception:  # a broken (or endless) body must not hide the status
         text = ""
     try:
         body = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past any real answer
         body = None
     if isinstance(body, dict):
         err = body.get("error")
@@ -120,6 +120,10 @@ def error_message(resp: requests.Response) -> str:
 
 
 MAX_ERROR_TEXT = 500
+
+
+# The longest line of a result file read (a request body is at most 10 MiB; its answer less).
+MAX_RESULT_LINE = 256 << 20
 
 
 @dataclass
@@ -327,7 +331,7 @@ class Client:
         attempt = 0
         while True:
             attempt += 1
-            resp = self.request("GET", path, params=params)
+            resp = self.request("GET", path, params=params, stream=True)
             doc, problem = _parse(resp, shape)
             if problem is None:
                 return doc
@@ -361,7 +365,7 @@ class Client:
             mp = MultipartFile(path, name, {"purpose": "batch"}, start=start, end=end, progress=progress)
             return mp, {"Content-Type": mp.content_type}
 
-        resp = self.request("POST", "files", creates=True, body_factory=body, timeout=UPLOAD_TIMEOUT)
+        resp = self.request("POST", "files", creates=True, body_factory=body, timeout=UPLOAD_TIMEOUT, stream=True)
         return self._json_reply("POST", "files", resp, OBJECT_WITH_ID)
 
     def delete_file(self, file_id: str) -> None:
@@ -405,23 +409,33 @@ class Client:
         result.last_line = int(h) if h and h.strip().isdigit() else None
         inc = resp.headers.get("X-Incomplete")
         result.incomplete = None if inc is None else inc.strip().lower() == "true"
-        pending = b""
+        pending = bytearray()  # the line being received (appended to, never copied whole)
         try:
             for block in resp.iter_content(chunk_size=1 << 16):
                 if not block:
                     continue
-                pending += block
                 if b"\n" not in block:
+                    pending.extend(block)
+                    if len(pending) > MAX_RESULT_LINE:
+                        raise APIConnectionError(
+                            f"a line of file {file_id} is over {MAX_RESULT_LINE >> 20} MB: not a result the API sends",
+                            hint="The server, or a proxy between here and it, sends malformed content; try again "
+                            "later, and check the base URL.",
+                        )
                     continue
-                *complete, pending = pending.split(b"\n")
+                *complete, rest = block.split(b"\n")
+                if pending:
+                    complete[0] = bytes(pending) + complete[0]
                 for line in complete:
                     if line.strip():
                         on_line(line)
                     result.lines += 1
+                pending = bytearray(rest)
         except (RequestException, OSError) as exc:  # cut connection mid-body
             result.interrupted = _short_reason(exc)
         finally:
             resp.close()
+        pending = bytes(pending)
         if pending.strip():
             if result.interrupted is None and _is_json(pending):
                 # the body ended cleanly with a final line that lacks its newline
@@ -447,7 +461,7 @@ class Client:
             "completion_window": completion_window,
             "metadata": metadata,
         }
-        resp = self.request("POST", "batches", json_body=body, creates=True)
+        resp = self.request("POST", "batches", json_body=body, creates=True, stream=True)
         return self._json_reply("POST", "batches", resp, BATCH)
 
     def get_batch(self, batch_id: str) -> Dict[str, Any]:
@@ -479,7 +493,7 @@ class Client:
     def cancel_batch(self, batch_id: str) -> Dict[str, Any]:
         # Cancelling twice is harmless, so the call may be retried.
         path = f"batches/{check_id(batch_id, 'batch')}/cancel"
-        return self._json_reply("POST", path, self.request("POST", path), BATCH)
+        return self._json_reply("POST", path, self.request("POST", path, stream=True), BATCH)
 
     def list_models(self) -> List[Dict[str, Any]]:
         body = self.get_json("models", shape=LIST)
@@ -513,11 +527,38 @@ def LIST(doc: Any) -> Optional[str]:  # noqa: N802
     return None if isinstance(doc.get("data"), list) else "a list without data"
 
 
+def read_capped(resp: requests.Response, limit: int) -> bytes:
+    """The body, decompressed, read up to ``limit`` bytes: a reply that would be larger (an
+    endless body, a decompression bomb) is a malformed reply, never a memory spike."""
+    buf = bytearray()
+    for block in resp.iter_content(chunk_size=1 << 16):
+        buf.extend(block)
+        if len(buf) > limit:
+            resp.close()
+            raise MalformedReply(f"a reply over {limit // (1 << 20)} MB")
+    return bytes(buf)
+
+
+class MalformedReply(Exception):
+    pass
+
+
+# The largest JSON reply read (a page of 100 batches or files is a few hundred kB), and the
+# part of an error body that is read at all.
+MAX_JSON_REPLY = 64 << 20
+MAX_ERROR_BODY = 64 << 10
+
+
 def _parse(resp: requests.Response, shape: Optional[Shape]) -> Tuple[Any, Optional[str]]:
     try:
-        doc = resp.json()
-    except ValueError:
-        text = resp.text[:80] if resp.content else ""
+        raw = read_capped(resp, MAX_JSON_REPLY)
+        doc = json.loads(raw)
+    except MalformedReply as exc:
+        return None, str(exc)
+    except (RequestException, OSError) as exc:
+        return None, f"the reply broke off ({_short_reason(exc)})"
+    except (ValueError, RecursionError):  # not JSON, or nested past any real answer
+        text = raw[:80].decode("utf-8", "replace")
         return None, f"not JSON: {text!r}" if text else "an empty body"
     finally:
         resp.close()
@@ -555,7 +596,7 @@ def _is_json(data: bytes) -> bool:
     try:
         json.loads(data)
         return True
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past any real answer
         return False
 
 

@@ -130,7 +130,7 @@ class FileIds:
         self._fh.seek(offset)
         try:
             obj = json.loads(self._fh.readline())
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past any real answer
             obj = None
         self._last = (offset, obj)
         return obj

@@ -57,7 +57,7 @@ def iter_input_requests(path: str, purpose: str, hint: str) -> Iterator[Tuple[st
                 continue
             try:
                 obj = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past any real answer
                 raise UsageError(f"{path}, line {n}: not valid JSON; cannot {purpose}", hint=hint) from None
             cid = obj.get("custom_id") if isinstance(obj, dict) else None
             if isinstance(cid, str):
@@ -165,7 +165,7 @@ class ResultIndex:
         raw = fh.readline().rstrip(b"\r\n")
         try:
             obj = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past any real answer
             obj = None
         self._last = (place, raw, obj)
         return raw, obj

@@ -123,7 +123,7 @@ def plan_range(
                 chunk.requests += 1
                 try:
                     url = json.loads(raw).get("url", "")
-                except ValueError:
+                except (ValueError, RecursionError):  # not JSON, or nested past any real answer
                     url = ""
                 chunk.urls[url] = chunk.urls.get(url, 0) + 1
                 chunk.end_line, chunk.end_byte = n, offset + size

@@ -27,7 +27,7 @@ def error_text(obj: Dict[str, Any]) -> str:
         if isinstance(msg, str):
             try:
                 reason = json.loads(msg)
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past any real answer
                 reason = None
             if isinstance(reason, dict) and reason.get("type"):
                 details = reason.get("details")
@@ -139,7 +139,7 @@ def request_text(line: bytes) -> str:
     the prompt of a completion, the input of a Responses or an embeddings request."""
     try:
         body = json.loads(line).get("body") or {}
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return ""
     if not isinstance(body, dict):
         return ""
