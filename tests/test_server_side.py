@@ -254,3 +254,25 @@ def test_a_symlink_planted_in_a_job_is_refused_never_followed(sandbox, tmp_path)
     code, doc, err = run_script("fetch_results.py", "--job", "other.dwjob", env=sandbox.env())
     assert code == 2 and "is a symbolic link" in err, err
     assert victim.read_text(encoding="utf-8") == "keep me\n"
+
+
+def test_a_job_directory_cannot_send_results_outside_its_project(sandbox, tmp_path):
+    """A job.json whose remembered results file lies outside the project (a job from a zip or
+    a repository) is refused; naming the file on the command line is the user's choice."""
+    project = tmp_path / "project"
+    project.mkdir()
+    os.chdir(project)
+    write_input("data.jsonl", 2)
+    code, doc, err = run_script("run_batch.py", "data.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
+    assert code == 0, err
+    outside = tmp_path / "home" / ".bashrc"
+    outside.parent.mkdir()
+    outside.write_text("echo hi\n", encoding="utf-8")
+    state = json.loads(Path("data.dwjob/job.json").read_text(encoding="utf-8"))
+    state["results"] = dict(state["results"], output="../../home/.bashrc", errors="../../home/.bashrc.errors")
+    Path("data.dwjob/job.json").write_text(json.dumps(state), encoding="utf-8")
+    code, doc, err = run_script("fetch_results.py", "--job", "data.dwjob", env=sandbox.env())
+    assert code == 2 and "outside its project folder" in err, err
+    assert outside.read_text(encoding="utf-8") == "echo hi\n" and not (tmp_path / "home" / ".bashrc.errors").exists()
+    code, doc, err = run_script("fetch_results.py", "--job", "data.dwjob", "-o", "here.jsonl", env=sandbox.env())
+    assert code == 0 and doc["output"].endswith("here.jsonl"), err

@@ -225,8 +225,31 @@ def resolve_output(
         {"OUT": out_path, "ERR": err_path}, protected, folders={"job directory": job_dir}, results=True
     )
     refuse_another_jobs_output(job_dir, rec.job_id, {"OUT": out_path, "ERR": err_path})
+    if job_dir:  # a path that comes from the job (remembered or derived), not from this command line
+        given = {os.path.abspath(p) for p in (out, err) if p}
+        for flag, path in (("-o", out_path), ("--errors", err_path)):
+            if path not in given:
+                must_stay_in_project(path, job_dir, flag)
     column = column or last.column
     return fmt, out_path, err_path, os.path.abspath(csv_path) if csv_path else None, column
+
+
+def must_stay_in_project(path: str, job_dir: str, flag: str) -> None:
+    """A file a job says to write (its remembered results, or beside its input) lies in the job's
+    project folder: a job directory that came from elsewhere (a repository, a zip, a shared
+    drive) cannot make a fetch write over a file outside it."""
+    project = Job(job_dir).project_folder()
+    target = os.path.realpath(path)
+    try:
+        inside = os.path.commonpath([os.path.realpath(project), target]) == os.path.realpath(project)
+    except ValueError:  # another drive
+        inside = False
+    if not inside:
+        raise UsageError(
+            f"the job at {commands.display_path(job_dir)} says to write {path}, outside its project folder "
+            f"({project}); a job directory never sends results outside it on its own",
+            hint=f"If that is where you want them, say so: pass {flag} {commands.display_path(path)}.",
+        )
 
 
 def _parent_must_exist(path: str, what: str) -> None:
