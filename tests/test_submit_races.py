@@ -6,6 +6,11 @@
 - A create that outlasts even that look (the rerun created the batch again): the second
   batch for the same intent is found by the next poll, recorded on the chunk in job.json
   (``duplicates``) and cancelled while it runs; one that already finished is left alone.
+- Two submits of one file into two job directories at the same moment: exactly one job
+  creates batches, the other is refused (exit 2, nothing sent, naming the first job
+  directory); a claim left by a submit killed with SIGKILL blocks nobody. Run on POSIX
+  (flock) and under the Windows simulation (the exclusive lock file, taken over when its
+  holder's pid is gone).
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
-from helpers import job_chunks, job_state, run, wait_until, write_input
+from helpers import job_chunks, job_state, run, shim_env, wait_until, write_input
 from sandbox_helper import SCRIPTS
 
 SLOW = pytest.mark.slow  # real holds and kills of a few seconds each: in make test, not the inner loop
@@ -122,6 +128,96 @@ def test_a_second_batch_made_by_a_create_that_outlasted_the_look_up_is_recorded_
     assert "is a second batch" not in again.stderr
     assert job_chunks(job_state(tmp_path / "in.dwjob"))[0]["duplicates"] == [late]
     assert sb.batch(ours)["status"] in ("validating", "in_progress", "finalizing", "completed")
+
+
+# -- two submits of one file at once ------------------------------------------------------------
+
+PLATFORMS = ["posix", "winshim"]
+
+
+def platform_env(sb, platform):
+    return sb.env() if platform == "posix" else shim_env(sb.env())
+
+
+@SLOW
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_two_submits_of_one_file_into_two_job_dirs_at_once_make_one_job(sandbox, tmp_path, platform):
+    # uploads answered late: without the claim both submits would find no earlier batch and go on
+    sandbox.set_faults({"extra_latency": 0.5, "extra_latency_paths": ["/v1/files"]})
+    write_input(tmp_path / "in.jsonl", 6)
+    env = platform_env(sandbox, platform)
+    procs = {
+        name: start(["submit.py", "in.jsonl", "--job", f"{name}.dwjob", "--max-requests", 3], tmp_path, env)
+        for name in ("a", "b")
+    }
+    results = {name: (p.wait(60), *p.communicate()) for name, p in procs.items()}
+    codes = sorted(code for code, _, _ in results.values())
+    assert codes == [0, 2], results
+    (winner,) = [n for n, r in results.items() if r[0] == 0]
+    (loser,) = [n for n, r in results.items() if r[0] == 2]
+    _, out, err = results[loser]
+    assert out == "" and f"{winner}.dwjob" in err and "a second job would pay for every request again" in err
+    assert not (tmp_path / f"{loser}.dwjob").exists()  # refused before anything was made or sent
+    doc = json.loads(results[winner][1])
+    assert len(doc["batches"]) == 2
+    stats = sandbox.stats()
+    assert stats["batches"] == 2 and posts(sandbox) == 2 and posts(sandbox, "files") == 2  # one per chunk
+
+    # and later, when the first has finished: refused by the server-side look, naming it too
+    late = run("submit.py", "in.jsonl", "--job", f"{loser}.dwjob", "--max-requests", 3, env=sandbox.env(), cwd=tmp_path)
+    assert late.returncode == 2 and f"job directory {winner}.dwjob" in late.stderr, late.stderr
+    assert sandbox.stats()["batches"] == 2
+
+
+@SLOW
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_a_submit_killed_while_it_holds_the_claim_blocks_nobody(sandbox, tmp_path, platform):
+    sandbox.set_faults({"slow_upload_read": {"after_bytes": 300, "pause": 3}})
+    write_input(tmp_path / "in.jsonl", 6)
+    env = platform_env(sandbox, platform)
+    claims = tmp_path / ".dwb-claims"
+    first = start(["submit.py", "in.jsonl", "--job", "a.dwjob"], tmp_path, env)
+    kill_when(first, lambda: posts(sandbox, "files") >= 1)  # uploading: the claim is held
+    assert list(claims.glob("*.json")) and json.loads(next(claims.glob("*.json")).read_text())["job"].endswith(
+        "a.dwjob"
+    )
+
+    other = run("submit.py", "in.jsonl", "--job", "b.dwjob", env=env, cwd=tmp_path, subprocess=True)
+    assert other.returncode == 0, other.stderr  # the dead holder's claim was no obstacle
+    assert json.loads(next(claims.glob("*.json")).read_text())["job"].endswith("b.dwjob")
+
+    # the killed job had created nothing: its rerun finds the file submitted by the other one
+    resumed = run("submit.py", "in.jsonl", "--job", "a.dwjob", env=env, cwd=tmp_path, subprocess=True)
+    assert resumed.returncode == 2 and "job directory b.dwjob" in resumed.stderr, resumed.stderr
+    assert sandbox.stats()["batches"] == 1 and posts(sandbox) == 1
+    state = job_state(tmp_path / "a.dwjob")
+    assert not any(c["batch_id"] or c.get("create_posts") for c in job_chunks(state))
+
+
+def test_the_same_job_submitted_twice_at_once_waits_for_its_claim_and_creates_once(sandbox, tmp_path):
+    sandbox.set_faults({"extra_latency": 0.3, "extra_latency_paths": ["/v1/files"]})
+    write_input(tmp_path / "in.jsonl", 4)
+    env = scaled(sandbox.env(), 1)  # the wait for a busy job is 10 s unscaled: both finish
+    procs = [start(["submit.py", "in.jsonl"], tmp_path, env) for _ in range(2)]
+    results = [(p.wait(60), *p.communicate()) for p in procs]
+    assert [r[0] for r in results] == [0, 0], results
+    docs = [json.loads(r[1]) for r in results]
+    ids = [[b["batch_id"] for b in d["batches"]] for d in docs]
+    assert ids[0] == ids[1] and len(ids[0]) == 1
+    assert sorted(d["resumed"] for d in docs) == [False, True]
+    assert sandbox.stats()["batches"] == 1 and posts(sandbox) == 1
+
+
+def test_a_folder_where_no_claim_can_be_written_is_said_and_the_submit_goes_on(sandbox, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_input(data / "in.jsonl", 2)
+    (data / ".dwb-claims").write_text("not a folder")
+    proc = run("submit.py", "data/in.jsonl", "--job", "in.dwjob", env=sandbox.env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "cannot claim data/in.jsonl for this submit" in proc.stderr
+    assert sandbox.stats()["batches"] == 1
+    assert Path(data / ".dwb-claims").read_text() == "not a folder"
 
 
 def test_a_second_batch_whose_cancel_fails_stays_watched_and_the_next_poll_cancels_it(sandbox_factory, tmp_path):
