@@ -2,13 +2,14 @@
 
 A chunk's create is sent again only after the look-up for the first one found nothing for as
 long as the server could still be working on it (``lookup.until_created``), or after the
-server itself answered it with an error (HTTP 500). Should the first create take effect all
-the same, the server holds two batches with the chunk's intent (``dwb_intent``), and every
-request would run, and be billed, twice. So a chunk whose create was sent more than once
-(``create_posts`` > 1) is watched: each check (poll.py, run_batch.py while it waits, every
-submit of the job) looks its intent up, until a check made after ``watch_duplicates_until``
-(the last create's ``lookup.create_deadline``) finds nothing new. A batch found there (or
-found beside the chunk's own when an interrupted create is looked up) is:
+server itself answered it with an error (a 5xx other than 502 or 504). Should the first
+create take effect all the same, the server holds two batches with the chunk's intent
+(``dwb_intent``), and every request would run, and be billed, twice. So a chunk whose create
+was sent more than once (``create_posts`` > 1) is watched: each check (poll.py, run_batch.py
+while it waits, every submit of the job) looks its intent up, until a check made after
+``watch_duplicates_until`` (the last create's ``lookup.create_deadline``) leaves no second
+batch running. A batch found there (or found beside the chunk's own when an interrupted
+create is looked up) is:
 
 - recorded in ``job.json`` on the chunk, under ``duplicates`` (its id);
 - cancelled when it is still running (a finished one is never cancelled: that would only

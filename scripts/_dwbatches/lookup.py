@@ -15,7 +15,8 @@ which is the client's own bound on a create (the connect and read timeouts of PO
 /batches, ``http.CREATE_TIMEOUT``: past them the client gives the reply up) plus
 ``CREATE_MARGIN`` for a buffering proxy or a commit that lands after the reply timed out;
 with back-off between the looks (1, 2, 4, 8, then every 15 s). A create after which the
-server replied itself (HTTP 500) is looked for only over ``SETTLE_DELAYS``. If a create
+server replied itself (a 5xx other than a gateway's 502 or 504) is looked for only over
+``SETTLE_DELAYS``. If a create
 outlasts that bound all the same, the second batch made for the same intent is found later
 (``duplicates.check``, run by poll and every submit of the job), recorded on the chunk and
 cancelled.

@@ -20,10 +20,10 @@ Nothing is sent twice, even across ``kill -9``:
   ``lookup.create_in_progress()`` seconds (the client's connect and read timeouts for the
   create plus a margin) after its last attempt started, with back-off (``lookup.until_created``);
 - an ambiguous failure (the connection broke or timed out after the request was sent, or a
-  5xx) is resolved the same way at once (after an HTTP 500, which the server sends once it
-  has stopped working on the request, over 1 and 2 seconds only); only when the lookup finds
-  nothing is the request sent again, once. If that cannot be resolved the run stops (exit 1)
-  and the next run resolves it;
+  5xx) is resolved the same way at once (after a 5xx other than a gateway's 502 or 504, sent
+  once the server has stopped working on the request, over 1 and 2 seconds only); only when
+  the lookup finds nothing is the request sent again, once. If that cannot be resolved the
+  run stops (exit 1) and the next run resolves it;
 - a second batch for one chunk all the same (a create that outlasted that bound) is recorded
   on the chunk (``duplicates``) and cancelled (see ``duplicates.py``).
 
@@ -85,8 +85,9 @@ def _ambiguous(exc: DWError) -> bool:
 
 
 # Replies that do not mean the server has stopped working on the request: a gateway's (bad
-# gateway, unavailable, timed out), given while the server behind it may still be at work.
-GATEWAY_STATUSES = frozenset({502, 503, 504})
+# gateway, gateway timeout), given while the server behind it may still be at work. (A 503 is
+# the server's own "busy", or a gateway's with no server to pass the request to.)
+GATEWAY_STATUSES = frozenset({502, 504})
 
 
 def _may_be_in_progress(exc: DWError) -> bool:
