@@ -33,7 +33,9 @@ answers (the answer checks of the job's last fetch when it covered every batch, 
 good, empty, truncated, invalid_json, filtered; null until then, as poll.py reads no
 results: the fetch checks them), batches (batch_id, status, request_counts, output_file_id,
 error_file_id, expires_at, expired_at when present, round, chunk), unsubmitted (chunks
-without a batch), rate (requests/s), eta_seconds, timed_out, job, next (the command to run
+without a batch), duplicates (batch_id, duplicate_of, round, chunk: second batches the
+server made for the requests of a chunk, when a create was still in progress as it was sent
+again; recorded in job.json and cancelled when found running; empty for batch ids), rate (requests/s), eta_seconds, timed_out, job, next (the command to run
 next). stderr: counts, rate and ETA. Exit 0 = reported (finished with every request
 completed, or not finished without --wait); 5 = finished unsuccessfully: a batch ended
 failed, cancelled or expired, requests failed or never ran, or the answers checked are not

@@ -345,6 +345,18 @@ DOC_INPUTS = {"prompts.txt": "examples/prompts.txt", "reviews.csv": "examples/re
 COMMAND_TIMEOUT = 300
 
 
+SHIM = Path(__file__).resolve().parent / "winshim"
+
+
+def shim_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """An environment that runs Python under the Windows simulation (tests/winshim: the
+    POSIX-only functions and modules removed; see tests/test_windows_shim.py)."""
+    env = dict(os.environ if base is None else base)
+    rest = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(SHIM) + (os.pathsep + rest if rest else "")
+    return env
+
+
 def fresh_env(**extra: str) -> Dict[str, str]:
     """A minimal environment: no DOUBLEWORD_* or DW_* variables from the caller."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOUBLEWORD_", "DW_"))}

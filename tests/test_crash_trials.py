@@ -468,7 +468,14 @@ def test_killed_while_a_proxy_still_holds_the_create_then_rerun_at_once_makes_on
         (tmp_path / "in.jsonl").write_bytes(jsonl_bytes(chat_requests(6)))
         cmd = [sys.executable, str(SCRIPTS / "submit.py"), "in.jsonl"]
         proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        kill_when(proc, lambda: any(c.startswith("POST /v1/batches ") for c in proxy.in_flight()))
+        seen: List[float] = []
+
+        def held() -> bool:  # the create is held by the proxy, its body sent too (not the head alone)
+            if not seen and any(c.startswith("POST /v1/batches ") for c in proxy.in_flight()):
+                seen.append(time.monotonic())
+            return bool(seen) and time.monotonic() - seen[0] > 0.3
+
+        kill_when(proc, held)
         rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         assert rerun.returncode == 0, rerun.stderr
         time.sleep(2)  # the held request has reached the server by now

@@ -469,6 +469,7 @@ def patch_timeouts(monkeypatch: Any, read: float = 0.3) -> None:
     monkeypatch.setattr(dwhttp.Client, "__init__", init)
     monkeypatch.setattr(dwhttp, "UPLOAD_TIMEOUT", (5.0, read))
     monkeypatch.setattr(dwhttp, "DOWNLOAD_TIMEOUT", (5.0, read))
+    monkeypatch.setattr(dwhttp, "CREATE_TIMEOUT", (5.0, read))
 
 
 class LatencyWatcher:

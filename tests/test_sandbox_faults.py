@@ -5,11 +5,12 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import threading
 import time
 
 import pytest
 import requests
-from sandbox_helper import Sandbox, chat_requests, jsonl_bytes, new_api_key
+from sandbox_helper import Sandbox, SandboxError, chat_requests, jsonl_bytes, new_api_key
 
 
 def auth(sb: Sandbox) -> dict:
@@ -280,6 +281,37 @@ def test_extra_latency(sandbox):
     started = time.monotonic()
     sandbox.stats()
     assert time.monotonic() - started < 0.3  # /_sandbox is never delayed
+
+
+def test_hold_create_stores_the_batch_late_or_answers_late(sandbox):
+    file_id = sandbox.upload_requests(chat_requests(2))["id"]
+    listed = lambda: [b["id"] for b in sandbox.get_json("batches")["data"]]  # noqa: E731
+    sandbox.set_faults({"hold_create": {"seconds": 0.8, "times": 1}})  # "visible": "after"
+    with pytest.raises(requests.ReadTimeout):  # the client gives up; the server goes on
+        requests.post(
+            f"{sandbox.base_url}/batches",
+            json={"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+            headers=auth(sandbox),
+            timeout=(2, 0.2),
+        )
+    assert listed() == []  # still being worked on: nothing to be found yet
+    time.sleep(1.0)
+    (late,) = listed()
+    assert sandbox.faults()["_remaining"]["hold_create_times"] == 0
+    started = time.monotonic()
+    assert sandbox.create_batch(file_id).status == 201  # worn out: the next create is not held
+    assert time.monotonic() - started < 0.5
+
+    sandbox.set_faults({"hold_create": {"seconds": 0.6, "visible": "before"}})
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(sandbox.create_batch(file_id).json()["id"]))
+    thread.start()
+    time.sleep(0.3)
+    now = listed()  # stored and listed while its reply still waits
+    thread.join()
+    assert len(now) == 3 and seen and seen[0] in now and late in now
+    with pytest.raises(SandboxError, match="hold_create"):
+        sandbox.set_faults({"hold_create": {"seconds": 1, "visible": "sometimes"}})
 
 
 def test_slow_upload_read(sandbox):

@@ -207,7 +207,10 @@ def test_killed_while_chunks_go_up_in_parallel_then_rerun_makes_one_file_and_bat
     path = write_requests(tmp_path / "in.jsonl", 40)
     crashed = run("submit.py", path, "--max-requests", 10, "--parallel", 3, env=crash_env(sandbox, point))
     assert crashed.returncode == 137
-    doc = ok_json(run("submit.py", path, "--max-requests", 10, "--parallel", 3, env=sandbox.env()))
+    # a create under way in another thread may have been cut off before it was sent: the rerun
+    # waits for it as long as the server could be working on it (160 s, here scaled to 0.8 s)
+    env = dict(sandbox.env(), DOUBLEWORD_BATCHES_TIME_SCALE="0.005")
+    doc = ok_json(run("submit.py", path, "--max-requests", 10, "--parallel", 3, env=env))
     assert len(server_batches(sandbox, doc["job_id"])) == 4 == len({b["batch_id"] for b in doc["batches"]})
     assert posts(sandbox, "batches") == 4 and posts(sandbox, "files") == 4
     assert_chunks_hold_input_in_order(sandbox, doc, path, 10, 200_000_000)

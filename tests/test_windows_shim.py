@@ -7,7 +7,6 @@ by the exclusive lock file, as neither fcntl nor msvcrt is there)."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -18,11 +17,10 @@ from pathlib import Path
 import pytest
 from _dwbatches import compat
 from _dwbatches.sandbox import SandboxProcess
-from helpers import Child
+from helpers import Child, shim_env
 
 pytestmark = pytest.mark.slow  # not in `make test-fast`
 
-SHIM = Path(__file__).resolve().parent / "winshim"
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 MODEL = "Qwen/Qwen3.5-9B"
 
@@ -44,13 +42,6 @@ sys.stdin.readline()
 release()
 print("released", flush=True)
 """
-
-
-def shim_env(base=None) -> dict:
-    env = dict(os.environ if base is None else base)
-    rest = env.get("PYTHONPATH")
-    env["PYTHONPATH"] = str(SHIM) + (os.pathsep + rest if rest else "")
-    return env
 
 
 def shim_python(code: str, env=None) -> subprocess.CompletedProcess:

@@ -47,6 +47,10 @@ DEFAULT_TIMEOUT = (10.0, 120.0)
 # give it room for pauses on the server side (proxies, disk flushes).
 UPLOAD_TIMEOUT = (120.0, 600.0)
 DOWNLOAD_TIMEOUT = (10.0, 300.0)
+# POST /batches: (connect, read). Past the read timeout the client gives the create up as
+# ambiguous; this is also how long a create it sent is taken to be possibly still in progress
+# on the server (lookup.create_in_progress()).
+CREATE_TIMEOUT = (10.0, 120.0)
 MAX_BACKOFF = 60.0
 MAX_RETRY_AFTER = 120.0
 # A creating POST refused with 429 is retried only briefly (it was not processed, but a long
@@ -225,11 +229,13 @@ class Client:
         timeout: Optional[Tuple[float, float]] = None,
         body_factory: Optional[Callable[[], Tuple[Any, Dict[str, str]]]] = None,
         max_retries: Optional[int] = None,
+        on_attempt: Optional[Callable[[], None]] = None,
     ) -> requests.Response:
         """Send a request; return the response for a 2xx status, raise a typed error otherwise.
 
         ``creates``: the request creates something and is not idempotent; it is retried only
         when it provably never reached the server (connection refused, connect timeout, 429).
+        ``on_attempt`` is called before each attempt is sent (the submitter saves the time).
         """
         retries = self.max_retries if max_retries is None else max_retries
         label = f"{method} /{path.lstrip('/')}"
@@ -237,6 +243,8 @@ class Client:
         while True:
             attempt += 1
             data, headers = (None, {})
+            if on_attempt is not None:
+                on_attempt()
             if body_factory is not None:
                 data, headers = body_factory()
             try:
@@ -454,6 +462,7 @@ class Client:
         completion_window: str,
         metadata: Dict[str, str],
         endpoint: str = "/v1/chat/completions",
+        on_attempt: Optional[Callable[[], None]] = None,
     ) -> Dict[str, Any]:
         body = {
             "input_file_id": input_file_id,
@@ -461,7 +470,9 @@ class Client:
             "completion_window": completion_window,
             "metadata": metadata,
         }
-        resp = self.request("POST", "batches", json_body=body, creates=True, stream=True)
+        resp = self.request(
+            "POST", "batches", json_body=body, creates=True, timeout=CREATE_TIMEOUT, on_attempt=on_attempt, stream=True
+        )
         return self._json_reply("POST", "batches", resp, BATCH)
 
     def get_batch(self, batch_id: str) -> Dict[str, Any]:

@@ -20,7 +20,16 @@ Schema of ``job.json`` (``version`` 2; the version-1 files of earlier releases, 
                        endpoint, upload_name, file_id, intent_id, batch_id, completion_window,
                        status, request_counts {total, completed, failed}, output_file_id,
                        error_file_id, expires_at, expired_at, cost_estimate, held,
-                       upload_started_at, create_started_at}
+                       upload_started_at, create_started_at, and only when set:
+                       create_posts, duplicates, watch_duplicates_until}
+                       create_started_at: when the last attempt of POST /batches started;
+                       create_posts: the creates sent that may have made a batch (counted
+                       before each is sent); duplicates: [batch ids] other batches the server
+                       made for the chunk's intent (a create still in progress when it was
+                       sent again): cancelled when found running, billed for what they ran,
+                       their results the same requests' (merged once); watch_duplicates_until:
+                       unix seconds; a batch sent more than once is checked for such batches
+                       until a check made after this time
     fetch              {batch_id: {output: cursor, error: cursor, verified, final, status,
                        request_counts, unreachable}}; cursor = {skip, local_bytes, rereads}:
                        lines read from the server and bytes of them on disk
@@ -203,14 +212,25 @@ class Chunk(_Record):
     analytics: Optional[Dict[str, Any]] = None  # the server's analytics of the batch (tokens, billed cost)
     held: Optional[str] = None
     upload_started_at: Optional[float] = None
-    create_started_at: Optional[float] = None
+    create_started_at: Optional[float] = None  # when the last attempt of POST /batches started
+    create_posts: Optional[int] = None  # creates sent that may have made a batch
+    duplicates: Optional[List[str]] = None  # other batches made for this chunk's intent
+    watch_duplicates_until: Optional[float] = None  # look for such batches until a check after this
     extra: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         out = super().to_dict()
-        if out.get("expired_at") is None:
-            out.pop("expired_at", None)
+        for key in ("expired_at", "create_posts", "duplicates", "watch_duplicates_until"):
+            if out.get(key) is None:
+                out.pop(key, None)
         return out
+
+    def add_duplicate(self, batch_id: str) -> bool:
+        """Record another batch made for this chunk's intent; False if already recorded."""
+        if not batch_id or batch_id == self.batch_id or batch_id in (self.duplicates or []):
+            return False
+        self.duplicates = [*(self.duplicates or []), batch_id]
+        return True
 
     def record_batch(self, batch: Dict[str, Any]) -> None:
         """The one way a batch object's status, counts, files and expiry get into the chunk."""

@@ -3,10 +3,23 @@
 A chunk records when its upload and its batch creation started. A later run that finds no
 file id (or no batch id) looks for the file by its unique upload name and size, and for the
 batch by the intent id it sent in the batch metadata (``dwb_intent``): first with
-``?search=``, then paging recent objects back to when the attempt started. A request cut off
-less than ``SETTLE_WINDOW`` seconds before may still be on its way (in socket buffers or a
-buffering proxy), so the lookup is repeated after each of ``SETTLE_DELAYS`` before anything
-is sent again.
+``?search=``, then paging recent objects back to when the attempt started.
+
+An upload cut off less than ``SETTLE_WINDOW`` seconds before may still be on its way (in
+socket buffers or a buffering proxy), so its lookup is repeated after each of
+``SETTLE_DELAYS`` before it is sent again.
+
+A batch create is looked for as long as the server could still be working on it
+(``until_created``): up to ``create_in_progress()`` seconds after its last attempt started,
+which is the client's own bound on a create (the connect and read timeouts of POST
+/batches, ``http.CREATE_TIMEOUT``: past them the client gives the reply up) plus
+``CREATE_MARGIN`` for a buffering proxy or a commit that lands after the reply timed out;
+with back-off between the looks (1, 2, 4, 8, then every 15 s). A create after which the
+server replied itself (a 5xx other than a gateway's 502 or 504) is looked for only over
+``SETTLE_DELAYS``. If a create
+outlasts that bound all the same, the second batch made for the same intent is found later
+(``duplicates.check``, run by poll and every submit of the job), recorded on the chunk and
+cancelled.
 
 A new job also looks for earlier submissions of the same file (``earlier_submissions``):
 round 1's batches carry the first 16 hex digits of the input's sha256 (``dwb_input``), so a
@@ -32,6 +45,14 @@ LOOKUP_PAGES = 20  # recent batches (x100) searched for an intent when ?search= 
 SETTLE_WINDOW = 600.0
 SETTLE_DELAYS = (1.0, 2.0)
 CLOCK_SKEW = 600.0  # seconds of server/local clock difference tolerated when paging back
+# How long after an attempt of POST /batches started the server may still be working on it
+# (``create_in_progress``): the client's connect and read timeouts for the create
+# (``http.CREATE_TIMEOUT``, 10 + 120 s: past them it stops waiting for the reply, so no create
+# of its own is meant to take longer) plus CREATE_MARGIN, 160 s in all. Until then a create
+# that is not found is not sent again.
+CREATE_MARGIN = 30.0
+CREATE_LOOK_DELAYS = (1.0, 2.0, 4.0, 8.0)  # then every CREATE_LOOK_EVERY seconds
+CREATE_LOOK_EVERY = 15.0
 
 
 def recent(started_at: Any) -> bool:
@@ -73,34 +94,76 @@ def find_upload(client: Any, ch: Chunk) -> Optional[Dict[str, Any]]:
     return max(found, key=lambda f: f.get("created_at") or 0)
 
 
-def find_batch(client: Any, ch: Chunk) -> Optional[Dict[str, Any]]:
-    """The batch created for ``ch``'s intent, if one exists."""
+def intent_batches(client: Any, ch: Chunk) -> List[Dict[str, Any]]:
+    """Every batch created for ``ch``'s intent, oldest first (one, unless a create was sent
+    again while an earlier one was still in progress)."""
     intent = ch.intent_id
     since = (ch.create_started_at or 0) - CLOCK_SKEW
 
-    def match(b: Dict[str, Any]) -> bool:
-        return isinstance(b.get("metadata"), dict) and b["metadata"].get("dwb_intent") == intent
+    def match(b: Any) -> bool:
+        return isinstance(b, dict) and isinstance(b.get("metadata"), dict) and b["metadata"].get("dwb_intent") == intent
 
+    found: List[Dict[str, Any]] = []
     try:
-        body = client.list_batches(limit=100, search=intent)
-        for b in body.get("data", []):
-            if isinstance(b, dict) and match(b):
-                return b
+        found = [b for b in client.list_batches(limit=100, search=intent).get("data", []) if match(b)]
     except APIStatusError as exc:
         if exc.status not in (400, 422):
             raise
-    after: Optional[str] = None
-    for _ in range(LOOKUP_PAGES):
-        body = client.list_batches(limit=100, after=after)
-        data = [b for b in body.get("data", []) if isinstance(b, dict)]
-        for b in data:
-            if match(b):
-                return b
-        old = any(isinstance(b.get("created_at"), (int, float)) and b["created_at"] < since for b in data)
-        if old or not body.get("has_more") or not data:
-            return None
-        after = body.get("last_id") or data[-1].get("id")
-    return None
+    if not found:  # the search may be unsupported: page recent batches (up to the first match)
+        after: Optional[str] = None
+        for _ in range(LOOKUP_PAGES):
+            body = client.list_batches(limit=100, after=after)
+            data = [b for b in body.get("data", []) if isinstance(b, dict)]
+            found += [b for b in data if match(b)]
+            old = any(isinstance(b.get("created_at"), (int, float)) and b["created_at"] < since for b in data)
+            if found or old or not body.get("has_more") or not data:
+                break
+            after = body.get("last_id") or data[-1].get("id")
+    unique = {b["id"]: b for b in found if b.get("id")}
+    return sorted(unique.values(), key=lambda b: (b.get("created_at") or 0, b["id"]))
+
+
+def find_batch(client: Any, ch: Chunk) -> Optional[Dict[str, Any]]:
+    """The batch created for ``ch``'s intent, if one exists (the oldest, if several do)."""
+    found = intent_batches(client, ch)
+    return found[0] if found else None
+
+
+def create_in_progress() -> float:
+    """Seconds after an attempt of POST /batches started during which the server may still be
+    working on it (see CREATE_MARGIN)."""
+    from .http import CREATE_TIMEOUT  # (here: planning and dry runs do without ``requests``)
+
+    return CREATE_TIMEOUT[0] + CREATE_TIMEOUT[1] + CREATE_MARGIN
+
+
+def create_deadline(ch: Chunk) -> float:
+    """Until when (unix seconds) the server may still be working on ``ch``'s last create."""
+    return float(ch.create_started_at or 0) + create_in_progress()
+
+
+def until_created(
+    lookup: Callable[[Chunk], Optional[Dict[str, Any]]], ch: Chunk, label: str
+) -> Optional[Dict[str, Any]]:
+    """``lookup(ch)``, repeated with back-off while nothing is found and the server may still be
+    working on the chunk's last create (``create_deadline``): a create not found before then
+    may still take effect, and creating it again would pay for every request twice. The
+    waits go through the clock (scaled in tests); their nominal sum is what is bounded."""
+    found = lookup(ch)
+    bound = create_in_progress()
+    left = create_deadline(ch) - time.time()
+    delays = list(CREATE_LOOK_DELAYS)
+    while not found and left > 0:
+        delay = min(delays.pop(0) if delays else CREATE_LOOK_EVERY, left)
+        narrate(
+            f"{label}: no batch yet; the create sent {bound - left:.0f}s ago may still be in progress on the "
+            f"server (for up to {bound:.0f}s: the client's timeouts for a create plus {CREATE_MARGIN:.0f}s), "
+            f"looking again in {delay:.0f}s"
+        )
+        clock.sleep(delay)
+        left -= delay
+        found = lookup(ch)
+    return found
 
 
 def settled(

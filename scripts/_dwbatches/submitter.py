@@ -8,16 +8,24 @@ Nothing is sent twice, even across ``kill -9``:
 - before a chunk's upload starts, ``upload_started_at`` is saved; a later run that finds it
   without a ``file_id`` looks the file up by its unique ``upload_name`` (and byte count)
   before uploading again;
-- before ``POST /batches``, ``create_started_at`` is saved; the chunk's ``intent_id`` (made
-  when the chunk was planned) travels in the batch metadata as ``dwb_intent``, and a later
-  run that finds no ``batch_id`` looks the batch up by intent (``GET /batches?search=``,
-  then paging recent batches) before creating;
-- a request cut off less than ten minutes before may still be on its way to the server (its
+- before each attempt of ``POST /batches``, ``create_started_at`` (and, once per create,
+  ``create_posts``) is saved; the chunk's ``intent_id`` (made when the chunk was planned)
+  travels in the batch metadata as ``dwb_intent``, and a later run that finds no
+  ``batch_id`` looks the batch up by intent (``GET /batches?search=``, then paging recent
+  batches) before creating;
+- an upload cut off less than ten minutes before may still be on its way to the server (its
   bytes in socket buffers or a buffering proxy): its lookup is repeated after 1 and 2 seconds
-  before anything is sent again;
-- an ambiguous failure (the connection broke after the request was sent, or a 5xx) is
-  resolved the same way at once; only when the lookup finds nothing is the request sent
-  again, once. If that cannot be resolved the run stops (exit 1) and the next run resolves it.
+  before it is sent again;
+- a create is looked for as long as the server may still be working on it: up to
+  ``lookup.create_in_progress()`` seconds (the client's connect and read timeouts for the
+  create plus a margin) after its last attempt started, with back-off (``lookup.until_created``);
+- an ambiguous failure (the connection broke or timed out after the request was sent, or a
+  5xx) is resolved the same way at once (after a 5xx other than a gateway's 502 or 504, sent
+  once the server has stopped working on the request, over 1 and 2 seconds only); only when
+  the lookup finds nothing is the request sent again, once. If that cannot be resolved the
+  run stops (exit 1) and the next run resolves it;
+- a second batch for one chunk all the same (a create that outlasted that bound) is recorded
+  on the chunk (``duplicates``) and cancelled (see ``duplicates.py``).
 
 API (the caller holds the job lock: ``with Job(dir) as job:``; the job is planned by
 ``planning.prepare_job`` or ``planning.add_retry_round``)::
@@ -45,7 +53,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from decimal import Decimal
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import commands, lookup
+from . import duplicates, lookup
 from .commands import command, display_path
 from .cost import _money, sum_estimates
 from .errors import EXIT_API, EXIT_CONFIG, APIConnectionError, APIStatusError, CostLimitExceeded, DWError, JobError
@@ -74,6 +82,18 @@ def _ambiguous(exc: DWError) -> bool:
     if isinstance(exc, APIConnectionError):
         return exc.sent
     return isinstance(exc, APIStatusError) and exc.status >= 500
+
+
+# Replies that do not mean the server has stopped working on the request: a gateway's (bad
+# gateway, gateway timeout), given while the server behind it may still be at work. (A 503 is
+# the server's own "busy", or a gateway's with no server to pass the request to.)
+GATEWAY_STATUSES = frozenset({502, 504})
+
+
+def _may_be_in_progress(exc: DWError) -> bool:
+    """After this failure the server may still be working on the request: the connection broke
+    or timed out after it was sent, or a gateway answered for the server."""
+    return not isinstance(exc, APIStatusError) or exc.status in GATEWAY_STATUSES
 
 
 DEFAULT_PARALLEL = 3  # chunks uploaded and created at once
@@ -118,6 +138,10 @@ class Submitter:
 
     def find_batch(self, ch: Chunk) -> Optional[Dict[str, Any]]:
         return lookup.find_batch(self.client, ch)
+
+    def intent_batches(self, ch: Chunk) -> Optional[List[Dict[str, Any]]]:
+        """Every batch made for ``ch``'s intent, oldest first; None when there is none."""
+        return lookup.intent_batches(self.client, ch) or None
 
     def _sent_earlier(
         self, find: Any, ch: Chunk, started_at: Optional[float], label: str, what: str
@@ -246,39 +270,38 @@ class Submitter:
         if self._cancelled(rnd, refresh=True):
             narrate(f"{label}: the job was cancelled; no batch is created for it")
             return
-        b = self._sent_earlier(self.find_batch, ch, ch.create_started_at, label, "the batch created")
-        if b:
-            self._count("batches_found")
-            self._record_batch(ch, b)
-            return
-        ch.create_started_at = time.time()
-        self.job.save()
+        if ch.create_started_at:  # an earlier run sent the create: look for it while it may be in progress
+            found = self._find_created(ch, label, in_progress=True)
+            if found:
+                narrate(f"{label}: found the batch created by an earlier run ({found[0]['id']})")
+                self._count("batches_found")
+                self._record_batch(ch, found)
+                return
         try:
-            b = self._create(ch)
+            found = [self._create(ch)]
         except APIStatusError as exc:
             if exc.status == 404 and reupload:
                 narrate(f"{label}: the uploaded file {ch.file_id} is gone (expired or deleted); uploading again")
                 ch.file_id = None
                 ch.upload_started_at = None
-                ch.create_started_at = None
                 ch.cost_estimate = None
-                self.job.save()
+                self._not_created(ch)
                 self.ensure_uploaded(rnd, ch)
                 self.ensure_created(rnd, ch, reupload=False)
                 return
             if not _ambiguous(exc):
                 self._not_created(ch)
                 raise
-            b = self._resolve_create(rnd, ch, exc)
+            found = self._resolve_create(rnd, ch, exc)
         except APIConnectionError as exc:
             if not exc.sent:
                 self._not_created(ch)
                 raise
-            b = self._resolve_create(rnd, ch, exc)
+            found = self._resolve_create(rnd, ch, exc)
         crash_point("after_create", ch.index)
         self._count("created")
-        self._record_batch(ch, b)
-        narrate(f"{label}: created batch {b['id']} ({ch.requests} requests, {ch.completion_window})")
+        self._record_batch(ch, found)
+        narrate(f"{label}: created batch {ch.batch_id} ({ch.requests} requests, {ch.completion_window})")
         if self._cancelled(rnd, refresh=True):  # cancelled while this create was on its way
             self._cancel_created(ch)
 
@@ -319,8 +342,10 @@ class Submitter:
 
     def _not_created(self, ch: Chunk) -> None:
         """The server refused the create outright (or it never arrived): no batch can exist for
-        this attempt, so the job may still change window or settings."""
-        ch.create_started_at = None
+        this attempt; with no earlier create either, the job may still change window or settings."""
+        ch.create_posts = (ch.create_posts or 1) - 1 or None
+        if not ch.create_posts:
+            ch.create_started_at = None
         self.job.save()
 
     def _create(self, ch: Chunk) -> Dict[str, Any]:
@@ -330,19 +355,25 @@ class Submitter:
         meta.update({"dwb_intent": ch.intent_id, "dwb_job": rec.job_id, "dwb_chunk": f"r{rnd_no}c{ch.index}"})
         if rnd_no == 1 and rec.input.sha256:  # the user's file, to notice it submitted again
             meta[lookup.INPUT_KEY] = lookup.input_mark(rec.input.sha256) or ""
+        ch.create_posts = (ch.create_posts or 0) + 1
+
+        def attempt() -> None:  # saved before each attempt is sent: where a look-up must start from
+            ch.create_started_at = time.time()
+            self.job.save()
+
         return self.client.create_batch(
-            ch.file_id, ch.completion_window, meta, endpoint=ch.endpoint or "/v1/chat/completions"
+            ch.file_id, ch.completion_window, meta, endpoint=ch.endpoint or "/v1/chat/completions", on_attempt=attempt
         )
 
-    def _resolve_create(self, rnd: Round, ch: Chunk, exc: DWError) -> Dict[str, Any]:
+    def _resolve_create(self, rnd: Round, ch: Chunk, exc: DWError) -> List[Dict[str, Any]]:
         label = self._label(rnd, ch)
         narrate(f"{label}: creating the batch may or may not have worked ({exc.message}); checking")
-        b = self._find_batch_settled(ch)
-        if b:
-            return b
+        found = self._find_created(ch, label, _may_be_in_progress(exc))
+        if found:
+            return found
         narrate(f"{label}: no batch was created; creating it again")
         try:
-            return self._create(ch)
+            return [self._create(ch)]
         except APIStatusError as exc2:
             if not _ambiguous(exc2):
                 raise
@@ -351,9 +382,9 @@ class Submitter:
             if not exc2.sent:
                 raise
             err = exc2
-        b = self._find_batch_settled(ch)
-        if b:
-            return b
+        found = self._find_created(ch, label, _may_be_in_progress(err))
+        if found:
+            return found
         raise DWError(
             f"could not tell whether the batch for {label} was created ({err.message})",
             hint="Run the same command again: it looks the batch up by its intent id before creating "
@@ -361,11 +392,16 @@ class Submitter:
             exit_code=EXIT_API,
         )
 
-    def _find_batch_settled(self, ch: Chunk) -> Optional[Dict[str, Any]]:
-        """Look the intent up; a request cut off mid-flight may commit a moment later."""
+    def _find_created(self, ch: Chunk, label: str, in_progress: bool) -> Optional[List[Dict[str, Any]]]:
+        """The batches made for ``ch``'s intent, oldest first, looked for as long as the server may
+        still be working on the last create (``in_progress``), else over the settle delays."""
         try:
-            return lookup.settled(self.find_batch, ch, True, f"chunk {ch.index}")
+            if in_progress:
+                return lookup.until_created(self.intent_batches, ch, label)
+            return lookup.settled(self.intent_batches, ch, True, label)
         except DWError as exc:
+            if exc.exit_code == EXIT_CONFIG:
+                raise
             raise DWError(
                 f"could not check whether the batch was created ({exc.message})",
                 hint="Run the same command again when the server is reachable: it looks the batch up "
@@ -373,13 +409,19 @@ class Submitter:
                 exit_code=EXIT_API,
             ) from None
 
-    def _record_batch(self, ch: Chunk, b: Dict[str, Any]) -> None:
+    def _record_batch(self, ch: Chunk, found: List[Dict[str, Any]]) -> None:
+        """Record the chunk's batch (the first of ``found``; any other is a second batch for the
+        same requests: recorded as a duplicate and cancelled)."""
+        b = found[0]
         ch.batch_id = b["id"]
         ch.held = None
         ch.record_batch(b)
+        if (ch.create_posts or 0) > 1:  # sent more than once: a second batch may still turn up
+            ch.watch_duplicates_until = lookup.create_deadline(ch)
         if b.get("input_file_id") and ch.file_id and b["input_file_id"] != ch.file_id:
             narrate(f"warning: batch {b['id']} was made from file {b['input_file_id']}, not {ch.file_id}")
         self.job.save()
+        duplicates.record(self.job, self.client, ch, found[1:])
 
     def refresh(self) -> None:
         """Best effort: update the last known status of batches not created by this run."""
@@ -439,6 +481,7 @@ class Submitter:
     def run(self) -> List[Chunk]:
         rounds = self.job.record.rounds
         self._check_cancel()
+        duplicates.check(self.client, self.job)
         for rnd in rounds:
             self.replan(rnd)
         active = [r for r in rounds if any(not c.batch_id for c in r.chunks) and not self._cancelled(r)]
@@ -506,7 +549,7 @@ class Submitter:
                 f"the files are uploaded (job {self.job.dir}), no batch was created",
                 hint=f"To go on, run the same command again with --max-cost {_money(total, up=True)} or higher, or "
                 "without --max-cost; it creates the held batches without uploading again. To drop the job and "
-                f"delete its uploaded files: {commands.command('cancel_batch.py', '--job', commands.display_path(self.job.dir))}",
+                f"delete its uploaded files: {command('cancel_batch.py', '--job', display_path(self.job.dir))}",
                 total=total,
             )
         for _, ch in pending:

@@ -110,6 +110,9 @@ def create_batch(app: App, req: Request) -> Response:
     clean_meta = {k: v for k, v in metadata.items() if k not in RESERVED_METADATA_KEYS}
     clean_meta["request_source"] = "api"
     clean_meta["created_by"] = SANDBOX_USER_ID
+    hold = app.faults.take_create_hold()
+    if hold is not None and not hold[1]:
+        time.sleep(hold[0])  # the server is still working on the create: no batch to be found yet
     batch_id = str(uuid.uuid4())
     out_id, err_id = str(uuid.uuid4()), str(uuid.uuid4())
     now = time.time()
@@ -154,6 +157,8 @@ def create_batch(app: App, req: Request) -> Response:
             )
         obj = batch_obj_by_id(conn, batch_id)
     app.engine.wake()
+    if hold is not None and hold[1]:
+        time.sleep(hold[0])  # the batch is stored and listed; its reply is late
     return json_response(obj, 201)
 
 

@@ -33,6 +33,7 @@ class Faults:
         "extra_latency",
         "extra_latency_paths",
         "slow_upload_read",
+        "hold_create",
         "bad_answers",
         "billed_price_factor",
     )
@@ -55,6 +56,7 @@ class Faults:
         self._drop_left = 0
         self._fail_ids: frozenset = frozenset()
         self._bad_left: dict = {}
+        self._holds_left: int | None = None
 
     @staticmethod
     def validate(doc: Any) -> dict:
@@ -122,6 +124,16 @@ class Faults:
             p = slow.get("pause", 0)
             if isinstance(p, bool) or not isinstance(p, (int, float)) or p < 0:
                 raise ValueError("'slow_upload_read.pause' must be a number >= 0")
+        if "hold_create" in out:
+            hold = out["hold_create"]
+            if not isinstance(hold, dict) or set(hold) - {"seconds", "visible", "times"}:
+                raise ValueError("'hold_create' must be an object {seconds, visible, times}")
+            s = hold.get("seconds")
+            if isinstance(s, bool) or not isinstance(s, (int, float)) or s < 0:
+                raise ValueError("'hold_create.seconds' must be a number >= 0")
+            if hold.get("visible", "after") not in ("after", "before"):
+                raise ValueError("'hold_create.visible' must be 'after' or 'before'")
+            integer("times", 1, hold)
         if "http" in out:
             rules = out["http"]
             if not isinstance(rules, list):
@@ -161,6 +173,7 @@ class Faults:
                 self._drop_left = 0
             self._fail_ids = frozenset(clean.get("fail_custom_ids", []))
             self._bad_left = dict(clean.get("bad_answers", {}))
+            self._holds_left = clean.get("hold_create", {}).get("times")
 
     def document(self) -> dict:
         with self._lock:
@@ -168,6 +181,8 @@ class Faults:
             doc["_remaining"] = {"http_times": [r["_left"] for r in self._rules], "drop_content_times": self._drop_left}
             if "bad_answers" in doc:
                 doc["_remaining"]["bad_answers"] = sorted(self._bad_left)
+            if "hold_create" in doc:
+                doc["_remaining"]["hold_create_times"] = self._holds_left
             return doc
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -230,6 +245,17 @@ class Faults:
         if prefixes and not any(path.startswith(p) for p in prefixes):
             return 0.0
         return delay
+
+    def take_create_hold(self) -> tuple | None:
+        """(seconds, visible first) for the next batch create to hold, or None (each of
+        ``times`` creates is held once; without ``times`` every one is)."""
+        with self._lock:
+            hold = self._doc.get("hold_create")
+            if not hold or (self._holds_left is not None and self._holds_left <= 0):
+                return None
+            if self._holds_left is not None:
+                self._holds_left -= 1
+            return float(hold["seconds"]), hold.get("visible", "after") == "before"
 
     def slow_upload(self) -> tuple | None:
         with self._lock:

@@ -86,6 +86,7 @@ Fault document (all fields optional; --faults, DW_SANDBOX_FAULTS or PUT /_sandbo
    "duplicate_output_line": true, "late_line_after_cancel": true,
    "extra_latency": 2.0, "extra_latency_paths": ["/v1/batches"],
    "slow_upload_read": {"after_bytes": 1048576, "pause": 5},
+   "hold_create": {"seconds": 8, "visible": "after", "times": 1},
    "bad_answers": {"req-1": "empty", "req-2": "filtered"},
    "billed_price_factor": 0.5}
   An http rule answers instead of the route ("path" is a prefix, "*" matches all; without
@@ -98,6 +99,10 @@ Fault document (all fields optional; --faults, DW_SANDBOX_FAULTS or PUT /_sandbo
   --latency; a number: after that many seconds).
   extra_latency: seconds before every /v1 reply (only under extra_latency_paths if given).
   slow_upload_read: pause reading an upload body once, after after_bytes bytes.
+  hold_create: the next "times" (default: every) valid POST /batches take "seconds" more.
+  "visible": "after" (default): the batch is stored when the hold ends, so a look-up meanwhile
+  finds nothing (a create the server is still working on); "before": it is stored and listed
+  at once and only the reply waits. The server finishes the create even if the client is gone.
   bad_answers: the built-in model's next answer to each custom_id is bad, once: "empty"
   (content ""), "filtered" (finish_reason content_filter), "invalid_json" (text that is not
   JSON), "missing_fields" ({} where a schema asked for fields); HTTP 200 all the same.

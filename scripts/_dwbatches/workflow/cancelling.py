@@ -3,14 +3,15 @@
 Every batch is looked up first; a batch that has ended (or is finalizing, or has every request
 done) is skipped, since cancelling it would only relabel it cancelled. With a job, the cancel
 is recorded in the job first, without the lock, so that a submit running at that moment
-creates no further batch.
+creates no further batch; the job's batches include the second batches recorded for a chunk
+(``duplicates``), normally cancelled already when they were found.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
-from .. import commands, jobstatus
+from .. import commands, duplicates, jobstatus
 from ..errors import JobError
 from ..job import Job
 from ..jobrecord import counts_of
@@ -54,12 +55,15 @@ def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: b
             job.request_cancel()  # first: a submit running now creates no further batch
         targets = jobstatus.job_targets(job.record)
         ids = [t["batch_id"] for t in targets if t["batch_id"]]
+        ids += [d["batch_id"] for d in duplicates.report(job.record)]  # second batches of a chunk, if any ran on
         unsubmitted = [
             {"round": t["round"], "chunk": t["chunk"], "held": t["held"]} for t in targets if not t["batch_id"]
         ]
     # all looked up before anything is cancelled
     if job is not None:
         current = jobstatus.get_job_batches(client, job.record)
+        others = [b for b in ids if b not in current]  # second batches of a chunk
+        current.update(jobstatus.get_batches(client, others, job.record.job_id, missing_ok=True))
         for bid in ids:  # gone from the server with no file of it known: nothing to cancel
             current.setdefault(bid, {"id": bid, "status": jobstatus.UNREACHABLE})
     else:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .. import answers, clock, commands, jobstatus
+from .. import answers, clock, commands, duplicates, jobstatus
 from ..errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, FileSystemError
 from ..job import Job
 from ..jobrecord import counts_of
@@ -65,6 +65,11 @@ def check_once(
             jobstatus.record_status(job, {b: o for b, o in objs.items() if o.get("status") != jobstatus.UNREACHABLE})
         except (OSError, FileSystemError):
             pass  # a job directory that cannot be written (read-only disk, another user's) is still reported
+    if job is not None:
+        try:
+            duplicates.check_unlocked(client, job)  # a second batch for a chunk: recorded and cancelled
+        except (OSError, FileSystemError):
+            pass
     return Check(summary, summaries, speed, done, objs)
 
 
@@ -129,6 +134,7 @@ def check(
         "answers": checked,
         "batches": last.summaries,
         "unsubmitted": summary["unsubmitted"],
+        "duplicates": duplicates.report(job.record) if job is not None else [],
         "rate": round(last.speed["rate"], 3) if last.speed.get("rate") else None,
         "eta_seconds": last.speed.get("eta_seconds"),
         "timed_out": timed_out,

@@ -12,8 +12,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 from .. import commands, lookup, pricing
 from ..cost import _money, local_estimate, sum_estimates
-from ..errors import APIConnectionError, APIStatusError, UsageError
+from ..errors import APIConnectionError, APIStatusError, DWError, UsageError
 from ..flags import check_number
+from ..inputclaim import InputClaim
 from ..job import Job, default_job_dir
 from ..jobrecord import sha256_file
 from ..output import Outcome, narrate
@@ -98,40 +99,51 @@ def submit_or_resume(
     job = Job(options.job_dir(input_path))
     if report is None:
         report = first_validation(input_path, options)
-    sha = None
-    if not job.exists():  # before the lock, which makes the job directory
-        sha = sha256_file(input_path)
-        if not options.resubmit:
-            try:
-                refuse_earlier_submission(client, input_path, sha)
-            except UsageError:
-                if not job.exists():  # (else a submit running at the same time made this very job)
-                    raise
-    with job:
-        resumed = plan_or_resume(
-            job,
-            input_path,
-            base_url=client.base_url,
-            completion_window=options.completion_window,
-            metadata=metadata,
-            max_requests=options.max_requests,
-            max_bytes=options.max_bytes,
-            max_body_bytes=options.max_body_bytes,
-            report=report,
-            input_sha256=sha,
-        )
-        if inside_lock is not None:
-            inside_lock(job)
-        sub = Submitter(job, client, max_cost=options.max_cost, parallel=options.parallel)
-        sub.run()
-        if resumed and refresh:
-            sub.refresh()
+    sha = sha256_file(input_path)
+    # the claim on the input's contents, from before the look for earlier submissions until the
+    # batches are recorded: a submit of the same file into another job dir at this moment is refused
+    with InputClaim(input_path, sha, job.dir) as claim:
+        if not options.resubmit and created_nothing(job):  # (before the lock, which makes the job directory)
+            refuse_earlier_submission(client, input_path, sha, claim.previous)
+        with job:
+            resumed = plan_or_resume(
+                job,
+                input_path,
+                base_url=client.base_url,
+                completion_window=options.completion_window,
+                metadata=metadata,
+                max_requests=options.max_requests,
+                max_bytes=options.max_bytes,
+                max_body_bytes=options.max_body_bytes,
+                report=report,
+                input_sha256=sha,
+            )
+            if inside_lock is not None:
+                inside_lock(job)
+            sub = Submitter(job, client, max_cost=options.max_cost, parallel=options.parallel)
+            sub.run()
+            if resumed and refresh:
+                sub.refresh()
     return Submitted(job, resumed, sub.uploaded, sub.created, sub.files_found + sub.batches_found)
 
 
-def refuse_earlier_submission(client: Any, input_path: str, sha: str) -> None:
+def created_nothing(job: Job) -> bool:
+    """The job is new, or has not sent a single create yet (a run stopped before its batches):
+    read without the lock (job.json is replaced whole), so a damaged record counts as having
+    sent something (the lock's reader reports it)."""
+    if not job.exists():
+        return True
+    try:
+        return Job(job.dir).load().nothing_created()
+    except DWError:
+        return False
+
+
+def refuse_earlier_submission(client: Any, input_path: str, sha: str, last: Optional[Dict[str, Any]] = None) -> None:
     """A new job for a file already submitted (its job directory deleted or moved, or another
-    --job given) would pay for every request again: refused unless --resubmit."""
+    --job given), or a job that has created nothing yet for a file another job submitted
+    meanwhile, would pay for every request again: refused unless --resubmit. ``last``: who
+    claimed this input before (``InputClaim.previous``), to name its job directory."""
     try:
         earlier = lookup.earlier_submissions(client, sha)
     except (APIConnectionError, APIStatusError) as exc:
@@ -144,13 +156,21 @@ def refuse_earlier_submission(client: Any, input_path: str, sha: str) -> None:
         return
     ids = [b["id"] for b in earlier]
     jobs = sorted({(b.get("metadata") or {}).get("dwb_job", "?") for b in earlier})
+    where, find = "", "Its job directory may have been deleted or moved: look for it (ls *.dwjob), or get"
+    if last and Job(last["job"]).exists():  # the job directory that last submitted this file here
+        try:
+            if Job(last["job"]).load().job_id in jobs:
+                other = commands.display_path(last["job"])
+                where = f", job directory {other}"
+                find = f"Follow that job: {commands.command('poll.py', '--job', other)}; or get"
+        except DWError:
+            pass
     states = ", ".join(f"{b['id']} ({b.get('status')})" for b in earlier[:5]) + (", ..." if len(earlier) > 5 else "")
     fetch = commands.command("fetch_results.py", *ids[:20], "--input", commands.display_path(input_path))
     raise UsageError(
         f"{commands.display_path(input_path)} was already submitted, with the same contents, by another job "
-        f"({', '.join(jobs)}): batch(es) {states}; a new job would pay for every request again",
-        hint=f"Its job directory may have been deleted or moved: look for it (ls *.dwjob), or get those results "
-        f"with {fetch}. If that job was cancelled, its directory reruns only what did not finish "
+        f"({', '.join(jobs)}{where}): batch(es) {states}; a new job would pay for every request again",
+        hint=f"{find} those results with {fetch}. If that job was cancelled, its directory reruns only what did not finish "
         "(retry_failed.py --job DIR --after-cancel). To submit the whole file again anyway (and pay again for "
         "what finished), add --resubmit.",
     )
