@@ -181,14 +181,23 @@ def workflow(rec: Recorder, sb: Sandbox, tag: str) -> List[Path]:
     sb.set_faults({"http": [{"method": "*", "path": "*", "status": 503, "retry_after": 0}]})
     rec.run("list_batches.py", expect=1)
     rec.run("run_batch.py", f"{tag}-small.jsonl", "--job", f"{tag}-busy.dwjob", expect=1)
-    # an unexpected error (a reply that is not JSON)
-    sb.set_faults(
-        {"http": [{"method": "GET", "path": "/v1/batches", "status": 200, "message": "not json {", "times": 1}]}
-    )
+    # replies that are not JSON, after the retries
+    sb.set_faults({"http": [{"method": "GET", "path": "/v1/batches", "status": 200, "message": "not json {"}]})
     proc = rec.run("list_batches.py", expect=1)
-    assert b"unexpected" in proc.stderr
+    assert b"not what the API sends" in proc.stderr
     sb.clear_faults()
-    return [job, Path(big["job"]), Path(ran["job"]), work / f"{tag}-wrong.dwjob", work / f"{tag}-busy.dwjob"]
+    # an unexpected error (with DOUBLEWORD_BATCHES_DEBUG: its traceback)
+    crash = dict(rec.env, DOUBLEWORD_BATCHES_CRASH_AT="after_upload:raise")
+    proc = rec.run("submit.py", f"{tag}-small.jsonl", "--job", f"{tag}-crash.dwjob", "--resubmit", env=crash, expect=1)
+    assert b"unexpected RuntimeError" in proc.stderr
+    return [
+        job,
+        Path(big["job"]),
+        Path(ran["job"]),
+        work / f"{tag}-wrong.dwjob",
+        work / f"{tag}-busy.dwjob",
+        work / f"{tag}-crash.dwjob",
+    ]
 
 
 def test_the_key_never_leaks_anywhere_and_job_state_is_private(sandbox_factory, tmp_path, capsys):

@@ -39,6 +39,7 @@ the summed estimate of the rounds being submitted exceeds it: the chunks are mar
 higher) ``max_cost`` creates them. It returns the chunks of every round, in order.
 
 Test hook: ``DOUBLEWORD_BATCHES_CRASH_AT=after_upload|after_create[:N]`` ends the process
+(``:raise`` raises an unexpected error there instead)
 with ``os._exit(137)`` right after the upload / create of chunk N (any chunk without
 ``:N``) returned, before its result is recorded.
 """
@@ -73,6 +74,8 @@ def crash_point(name: str, index: int) -> None:
     if not spec:
         return
     point, _, which = spec.partition(":")
+    if point == name and which.strip() == "raise":  # an unexpected error, for the tests of its report
+        raise RuntimeError(f"test hook {CRASH_ENV}={spec}")
     if point == name and (not which or which.strip() == str(index)):
         sys.stderr.flush()
         os._exit(137)
