@@ -110,7 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         doc["chunks"] = len(rep.chunks)
         if args.report:
             try:
-                atomic_write_json(args.report, doc, mode=0o644)
+                atomic_write_json(args.report, doc, mode=None)
             except FileSystemError as exc:  # name the option, whatever the cause
                 raise file_error(exc.os_error, args.report, "--report", what="the report") from exc.os_error
         if rep.valid:

@@ -9,6 +9,9 @@
   .env or a job's job.json, and the password is never printed.
 - Loopback is literal: 127.0.0.0/8, ::1 and the name localhost; ``*.localhost`` is an
   ordinary host (https, or through the proxy with --allow-insecure-http).
+- Files written for the user (the built batch file, its sidecar, reports, results, errors,
+  the results CSV) get the mode the umask gives (0640 under umask 027); the job's own files
+  stay 0600.
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from _dwbatches import compat, config, errors, urls
-from helpers import make_job, run_script, write_input
+from _dwbatches import compat, config, errors, files, urls
+from helpers import ROOT, SCRIPTS, make_job, run_script, write_input
+from sandbox_helper import INSTRUCT_MODEL
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 NOBODY = 65534
@@ -261,3 +267,72 @@ def test_a_dot_localhost_name_is_an_ordinary_host(sandbox, hostile_server):
     code, doc, err = run_script("list_models.py", "--allow-insecure-http", env=env)
     assert code != 0  # the recording proxy answers 404
     assert hostile_server.requests[0].target == f"{base}/models"  # not bypassed, not resolved here
+
+
+# -- files written for the user honour the umask ----------------------------------------------------
+
+
+def run_under_umask(mask: int, script: str, *args, env: dict, cwd: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / script), *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: os.umask(mask),
+    )
+    assert proc.returncode == 0, (script, proc.stderr)
+    return json.loads(proc.stdout)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@POSIX
+def test_files_for_the_user_get_the_umasks_mode_and_job_files_stay_private(sandbox, tmp_path):
+    """umask 027 (group may read, others nothing): the results files were 0644 whatever the
+    umask; now 0640, as a file made by any other program. The job's files stay 0600."""
+    env = dict(sandbox.env())
+    (tmp_path / "reviews.csv").write_bytes((ROOT / "examples" / "reviews.csv").read_bytes())
+    built = run_under_umask(0o027, "create_batch_file.py", "r.jsonl", "--csv", "reviews.csv", "--id-column", "id",
+                            "--template", "Sentiment: {text}", "-m", INSTRUCT_MODEL, env=env, cwd=tmp_path)  # fmt: skip
+    report = tmp_path / "report.json"
+    run_under_umask(0o027, "validate_batch_file.py", "r.jsonl", "--report", report, env=env, cwd=tmp_path)
+    ran = run_under_umask(0o027, "run_batch.py", "r.jsonl", "--wait", "--format", "csv", env=env, cwd=tmp_path)
+    simple = tmp_path / "answers.jsonl"
+    run_under_umask(0o027, "fetch_results.py", "--job", ran["job"], "--format", "simple", "-o", simple,
+                    env=env, cwd=tmp_path)  # fmt: skip
+    user_files = [built["path"], tmp_path / "r.source.json", report, ran["output"], ran["errors"], simple]
+    assert {str(p): mode(p) for p in user_files} == {str(p): 0o640 for p in user_files}
+    job = Path(ran["job"])
+    assert mode(job) == 0o700 and mode(job / "job.json") == 0o600
+    assert {mode(p) for p in (job / "results").iterdir()} == {0o600}
+
+
+@POSIX
+@pytest.mark.parametrize("proc_status", [True, False], ids=["umask-from-proc", "umask-set-and-restored"])
+def test_atomic_output_honours_the_umask_unless_private(tmp_path, monkeypatch, proc_status):
+    if not proc_status:  # macOS and the BSDs have no /proc/self/status
+
+        def no_proc(*args, **kw):
+            raise OSError("no /proc here")
+
+        monkeypatch.setattr(compat, "open", no_proc, raising=False)
+    old = os.umask(0o077)
+    try:
+        assert compat.new_file_mode() == 0o600
+        with files.atomic_output(str(tmp_path / "results.jsonl")) as fh:
+            fh.write(b"{}\n")
+        os.umask(0o002)
+        assert compat.new_file_mode() == 0o664
+        with files.atomic_output(str(tmp_path / "shared.jsonl")) as fh:
+            fh.write(b"{}\n")
+        files.atomic_write_json(str(tmp_path / "job.json"), {"private": True})  # asks for 0600
+        assert os.umask(0o002) == 0o002  # the umask was given back as it was
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "results.jsonl") == 0o600
+    assert mode(tmp_path / "shared.jsonl") == 0o664
+    assert mode(tmp_path / "job.json") == 0o600

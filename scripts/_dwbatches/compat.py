@@ -31,6 +31,8 @@ of printed commands, port reuse) goes by ``IS_WINDOWS``.
   mode (CRLF translation, Ctrl-Z as end of file).
 - ``O_NOFOLLOW``: add to ``os.open`` flags of downloaded results: a planted symlink is refused
   (POSIX; 0 on Windows).
+- ``new_file_mode``: the mode a new file gets from the user's umask (0666 less the umask), for
+  the files written for the user (results, reports); POSIX only, as ``set_mode`` is.
 - ``untrusted_by``: why a file that configures the scripts (``.env``) cannot be trusted: owned
   by another user, or writable by others. POSIX only: on Windows ownership and permission
   bits are not checked (ACLs decide who may write a file, and ``st_uid`` / ``st_mode`` do not
@@ -101,6 +103,32 @@ def set_mode(target: Union[int, str], mode: int, path: Optional[str] = None) -> 
         return True
     except (OSError, NotImplementedError):
         return False
+
+
+def _umask() -> int:
+    """The process's umask. Linux shows it in /proc/self/status (read without changing it);
+    elsewhere it is read by setting it and setting it back, for that instant to 077, the most
+    private, so that a file another thread creates meanwhile is never more open than meant."""
+    try:
+        with open("/proc/self/status", "rb") as fh:  # bytes: no codec to import
+            for line in fh:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode a new file gets from ``open()`` under the user's umask: 0666 less the umask
+    (0644 under the usual 022, 0600 under 077). A file written for the user (results, reports,
+    a built batch file) gets it, so ``umask 077`` keeps them private. Windows: 0666 (unused:
+    ``set_mode`` does nothing there)."""
+    if IS_WINDOWS:
+        return 0o666
+    return 0o666 & ~_umask()
 
 
 def untrusted_by(st: os.stat_result) -> Optional[str]:
