@@ -15,7 +15,8 @@ Modules, from the wire up:
 - ``store.py``: the SQLite schema and Store (pooled reads, serialised writes); request counts
   and a batch's derived status.
 - ``backends.py``: BuiltinModel (deterministic echo, JSON when asked; reasoning models think first;
-  cut at max_tokens; bad answers on demand) and UpstreamBackend (``--upstream``).
+  cut at max_tokens; bad answers on demand) and UpstreamBackend (``--upstream``: no redirects
+  followed; ``upstream_refusal``, the upstreams the key must not go to).
 - ``engine.py``: Engine, the worker threads and the state changes of batches and requests
   (populate, claim, execute, finish, finalize, cancel, requeue).
 - ``bodies.py``: BodyReader (Content-Length or chunked), MultipartReader, header parameters.

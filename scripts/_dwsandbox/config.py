@@ -72,6 +72,7 @@ class Config:
         self.upstream_model = args.upstream_model
         self.upstream_timeout = args.upstream_timeout
         self.upstream_retries = max(0, args.upstream_retries)
+        self.upstream_allow_insecure_http = args.upstream_allow_insecure_http
         self.window_scale = args.window_scale
         self.verbose = args.verbose
 

@@ -19,6 +19,7 @@ from _dwbatches import compat, urls
 
 from . import __version__
 from .app import App
+from .backends import upstream_refusal
 from .config import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE, Config, log
 from .faults import Faults
 from .routing import Handler
@@ -125,7 +126,8 @@ supported_reasoning_efforts; an effort a model cannot take is refused on upload 
 
 Exit codes:
   0  clean shutdown (SIGTERM or SIGINT)
-  2  bad arguments, invalid fault document, data dir not usable or port not free
+  2  bad arguments, invalid fault document, an --upstream refused (user info in it; plain http
+     to another machine with a key), data dir not usable or port not free
 
 Examples:
   python3 scripts/sandbox_server.py
@@ -196,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--upstream-model", default=None, help="replace body.model with this name when forwarding")
     g.add_argument("--upstream-timeout", type=float, default=300.0, help="seconds per upstream call (default 300)")
     g.add_argument("--upstream-retries", type=int, default=3, help="retries for 5xx/429/408/404 (default 3)")
+    g.add_argument(
+        "--upstream-allow-insecure-http",
+        action="store_true",
+        help="allow a plain-http --upstream on another machine with an upstream key (the key travels "
+        "unencrypted; refused otherwise). Redirects from the upstream are never followed",
+    )
     p.add_argument("--version", action="version", version="%(prog)s " + __version__)
     return p
 
@@ -218,6 +226,11 @@ def main(argv: list | None = None) -> int:
             return 2
     args.host = host
     cfg = Config(args)
+    if cfg.upstream:
+        refusal = upstream_refusal(cfg.upstream, bool(cfg.upstream_api_key), cfg.upstream_allow_insecure_http)
+        if refusal:
+            log(refusal)
+            return 2
     try:
         app = App(cfg, faults)
     except (OSError, sqlite3.Error) as err:
