@@ -80,15 +80,15 @@ def hostile_server(hostile_factory) -> HostileServer:
 def sandbox_factory(tmp_path_factory):
     """Start sandboxes with extra CLI args: ``sandbox_factory("--latency", "0.1")``.
 
-    Keyword arguments: ``api_key`` (default: a fresh random key; pass ``""`` for no auth),
-    ``data_dir`` (default: a new temporary directory).
+    Keyword arguments: ``api_key`` (default: a fresh random key; pass ``""`` for no auth:
+    ``--no-auth``), ``data_dir`` (default: a new temporary directory).
     """
     started: list = []
 
     def start(*extra_args: str, api_key: str | None = None, data_dir=None) -> Sandbox:
         key = new_api_key() if api_key is None else (api_key or None)
         directory = data_dir or tmp_path_factory.mktemp("sandbox") / "data"
-        sb = Sandbox(directory, api_key=key, extra_args=extra_args)
+        sb = Sandbox(directory, api_key=key, extra_args=extra_args, no_auth=api_key == "")
         started.append(sb)
         return sb.start()
 

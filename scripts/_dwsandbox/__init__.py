@@ -22,7 +22,7 @@ Modules, from the wire up:
 - ``bodies.py``: BodyReader (Content-Length or chunked), MultipartReader, header parameters.
 - ``templates.py``: an uploaded JSONL file checked line by line and stored as templates.
 - ``app.py``: App, what every API function shares (config, faults, store, engine, counters),
-  auth and reset.
+  auth, the Host check (DNS rebinding), the private data dir and reset.
 - ``files_api.py``: upload, list, get, delete, content, cost estimate.
 - ``batches_api.py``: create, get, list, cancel, delete, retry, results, analytics.
 - ``models_api.py``: /v1/models. ``sandbox_api.py``: /_sandbox/faults, stats, reset.
