@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 # /// script
 # requires-python = ">=3.9"
-# dependencies = ["requests>=2.28,<3", "python-dotenv>=1.0,<2"]
+# dependencies = [
+#   "requests>=2.32.4,<3",
+#   "python-dotenv>=1.2.2,<2; python_version >= '3.10'",
+#   "python-dotenv>=1.0,<2; python_version < '3.10'",
+# ]
 # ///
 """Cancel batches (by id, or every running batch of a job) without touching finished ones.
 

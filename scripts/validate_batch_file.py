@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 # /// script
 # requires-python = ">=3.9"
-# dependencies = ["requests>=2.28,<3", "python-dotenv>=1.0,<2"]
+# dependencies = [
+#   "requests>=2.32.4,<3",
+#   "python-dotenv>=1.2.2,<2; python_version >= '3.10'",
+#   "python-dotenv>=1.0,<2; python_version < '3.10'",
+# ]
 # ///
 """Check a batch JSONL file locally against every rule the Doubleword server enforces.
 
@@ -110,7 +114,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         doc["chunks"] = len(rep.chunks)
         if args.report:
             try:
-                atomic_write_json(args.report, doc, mode=0o644)
+                atomic_write_json(args.report, doc, mode=None)
             except FileSystemError as exc:  # name the option, whatever the cause
                 raise file_error(exc.os_error, args.report, "--report", what="the report") from exc.os_error
         if rep.valid:

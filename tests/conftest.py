@@ -5,6 +5,10 @@ DOUBLEWORD_BASE_URL removed, so no real key or ``.env`` can be picked up. Waits 
 (backoffs, Retry-After, poll intervals, settle delays) are scaled by TIME_SCALE through
 ``DOUBLEWORD_BATCHES_TIME_SCALE``; a test marked ``real_time`` runs with real waits.
 
+A server that behaves as a test programs it (see tests/hostile_server.py):
+    hostile_server   one HostileServer on a free loopback port, stopped afterwards
+    hostile_factory  hostile_factory() starts more (another one to redirect to, say)
+
 Sandbox fixtures (see tests/sandbox_helper.py):
     sandbox          a sandbox server with default settings and nothing in it: one server per
                      test process, emptied before each test (POST /_sandbox/reset); a test
@@ -20,6 +24,7 @@ import os
 import sys
 
 import pytest
+from hostile_server import HostileServer
 from sandbox_helper import Sandbox, new_api_key
 
 TIME_SCALE = "0.05"
@@ -50,18 +55,40 @@ def _isolated_environment(tmp_path, monkeypatch, request):
 
 
 @pytest.fixture
+def hostile_factory():
+    """Start HostileServers: ``hostile_factory()`` (``host=`` another loopback address); all are
+    stopped afterwards."""
+    started: list = []
+
+    def start(host: str = "127.0.0.1") -> HostileServer:
+        server = HostileServer(host).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def hostile_server(hostile_factory) -> HostileServer:
+    """A HostileServer on a free loopback port (nothing programmed: every request gets 404)."""
+    return hostile_factory()
+
+
+@pytest.fixture
 def sandbox_factory(tmp_path_factory):
     """Start sandboxes with extra CLI args: ``sandbox_factory("--latency", "0.1")``.
 
-    Keyword arguments: ``api_key`` (default: a fresh random key; pass ``""`` for no auth),
-    ``data_dir`` (default: a new temporary directory).
+    Keyword arguments: ``api_key`` (default: a fresh random key; pass ``""`` for no auth:
+    ``--no-auth``), ``data_dir`` (default: a new temporary directory).
     """
     started: list = []
 
     def start(*extra_args: str, api_key: str | None = None, data_dir=None) -> Sandbox:
         key = new_api_key() if api_key is None else (api_key or None)
         directory = data_dir or tmp_path_factory.mktemp("sandbox") / "data"
-        sb = Sandbox(directory, api_key=key, extra_args=extra_args)
+        sb = Sandbox(directory, api_key=key, extra_args=extra_args, no_auth=api_key == "")
         started.append(sb)
         return sb.start()
 

@@ -519,7 +519,7 @@ class DocRunner:
         self.servers.append(server)
         ready = server.start().ready
         self.env["DOUBLEWORD_BASE_URL"] = ready["base_url"]
-        self.env["DOUBLEWORD_API_KEY"] = "sk-sandbox"
+        self.env["DOUBLEWORD_API_KEY"] = ready["api_key"]  # the random key it printed, as the docs say
         self.outputs.append((cmd, 0, ready))
         return ready
 

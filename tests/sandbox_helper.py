@@ -119,6 +119,8 @@ class Sandbox:
     """One sandbox server process (``scripts/sandbox_server.py``) bound to a free port, started
     by the product's launcher (``_dwbatches.sandbox.SandboxProcess``), with HTTP helpers.
 
+    ``api_key``: the key the server wants (None: the random one it makes, read from its ready
+    line; or the one ``env`` gives it); ``no_auth``: it wants none (``--no-auth``).
     ``extra_args`` are passed to the server; ``env`` replaces os.environ for it; ``python``
     is the interpreter (default: the one running the tests).  The server's stderr goes to
     ``log_path`` (next to the data dir).
@@ -131,10 +133,12 @@ class Sandbox:
         extra_args: Iterable[str] = (),
         env: dict | None = None,
         python: str | None = None,
+        no_auth: bool = False,
     ) -> None:
         self.python = python or sys.executable
         self.data_dir = Path(data_dir)
         self.api_key = api_key
+        self.no_auth = no_auth
         self.extra_args = list(extra_args)
         self.port: int | None = None
         self.pid: int | None = None
@@ -156,6 +160,7 @@ class Sandbox:
     def _sync(self) -> SandboxProcess:
         """The launcher, with this sandbox's current key, flags and interpreter."""
         self._process.api_key = self.api_key or None
+        self._process.no_auth = self.no_auth
         self._process.extra_args = list(self.extra_args)
         self._process.python = self.python
         return self._process
@@ -168,6 +173,8 @@ class Sandbox:
         except SandboxStartError as err:
             raise SandboxError(f"{err}; log:\n{self.log_text()}") from None
         self.ready = dict(process.ready)
+        if self.api_key is None and not self.no_auth:
+            self.api_key = process.api_key  # the server's own random key (None: its env gave one)
         self.port = process.port
         self.pid = process.pid
         self.base_url = process.base_url

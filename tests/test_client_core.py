@@ -64,8 +64,14 @@ def test_dotenv_in_cwd_is_read_but_never_overrides_environment(tmp_path, monkeyp
     assert cfg.key_source.startswith(".env at ")
     assert cfg.base_url == "http://127.0.0.1:9/v1"
     monkeypatch.setenv("DOUBLEWORD_API_KEY", "sk-from-environment-yyy")
+    # the environment's key never goes to the server the .env names
+    with pytest.raises(errors.ConfigError) as ei:
+        config.load_config()
+    assert ei.value.exit_code == 3 and "refusing to send the environment's key" in ei.value.message
+    monkeypatch.setenv("DOUBLEWORD_BASE_URL", "http://127.0.0.1:8/v1")
     cfg = config.load_config()
     assert cfg.api_key == "sk-from-environment-yyy" and cfg.key_source == "environment"
+    assert cfg.base_url == "http://127.0.0.1:8/v1" and cfg.base_url_source == "environment"
     # the flag beats both
     assert config.load_config(base_url="https://x.test/v1/").base_url == "https://x.test/v1"
     assert "sk-" not in repr(cfg)

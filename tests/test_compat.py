@@ -82,6 +82,7 @@ BANNED_ATTRS = {
         "replace": "use compat.replace (retries while a Windows reader holds the target open)",
         "rename": "use compat.replace (os.rename does not overwrite on Windows)",
         "kill": "os.kill(pid, 0) terminates the process on Windows; use compat.pid_alive",
+        "umask": "use compat.new_file_mode (the mode a new file gets; POSIX only)",
     },
     "signal": dict.fromkeys(
         (

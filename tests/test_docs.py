@@ -9,7 +9,10 @@
   order, and exits with a code the docs allow (see ``helpers.DocRunner`` for the conventions);
 - the README's worked example shows JSON with the same fields as the real output;
 - the bundle that `clawhub publish` would upload (.gitignore + .clawhubignore, dot-files
-  and non-text files skipped, as ClawHub does) holds what an agent needs and nothing else.
+  and non-text files skipped, as ClawHub does) holds what an agent needs and nothing else;
+- requirements.txt, pyproject.toml and the PEP 723 header of every script name the same
+  dependencies, with floors above the known credential-leak advisories of requests and
+  python-dotenv (and the scripts use python-dotenv only to read .env files).
 
 Doc command conventions (the docs rely on them; keep them in sync):
 
@@ -26,6 +29,7 @@ Doc command conventions (the docs rely on them; keep them in sync):
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import json
 import os
@@ -575,3 +579,67 @@ def test_create_batch_file_help_names_the_default_models_the_code_uses():
     ).stdout
     text = " ".join(out.split())
     assert f"model (default {builder.DEFAULT_CHAT_MODEL}; embeddings {builder.DEFAULT_EMBEDDING_MODEL})" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# dependencies: one list, floors above the advisories
+# ---------------------------------------------------------------------------------------------
+
+PEP723 = re.compile(r"(?m)^# /// script$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
+# (package, marker or "", the lowest version the floor may be)
+FLOORS = [
+    ("requests", "", (2, 32, 4)),  # CVE-2023-32681 (2.31.0), CVE-2024-35195 (2.32.2), CVE-2024-47081 (2.32.4)
+    ("python-dotenv", 'python_version >= "3.10"', (1, 2, 2)),  # CVE-2026-28684 (1.2.2 needs Python 3.10)
+    ("python-dotenv", 'python_version < "3.10"', (1, 0)),  # the newest for 3.9 is 1.2.1
+]
+
+
+def normalized(requirement: str) -> str:
+    return requirement.replace(" ", "").replace("'", '"')
+
+
+def script_dependencies() -> Dict[str, List[str]]:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    out = {}
+    for path in sorted(SCRIPTS.glob("*.py")):
+        m = PEP723.search(path.read_text(encoding="utf-8"))
+        assert m, f"{path.name} has no PEP 723 header"
+        block = "".join(line[2:] if line.startswith("# ") else line[1:] for line in m.group("content").splitlines(True))
+        meta = tomllib.loads(block)
+        assert meta["requires-python"] == ">=3.9", path.name
+        out[path.name] = [normalized(r) for r in meta["dependencies"]]
+    return out
+
+
+def test_every_list_of_dependencies_is_the_same_with_floors_above_the_advisories():
+    tomllib = pytest.importorskip("tomllib")
+    lines = (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    required = [normalized(line) for line in lines if line.strip() and not line.startswith("#")]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert [normalized(r) for r in project["dependencies"]] == required
+    for name, deps in script_dependencies().items():
+        assert deps == ([] if name == "sandbox_server.py" else required), name  # the sandbox: standard library
+    floors = []
+    for requirement in required:
+        spec, _, marker = requirement.partition(";")
+        m = re.fullmatch(r"([a-z0-9-]+)>=([0-9.]+),<([0-9]+)", spec)
+        assert m, requirement
+        floors.append((m.group(1), marker, tuple(int(x) for x in m.group(2).split("."))))
+    assert len(floors) == len(FLOORS)
+    for (name, marker, floor), (want_name, want_marker, lowest) in zip(floors, FLOORS):
+        assert (name, marker) == (want_name, normalized(want_marker))
+        assert floor >= lowest, f"{name} {marker}: floor {floor} is below {lowest}"
+
+
+def test_python_dotenv_is_only_used_to_read():
+    """CVE-2026-28684 is in set_key and unset_key (they follow symlinks when rewriting a .env):
+    on Python 3.9, which cannot install the fixed 1.2.2, the scripts must not call them."""
+    used = set()
+    for path in SCRIPTS.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "dotenv":
+                used |= {a.name for a in node.names}
+            elif isinstance(node, ast.Import):
+                assert not any(a.name.split(".")[0] == "dotenv" for a in node.names), path
+    assert used == {"dotenv_values"}

@@ -165,8 +165,10 @@ def test_loopback_never_reaches_the_proxy(sandbox, tmp_path, host):
     assert proxy.seen == []
 
 
-def test_remote_http_base_url_goes_through_the_proxy(sandbox, tmp_path):
-    # the proxy hands dw.example's requests to the sandbox: the whole call works through it
+def test_remote_http_base_url_goes_through_the_proxy(sandbox_factory, tmp_path):
+    # the proxy hands dw.example's requests to the sandbox (which answers that name when told
+    # to: it checks the Host header): the whole call works through it
+    sandbox = sandbox_factory("--allow-host", REMOTE_HOST)
     port = int(urlsplit(sandbox.base_url).port)
     with RecordingProxy(route=("127.0.0.1", port)) as proxy:
         env = proxy_env(proxy.url, DOUBLEWORD_API_KEY=sandbox.api_key, DOUBLEWORD_BASE_URL=f"http://{REMOTE_HOST}/v1")

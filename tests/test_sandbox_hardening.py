@@ -1,18 +1,23 @@
-"""Sandbox hardening: loopback by default, every route behind the key, a bounded upload that
-costs no memory, and ids that cannot walk out of the data directory.
+"""Sandbox hardening: loopback by default, every route behind the key (a random one unless one
+is given; none only with --no-auth), a Host check against DNS rebinding, a private data dir,
+a bounded upload that costs no memory, and ids that cannot walk out of the data directory.
 
 The sandbox is a test tool, but people run it on their machines (``make demo``, rehearsals),
 sometimes with a real upstream key behind it; it must not be reachable from the network unless
-asked, nor be a way to read files or exhaust memory.
+asked, nor by another user of the machine or a web page, nor be a way to read files or
+exhaust memory.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import json
+import os
 import re
 import select
 import socket
+import stat
 import subprocess
 import sys
 import uuid
@@ -79,16 +84,21 @@ def test_binds_to_loopback_only_by_default(sandbox):
 
 
 @needs_proc
-def test_binds_beyond_loopback_only_when_asked_and_says_so(sandbox_factory):
-    sb = sandbox_factory("--host", "0.0.0.0")
+@pytest.mark.parametrize("allowed", [False, True])
+def test_binds_beyond_loopback_only_when_asked_and_says_so(sandbox_factory, allowed):
+    addr = non_loopback_address()
+    sb = sandbox_factory("--host", "0.0.0.0", *(["--allow-host", addr] if allowed and addr else []))
     assert listening(sb.port) == ["0.0.0.0"]
     assert "WARNING: binding 0.0.0.0 exposes the sandbox beyond this machine" in sb.log_text()
-    addr = non_loopback_address()
     if addr is None:
         pytest.skip("no non-loopback address to connect through")
     assert can_connect(addr, sb.port)
     res = sb.request("GET", f"http://{addr}:{sb.port}/v1/batches", api_key="sk-nope")
-    assert res.status == 401  # still behind the key
+    if allowed:
+        assert res.status == 401  # still behind the key
+    else:  # Host is this machine's address, not loopback: named with --allow-host only
+        assert res.status == 421 and f"Host '{addr}:{sb.port}' is not answered here" in res.text
+        assert sb.request("GET", f"http://{addr}:{sb.port}/v1/batches").status == 421  # the key does not help
 
 
 # -- authentication ------------------------------------------------------------------------------
@@ -122,6 +132,116 @@ def test_every_route_wants_the_key(auth, sandbox):
     stats = sandbox.stats()
     assert stats["files"] == 0 and stats["batches"] == 0 and stats["uploads_received"] == 0
     assert sandbox.faults() == {"_remaining": {"http_times": [], "drop_content_times": 0}}  # nothing was changed
+
+
+def sandbox_env() -> dict:
+    return {k: v for k, v in os.environ.items() if not k.startswith("DW_SANDBOX_")}
+
+
+def test_without_a_key_the_sandbox_makes_one_and_wants_it(tmp_path):
+    """Another user of the machine read every stored prompt and spent the upstream key through
+    a sandbox started without a key: now it makes a random one, printed in its ready line only."""
+    keys = []
+    for name in ("a", "b"):
+        sb = Sandbox(tmp_path / name, env=sandbox_env()).start()
+        try:
+            key = sb.ready["api_key"]
+            assert key and key.startswith("sk-sandbox-") and len(key) >= 40 and sb.api_key == key
+            for path in ("files", "batches", "/_sandbox/stats"):
+                assert sb.get(path, auth=False).status == 401, path
+                assert sb.get(path, api_key="sk-sandbox").status == 401, path
+                assert sb.get(path).status == 200, path
+            keys.append(key)
+        finally:
+            sb.stop()
+        assert key not in sb.log_text()
+    assert keys[0] != keys[1]
+
+
+def test_no_key_only_when_asked_in_so_many_words(tmp_path, sandbox_factory):
+    for args, words in [
+        (["--api-key", ""], "--api-key is empty; to accept requests without a key, pass --no-auth"),
+        (["--no-auth", "--api-key", "sk-x"], "--api-key and --no-auth contradict each other"),
+    ]:
+        proc = subprocess.run(
+            [sys.executable, str(SERVER_SCRIPT), "--port", "0", "--data-dir", str(tmp_path / "d"), *args],
+            capture_output=True, text=True, timeout=30, env=sandbox_env(),
+        )  # fmt: skip
+        assert (proc.returncode, proc.stdout) == (2, ""), proc.stderr
+        assert words in proc.stderr
+    sb = sandbox_factory(api_key="")  # --no-auth
+    assert sb.ready["api_key"] is None and sb.get("batches", auth=False).status == 200
+    assert "WARNING: --no-auth: every request is accepted without a key" in sb.log_text()
+
+
+def raw_get(port: int, path: str, host: Optional[str], key: str) -> Tuple[int, str]:
+    """GET with exactly this Host header (None: none at all)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.putrequest("GET", path, skip_host=True, skip_accept_encoding=True)
+        if host is not None:
+            conn.putheader("Host", host)
+        conn.putheader("Authorization", f"Bearer {key}")
+        conn.endheaders()
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+def test_only_loopback_hosts_are_answered(sandbox):
+    """DNS rebinding: a web page of another site, its name pointed at 127.0.0.1, reaches the
+    sandbox with that name as Host. Only loopback names and addresses (and the address bound,
+    or an --allow-host name) are answered, before the key is even looked at."""
+    port = sandbox.port
+    allowed = [f"127.0.0.1:{port}", "127.0.0.1", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}", "127.9.9.9"]
+    refused = [
+        f"evil.example:{port}",
+        "evil.example",
+        f"dwb.localhost:{port}",  # resolved through DNS: not loopback by name
+        "localhost.",
+        "127.0.0.1.nip.io",
+        "0.0.0.0",
+        "[::ffff:127.0.0.1]",
+        f"user@127.0.0.1:{port}",
+        "127.0.0.1:port",
+        "",
+        None,  # no Host header at all
+    ]
+    for path in ("/v1/batches", "/_sandbox/stats", "/v1/no-such-route"):
+        for host in allowed:
+            status, body = raw_get(port, path, host, sandbox.api_key)
+            assert status != 421, (path, host, body)
+        for host in refused:
+            status, body = raw_get(port, path, host, sandbox.api_key)
+            assert status == 421 and "is not answered here" in body and "--allow-host" in body, (path, host, status)
+    assert sandbox.stats()["requests"].get("GET /v1/batches") == len(allowed)  # the refused were never served
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_the_data_dir_is_private_whatever_the_umask(tmp_path):
+    data = tmp_path / "sb" / "data"
+    old = os.umask(0)  # the server inherits it
+    try:
+        sb = Sandbox(data, api_key=new_api_key()).start()
+    finally:
+        os.umask(old)
+    try:
+        sb.submit(chat_requests(2))  # the WAL and its index are written
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [data, data / "tmp", *data.glob("sandbox.db*")]}
+        assert modes == {"data": 0o700, "tmp": 0o700, "sandbox.db": 0o600, "sandbox.db-wal": 0o600,
+                         "sandbox.db-shm": 0o600}, modes  # fmt: skip
+        assert stat.S_IMODE(sb.log_path.stat().st_mode) == 0o600  # the launcher's log of its stderr
+    finally:
+        sb.stop()
+    for p in data.glob("sandbox.db*"):  # a database of an earlier version: 0644
+        p.chmod(0o644)
+    sb.start()
+    try:
+        assert {stat.S_IMODE(p.stat().st_mode) for p in data.glob("sandbox.db*")} == {0o600}
+        assert json.loads(sb.get("batches").text)["data"]  # the same database, kept
+    finally:
+        sb.stop()
 
 
 # -- an oversized upload -------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from sandbox_helper import SERVER_SCRIPT, Sandbox, chat_requests, new_api_key
 
 
 def test_ready_line_and_helper_attributes(sandbox):
-    assert set(sandbox.ready) == {"base_url", "port", "pid", "data_dir"}
+    assert set(sandbox.ready) == {"base_url", "port", "pid", "data_dir", "api_key"}
+    assert sandbox.ready["api_key"] is None  # a key given to it is never echoed
     assert sandbox.base_url == f"http://127.0.0.1:{sandbox.port}/v1"
     assert sandbox.pid == sandbox.proc.pid
     assert Path(sandbox.ready["data_dir"]) == sandbox.data_dir.resolve()
@@ -231,13 +232,16 @@ def test_launcher_reports_a_server_that_does_not_start(tmp_path):
 def test_launcher_kill_and_restart_keep_the_data_dir(tmp_path):
     from _dwbatches.sandbox import SandboxProcess
 
-    with SandboxProcess(str(tmp_path / "data"), api_key=None) as launcher:
-        first = launcher.pid
+    with SandboxProcess(str(tmp_path / "data"), api_key=None) as launcher:  # the server makes its key
+        first, key = launcher.pid, launcher.api_key
+        assert key == launcher.ready["api_key"] and key.startswith("sk-sandbox-")
         assert launcher.ready["data_dir"] == str((tmp_path / "data").resolve())
+        auth = {"Authorization": f"Bearer {key}"}
         res = requests.post(
             launcher.base_url + "/files",
             files={"file": ("a.jsonl", b"\n".join(json.dumps(r).encode() for r in chat_requests(2)))},
             data={"purpose": "batch"},
+            headers=auth,
             timeout=30,
         )
         assert res.status_code == 201, res.text
@@ -245,6 +249,7 @@ def test_launcher_kill_and_restart_keep_the_data_dir(tmp_path):
         assert not launcher.running and launcher.proc.returncode != 0
         launcher.restart(["--latency", "0.01"])
         assert launcher.running and launcher.pid != first and launcher.command()[-2:] == ["--latency", "0.01"]
-        files = requests.get(launcher.base_url + "/files", timeout=30).json()["data"]
+        assert launcher.api_key == key and launcher.ready["api_key"] is None  # handed on: the same key
+        files = requests.get(launcher.base_url + "/files", headers=auth, timeout=30).json()["data"]
         assert [f["id"] for f in files] == [res.json()["id"]]
     assert launcher.stop() == 0 and (tmp_path / "data" / "sandbox.db").exists()

@@ -1,15 +1,23 @@
-"""Sandbox: --upstream forwards each request to an OpenAI-compatible server (a local stub here)."""
+"""Sandbox: --upstream forwards each request to an OpenAI-compatible server (a local stub here).
+
+The upstream key goes to the upstream only: a redirect is never followed (urllib would send the
+request again, Authorization included, to the host it names), and a plain-http upstream on
+another machine is refused at start while there is a key (unless
+--upstream-allow-insecure-http says so).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from sandbox_helper import CHAT_MODEL, Sandbox, new_api_key
+from sandbox_helper import CHAT_MODEL, SERVER_SCRIPT, Sandbox, new_api_key
 
 
 class StubUpstream(BaseHTTPRequestHandler):
@@ -138,3 +146,99 @@ def test_a_local_upstream_is_reached_past_a_proxy_in_the_environment(tmp_path, u
         assert out["b"]["choices"][0]["message"]["content"] == "hi there"
     finally:
         sb.stop()
+
+
+# -- the upstream key goes to the upstream only ------------------------------------------------
+
+UPSTREAM_KEY = "sk-upstream-" + "u" * 36
+REDIRECTS = (301, 302, 303, 307, 308)
+
+
+@pytest.fixture
+def upstream_sandbox(tmp_path):
+    """start(upstream) -> a sandbox forwarding to ``upstream`` with UPSTREAM_KEY (given in its
+    environment, as the help advises: a flag shows in the process list); stopped afterwards."""
+    started = []
+
+    def start(upstream: str, *args: str) -> Sandbox:
+        env = dict(os.environ, DW_SANDBOX_UPSTREAM_API_KEY=UPSTREAM_KEY)
+        sb = Sandbox(tmp_path / f"data{len(started)}", api_key=new_api_key(), env=env,
+                     extra_args=("--upstream", upstream, *args))  # fmt: skip
+        started.append(sb)
+        return sb.start()
+
+    yield start
+    for sb in started:
+        sb.stop()
+
+
+def test_upstream_redirects_are_never_followed(upstream_sandbox, hostile_factory):
+    """Each redirect status once, to another host (a second server, named ``localhost``): it
+    gets nothing, the key least of all; each request fails with the redirect, unretried."""
+    upstream, elsewhere = hostile_factory(), hostile_factory()
+    target = elsewhere.url("/v1/chat/completions", host="localhost")
+    for status in REDIRECTS:
+        upstream.redirect("/v1/chat/completions", target, status=status, times=1)
+    elsewhere.reply(json={"choices": [{"message": {"role": "assistant", "content": "stolen"}}]})
+    sb = upstream_sandbox(upstream.base_url, "--upstream-retries", "2")
+    batch = sb.submit([item(f"r{i}", f"question {i}") for i in range(len(REDIRECTS))])
+    done = sb.wait_batch(batch["id"])
+    assert done["request_counts"] == {"total": 5, "completed": 0, "failed": 5}
+    failures = [json.loads(line["error"]["message"]) for line in sb.content(batch["error_file_id"]).lines()]
+    assert {f["type"] for f in failures} == {"UpstreamRedirect"}
+    assert sorted(f["details"]["status"] for f in failures) == list(REDIRECTS)
+    assert {f["details"]["location"] for f in failures} == {target}
+    assert elsewhere.requests == []  # nothing followed the redirect
+    posts = upstream.seen("POST", "/v1/chat/completions")
+    assert len(posts) == 5  # one each: a redirect is not retried
+    assert {p.header("Authorization") for p in posts} == {f"Bearer {UPSTREAM_KEY}"}
+    assert UPSTREAM_KEY not in sb.log_text()
+
+
+def start_server(tmp_path, *args: str, key: str = UPSTREAM_KEY) -> subprocess.CompletedProcess:
+    """The server with these arguments, the upstream key in its environment; one that starts is
+    stopped at its ready line."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DW_SANDBOX_")}
+    if key:
+        env["DW_SANDBOX_UPSTREAM_API_KEY"] = key
+    cmd = [sys.executable, str(SERVER_SCRIPT), "--port", "0", "--data-dir", str(tmp_path / "d"), *args]
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        ready = proc.stdout.readline()
+        if ready:
+            proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    return subprocess.CompletedProcess(cmd, proc.returncode, ready + out, err)
+
+
+@pytest.mark.parametrize(
+    "upstream, words",
+    [
+        ("http://upstream.example/v1", "refusing a plain-http --upstream to 'upstream.example', another machine"),
+        ("http://10.1.2.3:8000/v1", "refusing a plain-http --upstream to '10.1.2.3', another machine"),
+        ("http://models.localhost:8000/v1", "refusing a plain-http --upstream to 'models.localhost'"),
+        (f"https://me:{UPSTREAM_KEY}@upstream.example/v1", "--upstream https://***@upstream.example/v1 has a user"),
+        ("ftp://upstream.example/v1", "--upstream 'ftp://upstream.example/v1' is not an http(s) URL"),
+        ("upstream.example:8000", "is not an http(s) URL"),
+    ],
+)
+def test_an_upstream_the_key_must_not_go_to_is_refused_at_start(tmp_path, upstream, words):
+    proc = start_server(tmp_path, "--upstream", upstream)
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert words in proc.stderr
+    assert UPSTREAM_KEY not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, key",
+    [
+        (["--upstream", "http://upstream.example/v1", "--upstream-allow-insecure-http"], UPSTREAM_KEY),
+        (["--upstream", "http://upstream.example/v1"], ""),  # no key: nothing secret travels
+        (["--upstream", "https://upstream.example/v1"], UPSTREAM_KEY),
+        (["--upstream", "http://127.0.0.1:9/v1"], UPSTREAM_KEY),
+        (["--upstream", "http://[::1]:9/v1"], UPSTREAM_KEY),
+    ],
+    ids=["allowed-by-flag", "without-a-key", "https", "loopback", "loopback-v6"],
+)
+def test_an_upstream_the_key_may_go_to_starts(tmp_path, args, key):
+    proc = start_server(tmp_path, *args, key=key)
+    assert json.loads(proc.stdout.splitlines()[0])["base_url"].startswith("http://127.0.0.1:"), proc.stderr

@@ -409,7 +409,7 @@ class BatchFileWriter:
             if not rep.valid:
                 first = rep.errors[0] if rep.errors else {"line": "?", "message": "invalid"}
                 raise InputError(f"the built file is not valid: output line {first['line']}: {first['message']}")
-            compat.set_mode(self.tmp, 0o644)
+            compat.set_mode(self.tmp, compat.new_file_mode())  # the user's file: as the umask says
             compat.replace(self.tmp, self.path)
             fsync_dir(os.path.dirname(self.path))
         except BaseException as exc:
@@ -472,7 +472,7 @@ def write_sidecar(output_path: str, source: Dict[str, Any]) -> str:
     doc["output"] = os.path.abspath(output_path)
     doc["output_sha256"] = sha256_file(output_path)
     path = sidecar_path(output_path)
-    atomic_write_json(path, doc, mode=0o644)
+    atomic_write_json(path, doc, mode=None)  # the user's file: as the umask says
     return path
 
 

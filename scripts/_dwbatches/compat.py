@@ -31,6 +31,12 @@ of printed commands, port reuse) goes by ``IS_WINDOWS``.
   mode (CRLF translation, Ctrl-Z as end of file).
 - ``O_NOFOLLOW``: add to ``os.open`` flags of downloaded results: a planted symlink is refused
   (POSIX; 0 on Windows).
+- ``new_file_mode``: the mode a new file gets from the user's umask (0666 less the umask), for
+  the files written for the user (results, reports); POSIX only, as ``set_mode`` is.
+- ``untrusted_by``: why a file that configures the scripts (``.env``) cannot be trusted: owned
+  by another user, or writable by others. POSIX only: on Windows ownership and permission
+  bits are not checked (ACLs decide who may write a file, and ``st_uid`` / ``st_mode`` do not
+  show them), so there a .env is trusted as on earlier versions.
 """
 
 from __future__ import annotations
@@ -97,6 +103,51 @@ def set_mode(target: Union[int, str], mode: int, path: Optional[str] = None) -> 
         return True
     except (OSError, NotImplementedError):
         return False
+
+
+def _umask() -> int:
+    """The process's umask. Linux shows it in /proc/self/status (read without changing it);
+    elsewhere it is read by setting it and setting it back, for that instant to 077, the most
+    private, so that a file another thread creates meanwhile is never more open than meant."""
+    try:
+        with open("/proc/self/status", "rb") as fh:  # bytes: no codec to import
+            for line in fh:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """The mode a new file gets from ``open()`` under the user's umask: 0666 less the umask
+    (0644 under the usual 022, 0600 under 077). A file written for the user (results, reports,
+    a built batch file) gets it, so ``umask 077`` keeps them private. Windows: 0666 (unused:
+    ``set_mode`` does nothing there)."""
+    if IS_WINDOWS:
+        return 0o666
+    return 0o666 & ~_umask()
+
+
+def untrusted_by(st: os.stat_result) -> Optional[str]:
+    """Why a file with this ``stat`` cannot be trusted with the scripts' configuration (a .env
+    that could name the server the key is sent to), or None when it can: it must be owned by
+    this user (or root, who could change anything anyway) and writable by no other user (not
+    by everyone; by its group only when the group is this user's own, as a user-private group
+    is). Windows: always None (ownership and ACLs are not checked there)."""
+    if IS_WINDOWS or not hasattr(os, "geteuid"):
+        return None
+    me = os.geteuid()
+    if st.st_uid not in (me, 0):
+        return f"it belongs to another user (uid {st.st_uid})"
+    mode = st.st_mode & 0o7777
+    if mode & 0o002:
+        return f"every user may write to it (mode {mode:04o})"
+    if mode & 0o020 and st.st_gid != os.getegid():
+        return f"the other users of its group (gid {st.st_gid}) may write to it (mode {mode:04o})"
+    return None
 
 
 def replace(src: str, dst: str, retry_seconds: Optional[float] = None) -> None:

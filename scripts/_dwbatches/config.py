@@ -4,6 +4,13 @@ The .env file is the first regular file (or named pipe) called ``.env`` in the w
 directory or one of its parents, as python-dotenv finds it; a directory called ``.env`` (often
 a virtual environment) is not one and is passed over. A byte-order mark (Windows Notepad,
 PowerShell) is ignored; a .env that cannot be read or decoded is a configuration error.
+
+Trust: a .env names the server the key is sent to, so one that another user could have
+written (owned by another user, or writable by others: ``compat.untrusted_by``; not checked
+on Windows) is ignored with a warning. A .env never sends the environment's key elsewhere:
+a base URL from a .env while the key comes from the environment is refused (exit 3), unless
+it is Doubleword's own API. A base URL with a user name or password in it is refused (it
+would be echoed in reports and saved in job.json), without echoing them.
 """
 
 from __future__ import annotations
@@ -16,9 +23,10 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
+from . import compat
 from .errors import ConfigError
 from .output import exit_missing_packages, narrate
-from .urls import is_loopback
+from .urls import has_userinfo, is_loopback, redact_userinfo
 
 try:
     from dotenv import dotenv_values
@@ -28,6 +36,8 @@ except ImportError as _exc:  # exit 3 with the install command rather than a tra
 DEFAULT_BASE_URL = "https://api.doubleword.ai/v1"
 KEY_VAR = "DOUBLEWORD_API_KEY"
 URL_VAR = "DOUBLEWORD_BASE_URL"
+# where a base URL came from (Config.base_url_source), as an error names it
+URL_SOURCES = {"flag": "--base-url", "environment": URL_VAR, "job": "the job directory's job.json"}
 
 
 def missing_key_hint() -> str:
@@ -106,13 +116,33 @@ def decode_dotenv(data: bytes, path: str) -> str:
     return text
 
 
+def _ignore_untrusted(path: str, why: str) -> Tuple[None, Dict[str, str]]:
+    narrate(
+        f"warning: ignoring the .env file {path}: {why}, so it may not be yours (a .env names the server "
+        "your key is sent to). If it is yours, make it writable by you alone: "
+        + compat.quote_args(["chmod", "go-w", path])
+        + " (owned by you)"
+    )
+    return None, {}
+
+
 def read_dotenv() -> Tuple[Optional[str], Dict[str, str]]:
-    """Return (path, values) of the .env found from the current directory upwards."""
+    """Return (path, values) of the .env found from the current directory upwards; (None, {})
+    when there is none, or when it cannot be trusted (a warning says why)."""
     path = find_dotenv_file()
     if not path:
         return None, {}
     try:
+        why = compat.untrusted_by(os.stat(path))  # before opening: another user's pipe is never opened
+    except OSError:
+        why = None  # gone, or not ours to look at: opening it tells
+    if why:
+        return _ignore_untrusted(path, why)
+    try:
         with open(path, "rb") as fh:
+            why = compat.untrusted_by(os.fstat(fh.fileno()))  # the file opened, should it have been swapped
+            if why:
+                return _ignore_untrusted(path, why)
             data = fh.read()
     except OSError as exc:
         raise ConfigError(
@@ -147,28 +177,53 @@ def check_key(key: str, source: Optional[str]) -> None:
     )
 
 
-def check_base_url(url: str, allow_insecure_http: bool = False) -> str:
+def check_base_url(url: str, allow_insecure_http: bool = False, source: Optional[str] = None) -> str:
+    """The base URL, without trailing slashes, or a ConfigError: user info in it (named by
+    ``source``, where the URL came from, never echoed), not http(s), or plain http to a host
+    that is not loopback (unless allowed)."""
     url = url.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    origin = f" (from {URL_SOURCES.get(source or '', source)})" if source else ""
+    if has_userinfo(url):
+        raise ConfigError(
+            f"the base URL {redact_userinfo(url)}{origin} has a user name or password in it; refusing it "
+            "(it would be shown in reports and saved in job directories)",
+            hint="Remove the user:password@ part from the base URL; the scripts authenticate with "
+            "DOUBLEWORD_API_KEY alone.",
+        )
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - a port that is not a number raises ValueError here
+    except ValueError:
+        parts, host = None, None
+    if parts is None or parts.scheme not in ("http", "https") or not host:
         raise ConfigError(
             f"base URL {url!r} is not an http(s) URL",
             hint="Use e.g. https://api.doubleword.ai/v1 (DOUBLEWORD_BASE_URL or --base-url).",
         )
-    if parts.scheme == "http" and not is_loopback(parts.hostname) and not allow_insecure_http:
+    if parts.scheme == "http" and not is_loopback(host) and not allow_insecure_http:
         raise ConfigError(
-            f"refusing plain-http base URL to non-loopback host {parts.hostname!r}: the API key would "
-            "travel unencrypted",
+            f"refusing plain-http base URL to non-loopback host {host!r}: the API key would travel unencrypted",
             hint="Use https://, or pass --allow-insecure-http if this network is trusted.",
         )
     if not parts.path.rstrip("/").endswith("/v1"):
-        from .output import narrate
-
         narrate(
             f"warning: the base URL {url} does not end in /v1; Doubleword's API lives under /v1 "
             "(e.g. https://api.doubleword.ai/v1)"
         )
     return url
+
+
+def refuse_dotenv_url(url: str, path: str) -> None:
+    """A .env names the server but the key comes from the environment: the environment's key
+    would go to a server that file chose (a .env in a cloned repository or a shared folder)."""
+    raise ConfigError(
+        f"the base URL {url} comes from the .env file {path}, but DOUBLEWORD_API_KEY comes from the "
+        "environment; refusing to send the environment's key to a server named by a .env file",
+        hint=f"If that server is right, set DOUBLEWORD_BASE_URL in the environment too (or pass --base-url); "
+        f"to use a key that .env holds, unset DOUBLEWORD_API_KEY; otherwise remove "
+        f"DOUBLEWORD_BASE_URL from {path}.",
+    )
 
 
 def load_config(
@@ -180,7 +235,8 @@ def load_config(
 ) -> Config:
     """The key and base URL: the flag, then DOUBLEWORD_BASE_URL, then the nearest .env, then the
     URL a job was submitted to (``job_url``: a job remembers its server, and whether plain
-    http to it was allowed), then Doubleword's API."""
+    http to it was allowed), then Doubleword's API. A key from the environment is never sent
+    to a server that only a .env names (``refuse_dotenv_url``)."""
     try:
         dotenv_path, dotenv = read_dotenv()
     except ConfigError as exc:
@@ -207,12 +263,14 @@ def load_config(
         url, url_source = os.environ[URL_VAR], "environment"
     elif dotenv.get(URL_VAR):
         url, url_source = dotenv[URL_VAR], dotenv_label or ".env"
+        if key_source == "environment" and url.strip().rstrip("/") != DEFAULT_BASE_URL:
+            refuse_dotenv_url(redact_userinfo(url.strip()), dotenv_path or ".env")
     elif job_url:
         url, url_source = job_url, "job"
         allow_insecure_http = allow_insecure_http or job_allows_insecure_http
     else:
         url, url_source = DEFAULT_BASE_URL, "default"
-    url = check_base_url(url, allow_insecure_http)
+    url = check_base_url(url, allow_insecure_http, None if url_source == "default" else url_source)
 
     if require_key and not key:
         raise ConfigError("DOUBLEWORD_API_KEY is not set", hint=missing_key_hint())

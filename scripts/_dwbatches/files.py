@@ -4,7 +4,9 @@
   over one of its inputs, never two outputs on one file, never onto a directory (exit 2,
   naming both paths).
 - ``atomic_output``: a file is streamed into a temp file beside it, fsynced and renamed over
-  it, so a reader sees the old file or the new one, never a part. An OSError while writing
+  it, so a reader sees the old file or the new one, never a part. A file written for the user
+  (results, errors, reports: the default ``mode`` None) gets the mode the user's umask gives
+  a new file (0644 under 022, 0600 under 077); the job's own files ask for 0600. An OSError while writing
   becomes a ``FileSystemError`` that names the file (the operating system's error for a
   failed ``write`` names none) and its cause in words (``errors.file_error``). When the write
   fails, the temp file is removed, and a failure of that cleanup never replaces the error
@@ -175,11 +177,13 @@ class NamedWriter:
 
 @contextlib.contextmanager
 def atomic_output(
-    path: str, mode: int = 0o644, text: bool = False, make_dirs: bool = True, what: Optional[str] = None
+    path: str, mode: Optional[int] = None, text: bool = False, make_dirs: bool = True, what: Optional[str] = None
 ) -> Iterator[IO[Any]]:
     """Stream a file into a temp file beside ``path``; fsync and rename over it on success.
-    On any error the temp file is removed and ``path`` is left as it was. ``make_dirs``
-    creates the directory first; ``what`` names the file in error messages."""
+    On any error the temp file is removed and ``path`` is left as it was. ``mode``: None for
+    a file of the user's (the mode the umask gives a new file, ``compat.new_file_mode``), or a
+    private one (0o600). ``make_dirs`` creates the directory first; ``what`` names the file in
+    error messages."""
     path = os.path.abspath(path)
     directory = os.path.dirname(path)
     tmp: Optional[str] = None
@@ -189,7 +193,7 @@ def atomic_output(
         if make_dirs:
             os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-        compat.set_mode(fd, mode, path=tmp)
+        compat.set_mode(fd, compat.new_file_mode() if mode is None else mode, path=tmp)
         raw = os.fdopen(fd, "wb")
         fd = None
         fh = io.TextIOWrapper(raw, encoding="utf-8", newline="") if text else raw
@@ -215,14 +219,14 @@ def atomic_output(
 __all__ = ["same_file", "refuse_overwrite", "discard", "reraise_named", "NamedWriter", "atomic_output"]
 
 
-def atomic_write_bytes(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` atomically (see ``atomic_output``); the directory must
-    exist. A failure is a FileSystemError naming ``path``."""
+def atomic_write_bytes(path: str, data: bytes, mode: Optional[int] = 0o600) -> None:
+    """Replace ``path`` with ``data`` atomically (see ``atomic_output``; ``mode`` None: a file
+    of the user's); the directory must exist. A failure is a FileSystemError naming ``path``."""
     with atomic_output(path, mode, make_dirs=False) as fh:
         fh.write(data)
 
 
-def atomic_write_json(path: str, doc: Any, mode: int = 0o600) -> None:
+def atomic_write_json(path: str, doc: Any, mode: Optional[int] = 0o600) -> None:
     atomic_write_bytes(path, (json.dumps(doc, indent=2, ensure_ascii=False) + "\n").encode("utf-8"), mode)
 
 

@@ -2,8 +2,10 @@
 
 check_setup --sandbox, the demo, the benchmarks and the tests all start it through
 ``SandboxProcess``: a free loopback port (``--port 0``), the ready line read from its stdout
-(``{base_url, port, pid, data_dir}``), its stderr appended to a log file, and stop (SIGTERM,
-then a kill), kill (a crash) and restart on the same data dir.
+(``{base_url, port, pid, data_dir, api_key}``), its stderr appended to a log file (0600), and
+stop (SIGTERM, then a kill), kill (a crash) and restart on the same data dir (created 0700).
+The server always wants a key: the launcher's (passed in the environment), or the random one
+the server prints in its ready line; none only when ``no_auth`` asks for it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tempfile
 import threading
 from typing import Any, Dict, List, Optional, Union
 
+from . import compat
 from .errors import DWError
 
 SERVER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sandbox_server.py")
@@ -42,8 +45,10 @@ class SandboxProcess:
     ``data_dir``: its state (default: a temporary directory, removed by ``stop``).
     ``extra_args``: more command-line flags (a later ``--port`` wins over ``--port 0``).
     ``log_path``: where its stderr is appended (default: ``sandbox.log`` in the data dir).
-    ``api_key``: True for a fresh throwaway key, a string for that key, None for none (every
-    request is accepted); it is passed in the environment, never on the command line.
+    ``api_key``: True for a fresh throwaway key, a string for that key (either is passed in the
+    environment, never on the command line), None for the random key the server makes and
+    prints in its ready line (``api_key`` holds it once started). ``no_auth``: the server
+    accepts every request without a key (``--no-auth``).
     ``env``: the environment (default: this process's, without ``SANDBOX_ENV``).
     ``python``: the interpreter (default: this one). ``cwd``: its working directory.
     ``script``: the server script (default: the one next to this package).
@@ -56,6 +61,7 @@ class SandboxProcess:
         log_path: Optional[str] = None,
         *,
         api_key: Union[bool, str, None] = True,
+        no_auth: bool = False,
         env: Optional[Dict[str, str]] = None,
         python: Optional[str] = None,
         cwd: Optional[str] = None,
@@ -65,7 +71,8 @@ class SandboxProcess:
         self.data_dir = str(data_dir) if data_dir else self._tmp.name  # type: ignore[union-attr]
         self.extra_args = list(extra_args or [])
         self.log_path = str(log_path) if log_path else os.path.join(self.data_dir, "sandbox.log")
-        self.api_key: Optional[str] = new_key() if api_key is True else (api_key or None)
+        self.no_auth = no_auth
+        self.api_key: Optional[str] = None if no_auth else new_key() if api_key is True else (api_key or None)
         self.env = env
         self.python = python or sys.executable
         self.cwd = cwd
@@ -77,14 +84,15 @@ class SandboxProcess:
         self.pid: Optional[int] = None
 
     def command(self) -> List[str]:
-        return [self.python, self.script, "--port", "0", "--data-dir", self.data_dir, *self.extra_args]
+        auth = ["--no-auth"] if self.no_auth else []
+        return [self.python, self.script, "--port", "0", "--data-dir", self.data_dir, *auth, *self.extra_args]
 
     def environment(self) -> Dict[str, str]:
         if self.env is None:
             env = {k: v for k, v in os.environ.items() if k not in SANDBOX_ENV}
         else:
             env = dict(self.env)
-        if self.api_key:
+        if self.api_key and not self.no_auth:
             env["DW_SANDBOX_API_KEY"] = self.api_key
         return env
 
@@ -96,8 +104,11 @@ class SandboxProcess:
         """Start the server and wait for its ready line; SandboxStartError if none comes."""
         if self.running:
             raise SandboxStartError("the sandbox server is already running")
-        os.makedirs(self.data_dir, exist_ok=True)
-        with open(self.log_path, "ab") as log:  # the child keeps its own handle
+        if not os.path.isdir(self.data_dir):
+            os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+            compat.set_mode(self.data_dir, 0o700)
+        log = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | compat.O_BINARY, 0o600)
+        try:  # the child keeps its own handle
             self.proc = subprocess.Popen(
                 self.command(),
                 stdout=subprocess.PIPE,
@@ -106,7 +117,11 @@ class SandboxProcess:
                 env=self.environment(),
                 cwd=self.cwd,
             )
+        finally:
+            os.close(log)
         self.ready = json.loads(self._ready_line(timeout))
+        if self.ready.get("api_key") and not self.no_auth:
+            self.api_key = self.ready["api_key"]  # the server made it: no key was given
         self.base_url = self.ready["base_url"]
         self.port = int(self.ready["port"])
         self.pid = int(self.ready["pid"])

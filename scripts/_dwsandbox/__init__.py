@@ -15,13 +15,14 @@ Modules, from the wire up:
 - ``store.py``: the SQLite schema and Store (pooled reads, serialised writes); request counts
   and a batch's derived status.
 - ``backends.py``: BuiltinModel (deterministic echo, JSON when asked; reasoning models think first;
-  cut at max_tokens; bad answers on demand) and UpstreamBackend (``--upstream``).
+  cut at max_tokens; bad answers on demand) and UpstreamBackend (``--upstream``: no redirects
+  followed; ``upstream_refusal``, the upstreams the key must not go to).
 - ``engine.py``: Engine, the worker threads and the state changes of batches and requests
   (populate, claim, execute, finish, finalize, cancel, requeue).
 - ``bodies.py``: BodyReader (Content-Length or chunked), MultipartReader, header parameters.
 - ``templates.py``: an uploaded JSONL file checked line by line and stored as templates.
 - ``app.py``: App, what every API function shares (config, faults, store, engine, counters),
-  auth and reset.
+  auth, the Host check (DNS rebinding), the private data dir and reset.
 - ``files_api.py``: upload, list, get, delete, content, cost estimate.
 - ``batches_api.py``: create, get, list, cancel, delete, retry, results, analytics.
 - ``models_api.py``: /v1/models. ``sandbox_api.py``: /_sandbox/faults, stats, reset.

@@ -1,5 +1,9 @@
 """The App: what every API function shares (config, faults, store, engine, counters), auth,
-and a reset to a fresh state without a restart."""
+the Host check, and a reset to a fresh state without a restart.
+
+The data dir is created 0700 (one that exists is left as it is), its ``tmp`` dir is 0700 and
+the database 0600 (``store.Store``): the stored prompts and answers are the user's alone.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ import os
 import sqlite3
 import threading
 from typing import Any
+from urllib.parse import urlsplit
+
+from _dwbatches import compat, urls
 
 from .config import WINDOW_SECONDS, Config
 from .engine import Engine
@@ -27,6 +34,27 @@ def live_row(conn: sqlite3.Connection, table: str, label: str, raw_id: str) -> A
     if row is None:
         raise ApiError(404, f"{label} with ID {raw_id} not found")
     return row
+
+
+def private_dir(path: str) -> None:
+    """Create ``path`` (and its parents) with mode 0700; a directory that exists keeps its mode."""
+    if not os.path.isdir(path):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        compat.set_mode(path, 0o700)
+
+
+def host_name(header: str | None) -> str | None:
+    """The host a Host header names (lowercase, IPv6 without brackets, no port), or None when
+    it is missing or not a host[:port]."""
+    value = (header or "").strip()
+    if not value or any(c in value for c in "@/\\?# \t"):
+        return None
+    try:
+        parts = urlsplit("//" + value)
+        parts.port  # noqa: B018 - a port that is not a number raises ValueError here
+        return parts.hostname or None
+    except ValueError:
+        return None
 
 
 class Stats:
@@ -59,7 +87,9 @@ class App:
     def __init__(self, cfg: Config, faults: Faults) -> None:
         self.cfg = cfg
         self.faults = faults
-        os.makedirs(os.path.join(cfg.data_dir, "tmp"), exist_ok=True)
+        private_dir(cfg.data_dir)
+        private_dir(os.path.join(cfg.data_dir, "tmp"))
+        compat.set_mode(os.path.join(cfg.data_dir, "tmp"), 0o700)  # uploads land there: the sandbox's alone
         for name in os.listdir(os.path.join(cfg.data_dir, "tmp")):
             with contextlib.suppress(OSError):
                 os.remove(os.path.join(cfg.data_dir, "tmp", name))
@@ -92,6 +122,21 @@ class App:
         if not hmac.compare_digest(token.encode(), self.cfg.api_key.encode()):
             return ApiError(401, "Invalid API key", style=style, code="invalid_api_key")
         return None
+
+    def check_host(self, header: str | None) -> ApiError | None:
+        """421 unless the Host header names loopback (``urls.is_loopback``), the address bound
+        or an --allow-host name: a web page of another site whose name was pointed at
+        127.0.0.1 (DNS rebinding) sends its own name, and is not answered."""
+        name = host_name(header)
+        if name is not None and (urls.is_loopback(name) or name in self.cfg.allowed_hosts):
+            return None
+        named = ", ".join(sorted(h for h in self.cfg.allowed_hosts if not urls.is_loopback(h)))
+        return ApiError(
+            421,
+            f"Host {(header or '')[:100]!r} is not answered here: this sandbox answers requests for localhost, "
+            f"127.0.0.1 and ::1{' and ' + named if named else ''} only; start it with --allow-host NAME to "
+            "answer another name",
+        )
 
     # helpers -----------------------------------------------------------------------
     def window_seconds(self, window: str) -> int:

@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
 
 from _dwbatches import reasoning, urls
 
@@ -341,8 +342,43 @@ class BuiltinModel:
         return 200, compact(resp), pt, 0, 0
 
 
+def upstream_refusal(base: str, has_key: bool, allow_insecure_http: bool) -> str | None:
+    """Why the sandbox must not start with this ``--upstream`` (or None): user info in it (never
+    echoed), not an http(s) URL, or plain http to another machine while an upstream key would
+    travel with each request (unless ``--upstream-allow-insecure-http``)."""
+    if urls.has_userinfo(base):
+        return (
+            f"--upstream {urls.redact_userinfo(base)} has a user name or password in it; give the upstream's "
+            "key with DW_SANDBOX_UPSTREAM_API_KEY (or --upstream-api-key)"
+        )
+    try:
+        parts = urlsplit(base)
+        host = parts.hostname
+        parts.port  # noqa: B018 - a port that is not a number raises ValueError here
+    except ValueError:
+        return f"--upstream {base!r} is not an http(s) URL"
+    if parts.scheme not in ("http", "https") or not host:
+        return f"--upstream {base!r} is not an http(s) URL"
+    if parts.scheme == "http" and has_key and not urls.is_loopback(host) and not allow_insecure_http:
+        return (
+            f"refusing a plain-http --upstream to {host!r}, another machine: the upstream key would travel "
+            "unencrypted. Use https://, or pass --upstream-allow-insecure-http if this network is trusted"
+        )
+    return None
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed: urllib would send the request again, Authorization header
+    (the upstream key) included, to whatever host the Location names. The 3xx reply comes back
+    as an HTTPError, and fails that request."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        return None
+
+
 class UpstreamBackend:
-    """Forwards each request body to ``base + line url`` with urllib."""
+    """Forwards each request body to ``base + line url`` with urllib (never following a
+    redirect: a redirect fails the request)."""
 
     def __init__(
         self, base: str, api_key: str | None, timeout: float, retries: int, model: str | None, stop: threading.Event
@@ -355,7 +391,9 @@ class UpstreamBackend:
         self.stop = stop
         # a model server on this machine is reached directly, never through HTTP(S)_PROXY
         # (the client's rule: loopback bypasses proxies); others follow the environment
-        handlers = [urllib.request.ProxyHandler({})] if urls.is_loopback_url(self.base) else []
+        handlers: list = [_NoRedirects()]
+        if urls.is_loopback_url(self.base):
+            handlers.append(urllib.request.ProxyHandler({}))
         self._open = urllib.request.build_opener(*handlers).open
 
     def target(self, url: str) -> str:
@@ -381,11 +419,13 @@ class UpstreamBackend:
         while True:
             attempt += 1
             req = urllib.request.Request(self.target(url), data=data, headers=headers, method="POST")
+            location = None
             try:
                 with self._open(req, timeout=self.timeout) as resp:
                     status, text = resp.status, resp.read().decode("utf-8", "replace")
             except urllib.error.HTTPError as err:
                 status = err.code
+                location = err.headers.get("Location") if err.headers is not None else None
                 try:
                     text = err.read().decode("utf-8", "replace")
                 except Exception:
@@ -397,6 +437,23 @@ class UpstreamBackend:
                 if isinstance(reason, socket.timeout):
                     return 0, "", 0, 0, 0, failure_reason("Timeout", {"error": "request timed out"})
                 return 0, "", 0, 0, 0, failure_reason("NetworkError", {"error": str(reason)})
+            if 300 <= status < 400:
+                return (
+                    status,
+                    "",
+                    0,
+                    0,
+                    0,
+                    failure_reason(
+                        "UpstreamRedirect",
+                        {
+                            "status": status,
+                            "location": urls.redact_userinfo(location or ""),
+                            "error": "the upstream answered with a redirect, which is not followed (the upstream key "
+                            "would go with it); point --upstream at the final URL",
+                        },
+                    ),
+                )
             if status < 400:
                 pt, ct, rt = 0, 0, 0
                 try:

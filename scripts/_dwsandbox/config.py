@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
 
 # The facts the client checks against, from the one module both import.
@@ -38,9 +39,18 @@ MODEL_CREATED = 1735689600
 UNSUPPORTED_WINDOW = "Unsupported completion_window. Allowed values: " + ", ".join(COMPLETION_WINDOWS)
 
 
+# bind addresses that mean every address of the machine
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
 def log(msg: str) -> None:
     sys.stderr.write(f"[sandbox] {msg}\n")
     sys.stderr.flush()
+
+
+def new_key() -> str:
+    """The key a sandbox started without one accepts: random, printed in its ready line."""
+    return "sk-sandbox-" + secrets.token_urlsafe(27)
 
 
 def _model_list(value: str) -> tuple:
@@ -52,7 +62,17 @@ class Config:
         self.host = args.host
         self.port = args.port
         self.data_dir = os.path.abspath(args.data_dir)
-        self.api_key = args.api_key or os.environ.get("DW_SANDBOX_API_KEY") or None
+        # the key: --api-key, else DW_SANDBOX_API_KEY, else a random one (printed in the ready
+        # line); none only with --no-auth. key_generated: whether it is the random one.
+        given = args.api_key or os.environ.get("DW_SANDBOX_API_KEY") or None
+        self.key_generated = not (given or args.no_auth)
+        self.api_key = None if args.no_auth else (given or new_key())
+        # the names a request's Host header may give besides loopback: the address bound (unless
+        # it is every address) and --allow-host (DNS rebinding: a page of another site, its name
+        # pointed at 127.0.0.1, reaches the sandbox with that name as its Host)
+        self.allowed_hosts = {h.strip().strip("[]").lower() for h in (args.allow_host or []) if h.strip()}
+        if args.host not in WILDCARD_HOSTS:
+            self.allowed_hosts.add(args.host.strip("[]").lower())
         self.forbidden_key = args.forbidden_key or None
         self.chat_models = _model_list(args.models) if args.models else DEFAULT_CHAT_MODELS
         self.embedding_models = (
@@ -72,6 +92,7 @@ class Config:
         self.upstream_model = args.upstream_model
         self.upstream_timeout = args.upstream_timeout
         self.upstream_retries = max(0, args.upstream_retries)
+        self.upstream_allow_insecure_http = args.upstream_allow_insecure_http
         self.window_scale = args.window_scale
         self.verbose = args.verbose
 
@@ -98,6 +119,8 @@ __all__ = [
     "SANDBOX_USER_EMAIL",
     "SANDBOX_USER_ID",
     "UNSUPPORTED_WINDOW",
+    "WILDCARD_HOSTS",
     "WINDOW_SECONDS",
     "log",
+    "new_key",
 ]

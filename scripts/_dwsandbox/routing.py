@@ -1,5 +1,6 @@
 """HTTP: the route table, the Request handed to an API function, and the Handler that reads
-bodies, dispatches (auth, stats, http fault rules, extra latency) and sends replies.
+bodies, dispatches (the Host check, auth, stats, http fault rules, extra latency) and sends
+replies.
 
 A new route: write ``def name(app: App, req: Request) -> Response`` in the API module it belongs
 to (files_api, batches_api, models_api, sandbox_api) and add a ``Route`` to ``ROUTES`` (a more
@@ -233,6 +234,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._linger()
 
     def _route(self, app: App, method: str, raw_path: str, path: str, query_string: str) -> Response:
+        refused = app.check_host(self.headers.get("Host"))  # before anything else: DNS rebinding
+        if refused is not None:
+            return refused.response()
         route = None
         params: dict = {}
         allowed = False

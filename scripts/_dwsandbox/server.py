@@ -19,6 +19,7 @@ from _dwbatches import compat, urls
 
 from . import __version__
 from .app import App
+from .backends import upstream_refusal
 from .config import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE, Config, log
 from .faults import Faults
 from .routing import Handler
@@ -123,16 +124,23 @@ text and "length". usage.completion_tokens_details.reasoning_tokens counts it, a
 analytics' total_reasoning_tokens. GET /models?include_reasoning_capabilities=true lists
 supported_reasoning_efforts; an effort a model cannot take is refused on upload (400).
 
+Security: every request needs the key (the random one of the ready line unless --api-key or
+DW_SANDBOX_API_KEY gives one; --no-auth accepts any), and a Host header that is loopback or
+the --host address (or an --allow-host name). The data dir is created 0700, its database
+0600. Calls to --upstream never follow a redirect (a redirect fails that request), and a
+plain-http --upstream on another machine is refused when there is an upstream key.
+
 Exit codes:
   0  clean shutdown (SIGTERM or SIGINT)
-  2  bad arguments, invalid fault document, data dir not usable or port not free
+  2  bad arguments, invalid fault document, an --upstream refused (user info in it; plain http
+     to another machine with a key), data dir not usable or port not free
 
 Examples:
   python3 scripts/sandbox_server.py
-  python3 scripts/sandbox_server.py --port 0 --data-dir /tmp/sb --api-key sk-test-123 --latency 0.05
+  DW_SANDBOX_API_KEY=sk-test-123 python3 scripts/sandbox_server.py --port 0 --data-dir /tmp/sb --latency 0.05
   python3 scripts/sandbox_server.py --upstream http://localhost:11434 --upstream-model llama3.2
   python3 scripts/sandbox_server.py --faults '{"fail_rate": 0.1}' --window-scale 0.001
-  DOUBLEWORD_BASE_URL=http://127.0.0.1:8089/v1 DOUBLEWORD_API_KEY=anything <client>
+  DOUBLEWORD_BASE_URL=http://127.0.0.1:8089/v1 DOUBLEWORD_API_KEY=<api_key of the ready line> <client>
 """
 
 
@@ -141,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sandbox_server.py",
         description="Local sandbox of the Doubleword Batch API (files, batches, content streaming, "
         "cancel/retry), with a deterministic built-in model and fault injection. "
-        "Prints one JSON line {base_url, port, pid, data_dir} on stdout when ready.",
+        "Prints one JSON line {base_url, port, pid, data_dir, api_key} on stdout when ready (api_key: "
+        "the random key it requires when none was given; null otherwise).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -149,7 +158,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--host", default=None, help="bind address (default 127.0.0.1; non-loopback prints a warning)")
     g.add_argument("--port", type=int, default=8089, help="port (default 8089; 0 picks a free port)")
     g.add_argument("--data-dir", default=".sandbox", help="directory for the SQLite state (default .sandbox)")
-    g.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (or env DW_SANDBOX_API_KEY)")
+    g.add_argument(
+        "--api-key",
+        default=None,
+        help="require 'Authorization: Bearer KEY' (better: env DW_SANDBOX_API_KEY, which other users "
+        "cannot see in the process list); default: a random key, printed in the ready line",
+    )
+    g.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="accept every request without a key (anyone on this machine can then read the stored prompts "
+        "and spend through --upstream)",
+    )
+    g.add_argument(
+        "--allow-host",
+        action="append",
+        metavar="NAME",
+        help="also answer requests whose Host header names NAME (this machine's name or address when "
+        "--host binds beyond loopback); loopback names and addresses and the --host address are always "
+        "answered, any other Host gets 421 (DNS rebinding). Repeatable",
+    )
     g.add_argument("--forbidden-key", default=None, help="a key that is answered with 403 (wrong key purpose)")
     g.add_argument("-v", "--verbose", action="store_true", help="log each request line on stderr")
     g = p.add_argument_group("models and limits")
@@ -196,15 +224,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--upstream-model", default=None, help="replace body.model with this name when forwarding")
     g.add_argument("--upstream-timeout", type=float, default=300.0, help="seconds per upstream call (default 300)")
     g.add_argument("--upstream-retries", type=int, default=3, help="retries for 5xx/429/408/404 (default 3)")
+    g.add_argument(
+        "--upstream-allow-insecure-http",
+        action="store_true",
+        help="allow a plain-http --upstream on another machine with an upstream key (the key travels "
+        "unencrypted; refused otherwise). Redirects from the upstream are never followed",
+    )
     p.add_argument("--version", action="version", version="%(prog)s " + __version__)
     return p
 
 
 def main(argv: list | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.api_key == "":
+        log("--api-key is empty; to accept requests without a key, pass --no-auth")
+        return 2
+    if args.no_auth and args.api_key:
+        log("--api-key and --no-auth contradict each other; pass one of them")
+        return 2
     host = args.host or "127.0.0.1"
     if not urls.is_loopback(host):
         log(f"WARNING: binding {host} exposes the sandbox beyond this machine")
+    if args.no_auth:
+        log("WARNING: --no-auth: every request is accepted without a key")
     faults = Faults()
     raw_faults = args.faults if args.faults is not None else os.environ.get("DW_SANDBOX_FAULTS")
     if raw_faults:
@@ -218,6 +260,11 @@ def main(argv: list | None = None) -> int:
             return 2
     args.host = host
     cfg = Config(args)
+    if cfg.upstream:
+        refusal = upstream_refusal(cfg.upstream, bool(cfg.upstream_api_key), cfg.upstream_allow_insecure_http)
+        if refusal:
+            log(refusal)
+            return 2
     try:
         app = App(cfg, faults)
     except (OSError, sqlite3.Error) as err:
@@ -247,7 +294,14 @@ def main(argv: list | None = None) -> int:
         url_host = "[::1]"
     elif ":" in host:
         url_host = f"[{host}]"
-    ready = {"base_url": f"http://{url_host}:{port}/v1", "port": port, "pid": os.getpid(), "data_dir": cfg.data_dir}
+    ready = {
+        "base_url": f"http://{url_host}:{port}/v1",
+        "port": port,
+        "pid": os.getpid(),
+        "data_dir": cfg.data_dir,
+        # the random key it made (a key given by flag or environment is never echoed; none: null)
+        "api_key": cfg.api_key if cfg.key_generated else None,
+    }
     sys.stdout.write(json.dumps(ready) + "\n")
     sys.stdout.flush()
     if cfg.verbose:

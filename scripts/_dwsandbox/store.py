@@ -2,18 +2,22 @@
 writes) and what is derived from rows (request counts, a batch's status).
 
 State lives in ``sandbox.db`` (WAL) inside the data dir; a restarted sandbox on the same
-directory carries on where it stopped.
+directory carries on where it stopped. The database is created 0600 (SQLite gives its -wal and
+-shm files the database's mode), and one made by an earlier version is made 0600.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import sqlite3
 import threading
 import time
 import uuid
 from typing import Any, Iterator
+
+from _dwbatches import compat
 
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 
@@ -108,6 +112,10 @@ class Store:
         self._pool: queue.LifoQueue = queue.LifoQueue()
         self._wlock = threading.Lock()
         self._last_done_ts = 0.0
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | compat.O_BINARY, 0o600))  # SQLite keeps the mode
+        for name in (path, path + "-wal", path + "-shm"):
+            if os.path.exists(name):
+                compat.set_mode(name, 0o600)
         conn = self._connect()
         conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(SCHEMA)
