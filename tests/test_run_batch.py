@@ -124,23 +124,25 @@ def test_bad_input_sends_nothing(sandbox, tmp_path):
     assert "POST /v1/files" not in sandbox.stats()["requests"]
 
 
-def test_a_job_remembers_its_server_so_later_commands_need_no_url(sandbox, tmp_path):
-    """Submitted with --base-url, the job's later commands find the server in the job; an
-    explicit different URL is still refused."""
+def test_a_job_talks_only_to_its_server_and_only_when_the_user_names_it(sandbox, tmp_path):
+    """Submitted with --base-url, the job remembers its server, but never chooses it: a later
+    command whose configuration points elsewhere (here: Doubleword's API, the default) is
+    refused before anything is sent, and runs once the user names the job's server."""
     write_input("data.jsonl", 3)
     key_only = {k: v for k, v in sandbox.env().items() if k != "DOUBLEWORD_BASE_URL"}
     code, doc, err = run_script("submit.py", "data.jsonl", "--base-url", sandbox.base_url, env=key_only)
     assert code == 0, err
     for bid in [b["batch_id"] for b in doc["batches"]]:
         sandbox.wait_batch(bid)
-    code, doc, err = run_script("submit.py", "data.jsonl", env=key_only)  # resume: nothing to do
-    assert code == 0 and doc["this_run"]["created"] == 0, err
-    for script in ("poll.py", "fetch_results.py", "retry_failed.py", "cancel_batch.py"):
-        code, doc, err = run_script(script, "--job", "data.dwjob", env=key_only)
+    for script in ("poll.py", "fetch_results.py", "retry_failed.py", "cancel_batch.py", "submit.py"):
+        args = ["data.jsonl"] if script == "submit.py" else ["--job", "data.dwjob"]
+        code, doc, err = run_script(script, *args, env=key_only)
+        assert code == 3 and "was submitted to" in err and f"--base-url {sandbox.base_url}" in err, (script, err)
+        code, doc, err = run_script(script, *args, "--base-url", sandbox.base_url, env=key_only)
         assert code == 0, (script, err)
     other = dict(key_only, DOUBLEWORD_BASE_URL="http://127.0.0.1:9/v1")
     code, doc, err = run_script("poll.py", "--job", "data.dwjob", env=other)
-    assert code == 2 and doc is None and "was submitted to" in err and "remembers its server" in err
+    assert code == 3 and "was submitted to" in err
 
 
 def test_max_tokens_bounds_what_the_answers_cost(sandbox):

@@ -336,3 +336,27 @@ def test_atomic_output_honours_the_umask_unless_private(tmp_path, monkeypatch, p
     assert mode(tmp_path / "results.jsonl") == 0o600
     assert mode(tmp_path / "shared.jsonl") == 0o664
     assert mode(tmp_path / "job.json") == 0o600
+
+
+def test_a_crafted_job_cannot_send_the_key_anywhere(sandbox, hostile_server, tmp_path):
+    """A job.json that names another server (plain http to another host, with its own
+    allow_insecure_http) is data: every --job command talks to the server the user's own
+    configuration names, refuses the job (exit 3) and sends nothing, to either server."""
+    write_input("data.jsonl", 2)
+    job = make_job(sandbox, "data.jsonl")
+    state = json.loads(Path(job, "job.json").read_text(encoding="utf-8"))
+    state["base_url"] = hostile_server.base_url.replace("127.0.0.1", "evil.example")
+    state["allow_insecure_http"] = True
+    Path(job, "job.json").write_text(json.dumps(state), encoding="utf-8")
+    before = sandbox.stats()["requests"]
+    for script, args in (
+        ("poll.py", ["--job", job]),
+        ("fetch_results.py", ["--job", job]),
+        ("submit.py", ["data.jsonl"]),
+    ):
+        env = clean_env(DOUBLEWORD_API_KEY=sandbox.api_key, DOUBLEWORD_BASE_URL=sandbox.base_url)
+        code, doc, err = run_script(script, *args, env=env)
+        assert code == 3 and "was submitted to http://evil.example" in err, (script, err)
+        code, doc, err = run_script(script, *args, env=clean_env(DOUBLEWORD_API_KEY=sandbox.api_key))
+        assert code == 3 and "points at https://api.doubleword.ai/v1" in err, (script, err)
+    assert hostile_server.requests == [] and sandbox.stats()["requests"] == before

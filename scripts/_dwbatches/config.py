@@ -226,16 +226,9 @@ def refuse_dotenv_url(url: str, path: str) -> None:
     )
 
 
-def load_config(
-    base_url: Optional[str] = None,
-    allow_insecure_http: bool = False,
-    require_key: bool = True,
-    job_url: Optional[str] = None,
-    job_allows_insecure_http: bool = False,
-) -> Config:
-    """The key and base URL: the flag, then DOUBLEWORD_BASE_URL, then the nearest .env, then the
-    URL a job was submitted to (``job_url``: a job remembers its server, and whether plain
-    http to it was allowed), then Doubleword's API. A key from the environment is never sent
+def load_config(base_url: Optional[str] = None, allow_insecure_http: bool = False, require_key: bool = True) -> Config:
+    """The key and base URL: the flag, then DOUBLEWORD_BASE_URL, then the nearest .env, then
+    Doubleword's API (a job directory never chooses the server: ``job.check_server``). A key from the environment is never sent
     to a server that only a .env names (``refuse_dotenv_url``)."""
     try:
         dotenv_path, dotenv = read_dotenv()
@@ -265,9 +258,6 @@ def load_config(
         url, url_source = dotenv[URL_VAR], dotenv_label or ".env"
         if key_source == "environment" and url.strip().rstrip("/") != DEFAULT_BASE_URL:
             refuse_dotenv_url(redact_userinfo(url.strip()), dotenv_path or ".env")
-    elif job_url:
-        url, url_source = job_url, "job"
-        allow_insecure_http = allow_insecure_http or job_allows_insecure_http
     else:
         url, url_source = DEFAULT_BASE_URL, "default"
     url = check_base_url(url, allow_insecure_http, None if url_source == "default" else url_source)

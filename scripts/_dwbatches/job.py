@@ -24,10 +24,10 @@ import os
 import threading
 import time
 import uuid
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Optional
 
 from . import clock, compat
-from .errors import LOCK_WAIT, JobError, busy_error
+from .errors import LOCK_WAIT, ConfigError, JobError, busy_error
 from .files import atomic_write_json, make_private_dir
 from .jobrecord import VERSION, Cancel, Fingerprint, InputInfo, JobRecord
 
@@ -259,21 +259,6 @@ class Job:
         self.unlock()
 
 
-def recorded_server(job_dir: Optional[str]) -> Tuple[Optional[str], bool]:
-    """(base URL, plain http allowed) recorded by the job at ``job_dir``, if there is one: read
-    before the configuration, so that a job keeps talking to the server it was submitted to."""
-    if not job_dir:
-        return None, False
-    try:
-        with open(os.path.join(os.path.abspath(job_dir), STATE_FILE), encoding="utf-8") as fh:
-            doc = json.load(fh)
-    except (OSError, ValueError):
-        return None, False
-    if not isinstance(doc, dict):
-        return None, False
-    return doc.get("base_url") or None, bool(doc.get("allow_insecure_http"))
-
-
 def open_job(path: str) -> Job:
     """The job at ``path`` (a job directory, or its job.json), loaded."""
     job = Job(path)
@@ -283,14 +268,25 @@ def open_job(path: str) -> Job:
     return job
 
 
-def check_server(job: Job, base_url: str) -> None:
-    """A job talks only to the server it was submitted to."""
+def check_server(job: Job, base_url: str, new_job_hint: bool = False) -> None:
+    """A job talks only to the server it was submitted to, and only when the user's own
+    configuration names it: a job directory never chooses where the key goes (nor is its
+    recorded URL ever shown with a user name or password in it)."""
     recorded = (job.record.base_url or "").rstrip("/")
-    if recorded and recorded != base_url.rstrip("/"):
-        raise JobError(
-            f"the job at {job.dir} was submitted to {recorded}, but this run uses {base_url}",
-            hint=f"The job remembers its server: run with no --base-url and DOUBLEWORD_BASE_URL unset, or with "
-            f"--base-url {recorded}, to work on this job.",
+    if not recorded:
+        return
+    from .config import check_base_url  # (python-dotenv: only for commands that talk to the API)
+
+    recorded = check_base_url(recorded, allow_insecure_http=True, source="job")
+    if recorded != base_url.rstrip("/"):
+        from .commands import display_path
+
+        raise ConfigError(
+            f"the job at {display_path(job.dir)} was submitted to {recorded}, but your configuration points at "
+            f"{base_url}; a job talks only to its own server, and only when you name it",
+            hint=f"If {recorded} is a server you trust with this key, name it: add --base-url {recorded} (or set "
+            "DOUBLEWORD_BASE_URL), with its key in DOUBLEWORD_API_KEY"
+            + ("; or pass --job NEW_DIR to submit to this server as a new job." if new_job_hint else "."),
         )
 
 

@@ -29,7 +29,7 @@ from .cost import local_estimate
 from .errors import DWError, InputError, JobError, UsageError
 from .files import atomic_output, make_private_dir
 from .flags import check_number
-from .job import Job, new_intent_id
+from .job import Job, check_server, new_intent_id
 from .jobrecord import Chunk, Fingerprint, Limits, Round, Source, sha256_file
 from .output import narrate
 from .urls import is_loopback
@@ -281,13 +281,7 @@ def prepare_job(
                 hint="Restore the original input to resume this job, or pass --job NEW_DIR to submit the "
                 "changed file as a new job (the old job's batches keep running).",
             )
-        recorded_url = (rec.base_url or "").rstrip("/")
-        if recorded_url and recorded_url != base_url.rstrip("/"):
-            raise JobError(
-                f"the job at {job.dir} was submitted to {recorded_url}, but this run uses {base_url}",
-                hint=f"The job remembers its server: run with no --base-url and DOUBLEWORD_BASE_URL unset, or "
-                f"with --base-url {recorded_url}, to resume it; or pass --job NEW_DIR for a new job.",
-            )
+        check_server(job, base_url, new_job_hint=True)
         if completion_window is not None and completion_window != rec.completion_window:
             raise JobError(
                 f"the job at {job.dir} uses completion window {rec.completion_window}, not {completion_window}",

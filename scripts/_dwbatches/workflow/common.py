@@ -1,7 +1,8 @@
 """What every command that talks to the API starts with: the connection, and what to work on.
 
 A command works on a job (``--job DIR``) or on bare batch ids, never both. A job remembers the
-server it was submitted to, so its connection comes from the job when no URL is given.
+server it was submitted to and talks to no other; the server is always the one the user's
+configuration names (a job directory is data: it cannot send the key anywhere).
 """
 
 from __future__ import annotations
@@ -11,25 +12,25 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from .. import commands
 from ..errors import UsageError
-from ..job import Job, check_server, open_job, recorded_server
+from ..job import Job, check_server, open_job
 
 
 @dataclass
 class Connection:
-    """How to reach the API: an explicit base URL (else the environment, .env, the job's, or
-    Doubleword's) and whether plain http to another host is allowed."""
+    """How to reach the API: an explicit base URL (else the environment, .env, or Doubleword's)
+    and whether plain http to another host is allowed."""
 
     base_url: Optional[str] = None
     allow_insecure_http: bool = False
 
 
 def client_for(conn: Connection, job_dir: Optional[str] = None) -> Any:
-    """An API client; with ``job_dir``, the server that job was submitted to is the default."""
+    """An API client for the server the user's configuration names (a job's own record never
+    chooses the server: ``check_server`` refuses a job submitted elsewhere)."""
     from ..config import load_config  # needs python-dotenv, and Client requests: imported only by
     from ..http import Client  # commands that talk to the API (a dry run needs neither)
 
-    job_url, insecure = recorded_server(job_dir)
-    cfg = load_config(conn.base_url, conn.allow_insecure_http, job_url=job_url, job_allows_insecure_http=insecure)
+    cfg = load_config(conn.base_url, conn.allow_insecure_http)
     return Client(cfg)
 
 
