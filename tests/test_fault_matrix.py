@@ -389,7 +389,7 @@ def test_server_back_on_another_address_is_refused_until_it_is_back_on_the_recor
     for script in ("run_batch.py", "fetch_results.py", "poll.py"):
         args = ["in.jsonl", "--wait"] if script == "run_batch.py" else ["--job", "in.dwjob"]
         moved = run(script, *args, env=sb.env())
-        assert moved.returncode == 2 and moved.stdout == "", moved.stderr
+        assert moved.returncode == 3 and moved.stdout == "", moved.stderr
         assert f"was submitted to {old_url}" in moved.stderr and f"--base-url {old_url}" in moved.stderr
     assert sb.stats()["requests"] == {}  # nothing was sent to the new address
     restart_same_port(sb, "sigterm", port=old_port)
