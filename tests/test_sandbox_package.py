@@ -10,7 +10,13 @@ from pathlib import Path
 from sandbox_helper import SANDBOX_PACKAGE, SCRIPTS, SERVER_SCRIPT
 
 # The client modules the sandbox may import (each standard library only).
-CLIENT_MODULES = {"_dwbatches.apifacts", "_dwbatches.compat", "_dwbatches.pricing", "_dwbatches.urls"}
+CLIENT_MODULES = {
+    "_dwbatches.apifacts",
+    "_dwbatches.compat",
+    "_dwbatches.pricing",
+    "_dwbatches.reasoning",
+    "_dwbatches.urls",
+}
 MAX_MODULE_LINES = 500
 STDLIB_FALLBACK = {  # Python 3.9 has no sys.stdlib_module_names
     "__future__",
