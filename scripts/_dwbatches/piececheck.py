@@ -13,6 +13,7 @@ import re
 from array import array
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from . import answerbudget
 from .apifacts import ALLOWED_URLS, MAX_CUSTOM_ID_BYTES
 from .requestrules import ERRORS_KEPT, REQUIRED_BODY_FIELD, _decoder, _model_kind_warning, check_request, loads_strict
 
@@ -96,7 +97,8 @@ def _check_piece(
     the id's first line, else -1), ``models`` (model -> [requests, input tokens (the body's bytes
     / 4, per request, as the server estimates them), sum of max_tokens, input tokens of chat
     requests without max_tokens, their number, expected output tokens, first line, kind
-    warning]), ``urls`` and ``notes`` (request counts, in order of first use); with ``digests``,
+    warning]), ``urls`` and ``notes`` (request counts, in order of first use), ``budgets`` (the
+    requests whose output limit cannot hold their thinking or JSON object: ``answerbudget``); with ``digests``,
     ``dig``/``off``/``bounds`` (each request's id digest and line offset from start, grouped by
     bucket: those with ``digest % buckets == b`` are at [bounds[b], bounds[b+1])); and when the
     piece has no invalid line, ``plan``, for the chunk plan: each request's size, the blank lines
@@ -111,7 +113,9 @@ def _check_piece(
     digest = _digest
     url_code = _URL_CODE
     needs = tuple(REQUIRED_BODY_FIELD[url] for url in ALLOWED_URLS)
-    chat, embeddings, messages = (url_code[u] for u in ("/v1/chat/completions", "/v1/embeddings", "/v1/messages"))
+    chat, embeddings, messages, completions = (
+        url_code[u] for u in ("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/completions")
+    )
     kept = ERRORS_KEPT
     env_compact = [_ENVELOPE_COMPACT + len(u) for u in ALLOWED_URLS]  # by url code
     env_spaced = [_ENVELOPE_SPACED + len(u) for u in ALLOWED_URLS]
@@ -146,6 +150,17 @@ def _check_piece(
     model_now: Any = _NOTHING  # the model of the last request (validated)
     model_at = 0
     c_in = c_mt = c_free_tokens = c_free = c_expected = 0
+    # answer budgets: a request whose limit is under gate is looked at; a body that names no
+    # effort and no JSON format (unmarked) against its model's default thinking (room_now) here,
+    # counted in locals while the model stays the same (added by budgets.add_run), any other by
+    # budgets.check
+    budgets = answerbudget.Budgets()
+    gate = answerbudget.GATE
+    unmarked = answerbudget.FIELDS.isdisjoint
+    shown = answerbudget.LINES_SHOWN
+    room_now = c_short = short_mt = short_high = 0
+    short_low = gate
+    short_lines: List[int] = []
     with open(path, "rb", buffering=_READ_BUFFER) as bf:
         bf.seek(start)
         # Text mode decodes in bulk (faster than per line); newline="\n" splits exactly where the
@@ -315,10 +330,16 @@ def _check_piece(
                 if model_now is not _NOTHING:
                     _add_model(models[model_now], sizes, model_at, c_in, c_mt, c_free_tokens, c_free, c_expected)
                     c_in = c_mt = c_free_tokens = c_free = c_expected = 0
+                    if c_short:
+                        budgets.add_run(model_now, room_now, c_short, short_low, short_high, short_lines)
+                        c_short = short_mt = short_high = 0
+                        short_low = gate
+                        short_lines = []
                 if model not in models:
                     models[model] = [0, 0, 0, 0, 0, 0, n, _model_kind_warning(model, url)]
                 model_now = model
                 model_at = len(sizes)
+                room_now = answerbudget.default_room(model)
             mt = body.get("max_tokens")
             if mt is None:
                 mt = body.get("max_completion_tokens")
@@ -331,6 +352,17 @@ def _check_piece(
                 c_mt += mt
                 # min(mt, input x 1.1), in integers (the server's rule, rounded down)
                 c_expected += mt if mt * 10 <= tokens * 11 else tokens * 11 // 10
+                if mt < gate:
+                    if not unmarked(body):
+                        budgets.check(model, body, url, mt, n)
+                    elif mt < room_now and code != completions:
+                        c_short += 1
+                        if c_short <= shown:
+                            short_lines.append(n)
+                        if mt != short_mt:
+                            short_mt = mt
+                            short_low = min(short_low, mt)
+                            short_high = max(short_high, mt)
             else:
                 c_free += 1
                 c_free_tokens += tokens
@@ -347,6 +379,8 @@ def _check_piece(
 
     if model_now is not _NOTHING:
         _add_model(models[model_now], sizes, model_at, c_in, c_mt, c_free_tokens, c_free, c_expected)
+        if c_short:
+            budgets.add_run(model_now, room_now, c_short, short_low, short_high, short_lines)
     urls: Dict[str, int] = {}
     for at, code, until in zip(url_at, url_codes, url_at[1:] + array(tc, [len(sizes)])):
         url = ALLOWED_URLS[code]
@@ -360,6 +394,7 @@ def _check_piece(
         "models": models,
         "urls": urls,
         "notes": notes,
+        "budgets": budgets.found,
     }
     if digests:
         all_dig, all_off, bounds = array("I"), array(tc), array("Q", [0])

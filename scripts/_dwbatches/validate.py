@@ -37,6 +37,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from . import answerbudget
 from .apifacts import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from .chunkplan import Chunk, _bucket_count, _cut, _Planner
 from .dupconfirm import _CONFIRM_TASK
@@ -265,6 +266,7 @@ def _report(
     per_model: Dict[str, List[int]] = {}
     kind_warnings: List[str] = []
     notes: Dict[str, int] = {}
+    budgets: Dict[Tuple[str, str], List[Any]] = {}
     crlf = 0
     kept: List[Tuple[int, Optional[str], str, int]] = []
     for base, res in zip(bases, results):
@@ -288,6 +290,7 @@ def _report(
             rep.endpoints[url] = rep.endpoints.get(url, 0) + count
         for note, count in res["notes"].items():
             notes[note] = notes.get(note, 0) + count
+        answerbudget.merge(budgets, res["budgets"], base)
     first_lines = _line_numbers(path, pieces, bases, [k[3] for k in kept if k[3] >= 0]) if kept else {}
     for line, cid, message, first in kept:
         if first >= 0:
@@ -327,6 +330,7 @@ def _report(
             rep.warnings.append(f"{count} line(s): {note}")
     if crlf:
         rep.warnings.append(f"{crlf} line(s) end with CRLF; the server accepts them")
+    rep.warnings.extend(answerbudget.warnings(budgets))
     if rep.valid and planner.ok:
         rep.chunks = planner.chunks
     return rep
