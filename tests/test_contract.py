@@ -179,7 +179,7 @@ SCENARIOS: Dict[str, List[List[str]]] = {
     "retry_failed.py": [["--job", "ex.dwjob", "--dry-run"], ["--job", "ex.dwjob"]],
     "run_batch.py": [["ex.jsonl", "--wait", "--interval", "0.2"], ["late.jsonl"]],
     "list_batches.py": [[]],
-    "list_models.py": [[]],
+    "list_models.py": [[], ["--for", "ex.jsonl"]],
     "cancel_batch.py": [["--job", "ex.dwjob", "--dry-run"], ["--job", "ex.dwjob"]],
     "check_setup.py": [[]],
     "validate_batch_file.py": [

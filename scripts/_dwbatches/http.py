@@ -426,8 +426,10 @@ class Client:
         # Cancelling twice is harmless, so the call may be retried.
         return self.request("POST", f"batches/{check_id(batch_id, 'batch')}/cancel").json()
 
-    def list_models(self) -> List[Dict[str, Any]]:
-        body = self.get_json("models")
+    def list_models(self, reasoning: bool = False) -> List[Dict[str, Any]]:
+        """The models the key may use; with ``reasoning``, each model that reasons lists its
+        ``supported_reasoning_efforts`` (a server that does not know the query ignores it)."""
+        body = self.get_json("models", params={"include_reasoning_capabilities": "true"} if reasoning else None)
         return [m for m in body.get("data", []) if isinstance(m, dict)]
 
 

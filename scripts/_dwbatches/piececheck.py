@@ -67,7 +67,15 @@ _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _add_model(
-    pm: List[Any], sizes: Any, model_at: int, tokens: int, max_tokens: int, free_tokens: int, free: int, expected: int
+    pm: List[Any],
+    sizes: Any,
+    model_at: int,
+    tokens: int,
+    max_tokens: int,
+    free_tokens: int,
+    free: int,
+    expected: int,
+    largest: int,
 ) -> None:
     """Add the requests since ``model_at`` (one model's run of lines) to its counts ``pm``."""
     pm[0] += len(sizes) - model_at
@@ -76,6 +84,7 @@ def _add_model(
     pm[3] += free_tokens
     pm[4] += free
     pm[5] += expected
+    pm[8] = max(pm[8], largest)
 
 
 def _check_piece(
@@ -97,7 +106,7 @@ def _check_piece(
     the id's first line, else -1), ``models`` (model -> [requests, input tokens (the body's bytes
     / 4, per request, as the server estimates them), sum of max_tokens, input tokens of chat
     requests without max_tokens, their number, expected output tokens, first line, kind
-    warning]), ``urls`` and ``notes`` (request counts, in order of first use), ``budgets`` (the
+    warning, largest max_tokens]), ``urls`` and ``notes`` (request counts, in order of first use), ``budgets`` (the
     requests whose output limit cannot hold their thinking or JSON object: ``answerbudget``); with ``digests``,
     ``dig``/``off``/``bounds`` (each request's id digest and line offset from start, grouped by
     bucket: those with ``digest % buckets == b`` are at [bounds[b], bounds[b+1])); and when the
@@ -149,7 +158,7 @@ def _check_piece(
     max_cid = MAX_CUSTOM_ID_BYTES
     model_now: Any = _NOTHING  # the model of the last request (validated)
     model_at = 0
-    c_in = c_mt = c_free_tokens = c_free = c_expected = 0
+    c_in = c_mt = c_free_tokens = c_free = c_expected = c_top = 0
     # answer budgets: a request whose limit is under gate is looked at; a body that names no
     # effort and no JSON format (unmarked) against its model's default thinking (room_now) here,
     # counted in locals while the model stays the same (added by budgets.add_run), any other by
@@ -328,15 +337,15 @@ def _check_piece(
             # requests since model_at)
             if model != model_now:
                 if model_now is not _NOTHING:
-                    _add_model(models[model_now], sizes, model_at, c_in, c_mt, c_free_tokens, c_free, c_expected)
-                    c_in = c_mt = c_free_tokens = c_free = c_expected = 0
+                    _add_model(models[model_now], sizes, model_at, c_in, c_mt, c_free_tokens, c_free, c_expected, c_top)
+                    c_in = c_mt = c_free_tokens = c_free = c_expected = c_top = 0
                     if c_short:
                         budgets.add_run(model_now, room_now, c_short, short_low, short_high, short_lines)
                         c_short = short_mt = short_high = 0
                         short_low = gate
                         short_lines = []
                 if model not in models:
-                    models[model] = [0, 0, 0, 0, 0, 0, n, _model_kind_warning(model, url)]
+                    models[model] = [0, 0, 0, 0, 0, 0, n, _model_kind_warning(model, url), 0]
                 model_now = model
                 model_at = len(sizes)
                 room_now = answerbudget.default_room(model)
@@ -352,6 +361,8 @@ def _check_piece(
                 c_mt += mt
                 # min(mt, input x 1.1), in integers (the server's rule, rounded down)
                 c_expected += mt if mt * 10 <= tokens * 11 else tokens * 11 // 10
+                if mt > c_top:
+                    c_top = mt
                 if mt < gate:
                     if not unmarked(body):
                         budgets.check(model, body, url, mt, n)
@@ -378,7 +389,7 @@ def _check_piece(
             sizes.append(size)
 
     if model_now is not _NOTHING:
-        _add_model(models[model_now], sizes, model_at, c_in, c_mt, c_free_tokens, c_free, c_expected)
+        _add_model(models[model_now], sizes, model_at, c_in, c_mt, c_free_tokens, c_free, c_expected, c_top)
         if c_short:
             budgets.add_run(model_now, room_now, c_short, short_low, short_high, short_lines)
     urls: Dict[str, int] = {}

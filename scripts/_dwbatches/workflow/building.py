@@ -44,7 +44,7 @@ from ..planning import job_dir_for_next
 from ..requestedit import Changes
 from ..sources import DELIMITER_NAMES, CsvRows, iter_jsonl_rows, iter_prompts, line_list, parse_delimiter
 from ..template import Template, placeholder_hint
-from ..validate import MAX_BODY_BYTES, iter_requests, print_errors, validate_file
+from ..validate import MAX_BODY_BYTES, iter_requests, validated_input
 
 
 @dataclass
@@ -323,20 +323,11 @@ def _rebuild(opts: BuildOptions) -> Outcome:
             "effort (--reasoning); build from the original input to change anything else.",
         )
     changes = Changes(model=opts.model, max_tokens=opts.max_tokens, reasoning=opts.reasoning)
-    if not os.path.isfile(path):
-        what = "is a directory, not a file" if os.path.isdir(path) else "no such file"
-        raise UsageError(f"{path} (--from-batch): {what}", hint="Pass a batch JSONL file.")
     refuse_overwrite(
         {"OUTPUT": opts.output, "the sidecar of OUTPUT": sidecar_path(opts.output)},
         {"input given with --from-batch": path, "sidecar of the --from-batch input": sidecar_path(path)},
     )
-    rep = validate_file(path)
-    if not rep.valid:
-        print_errors(rep)
-        raise InputError(
-            f"{path} (--from-batch): {rep.errors_total} invalid line(s); nothing was written",
-            hint="Fix the lines listed above (validate_batch_file.py checks the file), then run this again.",
-        )
+    rep = validated_input(path, "--from-batch", "nothing was written")
     for flag, value in (("--reasoning", opts.reasoning), ("--max-tokens", opts.max_tokens)):
         if value is not None and EMBEDDINGS in rep.endpoints:
             raise _no_embeddings(flag, f", and {rep.endpoints[EMBEDDINGS]} request(s) of {path} are for it")
