@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -260,17 +261,60 @@ def test_the_smallest_object_follows_the_documented_rule(schema, shortest, value
     assert answerbudget.schema_tokens(schema) == expected
 
 
-def test_the_warnings_are_the_same_however_the_file_is_cut(tmp_path):
+def expected_counts(rows):
+    """(model, "thinking" or "json") -> requests, by the rule itself, one request at a time."""
+    out = {}
+    for r in rows:
+        body, url = r["body"], r["url"]
+        limit = reasoning.output_limit(body)
+        room = reasoning.thinking_room(body["model"], body, url) or 0
+        schema = answerbudget.json_schema_of(body, url)
+        if limit is not None and limit < room:
+            key = (body["model"], "thinking")
+        elif limit is not None and schema is not None and limit < answerbudget.schema_tokens(schema) + room:
+            key = (body["model"], "json")
+        else:
+            continue
+        out[key] = out.get(key, 0) + 1
+    return out
+
+
+def warned_counts(warnings):
+    out = {}
+    for w in warnings:
+        m = re.match(r"(\d+) request\(s\) \(lines? [^)]*\) ask (\S+) for at most [\d to]+ tokens( in JSON)?", w)
+        if m:
+            out[(m.group(2), "json" if m.group(3) else "thinking")] = int(m.group(1))
+    return out
+
+
+def test_the_warnings_count_every_request_by_the_rule_however_the_file_is_cut(tmp_path):
     rows = []
     for i in range(3000):
-        model = (THINKS, ALWAYS, INSTRUCT)[i % 3]
-        extra = {"reasoning_effort": "none"} if i % 7 == 0 and model == THINKS else {}
+        model = (THINKS, ALWAYS, INSTRUCT)[(i // 5) % 3]  # runs of one model
+        url = "/v1/responses" if i % 13 == 0 else "/v1/completions" if i % 17 == 0 else "/v1/chat/completions"
+        extra = {}
+        if i % 7 == 0 and model == THINKS:
+            extra = {"reasoning": {"effort": "none"}} if url == "/v1/responses" else {"reasoning_effort": "none"}
+        elif i % 19 == 0 and model != INSTRUCT:
+            extra = {"reasoning": {"effort": "low"}} if url == "/v1/responses" else {"reasoning_effort": "low"}
         if i % 11 == 0:
-            extra["response_format"] = {"type": "json_object"}
-        rows.append(request(f"r{i}", model, 1 + i % 4000, **extra))
+            fmt = {"type": "json_schema", "json_schema": {"name": "s", "schema": SCHEMA}}
+            extra.update(
+                {"text": {"format": {"type": "json_object"}}} if url == "/v1/responses" else {"response_format": fmt}
+            )
+        r = request(f"r{i}", model, 1 + (i * 37) % 5000, url=url, **extra)
+        if url == "/v1/completions":
+            r["body"]["prompt"] = r["body"].pop("messages")[0]["content"]
+        rows.append(r)
+    # one model and effort on three urls in a row: thinking on chat and responses, none on completions
+    rows += [request("u1", THINKS, 500, reasoning_effort="low"), request("u2", THINKS, 500, reasoning_effort="low")]
+    rows[-1]["url"], rows[-1]["body"]["prompt"] = "/v1/completions", rows[-1]["body"].pop("messages")[0]["content"]
+    rows += [request("u3", THINKS, 500, url="/v1/responses", reasoning={"effort": "low"})]
     path = write(tmp_path / "many.jsonl", rows)
     whole = validate.validate_file(path, processes=1).warnings
-    assert any("thinks before" in w for w in whole) and any("in JSON" in w for w in whole)
+    assert warned_counts(whole) == expected_counts(rows)
+    assert {kind for _, kind in expected_counts(rows)} == {"thinking", "json"}
     for processes, piece in ((1, 4096), (2, 4096), (2, 70000)):
         assert validate.validate_file(path, processes=processes, piece_bytes=piece).warnings == whole
 

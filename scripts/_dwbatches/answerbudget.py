@@ -39,9 +39,11 @@ GATE = 2 * max(reasoning.THINKING_ROOM.values())
 THINKING = "thinking"
 JSON_OBJECT = "json"
 
-# The body fields that change what a limit must hold: the effort asked for, and a JSON format.
-# A body without any of them is judged by its model's default thinking alone.
-FIELDS = frozenset((*_EFFORT_FIELDS, *reasoning.TEMPLATE_OFF, "response_format", "text"))
+# The body fields that ask for a JSON format (chat, /v1/responses), and all the fields that change
+# what a limit must hold: those and the effort asked for. A body without any of them is judged
+# by its model's default thinking alone.
+FORMAT_FIELDS = ("response_format", "text")
+FIELDS = frozenset((*_EFFORT_FIELDS, *reasoning.TEMPLATE_OFF, *FORMAT_FIELDS))
 
 _JSON_MODE_SCHEMA = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
 _THINKING_URLS = ("/v1/chat/completions", "/v1/responses", "/v1/messages")
@@ -156,6 +158,7 @@ class Budgets:
         self.found: Dict[Tuple[str, str], List[Any]] = {}
         self._format: Any = None  # the last JSON format seen, and the tokens of its object
         self._format_tokens = 0
+        self._rooms: Dict[Tuple[str, str, Optional[str]], int] = {}  # (model, url, effort) -> thinking room
 
     def entry(self, model: str, kind: str, room: int, tokens: int, effort: Optional[str]) -> List[Any]:
         """The counts of ``model``'s requests of ``kind`` (made when new), with the largest
@@ -175,15 +178,24 @@ class Budgets:
         e[1], e[2] = min(e[1], low), max(e[2], high)
         e[6] = sorted(e[6] + lines)[:LINES_SHOWN]
 
-    def check(self, model: str, body: Dict[str, Any], url: str, limit: int, line: int) -> None:
-        """Count a request whose ``limit`` cannot hold its thinking, or its thinking and the
-        smallest JSON object it asks for."""
-        room = (reasoning.thinking_room(model, body, url) or 0) if url in _THINKING_URLS else 0
-        effort = reasoning.requested_effort(body, url)
+    def room(self, model: str, body: Dict[str, Any], url: str, effort: Optional[str]) -> int:
+        """The thinking room of a request for ``model`` on ``url`` that asks for ``effort`` (the
+        body's ``reasoning.requested_effort``), which depends on those three alone."""
+        room = self._rooms.get((model, url, effort))
+        if room is None:
+            room = (reasoning.thinking_room(model, body, url) or 0) if url in _THINKING_URLS else 0
+            self._rooms[(model, url, effort)] = room
+        return room
+
+    def check(
+        self, model: str, body: Dict[str, Any], url: str, limit: int, line: int, effort: Optional[str], room: int
+    ) -> None:
+        """Count a request (asking for ``effort``, whose thinking takes ``room``) whose ``limit``
+        cannot hold its thinking, or its thinking and the smallest JSON object it asks for."""
         if limit < room:
             e = self.entry(model, THINKING, room, 0, effort)
         else:
-            fmt = body.get("text" if url == "/v1/responses" else "response_format")
+            fmt = body.get(FORMAT_FIELDS[1] if url == "/v1/responses" else FORMAT_FIELDS[0])
             if fmt is None:
                 return
             if fmt != self._format:

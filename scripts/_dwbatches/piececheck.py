@@ -13,7 +13,7 @@ import re
 from array import array
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from . import answerbudget
+from . import answerbudget, reasoning
 from .apifacts import ALLOWED_URLS, MAX_CUSTOM_ID_BYTES
 from .requestrules import ERRORS_KEPT, REQUIRED_BODY_FIELD, _decoder, _model_kind_warning, check_request, loads_strict
 
@@ -159,17 +159,21 @@ def _check_piece(
     model_now: Any = _NOTHING  # the model of the last request (validated)
     model_at = 0
     c_in = c_mt = c_free_tokens = c_free = c_expected = c_top = 0
-    # answer budgets: a request whose limit is under gate is looked at; a body that names no
-    # effort and no JSON format (unmarked) against its model's default thinking (room_now) here,
-    # counted in locals while the model stays the same (added by budgets.add_run), any other by
-    # budgets.check
+    # answer budgets: a request whose limit is under gate is looked at. A body that names no
+    # effort and no JSON format (unmarked) against its model's default thinking (room_now),
+    # counted in locals while the model stays the same (added by budgets.add_run); any other
+    # against the room of the effort it asks for (effort_room, looked up again when the effort,
+    # the model or the url changes), by budgets.check when it is short or asks for JSON
     budgets = answerbudget.Budgets()
     gate = answerbudget.GATE
     unmarked = answerbudget.FIELDS.isdisjoint
+    requested_effort = reasoning.requested_effort
+    format_a, format_b = answerbudget.FORMAT_FIELDS
     shown = answerbudget.LINES_SHOWN
-    room_now = c_short = short_mt = short_high = 0
+    room_now = c_short = short_mt = short_high = effort_room = effort_code = 0
     short_low = gate
     short_lines: List[int] = []
+    effort_now: Any = _NOTHING
     with open(path, "rb", buffering=_READ_BUFFER) as bf:
         bf.seek(start)
         # Text mode decodes in bulk (faster than per line); newline="\n" splits exactly where the
@@ -349,6 +353,7 @@ def _check_piece(
                 model_now = model
                 model_at = len(sizes)
                 room_now = answerbudget.default_room(model)
+                effort_now = _NOTHING
             mt = body.get("max_tokens")
             if mt is None:
                 mt = body.get("max_completion_tokens")
@@ -365,7 +370,12 @@ def _check_piece(
                     c_top = mt
                 if mt < gate:
                     if not unmarked(body):
-                        budgets.check(model, body, url, mt, n)
+                        effort = requested_effort(body, url)
+                        if effort != effort_now or code != effort_code:
+                            effort_now, effort_code = effort, code
+                            effort_room = budgets.room(model, body, url, effort)
+                        if mt < effort_room or format_a in body or format_b in body:
+                            budgets.check(model, body, url, mt, n, effort, effort_room)
                     elif mt < room_now and code != completions:
                         c_short += 1
                         if c_short <= shown:
