@@ -222,6 +222,16 @@ def test_for_refuses_a_file_it_cannot_price_before_asking_the_server(offered):
     assert proc.returncode == 2 and "nothere.jsonl (--for): no such file" in proc.stderr
     proc = run("list_models.py", "--for", "bad.jsonl", "--sort", "price", env=offered.env())
     assert proc.returncode == 2 and "not allowed with argument --for" in proc.stderr
+    chat = {
+        "custom_id": "c",
+        "method": "POST",
+        "url": "/v1/chat/completions",
+        "body": {"model": THINKS, "messages": [{"role": "user", "content": "hi"}]},
+    }
+    embed = {"custom_id": "e", "method": "POST", "url": "/v1/embeddings", "body": {"model": EMBED, "input": "hi"}}
+    Path("mixed.jsonl").write_text(json.dumps(chat) + "\n" + json.dumps(embed) + "\n")
+    proc = run("list_models.py", "--for", "mixed.jsonl", env=offered.env())
+    assert proc.returncode == 2 and "holds /v1/embeddings requests and others" in proc.stderr
     assert "GET /v1/models" not in offered.stats()["requests"]
     ok_json(run("list_models.py", env=offered.env()))
     assert offered.stats()["requests"]["GET /v1/models"] == 1

@@ -66,6 +66,13 @@ class FileNeeds:
 def needs_of(path: str) -> FileNeeds:
     """Validate ``path`` (refused when invalid, its errors on stderr) and read what it needs."""
     rep = validated_input(path, "--for", "nothing was priced")
+    if EMBEDDINGS in rep.endpoints and len(rep.endpoints) > 1:
+        from .errors import UsageError
+
+        raise UsageError(
+            f"{path} (--for) holds {EMBEDDINGS} requests and others; no one model can serve both",
+            hint="Put the embeddings requests in a file of their own, and price each file.",
+        )
     tokens = rep.model_tokens.values()
     largest = max((t["largest_max_tokens"] or 0 for t in tokens), default=0)
     return FileNeeds(
