@@ -5,9 +5,10 @@ schema allows. A request that fails either gets an HTTP 200 with an empty or cut
 
 The validator looks at a request only when its limit is below ``GATE``: a body that names no
 effort and no JSON format is judged in its hot loop from its model's default thinking
-(``default_room``); any other goes through ``Budgets.check``. Findings are counted per model and
-kind (``Budgets.found``, merged over the pieces of a file by ``merge``) and become one warning
-each (``warnings``), with the count, the first line numbers and the fix.
+(``default_room``); any other against the thinking of the effort it names (``Budgets.room``),
+and by ``Budgets.check`` when that is more than its limit or it asks for JSON. Findings are
+counted per model and kind (``Budgets.found``, merged over the pieces of a file by ``merge``)
+and become one warning each (``warnings``), with the count, the first line numbers and the fix.
 
 The smallest object a schema allows, in tokens (``schema_tokens``): its shortest JSON text (the
 required properties only, each with its shortest value: ``""`` for a string, or as long as
