@@ -17,8 +17,8 @@ supported_reasoning_efforts, else from the model's known family.
 --for FILE prices a batch file on every model: its own input tokens (as the server counts
 them) and its output bound (the sum of max_tokens), in both windows, cheapest first in the
 -w window. A model that thinks adds its thinking at the lowest effort it takes: none when it
-can switch thinking off (the rebuild switches it off), else about 1024 tokens a request at
-effort low (gpt-oss). Models that cannot take the requests (embeddings models for chat,
+can switch thinking off (the rebuild switches it off), else the usual thinking of its lowest
+effort for each request (gpt-oss: low), which the rebuild adds to max_tokens too. Models that cannot take the requests (embeddings models for chat,
 OCR models for text only) are not eligible, and models without a known price are unranked.
 next is the command that rebuilds FILE for the cheapest (create_batch_file.py --from-batch,
 every request kept): try it on a sample (add --limit 20) before the whole job.
