@@ -106,11 +106,11 @@ def _check_piece(
     the id's first line, else -1), ``models`` (model -> [requests, input tokens (the body's bytes
     / 4, per request, as the server estimates them), sum of max_tokens, input tokens of chat
     requests without max_tokens, their number, expected output tokens, first line, kind
-    warning, largest max_tokens]), ``urls`` and ``notes`` (request counts, in order of first use), ``budgets`` (the
-    requests whose output limit cannot hold their thinking or JSON object: ``answerbudget``); with ``digests``,
-    ``dig``/``off``/``bounds`` (each request's id digest and line offset from start, grouped by
-    bucket: those with ``digest % buckets == b`` are at [bounds[b], bounds[b+1])); and when the
-    piece has no invalid line, ``plan``, for the chunk plan: each request's size, the blank lines
+    warning, largest max_tokens]), ``urls`` and ``notes`` (request counts, in order of first
+    use), ``budgets`` (the requests whose output limit cannot hold their thinking or JSON
+    object: ``answerbudget.Budgets.found``); with ``digests``, ``dig``/``off``/``bounds`` (each
+    request's id digest and line offset from start, grouped by bucket: those with ``digest %
+    buckets == b`` are at [bounds[b], bounds[b+1])); and when the piece has no invalid line, ``plan``, for the chunk plan: each request's size, the blank lines
     before requests (request number, lines, bytes) and the runs of the same url (first request
     number, url index).
 
@@ -174,6 +174,7 @@ def _check_piece(
     short_low = gate
     short_lines: List[int] = []
     effort_now: Any = _NOTHING
+    default_rooms: Dict[str, int] = {}  # model -> answerbudget.default_room
     with open(path, "rb", buffering=_READ_BUFFER) as bf:
         bf.seek(start)
         # Text mode decodes in bulk (faster than per line); newline="\n" splits exactly where the
@@ -352,7 +353,9 @@ def _check_piece(
                     models[model] = [0, 0, 0, 0, 0, 0, n, _model_kind_warning(model, url), 0]
                 model_now = model
                 model_at = len(sizes)
-                room_now = answerbudget.default_room(model)
+                room_now = default_rooms.get(model, -1)
+                if room_now < 0:
+                    room_now = default_rooms[model] = answerbudget.default_room(model)
                 effort_now = _NOTHING
             mt = body.get("max_tokens")
             if mt is None:
