@@ -7,7 +7,8 @@
 #   "python-dotenv>=1.0,<2; python_version < '3.10'",
 # ]
 # ///
-"""Build a batch JSONL file from prompts, a CSV or a JSONL file (local only: no key, no network).
+"""Build a batch JSONL file from prompts, a CSV or a JSONL file, or rebuild one for another model
+(local only: no key, no network).
 
 Custom ids are <prefix>-<row id> when --id-column names an id column (or field), else
 <prefix>-<line or row number, zero-padded to 6 digits>; the prefix defaults to the input's
@@ -25,6 +26,23 @@ examples:
   python3 scripts/create_batch_file.py facts.jsonl --jsonl docs.jsonl --id-column doc_id \\
       --template "Extract the people named in: {body}" --json-schema people.schema.json
   python3 scripts/create_batch_file.py vectors.jsonl --prompts texts.txt --endpoint /v1/embeddings
+  python3 scripts/create_batch_file.py labels.jsonl --prompts items.txt --max-tokens 5 --reasoning none
+  python3 scripts/create_batch_file.py reviews.gpt-oss.jsonl --from-batch reviews.jsonl \\
+      -m openai/gpt-oss-20b --reasoning low --max-tokens 1029
+
+Reasoning: the Qwen3 and Qwen3.5 chat models (the default among them) and gpt-oss think before
+they answer, and the thinking counts against --max-tokens: a small --max-tokens gives empty
+answers. --reasoning sets the effort in every request, with the fields the model needs (none
+switches thinking off; gpt-oss cannot: low is its least). A model known not to reason gets no
+field (a warning says so). The file is checked as it is written: a request whose --max-tokens
+leaves no room for its model's thinking, or for the smallest JSON object its format allows,
+is a warning naming the fix.
+
+--from-batch FILE rebuilds an existing batch file: every request kept, custom ids and order
+unchanged, with -m, --max-tokens and --reasoning applied (the only request flags it takes);
+the input's CSV sidecar (FILE's stem + .source.json) goes along to OUTPUT's, so that results
+can still be written back into the CSV. list_models.py --for FILE prints this command for the
+cheapest model.
 
 CSV input: the first row names the columns. The delimiter (, ; tab or |) is detected from
 the header row (the one that splits it into the most columns; a tie gives a comma) unless
@@ -39,8 +57,9 @@ delimiter and BOM, and how the custom ids were made) so that submit.py remembers
 results can be written back into it, with the same delimiter and BOM.
 
 output (stdout, JSON): path, requests, bytes, models, endpoint, chunks (files submit.py will
-upload), source, warnings, next (the submit command; with --job NEW_DIR when OUTPUT.dwjob
-holds another input's job, or a cancelled one, which would refuse this file)."""
+upload), source, warnings, changes (only with --from-batch: model, max_tokens, reasoning, those
+given), next (the submit command; with --job NEW_DIR when OUTPUT.dwjob holds another input's
+job, or a cancelled one, which would refuse this file)."""
 
 from __future__ import annotations
 
@@ -49,6 +68,7 @@ from typing import Optional, Sequence
 
 from _dwbatches import output
 from _dwbatches.builder import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL, ENDPOINTS
+from _dwbatches.reasoning import DEFAULT_EFFORT, EFFORTS
 from _dwbatches.validate import MAX_BODY_BYTES
 from _dwbatches.workflow.building import BuildOptions, build
 
@@ -61,6 +81,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ex.add_argument("--prompts", metavar="FILE", help="one prompt per line ('-' = stdin); blank lines are skipped")
     ex.add_argument("--csv", metavar="FILE", help="a CSV with a header row; needs --template (or a 'prompt' column)")
     ex.add_argument("--jsonl", metavar="FILE", help="one JSON object per line; needs --template (or a 'prompt' field)")
+    ex.add_argument(
+        "--from-batch",
+        metavar="FILE",
+        help="an existing batch JSONL file, rebuilt with -m, --max-tokens and --reasoning (every request kept)",
+    )
     src.add_argument(
         "--template",
         metavar="TEXT",
@@ -83,7 +108,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     src.add_argument("--limit", type=int, metavar="N", help="use only the first N rows (a trial run)")
     req = parser.add_argument_group("request")
-    req.add_argument("--endpoint", choices=ENDPOINTS, default=ENDPOINTS[0], help="default %(default)s")
+    req.add_argument("--endpoint", choices=ENDPOINTS, help=f"default {ENDPOINTS[0]}")
     req.add_argument(
         "-m", "--model", help=f"model (default {DEFAULT_CHAT_MODEL}; embeddings {DEFAULT_EMBEDDING_MODEL})"
     )
@@ -95,6 +120,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     req.add_argument("--response-format-json", action="store_true", help="ask for a JSON object (JSON mode)")
     req.add_argument("--json-schema", metavar="FILE", help="ask for JSON matching this JSON Schema (strict)")
     req.add_argument("--extra-body", metavar="JSON", help="more body fields, e.g. '{\"seed\": 1}'")
+    req.add_argument(
+        "--reasoning",
+        choices=EFFORTS,
+        help="how much the model thinks before it answers: none (off; classification and extraction), low, "
+        f"medium or high (default: the model's own; {DEFAULT_EFFORT} for the Qwen3 models and gpt-oss)",
+    )
     req.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, help=argparse.SUPPRESS)
     args = output.parse_args(parser, argv)
     fields = BuildOptions.__dataclass_fields__

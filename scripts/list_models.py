@@ -7,30 +7,53 @@
 #   "python-dotenv>=1.0,<2; python_version < '3.10'",
 # ]
 # ///
-"""List the models your key can use (GET /models), with their prices, so requests name a real model.
+"""List the models your key can use (GET /models), with their prices and whether they reason, so
+requests name a real model; or rank them by what one batch file would cost on each (--for).
 
 The API does not say which models are chat and which are embeddings models; --chat and
 --embeddings filter by name (models whose id contains "embed" are embeddings models).
 Prices come from the price table dated prices_as_of (USD per million tokens, input and
 output, for the 24h and the 1h window; null for a model the table does not know); the live
-prices are on Doubleword's models page. --sort price lists the cheapest first (by the 24h
-input plus output price), so the first chat model is the cheapest one: try it on a sample
-(create_batch_file.py --limit 20) before the whole job.
+prices are on Doubleword's models page. Whether a model reasons (thinks before it answers,
+with the thinking counted against max_tokens) comes from the server's
+supported_reasoning_efforts, else from the model's known family.
+
+--for FILE prices a batch file on every model: its own input tokens (as the server counts
+them) and its output bound (the sum of max_tokens), in both windows, cheapest first in the
+-w window. A model that thinks adds its thinking at the lowest effort it takes: none when it
+can switch thinking off (the rebuild switches it off), else the usual thinking of its lowest
+effort for each request (gpt-oss: low), which the rebuild adds to max_tokens too. Models that cannot take the requests (embeddings models for chat,
+OCR models for text only) are not eligible, and models without a known price are unranked.
+next is the command that rebuilds FILE for the cheapest (create_batch_file.py --from-batch,
+every request kept): try it on a sample (add --limit 20) before the whole job.
+
+--sort price orders by the 24h input price plus the output price per 1M tokens: a rough order
+that ignores how many input and output tokens a job has (for long prompts with short answers
+its first model is not the cheapest); --for FILE ranks by that file's own cost.
 
 examples:
   python3 scripts/list_models.py
-  python3 scripts/list_models.py --chat --sort price        # the cheapest chat model first
+  python3 scripts/list_models.py --for requests.jsonl          # the cheapest model for this file
+  python3 scripts/list_models.py --for requests.jsonl -w 1h
+  python3 scripts/list_models.py --chat --sort price
   python3 scripts/list_models.py --embeddings
 
 output (stdout, JSON): count, prices_as_of, default_model (create_batch_file.py's default),
 models (id, kind, owned_by, created, price_per_1m_tokens {24h {input, output}, 1h {input,
-output}} or null)."""
+output}} or null, reasoning {reasons, efforts, can_switch_off, source: server, known family or
+null}, for_file (only with --for: eligible, why_not, rank: 1 = cheapest, null when unranked;
+usd {24h, 1h} or null without a known price, output_tokens, thinking_tokens added for its
+thinking, thinking in words, rebuild {model, reasoning, max_tokens} or null)), file (only with
+--for: path, requests, endpoint, input_tokens, output_tokens, output_basis, documents),
+window (only with --for), cheapest (only with --for: the first model id, or null), next (only
+with --for: the rebuild for the cheapest, or null)."""
 
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
 from _dwbatches import cli, output
+from _dwbatches.pricing import WINDOWS
 from _dwbatches.workflow.listing import list_models
 
 
@@ -39,16 +62,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--chat", action="store_true", help="only chat / completion models")
     kind.add_argument("--embeddings", action="store_true", help="only embeddings models")
-    parser.add_argument(
+    order = parser.add_mutually_exclusive_group()
+    order.add_argument(
         "--sort",
         choices=("id", "price"),
-        default="id",
-        help="order: by id (default) or by price, cheapest first (24h input + output; "
-        "models without a known price last)",
+        help="order: by id (default) or by the 24h input plus output price per 1M tokens, models without "
+        "a known price last (not the cheapest for a given file: see --for)",
+    )
+    order.add_argument(
+        "--for",
+        dest="for_file",
+        metavar="FILE",
+        help="rank the models by this batch file's own estimated cost (input and output tokens), cheapest first",
+    )
+    parser.add_argument(
+        "-w",
+        "--completion-window",
+        choices=WINDOWS,
+        default=WINDOWS[0],
+        help="with --for: the window to rank by (both are priced; default %(default)s)",
     )
     args = output.parse_args(parser, argv)
     kind_wanted = "chat" if args.chat else "embeddings" if args.embeddings else None
-    return output.run(lambda: output.finish(list_models(cli.connection(args), kind_wanted, args.sort)))
+    return output.run(
+        lambda: output.finish(
+            list_models(cli.connection(args), kind_wanted, args.sort or "id", args.for_file, args.completion_window)
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -14,9 +14,15 @@ bodies missing the field their endpoint needs). Reads the file in one streaming 
 of 32 MB or more in several processes at once), in bounded memory; needs no API key and sends
 nothing. Line numbers are physical and 1-based.
 
+Warnings whose fix names --reasoning or --max-tokens (a model that thinks before it answers,
+and whose thinking counts against max_tokens, asked for too few tokens) are fixed by
+rebuilding the file: python3 scripts/create_batch_file.py NEW.jsonl --from-batch FILE
+--reasoning none (or --max-tokens N), every request kept, ids and order unchanged.
+
 examples:
   python3 scripts/validate_batch_file.py requests.jsonl
   python3 scripts/validate_batch_file.py requests.jsonl --max-errors 5
+  python3 scripts/create_batch_file.py fixed.jsonl --from-batch requests.jsonl --reasoning none
 
 output: when the file is valid, the JSON report below on stdout (exit 0). When it is not,
 stdout stays empty, each error is printed on stderr as "line N (custom_id 'ID'): message"
@@ -36,7 +42,10 @@ check, and a custom_id used again is an error on each later line that uses it):
   errors                  the first --max-errors errors in line order: {line, custom_id, message}
   errors_total            all errors: invalid_lines, or 1 when the file is empty or only
                           blank lines
-  warnings                notes on what the server accepts but may not be meant (texts)
+  warnings                notes on what the server accepts but may not be meant (texts,
+                          also on stderr), e.g. a max_tokens that leaves a model that
+                          thinks before it answers no room for the answer, or a JSON
+                          format's smallest object no room, with the fix
   estimated_input_tokens  each request body's bytes / 4 (compact JSON, the envelope left
                           out), summed: the server's own estimate
   chunks                  how many files submit.py would upload (0 when invalid)"""
@@ -117,6 +126,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 atomic_write_json(args.report, doc, mode=None)
             except FileSystemError as exc:  # name the option, whatever the cause
                 raise file_error(exc.os_error, args.report, "--report", what="the report") from exc.os_error
+        for w in rep.warnings:
+            output.narrate(f"warning: {w}")
         if rep.valid:
             output.emit(doc)
             output.narrate(

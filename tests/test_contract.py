@@ -159,14 +159,27 @@ def contract_problems(script: str, docs: List[Dict[str, Any]]) -> List[str]:
 # -- the scenarios ---------------------------------------------------------------------------
 
 SCENARIOS: Dict[str, List[List[str]]] = {
-    "create_batch_file.py": [["built.jsonl"]],
+    "create_batch_file.py": [
+        ["built.jsonl"],
+        [
+            "rebuilt.jsonl",
+            "--from-batch",
+            "ex.jsonl",
+            "-m",
+            "Qwen/Qwen3.5-9B",
+            "--max-tokens",
+            "50",
+            "--reasoning",
+            "none",
+        ],
+    ],
     "submit.py": [["other.jsonl"], ["other.jsonl", "--dry-run"]],
     "poll.py": [["--job", "ex.dwjob"]],
     "fetch_results.py": [["--job", "ex.dwjob"], ["BATCH", "-o", "bare.jsonl"]],
     "retry_failed.py": [["--job", "ex.dwjob", "--dry-run"], ["--job", "ex.dwjob"]],
     "run_batch.py": [["ex.jsonl", "--wait", "--interval", "0.2"], ["late.jsonl"]],
     "list_batches.py": [[]],
-    "list_models.py": [[]],
+    "list_models.py": [[], ["--for", "ex.jsonl"]],
     "cancel_batch.py": [["--job", "ex.dwjob", "--dry-run"], ["--job", "ex.dwjob"]],
     "check_setup.py": [[]],
     "validate_batch_file.py": [

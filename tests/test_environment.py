@@ -174,7 +174,7 @@ def test_remote_http_base_url_goes_through_the_proxy(sandbox_factory, tmp_path):
         env = proxy_env(proxy.url, DOUBLEWORD_API_KEY=sandbox.api_key, DOUBLEWORD_BASE_URL=f"http://{REMOTE_HOST}/v1")
         doc = ok_json(run("list_models.py", "--allow-insecure-http", env=env, cwd=tmp_path))
     assert doc["count"] >= 1
-    assert proxy.seen == [f"GET http://{REMOTE_HOST}/v1/models HTTP/1.1"]
+    assert proxy.seen == [f"GET http://{REMOTE_HOST}/v1/models?include_reasoning_capabilities=true HTTP/1.1"]
 
 
 def test_remote_https_base_url_goes_through_the_proxy(tmp_path):
@@ -196,7 +196,8 @@ def test_no_proxy_still_exempts_a_remote_host(sandbox_factory, tmp_path):
     with RecordingProxy() as proxy:
         env = proxy_env(proxy.url, DOUBLEWORD_API_KEY=sb.api_key, DOUBLEWORD_BASE_URL=base)
         ok_json(run("list_models.py", "--allow-insecure-http", env=env, cwd=tmp_path))
-        assert proxy.seen == [f"GET {base}/models HTTP/1.1"]  # a remote host: through the proxy
+        # a remote host: through the proxy
+        assert proxy.seen == [f"GET {base}/models?include_reasoning_capabilities=true HTTP/1.1"]
         for no_proxy in (addr, f"example.org,{addr}"):
             proxy.seen.clear()
             env["NO_PROXY"] = env["no_proxy"] = no_proxy

@@ -266,7 +266,7 @@ def test_a_dot_localhost_name_is_an_ordinary_host(sandbox, hostile_server):
     env = through(hostile_server, DOUBLEWORD_API_KEY=sandbox.api_key, DOUBLEWORD_BASE_URL=base)
     code, doc, err = run_script("list_models.py", "--allow-insecure-http", env=env)
     assert code != 0  # the recording proxy answers 404
-    assert hostile_server.requests[0].target == f"{base}/models"  # not bypassed, not resolved here
+    assert hostile_server.requests[0].target.startswith(f"{base}/models")  # not bypassed, not resolved here
 
 
 # -- files written for the user honour the umask ----------------------------------------------------

@@ -506,8 +506,11 @@ class Client:
         path = f"batches/{check_id(batch_id, 'batch')}/cancel"
         return self._json_reply("POST", path, self.request("POST", path, stream=True), BATCH)
 
-    def list_models(self) -> List[Dict[str, Any]]:
-        body = self.get_json("models", shape=LIST)
+    def list_models(self, reasoning: bool = False) -> List[Dict[str, Any]]:
+        """The models the key may use; with ``reasoning``, each model that reasons lists its
+        ``supported_reasoning_efforts`` (a server that does not know the query ignores it)."""
+        params = {"include_reasoning_capabilities": "true"} if reasoning else None
+        body = self.get_json("models", params=params, shape=LIST)
         return [m for m in body.get("data", []) if isinstance(m, dict)]
 
 

@@ -13,6 +13,7 @@ import re
 from array import array
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from . import answerbudget, reasoning
 from .apifacts import ALLOWED_URLS, MAX_CUSTOM_ID_BYTES
 from .requestrules import ERRORS_KEPT, REQUIRED_BODY_FIELD, _decoder, _model_kind_warning, check_request, loads_strict
 
@@ -66,7 +67,15 @@ _compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 def _add_model(
-    pm: List[Any], sizes: Any, model_at: int, tokens: int, max_tokens: int, free_tokens: int, free: int, expected: int
+    pm: List[Any],
+    sizes: Any,
+    model_at: int,
+    tokens: int,
+    max_tokens: int,
+    free_tokens: int,
+    free: int,
+    expected: int,
+    largest: int,
 ) -> None:
     """Add the requests since ``model_at`` (one model's run of lines) to its counts ``pm``."""
     pm[0] += len(sizes) - model_at
@@ -75,6 +84,7 @@ def _add_model(
     pm[3] += free_tokens
     pm[4] += free
     pm[5] += expected
+    pm[8] = max(pm[8], largest)
 
 
 def _check_piece(
@@ -96,10 +106,11 @@ def _check_piece(
     the id's first line, else -1), ``models`` (model -> [requests, input tokens (the body's bytes
     / 4, per request, as the server estimates them), sum of max_tokens, input tokens of chat
     requests without max_tokens, their number, expected output tokens, first line, kind
-    warning]), ``urls`` and ``notes`` (request counts, in order of first use); with ``digests``,
-    ``dig``/``off``/``bounds`` (each request's id digest and line offset from start, grouped by
-    bucket: those with ``digest % buckets == b`` are at [bounds[b], bounds[b+1])); and when the
-    piece has no invalid line, ``plan``, for the chunk plan: each request's size, the blank lines
+    warning, largest max_tokens]), ``urls`` and ``notes`` (request counts, in order of first
+    use), ``budgets`` (the requests whose output limit cannot hold their thinking or JSON
+    object: ``answerbudget.Budgets.found``); with ``digests``, ``dig``/``off``/``bounds`` (each
+    request's id digest and line offset from start, grouped by bucket: those with ``digest %
+    buckets == b`` are at [bounds[b], bounds[b+1])); and when the piece has no invalid line, ``plan``, for the chunk plan: each request's size, the blank lines
     before requests (request number, lines, bytes) and the runs of the same url (first request
     number, url index).
 
@@ -111,7 +122,9 @@ def _check_piece(
     digest = _digest
     url_code = _URL_CODE
     needs = tuple(REQUIRED_BODY_FIELD[url] for url in ALLOWED_URLS)
-    chat, embeddings, messages = (url_code[u] for u in ("/v1/chat/completions", "/v1/embeddings", "/v1/messages"))
+    chat, embeddings, messages, completions = (
+        url_code[u] for u in ("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/completions")
+    )
     kept = ERRORS_KEPT
     env_compact = [_ENVELOPE_COMPACT + len(u) for u in ALLOWED_URLS]  # by url code
     env_spaced = [_ENVELOPE_SPACED + len(u) for u in ALLOWED_URLS]
@@ -145,7 +158,23 @@ def _check_piece(
     max_cid = MAX_CUSTOM_ID_BYTES
     model_now: Any = _NOTHING  # the model of the last request (validated)
     model_at = 0
-    c_in = c_mt = c_free_tokens = c_free = c_expected = 0
+    c_in = c_mt = c_free_tokens = c_free = c_expected = c_top = 0
+    # answer budgets: a request whose limit is under gate is looked at. A body that names no
+    # effort and no JSON format (unmarked) against its model's default thinking (room_now),
+    # counted in locals while the model stays the same (added by budgets.add_run); any other
+    # against the room of the effort it asks for (effort_room, looked up again when the effort,
+    # the model or the url changes), by budgets.check when it is short or asks for JSON
+    budgets = answerbudget.Budgets()
+    gate = answerbudget.GATE
+    unmarked = answerbudget.FIELDS.isdisjoint
+    requested_effort = reasoning.requested_effort
+    format_a, format_b = answerbudget.FORMAT_FIELDS
+    shown = answerbudget.LINES_SHOWN
+    room_now = c_short = short_mt = short_high = effort_room = effort_code = 0
+    short_low = gate
+    short_lines: List[int] = []
+    effort_now: Any = _NOTHING
+    default_rooms: Dict[str, int] = {}  # model -> answerbudget.default_room
     with open(path, "rb", buffering=_READ_BUFFER) as bf:
         bf.seek(start)
         # Text mode decodes in bulk (faster than per line); newline="\n" splits exactly where the
@@ -313,12 +342,21 @@ def _check_piece(
             # requests since model_at)
             if model != model_now:
                 if model_now is not _NOTHING:
-                    _add_model(models[model_now], sizes, model_at, c_in, c_mt, c_free_tokens, c_free, c_expected)
-                    c_in = c_mt = c_free_tokens = c_free = c_expected = 0
+                    _add_model(models[model_now], sizes, model_at, c_in, c_mt, c_free_tokens, c_free, c_expected, c_top)
+                    c_in = c_mt = c_free_tokens = c_free = c_expected = c_top = 0
+                    if c_short:
+                        budgets.add_run(model_now, room_now, c_short, short_low, short_high, short_lines)
+                        c_short = short_mt = short_high = 0
+                        short_low = gate
+                        short_lines = []
                 if model not in models:
-                    models[model] = [0, 0, 0, 0, 0, 0, n, _model_kind_warning(model, url)]
+                    models[model] = [0, 0, 0, 0, 0, 0, n, _model_kind_warning(model, url), 0]
                 model_now = model
                 model_at = len(sizes)
+                room_now = default_rooms.get(model, -1)
+                if room_now < 0:
+                    room_now = default_rooms[model] = answerbudget.default_room(model)
+                effort_now = _NOTHING
             mt = body.get("max_tokens")
             if mt is None:
                 mt = body.get("max_completion_tokens")
@@ -331,6 +369,24 @@ def _check_piece(
                 c_mt += mt
                 # min(mt, input x 1.1), in integers (the server's rule, rounded down)
                 c_expected += mt if mt * 10 <= tokens * 11 else tokens * 11 // 10
+                if mt > c_top:
+                    c_top = mt
+                if mt < gate:
+                    if not unmarked(body):
+                        effort = requested_effort(body, url)
+                        if effort != effort_now or code != effort_code:
+                            effort_now, effort_code = effort, code
+                            effort_room = budgets.room(model, body, url, effort)
+                        if mt < effort_room or format_a in body or format_b in body:
+                            budgets.check(model, body, url, mt, n, effort, effort_room)
+                    elif mt < room_now and code != completions:
+                        c_short += 1
+                        if c_short <= shown:
+                            short_lines.append(n)
+                        if mt != short_mt:
+                            short_mt = mt
+                            short_low = min(short_low, mt)
+                            short_high = max(short_high, mt)
             else:
                 c_free += 1
                 c_free_tokens += tokens
@@ -346,7 +402,9 @@ def _check_piece(
             sizes.append(size)
 
     if model_now is not _NOTHING:
-        _add_model(models[model_now], sizes, model_at, c_in, c_mt, c_free_tokens, c_free, c_expected)
+        _add_model(models[model_now], sizes, model_at, c_in, c_mt, c_free_tokens, c_free, c_expected, c_top)
+        if c_short:
+            budgets.add_run(model_now, room_now, c_short, short_low, short_high, short_lines)
     urls: Dict[str, int] = {}
     for at, code, until in zip(url_at, url_codes, url_at[1:] + array(tc, [len(sizes)])):
         url = ALLOWED_URLS[code]
@@ -360,6 +418,7 @@ def _check_piece(
         "models": models,
         "urls": urls,
         "notes": notes,
+        "budgets": budgets.found,
     }
     if digests:
         all_dig, all_off, bounds = array("I"), array(tc), array("Q", [0])

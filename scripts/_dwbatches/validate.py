@@ -37,6 +37,7 @@ from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from . import answerbudget
 from .apifacts import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from .chunkplan import Chunk, _bucket_count, _cut, _Planner
 from .dupconfirm import _CONFIRM_TASK
@@ -69,7 +70,8 @@ class Report:
     # compact JSON, UTF-8, rounded down per request), output_tokens (max_tokens where given,
     # else 0 for embeddings and input x 1.1 otherwise; the server's own fallback rule),
     # output_tokens_low (input x 1.1, at most max_tokens), output_tokens_high (the sum of
-    # max_tokens; None when a chat request sets none), requests_without_max_tokens
+    # max_tokens; None when a chat request sets none), requests_without_max_tokens,
+    # largest_max_tokens (None when no request sets one)
     model_tokens: Dict[str, Dict[str, int]] = field(default_factory=dict)
     chunks: List[Chunk] = field(default_factory=list)
 
@@ -265,6 +267,7 @@ def _report(
     per_model: Dict[str, List[int]] = {}
     kind_warnings: List[str] = []
     notes: Dict[str, int] = {}
+    budgets: Dict[Tuple[str, str], List[Any]] = {}
     crlf = 0
     kept: List[Tuple[int, Optional[str], str, int]] = []
     for base, res in zip(bases, results):
@@ -278,23 +281,25 @@ def _report(
         for model, pm in res["models"].items():
             total = per_model.get(model)
             if total is None:
-                per_model[model] = pm[:6]
+                per_model[model] = pm[:6] + [pm[8]]
                 if pm[7]:
                     kind_warnings.append(f"line {base + pm[6]}: {pm[7]}")
             else:
                 for k in range(6):
                     total[k] += pm[k]
+                total[6] = max(total[6], pm[8])
         for url, count in res["urls"].items():
             rep.endpoints[url] = rep.endpoints.get(url, 0) + count
         for note, count in res["notes"].items():
             notes[note] = notes.get(note, 0) + count
+        answerbudget.merge(budgets, res["budgets"], base)
     first_lines = _line_numbers(path, pieces, bases, [k[3] for k in kept if k[3] >= 0]) if kept else {}
     for line, cid, message, first in kept:
         if first >= 0:
             message = _DUPLICATE.format(cid=cid, first=first_lines[first])
         rep.errors.append({"line": line, "custom_id": cid, "message": message})
     rep.errors_total = rep.invalid_lines
-    for model, (count, tin, mt_sum, free_in, no_mt, expected) in per_model.items():
+    for model, (count, tin, mt_sum, free_in, no_mt, expected, largest) in per_model.items():
         rep.models[model] = count
         free = free_in * 11 // 10  # requests without max_tokens: the server's fallback rule (input x 1.1)
         rep.requests += count
@@ -308,6 +313,7 @@ def _report(
             "output_tokens_low": expected + free,
             "output_tokens_high": None if no_mt else mt_sum,
             "requests_without_max_tokens": no_mt,
+            "largest_max_tokens": largest or None,
         }
     if rep.requests == 0 and rep.errors_total == 0:
         rep.add_error(max(1, rep.lines), None, "the file contains no requests (it is empty or only blank lines)")
@@ -327,6 +333,7 @@ def _report(
             rep.warnings.append(f"{count} line(s): {note}")
     if crlf:
         rep.warnings.append(f"{crlf} line(s) end with CRLF; the server accepts them")
+    rep.warnings.extend(answerbudget.warnings(budgets))
     if rep.valid and planner.ok:
         rep.chunks = planner.chunks
     return rep
@@ -350,6 +357,24 @@ def check_chunk_size(rep: Report, max_bytes: int, flag: str = "--max-bytes") -> 
         hint=f"Use {flag} {longest} or more (the longest line), or leave {flag} out: the server's "
         f"file limit is {MAX_FILE_BYTES} bytes.",
     )
+
+
+def validated_input(path: str, flag: str, outcome: str) -> Report:
+    """The report of the batch file given with ``flag``, refused (exit 2) when it is missing or
+    invalid: its errors on stderr, and ``outcome`` (what was not done) in the message."""
+    from .errors import InputError, UsageError
+
+    if not os.path.isfile(path):
+        what = "is a directory, not a file" if os.path.isdir(path) else "no such file"
+        raise UsageError(f"{path} ({flag}): {what}", hint="Pass a batch JSONL file.")
+    rep = validate_file(path)
+    if not rep.valid:
+        print_errors(rep)
+        raise InputError(
+            f"{path} ({flag}): {rep.errors_total} invalid line(s); {outcome}",
+            hint="Fix the lines listed above (validate_batch_file.py checks the file), then run this again.",
+        )
+    return rep
 
 
 def print_errors(rep: Report, max_errors: int = 50) -> None:

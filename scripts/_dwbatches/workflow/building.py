@@ -1,9 +1,12 @@
-"""Building a batch file: requests from prompts, a CSV or a JSONL file, validated as written.
+"""Building a batch file: requests from prompts, a CSV or a JSONL file, validated as written;
+or an existing batch file rebuilt with another model, answer budget or reasoning effort.
 
 create_batch_file.py in one function, ``build(output_path, BuildOptions)``: check the options
 once, read the input (see ``sources``), render each row with the template, write the requests
 (``builder.BatchFileWriter``, which validates each line) and, for a CSV, the sidecar that ties
-the batch file to it. Nothing here talks to the API.
+the batch file to it. With ``from_batch``, every request of the batch file is kept (ids and
+order unchanged) and changed by ``requestedit.Changes``, and the input's CSV sidecar goes
+along. Nothing here talks to the API.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
+from .. import reasoning
 from ..builder import (
+    EMBEDDINGS,
+    ENDPOINTS,
     EXAMPLE_PROMPTS,
     BatchFileWriter,
     build_request,
@@ -22,6 +28,7 @@ from ..builder import (
     custom_id_for,
     default_model,
     prefix_from_path,
+    read_sidecar,
     remove_sidecar,
     row_id_text,
     sidecar_path,
@@ -34,25 +41,28 @@ from ..job import default_job_dir
 from ..jobrecord import sha256_file
 from ..output import Outcome, narrate
 from ..planning import job_dir_for_next
+from ..requestedit import Changes
 from ..sources import DELIMITER_NAMES, CsvRows, iter_jsonl_rows, iter_prompts, line_list, parse_delimiter
 from ..template import Template, placeholder_hint
-from ..validate import MAX_BODY_BYTES
+from ..validate import MAX_BODY_BYTES, iter_requests, validated_input
 
 
 @dataclass
 class BuildOptions:
-    """What create_batch_file.py was given: the input (one of prompts, csv, jsonl; none writes
-    example prompts), how rows become prompts and ids, and the request's options."""
+    """What create_batch_file.py was given: the input (one of prompts, csv, jsonl, from_batch;
+    none writes example prompts), how rows become prompts and ids, and the request's options
+    (``endpoint`` None: chat completions)."""
 
     prompts: Optional[str] = None
     csv: Optional[str] = None
     jsonl: Optional[str] = None
+    from_batch: Optional[str] = None
     template: Optional[str] = None
     delimiter: Optional[str] = None
     id_column: Optional[str] = None
     id_prefix: Optional[str] = None
     limit: Optional[int] = None
-    endpoint: str = "/v1/chat/completions"
+    endpoint: Optional[str] = None
     model: Optional[str] = None
     system: Optional[str] = None
     temperature: Optional[float] = None
@@ -62,6 +72,7 @@ class BuildOptions:
     response_format_json: bool = False
     json_schema: Optional[str] = None
     extra_body: Optional[str] = None
+    reasoning: Optional[str] = None
     max_body_bytes: int = MAX_BODY_BYTES
     output: str = field(default="", repr=False)
 
@@ -74,6 +85,9 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
     check_number("--limit", opts.limit, "20", at_least=1)
     check_number("--max-tokens", opts.max_tokens, "500", at_least=1)
     check_number("--max-body-bytes", opts.max_body_bytes, str(MAX_BODY_BYTES), at_least=1)
+    if opts.from_batch is not None:
+        return _rebuild(opts)
+    endpoint = opts.endpoint or ENDPOINTS[0]
     if (opts.template or opts.id_column) and not (opts.csv or opts.jsonl):
         flag = "--template" if opts.template else "--id-column"
         raise UsageError(f"{flag} needs --csv or --jsonl", hint="--prompts takes one literal prompt per line.")
@@ -97,9 +111,12 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
         schema_name=schema_name,
         extra_body=extra,
     )
-    model = opts.model or default_model(opts.endpoint)
+    model = opts.model or default_model(endpoint)
+    warnings: List[str] = []
+    if opts.reasoning is not None:
+        options["extra_body"] = _with_effort(extra, model, endpoint, opts.reasoning, warnings)
     # check the options once, before reading any input
-    build_request(opts.endpoint, "check", "check", model, **options)
+    build_request(endpoint, "check", "check", model, **options)
 
     input_path = opts.prompts or opts.csv or opts.jsonl
     if input_path is None and os.path.isfile(opts.output):
@@ -164,7 +181,7 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
         for line, cid, prompt in rows:
             if not prompt.strip() and not (blank_lines and blank_lines[-1] == line):
                 empty += 1  # (CSV rows with every template column empty have their own warning)
-            writer.add(build_request(opts.endpoint, cid, prompt, model, **options), line=line)
+            writer.add(build_request(endpoint, cid, prompt, model, **options), line=line)
         if source is not None and csv_stat is not None:
             source.update(_fingerprint(opts.csv, csv_stat))
         summary = writer.close()
@@ -175,12 +192,7 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
         if csv_input is not None:
             csv_input.close()
 
-    if source is not None:
-        source["rows"] = summary["requests"]
-        write_sidecar(opts.output, source)
-    else:
-        remove_sidecar(opts.output)  # a sidecar from an earlier CSV build no longer applies
-    warnings = list(summary["warnings"])
+    warnings.extend(summary["warnings"])
     if csv_input is not None:
         warnings.extend(csv_input.warnings())
     if blank_lines:
@@ -190,6 +202,24 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
         )
     if empty:
         warnings.append(f"{empty} prompt(s) are empty")
+    if input_path is None:
+        narrate(f"no input given: wrote {len(EXAMPLE_PROMPTS)} example prompts to {opts.output}")
+    return _finish(opts.output, summary, source, warnings)
+
+
+def _finish(
+    output_path: str,
+    summary: Dict[str, Any],
+    source: Optional[Dict[str, Any]],
+    warnings: List[str],
+    changes: Optional[Changes] = None,
+) -> Outcome:
+    """The sidecar (written for a CSV source, else removed) and the report of a written file."""
+    if source is not None:
+        source["rows"] = summary["requests"]
+        write_sidecar(output_path, source)
+    else:
+        remove_sidecar(output_path)  # a sidecar from an earlier CSV build no longer applies
     from _dwbatches.commands import command, display_path
 
     submit = [display_path(summary["path"])]
@@ -207,12 +237,142 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
         "warnings": warnings,
         "next": command("submit.py", *submit),
     }
+    if changes is not None:
+        doc["changes"] = changes.to_dict()
     for w in warnings:
         narrate(f"warning: {w}")
-    if input_path is None:
-        narrate(f"no input given: wrote {len(EXAMPLE_PROMPTS)} example prompts to {opts.output}")
-    narrate(f"wrote {summary['requests']} request(s), {summary['bytes']} bytes, to {opts.output}")
+    narrate(f"wrote {summary['requests']} request(s), {summary['bytes']} bytes, to {output_path}")
     return Outcome(doc)
+
+
+def _effort_refusal(flag: str, model: str, problem: str) -> UsageError:
+    """An effort ``model`` cannot take, blamed on ``flag``; the hint names the efforts it takes."""
+    takes = reasoning.efforts(model) or (reasoning.DEFAULT_EFFORT,)
+    room = reasoning.THINKING_ROOM.get(takes[0], reasoning.THINKING_ROOM[reasoning.DEFAULT_EFFORT])
+    listed = " or ".join([", ".join(takes[:-1]), takes[-1]] if len(takes) > 1 else takes)
+    return UsageError(
+        f"{flag}: {problem}",
+        hint=f"{model} takes --reasoning {listed}; {takes[0]} thinks least: leave about {room} tokens of "
+        "--max-tokens for it on top of the answer.",
+    )
+
+
+def _no_embeddings(flag: str, requests: str = "") -> UsageError:
+    return UsageError(
+        f"{flag} does not apply to /v1/embeddings{requests}",
+        hint=f"Drop {flag}: embeddings requests are {{model, input}}, and embeddings models do not reason.",
+    )
+
+
+def _not_reasoning(model: str, effort: str, requests: str = "its requests") -> str:
+    return f"--reasoning {effort}: {model} does not reason (it answers at once), so nothing was written for {requests}"
+
+
+def _with_effort(
+    extra: Optional[Dict[str, Any]], model: str, endpoint: str, effort: str, warnings: List[str]
+) -> Optional[Dict[str, Any]]:
+    """The --extra-body fields with those that ask ``model`` for ``effort`` (the rule of
+    ``requestedit.Changes``); refuses what cannot be asked (exit 2, blaming --reasoning)."""
+    if endpoint == EMBEDDINGS:
+        raise _no_embeddings("--reasoning")
+    problem = reasoning.effort_problem(model, effort)
+    if problem is not None:
+        raise _effort_refusal(f"--reasoning {effort}", model, problem)
+    if extra and reasoning.requested_effort(extra, endpoint) is not None:
+        warnings.append(
+            f"--reasoning {effort} replaces the reasoning effort that --extra-body asks for "
+            f"({reasoning.requested_effort(extra, endpoint)})"
+        )
+    fam = reasoning.family(model)
+    if fam is not None and not fam.reasons:
+        warnings.append(_not_reasoning(model, effort))
+        return extra
+    body = Changes(reasoning=effort).apply(dict(extra or {}, model=model), endpoint)
+    del body["model"]
+    return body
+
+
+# The request flags that --from-batch does not take: its requests are kept as they are, but for
+# the model, the answer budget and the reasoning effort.
+_BUILD_ONLY = (
+    ("--template", "template"),
+    ("--delimiter", "delimiter"),
+    ("--id-column", "id_column"),
+    ("--id-prefix", "id_prefix"),
+    ("--endpoint", "endpoint"),
+    ("--system", "system"),
+    ("--temperature", "temperature"),
+    ("--top-p", "top_p"),
+    ("--stop", "stop"),
+    ("--response-format-json", "response_format_json"),
+    ("--json-schema", "json_schema"),
+    ("--extra-body", "extra_body"),
+)
+
+
+def _rebuild(opts: BuildOptions) -> Outcome:
+    """--from-batch: every request of a batch file, in order and with its custom_id, with the
+    changes of -m, --max-tokens and --reasoning made (``requestedit.Changes``), written and
+    validated like any build; the input's CSV sidecar is copied to the output's."""
+    path = opts.from_batch or ""
+    given = [flag for flag, name in _BUILD_ONLY if getattr(opts, name)]
+    if given:
+        raise UsageError(
+            f"{given[0]} does not go with --from-batch, which keeps each request as it is",
+            hint="--from-batch changes only the model (-m), the answer budget (--max-tokens) and the reasoning "
+            "effort (--reasoning); build from the original input to change anything else.",
+        )
+    changes = Changes(model=opts.model, max_tokens=opts.max_tokens, reasoning=opts.reasoning)
+    refuse_overwrite(
+        {"OUTPUT": opts.output, "the sidecar of OUTPUT": sidecar_path(opts.output)},
+        {"input given with --from-batch": path, "sidecar of the --from-batch input": sidecar_path(path)},
+    )
+    rep = validated_input(path, "--from-batch", "nothing was written")
+    for flag, value in (("--reasoning", opts.reasoning), ("--max-tokens", opts.max_tokens)):
+        if value is not None and EMBEDDINGS in rep.endpoints:
+            raise _no_embeddings(flag, f", and {rep.endpoints[EMBEDDINGS]} request(s) of {path} are for it")
+    source, note = read_sidecar(path, sha256_file(path))
+    if note:
+        narrate(note)
+    checked: Dict[Tuple[Any, str, Optional[str]], None] = {}
+    silent: Dict[str, int] = {}  # models that do not reason: requests --reasoning wrote nothing for
+    writer = BatchFileWriter(opts.output, max_body_bytes=opts.max_body_bytes)
+    try:
+        requests = iter_requests(path)
+        if opts.limit is not None:
+            requests = itertools.islice(requests, opts.limit)
+        for line, obj, _ in requests:
+            body, url = obj["body"], obj["url"]
+            key = (body.get("model"), url, reasoning.requested_effort(body, url))
+            if key not in checked:
+                _check_change(changes, body, url, line)
+                checked[key] = None
+            changed = changes.apply(body, url)
+            model = str(changed.get("model"))
+            if opts.reasoning is not None and reasoning.efforts(model) == ():
+                silent[model] = silent.get(model, 0) + 1
+            writer.add(dict(obj, body=changed), line=line)
+        summary = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    warnings = [_not_reasoning(m, opts.reasoning or "", f"its {n} request(s)") for m, n in silent.items()]
+    warnings.extend(summary["warnings"])
+    narrate(f"{path}: {changes.describe() or 'unchanged'}")
+    return _finish(opts.output, summary, source, warnings, changes)
+
+
+def _check_change(changes: Changes, body: Dict[str, Any], url: str, line: int) -> None:
+    """Refuse a change whose request could not run (exit 2, blaming the flag that made it)."""
+    problem = changes.problem(body, url)
+    if problem is None:
+        return
+    changed = changes.apply(body, url)
+    model = str(changed.get("model"))
+    if changes.reasoning is not None:
+        raise _effort_refusal(f"--reasoning {changes.reasoning}", model, problem)
+    effort = reasoning.requested_effort(changed, url)
+    raise _effort_refusal(f"-m {changes.model}", model, f"line {line} asks for reasoning {effort}, but {problem}")
 
 
 def _no_constant(name: str) -> Any:

@@ -1,11 +1,12 @@
 """Listing: the account's batches (newest first, a page at a time or all of them), and the
-models the key may use, with their prices."""
+models the key may use, with their prices and whether they reason; or ranked by what a batch
+file would cost on each (``modelchoice``)."""
 
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
-from .. import commands, jobstatus, pricing
+from .. import commands, jobstatus, modelchoice, pricing
 from ..errors import UsageError
 from ..output import Outcome, narrate
 from .common import Connection, client_for
@@ -99,44 +100,86 @@ def price_key(model: Dict[str, Any]) -> tuple:
     return (0, p["24h"]["input"] + p["24h"]["output"], model["id"])
 
 
-def list_models(conn: Connection, kind: Optional[str] = None, sort: str = "id") -> Outcome:
-    """list_models.py: the models (``kind`` "chat" or "embeddings" only), by id or by price."""
+def list_models(
+    conn: Connection, kind: Optional[str] = None, sort: str = "id", for_file: Optional[str] = None, window: str = "24h"
+) -> Outcome:
+    """list_models.py: the models (``kind`` "chat" or "embeddings" only), by id or by price; with
+    ``for_file``, ranked by that batch file's own estimated cost in ``window``, cheapest first."""
+    needs = modelchoice.needs_of(for_file) if for_file is not None else None  # (local: before the network)
     client = client_for(conn)
     models = []
-    for m in client.list_models():
+    for m in client.list_models(reasoning=True):
         mid = str(m.get("id", ""))
         k = model_kind(mid)
         if kind and k != kind:
             continue
-        models.append(
-            {
-                "id": mid,
-                "kind": k,
-                "owned_by": m.get("owned_by"),
-                "created": m.get("created"),
-                "price_per_1m_tokens": pricing.price_doc(mid),
-            }
-        )
-    models.sort(key=lambda m: m["id"])
-    if sort == "price":
-        models.sort(key=price_key)
-    narrate(f"{len(models)} model(s); prices per 1M tokens as of {pricing.PRICES_AS_OF}")
-    for m in models:
-        p = m["price_per_1m_tokens"]
-        cost = (
-            (
-                f"${p['24h']['input']:g} in / ${p['24h']['output']:g} out (24h), "
-                f"${p['1h']['input']:g} / ${p['1h']['output']:g} (1h)"
-            )
-            if p
-            else "price unknown"
-        )
-        narrate(f"  {m['id']} ({m['kind']}): {cost}")
-    return Outcome(
-        {
-            "count": len(models),
-            "prices_as_of": pricing.PRICES_AS_OF,
-            "default_model": pricing.DEFAULT_MODEL,
-            "models": models,
+        entry = {
+            "id": mid,
+            "kind": k,
+            "owned_by": m.get("owned_by"),
+            "created": m.get("created"),
+            "price_per_1m_tokens": pricing.price_doc(mid),
+            "reasoning": modelchoice.reasoning_of(mid, m.get("supported_reasoning_efforts")),
         }
+        if needs is not None:
+            entry["for_file"] = modelchoice.estimate(mid, k, entry["reasoning"], needs)
+        models.append(entry)
+    models.sort(key=lambda m: m["id"])
+    doc: Dict[str, Any] = {
+        "count": len(models),
+        "prices_as_of": pricing.PRICES_AS_OF,
+        "default_model": pricing.DEFAULT_MODEL,
+        "models": models,
+    }
+    if needs is None:
+        if sort == "price":
+            models.sort(key=price_key)
+        narrate(f"{len(models)} model(s); prices per 1M tokens as of {pricing.PRICES_AS_OF}")
+        for m in models:
+            narrate(f"  {m['id']} ({m['kind']}): {_price_words(m['price_per_1m_tokens'])}{_thinks_words(m)}")
+        return Outcome(doc)
+    best = modelchoice.rank(models, needs, window)
+    rebuild = best["for_file"]["rebuild"] if best is not None else None
+    doc.update(
+        file=needs.as_dict(),
+        window=window,
+        cheapest=best["id"] if best is not None else None,
+        next=commands.rebuild_for(needs.path, **rebuild) if rebuild is not None else None,
     )
+    narrate(
+        f"{needs.path}: {needs.requests} request(s), about {needs.input_tokens} input tokens and at most "
+        f"{needs.answer_tokens} output tokens; {len(models)} model(s), cheapest first for the {window} window "
+        f"(prices as of {pricing.PRICES_AS_OF})"
+    )
+    for m in models:
+        est = m["for_file"]
+        if not est["eligible"]:
+            narrate(f"  -  {m['id']}: not eligible: {est['why_not']}")
+        elif est["usd"] is None:
+            narrate(f"  -  {m['id']}: unranked: no known price")
+        else:
+            other = [w for w in pricing.WINDOWS if w != window]
+            narrate(
+                f"  {est['rank']}. {m['id']}: ${est['usd'][window]} ({window})"
+                + "".join(f", ${est['usd'][w]} ({w})" for w in other)
+                + (f"; {est['thinking']}" if est["thinking"] else "")
+            )
+    if best is None:
+        narrate("no model the key can use both takes these requests and has a known price")
+    return Outcome(doc)
+
+
+def _price_words(p: Optional[Dict[str, Dict[str, float]]]) -> str:
+    if not p:
+        return "price unknown"
+    return (
+        f"${p['24h']['input']:g} in / ${p['24h']['output']:g} out (24h), "
+        f"${p['1h']['input']:g} / ${p['1h']['output']:g} (1h)"
+    )
+
+
+def _thinks_words(m: Dict[str, Any]) -> str:
+    r = m["reasoning"]
+    if not r["reasons"]:
+        return "" if r["reasons"] is None else "; does not reason"
+    return f"; reasons ({', '.join(r['efforts'])}{'' if r['can_switch_off'] else '; cannot switch it off'})"
