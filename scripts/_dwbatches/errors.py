@@ -34,8 +34,9 @@ EXIT_MEANINGS = (
     (EXIT_NOT_FOUND, "not found (404, or no job at the `--job` path)"),
     (
         EXIT_UNSUCCESSFUL,
-        "finished unsuccessfully (a batch failed, was cancelled or expired, or requests failed or "
-        "never ran); poll, fetch and run agree; JSON still printed",
+        "finished unsuccessfully (a batch failed, was cancelled, expired or was deleted, requests "
+        "failed or never ran, or answers are not answers: empty, cut, not the JSON asked for, "
+        "filtered); poll, fetch and run agree; JSON still printed",
     ),
     (
         EXIT_NOT_FINISHED,
