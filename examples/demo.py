@@ -52,6 +52,8 @@ def main() -> int:
             "examples/prompts.txt",
             "--max-tokens",
             "200",
+            "--reasoning",
+            "none",
             "--id-prefix",
             "demo",
             env=env,
