@@ -19,6 +19,7 @@ import json
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -128,6 +129,18 @@ def test_a_second_batch_made_by_a_create_that_outlasted_the_look_up_is_recorded_
     assert "is a second batch" not in again.stderr
     assert job_chunks(job_state(tmp_path / "in.dwjob"))[0]["duplicates"] == [late]
     assert sb.batch(ours)["status"] in ("validating", "in_progress", "finalizing", "completed")
+
+    # the fetch merges what the second batch ran (one answer a request) and counts what it billed
+    sb.wait_batch(ours)
+    sb.wait_batch(late)
+    fetched = run("fetch_results.py", "--job", "in.dwjob", "--format", "simple", env=sb.env(), cwd=tmp_path)
+    assert fetched.returncode == 0, fetched.stderr
+    doc = json.loads(fetched.stdout)
+    assert doc["succeeded"] == 4 and len(doc["batches"]) == 1 and doc["status"] == "completed"
+    ran_twice = sb.batch(late)["request_counts"]["completed"]
+    assert doc["usage"]["requests"] == 4 + ran_twice  # every answer received, both batches'
+    billed = sum(Decimal(sb.get_json(f"batches/{b}/analytics").get("total_cost", "0")) for b in (ours, late))
+    assert abs(Decimal(doc["cost"]["billed_usd"]) - billed) <= billed / 20  # as shown, rounded
 
 
 # -- two submits of one file at once ------------------------------------------------------------

@@ -21,6 +21,8 @@ from .validate import Report
 def billed_cost(analytics: Any) -> Optional[Decimal]:
     """The billed amount in a batch's analytics (``total_cost``, a string), or None."""
     value = analytics.get("total_cost") if isinstance(analytics, dict) else None
+    if value is None and isinstance(analytics, dict) and analytics.get("total_requests") == 0:
+        return Decimal(0)  # nothing ran, nothing billed (the server leaves total_cost out)
     try:
         return Decimal(str(value)) if value is not None else None
     except InvalidOperation:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from . import answers, commands, files, fixes, jobstatus
+from . import answers, commands, duplicates, files, fixes, jobstatus
 from .cost import billed_cost, usage_and_cost
 from .csvrows import MatchedCsvRows, RequestRows
 from .download import KINDS, BatchReport, FileStore, JobStore, Store, Target, iter_raw, update
@@ -281,7 +281,19 @@ class JobRefresh:
     summary: Dict[str, Any]
     complete: bool  # every batch terminal and drained (or unreachable), and the job fully submitted
     record: JobRecord
+    # second batches of a chunk (``duplicates``): their results are merged and their cost
+    # counted, but they are not the job's batches (its status and counts leave them out)
+    extra_targets: List[Target] = field(default_factory=list)
+    extra_reports: List[BatchReport] = field(default_factory=list)
     _lost: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def all_targets(self) -> List[Target]:
+        return self.targets + self.extra_targets
+
+    @property
+    def all_reports(self) -> List[BatchReport]:
+        return self.reports + self.extra_reports
 
     @property
     def unreachable(self) -> List[Dict[str, Any]]:
@@ -340,12 +352,16 @@ def batch_analytics(client: Any, report: BatchReport) -> Optional[Dict[str, Any]
 
 def refresh_job(client: Any, job: Job) -> JobRefresh:
     """Download what is new for every batch of the job and record statuses (caller holds the lock)."""
+    duplicates.check(client, job)  # a second batch of a chunk found since the last check: recorded, cancelled
     rec = job.record
     targets = job_targets(rec)
     store = JobStore(job)
     # the job's batches listed a page at a time; a batch the list lacks is read (and reported) by update
     objs = jobstatus.get_job_batches(client, rec)  # a deleted batch: its recorded files
     reports = update(client, store, targets, batch_objs=objs)
+    extra = [Target(d, rnd.round, ch.index) for rnd, ch in rec.round_chunks() for d in ch.duplicates or ()]
+    extra_objs = jobstatus.get_batches(client, [t.batch_id for t in extra], rec.job_id, missing_ok=True)
+    extra_reports = update(client, store, extra, batch_objs=extra_objs) if extra else []
     rec.record_batches({r.batch_id: r.batch for r in reports if r.batch})
     chunks_by_batch = {c.batch_id: c for c in rec.chunks() if c.batch_id}
     for r in reports:  # what the server billed, once a batch has ended (the listing may carry it)
@@ -357,8 +373,8 @@ def refresh_job(client: Any, job: Job) -> JobRefresh:
     chunks = {c.batch_id: c for c in rec.chunks() if c.batch_id}
     summaries = [batch_summary(r, store, chunks.get(r.batch_id)) for r in reports]
     summary = jobstatus.job_status(summaries, rec)
-    complete = summary["finished"] and all(r.drained or r.unreachable for r in reports)
-    return JobRefresh(store, targets, reports, summaries, summary, complete, rec)
+    complete = summary["finished"] and all(r.drained or r.unreachable for r in reports + extra_reports)
+    return JobRefresh(store, targets, reports, summaries, summary, complete, rec, extra, extra_reports)
 
 
 def check_csv_source(rec: JobRecord, csv_path: str, warnings: List[str]) -> None:
@@ -433,7 +449,8 @@ def fetch_job(
     Returns the report and the outcome (0, 5 or 6)."""
     rec = job.record
     ref = refresh_job(client, job)
-    store, targets, reports, summary, complete = ref.store, ref.targets, ref.reports, ref.summary, ref.complete
+    store, reports, summary, complete = ref.store, ref.reports, ref.summary, ref.complete
+    targets = ref.all_targets  # second batches of a chunk included: what they answered counts
     warnings: List[str] = []
     doc: Dict[str, Any] = {
         "complete": complete,
@@ -494,8 +511,9 @@ def fetch_job(
             narrate(f"warning: {note}")
             warnings.append(note)
         billed = {c.batch_id: billed_cost(c.analytics) for c in rec.chunks() if c.batch_id}
+        billed.update({r.batch_id: billed_cost(batch_analytics(client, r)) for r in ref.extra_reports})
         windows = {r.round: r.completion_window for r in rec.rounds}
-        doc["usage"], doc["cost"] = usage_and_cost(index, reports, windows, billed)
+        doc["usage"], doc["cost"] = usage_and_cost(index, ref.all_reports, windows, billed)
         remember_output(job, fmt, out_path, err_path, csv_path, column)
     doc["batches"] = [batch_report_doc(r, store, s) for r, s in zip(reports, ref.summaries)]
     if summary["unsubmitted"]:

@@ -150,7 +150,7 @@ def retry(
 
     ref = fetch.refresh_job(client, job)
     if not ref.complete:
-        running = [r.batch_id for r in ref.reports if not r.terminal]
+        running = [r.batch_id for r in ref.all_reports if not r.terminal]
         narrate(
             f"{len(running)} batch(es) of the job are still running; retrying now could run requests "
             "that are about to finish. Wait for them first."
@@ -193,7 +193,7 @@ def retry(
             hint="Their results are lost on the server's side. To run those requests again anyway "
             f"(and pay again): {commands.rerun_lost(job.dir)}",
         )
-    index = merge.build_index(ref.store, ref.targets, capacity=int(state.input.requests or 0))
+    index = merge.build_index(ref.store, ref.all_targets, capacity=int(state.input.requests or 0))
     try:
         if state.input.requests and index.good_answers() >= state.input.requests:
             # every request has an answer; only the JSON checks need the requests, which may be gone
