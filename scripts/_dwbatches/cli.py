@@ -11,6 +11,7 @@ from .merge import FORMATS
 from .planning import WINDOWS
 from .reasoning import EFFORTS
 from .requestedit import FLAGS, Changes
+from .requestrules import MAX_OUTPUT_LIMIT
 from .validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from .workflow.common import Connection
 from .workflow.fetching import OutputOptions
@@ -51,7 +52,7 @@ def add_change_args(parser: Any) -> None:
 
 
 def changes(args: Any) -> Changes:
-    check_number("--max-tokens", args.max_tokens, "2000", at_least=1)
+    check_number("--max-tokens", args.max_tokens, "2000", at_least=1, at_most=MAX_OUTPUT_LIMIT)
     return Changes(model=args.model, max_tokens=args.max_tokens, reasoning=args.reasoning)
 
 

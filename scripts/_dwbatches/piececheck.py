@@ -15,7 +15,16 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import answerbudget, reasoning
 from .apifacts import ALLOWED_URLS, MAX_CUSTOM_ID_BYTES
-from .requestrules import ERRORS_KEPT, REQUIRED_BODY_FIELD, _decoder, _model_kind_warning, check_request, loads_strict
+from .requestrules import (
+    ERRORS_KEPT,
+    MAX_OUTPUT_LIMIT,
+    REQUIRED_BODY_FIELD,
+    _decoder,
+    _model_kind_warning,
+    check_request,
+    limit_problem,
+    loads_strict,
+)
 
 _READ_BUFFER = 1 << 20
 
@@ -266,7 +275,10 @@ def _check_piece(
                     and cid.isprintable()
                     and size <= max_body_bytes
                     and "stream" not in body
-                    and (model == model_now or (type(model) is str and model and not model.isspace()))
+                    and (
+                        model == model_now
+                        or (type(model) is str and model and model.isprintable() and not model.isspace())
+                    )
                 )
                 if ok:
                     if code == messages or code == chat:
@@ -365,7 +377,7 @@ def _check_piece(
             c_in += tokens
             if code == embeddings:
                 pass  # embeddings have no output tokens
-            elif type(mt) is int and mt > 0:
+            elif type(mt) is int and 0 < mt <= MAX_OUTPUT_LIMIT:
                 c_mt += mt
                 # min(mt, input x 1.1), in integers (the server's rule, rounded down)
                 c_expected += mt if mt * 10 <= tokens * 11 else tokens * 11 // 10
@@ -388,6 +400,13 @@ def _check_piece(
                             short_low = min(short_low, mt)
                             short_high = max(short_high, mt)
             else:
+                if mt is not None:  # a limit given, but not a usable one
+                    problem = limit_problem(body)
+                    if problem:
+                        nerr += 1
+                        if len(errors) < kept:
+                            errors.append((n, cid, problem, -1))
+                        continue
                 c_free += 1
                 c_free_tokens += tokens
             if gap_n:

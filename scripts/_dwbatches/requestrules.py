@@ -6,9 +6,10 @@ cannot take). Used by the validator for each line and by the builder for each re
 from __future__ import annotations
 
 import json
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from .apifacts import ALLOWED_URLS, MAX_BODY_BYTES, MAX_CUSTOM_ID_BYTES
+from .reasoning import LIMIT_FIELDS
 
 # The field each endpoint cannot do without.
 REQUIRED_BODY_FIELD = {
@@ -68,6 +69,26 @@ def _check_custom_id(cid: Any) -> Optional[str]:
     return None
 
 
+# No model served takes a longer answer than this (context windows are at most a million
+# tokens): a larger limit is a typo, and would make the cost estimate's "high" meaningless.
+MAX_OUTPUT_LIMIT = 1 << 20
+
+
+def limit_problem(body: Dict[str, Any]) -> Optional[str]:
+    """What is wrong with a body's answer limit (max_tokens, max_completion_tokens or
+    max_output_tokens), or None: each given must be a whole number from 1 to MAX_OUTPUT_LIMIT
+    (the server would refuse "500", -5 or 1e30, or run it without the bound the estimate assumed)."""
+    for key in LIMIT_FIELDS:
+        value = body.get(key)
+        if value is None:  # not given, or null: no limit
+            continue
+        if type(value) is not int:
+            return f"body.{key} must be a whole number of tokens, got {json_type(value)} {json.dumps(value)[:40]}"
+        if not 1 <= value <= MAX_OUTPUT_LIMIT:
+            return f"body.{key} is {value}; it must be from 1 to {MAX_OUTPUT_LIMIT} tokens"
+    return None
+
+
 def check_request(obj: Any, max_body_bytes: int = MAX_BODY_BYTES, raw_len: int = 0) -> Tuple[Optional[str], List[str]]:
     """Check one parsed line. Returns (first error or None, notes for warnings)."""
     if not isinstance(obj, dict):
@@ -97,6 +118,11 @@ def check_request(obj: Any, max_body_bytes: int = MAX_BODY_BYTES, raw_len: int =
         return f"body.{need} is missing; {url} requests need it", []
     if need == "messages" and (not isinstance(body[need], list) or not body[need]):
         return "body.messages must be a non-empty list", []
+    if not model.isprintable():
+        return "body.model contains control characters (a line break, a tab, ...); no model id has them", []
+    problem = limit_problem(body)
+    if problem:
+        return problem, []
     if raw_len > max_body_bytes:
         size = len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
         if size > max_body_bytes:

@@ -42,6 +42,7 @@ from ..jobrecord import sha256_file
 from ..output import Outcome, narrate
 from ..planning import job_dir_for_next
 from ..requestedit import Changes
+from ..requestrules import MAX_OUTPUT_LIMIT
 from ..sources import DELIMITER_NAMES, CsvRows, iter_jsonl_rows, iter_prompts, line_list, parse_delimiter
 from ..template import Template, placeholder_hint
 from ..validate import MAX_BODY_BYTES, iter_requests, validated_input
@@ -83,7 +84,7 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
     check_number("--temperature", opts.temperature, "0.7", at_least=0)
     check_number("--top-p", opts.top_p, "0.9", above=0, at_most=1)
     check_number("--limit", opts.limit, "20", at_least=1)
-    check_number("--max-tokens", opts.max_tokens, "500", at_least=1)
+    check_number("--max-tokens", opts.max_tokens, "500", at_least=1, at_most=MAX_OUTPUT_LIMIT)
     check_number("--max-body-bytes", opts.max_body_bytes, str(MAX_BODY_BYTES), at_least=1)
     if opts.from_batch is not None:
         return _rebuild(opts)
