@@ -135,6 +135,9 @@ def _check_piece(
         url_code[u] for u in ("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/completions")
     )
     kept = ERRORS_KEPT
+    # a line longer than this cannot hold a request the server takes (the body at most
+    # max_body_bytes, with room for the envelope and for a body written with spaces)
+    max_line = 2 * max_body_bytes + (1 << 16)
     env_compact = [_ENVELOPE_COMPACT + len(u) for u in ALLOWED_URLS]  # by url code
     env_spaced = [_ENVELOPE_SPACED + len(u) for u in ALLOWED_URLS]
     tc = "I" if end - start < 1 << 32 else "Q"
@@ -213,11 +216,16 @@ def _check_piece(
                     continue
             line_start = offset
             offset += size
+            if size > max_line:  # never parsed: its objects would take several times its size
+                nerr += 1
+                if len(errors) < kept:
+                    errors.append((n, None, f"the line is {size} bytes; a request may be at most {max_body_bytes}", -1))
+                continue
             try:
                 # the C scanner directly (what json.loads runs underneath, without its wrappers)
                 obj, stop = scan(raw, 0)
                 rest = raw[stop:]  # "\n" as a rule
-            except (ValueError, StopIteration):
+            except (ValueError, StopIteration, RecursionError):
                 rest = None
             plain = rest == "\n"
             if not plain:
@@ -250,13 +258,14 @@ def _check_piece(
                         obj, stop = scan(text, 0)
                         if stop != len(text):
                             raise ValueError("trailing data")
-                    except (ValueError, StopIteration):
+                    except (ValueError, StopIteration, RecursionError):
                         try:
                             obj = loads(text)  # for the proper message
-                        except ValueError as exc:
+                        except (ValueError, RecursionError) as exc:
+                            why = exc if isinstance(exc, ValueError) else "nested more deeply than any request"
                             nerr += 1
                             if len(errors) < kept:
-                                errors.append((n, None, f"invalid JSON: {exc}", -1))
+                                errors.append((n, None, f"invalid JSON: {why}", -1))
                             continue
             # fast path: all checks of check_request, inlined for the common shape (anything
             # unusual, including a missing key or a wrong type, falls through to check_request)

@@ -371,8 +371,9 @@ def iter_jsonl_rows(path: str) -> Iterator[Tuple[int, Dict[str, Any]]]:
                 continue
             try:
                 obj = json.loads(text)
-            except ValueError as exc:
-                raise InputError(f"{path}: line {n}: invalid JSON: {exc}", line=n) from None
+            except (ValueError, RecursionError) as exc:
+                why = exc if isinstance(exc, ValueError) else "nested more deeply than any input row"
+                raise InputError(f"{path}: line {n}: invalid JSON: {why}", line=n) from None
             if not isinstance(obj, dict):
                 raise InputError(
                     f"{path}: line {n}: expected a JSON object, got {json_type(obj)}",

@@ -383,6 +383,8 @@ def _no_constant(name: str) -> Any:
 def _json_object(text: str, what: str) -> Dict[str, Any]:
     try:
         value = json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise UsageError(f"{what} is not valid JSON: nested too deeply", hint="Pass a JSON object.") from None
     except ValueError as exc:
         raise UsageError(f"{what} is not valid JSON: {exc}", hint="Pass a JSON object, e.g. '{\"seed\": 7}'.") from None
     if not isinstance(value, dict):
