@@ -289,3 +289,20 @@ def test_input_nested_past_any_request_is_an_invalid_line_never_an_unexpected_cr
     Path("rows.jsonl").write_text('{"id": 1, "x": %s}\n' % deep, encoding="utf-8")
     code, doc, err = run_script("create_batch_file.py", "out.jsonl", "--jsonl", "rows.jsonl", "--template", "{id}")
     assert code == 2 and "line 1: invalid JSON: nested more deeply" in err and not Path("out.jsonl").exists()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="ownership and modes are not checked on Windows")
+def test_a_job_directory_others_may_write_is_refused(sandbox):
+    write_input("data.jsonl", 2)
+    code, doc, err = run_script("run_batch.py", "data.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
+    assert code == 0, err
+    os.chmod("data.dwjob", 0o777)
+    code, doc, err = run_script("fetch_results.py", "--job", "data.dwjob", env=sandbox.env())
+    assert code == 2 and "cannot be trusted: every user may write to it" in err, err
+    os.chmod("data.dwjob", 0o700)
+    os.chmod("data.dwjob/job.json", 0o666)
+    code, doc, err = run_script("poll.py", "--job", "data.dwjob", env=sandbox.env())
+    assert code == 2 and "job file" in err and "cannot be trusted" in err, err
+    os.chmod("data.dwjob/job.json", 0o600)
+    code, doc, err = run_script("poll.py", "--job", "data.dwjob", env=sandbox.env())
+    assert code == 0, err

@@ -105,9 +105,26 @@ class Job:
             return path
         return os.path.relpath(path, self.dir).replace(os.sep, "/")
 
+    def _check_owner(self) -> None:
+        """A job directory (and its job.json) another user owns, or others may write, is not this
+        user's record of what was sent and paid for: refused, not read (POSIX; compat.untrusted_by)."""
+        for path, what in ((self.dir, "job directory"), (self.state_path, "job file")):
+            try:
+                why = compat.untrusted_by(os.stat(path))
+            except OSError:
+                continue  # missing: load says so
+            if why:
+                raise JobError(
+                    f"the {what} {path} cannot be trusted: {why}",
+                    hint="A job directory is yours alone (submit.py makes it 0700). If it came from someone "
+                    "else, fetch its results with your own new job, or make it yours (chown, chmod go-w) "
+                    "once you have checked its job.json.",
+                )
+
     # -- load and save -------------------------------------------------------------------
     def load(self) -> JobRecord:
         self._check_dir()
+        self._check_owner()
         try:
             with open(self.state_path, encoding="utf-8") as fh:
                 doc = json.load(fh)
