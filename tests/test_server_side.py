@@ -280,13 +280,13 @@ def test_a_job_directory_cannot_send_results_outside_its_project(sandbox, tmp_pa
 
 def test_input_nested_past_any_request_is_an_invalid_line_never_an_unexpected_crash(sandbox):
     deep = "[" * 100000 + "]" * 100000
-    line = '{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m", "messages": %s}}'
-    Path("deep.jsonl").write_text(line % deep + "\n", encoding="utf-8")
+    line = '{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m", "messages": '
+    Path("deep.jsonl").write_text(line + deep + "}}\n", encoding="utf-8")
     code, doc, err = run_script("validate_batch_file.py", "deep.jsonl")
     assert code == 2 and "line 1: invalid JSON: nested more deeply than any request" in err and "unexpected" not in err
     code, doc, err = run_script("submit.py", "deep.jsonl", env=sandbox.env())
     assert code == 2 and "unexpected" not in err and "POST /v1/files" not in sandbox.stats()["requests"]
-    Path("rows.jsonl").write_text('{"id": 1, "x": %s}\n' % deep, encoding="utf-8")
+    Path("rows.jsonl").write_text('{"id": 1, "x": ' + deep + "}\n", encoding="utf-8")
     code, doc, err = run_script("create_batch_file.py", "out.jsonl", "--jsonl", "rows.jsonl", "--template", "{id}")
     assert code == 2 and "line 1: invalid JSON: nested more deeply" in err and not Path("out.jsonl").exists()
 
