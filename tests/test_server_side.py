@@ -306,3 +306,39 @@ def test_a_job_directory_others_may_write_is_refused(sandbox):
     os.chmod("data.dwjob/job.json", 0o600)
     code, doc, err = run_script("poll.py", "--job", "data.dwjob", env=sandbox.env())
     assert code == 0, err
+
+
+def test_a_decompression_bomb_is_a_malformed_reply_never_a_memory_spike(hostile_server):
+    """A reply that decompresses past what any real reply holds is refused as malformed."""
+    import gzip
+
+    bomb = gzip.compress(b'{"object": "list", "data": [' + b" " * (80 << 20) + b"]}", 9)
+    hostile_server.reply("GET", "/v1/models", status=200, body=bomb, headers={"Content-Encoding": "gzip"})
+    env = dict(os.environ, DOUBLEWORD_API_KEY="sk-test-bomb", DOUBLEWORD_BASE_URL=hostile_server.base_url)
+    code, doc, err = run_script("list_models.py", env=env)
+    assert code == 1 and "a reply over 64 MB" in err and "unexpected" not in err, err
+    assert len(bomb) < (1 << 20)  # under a megabyte on the wire
+
+
+def test_the_cost_is_what_the_server_billed_beside_the_estimate(sandbox):
+    """Billed at half the list price (the sandbox's billed_price_factor): cost.usd is the sum of
+    the batches' total_cost, and the price-table figure stays beside it as the estimate."""
+    sandbox.set_faults({"billed_price_factor": 0.5})
+    write_input("data.jsonl", 6)
+    code, doc, err = run_script("run_batch.py", "data.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
+    assert code == 0, err
+    (bid,) = batch_ids_of("data.dwjob")
+    analytics = sandbox.get_json(f"/v1/batches/{bid}/analytics")
+    from decimal import Decimal
+
+    assert Decimal(doc["cost"]["usd"]) == Decimal(doc["cost"]["billed_usd"])
+    assert (
+        abs(Decimal(doc["cost"]["billed_usd"]) - Decimal(analytics["total_cost"]))
+        < Decimal(analytics["total_cost"]) / 20
+    )
+    assert (
+        abs(Decimal(doc["cost"]["estimated_usd"]) - 2 * Decimal(analytics["total_cost"]))
+        < Decimal(analytics["total_cost"]) / 10
+    )
+    assert doc["cost"]["basis"].startswith("billed") and "billed" in err
+    assert doc["usage"]["reasoning_tokens"] == analytics["total_reasoning_tokens"]
