@@ -556,3 +556,19 @@ __all__ = [
     "SANDBOX_CHAT_MODEL",
     "Child",
 ]
+
+
+def is_error(output: Any, exit_code: Optional[int] = None) -> bool:
+    """Whether a run's stdout (text, or the parsed document) is its JSON error document,
+    ``{"error": {code, message, hint}, "exit_code"}``, and nothing else."""
+    doc = output
+    if isinstance(output, (str, bytes)):
+        try:
+            doc = json.loads(output)
+        except ValueError:
+            return False
+    if not isinstance(doc, dict) or set(doc) != {"error", "exit_code"}:
+        return False
+    err = doc["error"]
+    shape = isinstance(err, dict) and set(err) == {"code", "message", "hint"} and isinstance(err["message"], str)
+    return shape and (exit_code is None or doc["exit_code"] == exit_code)

@@ -7,6 +7,7 @@ import os
 import socket
 
 import helpers
+from helpers import is_error
 
 
 def run(script, *args, env=None, cwd=None):
@@ -29,7 +30,7 @@ def test_sandbox_mode_is_green_without_a_key(tmp_path):
 
 def test_no_key_exits_3_and_names_the_variable_and_dotenv(tmp_path):
     code, out, err = run("check_setup.py", cwd=tmp_path)
-    assert code == 3 and out == ""
+    assert code == 3 and is_error(out)
     assert "FAIL  API key" in err and "DOUBLEWORD_API_KEY" in err and ".env" in err
 
 
@@ -48,7 +49,7 @@ def test_wrong_key_against_the_sandbox_exits_3(sandbox, tmp_path):
         env={"DOUBLEWORD_API_KEY": "sk-wrong-" + "x" * 38, "DOUBLEWORD_BASE_URL": sandbox.base_url},
         cwd=tmp_path,
     )
-    assert code == 3 and out == ""
+    assert code == 3 and is_error(out)
     assert "refused (401)" in err and "sk-wrong-" not in err
 
 
@@ -58,7 +59,7 @@ def test_forbidden_key_is_reported_as_403(sandbox_factory, tmp_path):
     code, out, err = run(
         "check_setup.py", env={"DOUBLEWORD_API_KEY": bad, "DOUBLEWORD_BASE_URL": sb.base_url}, cwd=tmp_path
     )
-    assert code == 3 and out == "" and "(403)" in err and bad not in err
+    assert code == 3 and is_error(out) and "(403)" in err and bad not in err
 
 
 def test_unreachable_api_exits_1(tmp_path):
@@ -71,7 +72,7 @@ def test_unreachable_api_exits_1(tmp_path):
         env={"DOUBLEWORD_API_KEY": "sk-any-" + "k" * 40, "DOUBLEWORD_BASE_URL": f"http://127.0.0.1:{port}/v1"},
         cwd=tmp_path,
     )
-    assert code == 1 and out == "" and "FAIL  API reachable" in err
+    assert code == 1 and is_error(out) and "FAIL  API reachable" in err
 
 
 def test_insecure_remote_url_is_a_config_problem(tmp_path):
@@ -80,7 +81,7 @@ def test_insecure_remote_url_is_a_config_problem(tmp_path):
         env={"DOUBLEWORD_API_KEY": "sk-any-" + "k" * 40, "DOUBLEWORD_BASE_URL": "http://api.example.invalid/v1"},
         cwd=tmp_path,
     )
-    assert code == 3 and out == "" and "--allow-insecure-http" in err
+    assert code == 3 and is_error(out) and "--allow-insecure-http" in err
 
 
 def test_list_models_and_filters(sandbox, tmp_path):
@@ -96,7 +97,7 @@ def test_list_models_and_filters(sandbox, tmp_path):
     code, out, _ = run("list_models.py", "--chat", env=env, cwd=tmp_path)
     assert "Qwen/Qwen3-Embedding-8B" not in {m["id"] for m in json.loads(out)["models"]}
     code, out, err = run("list_models.py", env={"DOUBLEWORD_BASE_URL": sandbox.base_url}, cwd=tmp_path)
-    assert code == 3 and out == ""
+    assert code == 3 and is_error(out)
 
 
 def test_list_models_shows_prices_and_sorts_the_cheapest_first(sandbox, tmp_path):

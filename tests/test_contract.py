@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Set, Tuple
 
 import pytest
-from helpers import ROOT, SCRIPTS, make_job, run, run_script, wait_job, write_input
+from helpers import ROOT, SCRIPTS, is_error, make_job, run, run_script, wait_job, write_input
 
 # -- what the --help texts document ----------------------------------------------------------
 
@@ -214,7 +214,7 @@ def test_help_lists_exactly_the_fields_each_script_prints(workspace):
             code, doc, err = run_script(script, *args, env=sb.env())
             if "--report" in args:  # validate_batch_file.py: the report file, and stdout when valid
                 report = json.loads(Path(args[args.index("--report") + 1]).read_text())
-                assert doc is None or doc == report, (script, args)
+                assert is_error(doc) or doc == report, (script, args)
                 doc = report
             assert doc is not None, (script, args, code, err)
             docs.append(doc)
@@ -338,7 +338,7 @@ def test_every_exit_code_in_skill_md_is_produced_here(workspace, sandbox_factory
             if code in (0, 5, 6):
                 assert json.loads(out), (code, out)  # the JSON report is printed
             else:
-                assert out == "", (code, out)  # nothing on stdout
+                assert is_error(out), (code, out)  # nothing on stdout
                 assert "error: " in err, (code, err)
                 if code != 130:
                     assert "hint: " in err, (code, err)

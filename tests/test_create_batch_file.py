@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from _dwbatches import builder, sources, template
 from _dwbatches.errors import InputError, UsageError
-from helpers import ok_json, run, run_script
+from helpers import is_error, ok_json, run, run_script
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
@@ -128,7 +128,7 @@ def test_csv_prompt_column_needs_no_template(tmp_path):
     assert lines("p.jsonl")[0]["body"]["messages"][0]["content"] == "hello"
     (tmp_path / "n.csv").write_text("text\nhello\n")
     proc = run("create_batch_file.py", "n.jsonl", "--csv", "n.csv")
-    assert proc.returncode == 2 and proc.stdout == "" and "--template" in proc.stderr and "text" in proc.stderr
+    assert proc.returncode == 2 and is_error(proc.stdout) and "--template" in proc.stderr and "text" in proc.stderr
 
 
 def test_jsonl_template_with_nested_fields_and_numeric_ids(tmp_path):
@@ -213,7 +213,7 @@ def test_embeddings_and_responses_have_their_own_shapes(tmp_path):
 def test_option_errors_exit_2_and_write_nothing(tmp_path, args, message, capsys):
     (tmp_path / "p.txt").write_text("hi\n")
     code, out, err = build("o.jsonl", "--prompts", "p.txt", *args, capsys=capsys)
-    assert code == 2 and out == "" and message in err
+    assert code == 2 and is_error(out) and message in err
     assert sorted(os.listdir(tmp_path)) == ["p.txt"]
 
 
@@ -256,7 +256,7 @@ def test_no_input_writes_a_five_prompt_example(tmp_path):
 def test_no_input_never_replaces_an_existing_file(tmp_path):
     Path("requests.jsonl").write_text("my own requests\n")
     proc = run("create_batch_file.py", "requests.jsonl")
-    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.returncode == 2 and is_error(proc.stdout)
     assert "error: OUTPUT requests.jsonl exists; with no input" in proc.stderr
     assert "hint: Pass the input the file should be built from" in proc.stderr
     assert Path("requests.jsonl").read_text() == "my own requests\n"
@@ -375,7 +375,7 @@ def prompts_of(path):
 
 def assert_refused(proc, out, *wording):
     assert proc.returncode == 2, proc.stderr
-    assert proc.stdout == ""
+    assert is_error(proc.stdout)
     assert proc.stderr.count("error: ") == 1 and "\nhint: " in proc.stderr
     for w in wording:
         assert w in proc.stderr, proc.stderr
@@ -633,7 +633,7 @@ def test_a_csv_that_changes_while_it_is_read_is_refused(tmp_path, monkeypatch, c
 
     monkeypatch.setattr(building, "sha256_file", edit_then_hash)
     code, out, err = build("c.jsonl", "--csv", "c.csv", "--template", "{text}", capsys=capsys)
-    assert code == 2 and out == "" and "error: c.csv changed while it was being read" in err and "hint: " in err
+    assert code == 2 and is_error(out) and "error: c.csv changed while it was being read" in err and "hint: " in err
     assert not (tmp_path / "c.jsonl").exists() and not (tmp_path / "c.source.json").exists()
 
 
@@ -671,7 +671,7 @@ def test_a_json_example_in_a_template_names_the_brace_escape(tmp_path):
         "--template",
         'Answer as {"label": "x"} for {text}',
     )
-    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.returncode == 2 and is_error(proc.stdout)
     assert "{{" in proc.stderr and "double them" in proc.stderr
     ok_json(
         run(
@@ -692,7 +692,7 @@ def test_a_json_example_in_a_template_names_the_brace_escape(tmp_path):
 )
 def test_a_number_json_cannot_hold_is_blamed_on_its_flag(tmp_path, flag, value):
     proc = run("create_batch_file.py", tmp_path / "o.jsonl", "--prompts", "-", flag, value, input="hello\n")
-    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.startswith(f"error: {flag}")
+    assert proc.returncode == 2 and is_error(proc.stdout) and proc.stderr.startswith(f"error: {flag}")
     assert "line 1" not in proc.stderr and not (tmp_path / "o.jsonl").exists()
 
 

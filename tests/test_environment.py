@@ -25,6 +25,7 @@ from typing import List, Optional, Tuple
 from urllib.parse import urlsplit
 
 import pytest
+from helpers import is_error
 from sandbox_helper import REPO_ROOT, SCRIPTS, non_loopback_address
 
 pytestmark = pytest.mark.slow  # not in `make test-fast`
@@ -182,7 +183,7 @@ def test_remote_https_base_url_goes_through_the_proxy(tmp_path):
     with RecordingProxy() as proxy:
         env = proxy_env(proxy.url, DOUBLEWORD_API_KEY=key, DOUBLEWORD_BASE_URL=f"https://{REMOTE_HOST}/v1")
         proc = run("check_setup.py", env=env, cwd=tmp_path)
-    assert proc.returncode == 1 and proc.stdout == "", proc.stderr
+    assert proc.returncode == 1 and is_error(proc.stdout), proc.stderr
     assert "FAIL  API reachable" in proc.stderr and key not in proc.stderr
     assert proxy.seen and all(line.startswith(f"CONNECT {REMOTE_HOST}:443 HTTP/") for line in proxy.seen)
 
@@ -243,7 +244,7 @@ def test_a_directory_called_dotenv_is_passed_over(sandbox, tmp_path):
 
 
 def assert_unreadable(proc: subprocess.CompletedProcess, path: Path, why: str, secret: str = "") -> None:
-    assert proc.returncode == 3 and proc.stdout == "", proc.stderr
+    assert proc.returncode == 3 and is_error(proc.stdout), proc.stderr
     lines = proc.stderr.splitlines()
     error = next(line for line in lines if line.startswith("error: "))
     assert error.startswith(f"error: cannot read the .env file {path}: {why}"), error
@@ -359,7 +360,7 @@ def network_cases(tmp_path: Path):
 
 def assert_missing(proc: subprocess.CompletedProcess, script: str, message: str) -> None:
     assert proc.returncode == 3, f"{script}: exit {proc.returncode}\n{proc.stderr}"
-    assert proc.stdout == "", script
+    assert is_error(proc.stdout), script
     lines = proc.stderr.splitlines()
     assert f"error: {message}" in lines, f"{script}:\n{proc.stderr}"
     hint = lines[lines.index(f"error: {message}") + 1]

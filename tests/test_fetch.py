@@ -18,6 +18,7 @@ from helpers import (
     ThrottleProxy,
     assert_each_once,
     batch_ids_of,
+    is_error,
     job_state,
     make_job,
     raw_lines,
@@ -342,13 +343,13 @@ def test_bare_batch_ids_use_a_state_file_beside_out(sandbox_factory, tmp_path):
 
 def test_usage_errors_leave_stdout_empty(sandbox, tmp_path):
     code, doc, err = run_script("fetch_results.py", env=sandbox.env())
-    assert code == 2 and doc is None and "either batch ids or --job" in err
+    assert code == 2 and is_error(doc) and "either batch ids or --job" in err
     code, doc, err = run_script("fetch_results.py", "batch_123", env=sandbox.env())
-    assert code == 2 and doc is None and "not a valid batch id" in err
+    assert code == 2 and is_error(doc) and "not a valid batch id" in err
     code, doc, err = run_script("fetch_results.py", str(uuid.uuid4()), env=sandbox.env())
-    assert code == 4 and doc is None
+    assert code == 4 and is_error(doc)
     code, doc, err = run_script("fetch_results.py", "--job", "nope.dwjob", env=sandbox.env())
-    assert code == 4 and doc is None and "no job found" in err  # not found, as the exit code table says
+    assert code == 4 and is_error(doc) and "no job found" in err  # not found, as the exit code table says
 
 
 @pytest.mark.parametrize("script", ["fetch_results.py", "poll.py", "list_batches.py", "cancel_batch.py"])
@@ -464,7 +465,7 @@ def test_column_names_the_answer_column_of_a_csv_job(sandbox, tmp_path):
         rows = list(csv.DictReader(fh))
     assert list(rows[0]) == ["id", "text", "sentiment", "error", "answer_check"] and all(r["sentiment"] for r in rows)
     code, doc, err = run_script("fetch_results.py", "--job", "r.dwjob", "--column", "text", env=sandbox.env())
-    assert code == 2 and doc is None and "already a column" in err
+    assert code == 2 and is_error(doc) and "already a column" in err
 
 
 def test_progress_counts_distinct_results_not_repeated_lines(sandbox, tmp_path):

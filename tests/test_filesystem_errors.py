@@ -37,6 +37,7 @@ from helpers import (
     SCRIPTS,
     assert_each_once,
     batch_ids_of,
+    is_error,
     job_state,
     make_job,
     raw_lines,
@@ -388,7 +389,7 @@ def test_disk_full_while_downloading_then_a_rerun_loses_and_repeats_nothing(sand
     root = Path(job, "results") if where == "results" else Path(job)
     disk = FakeDisk(monkeypatch, root, free=9000)
     code, doc, err = run_here("fetch_results.py", "--job", job, env=sandbox.env())
-    assert code == 1 and doc is None, err
+    assert code == 1 and is_error(doc), err
     assert disk.failures and "unexpected" not in err
     assert re.search(
         rf"error: cannot write .*{re.escape(job)}.*\(in {re.escape(job)}, given with --job\): "
@@ -421,7 +422,7 @@ def test_disk_full_while_merging_keeps_the_old_results_and_names_the_option(sand
     out.write_text("the previous results\n")
     disk = FakeDisk(monkeypatch, out_dir, free=6000)
     code, doc, err = run_here("fetch_results.py", "--job", job, "-o", out, env=sandbox.env())
-    assert code == 1 and doc is None, err
+    assert code == 1 and is_error(doc), err
     assert f"error: cannot write {out} (given with -o/--output): {ENOSPC_WORDS}" in err
     assert "hint: Free disk space on the disk that holds" in err and "another disk with -o/--output" in err
     assert out.read_text() == "the previous results\n"  # replaced only by a complete file
@@ -443,7 +444,7 @@ def test_disk_full_on_a_small_real_disk_while_downloading_then_more_space(sandbo
     bid = batch_ids_of(job)[0]
     monkeypatch.setattr(download, "CHECKPOINT_LINES", 20)  # in-process: cursors saved every 20 lines
     code, doc, err = run_here("fetch_results.py", "--job", job, env=sandbox.env())
-    assert code == 1 and doc is None, err
+    assert code == 1 and is_error(doc), err
     assert ENOSPC_WORDS in err and f"given with --job): {ENOSPC_WORDS}" in err and "unexpected" not in err
     cursor = job_state(job)["fetch"][bid]["output"]
     assert 0 < cursor["skip"] < 300
@@ -463,7 +464,7 @@ def test_disk_full_on_a_small_real_disk_while_merging_then_more_space(sandbox, w
     mounts.tmpfs(disk, "64k")
     out = disk / "res.jsonl"
     code, doc, err = run_script("fetch_results.py", "--job", job, "-o", out, env=sandbox.env())
-    assert code == 1 and doc is None, err
+    assert code == 1 and is_error(doc), err
     assert f"error: cannot write {out} (given with -o/--output): {ENOSPC_WORDS}" in err, err
     assert not list(disk.iterdir())  # neither a partial file nor a temp file
     mounts.resize(disk, "16m")
@@ -479,7 +480,7 @@ def test_disk_full_while_building_a_batch_file(ws, monkeypatch):
     FakeDisk(monkeypatch, out_dir, free=3000, fail_close=True)
     monkeypatch.setattr(os, "unlink", _failing_unlink)
     code, doc, err = run_here("create_batch_file.py", out_dir / "b.jsonl", "--prompts", "prompts.txt")
-    assert code == 1 and doc is None
+    assert code == 1 and is_error(doc)
     assert f"error: cannot write the batch file {out_dir / 'b.jsonl'} (given as OUTPUT.jsonl): {ENOSPC_WORDS}" in err
     assert "unexpected" not in err and "unlink" not in err
 
@@ -533,7 +534,7 @@ def test_disk_full_while_copying_a_retry_round_then_the_rerun_submits_it_once(sa
     disk = FakeDisk(monkeypatch, rounds, free=100, fail_close=True)
     monkeypatch.setattr(os, "unlink", _failing_unlink)
     code, doc, err = run_here("retry_failed.py", "--job", job, env=sandbox.env())
-    assert code == 1 and doc is None, err
+    assert code == 1 and is_error(doc), err
     assert f"cannot write {rounds / 'round-2.jsonl'} (in {job}, given with --job): {ENOSPC_WORDS}" in err
     assert len(job_state(job)["rounds"]) == 1  # nothing recorded, nothing sent
     monkeypatch.undo()
@@ -558,7 +559,7 @@ def test_read_only_output_directory_names_the_option(sandbox, ws, mounts, method
     make_read_only(method, [ro], ws, mounts)
     out = ro / "res.jsonl"
     code, doc, err = run_as(method, "fetch_results.py", "--job", job, "-o", out, env=sandbox.env())
-    assert code == 2 and doc is None, err
+    assert code == 2 and is_error(doc), err
     assert f"error: cannot write {out} (given with -o/--output): {CAUSE[method]}" in err, err
     assert "hint: Choose another path with -o/--output" in err
     code, doc, err = run_as(method, "fetch_results.py", "--job", job, "-o", ws / "res.jsonl", env=sandbox.env())
@@ -573,7 +574,7 @@ def test_read_only_job_directory_names_the_option(sandbox, ws, mounts, method):
     jobs.mkdir()
     make_read_only(method, [Path(job), jobs], ws, mounts, job=True)
     code, doc, err = run_as(method, "fetch_results.py", "--job", job, "-o", ws / "res.jsonl", env=sandbox.env())
-    assert code == 2 and doc is None, err
+    assert code == 2 and is_error(doc), err
     assert re.search(
         rf"error: cannot \w+ {re.escape(job)}\S* \(in {re.escape(job)}, given with --job\): "
         rf"{CAUSE[method]}",
@@ -585,7 +586,7 @@ def test_read_only_job_directory_names_the_option(sandbox, ws, mounts, method):
     code, doc, err = run_as(
         method, "submit.py", "data.jsonl", "--job", jobs / "new.dwjob", "--resubmit", env=sandbox.env()
     )
-    assert code == 2 and doc is None, err
+    assert code == 2 and is_error(doc), err
     assert f"{jobs / 'new.dwjob'} (given with --job): {CAUSE[method]}" in err, err
     assert len(sandbox.get_json("files")["data"]) == before
 
@@ -613,7 +614,7 @@ def test_an_unreadable_env_file_in_a_parent_directory_is_a_configuration_error(s
         os.chown(sub, NOBODY, NOBODY)
     env = {k: v for k, v in sandbox.env().items() if k != "DOUBLEWORD_API_KEY"}  # the key would come from .env
     code, doc, err = run_as("permissions", "list_batches.py", env=env, cwd=sub)
-    assert code == 3 and doc is None, err
+    assert code == 3 and is_error(doc), err
     assert f"error: cannot read the .env file {ws / '.env'}: Permission denied" in err
     assert "hint: Make the file readable by you" in err and "unexpected" not in err
     # with the key and the base URL in the environment, as the hint suggests, the .env is not needed
@@ -630,14 +631,14 @@ def test_an_output_path_that_is_a_directory_is_refused_naming_it(sandbox, ws):
     d = ws / "somedir"
     d.mkdir()
     code, doc, err = run_script("fetch_results.py", "--job", job, "-o", f"{d}{os.sep}", env=sandbox.env())
-    assert code == 2 and doc is None
+    assert code == 2 and is_error(doc)
     assert f"error: OUT {d} is a directory, not a file" in err and "hint: Give OUT the path of a file" in err
     code, doc, err = run_script("fetch_results.py", "--job", job, "--errors", d, env=sandbox.env())
     assert code == 2 and f"ERR {d} is a directory" in err
     code, doc, err = run_script("validate_batch_file.py", "data.jsonl", "--report", d)
-    assert code == 2 and doc is None and f"--report {d} is a directory" in err
+    assert code == 2 and is_error(doc) and f"--report {d} is a directory" in err
     code, doc, err = run_script("create_batch_file.py", d)
-    assert code == 2 and doc is None and f"OUTPUT {d} is a directory" in err
+    assert code == 2 and is_error(doc) and f"OUTPUT {d} is a directory" in err
     assert list(d.iterdir()) == [] and no_temp_files(ws)
 
 
@@ -649,7 +650,7 @@ def test_validate_refuses_a_report_over_the_batch_file(ws):
     before = Path("data.jsonl").read_bytes()
     for report in ("data.jsonl", "./data.jsonl", str(ws / "data.jsonl")):
         code, doc, err = run_script("validate_batch_file.py", "data.jsonl", "--report", report)
-        assert code == 2 and doc is None, err
+        assert code == 2 and is_error(doc), err
         assert f"error: --report {report} is the batch file data.jsonl; refusing to overwrite it" in err
         assert "hint: Choose another path for --report." in err
     assert Path("data.jsonl").read_bytes() == before
@@ -662,7 +663,7 @@ def test_create_batch_file_refuses_to_write_over_its_input(ws, flag):
     text = {"--prompts": "hello\n", "--csv": "prompt\nhello\n", "--jsonl": '{"prompt": "hello"}\n'}[flag]
     Path("in.txt").write_text(text)
     code, doc, err = run_script("create_batch_file.py", "in.txt", flag, "in.txt")
-    assert code == 2 and doc is None, err
+    assert code == 2 and is_error(doc), err
     assert f"error: OUTPUT in.txt is the input given with {flag} in.txt; refusing to overwrite it" in err
     assert "hint: Choose another path for OUTPUT." in err
     assert Path("in.txt").read_text() == text
@@ -681,7 +682,7 @@ def test_retry_refuses_to_write_its_round_over_the_jobs_input(sandbox, ws):
     wait_job(sandbox, job)
     sandbox.clear_faults()
     code, doc, err = run_script("retry_failed.py", "--job", job, env=sandbox.env())
-    assert code == 2 and doc is None, err
+    assert code == 2 and is_error(doc), err
     assert f"error: the retry input {inp} is the job's input {inp}; refusing to overwrite it" in err
     assert inp.read_bytes() == before
     assert len(sandbox.get_json("batches")["data"]) == 1  # nothing sent
@@ -691,7 +692,7 @@ def test_fetch_refuses_outputs_over_the_input_naming_both(sandbox, ws):
     _, job, _ = finished_job(sandbox, 3)
     before = Path("data.jsonl").read_bytes()
     code, doc, err = run_script("fetch_results.py", "--job", job, "-o", "data.jsonl", env=sandbox.env())
-    assert code == 2 and doc is None
+    assert code == 2 and is_error(doc)
     assert f"error: OUT {ws / 'data.jsonl'} is the job's input {ws / 'data.jsonl'}; refusing to overwrite it" in err
     code, doc, err = run_script(
         "fetch_results.py", "--job", job, "-o", "a.jsonl", "--errors", "a.jsonl", env=sandbox.env()
@@ -706,7 +707,7 @@ def test_fetch_refuses_outputs_inside_the_job_or_over_any_batch_input(sandbox, w
         code, doc, err = run_script(
             "fetch_results.py", "--job", job, "-o", target, "--format", "simple", env=sandbox.env()
         )
-        assert code == 2 and doc is None, err
+        assert code == 2 and is_error(doc), err
         assert "is inside the job directory" in err and "which holds the job's own files" in err
     assert json.loads(Path(job, "job.json").read_text())["version"] == 2  # still the job's record
     assert not Path(job, "results", "submitted-input.jsonl").exists()
@@ -715,14 +716,14 @@ def test_fetch_refuses_outputs_inside_the_job_or_over_any_batch_input(sandbox, w
     before = Path("other.jsonl").read_bytes()
     bids = [b["id"] for b in sandbox.get_json("batches")["data"]]
     code, doc, err = run_script("fetch_results.py", *bids, "-o", "other.jsonl", env=sandbox.env())
-    assert code == 2 and doc is None
+    assert code == 2 and is_error(doc)
     assert "OUT" in err and "holds batch requests" in err and Path("other.jsonl").read_bytes() == before
     code, doc, err = run_script("validate_batch_file.py", "data.jsonl", "--report", "other.jsonl")
     assert code == 2 and "holds batch requests" in err and Path("other.jsonl").read_bytes() == before
     # a folder that is a file
     Path("notes.txt").write_text("mine\n")
     code, doc, err = run_script("fetch_results.py", *bids, "-o", "notes.txt/out.jsonl", env=sandbox.env())
-    assert code == 2 and doc is None and "unexpected" not in err, err
+    assert code == 2 and is_error(doc) and "unexpected" not in err, err
     assert f"{ws / 'notes.txt'} is a file, not a directory" in err
     assert Path("notes.txt").read_text() == "mine\n"
 
@@ -734,7 +735,7 @@ def test_a_hand_edited_job_file_of_the_wrong_shape_and_a_directory_as_input(sand
     Path(job, "job.json").write_text(json.dumps(doc))
     for script in ("poll.py", "fetch_results.py"):
         code, out, err = run_script(script, "--job", job, env=sandbox.env())
-        assert code == 2 and out is None and "unexpected" not in err, err
+        assert code == 2 and is_error(out) and "unexpected" not in err, err
         assert "job.json is damaged" in err and "edited by hand" in err
     code, out, err = run_script("validate_batch_file.py", str(ws))
     assert code == 2 and f"{ws}: is a directory, not a file" in err

@@ -9,12 +9,12 @@ import os
 
 import pytest
 from _dwbatches.apifacts import MAX_FILE_BYTES
-from helpers import ok_json, run, run_script, write_input
+from helpers import is_error, ok_json, run, run_script, write_input
 
 
 def assert_blamed(proc, flag, value):
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert proc.stdout == ""
+    assert is_error(proc.stdout)
     first = proc.stderr.splitlines()[0]
     assert first.startswith(f"error: {flag} must be ") and first.endswith(f", not {value}"), proc.stderr
     assert f"hint: e.g. {flag} " in proc.stderr
@@ -113,7 +113,7 @@ def test_a_max_bytes_below_a_line_blames_the_flag_not_the_lines(sandbox):
     before = sandbox.stats()
     for args in (["--max-bytes", "10"], ["--max-bytes", "10", "--dry-run"]):
         code, doc, err = run_script("submit.py", "in.jsonl", *args, env=sandbox.env())
-        assert code == 2 and doc is None
+        assert code == 2 and is_error(doc)
         assert f"error: --max-bytes 10 is smaller than line 1 ({size} bytes) and 2 more line(s)" in err
         assert f"hint: Use --max-bytes {size} or more (the longest line), or leave --max-bytes out" in err
         assert f"{MAX_FILE_BYTES} bytes" in err
@@ -121,7 +121,7 @@ def test_a_max_bytes_below_a_line_blames_the_flag_not_the_lines(sandbox):
         assert "line 2" not in err
     assert sandbox.stats() == before and not os.path.exists("in.dwjob")
     code, doc, err = run_script("validate_batch_file.py", "in.jsonl", "--max-bytes", "10")
-    assert code == 2 and doc is None and "--max-bytes 10 is smaller than line 1" in err
+    assert code == 2 and is_error(doc) and "--max-bytes 10 is smaller than line 1" in err
     # a chunk size every line fits in still splits the file
     code, doc, err = run_script("submit.py", "in.jsonl", "--max-bytes", str(size), "--dry-run")
     assert code == 0 and doc["chunks"] == 3, err
@@ -132,5 +132,5 @@ def test_with_a_bad_line_too_the_bad_line_is_reported_first():
     with open("in.jsonl", "a") as fh:
         fh.write("{not json\n")
     code, doc, err = run_script("submit.py", "in.jsonl", "--max-bytes", "10", "--dry-run")
-    assert code == 2 and doc is None
+    assert code == 2 and is_error(doc)
     assert "line 3: invalid JSON" in err and "1 invalid line(s)" in err and "smaller than line" not in err

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from _dwbatches import idtable
 from _dwbatches.idtable import NOT_FOUND, FileIds, IdTable
-from helpers import batch_ids_of, make_job, read_jsonl, run_script, write_input
+from helpers import batch_ids_of, is_error, make_job, read_jsonl, run_script, write_input
 
 
 def colliding(custom_id: str) -> int:
@@ -126,6 +126,6 @@ def test_building_a_file_tells_colliding_ids_apart_and_still_finds_a_real_duplic
     module = __import__("create_batch_file")
     code = module.main(["--csv", "rows.csv", "--template", "{{text}}", "--id-column", "id", "rows.jsonl"])
     out, err = capsys.readouterr()
-    assert code == 2 and out == ""
+    assert code == 2 and is_error(out)
     assert "line 202: duplicate custom_id 'rows-k17' (first made from line 19)" in err
     assert not Path("rows.jsonl").exists() and not list(tmp_path.glob(".rows.jsonl.*"))

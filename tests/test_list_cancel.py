@@ -7,7 +7,7 @@ import shlex
 import subprocess
 import uuid
 
-from helpers import batch_ids_of, job_state, make_job, run_script, wait_until, write_input
+from helpers import batch_ids_of, is_error, job_state, make_job, run_script, wait_until, write_input
 from sandbox_helper import chat_requests
 
 
@@ -34,7 +34,7 @@ def test_list_pages_filters_and_all(sandbox, tmp_path):
     code, doc, _ = run_script("list_batches.py", "--status", "in_progress", env=sandbox.env())
     assert doc["count"] == 0
     code, doc, err = run_script("list_batches.py", "--limit", "0", env=sandbox.env())
-    assert code == 2 and doc is None
+    assert code == 2 and is_error(doc)
 
 
 def test_cancel_skips_finished_batches_and_cancels_running_ones(sandbox_factory, tmp_path):
@@ -77,7 +77,7 @@ def test_unknown_id_cancels_nothing(sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.2", "--concurrency", "1")
     running = sb.submit(chat_requests(10))
     code, doc, err = run_script("cancel_batch.py", running["id"], str(uuid.uuid4()), env=sb.env())
-    assert code == 4 and doc is None
+    assert code == 4 and is_error(doc)
     wait_until(lambda: sb.batch(running["id"])["request_counts"]["completed"] >= 1)
     assert sb.batch(running["id"])["status"] == "in_progress"
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from _dwbatches import pricing
-from helpers import ok_json, run
+from helpers import is_error, ok_json, run
 
 THINKS = "Qwen/Qwen3.5-35B-A3B-FP8"
 SMALL = "Qwen/Qwen3.5-4B"  # the lowest input + output price: --sort price puts it first
@@ -214,7 +214,7 @@ def test_for_refuses_a_file_it_cannot_price_before_asking_the_server(offered):
     offered.reset_stats()
     Path("bad.jsonl").write_text('{"custom_id": "a"}\n')
     proc = run("list_models.py", "--for", "bad.jsonl", env=offered.env())
-    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.returncode == 2 and is_error(proc.stdout)
     assert (
         "line 1 (custom_id 'a'): missing field(s)" in proc.stderr
         and "bad.jsonl (--for): 1 invalid line(s); nothing was priced" in proc.stderr

@@ -11,7 +11,7 @@ import pytest
 from _dwbatches import job as job_mod
 from _dwbatches import jobstatus
 from _dwbatches.jobrecord import JobRecord
-from helpers import batch_ids_of, job_state, make_job, run_script, wait_until, write_input
+from helpers import batch_ids_of, is_error, job_state, make_job, run_script, wait_until, write_input
 
 BATCH_KEYS = {"batch_id", "status", "request_counts", "output_file_id", "error_file_id", "expires_at"}
 
@@ -141,7 +141,7 @@ def test_job_status_rules():
 )
 def test_usage_and_not_found_leave_stdout_empty(sandbox, args, code):
     rc, doc, err = run_script("poll.py", *args, env=sandbox.env())
-    assert rc == code and doc is None and err.startswith("error: ")
+    assert rc == code and is_error(doc) and err.startswith("error: ")
 
 
 def test_expired_at_is_reported(sandbox_factory, tmp_path):
@@ -205,7 +205,7 @@ def test_a_fetch_round_lists_the_jobs_batches_too(sandbox, tmp_path):
 def test_no_target_hint_names_the_real_job_dirs_and_runs_as_printed(sandbox, script):
     """A hint is runnable as printed: it names a job directory that is here, or no command."""
     code, doc, err = run_script(script, env=sandbox.env())
-    assert code == 2 and doc is None and "error: pass either batch ids or --job DIR" in err
+    assert code == 2 and is_error(doc) and "error: pass either batch ids or --job DIR" in err
     hint = err.split("hint: ", 1)[1]
     assert "data.dwjob" not in hint and "python3" not in hint and ".dwjob" not in hint, hint
     assert "the job directory that submit.py or run_batch.py printed" in hint

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from _dwbatches import answerbudget, reasoning, validate
 from _dwbatches.requestedit import Changes
-from helpers import ok_json, run
+from helpers import is_error, ok_json, run
 
 THINKS = "Qwen/Qwen3.5-35B-A3B-FP8"  # the default model: thinks, and can stop
 ALWAYS = "openai/gpt-oss-20b"  # always thinks; low is its least
@@ -46,7 +46,7 @@ def write(path, requests):
 
 def refused(proc, *wording):
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert proc.stdout == "" and proc.stderr.count("error: ") == 1 and "\nhint: " in proc.stderr
+    assert is_error(proc.stdout) and proc.stderr.count("error: ") == 1 and "\nhint: " in proc.stderr
     for w in wording:
         assert w in proc.stderr, proc.stderr
 

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import batch_ids_of, job_state, make_job, read_jsonl, run_script, wait_until, write_input
+from helpers import batch_ids_of, is_error, job_state, make_job, read_jsonl, run_script, wait_until, write_input
 
 
 def server_batches(sb):
@@ -128,7 +128,7 @@ def test_a_cancelled_job_is_not_retried_unless_asked_after_cancel(sandbox_factor
     sb.wait_batch(bid)
     for extra in ([], ["--dry-run"]):
         code, doc, err = run_script("retry_failed.py", "--job", "data.dwjob", *extra, env=sb.env())
-        assert code == 2 and doc is None, err
+        assert code == 2 and is_error(doc), err
         assert "error: the job at data.dwjob was cancelled" in err
         assert "retrying would rerun the requests you stopped" in err
         assert "fetch_results.py --job data.dwjob" in err.split("hint: Fetch what finished with ", 1)[1]

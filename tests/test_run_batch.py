@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import job_state, read_jsonl, run_script, wait_until, write_input
+from helpers import is_error, job_state, read_jsonl, run_script, wait_until, write_input
 from sandbox_helper import INSTRUCT_MODEL, SCRIPTS
 
 
@@ -120,7 +120,7 @@ def test_csv_source_comes_back_as_csv(sandbox, tmp_path):
 def test_bad_input_sends_nothing(sandbox, tmp_path):
     Path("bad.jsonl").write_text('{"custom_id": "a", "method": "POST"}\n')
     code, doc, err = run_script("run_batch.py", "bad.jsonl", "--wait", env=sandbox.env())
-    assert code == 2 and doc is None and "line 1" in err
+    assert code == 2 and is_error(doc) and "line 1" in err
     assert "POST /v1/files" not in sandbox.stats()["requests"]
 
 
@@ -187,4 +187,4 @@ def test_run_batch_reports_the_cost_estimate_as_submit_does(sandbox):
     # --max-cost compares that figure: below it nothing is created
     write_input("more.jsonl", 6, prefix="m-")
     code, doc, err = run_script("run_batch.py", "more.jsonl", "--max-cost", "0.0000001", env=sandbox.env())
-    assert code == 2 and doc is None and "more than --max-cost" in err
+    assert code == 2 and is_error(doc) and "more than --max-cost" in err

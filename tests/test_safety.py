@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from helpers import make_job, run_script, write_input
+from helpers import is_error, make_job, run_script, write_input
 from sandbox_helper import chat_requests
 
 
@@ -37,7 +37,7 @@ def test_fetch_never_overwrites_the_input_or_the_source_csv(sandbox, tmp_path):
     before = (tmp_path / "rows.csv").read_bytes(), (tmp_path / "rows.jsonl").read_bytes()
     for target in ("rows.csv", "rows.jsonl"):
         code, doc, err = run_script("fetch_results.py", "--job", job, "-o", target, env=sandbox.env())
-        assert code == 2 and doc is None and "refusing to overwrite" in err
+        assert code == 2 and is_error(doc) and "refusing to overwrite" in err
         code, doc, err = run_script("fetch_results.py", "--job", job, "--errors", target, env=sandbox.env())
         assert code == 2 and "refusing to overwrite" in err
     assert ((tmp_path / "rows.csv").read_bytes(), (tmp_path / "rows.jsonl").read_bytes()) == before
@@ -54,7 +54,7 @@ def test_job_path_that_is_a_file_is_a_usage_error(sandbox, tmp_path):
     write_input("data.jsonl", 3)
     for script in ("poll.py", "fetch_results.py", "retry_failed.py", "cancel_batch.py"):
         code, doc, err = run_script(script, "--job", "data.jsonl", env=sandbox.env())
-        assert code == 2 and doc is None and "not a job directory" in err, (script, err)
+        assert code == 2 and is_error(doc) and "not a job directory" in err, (script, err)
 
 
 def test_base_url_without_v1_gets_a_configuration_hint(sandbox, tmp_path):
@@ -63,5 +63,5 @@ def test_base_url_without_v1_gets_a_configuration_hint(sandbox, tmp_path):
     root = sandbox.base_url[: -len("/v1")]
     env = dict(sandbox.env(), DOUBLEWORD_BASE_URL=root)
     code, doc, err = run_script("list_batches.py", env=env)
-    assert code == 3 and doc is None and "should end in /v1" in err and "does not end in /v1" in err
+    assert code == 3 and is_error(doc) and "should end in /v1" in err and "does not end in /v1" in err
     assert job

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import batch_ids_of, read_jsonl, run_script, wait_until, write_input
+from helpers import batch_ids_of, read_jsonl, run, run_script, wait_until, write_input
 
 
 def answered(out_path: str) -> dict:
@@ -342,3 +342,20 @@ def test_the_cost_is_what_the_server_billed_beside_the_estimate(sandbox):
     )
     assert doc["cost"]["basis"].startswith("billed") and "billed" in err
     assert doc["usage"]["reasoning_tokens"] == analytics["total_reasoning_tokens"]
+
+
+def test_every_exit_prints_one_json_document(sandbox):
+    """A bad flag (argparse), an expected failure, an unexpected one: stdout holds the error
+    document, stderr the error: and hint: lines."""
+    from helpers import is_error
+
+    proc = run("poll.py", "--no-such-flag")
+    assert proc.returncode == 2 and is_error(proc.stdout, 2) and "error: unrecognized arguments" in proc.stderr
+    assert json.loads(proc.stdout)["error"]["code"] == "usage"
+    code, doc, err = run_script("poll.py", "--job", "nowhere.dwjob", env=sandbox.env())
+    assert code == 4 and is_error(doc, 4) and doc["error"]["message"].startswith("no job found at")
+    write_input("data.jsonl", 1)
+    env = dict(sandbox.env(), DOUBLEWORD_BATCHES_CRASH_AT="after_upload:raise")
+    code, doc, err = run_script("submit.py", "data.jsonl", env=env, subprocess=True)
+    assert code == 1 and is_error(doc, 1) and doc["error"]["code"] == "unexpected", err
+    assert "exit codes:" in run("poll.py", "--help").stdout and '"exit_code"' in run("poll.py", "--help").stdout

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import ok_json, run, run_script
+from helpers import is_error, ok_json, run, run_script
 from sandbox_helper import CHAT_MODEL
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -275,7 +275,7 @@ def test_changed_input_in_an_existing_job_is_refused_and_a_new_job_dir_works(san
     ok_json(run("submit.py", path, env=sandbox.env()))
     write_requests(path, 5)
     refused = run("submit.py", path, env=sandbox.env())
-    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.returncode == 2 and is_error(refused.stdout)
     assert "not the file this job was started with" in refused.stderr and "--job" in refused.stderr
     assert posts(sandbox, "files") == 1
     doc = ok_json(run("submit.py", path, "--job", tmp_path / "second", env=sandbox.env()))
@@ -286,9 +286,9 @@ def test_a_different_window_or_metadata_on_resume_is_refused(sandbox, tmp_path):
     path = write_requests(tmp_path / "in.jsonl", 3)
     ok_json(run("submit.py", path, "-w", "1h", "--metadata", "team=a", env=sandbox.env()))
     refused = run("submit.py", path, "-w", "24h", env=sandbox.env())
-    assert refused.returncode == 2 and refused.stdout == "" and "-w 1h" in refused.stderr
+    assert refused.returncode == 2 and is_error(refused.stdout) and "-w 1h" in refused.stderr
     refused = run("submit.py", path, "--metadata", "team=b", env=sandbox.env())
-    assert refused.returncode == 2 and refused.stdout == "" and "metadata" in refused.stderr
+    assert refused.returncode == 2 and is_error(refused.stdout) and "metadata" in refused.stderr
     doc = ok_json(run("submit.py", path, env=sandbox.env()))  # no -w: the job's own window
     assert doc["completion_window"] == "1h" and doc["resumed"]
     assert sandbox.batch(doc["batches"][0]["batch_id"])["completion_window"] == "1h"
@@ -302,7 +302,7 @@ def test_rerun_with_smaller_max_bytes_after_413_resplits_what_was_not_uploaded(s
         for i in range(1, 51):
             fh.write(json.dumps(request_line(i, pad=0 if i <= 10 else 600)) + "\n")
     first = run("submit.py", path, "--max-requests", 10, env=sandbox.env())
-    assert first.returncode == 2 and first.stdout == ""
+    assert first.returncode == 2 and is_error(first.stdout)
     assert "chunk 2/5" in first.stderr and "too large" in first.stderr and "--max-bytes" in first.stderr
     assert posts(sandbox, "batches") == 0 and sandbox.stats()["files"] == 1
     kept = json.loads((tmp_path / "in.dwjob" / "job.json").read_text())["rounds"][0]["chunks"][0]
@@ -323,7 +323,7 @@ def test_server_request_limit_names_the_flag_to_use(sandbox_factory, tmp_path):
     sandbox = sandbox_factory("--max-requests-per-file", "10")
     path = write_requests(tmp_path / "in.jsonl", 25)
     first = run("submit.py", path, env=sandbox.env())
-    assert first.returncode == 2 and first.stdout == "" and "--max-requests 10" in first.stderr
+    assert first.returncode == 2 and is_error(first.stdout) and "--max-requests 10" in first.stderr
     doc = ok_json(run("submit.py", path, "--max-requests", 10, env=sandbox.env()))
     assert [b["requests"] for b in doc["batches"]] == [10, 10, 5]
     assert_chunks_hold_input_in_order(sandbox, doc, path, 10, 200_000_000)
@@ -337,7 +337,7 @@ def test_a_server_line_error_is_translated_to_the_physical_line(sandbox, tmp_pat
         "\n".join(json.dumps(r) for r in rows[:5]) + "\n\n\n" + "\n".join(json.dumps(r) for r in rows[5:]) + "\n"
     )
     proc = run("submit.py", path, "--max-requests", 5, env=sandbox.env())
-    assert proc.returncode in (2, 3) and proc.stdout == ""
+    assert proc.returncode in (2, 3) and is_error(proc.stdout)
     assert "no-such/model" in proc.stderr and "line 9 of in.jsonl" in proc.stderr
     assert posts(sandbox, "batches") == 0
 
@@ -348,7 +348,7 @@ def test_a_server_line_error_is_translated_to_the_physical_line(sandbox, tmp_pat
 def test_max_cost_holds_the_batches_and_a_rerun_without_it_creates_them(sandbox, tmp_path):
     path = write_requests(tmp_path / "in.jsonl", 20)
     held = run("submit.py", path, "--max-requests", 10, "--max-cost", "0.0000001", env=sandbox.env())
-    assert held.returncode == 2 and held.stdout == ""
+    assert held.returncode == 2 and is_error(held.stdout)
     assert "--max-cost" in held.stderr and "no batch was created" in held.stderr
     assert posts(sandbox, "files") == 2 and posts(sandbox, "batches") == 0
     state = json.loads((tmp_path / "in.dwjob" / "job.json").read_text())
@@ -424,7 +424,7 @@ def test_an_unresolvable_ambiguous_create_exits_1_and_the_rerun_finds_the_batch(
     )
     # (--resubmit: the look for earlier submissions of the file would meet the GET faults first)
     code, out, err, sleeps = run_main(monkeypatch, capsys, sandbox, path, "--resubmit")
-    assert code == 1 and out == ""
+    assert code == 1 and is_error(out)
     assert "could not check whether the batch was created" in err and "Run the same command again" in err
     assert len(sleeps) == 4  # the lookup's GET was retried, the POST was not
     assert posts(sandbox, "batches") == 1
@@ -439,7 +439,7 @@ def test_two_ambiguous_create_failures_stop_and_the_rerun_creates_exactly_one(sa
     path = write_requests(tmp_path / "in.jsonl", 5)
     sandbox.set_faults({"http": [{"method": "POST", "path": "/v1/batches", "status": 500, "times": 2}]})
     code, out, err, _ = run_main(monkeypatch, capsys, sandbox, path)
-    assert code == 1 and out == ""
+    assert code == 1 and is_error(out)
     assert "could not tell whether the batch for chunk 1/1 was created" in err
     assert posts(sandbox, "batches") == 2 and sandbox.stats()["batches"] == 0
     code, out, err, _ = run_main(monkeypatch, capsys, sandbox, path)
@@ -509,7 +509,7 @@ def test_metadata_reaches_the_batch_and_reserved_keys_are_refused(sandbox, tmp_p
     path = write_requests(tmp_path / "in.jsonl", 2)
     for bad in ("dwb_intent=x", "created_by=me", "novalue"):
         proc = run("submit.py", path, "--metadata", bad, env=sandbox.env())
-        assert proc.returncode == 2 and proc.stdout == "" and "metadata" in proc.stderr
+        assert proc.returncode == 2 and is_error(proc.stdout) and "metadata" in proc.stderr
     assert sandbox.stats()["requests"] == {}
     doc = ok_json(run("submit.py", path, "--metadata", "owner=ana", "--metadata", "run=7", env=sandbox.env()))
     meta = sandbox.batch(doc["batches"][0]["batch_id"])["metadata"]
@@ -675,7 +675,7 @@ def test_a_line_the_server_refuses_can_be_fixed_and_the_same_command_goes_on(san
     lines[1]["body"]["model"] = "Qwen/Qwen3-Embedding-8B"  # an embeddings model on the chat url
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     proc = run("submit.py", path, env=sandbox.env())
-    assert proc.returncode == 2 and proc.stdout == "" and "line 2" in proc.stderr
+    assert proc.returncode == 2 and is_error(proc.stdout) and "line 2" in proc.stderr
     assert sandbox.stats()["batches"] == 0
     lines[1]["body"]["model"] = CHAT_MODEL
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
@@ -702,7 +702,7 @@ def test_capacity_429_fails_at_once_and_the_24h_window_reuses_the_uploaded_file(
         }
     )
     proc = run("submit.py", path, "-w", "1h", env=sandbox.env(), timeout=60)
-    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.returncode == 1 and is_error(proc.stdout)
     assert "-w 24h" in proc.stderr and posts(sandbox, "batches") == 1
     doc = ok_json(run("submit.py", path, "-w", "24h", env=sandbox.env()))
     assert doc["completion_window"] == "24h"
@@ -724,7 +724,7 @@ def test_a_resumed_submit_with_a_refused_key_exits_3(sandbox, tmp_path):
     ok_json(run("submit.py", path, env=sandbox.env()))
     env = dict(sandbox.env(), DOUBLEWORD_API_KEY="sk-wrong-" + "w" * 38)
     proc = run("submit.py", path, env=env)
-    assert proc.returncode == 3 and proc.stdout == ""
+    assert proc.returncode == 3 and is_error(proc.stdout)
 
 
 @pytest.mark.parametrize("extra", [["--max-tokens", "500"], [], ["--endpoint", "/v1/responses", "--max-tokens", "300"]])

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from _dwbatches import compat, config, errors, files, urls
-from helpers import ROOT, SCRIPTS, make_job, run_script, write_input
+from helpers import ROOT, SCRIPTS, is_error, make_job, run_script, write_input
 from sandbox_helper import INSTRUCT_MODEL
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -108,7 +108,7 @@ def test_a_dotenv_others_could_write_never_gets_the_key(tmp_path, hostile_factor
     why = plant(dotenv, how)
     code, doc, err = run_script("list_models.py", env=through(proxy, DOUBLEWORD_API_KEY=KEY), cwd=shared / "project")
     assert f"warning: ignoring the .env file {dotenv}: {why}" in err and "chmod go-w" in err
-    assert code == 1 and doc is None, err  # the API cannot be reached here: the proxy refuses
+    assert code == 1 and is_error(doc), err  # the API cannot be reached here: the proxy refuses
     assert attacker.requests == []
     assert [r.target for r in proxy.requests][:1] == ["api.doubleword.ai:443"]  # a tunnel, no header in sight
     assert {r.method for r in proxy.requests} == {"CONNECT"}
@@ -151,7 +151,7 @@ def test_a_dotenv_base_url_never_gets_the_environments_key(sandbox, hostile_serv
     write_dotenv(tmp_path, f"DOUBLEWORD_BASE_URL={hostile_server.base_url}\n")
     for script in ("list_batches.py", "check_setup.py"):
         code, doc, err = run_script(script, env=clean_env(DOUBLEWORD_API_KEY=KEY))
-        assert code == 3 and doc is None, err
+        assert code == 3 and is_error(doc), err
         assert f"error: the base URL {hostile_server.base_url} comes from the .env file {tmp_path / '.env'}" in err
         assert "refusing to send the environment's key" in err and "hint: " in err
         assert KEY not in err
@@ -179,7 +179,7 @@ PASSWORD = "pw-" + "s3cret" * 6
 
 
 def assert_refused_silently(code, doc, err, server) -> None:
-    assert code == 3 and doc is None, err
+    assert code == 3 and is_error(doc), err
     assert "has a user name or password in it; refusing it" in err and "***@" in err
     assert PASSWORD not in err and "dwuser" not in err
     assert server.requests == []

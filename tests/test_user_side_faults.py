@@ -24,7 +24,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, batch_ids_of, job_state, make_job, read_jsonl, run_script, wait_until, write_input
+from helpers import ROOT, batch_ids_of, is_error, job_state, make_job, read_jsonl, run_script, wait_until, write_input
 from sandbox_helper import Sandbox, list_all
 
 V1_JOB = ROOT / "tests" / "data" / "v1-job"
@@ -165,7 +165,7 @@ def test_a_csv_saved_again_with_semicolons_or_without_its_id_column(sandbox, tmp
 
     write_csv("rows.csv", ROWS, header=("key", "text"))  # the id column renamed
     code, doc, err = run_script("fetch_results.py", "--job", "rows.dwjob", "-o", "renamed.csv", env=sandbox.env())
-    assert code == 2 and doc is None
+    assert code == 2 and is_error(doc)
     assert "rows.csv has no 'id' column any more" in err and "--format simple" in err
     assert not Path("renamed.csv").exists()
 
@@ -178,7 +178,7 @@ def test_a_resorted_csv_with_positional_ids_is_refused_and_simple_still_works(sa
     os.utime("rows.csv", ns=(before.st_atime_ns, before.st_mtime_ns))
     assert os.stat("rows.csv").st_size == before.st_size
     code, doc, err = run_script("fetch_results.py", "--job", "rows.dwjob", "-o", "after.csv", env=sandbox.env())
-    assert code == 2 and doc is None
+    assert code == 2 and is_error(doc)
     assert "rows.csv changed since the batch was built from it" in err and "--format simple" in err
     assert not Path("after.csv").exists()
     code, doc, err = run_script("fetch_results.py", "--job", "rows.dwjob", "--format", "simple", env=sandbox.env())
@@ -274,7 +274,7 @@ def test_a_remembered_output_folder_that_is_gone_is_not_recreated(sandbox, tmp_p
     assert code == 0, err
     shutil.rmtree("out")
     code, doc, err = run_script("fetch_results.py", "--job", "p.dwjob", env=sandbox.env())
-    assert code == 2 and doc is None and "folder that no longer exists" in err and "-o PATH" in err
+    assert code == 2 and is_error(doc) and "folder that no longer exists" in err and "-o PATH" in err
     assert not Path("out").exists()
     code, doc, err = run_script("fetch_results.py", "--job", "p.dwjob", "-o", "here.jsonl", env=sandbox.env())
     assert code == 0 and doc["succeeded"] == 2, err
@@ -326,7 +326,7 @@ def test_one_chunk_whose_output_file_is_gone_does_not_block_the_others(sandbox, 
     assert f"batch {first['id']} (round 1 chunk 1, unreachable)" in err
     # retrying would run requests that had completed on the server: refused unless --force
     code, doc, err = run_script("retry_failed.py", "--job", job, env=sandbox.env())
-    assert code == 2 and doc is None and "3 request(s) of theirs had completed" in err
+    assert code == 2 and is_error(doc) and "3 request(s) of theirs had completed" in err
     assert "pay for them twice" in err and "retry_failed.py --job p.dwjob --force" in err
     code, doc, err = run_script("retry_failed.py", "--job", job, "--force", env=sandbox.env())
     assert code == 0 and doc["requests"] == 3, err
@@ -367,7 +367,7 @@ def test_a_cancelled_job_creates_no_further_batch(sandbox, tmp_path):
     assert code == 0 and doc["cancelled"] == 0, err
     assert Path("p.dwjob", "cancel.json").exists()
     code, doc, err = run_script("submit.py", "p.jsonl", env=sandbox.env())
-    assert code == 2 and doc is None and "was cancelled" in err and "--job NEW_DIR" in err
+    assert code == 2 and is_error(doc) and "was cancelled" in err and "--job NEW_DIR" in err
     assert sandbox.stats()["batches"] == 0
     code, doc, err = run_script("poll.py", "--job", "p.dwjob", env=sandbox.env())
     assert doc["status"] != "not_submitted" and doc["unsubmitted"] == []
@@ -461,7 +461,7 @@ def test_a_file_submitted_again_under_a_new_job_is_refused_until_resubmit(sandbo
 
     for script in ("submit.py", "run_batch.py"):
         code, doc, err = run_script(script, "p.jsonl", env=sandbox.env())
-        assert code == 2 and doc is None, err
+        assert code == 2 and is_error(doc), err
         assert "p.jsonl was already submitted, with the same contents, by another job" in err
         assert f"{first} (completed)" in err and "--resubmit" in err
     assert len(list_all(sandbox, "batches")) == 1 and not Path(job).exists()  # nothing sent, no job made
@@ -492,7 +492,7 @@ def test_a_cancelled_earlier_job_counts_only_for_what_it_finished(sandbox_factor
     assert code == 2 and "was cancelled" in err and "retry_failed.py --job p.dwjob --after-cancel" in err
     # a new job for the same file: its finished requests would be paid again
     code, doc, err = run_script("submit.py", "p.jsonl", "--job", "again.dwjob", env=sb.env())
-    assert code == 2 and doc is None and f"{bid} (cancelled)" in err and "--after-cancel" in err, err
+    assert code == 2 and is_error(doc) and f"{bid} (cancelled)" in err and "--after-cancel" in err, err
     code, doc, err = run_script("retry_failed.py", "--job", job, "--after-cancel", env=sb.env())
     assert code == 0 and 0 < doc["requests"] <= 10, err  # only what did not finish
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from _dwbatches import validate
-from helpers import run
+from helpers import is_error, run
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 MODEL = "Qwen/Qwen3.5-9B"
@@ -57,7 +57,7 @@ def test_invalid_file_prints_errors_on_stderr_only_and_writes_the_report(tmp_pat
     rows = [line("a"), line("b"), "{oops", line("a"), json.dumps(line("c")).replace('"POST"', '"GET"')]
     path = write(tmp_path / "bad.jsonl", rows)
     proc = run_script(path, "--report", tmp_path / "r.json", "--max-errors", 2, "-q")
-    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.returncode == 2 and is_error(proc.stdout)
     assert "line 3: invalid JSON" in proc.stderr
     assert "line 4 (custom_id 'a'): duplicate custom_id 'a' (first used on line 1)" in proc.stderr
     assert "... and 1 more" in proc.stderr and "line 5" not in proc.stderr
@@ -69,7 +69,7 @@ def test_invalid_file_prints_errors_on_stderr_only_and_writes_the_report(tmp_pat
 
 def test_missing_file_is_a_usage_error(tmp_path):
     proc = run_script(tmp_path / "nope.jsonl")
-    assert proc.returncode == 2 and proc.stdout == "" and "no such file" in proc.stderr
+    assert proc.returncode == 2 and is_error(proc.stdout) and "no such file" in proc.stderr
 
 
 def test_edge_cases_the_server_accepts_are_valid(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from _dwbatches import compat
 from _dwbatches.sandbox import SandboxProcess
-from helpers import Child, shim_env
+from helpers import Child, is_error, shim_env
 
 pytestmark = pytest.mark.slow  # not in `make test-fast`
 
@@ -256,7 +256,7 @@ def test_cancel_then_retry_under_the_shim(shim_sandbox, tmp_path):
     assert {r["error"] for r in rows if not r["ok"]} == {"not run"}
 
     code, doc, err = run_script("retry_failed.py", "--job", job, env=env)
-    assert code == 2 and doc is None and "was cancelled" in err, err
+    assert code == 2 and is_error(doc) and "was cancelled" in err, err
     code, doc, err = run_script("retry_failed.py", "--job", job, "--after-cancel", env=env)
     assert code == 0 and doc["requests"] == 60 - done, err
     code, doc, err = run_script("poll.py", "--job", job, "--wait", "--interval", "0.2", env=env)
@@ -287,7 +287,7 @@ def test_the_job_lock_excludes_under_the_shim(shim_sandbox, tmp_path):
         before = Path(job, "job.json").read_bytes()
         t0 = time.monotonic()
         code, doc, err = run_script("fetch_results.py", "--job", job, env=env)
-        assert code == 1 and doc is None, err
+        assert code == 1 and is_error(doc), err
         assert "another command is working on the job at" in err
         assert time.monotonic() - t0 >= 9
         assert Path(job, "job.json").read_bytes() == before
@@ -331,7 +331,7 @@ def test_the_job_lock_excludes_under_the_shim(shim_sandbox, tmp_path):
     try:
         holder.expect("locked")
         code, doc, err = run_script("fetch_results.py", bid, "-o", "out.jsonl", env=env)
-        assert code == 1 and doc is None, err
+        assert code == 1 and is_error(doc), err
         assert "another command is working on the results" in err
         holder.tell()
         holder.expect("released")

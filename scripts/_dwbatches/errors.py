@@ -52,16 +52,26 @@ def _exit_codes_help() -> str:
     lines = ["exit codes:"]
     for code, meaning in EXIT_MEANINGS:
         lines += textwrap.wrap(meaning.replace("`", ""), 80, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
+    lines += [""] + textwrap.wrap(ON_FAILURE, 80)
     return "\n".join(lines)
+
+
+# What every run prints on stdout when it fails (one declaration: the --help texts and SKILL.md).
+ON_FAILURE = (
+    'Every run prints one JSON document on stdout; a run that fails prints {"error": {"code", '
+    '"message", "hint"}, "exit_code"} (and error: / hint: lines on stderr).'
+)
 
 
 EXIT_CODES_HELP = _exit_codes_help()
 
 
 class DWError(Exception):
-    """An expected failure: a message, an optional hint and an exit code."""
+    """An expected failure: a message, an optional hint and an exit code; ``code`` names its kind
+    in the JSON error document (``error: {code, message, hint}``)."""
 
     exit_code = EXIT_API
+    code = "error"
 
     def __init__(self, message: str, hint: Optional[str] = None, exit_code: Optional[int] = None):
         super().__init__(message)
@@ -73,12 +83,14 @@ class DWError(Exception):
 
 class UsageError(DWError):
     exit_code = EXIT_USAGE
+    code = "usage"
 
 
 class InputError(DWError):
     """Invalid input data; carries the physical line number when known."""
 
     exit_code = EXIT_USAGE
+    code = "invalid_input"
 
     def __init__(self, message: str, hint: Optional[str] = None, line: Optional[int] = None):
         super().__init__(message, hint)
@@ -100,18 +112,21 @@ def busy_error(what: str) -> JobError:
 
 class ConfigError(DWError):
     exit_code = EXIT_CONFIG
+    code = "configuration"
 
 
 class JobError(DWError):
     """The job directory is locked, corrupt, or does not match the input."""
 
     exit_code = EXIT_USAGE
+    code = "job"
 
 
 class APIConnectionError(DWError):
     """The server could not be reached or the connection broke."""
 
     exit_code = EXIT_API
+    code = "connection"
 
     def __init__(self, message: str, hint: Optional[str] = None, sent: bool = True):
         super().__init__(message, hint)
@@ -126,6 +141,7 @@ class APIStatusError(DWError):
         self, status: int, message: str, method: str, path: str, hint: Optional[str] = None, body: Optional[str] = None
     ):
         super().__init__(message, hint, exit_code=exit_code_for_status(status))
+        self.code = f"http_{status}"
         self.status = status
         self.method = method
         self.path = path
@@ -137,6 +153,8 @@ class FileSystemError(DWError):
     directory stands where a file belongs... ``os_error`` is the operating system's error,
     ``path`` the file the user knows (never a temp file), ``role`` the command-line argument
     the path came from, when known."""
+
+    code = "file_system"
 
     def __init__(
         self,
@@ -498,6 +516,8 @@ def _file_hint(exc: OSError, target: Optional[str], label: Optional[str], kind: 
 
 class CostLimitExceeded(UsageError):
     """The server's estimate is over ``max_cost``: files are uploaded, no batch was created."""
+
+    code = "over_max_cost"
 
     def __init__(self, message: str, hint: str, total: Optional[Decimal]):
         super().__init__(message, hint)

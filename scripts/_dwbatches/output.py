@@ -15,6 +15,7 @@ from .errors import (
     EXIT_API,
     EXIT_CODES_HELP,
     EXIT_INTERRUPTED,
+    EXIT_USAGE,
     DWError,
     classify_os_error,
     find_missing_packages,
@@ -72,8 +73,13 @@ def narrate(message: str) -> None:
         pass
 
 
+_emitted = False  # the run's JSON document is out (an error after it prints no second one)
+
+
 def emit(doc: Any) -> None:
     """The one JSON document of a run, on stdout."""
+    global _emitted
+    _emitted = True
     text = redact(json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False))
     try:
         sys.stdout.write(text + "\n")
@@ -102,11 +108,24 @@ def finish(outcome: Outcome) -> int:
 
 
 def report_error(exc: DWError) -> int:
-    sys.stderr.write(redact(one_line(f"error: {exc.message}")) + "\n")
-    if exc.hint:
-        sys.stderr.write(redact(one_line(f"hint: {exc.hint}")) + "\n")
+    """An expected failure: ``error:`` and ``hint:`` on stderr, and the error document on stdout."""
+    return fail(exc.code, exc.message, exc.hint, exc.exit_code)
+
+
+def fail(code: str, message: str, hint: Optional[str], exit_code: int) -> int:
+    """Every failure ends the same way: ``error:`` and ``hint:`` lines on stderr, and on stdout
+    the run's one JSON document, ``{"error": {code, message, hint}, "exit_code"}`` (unless the
+    run's report was already printed). Returns ``exit_code``."""
+    sys.stderr.write(redact(one_line(f"error: {message}")) + "\n")
+    if hint:
+        sys.stderr.write(redact(one_line(f"hint: {hint}")) + "\n")
     sys.stderr.flush()
-    return exc.exit_code
+    if not _emitted:
+        try:
+            emit({"error": {"code": code, "message": message, "hint": hint}, "exit_code": exit_code})
+        except (OSError, ValueError):
+            pass
+    return exit_code
 
 
 def exit_missing_packages(exc: ImportError) -> None:
@@ -120,13 +139,14 @@ def exit_missing_packages(exc: ImportError) -> None:
 
 def run(main_body: Callable[[], int]) -> int:
     """Run a script body, turning expected failures into messages and exit codes."""
+    global _emitted
+    _emitted = False
     try:
         return main_body()
     except DWError as exc:
         return report_error(exc)
     except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted\nhint: run the same command again to resume.\n")
-        return EXIT_INTERRUPTED
+        return fail("interrupted", "interrupted", "run the same command again to resume.", EXIT_INTERRUPTED)
     except BrokenPipeError:
         return EXIT_API
     except OSError as exc:  # a full disk, a read-only directory...: an outcome to explain, not a bug
@@ -142,16 +162,30 @@ def run(main_body: Callable[[], int]) -> int:
 
 def _unexpected(exc: BaseException) -> int:
     """An unexpected error: say so, with a traceback only on request."""
-    sys.stderr.write(redact(one_line(f"error: unexpected {type(exc).__name__}: {exc}")) + "\n")
-    if os.environ.get("DOUBLEWORD_BATCHES_DEBUG"):
+    debug = bool(os.environ.get("DOUBLEWORD_BATCHES_DEBUG"))
+    if debug:
         sys.stderr.write(redact(traceback.format_exc()))
-    else:
-        sys.stderr.write("hint: set DOUBLEWORD_BATCHES_DEBUG=1 for a traceback, and report it.\n")
-    return EXIT_API
+    hint = None if debug else "set DOUBLEWORD_BATCHES_DEBUG=1 for a traceback, and report it."
+    return fail("unexpected", f"unexpected {type(exc).__name__}: {exc}", hint, EXIT_API)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     pass
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its refusals of bad flags also as the run's JSON error document (exit 2)."""
+
+    def error(self, message: str) -> Any:  # argparse's own words on stderr, as ever
+        self.print_usage(sys.stderr)
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        emit(
+            {
+                "error": {"code": "usage", "message": f"{self.prog}: {message}", "hint": f"{self.prog} --help"},
+                "exit_code": EXIT_USAGE,
+            }
+        )
+        raise SystemExit(EXIT_USAGE)
 
 
 def make_parser(doc: str, network: bool = True, prog: Optional[str] = None) -> argparse.ArgumentParser:
@@ -159,7 +193,7 @@ def make_parser(doc: str, network: bool = True, prog: Optional[str] = None) -> a
     rest of the docstring (examples) and the exit-code table."""
     head, _, rest = (doc or "").strip().partition("\n\n")
     epilog = (rest.strip() + "\n\n" if rest.strip() else "") + EXIT_CODES_HELP
-    parser = argparse.ArgumentParser(prog=prog, description=head, epilog=epilog, formatter_class=HelpFormatter)
+    parser = Parser(prog=prog, description=head, epilog=epilog, formatter_class=HelpFormatter)
     if network:
         g = parser.add_argument_group("connection")
         g.add_argument(
