@@ -1,7 +1,7 @@
 """The bad-input corpus (tests/data/bad, described by MANIFEST.json).
 
 Every bad batch file must be refused locally by submit.py and validate_batch_file.py: exit 2,
-nothing on stdout, the physical line number and the reason on stderr, and no upload reaching
+the error document on stdout, the physical line number and the reason on stderr, and no upload reaching
 the sandbox. Every bad build input must be refused by create_batch_file.py the same way,
 leaving no output file behind.
 """
