@@ -34,7 +34,7 @@ def test_without_wait_returns_next_and_rerun_never_resubmits(sandbox_factory, tm
     assert code == 0, err
     assert doc["finished"] is False and doc["status"] in ("in_progress", "completed")
     assert len(doc["batches"]) == 3
-    assert doc["next"].endswith("run_batch.py data.jsonl --wait --format simple")
+    assert doc["next"].endswith("run_batch.py data.jsonl --wait --max-requests 10 --format simple")
 
     # a --wait run killed while waiting, then the same command again: nothing is submitted twice
     proc = subprocess.Popen(

@@ -359,3 +359,20 @@ def test_every_exit_prints_one_json_document(sandbox):
     code, doc, err = run_script("submit.py", "data.jsonl", env=env, subprocess=True)
     assert code == 1 and is_error(doc, 1) and doc["error"]["code"] == "unexpected", err
     assert "exit codes:" in run("poll.py", "--help").stdout and '"exit_code"' in run("poll.py", "--help").stdout
+
+
+def test_a_printed_command_keeps_every_flag_that_matters(sandbox):
+    """The dry run's next is the submit it previewed, --resubmit and --max-cost included: run
+    as printed it goes through (it was refused as "already submitted" when --resubmit was lost)."""
+    write_input("req.jsonl", 2)
+    code, doc, err = run_script("run_batch.py", "req.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
+    assert code == 0, err
+    code, dry, err = run_script(
+        "submit.py", "req.jsonl", "--job", "second.dwjob", "--resubmit", "--max-cost", "5", "-w", "1h", "--dry-run"
+    )
+    assert code == 0, err
+    argv = dry["next"].split()
+    assert "--resubmit" in argv and argv[argv.index("--max-cost") + 1] == "5" and argv[argv.index("-w") + 1] == "1h"
+    assert argv[argv.index("--job") + 1] == "second.dwjob" and "--dry-run" not in argv
+    code, sub, err = run_script(*[Path(argv[1]).name, *argv[2:]], env=sandbox.env())
+    assert code == 0 and sub["job"].endswith("second.dwjob"), err

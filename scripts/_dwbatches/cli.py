@@ -8,14 +8,13 @@ from typing import Any
 from .errors import UsageError
 from .flags import check_number
 from .merge import FORMATS
-from .planning import WINDOWS
+from .optionspec import add_arguments, from_args
 from .reasoning import EFFORTS
 from .requestedit import FLAGS, Changes
 from .requestrules import MAX_OUTPUT_LIMIT
-from .validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from .workflow.common import Connection
 from .workflow.fetching import OutputOptions
-from .workflow.submitting import DEFAULT_PARALLEL, SubmitOptions
+from .workflow.submitting import SubmitOptions
 
 
 def add_target_args(parser: Any, job_help: str = "the job directory made by submit.py / run_batch.py") -> None:
@@ -70,46 +69,7 @@ def kinds_list(flag: str, value: Any, known: Any, example: str) -> Any:
 
 def add_submit_args(parser: Any) -> None:
     """The submit flags, shared by submit.py and run_batch.py (a parser or an argument group)."""
-    parser.add_argument(
-        "-w", "--completion-window", choices=WINDOWS, help="24h (batch price, the default) or 1h (async price, faster)"
-    )
-    parser.add_argument(
-        "--metadata",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="batch metadata (repeatable; string values)",
-    )
-    parser.add_argument("--job", metavar="DIR", help="job directory (default: INPUT.dwjob beside the input)")
-    parser.add_argument(
-        "--max-requests", type=int, metavar="N", help=f"requests per uploaded file (default {MAX_REQUESTS_PER_FILE})"
-    )
-    parser.add_argument(
-        "--max-bytes", type=int, metavar="N", help=f"bytes per uploaded file (default {MAX_FILE_BYTES})"
-    )
-    parser.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=MAX_BODY_BYTES,
-        metavar="N",
-        help="bytes per request body (default %(default)s)",
-    )
-    parser.add_argument(
-        "--max-cost", type=float, metavar="USD", help="create no batch when the server's cost estimate is over USD"
-    )
-    parser.add_argument(
-        "--parallel",
-        type=int,
-        default=DEFAULT_PARALLEL,
-        metavar="N",
-        help="chunks uploaded and created at once (default %(default)s; 1 = one after another)",
-    )
-    parser.add_argument(
-        "--resubmit",
-        action="store_true",
-        help="submit a file that another job already submitted (a new job for it is refused "
-        "otherwise: it would pay for every request again)",
-    )
+    add_arguments(SubmitOptions, parser)
 
 
 def add_output_args(parser: Any) -> None:
@@ -146,17 +106,7 @@ def connection(args: Any) -> Connection:
 
 
 def submit_options(args: Any) -> SubmitOptions:
-    return SubmitOptions(
-        completion_window=args.completion_window,
-        metadata=list(args.metadata),
-        job=args.job,
-        max_requests=args.max_requests,
-        max_bytes=args.max_bytes,
-        max_body_bytes=args.max_body_bytes,
-        max_cost=args.max_cost,
-        parallel=args.parallel,
-        resubmit=args.resubmit,
-    )
+    return from_args(SubmitOptions, args)
 
 
 def output_options(args: Any) -> OutputOptions:

@@ -15,6 +15,7 @@ from .. import commands, download, fetch
 from ..errors import EXIT_NOT_FINISHED, EXIT_OK, JobError
 from ..job import Job
 from ..jobrecord import counts_of
+from ..optionspec import to_argv
 from ..output import Outcome, narrate
 from .checking import Check, check_once, wait_until_done
 from .common import Connection, client_for
@@ -55,7 +56,9 @@ def run(
         "submitted": done.doc(),
         "estimated_cost": estimate,
     }
-    again = commands.run_again(input_path, job.dir if submit.job else None, options.args())
+    # the same flags (all but --job, which run_again writes, and --resubmit, which the job now has)
+    flags = [*to_argv(submit, job=None, resubmit=None), *options.args()]
+    again = commands.run_again(input_path, job.dir if submit.job else None, flags)
 
     if not wait:
         checked = check_once(client, job, [])

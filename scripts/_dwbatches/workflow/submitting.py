@@ -7,7 +7,7 @@ estimates without sending anything; ``job_report`` is the submit report of a job
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
 from .. import commands, lookup, pricing
@@ -17,8 +17,9 @@ from ..flags import check_number
 from ..inputclaim import InputClaim
 from ..job import Job, default_job_dir
 from ..jobrecord import sha256_file
+from ..optionspec import number, option, to_argv
 from ..output import Outcome, narrate
-from ..planning import job_dir_for_next, parse_metadata, plan_or_resume, validate_input
+from ..planning import WINDOWS, job_dir_for_next, parse_metadata, plan_or_resume, validate_input
 from ..submitter import DEFAULT_PARALLEL, Submitter
 from ..validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE, Report
 from .common import Connection, client_for
@@ -26,17 +27,51 @@ from .common import Connection, client_for
 
 @dataclass
 class SubmitOptions:
-    """How a job is submitted (None: as the job records it, else the default)."""
+    """How a job is submitted (None: as the job records it, else the default): each field is
+    also its flag (``optionspec``), so the flags, the options and every printed command agree."""
 
-    completion_window: Optional[str] = None
-    metadata: List[str] = field(default_factory=list)  # KEY=VALUE
-    job: Optional[str] = None  # the job directory (default: INPUT.dwjob beside the input)
-    max_requests: Optional[int] = None
-    max_bytes: Optional[int] = None
-    max_body_bytes: int = MAX_BODY_BYTES
-    max_cost: Optional[float] = None
-    parallel: int = DEFAULT_PARALLEL  # chunks uploaded and created at once
-    resubmit: bool = False  # submit a file that an earlier job already submitted
+    completion_window: Optional[str] = option(
+        "-w", "--completion-window", choices=WINDOWS, help="24h (batch price, the default) or 1h (async price, faster)"
+    )
+    metadata: List[str] = option(
+        "--metadata", repeat=True, metavar="KEY=VALUE", help="batch metadata (repeatable; string values)"
+    )
+    job: Optional[str] = option(
+        "--job", metavar="DIR", help="job directory (default: INPUT.dwjob beside the input)", show=commands.display_path
+    )
+    max_requests: Optional[int] = option(
+        "--max-requests", type=int, metavar="N", help=f"requests per uploaded file (default {MAX_REQUESTS_PER_FILE})"
+    )
+    max_bytes: Optional[int] = option(
+        "--max-bytes", type=int, metavar="N", help=f"bytes per uploaded file (default {MAX_FILE_BYTES})"
+    )
+    max_body_bytes: int = option(
+        "--max-body-bytes",
+        type=int,
+        metavar="N",
+        default=MAX_BODY_BYTES,
+        help=f"bytes per request body (default {MAX_BODY_BYTES})",
+    )
+    max_cost: Optional[float] = option(
+        "--max-cost",
+        type=float,
+        metavar="USD",
+        show=number,
+        help="create no batch when the server's cost estimate is over USD",
+    )
+    parallel: int = option(
+        "--parallel",
+        type=int,
+        metavar="N",
+        default=DEFAULT_PARALLEL,
+        help=f"chunks uploaded and created at once (default {DEFAULT_PARALLEL}; 1 = one after another)",
+    )
+    resubmit: bool = option(
+        "--resubmit",
+        switch=True,
+        help="submit a file that another job already submitted (a new job for it is refused otherwise: it would "
+        "pay for every request again)",
+    )
 
     def check(self, input_path: str) -> Dict[str, str]:
         """Refuse bad limits and a missing input; the metadata as a dict."""
@@ -215,19 +250,7 @@ def dry_run(input_path: str, options: SubmitOptions, metadata: Dict[str, str]) -
         d["endpoint"] = c.endpoint
         plan.append(d)
     estimate = local_estimate(report, window)
-    cmd = [commands.display_path(input_path)]
-    if options.completion_window:
-        cmd += ["-w", options.completion_window]
-    for pair in options.metadata:
-        cmd += ["--metadata", pair]
-    for flag, value in (
-        ("--job", job_arg),
-        ("--max-requests", options.max_requests),
-        ("--max-bytes", options.max_bytes),
-        ("--max-cost", options.max_cost),
-    ):
-        if value is not None:
-            cmd += [flag, str(value)]
+    cmd = [commands.display_path(input_path), *to_argv(options, job=job_arg)]
     resumes = job.load().input.sha256 == sha if job.exists() else None  # (False: planned again, no batch yet)
     doc = {
         "dry_run": True,
