@@ -22,10 +22,12 @@ examples:
 Each check is printed on stderr as "ok"/"FAIL" with a fix. When everything is ready, stdout
 gets one JSON document.
 
-output (stdout, JSON): ready, checks (name, ok, detail, fix), base_url, key_source, sandbox
-(true with --sandbox), models, next (a first build command; the input files it names exist,
-and the file it writes does not yet: requests.jsonl, else requests-2.jsonl, ...). Exit 0 ready; 3 the key or the configuration is the problem; 1 the API cannot
-be reached (stdout stays empty on 1 and 3)."""
+output (stdout, JSON): ready, checks (name, ok, detail, fix), base_url, server (what answers
+there: doubleword = Doubleword's API, sandbox = the bundled local sandbox, other = a
+self-hosted or another server), key_source, sandbox (true with --sandbox), models, next (a
+first build command; the input files it names exist, and the file it writes does not yet:
+requests.jsonl, else requests-2.jsonl, ...). Exit 0 ready; 3 the key or the configuration is
+the problem; 1 the API cannot be reached (stdout then holds the error document)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import os
 import socket
 
 import helpers
-from helpers import is_error
+from helpers import is_error, run_script
 
 
 def run(script, *args, env=None, cwd=None):
@@ -145,3 +145,14 @@ def test_check_setup_next_never_names_a_file_that_exists(sandbox, tmp_path):
     code, out, err = run("create_batch_file.py", *argv, env=env, cwd=tmp_path)
     assert code == 0 and json.loads(out)["requests"] == 5, err
     assert (tmp_path / "requests.jsonl").read_text() == "mine\n"
+
+
+def test_check_setup_says_what_the_server_is(sandbox, hostile_server):
+    """The bundled sandbox names itself; another server is 'other' (Doubleword's own API is
+    known by its host)."""
+    code, doc, err = run_script("check_setup.py", env=sandbox.env())
+    assert code == 0 and doc["server"] == "sandbox" and "the bundled local sandbox" in err, err
+    hostile_server.reply("GET", "/v1/models", json={"object": "list", "data": [{"id": "m", "object": "model"}]})
+    env = dict(sandbox.env(), DOUBLEWORD_BASE_URL=hostile_server.base_url)
+    code, doc, err = run_script("check_setup.py", env=env)
+    assert code == 0 and doc["server"] == "other" and "neither Doubleword's API nor the bundled sandbox" in err, err

@@ -340,3 +340,13 @@ def test_rates_and_etas_use_the_servers_clock_not_this_machines(client):
     assert abs(client.server_now() - server_now) < 2
     eta = jobstatus.rate_and_eta([batch], now=client.server_now())["eta_seconds"]
     assert 15 <= eta <= 25  # 100 done in 20 s, 100 to go; the local clock would say about 0 s
+
+
+def test_the_server_kind_comes_from_the_host_or_the_sandboxs_own_name(monkeypatch):
+    monkeypatch.setenv("DOUBLEWORD_API_KEY", KEY)
+    real = dwhttp.Client(config.load_config(base_url="https://api.doubleword.ai/v1"))
+    assert real.server_kind() == "doubleword"
+    other = dwhttp.Client(config.load_config(base_url="https://llm.example.com/v1"))
+    assert other.server_kind() == "other"
+    other.server_software = "DoublewordSandbox/1.0.0"
+    assert other.server_kind() == "sandbox"

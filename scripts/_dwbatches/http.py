@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any, Callable, Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 from . import USER_AGENT, clock
 from .apifacts import is_uuid
@@ -194,6 +195,7 @@ class Client:
             self.session.auth = BearerAuth(config.api_key)
         self.calls = 0  # requests sent, for polling-cost figures
         self.clock_offset: Optional[float] = None  # the server's clock minus ours (its Date header)
+        self.server_software: Optional[str] = None  # its Server header (the sandbox names itself there)
 
     def server_now(self) -> float:
         """The server's time now, as its last Date header gave it (our clock until one came):
@@ -202,12 +204,22 @@ class Client:
         return clock.now() + (self.clock_offset or 0.0)
 
     def _note_date(self, resp: requests.Response) -> None:
+        self.server_software = resp.headers.get("Server") or self.server_software
         try:
             sent = parsedate_to_datetime(resp.headers.get("Date") or "")
         except (TypeError, ValueError, IndexError):
             return
         if sent is not None and sent.tzinfo is not None:
             self.clock_offset = sent.timestamp() - clock.now()
+
+    def server_kind(self) -> str:
+        """What answers at the base URL: "doubleword" (Doubleword's API), "sandbox" (the bundled
+        local sandbox, which says so in its Server header) or "other" (a self-hosted or another
+        OpenAI-compatible server)."""
+        if (self.server_software or "").startswith(SANDBOX_SERVER):
+            return "sandbox"
+        host = (urlsplit(self.base_url).hostname or "").lower()
+        return "doubleword" if host == DOUBLEWORD_HOST or host.endswith("." + DOUBLEWORD_HOST) else "other"
 
     def clone(self) -> Client:
         """A client with the same settings and a session of its own (one per thread)."""
@@ -593,6 +605,10 @@ def malformed(method: str, path: str, problem: str, sent: bool = False) -> APICo
         hint="The server, or a proxy between here and it, sends malformed replies; try again later, and check "
         "the base URL.",
     )
+
+
+SANDBOX_SERVER = "DoublewordSandbox/"  # the sandbox's Server header (scripts/_dwsandbox/routing.py)
+DOUBLEWORD_HOST = "doubleword.ai"
 
 
 def check_id(value: str, kind: str) -> str:

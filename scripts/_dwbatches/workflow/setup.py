@@ -26,6 +26,13 @@ from .common import Connection
 
 MIN_PYTHON = (3, 9)
 
+# What answers at the base URL, in words (``http.Client.server_kind``).
+SERVER_WORDS = {
+    "doubleword": "Doubleword's API",
+    "sandbox": "the bundled local sandbox (a rehearsal: no real model, no money)",
+    "other": "a server that is neither Doubleword's API nor the bundled sandbox (self-hosted or another)",
+}
+
 
 class Checks:
     def __init__(self) -> None:
@@ -174,7 +181,10 @@ def _check_api(conn: Connection, checks: Checks, sandbox: Any) -> Outcome:
             hint=exc.hint or "Check the network and the base URL.",
             exit_code=EXIT_CONFIG if exc.exit_code == EXIT_CONFIG else EXIT_API,
         ) from None
-    checks.add("API access", True, f"GET /models answered; the key was accepted ({cfg.base_url})")
+    kind = client.server_kind()
+    checks.add(
+        "API access", True, f"GET /models answered; the key was accepted by {SERVER_WORDS[kind]} at {cfg.base_url}"
+    )
     ids = [m.get("id") for m in models if m.get("id")]
     checks.add(
         "models",
@@ -187,6 +197,7 @@ def _check_api(conn: Connection, checks: Checks, sandbox: Any) -> Outcome:
             "ready": True,
             "checks": checks.items,
             "base_url": cfg.base_url,
+            "server": kind,
             "key_source": cfg.key_source,
             "sandbox": sandbox is not None,
             "models": ids,
