@@ -114,7 +114,7 @@ def test_list_models_shows_prices_and_sorts_the_cheapest_first(sandbox, tmp_path
     assert doc["models"][: len(priced)] == priced  # unknown prices last
     nine_b = next(m for m in doc["models"] if m["id"] == "Qwen/Qwen3.5-9B")["price_per_1m_tokens"]
     assert nine_b == {"24h": {"input": 0.03, "output": 0.29}, "1h": {"input": 0.04, "output": 0.35}}
-    assert "prices per 1M tokens as of 2026-04-13" in err
+    assert "prices per 1M tokens from the price table of 2026-04-13" in err
 
 
 def test_check_setup_next_names_only_files_that_exist_and_runs_as_printed(sandbox, tmp_path):
@@ -156,3 +156,24 @@ def test_check_setup_says_what_the_server_is(sandbox, hostile_server):
     env = dict(sandbox.env(), DOUBLEWORD_BASE_URL=hostile_server.base_url)
     code, doc, err = run_script("check_setup.py", env=env)
     assert code == 0 and doc["server"] == "other" and "neither Doubleword's API nor the bundled sandbox" in err, err
+
+
+def test_an_old_price_table_says_so_wherever_a_figure_comes_from_it(monkeypatch):
+    import datetime
+
+    from _dwbatches import pricing
+
+    class Day(datetime.date):
+        today_is = datetime.date.fromisoformat(pricing.PRICES_AS_OF)
+
+        @classmethod
+        def today(cls):
+            return cls.today_is
+
+    monkeypatch.setattr(pricing.datetime, "date", Day)
+    Day.today_is = Day.fromisoformat(pricing.PRICES_AS_OF) + datetime.timedelta(days=pricing.STALE_DAYS)
+    assert pricing.table_age() == pricing.PRICES_AS_OF
+    Day.today_is += datetime.timedelta(days=1)
+    assert pricing.table_age() == f"{pricing.PRICES_AS_OF}, {pricing.STALE_DAYS + 1} days old: prices may have " + (
+        "changed; the live ones are on Doubleword's models page"
+    )

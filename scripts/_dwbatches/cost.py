@@ -103,7 +103,7 @@ def usage_and_cost(
         for row in rounds:
             row["usd"] = row["billed_usd"]
     elif priced:
-        cost_doc["usd"], cost_doc["basis"] = cost_doc["estimated_usd"], ESTIMATED
+        cost_doc["usd"], cost_doc["basis"] = cost_doc["estimated_usd"], ESTIMATED.format(pricing.table_age())
         for row in rounds:
             row["usd"] = row["estimated_usd"]
     if unpriced:
@@ -114,7 +114,7 @@ def usage_and_cost(
 BILLED = "billed: the server's total_cost of each batch (its analytics)"
 ESTIMATED = (
     "estimated: the tokens the server reported for every answer received (good or not, reasoning included) "
-    "x the price table's price for its window; the server has not reported what it billed"
+    "x the price table's price for its window; the server has not reported what it billed (price table of {})"
 )
 
 
@@ -203,8 +203,7 @@ def local_estimate(report: Report, completion_window: str) -> Dict[str, Any]:
                 else f"no upper bound: {unbounded} request(s) set no max_tokens"
             ),
         },
-        "source": f"local estimate from the price table of {pricing.PRICES_AS_OF} ({completion_window} window); "
-        "prices may have changed",
+        "source": f"local estimate from the price table of {pricing.table_age()} ({completion_window} window)",
         "models": models,
     }
     if unpriced:

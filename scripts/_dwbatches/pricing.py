@@ -9,6 +9,7 @@ sandbox server for its cost estimates, so that every figure agrees. Standard lib
 
 from __future__ import annotations
 
+import datetime
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Dict, Optional, Tuple
 
@@ -40,6 +41,19 @@ DEFAULT_MODEL = "Qwen/Qwen3.5-35B-A3B-FP8"
 DEFAULT_EMBEDDING_MODEL = "Qwen/Qwen3-Embedding-8B"
 
 MILLION = Decimal(1_000_000)
+
+# Past this age the table is said to be old wherever a figure comes from it.
+STALE_DAYS = 90
+
+
+def table_age() -> str:
+    """The price table's date, and its age when it is past STALE_DAYS, in words:
+    "2026-04-13" or "2026-04-13, 238 days old: prices may have changed; the live ones are on
+    Doubleword's models page"."""
+    days = (datetime.date.today() - datetime.date.fromisoformat(PRICES_AS_OF)).days
+    if days <= STALE_DAYS:
+        return PRICES_AS_OF
+    return f"{PRICES_AS_OF}, {days} days old: prices may have changed; the live ones are on Doubleword's models page"
 
 
 def price(model: str, window: str) -> Optional[Tuple[Decimal, Decimal]]:
@@ -84,4 +98,5 @@ __all__ = [
     "cost",
     "price_doc",
     "money",
+    "table_age",
 ]

@@ -134,7 +134,7 @@ def list_models(
     if needs is None:
         if sort == "price":
             models.sort(key=price_key)
-        narrate(f"{len(models)} model(s); prices per 1M tokens as of {pricing.PRICES_AS_OF}")
+        narrate(f"{len(models)} model(s); prices per 1M tokens from the price table of {pricing.table_age()}")
         for m in models:
             narrate(f"  {m['id']} ({m['kind']}): {_price_words(m['price_per_1m_tokens'])}{_thinks_words(m)}")
         return Outcome(doc)

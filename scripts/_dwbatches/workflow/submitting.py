@@ -273,7 +273,7 @@ def dry_run(input_path: str, options: SubmitOptions, metadata: Dict[str, str]) -
     cost = ""
     if low is not None:
         cost = f"; about ${low} to ${high}" if high is not None else f"; at least about ${low} (no max_tokens bound)"
-        cost += f" ({window}, local estimate from the price table of {pricing.PRICES_AS_OF})"
+        cost += f" ({window}, local estimate from the price table of {pricing.table_age()})"
     narrate(f"dry run: {report.requests} requests in {len(plan)} chunk(s); nothing was sent{cost}")
     return Outcome(doc)
 
