@@ -624,3 +624,13 @@ def test_output_is_utf8_whatever_the_locale_encoding(tmp_path):
     doc = json.loads(proc.stdout.decode("utf-8"))
     assert doc["path"].endswith("réponses ☃.jsonl") and doc["requests"] == 2
     assert "☃" in proc.stderr.decode("utf-8")  # narration names the file too
+
+
+def test_a_released_lock_names_no_holder(tmp_path):
+    """After a command, its job.lock does not name the (then finished) process as holder."""
+    path = tmp_path / "job.lock"
+    lock = compat.FileLock(str(path))
+    assert lock.try_acquire()
+    assert compat.read_lock_owner(str(path))["pid"] == os.getpid()
+    lock.release()
+    assert compat.read_lock_owner(str(path)) is None

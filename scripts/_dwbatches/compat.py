@@ -321,6 +321,7 @@ class FileLock:
             fd, self._fd = self._fd, None
             with contextlib.suppress(OSError):
                 if self.method == "flock":
+                    os.ftruncate(fd, 0)  # a free lock names no holder (no dead pid left behind)
                     fcntl.flock(fd, fcntl.LOCK_UN)  # type: ignore[union-attr]
                 else:  # pragma: no cover - Windows
                     os.lseek(fd, 0, os.SEEK_SET)
