@@ -13,21 +13,32 @@
 carry metadata dwb_job, dwb_chunk and dwb_intent). --all follows the server's pages
 (after / has_more) to the end.
 
+Finding a job from a later conversation: --jobs lists the job directories below the working
+directory (from their job.json: input, job_id, status as last seen, answers of the last
+fetch, the poll command; no key needed); --input FILE finds every job and batch of that batch
+file (new jobs mark their batches with the file's sha256), with the job directories here that
+hold it.
+
 examples:
   python3 scripts/list_batches.py
   python3 scripts/list_batches.py --status in_progress
   python3 scripts/list_batches.py --search 3f2c9a10 --all
+  python3 scripts/list_batches.py --jobs
+  python3 scripts/list_batches.py --input requests.jsonl
 
 output (stdout, JSON): batches (batch_id, status, created_at, completion_window, endpoint,
 request_counts, input_file_id, output_file_id, error_file_id, expires_at, expired_at when
-present, metadata), count, has_more, last_id (pass as --after for the next page), next."""
+present, metadata), count, has_more, last_id (pass as --after for the next page), next. With
+--jobs: jobs (job, job_id, input, input_sha256, requests, rounds, status, updated_at, answers,
+cancelled, next), count, next. With --input: input, input_sha256, jobs (job_id, job: the job
+directory here or null, batches), next."""
 
 from __future__ import annotations
 
 from typing import Optional, Sequence
 
 from _dwbatches import cli, output
-from _dwbatches.workflow.listing import STATUSES, list_batches
+from _dwbatches.workflow.listing import STATUSES, jobs_of_input, list_batches, list_jobs
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -39,7 +50,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--search", metavar="TEXT", help="match metadata, file names or ids")
     parser.add_argument("--after", metavar="BATCH_ID", help="start after this batch (a previous last_id)")
     parser.add_argument("--all", action="store_true", help="follow pages until there are no more")
+    find = parser.add_argument_group("finding jobs (instead of the account's batches)")
+    one = find.add_mutually_exclusive_group()
+    one.add_argument(
+        "--jobs",
+        action="store_true",
+        help="the job directories below the working directory, as they record themselves (no key, nothing sent)",
+    )
+    one.add_argument("--input", metavar="FILE", help="the jobs and batches of this batch file (by its contents)")
     args = output.parse_args(parser, argv)
+    if args.jobs:
+        return output.run(lambda: output.finish(list_jobs()))
+    if args.input:
+        return output.run(lambda: output.finish(jobs_of_input(cli.connection(args), args.input)))
     return output.run(
         lambda: output.finish(
             list_batches(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import uuid
@@ -134,3 +135,30 @@ def test_a_cancel_dry_run_points_at_the_cancel_it_previewed(sandbox_factory, tmp
     sb.wait_batch(bid)
     code, doc, err = run_script("cancel_batch.py", bid, "--dry-run", env=sb.env())  # nothing left to cancel
     assert code == 0 and doc["would_cancel"] == 0 and doc["next"].endswith(f"fetch_results.py {bid}"), err
+
+
+def test_finding_jobs_from_a_later_conversation(sandbox, tmp_path):
+    """--jobs lists the project's job directories from their own records (no key); --input
+    finds every job of a file by its contents, also one whose directory is elsewhere."""
+    from helpers import run_script, write_input
+
+    write_input("data.jsonl", 3)
+    code, first, err = run_script("run_batch.py", "data.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
+    assert code == 0, err
+    os.makedirs("sub")
+    code, second, err = run_script(
+        "submit.py", "data.jsonl", "--job", "sub/again.dwjob", "--resubmit", env=sandbox.env()
+    )
+    assert code == 0, err
+    no_key = {k: v for k, v in os.environ.items() if not k.startswith("DOUBLEWORD_")}
+    code, doc, err = run_script("list_batches.py", "--jobs", env=no_key)
+    assert code == 0 and doc["count"] == 2, err
+    by_dir = {os.path.basename(j["job"]): j for j in doc["jobs"]}
+    assert by_dir["data.dwjob"]["status"] == "completed" and by_dir["data.dwjob"]["answers"]["good"] == 3
+    assert by_dir["again.dwjob"]["requests"] == 3 and by_dir["again.dwjob"]["next"].endswith(
+        "poll.py --job sub/again.dwjob"
+    )
+    code, doc, err = run_script("list_batches.py", "--input", "data.jsonl", env=sandbox.env())
+    assert code == 0, err
+    assert {os.path.basename(j["job"] or "") for j in doc["jobs"]} == {"data.dwjob", "again.dwjob"}
+    assert sum(len(j["batches"]) for j in doc["jobs"]) == 2

@@ -1,13 +1,16 @@
-"""Listing: the account's batches (newest first, a page at a time or all of them), and the
-models the key may use, with their prices and whether they reason; or ranked by what a batch
-file would cost on each (``modelchoice``)."""
+"""Listing: the account's batches (newest first, a page at a time or all of them), the jobs of
+the project or of one input file (``jobfinder``), and the models the key may use, with their
+prices and whether they reason; or ranked by what a batch file would cost on each
+(``modelchoice``)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, List, Optional
 
-from .. import commands, jobstatus, modelchoice, pricing
+from .. import commands, jobfinder, jobstatus, lookup, modelchoice, pricing
 from ..errors import UsageError
+from ..jobrecord import sha256_file
 from ..output import Outcome, narrate
 from .common import Connection, client_for
 
@@ -85,6 +88,50 @@ def list_batches(
         + (" (more: see next)" if has_more else "")
     )
     return Outcome(doc)
+
+
+def list_jobs() -> Outcome:
+    """list_batches.py --jobs: the job directories of the project (below the working directory),
+    as they record themselves; nothing is sent, no key is needed."""
+    found = jobfinder.project_jobs(".")
+    narrate(f"{len(found)} job directory(ies) below {os.getcwd()}")
+    for j in found[:10]:
+        narrate(f"  {commands.display_path(j['job'])}: {j['status']}, {j['requests']} requests")
+    return Outcome({"jobs": found, "count": len(found), "next": found[0]["next"] if len(found) == 1 else None})
+
+
+def jobs_of_input(conn: Connection, input_path: str) -> Outcome:
+    """list_batches.py --input FILE: the batches every job of this file created (found on the
+    server by the file's sha256, which new jobs mark their batches with) and the job
+    directories here that hold it."""
+    if not os.path.isfile(input_path):
+        raise UsageError(f"{input_path}: no such file", hint="Pass the batch file a job submitted.")
+    sha = sha256_file(input_path)
+    client = client_for(conn)
+    mark = lookup.input_mark(sha)
+    page = client.list_batches(limit=PAGE_MAX, search=mark)
+    batches = [
+        b
+        for b in page.get("data") or []
+        if isinstance(b, dict) and isinstance(b.get("metadata"), dict) and b["metadata"].get(lookup.INPUT_KEY) == mark
+    ]
+    local = [j for j in jobfinder.project_jobs(".") if j["input_sha256"] == sha]
+    by_id = {j["job_id"]: j for j in local}
+    jobs: Dict[str, Dict[str, Any]] = {}
+    for b in batches:
+        jid = b["metadata"].get("dwb_job") or ""
+        entry = jobs.setdefault(jid, {"job_id": jid or None, "job": (by_id.get(jid) or {}).get("job"), "batches": []})
+        entry["batches"].append(brief(b))
+    for j in local:
+        jobs.setdefault(j["job_id"], {"job_id": j["job_id"], "job": j["job"], "batches": []})
+    found = list(jobs.values())
+    here = [j for j in found if j["job"]]
+    narrate(
+        f"{input_path}: {len(found)} job(s), {len(batches)} batch(es) on the server"
+        + (f"; job directories here: {', '.join(commands.display_path(j['job']) for j in here)}" if here else "")
+    )
+    nxt = commands.command("poll.py", "--job", commands.display_path(here[0]["job"])) if len(here) == 1 else None
+    return Outcome({"input": os.path.abspath(input_path), "input_sha256": sha, "jobs": found, "next": nxt})
 
 
 def model_kind(model_id: str) -> str:
