@@ -41,7 +41,7 @@ from _dwbatches.workflow.common import open_target
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = output.make_parser(__doc__, network=True)
+    parser = output.make_parser(__doc__, network=True, script=__file__)
     cli.add_target_args(parser, job_help="cancel the running batches of this job")
     parser.add_argument("--dry-run", action="store_true", help="show what would be cancelled; cancel nothing")
     args = output.parse_args(parser, argv)

@@ -38,7 +38,7 @@ from _dwbatches.workflow.setup import check_setup
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = output.make_parser(__doc__, network=True)
+    parser = output.make_parser(__doc__, network=True, script=__file__)
     parser.add_argument(
         "--sandbox", action="store_true", help="start the local sandbox, check against it, stop it (no key needed)"
     )

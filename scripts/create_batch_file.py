@@ -74,7 +74,7 @@ from _dwbatches.workflow.building import BuildOptions, build
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = output.make_parser(__doc__, network=False)
+    parser = output.make_parser(__doc__, network=False, script=__file__)
     parser.add_argument("output", metavar="OUTPUT.jsonl", help="the batch file to write (replaced atomically)")
     src = parser.add_argument_group("input (one of; none writes an example file)")
     ex = src.add_mutually_exclusive_group()

@@ -101,7 +101,7 @@ from _dwbatches.workflow.fetching import fetch_batches, fetch_job
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = output.make_parser(__doc__, network=True)
+    parser = output.make_parser(__doc__, network=True, script=__file__)
     cli.add_target_args(parser)
     cli.add_output_args(parser)
     parser.add_argument(

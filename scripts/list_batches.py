@@ -42,7 +42,7 @@ from _dwbatches.workflow.listing import STATUSES, jobs_of_input, list_batches, l
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = output.make_parser(__doc__, network=True)
+    parser = output.make_parser(__doc__, network=True, script=__file__)
     parser.add_argument(
         "--limit", type=int, default=None, metavar="N", help="batches per page (1-100; default 20, or 100 with --all)"
     )

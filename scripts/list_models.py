@@ -58,7 +58,7 @@ from _dwbatches.workflow.listing import list_models
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = output.make_parser(__doc__, network=True)
+    parser = output.make_parser(__doc__, network=True, script=__file__)
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--chat", action="store_true", help="only chat / completion models")
     kind.add_argument("--embeddings", action="store_true", help="only embeddings models")

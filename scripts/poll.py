@@ -56,7 +56,7 @@ from _dwbatches.workflow.common import check_target, open_target
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = output.make_parser(__doc__, network=True)
+    parser = output.make_parser(__doc__, network=True, script=__file__)
     cli.add_target_args(parser)
     parser.add_argument("--wait", action="store_true", help="poll until every batch is terminal or --timeout")
     cli.add_wait_args(

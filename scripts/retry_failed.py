@@ -67,7 +67,7 @@ from _dwbatches.workflow.retrying import RERUN_DEFAULT, RERUN_KINDS, retry
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = output.make_parser(__doc__, network=True)
+    parser = output.make_parser(__doc__, network=True, script=__file__)
     parser.add_argument("--job", metavar="DIR", required=True, help="the job directory")
     parser.add_argument(
         "-w", "--completion-window", choices=WINDOWS, help="window of the retry round (default: the job's)"

@@ -45,7 +45,7 @@ from _dwbatches.workflow.running import run
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = output.make_parser(__doc__, network=True)
+    parser = output.make_parser(__doc__, network=True, script=__file__)
     parser.add_argument("input", metavar="INPUT.jsonl", help="the batch file (see create_batch_file.py)")
     g = parser.add_argument_group("submit (as submit.py)")
     cli.add_submit_args(g)

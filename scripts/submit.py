@@ -52,7 +52,7 @@ from _dwbatches.workflow.submitting import submit
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = output.make_parser(__doc__, network=True)
+    parser = output.make_parser(__doc__, network=True, script=__file__)
     parser.add_argument("input", metavar="INPUT.jsonl", help="the batch file (see create_batch_file.py)")
     cli.add_submit_args(parser)
     parser.add_argument(

@@ -70,7 +70,7 @@ from _dwbatches.validate import (
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = output.make_parser(__doc__, network=False)
+    parser = output.make_parser(__doc__, network=False, script=__file__)
     parser.add_argument("file", help="the batch JSONL file")
     parser.add_argument("--max-errors", type=int, default=50, metavar="N", help="errors to list (default 50)")
     parser.add_argument(

@@ -226,9 +226,14 @@ def test_help_runs_standalone_and_lists_exit_codes(script, tmp_path):
     out = proc.stdout
     assert "exit codes" in out.lower(), f"{script} --help does not list its exit codes"
     block = out.lower().split("exit codes", 1)[1]
-    # the sandbox is a server, not a client: it lists its own (fewer) codes
-    for code in ("0", "2") if script == "sandbox_server.py" else EXIT_CODES:
-        assert re.search(rf"^\s*{code}\s", block, re.M), f"{script} --help lacks exit code {code}"
+    # the sandbox is a server, not a client: it lists its own (fewer) codes; each client script
+    # lists the codes it can return (errors.SCRIPT_EXITS), and no other
+    from _dwbatches.errors import SCRIPT_EXITS
+
+    codes = ("0", "2") if script == "sandbox_server.py" else [str(c) for c in SCRIPT_EXITS[script]]
+    for code in EXIT_CODES:
+        listed = bool(re.search(rf"^\s*{code}\s", block, re.M))
+        assert listed == (code in codes), f"{script} --help {'lacks' if code in codes else 'lists'} exit code {code}"
 
 
 def test_skill_md_links_the_references():
@@ -278,11 +283,17 @@ def test_the_exit_code_tables_say_what_every_scripts_help_says():
     flat = " ".join(EXIT_CODES_HELP.split())
     for code, text in EXIT_MEANINGS:
         assert f" {code} {text.replace('`', '')}" in flat
-    for script in (s for s in public_scripts() if s != "sandbox_server.py"):  # (the server has its own)
+    from _dwbatches.errors import SCRIPT_EXITS, exit_codes_help
+
+    scripts = [s for s in public_scripts() if s != "sandbox_server.py"]  # (the server has its own)
+    assert sorted(SCRIPT_EXITS) == sorted(scripts)  # every script says which codes it can return
+    for script in scripts:
         out = subprocess.run(
             [sys.executable, str(SCRIPTS / script), "--help"], capture_output=True, text=True, timeout=60
         ).stdout
-        assert " ".join(out.split()).endswith(flat), script
+        assert " ".join(out.split()).endswith(" ".join(exit_codes_help(script).split())), script
+    assert "--max-cost" not in exit_codes_help("poll.py") and "--max-cost" in exit_codes_help("submit.py")
+    assert " 5 " not in exit_codes_help("create_batch_file.py") and " 6 " not in exit_codes_help("cancel_batch.py")
 
 
 def test_troubleshooting_covers_the_errors_the_scripts_raise():

@@ -46,12 +46,45 @@ EXIT_MEANINGS = (
 )
 
 
-def _exit_codes_help() -> str:
+# The exit codes each script can return (its --help lists these only; only submit.py and
+# run_batch.py take --max-cost).
+_LOCAL = (EXIT_OK, EXIT_API, EXIT_USAGE, EXIT_INTERRUPTED)
+_LISTING = (EXIT_OK, EXIT_API, EXIT_USAGE, EXIT_CONFIG, EXIT_INTERRUPTED)
+_ON_A_JOB = (EXIT_OK, EXIT_API, EXIT_USAGE, EXIT_CONFIG, EXIT_NOT_FOUND, EXIT_INTERRUPTED)
+_ALL = tuple(code for code, _ in EXIT_MEANINGS)
+SCRIPT_EXITS: Dict[str, Tuple[int, ...]] = {
+    "create_batch_file.py": _LOCAL,
+    "validate_batch_file.py": _LOCAL,
+    "check_setup.py": _LISTING,
+    "list_models.py": _LISTING,
+    "list_batches.py": _LISTING,
+    "submit.py": _ON_A_JOB,
+    "cancel_batch.py": _ON_A_JOB,
+    "retry_failed.py": _ON_A_JOB + (EXIT_NOT_FINISHED,),
+    "poll.py": _ALL,
+    "fetch_results.py": _ALL,
+    "run_batch.py": _ALL,
+}
+MAX_COST_SCRIPTS = frozenset({"submit.py", "run_batch.py"})
+
+
+def exit_meaning(code: int, script: Optional[str] = None) -> str:
+    """The one text of an exit code (for ``script``: without what does not apply to it)."""
+    text = dict(EXIT_MEANINGS)[code]
+    if script is not None and script not in MAX_COST_SCRIPTS:
+        text = text.replace("usage error, invalid input, or over `--max-cost`", "usage error or invalid input")
+    return text
+
+
+def exit_codes_help(script: Optional[str] = None) -> str:
+    """The exit-code table of a script's --help (every code when ``script`` is None)."""
     import textwrap
 
+    codes = SCRIPT_EXITS.get(script or "", _ALL)
     lines = ["exit codes:"]
-    for code, meaning in EXIT_MEANINGS:
-        lines += textwrap.wrap(meaning.replace("`", ""), 80, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
+    for code in codes:
+        text = exit_meaning(code, script).replace("`", "")
+        lines += textwrap.wrap(text, 80, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7)
     lines += [""] + textwrap.wrap(ON_FAILURE, 80)
     return "\n".join(lines)
 
@@ -63,7 +96,7 @@ ON_FAILURE = (
 )
 
 
-EXIT_CODES_HELP = _exit_codes_help()
+EXIT_CODES_HELP = exit_codes_help()
 
 
 class DWError(Exception):

@@ -13,11 +13,11 @@ from typing import Any, Callable, Dict, Optional, Sequence
 from . import USER_AGENT, compat
 from .errors import (
     EXIT_API,
-    EXIT_CODES_HELP,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     DWError,
     classify_os_error,
+    exit_codes_help,
     find_missing_packages,
     missing_packages_error,
     note_path_arguments,
@@ -188,11 +188,14 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def make_parser(doc: str, network: bool = True, prog: Optional[str] = None) -> argparse.ArgumentParser:
+def make_parser(
+    doc: str, network: bool = True, prog: Optional[str] = None, script: Optional[str] = None
+) -> argparse.ArgumentParser:
     """A parser whose description is the docstring's first paragraph and whose epilog holds the
-    rest of the docstring (examples) and the exit-code table."""
+    rest of the docstring (examples) and the exit codes ``script`` (its ``__file__``) can return."""
     head, _, rest = (doc or "").strip().partition("\n\n")
-    epilog = (rest.strip() + "\n\n" if rest.strip() else "") + EXIT_CODES_HELP
+    name = os.path.basename(script) if script else None
+    epilog = (rest.strip() + "\n\n" if rest.strip() else "") + exit_codes_help(name)
     parser = Parser(prog=prog, description=head, epilog=epilog, formatter_class=HelpFormatter)
     if network:
         g = parser.add_argument_group("connection")
