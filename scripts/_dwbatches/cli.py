@@ -7,7 +7,6 @@ from typing import Any
 
 from .errors import UsageError
 from .flags import check_number
-from .merge import FORMATS
 from .optionspec import add_arguments, from_args
 from .reasoning import EFFORTS
 from .requestedit import FLAGS, Changes
@@ -74,31 +73,7 @@ def add_submit_args(parser: Any) -> None:
 
 def add_output_args(parser: Any) -> None:
     """The result flags, shared by fetch_results.py and run_batch.py."""
-    g = parser.add_argument_group("results")
-    g.add_argument(
-        "-o",
-        "--output",
-        metavar="OUT",
-        help="merged results file (default: <input stem>.results.jsonl beside the input; .csv for --format csv)",
-    )
-    g.add_argument("--errors", metavar="ERR", help="errors file (default: <OUT stem>.errors.jsonl)")
-    g.add_argument(
-        "--format",
-        choices=FORMATS,
-        default=None,
-        help="raw (server lines), simple (custom_id, ok, content, usage, error) or csv: the "
-        "original CSV with answer and error columns for a job built from a CSV, else one row per "
-        "request (custom_id, prompt, answer, error) (default: csv for a job built from a CSV, "
-        "else raw)",
-    )
-    g.add_argument("--csv", metavar="FILE", help="the original CSV, for --format csv (default: the job's source)")
-    g.add_argument("--column", metavar="NAME", help="--format csv: the name of the answer column (default: response)")
-    g.add_argument(
-        "--raw-cells",
-        action="store_true",
-        help="--format csv: write answers, errors and prompts that start with = + - or @ as they are (by default "
-        "they get a leading ' so that a spreadsheet shows them as text instead of running them as formulas)",
-    )
+    add_arguments(OutputOptions, parser.add_argument_group("results"))
 
 
 def connection(args: Any) -> Connection:
@@ -110,11 +85,4 @@ def submit_options(args: Any) -> SubmitOptions:
 
 
 def output_options(args: Any) -> OutputOptions:
-    return OutputOptions(
-        format=args.format,
-        output=args.output,
-        errors=args.errors,
-        csv=args.csv,
-        column=args.column,
-        raw_cells=args.raw_cells,
-    )
+    return from_args(OutputOptions, args)

@@ -78,29 +78,6 @@ def resume_command(state: JobRecord, job_dir: str) -> str:
 # printed, that never rerun work the user stopped.
 
 
-def output_options(
-    fmt: Optional[str] = None,
-    out: Optional[str] = None,
-    errors: Optional[str] = None,
-    csv: Optional[str] = None,
-    column: Optional[str] = None,
-    input_path: Optional[str] = None,
-) -> List[str]:
-    """Result options as command-line arguments, to repeat them in a `next` command."""
-    args: List[str] = []
-    for flag, value in (
-        ("-o", out),
-        ("--errors", errors),
-        ("--format", fmt),
-        ("--csv", csv),
-        ("--column", column),
-        ("--input", input_path),
-    ):
-        if value:
-            args += [flag, value if flag in ("--format", "--column") else display_path(value)]
-    return args
-
-
 def remembered_output(state: Optional[JobRecord]) -> List[str]:
     """The output options a job remembers, so that a fetch `next` writes the same files."""
     res = state.results if state is not None else None

@@ -13,27 +13,57 @@ from typing import Any, Dict, List, Optional, Sequence
 from .. import commands, fetch, merge
 from ..errors import EXIT_UNSUCCESSFUL, UsageError
 from ..job import Job
+from ..merge import FORMATS
+from ..optionspec import option, to_argv
 from ..output import Outcome, narrate
 from ..requestedit import Changes
 
 
 @dataclass
 class OutputOptions:
-    """Where and how results are written (None: the job's remembered choice, else the default)."""
+    """Where and how results are written (None: the job's remembered choice, else the default);
+    each field is also its flag (``optionspec``)."""
 
-    format: Optional[str] = None
-    output: Optional[str] = None
-    errors: Optional[str] = None
-    csv: Optional[str] = None
-    column: Optional[str] = None
-    raw_cells: bool = False
+    output: Optional[str] = option(
+        "-o",
+        "--output",
+        metavar="OUT",
+        show=commands.display_path,
+        help="merged results file (default: <input stem>.results.jsonl beside the input; .csv for --format csv)",
+    )
+    errors: Optional[str] = option(
+        "--errors", metavar="ERR", show=commands.display_path, help="errors file (default: <OUT stem>.errors.jsonl)"
+    )
+    format: Optional[str] = option(
+        "--format",
+        choices=FORMATS,
+        help="raw (the server's lines), simple (custom_id, ok, answer_check, content, usage, error) or csv: the "
+        "original CSV with answer, error and answer_check columns for a job built from a CSV, else one row per "
+        "request (custom_id, prompt, answer, error, answer_check) (default: csv for a job built from a CSV, "
+        "else raw)",
+    )
+    csv: Optional[str] = option(
+        "--csv",
+        metavar="FILE",
+        show=commands.display_path,
+        help="the original CSV, for --format csv (default: the job's source)",
+    )
+    column: Optional[str] = option(
+        "--column", metavar="NAME", help="--format csv: the name of the answer column (default: response)"
+    )
+    raw_cells: bool = option(
+        "--raw-cells",
+        switch=True,
+        help="--format csv: write answers, errors and prompts that start with = + - or @ as they are (by default "
+        "they get a leading ' so that a spreadsheet shows them as text instead of running them as formulas)",
+    )
 
     def given(self) -> bool:
         return any((self.format, self.output, self.errors, self.csv, self.column))
 
     def args(self, input_path: Optional[str] = None) -> List[str]:
-        args = commands.output_options(self.format, self.output, self.errors, self.csv, self.column, input_path)
-        return args + (["--raw-cells"] if self.raw_cells else [])
+        """The options as flags for a printed command (and ``--input`` for bare batch ids)."""
+        return to_argv(self) + (["--input", commands.display_path(input_path)] if input_path else [])
 
     def check_files(self) -> None:
         if self.csv and not os.path.isfile(self.csv):
