@@ -279,7 +279,9 @@ def test_every_exit_code_in_skill_md_is_produced_here(workspace, sandbox_factory
     codes = skill_exit_codes()
     assert codes[:7] == [0, 1, 2, 3, 4, 5, 6], codes
     sb = workspace
-    slow = sandbox_factory("--latency", "0.5", "--concurrency", "1")
+    # a job still running whenever it is looked at, however busy the machine: one request at a
+    # time, ten minutes each
+    slow = sandbox_factory("--latency", "600", "--concurrency", "1")
     write_input("slow.jsonl", 30, prefix="s-")
     running = make_job(slow, "slow.jsonl")
     wrong_key = dict(sb.env(), DOUBLEWORD_API_KEY="sk-wrong-key-0123456789")
