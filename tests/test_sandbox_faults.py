@@ -237,6 +237,22 @@ def test_late_line_after_cancel(sandbox_factory):
     assert len(lines) == before + 1  # the late completion is appended
 
 
+def test_pause_requests_keeps_every_batch_unfinished_until_it_is_lifted(sandbox):
+    sandbox.set_faults({"pause_requests": True})
+    batch = sandbox.submit(chat_requests(4))
+    sandbox.wait_batch(batch["id"], statuses={"in_progress", "completed"})
+    deadline = time.monotonic() + 0.5  # unpaused, four instant requests end in milliseconds
+    while time.monotonic() < deadline:
+        running = sandbox.batch(batch["id"])
+        assert running["status"] == "in_progress" and running["request_counts"]["completed"] == 0, running
+        time.sleep(0.05)
+    with pytest.raises(SandboxError, match="pause_requests"):
+        sandbox.set_faults({"pause_requests": "yes"})
+    sandbox.set_faults({"pause_requests": False})
+    done = sandbox.wait_batch(batch["id"])
+    assert done["status"] == "completed" and done["request_counts"]["completed"] == 4
+
+
 # --- request failures -----------------------------------------------------------------------
 
 
