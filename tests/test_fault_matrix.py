@@ -420,16 +420,17 @@ def test_late_line_after_cancel_is_kept_once_and_the_retry_runs_only_the_rest(sa
     proc = run("submit.py", "in.jsonl", "--max-requests", PER_CHUNK, env=env)
     assert proc.returncode == 0, proc.stderr
     chunks = job_chunks(job_state("in.dwjob"))
-    deadline = time.monotonic() + 30
-    while sb.batch(chunks[0]["batch_id"])["request_counts"]["completed"] < 1:  # requests are in flight
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    helpers.wait_until(lambda: sb.batch(chunks[0]["batch_id"])["request_counts"]["completed"] >= 1)
+    # no request starts any more: the later chunks cannot finish before the cancel comes
+    sb.set_faults({"late_line_after_cancel": True, "duplicate_output_line": True, "pause_requests": True})
     cancel = run("cancel_batch.py", "--job", "in.dwjob", env=env)
     assert cancel.returncode == 0, cancel.stderr
+    cancelled = [b for b in json.loads(cancel.stdout)["batches"] if b["action"] == "cancelled"]
+    assert len(cancelled) >= CHUNKS - 1
     at_cancel = sum(b["request_counts"]["completed"] for b in json.loads(cancel.stdout)["batches"])
-    for ch in chunks:
-        sb.wait_batch(ch["batch_id"], timeout=30)
-    time.sleep(0.6)  # a request in flight at the cancel completes within about --latency
+    for b in cancelled:  # a request of each cancelled batch completes after the cancel
+        late = b["request_counts"]["completed"] + 1
+        helpers.wait_until(lambda b=b, late=late: sb.batch(b["batch_id"])["request_counts"]["completed"] >= late)
     first = run("fetch_results.py", "--job", "in.dwjob", "--format", "simple", env=env)
     assert first.returncode == 5, first.stderr  # cancelled: finished, with requests that never ran
     doc = json.loads(first.stdout)
@@ -442,6 +443,7 @@ def test_late_line_after_cancel_is_kept_once_and_the_retry_runs_only_the_rest(sa
     succeeded_before = {r["custom_id"] for r in rows if r["ok"]}
     assert len(succeeded_before) == completed  # ... and are kept, each once
 
+    sb.set_faults({"late_line_after_cancel": True, "duplicate_output_line": True})  # requests run again
     refused = run("retry_failed.py", "--job", "in.dwjob", env=env)
     assert refused.returncode == 2 and "was cancelled" in refused.stderr, refused.stderr  # the user stopped it
     retry = run("retry_failed.py", "--job", "in.dwjob", "--after-cancel", env=env)
