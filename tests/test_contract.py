@@ -255,19 +255,31 @@ def closed_port() -> int:
 
 def interrupted(sb: Any, job: str) -> Tuple[int, str, str]:
     """poll.py --wait on a running job, interrupted (Ctrl-C) while it waits."""
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPTS / "poll.py"), "--job", job, "--wait", "--interval", "5"],
-        env=sb.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # A child inherits an ignored SIGINT (as the tests have it when they run in the background
+    # of a shell without job control): it starts with the default disposition here, as in a terminal.
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, str(SCRIPTS / "poll.py"), "--job", job, "--wait", "--interval", "5"],
+            env=sb.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         first = proc.stderr.readline()  # the first progress line: it is waiting now
         assert "done" in first, first
         time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"SIGINT ignored; stderr: {exc.stderr!r}"[:3000]) from None
     finally:
         if proc.poll() is None:
             proc.kill()
