@@ -323,7 +323,7 @@ def test_hold_create_stores_the_batch_late_or_answers_late(sandbox):
     assert sandbox.faults()["_remaining"]["hold_create_times"] == 0
     started = time.monotonic()
     assert sandbox.create_batch(file_id).status == 201  # worn out: the next create is not held
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2
 
     sandbox.set_faults({"hold_create": {"seconds": 2, "visible": "before"}})
     seen = []
