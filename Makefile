@@ -8,12 +8,13 @@ WORKERS ?= 6
 # Bytecode caches (git-ignored) spare every test process and script run from compiling again.
 TESTENV := PYTHONDONTWRITEBYTECODE=
 
-.PHONY: help demo test test-fast lint bench stress coverage clean
+.PHONY: help demo test test-fast flake lint bench stress coverage clean
 
 help:
 	@echo "make demo    run a real batch end to end against the local sandbox (no API key needed)"
 	@echo "make test    run the test suite (lint included)"
 	@echo "make test-fast  the inner loop: every test not marked slow"
+	@echo "make flake  the whole suite $(RUNS) times under CPU load (a busy loop on every core): runs green of runs made"
 	@echo "make coverage   the whole suite with line coverage of scripts/ (child processes included)"
 	@echo "make bench   run the benchmarks and write bench/results.md"
 	@echo "make stress  run the crash trials (SIGKILL at random moments)"
@@ -39,6 +40,12 @@ test: lint
 
 test-fast: $(VENV)/.dev
 	$(TESTENV) $(PY) -m pytest -n $(WORKERS) -m "not slow"
+
+# Runs of `make flake` (make flake RUNS=10).
+RUNS ?= 5
+
+flake: $(VENV)/.dev
+	$(TESTENV) $(PY) tests/flake.py --runs $(RUNS) --workers $(WORKERS)
 
 coverage: $(VENV)/.dev
 	rm -f .coverage .coverage.*

@@ -255,19 +255,31 @@ def closed_port() -> int:
 
 def interrupted(sb: Any, job: str) -> Tuple[int, str, str]:
     """poll.py --wait on a running job, interrupted (Ctrl-C) while it waits."""
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPTS / "poll.py"), "--job", job, "--wait", "--interval", "5"],
-        env=sb.env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # A child inherits an ignored SIGINT (as the tests have it when they run in the background
+    # of a shell without job control): it starts with the default disposition here, as in a terminal.
+    ignored = signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    if ignored:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, str(SCRIPTS / "poll.py"), "--job", job, "--wait", "--interval", "5"],
+            env=sb.env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        if ignored:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         first = proc.stderr.readline()  # the first progress line: it is waiting now
         assert "done" in first, first
         time.sleep(0.3)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=30)
+        try:
+            out, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(f"SIGINT ignored; stderr: {exc.stderr!r}"[:3000]) from None
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -279,7 +291,9 @@ def test_every_exit_code_in_skill_md_is_produced_here(workspace, sandbox_factory
     codes = skill_exit_codes()
     assert codes[:7] == [0, 1, 2, 3, 4, 5, 6], codes
     sb = workspace
-    slow = sandbox_factory("--latency", "0.5", "--concurrency", "1")
+    # a job still running whenever it is looked at, however busy the machine: one request at a
+    # time, ten minutes each
+    slow = sandbox_factory("--latency", "600", "--concurrency", "1")
     write_input("slow.jsonl", 30, prefix="s-")
     running = make_job(slow, "slow.jsonl")
     wrong_key = dict(sb.env(), DOUBLEWORD_API_KEY="sk-wrong-key-0123456789")

@@ -114,8 +114,9 @@ class StageProxy:
     def __init__(self, upstream_port: int, rate: float, hold: Optional[Dict[str, float]] = None):
         self.upstream_port = upstream_port
         self.rate = rate
-        # request-line prefix -> seconds the request is held before it is passed on (a buffering
-        # load balancer): it reaches the server even if the client is gone by then
+        # request-line prefix -> seconds the request is held, once it has come in whole, before
+        # it is passed on (a buffering load balancer): it reaches the server even if the client
+        # is gone by then
         self.hold = hold or {}
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -123,6 +124,10 @@ class StageProxy:
         self.port = self.sock.getsockname()[1]
         self.lock = threading.Lock()
         self.calls: Dict[int, str] = {}  # connection number -> request line of the call in flight
+        # connection number -> request bytes still to come from the client for the call in
+        # flight (None: its head is not complete yet)
+        self.to_come: Dict[int, Optional[int]] = {}
+        self.heads: Dict[int, bytes] = {}
         self.conns = 0
         self.requests = 0  # calls seen so far
         self.closed = False
@@ -135,6 +140,27 @@ class StageProxy:
     def in_flight(self) -> List[str]:
         with self.lock:
             return sorted(self.calls.values())
+
+    def received_whole(self, prefix: str) -> bool:
+        """Whether a call in flight whose request line starts with ``prefix`` has come in whole
+        from the client (its head and its Content-Length of body), held or passed on."""
+        with self.lock:
+            return any(line.startswith(prefix) and self.to_come.get(n) == 0 for n, line in self.calls.items())
+
+    def _count_request_bytes(self, n: int, data: bytes) -> None:
+        """Follow how much of the call's request has come in (under the lock)."""
+        left = self.to_come.get(n)
+        if left is not None:
+            self.to_come[n] = max(0, left - len(data))
+            return
+        head = self.heads.get(n, b"") + data
+        if b"\r\n\r\n" not in head:
+            self.heads[n] = head
+            return
+        self.heads.pop(n, None)
+        header, body = head.split(b"\r\n\r\n", 1)
+        m = re.search(rb"(?im)^content-length:\s*(\d+)", header)
+        self.to_come[n] = max(0, (int(m.group(1)) if m else 0) - len(body))
 
     def close(self) -> None:
         self.closed = True
@@ -158,20 +184,29 @@ class StageProxy:
             threading.Thread(target=self._replies, args=(n, up, client), daemon=True).start()
 
     def _requests(self, n: int, src: socket.socket, dst: socket.socket) -> None:
+        held = 0.0
+        pending = b""  # a held request, kept until it has come in whole (never passed on in part)
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
-                held = 0.0
                 with self.lock:
                     if n not in self.calls:  # no call in flight on this connection: a new request
                         line = data.split(b"\r\n", 1)[0].decode("latin-1")
                         self.calls[n] = line
+                        self.to_come.pop(n, None)
+                        self.heads.pop(n, None)
                         self.requests += 1
                         held = next((t for prefix, t in self.hold.items() if line.startswith(prefix)), 0.0)
+                    self._count_request_bytes(n, data)
+                    whole = self.to_come.get(n) == 0
                 if held:
+                    pending += data
+                    if not whole:
+                        continue
                     time.sleep(held)
+                    data, pending, held = pending, b"", 0.0
                 dst.sendall(data)
         except OSError:
             pass
@@ -213,6 +248,7 @@ class StageProxy:
                 if done:
                     with self.lock:
                         self.calls.pop(n, None)
+                        self.to_come.pop(n, None)
                     remaining, chunked, tail = None, False, b""
         except OSError:
             pass
@@ -222,6 +258,8 @@ class StageProxy:
     def _close(self, n: int, a: socket.socket, b: socket.socket) -> None:
         with self.lock:
             self.calls.pop(n, None)
+            self.to_come.pop(n, None)
+            self.heads.pop(n, None)
         for s in (a, b):
             try:
                 s.shutdown(socket.SHUT_RDWR)
@@ -446,16 +484,22 @@ def test_killed_while_the_server_still_reads_the_upload_then_rerun_at_once_uploa
     """The upload's bytes are on their way when the client dies; the server stores the file a
     moment later. An immediate rerun must wait for it rather than upload the chunk again."""
     sb = sandbox_factory("--faults", json.dumps({"slow_upload_read": {"after_bytes": 300, "pause": 1.5}}))
-    (tmp_path / "in.jsonl").write_bytes(jsonl_bytes(chat_requests(6)))
-    cmd = [sys.executable, str(SCRIPTS / "submit.py"), "in.jsonl"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=sb.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    kill_when(proc, lambda: sb.stats()["uploads_received"] >= 1)
-    rerun = subprocess.run(cmd, cwd=tmp_path, env=sb.env(), capture_output=True, text=True, timeout=60)
-    assert rerun.returncode == 0, rerun.stderr
-    assert "found the file uploaded by an earlier run" in rerun.stderr
-    time.sleep(2)  # anything still on its way has arrived by now
-    assert sb.stats()["files"] == 1 and sb.stats()["uploads_received"] == 1
-    assert sb.stats()["batches"] == 1
+    proxy = StageProxy(sb.port, 10_000_000)  # (to see when the upload has left the client whole)
+    try:
+        env = dict(sb.env(), DOUBLEWORD_BASE_URL=proxy.base_url)
+        (tmp_path / "in.jsonl").write_bytes(jsonl_bytes(chat_requests(6)))
+        cmd = [sys.executable, str(SCRIPTS / "submit.py"), "in.jsonl"]
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # every byte of the upload has been sent, and the server pauses while it reads them
+        kill_when(proc, lambda: proxy.received_whole("POST /v1/files ") and sb.stats()["uploads_received"] >= 1)
+        rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert rerun.returncode == 0, rerun.stderr
+        # the rerun waited for the upload on its way (which has arrived, then) and sent none of its own
+        assert "found the file uploaded by an earlier run" in rerun.stderr
+        assert sb.stats()["files"] == 1 and sb.stats()["uploads_received"] == 1
+        assert sb.stats()["batches"] == 1
+    finally:
+        proxy.close()
 
 
 def test_killed_while_a_proxy_still_holds_the_create_then_rerun_at_once_makes_one_batch(sandbox_factory, tmp_path):
@@ -468,20 +512,15 @@ def test_killed_while_a_proxy_still_holds_the_create_then_rerun_at_once_makes_on
         (tmp_path / "in.jsonl").write_bytes(jsonl_bytes(chat_requests(6)))
         cmd = [sys.executable, str(SCRIPTS / "submit.py"), "in.jsonl"]
         proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        seen: List[float] = []
-
-        def held() -> bool:  # the create is held by the proxy, its body sent too (not the head alone)
-            if not seen and any(c.startswith("POST /v1/batches ") for c in proxy.in_flight()):
-                seen.append(time.monotonic())
-            return bool(seen) and time.monotonic() - seen[0] > 0.3
-
-        kill_when(proc, held)
+        # the create has come in whole (head and body) and is held by the proxy
+        kill_when(proc, lambda: proxy.received_whole("POST /v1/batches "))
         rerun = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
         assert rerun.returncode == 0, rerun.stderr
-        time.sleep(2)  # the held request has reached the server by now
+        # the rerun waited for the held create (which has reached the server, then) ...
+        assert "found the batch created by an earlier run" in rerun.stderr
+        # ... and sent none of its own
         assert sb.stats()["requests"]["POST /v1/batches"] == 1, rerun.stderr
         assert sb.stats()["batches"] == 1
-        assert "found the batch created by an earlier run" in rerun.stderr
     finally:
         proxy.close()
 

@@ -123,7 +123,8 @@ def wait_terminal(sb: Any, job_dir: Any) -> None:
 class Scenario:
     name: str
     faults: Dict[str, Any]
-    phase: str = "run"  # "run": faults on for run_batch.py --wait; "fetch": on after the batches ended
+    phase: str = "run"  # "run": faults on for run_batch.py --wait; "fetch": on after the batches ended;
+    #                     "poll": on for poll.py --wait on the batch ids (each checked on its own)
     reruns: int = 0  # extra runs of the same command allowed (a creating POST that fails with 5xx
     #                  before the server acted is resolved, sent once more, and then left to a rerun)
     stderr: List[str] = field(default_factory=list)  # evidence that the fault was met and handled
@@ -157,11 +158,13 @@ SCENARIOS = [
         stderr=["retrying POST /batches after HTTP 429 in 1.0s"],
         stats={"POST /v1/batches": CHUNKS + 1},
     ),
+    # (a job's checks list its batches: a batch is read on its own when it is checked by its id)
     Scenario(
         "429-get-batch",
         {"http": [busy("GET", "/v1/batches/")]},
+        phase="poll",
         stderr=["after HTTP 429 in 1.0s"],
-        stats={"GET /v1/batches/{id}": 2},
+        stats={"GET /v1/batches/{id}": CHUNKS + 1},
     ),  # the refused read and its retry
     Scenario(
         "429-content",
@@ -271,9 +274,12 @@ def test_fault_scenario_delivers_every_result_once(sc: Scenario, sandbox, tmp_pa
     else:
         proc = run("submit.py", "in.jsonl", "--max-requests", PER_CHUNK, *sc.flags, env=env)
         assert proc.returncode == 0, proc.stderr
-        wait_terminal(sandbox, job)
+        if sc.phase == "fetch":
+            wait_terminal(sandbox, job)
+            cmd = ("fetch_results.py", "--job", job, "--format", "simple")
+        else:
+            cmd = ("poll.py", *(c["batch_id"] for c in job_chunks(job_state(job))), "--wait", "--interval", "0.2")
         sandbox.set_faults(sc.faults)
-        cmd = ("fetch_results.py", "--job", job, "--format", "simple")
     for _ in range(1 + sc.reruns):
         proc = run(*cmd, env=env)
         stderr += proc.stderr
@@ -291,7 +297,10 @@ def test_fault_scenario_delivers_every_result_once(sc: Scenario, sandbox, tmp_pa
     for route, least in sc.stats.items():
         assert stats.get(route, 0) >= least, stats
 
-    first = assert_complete(proc, ids) if sc.phase == "fetch" else json.loads(proc.stdout)
+    if sc.phase == "poll":
+        assert json.loads(proc.stdout)["status"] == "completed"
+        proc = run("fetch_results.py", "--job", job, "--format", "simple", env=env)
+    first = assert_complete(proc, ids) if sc.phase != "run" else json.loads(proc.stdout)
     # the final, idempotent fetch: same complete answer, nothing new downloaded
     again = run("fetch_results.py", "--job", job, env=env)
     doc = assert_complete(again, ids)
@@ -411,16 +420,17 @@ def test_late_line_after_cancel_is_kept_once_and_the_retry_runs_only_the_rest(sa
     proc = run("submit.py", "in.jsonl", "--max-requests", PER_CHUNK, env=env)
     assert proc.returncode == 0, proc.stderr
     chunks = job_chunks(job_state("in.dwjob"))
-    deadline = time.monotonic() + 30
-    while sb.batch(chunks[0]["batch_id"])["request_counts"]["completed"] < 1:  # requests are in flight
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    helpers.wait_until(lambda: sb.batch(chunks[0]["batch_id"])["request_counts"]["completed"] >= 1)
+    # no request starts any more: the later chunks cannot finish before the cancel comes
+    sb.set_faults({"late_line_after_cancel": True, "duplicate_output_line": True, "pause_requests": True})
     cancel = run("cancel_batch.py", "--job", "in.dwjob", env=env)
     assert cancel.returncode == 0, cancel.stderr
+    cancelled = [b for b in json.loads(cancel.stdout)["batches"] if b["action"] == "cancelled"]
+    assert len(cancelled) >= CHUNKS - 1
     at_cancel = sum(b["request_counts"]["completed"] for b in json.loads(cancel.stdout)["batches"])
-    for ch in chunks:
-        sb.wait_batch(ch["batch_id"], timeout=30)
-    time.sleep(0.6)  # a request in flight at the cancel completes within about --latency
+    for b in cancelled:  # a request of each cancelled batch completes after the cancel
+        late = b["request_counts"]["completed"] + 1
+        helpers.wait_until(lambda b=b, late=late: sb.batch(b["batch_id"])["request_counts"]["completed"] >= late)
     first = run("fetch_results.py", "--job", "in.dwjob", "--format", "simple", env=env)
     assert first.returncode == 5, first.stderr  # cancelled: finished, with requests that never ran
     doc = json.loads(first.stdout)
@@ -433,6 +443,7 @@ def test_late_line_after_cancel_is_kept_once_and_the_retry_runs_only_the_rest(sa
     succeeded_before = {r["custom_id"] for r in rows if r["ok"]}
     assert len(succeeded_before) == completed  # ... and are kept, each once
 
+    sb.set_faults({"late_line_after_cancel": True, "duplicate_output_line": True})  # requests run again
     refused = run("retry_failed.py", "--job", "in.dwjob", env=env)
     assert refused.returncode == 2 and "was cancelled" in refused.stderr, refused.stderr  # the user stopped it
     retry = run("retry_failed.py", "--job", "in.dwjob", "--after-cancel", env=env)
@@ -526,7 +537,7 @@ SLOW = [
         "slow-status",
         "GET /v1/batches/{id}",
         ["/v1/batches/"],
-        "run",
+        "poll",  # batch ids: each read on its own (a job's checks list its batches)
         "after connection error (ReadTimeout: Read timed out)",
     ),
     (
@@ -544,9 +555,10 @@ def test_replies_slower_than_the_read_timeout(name, route, paths, phase, says, s
     ids = write_input(tmp_path / "in.jsonl")
     monkeypatch.setenv("DOUBLEWORD_API_KEY", sandbox.api_key)
     monkeypatch.setenv("DOUBLEWORD_BASE_URL", sandbox.base_url)
-    if phase == "fetch":
+    if phase != "run":
         code, _, err = run_in_process("submit", ["in.jsonl", "--max-requests", PER_CHUNK], capsys)
         assert code == 0, err
+    if phase == "fetch":
         wait_terminal(sandbox, "in.dwjob")
     patch_timeouts(monkeypatch)
     sandbox.set_faults({"extra_latency": 1.0, "extra_latency_paths": paths})
@@ -554,6 +566,13 @@ def test_replies_slower_than_the_read_timeout(name, route, paths, phase, says, s
     try:
         if phase == "fetch":
             code, out, err = run_in_process("fetch_results", ["--job", "in.dwjob", "--format", "simple"], capsys)
+        elif phase == "poll":
+            batch_ids = [c["batch_id"] for c in job_chunks(job_state("in.dwjob"))]
+            code, out, err = run_in_process("poll", [*batch_ids, "--wait", "--interval", "0.2"], capsys)
+            assert code == 0 and json.loads(out)["status"] == "completed", err
+            polled = err
+            code, out, err = run_in_process("fetch_results", ["--job", "in.dwjob", "--format", "simple"], capsys)
+            err = polled + err
         else:
             code, out, err = run_in_process("run_batch", ["in.jsonl", "--wait", *RUN_FLAGS], capsys)
             if code == 1 and "Run the same command again" in err:  # a lost create that could not be settled

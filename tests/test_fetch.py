@@ -40,6 +40,7 @@ def test_fetch_while_running_then_after_gets_each_result_once(sandbox_factory, t
     job = make_job(sb, "data.jsonl")
     bid = batch_ids_of(job)[0]
     wait_until(lambda: sb.batch(bid)["request_counts"]["completed"] >= 6)
+    sb.set_faults({"pause_requests": True})  # still running when the fetch looks, however late
 
     code, doc, err = run_script("fetch_results.py", "--job", job, "--format", "simple", env=sb.env())
     assert code == 6, err
@@ -53,6 +54,7 @@ def test_fetch_while_running_then_after_gets_each_result_once(sandbox_factory, t
     first_cursor = job_state(job)["fetch"][bid]["output"]["skip"]
     assert first_cursor == doc["succeeded"]
 
+    sb.clear_faults()
     sb.wait_batch(bid)
     code, doc, err = run_script("fetch_results.py", "--job", job, env=sb.env())
     assert code == 0, err
@@ -177,8 +179,10 @@ def test_duplicated_output_line_is_deduped_and_cursor_not_overrun(sandbox_factor
     bid = batch_ids_of(job)[0]
     sb.set_faults({"duplicate_output_line": True})
     wait_until(lambda: sb.batch(bid)["request_counts"]["completed"] >= 5)
+    sb.set_faults({"duplicate_output_line": True, "pause_requests": True})  # still running at the fetch
     code, doc, err = run_script("fetch_results.py", "--job", job, env=sb.env())
     assert code == 6, err
+    sb.set_faults({"duplicate_output_line": True})
     sb.wait_batch(bid)
     code, doc, err = run_script("fetch_results.py", "--job", job, env=sb.env())
     assert code == 0, err
@@ -328,11 +332,13 @@ def test_bare_batch_ids_use_a_state_file_beside_out(sandbox_factory, tmp_path):
     batch = sb.submit(read_jsonl("data.jsonl"))
     bid = batch["id"]
     wait_until(lambda: sb.batch(bid)["request_counts"]["completed"] >= 4)
+    sb.set_faults({"pause_requests": True})  # still running when the fetch looks
     code, doc, err = run_script("fetch_results.py", bid, "-o", "out.jsonl", env=sb.env())
     assert code == 6, err
     assert doc["job"] is None and doc["state"] == str(tmp_path / "out.jsonl.dwstate.json")
     assert f"fetch_results.py {bid} -o out.jsonl" in doc["next"]
     first = doc["batches"][0]["fetched"]["output"]
+    sb.clear_faults()
     sb.wait_batch(bid)
     code, doc, err = run_script("fetch_results.py", bid, "-o", "out.jsonl", "--input", "data.jsonl", env=sb.env())
     assert code == 0, err

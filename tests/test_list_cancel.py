@@ -42,6 +42,7 @@ def test_cancel_skips_finished_batches_and_cancels_running_ones(sandbox_factory,
     sb = sandbox_factory("--latency", "0.2", "--concurrency", "1")
     done = sb.submit(chat_requests(1))
     sb.wait_batch(done["id"])
+    sb.set_faults({"pause_requests": True})  # the second batch cannot finish before the cancel
     running = sb.submit(chat_requests(30))
     code, doc, err = run_script("cancel_batch.py", done["id"], running["id"], env=sb.env())
     assert code == 0, err
@@ -62,6 +63,7 @@ def test_cancel_skips_finished_batches_and_cancels_running_ones(sandbox_factory,
 
 def test_cancel_job_records_status_and_dry_run_cancels_nothing(sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.2", "--concurrency", "1")
+    sb.set_faults({"pause_requests": True})  # both batches still run when the cancel comes
     write_input("data.jsonl", 20)
     job = make_job(sb, "data.jsonl", 2)
     code, doc, err = run_script("cancel_batch.py", "--job", job, "--dry-run", env=sb.env())
@@ -79,7 +81,8 @@ def test_unknown_id_cancels_nothing(sandbox_factory, tmp_path):
     running = sb.submit(chat_requests(10))
     code, doc, err = run_script("cancel_batch.py", running["id"], str(uuid.uuid4()), env=sb.env())
     assert code == 4 and is_error(doc)
-    wait_until(lambda: sb.batch(running["id"])["request_counts"]["completed"] >= 1)
+    wait_until(lambda: sb.batch(running["id"])["request_counts"]["completed"] >= 1)  # it goes on
+    sb.set_faults({"pause_requests": True})
     assert sb.batch(running["id"])["status"] == "in_progress"
 
 
@@ -89,6 +92,7 @@ def test_after_a_cancel_next_is_the_fetch_of_finished_work_never_a_retry(sandbox
     write_input("data.jsonl", 20)
     job = make_job(sb, "data.jsonl")
     wait_until(lambda: sb.batch(batch_ids_of(job)[0])["request_counts"]["completed"] >= 2)
+    sb.set_faults({"pause_requests": True})  # still running when the cancel comes
     code, doc, err = run_script("cancel_batch.py", "--job", job, env=sb.env())
     assert code == 0 and doc["cancelled"] == 1, err
     assert "fetch_results.py --job" in doc["next"]
@@ -119,6 +123,7 @@ def test_a_cancel_of_a_finished_job_stops_nothing_and_leaves_it_retryable(sandbo
 
 def test_a_cancel_dry_run_points_at_the_cancel_it_previewed(sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.3", "--concurrency", "1")
+    sb.set_faults({"pause_requests": True})  # still running when the printed cancel runs
     write_input("data.jsonl", 20)
     job = make_job(sb, "data.jsonl")
     bid = batch_ids_of(job)[0]

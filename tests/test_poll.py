@@ -22,6 +22,7 @@ def test_single_check_reports_running_job_and_records_status(sandbox_factory, tm
     job = make_job(sb, "data.jsonl", 2)
     bid = batch_ids_of(job)[0]
     wait_until(lambda: sb.batch(bid)["request_counts"]["completed"] >= 3)
+    sb.set_faults({"pause_requests": True})  # still running when poll.py looks, however late
     code, doc, err = run_script("poll.py", "--job", job, env=sb.env())
     assert code == 0, err
     assert doc["status"] == "in_progress" and doc["finished"] is False

@@ -57,8 +57,10 @@ def test_cancel_then_retry_runs_only_what_never_finished(sandbox_factory, tmp_pa
     ids = write_input("data.jsonl", 60)
     job = make_job(sb, "data.jsonl", 2)
     # the batches run one after the other; which one starts first depends on the order they
-    # were created in (chunks are created in parallel): wait for 5 requests of either
+    # were created in (chunks are created in parallel): wait for 5 requests of either, then let
+    # no more start, so that both still run when the cancel comes
     wait_until(lambda: max(sb.batch(b)["request_counts"]["completed"] for b in batch_ids_of(job)) >= 5)
+    sb.set_faults({"pause_requests": True})
     code, doc, err = run_script("cancel_batch.py", "--job", job, env=sb.env())
     assert code == 0 and doc["cancelled"] == 2, err
     for bid in batch_ids_of(job):
@@ -74,6 +76,7 @@ def test_cancel_then_retry_runs_only_what_never_finished(sandbox_factory, tmp_pa
     assert {r["error"] for r in rows if not r["ok"]} == {"not run"}
     succeeded = {r["custom_id"] for r in rows if r["ok"]}
 
+    sb.clear_faults()
     code, doc, err = run_script("retry_failed.py", "--job", job, "--after-cancel", env=sb.env())
     assert code == 0, err
     assert doc["requests"] == 60 - done_first and doc["missing"] == 60 - done_first
@@ -102,6 +105,7 @@ def test_late_completion_after_cancel_is_kept_and_not_retried(sandbox_factory, t
     job = make_job(sb, "data.jsonl")
     bid = batch_ids_of(job)[0]
     wait_until(lambda: sb.batch(bid)["request_counts"]["completed"] >= 2)
+    sb.set_faults({"late_line_after_cancel": True, "pause_requests": True})  # still running at the cancel
     code, doc, err = run_script("cancel_batch.py", "--job", job, env=sb.env())
     assert code == 0, err
     before = doc["batches"][0]["request_counts"]["completed"]  # as the cancel left it
@@ -123,6 +127,7 @@ def test_a_cancelled_job_is_not_retried_unless_asked_after_cancel(sandbox_factor
     job = make_job(sb, "data.jsonl")
     bid = batch_ids_of(job)[0]
     wait_until(lambda: sb.batch(bid)["request_counts"]["completed"] >= 2)
+    sb.set_faults({"pause_requests": True})  # still running when the cancel comes
     code, doc, err = run_script("cancel_batch.py", "--job", "data.dwjob", env=sb.env())
     assert code == 0 and doc["cancelled"] == 1, err
     sb.wait_batch(bid)
@@ -138,6 +143,7 @@ def test_a_cancelled_job_is_not_retried_unless_asked_after_cancel(sandbox_factor
     code, doc, err = run_script("retry_failed.py", "--job", "data.dwjob", "--dry-run", "--after-cancel", env=sb.env())
     assert code == 0 and doc["dry_run"] and doc["missing"] == doc["requests"] > 0, err
     assert doc["next"].split("retry_failed.py ", 1)[1] == "--job data.dwjob --after-cancel"
+    sb.clear_faults()
     code, doc, err = run_script("retry_failed.py", "--job", "data.dwjob", "--after-cancel", env=sb.env())
     assert code == 0 and doc["round"] == 2 and doc["requests"] > 0, err
     code, doc, err = run_script("poll.py", "--job", "data.dwjob", "--wait", "--interval", "0.2", env=sb.env())
@@ -148,6 +154,7 @@ def test_a_cancelled_job_is_not_retried_unless_asked_after_cancel(sandbox_factor
 
 def test_refuses_while_batches_run(sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.3", "--concurrency", "1")
+    sb.set_faults({"pause_requests": True})  # the batch runs, and cannot finish before the retry looks
     write_input("data.jsonl", 10)
     job = make_job(sb, "data.jsonl")
     code, doc, err = run_script("retry_failed.py", "--job", job, env=sb.env())

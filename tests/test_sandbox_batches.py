@@ -445,12 +445,20 @@ def test_expired_at_with_window_scale(sandbox_factory):
 
 
 def test_expired_status_filter(sandbox_factory):
-    sb = sandbox_factory("--window-scale", "0.0002", "--latency", "0.5", "--concurrency", "1")
+    # a window of 0.72 s, and requests that take a minute each: overdue long before the end
+    sb = sandbox_factory("--window-scale", "0.0002", "--latency", "60", "--concurrency", "1")
     batch = sb.submit(chat_requests(10), completion_window="1h")
-    deadline = time.time() + 5
-    while "expired_at" not in sb.batch(batch["id"]) and time.time() < deadline:
-        time.sleep(0.1)
-    late = sb.batch(batch["id"])
+    seen = []
+
+    def overdue_and_started() -> bool:  # (in either order: a busy machine may start it late)
+        seen[:] = [sb.batch(batch["id"])]
+        return "expired_at" in seen[0] and seen[0]["status"] != "validating"
+
+    deadline = time.monotonic() + 30
+    while not overdue_and_started():
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.05)
+    late = seen[0]
     assert late["status"] == "in_progress"  # overdue batches keep running
     assert "expired_at" in late
     assert [b["id"] for b in sb.get_json("batches", params={"status": "expired"})["data"]] == [batch["id"]]

@@ -132,6 +132,12 @@ VALIDATION_CASES = [
     ("bad-json", ["{not json"], 400, "Invalid JSON on line 1: "),
     ("not-object", ["[1, 2]"], 400, "Invalid JSON on line 1: invalid type: sequence"),
     (
+        "lone-surrogate",  # half of a \u surrogate pair: no character (never a 500)
+        [GOOD, json.dumps(line("ok-2")).replace('"ok-2"', '"ok-\\ud83d"')],
+        400,
+        "Invalid JSON on line 2: lone leading surrogate in hex escape",
+    ),
+    (
         "missing-body",
         ['{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions"}'],
         400,

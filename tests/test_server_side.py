@@ -87,9 +87,11 @@ def test_a_retry_right_after_a_cancel_waits_for_what_was_in_flight(sandbox_facto
     code, sub, err = run_script("submit.py", "data.jsonl", env=sb.env())
     (bid,) = batch_ids_of("data.dwjob")
     assert wait_until(lambda: sb.get_json(f"/v1/batches/{bid}")["request_counts"]["completed"] >= 2)
+    sb.set_faults({"late_line_after_cancel": 1.5, "pause_requests": True})  # still running at the cancel
     code, cancelled, err = run_script("cancel_batch.py", "--job", "data.dwjob", env=sb.env())
     assert code == 0, err
     before = sb.get_json(f"/v1/batches/{bid}")["request_counts"]["completed"]
+    sb.set_faults({"late_line_after_cancel": 1.5})  # (the retry's round must run)
     code, retried, err = run_script("retry_failed.py", "--job", "data.dwjob", "--after-cancel", env=sb.env())
     assert code == 0, err
     assert "requests it had in flight may still finish; waiting" in err

@@ -50,6 +50,11 @@ def scaled(env, scale):
     return dict(env, DOUBLEWORD_BATCHES_TIME_SCALE=str(scale))
 
 
+def held(sb) -> bool:
+    """The server has read the create whole and holds it (the fault's count is used up)."""
+    return sb.faults()["_remaining"]["hold_create_times"] == 0
+
+
 # -- a create slower than the look-up -----------------------------------------------------------
 
 
@@ -58,21 +63,19 @@ def test_killed_while_the_server_still_works_on_the_create_the_rerun_waits_for_i
     sb = sandbox_factory("--faults", json.dumps({"hold_create": {"seconds": HOLD, "times": 1}}))
     write_input(tmp_path / "in.jsonl", 6)
     first = start(["submit.py", "in.jsonl"], tmp_path, sb.env())
-    kill_when(first, lambda: posts(sb) >= 1)  # the create has reached the server, which works on it
-    time.sleep(0.5)
+    kill_when(first, lambda: held(sb))  # the create has reached the server, which works on it
     assert sb.stats()["batches"] == 0  # nothing to be found yet
 
     started = time.monotonic()
-    rerun = run("submit.py", "in.jsonl", env=sb.env(), cwd=tmp_path)
+    rerun = run("submit.py", "in.jsonl", env=scaled(sb.env(), 0.2), cwd=tmp_path)
     took = time.monotonic() - started
     assert rerun.returncode == 0, rerun.stderr
     doc = json.loads(rerun.stdout)
     assert "no batch yet; the create sent" in rerun.stderr and "may still be in progress" in rerun.stderr
     assert "chunk 1/1: found the batch created by an earlier run" in rerun.stderr
-    assert took < HOLD + 5  # it waited for the create, not for the whole bound (160 s scaled: 8 s)
+    assert took < HOLD + 15  # it waited for the create, not for the whole bound (160 s scaled: 32 s)
     assert doc["this_run"] == {"uploaded": 0, "created": 0, "found": 1}
-    time.sleep(0.5)
-    assert posts(sb) == 1 and sb.stats()["batches"] == 1
+    assert posts(sb) == 1 and sb.stats()["batches"] == 1  # (the held create is the one found)
     (chunk,) = job_chunks(job_state(tmp_path / "in.dwjob"))
     assert chunk["batch_id"] == doc["batches"][0]["batch_id"] and chunk["create_posts"] == 1
     assert "duplicates" not in chunk and "watch_duplicates_until" not in chunk
@@ -95,7 +98,7 @@ def test_a_second_batch_made_by_a_create_that_outlasted_the_look_up_is_recorded_
     )
     write_input(tmp_path / "in.jsonl", 4)
     first = start(["submit.py", "in.jsonl"], tmp_path, sb.env())
-    kill_when(first, lambda: posts(sb) >= 1)
+    kill_when(first, lambda: held(sb))
     # a look-up far shorter than the hold (the bound scaled down to 0.8 s): the rerun creates again
     rerun = run("submit.py", "in.jsonl", env=scaled(sb.env(), 0.005), cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
@@ -108,6 +111,8 @@ def test_a_second_batch_made_by_a_create_that_outlasted_the_look_up_is_recorded_
     (late,) = [b["id"] for b in sb.get_json("batches")["data"] if b["id"] != ours]
     if when == "finished":
         sb.wait_batch(late)
+    else:
+        sb.set_faults({"pause_requests": True})  # still running when the poll finds it
     polled = run("poll.py", "--job", "in.dwjob", env=sb.env(), cwd=tmp_path)
     assert polled.returncode == 0, polled.stderr
     report = json.loads(polled.stdout)
@@ -131,6 +136,7 @@ def test_a_second_batch_made_by_a_create_that_outlasted_the_look_up_is_recorded_
     assert sb.batch(ours)["status"] in ("validating", "in_progress", "finalizing", "completed")
 
     # the fetch merges what the second batch ran (one answer a request) and counts what it billed
+    sb.clear_faults()
     sb.wait_batch(ours)
     sb.wait_batch(late)
     fetched = run("fetch_results.py", "--job", "in.dwjob", "--format", "simple", env=sb.env(), cwd=tmp_path)
@@ -238,6 +244,7 @@ def test_a_second_batch_whose_cancel_fails_stays_watched_and_the_next_poll_cance
     write_input(tmp_path / "in.jsonl", 4)
     done = run("submit.py", "in.jsonl", env=sb.env(), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    sb.set_faults({"pause_requests": True})  # the batches run, and neither ends before the polls
     state = job_state(tmp_path / "in.dwjob")
     (chunk,) = job_chunks(state)
     # the server made a second batch for the chunk's intent (a create it finished late), and the
@@ -249,9 +256,10 @@ def test_a_second_batch_whose_cancel_fails_stays_watched_and_the_next_poll_cance
 
     sb.set_faults(
         {
+            "pause_requests": True,
             "http": [
                 {"method": "POST", "path": f"/v1/batches/{late}/cancel", "status": 503, "times": 5, "retry_after": 0}
-            ]
+            ],
         }
     )
     first = run("poll.py", "--job", "in.dwjob", env=sb.env(), cwd=tmp_path)
@@ -262,7 +270,7 @@ def test_a_second_batch_whose_cancel_fails_stays_watched_and_the_next_poll_cance
     assert chunk["duplicates"] == [late] and chunk["watch_duplicates_until"]  # still watched: tried again
     assert sb.batch(late)["status"] in ("validating", "in_progress")
 
-    sb.clear_faults()
+    sb.set_faults({"pause_requests": True})
     second = run("poll.py", "--job", "in.dwjob", env=sb.env(), cwd=tmp_path)
     assert f"batch {late}: cancelled" in second.stderr and "is a second batch" not in second.stderr
     assert sb.batch(late)["status"] in ("cancelling", "cancelled")

@@ -484,6 +484,7 @@ def test_a_cancelled_earlier_job_counts_only_for_what_it_finished(sandbox_factor
     job = make_job(sb, "p.jsonl", 1)
     bid = batch_ids_of(job)[0]
     wait_until(lambda: sb.batch(bid)["request_counts"]["completed"] >= 2)
+    sb.set_faults({"pause_requests": True})  # still running when the cancel comes
     code, doc, err = run_script("cancel_batch.py", "--job", job, env=sb.env())
     assert code == 0 and doc["cancelled"] == 1, err
     sb.wait_batch(bid)

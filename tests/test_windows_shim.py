@@ -237,8 +237,10 @@ def test_cancel_then_retry_under_the_shim(shim_sandbox, tmp_path):
     assert code == 0 and len(doc["batches"]) == 2, err
     job = doc["job"]
     # the batches run one after the other; which one starts first depends on the order they
-    # were created in (chunks are created in parallel): wait for 5 requests of either
+    # were created in (chunks are created in parallel): wait for 5 requests of either, then
+    # let no more start, so that both are still running when the cancel comes
     wait_until(lambda: max(sb.batch(b)["request_counts"]["completed"] for b in batch_ids_of(job)) >= 5)
+    sb.set_faults({"pause_requests": True})
 
     code, doc, err = run_script("cancel_batch.py", "--job", job, env=env)
     assert code == 0 and doc["cancelled"] == 2, err
@@ -255,6 +257,7 @@ def test_cancel_then_retry_under_the_shim(shim_sandbox, tmp_path):
     assert [r["custom_id"] for r in rows] == ids
     assert {r["error"] for r in rows if not r["ok"]} == {"not run"}
 
+    sb.set_faults({})
     code, doc, err = run_script("retry_failed.py", "--job", job, env=env)
     assert code == 2 and is_error(doc) and "was cancelled" in err, err
     code, doc, err = run_script("retry_failed.py", "--job", job, "--after-cancel", env=env)

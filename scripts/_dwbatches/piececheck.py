@@ -15,6 +15,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from . import answerbudget, reasoning
 from .apifacts import ALLOWED_URLS, MAX_CUSTOM_ID_BYTES
+from .reasoning import LIMIT_FIELDS
 from .requestrules import (
     ERRORS_KEPT,
     MAX_OUTPUT_LIMIT,
@@ -22,8 +23,8 @@ from .requestrules import (
     _decoder,
     _model_kind_warning,
     check_request,
-    limit_problem,
     loads_strict,
+    surrogate_problem,
 )
 
 _READ_BUFFER = 1 << 20
@@ -135,6 +136,8 @@ def _check_piece(
         url_code[u] for u in ("/v1/chat/completions", "/v1/embeddings", "/v1/messages", "/v1/completions")
     )
     kept = ERRORS_KEPT
+    limit_a, limit_b, limit_c = LIMIT_FIELDS  # (in the order the server reads them)
+    top_limit = MAX_OUTPUT_LIMIT
     # a line longer than this cannot hold a request the server takes (the body at most
     # max_body_bytes, with room for the envelope and for a body written with spaces)
     max_line = 2 * max_body_bytes + (1 << 16)
@@ -267,8 +270,17 @@ def _check_piece(
                             if len(errors) < kept:
                                 errors.append((n, None, f"invalid JSON: {why}", -1))
                             continue
+            escaped = "\\" in raw and "\\u" in raw
+            if escaped:  # (loads_strict's rule, for the lines parsed here by the scanner)
+                why = surrogate_problem(raw, obj)
+                if why:
+                    nerr += 1
+                    if len(errors) < kept:
+                        errors.append((n, None, f"invalid JSON: {why}", -1))
+                    continue
             # fast path: all checks of check_request, inlined for the common shape (anything
-            # unusual, including a missing key or a wrong type, falls through to check_request)
+            # unusual, including a missing key, a wrong type or a limit out of range, falls
+            # through to check_request)
             try:
                 cid = obj["custom_id"]
                 url = obj["url"]
@@ -295,6 +307,13 @@ def _check_piece(
                         ok = type(v) is list and len(v) > 0
                     else:
                         ok = needs[code] in body
+                if ok:  # every answer limit given: a whole number from 1 to top_limit
+                    mt, mt_b, mt_c = body.get(limit_a), body.get(limit_b), body.get(limit_c)
+                    ok = (
+                        (mt is None or (type(mt) is int and 0 < mt <= top_limit))
+                        and (mt_b is None or (type(mt_b) is int and 0 < mt_b <= top_limit))
+                        and (mt_c is None or (type(mt_c) is int and 0 < mt_c <= top_limit))
+                    )
             except (KeyError, TypeError, AttributeError, UnicodeEncodeError):
                 ok = False
             if not ok:
@@ -312,6 +331,7 @@ def _check_piece(
                 code = url_code[url]
                 model = body["model"]
                 key = cid.encode("utf-8", "surrogatepass")
+                mt, mt_b, mt_c = body.get(limit_a), body.get(limit_b), body.get(limit_c)
                 for note in line_notes:  # (taken back below if the line is not a request after all)
                     notes[note] = notes.get(note, 0) + 1
             # the id is registered (a later line using it again is a duplicate), even if the
@@ -347,7 +367,7 @@ def _check_piece(
             # (Spaced lines keep the body's own spaces: a few bytes more than the server counts.)
             # (The shape is read after the colon and the comma that follow custom_id, when it
             # comes first, as it does from json.dumps; any other line is encoded.)
-            if ok and plain and (not ascii_line or "\\" not in raw or "\\u" not in raw):
+            if ok and plain and (not ascii_line or not escaped):
                 after = len(cid) + 16
                 if raw[13] == '"' and raw[after] == '"':
                     tokens = (size - env_compact[code] - len(key)) >> 2
@@ -378,15 +398,14 @@ def _check_piece(
                 if room_now < 0:
                     room_now = default_rooms[model] = answerbudget.default_room(model)
                 effort_now = _NOTHING
-            mt = body.get("max_tokens")
+            # the answer limit: the first given, in the order the server reads them (each given
+            # is a valid one by now)
             if mt is None:
-                mt = body.get("max_completion_tokens")
-                if mt is None:
-                    mt = body.get("max_output_tokens")
+                mt = mt_b if mt_b is not None else mt_c
             c_in += tokens
             if code == embeddings:
                 pass  # embeddings have no output tokens
-            elif type(mt) is int and 0 < mt <= MAX_OUTPUT_LIMIT:
+            elif mt is not None:
                 c_mt += mt
                 # min(mt, input x 1.1), in integers (the server's rule, rounded down)
                 c_expected += mt if mt * 10 <= tokens * 11 else tokens * 11 // 10
@@ -409,13 +428,6 @@ def _check_piece(
                             short_low = min(short_low, mt)
                             short_high = max(short_high, mt)
             else:
-                if mt is not None:  # a limit given, but not a usable one
-                    problem = limit_problem(body)
-                    if problem:
-                        nerr += 1
-                        if len(errors) < kept:
-                            errors.append((n, cid, problem, -1))
-                        continue
                 c_free += 1
                 c_free_tokens += tokens
             if gap_n:

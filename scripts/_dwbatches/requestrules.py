@@ -6,6 +6,7 @@ cannot take). Used by the validator for each line and by the builder for each re
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Dict, List, Optional, Tuple
 
 from .apifacts import ALLOWED_URLS, MAX_BODY_BYTES, MAX_CUSTOM_ID_BYTES
@@ -47,11 +48,38 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON (the server's parser rejects NaN and Infinity)")
 
 
-# The server parses lines with a strict JSON parser; Python's default accepts NaN and Infinity.
+# The server parses lines with a strict JSON parser; Python's default accepts NaN and Infinity,
+# and a \u escape of a lone UTF-16 surrogate (which the server's parser refuses: it is no
+# character, and has no UTF-8).
 _decoder = json.JSONDecoder(parse_constant=_reject_constant)
 
 
-loads_strict = _decoder.decode
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]").search
+_compact = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
+def surrogate_problem(text: str, obj: Any) -> Optional[str]:
+    """What is wrong with ``obj`` (parsed from ``text``) when one of its strings holds a lone
+    surrogate, or None. Only a text with the escape of a surrogate is looked at further."""
+    if "\\u" not in text or not _SURROGATE_ESCAPE(text):
+        return None
+    try:
+        _compact(obj).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (
+            f"\\u{ord(exc.object[exc.start]):04x} is a lone surrogate, not a character (a character past U+FFFF "
+            "is written as a pair of them, or as itself in UTF-8); the server's parser rejects it"
+        )
+    return None
+
+
+def loads_strict(text: str) -> Any:
+    """Parse one line as the server does (see above): ValueError when it would refuse it."""
+    obj = _decoder.decode(text)
+    problem = surrogate_problem(text, obj)
+    if problem:
+        raise ValueError(problem)
+    return obj
 
 
 def _check_custom_id(cid: Any) -> Optional[str]:

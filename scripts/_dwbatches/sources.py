@@ -10,12 +10,11 @@ at a time, so that a bad byte is reported with its line.
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .errors import InputError, UsageError
-from .requestrules import json_type
+from .requestrules import json_type, loads_strict
 
 
 class TextLines:
@@ -370,7 +369,7 @@ def iter_jsonl_rows(path: str) -> Iterator[Tuple[int, Dict[str, Any]]]:
             if not text:
                 continue
             try:
-                obj = json.loads(text)
+                obj = loads_strict(text)  # (no NaN, no lone surrogate: nothing a request could not carry)
             except (ValueError, RecursionError) as exc:
                 why = exc if isinstance(exc, ValueError) else "nested more deeply than any input row"
                 raise InputError(f"{path}: line {n}: invalid JSON: {why}", line=n) from None

@@ -215,6 +215,9 @@ class Engine:
     def _worker(self) -> None:
         chunk = self._chunk_size()
         while not self._stop.is_set():
+            if self.faults.requests_paused():  # (fault pause_requests: nothing starts meanwhile)
+                self._stop.wait(0.05)
+                continue
             try:
                 rows = self._claim(chunk)
             except sqlite3.Error:

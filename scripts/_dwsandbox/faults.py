@@ -36,6 +36,7 @@ class Faults:
         "hold_create",
         "bad_answers",
         "billed_price_factor",
+        "pause_requests",
     )
     RULE_FIELDS = (
         "method",
@@ -103,6 +104,7 @@ class Faults:
         integer("drop_content_after_lines", 0)
         integer("drop_content_times", 1)
         boolean("duplicate_output_line")
+        boolean("pause_requests")
         if "late_line_after_cancel" in out:
             late = out["late_line_after_cancel"]
             if not isinstance(late, (bool, int, float)) or (not isinstance(late, bool) and late < 0):
@@ -224,6 +226,11 @@ class Faults:
         """The kind of bad answer ``custom_id`` gets this time (each is given once), or None."""
         with self._lock:
             return self._bad_left.pop(custom_id, None) if self._bad_left else None
+
+    def requests_paused(self) -> bool:
+        """Whether no request may start now (``pause_requests``; those running finish)."""
+        with self._lock:
+            return bool(self._doc.get("pause_requests"))
 
     def billed_price_factor(self) -> float:
         with self._lock:

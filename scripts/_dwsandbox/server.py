@@ -89,7 +89,7 @@ Fault document (all fields optional; --faults, DW_SANDBOX_FAULTS or PUT /_sandbo
    "slow_upload_read": {"after_bytes": 1048576, "pause": 5},
    "hold_create": {"seconds": 8, "visible": "after", "times": 1},
    "bad_answers": {"req-1": "empty", "req-2": "filtered"},
-   "billed_price_factor": 0.5}
+   "billed_price_factor": 0.5, "pause_requests": true}
   An http rule answers instead of the route ("path" is a prefix, "*" matches all; without
   "times" it never wears out). With "after_body": true the route runs first and its reply is
   replaced. "drop": true closes the connection without a reply.
@@ -109,6 +109,8 @@ Fault document (all fields optional; --faults, DW_SANDBOX_FAULTS or PUT /_sandbo
   JSON), "missing_fields" ({} where a schema asked for fields); HTTP 200 all the same.
   billed_price_factor: analytics' total_cost is the list cost (total_list_cost) times this
   (as a discount or a changed price would make it; default 1).
+  pause_requests: while true, no request of any batch starts (those running finish), so a
+  batch stays unfinished for as long as a test needs; false or {} lets them run again.
 
 The built-in model answers with an echo of the prompt ("Echo: <prompt> [<hash>]"), as a JSON
 object when the request asks for JSON (a schema's required fields filled), and with one word

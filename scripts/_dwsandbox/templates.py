@@ -83,6 +83,13 @@ def parse_line(app: App, line: str, n: int) -> tuple:
     except json.JSONDecodeError as err:
         raise ApiError(400, f"Invalid JSON on line {n}: {serde_json_error(err)}") from None
     col = len(line)
+    if "\\u" in line:  # a \u escape of a lone surrogate: no character (a strict parser's error)
+        try:
+            compact(obj).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(
+                400, f"Invalid JSON on line {n}: lone leading surrogate in hex escape at line 1 column {col}"
+            ) from None
     if not isinstance(obj, dict):
         raise ApiError(
             400,
