@@ -66,10 +66,10 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from _dwbatches import output
-from _dwbatches.builder import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL, ENDPOINTS
-from _dwbatches.reasoning import DEFAULT_EFFORT, EFFORTS
-from _dwbatches.validate import MAX_BODY_BYTES
+from _dwbatches.api.reasoning import DEFAULT_EFFORT, EFFORTS
+from _dwbatches.build.builder import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL, ENDPOINTS
+from _dwbatches.core import output
+from _dwbatches.validation.validate import MAX_BODY_BYTES
 from _dwbatches.workflow.building import BuildOptions, build
 
 

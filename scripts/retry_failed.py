@@ -60,8 +60,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from _dwbatches import cli, output
-from _dwbatches.planning import WINDOWS
+from _dwbatches.core import output
+from _dwbatches.submit.planning import WINDOWS
+from _dwbatches.workflow import cli
 from _dwbatches.workflow.common import open_job_for
 from _dwbatches.workflow.retrying import RERUN_DEFAULT, RERUN_KINDS, retry
 

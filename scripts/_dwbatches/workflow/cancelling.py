@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
-from .. import commands, duplicates, jobstatus
-from ..errors import JobError
-from ..job import Job
-from ..jobrecord import counts_of
-from ..output import Outcome, narrate
+from ..core import commands
+from ..core.errors import JobError
+from ..core.output import Outcome, narrate
+from ..jobs import jobstatus
+from ..jobs.job import Job
+from ..jobs.jobrecord import counts_of
+from ..submit import duplicates
 
 
 def drop_unused_uploads(client: Any, job: Job, dry_run: bool) -> List[str]:

@@ -12,11 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .. import answers, clock, commands, duplicates, jobstatus
-from ..errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, FileSystemError
-from ..job import Job
-from ..jobrecord import counts_of
-from ..output import Outcome, narrate
+from ..core import clock, commands
+from ..core.errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, FileSystemError
+from ..core.output import Outcome, narrate
+from ..jobs import jobstatus
+from ..jobs.job import Job
+from ..jobs.jobrecord import counts_of
+from ..results import answers
+from ..submit import duplicates
 
 
 @dataclass

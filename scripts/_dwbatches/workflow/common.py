@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence, Tuple
 
-from .. import commands
-from ..errors import UsageError
-from ..job import Job, check_server, open_job
+from ..core import commands
+from ..core.errors import UsageError
+from ..jobs.job import Job, check_server, open_job
 
 
 @dataclass
@@ -27,8 +27,8 @@ class Connection:
 def client_for(conn: Connection, job_dir: Optional[str] = None) -> Any:
     """An API client for the server the user's configuration names (a job's own record never
     chooses the server: ``check_server`` refuses a job submitted elsewhere)."""
-    from ..config import load_config  # needs python-dotenv, and Client requests: imported only by
-    from ..http import Client  # commands that talk to the API (a dry run needs neither)
+    from ..core.config import load_config  # needs python-dotenv, and Client requests: imported only by
+    from ..core.http import Client  # commands that talk to the API (a dry run needs neither)
 
     cfg = load_config(conn.base_url, conn.allow_insecure_http)
     return Client(cfg)
@@ -45,7 +45,7 @@ def open_target(
 ) -> Tuple[Any, Optional[Job], List[str]]:
     """(client, job or None, batch ids) for a command given a job or batch ids."""
     check_target(script, job_dir, batch_ids)
-    from ..http import check_id
+    from ..core.http import check_id
 
     client = client_for(conn, job_dir)
     if job_dir:

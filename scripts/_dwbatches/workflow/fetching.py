@@ -10,13 +10,14 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-from .. import commands, fetch, merge
-from ..errors import EXIT_UNSUCCESSFUL, UsageError
-from ..job import Job
-from ..merge import FORMATS
-from ..optionspec import option, to_argv
-from ..output import Outcome, narrate
-from ..requestedit import Changes
+from ..api.requestedit import Changes
+from ..core import commands
+from ..core.errors import EXIT_UNSUCCESSFUL, UsageError
+from ..core.optionspec import option, to_argv
+from ..core.output import Outcome, narrate
+from ..jobs.job import Job
+from ..results import fetch, merge
+from ..results.merge import FORMATS
 
 
 @dataclass

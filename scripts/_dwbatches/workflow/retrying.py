@@ -14,14 +14,15 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-from .. import answers, clock, commands, fetch, fixes, merge, resultlines
-from ..errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError, UsageError
-from ..files import make_private_dir, refuse_overwrite
-from ..job import Job
-from ..jobrecord import Round
-from ..output import Outcome, narrate
-from ..planning import add_retry_round, next_round_path
-from ..requestedit import Changes
+from ..api.requestedit import Changes
+from ..core import clock, commands
+from ..core.errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError, UsageError
+from ..core.files import make_private_dir, refuse_overwrite
+from ..core.output import Outcome, narrate
+from ..jobs.job import Job
+from ..jobs.jobrecord import Round
+from ..results import answers, fetch, fixes, merge, resultlines
+from ..submit.planning import add_retry_round, next_round_path
 
 # What a retry can rerun: requests that failed or never ran, and answers that are not good.
 RERUN_KINDS = (merge.FAILED, merge.MISSING) + answers.BAD
@@ -410,6 +411,6 @@ def _client_errors(index: Any) -> int:
 
 
 def _submitter(job: Job, client: Any) -> Any:
-    from ..submitter import Submitter  # the engine talks to the API
+    from ..submit.submitter import Submitter  # the engine talks to the API
 
     return Submitter(job, client)

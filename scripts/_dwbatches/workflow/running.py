@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .. import commands, download, fetch
-from ..errors import EXIT_NOT_FINISHED, EXIT_OK, JobError
-from ..job import Job
-from ..jobrecord import counts_of
-from ..optionspec import to_argv
-from ..output import Outcome, narrate
+from ..core import commands
+from ..core.errors import EXIT_NOT_FINISHED, EXIT_OK, JobError
+from ..core.optionspec import to_argv
+from ..core.output import Outcome, narrate
+from ..jobs.job import Job
+from ..jobs.jobrecord import counts_of
+from ..results import download, fetch
 from .checking import Check, check_once, wait_until_done
 from .common import Connection, client_for
 from .fetching import OutputOptions, fetch_job
