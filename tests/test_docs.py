@@ -160,6 +160,8 @@ def test_every_env_var_the_code_reads_is_declared():
     assert {"DOUBLEWORD_API_KEY", "DOUBLEWORD_BASE_URL"} <= set(read), read
     missing = {name: where for name, where in read.items() if name not in declared}
     assert not missing, f"declare these in SKILL.md metadata.openclaw.envVars: {missing}"
+    unread = declared - set(read)
+    assert not unread, f"SKILL.md declares variables no script reads (test hooks live in tests/hooks): {unread}"
 
 
 def test_agentskills_validate_accepts_a_copy_of_the_skill(tmp_path):

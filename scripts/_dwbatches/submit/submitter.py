@@ -37,17 +37,10 @@ estimate, and then creates the missing batches. With ``max_cost`` it creates not
 the summed estimate of the rounds being submitted exceeds it: the chunks are marked
 ``held`` and ``CostLimitExceeded`` (exit 2) is raised; a later call without (or with a
 higher) ``max_cost`` creates them. It returns the chunks of every round, in order.
-
-Test hook: ``DOUBLEWORD_BATCHES_CRASH_AT=after_upload|after_create[:N]`` ends the process
-(``:raise`` raises an unexpected error there instead)
-with ``os._exit(137)`` right after the upload / create of chunk N (any chunk without
-``:N``) returned, before its result is recorded.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -73,21 +66,7 @@ from . import duplicates, lookup
 from .planning import new_chunk, plan_range
 from .uploadreport import Progress, explain_upload_error, mb
 
-CRASH_ENV = "DOUBLEWORD_BATCHES_CRASH_AT"
 # -- submitting -------------------------------------------------------------------------------
-
-
-def crash_point(name: str, index: int) -> None:
-    """Test hook: die like ``kill -9`` at a named point (see the module docstring)."""
-    spec = os.environ.get(CRASH_ENV)
-    if not spec:
-        return
-    point, _, which = spec.partition(":")
-    if point == name and which.strip() == "raise":  # an unexpected error, for the tests of its report
-        raise RuntimeError(f"test hook {CRASH_ENV}={spec}")
-    if point == name and (not which or which.strip() == str(index)):
-        sys.stderr.flush()
-        os._exit(137)
 
 
 def _ambiguous(exc: DWError) -> bool:
@@ -201,7 +180,6 @@ class Submitter:
             if not exc.sent:
                 raise
             f = self._resolve_upload(rnd, ch, exc)
-        crash_point("after_upload", ch.index)
         self._count("uploaded")
         self._record_file(ch, f)
         narrate(f"{label}: uploaded as file {f['id']}")
@@ -310,7 +288,6 @@ class Submitter:
                 self._not_created(ch)
                 raise
             found = self._resolve_create(rnd, ch, exc)
-        crash_point("after_create", ch.index)
         self._count("created")
         self._record_batch(ch, found)
         narrate(f"{label}: created batch {ch.batch_id} ({ch.requests} requests, {ch.completion_window})")
