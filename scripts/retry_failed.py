@@ -103,18 +103,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rerun = cli.kinds_list("--rerun", args.rerun, RERUN_KINDS, "failed,missing,truncated")
         changes = cli.changes(args)
         client, job = open_job_for(cli.connection(args), args.job)
-        with job:
-            job.load()
-            outcome = retry(
-                client,
-                job,
-                args.completion_window,
-                dry_run=args.dry_run,
-                force=args.force,
-                after_cancel=args.after_cancel,
-                changes=changes,
-                rerun=rerun,
-            )
+        outcome = retry(
+            client,
+            job,
+            args.completion_window,
+            dry_run=args.dry_run,
+            force=args.force,
+            after_cancel=args.after_cancel,
+            changes=changes,
+            rerun=rerun,
+        )
         return output.finish(outcome)
 
     return output.run(body)

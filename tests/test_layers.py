@@ -103,3 +103,40 @@ def test_architecture_md_describes_the_layers_in_order():
     assert -1 not in positions, "ARCHITECTURE.md names every layer as `name/`"
     assert positions == sorted(positions, reverse=True), "ARCHITECTURE.md lists the layers from the top down"
     assert len(text.splitlines()) < 100
+
+
+def test_the_job_lock_is_taken_only_by_the_workflow_layer():
+    """``job.lock(`` / ``with job:`` appear in workflow/ only (and in jobs/job.py, which defines them);
+    the layers below work on a locked job and fail at once without it."""
+    found = []
+    for path in modules():
+        own = package_of(path)
+        if len(own) > 1 and own[1] == "workflow" or path == PACKAGE / "jobs" / "job.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        for needle in ("job.lock(", "job.unlock(", "with job:", "with Job("):
+            if needle in text:
+                found.append(f"{path.relative_to(ROOT)}: {needle}")
+    for script in SCRIPTS.glob("*.py"):
+        text = script.read_text(encoding="utf-8")
+        if "with job" in text or ".lock(" in text:
+            found.append(f"{script.relative_to(ROOT)} takes a lock")
+    assert not found, "the job lock taken outside the workflow layer:\n" + "\n".join(found)
+
+
+def test_an_engine_refuses_a_job_that_is_not_locked(tmp_path):
+    from _dwbatches.jobs.job import Job
+    from _dwbatches.submit.submitter import Submitter
+
+    job = Job(str(tmp_path / "j"))
+    try:
+        Submitter(job, client=None)
+    except RuntimeError as exc:
+        assert "without its lock" in str(exc)
+    else:
+        raise AssertionError("a submitter took a job nobody had locked")
+    job.lock()
+    try:
+        Submitter(job, client=None)
+    finally:
+        job.unlock()

@@ -629,7 +629,9 @@ def test_intent_lookup_pages_back_when_search_is_ignored(tmp_path):
     now = 1_800_000_000
     batches = [{"id": f"b{i}", "created_at": now - i, "metadata": {"dwb_intent": f"i{i}"}} for i in range(350)]
     server = PagingOnlyServer(batches)
-    sub = Submitter(Job(str(tmp_path / "j")), server)
+    job = Job(str(tmp_path / "j"))
+    job.lock()  # as the workflow layer does before a submitter works on the job
+    sub = Submitter(job, server)
     assert sub.find_batch(Chunk(intent_id="i250", create_started_at=now - 300))["id"] == "b250"
     assert server.pages == 1 + 3  # the (ignored) search, then pages until the batch shows up
     server.pages = 0
@@ -648,7 +650,9 @@ def test_upload_lookup_pages_back_and_checks_the_size(tmp_path):
         for i in range(250)
     ]
     server = PagingOnlyServer([], files)
-    sub = Submitter(Job(str(tmp_path / "j")), server)
+    job = Job(str(tmp_path / "j"))
+    job.lock()  # as the workflow layer does before a submitter works on the job
+    sub = Submitter(job, server)
     chunk = Chunk(upload_name="dwb-x-r1-c180.jsonl", bytes=280, upload_started_at=now - 200)
     assert sub.find_upload(chunk)["id"] == "f180"
     chunk.bytes = 281

@@ -174,6 +174,7 @@ class Job:
                 setattr(rec.results, name, self.resolve(getattr(rec.results, name)))
 
     def save(self) -> None:
+        self.require_lock()
         with self._save_lock:
             self._save()
 
@@ -262,6 +263,12 @@ class Job:
         if not lock.acquire(wait * clock.scale()):  # (scaled like every wait: see clock.py)
             raise busy_error(f"the job at {self.dir}")
         self._lock = lock
+
+    def require_lock(self) -> None:
+        """Fail at once unless this process holds the job lock: only the workflow layer takes
+        it (``workflow.common.holding``); the functions below it work on a locked job."""
+        if self._lock is None:
+            raise RuntimeError(f"the job at {self.dir} is used without its lock (a bug: report it)")
 
     def unlock(self) -> None:
         if self._lock is not None:

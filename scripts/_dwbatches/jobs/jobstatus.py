@@ -25,7 +25,6 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
 
-from ..core.errors import JobError
 from .job import Job
 from .jobrecord import DELETED, TERMINAL_STATUSES, JobRecord, counts_of
 
@@ -268,19 +267,7 @@ def list_job_batches(client: Any, job_id: str, wanted: Set[str]) -> Dict[str, Di
     return found
 
 
-def record_status(job: Job, batches: Dict[str, Dict[str, Any]], wait: float = 0.0) -> bool:
-    """Store last-known status and counts of the job's batches in job.json, under the lock.
-
-    When another process holds the lock, nothing is written and False is returned.
-    """
-    try:
-        job.lock(wait=wait)
-    except JobError:
-        return False
-    try:
-        job.load()
-        job.record.record_batches(batches)
-        job.save()
-    finally:
-        job.unlock()
-    return True
+def record_status(job: Job, batches: Dict[str, Dict[str, Any]]) -> None:
+    """Store last-known status and counts of the job's batches in job.json (a locked job)."""
+    job.record.record_batches(batches)
+    job.save()

@@ -78,7 +78,7 @@ class Store:
 
 
 class JobStore(Store):
-    """Cursors in job.json (``fetch``), raw files in ``<job>/results/``. Caller holds the lock."""
+    """Cursors in job.json (``fetch``), raw files in ``<job>/results/``. The job is locked."""
 
     def __init__(self, job: Job):
         self.job = job

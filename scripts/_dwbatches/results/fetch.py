@@ -268,7 +268,7 @@ def _parent_must_exist(path: str, what: str) -> None:
 def remember_output(
     job: Job, fmt: str, out_path: str, err_path: str, csv_path: Optional[str], column: Optional[str] = None
 ) -> None:
-    """Record the output settings in job.json (caller holds the lock)."""
+    """Record the output settings in job.json (a locked job)."""
     remember = ResultsSettings(format=fmt, output=out_path, errors=err_path, csv=csv_path, column=column)
     if job.record.results != remember:
         job.record.results = remember
@@ -354,7 +354,8 @@ def batch_analytics(client: Any, report: BatchReport) -> Optional[Dict[str, Any]
 
 
 def refresh_job(client: Any, job: Job) -> JobRefresh:
-    """Download what is new for every batch of the job and record statuses (caller holds the lock)."""
+    """Download what is new for every batch of the job and record statuses (a locked job)."""
+    job.require_lock()
     duplicates.check(client, job)  # a second batch of a chunk found since the last check: recorded, cancelled
     rec = job.record
     targets = job_targets(rec)
@@ -447,7 +448,7 @@ def fetch_job(
     column: Optional[str] = None,
     raw_cells: bool = False,
 ) -> Outcome:
-    """Download, verify and (with ``merge``) write OUT/ERR for a job. The caller holds the lock.
+    """Download, verify and (with ``merge``) write OUT/ERR for a job. The job is locked (the workflow takes the lock).
 
     Returns the report and the outcome (0, 5 or 6)."""
     rec = job.record

@@ -22,8 +22,7 @@ merge keeps one answer per custom_id) and the cost counts its billed cost.
 API::
 
     found = record(job, client, ch, batches)    # batches of ch's intent besides ch.batch_id
-    found = check(client, job)                  # caller holds the job lock
-    found = check_unlocked(client, job)         # takes the lock if free, else does nothing
+    found = check(client, job)                  # a locked job (the workflow takes the lock)
     rows = report(job.record)                   # every recorded duplicate, for the JSON
 """
 
@@ -32,7 +31,7 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, Iterable, List, Optional
 
-from ..core.errors import EXIT_CONFIG, DWError, JobError
+from ..core.errors import EXIT_CONFIG, DWError
 from ..core.output import narrate
 from ..jobs.jobrecord import TERMINAL_STATUSES, Chunk
 from . import lookup
@@ -87,11 +86,12 @@ def record(job: Any, client: Any, ch: Chunk, batches: Iterable[Dict[str, Any]]) 
 
 
 def check(client: Any, job: Any) -> List[Dict[str, Any]]:
-    """Look the watched chunks' intents up (the caller holds the job lock): record and cancel
+    """Look the watched chunks' intents up (a locked job): record and cancel
     second batches; end the watch of a chunk once a check after its deadline has left none
     running. A duplicate recorded earlier that still runs (its cancel failed) is cancelled
     again. A look-up that fails is narrated and left to the next check (only a refused key
     is raised)."""
+    job.require_lock()
     found: List[Dict[str, Any]] = []
     for ch in watched(job):
         started = time.time()
@@ -114,22 +114,6 @@ def check(client: Any, job: Any) -> List[Dict[str, Any]]:
             ch.watch_duplicates_until = None  # nothing can appear any more, and none runs
             job.save()
     return found
-
-
-def check_unlocked(client: Any, job: Any) -> List[Dict[str, Any]]:
-    """``check`` for a caller without the lock (poll.py): done under the job lock when it is
-    free, else left to the next check."""
-    if not watched(job):
-        return []
-    try:
-        job.lock(wait=0)
-    except (JobError, OSError):
-        return []
-    try:
-        job.load()
-        return check(client, job)
-    finally:
-        job.unlock()
 
 
 def report(rec: Any) -> List[Dict[str, Any]]:

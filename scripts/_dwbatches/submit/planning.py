@@ -377,8 +377,9 @@ def plan_or_resume(
     report: Optional[Report],
     input_sha256: Optional[str] = None,
 ) -> bool:
-    """Create or resume the job for ``input_path`` (caller holds the lock), taking the source
+    """Create or resume the job for ``input_path`` (a locked job), taking the source
     recorded by create_batch_file.py's sidecar, and say which on stderr. Returns True when resuming."""
+    job.require_lock()
     from ..build.builder import read_sidecar
 
     sha = input_sha256 or sha256_file(input_path)
@@ -471,7 +472,8 @@ def add_retry_round(
     ``submit_pending``. Idempotent: if a round with the same contents exists and is not
     finished (a chunk without a batch, or a batch not in a terminal state), that round is
     returned instead of adding another, so a crash between adding and submitting cannot
-    submit the same retry twice."""
+    submit the same retry twice. A locked job."""
+    job.require_lock()
     rep = validate_input(input_path, max_requests, max_bytes, max_body_bytes)
     sha = sha256_file(input_path)
     rounds = job.record.rounds

@@ -27,7 +27,7 @@ Nothing is sent twice, even across ``kill -9``:
 - a second batch for one chunk all the same (a create that outlasted that bound) is recorded
   on the chunk (``duplicates``) and cancelled (see ``duplicates.py``).
 
-API (the caller holds the job lock: ``with Job(dir) as job:``; the job is planned by
+API (a locked job: the workflow layer takes the lock; the job is planned by
 ``planning.prepare_job`` or ``planning.add_retry_round``)::
 
     chunks = submit_pending(job, client, max_cost=None)           # every chunk of the job
@@ -98,6 +98,7 @@ class Submitter:
     and ``Job.save`` serialises the saves of the threads)."""
 
     def __init__(self, job: Job, client: Any, max_cost: Optional[float] = None, parallel: int = DEFAULT_PARALLEL):
+        job.require_lock()
         self.job = job
         self._client = client
         self._local = threading.local()

@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 from ..core import commands
-from ..core.errors import JobError
 from ..core.output import Outcome, narrate
 from ..jobs import jobstatus
 from ..jobs.job import Job
 from ..jobs.jobrecord import counts_of
 from ..submit import duplicates
+from .common import when_free
 
 
 def drop_unused_uploads(client: Any, job: Job, dry_run: bool) -> List[str]:
@@ -27,14 +27,9 @@ def drop_unused_uploads(client: Any, job: Job, dry_run: bool) -> List[str]:
     unused = [c for c in job.record.chunks() if c.file_id and not c.batch_id and not c.create_started_at]
     if dry_run or not unused:
         return [c.file_id for c in unused if c.file_id]
-    try:
-        job.lock(wait=2.0)
-    except JobError:
-        narrate("another command works on the job; its uploaded files without a batch are left for now")
-        return []
-    deleted: List[str] = []
-    try:
-        job.load()
+
+    def delete() -> List[str]:
+        deleted: List[str] = []
         for ch in job.record.chunks():
             if ch.file_id and not ch.batch_id and not ch.create_started_at:
                 client.delete_file(ch.file_id)
@@ -42,8 +37,12 @@ def drop_unused_uploads(client: Any, job: Job, dry_run: bool) -> List[str]:
                 deleted.append(ch.file_id)
                 ch.file_id, ch.held = None, "cancelled; its uploaded file was deleted"
                 job.save()
-    finally:
-        job.unlock()
+        return deleted
+
+    deleted = when_free(job, delete, wait=2.0)
+    if deleted is None:
+        narrate("another command works on the job; its uploaded files without a batch are left for now")
+        return []
     return deleted
 
 
@@ -101,7 +100,7 @@ def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: b
             )
         rows.append(row)
     if job is not None and after:
-        jobstatus.record_status(job, after)
+        when_free(job, lambda: jobstatus.record_status(job, after))
     if job is not None and not dry_run and not after and not unsubmitted and previous is None:
         job.withdraw_cancel(previous)  # every batch had finished: nothing was stopped
         narrate("every batch of the job had finished; nothing was cancelled and the job is not marked cancelled")

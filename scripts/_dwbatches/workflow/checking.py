@@ -20,6 +20,7 @@ from ..jobs.job import Job
 from ..jobs.jobrecord import counts_of
 from ..results import answers
 from ..submit import duplicates
+from .common import when_free
 
 
 @dataclass
@@ -64,13 +65,15 @@ def check_once(
     speed = jobstatus.rate_and_eta(running, now=client.server_now(), observed=observed)
     narrate(jobstatus.progress_line(summary["request_counts"], summary["status"], speed["rate"], speed["eta_seconds"]))
     if job is not None and objs:
+        reached = {b: o for b, o in objs.items() if o.get("status") != jobstatus.UNREACHABLE}
         try:
-            jobstatus.record_status(job, {b: o for b, o in objs.items() if o.get("status") != jobstatus.UNREACHABLE})
+            when_free(job, lambda: jobstatus.record_status(job, reached))  # else the command holding it records
         except (OSError, FileSystemError):
             pass  # a job directory that cannot be written (read-only disk, another user's) is still reported
     if job is not None:
         try:
-            duplicates.check_unlocked(client, job)  # a second batch for a chunk: recorded and cancelled
+            if duplicates.watched(job):  # a second batch for a chunk: recorded and cancelled
+                when_free(job, lambda: duplicates.check(client, job))
         except (OSError, FileSystemError):
             pass
     return Check(summary, summaries, speed, done, objs)

@@ -7,12 +7,15 @@ configuration names (a job directory is data: it cannot send the key anywhere).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 from ..core import commands
-from ..core.errors import UsageError
+from ..core.errors import LOCK_WAIT, JobError, UsageError
 from ..jobs.job import Job, check_server, open_job
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -61,3 +64,32 @@ def open_job_for(conn: Connection, job_dir: str) -> Tuple[Any, Job]:
     job = open_job(job_dir)
     check_server(job, client.base_url)
     return client, job
+
+
+# -- the job lock: taken here only; the layers below work on a locked job (Job.require_lock) --
+
+
+@contextlib.contextmanager
+def holding(job: Job, wait: float = LOCK_WAIT) -> Iterator[Job]:
+    """The job locked (waiting up to ``wait`` for another command, else a JobError) and loaded
+    afresh for the block; unlocked after it, whatever happens."""
+    job.lock(wait=wait)
+    try:
+        job.load()
+        yield job
+    finally:
+        job.unlock()
+
+
+def when_free(job: Job, action: Callable[[], T], wait: float = 0.0) -> Optional[T]:
+    """``action()`` on the locked, freshly loaded job, or None without running it when another
+    command holds the job (the work is left to that command or to the next check)."""
+    try:
+        job.lock(wait=wait)
+    except JobError:
+        return None
+    try:
+        job.load()
+        return action()
+    finally:
+        job.unlock()

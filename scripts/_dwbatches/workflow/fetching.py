@@ -18,6 +18,7 @@ from ..core.output import Outcome, narrate
 from ..jobs.job import Job
 from ..results import fetch, merge
 from ..results.merge import FORMATS
+from .common import holding
 
 
 @dataclass
@@ -73,8 +74,7 @@ class OutputOptions:
 
 def fetch_job(client: Any, job: Job, options: OutputOptions) -> Outcome:
     """Fetch a job's results (the job is locked while it works)."""
-    with job:
-        job.load()
+    with holding(job):
         out = fetch.fetch_job(
             client,
             job,

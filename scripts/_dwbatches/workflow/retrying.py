@@ -23,6 +23,7 @@ from ..jobs.job import Job
 from ..jobs.jobrecord import Round
 from ..results import answers, fetch, fixes, merge, resultlines
 from ..submit.planning import add_retry_round, next_round_path
+from .common import holding
 
 # What a retry can rerun: requests that failed or never ran, and answers that are not good.
 RERUN_KINDS = (merge.FAILED, merge.MISSING) + answers.BAD
@@ -90,9 +91,23 @@ def retry(
     rerun: Sequence[str] = RERUN_DEFAULT,
 ) -> Outcome:
     """retry_failed.py: a new round of the failed and never-run requests and of the answers
-    that are not good (the kinds in ``rerun``), with ``changes`` added to the job's settings
-    (the caller holds the job lock); or resume a round that was not fully submitted. After a
-    cancel of the latest round, only with ``after_cancel``."""
+    that are not good (the kinds in ``rerun``), with ``changes`` added to the job's settings;
+    or resume a round that was not fully submitted. After a cancel of the latest round, only
+    with ``after_cancel``. The job is locked while it works."""
+    with holding(job):
+        return _retry(client, job, completion_window, dry_run, force, after_cancel, changes, rerun)
+
+
+def _retry(
+    client: Any,
+    job: Job,
+    completion_window: Optional[str],
+    dry_run: bool,
+    force: bool,
+    after_cancel: bool,
+    changes: Changes,
+    rerun: Sequence[str],
+) -> Outcome:
     state = job.record
     rounds = state.rounds
     jd = commands.display_path(job.dir)

@@ -12,14 +12,14 @@ from __future__ import annotations
 from typing import Any, Dict
 
 from ..core import commands
-from ..core.errors import EXIT_NOT_FINISHED, EXIT_OK, JobError
+from ..core.errors import EXIT_NOT_FINISHED, EXIT_OK
 from ..core.optionspec import to_argv
 from ..core.output import Outcome, narrate
 from ..jobs.job import Job
 from ..jobs.jobrecord import counts_of
 from ..results import download, fetch
 from .checking import Check, check_once, wait_until_done
-from .common import Connection, client_for
+from .common import Connection, client_for, when_free
 from .fetching import OutputOptions, fetch_job
 from .submitting import SubmitOptions, job_report, narrate_estimate, submit_or_resume
 
@@ -108,16 +108,14 @@ class PartialDownloads:
                 grown[bid] = b
         if not grown:
             return
-        try:
-            self.job.lock(wait=2.0)
-        except JobError:
-            return  # another process works on the job; it downloads for us
-        try:
-            self.job.load()
+
+        def download_grown() -> bool:
             targets = [t for t in fetch.job_targets(self.job.record) if t.batch_id in grown]
             download.update(self.client, download.JobStore(self.job), targets, batch_objs=grown)
-        finally:
-            self.job.unlock()
+            return True
+
+        if not when_free(self.job, download_grown, wait=2.0):
+            return  # another process works on the job; it downloads for us
         for bid, b in grown.items():
             c = counts_of(b)
             self.done[bid] = c["completed"] + c["failed"]
