@@ -12,7 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..core import commands, files
-from ..core.errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, APIConnectionError, DWError, UsageError
+from ..core.errors import (
+    EXIT_NOT_FINISHED,
+    EXIT_OK,
+    EXIT_UNSUCCESSFUL,
+    APIConnectionError,
+    DWError,
+    JobError,
+    UsageError,
+)
 from ..core.files import atomic_output
 from ..core.idtable import FileIds
 from ..core.output import Outcome, narrate
@@ -135,29 +143,38 @@ def bad_answers(doc: Dict[str, Any]) -> int:
 SUBMITTED_INPUT = "submitted-input.jsonl"
 
 
-def submitted_input(client: Any, job: Job, warnings: List[str]) -> Optional[str]:
+def requests_as_submitted(client: Any, job: Job, warnings: List[str], required: bool = False) -> Optional[str]:
     """A file holding the job's requests as submitted, in order: the local input when it is the
-    file that was submitted (size and sha256), else the server's copy of the
-    uploaded files (the truth of what was submitted), saved in the job; None when neither can
-    be read (results then go in the order they arrived)."""
+    file that was submitted (size and sha256), else the server's copy of the uploaded files (the
+    truth of what was submitted), saved in the job. When neither can be read: None (results then
+    go in the order they arrived), or with ``required`` a JobError that says what to restore."""
     rec = job.record
     state = rec.input.fingerprint.check(rec.input.path)
     if state == "same":
         return rec.input.path
     what = "is gone" if state == "missing" else "changed since it was submitted"
     cached = job.path("results", SUBMITTED_INPUT)
-    try:
-        if not os.path.isfile(cached):
+    if not os.path.isfile(cached):
+        narrate(f"the job's input {rec.input.path} {what}; reading the requests as submitted from the server")
+        try:
             save_submitted_input(client, job, cached)
-    except DWError as exc:
-        note = (
-            f"the job's input {rec.input.path} {what}, and the server's copy cannot be read ({exc.message}); "
-            "results are written in the order they arrived"
-        )
-        narrate(note)
-        warnings.append(note)
-        return None
-    note = f"the job's input {rec.input.path} {what}; results follow the requests as submitted (the server's copy)"
+        except DWError as exc:
+            unreadable = (
+                f"the job's input {rec.input.path} {what}, and the server's copy of the uploaded requests "
+                f"cannot be read ({exc.message})"
+            )
+            if required:
+                raise JobError(
+                    unreadable, hint="Restore the original batch input file at that path, then run again."
+                ) from None
+            note = unreadable + "; results are written in the order they arrived"
+            narrate(note)
+            warnings.append(note)
+            return None
+    note = (
+        f"the job's input {rec.input.path} {what}; the requests as submitted are the server's copy, "
+        f"saved at {commands.display_path(cached)}"
+    )
     narrate(note)
     warnings.append(note)
     return cached
@@ -437,6 +454,59 @@ def add_fix(doc: Dict[str, Any], merger: Merger) -> None:
         narrate(f"fix: {found.reason}")
 
 
+@dataclass
+class Written:
+    """What one merge wrote: the counts, the merger (its tally of bad answers) and the index."""
+
+    counts: MergeCounts
+    merger: Merger
+    index: Any
+
+
+def write_results(
+    store: Store,
+    targets: Sequence[Target],
+    fmt: str,
+    out_path: str,
+    err_path: str,
+    requests_file: Optional[str],
+    rows: Optional[Any],
+    reason: str,
+    expected: int,
+    raw_cells: bool,
+) -> Written:
+    """The one merge of downloaded results, for a job and for bare batch ids alike: OUT and ERR
+    written in the order of ``requests_file`` (else as the lines arrived), or CSV ``rows``.
+    Without the requests, the ``expected`` count (the servers' or the job's) says how many are
+    missing, by one formula."""
+    index = build_index(store, targets, capacity=expected)
+    merger = Merger(index, reason, raw_cells)
+    try:
+        if fmt == "csv":
+            counts = merger.write_csv(rows, out_path, err_path, requests_path=requests_file)
+        else:
+            order = iter_input_order(requests_file) if requests_file else index.ids_in_order()
+            counts = merger.write_jsonl(order, requests_file, fmt, out_path, err_path)
+    finally:
+        index.close()
+    if requests_file is None:  # requests never seen in any file: the expected count tells the missing
+        answered = sum(counts.answers.values())
+        counts.missing = max(counts.missing, expected - answered - counts.failed)
+        counts.requests = max(counts.requests, answered + counts.failed + counts.missing)
+    return Written(counts, merger, index)
+
+
+def report_written(
+    doc: Dict[str, Any], written: Written, fmt: str, out_path: str, err_path: str, warnings: List[str]
+) -> None:
+    """The counts, samples and fix of a merge into ``doc``; its notes narrated and warned."""
+    doc.update(_counts_doc(written.counts, out_path, err_path, fmt))
+    add_fix(doc, written.merger)
+    for note in written.counts.notes:
+        narrate(f"warning: {note}")
+        warnings.append(note)
+
+
 def fetch_job(
     client: Any,
     job: Job,
@@ -471,49 +541,42 @@ def fetch_job(
                 raise UsageError(f"{src_csv}: no such file", hint="Pass --csv FILE with the original CSV.")
             if src_csv:
                 check_csv_source(rec, src_csv, warnings)
-        requests_file = submitted_input(client, job, warnings)
-        index = build_index(store, targets, capacity=int(rec.input.requests or 0))
+        requests_file = requests_as_submitted(client, job, warnings)
+        rows: Optional[Any] = None
+        if fmt == "csv" and src_csv:
+            rows = MatchedCsvRows(src_csv, source.to_dict() if source else None, requests_file, column)
+        elif fmt == "csv":  # a job built from prompts or JSONL: one row per request
+            if requests_file is None:
+                raise UsageError(
+                    "--format csv needs the job's requests, and neither the input nor the server's copy can be read",
+                    hint="Fetch with --format simple or raw, or restore the job's input.",
+                )
+            rows = RequestRows(requests_file, column)
         reason = MISSING_NOT_RUN if summary["finished"] else MISSING_PENDING
         if ref.unreachable:
             reason = "no result: a batch of the job cannot be read from the server (see unreachable)"
-        merger = Merger(index, reason, raw_cells)
-        try:
-            if fmt == "csv" and src_csv:
-                counts = merger.write_csv(
-                    MatchedCsvRows(src_csv, source.to_dict() if source else None, requests_file, column),
-                    out_path,
-                    err_path,
-                    requests_path=requests_file,
-                )
-            elif fmt == "csv":  # a job built from prompts or JSONL: one row per request
-                if requests_file is None:
-                    raise UsageError(
-                        "--format csv needs the job's requests, and neither the input nor the "
-                        "server's copy can be read",
-                        hint="Fetch with --format simple or raw, or restore the job's input.",
-                    )
-                counts = merger.write_csv(
-                    RequestRows(requests_file, column), out_path, err_path, requests_path=requests_file
-                )
-            else:
-                order = iter_input_order(requests_file) if requests_file else index.ids_in_order()
-                counts = merger.write_jsonl(order, requests_file, fmt, out_path, err_path)
-        finally:
-            index.close()
-        if requests_file is None:
-            total = int(rec.input.requests or 0)
-            answered = sum(counts.answers.values())
-            counts.missing = max(counts.missing, total - answered - counts.failed)
-            counts.requests = max(counts.requests, total)
-        doc.update(_counts_doc(counts, out_path, err_path, fmt))
-        add_fix(doc, merger)
-        checked = {"counts": dict(counts.answers), "batches": [t.batch_id for t in targets], "complete": complete}
+        written = write_results(
+            store,
+            targets,
+            fmt,
+            out_path,
+            err_path,
+            requests_file,
+            rows,
+            reason,
+            int(rec.input.requests or 0),
+            raw_cells,
+        )
+        report_written(doc, written, fmt, out_path, err_path, warnings)
+        index = written.index
+        checked = {
+            "counts": dict(written.counts.answers),
+            "batches": [t.batch_id for t in targets],
+            "complete": complete,
+        }
         if rec.answers != checked:  # what poll.py reports of the answers
             rec.answers = checked
             job.save()
-        for note in counts.notes:
-            narrate(f"warning: {note}")
-            warnings.append(note)
         billed = {c.batch_id: billed_cost(c.analytics) for c in rec.chunks() if c.batch_id}
         billed.update({r.batch_id: billed_cost(batch_analytics(client, r)) for r in ref.extra_reports})
         windows = {r.round: r.completion_window for r in rec.rounds}
@@ -571,47 +634,32 @@ def fetch_bare(
         summaries = [batch_summary(r, store) for r in reports]
         summary = jobstatus.job_status(summaries, None)
         complete = summary["finished"] and all(r.drained or r.unreachable for r in reports)
-        index = build_index(store, targets, capacity=sum(s["request_counts"]["total"] for s in summaries))
-        reason = MISSING_NOT_RUN if summary["finished"] else MISSING_PENDING
-        merger = Merger(index, reason, raw_cells)
-        try:
-            if fmt == "csv":
-                if not input_path:
-                    raise UsageError(
-                        "--format csv with batch ids needs --input FILE (and --csv FILE for a batch built from a CSV)",
-                        hint="Or use --job DIR, which remembers both.",
-                    )
-                rows = (
-                    MatchedCsvRows(csv_path, None, input_path, column) if csv_path else RequestRows(input_path, column)
+        rows: Optional[Any] = None
+        if fmt == "csv":
+            if not input_path:
+                raise UsageError(
+                    "--format csv with batch ids needs --input FILE (and --csv FILE for a batch built from a CSV)",
+                    hint="Or use --job DIR, which remembers both.",
                 )
-                counts = merger.write_csv(rows, out_path, err_path, requests_path=input_path)
-            else:
-                order = iter_input_order(input_path) if input_path else index.ids_in_order()
-                counts = merger.write_jsonl(order, input_path, fmt, out_path, err_path)
-        finally:
-            index.close()
-        if input_path is None:
-            # requests never seen in any file: estimated from the servers' counts
-            total = sum(s["request_counts"]["total"] for s in summaries)
-            answered = sum(counts.answers.values())
-            counts.missing = max(0, total - answered - counts.failed)
-            counts.requests = answered + counts.failed + counts.missing
+            rows = MatchedCsvRows(csv_path, None, input_path, column) if csv_path else RequestRows(input_path, column)
+        reason = MISSING_NOT_RUN if summary["finished"] else MISSING_PENDING
+        expected = sum(s["request_counts"]["total"] for s in summaries)
+        written = write_results(store, targets, fmt, out_path, err_path, input_path, rows, reason, expected, raw_cells)
+        index = written.index
         doc: Dict[str, Any] = {
             "complete": complete,
             "status": summary["status"],
             "request_counts": summary["request_counts"],
         }
-        doc.update(_counts_doc(counts, out_path, err_path, fmt))
-        add_fix(doc, merger)
-        for note in counts.notes:
-            narrate(f"warning: {note}")
+        warnings: List[str] = []
+        report_written(doc, written, fmt, out_path, err_path, warnings)
         billed = {r.batch_id: billed_cost(batch_analytics(client, r)) for r in reports}
         doc["usage"], doc["cost"] = usage_and_cost(index, reports, {}, billed)
         doc["batches"] = [batch_report_doc(r, store, s) for r, s in zip(reports, summaries)]
         unreachable = [{"batch_id": r.batch_id, "reason": r.unreachable} for r in reports if r.unreachable]
         if unreachable:
             doc["unreachable"] = unreachable
-        doc["warnings"] = list(counts.notes)
+        doc["warnings"] = warnings
         doc["job"] = None
         doc["state"] = store.path
         return Outcome(doc, exit_code_for(complete, doc["failed"], doc["missing"], bad_answers(doc)))

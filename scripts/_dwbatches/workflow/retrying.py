@@ -214,11 +214,11 @@ def _retry(
         if state.input.requests and index.good_answers() >= state.input.requests:
             # every request has an answer; only the JSON checks need the requests, which may be gone
             try:
-                input_path = _retry_source(client, job)
+                input_path = fetch.requests_as_submitted(client, job, [], required=True)
             except JobError:
                 return _nothing_to_retry(job, ref, dry_run)
         else:
-            input_path = _retry_source(client, job)
+            input_path = fetch.requests_as_submitted(client, job, [], required=True)
     except BaseException:
         index.close()
         raise
@@ -382,34 +382,6 @@ def _nothing_to_retry(job: Any, ref: Any, dry_run: Optional[bool], skipped: Opti
         dry_run=bool(dry_run),
         next=commands.command("fetch_results.py", "--job", commands.display_path(job.dir)),
     )
-
-
-def _retry_source(client: Any, job: Any) -> str:
-    """The file the retry input is copied from: the job's input when it is the file submitted
-    (size and sha256), else the server's copy of the uploaded requests, saved in
-    the job (``results/submitted-input.jsonl``)."""
-    rec = job.record
-    state = rec.input.fingerprint.check(rec.input.path)
-    if state == "same":
-        return rec.input.path
-    dest = job.path("results", "submitted-input.jsonl")
-    what = "is gone" if state == "missing" else "changed since it was submitted"
-    if os.path.isfile(dest):
-        narrate(
-            f"the job's input {rec.input.path} {what}; retrying from the server's copy saved at "
-            f"{commands.display_path(dest)}"
-        )
-        return dest
-    narrate(f"the job's input {rec.input.path} {what}; reading the requests as submitted from the server")
-    try:
-        fetch.save_submitted_input(client, job, dest)
-    except DWError as exc:
-        raise JobError(
-            f"the job's input {rec.input.path} {what}, and the server's copy of the uploaded requests "
-            f"cannot be read ({exc.message})",
-            hint="Restore the original batch input file at that path, then run again.",
-        ) from None
-    return dest
 
 
 def _client_errors(index: Any) -> int:
