@@ -39,8 +39,8 @@ examples:
   python3 scripts/retry_failed.py --job data.dwjob --max-tokens 2000     # cut answers
   python3 scripts/retry_failed.py --job data.dwjob --rerun failed,missing -w 1h
 
-Requests that failed with a client error (HTTP 4xx: a bad request, a model not allowed)
-usually fail again; their count is shown on stderr. Afterwards poll the job and fetch the
+Requests that failed with a client error (HTTP 4xx) may fail again: a malformed request or a
+model not allowed does, a refusal of the moment (a limit) may not; their count is shown on stderr. Afterwards poll the job and fetch the
 results as usual: fetch_results.py merges all rounds (the newest good answer of each request).
 
 output (stdout, JSON): job, round (the new or resumed round, null if none), requests (in

@@ -95,8 +95,8 @@ def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: b
             c = counts_of(res)
             row.update(action="cancelled", status=res.get("status"), request_counts=c)
             narrate(
-                f"batch {bid}: cancelled ({res.get('status')}; {c['completed']} completed, "
-                f"{c['failed']} failed of {c['total']} are kept)"
+                f"batch {bid}: cancelled ({res.get('status')}; so far {c['completed']} completed and "
+                f"{c['failed']} failed of {c['total']}, kept; requests already running may still finish)"
             )
         rows.append(row)
     if job is not None and after:
