@@ -38,7 +38,9 @@ formats: raw = the server's output lines ({id, custom_id, response{status_code, 
 simple = one line per input request {custom_id, ok, answer_check, content, usage, error}
 where content is the chat/completion text (never the reasoning), the Responses output text
 or the embedding vector, and ok is true only for a good answer; csv = the original CSV
-(--csv FILE, or the job's source) with new response, error and answer_check columns; an
+(--csv FILE, or the job's source) with new response, error and answer_check columns, each
+answer on its own row even after the CSV was re-sorted or rows were added or deleted (rows
+are matched by their --id-column, else by the prompt each makes); an
 answer, error or prompt that starts like a spreadsheet formula (= + - @) gets a leading ' so
 that a spreadsheet shows it as text (--raw-cells writes it as it is; the CSV's own cells are
 never changed). Default:

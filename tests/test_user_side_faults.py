@@ -19,6 +19,7 @@ and file-system errors: tests/test_filesystem_errors.py.)
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 from pathlib import Path
@@ -170,13 +171,47 @@ def test_a_csv_saved_again_with_semicolons_or_without_its_id_column(sandbox, tmp
     assert not Path("renamed.csv").exists()
 
 
-def test_a_resorted_csv_with_positional_ids_is_refused_and_simple_still_works(sandbox, tmp_path):
+def test_a_resorted_csv_with_positional_ids_is_matched_by_content(sandbox, tmp_path):
+    """No id column: the rows were numbered by position. Re-sorted, with a row inserted, one
+    deleted, one edited and one pasted twice, each row still gets its own answer, matched by the
+    prompt it made; the rows that match no request are named, and the deleted row's answer is kept."""
     build_csv_job(sandbox)
     before = os.stat("rows.csv")
     write_csv("rows.csv", list(reversed(ROWS)))
     # the same size and, as after `cp -p` or `rsync -t`, the same modification time
     os.utime("rows.csv", ns=(before.st_atime_ns, before.st_mtime_ns))
     assert os.stat("rows.csv").st_size == before.st_size
+    code, doc, err = run_script("fetch_results.py", "--job", "rows.dwjob", "-o", "after.csv", env=sandbox.env())
+    assert code == 0, err
+    assert any("matched to its request by the prompt it made" in w for w in doc["warnings"]), doc["warnings"]
+    rows = read_csv("after.csv")
+    assert [r["text"] for r in rows] == ["dates", "cherries", "bananas", "apples"]
+    assert all(r["text"] in r["response"] and r["error"] == "" for r in rows), rows
+
+    # bananas deleted, a new row inserted, cherries edited, dates pasted twice
+    edited = [("2", "figs"), ("1", "dates"), ("7", "apples"), ("5", "cherries, ripe"), ("1", "dates")]
+    write_csv("rows.csv", edited)
+    code, doc, err = run_script("fetch_results.py", "--job", "rows.dwjob", "-o", "edited.csv", env=sandbox.env())
+    assert code == 0, err
+    rows = read_csv("edited.csv")
+    assert [r["text"] for r in rows[:5]] == ["figs", "dates", "apples", "cherries, ripe", "dates"]
+    assert "dates" in rows[1]["response"] and "apples" in rows[2]["response"]
+    for unmatched in (rows[0], rows[3], rows[4]):  # new, edited, one copy more than was sent
+        assert unmatched["response"] == "" and "matches no submitted request" in unmatched["error"], unmatched
+    appended = {r["response"] for r in rows[5:]}  # the requests no row claims: bananas (deleted), cherries (edited)
+    assert len(rows) == 7 and any("bananas" in a for a in appended) and any("cherries" in a for a in appended)
+    assert any("3 row(s) of rows.csv match no submitted request" in w and "lines 2, 5, 6" in w for w in doc["warnings"])
+    assert (doc["requests"], doc["succeeded"]) == (4, 4)
+
+
+def test_a_resorted_csv_without_a_recorded_template_is_refused_and_simple_still_works(sandbox, tmp_path):
+    """A job whose record does not say what made the prompts (built by an earlier release)
+    cannot match rows by content: refused, and --format simple still works."""
+    build_csv_job(sandbox)
+    state = json.loads(Path("rows.dwjob/job.json").read_text())
+    del state["source"]["template"]
+    Path("rows.dwjob/job.json").write_text(json.dumps(state))
+    write_csv("rows.csv", list(reversed(ROWS)))
     code, doc, err = run_script("fetch_results.py", "--job", "rows.dwjob", "-o", "after.csv", env=sandbox.env())
     assert code == 2 and is_error(doc)
     assert "rows.csv changed since the batch was built from it" in err and "--format simple" in err
@@ -185,6 +220,7 @@ def test_a_resorted_csv_with_positional_ids_is_refused_and_simple_still_works(sa
     assert code == 0 and doc["succeeded"] == 4, err
     texts = [r["content"] for r in read_jsonl(doc["output"])]
     assert all(fruit in t for (_, fruit), t in zip(ROWS, texts))  # keyed by custom_id, in the built order
+    assert any("rows.csv changed since the batch was built" in w for w in doc["warnings"]), doc["warnings"]
 
 
 # -- the project folder is moved ---------------------------------------------------------------

@@ -166,6 +166,7 @@ class Source(_Record):
     sha256: Optional[str] = None
     bytes: Optional[int] = None
     mtime: Optional[float] = None
+    template: Optional[str] = None  # what made each row's prompt: rows are matched by content with it
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @property

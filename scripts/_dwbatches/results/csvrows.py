@@ -6,15 +6,20 @@ beside them.
 
 from __future__ import annotations
 
+import collections
 import csv
+import hashlib
 import os
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Deque, Dict, Iterator, List, Optional, Tuple
 
 from ..build.builder import custom_id_for, row_id_text
 from ..build.sources import CsvRows
+from ..build.template import Template
 from ..core.errors import DWError, UsageError
-from .merge import iter_input_ids, iter_input_lines
+from .merge import NO_REQUEST_ROW, SAMPLE, iter_input_ids, iter_input_lines
 from .resultlines import request_text
+
+NO_MATCH = "this row matches no submitted request (added or edited since the build): it was not sent"
 
 
 def result_columns(names: Any, column: Optional[str]) -> Tuple[str, str, str]:
@@ -61,14 +66,28 @@ class MatchedCsvRows:
     got no request from the builder: it is yielded with None, so that the CSV comes back with
     every row. Yields (custom_id or None, row values). The CSV is read with the
     delimiter the builder used; ``dialect`` and ``bom`` say how to write a CSV like it.
+
+    ``by_content``: the CSV changed since the build and its rows were numbered by position
+    (re-sorted, rows inserted or deleted): each row's prompt is made again with the recorded
+    template and matched to the submitted request that asked exactly that (identical rows take
+    identical requests in order). A row that matches none is yielded with None, its reason in
+    ``reason`` (read as the row is yielded), and counted in ``notes``.
     """
 
     def __init__(
-        self, csv_path: str, source: Optional[Dict[str, Any]], input_path: Optional[str], column: Optional[str] = None
+        self,
+        csv_path: str,
+        source: Optional[Dict[str, Any]],
+        input_path: Optional[str],
+        column: Optional[str] = None,
+        by_content: bool = False,
     ):
         self.csv_path = csv_path
         self.source = source or {}
         self.input_path = input_path
+        self.by_content = by_content
+        self.reason = NO_REQUEST_ROW
+        self.notes: List[str] = []
         # a source that records no delimiter was built with commas, when only blank lines were skipped
         legacy = bool(self.source) and "delimiter" not in self.source
         delimiter = "," if legacy else None  # None: detected from the header, as the builder does
@@ -113,7 +132,50 @@ class MatchedCsvRows:
             )
         return values
 
+    def _by_prompt(self) -> Dict[bytes, Deque[str]]:
+        """The submitted requests' custom ids by a digest of what each asked, in order."""
+        table: Dict[bytes, Deque[str]] = collections.defaultdict(collections.deque)
+        for cid, line, _ in iter_input_lines(self.input_path or "", "read the requests", "Restore the job's input."):
+            table[hashlib.sha256(request_text(line).encode("utf-8")).digest()].append(cid)
+        return table
+
+    def _matched_by_content(self) -> Iterator[Tuple[Optional[str], List[str]]]:
+        template = Template(str(self.source.get("template")))
+        missing = template.missing(self.header)
+        if missing:
+            raise UsageError(
+                f"{self.csv_path} has no {missing[0]!r} column any more: its rows are matched to the requests by "
+                f"the prompt each made (the header now reads: {', '.join(self.header)[:200]})",
+                hint="Restore the column, or fetch with --format simple or --format raw (results keyed by custom_id).",
+            )
+        table = self._by_prompt()
+        unmatched: List[int] = []
+        with CsvRows(self.csv_path, self._read_as["delimiter"], skip_empty_rows=False) as rows:
+            for line, row in rows:
+                values = [row.get(h, "") for h in self.header]
+                if not "".join(values).strip():
+                    self.reason = NO_REQUEST_ROW
+                    yield None, values
+                    continue
+                ids = table.get(hashlib.sha256(template.render(row, line, "column").encode("utf-8")).digest())
+                if ids:
+                    yield ids.popleft(), values
+                    continue
+                unmatched.append(line)
+                self.reason = NO_MATCH
+                yield None, values
+        if unmatched:
+            lines = ", ".join(str(n) for n in unmatched[:SAMPLE]) + (", ..." if len(unmatched) > SAMPLE else "")
+            self.notes.append(
+                f"{len(unmatched)} row(s) of {os.path.basename(self.csv_path)} match no submitted request (added or "
+                f"edited since the build, or one more copy of a row than was sent): lines {lines}; they come back "
+                "without an answer"
+            )
+
     def __iter__(self) -> Iterator[Tuple[Optional[str], List[str]]]:
+        if self.by_content:
+            yield from self._matched_by_content()
+            return
         src = self.source
         prefix = self.prefix
         id_column = self.id_column

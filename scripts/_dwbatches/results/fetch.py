@@ -398,16 +398,33 @@ def refresh_job(client: Any, job: Job) -> JobRefresh:
     return JobRefresh(store, targets, reports, summaries, summary, complete, rec, extra, extra_reports)
 
 
-def check_csv_source(rec: JobRecord, csv_path: str, warnings: List[str]) -> None:
-    """The CSV the answers are written beside must be the one the requests were built from, unless
-    rows are matched by an id column (then re-sorting or inserting rows is harmless)."""
+def warn_changed_source(rec: JobRecord, warnings: List[str]) -> None:
+    """A results file keyed by custom_id does not read the source CSV, but a CSV that changed since
+    the build is worth knowing about before its rows and these results are put side by side."""
+    source = rec.source
+    fp = source.fingerprint if source else None
+    if source is None or not source.path or fp is None or fp.check(source.path) != "changed":
+        return
+    note = (
+        f"{source.path} changed since the batch was built from it; these results are keyed by custom_id and "
+        "follow the requests as built, not the CSV's rows as they are now"
+    )
+    narrate(note)
+    warnings.append(note)
+
+
+def check_csv_source(rec: JobRecord, csv_path: str, requests_file: Optional[str], warnings: List[str]) -> bool:
+    """The CSV the answers are written beside is the one the requests were built from, or its rows
+    are matched by an id column (then re-sorting or inserting rows is harmless), or by content:
+    True when each row's prompt, made again with the recorded template, must find its request
+    (the CSV changed, its rows were numbered by position)."""
     source = rec.source
     fp = source.fingerprint if source else None
     if fp is None:
-        return
+        return False
     state = fp.check(csv_path)
     if state != "changed":
-        return
+        return False
     if source is not None and source.id_column:
         note = (
             f"{csv_path} changed since the batch was built; rows are matched by the {source.id_column!r} "
@@ -415,7 +432,15 @@ def check_csv_source(rec: JobRecord, csv_path: str, warnings: List[str]) -> None
         )
         narrate(note)
         warnings.append(note)
-        return
+        return False
+    if source is not None and source.template and requests_file:
+        note = (
+            f"{csv_path} changed since the batch was built (its rows were numbered by position); each row is "
+            "matched to its request by the prompt it made, so the answers still go beside their own rows"
+        )
+        narrate(note)
+        warnings.append(note)
+        return True
     raise UsageError(
         f"{csv_path} changed since the batch was built from it, and its rows were numbered by position: answers "
         "written into it now could land beside the wrong rows",
@@ -539,12 +564,13 @@ def fetch_job(
             src_csv = csv_path or (source.path if source else None)
             if src_csv and not os.path.isfile(src_csv):
                 raise UsageError(f"{src_csv}: no such file", hint="Pass --csv FILE with the original CSV.")
-            if src_csv:
-                check_csv_source(rec, src_csv, warnings)
         requests_file = requests_as_submitted(client, job, warnings)
         rows: Optional[Any] = None
+        if fmt != "csv":
+            warn_changed_source(rec, warnings)
         if fmt == "csv" and src_csv:
-            rows = MatchedCsvRows(src_csv, source.to_dict() if source else None, requests_file, column)
+            by_content = check_csv_source(rec, src_csv, requests_file, warnings)
+            rows = MatchedCsvRows(src_csv, source.to_dict() if source else None, requests_file, column, by_content)
         elif fmt == "csv":  # a job built from prompts or JSONL: one row per request
             if requests_file is None:
                 raise UsageError(

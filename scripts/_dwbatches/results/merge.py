@@ -34,6 +34,7 @@ MISSING_PENDING = "missing: no result yet"
 
 
 MISSING_NOT_RUN = "not run"
+NO_REQUEST_ROW = "no request was made for this row"  # a CSV row that made no request
 
 # What became of a request besides an answer (``answers.CHECKS``): it failed, or has no result.
 FAILED = "failed"
@@ -413,7 +414,7 @@ class Merger:
                 for cid, row in rows:
                     if cid is None or (requested is not None and cid not in requested):
                         # a row that produced no request (skipped as empty, or added after the submit)
-                        writer.writerow(row + ["", "no request was made for this row", ""])
+                        writer.writerow(row + ["", getattr(rows, "reason", None) or NO_REQUEST_ROW, ""])
                         continue
                     first = requested.mark(cid) if requested is not None else missing.first(cid, 0)
                     if not first:
@@ -434,6 +435,7 @@ class Merger:
             if requested is not None:
                 requested.close()
         self.counts.unexpected = index.unexpected
+        self.counts.notes.extend(getattr(rows, "notes", []))
         if rowless:
             self.counts.notes.append(
                 f"{len(rowless)} request(s) have no row in the CSV any more (rows deleted, or their ids edited since "

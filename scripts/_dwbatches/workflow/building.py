@@ -166,6 +166,7 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
                 "lines_in_row_order": True,
                 "delimiter": csv_input.delimiter,
                 "bom": csv_input.bom,
+                "template": opts.template if opts.template is not None else "{prompt}",
             }
     elif opts.jsonl:
         rows = _jsonl_rows(opts, prefix)
