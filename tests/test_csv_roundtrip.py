@@ -159,3 +159,31 @@ def test_a_job_built_before_empty_rows_were_skipped_still_matches_its_rows(sandb
     assert [r[:2] for r in rows[1:]] == [["1", "alpha"], ["", ""], ["2", "bravo"]]
     assert "alpha" in rows[1][2] and "bravo" in rows[3][2]
     assert "alpha" not in rows[2][2] and "bravo" not in rows[2][2] and rows[2][3] == ""
+
+
+def test_columns_chooses_and_names_the_columns_of_a_prompts_job_and_is_remembered(sandbox):
+    """A CSV of question and answer from a prompts job: --columns picks, orders and renames the
+    columns (no custom_id), a later fetch keeps the choice, and a column that does not exist is
+    refused with the names there are."""
+    Path("qs.txt").write_text("What is 2+2?\nName a colour.\n", encoding="utf-8")
+    code, built, err = run_script("create_batch_file.py", "qs.jsonl", "--prompts", "qs.txt")
+    assert code == 0, err
+    job = make_job(sandbox, "qs.jsonl")
+    wait_job(sandbox, job)
+    args = ("fetch_results.py", "--job", job, "--format", "csv", "-o", "qa.csv")
+    code, doc, err = run_script(*args, "--columns", "question=prompt,answer=response", env=sandbox.env())
+    assert code == 0, err
+    rows = parse(Path("qa.csv").read_bytes())
+    assert rows[0] == ["question", "answer"]
+    assert [r[0] for r in rows[1:]] == ["What is 2+2?", "Name a colour."] and all(r[1] for r in rows[1:])
+    Path("qa.csv").unlink()
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())  # remembered
+    assert code == 0 and parse(Path("qa.csv").read_bytes())[0] == ["question", "answer"], err
+
+    code, doc, err = run_script(*args, "--columns", "question=text", env=sandbox.env())
+    assert code == 2 and doc["error"]["message"].startswith("--columns names 'text', which is not a column")
+    assert "custom_id, prompt, response, error, answer_check" in doc["error"]["hint"]
+    code, doc, err = run_script(*args, "--columns", "a=prompt,a=response", env=sandbox.env())
+    assert code == 2 and "writes 'a' twice" in doc["error"]["message"]
+    code, doc, err = run_script("fetch_results.py", "--job", job, "--format", "simple", "--columns", "prompt")
+    assert code == 2 and "--columns applies to --format csv" in doc["error"]["message"]

@@ -358,6 +358,7 @@ class ResultsSettings(_Record):
     errors: Optional[str] = None
     csv: Optional[str] = None
     column: Optional[str] = None
+    columns: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
 

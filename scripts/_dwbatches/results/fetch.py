@@ -208,8 +208,10 @@ def resolve_output(
     csv_path: Optional[str],
     column: Optional[str] = None,
     job_dir: Optional[str] = None,
-) -> Tuple[str, str, str, Optional[str], Optional[str]]:
-    """(format, OUT, ERR, CSV) from the options given, else the job's remembered ones, else defaults.
+    columns: Optional[str] = None,
+) -> Tuple[str, str, str, Optional[str], Optional[str], Optional[str]]:
+    """(format, OUT, ERR, CSV, answer column, columns) from the options given, else the job's
+    remembered ones, else defaults.
 
     Output settings given once (e.g. to run_batch.py) are remembered in job.json (``results``)
     and used by later fetches that give none. A remembered path whose folder is gone is refused
@@ -251,7 +253,9 @@ def resolve_output(
             if path not in given:
                 must_stay_in_project(path, job_dir, flag)
     column = column or last.column
-    return fmt, out_path, err_path, os.path.abspath(csv_path) if csv_path else None, column
+    if columns is None and fmt == "csv" and last.format == "csv":
+        columns = last.columns
+    return fmt, out_path, err_path, os.path.abspath(csv_path) if csv_path else None, column, columns
 
 
 def must_stay_in_project(path: str, job_dir: str, flag: str) -> None:
@@ -283,10 +287,18 @@ def _parent_must_exist(path: str, what: str) -> None:
 
 
 def remember_output(
-    job: Job, fmt: str, out_path: str, err_path: str, csv_path: Optional[str], column: Optional[str] = None
+    job: Job,
+    fmt: str,
+    out_path: str,
+    err_path: str,
+    csv_path: Optional[str],
+    column: Optional[str] = None,
+    columns: Optional[str] = None,
 ) -> None:
     """Record the output settings in job.json (a locked job)."""
-    remember = ResultsSettings(format=fmt, output=out_path, errors=err_path, csv=csv_path, column=column)
+    remember = ResultsSettings(
+        format=fmt, output=out_path, errors=err_path, csv=csv_path, column=column, columns=columns or None
+    )
     if job.record.results != remember:
         job.record.results = remember
         job.save()
@@ -499,6 +511,7 @@ def write_results(
     reason: str,
     expected: int,
     raw_cells: bool,
+    columns: Optional[str] = None,
 ) -> Written:
     """The one merge of downloaded results, for a job and for bare batch ids alike: OUT and ERR
     written in the order of ``requests_file`` (else as the lines arrived), or CSV ``rows``.
@@ -508,7 +521,7 @@ def write_results(
     merger = Merger(index, reason, raw_cells)
     try:
         if fmt == "csv":
-            counts = merger.write_csv(rows, out_path, err_path, requests_path=requests_file)
+            counts = merger.write_csv(rows, out_path, err_path, requests_path=requests_file, columns=columns)
         else:
             order = iter_input_order(requests_file) if requests_file else index.ids_in_order()
             counts = merger.write_jsonl(order, requests_file, fmt, out_path, err_path)
@@ -542,6 +555,7 @@ def fetch_job(
     merge: bool = True,
     column: Optional[str] = None,
     raw_cells: bool = False,
+    columns: Optional[str] = None,
 ) -> Outcome:
     """Download, verify and (with ``merge``) write OUT/ERR for a job. The job is locked (the workflow takes the lock).
 
@@ -558,7 +572,9 @@ def fetch_job(
     }
     if merge:
         source = rec.source
-        fmt, out_path, err_path, csv_path, column = resolve_output(rec, fmt, out, err, csv_path, column, job.dir)
+        fmt, out_path, err_path, csv_path, column, columns = resolve_output(
+            rec, fmt, out, err, csv_path, column, job.dir, columns
+        )
         src_csv = None
         if fmt == "csv":
             src_csv = csv_path or (source.path if source else None)
@@ -592,6 +608,7 @@ def fetch_job(
             reason,
             int(rec.input.requests or 0),
             raw_cells,
+            columns,
         )
         report_written(doc, written, fmt, out_path, err_path, warnings)
         index = written.index
@@ -607,7 +624,7 @@ def fetch_job(
         billed.update({r.batch_id: billed_cost(batch_analytics(client, r)) for r in ref.extra_reports})
         windows = {r.round: r.completion_window for r in rec.rounds}
         doc["usage"], doc["cost"] = usage_and_cost(index, ref.all_reports, windows, billed)
-        remember_output(job, fmt, out_path, err_path, csv_path, column)
+        remember_output(job, fmt, out_path, err_path, csv_path, column, columns)
     doc["batches"] = [batch_report_doc(r, store, s) for r, s in zip(reports, ref.summaries)]
     if summary["unsubmitted"]:
         doc["unsubmitted"] = summary["unsubmitted"]
@@ -636,6 +653,7 @@ def fetch_bare(
     csv_path: Optional[str] = None,
     column: Optional[str] = None,
     raw_cells: bool = False,
+    columns: Optional[str] = None,
 ) -> Outcome:
     """Fetch bare batch ids into OUT with the state in ``OUT.dwstate.json``."""
     out_path = os.path.abspath(out)
@@ -670,7 +688,9 @@ def fetch_bare(
             rows = MatchedCsvRows(csv_path, None, input_path, column) if csv_path else RequestRows(input_path, column)
         reason = MISSING_NOT_RUN if summary["finished"] else MISSING_PENDING
         expected = sum(s["request_counts"]["total"] for s in summaries)
-        written = write_results(store, targets, fmt, out_path, err_path, input_path, rows, reason, expected, raw_cells)
+        written = write_results(
+            store, targets, fmt, out_path, err_path, input_path, rows, reason, expected, raw_cells, columns
+        )
         index = written.index
         doc: Dict[str, Any] = {
             "complete": complete,

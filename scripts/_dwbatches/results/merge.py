@@ -294,6 +294,51 @@ class Result(NamedTuple):
     file_idx: int
 
 
+def parse_columns(spec: str) -> List[Tuple[str, str]]:
+    """``--columns``: (name written, column taken) pairs from ``a,new=b``; a UsageError says what
+    is wrong with it."""
+    pairs: List[Tuple[str, str]] = []
+    for item in spec.split(","):
+        new, eq, old = item.partition("=")
+        new, old = new.strip(), (old if eq else new).strip()
+        if not new or not old:
+            raise UsageError(
+                f"--columns {spec!r}: an empty column name",
+                hint="Name each column once, comma-separated, e.g. --columns question=prompt,answer=response.",
+            )
+        pairs.append((new, old))
+    names = [new for new, _ in pairs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UsageError(f"--columns {spec!r} writes {twice[0]!r} twice", hint="Give each written column its own name.")
+    return pairs
+
+
+def choose_columns(spec: Optional[str], header: List[str]) -> Tuple[List[str], Optional[List[int]]]:
+    """The header written and, with ``spec``, the positions of the chosen columns in a full row."""
+    if not spec:
+        return header, None
+    pairs = parse_columns(spec)
+    unknown = [old for _, old in pairs if old not in header]
+    if unknown:
+        raise UsageError(
+            f"--columns names {unknown[0]!r}, which is not a column of the results CSV",
+            hint=f"The columns are: {', '.join(header)}.",
+        )
+    return [new for new, _ in pairs], [header.index(old) for _, old in pairs]
+
+
+class _Chosen:
+    """A CSV writer that writes the chosen cells of each row (``--columns``)."""
+
+    def __init__(self, writer: Any, positions: List[int]):
+        self.writer = writer
+        self.positions = positions
+
+    def writerow(self, row: List[str]) -> None:
+        self.writer.writerow([row[i] for i in self.positions])
+
+
 class Merger:
     """Writes OUT and ERR from an index, in the order of the requests."""
 
@@ -382,7 +427,14 @@ class Merger:
         self.counts.unexpected = index.unexpected
         return self.counts
 
-    def write_csv(self, rows: Any, out_path: str, err_path: str, requests_path: Optional[str] = None) -> MergeCounts:
+    def write_csv(
+        self,
+        rows: Any,
+        out_path: str,
+        err_path: str,
+        requests_path: Optional[str] = None,
+        columns: Optional[str] = None,
+    ) -> MergeCounts:
         """The CSV with answer, error and answer-check columns (``rows``: ``MatchedCsvRows`` or
         ``RequestRows``). A bad answer's text stays in the answer column (a cut answer, text that
         is not the JSON asked for); the error column says what is wrong with it.
@@ -392,7 +444,8 @@ class Merger:
         claims any more (its row deleted, or its id edited since the submit) is not dropped:
         its answer (or error) is appended as a row of its own, id column filled, with a note in
         ``counts.notes``. A row repeating an id already written gets the note, not a copy of
-        another row's answer."""
+        another row's answer. ``columns`` (``--columns``): the columns written, in order, renamed."""
+        header, chosen = choose_columns(columns, rows.header + [rows.response_col, rows.error_col, rows.check_col])
         index = self.index
         self._made_cells = frozenset(getattr(rows, "made_columns", ()))  # cells written from requests
         requested: Optional[FileIds] = None  # every request once; the flag: a row was written for it
@@ -409,8 +462,10 @@ class Merger:
             with atomic_output(out_path, text=True) as out_fh, atomic_output(err_path) as err_fh:
                 if rows.bom:  # as the source had (Excel needs it to show non-ASCII text)
                     out_fh.write("\ufeff")
-                writer = csv.writer(out_fh, dialect=rows.dialect)
-                writer.writerow(rows.header + [rows.response_col, rows.error_col, rows.check_col])
+                writer: Any = csv.writer(out_fh, dialect=rows.dialect)
+                writer.writerow(header)
+                if chosen is not None:
+                    writer = _Chosen(writer, chosen)
                 for cid, row in rows:
                     if cid is None or (requested is not None and cid not in requested):
                         # a row that produced no request (skipped as empty, or added after the submit)

@@ -17,7 +17,7 @@ from ..core.optionspec import option, to_argv
 from ..core.output import Outcome, narrate
 from ..jobs.job import Job
 from ..results import fetch, merge
-from ..results.merge import FORMATS
+from ..results.merge import FORMATS, parse_columns
 from .common import holding
 
 
@@ -53,6 +53,12 @@ class OutputOptions:
     column: Optional[str] = option(
         "--column", metavar="NAME", help="--format csv: the name of the answer column (default: response)"
     )
+    columns: Optional[str] = option(
+        "--columns",
+        metavar="LIST",
+        help="--format csv: the columns to write, in order, comma-separated, each a column of the results CSV "
+        "or NEW=COLUMN to rename it, e.g. question=prompt,answer=response (default: every column)",
+    )
     raw_cells: bool = option(
         "--raw-cells",
         switch=True,
@@ -61,13 +67,21 @@ class OutputOptions:
     )
 
     def given(self) -> bool:
-        return any((self.format, self.output, self.errors, self.csv, self.column))
+        return any((self.format, self.output, self.errors, self.csv, self.column, self.columns))
 
     def args(self, input_path: Optional[str] = None) -> List[str]:
         """The options as flags for a printed command (and ``--input`` for bare batch ids)."""
         return to_argv(self) + (["--input", commands.display_path(input_path)] if input_path else [])
 
+    def check(self) -> None:
+        """The options on their own (the columns named are checked against the CSV when it is written)."""
+        if self.columns is not None:
+            parse_columns(self.columns)
+        if self.columns and self.format not in (None, "csv"):
+            raise UsageError("--columns applies to --format csv", hint="Drop --columns, or pass --format csv.")
+
     def check_files(self) -> None:
+        self.check()
         if self.csv and not os.path.isfile(self.csv):
             raise UsageError(f"{self.csv}: no such file", hint="--csv names the original CSV file.")
 
@@ -83,6 +97,7 @@ def fetch_job(client: Any, job: Job, options: OutputOptions) -> Outcome:
             err=options.errors,
             csv_path=options.csv,
             column=options.column,
+            columns=options.columns,
             raw_cells=options.raw_cells,
         )
     # lost results matter while their requests have no result of any round (a --force retry gives them one)
@@ -120,6 +135,7 @@ def fetch_batches(client: Any, batch_ids: Sequence[str], options: OutputOptions,
         input_path=input_path,
         csv_path=options.csv,
         column=options.column,
+        columns=options.columns,
         raw_cells=options.raw_cells,
     )
     extra = options.args(input_path)

@@ -43,7 +43,14 @@ def run(
             fetch.remember_output(
                 job,
                 *fetch.resolve_output(
-                    job.record, options.format, options.output, options.errors, options.csv, options.column, job.dir
+                    job.record,
+                    options.format,
+                    options.output,
+                    options.errors,
+                    options.csv,
+                    options.column,
+                    job.dir,
+                    options.columns,
                 ),
             )
 
