@@ -66,6 +66,7 @@ SCRIPT_EXITS: Dict[str, Tuple[int, ...]] = {
     "run_batch.py": _ALL,
 }
 MAX_COST_SCRIPTS = frozenset({"submit.py", "run_batch.py"})
+LOCAL_SCRIPTS = frozenset(s for s, codes in SCRIPT_EXITS.items() if codes == _LOCAL)  # they talk to no server
 
 
 def exit_meaning(code: int, script: Optional[str] = None) -> str:
