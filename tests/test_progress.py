@@ -89,3 +89,20 @@ def test_a_slow_upload_on_a_terminal_shows_percent_rate_and_eta_then_goes(sandbo
     shown = screen(res.stderr)
     assert not [ln for ln in shown if "uploading:" in ln], shown
     assert any(ln.startswith("chunk 1/1: uploaded as file ") for ln in shown)
+
+
+def test_a_long_download_off_a_terminal_prints_plain_progress_lines(sandbox, tmp_path, monkeypatch):
+    from _dwbatches import download
+
+    monkeypatch.setattr(download, "PLAIN_PROGRESS_SECONDS", 0.0)  # as if every read took longer than that
+    write_input(tmp_path / "data.jsonl", 700)
+    job = make_job(sandbox, tmp_path / "data.jsonl")
+    wait_job(sandbox, job)
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())
+    assert code == 0 and doc["succeeded"] == 700, err
+    lines = [ln for ln in err.splitlines() if "downloading results" in ln]
+    assert [re.sub(r", [\d,.]+ lines/s\)$", ")", ln.split(": ", 2)[2]) for ln in lines] == [
+        "37% (256 lines of 700 lines)",
+        "73% (512 lines of 700 lines)",
+    ], err
+    assert "\r" not in err

@@ -93,7 +93,8 @@ def exit_codes_help(script: Optional[str] = None) -> str:
 # What every run prints on stdout when it fails (one declaration: the --help texts and SKILL.md).
 ON_FAILURE = (
     'Every run prints one JSON document on stdout; a run that fails prints {"error": {"code", '
-    '"message", "hint"}, "exit_code"} (and error: / hint: lines on stderr).'
+    '"message", "hint"}, "exit_code"} (and error: / hint: lines on stderr). On a terminal it prints '
+    "a short view for people instead (a failure: its error and hint on stderr); --json keeps the JSON."
 )
 
 

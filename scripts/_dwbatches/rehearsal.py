@@ -127,9 +127,20 @@ def _other_users(directory: str) -> int:
     return n
 
 
+_current: Optional[Rehearsal] = None  # the one this command uses (attached once a command)
+
+
+def current() -> Optional[Rehearsal]:
+    return _current
+
+
 def attach(directory: str = STATE_DIR) -> Rehearsal:
     """The rehearsal sandbox for this command: the running one, or one started now on the
-    port and key of ``server.json``. Call ``detach`` at the end."""
+    port and key of ``server.json``. Call ``detach`` at the end (once, however often this
+    was called)."""
+    global _current
+    if _current is not None:
+        return _current
     files.make_private_dir(directory)
     with _locked(directory):
         state = read_state(directory)
@@ -140,6 +151,7 @@ def attach(directory: str = STATE_DIR) -> Rehearsal:
             found = _start(directory, state)
         files.atomic_write_bytes(os.path.join(_users(directory), str(os.getpid())), b"")
     register_secret(found.api_key)
+    _current = found
     return found
 
 
@@ -167,6 +179,8 @@ def _start(directory: str, state: Dict[str, Any]) -> Rehearsal:
 
 def detach(found: Rehearsal) -> None:
     """This command is done with the sandbox: stop it unless another command uses it."""
+    global _current
+    _current = None
     with _locked(found.directory):
         with contextlib.suppress(OSError):
             os.unlink(os.path.join(_users(found.directory), str(os.getpid())))
@@ -185,4 +199,4 @@ def detach(found: Rehearsal) -> None:
             narrate(f"rehearsal: sandbox stopped (its state stays in {found.directory})")
 
 
-__all__ = ["STATE_DIR", "Rehearsal", "attach", "base_url_of", "detach", "read_state"]
+__all__ = ["STATE_DIR", "Rehearsal", "attach", "base_url_of", "current", "detach", "read_state"]

@@ -31,8 +31,10 @@ def sandbox_config(conn: Connection) -> Any:
     never the user's key or .env."""
     from .. import config, output, rehearsal
 
+    fresh = rehearsal.current() is None
     found = rehearsal.attach()
-    output.on_exit(lambda: rehearsal.detach(found))
+    if fresh:
+        output.on_exit(lambda: rehearsal.detach(found))
     return config.Config(
         api_key=found.api_key,
         base_url=found.base_url,
