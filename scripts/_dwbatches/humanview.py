@@ -13,7 +13,6 @@ The view is derived from the report itself, field by field in the report's order
 Each script names only what its view leaves out and the columns of its tables (``VIEWS``).
 Every text from the report is shown on one line with its control characters escaped
 (``output.one_line``): a view never carries a terminal escape from a server or an input.
-Standard library only.
 """
 
 from __future__ import annotations
@@ -240,13 +239,10 @@ def size(n: float) -> str:
 
 
 def duration(seconds: float) -> str:
-    """``45s``, ``4m40s``, ``2h05m``."""
-    s = int(max(0, round(seconds)))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+    """``45s``, ``4m40s``, ``2h05m`` (as the progress lines write it)."""
+    from .jobstatus import fmt_duration
+
+    return fmt_duration(seconds)
 
 
 def _when(epoch: float) -> str:
