@@ -200,3 +200,33 @@ def test_skill_md_workflow_in_a_pseudo_terminal_prints_one_json_document_each(tm
         assert os.path.isfile(runner.work / "requests.results.jsonl")
     finally:
         runner.close()
+
+
+@needs_pty
+def test_a_job_with_a_retry_round_shows_the_cost_of_each_round(sandbox, tmp_path):
+    write_input(tmp_path / "data.jsonl", 6)
+    sandbox.set_faults({"fail_custom_ids": ["req-1"], "fail_status": 500})
+    job = make_job(sandbox, tmp_path / "data.jsonl")
+    wait_job(sandbox, job)
+    assert run_script("fetch_results.py", "--job", job, env=sandbox.env())[0] == 5
+    code, doc, err = run_script("retry_failed.py", "--job", job, env=sandbox.env())
+    assert code == 0 and doc["round"] == 2, err
+    wait_job(sandbox, job)
+    _, piped, _ = run_script("fetch_results.py", "--job", job, env=sandbox.env())
+    res = run_in_pty("fetch_results.py", "--job", job, env=sandbox.env(), cwd=tmp_path)
+    assert res.code == 5, res.stderr
+    rounds = res.stdout.split("cost per round:\n")[1].split("\n\n")[0].splitlines()
+    assert rounds[0].split() == ["round", "window", "requests", "input", "tokens", "output", "tokens", "usd"]
+    for line, r in zip(rounds[1:], piped["cost"]["rounds"]):
+        assert line.split() == [
+            str(r["round"]),
+            "24h",
+            str(r["requests"]),
+            str(r["input_tokens"]),
+            str(r["output_tokens"]),
+            f"${r['usd']}",
+        ]
+    assert len(rounds) == 3
+    assert "failed request" in res.stdout and "req-1" in res.stdout  # the failed sample
+    next_lines = [ln for ln in res.stdout.splitlines() if ln.startswith("next: ")]
+    assert next_lines == ([f"next: {piped['next']}"] if piped["next"] else [])
