@@ -2,7 +2,7 @@
 """What the answer checks add to fetching a million results (part of `make bench`).
 
 Every result a fetch merges is checked (empty, cut, not the JSON asked for, filtered: see
-scripts/_dwbatches/answers.py). The checks live in the merge (indexing the downloaded lines
+scripts/_dwbatches/results/answers.py). The checks live in the merge (indexing the downloaded lines
 and writing the results in input order); downloading is not affected, so the merge's share is
 an upper bound of what they add to a whole fetch. This bench merges the same million
 downloaded results (chat answers of a reasoning model, as the sandbox writes them, half of
@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
-from _dwbatches import answers, merge  # noqa: E402
+from _dwbatches.results import answers, merge  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "bench", "results.md")
 HEADING = "## Answer checks: what they add to fetching a million results"

@@ -28,7 +28,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from _dwbatches.sandbox import SandboxProcess  # noqa: E402
+from _dwbatches.core.sandbox import SandboxProcess  # noqa: E402
 
 WORK = ROOT / "bench" / ".work"
 MODEL = "Qwen/Qwen3.5-9B"

@@ -28,7 +28,7 @@ SCRIPTS = os.path.join(ROOT, "scripts")
 DATA = os.path.join(ROOT, "bench", "data")
 sys.path.insert(0, SCRIPTS)
 
-from _dwbatches.sandbox import SandboxProcess  # noqa: E402
+from _dwbatches.core.sandbox import SandboxProcess  # noqa: E402
 
 MODEL = "Qwen/Qwen3.5-35B-A3B-FP8"
 
@@ -103,7 +103,7 @@ def make_file(path: str, lines: int, pad: int) -> str:
 
 UPLOAD_OURS = """
 import sys; sys.path.insert(0, {scripts!r})
-from _dwbatches import config, http
+from _dwbatches.core import config, http
 c = http.Client(config.load_config())
 print(c.upload_file({path!r})["id"])
 """
@@ -122,7 +122,7 @@ print(c.files.create(file=open({path!r}, "rb"), purpose="batch").id)
 """
 DOWNLOAD_OURS = """
 import sys, time; sys.path.insert(0, {scripts!r})
-from _dwbatches import config, http
+from _dwbatches.core import config, http
 c = http.Client(config.load_config())
 t = time.perf_counter()
 with open({out!r}, "wb") as fh:
@@ -140,7 +140,7 @@ print(n)
 """
 VALIDATE_ONE_PROCESS = """
 import json, sys; sys.path.insert(0, {scripts!r})
-from _dwbatches.validate import validate_file
+from _dwbatches.validation.validate import validate_file
 rep = validate_file({path!r}, processes=1)
 print(json.dumps(rep.as_dict()))
 """

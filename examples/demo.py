@@ -17,8 +17,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
-from _dwbatches import compat  # noqa: E402
-from _dwbatches.sandbox import SandboxProcess  # noqa: E402
+from _dwbatches.core import compat  # noqa: E402
+from _dwbatches.core.sandbox import SandboxProcess  # noqa: E402
 
 RUN_DIR = os.path.join(ROOT, "demo-run")
 

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from _dwbatches import cli, output
+from _dwbatches.core import output
+from _dwbatches.workflow import cli
 from _dwbatches.workflow.setup import check_setup
 
 

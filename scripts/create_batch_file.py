@@ -12,7 +12,7 @@
 
 Custom ids are <prefix>-<row id> when --id-column names an id column (or field), else
 <prefix>-<line or row number, zero-padded to 6 digits>; the prefix defaults to the input's
-file name. Duplicate or unusable ids, and template placeholders the input lacks, are errors
+file name without its extension (reviews.csv: reviews-000001). Duplicate or unusable ids, and template placeholders the input lacks, are errors
 that name the line. The file is validated and written atomically: OUTPUT is replaced only by
 a complete, valid file. With no input option a 5-prompt example file is written (never
 over an existing file: exit 2).
@@ -66,10 +66,10 @@ from __future__ import annotations
 import argparse
 from typing import Optional, Sequence
 
-from _dwbatches import output
-from _dwbatches.builder import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL, ENDPOINTS
-from _dwbatches.reasoning import DEFAULT_EFFORT, EFFORTS
-from _dwbatches.validate import MAX_BODY_BYTES
+from _dwbatches.api.reasoning import DEFAULT_EFFORT, EFFORTS
+from _dwbatches.build.builder import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL, ENDPOINTS
+from _dwbatches.core import output
+from _dwbatches.validation.validate import MAX_BODY_BYTES
 from _dwbatches.workflow.building import BuildOptions, build
 
 
@@ -104,7 +104,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="column/field holding a unique row id, used in the custom ids",
     )
     src.add_argument(
-        "--id-prefix", metavar="TEXT", help="custom id prefix (default: the input file name; '' for bare ids)"
+        "--id-prefix",
+        metavar="TEXT",
+        help="custom id prefix (default: the input file name without its extension; '' for bare ids)",
     )
     src.add_argument("--limit", type=int, metavar="N", help="use only the first N rows (a trial run)")
     req = parser.add_argument_group("request")

@@ -94,8 +94,9 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
-from _dwbatches import cli, output
-from _dwbatches.errors import UsageError
+from _dwbatches.core import output
+from _dwbatches.core.errors import UsageError
+from _dwbatches.workflow import cli
 from _dwbatches.workflow.common import check_target, open_target
 from _dwbatches.workflow.fetching import fetch_batches, fetch_job
 

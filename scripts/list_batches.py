@@ -37,7 +37,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from _dwbatches import cli, output
+from _dwbatches.core import output
+from _dwbatches.workflow import cli
 from _dwbatches.workflow.listing import STATUSES, jobs_of_input, list_batches, list_jobs
 
 
@@ -46,7 +47,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--limit", type=int, default=None, metavar="N", help="batches per page (1-100; default 20, or 100 with --all)"
     )
-    parser.add_argument("--status", choices=STATUSES, help="only batches with this status")
+    parser.add_argument(
+        "--status",
+        choices=STATUSES,
+        help="only batches with this status; expired: past their deadline, whatever their status (no batch is "
+        "ever reported with a status expired)",
+    )
     parser.add_argument("--search", metavar="TEXT", help="match metadata, file names or ids")
     parser.add_argument("--after", metavar="BATCH_ID", help="start after this batch (a previous last_id)")
     parser.add_argument("--all", action="store_true", help="follow pages until there are no more")

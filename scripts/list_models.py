@@ -52,8 +52,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from _dwbatches import cli, output
-from _dwbatches.pricing import WINDOWS
+from _dwbatches.core import output
+from _dwbatches.cost.pricing import WINDOWS
+from _dwbatches.workflow import cli
 from _dwbatches.workflow.listing import list_models
 
 

@@ -50,7 +50,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from _dwbatches import cli, output
+from _dwbatches.core import output
+from _dwbatches.workflow import cli
 from _dwbatches.workflow.checking import check
 from _dwbatches.workflow.common import check_target, open_target
 

@@ -39,8 +39,8 @@ examples:
   python3 scripts/retry_failed.py --job data.dwjob --max-tokens 2000     # cut answers
   python3 scripts/retry_failed.py --job data.dwjob --rerun failed,missing -w 1h
 
-Requests that failed with a client error (HTTP 4xx: a bad request, a model not allowed)
-usually fail again; their count is shown on stderr. Afterwards poll the job and fetch the
+Requests that failed with a client error (HTTP 4xx) may fail again: a malformed request or a
+model not allowed does, a refusal of the moment (a limit) may not; their count is shown on stderr. Afterwards poll the job and fetch the
 results as usual: fetch_results.py merges all rounds (the newest good answer of each request).
 
 output (stdout, JSON): job, round (the new or resumed round, null if none), requests (in
@@ -60,8 +60,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from _dwbatches import cli, output
-from _dwbatches.planning import WINDOWS
+from _dwbatches.core import output
+from _dwbatches.submit.planning import WINDOWS
+from _dwbatches.workflow import cli
 from _dwbatches.workflow.common import open_job_for
 from _dwbatches.workflow.retrying import RERUN_DEFAULT, RERUN_KINDS, retry
 
@@ -102,18 +103,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         rerun = cli.kinds_list("--rerun", args.rerun, RERUN_KINDS, "failed,missing,truncated")
         changes = cli.changes(args)
         client, job = open_job_for(cli.connection(args), args.job)
-        with job:
-            job.load()
-            outcome = retry(
-                client,
-                job,
-                args.completion_window,
-                dry_run=args.dry_run,
-                force=args.force,
-                after_cancel=args.after_cancel,
-                changes=changes,
-                rerun=rerun,
-            )
+        outcome = retry(
+            client,
+            job,
+            args.completion_window,
+            dry_run=args.dry_run,
+            force=args.force,
+            after_cancel=args.after_cancel,
+            changes=changes,
+            rerun=rerun,
+        )
         return output.finish(outcome)
 
     return output.run(body)

@@ -55,11 +55,11 @@ from __future__ import annotations
 import os
 from typing import Optional, Sequence
 
-from _dwbatches import output
-from _dwbatches.errors import EXIT_OK, FileSystemError, InputError, UsageError, file_error
-from _dwbatches.files import atomic_write_json, refuse_overwrite
-from _dwbatches.flags import check_number
-from _dwbatches.validate import (
+from _dwbatches.core import output
+from _dwbatches.core.errors import EXIT_OK, FileSystemError, InputError, UsageError, file_error
+from _dwbatches.core.files import atomic_write_json, refuse_overwrite
+from _dwbatches.core.flags import check_number
+from _dwbatches.validation.validate import (
     MAX_BODY_BYTES,
     MAX_FILE_BYTES,
     MAX_REQUESTS_PER_FILE,

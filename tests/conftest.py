@@ -3,7 +3,8 @@
 Every test runs in its own temporary working directory with DOUBLEWORD_API_KEY and
 DOUBLEWORD_BASE_URL removed, so no real key or ``.env`` can be picked up. Waits of the client
 (backoffs, Retry-After, poll intervals, settle delays) are scaled by TIME_SCALE through
-``DOUBLEWORD_BATCHES_TIME_SCALE``; a test marked ``real_time`` runs with real waits.
+``DOUBLEWORD_BATCHES_TIME_SCALE``, read by the test hooks (tests/hooks: on PYTHONPATH for every
+Python the tests start, and installed here); a test marked ``real_time`` runs with real waits.
 
 A server that behaves as a test programs it (see tests/hostile_server.py):
     hostile_server   one HostileServer on a free loopback port, stopped afterwards
@@ -24,8 +25,18 @@ import os
 import sys
 
 import pytest
-from hostile_server import HostileServer
-from sandbox_helper import Sandbox, new_api_key
+
+# The test hooks (time scaling, crash points): in this process, and in every Python it starts.
+HOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "hooks")
+if HOOKS not in os.environ.get("PYTHONPATH", "").split(os.pathsep):
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (HOOKS, os.environ.get("PYTHONPATH")) if p)
+sys.path.insert(0, HOOKS)
+import dwb_testhooks  # noqa: E402
+
+dwb_testhooks.install()
+
+from hostile_server import HostileServer  # noqa: E402
+from sandbox_helper import Sandbox, new_api_key  # noqa: E402
 
 TIME_SCALE = "0.05"
 

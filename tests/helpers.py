@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from _dwbatches.sandbox import SandboxProcess
+from _dwbatches.core.sandbox import SandboxProcess
 from sandbox_helper import CHAT_MODEL as SANDBOX_CHAT_MODEL
 from sandbox_helper import REPO_ROOT, SCRIPTS, chat_requests, jsonl_bytes
 
@@ -123,7 +123,7 @@ def _run_in_process(
     script: str, argv: List[str], env: Optional[Dict[str, str]], input: Optional[str], cwd: Any
 ) -> subprocess_mod.CompletedProcess:
     module = _load_script(script)
-    from _dwbatches import output
+    from _dwbatches.core import output
 
     saved_env = dict(os.environ)
     saved_cwd = os.getcwd()

@@ -1,5 +1,5 @@
 """Start and drive the local Doubleword Batch API sandbox from tests (standard library only;
-the server is started by the product's launcher, ``_dwbatches.sandbox``).
+the server is started by the product's launcher, ``_dwbatches.core.sandbox``).
 
 sb = Sandbox(data_dir, api_key="sk-test-...").start()
 sb.base_url        # http://127.0.0.1:PORT/v1
@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
-from _dwbatches.sandbox import SandboxProcess, SandboxStartError
+from _dwbatches.core.sandbox import SandboxProcess, SandboxStartError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO_ROOT / "scripts"
@@ -117,7 +117,7 @@ def multipart_body(
 
 class Sandbox:
     """One sandbox server process (``scripts/sandbox_server.py``) bound to a free port, started
-    by the product's launcher (``_dwbatches.sandbox.SandboxProcess``), with HTTP helpers.
+    by the product's launcher (``_dwbatches.core.sandbox.SandboxProcess``), with HTTP helpers.
 
     ``api_key``: the key the server wants (None: the random one it makes, read from its ready
     line; or the one ``env`` gives it); ``no_auth``: it wants none (``--no-auth``).

@@ -161,7 +161,7 @@ def test_check_setup_says_what_the_server_is(sandbox, hostile_server):
 def test_an_old_price_table_says_so_wherever_a_figure_comes_from_it(monkeypatch):
     import datetime
 
-    from _dwbatches import pricing
+    from _dwbatches.cost import pricing
 
     class Day(datetime.date):
         today_is = datetime.date.fromisoformat(pricing.PRICES_AS_OF)

@@ -12,8 +12,8 @@ import os
 import pytest
 import requests
 import responses
-from _dwbatches import clock, config, errors, output
-from _dwbatches import http as dwhttp
+from _dwbatches.core import clock, config, errors, output
+from _dwbatches.core import http as dwhttp
 from helpers import is_error
 from responses import matchers
 from responses.registries import OrderedRegistry
@@ -329,7 +329,7 @@ def test_rates_and_etas_use_the_servers_clock_not_this_machines(client):
     import email.utils
     import time
 
-    from _dwbatches import jobstatus
+    from _dwbatches.jobs import jobstatus
 
     server_now = time.time() + 3600
     batch = {"id": BID, "status": "in_progress", "in_progress_at": int(server_now) - 20}

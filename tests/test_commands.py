@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from _dwbatches import commands, compat, errors
+from _dwbatches.core import commands, compat, errors
 from helpers import run, write_input
 
 HERE = os.path.dirname(os.path.abspath(sys.executable))

@@ -1,4 +1,4 @@
-"""scripts/_dwbatches/compat.py, the one home of platform differences (Windows, macOS, Linux).
+"""scripts/_dwbatches/core/compat.py, the one home of platform differences (Windows, macOS, Linux).
 
 - no file of scripts/ (or the demo) but compat.py uses a POSIX-only API (AST scan);
 - the job lock excludes other processes, by flock and by the exclusive lock file used where
@@ -22,14 +22,15 @@ import time
 from pathlib import Path
 
 import pytest
-from _dwbatches import commands, compat, download, files
-from _dwbatches import job as job_mod
-from _dwbatches.errors import EXIT_API, JobError
+from _dwbatches.core import commands, compat, files
+from _dwbatches.core.errors import EXIT_API, JobError
+from _dwbatches.jobs import job as job_mod
+from _dwbatches.results import download
 from helpers import Child
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
-COMPAT = SCRIPTS / "_dwbatches" / "compat.py"
+COMPAT = SCRIPTS / "_dwbatches" / "core" / "compat.py"
 
 # -- the AST scan ----------------------------------------------------------------------------
 
@@ -170,7 +171,7 @@ def scanned_files() -> list:
 
 def test_no_posix_only_api_outside_compat():
     files = scanned_files()
-    assert SCRIPTS / "sandbox_server.py" in files and SCRIPTS / "_dwbatches" / "download.py" in files
+    assert SCRIPTS / "sandbox_server.py" in files and SCRIPTS / "_dwbatches" / "results" / "download.py" in files
     assert SCRIPTS / "_dwsandbox" / "server.py" in files
     assert SCRIPTS / "_dwbatches" / "workflow" / "common.py" in files  # subpackages too
     assert len(files) >= 20
@@ -266,7 +267,7 @@ METHODS.append("exclusive-file")
 HOLDER = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
-from _dwbatches import compat
+from _dwbatches.core import compat
 lock = compat.FileLock(sys.argv[2], method=sys.argv[3], interval=0.05)
 if not lock.acquire(float(sys.argv[4])):
     print("busy", flush=True)
@@ -586,7 +587,7 @@ def test_the_sandbox_reuses_addresses_only_on_posix(monkeypatch):
 
 
 def test_a_second_sandbox_cannot_take_a_busy_port(tmp_path):
-    from _dwbatches.sandbox import SandboxProcess
+    from _dwbatches.core.sandbox import SandboxProcess
 
     with SandboxProcess(data_dir=str(tmp_path / "one")) as first:
         port = int(first.base_url.rsplit(":", 1)[1].split("/")[0])

@@ -300,7 +300,7 @@ def test_every_exit_code_in_skill_md_is_produced_here(workspace, sandbox_factory
     offline = dict(sb.env(), DOUBLEWORD_BASE_URL=f"http://127.0.0.1:{closed_port()}/v1")
     # exit 1 for a busy job: another command holds the job's lock (this test, here) while a
     # fetch waits for it (about 10 s, alongside the other scenarios)
-    from _dwbatches.compat import FileLock
+    from _dwbatches.core.compat import FileLock
 
     write_input("held.jsonl", 2, prefix="h-")
     held = make_job(sb, "held.jsonl")

@@ -1,4 +1,4 @@
-"""create_batch_file.py and _dwbatches.builder: request shapes, ids, sidecar, atomic writes,
+"""create_batch_file.py and _dwbatches.build.builder: request shapes, ids, sidecar, atomic writes,
 and that what it builds is accepted by validate_batch_file.py and by the sandbox."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from _dwbatches import builder, sources, template
-from _dwbatches.errors import InputError, UsageError
+from _dwbatches.build import builder, sources, template
+from _dwbatches.core.errors import InputError, UsageError
 from helpers import is_error, ok_json, run, run_script
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
@@ -697,7 +697,7 @@ def test_a_number_json_cannot_hold_is_blamed_on_its_flag(tmp_path, flag, value):
 
 
 def test_an_old_sidecar_field_is_read_under_its_new_name(tmp_path):
-    from _dwbatches.jobrecord import sha256_file
+    from _dwbatches.jobs.jobrecord import sha256_file
 
     out = tmp_path / "b.jsonl"
     out.write_text("{}\n")

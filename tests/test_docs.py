@@ -160,6 +160,8 @@ def test_every_env_var_the_code_reads_is_declared():
     assert {"DOUBLEWORD_API_KEY", "DOUBLEWORD_BASE_URL"} <= set(read), read
     missing = {name: where for name, where in read.items() if name not in declared}
     assert not missing, f"declare these in SKILL.md metadata.openclaw.envVars: {missing}"
+    unread = declared - set(read)
+    assert not unread, f"SKILL.md declares variables no script reads (test hooks live in tests/hooks): {unread}"
 
 
 def test_agentskills_validate_accepts_a_copy_of_the_skill(tmp_path):
@@ -228,7 +230,7 @@ def test_help_runs_standalone_and_lists_exit_codes(script, tmp_path):
     block = out.lower().split("exit codes", 1)[1]
     # the sandbox is a server, not a client: it lists its own (fewer) codes; each client script
     # lists the codes it can return (errors.SCRIPT_EXITS), and no other
-    from _dwbatches.errors import SCRIPT_EXITS
+    from _dwbatches.core.errors import SCRIPT_EXITS
 
     codes = ("0", "2") if script == "sandbox_server.py" else [str(c) for c in SCRIPT_EXITS[script]]
     for code in EXIT_CODES:
@@ -272,7 +274,7 @@ def test_api_reference_does_not_repeat_the_known_mistakes():
 def test_the_exit_code_tables_say_what_every_scripts_help_says():
     """One text for each exit code (errors.EXIT_MEANINGS): SKILL.md's and README's tables and
     every script's --help agree, the job path (4) and the busy job lock (1) included."""
-    from _dwbatches.errors import EXIT_CODES_HELP, EXIT_MEANINGS
+    from _dwbatches.core.errors import EXIT_CODES_HELP, EXIT_MEANINGS
 
     meanings = dict(EXIT_MEANINGS)
     for doc in (SKILL_MD, README):
@@ -283,7 +285,7 @@ def test_the_exit_code_tables_say_what_every_scripts_help_says():
     flat = " ".join(EXIT_CODES_HELP.split())
     for code, text in EXIT_MEANINGS:
         assert f" {code} {text.replace('`', '')}" in flat
-    from _dwbatches.errors import SCRIPT_EXITS, exit_codes_help
+    from _dwbatches.core.errors import SCRIPT_EXITS, exit_codes_help
 
     scripts = [s for s in public_scripts() if s != "sandbox_server.py"]  # (the server has its own)
     assert sorted(SCRIPT_EXITS) == sorted(scripts)  # every script says which codes it can return
@@ -583,7 +585,7 @@ def test_bundle_walk_skips_what_clawhub_skips(tmp_path):
 
 
 def test_create_batch_file_help_names_the_default_models_the_code_uses():
-    from _dwbatches import builder
+    from _dwbatches.build import builder
 
     out = subprocess.run(
         [sys.executable, str(SCRIPTS / "create_batch_file.py"), "--help"], capture_output=True, text=True, timeout=60

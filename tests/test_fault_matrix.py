@@ -471,7 +471,7 @@ def test_late_line_after_cancel_is_kept_once_and_the_retry_runs_only_the_rest(sa
 
 
 def patch_timeouts(monkeypatch: Any, read: float = 0.3) -> None:
-    from _dwbatches import http as dwhttp
+    from _dwbatches.core import http as dwhttp
 
     original = dwhttp.Client.__init__
 

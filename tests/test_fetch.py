@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from _dwbatches.job import Job
+from _dwbatches.jobs.job import Job
 from helpers import (
     ThrottleProxy,
     assert_each_once,
@@ -104,7 +104,7 @@ def test_download_that_keeps_breaking_saves_progress_and_exits_1(sandbox, tmp_pa
     for k, v in sandbox.env().items():
         monkeypatch.setenv(k, v)
     import fetch_results
-    from _dwbatches import clock
+    from _dwbatches.core import clock
 
     monkeypatch.setattr(clock, "sleep", lambda s: None)
     code = fetch_results.main(["--job", job])
@@ -404,8 +404,8 @@ def test_the_round_costs_add_up_to_the_job_cost_as_shown():
     (0.000028 + 0.000013 = 0.000041), not the rounded exact sum (0.000040)."""
     from types import SimpleNamespace
 
-    from _dwbatches.cost import usage_and_cost
-    from _dwbatches.download import BatchReport
+    from _dwbatches.cost.cost import usage_and_cost
+    from _dwbatches.results.download import BatchReport
 
     model = "Qwen/Qwen3.5-9B"  # 24h input: $0.03 per 1M tokens
     index = SimpleNamespace(usage={(0, model): (1, 917, 0, 0), (2, model): (1, 417, 0, 0)})  # $0.00002751, $0.00001251
@@ -510,7 +510,7 @@ def test_fetched_and_new_lines_say_what_the_help_says_when_the_server_repeats_a_
 
 def test_one_rounding_rule_for_every_amount():
     """Cents from $1, two significant digits below, never exponent notation."""
-    from _dwbatches.pricing import money
+    from _dwbatches.cost.pricing import money
 
     got = [money(Decimal(v)) for v in ("0", "0.00026", "0.000083", "1.234", "0.5", "1.4E-7", "12.345")]
     assert got == ["0", "0.00026", "0.000083", "1.23", "0.50", "0.00000014", "12.35"]

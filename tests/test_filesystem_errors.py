@@ -31,7 +31,8 @@ from typing import Any, List, Optional
 
 import helpers
 import pytest
-from _dwbatches import download, errors, files, output
+from _dwbatches.core import errors, files, output
+from _dwbatches.results import download
 from helpers import (
     ROOT,
     SCRIPTS,
@@ -122,8 +123,8 @@ import importlib, os, sys
 scripts, name, uid = sys.argv[1], sys.argv[2], int(sys.argv[3])
 sys.path.insert(0, scripts)
 module = importlib.import_module(name)
-for extra in ("_dwbatches.batches", "_dwbatches.builder", "_dwbatches.config", "_dwbatches.http",
-              "_dwbatches.results", "_dwbatches.submitter", "_dwbatches.validate", "encodings.idna",
+for extra in ("_dwbatches.batches", "_dwbatches.build.builder", "_dwbatches.core.config", "_dwbatches.core.http",
+              "_dwbatches.results", "_dwbatches.submit.submitter", "_dwbatches.validation.validate", "encodings.idna",
               "netrc", "shlex", "subprocess", "importlib.metadata"):
     try:
         importlib.import_module(extra)
@@ -765,7 +766,7 @@ def test_every_writer_of_user_files_goes_through_the_one_atomic_writer():
     """mkstemp (a temp file to rename over the target) appears only in files.py, and in the
     batch file writer, which validates its temp file before the rename."""
     found = []
-    for path in sorted((SCRIPTS / "_dwbatches").glob("*.py")) + sorted(SCRIPTS.glob("*.py")):
+    for path in sorted((SCRIPTS / "_dwbatches").rglob("*.py")) + sorted(SCRIPTS.glob("*.py")):
         if path.name in ("sandbox_server.py", "sandbox.py"):
             continue
         if "mkstemp(" in path.read_text(encoding="utf-8"):

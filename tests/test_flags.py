@@ -8,7 +8,7 @@ import json
 import os
 
 import pytest
-from _dwbatches.apifacts import MAX_FILE_BYTES
+from _dwbatches.core.apifacts import MAX_FILE_BYTES
 from helpers import is_error, ok_json, run, run_script, write_input
 
 

@@ -15,7 +15,7 @@ import re
 import shlex
 
 import pytest
-from _dwbatches import humanview
+from _dwbatches.core import humanview
 from helpers import DOC_INPUTS, ROOT, DocRunner, doc_commands, make_job, run_script, wait_job, write_input
 from ptyrun import HAVE_PTY, run_argv_in_pty, run_in_pty
 

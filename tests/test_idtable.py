@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from _dwbatches import idtable
-from _dwbatches.idtable import NOT_FOUND, FileIds, IdTable
+from _dwbatches.core import idtable
+from _dwbatches.core.idtable import NOT_FOUND, FileIds, IdTable
 from helpers import batch_ids_of, is_error, make_job, read_jsonl, run_script, write_input
 
 

@@ -300,7 +300,7 @@ def test_a_key_with_a_line_break_or_other_junk_is_refused_without_being_printed(
 
 
 def test_escaped_forms_of_a_registered_key_are_redacted():
-    from _dwbatches import output
+    from _dwbatches.core import output
 
     key = "sk-test-" + secrets.token_hex(8) + "\n" + secrets.token_hex(4)
     output.register_secret(key)

@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from _dwbatches import pricing
+from _dwbatches.cost import pricing
 from helpers import is_error, ok_json, run
 
 THINKS = "Qwen/Qwen3.5-35B-A3B-FP8"

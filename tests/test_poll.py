@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from _dwbatches import job as job_mod
-from _dwbatches import jobstatus
-from _dwbatches.jobrecord import JobRecord
+from _dwbatches.jobs import job as job_mod
+from _dwbatches.jobs import jobstatus
+from _dwbatches.jobs.jobrecord import JobRecord
 from helpers import batch_ids_of, is_error, job_state, make_job, run_script, wait_until, write_input
 
 BATCH_KEYS = {"batch_id", "status", "request_counts", "output_file_id", "error_file_id", "expires_at"}
@@ -160,7 +160,7 @@ def test_expired_at_is_reported(sandbox_factory, tmp_path):
 def test_a_check_costs_pages_of_the_job_not_one_request_per_batch(sandbox, tmp_path, monkeypatch):
     """A 30-batch job: one check lists the job's batches (a page of 100), not 30 GETs; with
     pages of 10, three requests; a server that refuses the list gets one GET per batch."""
-    from _dwbatches import jobstatus
+    from _dwbatches.jobs import jobstatus
 
     write_input("data.jsonl", 30)
     job = make_job(sandbox, "data.jsonl", 30)

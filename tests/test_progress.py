@@ -92,7 +92,7 @@ def test_a_slow_upload_on_a_terminal_shows_percent_rate_and_eta_then_goes(sandbo
 
 
 def test_a_long_download_off_a_terminal_prints_plain_progress_lines(sandbox, tmp_path, monkeypatch):
-    from _dwbatches import download
+    from _dwbatches.results import download
 
     monkeypatch.setattr(download, "PLAIN_PROGRESS_SECONDS", 0.0)  # as if every read took longer than that
     write_input(tmp_path / "data.jsonl", 700)

@@ -11,8 +11,9 @@ import re
 from pathlib import Path
 
 import pytest
-from _dwbatches import answerbudget, reasoning, validate
-from _dwbatches.requestedit import Changes
+from _dwbatches.api import reasoning
+from _dwbatches.api.requestedit import Changes
+from _dwbatches.validation import answerbudget, validate
 from helpers import is_error, ok_json, run
 
 THINKS = "Qwen/Qwen3.5-35B-A3B-FP8"  # the default model: thinks, and can stop

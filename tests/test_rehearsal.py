@@ -17,8 +17,8 @@ from pathlib import Path
 
 import helpers
 import pytest
-from _dwbatches import compat
-from _dwbatches.errors import LOCAL_SCRIPTS
+from _dwbatches.core import compat
+from _dwbatches.core.errors import LOCAL_SCRIPTS
 from helpers import fresh_env, is_error, run_script, write_input
 from sandbox_helper import SCRIPTS
 
@@ -100,7 +100,7 @@ def test_a_command_joins_a_running_rehearsal_and_the_last_to_leave_stops_it(tmp_
         f"""
         import sys
         sys.path.insert(0, {str(SCRIPTS)!r})
-        from _dwbatches import rehearsal
+        from _dwbatches.core import rehearsal
         found = rehearsal.attach()
         print(found.pid, flush=True)
         sys.stdin.readline()

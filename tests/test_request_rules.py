@@ -1,4 +1,4 @@
-"""One source of request rules: the validator's fast path (``piececheck._check_piece``, which
+"""One source of request rules: the validator's fast path (``piececheck.check_piece``, which
 inlines the checks of ``requestrules.check_request`` for the usual lines) and ``check_request``
 itself give every line the same verdict and the same message.
 
@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
-from _dwbatches import piececheck
-from _dwbatches.apifacts import ALLOWED_URLS, MAX_CUSTOM_ID_BYTES
-from _dwbatches.reasoning import LIMIT_FIELDS
-from _dwbatches.requestrules import MAX_OUTPUT_LIMIT, REQUIRED_BODY_FIELD, check_request, loads_strict
+from _dwbatches.api.reasoning import LIMIT_FIELDS
+from _dwbatches.api.requestrules import MAX_OUTPUT_LIMIT, REQUIRED_BODY_FIELD, check_request, loads_strict
+from _dwbatches.core.apifacts import ALLOWED_URLS, MAX_CUSTOM_ID_BYTES
+from _dwbatches.validation import piececheck
 from helpers import run_script
 from sandbox_helper import CHAT_MODEL, EMBEDDING_MODEL
 
@@ -53,7 +53,7 @@ def fast_path(tmp_path: Path, lines: List[bytes], monkeypatch: Any) -> Dict[int,
     path = tmp_path / "lines.jsonl"
     path.write_bytes(b"".join(line + b"\n" for line in lines))
     size = path.stat().st_size
-    res = piececheck._check_piece(str(path), 0, size, size + 1, MAX_BODY, digests=False)
+    res = piececheck.check_piece(str(path), 0, size, size + 1, MAX_BODY, digests=False)
     errors = {n: message for n, _, message, _ in res["errors"]}
     assert res["nerr"] == len(errors)
     return errors

@@ -188,3 +188,15 @@ def test_run_batch_reports_the_cost_estimate_as_submit_does(sandbox):
     write_input("more.jsonl", 6, prefix="m-")
     code, doc, err = run_script("run_batch.py", "more.jsonl", "--max-cost", "0.0000001", env=sandbox.env())
     assert code == 2 and is_error(doc) and "more than --max-cost" in err
+
+
+def test_new_lines_count_every_line_the_run_downloaded_while_waiting_too(sandbox_factory, tmp_path):
+    """A run that downloads partial results while it waits reports, in each batch's new_lines,
+    every line it downloaded: with one batch that had nothing before, all of its results."""
+    sb = sandbox_factory("--latency", "0.05", "--concurrency", "1")
+    write_input("data.jsonl", 40)
+    code, doc, err = run_script("run_batch.py", "data.jsonl", "--wait", "--interval", "0.1", env=sb.env())
+    assert code == 0, err
+    assert sb.stats()["requests"].get("GET /v1/files/{id}/content", 0) >= 2, "nothing was downloaded while waiting"
+    [batch] = doc["batches"]
+    assert batch["new_lines"]["output"] == 40 == doc["succeeded"], batch

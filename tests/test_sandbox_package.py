@@ -11,11 +11,11 @@ from sandbox_helper import SANDBOX_PACKAGE, SCRIPTS, SERVER_SCRIPT
 
 # The client modules the sandbox may import (each standard library only).
 CLIENT_MODULES = {
-    "_dwbatches.apifacts",
-    "_dwbatches.compat",
-    "_dwbatches.pricing",
-    "_dwbatches.reasoning",
-    "_dwbatches.urls",
+    "_dwbatches.core.apifacts",
+    "_dwbatches.core.compat",
+    "_dwbatches.cost.pricing",
+    "_dwbatches.api.reasoning",
+    "_dwbatches.core.urls",
 }
 MAX_MODULE_LINES = 500
 STDLIB_FALLBACK = {  # Python 3.9 has no sys.stdlib_module_names
@@ -66,8 +66,12 @@ def imports_of(path: Path) -> list:
         if isinstance(node, ast.Import):
             out += [(a.name, 0) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level == 0 and node.module == "_dwbatches":
-                out += [(f"_dwbatches.{a.name}", 0) for a in node.names]
+            if node.level == 0 and (node.module or "").split(".")[0] == "_dwbatches":
+                package = SCRIPTS.joinpath(*node.module.split("."))
+                out += [
+                    (f"{node.module}.{a.name}" if (package / f"{a.name}.py").is_file() else node.module, 0)
+                    for a in node.names
+                ]
             else:
                 out.append((node.module or "", node.level))
     return out
@@ -81,10 +85,13 @@ def test_the_package_is_standard_library_only():
                 continue
             assert name in CLIENT_MODULES or name.split(".")[0] in stdlib, f"{path.name} imports {name}"
     for name in CLIENT_MODULES:
-        path = SCRIPTS / "_dwbatches" / (name.split(".")[1] + ".py")
+        path = SCRIPTS.joinpath(*name.split(".")).with_suffix(".py")
+        package = name.rsplit(".", 1)[0]
         for imported, level in imports_of(path):
             if level:
-                assert f"_dwbatches.{imported}" in CLIENT_MODULES, f"{path.name} imports .{imported}"
+                parent = package.rsplit(".", level - 1)[0] if level > 1 else package
+                target = f"{parent}.{imported}" if imported else parent
+                assert target in CLIENT_MODULES or target == "_dwbatches", f"{path.name} imports .{imported}"
             else:
                 assert imported.split(".")[0] in stdlib, f"{path.name} imports {imported}"
 
@@ -101,7 +108,7 @@ def test_modules_are_small_and_each_is_described():
 def test_no_class_reaches_into_the_private_members_of_another():
     """``x._name`` only on self or cls: what another module or class needs is public."""
     found = []
-    for path in [*modules(), SCRIPTS / "_dwbatches" / "sandbox.py"]:
+    for path in [*modules(), SCRIPTS / "_dwbatches" / "core" / "sandbox.py"]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
                 if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
@@ -117,7 +124,11 @@ def test_the_script_is_a_thin_cli():
 
 def test_client_and_sandbox_share_one_copy_of_the_api_facts():
     import sandbox_server
-    from _dwbatches import apifacts, planning, pricing, requestrules, validate
+    from _dwbatches.api import requestrules
+    from _dwbatches.core import apifacts
+    from _dwbatches.cost import pricing
+    from _dwbatches.submit import planning
+    from _dwbatches.validation import validate
     from _dwsandbox import config
 
     assert requestrules.ALLOWED_URLS is apifacts.ALLOWED_URLS is config.ALLOWED_URLS

@@ -195,11 +195,11 @@ def test_restart_mid_batch_continues(sandbox_factory, how):
     assert len(sb.get_json("files", params={"purpose": "batch"})["data"]) == 2
 
 
-# --- the launcher (_dwbatches.sandbox: the one way to start the server) ---------------------
+# --- the launcher (_dwbatches.core.sandbox: the one way to start the server) ---------------------
 
 
 def test_launcher_gives_the_key_by_environment_and_passes_no_sandbox_settings_on(monkeypatch, tmp_path):
-    from _dwbatches.sandbox import SandboxProcess
+    from _dwbatches.core.sandbox import SandboxProcess
 
     monkeypatch.setenv("DW_SANDBOX_FAULTS", '{"fail_rate": 1}')
     monkeypatch.setenv("DW_SANDBOX_UPSTREAM_API_KEY", "sk-upstream")
@@ -216,7 +216,7 @@ def test_launcher_gives_the_key_by_environment_and_passes_no_sandbox_settings_on
 
 
 def test_launcher_reports_a_server_that_does_not_start(tmp_path):
-    from _dwbatches.sandbox import SandboxProcess, SandboxStartError
+    from _dwbatches.core.sandbox import SandboxProcess, SandboxStartError
 
     launcher = SandboxProcess(extra_args=["--faults", "{not json"])
     data_dir = Path(launcher.data_dir)
@@ -230,7 +230,7 @@ def test_launcher_reports_a_server_that_does_not_start(tmp_path):
 
 
 def test_launcher_kill_and_restart_keep_the_data_dir(tmp_path):
-    from _dwbatches.sandbox import SandboxProcess
+    from _dwbatches.core.sandbox import SandboxProcess
 
     with SandboxProcess(str(tmp_path / "data"), api_key=None) as launcher:  # the server makes its key
         first, key = launcher.pid, launcher.api_key

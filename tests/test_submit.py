@@ -224,7 +224,7 @@ def test_parallel_uploads_overlap_and_each_chunk_goes_up_once(sandbox, tmp_path,
     import threading
 
     import submit
-    from _dwbatches import http
+    from _dwbatches.core import http
 
     real = http.Client.upload_file
     state = {"now": 0, "most": 0}
@@ -404,7 +404,7 @@ def test_ambiguous_create_500_before_the_server_acted_creates_exactly_once_more(
 def run_main(monkeypatch, capsys, sandbox, *args):
     """submit.main() in this process, with the client's backoff sleeps recorded instead of slept."""
     import submit
-    from _dwbatches import clock
+    from _dwbatches.core import clock
 
     monkeypatch.setenv("DOUBLEWORD_API_KEY", sandbox.api_key)
     monkeypatch.setenv("DOUBLEWORD_BASE_URL", sandbox.base_url)
@@ -553,11 +553,11 @@ def test_a_stale_sidecar_is_ignored(sandbox, tmp_path):
 
 
 def test_retry_round_api_submits_once_and_is_idempotent(sandbox, tmp_path, monkeypatch):
-    from _dwbatches import config
-    from _dwbatches.http import Client
-    from _dwbatches.job import Job
-    from _dwbatches.planning import add_retry_round, next_round_path
-    from _dwbatches.submitter import submit_pending
+    from _dwbatches.core import config
+    from _dwbatches.core.http import Client
+    from _dwbatches.jobs.job import Job
+    from _dwbatches.submit.planning import add_retry_round, next_round_path
+    from _dwbatches.submit.submitter import submit_pending
     from _dwbatches.workflow.submitting import job_report
 
     path = write_requests(tmp_path / "in.jsonl", 6)
@@ -622,14 +622,16 @@ class PagingOnlyServer:
 
 
 def test_intent_lookup_pages_back_when_search_is_ignored(tmp_path):
-    from _dwbatches.job import Job
-    from _dwbatches.jobrecord import Chunk
-    from _dwbatches.submitter import Submitter
+    from _dwbatches.jobs.job import Job
+    from _dwbatches.jobs.jobrecord import Chunk
+    from _dwbatches.submit.submitter import Submitter
 
     now = 1_800_000_000
     batches = [{"id": f"b{i}", "created_at": now - i, "metadata": {"dwb_intent": f"i{i}"}} for i in range(350)]
     server = PagingOnlyServer(batches)
-    sub = Submitter(Job(str(tmp_path / "j")), server)
+    job = Job(str(tmp_path / "j"))
+    job.lock()  # as the workflow layer does before a submitter works on the job
+    sub = Submitter(job, server)
     assert sub.find_batch(Chunk(intent_id="i250", create_started_at=now - 300))["id"] == "b250"
     assert server.pages == 1 + 3  # the (ignored) search, then pages until the batch shows up
     server.pages = 0
@@ -638,9 +640,9 @@ def test_intent_lookup_pages_back_when_search_is_ignored(tmp_path):
 
 
 def test_upload_lookup_pages_back_and_checks_the_size(tmp_path):
-    from _dwbatches.job import Job
-    from _dwbatches.jobrecord import Chunk
-    from _dwbatches.submitter import Submitter
+    from _dwbatches.jobs.job import Job
+    from _dwbatches.jobs.jobrecord import Chunk
+    from _dwbatches.submit.submitter import Submitter
 
     now = 1_800_000_000
     files = [
@@ -648,7 +650,9 @@ def test_upload_lookup_pages_back_and_checks_the_size(tmp_path):
         for i in range(250)
     ]
     server = PagingOnlyServer([], files)
-    sub = Submitter(Job(str(tmp_path / "j")), server)
+    job = Job(str(tmp_path / "j"))
+    job.lock()  # as the workflow layer does before a submitter works on the job
+    sub = Submitter(job, server)
     chunk = Chunk(upload_name="dwb-x-r1-c180.jsonl", bytes=280, upload_started_at=now - 200)
     assert sub.find_upload(chunk)["id"] == "f180"
     chunk.bytes = 281

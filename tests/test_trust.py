@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _dwbatches import compat, config, errors, files, urls
+from _dwbatches.core import compat, config, errors, files, urls
 from helpers import ROOT, SCRIPTS, is_error, make_job, run_script, write_input
 from sandbox_helper import INSTRUCT_MODEL
 

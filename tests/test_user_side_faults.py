@@ -377,8 +377,8 @@ def test_a_cancel_recorded_while_a_submit_creates_batches_stops_it(sandbox, tmp_
     """cancel_batch.py --job records the cancel without the job lock; the submit holding the lock
     reads it before each batch it creates and cancels one created as the cancel came in."""
     import submit
-    from _dwbatches import http
-    from _dwbatches.job import Job
+    from _dwbatches.core import http
+    from _dwbatches.jobs.job import Job
 
     write_input("p.jsonl", 6)
     real_create = http.Client.create_batch

@@ -1,4 +1,4 @@
-"""validate_batch_file.py and _dwbatches.validate: the report, warnings, limits and the chunk plan."""
+"""validate_batch_file.py and _dwbatches.validation.validate: the report, warnings, limits and the chunk plan."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from _dwbatches import validate
+from _dwbatches.validation import validate
 from helpers import is_error, run
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"

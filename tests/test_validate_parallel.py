@@ -1,4 +1,4 @@
-"""_dwbatches.validate in pieces and processes: the report is the same however the file is cut
+"""_dwbatches.validation.validate in pieces and processes: the report is the same however the file is cut
 and whichever process checks a piece; duplicate custom_ids are found across pieces, and a
 digest collision never makes a false duplicate."""
 
@@ -9,7 +9,8 @@ import random
 import time
 
 import pytest
-from _dwbatches import apifacts, chunkplan, piececheck, validate, workerpool
+from _dwbatches.core import apifacts
+from _dwbatches.validation import chunkplan, piececheck, validate, workerpool
 
 MODEL = "Qwen/Qwen3.5-9B"
 EMBED = "Qwen/Qwen3-Embedding-8B"
@@ -89,7 +90,7 @@ def helper_share(monkeypatch):
     """Slow this process down on its first pieces, so that the helper processes have started
     and take some; count how many pieces this process checked itself."""
     counts = {"here": 0, "all": 0, "run": 0}
-    real = workerpool._check_piece
+    real = workerpool.check_piece
 
     def slow(*args, **kwargs):
         counts["here"] += 1
@@ -98,15 +99,15 @@ def helper_share(monkeypatch):
             time.sleep(0.01)
         return real(*args, **kwargs)
 
-    real_run = validate._run
+    real_run = validate.run_tasks
 
     def run(path, tasks, *args, **kwargs):
         counts["all"] += len(tasks)
         counts["run"] = 0
         return real_run(path, tasks, *args, **kwargs)
 
-    monkeypatch.setattr(workerpool, "_check_piece", slow)
-    monkeypatch.setattr(validate, "_run", run)
+    monkeypatch.setattr(workerpool, "check_piece", slow)
+    monkeypatch.setattr(validate, "run_tasks", run)
     return counts
 
 
@@ -157,7 +158,7 @@ def test_duplicates_across_pieces_are_reported_on_their_lines(tmp_path, processe
     dups = [(e["line"], e["custom_id"], e["message"]) for e in rep.errors if "duplicate" in e["message"]]
     kept_lines = {e["line"] for e in rep.errors}
     want = [
-        (line, cid, piececheck._DUPLICATE.format(cid=cid, first=first))
+        (line, cid, piececheck.DUPLICATE.format(cid=cid, first=first))
         for line, cid, first in expected
         if line in kept_lines or line < rep.errors[-1]["line"]
     ]
@@ -208,7 +209,7 @@ def test_a_duplicate_that_is_also_too_long_has_one_error(tmp_path):
 
 
 DIES_AFTER_TWO_TASKS = """
-import os, sys; sys.path.insert(0, sys.argv[1]); from _dwbatches import workerpool as v
+import os, sys; sys.path.insert(0, sys.argv[1]); from _dwbatches.validation import workerpool as v
 inp, out = sys.stdin.buffer, sys.stdout.buffer; path = v._read_frame(inp)
 for _ in range(2):
     number, task = v._read_frame(inp); v._write_frame(out, (number, v._do(path, task)))
@@ -235,9 +236,9 @@ def test_helper_results_equal_this_process_results(tmp_path):
     rng = random.Random(5)
     path = tmp_path / "f.jsonl"
     make_file(path, rng, 200, errors=True, bom=True)
-    pieces = chunkplan._cut(str(path), path.stat().st_size, 900)
+    pieces = chunkplan.cut(str(path), path.stat().st_size, 900)
     tasks = [("piece", s, e, 10**8, 10**7, 4) for s, e in pieces]
-    helper = workerpool._Helper(str(path))
+    helper = workerpool.Helper(str(path))
     try:
         queue = workerpool._Queue(len(tasks))
         helper.serve(tasks, queue, depth=2)
@@ -251,11 +252,11 @@ def test_pieces_start_at_line_starts_and_cover_the_file(tmp_path):
     data = b"".join(b"x" * random.Random(i).randint(0, 50) + b"\n" for i in range(200)) + b"tail"
     path.write_bytes(data)
     for piece_bytes in (1, 7, 64, 1000, 1 << 20):
-        pieces = chunkplan._cut(str(path), len(data), piece_bytes)
+        pieces = chunkplan.cut(str(path), len(data), piece_bytes)
         assert pieces[0][0] == 0 and pieces[-1][1] == len(data)
         for (_, end), (start, _) in zip(pieces, pieces[1:]):
             assert end == start and data[start - 1 : start] == b"\n"
-    assert chunkplan._cut(str(path), 0, 10) == []
+    assert chunkplan.cut(str(path), 0, 10) == []
 
 
 def test_an_interrupted_validation_leaves_no_helper_behind(tmp_path, monkeypatch):
@@ -269,7 +270,7 @@ def test_an_interrupted_validation_leaves_no_helper_behind(tmp_path, monkeypatch
         if len(calls) == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(chunkplan._Planner, "add", interrupt)
+    monkeypatch.setattr(chunkplan.Planner, "add", interrupt)
     with pytest.raises(KeyboardInterrupt):
         validate.validate_file(str(path), processes=3, piece_bytes=2000)
 

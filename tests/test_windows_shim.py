@@ -15,8 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from _dwbatches import compat
-from _dwbatches.sandbox import SandboxProcess
+from _dwbatches.core import compat
+from _dwbatches.core.sandbox import SandboxProcess
 from helpers import Child, is_error, shim_env
 
 pytestmark = pytest.mark.slow  # not in `make test-fast`
@@ -27,8 +27,8 @@ MODEL = "Qwen/Qwen3.5-9B"
 HOLD = r"""
 import sys
 sys.path.insert(0, sys.argv[1])
-from _dwbatches import job as job_mod
-from _dwbatches import download
+from _dwbatches.jobs import job as job_mod
+from _dwbatches.results import download
 if sys.argv[2] == "job":
     job = job_mod.Job(sys.argv[3])
     job.lock(wait=0)
@@ -50,7 +50,7 @@ def shim_python(code: str, env=None) -> subprocess.CompletedProcess:
 
 def shim_lock_method() -> str:
     proc = shim_python(
-        f"import sys; sys.path.insert(0, {str(SCRIPTS)!r}); from _dwbatches import compat; print(compat.LOCK_METHOD)"
+        f"import sys; sys.path.insert(0, {str(SCRIPTS)!r}); from _dwbatches.core import compat; print(compat.LOCK_METHOD)"
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()

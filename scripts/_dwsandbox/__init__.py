@@ -1,10 +1,10 @@
 """The local sandbox of the Doubleword Batch API, as a package (``scripts/sandbox_server.py`` runs it).
 
 Standard library only, plus standard-library-only modules of the client package:
-``_dwbatches.compat`` (platform differences), ``_dwbatches.urls`` (what is loopback),
-``_dwbatches.pricing`` (the price table) and the facts both share, ``_dwbatches.apifacts``
+``_dwbatches.core.compat`` (platform differences), ``_dwbatches.core.urls`` (what is loopback),
+``_dwbatches.cost.pricing`` (the price table) and the facts both share, ``_dwbatches.core.apifacts``
 (allowed urls, completion windows, reserved metadata keys, file and line limits) and
-``_dwbatches.reasoning`` (which models think, the efforts each takes).
+``_dwbatches.api.reasoning`` (which models think, the efforts each takes).
 
 Modules, from the wire up:
 
@@ -38,7 +38,7 @@ files_api.py for downloads and uploads, routing.py for whole HTTP exchanges) and
 the fault document in ``server.EPILOG``.
 
 The one way to start the server from Python (tests, check_setup --sandbox, the demo, the
-benchmarks) is ``_dwbatches.sandbox.SandboxProcess``.
+benchmarks) is ``_dwbatches.core.sandbox.SandboxProcess``.
 """
 
 __version__ = "1.0.0"

@@ -15,7 +15,7 @@ import threading
 from typing import Any
 from urllib.parse import urlsplit
 
-from _dwbatches import compat, urls
+from _dwbatches.core import compat, urls
 
 from .config import WINDOW_SECONDS, Config
 from .engine import Engine

@@ -16,7 +16,8 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
 
-from _dwbatches import reasoning, urls
+from _dwbatches.api import reasoning
+from _dwbatches.core import urls
 
 from .wire import compact, failure_reason, http_failure, is_retriable_status
 
@@ -151,7 +152,7 @@ def _thinking_text(tokens: int) -> str:
 
 class BuiltinModel:
     """A deterministic stand-in model: echoes the prompt with a stable hash (as JSON when the
-    request asks for JSON). Models of the reasoning families (``_dwbatches.reasoning``) think
+    request asks for JSON). Models of the reasoning families (``_dwbatches.api.reasoning``) think
     ``reasoning_tokens`` tokens first (scaled by the effort asked; none where the model can
     switch thinking off), and the thinking counts against the request's token limit."""
 

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from _dwbatches import pricing
+from _dwbatches.cost import pricing
 
 from .app import live_row
 from .config import (

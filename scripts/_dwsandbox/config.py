@@ -8,7 +8,7 @@ import secrets
 import sys
 
 # The facts the client checks against, from the one module both import.
-from _dwbatches.apifacts import (
+from _dwbatches.core.apifacts import (
     ALLOWED_URLS,
     COMPLETION_WINDOWS,
     MAX_BODY_BYTES,

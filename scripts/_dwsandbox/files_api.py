@@ -11,7 +11,7 @@ import uuid
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Iterator
 
-from _dwbatches import pricing
+from _dwbatches.cost import pricing
 
 from .app import live_row
 from .bodies import BodyTooLarge, MalformedBody, MultipartError, MultipartReader, parse_header_params

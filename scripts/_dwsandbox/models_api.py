@@ -6,7 +6,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import TYPE_CHECKING
 
-from _dwbatches import reasoning
+from _dwbatches.api import reasoning
 
 from .config import MODEL_CREATED
 from .wire import ApiError, Response, json_response

@@ -15,7 +15,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 # Standard library only as well: platform differences (Windows, macOS, Linux) live there.
-from _dwbatches import compat, urls
+from _dwbatches.core import compat, urls
 
 from . import __version__
 from .app import App

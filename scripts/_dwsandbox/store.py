@@ -17,7 +17,7 @@ import time
 import uuid
 from typing import Any, Iterator
 
-from _dwbatches import compat
+from _dwbatches.core import compat
 
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
 

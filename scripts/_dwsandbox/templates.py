@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from _dwbatches import reasoning
+from _dwbatches.api import reasoning
 
 from .config import ALLOWED_URLS, MAX_CUSTOM_ID_BYTES
 from .wire import ApiError, compact, describe_json, serde_json_error

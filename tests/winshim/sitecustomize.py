@@ -123,3 +123,9 @@ def _install() -> None:
 
 
 _install()
+try:  # the tests' hooks (tests/hooks, later on PYTHONPATH), whose sitecustomize this one hides
+    import dwb_testhooks
+except ImportError:
+    pass
+else:
+    dwb_testhooks.install()

@@ -17,8 +17,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from .. import reasoning
-from ..builder import (
+from ..api import reasoning
+from ..api.requestedit import Changes
+from ..api.requestrules import MAX_OUTPUT_LIMIT
+from ..build.builder import (
     EMBEDDINGS,
     ENDPOINTS,
     EXAMPLE_PROMPTS,
@@ -34,18 +36,16 @@ from ..builder import (
     sidecar_path,
     write_sidecar,
 )
-from ..errors import InputError, UsageError
-from ..files import refuse_overwrite
-from ..flags import check_number
-from ..job import default_job_dir
-from ..jobrecord import sha256_file
-from ..output import Outcome, narrate
-from ..planning import job_dir_for_next
-from ..requestedit import Changes
-from ..requestrules import MAX_OUTPUT_LIMIT
-from ..sources import DELIMITER_NAMES, CsvRows, iter_jsonl_rows, iter_prompts, line_list, parse_delimiter
-from ..template import Template, placeholder_hint
-from ..validate import MAX_BODY_BYTES, iter_requests, validated_input
+from ..build.sources import DELIMITER_NAMES, CsvRows, iter_jsonl_rows, iter_prompts, line_list, parse_delimiter
+from ..build.template import Template, placeholder_hint
+from ..core.errors import InputError, UsageError
+from ..core.files import refuse_overwrite
+from ..core.flags import check_number
+from ..core.output import Outcome, narrate
+from ..jobs.job import default_job_dir
+from ..jobs.jobrecord import sha256_file
+from ..submit.planning import job_dir_for_next
+from ..validation.validate import MAX_BODY_BYTES, iter_requests, validated_input
 
 
 @dataclass
@@ -221,7 +221,7 @@ def _finish(
         write_sidecar(output_path, source)
     else:
         remove_sidecar(output_path)  # a sidecar from an earlier CSV build no longer applies
-    from _dwbatches.commands import command, display_path
+    from _dwbatches.core.commands import command, display_path
 
     submit = [display_path(summary["path"])]
     fresh = job_dir_for_next(summary["path"], default_job_dir(summary["path"]))

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence
 
-from .. import commands, duplicates, jobstatus
-from ..errors import JobError
-from ..job import Job
-from ..jobrecord import counts_of
-from ..output import Outcome, narrate
+from ..core import commands
+from ..core.output import Outcome, narrate
+from ..jobs import jobstatus
+from ..jobs.job import Job
+from ..jobs.jobrecord import counts_of
+from ..submit import duplicates
+from .common import when_free
 
 
 def drop_unused_uploads(client: Any, job: Job, dry_run: bool) -> List[str]:
@@ -25,14 +27,9 @@ def drop_unused_uploads(client: Any, job: Job, dry_run: bool) -> List[str]:
     unused = [c for c in job.record.chunks() if c.file_id and not c.batch_id and not c.create_started_at]
     if dry_run or not unused:
         return [c.file_id for c in unused if c.file_id]
-    try:
-        job.lock(wait=2.0)
-    except JobError:
-        narrate("another command works on the job; its uploaded files without a batch are left for now")
-        return []
-    deleted: List[str] = []
-    try:
-        job.load()
+
+    def delete() -> List[str]:
+        deleted: List[str] = []
         for ch in job.record.chunks():
             if ch.file_id and not ch.batch_id and not ch.create_started_at:
                 client.delete_file(ch.file_id)
@@ -40,8 +37,12 @@ def drop_unused_uploads(client: Any, job: Job, dry_run: bool) -> List[str]:
                 deleted.append(ch.file_id)
                 ch.file_id, ch.held = None, "cancelled; its uploaded file was deleted"
                 job.save()
-    finally:
-        job.unlock()
+        return deleted
+
+    deleted = when_free(job, delete, wait=2.0)
+    if deleted is None:
+        narrate("another command works on the job; its uploaded files without a batch are left for now")
+        return []
     return deleted
 
 
@@ -94,12 +95,12 @@ def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: b
             c = counts_of(res)
             row.update(action="cancelled", status=res.get("status"), request_counts=c)
             narrate(
-                f"batch {bid}: cancelled ({res.get('status')}; {c['completed']} completed, "
-                f"{c['failed']} failed of {c['total']} are kept)"
+                f"batch {bid}: cancelled ({res.get('status')}; so far {c['completed']} completed and "
+                f"{c['failed']} failed of {c['total']}, kept; requests already running may still finish)"
             )
         rows.append(row)
     if job is not None and after:
-        jobstatus.record_status(job, after)
+        when_free(job, lambda: jobstatus.record_status(job, after))
     if job is not None and not dry_run and not after and not unsubmitted and previous is None:
         job.withdraw_cancel(previous)  # every batch had finished: nothing was stopped
         narrate("every batch of the job had finished; nothing was cancelled and the job is not marked cancelled")

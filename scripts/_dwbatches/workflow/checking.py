@@ -12,11 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .. import answers, clock, commands, duplicates, jobstatus, progress
-from ..errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, FileSystemError
-from ..job import Job
-from ..jobrecord import counts_of
-from ..output import Outcome, narrate
+from ..core import clock, commands, progress
+from ..core.errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, FileSystemError
+from ..core.output import Outcome, narrate
+from ..jobs import jobstatus
+from ..jobs.job import Job
+from ..jobs.jobrecord import counts_of
+from ..results import answers
+from ..submit import duplicates
+from .common import when_free
 
 
 @dataclass
@@ -67,13 +71,15 @@ def check_once(
         100.0 * (counts["completed"] + counts["failed"]) / counts["total"] if counts["total"] else None,
     )
     if job is not None and objs:
+        reached = {b: o for b, o in objs.items() if o.get("status") != jobstatus.UNREACHABLE}
         try:
-            jobstatus.record_status(job, {b: o for b, o in objs.items() if o.get("status") != jobstatus.UNREACHABLE})
+            when_free(job, lambda: jobstatus.record_status(job, reached))  # else the command holding it records
         except (OSError, FileSystemError):
             pass  # a job directory that cannot be written (read-only disk, another user's) is still reported
     if job is not None:
         try:
-            duplicates.check_unlocked(client, job)  # a second batch for a chunk: recorded and cancelled
+            if duplicates.watched(job):  # a second batch for a chunk: recorded and cancelled
+                when_free(job, lambda: duplicates.check(client, job))
         except (OSError, FileSystemError):
             pass
     return Check(summary, summaries, speed, done, objs)

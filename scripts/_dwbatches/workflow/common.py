@@ -7,12 +7,15 @@ configuration names (a job directory is data: it cannot send the key anywhere).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
-from .. import commands
-from ..errors import UsageError
-from ..job import Job, check_server, open_job
+from ..core import commands
+from ..core.errors import LOCK_WAIT, JobError, UsageError
+from ..jobs.job import Job, check_server, open_job
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -29,7 +32,7 @@ class Connection:
 def sandbox_config(conn: Connection) -> Any:
     """The configuration of the rehearsal sandbox (started now, stopped at the end of the run),
     never the user's key or .env."""
-    from .. import config, output, rehearsal
+    from ..core import config, output, rehearsal
 
     fresh = rehearsal.current() is None
     found = rehearsal.attach()
@@ -47,8 +50,8 @@ def client_for(conn: Connection, job_dir: Optional[str] = None) -> Any:
     """An API client for the server the user's configuration names (a job's own record never
     chooses the server: ``check_server`` refuses a job submitted elsewhere), or for the
     rehearsal sandbox."""
-    from ..config import load_config  # needs python-dotenv, and Client requests: imported only by
-    from ..http import Client  # commands that talk to the API (a dry run needs neither)
+    from ..core.config import load_config  # needs python-dotenv, and Client requests: imported only by
+    from ..core.http import Client  # commands that talk to the API (a dry run needs neither)
 
     cfg = sandbox_config(conn) if conn.sandbox else load_config(conn.base_url, conn.allow_insecure_http)
     return Client(cfg)
@@ -65,7 +68,7 @@ def open_target(
 ) -> Tuple[Any, Optional[Job], List[str]]:
     """(client, job or None, batch ids) for a command given a job or batch ids."""
     check_target(script, job_dir, batch_ids)
-    from ..http import check_id
+    from ..core.http import check_id
 
     client = client_for(conn, job_dir)
     if job_dir:
@@ -81,3 +84,32 @@ def open_job_for(conn: Connection, job_dir: str) -> Tuple[Any, Job]:
     job = open_job(job_dir)
     check_server(job, client.base_url)
     return client, job
+
+
+# -- the job lock: taken here only; the layers below work on a locked job (Job.require_lock) --
+
+
+@contextlib.contextmanager
+def holding(job: Job, wait: float = LOCK_WAIT) -> Iterator[Job]:
+    """The job locked (waiting up to ``wait`` for another command, else a JobError) and loaded
+    afresh for the block; unlocked after it, whatever happens."""
+    job.lock(wait=wait)
+    try:
+        job.load()
+        yield job
+    finally:
+        job.unlock()
+
+
+def when_free(job: Job, action: Callable[[], T], wait: float = 0.0) -> Optional[T]:
+    """``action()`` on the locked, freshly loaded job, or None without running it when another
+    command holds the job (the work is left to that command or to the next check)."""
+    try:
+        job.lock(wait=wait)
+    except JobError:
+        return None
+    try:
+        job.load()
+        return action()
+    finally:
+        job.unlock()

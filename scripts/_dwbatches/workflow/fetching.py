@@ -10,13 +10,15 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-from .. import commands, fetch, merge
-from ..errors import EXIT_UNSUCCESSFUL, UsageError
-from ..job import Job
-from ..merge import FORMATS
-from ..optionspec import option, to_argv
-from ..output import Outcome, narrate
-from ..requestedit import Changes
+from ..api.requestedit import Changes
+from ..core import commands
+from ..core.errors import EXIT_UNSUCCESSFUL, UsageError
+from ..core.optionspec import option, to_argv
+from ..core.output import Outcome, narrate
+from ..jobs.job import Job
+from ..results import fetch, merge
+from ..results.merge import FORMATS
+from .common import holding
 
 
 @dataclass
@@ -72,8 +74,7 @@ class OutputOptions:
 
 def fetch_job(client: Any, job: Job, options: OutputOptions) -> Outcome:
     """Fetch a job's results (the job is locked while it works)."""
-    with job:
-        job.load()
+    with holding(job):
         out = fetch.fetch_job(
             client,
             job,

@@ -8,10 +8,13 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional
 
-from .. import commands, jobfinder, jobstatus, lookup, modelchoice, pricing
-from ..errors import UsageError
-from ..jobrecord import sha256_file
-from ..output import Outcome, human_view, narrate
+from ..core import commands
+from ..core.errors import UsageError
+from ..core.output import Outcome, human_view, narrate
+from ..cost import modelchoice, pricing
+from ..jobs import jobfinder, jobstatus
+from ..jobs.jobrecord import sha256_file
+from ..submit import lookup
 from .common import Connection, client_for
 
 STATUSES = ("in_progress", "completed", "failed", "cancelled", "expired")
@@ -44,7 +47,7 @@ def list_batches(
     follow: bool = False,
 ) -> Outcome:
     """list_batches.py: one page (``limit``), or every page with ``follow``."""
-    from ..http import check_id
+    from ..core.http import check_id
 
     if limit is None:
         limit = PAGE_MAX if follow else 20

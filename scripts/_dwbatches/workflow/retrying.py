@@ -14,14 +14,16 @@ from __future__ import annotations
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
-from .. import answers, clock, commands, fetch, fixes, merge, resultlines
-from ..errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError, UsageError
-from ..files import make_private_dir, refuse_overwrite
-from ..job import Job
-from ..jobrecord import Round
-from ..output import Outcome, narrate
-from ..planning import add_retry_round, next_round_path
-from ..requestedit import Changes
+from ..api.requestedit import Changes
+from ..core import clock, commands
+from ..core.errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError, UsageError
+from ..core.files import make_private_dir, refuse_overwrite
+from ..core.output import Outcome, narrate
+from ..jobs.job import Job
+from ..jobs.jobrecord import Round
+from ..results import answers, fetch, fixes, merge, resultlines
+from ..submit.planning import add_retry_round, next_round_path
+from .common import holding
 
 # What a retry can rerun: requests that failed or never ran, and answers that are not good.
 RERUN_KINDS = (merge.FAILED, merge.MISSING) + answers.BAD
@@ -89,9 +91,23 @@ def retry(
     rerun: Sequence[str] = RERUN_DEFAULT,
 ) -> Outcome:
     """retry_failed.py: a new round of the failed and never-run requests and of the answers
-    that are not good (the kinds in ``rerun``), with ``changes`` added to the job's settings
-    (the caller holds the job lock); or resume a round that was not fully submitted. After a
-    cancel of the latest round, only with ``after_cancel``."""
+    that are not good (the kinds in ``rerun``), with ``changes`` added to the job's settings;
+    or resume a round that was not fully submitted. After a cancel of the latest round, only
+    with ``after_cancel``. The job is locked while it works."""
+    with holding(job):
+        return _retry(client, job, completion_window, dry_run, force, after_cancel, changes, rerun)
+
+
+def _retry(
+    client: Any,
+    job: Job,
+    completion_window: Optional[str],
+    dry_run: bool,
+    force: bool,
+    after_cancel: bool,
+    changes: Changes,
+    rerun: Sequence[str],
+) -> Outcome:
     state = job.record
     rounds = state.rounds
     jd = commands.display_path(job.dir)
@@ -198,11 +214,11 @@ def retry(
         if state.input.requests and index.good_answers() >= state.input.requests:
             # every request has an answer; only the JSON checks need the requests, which may be gone
             try:
-                input_path = _retry_source(client, job)
+                input_path = fetch.requests_as_submitted(client, job, [], required=True)
             except JobError:
                 return _nothing_to_retry(job, ref, dry_run)
         else:
-            input_path = _retry_source(client, job)
+            input_path = fetch.requests_as_submitted(client, job, [], required=True)
     except BaseException:
         index.close()
         raise
@@ -368,34 +384,6 @@ def _nothing_to_retry(job: Any, ref: Any, dry_run: Optional[bool], skipped: Opti
     )
 
 
-def _retry_source(client: Any, job: Any) -> str:
-    """The file the retry input is copied from: the job's input when it is the file submitted
-    (size and sha256), else the server's copy of the uploaded requests, saved in
-    the job (``results/submitted-input.jsonl``)."""
-    rec = job.record
-    state = rec.input.fingerprint.check(rec.input.path)
-    if state == "same":
-        return rec.input.path
-    dest = job.path("results", "submitted-input.jsonl")
-    what = "is gone" if state == "missing" else "changed since it was submitted"
-    if os.path.isfile(dest):
-        narrate(
-            f"the job's input {rec.input.path} {what}; retrying from the server's copy saved at "
-            f"{commands.display_path(dest)}"
-        )
-        return dest
-    narrate(f"the job's input {rec.input.path} {what}; reading the requests as submitted from the server")
-    try:
-        fetch.save_submitted_input(client, job, dest)
-    except DWError as exc:
-        raise JobError(
-            f"the job's input {rec.input.path} {what}, and the server's copy of the uploaded requests "
-            f"cannot be read ({exc.message})",
-            hint="Restore the original batch input file at that path, then run again.",
-        ) from None
-    return dest
-
-
 def _client_errors(index: Any) -> int:
     """Failed requests (without a success) whose failure was an HTTP 4xx."""
     n = 0
@@ -410,6 +398,6 @@ def _client_errors(index: Any) -> int:
 
 
 def _submitter(job: Job, client: Any) -> Any:
-    from ..submitter import Submitter  # the engine talks to the API
+    from ..submit.submitter import Submitter  # the engine talks to the API
 
     return Submitter(job, client)

@@ -9,16 +9,17 @@ as fetch_results.py would.
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, List
 
-from .. import commands, download, fetch
-from ..errors import EXIT_NOT_FINISHED, EXIT_OK, JobError
-from ..job import Job
-from ..jobrecord import counts_of
-from ..optionspec import to_argv
-from ..output import Outcome, narrate
+from ..core import commands
+from ..core.errors import EXIT_NOT_FINISHED, EXIT_OK
+from ..core.optionspec import to_argv
+from ..core.output import Outcome, narrate
+from ..jobs.job import Job
+from ..jobs.jobrecord import counts_of
+from ..results import download, fetch
 from .checking import Check, check_once, wait_until_done
-from .common import Connection, client_for
+from .common import Connection, client_for, when_free
 from .fetching import OutputOptions, fetch_job
 from .submitting import SubmitOptions, job_report, narrate_estimate, submit_or_resume
 
@@ -71,12 +72,14 @@ def run(
                 next=again,
             )
             return Outcome(doc, EXIT_OK)
-    else:
-        _, timed_out = wait_until_done(client, job, [], interval, timeout, between=PartialDownloads(client, job))
+    partial = PartialDownloads(client, job)
+    if wait:
+        _, timed_out = wait_until_done(client, job, [], interval, timeout, between=partial)
         if timed_out:
             narrate("timed out waiting; partial results are saved")
 
     fetched = fetch_job(client, job, options)
+    partial.add_to(fetched.doc.get("batches") or [])
     doc.update(fetched.doc)
     if fetched.code == EXIT_NOT_FINISHED and not doc.get("unsubmitted"):
         doc["next"] = again
@@ -95,6 +98,14 @@ class PartialDownloads:
         self.job = job
         self.checks = 0
         self.done: Dict[str, int] = {}  # batch id -> requests done at its last download
+        self.new_lines: Dict[str, Dict[str, int]] = {}  # batch id -> lines downloaded while waiting
+
+    def add_to(self, batches: List[Dict[str, Any]]) -> None:
+        """Count the lines downloaded while waiting in each batch's ``new_lines``: the lines
+        this run downloaded, not only its last pass."""
+        for row in batches:
+            for kind, n in self.new_lines.get(row.get("batch_id") or "", {}).items():
+                row.setdefault("new_lines", {})[kind] = row.get("new_lines", {}).get(kind, 0) + n
 
     def __call__(self, check: Check) -> None:
         self.checks += 1
@@ -107,16 +118,17 @@ class PartialDownloads:
                 grown[bid] = b
         if not grown:
             return
-        try:
-            self.job.lock(wait=2.0)
-        except JobError:
-            return  # another process works on the job; it downloads for us
-        try:
-            self.job.load()
+
+        def download_grown() -> bool:
             targets = [t for t in fetch.job_targets(self.job.record) if t.batch_id in grown]
-            download.update(self.client, download.JobStore(self.job), targets, batch_objs=grown)
-        finally:
-            self.job.unlock()
+            for rep in download.update(self.client, download.JobStore(self.job), targets, batch_objs=grown):
+                seen = self.new_lines.setdefault(rep.batch_id, {})
+                for kind, n in rep.new_lines.items():
+                    seen[kind] = seen.get(kind, 0) + n
+            return True
+
+        if not when_free(self.job, download_grown, wait=2.0):
+            return  # another process works on the job; it downloads for us
         for bid, b in grown.items():
             c = counts_of(b)
             self.done[bid] = c["completed"] + c["failed"]

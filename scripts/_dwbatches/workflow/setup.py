@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from ..errors import (
+from ..core.errors import (
     EXIT_API,
     EXIT_CONFIG,
     REQUIRED_PACKAGES,
@@ -21,7 +21,7 @@ from ..errors import (
     install_hint,
     missing_packages_error,
 )
-from ..output import Outcome, narrate
+from ..core.output import Outcome, narrate
 from .common import Connection, sandbox_config
 
 MIN_PYTHON = (3, 9)
@@ -49,7 +49,7 @@ class Checks:
 def _default_chat_model(ids: List[str]) -> Optional[str]:
     """The model to suggest: the default of create_batch_file.py when the key can use it, else
     the first chat model listed."""
-    from ..pricing import DEFAULT_MODEL
+    from ..cost.pricing import DEFAULT_MODEL
 
     chat = [m for m in ids if "embed" not in m.lower()]
     if DEFAULT_MODEL in chat:
@@ -71,8 +71,8 @@ def _next_command(ids: List[str]) -> str:
     """A first build command that runs as printed: it names only input files that exist
     (without a prompts file, create_batch_file.py writes example prompts) and an output file
     that does not exist yet."""
-    from ..commands import command
-    from ..pricing import DEFAULT_MODEL
+    from ..core.commands import command
+    from ..cost.pricing import DEFAULT_MODEL
 
     args = [_free_name()]
     if os.path.isfile("prompts.txt"):
@@ -117,8 +117,8 @@ def check_setup(conn: Connection) -> Outcome:
 
 
 def _check_api(conn: Connection, checks: Checks) -> Outcome:
-    from .. import config
-    from ..http import Client
+    from ..core import config
+    from ..core.http import Client
 
     if conn.sandbox:
         cfg = sandbox_config(conn)

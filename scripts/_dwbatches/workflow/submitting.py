@@ -10,18 +10,20 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
 
-from .. import commands, lookup, pricing
-from ..cost import _money, local_estimate, sum_estimates
-from ..errors import APIConnectionError, APIStatusError, DWError, UsageError
-from ..flags import check_number
-from ..inputclaim import InputClaim
-from ..job import Job, default_job_dir
-from ..jobrecord import sha256_file
-from ..optionspec import number, option, to_argv
-from ..output import Outcome, narrate
-from ..planning import WINDOWS, job_dir_for_next, parse_metadata, plan_or_resume, validate_input
-from ..submitter import DEFAULT_PARALLEL, Submitter
-from ..validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE, Report
+from ..core import commands
+from ..core.errors import APIConnectionError, APIStatusError, DWError, UsageError
+from ..core.flags import check_number
+from ..core.optionspec import number, option, to_argv
+from ..core.output import Outcome, narrate
+from ..cost import pricing
+from ..cost.cost import local_estimate, sum_estimates
+from ..jobs.inputclaim import InputClaim
+from ..jobs.job import Job, default_job_dir
+from ..jobs.jobrecord import sha256_file
+from ..submit import lookup
+from ..submit.planning import WINDOWS, job_dir_for_next, parse_metadata, plan_or_resume, validate_input
+from ..submit.submitter import DEFAULT_PARALLEL, Submitter
+from ..validation.validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE, Report
 from .common import Connection, client_for
 
 
@@ -318,7 +320,7 @@ def job_report(job: Job) -> Dict[str, Any]:
     if known or local:
         est = [c.cost_estimate or {} for _, c in chunks]
         estimate = {
-            "usd": _money(total) if known else None,
+            "usd": pricing.money(total) if known else None,
             "source": "server (GET /files/{id}/cost-estimate)",
             "input_tokens": sum(int(e.get("total_estimated_input_tokens") or 0) for e in est),
             "output_tokens": sum(int(e.get("total_estimated_output_tokens") or 0) for e in est),

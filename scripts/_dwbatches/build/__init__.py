@@ -1,0 +1,1 @@
+"""Request lines built from prompts, CSVs and JSONL, written by the validating batch-file writer."""

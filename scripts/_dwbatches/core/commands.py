@@ -1,0 +1,192 @@
+"""The commands the scripts print (``next``, hints): as they run from the working directory.
+
+A script is named by its path relative to the working directory when it lies below it, else
+by its absolute path; arguments are quoted for the platform's shell, and the interpreter is
+the platform's (``compat``), so that every command runs as printed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import TYPE_CHECKING, List, Optional, Sequence
+
+from .. import SCRIPTS_DIR
+from . import compat
+
+if TYPE_CHECKING:  # annotations only: the job record is a layer above
+    from ..jobs.jobrecord import JobRecord
+
+
+def script_path(name: str) -> str:
+    """How to call a sibling script: relative to the working directory when it is below it."""
+    return display_path(os.path.join(SCRIPTS_DIR, name))
+
+
+def display_path(path: str) -> str:
+    """A path as shown in commands and messages: relative when it is below the working
+    directory, written with ``/`` on Windows too (see compat.command_path)."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # Windows: another drive
+        return compat.command_path(path)
+    return compat.command_path(path if rel.startswith("..") else rel)
+
+
+# Flags of the running command that every command it prints keeps: --sandbox (the next step
+# talks to the same rehearsal sandbox; only for the scripts that talk to a server) and --json
+# (a program that asked for JSON gets JSON from the next step too, even in a pseudo-terminal).
+_carried = {"json": False, "sandbox": False}
+
+
+def carry(json: bool = False, sandbox: bool = False) -> None:
+    """Set the flags every printed command keeps (``output.parse_args``; reset after the run)."""
+    _carried.update(json=json, sandbox=sandbox)
+
+
+def carried(script: str) -> List[str]:
+    from .errors import LOCAL_SCRIPTS
+
+    out = ["--sandbox"] if _carried["sandbox"] and script not in LOCAL_SCRIPTS else []
+    return out + (["--json"] if _carried["json"] else [])
+
+
+def command(script: str, *args: str) -> str:
+    """The command line that runs a sibling script, in this platform's interpreter word and
+    quoting, with the flags the running command carries (``carry``)."""
+    return compat.python_command() + " " + compat.quote_args([script_path(script), *args, *carried(script)])
+
+
+def target_args(job_dir: Optional[str], batch_ids: Sequence[str]) -> List[str]:
+    return ["--job", display_path(job_dir)] if job_dir else list(batch_ids)
+
+
+def job_dirs_here(limit: int = 5) -> List[str]:
+    """The job directories in the working directory (``*.dwjob`` holding a job.json), newest
+    first, at most ``limit``."""
+    try:
+        names = [n for n in os.listdir(".") if n.endswith(".dwjob") and os.path.isfile(os.path.join(n, "job.json"))]
+    except OSError:
+        return []
+    names.sort(key=lambda n: (-os.path.getmtime(os.path.join(n, "job.json")), n))
+    return [display_path(n) for n in names[:limit]]
+
+
+def target_hint(script: str) -> str:
+    """What to pass a command that works on a job or batch ids: the job directories that are
+    here, with a command that runs as printed, or words only when there is none."""
+    found = job_dirs_here()
+    if not found:
+        return (
+            "Pass the job directory that submit.py or run_batch.py printed (its 'job' field; there is none "
+            "in this folder) as --job DIR, or batch ids (list_batches.py lists them)."
+        )
+    others = f" (job directories here: {', '.join(found)})" if len(found) > 1 else ""
+    return f"e.g. {command(script, '--job', found[0])}{others}"
+
+
+def resume_command(state: JobRecord, job_dir: str) -> str:
+    """The command that finishes submitting a job whose latest round has chunks without a batch."""
+    rounds = state.rounds
+    if rounds and rounds[-1].kind == "retry":
+        return command("retry_failed.py", "--job", display_path(job_dir))
+    inp = state.input.path or ""
+    return command("submit.py", display_path(inp), "--job", display_path(job_dir))
+
+
+# -- the next step of each command -------------------------------------------------------------
+# Every `next` a script prints is built here, so that they agree: single commands, runnable as
+# printed, that never rerun work the user stopped.
+
+
+def remembered_output(state: Optional[JobRecord]) -> List[str]:
+    """The output options a job remembers, so that a fetch `next` writes the same files."""
+    res = state.results if state is not None else None
+    if res is None or not res.format:
+        return []
+    args = ["--format", res.format]
+    if res.output:
+        args += ["-o", display_path(res.output)]
+    return args
+
+
+def rebuild_for(input_path: str, model: str, reasoning: Optional[str], max_tokens: Optional[int]) -> str:
+    """create_batch_file.py --from-batch: ``input_path`` rebuilt for ``model`` (list_models.py
+    --for), into ``<stem>.<model>.jsonl`` beside it (``.2``, ``.3``... when that exists)."""
+    stem, ext = os.path.splitext(input_path)
+    name = re.sub(r"[^a-z0-9.]+", "-", model.rsplit("/", 1)[-1].lower()).strip("-.") or "model"
+    out, n = f"{stem}.{name}{ext or '.jsonl'}", 2
+    while os.path.exists(out):
+        out, n = f"{stem}.{name}.{n}{ext or '.jsonl'}", n + 1
+    args = [display_path(out), "--from-batch", display_path(input_path), "-m", model]
+    if reasoning is not None:
+        args += ["--reasoning", reasoning]
+    if max_tokens is not None:
+        args += ["--max-tokens", str(max_tokens)]
+    return command("create_batch_file.py", *args)
+
+
+def after_submit(job_dir: str) -> str:
+    return command("poll.py", "--job", display_path(job_dir))
+
+
+def after_check(
+    status: str, finished: bool, job_dir: Optional[str], state: Optional[JobRecord], batch_ids: Sequence[str]
+) -> str:
+    """poll.py: resume an unfinished submit, fetch once finished, else check again later."""
+    target = target_args(job_dir, batch_ids)
+    if status == "not_submitted" and job_dir is not None and state is not None:
+        return resume_command(state, job_dir)
+    if finished:
+        return command("fetch_results.py", *target, *remembered_output(state))
+    return command("poll.py", *target)
+
+
+def after_fetch(
+    code: int,
+    job_dir: Optional[str],
+    state: Optional[JobRecord],
+    batch_ids: Sequence[str],
+    extra: Sequence[str],
+    unsubmitted: bool = False,
+    results_lost: int = 0,
+    retry_args: Optional[Sequence[str]] = (),
+) -> Optional[str]:
+    """fetch_results.py: retry what failed, with ``retry_args`` (the fix of bad answers; None
+    when a retry would not help), never after the user's cancel, nor when completed results
+    are lost on the server (the retry would refuse to pay for them twice); check a job that
+    runs (or fetch bare ids again); nothing when done."""
+    target = target_args(job_dir, batch_ids)
+    if code == 5:
+        if job_dir is None or (state is not None and state.cancel is not None) or results_lost or retry_args is None:
+            return None
+        return command("retry_failed.py", *target, *retry_args)
+    if code == 6:
+        if job_dir is not None and state is not None and unsubmitted:
+            return resume_command(state, job_dir)
+        if job_dir is None:  # bare ids remember nothing: the options go along
+            return command("fetch_results.py", *target, *extra)
+        return command("poll.py", *target)  # one check; its next is the fetch once finished
+    return None
+
+
+def after_cancel(job_dir: Optional[str], batch_ids: Sequence[str], preview: bool) -> Optional[str]:
+    """cancel_batch.py: after a dry run that found something to cancel, the cancel it
+    previewed; else the fetch of what finished (nothing when there is no batch)."""
+    target = target_args(job_dir, batch_ids)
+    if preview:
+        return command("cancel_batch.py", *target)
+    return command("fetch_results.py", *target) if batch_ids else None
+
+
+def rerun_lost(job_dir: str) -> str:
+    """retry_failed.py --force: reruns requests whose results are lost on the server (paid again)."""
+    return command("retry_failed.py", "--job", display_path(job_dir), "--force")
+
+
+def run_again(input_path: str, job_dir: Optional[str], extra: Sequence[str]) -> str:
+    """run_batch.py: the same command with --wait, to go on where it stopped."""
+    args = [display_path(input_path)]
+    if job_dir:
+        args += ["--job", display_path(job_dir)]
+    return command("run_batch.py", *args, "--wait", *extra)

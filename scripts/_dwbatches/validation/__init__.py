@@ -1,0 +1,1 @@
+"""A batch file checked, in pieces and alongside helper processes, and planned into chunks."""
