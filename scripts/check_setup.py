@@ -12,8 +12,9 @@
 Checks, in order: Python version; requests and python-dotenv importable; DOUBLEWORD_API_KEY
 present (never printed) and where it came from; the base URL (https, or plain http to
 loopback); the API reachable and the key accepted (GET /models); the models the key can use.
---sandbox starts the bundled local sandbox, checks against it and stops it, so you can see a
-green run before you have a key.
+--sandbox checks against the bundled local sandbox instead (started for the check and stopped
+after it), so you can see a green run before you have a key; every script that talks to the
+server takes --sandbox, for a rehearsal of the whole workflow.
 
 examples:
   python3 scripts/check_setup.py
@@ -40,11 +41,8 @@ from _dwbatches.workflow.setup import check_setup
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True, script=__file__)
-    parser.add_argument(
-        "--sandbox", action="store_true", help="start the local sandbox, check against it, stop it (no key needed)"
-    )
     args = output.parse_args(parser, argv)
-    return output.run(lambda: output.finish(check_setup(cli.connection(args), use_sandbox=args.sandbox)))
+    return output.run(lambda: output.finish(check_setup(cli.connection(args))))
 
 
 if __name__ == "__main__":

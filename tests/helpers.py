@@ -473,14 +473,7 @@ class DocRunner:
         if argv[1] == "scripts/sandbox_server.py":
             return self.start_server(cmd, argv)
         assert not cmd.background, f"{cmd.where}: only the sandbox may run in the background"
-        proc = subprocess_mod.run(
-            [sys.executable, str(script), *argv[2:]],
-            cwd=self.work,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT,
-        )
+        proc = self.execute([sys.executable, str(script), *argv[2:]])
         assert proc.returncode in cmd.allowed, (
             f"{cmd.where}: `{cmd.text}` exited {proc.returncode}, docs allow {sorted(cmd.allowed)}\n"
             f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
@@ -491,6 +484,12 @@ class DocRunner:
             self.remember(doc)
         self.outputs.append((cmd, proc.returncode, doc))
         return doc
+
+    def execute(self, argv: List[str]) -> subprocess_mod.CompletedProcess:
+        """Run one command (a subclass may run it otherwise: under a pseudo-terminal)."""
+        return subprocess_mod.run(
+            argv, cwd=self.work, env=self.env, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
+        )
 
     def remember(self, doc: Any) -> None:
         if not isinstance(doc, dict):

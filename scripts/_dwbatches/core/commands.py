@@ -33,9 +33,28 @@ def display_path(path: str) -> str:
     return compat.command_path(path if rel.startswith("..") else rel)
 
 
+# Flags of the running command that every command it prints keeps: --sandbox (the next step
+# talks to the same rehearsal sandbox; only for the scripts that talk to a server) and --json
+# (a program that asked for JSON gets JSON from the next step too, even in a pseudo-terminal).
+_carried = {"json": False, "sandbox": False}
+
+
+def carry(json: bool = False, sandbox: bool = False) -> None:
+    """Set the flags every printed command keeps (``output.parse_args``; reset after the run)."""
+    _carried.update(json=json, sandbox=sandbox)
+
+
+def carried(script: str) -> List[str]:
+    from .errors import LOCAL_SCRIPTS
+
+    out = ["--sandbox"] if _carried["sandbox"] and script not in LOCAL_SCRIPTS else []
+    return out + (["--json"] if _carried["json"] else [])
+
+
 def command(script: str, *args: str) -> str:
-    """The command line that runs a sibling script, in this platform's interpreter word and quoting."""
-    return compat.python_command() + " " + compat.quote_args([script_path(script), *args])
+    """The command line that runs a sibling script, in this platform's interpreter word and
+    quoting, with the flags the running command carries (``carry``)."""
+    return compat.python_command() + " " + compat.quote_args([script_path(script), *args, *carried(script)])
 
 
 def target_args(job_dir: Optional[str], batch_ids: Sequence[str]) -> List[str]:

@@ -206,6 +206,15 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def terminate(pid: int) -> None:
+    """Ask the process ``pid`` to end: SIGTERM (on Windows, where os.kill ends it at once,
+    TerminateProcess). Nothing happens when it is gone already."""
+    import signal
+
+    with contextlib.suppress(OSError):
+        os.kill(pid, signal.SIGTERM)
+
+
 def _windows_pid_alive(pid: int) -> bool:  # pragma: no cover - Windows
     try:
         import ctypes

@@ -46,8 +46,8 @@ def missing_key_hint() -> str:
     return (
         "Set DOUBLEWORD_API_KEY in the environment (export DOUBLEWORD_API_KEY=sk-...) or put "
         "DOUBLEWORD_API_KEY=sk-... in a .env file in the directory you run the script from (or a folder "
-        "above it). Create a key at https://app.doubleword.ai/api-keys. To try the scripts without a key: "
-        + command("check_setup.py", "--sandbox")
+        "above it). Create a key at https://app.doubleword.ai/api-keys. To rehearse without a key, add --sandbox "
+        "to the command (the bundled sandbox), e.g. " + command("check_setup.py", "--sandbox")
     )
 
 

@@ -67,6 +67,7 @@ SCRIPT_EXITS: Dict[str, Tuple[int, ...]] = {
     "run_batch.py": _ALL,
 }
 MAX_COST_SCRIPTS = frozenset({"submit.py", "run_batch.py"})
+LOCAL_SCRIPTS = frozenset(s for s, codes in SCRIPT_EXITS.items() if codes == _LOCAL)  # they talk to no server
 
 
 def exit_meaning(code: int, script: Optional[str] = None) -> str:
@@ -93,7 +94,8 @@ def exit_codes_help(script: Optional[str] = None) -> str:
 # What every run prints on stdout when it fails (one declaration: the --help texts and SKILL.md).
 ON_FAILURE = (
     'Every run prints one JSON document on stdout; a run that fails prints {"error": {"code", '
-    '"message", "hint"}, "exit_code"} (and error: / hint: lines on stderr).'
+    '"message", "hint"}, "exit_code"} (and error: / hint: lines on stderr). On a terminal it prints '
+    "a short view for people instead (a failure: its error and hint on stderr); --json keeps the JSON."
 )
 
 

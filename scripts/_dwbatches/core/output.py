@@ -6,9 +6,10 @@ import argparse
 import json
 import os
 import sys
+import threading
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .. import USER_AGENT
 from . import compat
@@ -26,6 +27,116 @@ from .errors import (
 
 _secrets: set = set()
 _quiet = False
+
+# Who reads stdout: a program (the JSON document), or a person at a terminal (the human view,
+# ``humanview``). JSON whenever stdout is not a terminal, with --json, or with this variable set.
+JSON_VAR = "DOUBLEWORD_BATCHES_JSON"
+_json_flag: Optional[bool] = None  # --json as parsed (None: not parsed yet)
+_script: Optional[str] = None  # the running script's file name (its view)
+_live = ""  # the progress line rewritten in place on a terminal's stderr ("" when none)
+_live_parts: Dict[Any, str] = {}  # its parts: one per transfer or wait going on
+_live_lock = threading.RLock()
+_closers: List[Callable[[], None]] = []  # run at the end of the run (the rehearsal sandbox)
+
+
+def _isatty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def json_wanted() -> bool:
+    """The JSON document is wanted, not the human view: --json, or DOUBLEWORD_BATCHES_JSON set
+    (to anything but 0)."""
+    if os.environ.get(JSON_VAR, "").strip() not in ("", "0"):
+        return True
+    if _json_flag is not None:
+        return _json_flag
+    return "--json" in sys.argv[1:]  # before the flags are parsed (a refused flag, a missing package)
+
+
+def human_view() -> bool:
+    """stdout is a terminal and nothing asked for JSON: print the view for people."""
+    return not json_wanted() and _isatty(sys.stdout)
+
+
+def live_terminal() -> bool:
+    """Progress may rewrite one line in place: stderr is a terminal, not --quiet, and nothing
+    asked for JSON (--json gets plain lines, one per change, for a program to read)."""
+    return not _quiet and not json_wanted() and _isatty(sys.stderr)
+
+
+def _width() -> int:
+    try:
+        columns = os.get_terminal_size(sys.stderr.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        columns = 0
+    return max(20, columns - 1) if columns > 0 else 79  # 0: a terminal that does not say
+
+
+def _write_err(text: str) -> None:
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (BrokenPipeError, ValueError):
+        pass
+
+
+def live(text: str, part: Any = None) -> None:
+    """Show ``text`` in the one progress line, rewritten in place (only on a terminal: see
+    ``live_terminal``; callers print plain lines otherwise). Each ``part`` (a transfer, a wait)
+    has its place in the line, in the order they came; the line is cut to the terminal's
+    width, so that it never wraps."""
+    with _live_lock:
+        _live_parts[part] = redact(one_line(text))
+        _draw()
+
+
+def live_drop(part: Any = None) -> None:
+    """Take ``part`` out of the progress line (the line is wiped when nothing is left)."""
+    with _live_lock:
+        if _live_parts.pop(part, None) is not None:
+            _draw()
+
+
+def _draw() -> None:
+    global _live
+    text = " | ".join(_live_parts.values())
+    width = _width()
+    if len(text) > width:
+        text = text[: width - 1] + "…"
+    if not text:
+        _write_err("\r" + " " * len(_live) + "\r")
+    else:
+        _write_err("\r" + text.ljust(len(_live)))
+    _live = text
+
+
+def live_end(keep: bool = True) -> None:
+    """End the progress line: keep it as the last word (a newline after it) or wipe it."""
+    global _live
+    with _live_lock:
+        _live_parts.clear()
+        if not _live:
+            return
+        _write_err("\n" if keep else "\r" + " " * len(_live) + "\r")
+        _live = ""
+
+
+def on_exit(closer: Callable[[], None]) -> None:
+    """Run ``closer`` at the end of the run, just before its document is printed (errors
+    ignored: a closer never changes the outcome)."""
+    _closers.append(closer)
+
+
+def _close() -> None:
+    while _closers:
+        closer = _closers.pop()
+        try:
+            closer()
+        except Exception:
+            pass
 
 
 def register_secret(value: Optional[str]) -> None:
@@ -67,11 +178,12 @@ def narrate(message: str) -> None:
     """Progress and hints for people, on stderr."""
     if _quiet:
         return
-    try:
-        sys.stderr.write(redact(one_line(message)) + "\n")
-        sys.stderr.flush()
-    except (BrokenPipeError, ValueError):
-        pass
+    with _live_lock:
+        if _live:  # the progress line steps aside and comes back below the message
+            line = _live
+            _write_err("\r" + " " * len(line) + "\r" + redact(one_line(message)) + "\n" + line)
+            return
+        _write_err(redact(one_line(message)) + "\n")
 
 
 _emitted = False  # the run's JSON document is out (an error after it prints no second one)
@@ -81,7 +193,13 @@ def emit(doc: Any) -> None:
     """The one JSON document of a run, on stdout."""
     global _emitted
     _emitted = True
-    text = redact(json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False))
+    live_end()
+    if human_view() and isinstance(doc, dict):
+        from .humanview import render
+
+        text = redact(render(doc, _script)).rstrip("\n")
+    else:
+        text = redact(json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False))
     try:
         sys.stdout.write(text + "\n")
         sys.stdout.flush()
@@ -101,8 +219,10 @@ class Outcome:
 
 
 def finish(outcome: Outcome) -> int:
-    """Print the report (and the next command on stderr); return the exit code."""
-    if outcome.doc.get("next"):
+    """Print the report (and the next command on stderr; the human view shows it itself);
+    return the exit code."""
+    _close()
+    if outcome.doc.get("next") and not human_view():
         narrate(f"next: {outcome.doc['next']}")
     emit(outcome.doc)
     return outcome.code
@@ -116,7 +236,16 @@ def report_error(exc: DWError) -> int:
 def fail(code: str, message: str, hint: Optional[str], exit_code: int) -> int:
     """Every failure ends the same way: ``error:`` and ``hint:`` lines on stderr, and on stdout
     the run's one JSON document, ``{"error": {code, message, hint}, "exit_code"}`` (unless the
-    run's report was already printed). Returns ``exit_code``."""
+    run's report was already printed). Returns ``exit_code``. On a terminal (the human view),
+    stderr gets the error for people instead (the hint's lines, what the exit code means) and
+    stdout nothing."""
+    live_end()
+    _close()
+    if human_view():
+        from .humanview import render_error
+
+        _write_err(redact(render_error(message, hint, exit_code, _script)))
+        return exit_code
     sys.stderr.write(redact(one_line(f"error: {message}")) + "\n")
     if hint:
         sys.stderr.write(redact(one_line(f"hint: {hint}")) + "\n")
@@ -142,6 +271,17 @@ def run(main_body: Callable[[], int]) -> int:
     """Run a script body, turning expected failures into messages and exit codes."""
     global _emitted
     _emitted = False
+    try:
+        return _run(main_body)
+    finally:
+        live_end()
+        _close()
+        from .commands import carry
+
+        carry()
+
+
+def _run(main_body: Callable[[], int]) -> int:
     try:
         return main_body()
     except DWError as exc:
@@ -180,6 +320,8 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # argparse's own words on stderr, as ever
         self.print_usage(sys.stderr)
         sys.stderr.write(f"{self.prog}: error: {message}\n")
+        if human_view():  # argparse's words are the view
+            raise SystemExit(EXIT_USAGE)
         emit(
             {
                 "error": {"code": "usage", "message": f"{self.prog}: {message}", "hint": f"{self.prog} --help"},
@@ -195,7 +337,9 @@ def make_parser(
     """A parser whose description is the docstring's first paragraph and whose epilog holds the
     rest of the docstring (examples) and the exit codes ``script`` (its ``__file__``) can return."""
     head, _, rest = (doc or "").strip().partition("\n\n")
+    global _json_flag, _script
     name = os.path.basename(script) if script else None
+    _json_flag, _script = None, name
     epilog = (rest.strip() + "\n\n" if rest.strip() else "") + exit_codes_help(name)
     parser = Parser(prog=prog, description=head, epilog=epilog, formatter_class=HelpFormatter)
     if network:
@@ -210,14 +354,31 @@ def make_parser(
             action="store_true",
             help="allow a plain-http base URL to a non-loopback host (sends the key unencrypted)",
         )
+        g.add_argument(
+            "--sandbox",
+            action="store_true",
+            help="rehearse against the bundled local sandbox instead: no key, no money. It is started for "
+            "this command and stopped after it; its state stays in .dwb-sandbox/ in the working directory, so "
+            "submit, poll and fetch with --sandbox follow one job as with the real service",
+        )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help=f"print the JSON document on stdout even on a terminal (and progress as plain lines); also {JSON_VAR}=1",
+    )
     parser.add_argument("--version", action="version", version=USER_AGENT)
     return parser
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    global _json_flag
     compat.utf8_stdio()
     args = parser.parse_args(argv)
     set_quiet(getattr(args, "quiet", False))
+    _json_flag = bool(getattr(args, "json", False))
+    from .commands import carry
+
+    carry(json=_json_flag, sandbox=bool(getattr(args, "sandbox", False)))
     note_path_arguments(parser, args)  # so that an error about a file can name its argument
     return args

@@ -304,7 +304,15 @@ def check_server(job: Job, base_url: str, new_job_hint: bool = False) -> None:
     recorded = check_base_url(recorded, allow_insecure_http=True, source="job")
     if recorded != base_url.rstrip("/"):
         from ..core.commands import display_path
+        from ..core.rehearsal import base_url_of
 
+        if recorded == base_url_of():
+            raise ConfigError(
+                f"the job at {display_path(job.dir)} was submitted to the rehearsal sandbox ({recorded}), but this "
+                "command talks to the server your configuration names",
+                hint="Add --sandbox to talk to the rehearsal sandbox again; for the real run, submit the input as a "
+                "new job (--job NEW_DIR).",
+            )
         raise ConfigError(
             f"the job at {display_path(job.dir)} was submitted to {recorded}, but your configuration points at "
             f"{base_url}; a job talks only to its own server, and only when you name it",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
 
+from ..core.progress import duration as fmt_duration
 from .job import Job
 from .jobrecord import DELETED, TERMINAL_STATUSES, JobRecord, counts_of
 
@@ -190,15 +191,6 @@ def progress_line(
     if eta is not None:
         text += f", ETA {fmt_duration(eta)}"
     return text
-
-
-def fmt_duration(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
 
 
 LIST_PAGE = 100  # batches a page of GET /batches (the server allows up to 101)

@@ -20,10 +20,11 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ..core import clock, compat, files
+from ..core import clock, compat, files, progress
 from ..core.apifacts import is_uuid
 from ..core.errors import LOCK_WAIT, APIConnectionError, APIStatusError, DWError, JobError, busy_error, file_error
 from ..core.output import narrate
+from ..core.progress import Meter
 from ..jobs import jobstatus
 from ..jobs.job import Job
 from ..jobs.jobrecord import DELETED, BatchDownload, Cursor, counts_of
@@ -32,6 +33,7 @@ KINDS = ("output", "error")
 
 
 COUNT_FOR_KIND = {"output": "completed", "error": "failed"}
+PLAIN_PROGRESS_SECONDS = 30.0  # a plain progress line of a long download (none on a terminal: it is rewritten)
 
 
 CHECKPOINT_LINES = 5000
@@ -225,15 +227,23 @@ class Fetcher:
         rec.skip, rec.local_bytes = skip, pos
         self.store.save()
 
-    def download(self, batch_id: str, kind: str, file_id: str) -> Tuple[Optional[bool], int]:
+    def download(
+        self, batch_id: str, kind: str, file_id: str, expected: Optional[int] = None
+    ) -> Tuple[Optional[bool], int]:
         """Append new lines of one file; return (X-Incomplete of the last read, new lines). The
         distinct custom_ids among them (a line the server repeats counts once) are added to
-        ``self.new_ids[(batch_id, kind)]``."""
+        ``self.new_ids[(batch_id, kind)]``. ``expected``: the lines the server counts, for the
+        progress line."""
         rec = self.store.entry(batch_id).cursor(kind)
         fh = self._open_raw(batch_id, kind, rec)
         ids = self.new_ids.setdefault((batch_id, kind), set())
         total_new = 0
         resumes = 0
+        meter = Meter(
+            f"batch {batch_id}: downloading {'results' if kind == 'output' else 'errors'}",
+            progress.lines,
+            plain_every=PLAIN_PROGRESS_SECONDS,
+        )
         try:
             while True:
                 base = int(rec.skip)
@@ -247,6 +257,8 @@ class Fetcher:
                         except OSError as exc:
                             raise _SinkError(exc) from None
                     _st["written"] += 1
+                    if not _st["written"] & 255:  # the progress line, every 256 lines
+                        meter(_base + _st["written"], max(expected or 0, _base + _st["written"]))
                     m = _CUSTOM_ID.search(line)
                     ids.add(m.group(1) if m else line)
                     if (
@@ -284,6 +296,7 @@ class Fetcher:
                 exc.exc, self.store.raw_path(batch_id, kind), what="downloaded results", action="write"
             ) from exc.exc
         finally:
+            meter.close()
             with contextlib.suppress(OSError):  # saved lines were flushed at the last checkpoint
                 fh.close()
 
@@ -308,7 +321,7 @@ class Fetcher:
                     incomplete[kind] = not terminal_before
                     continue
                 try:
-                    inc, n = self.download(batch_id, kind, file_id)
+                    inc, n = self.download(batch_id, kind, file_id, counts[COUNT_FOR_KIND[kind]])
                 except APIStatusError as exc:
                     if exc.status != 404:
                         raise
@@ -389,7 +402,7 @@ class Fetcher:
                 rec.skip = 0  # the local file keeps its lines; duplicates are dropped when merging
                 self.store.save()
                 before = have
-                _, n = self.download(rep.batch_id, kind, file_id)
+                _, n = self.download(rep.batch_id, kind, file_id, expected)
                 have = count_unique_lines(self.store.raw_path(rep.batch_id, kind))
                 rep.new_lines[kind] += have - before
                 rep.notes.append(f"{kind} file read again from the start ({n} lines, {have - before} of them new)")

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from typing import Optional
 
 from ..core.errors import APIStatusError, DWError
-from ..core.output import narrate
+from ..core.progress import Meter
 from ..jobs.jobrecord import Chunk, Round
 
 
@@ -19,25 +18,17 @@ def mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-class Progress:
-    """Throttled upload progress on stderr."""
+class Progress(Meter):
+    """Upload progress on stderr: on a terminal one line rewritten in place (percent, rate,
+    ETA); else a line a second, none for a quick upload (``progress.Meter``)."""
 
     def __init__(self, label: str, interval: float = 1.0):
-        self.label = label
-        self.interval = interval
-        self.t0 = time.monotonic()
-        self.last = self.t0
-
-    def __call__(self, sent: int, total: int) -> None:
-        now = time.monotonic()
-        if sent < total and now - self.last < self.interval:
-            return
-        if sent >= total and now - self.t0 < self.interval:
-            return  # a quick upload needs no progress lines; the caller says when it is done
-        self.last = now
-        pct = 100.0 * sent / total if total else 100.0
-        rate = sent / max(now - self.t0, 1e-6)
-        narrate(f"{self.label}: {pct:5.1f}% ({mb(sent)} of {mb(total)}, {mb(rate)}/s)")
+        super().__init__(
+            label,
+            mb,
+            plain_every=interval,
+            plain=lambda pct, sent, total, rate: f"{label}: {pct:5.1f}% ({mb(sent)} of {mb(total)}, {mb(rate)}/s)",
+        )
 
 
 def explain_upload_error(label: str, rnd: Round, ch: Chunk, exc: APIStatusError) -> DWError:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from ..core import clock, commands
+from ..core import clock, commands, progress
 from ..core.errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, FileSystemError
 from ..core.output import Outcome, narrate
 from ..jobs import jobstatus
@@ -63,7 +63,13 @@ def check_once(
     if previous is not None and elapsed and done > previous.done:
         observed = (done - previous.done) / elapsed
     speed = jobstatus.rate_and_eta(running, now=client.server_now(), observed=observed)
-    narrate(jobstatus.progress_line(summary["request_counts"], summary["status"], speed["rate"], speed["eta_seconds"]))
+    counts = summary["request_counts"]
+    progress.wait_line(
+        jobstatus.progress_line(counts, summary["status"], speed["rate"], speed["eta_seconds"]),
+        _seen(summary),
+        _seen(previous.summary) if previous is not None else None,
+        100.0 * (counts["completed"] + counts["failed"]) / counts["total"] if counts["total"] else None,
+    )
     if job is not None and objs:
         reached = {b: o for b, o in objs.items() if o.get("status") != jobstatus.UNREACHABLE}
         try:
@@ -77,6 +83,12 @@ def check_once(
         except (OSError, FileSystemError):
             pass
     return Check(summary, summaries, speed, done, objs)
+
+
+def _seen(summary: Dict[str, Any]) -> tuple:
+    """What a check found that a person wants to hear about when it changes."""
+    counts = summary["request_counts"]
+    return (summary["status"], counts["total"], counts["completed"], counts["failed"])
 
 
 def wait_until_done(

@@ -77,7 +77,11 @@ def add_output_args(parser: Any) -> None:
 
 
 def connection(args: Any) -> Connection:
-    return Connection(args.base_url, args.allow_insecure_http)
+    if args.sandbox and args.base_url:
+        raise UsageError(
+            "--sandbox and --base-url name two servers", hint="Pass --sandbox to rehearse, or --base-url, not both."
+        )
+    return Connection(args.base_url, args.allow_insecure_http, args.sandbox)
 
 
 def submit_options(args: Any) -> SubmitOptions:

@@ -21,19 +21,39 @@ T = TypeVar("T")
 @dataclass
 class Connection:
     """How to reach the API: an explicit base URL (else the environment, .env, or Doubleword's)
-    and whether plain http to another host is allowed."""
+    and whether plain http to another host is allowed; or the rehearsal sandbox (``sandbox``,
+    ``rehearsal.py``)."""
 
     base_url: Optional[str] = None
     allow_insecure_http: bool = False
+    sandbox: bool = False
+
+
+def sandbox_config(conn: Connection) -> Any:
+    """The configuration of the rehearsal sandbox (started now, stopped at the end of the run),
+    never the user's key or .env."""
+    from ..core import config, output, rehearsal
+
+    fresh = rehearsal.current() is None
+    found = rehearsal.attach()
+    if fresh:
+        output.on_exit(lambda: rehearsal.detach(found))
+    return config.Config(
+        api_key=found.api_key,
+        base_url=found.base_url,
+        key_source="the rehearsal sandbox (its throwaway key; yours is not read)",
+        base_url_source="--sandbox",
+    )
 
 
 def client_for(conn: Connection, job_dir: Optional[str] = None) -> Any:
     """An API client for the server the user's configuration names (a job's own record never
-    chooses the server: ``check_server`` refuses a job submitted elsewhere)."""
+    chooses the server: ``check_server`` refuses a job submitted elsewhere), or for the
+    rehearsal sandbox."""
     from ..core.config import load_config  # needs python-dotenv, and Client requests: imported only by
     from ..core.http import Client  # commands that talk to the API (a dry run needs neither)
 
-    cfg = load_config(conn.base_url, conn.allow_insecure_http)
+    cfg = sandbox_config(conn) if conn.sandbox else load_config(conn.base_url, conn.allow_insecure_http)
     return Client(cfg)
 
 

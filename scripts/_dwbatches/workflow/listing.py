@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional
 
 from ..core import commands
 from ..core.errors import UsageError
-from ..core.output import Outcome, narrate
+from ..core.output import Outcome, human_view, narrate
 from ..cost import modelchoice, pricing
 from ..jobs import jobfinder, jobstatus
 from ..jobs.jobrecord import sha256_file
@@ -185,7 +185,7 @@ def list_models(
         if sort == "price":
             models.sort(key=price_key)
         narrate(f"{len(models)} model(s); prices per 1M tokens from the price table of {pricing.table_age()}")
-        for m in models:
+        for m in models if not human_view() else ():  # (the view shows them in a table)
             narrate(f"  {m['id']} ({m['kind']}): {_price_words(m['price_per_1m_tokens'])}{_thinks_words(m)}")
         return Outcome(doc)
     best = modelchoice.rank(models, needs, window)
@@ -201,7 +201,7 @@ def list_models(
         f"{needs.answer_tokens} output tokens; {len(models)} model(s), cheapest first for the {window} window "
         f"(prices as of {pricing.PRICES_AS_OF})"
     )
-    for m in models:
+    for m in models if not human_view() else ():  # (the view shows them in a table)
         est = m["for_file"]
         if not est["eligible"]:
             narrate(f"  -  {m['id']}: not eligible: {est['why_not']}")

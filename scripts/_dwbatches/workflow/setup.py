@@ -22,7 +22,7 @@ from ..core.errors import (
     missing_packages_error,
 )
 from ..core.output import Outcome, narrate
-from .common import Connection
+from .common import Connection, sandbox_config
 
 MIN_PYTHON = (3, 9)
 
@@ -92,7 +92,7 @@ def _version(package: str) -> str:
         return ""
 
 
-def check_setup(conn: Connection, use_sandbox: bool = False) -> Outcome:
+def check_setup(conn: Connection) -> Outcome:
     """check_setup.py: each check on stderr; the report when everything is ready."""
     checks = Checks()
     py = sys.version_info
@@ -113,32 +113,15 @@ def check_setup(conn: Connection, use_sandbox: bool = False) -> Outcome:
             checks.add(f"package {package}", False, f"not importable ({exc})", install_hint("check_setup.py"))
     if missing:
         raise missing_packages_error(missing, "check_setup.py")
-
-    sandbox = None
-    if use_sandbox:
-        from ..core.sandbox import SandboxProcess
-
-        narrate("starting the local sandbox ...")
-        sandbox = SandboxProcess().start()
-    try:
-        return _check_api(conn, checks, sandbox)
-    finally:
-        if sandbox is not None:
-            sandbox.stop()
-            narrate("sandbox stopped")
+    return _check_api(conn, checks)
 
 
-def _check_api(conn: Connection, checks: Checks, sandbox: Any) -> Outcome:
+def _check_api(conn: Connection, checks: Checks) -> Outcome:
     from ..core import config
     from ..core.http import Client
 
-    if sandbox is not None:
-        cfg = config.Config(
-            api_key=sandbox.api_key,
-            base_url=sandbox.base_url,
-            key_source="sandbox (throwaway key)",
-            base_url_source="sandbox",
-        )
+    if conn.sandbox:
+        cfg = sandbox_config(conn)
     else:
         try:
             cfg = config.load_config(conn.base_url, conn.allow_insecure_http, require_key=False)
@@ -155,7 +138,9 @@ def _check_api(conn: Connection, checks: Checks, sandbox: Any) -> Outcome:
     if not checks.add(
         "API key",
         bool(cfg.api_key),
-        f"DOUBLEWORD_API_KEY set (from {cfg.key_source})" if cfg.api_key else "DOUBLEWORD_API_KEY is not set",
+        (cfg.key_source if conn.sandbox else f"DOUBLEWORD_API_KEY set (from {cfg.key_source})")
+        if cfg.api_key
+        else "DOUBLEWORD_API_KEY is not set",
         config.missing_key_hint(),
     ):
         raise ConfigError("DOUBLEWORD_API_KEY is not set", hint=config.missing_key_hint())
@@ -199,7 +184,7 @@ def _check_api(conn: Connection, checks: Checks, sandbox: Any) -> Outcome:
             "base_url": cfg.base_url,
             "server": kind,
             "key_source": cfg.key_source,
-            "sandbox": sandbox is not None,
+            "sandbox": conn.sandbox,
             "models": ids,
             "next": _next_command(ids),
         }
