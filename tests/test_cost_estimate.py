@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers import run_script, write_input
+from helpers import run_script
 
 SHAPE = {
     "usd",
