@@ -497,7 +497,7 @@ def test_dry_run_sends_nothing_needs_no_key_and_estimates_locally(sandbox, tmp_p
     assert not (tmp_path / "in.dwjob").exists()
     assert doc["dry_run"] and doc["chunks"] == 4 and [c["requests"] for c in doc["plan"]] == [8, 8, 8, 6]
     est = doc["estimated_cost"]
-    assert est["basis"].startswith("price table: ") and "1h window" in est["basis"]
+    assert est["basis"].startswith("price table: ") and f"; 1h window, prices of {est['prices_as_of']}" in est["basis"]
     assert est["usd"] == est["low_usd"] and est["high_usd"] is not None and est["server_usd"] is None
     assert float(est["low_usd"]) <= float(est["high_usd"])
     assert (est["chunks_estimated"], est["chunks"]) == (0, 4)

@@ -91,7 +91,7 @@ def estimated_cost(
         window = local.get("window") or "24h"
         doc.update(
             usd=doc["low_usd"],
-            basis=f"{TABLE_BASIS} (prices of {_age(doc['prices_as_of'])}, {window} window)",
+            basis=f"{TABLE_BASIS}; {window} window, prices of {_age(doc['prices_as_of'])}",
             input_tokens=local.get("input_tokens"),
             output_tokens=local.get("output_tokens_low"),
         )
