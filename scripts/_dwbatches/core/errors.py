@@ -21,7 +21,7 @@ EXIT_UNSUCCESSFUL = 5  # batch/job ended unsuccessfully (outcome, JSON still pri
 EXIT_NOT_FINISHED = 6  # not finished yet (outcome, JSON still printed)
 EXIT_INTERRUPTED = 130
 
-# What each exit code means: one text for every script's --help, SKILL.md and README.md
+# What each exit code means: one text for every script's --help, SKILL.md and docs/scripts.md
 # (tests/test_docs.py checks that their tables say exactly this; `x` is code in the docs).
 EXIT_MEANINGS = (
     (EXIT_OK, "success"),
