@@ -8,7 +8,7 @@ WORKERS ?= 6
 # Bytecode caches (git-ignored) spare every test process and script run from compiling again.
 TESTENV := PYTHONDONTWRITEBYTECODE=
 
-.PHONY: help demo test test-fast flake lint bench stress coverage clean
+.PHONY: help demo test test-fast flake lint docs bench stress coverage clean
 
 help:
 	@echo "make demo    run a real batch end to end against the local sandbox (no API key needed)"
@@ -16,6 +16,7 @@ help:
 	@echo "make test-fast  the inner loop: every test not marked slow"
 	@echo "make flake  the whole suite $(RUNS) times under CPU load (a busy loop on every core): runs green of runs made"
 	@echo "make coverage   the whole suite with line coverage of scripts/ (child processes included)"
+	@echo "make docs    write the sample output in README.md and docs/ from the scripts run against the sandbox"
 	@echo "make bench   run the benchmarks and write bench/results.md"
 	@echo "make stress  run the crash trials (SIGKILL at random moments)"
 
@@ -34,6 +35,10 @@ demo: $(VENV)/.runtime
 lint: $(VENV)/.dev
 	$(PY) -m ruff check scripts tests bench examples
 	$(PY) -m ruff format --check scripts tests bench examples
+
+# The sample output in README.md and docs/*.md (tests/test_docs.py fails when it is stale).
+docs: $(VENV)/.dev
+	$(PY) tests/docsamples.py
 
 test: lint
 	$(TESTENV) $(PY) -m pytest -n $(WORKERS)

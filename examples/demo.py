@@ -17,7 +17,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
-from _dwbatches.core import compat  # noqa: E402
+from _dwbatches.core import commands, compat  # noqa: E402
 from _dwbatches.core.sandbox import SandboxProcess  # noqa: E402
 
 RUN_DIR = os.path.join(ROOT, "demo-run")
@@ -26,7 +26,7 @@ RUN_DIR = os.path.join(ROOT, "demo-run")
 def step(title: str, script: str, *args: str, env: dict, ok=(0,)) -> dict:
     cmd = [sys.executable, os.path.join("scripts", script), *args]
     shown = compat.quote_args([compat.command_path(os.path.join("scripts", script)), *map(compat.command_path, args)])
-    print(f"\n$ {compat.python_command()} {shown}", flush=True)
+    print(f"\n$ {commands.runner()} {shown}", flush=True)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     if proc.returncode not in ok:
         raise SystemExit(f"demo: {title} failed with exit code {proc.returncode}")

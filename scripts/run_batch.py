@@ -23,10 +23,12 @@ examples:
   python3 scripts/run_batch.py requests.jsonl                   # submit, check once, return
 
 output (stdout, JSON): job, job_id, submitted (resumed, this_run {uploaded, created, found},
-chunks), estimated_cost (as submit.py's, also on stderr: usd = the server's estimate, which
---max-cost compares; source; input_tokens and output_tokens = the server's token estimates;
-chunks_estimated of chunks; local_low_usd and local_high_usd = the price-table range; note;
-null when neither is known), status, request_counts, batches, next, finished (only without --wait while the
+chunks), estimated_cost (as submit.py's: usd = the headline estimate; basis = what usd is, "server: ..." when the
+server estimated every chunk, else "price table: ..."; server_usd = the sum of the server's
+estimates, which --max-cost compares (null before an upload); chunks_estimated and chunks;
+low_usd and high_usd = the price-table range (high_usd null when a request sets no
+max_tokens); input_tokens and output_tokens behind usd; prices_as_of; models; note; also on
+stderr; null when nothing is known), status, request_counts, batches, next, finished (only without --wait while the
 job runs: false), (once finished, or with --wait, also the fields of fetch_results.py's
 report:) complete, requests, succeeded, failed, missing, answers, output, errors, format,
 failed_sample, missing_sample, bad_answer_sample, fix (only when answers are not good),

@@ -29,17 +29,18 @@ it, creates them. A different input in an existing job, or a different -w, is re
 output (stdout, JSON): job (the job directory; pass it to the other scripts as --job),
 job_id, batches (batch_id, input_file_id, round, chunk, lines [first, last line of the
 input], requests, status), requests, chunks,
-completion_window, estimated_cost (usd = the server's estimate, which --max-cost compares;
-source; input_tokens and output_tokens = the server's token estimates; chunks_estimated of
-chunks; local_low_usd and local_high_usd = the price-table range; note; null when neither
-is known), source (the CSV the input
+completion_window, estimated_cost (usd = the headline estimate; basis = what usd is, "server: ..." when the
+server estimated every chunk, else "price table: ..."; server_usd = the sum of the server's
+estimates, which --max-cost compares (null before an upload); chunks_estimated and chunks;
+low_usd and high_usd = the price-table range (high_usd null when a request sets no
+max_tokens); input_tokens and output_tokens behind usd; prices_as_of; models; note; also on
+stderr; null when nothing is known), source (the CSV the input
 was built from, or null), resumed, this_run (uploaded, created, found), next (the command
 to run next).
 
 output with --dry-run (stdout, JSON): dry_run, job, job_exists, resumes_job, requests,
 bytes, chunks, plan (the files submit.py would upload), completion_window, metadata,
-models, endpoints, estimated_cost (low and high: usd, input_tokens, output_tokens, basis;
-source; models), warnings, next (the submit command; with --job NEW_DIR, a directory that
+models, endpoints, estimated_cost (the same fields; server_usd null: nothing is sent), warnings, next (the submit command; with --job NEW_DIR, a directory that
 does not exist yet or holds this input's job, when the job directory holds another input's
 job or a cancelled one, which the real run would refuse)."""
 

@@ -59,6 +59,7 @@ def _isolated_environment(tmp_path, monkeypatch, request):
     monkeypatch.chdir(tmp_path)
     for name in ("DOUBLEWORD_API_KEY", "DOUBLEWORD_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("UV", raising=False)  # (under `uv run pytest` the printed commands would say `uv run`)
     if request.node.get_closest_marker("real_time") is None:
         monkeypatch.setenv("DOUBLEWORD_BATCHES_TIME_SCALE", TIME_SCALE)
     else:

@@ -326,7 +326,7 @@ class Child:
                 pass
 
 
-# -- documented commands (SKILL.md, README.md, references/) --------------------------------------
+# -- documented commands (SKILL.md, README.md, docs/, references/) ------------------------------
 #
 # Conventions (the docs rely on them; keep them in sync):
 # - Only lines starting with ``python3 scripts/`` are run; ``\`` continues a line.
@@ -441,6 +441,7 @@ class DocRunner:
     env: Dict[str, str]
     state: Dict[str, str] = field(default_factory=dict)
     outputs: List[tuple] = field(default_factory=list)  # (DocCommand, rc, parsed stdout)
+    procs: List[Any] = field(default_factory=list)  # the CompletedProcess of each command run (not the sandbox)
     servers: List[Any] = field(default_factory=list)
 
     @classmethod
@@ -478,6 +479,7 @@ class DocRunner:
             f"{cmd.where}: `{cmd.text}` exited {proc.returncode}, docs allow {sorted(cmd.allowed)}\n"
             f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
         )
+        self.procs.append(proc)
         doc = None
         if proc.stdout.strip():
             doc = json.loads(proc.stdout)  # stdout is exactly one JSON document

@@ -5,9 +5,13 @@
 - every script named in SKILL.md exists and every script is named; each script's --help runs
   standalone and lists the exit codes;
 - every environment variable the code reads is declared in the SKILL.md metadata;
-- every command in a ```bash block of SKILL.md and README.md runs against the sandbox, in
-  order, and exits with a code the docs allow (see ``helpers.DocRunner`` for the conventions);
-- the README's worked example shows JSON with the same fields as the real output;
+- every command in a ```bash block of SKILL.md, README.md and docs/*.md runs against the
+  sandbox, in order, and exits with a code the docs allow (see ``helpers.DocRunner`` for the
+  conventions);
+- every sample output in README.md and docs/*.md has the shape of what the scripts print now
+  (``docsamples``: `make docs` writes them);
+- the README's first screen: install in a virtual environment or with uv, the two commands
+  and their forms without make (the same as the Makefile's), links that resolve;
 - the bundle that `clawhub publish` would upload (.gitignore + .clawhubignore, dot-files
   and non-text files skipped, as ClawHub does) holds what an agent needs and nothing else;
 - requirements.txt, pyproject.toml and the PEP 723 header of every script name the same
@@ -40,6 +44,7 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
+import docsamples
 import pytest
 from helpers import DOC_INPUTS, DocRunner, doc_commands, fresh_env, parse_command
 
@@ -47,6 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
 SKILL_MD = ROOT / "SKILL.md"
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+SCRIPTS_DOC = DOCS / "scripts.md"
 REFERENCES = ROOT / "references"
 
 SKILL_NAME = "doubleword-batches"
@@ -272,12 +279,12 @@ def test_api_reference_does_not_repeat_the_known_mistakes():
 
 @pytest.mark.slow  # several script runs or a server restart: in make test, not the inner loop
 def test_the_exit_code_tables_say_what_every_scripts_help_says():
-    """One text for each exit code (errors.EXIT_MEANINGS): SKILL.md's and README's tables and
+    """One text for each exit code (errors.EXIT_MEANINGS): SKILL.md's and docs/scripts.md's tables and
     every script's --help agree, the job path (4) and the busy job lock (1) included."""
     from _dwbatches.core.errors import EXIT_CODES_HELP, EXIT_MEANINGS
 
     meanings = dict(EXIT_MEANINGS)
-    for doc in (SKILL_MD, README):
+    for doc in (SKILL_MD, SCRIPTS_DOC):
         table = doc.read_text(encoding="utf-8").split("## Exit codes", 1)[1].split("\n## ", 1)[0]
         rows = {int(code): text for code, text in re.findall(r"^\| (\d+) \| (.*?) \|", table, re.M)}
         assert rows == meanings, f"{doc.name}'s exit codes differ from errors.EXIT_MEANINGS"
@@ -352,36 +359,94 @@ def test_skill_md_commands_run_against_the_sandbox(doc_runner):
     assert len(rows) == len(prompts) and all(r["ok"] for r in rows)
 
 
+def pages_with_commands() -> List[Path]:
+    return [p for p in docsamples.PAGES if doc_commands(p)]
+
+
 @pytest.mark.slow
-def test_readme_commands_run_and_show_the_real_fields(doc_runner):
-    """Every README command runs; each ```json block right after a one-command ```bash block
-    shows that command's output and must have the same top-level fields as the real output."""
-    cmds = doc_commands(README)
-    assert cmds, "README.md should show a worked example"
-    real = {}
-    for cmd in cmds:
-        real[cmd.text] = doc_runner.run(cmd)
-    shown = readme_outputs()
-    assert shown, "README.md should show the real output of its worked example"
-    for command, example in shown:
-        assert command in real, f"README shows output for a command it does not run: {command}"
-        got = real[command]
-        assert isinstance(got, dict), f"`{command}` printed no JSON"
-        assert set(example) == set(got), (
-            f"README output of `{command}`: fields {sorted(set(example) ^ set(got))} differ from the real output"
-        )
+@pytest.mark.parametrize("page", pages_with_commands(), ids=lambda p: p.name)
+def test_doc_pages_run_and_show_what_the_scripts_print_now(page, doc_runner):
+    """Every command of README.md and docs/*.md runs; every sample block below one has the
+    shape of what it prints now (`make docs` writes them)."""
+    results = docsamples.run_page(page, doc_runner)
+    assert not docsamples.differences(page, results), "\n".join(docsamples.differences(page, results))
 
 
-def readme_outputs() -> List[tuple]:
+def test_the_pages_with_samples_are_the_ones_that_run():
+    with_samples = docsamples.pages_with_samples()
+    assert README in with_samples and DOCS / "walkthrough.md" in with_samples
+    assert set(with_samples) <= set(pages_with_commands())
+
+
+def test_a_stale_sample_is_found_and_make_docs_rewrites_it(tmp_path, sandbox):
+    """The check fails on a sample whose shape the scripts no longer print (a field that became
+    a list, a field gone), and the generator writes what they print now."""
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```bash\npython3 scripts/create_batch_file.py x.jsonl --prompts prompts.txt\n```\n\n"
+        "<!-- sample: stdout keys=requests,warnings,next -->\n```json\n"
+        '{"requests": 8, "warnings": 0, "next": "python3 scripts/submit.py x.jsonl"}\n```\n<!-- /sample -->\n\n'
+        "<!-- sample: stderr -->\n```text\nwrote 8 requests\n```\n<!-- /sample -->\n",
+        encoding="utf-8",
+    )
+    scratch = tmp_path / "scratch"
+    results = docsamples.page_results(page, sandbox, scratch)
+    problems = docsamples.differences(page, results)
+    assert len(problems) == 2 and "'stdout keys=requests,warnings,next' differs" in problems[0], problems
+    assert docsamples.write(page, results)
+    text = page.read_text(encoding="utf-8")
+    assert '"warnings": []' in text and '"next": "python3 scripts/submit.py x.jsonl"' in text
+    assert str(scratch) not in text
+    again = docsamples.page_results(page, sandbox, tmp_path / "scratch2")
+    assert docsamples.differences(page, again) == []
+    # values that differ between runs (ids, numbers, paths) are not differences; fields are
+    shown = json.loads(text.split("```json\n", 1)[1].split("```", 1)[0])
+    assert docsamples.shape("json", json.dumps(dict(shown, requests=9))) == docsamples.shape("json", json.dumps(shown))
+    assert docsamples.shape("json", json.dumps({"requests": 8})) != docsamples.shape("json", json.dumps(shown))
+    assert docsamples.blank("batch 41324570-d9bd-4603-8647-47854b5c1530: +6 results in 0.4 s") == docsamples.blank(
+        "batch 8869c020-3318-4439-9dc6-9a1938dd1783: +8 results in 12 s"
+    )
+
+
+# -- the README's first screen ---------------------------------------------------------------------
+
+
+def makefile_recipe(target: str) -> List[str]:
+    text = (ROOT / "Makefile").read_text(encoding="utf-8")
+    block = re.search(rf"^{target}:.*\n((?:\t.*\n)+)", text, re.M).group(1)
+    return [line.strip() for line in block.splitlines()]
+
+
+def test_readme_first_screen_installs_runs_and_links():
     text = README.read_text(encoding="utf-8")
-    out = []
-    rx = re.compile(r"```bash\n([^`]*?)\n```\s*\n(?:[^`\n][^\n]*\n\s*)?```json\n(.*?)\n```", re.S)
-    for m in rx.finditer(text):
-        lines = [ln.strip() for ln in m.group(1).splitlines() if ln.strip().startswith("python3 scripts/")]
-        if len(lines) != 1:
-            continue
-        out.append((lines[0], json.loads(m.group(2))))
-    return out
+    lines = text.splitlines()
+    assert len(lines) <= 90, f"README.md is {len(lines)} lines: keep it to one screen and link the rest"
+    assert "<owner>" not in text and "github.com/" not in text  # no invented clone URL
+    # install: a virtual environment (or uv), never pip into the system Python
+    assert "python3 -m venv .venv" in text and ".venv/bin/python -m pip install -r requirements.txt" in text
+    assert "uv run scripts/" in text
+    assert not re.search(r"^python3 -m pip install", text, re.M)
+    # the two commands, and the same without make (Windows): what the Makefile runs
+    assert "make demo" in text and "make test" in text
+    assert makefile_recipe("demo") == ["$(PY) examples/demo.py"]
+    assert ".venv\\Scripts\\python examples\\demo.py" in text
+    for line in makefile_recipe("lint"):  # $(PY) -m ruff check scripts tests bench examples, ...
+        assert line.replace("$(PY)", ".venv\\Scripts\\python") in text, line
+    test_line = next(line for line in makefile_recipe("test") if "pytest" in line)
+    pytest_args = test_line.split("$(PY)", 1)[1].replace("$(WORKERS)", "6").strip()
+    assert f".venv\\Scripts\\python {pytest_args}" in text
+    assert ".venv\\Scripts\\python -m pip install -r requirements-dev.txt" in text
+
+
+def test_every_relative_link_of_the_docs_resolves():
+    for page in [README, *sorted(DOCS.glob("*.md"))]:
+        text = page.read_text(encoding="utf-8")
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links to {target}, which does not exist"
+    linked = set(re.findall(r"\]\(docs/([a-z_-]+\.md)\)", README.read_text(encoding="utf-8")))
+    assert linked == {p.name for p in DOCS.glob("*.md")}, "README.md should link every page of docs/"
 
 
 def test_doc_command_parser_conventions():

@@ -10,7 +10,7 @@ then checks the same promise:
   by the ``dwb_intent`` of each chunk), and exactly one input file per chunk;
 - the fault really fired (its counters in the sandbox are used up, or its effect is seen).
 
-Run: ``python3 -m pytest tests/test_fault_matrix.py -q``. Figures in README.md ("Reliability").
+Run: ``python3 -m pytest tests/test_fault_matrix.py -q``. Figures in docs/reliability.md.
 """
 
 from __future__ import annotations

@@ -156,8 +156,8 @@ def test_max_tokens_bounds_what_the_answers_cost(sandbox):
     assert code == 0, err
     code, dry, err = run_script("submit.py", "r.jsonl", "--dry-run")
     assert code == 0, err
-    high = dry["estimated_cost"]["high"]
-    assert high["output_tokens"] == 40
+    est = dry["estimated_cost"]
+    assert est["models"][0]["output_tokens_high"] == 40 and est["high_usd"] is not None
     code, doc, err = run_script(
         "run_batch.py", "r.jsonl", "--wait", "--interval", "0.2", "--format", "simple", env=sandbox.env()
     )
@@ -167,7 +167,7 @@ def test_max_tokens_bounds_what_the_answers_cost(sandbox):
     rows = read_jsonl(doc["output"])
     assert all(r["usage"]["completion_tokens"] == 5 and len(r["content"]) == 20 for r in rows)
     assert all(r["ok"] is False and r["answer_check"] == "truncated" for r in rows)
-    assert float(doc["cost"]["usd"]) <= float(high["usd"])
+    assert float(doc["cost"]["usd"]) <= float(est["high_usd"])
 
 
 def test_run_batch_reports_the_cost_estimate_as_submit_does(sandbox):
@@ -175,12 +175,14 @@ def test_run_batch_reports_the_cost_estimate_as_submit_does(sandbox):
     code, doc, err = run_script("run_batch.py", "data.jsonl", "--wait", "--interval", "0.2", env=sandbox.env())
     assert code == 0, err
     est = doc["estimated_cost"]
-    assert est["source"].startswith("server") and float(est["usd"]) > 0 and est["chunks_estimated"] == 1
-    assert est["local_low_usd"] is not None and est["input_tokens"] > 0
+    assert est["basis"].startswith("server:") and float(est["usd"]) > 0 and est["usd"] == est["server_usd"]
+    assert est["chunks_estimated"] == est["chunks"] == 1
+    assert est["low_usd"] is not None and est["high_usd"] is None and est["input_tokens"] > 0
+    assert "high_usd is null: no upper bound: 6 request(s) set no max_tokens" in est["note"]
     assert (
-        f"estimated cost: ${est['usd']} (the server's estimate; local range from ${est['local_low_usd']} "
-        "(no max_tokens bound))"
-    ) in err  # (these requests set no max_tokens)
+        f"estimated cost: ${est['usd']}, the server's estimate (answers as long as their prompts); "
+        f"price table: from ${est['low_usd']} (no max_tokens bound)"
+    ) in err.splitlines()  # (these requests set no max_tokens)
     code, sub, err = run_script("submit.py", "data.jsonl", env=sandbox.env())  # the same job, resumed
     assert code == 0 and sub["estimated_cost"] == est, err
     assert f"estimated cost: ${est['usd']}" in err

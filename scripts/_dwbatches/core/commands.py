@@ -1,17 +1,21 @@
 """The commands the scripts print (``next``, hints): as they run from the working directory.
 
 A script is named by its path relative to the working directory when it lies below it, else
-by its absolute path; arguments are quoted for the platform's shell, and the interpreter is
-the platform's (``compat``), so that every command runs as printed.
+by its absolute path; arguments are quoted for the platform's shell, and the command starts
+with what has the packages the scripts need (``runner``): ``uv run`` when uv ran this script,
+else the platform's interpreter (``compat``), so that every command runs as printed.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
+import sys
+import sysconfig
 from typing import TYPE_CHECKING, List, Optional, Sequence
 
-from .. import SCRIPTS_DIR
+from .. import SCRIPTS_DIR, SKILL_DIR
 from . import compat
 
 if TYPE_CHECKING:  # annotations only: the job record is a layer above
@@ -51,10 +55,72 @@ def carried(script: str) -> List[str]:
     return out + (["--json"] if _carried["json"] else [])
 
 
+def uv_runner() -> Optional[str]:
+    """``uv`` (or the quoted path of the uv that is not the one on PATH) when uv made the
+    environment this script runs in: ``uv run`` sets ``UV`` (its own path) and ``VIRTUAL_ENV``
+    (the environment, this interpreter's prefix) and puts the environment first on PATH, so
+    the word ``python3`` names it only while uv runs; in the user's shell it is another Python.
+    None otherwise (a ``UV`` inherited by another interpreter included)."""
+    uv, env = os.environ.get("UV"), os.environ.get("VIRTUAL_ENV")
+    if not uv or not env:
+        return None
+    try:
+        if not os.path.samefile(env, sys.prefix):
+            return None
+    except OSError:
+        return None
+    found = shutil.which("uv")
+    try:
+        if found and os.path.samefile(found, uv):
+            return "uv"
+    except OSError:
+        pass
+    return compat.quote_args([compat.command_path(uv)])
+
+
+def runner() -> str:
+    """What a printed command starts with: ``uv run`` when uv runs this script (``uv run
+    scripts/X.py`` installs what the script's PEP 723 header names, in any folder), else the
+    interpreter running now (``compat.python_command``: its word on PATH, or its path)."""
+    uv = uv_runner()
+    return f"{uv} run" if uv else compat.python_command()
+
+
 def command(script: str, *args: str) -> str:
-    """The command line that runs a sibling script, in this platform's interpreter word and
-    quoting, with the flags the running command carries (``carry``)."""
-    return compat.python_command() + " " + compat.quote_args([script_path(script), *args, *carried(script)])
+    """The command line that runs a sibling script, in this platform's quoting (``runner``),
+    with the flags the running command carries (``carry``)."""
+    return runner() + " " + compat.quote_args([script_path(script), *args, *carried(script)])
+
+
+def externally_managed() -> bool:
+    """The running Python is a system one that refuses ``pip install`` (PEP 668: Debian,
+    Ubuntu, Fedora, Homebrew mark their Python so); a virtual environment never is."""
+    if sys.prefix != sys.base_prefix:
+        return False
+    stdlib = sysconfig.get_path("stdlib")
+    return bool(stdlib) and os.path.isfile(os.path.join(stdlib, "EXTERNALLY-MANAGED"))
+
+
+def install_hint(script: Optional[str] = None) -> str:
+    """How to get the packages the scripts need, for the Python that is running: ``uv run``
+    of the script under uv; a virtual environment for a system Python that refuses pip
+    (PEP 668); else pip into this interpreter. Each alternative runs as printed."""
+    requirements = compat.quote_args([display_path(os.path.join(SKILL_DIR, "requirements.txt"))])
+    shown = compat.quote_args([script_path(script)]) if script else None
+    uv = uv_runner()
+    if uv:
+        if shown:
+            return f"{uv} run {shown} (uv installs what the script's header names)"
+        return f"{uv} pip install -r {requirements}"
+    with_uv = f" (or with uv, which installs what the script's header names: uv run {shown})" if shown else ""
+    if externally_managed():
+        venv_python = compat.quote_args([compat.command_path(compat.venv_python(".venv"))])
+        return (
+            f"this Python is the system's, which refuses pip install (PEP 668): make a virtual environment with "
+            f"{compat.python_command()} -m venv .venv, then {venv_python} -m pip install -r {requirements}, and "
+            f"run the scripts with {venv_python}{with_uv}"
+        )
+    return f"{compat.python_command()} -m pip install -r {requirements}{with_uv}"  # pip installs into this one
 
 
 def target_args(job_dir: Optional[str], batch_ids: Sequence[str]) -> List[str]:

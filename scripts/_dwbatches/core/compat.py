@@ -25,6 +25,7 @@ of printed commands, port reuse) goes by ``IS_WINDOWS``.
   provide; the ``py`` launcher is not always installed), with ``/`` in paths, which every
   Windows shell and Python accept, where a ``\\`` would be lost in Git Bash. The word only
   when it names the running interpreter on PATH; else that interpreter's path.
+- ``venv_python``: where a virtual environment keeps its interpreter (``Scripts`` on Windows).
 - ``reuse_address``, ``exclusive_address``: a listening socket that no second server can
   share (``SO_REUSEADDR`` on Windows would let one take over a busy port).
 - ``O_BINARY``: add to ``os.open`` flags; without it Windows opens the descriptor in text
@@ -441,6 +442,12 @@ def python_command() -> str:
         except OSError:
             pass
     return quote_args([command_path(exe)])
+
+
+def venv_python(venv: str) -> str:
+    """The interpreter of the virtual environment in ``venv``: ``Scripts\\python.exe`` on
+    Windows, ``bin/python`` elsewhere."""
+    return os.path.join(venv, "Scripts", "python.exe") if IS_WINDOWS else os.path.join(venv, "bin", "python")
 
 
 _WINDOWS_PLAIN = re.compile(r"[\w\-./:\\=+]+")

@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .. import SKILL_DIR
-from . import compat
+from . import commands
 
 EXIT_OK = 0
 EXIT_API = 1  # API or network error after retries, a full disk, a busy job lock, or unexpected
@@ -21,7 +21,7 @@ EXIT_UNSUCCESSFUL = 5  # batch/job ended unsuccessfully (outcome, JSON still pri
 EXIT_NOT_FINISHED = 6  # not finished yet (outcome, JSON still printed)
 EXIT_INTERRUPTED = 130
 
-# What each exit code means: one text for every script's --help, SKILL.md and README.md
+# What each exit code means: one text for every script's --help, SKILL.md and docs/scripts.md
 # (tests/test_docs.py checks that their tables say exactly this; `x` is code in the docs).
 EXIT_MEANINGS = (
     (EXIT_OK, "success"),
@@ -269,16 +269,8 @@ def missing_packages_error(missing: Sequence[Tuple[str, ImportError]], script: O
 
 
 def install_hint(script: Optional[str] = None) -> str:
-    """How to install the requirements, for the interpreter that is running."""
-    requirements = _quote(_display_path(os.path.join(SKILL_DIR, "requirements.txt")))
-    hint = f"{compat.python_command()} -m pip install -r {requirements}"  # pip installs into this one
-    script = script or _running_script()
-    if script:
-        hint += (
-            f" (or run the script with uv, which installs what its header names: "
-            f"uv run {_quote(_display_path(os.path.join(SKILL_DIR, 'scripts', script)))})"
-        )
-    return hint
+    """How to install the requirements, for the interpreter that is running (``commands.install_hint``)."""
+    return commands.install_hint(script or _running_script())
 
 
 def _running_script() -> Optional[str]:
@@ -286,18 +278,6 @@ def _running_script() -> Optional[str]:
     if name.endswith(".py") and os.path.isfile(os.path.join(SKILL_DIR, "scripts", name)):
         return name
     return None
-
-
-def _display_path(path: str) -> str:
-    try:
-        rel = os.path.relpath(path)
-    except ValueError:  # another drive
-        return path
-    return path if rel.startswith("..") else rel
-
-
-def _quote(text: str) -> str:
-    return compat.quote_args([compat.command_path(text)])
 
 
 # -- file-system errors ---------------------------------------------------------------------------

@@ -296,8 +296,8 @@ def money(d: Dict[str, Any]) -> Optional[str]:
             v = v.get("usd")
         return None if v is None or isinstance(v, (dict, list)) else f"${v}"
 
-    low = usd(d.get("low")) or usd(d.get("low_usd")) or usd(d.get("local_low_usd"))
-    high = usd(d.get("high")) or usd(d.get("high_usd")) or usd(d.get("local_high_usd"))
+    low = usd(d.get("low")) or usd(d.get("low_usd"))
+    high = usd(d.get("high")) or usd(d.get("high_usd"))
     head = usd(d.get("usd"))
     if head is None and low is None:
         return None

@@ -34,7 +34,9 @@ Schema of ``job.json`` (``version`` 2; the version-1 files of earlier releases, 
                        request_counts, unreachable}}; cursor = {skip, local_bytes, rereads}:
                        lines read from the server and bytes of them on disk
     results            null, or {format, output, errors, csv, column}: the output settings last used
-    local_estimate     null, or {window, low_usd, high_usd, as_of}: the price-table range at submit
+    local_estimate     null, or {window, low_usd, high_usd, as_of, input_tokens, output_tokens_low,
+                       output_tokens_high, high_basis, models, unpriced_models}: the price-table
+                       range at submit (cost/estimate.py; earlier versions kept the first four)
     cancel             null, or {at, rounds}: cancelled by the user; no batch is created for
                        a chunk of those rounds any more
 
@@ -386,7 +388,7 @@ class JobRecord(_Record):
     fetch: Dict[str, BatchDownload] = field(default_factory=dict)
     results: Optional[ResultsSettings] = None
     cancel: Optional[Cancel] = None
-    local_estimate: Optional[Dict[str, Any]] = None  # {window, low_usd, high_usd, as_of} at submit
+    local_estimate: Optional[Dict[str, Any]] = None  # the price-table range at submit (cost.estimate.recorded)
     answers: Optional[Dict[str, Any]] = None  # the last merge's answer checks: {counts, batches, complete}
     allow_insecure_http: bool = False  # submitted with --allow-insecure-http to a plain-http host
     extra: Dict[str, Any] = field(default_factory=dict)

@@ -29,8 +29,8 @@ from ..core.files import atomic_output, make_private_dir
 from ..core.flags import check_number
 from ..core.output import narrate
 from ..core.urls import is_loopback
-from ..cost import pricing
 from ..cost.cost import local_estimate
+from ..cost.estimate import recorded
 from ..jobs.job import Job, check_server, new_intent_id
 from ..jobs.jobrecord import Chunk, Fingerprint, Limits, Round, Source, sha256_file
 from ..validation.chunkplan import Chunk as PlanChunk
@@ -435,13 +435,7 @@ def _new_job(
     parts = urlsplit(base_url)
     # plain http to another host is only accepted with --allow-insecure-http: later commands need not repeat it
     rec.allow_insecure_http = parts.scheme == "http" and not is_loopback(parts.hostname or "")
-    est = local_estimate(report, window)
-    rec.local_estimate = {
-        "window": window,
-        "low_usd": est["low"]["usd"],
-        "high_usd": est["high"]["usd"],
-        "as_of": pricing.PRICES_AS_OF,
-    }
+    rec.local_estimate = recorded(local_estimate(report, window), window)
     job.record = rec
     job.verified_inputs[os.path.abspath(input_path)] = sha
     rec.rounds = [new_round(job, 1, "initial", input_path, sha, window, report.chunks, max_requests, max_bytes)]

@@ -15,8 +15,8 @@ from ..core.errors import APIConnectionError, APIStatusError, DWError, UsageErro
 from ..core.flags import check_number
 from ..core.optionspec import number, option, to_argv
 from ..core.output import Outcome, narrate
-from ..cost import pricing
-from ..cost.cost import local_estimate, sum_estimates
+from ..cost.cost import local_estimate
+from ..cost.estimate import describe, estimated_cost, recorded
 from ..jobs.inputclaim import InputClaim
 from ..jobs.job import Job, default_job_dir
 from ..jobs.jobrecord import sha256_file
@@ -251,7 +251,7 @@ def dry_run(input_path: str, options: SubmitOptions, metadata: Dict[str, str]) -
         d = c.as_dict()
         d["endpoint"] = c.endpoint
         plan.append(d)
-    estimate = local_estimate(report, window)
+    estimate = estimated_cost(recorded(local_estimate(report, window), window), chunks=len(plan))
     cmd = [commands.display_path(input_path), *to_argv(options, job=job_arg)]
     resumes = job.load().input.sha256 == sha if job.exists() else None  # (False: planned again, no batch yet)
     doc = {
@@ -271,33 +271,20 @@ def dry_run(input_path: str, options: SubmitOptions, metadata: Dict[str, str]) -
         "warnings": report.warnings,
         "next": commands.command("submit.py", *cmd),
     }
-    low, high = estimate["low"]["usd"], estimate["high"]["usd"]
-    cost = ""
-    if low is not None:
-        cost = f"; about ${low} to ${high}" if high is not None else f"; at least about ${low} (no max_tokens bound)"
-        cost += f" ({window}, local estimate from the price table of {pricing.table_age()})"
-    narrate(f"dry run: {report.requests} requests in {len(plan)} chunk(s); nothing was sent{cost}")
+    narrate(f"dry run: {report.requests} requests in {len(plan)} chunk(s); nothing was sent")
+    narrate_estimate(estimate)
     return Outcome(doc)
 
 
 def narrate_estimate(estimate: Optional[Dict[str, Any]]) -> None:
-    """The cost estimate of a submitted job in one line on stderr (submit.py, run_batch.py)."""
-    if not estimate:
-        return
-    low, high = estimate.get("local_low_usd"), estimate.get("local_high_usd")
-    local = ""
-    if low is not None:
-        local = (
-            f"local range ${low} to ${high}" if high is not None else f"local range from ${low} (no max_tokens bound)"
-        )
-    if estimate.get("usd") is not None:
-        narrate(f"estimated cost: ${estimate['usd']} (the server's estimate{'; ' + local if local else ''})")
-    elif local:
-        narrate(f"estimated cost: {local} (no estimate from the server)")
+    """The cost estimate of a job in one line on stderr (submit.py, its dry run, run_batch.py)."""
+    line = describe(estimate)
+    if line:
+        narrate(line)
 
 
 def job_report(job: Job) -> Dict[str, Any]:
-    """The submit report of a job: batches, totals and the server's cost estimate."""
+    """The submit report of a job: batches, totals and the cost estimate (``cost.estimate``)."""
     rec = job.record
     chunks = list(rec.round_chunks())
     batches = []
@@ -313,25 +300,7 @@ def job_report(job: Job) -> Dict[str, Any]:
                 "status": ch.status or ("held" if ch.held else None),
             }
         )
-    total, unknown = sum_estimates(c for _, c in chunks)
-    known = len(chunks) - unknown
-    estimate: Optional[Dict[str, Any]] = None
-    local = rec.local_estimate or {}
-    if known or local:
-        est = [c.cost_estimate or {} for _, c in chunks]
-        estimate = {
-            "usd": pricing.money(total) if known else None,
-            "source": "server (GET /files/{id}/cost-estimate)",
-            "input_tokens": sum(int(e.get("total_estimated_input_tokens") or 0) for e in est),
-            "output_tokens": sum(int(e.get("total_estimated_output_tokens") or 0) for e in est),
-            "chunks_estimated": known,
-            "chunks": len(chunks),
-            "local_low_usd": local.get("low_usd"),
-            "local_high_usd": local.get("high_usd"),
-            "note": "--max-cost compares the server's figure (usd). The server assumes answers about as "
-            "long as their prompts and ignores max_tokens; the local range runs from that to every "
-            "max_tokens used (high is null when some request sets none).",
-        }
+    estimate = estimated_cost(rec.local_estimate, (c for _, c in chunks), len(chunks))
     return {
         "job": job.dir,
         "job_id": rec.job_id,
