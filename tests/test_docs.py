@@ -509,7 +509,8 @@ CLAWHUB_TEXT_EXTENSIONS = {
     "sass",
     "svg",
 }
-BUNDLE_MAX_BYTES = 1_000_000
+# The project's own budget for what an install downloads (ClawHub allows 50 MB): it grows only on purpose.
+BUNDLE_MAX_BYTES = 1_200_000
 
 
 class IgnoreRules:
