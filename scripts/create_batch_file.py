@@ -58,8 +58,9 @@ results can be written back into it, with the same delimiter and BOM.
 
 output (stdout, JSON): path, requests, bytes, models, endpoint, chunks (files submit.py will
 upload), source, warnings, changes (only with --from-batch: model, max_tokens, reasoning, those
-given), next (the submit command; with --job NEW_DIR when OUTPUT.dwjob holds another input's
-job, or a cancelled one, which would refuse this file)."""
+given), next (the submit command, with --dry-run above 100 requests or one chunk, so that the
+cost is seen before anything is sent; with --job NEW_DIR when OUTPUT.dwjob holds another
+input's job, or a cancelled one, which would refuse this file)."""
 
 from __future__ import annotations
 

@@ -117,34 +117,66 @@ def test_list_models_shows_prices_and_sorts_the_cheapest_first(sandbox, tmp_path
     assert "prices per 1M tokens from the price table of 2026-04-13" in err
 
 
-def test_check_setup_next_names_only_files_that_exist_and_runs_as_printed(sandbox, tmp_path):
+def test_check_setup_next_builds_the_users_own_input_and_runs_as_printed(sandbox, tmp_path):
+    """No input here: the example prompts' build. One prompts file: its build, named after it, with
+    the first-job options SKILL.md uses (a paragraph's budget, thinking off); each runs as printed."""
     env = {"DOUBLEWORD_API_KEY": sandbox.api_key, "DOUBLEWORD_BASE_URL": sandbox.base_url}
     code, out, err = run("check_setup.py", env=env, cwd=tmp_path)
     assert code == 0, err
-    nxt = json.loads(out)["next"]
-    assert "prompts.txt" not in nxt and "-m" not in nxt  # no prompts file here; the default model is available
+    doc = json.loads(out)
+    argv = doc["next"].split()[2:]
+    assert doc["input"] is None and argv == ["requests.jsonl", "--max-tokens", "500", "--reasoning", "none"], argv
     (tmp_path / "prompts.txt").write_text("Say hi\n")
     code, out, err = run("check_setup.py", env=env, cwd=tmp_path)
-    nxt = json.loads(out)["next"]
-    assert "--prompts prompts.txt" in nxt
-    argv = nxt.split()[2:]
+    doc = json.loads(out)
+    assert doc["input"] == {"path": "prompts.txt", "kind": "prompts"}
+    argv = doc["next"].split()[2:]
+    assert argv[:3] == ["prompts.jsonl", "--prompts", "prompts.txt"] and "--reasoning" in argv, argv
     code, out, err = run("create_batch_file.py", *argv, env=env, cwd=tmp_path)
-    assert code == 0 and json.loads(out)["requests"] == 1, err
+    assert code == 0 and json.loads(out)["requests"] == 1 and not json.loads(out)["warnings"], err
 
 
 def test_check_setup_next_never_names_a_file_that_exists(sandbox, tmp_path):
-    """A requests.jsonl (or a job of that name) is never overwritten by the printed build."""
+    """The printed build never writes over a file or a job directory of its name."""
     env = {"DOUBLEWORD_API_KEY": sandbox.api_key, "DOUBLEWORD_BASE_URL": sandbox.base_url}
-    (tmp_path / "requests.jsonl").write_text("mine\n")
+    (tmp_path / "requests.dwjob").mkdir()
     (tmp_path / "requests-2.dwjob").mkdir()
     code, out, err = run("check_setup.py", env=env, cwd=tmp_path)
     assert code == 0, err
-    nxt = json.loads(out)["next"]
-    argv = nxt.split()[2:]
-    assert argv == ["requests-3.jsonl"], nxt
+    argv = json.loads(out)["next"].split()[2:]
+    assert argv[0] == "requests-3.jsonl", argv
     code, out, err = run("create_batch_file.py", *argv, env=env, cwd=tmp_path)
     assert code == 0 and json.loads(out)["requests"] == 5, err
-    assert (tmp_path / "requests.jsonl").read_text() == "mine\n"
+
+
+def test_check_setup_names_a_csv_a_batch_file_or_several_inputs_without_guessing(sandbox, tmp_path):
+    env = {"DOUBLEWORD_API_KEY": sandbox.api_key, "DOUBLEWORD_BASE_URL": sandbox.base_url}
+    (tmp_path / "reviews.csv").write_text("id,text\n1,great\n2,awful\n")
+    code, out, err = run("check_setup.py", env=env, cwd=tmp_path)
+    doc = json.loads(out)
+    assert doc["input"] == {"path": "reviews.csv", "kind": "csv", "columns": ["id", "text"]}
+    assert doc["next"] is None  # a template is the user's to write
+    assert '--csv reviews.csv --template "...{text}..."' in err, err
+
+    code, out, err = run(
+        "create_batch_file.py", "reviews.jsonl", "--csv", "reviews.csv", "--template", "{text}", cwd=tmp_path
+    )
+    assert code == 0, err  # the built batch file (with its sidecar) is not a second input
+    code, out, err = run("check_setup.py", env=env, cwd=tmp_path)
+    assert json.loads(out)["input"]["path"] == "reviews.csv", err
+
+    (tmp_path / "reviews.csv").unlink()
+    code, out, err = run("check_setup.py", env=env, cwd=tmp_path)
+    doc = json.loads(out)
+    assert doc["input"] == {"path": "reviews.jsonl", "kind": "batch"}
+    assert doc["next"].split()[2:] == ["reviews.jsonl", "--dry-run"]
+    code, out, err = run(*doc["next"].split()[1:], env=env, cwd=tmp_path)
+    assert code == 0 and json.loads(out)["dry_run"] is True, err
+
+    (tmp_path / "notes.txt").write_text("one\n")
+    code, out, err = run("check_setup.py", env=env, cwd=tmp_path)
+    doc = json.loads(out)
+    assert doc["input"] is None and doc["next"] is None and "several inputs are here" in err
 
 
 def test_check_setup_says_what_the_server_is(sandbox, hostile_server):

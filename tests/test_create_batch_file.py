@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -736,3 +737,18 @@ def test_after_a_trial_in_the_same_file_next_names_a_new_job_and_runs(sandbox):
     # ... and a sample in a file of its own never meets the full run
     sample = ok_json(run("create_batch_file.py", "sample.jsonl", "--prompts", "prompts.txt", "--limit", "2"))
     assert sample["next"].endswith("submit.py sample.jsonl")
+
+
+def test_next_goes_through_the_dry_run_above_a_trial_and_each_step_runs_as_printed(sandbox, tmp_path):
+    """A trial (at most 100 requests) is submitted straight away; a bigger job's next is the dry
+    run, whose own next submits it."""
+    Path("few.txt").write_text("".join(f"question {i}\n" for i in range(100)), encoding="utf-8")
+    Path("many.txt").write_text("".join(f"question {i}\n" for i in range(101)), encoding="utf-8")
+    code, doc, err = run_script("create_batch_file.py", "few.jsonl", "--prompts", "few.txt")
+    assert code == 0 and "--dry-run" not in doc["next"], doc["next"]
+    code, doc, err = run_script("create_batch_file.py", "many.jsonl", "--prompts", "many.txt")
+    assert code == 0 and doc["next"].endswith("many.jsonl --dry-run"), doc["next"]
+    code, dry, err = run_script(*shlex.split(doc["next"])[1:], env=sandbox.env())
+    assert code == 0 and dry["dry_run"] is True and "estimated_cost" in dry, err
+    code, sub, err = run_script(*shlex.split(dry["next"])[1:], env=sandbox.env())
+    assert code == 0 and sub["requests"] == 101, err

@@ -47,6 +47,10 @@ from ..jobs.jobrecord import sha256_file
 from ..submit.planning import job_dir_for_next
 from ..validation.validate import MAX_BODY_BYTES, iter_requests, validated_input
 
+# A trial: at most this many requests (one chunk) go straight to submit.py; more go through its
+# dry run first, which shows the cost before anything is sent.
+TRIAL_REQUESTS = 100
+
 
 @dataclass
 class BuildOptions:
@@ -228,6 +232,8 @@ def _finish(
     fresh = job_dir_for_next(summary["path"], default_job_dir(summary["path"]))
     if fresh is not None:  # the default job directory holds another input's job
         submit += ["--job", display_path(fresh)]
+    if summary["requests"] > TRIAL_REQUESTS or summary["chunks"] > 1:
+        submit.append("--dry-run")  # the cost checked before a job of that size is sent (its next submits)
     doc = {
         "path": summary["path"],
         "requests": summary["requests"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..core.errors import (
     EXIT_API,
@@ -67,20 +67,42 @@ def _free_name(stem: str = "requests") -> str:
     return name + ".jsonl"
 
 
-def _next_command(ids: List[str]) -> str:
-    """A first build command that runs as printed: it names only input files that exist
-    (without a prompts file, create_batch_file.py writes example prompts) and an output file
-    that does not exist yet."""
-    from ..core.commands import command
+def _first_steps(ids: List[str]) -> Tuple[Optional[str], Dict[str, Any]]:
+    """(next, what was found): the first command for the user's own input when one obvious input
+    file is here (its build, with the options SKILL.md uses; a batch file's dry run), the example
+    prompts' build when the folder holds no input at all, else no command (several inputs, or a
+    CSV or JSONL whose prompt needs a --template: named on stderr). Runs as printed: it names
+    only files that exist and an output that does not exist yet."""
+    from ..build.firstinput import candidates, first_build, reasoning_args
+    from ..core.commands import command, display_path
     from ..cost.pricing import DEFAULT_MODEL
 
-    args = [_free_name()]
-    if os.path.isfile("prompts.txt"):
-        args += ["--prompts", "prompts.txt"]
     model = _default_chat_model(ids)
-    if model and model != DEFAULT_MODEL:
-        args += ["-m", model]
-    return command("create_batch_file.py", *args)
+    model_args = ["-m", model] if model and model != DEFAULT_MODEL else []
+    found = candidates()
+    stem = os.path.splitext(found[0])[0] if len(found) == 1 else "requests"
+    first = first_build(model, model_args, _free_name(stem))
+    info = first["input"]
+    if first["build"]:
+        return command("create_batch_file.py", *first["build"]), first
+    if info and info["kind"] == "batch":
+        return command("submit.py", display_path(info["path"]), "--dry-run"), first
+    if not found:  # nothing of the user's here: a first build of example prompts
+        return command(
+            "create_batch_file.py", _free_name(), *model_args, *reasoning_args(model or DEFAULT_MODEL)
+        ), first
+    if info:
+        names = info.get("columns") or info.get("fields") or []
+        texty = [n for n in names if n.lower() not in ("id", "key", "index", "row", "custom_id")] or ["text"]
+        narrate(
+            f"next: build from {info['path']} with a template naming its {'columns' if 'columns' in info else 'fields'} "
+            f"({', '.join(names[:8])}), e.g. create_batch_file.py {_free_name(stem)} "
+            f'--{"csv" if info["kind"] == "csv" else "jsonl"} {info["path"]} --template "...{{{texty[0]}}}..." '
+            "(see SKILL.md step 1)"
+        )
+    else:
+        narrate(f"next: several inputs are here ({', '.join(found[:8])}); build from the one to run (SKILL.md step 1)")
+    return None, first
 
 
 def _version(package: str) -> str:
@@ -177,6 +199,7 @@ def _check_api(conn: Connection, checks: Checks) -> Outcome:
         f"{len(ids)} model(s): {', '.join(ids[:8])}{' …' if len(ids) > 8 else ''}",
         "The key can use no model; check its groups in the Doubleword console.",
     )
+    next_command, first = _first_steps(ids)
     return Outcome(
         {
             "ready": True,
@@ -186,6 +209,7 @@ def _check_api(conn: Connection, checks: Checks) -> Outcome:
             "key_source": cfg.key_source,
             "sandbox": conn.sandbox,
             "models": ids,
-            "next": _next_command(ids),
+            "input": first["input"],
+            "next": next_command,
         }
     )
