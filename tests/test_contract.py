@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -356,3 +357,28 @@ def test_every_exit_code_in_skill_md_is_produced_here(workspace, sandbox_factory
                 assert "error: " in err, (code, err)
                 if code != 130:
                     assert "hint: " in err, (code, err)
+
+
+@pytest.mark.slow
+def test_every_printed_next_runs_as_printed_and_succeeds(workspace):
+    """Each scenario's ``next`` (a command for the agent to run next) runs exactly as printed, from
+    the same folder, and ends in an outcome (exit 0, 5 finished unsuccessfully, or 6 not finished
+    yet), never in a refusal or an error."""
+    sb = workspace
+    bid = json.loads(Path("ex.dwjob", "job.json").read_text())["rounds"][0]["chunks"][0]["batch_id"]
+    ran, problems = 0, []
+    for script, runs in SCENARIOS.items():
+        for args in runs:
+            args = [bid if a == "BATCH" else a for a in args]
+            code, doc, err = run_script(script, *args, env=sb.env())
+            nxt = (doc or {}).get("next")
+            if not nxt:
+                continue
+            argv = shlex.split(nxt)
+            assert Path(argv[1]).parent.resolve() == SCRIPTS.resolve(), nxt
+            code, after, err = run_script(Path(argv[1]).name, *argv[2:], env=sb.env())
+            ran += 1
+            if code not in (0, 5, 6) or is_error(after):
+                problems.append(f"{script} {' '.join(args)} printed {nxt!r}: exit {code}: {err.strip()[-300:]}")
+    assert ran >= 10, ran
+    assert not problems, "\n".join(problems)
