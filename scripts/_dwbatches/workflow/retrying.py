@@ -226,6 +226,7 @@ def _retry(
     except BaseException:
         index.close()
         raise
+    assert input_path is not None  # (required: a JobError rather than None)
     settings = job_changes(job).then(changes)
     tally = dict.fromkeys(RERUN_KINDS, 0)
     skipped = dict.fromkeys(RERUN_KINDS, 0)
