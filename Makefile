@@ -35,6 +35,7 @@ demo: $(VENV)/.runtime
 lint: $(VENV)/.dev
 	$(PY) -m ruff check scripts tests bench examples
 	$(PY) -m ruff format --check scripts tests bench examples
+	$(PY) -m mypy
 
 # The sample output in README.md and docs/*.md (tests/test_docs.py fails when it is stale).
 docs: $(VENV)/.dev

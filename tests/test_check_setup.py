@@ -190,6 +190,17 @@ def test_check_setup_says_what_the_server_is(sandbox, hostile_server):
     assert code == 0 and doc["server"] == "other" and "neither Doubleword's API nor the bundled sandbox" in err, err
 
 
+def test_check_setup_lists_models_whose_ids_are_not_strings(sandbox, hostile_server):
+    """A server that lists a model id as a number still gets its report (the ids as text, the
+    way list_models.py shows them), not an unexpected error."""
+    models = [{"id": 7, "object": "model"}, {"id": "m", "object": "model"}, {"object": "model"}]
+    hostile_server.reply("GET", "/v1/models", json={"object": "list", "data": models})
+    env = dict(sandbox.env(), DOUBLEWORD_BASE_URL=hostile_server.base_url)
+    code, doc, err = run_script("check_setup.py", env=env)
+    assert code == 0 and doc["models"] == ["7", "m"], err
+    assert "2 model(s): 7, m" in err, err
+
+
 def test_an_old_price_table_says_so_wherever_a_figure_comes_from_it(monkeypatch):
     import datetime
 

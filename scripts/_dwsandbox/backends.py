@@ -73,8 +73,8 @@ def _schema_of(body: dict, url: str) -> Any:
     if fmt.get("type") == "json_object":
         return {}
     if fmt.get("type") == "json_schema":
-        holder = fmt.get("json_schema") if isinstance(fmt.get("json_schema"), dict) else fmt
-        schema = holder.get("schema")
+        holder = fmt.get("json_schema")
+        schema = (holder if isinstance(holder, dict) else fmt).get("schema")
         return schema if isinstance(schema, dict) else {}
     return None
 
@@ -89,8 +89,10 @@ def _value_for(schema: Any, text: str) -> Any:
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "string")
     if kind == "object" or "properties" in schema:
-        props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
-        required = schema.get("required") if isinstance(schema.get("required"), list) else list(props)
+        props = schema.get("properties")
+        props = props if isinstance(props, dict) else {}
+        required = schema.get("required")
+        required = required if isinstance(required, list) else list(props)
         return {name: _value_for(props.get(name), text) for name in required if isinstance(name, str)}
     if kind == "array":
         return [_value_for(schema.get("items"), text)]

@@ -76,7 +76,7 @@ class BodyReader:
         return data
 
     def read_all(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             data = self.read()
             if not data:

@@ -76,7 +76,7 @@ def upload_file(app: App, req: Request) -> Response:
     slow = app.faults.slow_upload()
     if slow is not None:
         after, pause = slow
-        paused = []
+        paused: list[bool] = []
 
         def on_progress(total: int) -> None:
             if not paused and total >= after:
@@ -211,6 +211,7 @@ def file_content(app: App, req: Request) -> Response:
     limit = req.content_limit()
     search = req.q("search")
     search = search.lower() if search else None
+    conn: sqlite3.Connection | None  # None once a stream owns it
     conn = app.store.checkout()
     try:
         row = file_row(conn, req.params["id"])

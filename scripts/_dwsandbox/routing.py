@@ -130,6 +130,7 @@ class Handler(BaseHTTPRequestHandler):
     # client's delayed ACK (about 40 ms per exchange on a kept-alive connection)
     disable_nagle_algorithm = True
     timeout = 600  # idle keep-alive connections are closed after this many seconds
+    _reader: BodyReader | None  # the reader of the request being handled (set per request)
 
     def version_string(self) -> str:
         return self.server_version
@@ -237,7 +238,7 @@ class Handler(BaseHTTPRequestHandler):
         refused = app.check_host(self.headers.get("Host"))  # before anything else: DNS rebinding
         if refused is not None:
             return refused.response()
-        route = None
+        route: Route | None = None
         params: dict = {}
         allowed = False
         for candidate in ROUTES:
@@ -267,10 +268,10 @@ class Handler(BaseHTTPRequestHandler):
         req = Request(self, method, path, urllib.parse.parse_qs(query_string, keep_blank_values=True), params)
         try:
             resp = route.handler(app, req)
-        except ApiError as err:
-            if route.openai and err.style == "text":
-                err.style = "openai"
-            resp = err.response()
+        except ApiError as exc:
+            if route.openai and exc.style == "text":
+                exc.style = "openai"
+            resp = exc.response()
         if rule is not None:
             resp.discard()
             return fault_response(rule)
@@ -299,6 +300,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(resp.body)
             return
         stream = resp.stream
+        assert stream is not None  # (streaming)
         try:
             for piece in stream:
                 if piece is Response.DROP:

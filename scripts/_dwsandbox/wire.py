@@ -9,7 +9,7 @@ import math
 import re
 import uuid
 from decimal import Decimal
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 UUID_RE = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 # What serde_json says for what Python's json module says.
@@ -156,7 +156,7 @@ class Response:
         body: bytes = b"",
         content_type: str | None = None,
         headers: list | None = None,
-        stream: Iterator[Any] | None = None,
+        stream: Iterable[Any] | None = None,
     ) -> None:
         self.status = status
         self.body = body

@@ -221,7 +221,7 @@ def _windows_pid_alive(pid: int) -> bool:  # pragma: no cover - Windows
         import ctypes
         from ctypes import wintypes
 
-        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]  # Windows-only stubs
         kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
         kernel32.OpenProcess.restype = wintypes.HANDLE
         kernel32.GetExitCodeProcess.argtypes = (wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD))
@@ -229,7 +229,8 @@ def _windows_pid_alive(pid: int) -> bool:  # pragma: no cover - Windows
         kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
         handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
         if not handle:
-            return ctypes.get_last_error() != 87  # ERROR_INVALID_PARAMETER: no such process
+            # ERROR_INVALID_PARAMETER: no such process
+            return ctypes.get_last_error() != 87  # type: ignore[attr-defined]  # Windows-only stubs
         try:
             code = wintypes.DWORD()
             if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
@@ -312,10 +313,10 @@ class FileLock:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | O_BINARY, 0o600)
         try:
             if self.method == "flock":
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # type: ignore[union-attr]
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             else:  # pragma: no cover - Windows
                 os.lseek(fd, 0, os.SEEK_SET)
-                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[union-attr]
+                msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]  # Windows-only stubs
         except OSError:
             os.close(fd)
             return False
@@ -332,10 +333,10 @@ class FileLock:
             with contextlib.suppress(OSError):
                 if self.method == "flock":
                     os.ftruncate(fd, 0)  # a free lock names no holder (no dead pid left behind)
-                    fcntl.flock(fd, fcntl.LOCK_UN)  # type: ignore[union-attr]
+                    fcntl.flock(fd, fcntl.LOCK_UN)
                 else:  # pragma: no cover - Windows
                     os.lseek(fd, 0, os.SEEK_SET)
-                    msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[union-attr]
+                    msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]  # Windows-only stubs
             with contextlib.suppress(OSError):
                 os.close(fd)
         if self._record is not None:

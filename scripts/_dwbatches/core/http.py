@@ -151,14 +151,14 @@ class DirectLoopbackSession(requests.Session):
     proxies of loopback URLs are dropped; everything else the environment configures (proxies
     and NO_PROXY for other hosts, REQUESTS_CA_BUNDLE, .netrc) stays as ``requests`` does it."""
 
-    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[no-untyped-def]
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
         # every request: the environment's proxies, CA bundle etc. merged into its settings
         settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
         if is_loopback_url(url):
             settings["proxies"] = {}
         return settings
 
-    def rebuild_proxies(self, prepared_request, proxies):  # type: ignore[no-untyped-def]
+    def rebuild_proxies(self, prepared_request, proxies):
         # each redirect: the proxies for the URL redirected to
         new_proxies = super().rebuild_proxies(prepared_request, proxies)
         if is_loopback_url(prepared_request.url or ""):
@@ -255,7 +255,8 @@ class Client:
         attempt = 0
         while True:
             attempt += 1
-            data, headers = (None, {})
+            data: Any = None
+            headers: Dict[str, str] = {}
             if on_attempt is not None:
                 on_attempt()
             if body_factory is not None:
@@ -456,11 +457,11 @@ class Client:
             result.interrupted = _short_reason(exc)
         finally:
             resp.close()
-        pending = bytes(pending)
-        if pending.strip():
-            if result.interrupted is None and _is_json(pending):
+        last = bytes(pending)
+        if last.strip():
+            if result.interrupted is None and _is_json(last):
                 # the body ended cleanly with a final line that lacks its newline
-                on_line(pending)
+                on_line(last)
                 result.lines += 1
             else:
                 result.dropped_partial = True

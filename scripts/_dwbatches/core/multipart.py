@@ -40,7 +40,8 @@ class MultipartFile:
             f'--{self.boundary}\r\nContent-Disposition: form-data; name="file"; '
             f'filename="{safe_name}"\r\nContent-Type: application/jsonl\r\n\r\n'
         ).encode()
-        self._parts = [head, None, f"\r\n--{self.boundary}--\r\n".encode()]
+        # the part between the head and the tail is the file's range, read from ``_fh``
+        self._parts = [head, b"", f"\r\n--{self.boundary}--\r\n".encode()]
         self._len = len(head) + (self.end - self.start) + len(self._parts[2])
         self._fh: Optional[IO[bytes]] = open(path, "rb")
         self._fh.seek(self.start)

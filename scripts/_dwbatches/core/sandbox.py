@@ -132,8 +132,9 @@ class SandboxProcess:
         # A thread reads the line: select() does not work on pipes everywhere (Windows).
         proc = self.proc
         assert proc is not None and proc.stdout is not None
+        stdout = proc.stdout
         got: List[bytes] = []
-        reader = threading.Thread(target=lambda: got.append(proc.stdout.readline()), daemon=True)
+        reader = threading.Thread(target=lambda: got.append(stdout.readline()), daemon=True)
         reader.start()
         reader.join(timeout)
         if reader.is_alive():

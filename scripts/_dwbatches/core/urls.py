@@ -37,7 +37,7 @@ def is_loopback(host: str) -> bool:
         return False
     # an IPv4-mapped IPv6 address (::ffff:127.0.0.1) counts as loopback on some Pythons and not
     # on others: it is not among the three forms above, so it is not loopback here
-    return addr.is_loopback and not (addr.version == 6 and addr.ipv4_mapped is not None)  # type: ignore[union-attr]
+    return addr.is_loopback and not (addr.version == 6 and addr.ipv4_mapped is not None)
 
 
 def is_loopback_url(url: str) -> bool:

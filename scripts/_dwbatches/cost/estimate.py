@@ -133,6 +133,7 @@ def describe(doc: Optional[Dict[str, Any]]) -> Optional[str]:
         else:
             rng = f"${low} to ${high}"
         return f"{head}; price table: {rng}"
+    assert low is not None  # (not the server's figure: the headline is the price table's low end)
     head = f"estimated cost: ${low} from the price table (answers as long as their prompts, at most max_tokens)"
     if high is None:
         head += "; no upper bound (a request sets no max_tokens)"

@@ -24,7 +24,7 @@ import os
 import threading
 import time
 import uuid
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, overload
 
 from ..core import clock, compat
 from ..core.errors import LOCK_WAIT, ConfigError, JobError, busy_error
@@ -76,6 +76,12 @@ class Job:
             )
 
     # -- paths ---------------------------------------------------------------------------
+    @overload
+    def resolve(self, stored: str) -> str: ...
+    @overload
+    def resolve(self, stored: None) -> None: ...
+    @overload
+    def resolve(self, stored: Optional[str]) -> Optional[str]: ...
     def resolve(self, stored: Optional[str]) -> Optional[str]:
         """A stored path as an absolute path (relative ones are relative to the job dir)."""
         if not stored:

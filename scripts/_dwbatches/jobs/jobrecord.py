@@ -52,7 +52,7 @@ import dataclasses
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Type, TypeVar
 
 VERSION = 2
 
@@ -83,17 +83,21 @@ def counts_of(batch: Dict[str, Any]) -> Dict[str, int]:
     return {k: int(rc.get(k) or 0) for k in COUNT_KEYS}
 
 
+_R = TypeVar("_R", bound="_Record")
+
+
 class _Record:
     """A dataclass stored as a JSON object; keys it does not know are kept in ``extra``."""
 
     extra: Dict[str, Any]
 
     @classmethod
-    def from_dict(cls, doc: Optional[Dict[str, Any]]):  # type: ignore[no-untyped-def]
+    def from_dict(cls: Type[_R], doc: Optional[Dict[str, Any]]) -> _R:
         doc = dict(doc or {})
+        # (every subclass is a dataclass; this mixin is not, so the checker cannot know it)
         names = {f.name for f in dataclasses.fields(cls) if f.name != "extra"}  # type: ignore[arg-type]
         known = {k: doc.pop(k) for k in list(doc) if k in names}
-        obj = cls(**known)  # type: ignore[call-arg]
+        obj = cls(**known)
         obj.extra = doc
         return obj
 

@@ -23,11 +23,14 @@ they are plain sums.
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Set
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Sequence, Set
 
 from ..core.progress import duration as fmt_duration
 from .job import Job
 from .jobrecord import DELETED, TERMINAL_STATUSES, JobRecord, counts_of
+
+if TYPE_CHECKING:  # annotations only
+    from ..core.http import Client
 
 # The first re-checks come sooner than --interval, so that a small job that finishes in
 # seconds is not left waiting a full interval; after them, every --interval seconds.
@@ -130,7 +133,7 @@ def job_status(summaries: Sequence[Dict[str, Any]], state: Optional[JobRecord] =
     ):
         status = "cancelled"  # the user cancelled the job; chunks without a batch stay unsent
     else:
-        endings = {s.get("status") for s in deciding}
+        endings: Set[str] = {s["status"] for s in deciding}  # every one terminal here
         if endings == {"completed"}:
             status = "partially_failed" if total else "completed"
         elif len(endings) == 1:
@@ -197,7 +200,7 @@ LIST_PAGE = 100  # batches a page of GET /batches (the server allows up to 101)
 
 
 def get_batches(
-    client: Any, batch_ids: Sequence[str], job_id: Optional[str] = None, missing_ok: bool = False
+    client: Client, batch_ids: Sequence[str], job_id: Optional[str] = None, missing_ok: bool = False
 ) -> Dict[str, Dict[str, Any]]:
     """The batch objects of ``batch_ids``. For a job's batches (``job_id``, more than one) the
     cost of a check does not grow with the batches: the pages of ``GET /batches?search=<job
@@ -220,7 +223,7 @@ def get_batches(
     return {bid: found[bid] for bid in wanted if bid in found}
 
 
-def get_job_batches(client: Any, rec: JobRecord) -> Dict[str, Dict[str, Any]]:
+def get_job_batches(client: Client, rec: JobRecord) -> Dict[str, Dict[str, Any]]:
     """The batch objects of a job's batches; a batch the server no longer has (404: deleted)
     is what its chunk recorded, with status ``deleted`` (its files stay downloadable), or left
     out when no file of it was recorded."""
@@ -234,7 +237,7 @@ def get_job_batches(client: Any, rec: JobRecord) -> Dict[str, Dict[str, Any]]:
     return objs
 
 
-def list_job_batches(client: Any, job_id: str, wanted: Set[str]) -> Dict[str, Dict[str, Any]]:
+def list_job_batches(client: Client, job_id: str, wanted: Set[str]) -> Dict[str, Dict[str, Any]]:
     """The batches of ``wanted`` that ``GET /batches?search=<job id>`` returns (matched by id and
     by the job id in their metadata), newest first, page after page until all are found."""
     from ..core.errors import APIStatusError
@@ -250,7 +253,8 @@ def list_job_batches(client: Any, job_id: str, wanted: Set[str]) -> Dict[str, Di
             raise
         data = [b for b in page.get("data") or [] if isinstance(b, dict)]
         for b in data:
-            meta = b.get("metadata") if isinstance(b.get("metadata"), dict) else {}
+            meta = b.get("metadata")
+            meta = meta if isinstance(meta, dict) else {}
             if b.get("id") in wanted and meta.get("dwb_job") == job_id:
                 found[b["id"]] = b
         if len(found) == len(wanted) or not page.get("has_more") or not data:

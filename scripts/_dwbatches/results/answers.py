@@ -54,7 +54,8 @@ def expectation(request: Any) -> Expect:
         return ()
     if kind != "json_schema":
         return None
-    holder = fmt.get("json_schema") if isinstance(fmt.get("json_schema"), dict) else fmt
+    holder = fmt.get("json_schema")
+    holder = holder if isinstance(holder, dict) else fmt
     schema = holder.get("schema")
     required = schema.get("required") if isinstance(schema, dict) else None
     if isinstance(required, list):

@@ -199,7 +199,9 @@ class MatchedCsvRows:
                 number += 1
                 if ids is not None:
                     yield next(ids, None), values
-                elif isinstance(limit, int) and number > limit and not id_column:  # (--limit builds)
+                    continue
+                assert prefix is not None  # the ids are read from the input exactly when there is no prefix
+                if isinstance(limit, int) and number > limit and not id_column:  # (--limit builds)
                     yield None, values
                 elif id_column:
                     try:

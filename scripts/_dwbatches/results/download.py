@@ -18,7 +18,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import IO, TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..core import clock, compat, files, progress
 from ..core.apifacts import is_uuid
@@ -28,6 +28,9 @@ from ..core.progress import Meter
 from ..jobs import jobstatus
 from ..jobs.job import Job
 from ..jobs.jobrecord import DELETED, BatchDownload, Cursor, counts_of
+
+if TYPE_CHECKING:  # annotations only
+    from ..core.http import Client
 
 KINDS = ("output", "error")
 
@@ -178,7 +181,7 @@ _CUSTOM_ID = re.compile(rb'"custom_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
 class Fetcher:
     """Brings the local raw files of batches up to date with the server."""
 
-    def __init__(self, client: Any, store: Store):
+    def __init__(self, client: Client, store: Store):
         self.client = client
         self.store = store
         self.new_ids: Dict[Tuple[str, str], set] = {}
@@ -247,7 +250,7 @@ class Fetcher:
         try:
             while True:
                 base = int(rec.skip)
-                state = {"written": 0, "ck_lines": 0, "ck_time": time.monotonic()}
+                state: Dict[str, Any] = {"written": 0, "ck_lines": 0, "ck_time": time.monotonic()}
 
                 def on_line(line: bytes, _base: int = base, _st: Dict[str, Any] = state) -> None:
                     if looks_like_object(line):  # only result lines are stored; others are counted and dropped
@@ -457,7 +460,7 @@ class Target:
 
 
 def update(
-    client: Any,
+    client: Client,
     store: Store,
     targets: Sequence[Target],
     batch_objs: Optional[Dict[str, Dict[str, Any]]] = None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from ..core import commands, files
 from ..core.errors import (
@@ -34,6 +34,9 @@ from .csvrows import MatchedCsvRows, RequestRows
 from .download import KINDS, BatchReport, FileStore, JobStore, Store, Target, iter_raw, update
 from .merge import MISSING_NOT_RUN, MISSING_PENDING, MergeCounts, Merger, build_index, iter_input_order
 from .resultlines import is_success
+
+if TYPE_CHECKING:  # annotations only
+    from ..core.http import Client
 
 
 def job_targets(rec: JobRecord) -> List[Target]:
@@ -143,7 +146,7 @@ def bad_answers(doc: Dict[str, Any]) -> int:
 SUBMITTED_INPUT = "submitted-input.jsonl"
 
 
-def requests_as_submitted(client: Any, job: Job, warnings: List[str], required: bool = False) -> Optional[str]:
+def requests_as_submitted(client: Client, job: Job, warnings: List[str], required: bool = False) -> Optional[str]:
     """A file holding the job's requests as submitted, in order: the local input when it is the
     file that was submitted (size and sha256), else the server's copy of the uploaded files (the
     truth of what was submitted), saved in the job. When neither can be read: None (results then
@@ -180,7 +183,7 @@ def requests_as_submitted(client: Any, job: Job, warnings: List[str], required: 
     return cached
 
 
-def save_submitted_input(client: Any, job: Job, dest: str) -> None:
+def save_submitted_input(client: Client, job: Job, dest: str) -> None:
     """Write the requests of round 1 as the server holds them (its copy of each uploaded file,
     in order) to ``dest``: what was submitted, whatever became of the local input."""
     files.make_private_dir(os.path.dirname(dest))
@@ -368,7 +371,7 @@ def successes_on_disk(store: Store, batch_id: str) -> int:
     return len(seen.table)
 
 
-def batch_analytics(client: Any, report: BatchReport) -> Optional[Dict[str, Any]]:
+def batch_analytics(client: Client, report: BatchReport) -> Optional[Dict[str, Any]]:
     """A finished batch's analytics (tokens, billed cost): from its listing, or asked for; None
     while it runs, or when the server cannot say (the cost is then the price-table estimate)."""
     if isinstance((report.batch or {}).get("analytics"), dict):
@@ -382,7 +385,7 @@ def batch_analytics(client: Any, report: BatchReport) -> Optional[Dict[str, Any]
     return found if isinstance(found, dict) else None
 
 
-def refresh_job(client: Any, job: Job) -> JobRefresh:
+def refresh_job(client: Client, job: Job) -> JobRefresh:
     """Download what is new for every batch of the job and record statuses (a locked job)."""
     job.require_lock()
     duplicates.check(client, job)  # a second batch of a chunk found since the last check: recorded, cancelled
@@ -546,7 +549,7 @@ def report_written(
 
 
 def fetch_job(
-    client: Any,
+    client: Client,
     job: Job,
     fmt: Optional[str] = None,
     out: Optional[str] = None,
@@ -622,7 +625,7 @@ def fetch_job(
             job.save()
         billed = {c.batch_id: billed_cost(c.analytics) for c in rec.chunks() if c.batch_id}
         billed.update({r.batch_id: billed_cost(batch_analytics(client, r)) for r in ref.extra_reports})
-        windows = {r.round: r.completion_window for r in rec.rounds}
+        windows: Dict[Optional[int], str] = {r.round: r.completion_window for r in rec.rounds}
         doc["usage"], doc["cost"] = usage_and_cost(index, ref.all_reports, windows, billed)
         remember_output(job, fmt, out_path, err_path, csv_path, column, columns)
     doc["batches"] = [batch_report_doc(r, store, s) for r, s in zip(reports, ref.summaries)]
@@ -644,7 +647,7 @@ def fetch_job(
 
 
 def fetch_bare(
-    client: Any,
+    client: Client,
     batch_ids: Sequence[str],
     out: str,
     err: Optional[str],

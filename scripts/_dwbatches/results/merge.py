@@ -143,7 +143,8 @@ class ResultIndex:
     def _note_usage(self, file_idx: int, body: Any) -> None:
         if not isinstance(body, dict):
             return
-        u = body.get("usage") if isinstance(body.get("usage"), dict) else {}
+        u = body.get("usage")
+        u = u if isinstance(u, dict) else {}
         counts = (
             u.get("prompt_tokens", u.get("input_tokens")) or 0,
             u.get("completion_tokens", u.get("output_tokens")) or 0,
@@ -381,6 +382,7 @@ class Merger:
             c.failed += 1
             if len(c.failed_sample) < SAMPLE:
                 c.failed_sample.append({"custom_id": cid, "error": short(res.error, 300)})
+            assert res.raw is not None  # only a missing request has no result line
             err_fh.write(res.raw + b"\n")
         else:
             c.missing += 1
@@ -418,6 +420,7 @@ class Merger:
                     self._count(cid, res, err_fh)
                     if fmt == "raw":
                         if res.check in answers.CHECKS:
+                            assert res.raw is not None  # an answer came in a result line
                             out_fh.write(res.raw + b"\n")
                     else:
                         doc = simple_line(cid, res.obj, res.check, res.error)
@@ -481,7 +484,7 @@ class Merger:
                     self._write_row(writer, cid, row, err_fh)
                 rowless: List[str] = []
                 if requested is not None and requested.table.marked < len(requested.table):
-                    for cid, _ in iter_input_ids(requests_path):
+                    for cid, _ in iter_input_ids(requested.path):
                         if requested.mark(cid):  # no row claimed it
                             rowless.append(cid)
                             self._write_row(writer, cid, rows.row_for(cid), err_fh)

@@ -29,23 +29,28 @@ API::
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional
 
 from ..core.errors import EXIT_CONFIG, DWError
 from ..core.output import narrate
 from ..jobs.jobrecord import TERMINAL_STATUSES, Chunk
 from . import lookup
 
+if TYPE_CHECKING:  # annotations only
+    from ..core.http import Client
+    from ..jobs.job import Job
+    from ..jobs.jobrecord import JobRecord
+
 # a batch in these states has run all it will: cancelling it would only relabel it
 FINISHED = TERMINAL_STATUSES | {"finalizing", "cancelling"}
 
 
-def watched(job: Any) -> List[Chunk]:
+def watched(job: Job) -> List[Chunk]:
     """The chunks of the job that may still get a second batch."""
     return [c for c in job.record.chunks() if c.batch_id and c.watch_duplicates_until is not None]
 
 
-def _cancel(client: Any, batch_id: str) -> Optional[str]:
+def _cancel(client: Client, batch_id: str) -> Optional[str]:
     """Cancel a running second batch: its status after the cancel, or None when that failed
     (said on stderr; the next check tries again). A refused key is raised."""
     try:
@@ -59,7 +64,7 @@ def _cancel(client: Any, batch_id: str) -> Optional[str]:
     return status
 
 
-def record(job: Any, client: Any, ch: Chunk, batches: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
+def record(job: Job, client: Client, ch: Chunk, batches: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Record ``batches`` (other batches made for ``ch``'s intent) on the chunk and cancel those
     still running; the ones not recorded before are returned ({batch_id, duplicate_of, status},
     the status after the cancel; a running one when the cancel failed, which keeps the chunk
@@ -85,7 +90,7 @@ def record(job: Any, client: Any, ch: Chunk, batches: Iterable[Dict[str, Any]]) 
     return found
 
 
-def check(client: Any, job: Any) -> List[Dict[str, Any]]:
+def check(client: Client, job: Job) -> List[Dict[str, Any]]:
     """Look the watched chunks' intents up (a locked job): record and cancel
     second batches; end the watch of a chunk once a check after its deadline has left none
     running. A duplicate recorded earlier that still runs (its cancel failed) is cancelled
@@ -116,7 +121,7 @@ def check(client: Any, job: Any) -> List[Dict[str, Any]]:
     return found
 
 
-def report(rec: Any) -> List[Dict[str, Any]]:
+def report(rec: JobRecord) -> List[Dict[str, Any]]:
     """Every recorded duplicate: {batch_id, duplicate_of, round, chunk}."""
     return [
         {"batch_id": d, "duplicate_of": ch.batch_id, "round": rnd.round, "chunk": ch.index}

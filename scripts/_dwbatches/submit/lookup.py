@@ -30,12 +30,15 @@ paid for twice.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, TypeVar
 
 from ..core import clock
 from ..core.errors import APIStatusError
 from ..core.output import narrate
 from ..jobs.jobrecord import Chunk
+
+if TYPE_CHECKING:  # annotations only
+    from ..core.http import Client
 
 LOOKUP_PAGES = 20  # recent batches (x100) searched for an intent when ?search= finds nothing
 # An upload or a create interrupted less than SETTLE_WINDOW seconds ago may still be on its way
@@ -63,7 +66,7 @@ def recent(started_at: Any) -> bool:
         return False
 
 
-def find_upload(client: Any, ch: Chunk) -> Optional[Dict[str, Any]]:
+def find_upload(client: Client, ch: Chunk) -> Optional[Dict[str, Any]]:
     """A file this job uploaded for ``ch`` earlier (same unique name, same size), if any."""
     name = ch.upload_name
     since = (ch.upload_started_at or 0) - CLOCK_SKEW
@@ -94,7 +97,7 @@ def find_upload(client: Any, ch: Chunk) -> Optional[Dict[str, Any]]:
     return max(found, key=lambda f: f.get("created_at") or 0)
 
 
-def intent_batches(client: Any, ch: Chunk) -> List[Dict[str, Any]]:
+def intent_batches(client: Client, ch: Chunk) -> List[Dict[str, Any]]:
     """Every batch created for ``ch``'s intent, oldest first (one, unless a create was sent
     again while an earlier one was still in progress)."""
     intent = ch.intent_id
@@ -123,10 +126,14 @@ def intent_batches(client: Any, ch: Chunk) -> List[Dict[str, Any]]:
     return sorted(unique.values(), key=lambda b: (b.get("created_at") or 0, b["id"]))
 
 
-def find_batch(client: Any, ch: Chunk) -> Optional[Dict[str, Any]]:
+def find_batch(client: Client, ch: Chunk) -> Optional[Dict[str, Any]]:
     """The batch created for ``ch``'s intent, if one exists (the oldest, if several do)."""
     found = intent_batches(client, ch)
     return found[0] if found else None
+
+
+# what a look-up finds: a file (find_upload) or the batches of an intent (intent_batches)
+_Found = TypeVar("_Found")
 
 
 def create_in_progress() -> float:
@@ -142,9 +149,7 @@ def create_deadline(ch: Chunk) -> float:
     return float(ch.create_started_at or 0) + create_in_progress()
 
 
-def until_created(
-    lookup: Callable[[Chunk], Optional[Dict[str, Any]]], ch: Chunk, label: str
-) -> Optional[Dict[str, Any]]:
+def until_created(lookup: Callable[[Chunk], Optional[_Found]], ch: Chunk, label: str) -> Optional[_Found]:
     """``lookup(ch)``, repeated with back-off while nothing is found and the server may still be
     working on the chunk's last create (``create_deadline``): a create not found before then
     may still take effect, and creating it again would pay for every request twice. The
@@ -166,9 +171,7 @@ def until_created(
     return found
 
 
-def settled(
-    lookup: Callable[[Chunk], Optional[Dict[str, Any]]], ch: Chunk, settle: bool, label: str
-) -> Optional[Dict[str, Any]]:
+def settled(lookup: Callable[[Chunk], Optional[_Found]], ch: Chunk, settle: bool, label: str) -> Optional[_Found]:
     """``lookup(ch)``; with ``settle``, look again after each of SETTLE_DELAYS while nothing is
     found, since a request cut off mid-flight may still arrive and take effect."""
     found = lookup(ch)
@@ -193,7 +196,7 @@ def input_mark(sha256: Optional[str]) -> Optional[str]:
     return sha256[:16] if sha256 else None
 
 
-def earlier_submissions(client: Any, sha256: str) -> List[Dict[str, Any]]:
+def earlier_submissions(client: Client, sha256: str) -> List[Dict[str, Any]]:
     """Batches created earlier from a file with this sha256, except those stopped (failed or
     cancelled) before any request completed: one ``?search=`` request. Empty when the server
     cannot search."""

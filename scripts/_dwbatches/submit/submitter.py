@@ -45,7 +45,7 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from decimal import Decimal
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 from ..core.commands import command, display_path
 from ..core.errors import (
@@ -65,6 +65,9 @@ from ..jobs.jobrecord import Chunk, Round, sha256_file
 from . import duplicates, lookup
 from .planning import new_chunk, plan_range
 from .uploadreport import Progress, explain_upload_error, mb
+
+if TYPE_CHECKING:  # annotations only
+    from ..core.http import Client
 
 # -- submitting -------------------------------------------------------------------------------
 
@@ -97,7 +100,7 @@ class Submitter:
     own connection; every guarantee holds per chunk (each step is saved before and after it,
     and ``Job.save`` serialises the saves of the threads)."""
 
-    def __init__(self, job: Job, client: Any, max_cost: Optional[float] = None, parallel: int = DEFAULT_PARALLEL):
+    def __init__(self, job: Job, client: Client, max_cost: Optional[float] = None, parallel: int = DEFAULT_PARALLEL):
         job.require_lock()
         self.job = job
         self._client = client
@@ -111,7 +114,7 @@ class Submitter:
         self.batches_found = 0
 
     @property
-    def client(self) -> Any:
+    def client(self) -> Client:
         """The API client of this thread (the given one in the calling thread)."""
         if threading.current_thread() is threading.main_thread() or not hasattr(self._client, "clone"):
             return self._client
@@ -318,6 +321,7 @@ class Submitter:
                 self._cancel_created(ch)
 
     def _cancel_created(self, ch: Chunk) -> None:
+        assert ch.batch_id is not None  # called once the chunk's batch is recorded
         try:
             b = self.client.cancel_batch(ch.batch_id)
         except DWError as exc:
@@ -339,9 +343,11 @@ class Submitter:
         self.job.save()
 
     def _create(self, ch: Chunk) -> Dict[str, Any]:
+        assert ch.file_id is not None  # ensure_uploaded ran first: it records a file or raises
         rec = self.job.record
         meta = dict(rec.metadata)
-        rnd_no = rec.round_of(ch).round
+        rnd = rec.round_of(ch)
+        rnd_no = rnd.round
         meta.update({"dwb_intent": ch.intent_id, "dwb_job": rec.job_id, "dwb_chunk": f"r{rnd_no}c{ch.index}"})
         if rnd_no == 1 and rec.input.sha256:  # the user's file, to notice it submitted again
             meta[lookup.INPUT_KEY] = lookup.input_mark(rec.input.sha256) or ""
@@ -352,7 +358,11 @@ class Submitter:
             self.job.save()
 
         return self.client.create_batch(
-            ch.file_id, ch.completion_window, meta, endpoint=ch.endpoint or "/v1/chat/completions", on_attempt=attempt
+            ch.file_id,
+            ch.completion_window or rnd.completion_window,  # the window its estimate was asked for
+            meta,
+            endpoint=ch.endpoint or "/v1/chat/completions",
+            on_attempt=attempt,
         )
 
     def _resolve_create(self, rnd: Round, ch: Chunk, exc: DWError) -> List[Dict[str, Any]]:
@@ -476,9 +486,14 @@ class Submitter:
             self.replan(rnd)
         active = [r for r in rounds if any(not c.batch_id for c in r.chunks) and not self._cancelled(r)]
         pending = [(r, c) for r in active for c in r.chunks if not c.batch_id]
+
         # every chunk uploaded (and so checked by the server) before any batch is created, so a
         # refused line or a file over the limit can still be fixed and the same command rerun
-        self._each(pending, lambda rnd, ch: (self.ensure_uploaded(rnd, ch), self.ensure_estimate(rnd, ch)))
+        def upload(rnd: Round, ch: Chunk) -> None:
+            self.ensure_uploaded(rnd, ch)
+            self.ensure_estimate(rnd, ch)
+
+        self._each(pending, upload)
         if pending and self.max_cost is not None:
             self._check_cost(active, pending)
         elif any(c.held for _, c in pending):
@@ -506,8 +521,9 @@ class Submitter:
                 while sum(1 for f in futures if not f.done()) >= self.parallel:
                     done, _ = wait([f for f in futures if not f.done()], return_when=FIRST_COMPLETED)
                     for f in done:
-                        if f.exception() is not None and not first:
-                            first.append(f.exception())
+                        exc = f.exception()
+                        if exc is not None and not first:
+                            first.append(exc)
             for f in futures:
                 exc = f.exception()
                 if exc is not None and not first:
@@ -547,7 +563,7 @@ class Submitter:
         self.job.save()
 
 
-def submit_pending(job: Job, client: Any, max_cost: Optional[float] = None) -> List[Chunk]:
+def submit_pending(job: Job, client: Client, max_cost: Optional[float] = None) -> List[Chunk]:
     """Upload, estimate and create everything in ``job`` that has no batch yet (see the module
     docstring). Returns every chunk of every round, in order."""
     return Submitter(job, client, max_cost=max_cost).run()

@@ -128,7 +128,7 @@ def check_piece(
     ``dup_offsets`` (sorted, absolute) are lines whose custom_id is a duplicate of the line at
     the offset at the same index of ``dup_firsts``: they are invalid lines.
     """
-    scan = DECODER.scan_once
+    scan = DECODER.scan_once  # type: ignore[attr-defined]  # set by JSONDecoder.__init__, not in the stubs
     loads = loads_strict
     digest = _digest
     url_code = _URL_CODE
@@ -273,11 +273,11 @@ def check_piece(
                             continue
             escaped = "\\" in raw and "\\u" in raw
             if escaped:  # (loads_strict's rule, for the lines parsed here by the scanner)
-                why = surrogate_problem(raw, obj)
-                if why:
+                problem = surrogate_problem(raw, obj)
+                if problem:
                     nerr += 1
                     if len(errors) < kept:
-                        errors.append((n, None, f"invalid JSON: {why}", -1))
+                        errors.append((n, None, f"invalid JSON: {problem}", -1))
                     continue
             # fast path: all checks of check_request, inlined for the common shape (anything
             # unusual, including a missing key, a wrong type or a limit out of range, falls
@@ -463,9 +463,9 @@ def check_piece(
     }
     if digests:
         all_dig, all_off, bounds = array("I"), array(tc), array("Q", [0])
-        for a, b in zip(dig, offs):
-            all_dig.extend(a)
-            all_off.extend(b)
+        for piece_dig, piece_off in zip(dig, offs):
+            all_dig.extend(piece_dig)
+            all_off.extend(piece_off)
             bounds.append(len(all_dig))
         res.update(dig=all_dig, off=all_off, bounds=bounds)
     if not nerr:

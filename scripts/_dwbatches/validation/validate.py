@@ -35,7 +35,7 @@ import sys
 from array import array
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, TypedDict
 
 from ..api.requestrules import ERRORS_KEPT
 from ..core.apifacts import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
@@ -48,6 +48,18 @@ from .workerpool import Helper, cpus, run_tasks, start_helpers
 PIECE_BYTES = 8 << 20  # the unit of work: a piece's partial results are small and independent
 PARALLEL_MIN_BYTES = 32 << 20  # smaller files are checked in this process alone
 MAX_PROCESSES = 4  # this process and helpers, whatever the number of CPUs
+
+
+class ModelTokens(TypedDict):
+    """The tokens of one model's requests in a file (``Report.model_tokens``)."""
+
+    requests: int
+    input_tokens: int
+    output_tokens: int  # what the estimate counts: max_tokens, or the server's fallback without it
+    output_tokens_low: int
+    output_tokens_high: Optional[int]  # None: some request has no max_tokens
+    requests_without_max_tokens: int
+    largest_max_tokens: Optional[int]
 
 
 @dataclass
@@ -72,7 +84,7 @@ class Report:
     # output_tokens_low (input x 1.1, at most max_tokens), output_tokens_high (the sum of
     # max_tokens; None when a chat request sets none), requests_without_max_tokens,
     # largest_max_tokens (None when no request sets one)
-    model_tokens: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    model_tokens: Dict[str, ModelTokens] = field(default_factory=dict)
     chunks: List[Chunk] = field(default_factory=list)
 
     @property

@@ -23,7 +23,7 @@ def cpus() -> int:
     if count is not None:
         return count() or 1
     try:
-        return len(os.sched_getaffinity(0))  # type: ignore[attr-defined]
+        return len(os.sched_getaffinity(0))  # (not on macOS)
     except (AttributeError, OSError):
         return os.cpu_count() or 1
 
@@ -122,6 +122,8 @@ class Helper:
     def stop(self, kill: bool = False) -> None:
         proc = self.proc
         for stream in (proc.stdin, proc.stdout):
+            if stream is None:
+                continue
             try:
                 stream.close()
             except OSError:
@@ -182,7 +184,7 @@ def run_tasks(
     given = 0
     while given < len(tasks):
         while given < len(tasks) and results[given] is not None:
-            deliver(given, results[given])  # type: ignore[arg-type]
+            deliver(given, results[given])
             if not keep:
                 results[given] = tasks[given] = False  # (not None: delivered)
             given += 1
@@ -195,7 +197,7 @@ def run_tasks(
             queue.wait_for(given)
     for t in threads:
         t.join()
-    return results  # type: ignore[return-value]
+    return results
 
 
 def start_helpers(path: str, count: int) -> List[Helper]:

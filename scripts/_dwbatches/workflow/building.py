@@ -188,7 +188,7 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
             if not prompt.strip() and not (blank_lines and blank_lines[-1] == line):
                 empty += 1  # (CSV rows with every template column empty have their own warning)
             writer.add(build_request(endpoint, cid, prompt, model, **options), line=line)
-        if source is not None and csv_stat is not None:
+        if source is not None and opts.csv and csv_stat is not None:
             source.update(_fingerprint(opts.csv, csv_stat))
         summary = writer.close()
     except BaseException:

@@ -9,7 +9,7 @@ creates no further batch; the job's batches include the second batches recorded 
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from ..core import commands
 from ..core.output import Outcome, narrate
@@ -19,8 +19,11 @@ from ..jobs.jobrecord import counts_of
 from ..submit import duplicates
 from .common import when_free
 
+if TYPE_CHECKING:  # annotations only
+    from ..core.http import Client
 
-def drop_unused_uploads(client: Any, job: Job, dry_run: bool) -> List[str]:
+
+def drop_unused_uploads(client: Client, job: Job, dry_run: bool) -> List[str]:
     """The files a cancelled job uploaded for chunks that never got a batch (held over
     --max-cost, or a submit that stopped): deleted from the server, as nothing will use them
     (``dry_run``: only listed). Skipped while another command works on the job."""
@@ -46,7 +49,7 @@ def drop_unused_uploads(client: Any, job: Job, dry_run: bool) -> List[str]:
     return deleted
 
 
-def cancel(client: Any, job: Optional[Job], batch_ids: Sequence[str], dry_run: bool = False) -> Outcome:
+def cancel(client: Client, job: Optional[Job], batch_ids: Sequence[str], dry_run: bool = False) -> Outcome:
     """cancel_batch.py: cancel the running batches (``dry_run``: only say which)."""
     unsubmitted: List[Dict[str, Any]] = []
     ids = list(batch_ids)

@@ -10,7 +10,7 @@ every ``interval``), calling ``between(check)`` after each check that is not the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 from ..core import clock, commands, progress
 from ..core.errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, FileSystemError
@@ -21,6 +21,9 @@ from ..jobs.jobrecord import counts_of
 from ..results import answers
 from ..submit import duplicates
 from .common import when_free
+
+if TYPE_CHECKING:  # annotations only
+    from ..core.http import Client
 
 
 @dataclass
@@ -35,7 +38,7 @@ class Check:
 
 
 def check_once(
-    client: Any,
+    client: Client,
     job: Optional[Job],
     batch_ids: Sequence[str],
     previous: Optional[Check] = None,
@@ -92,12 +95,12 @@ def _seen(summary: Dict[str, Any]) -> tuple:
 
 
 def wait_until_done(
-    client: Any,
+    client: Client,
     job: Optional[Job],
     batch_ids: Sequence[str],
     interval: float,
     timeout: float,
-    between: Optional[Callable[[], None]] = None,
+    between: Optional[Callable[[Check], None]] = None,
 ) -> tuple[Check, bool]:
     """Check until every batch has ended (or nothing can be waited for); (last check, timed out)."""
     deadline = clock.monotonic() + timeout
@@ -136,7 +139,7 @@ def answers_checked(job: Optional[Job], last: Check) -> Optional[Dict[str, int]]
 
 
 def check(
-    client: Any, job: Optional[Job], batch_ids: Sequence[str], wait: bool, interval: float, timeout: float
+    client: Client, job: Optional[Job], batch_ids: Sequence[str], wait: bool, interval: float, timeout: float
 ) -> Outcome:
     """poll.py: one check, or (``wait``) checks until the end or ``timeout``."""
     if wait:
@@ -145,6 +148,7 @@ def check(
         last, timed_out = check_once(client, job, batch_ids), False
     summary = last.summary
     checked = answers_checked(job, last)
+    rate = last.speed.get("rate")
     doc: Dict[str, Any] = {
         "status": summary["status"],
         "finished": summary["finished"],
@@ -153,7 +157,7 @@ def check(
         "batches": last.summaries,
         "unsubmitted": summary["unsubmitted"],
         "duplicates": duplicates.report(job.record) if job is not None else [],
-        "rate": round(last.speed["rate"], 3) if last.speed.get("rate") else None,
+        "rate": round(rate, 3) if rate else None,
         "eta_seconds": last.speed.get("eta_seconds"),
         "timed_out": timed_out,
         "job": job.dir if job is not None else None,

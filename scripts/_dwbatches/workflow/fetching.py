@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from ..api.requestedit import Changes
 from ..core import commands
@@ -19,6 +19,9 @@ from ..jobs.job import Job
 from ..results import fetch, merge
 from ..results.merge import FORMATS, parse_columns
 from .common import holding
+
+if TYPE_CHECKING:  # annotations only
+    from ..core.http import Client
 
 
 @dataclass
@@ -86,7 +89,7 @@ class OutputOptions:
             raise UsageError(f"{self.csv}: no such file", hint="--csv names the original CSV file.")
 
 
-def fetch_job(client: Any, job: Job, options: OutputOptions) -> Outcome:
+def fetch_job(client: Client, job: Job, options: OutputOptions) -> Outcome:
     """Fetch a job's results (the job is locked while it works)."""
     with holding(job):
         out = fetch.fetch_job(
@@ -122,7 +125,9 @@ def fetch_job(client: Any, job: Job, options: OutputOptions) -> Outcome:
     return out
 
 
-def fetch_batches(client: Any, batch_ids: Sequence[str], options: OutputOptions, input_path: Optional[str]) -> Outcome:
+def fetch_batches(
+    client: Client, batch_ids: Sequence[str], options: OutputOptions, input_path: Optional[str]
+) -> Outcome:
     """Fetch bare batch ids into OUT (default ``<first id>.results.jsonl``; state beside it)."""
     fmt = options.format or ("csv" if options.csv else "raw")
     out_path = options.output or f"{batch_ids[0]}.results.{'csv' if fmt == 'csv' else 'jsonl'}"

@@ -12,7 +12,7 @@ round is never submitted twice.
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from ..api.requestedit import Changes
 from ..core import clock, commands
@@ -24,6 +24,10 @@ from ..jobs.jobrecord import Round
 from ..results import answers, fetch, fixes, merge, resultlines
 from ..submit.planning import add_retry_round, next_round_path
 from .common import holding
+
+if TYPE_CHECKING:  # annotations only
+    from ..core.http import Client
+    from ..submit.submitter import Submitter
 
 # What a retry can rerun: requests that failed or never ran, and answers that are not good.
 RERUN_KINDS = (merge.FAILED, merge.MISSING) + answers.BAD
@@ -81,7 +85,7 @@ def refuse_after_cancel(job: Job) -> None:
 
 
 def retry(
-    client: Any,
+    client: Client,
     job: Job,
     completion_window: Optional[str] = None,
     dry_run: bool = False,
@@ -99,7 +103,7 @@ def retry(
 
 
 def _retry(
-    client: Any,
+    client: Client,
     job: Job,
     completion_window: Optional[str],
     dry_run: bool,
@@ -222,6 +226,7 @@ def _retry(
     except BaseException:
         index.close()
         raise
+    assert input_path is not None  # (required: a JobError rather than None)
     settings = job_changes(job).then(changes)
     tally = dict.fromkeys(RERUN_KINDS, 0)
     skipped = dict.fromkeys(RERUN_KINDS, 0)
@@ -286,6 +291,7 @@ def _retry(
             exit_code=EXIT_OK,
             next=commands.command("retry_failed.py", "--job", jd, *changes.args(), *rerun_args(rerun), *again),
         )
+    assert dest is not None  # (written above: not a dry run)
     limits = rounds[0].limits
     rnd = add_retry_round(
         job,
@@ -330,7 +336,7 @@ _KIND_WORDS = {
 CANCEL_SETTLE = 120.0
 
 
-def _cancel_settling(client: Any, ref: Any) -> float:
+def _cancel_settling(client: Client, ref: fetch.JobRefresh) -> float:
     """Seconds left until every cancelled batch of the job is past CANCEL_SETTLE (0 if none)."""
     now = client.server_now()
     left = 0.0
@@ -384,7 +390,7 @@ def _nothing_to_retry(job: Any, ref: Any, dry_run: Optional[bool], skipped: Opti
     )
 
 
-def _client_errors(index: Any) -> int:
+def _client_errors(index: merge.ResultIndex) -> int:
     """Failed requests (without a success) whose failure was an HTTP 4xx."""
     n = 0
     for _, obj in index.errors():
@@ -397,7 +403,7 @@ def _client_errors(index: Any) -> int:
     return n
 
 
-def _submitter(job: Job, client: Any) -> Any:
+def _submitter(job: Job, client: Client) -> Submitter:
     from ..submit.submitter import Submitter  # the engine talks to the API
 
     return Submitter(job, client)

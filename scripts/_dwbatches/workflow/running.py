@@ -9,7 +9,7 @@ as fetch_results.py would.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List
 
 from ..core import commands
 from ..core.errors import EXIT_NOT_FINISHED, EXIT_OK
@@ -22,6 +22,9 @@ from .checking import Check, check_once, wait_until_done
 from .common import Connection, client_for, when_free
 from .fetching import OutputOptions, fetch_job
 from .submitting import SubmitOptions, job_report, narrate_estimate, submit_or_resume
+
+if TYPE_CHECKING:  # annotations only
+    from ..core.http import Client
 
 
 def run(
@@ -100,7 +103,7 @@ class PartialDownloads:
 
     EVERY = 2
 
-    def __init__(self, client: Any, job: Job):
+    def __init__(self, client: Client, job: Job):
         self.client = client
         self.job = job
         self.checks = 0

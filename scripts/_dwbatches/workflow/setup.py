@@ -192,7 +192,7 @@ def _check_api(conn: Connection, checks: Checks) -> Outcome:
     checks.add(
         "API access", True, f"GET /models answered; the key was accepted by {SERVER_WORDS[kind]} at {cfg.base_url}"
     )
-    ids = [m.get("id") for m in models if m.get("id")]
+    ids = [str(m["id"]) for m in models if m.get("id")]  # as list_models.py shows them
     checks.add(
         "models",
         bool(ids),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from ..core import commands
 from ..core.errors import APIConnectionError, APIStatusError, DWError, UsageError
@@ -25,6 +25,9 @@ from ..submit.planning import WINDOWS, job_dir_for_next, parse_metadata, plan_or
 from ..submit.submitter import DEFAULT_PARALLEL, Submitter
 from ..validation.validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE, Report
 from .common import Connection, client_for
+
+if TYPE_CHECKING:  # annotations only
+    from ..core.http import Client
 
 
 @dataclass
@@ -122,7 +125,7 @@ def first_validation(input_path: str, options: SubmitOptions) -> Optional[Report
 
 
 def submit_or_resume(
-    client: Any,
+    client: Client,
     input_path: str,
     options: SubmitOptions,
     metadata: Dict[str, str],
@@ -176,7 +179,7 @@ def created_nothing(job: Job) -> bool:
         return False
 
 
-def refuse_earlier_submission(client: Any, input_path: str, sha: str, last: Optional[Dict[str, Any]] = None) -> None:
+def refuse_earlier_submission(client: Client, input_path: str, sha: str, last: Optional[Dict[str, Any]] = None) -> None:
     """A new job for a file already submitted (its job directory deleted or moved, or another
     --job given), or a job that has created nothing yet for a file another job submitted
     meanwhile, would pay for every request again: refused unless --resubmit. ``last``: who
@@ -248,7 +251,7 @@ def dry_run(input_path: str, options: SubmitOptions, metadata: Dict[str, str]) -
     window = options.completion_window or "24h"
     plan = []
     for c in report.chunks:
-        d = c.as_dict()
+        d: Dict[str, Any] = c.as_dict()
         d["endpoint"] = c.endpoint
         plan.append(d)
     estimate = estimated_cost(recorded(local_estimate(report, window), window), chunks=len(plan))
