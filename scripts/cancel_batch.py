@@ -23,7 +23,7 @@ Afterwards, fetch_results.py keeps everything that finished. retry_failed.py --j
 a cancelled job (the user stopped that work); with --after-cancel it runs the requests that
 never ran (nothing finished is redone).
 
-output (stdout, JSON): batches (batch_id, action = cancelled | skipped | would_cancel,
+output (stdout, JSON): batches_omitted (how many batches the report leaves out: at most 5 are listed and those that need attention come first; --all-batches lists every one), batches (batch_id, action = cancelled | skipped | would_cancel,
 status, request_counts, reason), cancelled, skipped, would_cancel (only with --dry-run),
 unsubmitted (only when chunks of the job have no batch), deleted_files (only when the job had
 uploaded files that no batch uses, e.g. held over --max-cost: they are deleted from the

@@ -68,7 +68,7 @@ billed total_cost (their analytics), null until every batch has one; estimated_u
 tokens the server reported for every answer received x the price table; prices_as_of;
 rounds [{round, completion_window, requests, input_tokens, output_tokens, reasoning_tokens,
 billed_usd, estimated_usd, usd}]; amounts in dollars: cents from $1, two significant digits
-below), batches (batch_id, status, request_counts, output_file_id, error_file_id,
+below), batches_omitted (how many batches the report leaves out: at most 5 are listed and those that need attention come first; --all-batches lists every one), batches (batch_id, status, request_counts, output_file_id, error_file_id,
 expires_at, expired_at when present, round, chunk, fetched {output, error}: how far into
 each of the server's files the saved download reaches, in the server's line count (a line
 the server sent twice counts once), new_lines {output, error}: the lines this run

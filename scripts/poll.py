@@ -35,7 +35,7 @@ deleted and unreachable (gone from the server with no result file known).
 output (stdout, JSON): status, finished, request_counts {total, completed, failed},
 answers (the answer checks of the job's last fetch when it covered every batch, finished:
 good, empty, truncated, invalid_json, filtered; null until then, as poll.py reads no
-results: the fetch checks them), batches (batch_id, status, request_counts, output_file_id,
+results: the fetch checks them), batches_omitted (how many batches the report leaves out: at most 5 are listed and those that need attention come first; --all-batches lists every one), batches (batch_id, status, request_counts, output_file_id,
 error_file_id, expires_at, expired_at when present, round, chunk), unsubmitted (chunks
 without a batch), duplicates (batch_id, duplicate_of, round, chunk: second batches the
 server made for the requests of a chunk, when a create was still in progress as it was sent

@@ -48,7 +48,7 @@ that round), failed and missing (how many of each it reruns), answers (how many 
 reruns, by check: empty, truncated, invalid_json, filtered), changes (the settings the rerun
 requests are sent with, changed from what was submitted: model, max_tokens, reasoning),
 sample (first custom_ids), client_errors (only when some failures were HTTP 4xx: how many),
-input (only when a round was written: its file), batches (batch_id, chunk, requests,
+input (only when a round was written: its file), batches_omitted (how many batches the report leaves out: at most 5 are listed and those that need attention come first; --all-batches lists every one), batches (batch_id, chunk, requests,
 status), dry_run, status (only when nothing was submitted: the job's status), reason (only
 when nothing was submitted: why), running (only while batches run: their ids), resumed (only
 when an interrupted round was resumed), next. Exit 0 = submitted, or nothing to retry; 2 =

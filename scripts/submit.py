@@ -27,7 +27,7 @@ limit no batch is created (exit 2) and running again with a higher --max-cost, o
 it, creates them. A different input in an existing job, or a different -w, is refused.
 
 output (stdout, JSON): job (the job directory; pass it to the other scripts as --job),
-job_id, batches (batch_id, input_file_id, round, chunk, lines [first, last line of the
+job_id, batches_omitted (how many batches the report leaves out: at most 5 are listed and those that need attention come first; --all-batches lists every one), batches (batch_id, input_file_id, round, chunk, lines [first, last line of the
 input], requests, status), requests, chunks,
 completion_window, estimated_cost (usd = the headline estimate; basis = what usd is, "server: ..." when the
 server estimated every chunk, else "price table: ..."; server_usd = the sum of the server's

@@ -173,7 +173,7 @@ def test_a_check_costs_pages_of_the_job_not_one_request_per_batch(sandbox, tmp_p
 
     sandbox.reset_stats()
     code, doc, err = run_script("poll.py", "--job", job, env=sandbox.env())
-    assert code == 0 and doc["status"] == "completed" and len(doc["batches"]) == 30, err
+    assert code == 0 and doc["status"] == "completed" and len(doc["batches"]) + doc["batches_omitted"] == 30, err
     assert calls() == (1, 0)
 
     monkeypatch.setattr(jobstatus, "LIST_PAGE", 10)
@@ -229,3 +229,24 @@ def test_no_target_hint_names_the_real_job_dirs_and_runs_as_printed(sandbox, scr
     assert "--job second.dwjob" in hint and "(job directories here: second.dwjob, first.dwjob)" in hint, hint
     code, doc, err = run_script(script, "--job", "nope.dwjob", env=sandbox.env())
     assert code == 4 and "job directories here: second.dwjob, first.dwjob" in err
+
+
+def test_a_job_of_many_batches_lists_a_few_those_that_need_attention_first(sandbox):
+    """Eight chunks, one of them with a failed request: the report lists five batches, the one
+    with the failure among them, and counts the three it leaves out; --all-batches lists all."""
+    write_input("many.jsonl", 8)
+    sandbox.set_faults({"fail_custom_ids": ["req-7"], "fail_status": 400})
+    code, doc, err = run_script("submit.py", "many.jsonl", "--max-requests", "1", env=sandbox.env())
+    assert code == 0 and doc["batches_omitted"] == 3 and len(doc["batches"]) == 5, err
+    job = doc["job"]
+    for bid in batch_ids_of(job):
+        sandbox.wait_batch(bid)
+    code, doc, err = run_script("poll.py", "--job", job, env=sandbox.env())
+    assert code == 5 and len(doc["batches"]) == 5 and doc["batches_omitted"] == 3, err  # finished, one failed
+    assert any(b["request_counts"]["failed"] for b in doc["batches"]), doc["batches"]
+    code, doc, err = run_script("fetch_results.py", "--job", job, env=sandbox.env())
+    assert code == 5 and len(doc["batches"]) == 5 and doc["batches_omitted"] == 3, err
+    assert [b["chunk"] for b in doc["batches"]] == sorted(b["chunk"] for b in doc["batches"])  # in their order
+    assert any(b["request_counts"]["failed"] for b in doc["batches"]), doc["batches"]
+    code, doc, err = run_script("fetch_results.py", "--job", job, "--all-batches", env=sandbox.env())
+    assert len(doc["batches"]) == 8 and doc["batches_omitted"] == 0, err

@@ -113,7 +113,7 @@ def test_small_max_bytes_splits_by_bytes_and_blank_lines_never_push_a_chunk_over
     path = write_requests(tmp_path / "in.jsonl", 300, blank_every=7, pad=40)
     line_size = len(json.dumps(request_line(1, pad=40), separators=(",", ":"))) + 1
     max_bytes = line_size * 10 + 3  # room for 10 lines, not for 10 lines and their blank lines
-    doc = ok_json(run("submit.py", path, "--max-bytes", max_bytes, env=sandbox.env()))
+    doc = ok_json(run("submit.py", path, "--max-bytes", max_bytes, "--all-batches", env=sandbox.env()))
     assert doc["chunks"] >= 30
     state = load_job(doc)
     for ch in state["rounds"][0]["chunks"]:
@@ -310,7 +310,7 @@ def test_rerun_with_smaller_max_bytes_after_413_resplits_what_was_not_uploaded(s
     assert posts(sandbox, "batches") == 0 and sandbox.stats()["files"] == 1
     kept = json.loads((tmp_path / "in.dwjob" / "job.json").read_text())["rounds"][0]["chunks"][0]
 
-    again = run("submit.py", path, "--max-bytes", 5000, env=sandbox.env())
+    again = run("submit.py", path, "--max-bytes", 5000, "--all-batches", env=sandbox.env())
     doc = ok_json(again)
     assert "re-split the 4 chunk(s) not yet uploaded" in again.stderr
     chunks = load_job(doc)["rounds"][0]["chunks"]

@@ -188,6 +188,42 @@ def narrate(message: str) -> None:
 
 _emitted = False  # the run's JSON document is out (an error after it prints no second one)
 
+# The scripts whose report lists a job's batches: at most BATCHES_SHOWN of them (those that need
+# attention first), the count of the others in batches_omitted, every one with --all-batches; a
+# job of hundreds of chunks keeps a report an agent can read whole.
+BATCH_LISTS = frozenset(
+    {"submit.py", "poll.py", "fetch_results.py", "run_batch.py", "cancel_batch.py", "retry_failed.py"}
+)
+BATCHES_SHOWN = 5
+_all_batches = False
+
+
+def _needs_attention(row: Any) -> bool:
+    """A batch row worth showing first: not completed, with failed requests, or unreachable."""
+    if not isinstance(row, dict):
+        return True
+    counts = row.get("request_counts")
+    if not isinstance(counts, dict):
+        counts = {}
+    return row.get("status") != "completed" or bool(counts.get("failed")) or bool(row.get("unreachable"))
+
+
+def few_batches(doc: Dict[str, Any], every: bool = False) -> Dict[str, Any]:
+    """``doc`` with at most BATCHES_SHOWN batches (``every``: all of them), in their order: those
+    that need attention first, then the rest; ``batches_omitted`` says how many were left out."""
+    rows = doc.get("batches")
+    if not isinstance(rows, list):
+        return doc
+    keep = set(range(len(rows))) if every or len(rows) <= BATCHES_SHOWN else set()
+    for wanted in (True, False):
+        for i, row in enumerate(rows):
+            if len(keep) < BATCHES_SHOWN and _needs_attention(row) is wanted:
+                keep.add(i)
+    out = dict(doc)
+    out["batches"] = [row for i, row in enumerate(rows) if i in keep]
+    out["batches_omitted"] = len(rows) - len(out["batches"])
+    return out
+
 
 def emit(doc: Any) -> None:
     """The one JSON document of a run, on stdout."""
@@ -224,7 +260,7 @@ def finish(outcome: Outcome) -> int:
     _close()
     if outcome.doc.get("next") and not human_view():
         narrate(f"next: {outcome.doc['next']}")
-    emit(outcome.doc)
+    emit(few_batches(outcome.doc, _all_batches) if _script in BATCH_LISTS else outcome.doc)
     return outcome.code
 
 
@@ -337,9 +373,9 @@ def make_parser(
     """A parser whose description is the docstring's first paragraph and whose epilog holds the
     rest of the docstring (examples) and the exit codes ``script`` (its ``__file__``) can return."""
     head, _, rest = (doc or "").strip().partition("\n\n")
-    global _json_flag, _script
+    global _json_flag, _script, _all_batches
     name = os.path.basename(script) if script else None
-    _json_flag, _script = None, name
+    _json_flag, _script, _all_batches = None, name, False
     epilog = (rest.strip() + "\n\n" if rest.strip() else "") + exit_codes_help(name)
     parser = Parser(prog=prog, description=head, epilog=epilog, formatter_class=HelpFormatter)
     if network:
@@ -361,6 +397,13 @@ def make_parser(
             "this command and stopped after it; its state stays in .dwb-sandbox/ in the working directory, so "
             "submit, poll and fetch with --sandbox follow one job as with the real service",
         )
+    if name in BATCH_LISTS:
+        parser.add_argument(
+            "--all-batches",
+            action="store_true",
+            help=f"list every batch in the report (by default at most {BATCHES_SHOWN}, those that need attention "
+            "first; batches_omitted counts the others)",
+        )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     parser.add_argument(
         "--json",
@@ -372,11 +415,12 @@ def make_parser(
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    global _json_flag
+    global _json_flag, _all_batches
     compat.utf8_stdio()
     args = parser.parse_args(argv)
     set_quiet(getattr(args, "quiet", False))
     _json_flag = bool(getattr(args, "json", False))
+    _all_batches = bool(getattr(args, "all_batches", False))
     from .commands import carry
 
     carry(json=_json_flag, sandbox=bool(getattr(args, "sandbox", False)))
