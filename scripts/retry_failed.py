@@ -61,59 +61,25 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from _dwbatches.core import output
-from _dwbatches.submit.planning import WINDOWS
+from _dwbatches.core.optionspec import add_arguments, from_args
 from _dwbatches.workflow import cli
 from _dwbatches.workflow.common import open_job_for
-from _dwbatches.workflow.retrying import RERUN_DEFAULT, RERUN_KINDS, retry
+from _dwbatches.workflow.retrying import RetryOptions, retry
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True, script=__file__)
     parser.add_argument("--job", metavar="DIR", required=True, help="the job directory")
-    parser.add_argument(
-        "-w", "--completion-window", choices=WINDOWS, help="window of the retry round (default: the job's)"
-    )
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="bring results up to date and count what would be retried; write and send nothing",
-    )
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="retry even when a finished batch's result files look short of its counts "
-        "(those requests may have succeeded and would be paid twice)",
-    )
-    parser.add_argument(
-        "--after-cancel",
-        action="store_true",
-        help="retry a job the user cancelled (cancel_batch.py --job) anyway: reruns the requests "
-        "the cancel stopped, with the same model and settings",
-    )
-    parser.add_argument(
-        "--rerun",
-        metavar="KINDS",
-        default=",".join(RERUN_DEFAULT),
-        help=f"what to rerun, comma-separated: {', '.join(RERUN_KINDS)} (default {','.join(RERUN_DEFAULT)})",
-    )
+    add_arguments(RetryOptions, parser)
     cli.add_change_args(parser.add_argument_group("new settings for the requests rerun"))
     args = output.parse_args(parser, argv)
 
     def body() -> int:
-        rerun = cli.kinds_list("--rerun", args.rerun, RERUN_KINDS, "failed,missing,truncated")
+        options = from_args(RetryOptions, args)
         changes = cli.changes(args)
+        options.kinds()  # a wrong --rerun is refused before anything is read
         client, job = open_job_for(cli.connection(args), args.job)
-        outcome = retry(
-            client,
-            job,
-            args.completion_window,
-            dry_run=args.dry_run,
-            force=args.force,
-            after_cancel=args.after_cancel,
-            changes=changes,
-            rerun=rerun,
-        )
-        return output.finish(outcome)
+        return output.finish(retry(client, job, options, changes))
 
     return output.run(body)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,13 @@ def test_dry_run_writes_and_sends_nothing(sandbox, tmp_path):
     assert doc["client_errors"] == 0
     assert not Path(job, "rounds").exists() and len(job_state(job)["rounds"]) == 1
     assert sandbox.stats()["requests"].get("POST /v1/files") == uploads
+
+    # the dry run's next is the same retry with every flag given, and runs as printed
+    flags = ["-w", "1h", "--force", "--rerun", "failed,missing", "--max-tokens", "64"]
+    code, doc, err = run_script("retry_failed.py", "--job", job, "--dry-run", *flags, env=sandbox.env())
+    assert code == 0 and doc["next"].split()[2:] == ["--job", Path(job).name, "--max-tokens", "64", *flags[:5]], doc
+    code, doc, err = run_script(*shlex.split(doc["next"])[1:], env=sandbox.env())
+    assert code == 0 and doc["requests"] == 2 and job_state(job)["rounds"][1]["completion_window"] == "1h", err
 
 
 def test_crash_during_retry_submit_resumes_the_same_round(sandbox, tmp_path):

@@ -8,7 +8,7 @@ comparison as False: the checks here are written so that it fails them.)
 from __future__ import annotations
 
 import math
-from typing import Optional, Union
+from typing import Optional, Sequence, Tuple, Union
 
 from .errors import UsageError
 
@@ -46,3 +46,15 @@ def check_number(
     what = f"a finite number {rule}".rstrip() if not finite else rule
     shown = int(value) if finite and float(value).is_integer() else value  # 5, not 5.0: as typed
     raise UsageError(f"{flag} must be {what}, not {shown}", hint=f"e.g. {flag} {example}")
+
+
+def kinds_list(flag: str, value: object, known: Sequence[str], example: str) -> Tuple[str, ...]:
+    """A comma-separated flag value, each item one of ``known``: the items, or exit 2 naming the flag."""
+    items = tuple(v.strip() for v in str(value).split(",") if v.strip())
+    wrong = [v for v in items if v not in known]
+    if wrong or not items:
+        raise UsageError(
+            f"{flag} takes a comma-separated list of {', '.join(known)}; not {', '.join(wrong) or repr(value)}",
+            hint=f"e.g. {flag} {example}",
+        )
+    return items

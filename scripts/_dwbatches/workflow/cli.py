@@ -54,18 +54,6 @@ def changes(args: Any) -> Changes:
     return Changes(model=args.model, max_tokens=args.max_tokens, reasoning=args.reasoning)
 
 
-def kinds_list(flag: str, value: Any, known: Any, example: str) -> Any:
-    """A comma-separated flag value, each item one of ``known``: the items, or exit 2 naming the flag."""
-    items = tuple(v.strip() for v in str(value).split(",") if v.strip())
-    wrong = [v for v in items if v not in known]
-    if wrong or not items:
-        raise UsageError(
-            f"{flag} takes a comma-separated list of {', '.join(known)}; not {', '.join(wrong) or repr(value)}",
-            hint=f"e.g. {flag} {example}",
-        )
-    return items
-
-
 def add_submit_args(parser: Any) -> None:
     """The submit flags, shared by submit.py and run_batch.py (a parser or an argument group)."""
     add_arguments(SubmitOptions, parser)

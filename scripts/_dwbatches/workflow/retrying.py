@@ -12,17 +12,20 @@ round is never submitted twice.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from ..api.requestedit import Changes
 from ..core import clock, commands
 from ..core.errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError, UsageError
 from ..core.files import make_private_dir, refuse_overwrite
+from ..core.flags import kinds_list
+from ..core.optionspec import option, to_argv
 from ..core.output import Outcome, narrate
 from ..jobs.job import Job
 from ..jobs.jobrecord import Round
 from ..results import answers, fetch, fixes, merge, resultlines
-from ..submit.planning import add_retry_round, next_round_path
+from ..submit.planning import WINDOWS, add_retry_round, next_round_path
 from .common import holding
 
 if TYPE_CHECKING:  # annotations only
@@ -33,6 +36,48 @@ if TYPE_CHECKING:  # annotations only
 RERUN_KINDS = (merge.FAILED, merge.MISSING) + answers.BAD
 # What it reruns unless told otherwise (a filtered answer would be filtered again).
 RERUN_DEFAULT = (merge.FAILED, merge.MISSING, answers.EMPTY, answers.TRUNCATED, answers.INVALID_JSON)
+
+
+@dataclass
+class RetryOptions:
+    """How retry_failed.py reruns (each field is also its flag, ``optionspec``); the new settings
+    of the rerun requests are ``requestedit.Changes``."""
+
+    completion_window: Optional[str] = option(
+        "-w", "--completion-window", choices=WINDOWS, help="window of the retry round (default: the job's)"
+    )
+    dry_run: bool = option(
+        "--dry-run",
+        switch=True,
+        printed=False,
+        help="bring results up to date and count what would be retried; write and send nothing",
+    )
+    force: bool = option(
+        "--force",
+        switch=True,
+        help="retry even when a finished batch's result files look short of its counts "
+        "(those requests may have succeeded and would be paid twice)",
+    )
+    after_cancel: bool = option(
+        "--after-cancel",
+        switch=True,
+        help="retry a job the user cancelled (cancel_batch.py --job) anyway: reruns the requests "
+        "the cancel stopped, with the same model and settings",
+    )
+    rerun: str = option(
+        "--rerun",
+        metavar="KINDS",
+        default=",".join(RERUN_DEFAULT),
+        help=f"what to rerun, comma-separated: {', '.join(RERUN_KINDS)} (default {','.join(RERUN_DEFAULT)})",
+    )
+
+    def kinds(self) -> Sequence[str]:
+        """The kinds of ``--rerun`` (a UsageError naming the flag when one is unknown)."""
+        return kinds_list("--rerun", self.rerun, RERUN_KINDS, "failed,missing,truncated")
+
+    def args(self, changes: Changes) -> List[str]:
+        """The flags of this retry for a printed command (the dry run left out), changes included."""
+        return [*changes.args(), *to_argv(self)]
 
 
 def job_changes(job: Job) -> Changes:
@@ -84,34 +129,23 @@ def refuse_after_cancel(job: Job) -> None:
     )
 
 
-def retry(
-    client: Client,
-    job: Job,
-    completion_window: Optional[str] = None,
-    dry_run: bool = False,
-    force: bool = False,
-    after_cancel: bool = False,
-    changes: Changes = Changes(),
-    rerun: Sequence[str] = RERUN_DEFAULT,
-) -> Outcome:
+def retry(client: Client, job: Job, options: RetryOptions, changes: Changes = Changes()) -> Outcome:
     """retry_failed.py: a new round of the failed and never-run requests and of the answers
     that are not good (the kinds in ``rerun``), with ``changes`` added to the job's settings;
     or resume a round that was not fully submitted. After a cancel of the latest round, only
     with ``after_cancel``. The job is locked while it works."""
+    rerun = options.kinds()
     with holding(job):
-        return _retry(client, job, completion_window, dry_run, force, after_cancel, changes, rerun)
+        return _retry(client, job, options, changes, rerun)
 
 
-def _retry(
-    client: Client,
-    job: Job,
-    completion_window: Optional[str],
-    dry_run: bool,
-    force: bool,
-    after_cancel: bool,
-    changes: Changes,
-    rerun: Sequence[str],
-) -> Outcome:
+def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, rerun: Sequence[str]) -> Outcome:
+    completion_window, dry_run, force, after_cancel = (
+        options.completion_window,
+        options.dry_run,
+        options.force,
+        options.after_cancel,
+    )
     state = job.record
     rounds = state.rounds
     jd = commands.display_path(job.dir)
@@ -125,7 +159,6 @@ def _retry(
         )
     if state.cancelled_round(rounds[-1]) and not after_cancel:
         refuse_after_cancel(job)
-    again = ["--after-cancel"] if after_cancel else []
 
     # a round with chunks that have no batch: resume it (retry round) or leave it to submit.py
     pending = [(r, c) for r in rounds for c in r.chunks if not c.batch_id and not state.cancelled_round(r)]
@@ -289,7 +322,7 @@ def _retry(
             dry_run=True,
             client_errors=client_errors,
             exit_code=EXIT_OK,
-            next=commands.command("retry_failed.py", "--job", jd, *changes.args(), *rerun_args(rerun), *again),
+            next=commands.command("retry_failed.py", "--job", jd, *options.args(changes)),
         )
     assert dest is not None  # (written above: not a dry run)
     limits = rounds[0].limits
@@ -346,11 +379,6 @@ def _cancel_settling(client: Client, ref: fetch.JobRefresh) -> float:
         if rep.status == "cancelled" and isinstance(at, (int, float)):
             left = max(left, float(at) + CANCEL_SETTLE - now)
     return left
-
-
-def rerun_args(rerun: Sequence[str]) -> List[str]:
-    """``--rerun`` as given, to repeat it in a printed command (nothing for the default)."""
-    return [] if tuple(rerun) == RERUN_DEFAULT else ["--rerun", ",".join(rerun)]
 
 
 def refuse_unchanged_cuts(job: Job, cuts: fixes.Tally, rerun: Sequence[str]) -> None:
