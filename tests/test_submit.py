@@ -760,3 +760,17 @@ def test_the_local_range_holds_the_servers_estimate(sandbox, tmp_path, extra):
         assert float(server) <= float(high), (server, high)
     else:
         assert high is None
+
+
+def test_a_job_of_many_chunks_narrates_the_first_and_last_and_the_rest_in_one_line(sandbox, tmp_path):
+    path = write_requests(tmp_path / "in.jsonl", 12)
+    proc = run("submit.py", path, "--max-requests", 1, env=sandbox.env())
+    doc = ok_json(proc)
+    assert doc["chunks"] == 12
+    lines = proc.stderr.splitlines()
+    for n in (1, 2, 3, 12):
+        assert any(ln.startswith(f"chunk {n}/12: uploaded as file ") for ln in lines), proc.stderr
+        assert any(ln.startswith(f"chunk {n}/12: created batch ") for ln in lines), proc.stderr
+    assert not any(ln.startswith(("chunk 4/12", "chunk 11/12")) for ln in lines), proc.stderr
+    assert lines.count("chunks 4-11: uploaded as planned (not listed one by one)") == 1
+    assert lines.count("chunks 4-11: created as planned (not listed one by one)") == 1

@@ -93,6 +93,10 @@ def _may_be_in_progress(exc: DWError) -> bool:
 DEFAULT_PARALLEL = 3  # chunks uploaded and created at once
 
 
+# Routine steps are narrated one by one for the first chunks of a round (and its last).
+ROUTINE_SHOWN = 4
+
+
 class Submitter:
     """Runs ``submit_pending`` for one job; the counters say what this run did.
 
@@ -103,6 +107,8 @@ class Submitter:
     def __init__(self, job: Job, client: Client, max_cost: Optional[float] = None, parallel: int = DEFAULT_PARALLEL):
         job.require_lock()
         self.job = job
+        self._elided: set = set()  # (step, round) whose routine lines were said as one
+        self._routine_lock = threading.Lock()
         self._client = client
         self._local = threading.local()
         self.max_cost = max_cost
@@ -150,6 +156,21 @@ class Submitter:
         return found
 
     # -- steps -----------------------------------------------------------------------------
+    def _routine(self, step: str, rnd: Round, ch: Chunk, text: str) -> None:
+        """A step that went as planned, on stderr for the first chunks and the last of a round;
+        the ones between are said once, as one line (a job of hundreds of chunks keeps its
+        narration short; anything unusual is always said)."""
+        n = len(rnd.chunks)
+        if n <= ROUTINE_SHOWN + 1 or ch.index < ROUTINE_SHOWN or ch.index == n:
+            narrate(text)
+            return
+        with self._routine_lock:
+            if (step, rnd.round) in self._elided:
+                return
+            self._elided.add((step, rnd.round))
+        between = f"chunks {ROUTINE_SHOWN}-{n - 1}" + (f" of round {rnd.round}" if rnd.round > 1 else "")
+        narrate(f"{between}: {step} as planned (not listed one by one)")
+
     def _label(self, rnd: Round, ch: Chunk) -> str:
         n = len(rnd.chunks)
         r = f"round {rnd.round} " if rnd.round > 1 else ""
@@ -173,7 +194,12 @@ class Submitter:
         self._check_input(rnd)
         ch.upload_started_at = time.time()
         self.job.save()
-        narrate(f"{label}: uploading lines {ch.start_line}-{ch.end_line} ({ch.requests} requests, {mb(ch.bytes)})")
+        self._routine(
+            "uploaded",
+            rnd,
+            ch,
+            f"{label}: uploading lines {ch.start_line}-{ch.end_line} ({ch.requests} requests, {mb(ch.bytes)})",
+        )
         try:
             f = self._upload(rnd, ch)
         except APIStatusError as exc:
@@ -186,7 +212,7 @@ class Submitter:
             f = self._resolve_upload(rnd, ch, exc)
         self._count("uploaded")
         self._record_file(ch, f)
-        narrate(f"{label}: uploaded as file {f['id']}")
+        self._routine("uploaded", rnd, ch, f"{label}: uploaded as file {f['id']}")
 
     def _resolve_upload(self, rnd: Round, ch: Chunk, exc: DWError) -> Dict[str, Any]:
         label = self._label(rnd, ch)
@@ -294,7 +320,9 @@ class Submitter:
             found = self._resolve_create(rnd, ch, exc)
         self._count("created")
         self._record_batch(ch, found)
-        narrate(f"{label}: created batch {ch.batch_id} ({ch.requests} requests, {ch.completion_window})")
+        self._routine(
+            "created", rnd, ch, f"{label}: created batch {ch.batch_id} ({ch.requests} requests, {ch.completion_window})"
+        )
         if self._cancelled(rnd, refresh=True):  # cancelled while this create was on its way
             self._cancel_created(ch)
 
