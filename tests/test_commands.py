@@ -23,6 +23,7 @@ def path_without_this_interpreter() -> str:
     return os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep) if d and os.path.abspath(d) != HERE)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(compat.IS_WINDOWS, reason="POSIX shell quoting of the printed command")
 @pytest.mark.parametrize("child", [False, True])
 def test_an_interpreter_off_path_prints_its_own_path_and_the_command_runs(sandbox, child):

@@ -288,6 +288,7 @@ def interrupted(sb: Any, job: str) -> Tuple[int, str, str]:
     return proc.returncode, out, first + err
 
 
+@pytest.mark.slow
 def test_every_exit_code_in_skill_md_is_produced_here(workspace, sandbox_factory):
     codes = skill_exit_codes()
     assert codes[:7] == [0, 1, 2, 3, 4, 5, 6], codes

@@ -709,6 +709,7 @@ def test_an_old_sidecar_field_is_read_under_its_new_name(tmp_path):
     assert note is None and source == {"kind": "csv", "ids_from_row_numbers": True}
 
 
+@pytest.mark.slow
 def test_after_a_trial_in_the_same_file_next_names_a_new_job_and_runs(sandbox):
     """The trial ran as requests.jsonl (job requests.dwjob); the full file is rebuilt under the
     same name: create_batch_file's and submit --dry-run's next submit it as a new job, and run."""

@@ -172,6 +172,7 @@ def test_fetch_killed_mid_stream_then_rerun_is_complete_without_duplicates(sandb
         proxy.close()
 
 
+@pytest.mark.slow
 def test_duplicated_output_line_is_deduped_and_cursor_not_overrun(sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.1", "--concurrency", "2")
     ids = write_input("data.jsonl", 24)
@@ -326,6 +327,7 @@ def test_csv_numbered_rows_without_id_column(sandbox, tmp_path):
     assert all(f"what is {i}" in r["response"] for i, r in zip((1, 2, 3), rows))
 
 
+@pytest.mark.slow
 def test_bare_batch_ids_use_a_state_file_beside_out(sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.15", "--concurrency", "2")
     ids = write_input("data.jsonl", 20)

@@ -552,6 +552,7 @@ def test_disk_full_while_copying_a_retry_round_then_the_rerun_submits_it_once(sa
 # -- read-only directories ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", METHODS)
 def test_read_only_output_directory_names_the_option(sandbox, ws, mounts, method):
     ids, job, _ = finished_job(sandbox, 5)

@@ -98,6 +98,7 @@ def test_list_models_shows_the_models_with_their_prices_once(sandbox, tmp_path):
     assert "$/1M in / out, 24h" in res.stdout
 
 
+@pytest.mark.slow
 @needs_pty
 def test_json_flag_or_variable_gives_the_json_document_on_a_terminal_and_the_next_keeps_json(
     sandbox, tmp_path, three_chunk_job

@@ -65,6 +65,7 @@ def run_in_process(script, argv, env, monkeypatch, capsys):
     return code, json.loads(out)
 
 
+@pytest.mark.slow
 def test_merge_and_retry_are_exact_when_every_digest_collides(sandbox, tmp_path, monkeypatch, capsys, collisions):
     ids = write_input("data.jsonl", 90)
     bad = ["req-4", "req-17", "req-29", "req-61"]

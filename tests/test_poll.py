@@ -47,6 +47,7 @@ def test_wait_until_completed_then_next_is_fetch(sandbox_factory, tmp_path):
     assert all(c["status"] == "completed" for c in job_state(job)["rounds"][0]["chunks"])
 
 
+@pytest.mark.slow
 def test_wait_timeout_exits_6_with_json(sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.5", "--concurrency", "1")
     write_input("data.jsonl", 20)
@@ -145,6 +146,7 @@ def test_usage_and_not_found_leave_stdout_empty(sandbox, args, code):
     assert rc == code and is_error(doc) and err.startswith("error: ")
 
 
+@pytest.mark.slow
 def test_expired_at_is_reported(sandbox_factory, tmp_path):
     sb = sandbox_factory("--window-scale", "0.00002", "--latency", "0.3", "--concurrency", "1")
     write_input("data.jsonl", 3)

@@ -22,6 +22,7 @@ def batch_gets(sandbox) -> int:
     return sum(n for route, n in sandbox.stats()["requests"].items() if route.startswith("GET /v1/batches"))
 
 
+@pytest.mark.slow
 @needs_pty
 def test_a_wait_on_a_terminal_is_one_line_rewritten_and_its_last_state_stays(sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.05", "--concurrency", "2")
@@ -38,6 +39,7 @@ def test_a_wait_on_a_terminal_is_one_line_rewritten_and_its_last_state_stays(san
     assert "new job at data.dwjob: 40 requests in 1 chunk(s)" in shown  # plain messages stay lines of their own
 
 
+@pytest.mark.slow
 def test_a_wait_off_a_terminal_prints_a_line_only_when_something_changed(sandbox, tmp_path):
     write_input(tmp_path / "data.jsonl", 6)
     sandbox.set_faults({"pause_requests": True})  # nothing moves while poll waits

@@ -45,6 +45,7 @@ def run_printed(command: str, cwd: Path, env: dict) -> tuple:
     return proc.returncode, json.loads(proc.stdout), proc.stderr
 
 
+@pytest.mark.slow
 def test_submit_poll_fetch_with_sandbox_follow_one_job_and_never_touch_the_users_server(tmp_path, hostile_server):
     (tmp_path / ".env").write_text(f"DOUBLEWORD_API_KEY={USER_KEY}\n", encoding="utf-8")
     env = fresh_env(DOUBLEWORD_API_KEY=USER_KEY, DOUBLEWORD_BASE_URL=hostile_server.base_url)
@@ -75,6 +76,7 @@ def test_submit_poll_fetch_with_sandbox_follow_one_job_and_never_touch_the_users
     assert first["api_key"] not in err  # the sandbox's key is a secret too
 
 
+@pytest.mark.slow
 def test_list_models_list_batches_cancel_and_check_setup_take_sandbox(tmp_path):
     env = fresh_env()
     write_input(tmp_path / "data.jsonl", 3)
@@ -145,6 +147,7 @@ def test_sandbox_with_base_url_is_refused(tmp_path):
     assert not (tmp_path / ".dwb-sandbox").exists()
 
 
+@pytest.mark.slow
 def test_a_port_taken_meanwhile_is_explained(tmp_path):
     env = fresh_env()
     code, _, err = run_script("list_models.py", "--sandbox", env=env)

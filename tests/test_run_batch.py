@@ -25,6 +25,7 @@ def test_wait_on_example_input_exits_0_with_results_in_order(sandbox, tmp_path):
     assert Path(doc["job"], "job.json").exists()
 
 
+@pytest.mark.slow
 def test_without_wait_returns_next_and_rerun_never_resubmits(sandbox_factory, tmp_path):
     sb = sandbox_factory("--latency", "0.05", "--concurrency", "2")
     ids = write_input("data.jsonl", 30)
@@ -192,6 +193,7 @@ def test_run_batch_reports_the_cost_estimate_as_submit_does(sandbox):
     assert code == 2 and is_error(doc) and "more than --max-cost" in err
 
 
+@pytest.mark.slow
 def test_new_lines_count_every_line_the_run_downloaded_while_waiting_too(sandbox_factory, tmp_path):
     """A run that downloads partial results while it waits reports, in each batch's new_lines,
     every line it downloaded: with one batch that had nothing before, all of its results."""

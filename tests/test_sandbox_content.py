@@ -148,6 +148,7 @@ def test_output_ordered_by_completion(sandbox):
     assert [r["custom_id"] for r in results] == [f"req-{i}" for i in range(5)]  # results: input order
 
 
+@pytest.mark.slow
 def test_partial_results_while_running(sandbox_factory):
     sb = sandbox_factory("--latency", "0.03", "--concurrency", "2", "--latency-jitter", "0.03")
     batch = sb.submit(chat_requests(40))

@@ -222,6 +222,7 @@ def test_duplicate_output_line(sandbox, done_batch):
     assert len(sandbox.content(done_batch["input_file_id"]).lines()) == 10  # output files only
 
 
+@pytest.mark.slow
 def test_late_line_after_cancel(sandbox_factory):
     sb = sandbox_factory("--latency", "0.3", "--concurrency", "2")
     sb.set_faults({"late_line_after_cancel": 2})  # two seconds after the cancel: looked at before then
@@ -306,6 +307,7 @@ def test_extra_latency(sandbox):
     assert time.monotonic() - started >= 0.3
 
 
+@pytest.mark.slow
 def test_hold_create_stores_the_batch_late_or_answers_late(sandbox):
     file_id = sandbox.upload_requests(chat_requests(2))["id"]
     listed = lambda: [b["id"] for b in sandbox.get_json("batches")["data"]]  # noqa: E731

@@ -10,6 +10,7 @@ from sandbox_helper import chat_requests, jsonl_bytes
 openai = pytest.importorskip("openai")
 
 
+@pytest.mark.slow
 def test_openai_sdk_end_to_end(sandbox, tmp_path):
     client = openai.OpenAI(base_url=sandbox.base_url, api_key=sandbox.api_key, max_retries=0, timeout=30)
     path = tmp_path / "requests.jsonl"

@@ -310,6 +310,7 @@ def test_a_job_directory_others_may_write_is_refused(sandbox):
     assert code == 0, err
 
 
+@pytest.mark.slow
 def test_a_decompression_bomb_is_a_malformed_reply_never_a_memory_spike(hostile_server):
     """A reply that decompresses past what any real reply holds is refused as malformed."""
     import gzip

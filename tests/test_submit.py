@@ -202,6 +202,7 @@ def test_killed_at_every_chunk_still_ends_with_exactly_one_batch_per_chunk(sandb
     assert_chunks_hold_input_in_order(sandbox, doc, path, 10, 200_000_000)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["after_upload:2", "after_create:2"])
 def test_killed_while_chunks_go_up_in_parallel_then_rerun_makes_one_file_and_batch_per_chunk(sandbox, tmp_path, point):
     path = write_requests(tmp_path / "in.jsonl", 40)
@@ -219,6 +220,7 @@ def test_killed_while_chunks_go_up_in_parallel_then_rerun_makes_one_file_and_bat
     assert_chunks_hold_input_in_order(sandbox, doc, path, 10, 200_000_000)
 
 
+@pytest.mark.slow
 def test_parallel_uploads_overlap_and_each_chunk_goes_up_once(sandbox, tmp_path, monkeypatch, capsys):
     """--parallel 4: four chunks on their way at once (each thread its own connection); 1: one."""
     import threading

@@ -213,6 +213,7 @@ def test_a_submit_killed_while_it_holds_the_claim_blocks_nobody(sandbox, tmp_pat
     assert not any(c["batch_id"] or c.get("create_posts") for c in job_chunks(state))
 
 
+@pytest.mark.slow
 def test_the_same_job_submitted_twice_at_once_waits_for_its_claim_and_creates_once(sandbox, tmp_path):
     sandbox.set_faults({"extra_latency": 0.3, "extra_latency_paths": ["/v1/files"]})
     write_input(tmp_path / "in.jsonl", 4)

@@ -290,6 +290,7 @@ def mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
 
 
+@pytest.mark.slow
 @POSIX
 def test_files_for_the_user_get_the_umasks_mode_and_job_files_stay_private(sandbox, tmp_path):
     """umask 027 (group may read, others nothing): the results files were 0644 whatever the
