@@ -64,75 +64,19 @@ input's job, or a cancelled one, which would refuse this file)."""
 
 from __future__ import annotations
 
-import argparse
 from typing import Optional, Sequence
 
-from _dwbatches.api.reasoning import DEFAULT_EFFORT, EFFORTS
-from _dwbatches.build.builder import DEFAULT_CHAT_MODEL, DEFAULT_EMBEDDING_MODEL, ENDPOINTS
 from _dwbatches.core import output
-from _dwbatches.validation.validate import MAX_BODY_BYTES
+from _dwbatches.core.optionspec import add_arguments, from_args
 from _dwbatches.workflow.building import BuildOptions, build
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=False, script=__file__)
     parser.add_argument("output", metavar="OUTPUT.jsonl", help="the batch file to write (replaced atomically)")
-    src = parser.add_argument_group("input (one of; none writes an example file)")
-    ex = src.add_mutually_exclusive_group()
-    ex.add_argument("--prompts", metavar="FILE", help="one prompt per line ('-' = stdin); blank lines are skipped")
-    ex.add_argument("--csv", metavar="FILE", help="a CSV with a header row; needs --template (or a 'prompt' column)")
-    ex.add_argument("--jsonl", metavar="FILE", help="one JSON object per line; needs --template (or a 'prompt' field)")
-    ex.add_argument(
-        "--from-batch",
-        metavar="FILE",
-        help="an existing batch JSONL file, rebuilt with -m, --max-tokens and --reasoning (every request kept)",
-    )
-    src.add_argument(
-        "--template",
-        metavar="TEXT",
-        help="prompt template with {column} / {field} placeholders ({a.b} reaches nested fields)",
-    )
-    src.add_argument(
-        "--delimiter",
-        metavar="CHAR",
-        help="CSV column separator: , ; tab (or \\t) or | (default: detected from the header row)",
-    )
-    src.add_argument(
-        "--id-column",
-        "--id-field",
-        dest="id_column",
-        metavar="NAME",
-        help="column/field holding a unique row id, used in the custom ids",
-    )
-    src.add_argument(
-        "--id-prefix",
-        metavar="TEXT",
-        help="custom id prefix (default: the input file name without its extension; '' for bare ids)",
-    )
-    src.add_argument("--limit", type=int, metavar="N", help="use only the first N rows (a trial run)")
-    req = parser.add_argument_group("request")
-    req.add_argument("--endpoint", choices=ENDPOINTS, help=f"default {ENDPOINTS[0]}")
-    req.add_argument(
-        "-m", "--model", help=f"model (default {DEFAULT_CHAT_MODEL}; embeddings {DEFAULT_EMBEDDING_MODEL})"
-    )
-    req.add_argument("--system", metavar="TEXT", help="system prompt (/v1/responses: instructions)")
-    req.add_argument("--temperature", type=float, metavar="T")
-    req.add_argument("--max-tokens", type=int, metavar="N", help="(/v1/responses: max_output_tokens)")
-    req.add_argument("--top-p", type=float, metavar="P")
-    req.add_argument("--stop", action="append", metavar="TEXT", help="stop sequence (repeatable)")
-    req.add_argument("--response-format-json", action="store_true", help="ask for a JSON object (JSON mode)")
-    req.add_argument("--json-schema", metavar="FILE", help="ask for JSON matching this JSON Schema (strict)")
-    req.add_argument("--extra-body", metavar="JSON", help="more body fields, e.g. '{\"seed\": 1}'")
-    req.add_argument(
-        "--reasoning",
-        choices=EFFORTS,
-        help="how much the model thinks before it answers: none (off; classification and extraction), low, "
-        f"medium or high (default: the model's own; {DEFAULT_EFFORT} for the Qwen3 models and gpt-oss)",
-    )
-    req.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, help=argparse.SUPPRESS)
+    add_arguments(BuildOptions, parser)
     args = output.parse_args(parser, argv)
-    fields = BuildOptions.__dataclass_fields__
-    opts = BuildOptions(**{k: v for k, v in vars(args).items() if k in fields and k != "output"})
+    opts = from_args(BuildOptions, args)
     return output.run(lambda: output.finish(build(args.output, opts)))
 
 

@@ -175,7 +175,7 @@ def test_for_a_model_that_always_thinks_prints_a_rebuild_with_room_and_it_runs(s
     build("c.jsonl", "Is this spam? " + "Win a prize now! " * 2000, 3, "--max-tokens", "5", "--reasoning", "none")
     doc = ok_json(run("list_models.py", "--for", "c.jsonl", env=sb.env()))
     assert doc["cheapest"] == ALWAYS
-    assert doc["next"].endswith(f"-m {ALWAYS} --reasoning low --max-tokens 1029")
+    assert doc["next"].endswith(f"-m {ALWAYS} --max-tokens 1029 --reasoning low")
     rebuilt = run_next(doc["next"], sb.env())
     assert rebuilt["warnings"] == []  # room for the thinking: no warning
     assert {r["body"]["reasoning_effort"] for r in map(json.loads, Path(rebuilt["path"]).read_text().splitlines())} == {

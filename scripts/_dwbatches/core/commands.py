@@ -9,7 +9,6 @@ else the platform's interpreter (``compat``), so that every command runs as prin
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import sys
 import sysconfig
@@ -174,22 +173,6 @@ def remembered_output(state: Optional[JobRecord]) -> List[str]:
     if res.output:
         args += ["-o", display_path(res.output)]
     return args
-
-
-def rebuild_for(input_path: str, model: str, reasoning: Optional[str], max_tokens: Optional[int]) -> str:
-    """create_batch_file.py --from-batch: ``input_path`` rebuilt for ``model`` (list_models.py
-    --for), into ``<stem>.<model>.jsonl`` beside it (``.2``, ``.3``... when that exists)."""
-    stem, ext = os.path.splitext(input_path)
-    name = re.sub(r"[^a-z0-9.]+", "-", model.rsplit("/", 1)[-1].lower()).strip("-.") or "model"
-    out, n = f"{stem}.{name}{ext or '.jsonl'}", 2
-    while os.path.exists(out):
-        out, n = f"{stem}.{name}.{n}{ext or '.jsonl'}", n + 1
-    args = [display_path(out), "--from-batch", display_path(input_path), "-m", model]
-    if reasoning is not None:
-        args += ["--reasoning", reasoning]
-    if max_tokens is not None:
-        args += ["--max-tokens", str(max_tokens)]
-    return command("create_batch_file.py", *args)
 
 
 def after_submit(job_dir: str) -> str:

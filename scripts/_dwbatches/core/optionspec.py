@@ -16,6 +16,7 @@ Standard library only.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from decimal import Decimal
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -34,6 +35,9 @@ class Flag:
     repeat: bool = False  # append, one value each time
     show: Optional[Callable[[Any], str]] = None  # the value as written in a printed command
     printed: bool = True  # False: never repeated in a printed command (e.g. a one-off choice)
+    group: Optional[str] = None  # the --help section it is listed in (its title)
+    exclusive: Optional[str] = None  # flags sharing a name here exclude one another
+    hidden: bool = False  # taken, but not listed in --help
 
     @property
     def dest(self) -> str:
@@ -61,9 +65,19 @@ def flags(cls: Any) -> List[Any]:
 
 
 def add_arguments(cls: Any, parser: Any) -> None:
-    """The flags of ``cls`` on ``parser`` (a parser or an argument group)."""
+    """The flags of ``cls`` on ``parser`` (a parser or an argument group), each in its --help
+    section (``group``) and its set of flags that exclude one another (``exclusive``)."""
+    groups: Dict[Optional[str], Any] = {None: parser}
+    exclusive: Dict[str, Any] = {}
     for field, flag in flags(cls):
-        kw: Dict[str, Any] = {"help": flag.help, "dest": field.name}
+        if flag.group not in groups:
+            groups[flag.group] = parser.add_argument_group(flag.group)
+        where = groups[flag.group]
+        if flag.exclusive is not None:
+            if flag.exclusive not in exclusive:
+                exclusive[flag.exclusive] = where.add_mutually_exclusive_group()
+            where = exclusive[flag.exclusive]
+        kw: Dict[str, Any] = {"help": argparse.SUPPRESS if flag.hidden else flag.help, "dest": field.name}
         if flag.switch:
             kw["action"] = "store_true"
         else:
@@ -76,7 +90,7 @@ def add_arguments(cls: Any, parser: Any) -> None:
                 value = getattr(flag, key)
                 if value is not None:
                     kw[key] = value
-        parser.add_argument(*flag.names, **kw)
+        where.add_argument(*flag.names, **kw)
 
 
 def from_args(cls: Any, args: Any, **extra: Any) -> Any:

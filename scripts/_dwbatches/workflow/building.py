@@ -14,13 +14,17 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ..api import reasoning
+from ..api.reasoning import DEFAULT_EFFORT, EFFORTS
 from ..api.requestedit import Changes
 from ..api.requestrules import MAX_OUTPUT_LIMIT
 from ..build.builder import (
+    DEFAULT_CHAT_MODEL,
+    DEFAULT_EMBEDDING_MODEL,
     EMBEDDINGS,
     ENDPOINTS,
     EXAMPLE_PROMPTS,
@@ -38,9 +42,11 @@ from ..build.builder import (
 )
 from ..build.sources import DELIMITER_NAMES, CsvRows, iter_jsonl_rows, iter_prompts, line_list, parse_delimiter
 from ..build.template import Template, placeholder_hint
+from ..core import commands
 from ..core.errors import InputError, UsageError
 from ..core.files import refuse_overwrite
 from ..core.flags import check_number
+from ..core.optionspec import number, option, to_argv
 from ..core.output import Outcome, narrate
 from ..jobs.job import default_job_dir
 from ..jobs.jobrecord import sha256_file
@@ -52,34 +58,137 @@ from ..validation.validate import MAX_BODY_BYTES, iter_requests, validated_input
 TRIAL_REQUESTS = 100
 
 
+# The --help sections of create_batch_file.py's flags.
+INPUT = "input (one of; none writes an example file)"
+REQUEST = "request"
+
+
 @dataclass
 class BuildOptions:
     """What create_batch_file.py was given: the input (one of prompts, csv, jsonl, from_batch;
     none writes example prompts), how rows become prompts and ids, and the request's options
     (``endpoint`` None: chat completions)."""
 
-    prompts: Optional[str] = None
-    csv: Optional[str] = None
-    jsonl: Optional[str] = None
-    from_batch: Optional[str] = None
-    template: Optional[str] = None
-    delimiter: Optional[str] = None
-    id_column: Optional[str] = None
-    id_prefix: Optional[str] = None
-    limit: Optional[int] = None
-    endpoint: Optional[str] = None
-    model: Optional[str] = None
-    system: Optional[str] = None
-    temperature: Optional[float] = None
-    max_tokens: Optional[int] = None
-    top_p: Optional[float] = None
-    stop: Optional[List[str]] = None
-    response_format_json: bool = False
-    json_schema: Optional[str] = None
-    extra_body: Optional[str] = None
-    reasoning: Optional[str] = None
-    max_body_bytes: int = MAX_BODY_BYTES
+    prompts: Optional[str] = option(
+        "--prompts",
+        metavar="FILE",
+        group=INPUT,
+        exclusive="input",
+        show=commands.display_path,
+        help="one prompt per line ('-' = stdin); blank lines are skipped",
+    )
+    csv: Optional[str] = option(
+        "--csv",
+        metavar="FILE",
+        group=INPUT,
+        exclusive="input",
+        show=commands.display_path,
+        help="a CSV with a header row; needs --template (or a 'prompt' column)",
+    )
+    jsonl: Optional[str] = option(
+        "--jsonl",
+        metavar="FILE",
+        group=INPUT,
+        exclusive="input",
+        show=commands.display_path,
+        help="one JSON object per line; needs --template (or a 'prompt' field)",
+    )
+    from_batch: Optional[str] = option(
+        "--from-batch",
+        metavar="FILE",
+        group=INPUT,
+        exclusive="input",
+        show=commands.display_path,
+        help="an existing batch JSONL file, rebuilt with -m, --max-tokens and --reasoning (every request kept)",
+    )
+    template: Optional[str] = option(
+        "--template",
+        metavar="TEXT",
+        group=INPUT,
+        help="prompt template with {column} / {field} placeholders ({a.b} reaches nested fields)",
+    )
+    delimiter: Optional[str] = option(
+        "--delimiter",
+        metavar="CHAR",
+        group=INPUT,
+        help="CSV column separator: , ; tab (or \\t) or | (default: detected from the header row)",
+    )
+    id_column: Optional[str] = option(
+        "--id-column",
+        "--id-field",
+        metavar="NAME",
+        group=INPUT,
+        help="column/field holding a unique row id, used in the custom ids",
+    )
+    id_prefix: Optional[str] = option(
+        "--id-prefix",
+        metavar="TEXT",
+        group=INPUT,
+        help="custom id prefix (default: the input file name without its extension; '' for bare ids)",
+    )
+    limit: Optional[int] = option(
+        "--limit", type=int, metavar="N", group=INPUT, help="use only the first N rows (a trial run)"
+    )
+    endpoint: Optional[str] = option("--endpoint", choices=ENDPOINTS, group=REQUEST, help=f"default {ENDPOINTS[0]}")
+    model: Optional[str] = option(
+        "-m",
+        "--model",
+        group=REQUEST,
+        help=f"model (default {DEFAULT_CHAT_MODEL}; embeddings {DEFAULT_EMBEDDING_MODEL})",
+    )
+    system: Optional[str] = option(
+        "--system", metavar="TEXT", group=REQUEST, help="system prompt (/v1/responses: instructions)"
+    )
+    temperature: Optional[float] = option(
+        "--temperature", type=float, metavar="T", group=REQUEST, show=number, help="sampling temperature (0 or more)"
+    )
+    max_tokens: Optional[int] = option(
+        "--max-tokens",
+        type=int,
+        metavar="N",
+        group=REQUEST,
+        help="the most tokens an answer may use, thinking included (/v1/responses: max_output_tokens)",
+    )
+    top_p: Optional[float] = option(
+        "--top-p", type=float, metavar="P", group=REQUEST, show=number, help="nucleus sampling (above 0, at most 1)"
+    )
+    stop: List[str] = option("--stop", metavar="TEXT", repeat=True, group=REQUEST, help="stop sequence (repeatable)")
+    response_format_json: bool = option(
+        "--response-format-json", switch=True, group=REQUEST, help="ask for a JSON object (JSON mode)"
+    )
+    json_schema: Optional[str] = option(
+        "--json-schema",
+        metavar="FILE",
+        group=REQUEST,
+        show=commands.display_path,
+        help="ask for JSON matching this JSON Schema (strict)",
+    )
+    extra_body: Optional[str] = option(
+        "--extra-body", metavar="JSON", group=REQUEST, help="more body fields, e.g. '{\"seed\": 1}'"
+    )
+    reasoning: Optional[str] = option(
+        "--reasoning",
+        choices=EFFORTS,
+        group=REQUEST,
+        help="how much the model thinks before it answers: none (off; classification and extraction), low, "
+        f"medium or high (default: the model's own; {DEFAULT_EFFORT} for the Qwen3 models and gpt-oss)",
+    )
+    max_body_bytes: int = option(
+        "--max-body-bytes", type=int, default=MAX_BODY_BYTES, group=REQUEST, hidden=True, help="(tests)"
+    )
     output: str = field(default="", repr=False)
+
+
+def rebuild_command(input_path: str, model: str, reasoning: Optional[str], max_tokens: Optional[int]) -> str:
+    """create_batch_file.py --from-batch: ``input_path`` rebuilt for ``model`` (list_models.py
+    --for), into ``<stem>.<model>.jsonl`` beside it (``.2``, ``.3``... when that exists)."""
+    stem, ext = os.path.splitext(input_path)
+    name = re.sub(r"[^a-z0-9.]+", "-", model.rsplit("/", 1)[-1].lower()).strip("-.") or "model"
+    out, n = f"{stem}.{name}{ext or '.jsonl'}", 2
+    while os.path.exists(out):
+        out, n = f"{stem}.{name}.{n}{ext or '.jsonl'}", n + 1
+    opts = BuildOptions(from_batch=input_path, model=model, reasoning=reasoning, max_tokens=max_tokens)
+    return commands.command("create_batch_file.py", commands.display_path(out), *to_argv(opts))
 
 
 def build(output_path: str, opts: BuildOptions) -> Outcome:
@@ -110,7 +219,7 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
         temperature=opts.temperature,
         max_tokens=opts.max_tokens,
         top_p=opts.top_p,
-        stop=opts.stop,
+        stop=opts.stop or None,
         json_mode=opts.response_format_json,
         json_schema=schema,
         schema_name=schema_name,

@@ -15,6 +15,7 @@ from ..cost import modelchoice, pricing
 from ..jobs import jobfinder, jobstatus
 from ..jobs.jobrecord import sha256_file
 from ..submit import lookup
+from .building import rebuild_command
 from .common import Connection, client_for
 
 STATUSES = ("in_progress", "completed", "failed", "cancelled", "expired")
@@ -194,7 +195,7 @@ def list_models(
         file=needs.as_dict(),
         window=window,
         cheapest=best["id"] if best is not None else None,
-        next=commands.rebuild_for(needs.path, **rebuild) if rebuild is not None else None,
+        next=rebuild_command(needs.path, **rebuild) if rebuild is not None else None,
     )
     narrate(
         f"{needs.path}: {needs.requests} request(s), about {needs.input_tokens} input tokens and at most "
