@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import sqlite3
 import threading
 from pathlib import Path
 from typing import Dict, List
 
-from helpers import job_state, read_jsonl, run, run_script
+from helpers import DOC_INPUTS, ROOT, DocRunner, doc_commands, job_state, read_jsonl, run, run_script
 from sandbox_helper import INSTRUCT_MODEL, list_all
 
 RUN = ("--wait", "--interval", "0.2")
+RECIPES = ROOT / "references" / "recipes.md"
 
 
 class Uploads:
@@ -311,3 +313,49 @@ def test_two_jobs_fetched_at_once_both_land_in_the_store(sandbox):
             ("b.dwjob", 30),
         ]
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_the_recipe_for_rows_added_to_a_csv_runs_as_written(tmp_path, sandbox):
+    """references/recipes.md, "Rows added to a CSV": after recipe 1's CSV has run, rows are
+    appended and the recipe's two commands run as written: only the new rows are sent."""
+    text = RECIPES.read_text(encoding="utf-8")
+    section = text[text.index("## Rows added to a CSV") :].split("\n## ", 1)[0]
+    build, again = doc_commands(RECIPES, section)
+    runner = DocRunner.create(tmp_path, sandbox, DOC_INPUTS)
+    try:
+        uploads = Uploads(sandbox)
+        first = runner.run(build)
+        proc = run("run_batch.py", "reviews.jsonl", *RUN, env=runner.env, cwd=runner.work)
+        assert proc.returncode == 0, proc.stderr
+        assert len(uploads.new()) == first["requests"] == 8
+        with open(runner.work / "reviews.csv", "a", newline="", encoding="utf-8") as fh:
+            csv.writer(fh).writerows([["r101", "kettle", "Too loud."], ["r102", "toaster", "Burns the bread."]])
+        built = runner.run(build)
+        assert built["requests"] == 10 and "--job reviews.2.dwjob" in built["next"]
+        doc = runner.run(again)
+        assert uploads.new() == ["reviews-r101", "reviews-r102"]
+        assert doc["reuse"]["sent"] == 2 and doc["reuse"]["reused"] == 8 and doc["succeeded"] == 10
+        promised = re.search(r"^Results: `([^`]+)`", section, re.M)
+        assert promised and Path(doc["output"]).name == promised.group(1)
+        rows = rows_of(doc["output"])
+        assert [r["id"] for r in rows][-2:] == ["r101", "r102"] and len(rows) == 10
+        assert [bool(r["reused_from"]) for r in rows] == [True] * 8 + [False] * 2
+    finally:
+        runner.close()
+
+
+def test_a_job_that_reused_answers_resumes_from_its_own_round_input(sandbox):
+    """Round 1 of a job that reused answers sends its own file; a resume with the input moved
+    keeps sending that file (never the whole input), and sends nothing twice."""
+    uploads = Uploads(sandbox)
+    requests_file("a.jsonl", [chat(f"Q{i}", temperature=0) for i in range(4)], [f"a{i}" for i in range(4)])
+    assert run_script("run_batch.py", "a.jsonl", *RUN, env=sandbox.env())[0] == 0
+    requests_file("b.jsonl", [chat(f"Q{i}", temperature=0) for i in range(6)], [f"b{i}" for i in range(6)])
+    code, doc, err = run_script("submit.py", "b.jsonl", "--max-cost", "0", env=sandbox.env())
+    assert code == 2 and "b.dwjob" in err, err  # uploaded, held over the cost limit
+    Path("b.jsonl").rename("moved.jsonl")
+    code, doc, err = run_script("run_batch.py", "moved.jsonl", "--job", "b.dwjob", *RUN, env=sandbox.env())
+    assert code == 0, err
+    assert "the input moved" in err and job_state("b.dwjob")["rounds"][0]["input_path"] == "rounds/round-1.jsonl"
+    assert doc["succeeded"] == 6 and doc["reuse"]["reused"] == 4
+    assert uploads.new()[-2:] == ["b4", "b5"] and len(uploads.new()) == 0

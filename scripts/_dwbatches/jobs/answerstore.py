@@ -1,26 +1,9 @@
-"""The answer store: the good answers of a folder's jobs, keyed by the request that got them.
-
-Where: ``.dwb-answers/answers.sqlite3`` in the folder that holds the job directories (beside
-them, as input claims are beside inputs), shared by every job directory in it. It holds no
-path: a job is named by its directory's name in that folder, so a project moved or copied
-with its ``.dwb-answers`` keeps working. It never holds the key: result lines and names only.
-
-A request's key (``request_key``): the first 16 bytes of the sha256 of its ``url`` and
-``body`` as canonical JSON (keys sorted, no spaces, ASCII escapes, a float without fraction as
-an integer: 0.0 is 0); key order, whitespace and the custom_id make no difference.
-
-Tables: ``answers`` (key, the result line without its custom_id, the job directory's name, job
-id and custom_id it came from, its size, its last use), ``batches`` (batches read in: each is
-read once, so answers cleared or dropped stay out), ``meta`` (limit, bytes held). Answers are
-added only by ``results.answerreuse`` from verified downloads. At most ``limit`` bytes of
-answer lines (default 1 GB): past it those used least recently are dropped, to 90% of it.
-Several commands may use it at once: WAL journal, a busy timeout, a transaction per batch;
-an answer or batch added twice is added once. A store another user owns or may write is not
-used (said on stderr; every request is then sent).
-
-Each job keeps the keys of what it sent (``keys_path``: ``[custom_id, key, expectation]`` per
-request of a round, in order), so the store can be made again from the job directories when
-it is deleted, whatever became of their inputs; and, when it reused answers, ``JOB_FILES``.
+"""The answer store (``.dwb-answers/answers.sqlite3`` beside the job directories): the good
+answers of a folder's jobs, keyed by the request that got them (``request_key``: its endpoint
+and body, canonical). No paths (jobs by directory name), never the key; bounded (least used
+dropped first); WAL and a busy timeout for commands at once; a job keeps the keys of what it
+sent (``keys_path``), so a deleted store is made again from the job directories. See
+ARCHITECTURE.md ("Answers at hand") and ``results.answerreuse``.
 """
 
 from __future__ import annotations
@@ -77,8 +60,22 @@ def deterministic(obj: Dict[str, Any]) -> bool:
     return isinstance(temp, (int, float)) and not isinstance(temp, bool) and temp == 0
 
 
-def strip_custom_id(obj: Dict[str, Any]) -> bytes:
-    """A result line as stored: without its custom_id."""
+def strip_custom_id(raw: bytes, obj: Dict[str, Any]) -> bytes:
+    """A result line as stored: without its custom_id (cut from the bytes where the line holds
+    that one key once, as the server writes it; else written anew)."""
+    raw = raw.strip()
+    if raw.count(b'"custom_id"') == 1:
+        for text in {json.dumps(obj["custom_id"]), json.dumps(obj["custom_id"], ensure_ascii=False)}:
+            for sep in (b":", b": "):
+                pair = b'"custom_id"' + sep + text.encode("utf-8")
+                at = raw.find(pair)
+                if at > 0:
+                    left, right = raw[:at].rstrip(), raw[at + len(pair) :].lstrip()
+                    if right.startswith(b","):
+                        right = right[1:].lstrip()
+                    elif left.endswith(b","):
+                        left = left[:-1]
+                    return left + right
     return json.dumps({k: v for k, v in obj.items() if k != "custom_id"}, ensure_ascii=False).encode("utf-8")
 
 

@@ -1,27 +1,11 @@
-"""Never paying twice for one request: a new job sends only what has no answer yet.
+"""Never paying twice for one request: a new job sends only what has no answer at hand.
 
-Planning a new job (``planner``, called by ``submit.planning``), each request that may take an
-answer at hand (``ReusePolicy``: deterministic ones, temperature 0 or an embedding; all with
---reuse-sampled; none with --no-reuse) is looked up in the folder's answer store
-(``jobs.answerstore``) by its key (endpoint and body):
-
-- found (an earlier job answered it well): **reused**, written to ``<job>/reuse/reused.jsonl``
-  as a result line of this request's custom_id marked ``dwb_reused: {job, job_id, custom_id}``,
-  and not sent;
-- the same as an earlier request of this input: a **copy**, listed in ``<job>/reuse/copies.jsonl``
-  (``{custom_id, of}``), not sent; each merge writes its result from that request's
-  (``copies.results.jsonl``, marked ``dwb_reused`` too);
-- otherwise sent: round 1 then sends ``<job>/rounds/round-1.jsonl`` (the requests sent, verbatim,
-  in order), or the input itself when every request is sent.
-
-The merge has one path (``job_index``): the downloaded batches, then the reused answers and the
-copies as two more result files, not billed (their tokens are what was saved); every format,
-the answer checks and retry rounds read them like downloads, and a retry never sends a copy.
-
-After a fetch, the good answers of the job's final, verified batches are read into the store
-(``read_in``; the whole folder's jobs when the store was missing: it is rebuilt); before
-a plan, those of every job beside it (``sync``). An answer is good by ``answers.check``
-against what its request asked for: never empty, cut, invalid JSON, filtered or failed.
+``planner``: round 1 of a new job, each request that may take an answer (``ReusePolicy``) looked
+up in the folder's store (reused: ``<job>/reuse/reused.jsonl``) or among the input's earlier
+requests (a copy: ``copies.jsonl``); the rest go to ``<job>/rounds/round-1.jsonl``.
+``job_index``: the merge's one path (downloads, then the reused answers and the copies' answers
+as result files not billed). ``read_in`` / ``sync``: verified downloads' good answers into the
+store. See ARCHITECTURE.md ("Answers at hand").
 """
 
 from __future__ import annotations
@@ -61,10 +45,6 @@ class ReusePolicy:
 
     def allows(self, obj: Dict[str, Any]) -> bool:
         return self.enabled and (self.sampled or answerstore.deterministic(obj))
-
-
-def send_path(job_dir: str) -> str:
-    return os.path.join(job_dir, "rounds", "round-1.jsonl")
 
 
 # -- planning a new job ------------------------------------------------------------------------
@@ -157,6 +137,7 @@ class _Pass:
 
     def _open_send(self) -> None:
         """Round 1's own input, starting with the input's bytes before the first request held back."""
+        make_private_dir(os.path.join(self.out_dir, "rounds"))  # private, as the job
         self._send = send = self._open(os.path.join("rounds", "round-1.jsonl"))
         with open(self.input_path, "rb") as src:
             left = self.first_held
@@ -219,8 +200,7 @@ def plan_new_job(
             except Exception as exc:  # sqlite3.Error, OSError: the answers already in are used all the same
                 narrate(f"warning: the answer store could not read in the jobs beside it ({exc})")
         out_dir = outer.enter_context(tempfile.TemporaryDirectory(prefix="dwb-reuse-")) if dry_run else job_dir
-        for sub in (answerstore.REUSE_DIR, "rounds"):
-            make_private_dir(os.path.join(out_dir, sub))
+        make_private_dir(os.path.join(out_dir, answerstore.REUSE_DIR))
         with contextlib.ExitStack() as files:  # written whole, or removed
             scan = _Pass(input_path, report, store, out_dir, files)
             scan.run(policy, touch=not dry_run)
@@ -230,6 +210,7 @@ def plan_new_job(
         planned = os.path.join(out_dir, "rounds", "round-1.jsonl") if rec.not_sent else None
         if planned is not None and not rec.sent:
             sending = None
+            make_private_dir(os.path.dirname(planned))
             with atomic_output(planned, mode=0o600):
                 pass  # round 1 sends nothing
         elif planned is not None:
@@ -397,7 +378,7 @@ def _good_answers(path: str, keys: Dict[str, Tuple[bytes, Any]]) -> Iterator[Tup
                 key, expect = keys[cid]
                 if answers.check((obj.get("response") or {}).get("body"), expect) == answers.GOOD:
                     seen.add(cid)
-                    yield key, answerstore.strip_custom_id(obj), cid
+                    yield key, answerstore.strip_custom_id(raw, obj), cid
 
 
 def read_in_job(store: AnswerStore, job_dir: str, rec: JobRecord, known: Set[str], own: bool) -> int:
@@ -422,7 +403,7 @@ def read_in_job(store: AnswerStore, job_dir: str, rec: JobRecord, known: Set[str
             output = os.path.join(job_dir, "results", f"{ch.batch_id}.output.jsonl")
             if ch.index in ready and ch.batch_id and os.path.isfile(output):
                 name = os.path.basename(os.path.abspath(job_dir))
-                added += store.add_batch(ch.batch_id, name, rec.job_id, list(_good_answers(output, chunk_keys)))
+                added += store.add_batch(ch.batch_id, name, rec.job_id, _good_answers(output, chunk_keys))
                 known.add(ch.batch_id)
     return added
 

@@ -301,9 +301,9 @@ def prepare_job(
         job.verified_inputs[os.path.abspath(input_path)] = sha
         if os.path.abspath(input_path) != recorded.path:
             narrate(f"the input moved to {os.path.abspath(input_path)} (same contents); updating the job")
-            recorded.path = os.path.abspath(input_path)
+            moved_from, recorded.path = recorded.path, os.path.abspath(input_path)
             for rnd in rec.rounds:
-                if rnd.kind == "initial":
+                if rnd.kind == "initial" and rnd.input_path == moved_from:  # (not round 1's own input)
                     rnd.input_path = recorded.path
         fp = Fingerprint.of(input_path, sha)
         recorded.bytes, recorded.mtime = fp.bytes, fp.mtime
