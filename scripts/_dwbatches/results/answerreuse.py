@@ -236,8 +236,7 @@ def planner(policy: ReusePolicy) -> Optional[Callable[..., Planned]]:
 def narrate_plan(rec: Reuse) -> None:
     total = rec.sent + rec.not_sent
     if not rec.not_sent:
-        narrate(f"reuse: none of the {total} requests has an answer at hand; sending all of them")
-        return
+        return  # every request is sent, as without reuse
     parts = [", ".join(f"{n} answered by {job}" for job, n in sorted(rec.from_jobs.items()))] if rec.reused else []
     if rec.copies:
         parts.append(f"{rec.copies} repeating a request of this job, which is sent once")
