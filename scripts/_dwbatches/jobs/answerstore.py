@@ -40,9 +40,12 @@ def _number(text: str) -> Any:
 _canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":")).encode
 
 
+_decode = json.JSONDecoder(parse_float=_number).decode
+
+
 def parse_line(raw: bytes) -> Any:
-    """A request line, parsed with floats that have no fraction as integers."""
-    return json.loads(raw, parse_float=_number)
+    """A request line (UTF-8), parsed with floats that have no fraction as integers."""
+    return _decode(raw.decode("utf-8"))
 
 
 def request_key(obj: Dict[str, Any]) -> bytes:
@@ -304,7 +307,9 @@ def keys_path(job_dir: str, round_no: int) -> str:
 
 def key_line(custom_id: str, key: bytes, expect: Any) -> bytes:
     """One line of a keys file (``expect``: what the answer must be, ``answers.expectation``)."""
-    return json.dumps([custom_id, key.hex(), list(expect) if expect is not None else None]).encode("utf-8") + b"\n"
+    return (
+        f'[{json.dumps(custom_id)},"{key.hex()}",{"null" if expect is None else json.dumps(list(expect))}]\n'.encode()
+    )
 
 
 def read_keys(path: str) -> Iterator[Tuple[str, bytes, Any]]:

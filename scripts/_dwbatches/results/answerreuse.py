@@ -67,7 +67,7 @@ class _Pass:
         self.input_path, self.store, self.out_dir, self.files = input_path, store, out_dir, files
         # the requests sent that others may repeat: key (hex) -> the offset of the line (read back
         # to confirm a match, so a collision of the table's digests never makes a copy)
-        self.table = IdTable(same=lambda offset, key: request_key(self._line_at(offset)).hex() == key)
+        self.table = IdTable(lambda offset, key: request_key(self._line_at(offset)).hex() == key, report.requests)
         self.rec = Reuse()
         self.first_held = -1  # the byte offset of the first request not sent
         self._send: Optional[IO[bytes]] = None
