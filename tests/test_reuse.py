@@ -142,7 +142,8 @@ def test_identical_requests_in_one_job_are_sent_once(sandbox):
 
 def test_a_failed_request_is_retried_once_and_its_copies_follow(sandbox):
     """The request that a copy repeats fails: the retry sends it alone, and the copies take
-    its new answer."""
+    its new answer. A second job's retry, its input gone, reads the requests it sent from its
+    own round-1 input and results come in the order they arrived."""
     uploads = Uploads(sandbox)
     ids = [f"q-{i}" for i in range(6)]
     requests_file("qs.jsonl", [chat(f"Question {i % 2}", temperature=0) for i in range(6)], ids)
@@ -160,6 +161,22 @@ def test_a_failed_request_is_retried_once_and_its_copies_follow(sandbox):
     lines = {x["custom_id"]: x for x in read_jsonl(doc["output"])}
     assert lines["q-3"]["content"] == lines["q-5"]["content"] == lines["q-1"]["content"]
     assert uploads.new() == ["q-0", "q-1", "q-1"]
+
+    requests_file(
+        "more.jsonl", [chat(f"Question {i % 3}", temperature=0) for i in range(6)], [f"m{i}" for i in range(6)]
+    )
+    sandbox.set_faults({"fail_custom_ids": ["m2"], "fail_status": 500})
+    code, doc, err = run_script("run_batch.py", "more.jsonl", *RUN, env=sandbox.env())
+    assert code == 5 and doc["reuse"]["reused"] == 4 and doc["reuse"]["copies"] == 1, err  # m2 sent, m5 its copy
+    sandbox.clear_faults()
+    Path("more.jsonl").unlink()
+    code, retried, err = run_script("retry_failed.py", "--job", "more.dwjob", env=sandbox.env())
+    assert code == 0 and retried["requests"] == 1, err
+    code, doc, err = run_script("poll.py", "--job", "more.dwjob", *RUN, env=sandbox.env())
+    code, doc, err = run_script("fetch_results.py", "--job", "more.dwjob", "--format", "simple", env=sandbox.env())
+    assert code == 0 and doc["succeeded"] == 6 and "order they arrived" in err, err
+    assert sorted(x["custom_id"] for x in read_jsonl(doc["output"])) == [f"m{i}" for i in range(6)]
+    assert uploads.new() == ["m2", "m2"]
 
 
 def test_empty_and_cut_answers_are_never_reused(sandbox):

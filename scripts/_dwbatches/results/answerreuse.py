@@ -372,8 +372,10 @@ def _good_answers(path: str, keys: Dict[str, Tuple[bytes, Any]]) -> Iterator[Tup
                 obj = json.loads(raw) if raw.endswith(b"\n") else None
             except (ValueError, RecursionError):
                 continue
-            cid = obj.get("custom_id") if isinstance(obj, dict) else None
-            if cid in keys and cid not in seen and is_success(obj):
+            if not isinstance(obj, dict):
+                continue
+            cid = obj.get("custom_id")
+            if isinstance(cid, str) and cid in keys and cid not in seen and is_success(obj):
                 key, expect = keys[cid]
                 if answers.check((obj.get("response") or {}).get("body"), expect) == answers.GOOD:
                     seen.add(cid)

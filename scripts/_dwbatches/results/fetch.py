@@ -157,8 +157,14 @@ def requests_as_submitted(client: Client, job: Job, warnings: List[str], require
         return rec.input.path
     what = "is gone" if state == "missing" else "changed since it was submitted"
     if rec.reuse is not None and rec.reuse.not_sent:  # the server holds only the requests that were sent
-        if required and rec.rounds and os.path.isfile(rec.rounds[0].input_path):
-            return rec.rounds[0].input_path  # those sent (the job's own copy): the others have their answers
+        own = rec.rounds[0].input_path if rec.rounds else ""
+        if required and os.path.isfile(own):
+            return own  # those sent (the job's own copy): the others have their answers
+        if required:
+            raise JobError(
+                f"the job's input {rec.input.path} {what}, and the requests it sent ({own}) are gone",
+                hint="Restore the original batch input file at that path, then run again.",
+            )
         note = (
             f"the job's input {rec.input.path} {what}, and the server holds only the requests that were sent; "
             "results are written in the order they arrived"
