@@ -162,7 +162,7 @@ class AnswerStore:
                 raise FileNotFoundError(self.path)
             make_private_dir(folder)
             with contextlib.suppress(FileExistsError):  # another command made it meanwhile
-                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | compat.O_BINARY, 0o600))
                 self.created = True
         for path in (folder, self.path):
             why = compat.untrusted_by(os.stat(path))
