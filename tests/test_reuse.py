@@ -345,7 +345,7 @@ def test_the_recipe_for_rows_added_to_a_csv_runs_as_written(tmp_path, sandbox):
         proc = run("run_batch.py", "reviews.jsonl", *RUN, env=runner.env, cwd=runner.work)
         assert proc.returncode == 0, proc.stderr
         assert len(uploads.new()) == first["requests"] == 8
-        with open(runner.work / "reviews.csv", "a", newline="", encoding="utf-8") as fh:
+        with open(runner.work / "examples" / "reviews.csv", "a", newline="", encoding="utf-8") as fh:
             csv.writer(fh).writerows([["r101", "kettle", "Too loud."], ["r102", "toaster", "Burns the bread."]])
         built = runner.run(build)
         assert built["requests"] == 10 and "--job reviews.2.dwjob" in built["next"]

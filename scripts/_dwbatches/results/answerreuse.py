@@ -66,8 +66,9 @@ class _Pass:
     def __init__(self, input_path: str, report: Report, store: Optional[AnswerStore], out_dir: str, files: Any):
         self.input_path, self.store, self.out_dir, self.files = input_path, store, out_dir, files
         # the requests sent that others may repeat: key (hex) -> the offset of the line (read back
-        # to confirm a match, so a collision of the table's digests never makes a copy)
-        self.table = IdTable(lambda offset, key: request_key(self._line_at(offset)).hex() == key, report.requests)
+        # to confirm a match, so a collision of the table's digests never makes a copy); sized for
+        # a quarter of the requests: small when most are answered, grown twice when none is
+        self.table = IdTable(lambda offset, key: request_key(self._line_at(offset)).hex() == key, report.requests // 4)
         self.rec = Reuse()
         self.first_held = -1  # the byte offset of the first request not sent
         self._send: Optional[IO[bytes]] = None

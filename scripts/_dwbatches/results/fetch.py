@@ -651,6 +651,7 @@ def fetch_job(
         windows: Dict[Optional[int], str] = {r.round: r.completion_window for r in rec.rounds}
         doc["usage"], doc["cost"] = usage_and_cost(index, ref.all_reports, windows, billed)
         remember_output(job, fmt, out_path, err_path, csv_path, column, columns)
+        del written, index  # (the merge's tables freed before the answers are read in)
     added = answerreuse.read_in(job.dir, rec)  # the good answers of its finished batches, for later jobs
     if added:
         narrate(f"{added} good answer(s) added to the answer store, for later jobs of this folder")
