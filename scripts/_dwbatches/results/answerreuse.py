@@ -60,6 +60,23 @@ class Planned:
     send_report: Optional[Report]
 
 
+class _Lines:
+    """Request lines of a file read back by byte offset, parsed (the last one read is kept)."""
+
+    def __init__(self, path: str, files: Any):
+        self.path, self.files = path, files
+        self._fh: Optional[IO[bytes]] = None
+        self._last: Tuple[int, Any] = (-1, None)
+
+    def at(self, offset: int) -> Any:
+        if self._last[0] != offset:
+            if self._fh is None:
+                self._fh = self.files.enter_context(open(self.path, "rb"))
+            self._fh.seek(offset)
+            self._last = (offset, parse_line(self._fh.readline()))
+        return self._last[1]
+
+
 class _Pass:
     """One streamed pass over a validated input; its files are opened on ``files``."""
 
@@ -68,12 +85,11 @@ class _Pass:
         # the requests sent that others may repeat: key (hex) -> the offset of the line (read back
         # to confirm a match, so a collision of the table's digests never makes a copy); sized for
         # a quarter of the requests: small when most are answered, grown twice when none is
-        self.table = IdTable(lambda offset, key: request_key(self._line_at(offset)).hex() == key, report.requests // 4)
+        lines = self.lines = _Lines(input_path, files)  # (no cycle through the table: it is freed at once)
+        self.table = IdTable(lambda offset, key: request_key(lines.at(offset)).hex() == key, report.requests // 4)
         self.rec = Reuse()
         self.first_held = -1  # the byte offset of the first request not sent
         self._send: Optional[IO[bytes]] = None
-        self._reader: Optional[IO[bytes]] = None
-        self._last: Tuple[int, Any] = (-1, None)
         self._keys = self._open(os.path.join(answerstore.REUSE_DIR, "keys-round-1.jsonl"))
         self._reused = self._open(os.path.join(answerstore.REUSE_DIR, "reused.jsonl"))
         self._copies = self._open(os.path.join(answerstore.REUSE_DIR, "copies.jsonl"))
@@ -114,7 +130,7 @@ class _Pass:
                     self.first_held = at
             if first is not None:
                 self.rec.copies += 1
-                of = self._line_at(first)["custom_id"]
+                of = self.lines.at(first)["custom_id"]
                 self._copies.write(json.dumps({"custom_id": cid, "of": of}).encode("utf-8") + b"\n")
             elif ok and key in found:
                 hit = found[key]
@@ -148,15 +164,6 @@ class _Pass:
                     break
                 send.write(data)
                 left -= len(data)
-
-    def _line_at(self, offset: int) -> Any:
-        """The request line at ``offset`` of the input, parsed (the last one read is kept)."""
-        if self._last[0] != offset:
-            if self._reader is None:
-                self._reader = self.files.enter_context(open(self.input_path, "rb"))
-            self._reader.seek(offset)
-            self._last = (offset, parse_line(self._reader.readline()))
-        return self._last[1]
 
 
 def _estimate(report: Optional[Report], window: str) -> Tuple[Optional[Decimal], Optional[Decimal]]:
