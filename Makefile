@@ -63,6 +63,7 @@ bench: $(VENV)/.dev
 	$(PY) bench/bench_sandbox.py
 	$(PY) bench/bench_scale.py
 	$(PY) bench/bench_answers.py
+	$(PY) bench/bench_reuse.py
 
 stress: $(VENV)/.dev
 	$(TESTENV) $(PY) -m pytest -m stress -p no:randomly -s --timeout 0 tests/test_crash_trials.py

@@ -156,16 +156,16 @@ def main() -> int:
     return 0
 
 
-def write_section(text: str) -> None:
-    """Replace this bench's section of results.md (or append it)."""
+def write_section(text: str, heading: str = HEADING) -> None:
+    """Replace a bench's section of results.md (or append it)."""
     try:
         with open(RESULTS, encoding="utf-8") as fh:
             current = fh.read()
     except FileNotFoundError:
         current = "# Benchmark results\n"
-    if HEADING in current:
-        start = current.index(HEADING)
-        nxt = current.find("\n## ", start + len(HEADING))
+    if heading in current:
+        start = current.index(heading)
+        nxt = current.find("\n## ", start + len(heading))
         current = current[:start] + (current[nxt + 1 :] if nxt != -1 else "")
     with open(RESULTS, "w", encoding="utf-8") as fh:
         fh.write(current.rstrip("\n") + "\n\n" + text)

@@ -34,8 +34,14 @@ examples:
   python3 scripts/fetch_results.py --job reviews.dwjob --format csv      # job built from a CSV
   python3 scripts/fetch_results.py 6f1c2e0a-1b2c-4d5e-8f90-0123456789ab -o out.jsonl --input data.jsonl
 
+Answers a job did not send (see submit.py: reused from an earlier job of the folder, or a
+repeat of a request of this job) are merged like the others and say where they came from: in
+raw lines dwb_reused {job, job_id, custom_id}, in simple lines reused (the same), in a CSV a
+reused_from column (the job directory; empty for answers this job got itself).
+
 formats: raw = the server's output lines ({id, custom_id, response{status_code, body}, error});
-simple = one line per input request {custom_id, ok, answer_check, content, usage, error}
+simple = one line per input request {custom_id, ok, answer_check, content, usage, error,
+reused only for an answer not sent}
 where content is the chat/completion text (never the reasoning), the Responses output text
 or the embedding vector, and ok is true only for a good answer; csv = the original CSV
 (--csv FILE, or the job's source) with new response, error and answer_check columns, each
@@ -76,8 +82,11 @@ downloaded (a line sent twice counts twice; results are matched by custom_id, so
 is never a second result), verified), unreachable (only when a batch or its files are gone
 from the server: batch_id, round, chunk, reason, results_lost: requests it completed whose
 results were never downloaded; then next is null, as a retry would pay for them twice),
-warnings (e.g. the job's input or source CSV changed since
-it was submitted), job (null for batch ids), state (only for batch ids: the state file),
+reuse (only for a job: null when it was submitted with --no-reuse, else sent, reused: answers
+of earlier jobs, copies: repeats of a request of this job, from_jobs {job directory: answers},
+saved_usd_low and saved_usd_high: the local estimate of what was not sent, saved_usd: what
+those answers cost when they were got, their tokens priced for this job's window), warnings
+(e.g. the job's input or source CSV changed since it was submitted), job (null for batch ids), state (only for batch ids: the state file),
 hint (only for batch ids that finished unsuccessfully: how to rerun them), next.
 
 Results come from the downloads saved in the job and are checked against them first: a

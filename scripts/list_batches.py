@@ -19,19 +19,28 @@ fetch, the poll command; no key needed); --input FILE finds every job and batch 
 file (new jobs mark their batches with the file's sha256), with the job directories here that
 hold it.
 
+The answer store (no key needed): --answers [FOLDER] shows the store of the job directories in
+FOLDER (default: here), .dwb-answers/, which holds the good answers of their finished batches
+so that a new job sends only requests not answered yet; --answers-limit MB sets its size limit
+(default 1000; the answers used least recently are dropped to meet it); --clear-answers
+[FOLDER] drops every answer in it (the jobs so far are not read in again).
+
 examples:
   python3 scripts/list_batches.py
   python3 scripts/list_batches.py --status in_progress
   python3 scripts/list_batches.py --search 3f2c9a10 --all
   python3 scripts/list_batches.py --jobs
   python3 scripts/list_batches.py --input requests.jsonl
+  python3 scripts/list_batches.py --answers
 
 output (stdout, JSON): batches (batch_id, status, created_at, completion_window, endpoint,
 request_counts, input_file_id, output_file_id, error_file_id, expires_at, expired_at when
 present, metadata), count, has_more, last_id (pass as --after for the next page), next. With
 --jobs: jobs (job, job_id, input, input_sha256, requests, rounds, status, updated_at, answers,
 cancelled, next), count, next. With --input: input, input_sha256, jobs (job_id, job: the job
-directory here or null, batches), next."""
+directory here or null, batches), next. With --answers or --clear-answers: answers (folder,
+store, answers, bytes, limit_bytes, file_bytes, batches_read, jobs [{job, job_id, answers}],
+cleared with --clear-answers, dropped with --answers-limit), next."""
 
 from __future__ import annotations
 
@@ -39,7 +48,7 @@ from typing import Optional, Sequence
 
 from _dwbatches.core import output
 from _dwbatches.workflow import cli
-from _dwbatches.workflow.listing import STATUSES, jobs_of_input, list_batches, list_jobs
+from _dwbatches.workflow.listing import STATUSES, answer_store, jobs_of_input, list_batches, list_jobs
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -64,7 +73,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         help="the job directories below the working directory, as they record themselves (no key, nothing sent)",
     )
     one.add_argument("--input", metavar="FILE", help="the jobs and batches of this batch file (by its contents)")
+    one.add_argument(
+        "--answers",
+        nargs="?",
+        const=".",
+        metavar="FOLDER",
+        help="the answer store of the job directories in FOLDER (default: here): size, jobs (nothing sent)",
+    )
+    one.add_argument("--clear-answers", nargs="?", const=".", metavar="FOLDER", help="drop every answer of that store")
+    find.add_argument(
+        "--answers-limit", type=float, metavar="MB", help="with --answers: the store's size limit in MB (default 1000)"
+    )
     args = output.parse_args(parser, argv)
+    if args.answers_limit is not None and args.answers is None:
+        args.answers = "."  # (the limit is the store's: set it and show the store)
+    if args.answers is not None or args.clear_answers is not None:
+        folder = args.clear_answers if args.clear_answers is not None else args.answers
+        return output.run(
+            lambda: output.finish(answer_store(folder, args.clear_answers is not None, args.answers_limit))
+        )
     if args.jobs:
         return output.run(lambda: output.finish(list_jobs()))
     if args.input:

@@ -28,7 +28,8 @@ server estimated every chunk, else "price table: ..."; server_usd = the sum of t
 estimates, which --max-cost compares (null before an upload); chunks_estimated and chunks;
 low_usd and high_usd = the price-table range (high_usd null when a request sets no
 max_tokens); input_tokens and output_tokens behind usd; prices_as_of; models; note; also on
-stderr; null when nothing is known), status, request_counts, batches_omitted (how many batches the report leaves out: at most 5 are listed and those that need attention come first; --all-batches lists every one), batches, next, finished (only without --wait while the
+stderr; null when nothing is known), reuse (what the job did not send, its answers at hand, as
+submit.py's; once fetched as fetch_results.py's), status, request_counts, batches_omitted (how many batches the report leaves out: at most 5 are listed and those that need attention come first; --all-batches lists every one), batches, next, finished (only without --wait while the
 job runs: false), (once finished, or with --wait, also the fields of fetch_results.py's
 report:) complete, requests, succeeded, failed, missing, answers, output, errors, format,
 failed_sample, missing_sample, bad_answer_sample, fix (only when answers are not good),

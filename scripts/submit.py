@@ -16,6 +16,13 @@ running the same command again resumes: it finishes what is missing and never up
 creates anything twice, even after a crash or a killed process. Run it again after any
 error, timeout or interruption.
 
+A new job sends only what has no answer yet: a request whose endpoint and body an earlier
+job in the same folder answered well (not empty, cut, invalid JSON or failed) takes that
+answer, and a request repeated within the file is sent once; by default only deterministic
+requests (temperature 0, embeddings), so that sampling stays fresh (--reuse-sampled: all);
+--no-reuse sends everything. The answers live in .dwb-answers/ beside the job directories
+(list_batches.py --answers).
+
 examples:
   python3 scripts/submit.py requests.jsonl
   python3 scripts/submit.py requests.jsonl --dry-run          # plan and local cost estimate, no network
@@ -34,13 +41,16 @@ server estimated every chunk, else "price table: ..."; server_usd = the sum of t
 estimates, which --max-cost compares (null before an upload); chunks_estimated and chunks;
 low_usd and high_usd = the price-table range (high_usd null when a request sets no
 max_tokens); input_tokens and output_tokens behind usd; prices_as_of; models; note; also on
-stderr; null when nothing is known), source (the CSV the input
-was built from, or null), resumed, this_run (uploaded, created, found), next (the command
+stderr; null when nothing is known), reuse (null with --no-reuse, else sent, reused, copies, from_jobs,
+saved_usd_low, saved_usd_high, saved_usd: null until the results are fetched; see fetch_results.py),
+source (the CSV the input was built from, or null), resumed, this_run (uploaded, created, found), next (the command
 to run next).
 
 output with --dry-run (stdout, JSON): dry_run, job, job_exists, resumes_job, requests,
 bytes, chunks, plan (the files submit.py would upload), completion_window, metadata,
-models, endpoints, estimated_cost (the same fields; server_usd null: nothing is sent), warnings, next (the submit command; with --job NEW_DIR, a directory that
+models, endpoints, estimated_cost (the same fields, of the requests that would be sent; server_usd null: nothing is
+sent), reuse (as above: what a new job would send and not send; null with --no-reuse or for a job
+that would resume), warnings, next (the submit command; with --job NEW_DIR, a directory that
 does not exist yet or holds this input's job, when the job directory holds another input's
 job or a cancelled one, which the real run would refuse)."""
 

@@ -39,6 +39,11 @@ Schema of ``job.json`` (``version`` 2; the version-1 files of earlier releases, 
                        range at submit (cost/estimate.py; earlier versions kept the first four)
     cancel             null, or {at, rounds}: cancelled by the user; no batch is created for
                        a chunk of those rounds any more
+    reuse              null, or {sent, reused, copies, sampled, saved_low_usd, saved_high_usd,
+                       from_jobs {job directory: answers}}: the requests of the input that
+                       were not sent because their answers were at hand (``answerreuse``):
+                       reused from earlier jobs' answers, or copies of an identical request
+                       of this job; round 1 then sends ``rounds/round-1.jsonl``, the rest
 
 Paths (``input.path``, ``source.path``, ``rounds[].input_path``, ``results.*``) are stored
 relative to the job directory when they lie inside the project folder (the working directory
@@ -378,6 +383,26 @@ class Cancel(_Record):
 
 
 @dataclass
+class Reuse(_Record):
+    """The requests of a new job that were not sent: answered already by an earlier job of the
+    project (``reused``), or identical to an earlier request of this job (``copies``, which
+    take its answer); ``sent`` went to the server."""
+
+    sent: int = 0
+    reused: int = 0
+    copies: int = 0
+    sampled: bool = False  # sampled requests (temperature not 0) were reused too: --reuse-sampled
+    saved_low_usd: Optional[str] = None  # the local estimate of what was not sent, as a range
+    saved_high_usd: Optional[str] = None
+    from_jobs: Dict[str, int] = field(default_factory=dict)  # job directory name -> answers reused from it
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def not_sent(self) -> int:
+        return self.reused + self.copies
+
+
+@dataclass
 class JobRecord(_Record):
     job_id: str = ""
     version: int = VERSION
@@ -395,6 +420,7 @@ class JobRecord(_Record):
     local_estimate: Optional[Dict[str, Any]] = None  # the price-table range at submit (cost.estimate.recorded)
     answers: Optional[Dict[str, Any]] = None  # the last merge's answer checks: {counts, batches, complete}
     allow_insecure_http: bool = False  # submitted with --allow-insecure-http to a plain-http host
+    reuse: Optional[Reuse] = None  # the requests not sent, their answers at hand (answerreuse)
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -407,11 +433,13 @@ class JobRecord(_Record):
         fetch = {k: BatchDownload.from_dict(v) for k, v in (doc.pop("fetch", None) or {}).items()}
         res = doc.pop("results", None)
         cancel = doc.pop("cancel", None)
+        reuse = doc.pop("reuse", None)
         rec = super().from_dict(doc)
         rec.input, rec.rounds, rec.fetch = inp, rounds, fetch
         rec.source = Source.from_dict(src) if isinstance(src, dict) else None
         rec.results = ResultsSettings.from_dict(res) if isinstance(res, dict) else None
         rec.cancel = Cancel.from_dict(cancel) if isinstance(cancel, dict) else None
+        rec.reuse = Reuse.from_dict(reuse) if isinstance(reuse, dict) else None
         rec.metadata = dict(rec.metadata or {})
         return rec
 
@@ -424,6 +452,10 @@ class JobRecord(_Record):
         out["fetch"] = {k: v.to_dict() for k, v in self.fetch.items()}
         out["results"] = self.results.to_dict() if self.results else None
         out["cancel"] = self.cancel.to_dict() if self.cancel else None
+        if self.reuse is None:
+            out.pop("reuse")
+        else:
+            out["reuse"] = self.reuse.to_dict()
         return out
 
     # -- views ---------------------------------------------------------------------------

@@ -16,7 +16,8 @@ Job-level ``status`` (documented in poll.py and SKILL.md):
 For a job with retry rounds the deciding batches are those of the latest round: a retry
 round takes over every failed or never-run request of the rounds before it. Job-level
 ``request_counts`` then count each input request once: ``total`` = requests in the input,
-``completed`` summed over all rounds, ``failed`` as of the latest round. For bare batch ids
+``completed`` summed over all rounds (and the requests a job answered without sending them:
+``JobRecord.reuse``), ``failed`` as of the latest round. For bare batch ids
 they are plain sums.
 """
 
@@ -105,6 +106,7 @@ def job_status(summaries: Sequence[Dict[str, Any]], state: Optional[JobRecord] =
     if state is not None and latest_round is not None:
         deciding = [s for s in summaries if s.get("round") == latest_round]
         completed = sum(s["request_counts"]["completed"] for s in summaries)
+        completed += state.reuse.not_sent if state.reuse else 0  # answered without being sent (answerreuse)
         failed = sum(s["request_counts"]["failed"] for s in deciding)
         total = (
             total_requests

@@ -29,7 +29,7 @@ from ..jobs import jobstatus
 from ..jobs.job import Job, default_job_dir
 from ..jobs.jobrecord import Chunk, JobRecord, ResultsSettings, counts_of
 from ..submit import duplicates
-from . import answers, fixes
+from . import answerreuse, answers, fixes
 from .csvrows import MatchedCsvRows, RequestRows
 from .download import KINDS, BatchReport, FileStore, JobStore, Store, Target, iter_raw, update
 from .merge import MISSING_NOT_RUN, MISSING_PENDING, MergeCounts, Merger, build_index, iter_input_order
@@ -156,6 +156,22 @@ def requests_as_submitted(client: Client, job: Job, warnings: List[str], require
     if state == "same":
         return rec.input.path
     what = "is gone" if state == "missing" else "changed since it was submitted"
+    if rec.reuse is not None and rec.reuse.not_sent:  # the server holds only the requests that were sent
+        own = rec.rounds[0].input_path if rec.rounds else ""
+        if required and os.path.isfile(own):
+            return own  # those sent (the job's own copy): the others have their answers
+        if required:
+            raise JobError(
+                f"the job's input {rec.input.path} {what}, and the requests it sent ({own}) are gone",
+                hint="Restore the original batch input file at that path, then run again.",
+            )
+        note = (
+            f"the job's input {rec.input.path} {what}, and the server holds only the requests that were sent; "
+            "results are written in the order they arrived"
+        )
+        narrate(note)
+        warnings.append(note)
+        return None
     cached = job.path("results", SUBMITTED_INPUT)
     if not os.path.isfile(cached):
         narrate(f"the job's input {rec.input.path} {what}; reading the requests as submitted from the server")
@@ -515,13 +531,18 @@ def write_results(
     expected: int,
     raw_cells: bool,
     columns: Optional[str] = None,
+    job: Optional[Job] = None,
 ) -> Written:
     """The one merge of downloaded results, for a job and for bare batch ids alike: OUT and ERR
     written in the order of ``requests_file`` (else as the lines arrived), or CSV ``rows``.
     Without the requests, the ``expected`` count (the servers' or the job's) says how many are
-    missing, by one formula."""
-    index = build_index(store, targets, capacity=expected)
-    merger = Merger(index, reason, raw_cells)
+    missing, by one formula. A ``job``'s answers it did not send are merged too (``answerreuse``)."""
+    if job is None:
+        index = build_index(store, targets, capacity=expected)
+    else:
+        index = answerreuse.job_index(job, store, targets, capacity=expected)
+    reused = job is not None and job.record.reuse is not None and job.record.reuse.not_sent > 0
+    merger = Merger(index, reason, raw_cells, mark_reused=reused)
     try:
         if fmt == "csv":
             counts = merger.write_csv(rows, out_path, err_path, requests_path=requests_file, columns=columns)
@@ -612,9 +633,11 @@ def fetch_job(
             int(rec.input.requests or 0),
             raw_cells,
             columns,
+            job,
         )
         report_written(doc, written, fmt, out_path, err_path, warnings)
         index = written.index
+        doc["reuse"] = answerreuse.doc(rec.reuse, index, rec.completion_window)
         checked = {
             "counts": dict(written.counts.answers),
             "batches": [t.batch_id for t in targets],
@@ -628,6 +651,10 @@ def fetch_job(
         windows: Dict[Optional[int], str] = {r.round: r.completion_window for r in rec.rounds}
         doc["usage"], doc["cost"] = usage_and_cost(index, ref.all_reports, windows, billed)
         remember_output(job, fmt, out_path, err_path, csv_path, column, columns)
+        del written, index  # (the merge's tables freed before the answers are read in)
+    added = answerreuse.read_in(job.dir, rec)  # the good answers of its finished batches, for later jobs
+    if added:
+        narrate(f"{added} good answer(s) added to the answer store, for later jobs of this folder")
     doc["batches"] = [batch_report_doc(r, store, s) for r, s in zip(reports, ref.summaries)]
     if summary["unsubmitted"]:
         doc["unsubmitted"] = summary["unsubmitted"]

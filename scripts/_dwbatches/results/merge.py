@@ -25,7 +25,7 @@ from ..core.files import atomic_output
 from ..core.idtable import MARK, NOT_FOUND, FileIds, IdTable
 from . import answers, fixes
 from .download import KINDS, Store, Target, iter_raw
-from .resultlines import csv_cell, error_text, extract_content, is_success, short, simple_line
+from .resultlines import csv_cell, error_text, extract_content, is_success, reused_from, short, simple_line
 
 FORMATS = ("raw", "simple", "csv")
 
@@ -101,10 +101,13 @@ class ResultIndex:
         # every answer received (HTTP 200, good or not: each was billed), once per batch:
         # (raw file index, model) -> [answers, input tokens, output tokens, reasoning tokens]
         self.usage: Dict[Tuple[int, str], List[int]] = {}
+        # answers added not billed (reused: ``answerreuse``), by model, as above: what they saved
+        self.unbilled: Dict[str, List[int]] = {}
         self._handles: Dict[int, IO[bytes]] = {}
         self._last: Tuple[int, bytes, Any] = (-1, b"", None)  # the last line read: (place, raw, parsed)
 
-    def add_file(self, path: str, kind: str) -> None:
+    def add_file(self, path: str, kind: str, billed: bool = True) -> None:
+        """Index a raw file (``billed`` False: answers this job did not pay for, counted apart)."""
         idx = len(self.files)
         if idx >= 1 << _FILE_BITS:
             raise DWError(
@@ -124,7 +127,7 @@ class ResultIndex:
                 place |= SUCCESS
                 body = (obj.get("response") or {}).get("body")
                 if slot == NOT_FOUND or (old >> _OFFSET_BITS) & _FILE_MASK != idx:  # not a repeat
-                    self._note_usage(idx, body)
+                    self._note_usage(idx, body, billed)
                 if old & SUCCESS:  # two answers: the good one wins
                     if answers.check(body) == answers.GOOD:
                         place |= GOOD
@@ -140,7 +143,7 @@ class ResultIndex:
         obj = self._line(place)[1]
         return answers.check(((obj or {}).get("response") or {}).get("body")) == answers.GOOD
 
-    def _note_usage(self, file_idx: int, body: Any) -> None:
+    def _note_usage(self, file_idx: int, body: Any, billed: bool = True) -> None:
         if not isinstance(body, dict):
             return
         u = body.get("usage")
@@ -150,7 +153,12 @@ class ResultIndex:
             u.get("completion_tokens", u.get("output_tokens")) or 0,
             answers.reasoning_tokens(body),
         )
-        acc = self.usage.setdefault((file_idx, str(body.get("model") or "unknown")), [0, 0, 0, 0])
+        model = str(body.get("model") or "unknown")
+        acc = (
+            self.usage.setdefault((file_idx, model), [0, 0, 0, 0])
+            if billed
+            else self.unbilled.setdefault(model, [0, 0, 0, 0])
+        )
         acc[0] += 1
         for i, value in enumerate(counts, 1):
             acc[i] += int(value) if isinstance(value, (int, float)) else 0
@@ -343,8 +351,9 @@ class _Chosen:
 class Merger:
     """Writes OUT and ERR from an index, in the order of the requests."""
 
-    def __init__(self, index: ResultIndex, missing_reason: str, raw_cells: bool = False):
+    def __init__(self, index: ResultIndex, missing_reason: str, raw_cells: bool = False, mark_reused: bool = False):
         self.index = index
+        self.mark_reused = mark_reused  # CSV: a column naming the job each reused answer came from
         self.missing_reason = missing_reason
         self.raw_cells = raw_cells  # CSV: text that starts like a formula is written as it is
         self._made_cells: frozenset = frozenset()  # CSV: columns of a row written from the requests
@@ -448,7 +457,11 @@ class Merger:
         its answer (or error) is appended as a row of its own, id column filled, with a note in
         ``counts.notes``. A row repeating an id already written gets the note, not a copy of
         another row's answer. ``columns`` (``--columns``): the columns written, in order, renamed."""
-        header, chosen = choose_columns(columns, rows.header + [rows.response_col, rows.error_col, rows.check_col])
+        tail = [reused_column(rows.header)] if self.mark_reused else []
+        blank = [""] * len(tail)
+        header, chosen = choose_columns(
+            columns, rows.header + [rows.response_col, rows.error_col, rows.check_col] + tail
+        )
         index = self.index
         self._made_cells = frozenset(getattr(rows, "made_columns", ()))  # cells written from requests
         requested: Optional[FileIds] = None  # every request once; the flag: a row was written for it
@@ -472,13 +485,13 @@ class Merger:
                 for cid, row in rows:
                     if cid is None or (requested is not None and cid not in requested):
                         # a row that produced no request (skipped as empty, or added after the submit)
-                        writer.writerow(row + ["", getattr(rows, "reason", None) or NO_REQUEST_ROW, ""])
+                        writer.writerow(row + ["", getattr(rows, "reason", None) or NO_REQUEST_ROW, ""] + blank)
                         continue
                     first = requested.mark(cid) if requested is not None else missing.first(cid, 0)
                     if not first:
                         repeated.append(cid)
                         writer.writerow(
-                            row + ["", "another row before this one has the same id and got its answer", ""]
+                            row + ["", "another row before this one has the same id and got its answer", ""] + blank
                         )
                         continue
                     self._write_row(writer, cid, row, err_fh)
@@ -521,7 +534,17 @@ class Merger:
         if res.check in answers.CHECKS:
             answer = csv_cell(extract_content(((res.obj or {}).get("response") or {}).get("body")), self.raw_cells)
         row = [csv_cell(v, self.raw_cells) if i in self._made_cells else v for i, v in enumerate(row)]
-        writer.writerow(row + [answer, csv_cell(res.error or "", self.raw_cells), res.check])
+        tail = []
+        if self.mark_reused:
+            origin = reused_from(res.obj)
+            tail = [csv_cell(origin.get("job"), self.raw_cells) if origin else ""]
+        writer.writerow(row + [answer, csv_cell(res.error or "", self.raw_cells), res.check] + tail)
+
+
+def reused_column(header: Sequence[str]) -> str:
+    """The CSV column that names the job a reused answer came from (empty for answers this job
+    got itself)."""
+    return "reused_from" if "reused_from" not in header else "dw_reused_from"
 
 
 class _Missing:

@@ -117,7 +117,19 @@ def simple_line(custom_id: str, obj: Optional[Dict[str, Any]], check: str, error
         line.update(content=extract_content(body), usage=usage, error=error)
     else:
         line.update(content=None, usage=None, error=error)
+    origin = reused_from(obj)
+    if origin is not None:  # not sent: the answer an earlier request got (see answerreuse)
+        line["reused"] = origin
     return line
+
+
+REUSED_KEY = "dwb_reused"  # on a result line that was not downloaded: where its answer came from
+
+
+def reused_from(obj: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """{job, job_id, custom_id} of the answer a request took without being sent, or None."""
+    origin = obj.get(REUSED_KEY) if isinstance(obj, dict) else None
+    return origin if isinstance(origin, dict) else None
 
 
 def csv_cell(content: Any, raw: bool = False) -> str:

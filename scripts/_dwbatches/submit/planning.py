@@ -19,7 +19,7 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 from urllib.parse import urlsplit
 
 from ..core import apifacts
@@ -31,6 +31,7 @@ from ..core.output import narrate
 from ..core.urls import is_loopback
 from ..cost.cost import local_estimate
 from ..cost.estimate import recorded
+from ..jobs import answerstore
 from ..jobs.job import Job, check_server, new_intent_id
 from ..jobs.jobrecord import Chunk, Fingerprint, Limits, Round, Source, sha256_file
 from ..validation.chunkplan import Chunk as PlanChunk
@@ -45,6 +46,11 @@ from ..validation.validate import (
 )
 
 WINDOWS = apifacts.COMPLETION_WINDOWS
+
+# Plans a new job's round 1 given (job dir, input, its report, window, max_requests, max_bytes,
+# max_body_bytes): an object with ``record`` (``jobrecord.Reuse``), ``send_path`` (None: the
+# input itself) and ``send_report`` (``results.answerreuse.planner``).
+RoundOne = Callable[..., Any]
 
 
 # Batch metadata keys this tool sets, and keys the server drops silently.
@@ -214,9 +220,11 @@ def prepare_job(
     report: Optional[Report] = None,
     input_sha256: Optional[str] = None,
     source: Optional[Dict[str, Any]] = None,
+    reuse: Optional[RoundOne] = None,
 ) -> bool:
     """Create the job for ``input_path`` (round 1 planned, nothing sent), or load and check an
-    existing one. Returns True when resuming.
+    existing one. Returns True when resuming. ``reuse`` plans a new job's round 1: the requests
+    without an answer at hand (``results.answerreuse.planner``; None: every request).
 
     ``completion_window``/``metadata``/limits of None mean "as recorded" on resume (defaults
     for a new job). On resume a different input (sha256), base URL, window or metadata is
@@ -256,6 +264,7 @@ def prepare_job(
                     report,
                     sha,
                     source,
+                    reuse,
                 )
             # same input on the same server: keep the uploaded files, change the settings
             if completion_window is not None and completion_window != rec.completion_window:
@@ -292,9 +301,9 @@ def prepare_job(
         job.verified_inputs[os.path.abspath(input_path)] = sha
         if os.path.abspath(input_path) != recorded.path:
             narrate(f"the input moved to {os.path.abspath(input_path)} (same contents); updating the job")
-            recorded.path = os.path.abspath(input_path)
+            moved_from, recorded.path = recorded.path, os.path.abspath(input_path)
             for rnd in rec.rounds:
-                if rnd.kind == "initial":
+                if rnd.kind == "initial" and rnd.input_path == moved_from:  # (not round 1's own input)
                     rnd.input_path = recorded.path
         fp = Fingerprint.of(input_path, sha)
         recorded.bytes, recorded.mtime = fp.bytes, fp.mtime
@@ -322,6 +331,7 @@ def prepare_job(
         report,
         input_sha256,
         source,
+        reuse,
     )
 
 
@@ -376,6 +386,7 @@ def plan_or_resume(
     max_body_bytes: int,
     report: Optional[Report],
     input_sha256: Optional[str] = None,
+    reuse: Optional[RoundOne] = None,
 ) -> bool:
     """Create or resume the job for ``input_path`` (a locked job), taking the source
     recorded by create_batch_file.py's sidecar, and say which on stderr. Returns True when resuming."""
@@ -398,6 +409,7 @@ def plan_or_resume(
         report=report,
         input_sha256=sha,
         source=source,
+        reuse=reuse,
     )
     if resumed:
         narrate(f"resuming the job at {display_path(job.dir)}")
@@ -421,6 +433,7 @@ def _new_job(
     report: Optional[Report],
     input_sha256: Optional[str],
     source: Optional[Dict[str, Any]],
+    reuse: Optional[RoundOne] = None,
 ) -> bool:
     max_requests = max_requests or MAX_REQUESTS_PER_FILE
     max_bytes = max_bytes or MAX_FILE_BYTES
@@ -435,10 +448,20 @@ def _new_job(
     parts = urlsplit(base_url)
     # plain http to another host is only accepted with --allow-insecure-http: later commands need not repeat it
     rec.allow_insecure_http = parts.scheme == "http" and not is_loopback(parts.hostname or "")
-    rec.local_estimate = recorded(local_estimate(report, window), window)
     job.record = rec
+    round_input, round_sha, round_chunks = input_path, sha, report.chunks
+    answerstore.clear_job_files(job.dir)  # (a job planned again)
+    if reuse is not None:  # round 1 sends only what has no answer at hand
+        planned = reuse(job.dir, input_path, report, window, max_requests, max_bytes, max_body_bytes)
+        rec.reuse = planned.record
+        if planned.send_path is not None:
+            round_input, round_sha = planned.send_path, sha256_file(planned.send_path)
+            round_chunks = planned.send_report.chunks if planned.send_report else []
+            report = planned.send_report or Report(path=planned.send_path)  # the estimate is of what is sent
+    rec.local_estimate = recorded(local_estimate(report, window), window)
     job.verified_inputs[os.path.abspath(input_path)] = sha
-    rec.rounds = [new_round(job, 1, "initial", input_path, sha, window, report.chunks, max_requests, max_bytes)]
+    job.verified_inputs[os.path.abspath(round_input)] = round_sha
+    rec.rounds = [new_round(job, 1, "initial", round_input, round_sha, window, round_chunks, max_requests, max_bytes)]
     job.save()
     return False
 

@@ -183,6 +183,11 @@ def narrate_summary(doc: Dict[str, Any]) -> None:
     if doc["missing"]:
         text += f", {doc['missing']} without a result"
     text += f" ({doc['status']}); results: {commands.display_path(doc['output'])}"
+    reuse = doc.get("reuse")
+    if reuse and reuse["reused"] + reuse["copies"]:
+        text += f"; {reuse['sent']} sent, {reuse['reused'] + reuse['copies']} answered without being sent"
+        if reuse.get("saved_usd") is not None:
+            text += f" (saved ${reuse['saved_usd']})"
     cost, usage = doc.get("cost") or {}, doc.get("usage") or {}
     if cost.get("usd") is not None and usage.get("requests"):
         how = "billed" if cost.get("billed_usd") is not None else f"estimated, prices of {cost['prices_as_of']}"

@@ -10,10 +10,12 @@ from typing import Any, Dict, List, Optional
 
 from ..core import commands
 from ..core.errors import UsageError
+from ..core.flags import check_number
 from ..core.output import Outcome, human_view, narrate
 from ..cost import modelchoice, pricing
-from ..jobs import jobfinder, jobstatus
+from ..jobs import answerstore, jobfinder, jobstatus
 from ..jobs.jobrecord import sha256_file
+from ..results.answerreuse import sync
 from ..submit import lookup
 from .building import rebuild_command
 from .common import Connection, client_for
@@ -102,6 +104,40 @@ def list_jobs() -> Outcome:
     for j in found[:10]:
         narrate(f"  {commands.display_path(j['job'])}: {j['status']}, {j['requests']} requests")
     return Outcome({"jobs": found, "count": len(found), "next": found[0]["next"] if len(found) == 1 else None})
+
+
+def answer_store(folder: str = ".", clear: bool = False, limit_mb: Optional[float] = None) -> Outcome:
+    """list_batches.py --answers [FOLDER]: the answer store of the job directories in ``folder``
+    (``answerstore``): its size and the jobs its answers came from, brought up to date with
+    them first (made again from them when it was deleted); ``limit_mb`` sets its limit (the
+    answers used least recently are dropped to meet it); ``clear`` drops every answer (the jobs
+    so far are not read in again). Nothing is sent, no key is needed."""
+    check_number("--answers-limit", limit_mb, "500", above=0)
+    if not os.path.isdir(folder):
+        raise UsageError(f"{folder}: no such folder", hint="Pass the folder that holds the job directories.")
+    path = answerstore.store_path(folder)
+    beside = list(jobfinder.job_dirs(folder, depth=1))
+    info: Dict[str, Any] = {"folder": os.path.abspath(folder), "store": path}
+    store = answerstore.AnswerStore.open(folder, create=bool(beside) or clear or limit_mb is not None)
+    if store is None:
+        info.update(answers=0, bytes=0, limit_bytes=answerstore.DEFAULT_LIMIT, file_bytes=0, batches_read=0, jobs=[])
+        narrate(f"no answer store in {commands.display_path(folder)} (no job directory beside it)")
+        return Outcome({"answers": info, "next": None})
+    with store:
+        if not clear:
+            sync(store)  # the answers of jobs finished since (or all of them: a deleted store)
+        if clear:
+            info["cleared"] = store.clear()
+        if limit_mb is not None:
+            info["dropped"] = store.set_limit(int(limit_mb * 1_000_000))
+        info.update(store.stats())
+    narrate(
+        f"answer store {commands.display_path(path)}: {info['answers']} answer(s), {info['bytes'] / 1e6:.1f} MB of "
+        f"{info['limit_bytes'] / 1e6:.0f} MB, from {len(info['jobs'])} job(s)"
+        + (f"; {info['cleared']} cleared" if clear else "")
+        + (f"; {info['dropped']} dropped to meet the limit" if info.get("dropped") else "")
+    )
+    return Outcome({"answers": info, "next": None})
 
 
 def jobs_of_input(conn: Connection, input_path: str) -> Outcome:

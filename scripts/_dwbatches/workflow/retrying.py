@@ -24,7 +24,7 @@ from ..core.optionspec import option, to_argv
 from ..core.output import Outcome, narrate
 from ..jobs.job import Job
 from ..jobs.jobrecord import Round
-from ..results import answers, fetch, fixes, merge, resultlines
+from ..results import answerreuse, answers, fetch, fixes, merge, resultlines
 from ..submit.planning import WINDOWS, add_retry_round, next_round_path
 from .common import holding
 
@@ -246,7 +246,8 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
             hint="Their results are lost on the server's side. To run those requests again anyway "
             f"(and pay again): {commands.rerun_lost(job.dir)}",
         )
-    index = merge.build_index(ref.store, ref.all_targets, capacity=int(state.input.requests or 0))
+    index = answerreuse.job_index(job, ref.store, ref.all_targets, capacity=int(state.input.requests or 0))
+    copies = answerreuse.copy_ids(job)  # requests not sent: they take their request's answer, never rerun
     try:
         if state.input.requests and index.good_answers() >= state.input.requests:
             # every request has an answer; only the JSON checks need the requests, which may be gone
@@ -258,6 +259,8 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
             input_path = fetch.requests_as_submitted(client, job, [], required=True)
     except BaseException:
         index.close()
+        if copies is not None:
+            copies.close()
         raise
     assert input_path is not None  # (required: a JobError rather than None)
     settings = job_changes(job).then(changes)
@@ -266,6 +269,8 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
     cuts = fixes.Tally()  # what the bad answers rerun show: a cut rerun unchanged would be cut again
 
     def keep(cid: str, request: Any) -> bool:
+        if copies is not None and cid in copies:
+            return False
         check = index.check(cid, answers.expectation(request))
         if check == answers.GOOD:
             return False
@@ -293,6 +298,8 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
         count, sample = merge.write_subset(input_path, keep, dest, settings)
     finally:
         index.close()
+        if copies is not None:
+            copies.close()
     if cuts.cut and not changes:
         if dest and os.path.exists(dest):
             os.unlink(dest)

@@ -59,13 +59,15 @@ def run(
 
     done = submit_or_resume(client, input_path, submit, metadata, inside_lock=remember)
     job = done.job
-    estimate = job_report(job)["estimated_cost"]
+    report = job_report(job)
+    estimate = report["estimated_cost"]
     narrate_estimate(estimate)
     doc: Dict[str, Any] = {
         "job": job.dir,
         "job_id": job.record.job_id,
         "submitted": done.doc(),
         "estimated_cost": estimate,
+        "reuse": report["reuse"],
     }
     # the same flags (all but --job, which run_again writes, and --resubmit, which the job now has)
     flags = [*to_argv(submit, job=None, resubmit=None), *options.args()]

@@ -20,6 +20,8 @@ from ..cost.estimate import describe, estimated_cost, recorded
 from ..jobs.inputclaim import InputClaim
 from ..jobs.job import Job, default_job_dir
 from ..jobs.jobrecord import sha256_file
+from ..results import answerreuse
+from ..results.answerreuse import ReusePolicy
 from ..submit import lookup
 from ..submit.planning import WINDOWS, job_dir_for_next, parse_metadata, plan_or_resume, validate_input
 from ..submit.submitter import DEFAULT_PARALLEL, Submitter
@@ -77,6 +79,23 @@ class SubmitOptions:
         help="submit a file that another job already submitted (a new job for it is refused otherwise: it would "
         "pay for every request again)",
     )
+    no_reuse: bool = option(
+        "--no-reuse",
+        switch=True,
+        help="send every request of a new job, even those the project's earlier jobs answered and the repeats "
+        "within this one (by default those are not sent: their answers are reused)",
+    )
+    reuse_sampled: bool = option(
+        "--reuse-sampled",
+        switch=True,
+        help="reuse answers for sampled requests too (temperature not 0, or none given); by default only "
+        "deterministic ones (temperature 0, embeddings) take an answer at hand, so sampling gives fresh samples",
+    )
+
+    @property
+    def reuse(self) -> ReusePolicy:
+        """Which requests of a new job may take an answer at hand instead of being sent."""
+        return ReusePolicy(enabled=not self.no_reuse, sampled=self.reuse_sampled)
 
     def check(self, input_path: str) -> Dict[str, str]:
         """Refuse bad limits and a missing input; the metadata as a dict."""
@@ -157,6 +176,7 @@ def submit_or_resume(
                 max_body_bytes=options.max_body_bytes,
                 report=report,
                 input_sha256=sha,
+                reuse=answerreuse.planner(options.reuse),
             )
             if inside_lock is not None:
                 inside_lock(job)
@@ -257,6 +277,24 @@ def dry_run(input_path: str, options: SubmitOptions, metadata: Dict[str, str]) -
     estimate = estimated_cost(recorded(local_estimate(report, window), window), chunks=len(plan))
     cmd = [commands.display_path(input_path), *to_argv(options, job=job_arg)]
     resumes = job.load().input.sha256 == sha if job.exists() else None  # (False: planned again, no batch yet)
+    reuse, sending = None, report
+    if options.reuse.enabled and not resumes:  # what a new job would send: a pass that writes nothing
+        planned = answerreuse.plan_new_job(
+            job.dir,
+            input_path,
+            report,
+            options.reuse,
+            window,
+            options.max_requests or MAX_REQUESTS_PER_FILE,
+            options.max_bytes or MAX_FILE_BYTES,
+            options.max_body_bytes,
+            dry_run=True,
+        )
+        reuse = answerreuse.doc(planned.record)
+        if planned.record.not_sent:  # the plan and the estimate are of what would be sent
+            sending = planned.send_report or Report(path=input_path)
+            plan = [dict(c.as_dict(), endpoint=c.endpoint) for c in sending.chunks]
+            estimate = estimated_cost(recorded(local_estimate(sending, window), window), chunks=len(plan))
     doc = {
         "dry_run": True,
         "job": job.dir,
@@ -271,10 +309,13 @@ def dry_run(input_path: str, options: SubmitOptions, metadata: Dict[str, str]) -
         "models": report.models,
         "endpoints": report.endpoints,
         "estimated_cost": estimate,
+        "reuse": reuse,
         "warnings": report.warnings,
         "next": commands.command("submit.py", *cmd),
     }
-    narrate(f"dry run: {report.requests} requests in {len(plan)} chunk(s); nothing was sent")
+    narrate(
+        f"dry run: {report.requests} requests, {sending.requests} to send in {len(plan)} chunk(s); nothing was sent"
+    )
     narrate_estimate(estimate)
     return Outcome(doc)
 
@@ -312,5 +353,6 @@ def job_report(job: Job) -> Dict[str, Any]:
         "chunks": len(chunks),
         "completion_window": rec.completion_window,
         "estimated_cost": estimate,
+        "reuse": answerreuse.doc(rec.reuse),
         "source": rec.source.to_dict() if rec.source else None,
     }
