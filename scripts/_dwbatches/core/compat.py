@@ -38,6 +38,9 @@ of printed commands, port reuse) goes by ``IS_WINDOWS``.
   by another user, or writable by others. POSIX only: on Windows ownership and permission
   bits are not checked (ACLs decide who may write a file, and ``st_uid`` / ``st_mode`` do not
   show them), so there a .env is trusted as on earlier versions.
+- ``change_time_ns``: when a file's contents or metadata last changed, set by the kernel and
+  not settable by a program (``st_ctime_ns`` on POSIX); None on Windows, where ``st_ctime``
+  is the creation time, which an edit in place keeps.
 """
 
 from __future__ import annotations
@@ -502,6 +505,13 @@ def utf8_stdio(streams: Optional[Sequence[Any]] = None) -> None:
             continue
         with contextlib.suppress(ValueError, OSError):
             stream.reconfigure(encoding="utf-8", errors="backslashreplace" if stream is sys.stderr else "strict")
+
+
+# -- files ---------------------------------------------------------------------------------
+def change_time_ns(st: os.stat_result) -> Optional[int]:
+    """The kernel's change time of a stat result (any write, chmod, rename or ``utime`` sets it
+    to now; no call sets it back), or None where the platform has none (Windows)."""
+    return None if IS_WINDOWS else st.st_ctime_ns
 
 
 # -- sockets -------------------------------------------------------------------------------
