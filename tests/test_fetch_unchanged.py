@@ -184,3 +184,34 @@ def test_the_recorded_report_holds_what_a_merge_adds():
 
     doc = fetch._counts_doc(MergeCounts(), "o", "e", "raw")
     assert tuple(doc) == fetch.MERGE_KEYS[:-1] and fetch.MERGE_KEYS[-1] == "fix"
+
+
+def test_id_tables_in_files_merge_as_in_memory(sandbox, tmp_path):
+    """Huge jobs keep their id tables in files (idtable.FILE_SLOTS): forced here for every table,
+    the merges (raw, simple, CSV), a retry's input and the counts are those of tables in memory."""
+    Path("q.csv").write_text("id,text\n" + "".join(f"r{i},question {i}\n" for i in range(40)))
+    code, built, err = run_script("create_batch_file.py", "q.jsonl", "--csv", "q.csv", "--id-column", "id")
+    assert code != 0  # (no template: the prompt column is missing)
+    code, built, err = run_script(
+        "create_batch_file.py", "q.jsonl", "--csv", "q.csv", "--id-column", "id", "--template", "{text}"
+    )
+    assert code == 0, err
+    ids = [json.loads(x)["custom_id"] for x in Path("q.jsonl").read_text().splitlines()]
+    sandbox.set_faults({"fail_custom_ids": ids[5:8], "fail_status": 400, "bad_answers": {ids[9]: "filtered"}})
+    job = make_job(sandbox, "q.jsonl", 3)
+    wait_job(sandbox, job)
+    in_file = dict(sandbox.env(), DOUBLEWORD_BATCHES_FILE_SLOTS="0")
+    for fmt in ("raw", "simple", "csv"):
+        outs = {}
+        for name, env in (("memory", sandbox.env()), ("file", in_file)):
+            out = tmp_path / f"{name}.{fmt}"
+            code, doc, err = run_script(
+                "fetch_results.py", "--job", job, "--format", fmt, "-o", out, "--errors", f"{out}.err", env=env
+            )
+            assert code == 5, err
+            doc = {k: v for k, v in doc.items() if k not in ("output", "errors", "next", "batches")}
+            outs[name] = (out.read_bytes(), Path(f"{out}.err").read_bytes(), doc)
+        assert outs["memory"] == outs["file"]
+    code, doc, err = run_script("retry_failed.py", "--job", job, "--dry-run", env=in_file)
+    code2, doc2, err2 = run_script("retry_failed.py", "--job", job, "--dry-run", env=sandbox.env())
+    assert code == code2 == 0 and doc["requests"] == doc2["requests"] == 3, err

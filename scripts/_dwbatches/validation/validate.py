@@ -34,13 +34,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from array import array
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, TypedDict
 
 from ..api.requestrules import ERRORS_KEPT
+from ..core import compat
 from ..core.apifacts import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from . import answerbudget
 from .chunkplan import Chunk, Planner, bucket_count, cut
@@ -141,7 +141,7 @@ class Spill:
         if "dig" not in res:
             return
         if self._fh is None:
-            self._fh = tempfile.TemporaryFile(prefix="dwb-ids-")
+            self._fh = compat.scratch_file("dwb-ids-")
         dig, off = res.pop("dig"), res.pop("off")
         fh = self._fh
         fh.seek(0, os.SEEK_END)
