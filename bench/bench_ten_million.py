@@ -59,6 +59,7 @@ NOOP_TARGET_S = 0.5
 def prompts_file(path: str, count: int) -> str:
     if os.path.exists(path):
         return path
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
         for start in range(0, count, 100_000):
