@@ -24,6 +24,7 @@ import os
 import platform
 import re
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -320,6 +321,13 @@ def e2e(
     before = counters(sb)
     poll_wall, poll_rss, poll_rc, _ = measure_own([sys.executable, script("poll.py"), "--job", job], env)
     poll_calls = diff(counters(sb), before)
+    # the other scripts that read every request: the validation of the input, and the dry run of
+    # the rerun the report asks for (its `next`)
+    val_wall, val_rss, val_rc, _ = measure_own([sys.executable, script("validate_batch_file.py"), path], env)
+    nxt = shlex.split(doc.get("next") or "")
+    at = [i for i, a in enumerate(nxt) if a.endswith("retry_failed.py")]
+    rerun = nxt[at[0] + 1 :] if at else ["--job", job]
+    re_wall, re_rss, re_rc, _ = measure_own([sys.executable, script("retry_failed.py"), *rerun, "--dry-run"], env)
     return {
         "name": name,
         "requests": requests,
@@ -354,6 +362,8 @@ def e2e(
         },
         "merge_again": {"wall": merge_wall, "rss": merge_rss, "ok": merge_rc in (0, 5), "calls": merge_calls},
         "poll_done": {"wall": poll_wall, "rss": poll_rss, "ok": poll_rc in (0, 5), "calls": poll_calls},
+        "validate": {"wall": val_wall, "rss": val_rss, "ok": val_rc == 0},
+        "rerun": {"wall": re_wall, "rss": re_rss, "ok": re_rc == 0, "args": " ".join(rerun[2:])},
     }
 
 
@@ -436,7 +446,36 @@ def bench_e2e(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[str
             "ok": m["poll_done"]["ok"],
         }
     )
-    client_rss = max(m["run"].rss_mb, m["fetch_again"]["rss"], m["merge_again"]["rss"], m["poll_done"]["rss"])
+    for key in ("small", "million"):
+        r = results[key]
+        rows.append(
+            {
+                "bench": f"validate the {r['requests']}-request input",
+                "client": "validate_batch_file.py",
+                "seconds": r["validate"]["wall"],
+                "peak_rss_mb": r["validate"]["rss"],
+                "throughput": f"{r['requests'] / r['validate']['wall'] / 1e3:.0f}k lines/s (this process's RSS)",
+                "ok": r["validate"]["ok"],
+            }
+        )
+        rows.append(
+            {
+                "bench": f"dry run of the rerun the finished {r['requests']}-request job asks for",
+                "client": f"retry_failed.py --dry-run {r['rerun']['args']}".rstrip(),
+                "seconds": r["rerun"]["wall"],
+                "peak_rss_mb": r["rerun"]["rss"],
+                "throughput": "-",
+                "ok": r["rerun"]["ok"],
+            }
+        )
+    client_rss = max(
+        m["run"].rss_mb,
+        m["fetch_again"]["rss"],
+        m["merge_again"]["rss"],
+        m["poll_done"]["rss"],
+        m["validate"]["rss"],
+        m["rerun"]["rss"],
+    )
     rounds = m["rounds"]
     per_round = [sum(r.values()) for r in rounds]
     notes += [
