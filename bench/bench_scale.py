@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """`make bench` (scale): today's client on a million-request job, on a 200-batch job's status
-checks and on uploads over throughput-capped connections; then the ten-million plan computed
-from those figures.
+checks and on uploads over throughput-capped connections (the ten-million job itself is
+measured by bench_ten_million.py).
 
 Every row runs the real scripts (and curl) as child processes against a sandbox started here
 (built-in model, no latency unless said). Inputs are generated under bench/data/ (git-ignored)
 and reused; job directories live in a temporary directory. The tables use run_all.py's
 measure() and table(); the sections are printed and, on a full run, written to
-bench/results.md after run_all.py's table (replacing an earlier scale section).
+bench/results.md (replacing an earlier scale section).
 
   python3 bench/bench_scale.py              # everything (about 10 minutes on 2 cores)
   python3 bench/bench_scale.py --quick      # 50k requests, 20 batches, 4 x 5 MB uploads
@@ -20,11 +20,11 @@ import argparse
 import http.client
 import http.server
 import json
-import math
 import os
 import platform
 import re
 import resource
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -40,10 +40,10 @@ from run_all import DATA, ROOT, SCRIPTS, SandboxProcess, api, chat_line, measure
 PROXY = os.path.join(ROOT, "bench", "throttle_proxy.py")
 LAUNCHER = os.path.join(ROOT, "bench", "peak_rss.py")
 RESULTS = os.path.join(ROOT, "bench", "results.md")
-SECTION = "## Scale: today's client at a million requests"  # from this heading to the end is ours
-PLAN = "## Ten-million plan"
+SECTION = "## Scale: today's client at a million requests"  # from this heading to the next is ours
 CHUNK_REQUESTS = 50_000  # the server's (and submit.py's) requests per file
 MB = 1e6
+NOOP_TARGET_S = 0.5  # a fetch with nothing new
 
 
 def script(name: str) -> str:
@@ -229,7 +229,8 @@ class CheckWatcher:
 
 
 def env_for(base_url: str, api_key: str) -> Dict[str, str]:
-    return dict(os.environ, DOUBLEWORD_API_KEY=api_key, DOUBLEWORD_BASE_URL=base_url)
+    """The scripts' environment: this sandbox, and bytecode cached as when a user runs them."""
+    return dict(os.environ, DOUBLEWORD_API_KEY=api_key, DOUBLEWORD_BASE_URL=base_url, PYTHONDONTWRITEBYTECODE="")
 
 
 def med(values: Sequence[float]) -> float:
@@ -297,20 +298,44 @@ def e2e(
 
     # A second fetch of the finished, fully downloaded job: what a fetch round costs at rest.
     before = counters(sb)
-    fetch_wall, fetch_rss, fetch_rc, _ = measure_own(
-        [sys.executable, script("fetch_results.py"), "--job", job, "--format", "simple", "-o", out + ".again"], env
+    # Nothing new: three fetches that merge nothing (the job's last merge proved current), then
+    # one after the results file was touched (same bytes, no longer provably the merge's): a real
+    # merge, whose report must be the no-op's, key for key.
+    noops = []
+    for _ in range(3):
+        before = counters(sb)
+        noops.append(
+            (*measure_own([sys.executable, script("fetch_results.py"), "--job", job], env), diff(counters(sb), before))
+        )
+    fetch_wall = statistics.median(w for w, *_ in noops)
+    fetch_rss = max(r for _, r, *_ in noops)
+    fetch_rc = max(c for _, _, c, *_ in noops)
+    fetch_calls = noops[-1][4]
+    os.utime(out)
+    before = counters(sb)
+    merge_wall, merge_rss, merge_rc, merged_text = measure_own(
+        [sys.executable, script("fetch_results.py"), "--job", job], env
     )
-    fetch_calls = diff(counters(sb), before)
+    merge_calls = diff(counters(sb), before)
+    same = all(text == merged_text for _, _, _, text, _ in noops)
     before = counters(sb)
     poll_wall, poll_rss, poll_rc, _ = measure_own([sys.executable, script("poll.py"), "--job", job], env)
     poll_calls = diff(counters(sb), before)
+    # the other scripts that read every request: the validation of the input, and the dry run of
+    # the rerun the report asks for (its `next`)
+    val_wall, val_rss, val_rc, _ = measure_own([sys.executable, script("validate_batch_file.py"), path], env)
+    nxt = shlex.split(doc.get("next") or "")
+    at = [i for i, a in enumerate(nxt) if a.endswith("retry_failed.py")]
+    rerun = nxt[at[0] + 1 :] if at else ["--job", job]
+    re_wall, re_rss, re_rc, _ = measure_own([sys.executable, script("retry_failed.py"), *rerun, "--dry-run"], env)
     return {
         "name": name,
         "requests": requests,
         "chunks": chunks,
         "input_bytes": os.path.getsize(path),
         "run": run,
-        "ok": run.rc == 0 and doc.get("succeeded") == requests,
+        # every request answered (the answers are cut at max_tokens 64: exit 5, bad answers, all billed)
+        "ok": run.rc in (0, 5) and doc.get("requests") == requests and not doc.get("failed") and not doc.get("missing"),
         "validate_s": planned,
         "upload_s": uploading,
         "create_s": creating,
@@ -327,8 +352,18 @@ def e2e(
         "output_mb": os.path.getsize(out) / MB,
         "sandbox_cpu_s": cpu1 - cpu0,
         "sandbox_rss_mb": sb_rss,
-        "fetch_again": {"wall": fetch_wall, "rss": fetch_rss, "ok": fetch_rc == 0, "calls": fetch_calls},
-        "poll_done": {"wall": poll_wall, "rss": poll_rss, "ok": poll_rc == 0, "calls": poll_calls},
+        "fetch_again": {
+            "wall": fetch_wall,
+            "runs": [w for w, *_ in noops],
+            "rss": fetch_rss,
+            "ok": fetch_rc in (0, 5) and same and fetch_wall < NOOP_TARGET_S,
+            "calls": fetch_calls,
+            "same": same,
+        },
+        "merge_again": {"wall": merge_wall, "rss": merge_rss, "ok": merge_rc in (0, 5), "calls": merge_calls},
+        "poll_done": {"wall": poll_wall, "rss": poll_rss, "ok": poll_rc in (0, 5), "calls": poll_calls},
+        "validate": {"wall": val_wall, "rss": val_rss, "ok": val_rc == 0},
+        "rerun": {"wall": re_wall, "rss": re_rss, "ok": re_rc == 0, "args": " ".join(rerun[2:])},
     }
 
 
@@ -376,16 +411,31 @@ def bench_e2e(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[str
             }
         )
     m = results["million"]
-    rows.append(
-        {
-            "bench": f"fetch again, {m['chunks']} batches finished and downloaded",
-            "client": "fetch_results.py --job",
-            "seconds": m["fetch_again"]["wall"],
-            "peak_rss_mb": m["fetch_again"]["rss"],
-            "throughput": f"{sum(m['fetch_again']['calls'].values())} API calls",
-            "ok": m["fetch_again"]["ok"],
-        }
-    )
+    for key in ("small", "million"):
+        r = results[key]
+        label = f"fetch a finished {r['requests']}-request job again ({r['chunks']} batches, all downloaded)"
+        rows.append(
+            {
+                "bench": label,
+                "client": "fetch_results.py --job: nothing new",
+                "seconds": r["fetch_again"]["wall"],
+                "peak_rss_mb": r["fetch_again"]["rss"],
+                "throughput": f"{sum(r['fetch_again']['calls'].values())} API calls; runs "
+                f"{[round(w, 2) for w in r['fetch_again']['runs']]} s (target < {NOOP_TARGET_S} s); report "
+                + ("identical to the merge's" if r["fetch_again"]["same"] else "DIFFERS from the merge's"),
+                "ok": r["fetch_again"]["ok"],
+            }
+        )
+        rows.append(
+            {
+                "bench": label,
+                "client": "fetch_results.py --job: results file touched, merged again",
+                "seconds": r["merge_again"]["wall"],
+                "peak_rss_mb": r["merge_again"]["rss"],
+                "throughput": f"{sum(r['merge_again']['calls'].values())} API calls",
+                "ok": r["merge_again"]["ok"],
+            }
+        )
     rows.append(
         {
             "bench": f"poll a finished {m['chunks']}-batch job",
@@ -396,7 +446,36 @@ def bench_e2e(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[str
             "ok": m["poll_done"]["ok"],
         }
     )
-    client_rss = max(m["run"].rss_mb, m["fetch_again"]["rss"], m["poll_done"]["rss"])
+    for key in ("small", "million"):
+        r = results[key]
+        rows.append(
+            {
+                "bench": f"validate the {r['requests']}-request input",
+                "client": "validate_batch_file.py",
+                "seconds": r["validate"]["wall"],
+                "peak_rss_mb": r["validate"]["rss"],
+                "throughput": f"{r['requests'] / r['validate']['wall'] / 1e3:.0f}k lines/s (this process's RSS)",
+                "ok": r["validate"]["ok"],
+            }
+        )
+        rows.append(
+            {
+                "bench": f"dry run of the rerun the finished {r['requests']}-request job asks for",
+                "client": f"retry_failed.py --dry-run {r['rerun']['args']}".rstrip(),
+                "seconds": r["rerun"]["wall"],
+                "peak_rss_mb": r["rerun"]["rss"],
+                "throughput": "-",
+                "ok": r["rerun"]["ok"],
+            }
+        )
+    client_rss = max(
+        m["run"].rss_mb,
+        m["fetch_again"]["rss"],
+        m["merge_again"]["rss"],
+        m["poll_done"]["rss"],
+        m["validate"]["rss"],
+        m["rerun"]["rss"],
+    )
     rounds = m["rounds"]
     per_round = [sum(r.values()) for r in rounds]
     notes += [
@@ -412,7 +491,7 @@ def bench_e2e(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[str
         + ("; the sandbox, not the client, sets the wait." if m["wait_sandbox_share"] >= 0.6 else ".")
         + f" Its CPU over the whole run: {m['sandbox_cpu_s']:.0f} s, the client's {m['run'].cpu_s:.0f} s.",
         f"- Peak RSS of the client processes: run_batch.py {m['run'].rss_mb:.0f} MB, fetch_results.py "
-        f"{m['fetch_again']['rss']:.0f} MB, poll.py {m['poll_done']['rss']:.0f} MB; max {client_rss:.0f} MB "
+        f"{m['fetch_again']['rss']:.0f} MB (nothing new), {m['merge_again']['rss']:.0f} MB (a merge), poll.py {m['poll_done']['rss']:.0f} MB; max {client_rss:.0f} MB "
         f"({'within' if client_rss <= 80 else 'over'} the 80 MB target). At "
         f"{results['small']['requests']} requests run_batch.py peaked at {results['small']['run'].rss_mb:.0f} MB. "
         f"The sandbox peaked at {m['sandbox_rss_mb']:.0f} MB.",
@@ -844,164 +923,6 @@ def bench_upload(sizes: Dict[str, Any], workdir: str) -> Tuple[List[dict], List[
     return rows, notes, facts
 
 
-# -- 4. the ten-million plan ----------------------------------------------------------------
-
-
-def plan(e2e_res: Optional[Dict[str, Any]], poll: Optional[Dict[str, Any]], up: Optional[Dict[str, Any]]) -> List[str]:
-    """Figures for a 10,000,000-request job from the measurements (each marked measured or computed)."""
-    target = 10_000_000
-    batches = math.ceil(target / CHUNK_REQUESTS)
-    rows = [("batches", f"{batches}", "computed", f"{target:,} / {CHUNK_REQUESTS:,} requests per batch")]
-    if e2e_res:
-        m, s = e2e_res["million"], e2e_res["small"]
-        bpr = m["input_bytes"] / m["requests"]
-        f = target / m["requests"]
-        total = bpr * target
-        rows += [
-            ("bytes per request", f"{bpr:.0f} B", "measured", f"the {m['requests']:,}-request input of this bench"),
-            ("input size", f"{total / 1e9:.2f} GB", "computed", "bytes per request x 10M"),
-            (
-                "upload at 20 MB/s",
-                f"{total / 20e6:.0f} s ({total / 20e6 / 60:.1f} min)",
-                "computed",
-                "one connection at a time, the wire only",
-            ),
-            ("upload at 100 MB/s", f"{total / 100e6:.0f} s", "computed", "the wire only"),
-            (
-                "upload on loopback today",
-                f"{m['upload_s'] * f:.0f} s",
-                "computed",
-                f"measured {m['upload_s']:.1f} s for {m['requests']:,} requests (the sandbox's parsing included), x {f:g}",
-            ),
-            (
-                "validate and hash the input",
-                f"{m['validate_s'] * f:.0f} s",
-                "computed",
-                f"measured {m['validate_s']:.1f} s at {m['requests']:,}, x {f:g}",
-            ),
-            (
-                f"job.json (from the {m['requests']:,}-request run)",
-                f"{m['job_json_kb'] / m['chunks'] * batches:.0f} kB",
-                "computed",
-                f"measured {m['job_json_kb']:.0f} kB for {m['chunks']} chunks after the whole run, x {batches}/{m['chunks']}",
-            ),
-        ]
-        fetch_calls = sum(m["fetch_again"]["calls"].values())
-        round_calls = sum(m["round_median"].values())
-        pages = -(-batches // 100)  # the job's batches are listed 100 a page
-        if m["rounds"]:
-            rows.append(
-                (
-                    "run_batch.py check while waiting",
-                    f"{pages} requests + 1 download per batch with new results, every other check",
-                    "computed",
-                    f"measured {round_calls} per check for {m['chunks']} batches "
-                    f"({calls_text(m['round_median'])}); the listing is paged 100 batches a page",
-                )
-            )
-        rows += [
-            (
-                "fetch round, all finished and downloaded",
-                f"{pages} requests",
-                "computed",
-                f"measured {fetch_calls} for {m['chunks']} batches ({calls_text(m['fetch_again']['calls'])}); "
-                "the listing is paged 100 batches a page",
-            ),
-            (
-                "final fetch and merge",
-                f"{m['fetch_s'] * f:.0f} s",
-                "computed",
-                f"measured {m['fetch_s']:.1f} s at {m['requests']:,}, x {f:g}",
-            ),
-            (
-                "run_batch.py disk writes",
-                f"{m['run'].written_mb * f / 1e3:.1f} GB",
-                "computed",
-                f"measured {m['run'].written_mb:.0f} MB at {m['requests']:,} (raw downloads, results, job.json), "
-                f"x {f:g}",
-            ),
-        ]
-        for what, small_mb, big_mb in (
-            ("run_batch.py", s["run"].rss_mb, m["run"].rss_mb),
-            ("fetch_results.py (fetch again)", s["fetch_again"]["rss"], m["fetch_again"]["rss"]),
-        ):
-            slope = (big_mb - small_mb) / (m["requests"] - s["requests"])
-            rows.append(
-                (
-                    f"{what} peak RSS",
-                    f"{big_mb + slope * (target - m['requests']):.0f} MB",
-                    "computed",
-                    f"measured {small_mb:.0f} MB at {s['requests']:,} and {big_mb:.0f} MB at "
-                    f"{m['requests']:,} requests: {slope * 1e6:.0f} MB per million more, extended linearly",
-                )
-            )
-    if poll:
-        x = batches / poll["batches"]  # 1 on a full run: measured at 200 batches
-        kind, times = ("measured", "") if x == 1 else ("computed", f", x {x:g}")
-        stall = (
-            f"; the sandbox's {poll['kept_ms']:.0f} ms per kept-alive call is most of the time "
-            f"({poll['fresh_ms']:.1f} ms on a new connection)"
-        )
-        rows += [
-            (
-                "poll.py round",
-                f"{poll['poll_calls'] * x:.0f} requests, {poll['poll_s'] * x:.1f} s",
-                kind,
-                f"{poll['batches']} running batches (500 requests each){times}{stall}",
-            ),
-            (
-                "run_batch.py --wait check",
-                f"{poll['check_calls'] * x:.0f} requests, {poll['check_s'] * x:.1f} s",
-                kind,
-                f"{poll['batches']} running batches, partial downloads included{times}",
-            ),
-            (
-                f"job.json ({poll['batches']}-chunk job)",
-                f"{poll['job_json_kb']:.0f} kB",
-                "measured",
-                f"{poll['batches']} chunks, after submit, polls and a fetch",
-            ),
-            (
-                "submit's disk writes",
-                f"{poll['submit_written_mb']:.0f} MB",
-                "measured",
-                f"submit.py of {poll['batches']} chunks (job.json rewritten per step), {poll['submit_s']:.0f} s",
-            ),
-            ("poll.py peak RSS", f"{poll['poll_rss']:.0f} MB", "measured", f"{poll['batches']} batches"),
-        ]
-    if up:
-        speed = up["total_mb"] / up["span_s"]
-        rows.append(
-            (
-                "submit.py uploads over a capped link",
-                f"{speed:.1f} MB/s",
-                "measured",
-                f"{up['rate_mb']:g} MB/s per connection; curl 4 at once reached "
-                f"{up['total_mb'] / up['curl_par_s']:.1f} MB/s",
-            )
-        )
-        if up["parallel"]:
-            rows.append(
-                (
-                    "submit.py --parallel 4 uploads over a capped link",
-                    f"{up['total_mb'] / up['par_span_s']:.1f} MB/s",
-                    "measured",
-                    f"{up['rate_mb']:g} MB/s per connection",
-                )
-            )
-    out = [
-        PLAN,
-        "",
-        f"For one {target:,}-request job. 'measured' figures come from the rows above; 'computed' ones "
-        "are derived from them as stated.",
-        "",
-        "| quantity | 10M figure | kind | basis |",
-        "|---|---|---|---|",
-    ]
-    out += [f"| {q} | {v} | {k} | {b} |" for q, v, k, b in rows]
-    return out
-
-
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -1011,15 +932,20 @@ def floor_mb() -> float:
 
 
 def write_results(text: str) -> None:
-    """Put our sections in place of an earlier copy (everything from SECTION on), after run_all.py's table."""
+    """Put our section in place of an earlier copy (from SECTION to the next section), else at the end."""
     try:
         with open(RESULTS, encoding="utf-8") as fh:
-            head = fh.read()
+            doc = fh.read()
     except FileNotFoundError:
-        head = "# Benchmark results\n"
-    head = head.split("\n" + SECTION, 1)[0].rstrip("\n")
+        doc = "# Benchmark results\n"
+    if SECTION in doc:
+        start = doc.index(SECTION)
+        nxt = doc.find("\n## ", start + len(SECTION))
+        doc = doc[:start] + text + "\n" + (doc[nxt:] if nxt != -1 else "")
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
     with open(RESULTS, "w", encoding="utf-8") as fh:
-        fh.write(head + "\n\n" + text + "\n")
+        fh.write(doc)
 
 
 def main() -> int:
@@ -1031,7 +957,7 @@ def main() -> int:
     q = args.quick
     sizes = {
         "e2e": 50_000 if q else 1_000_000,
-        "e2e_small": 10_000 if q else 100_000,
+        "e2e_small": 10_000 if q else 200_000,
         "e2e_chunk": 2_500 if q else CHUNK_REQUESTS,
         "interval": 5.0,
         "concurrency": 8,
@@ -1045,17 +971,16 @@ def main() -> int:
     workdir = tempfile.mkdtemp(prefix="dwb-scale-")
     rows: List[dict] = []
     notes: List[str] = []
-    e2e_res = poll_res = up_res = None
     started, load = time.time(), os.getloadavg()[0]
     try:
         if "e2e" in only:
-            r, n, e2e_res = bench_e2e(sizes, workdir)
+            r, n, _ = bench_e2e(sizes, workdir)
             rows, notes = rows + r, notes + n
         if "poll" in only:
-            r, n, poll_res = bench_poll(sizes, workdir)
+            r, n, _ = bench_poll(sizes, workdir)
             rows, notes = rows + r, notes + n
         if "upload" in only:
-            r, n, up_res = bench_upload(sizes, workdir)
+            r, n, _ = bench_upload(sizes, workdir)
             rows, notes = rows + r, notes + n
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -1076,8 +1001,6 @@ def main() -> int:
             f"- Peak RSS figures are each script's own, through bench/peak_rss.py (floor: {floor_mb():.0f} MB, what "
             "`true` reads through it); spawned straight from this bench "
             f"({resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB) they could not read below its size.",
-            "",
-            *plan(e2e_res, poll_res, up_res),
         ]
     )
     print(text)

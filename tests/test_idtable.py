@@ -130,3 +130,29 @@ def test_building_a_file_tells_colliding_ids_apart_and_still_finds_a_real_duplic
     assert code == 2 and is_error(out)
     assert "line 202: duplicate custom_id 'rows-k17' (first made from line 19)" in err
     assert not Path("rows.jsonl").exists() and not list(tmp_path.glob(".rows.jsonl.*"))
+
+
+def test_a_table_in_a_file_holds_what_arrays_hold(monkeypatch):
+    """Past FILE_SLOTS a table keeps its slots in a temporary file: the same answers as arrays,
+    growing into the file and within it included."""
+    from _dwbatches.core import idtable
+
+    monkeypatch.setattr(idtable, "FILE_SLOTS", 4096)
+    ids = [f"id-{i}" for i in range(20_000)]
+    table = idtable.IdTable()  # starts in arrays, grows into a file
+    for n, cid in enumerate(ids):
+        assert table.find(cid) == idtable.NOT_FOUND
+        table.insert(cid, n, marked=n % 3 == 0)
+    assert table._file is not None and len(table) == 20_000
+    assert all(table.value(table.find(cid)) == n for n, cid in enumerate(ids))
+    assert table.find("id-x") == idtable.NOT_FOUND
+    assert sorted(v & ~idtable.MARK for v in table.values()) == list(range(20_000))
+    assert table.marked == sum(1 for n in range(20_000) if n % 3 == 0)
+    assert table.mark(table.find("id-1")) and not table.mark(table.find("id-1"))
+    sized = idtable.IdTable(capacity=10_000)  # sized into a file at once
+    for n, cid in enumerate(ids[:10_000]):
+        sized.insert(cid, n)
+    assert sized._file is not None and sized.value(sized.find("id-9999")) == 9999
+    table.close()
+    sized.close()
+    assert table._file is None and len(table) == 20_000  # (the count stays readable)

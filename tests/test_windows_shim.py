@@ -177,6 +177,26 @@ def test_the_shim_removes_the_posix_only_apis():
         assert shim_lock_method() == "exclusive-file"
 
 
+def test_an_id_table_in_a_file_works_without_pread():
+    """A huge id table lives in a scratch file read and written at offsets: without os.pread and
+    os.pwrite (Windows) by seek, read and write, with the same answers."""
+    probe = (
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(SCRIPTS)!r})\n"
+        "from _dwbatches.core import idtable\n"
+        "idtable.FILE_SLOTS = 0\n"
+        "t = idtable.IdTable()\n"
+        "ids = [f'id-{i}' for i in range(5000)]\n"
+        "for n, c in enumerate(ids): t.insert(c, n)\n"
+        "assert all(t.value(t.find(c)) == n for n, c in enumerate(ids)) and t.find('no') == idtable.NOT_FOUND\n"
+        "t.close()\n"
+        "print(hasattr(os, 'pread'), 'ok')\n"
+    )
+    proc = shim_python(probe)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "ok"]
+
+
 def test_check_setup_with_its_own_sandbox_under_the_shim(tmp_path):
     code, doc, err = run_script("check_setup.py", "--sandbox", env=shim_env())
     assert code == 0, err

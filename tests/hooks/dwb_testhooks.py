@@ -11,6 +11,8 @@ installs them on itself the same way (``install()``).
   with ``os._exit(137)`` (as ``kill -9`` would) right after the upload / create of chunk N (any
   chunk without ``:N``) returned, before its result is recorded; ``:raise`` raises an unexpected
   error there instead (for the tests of its report).
+- ``DOUBLEWORD_BATCHES_FILE_SLOTS=N``: id tables of more than N slots live in a file
+  (``_dwbatches.core.idtable.FILE_SLOTS``), so that small jobs take the path of huge ones.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Callable, Dict
 
 SCALE_VAR = "DOUBLEWORD_BATCHES_TIME_SCALE"
 CRASH_VAR = "DOUBLEWORD_BATCHES_CRASH_AT"
+SLOTS_VAR = "DOUBLEWORD_BATCHES_FILE_SLOTS"
 
 
 def time_scale() -> float:
@@ -74,8 +77,15 @@ def _patch_submitter(module: Any) -> None:
     cls._resolve_create = _after("after_create", cls._resolve_create, 1)
 
 
+def _patch_idtable(module: Any) -> None:
+    raw = os.environ.get(SLOTS_VAR)
+    if raw and raw.isdigit():
+        module.FILE_SLOTS = int(raw)
+
+
 PATCHES: Dict[str, Callable[[Any], None]] = {
     "_dwbatches.core.clock": _patch_clock,
+    "_dwbatches.core.idtable": _patch_idtable,
     "_dwbatches.submit.submitter": _patch_submitter,
 }
 

@@ -44,6 +44,8 @@ OS_FUNCTIONS = (
     "getpgrp",
     "killpg",
     "fork",
+    "pread",
+    "pwrite",
     "forkpty",
     "fdatasync",
     "sync",

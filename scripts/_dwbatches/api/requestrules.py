@@ -83,6 +83,8 @@ def loads_strict(text: str) -> Any:
 
 
 def check_custom_id(cid: Any) -> Optional[str]:
+    if type(cid) is str and 0 < len(cid) <= MAX_CUSTOM_ID_BYTES and cid.isascii() and cid.isprintable():
+        return None  # the usual id, at once (ASCII without control characters)
     if not isinstance(cid, str):
         return f"custom_id must be a string, got {json_type(cid)}"
     if not cid:

@@ -10,8 +10,9 @@ Library use (with ``scripts/`` on ``sys.path``)::
 ``chat_request``, ``embedding_request`` and ``responses_request`` return one request line as
 a dict (``{custom_id, method, url, body}``); ``build_request(endpoint, ...)`` picks one by
 endpoint. ``write_batch_file`` (or ``BatchFileWriter`` for incremental writing) checks every
-line as it is written (the same rules as ``_dwbatches.validation.validate``, plus unique custom_ids),
-validates the finished file, and only then renames it over the output path, so an existing
+line as it is written (the same rules as ``_dwbatches.validation.validate``), validates the
+finished file (unique custom_ids too, in bounded memory), and only then renames it over the
+output path, so an existing
 file is replaced only by a complete, valid one. Errors are ``InputError`` with the source
 line number when one is known.
 
@@ -26,13 +27,14 @@ import os
 import re
 import tempfile
 from array import array
+from bisect import bisect_right
 from typing import IO, Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ..api.requestrules import check_custom_id, check_request
 from ..core import compat
+from ..core.apifacts import MAX_CUSTOM_ID_BYTES
 from ..core.errors import InputError, UsageError
 from ..core.files import atomic_write_json, fsync_dir, reraise_named
-from ..core.idtable import NOT_FOUND, IdTable
 from ..cost import pricing
 from ..jobs.jobrecord import sha256_file
 from ..validation.validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE, validate_file
@@ -294,6 +296,53 @@ def row_id_text(value: Any, line: int, column: str) -> str:
 WRITER_WHAT = "the batch file"
 
 
+class LineTemplate:
+    """The lines of a build whose requests differ only in their custom_id and prompt: the request
+    is made once with markers in their place, checked by the rules of every request
+    (``check_request``) and written as JSON around them; each line is then the two strings,
+    JSON-escaped, put between the template's parts (what ``json.dumps`` of the whole request
+    would write, at a fraction of its cost). ``of`` gives None when a request's shape does not
+    allow it (a marker not found once, or a template that fails the rules: each request is
+    then made and checked on its own, for the error of its line)."""
+
+    CID, PROMPT = "\ue000dwb-custom-id\ue000", "\ue000dwb-prompt\ue000"
+
+    def __init__(self, make: Any, parts: Tuple[str, str, str], envelope: int):
+        self.make = make  # (custom_id, prompt) -> the request dict
+        self.head, self.middle, self.tail = parts
+        # bytes of a line that are not its body, besides the custom_id: the body's size is checked
+        self.envelope = envelope
+
+    @classmethod
+    def of(cls, make: Any) -> Optional[LineTemplate]:
+        request = make(cls.CID, cls.PROMPT)
+        if check_request(request)[0]:
+            return None
+        text = _dumps(request)
+        head, sep, rest = text.partition(_encode_string(cls.CID))
+        middle, sep2, tail = rest.partition(_encode_string(cls.PROMPT))
+        body_at = middle.find(',"body":')
+        if not sep or not sep2 or cls.CID in rest or cls.PROMPT in tail or body_at < 0:
+            return None
+        envelope = len(head.encode("utf-8")) + len(middle[: body_at + 8].encode("utf-8")) + 2  # "}" and "\n"
+        tpl = cls(make, (head, middle, tail + "\n"), envelope)
+        sample = ('q"\\\n\u2028\u00e9\t', 'p"\\\r\u00e9\U0001f600 {x}\x7f')
+        if tpl.line(*sample) != (_dumps(make(*sample)) + "\n").encode("utf-8"):
+            return None
+        return tpl
+
+    def line(self, custom_id: str, prompt: str) -> bytes:
+        """The request line (newline included), UTF-8; UnicodeEncodeError for a lone surrogate."""
+        return (self.head + _encode_string(custom_id) + self.middle + _encode_string(prompt) + self.tail).encode(
+            "utf-8"
+        )
+
+
+_NO_LINE = -(1 << 62)  # the shift of a run of requests without source lines
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_encode_string = json.encoder.encode_basestring  # (the C encoder json.dumps uses with ensure_ascii=False)
+
+
 class BatchFileWriter:
     """Write request lines to a temp file beside ``path``; ``close()`` validates the whole file
     and renames it over ``path``. On any exception (or ``abort()``) the temp file is removed
@@ -302,6 +351,9 @@ class BatchFileWriter:
         with BatchFileWriter("out.jsonl") as w:
             w.add(chat_request("a-1", "hi"))
         w.summary  # {"path", "requests", "bytes", "models", "endpoints", "chunks", "warnings"}
+
+    Each request is checked as it is added; custom_ids used twice are found by the validation
+    of the whole file (in bounded memory), and reported with the source lines of both.
     """
 
     def __init__(
@@ -325,23 +377,25 @@ class BatchFileWriter:
             )
         except OSError as exc:
             reraise_named(exc, self.path, what=WRITER_WHAT)
-        self._fh: Optional[IO[bytes]] = os.fdopen(fd, "wb")
-        # custom_ids seen so far: a digest table whose value is the request's index; a digest
-        # match is confirmed from the line written at that index, so two ids never clash.
-        self._ids = IdTable(same=self._wrote)
-        self._offsets = array("Q")  # index -> byte offset of its line in the temp file
-        self._lines = array("Q")  # index -> source line (or request number) for messages
-        self._written = 0
-        self._reader: Optional[IO[bytes]] = None
+        self._fh: Optional[IO[bytes]] = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._write = self._fh.write
+        # the source line of each request, as runs: from request _run_at[i] on, request k came
+        # from line k + _run_shift[i] (a few entries however many requests: blank lines and
+        # multi-line CSV rows start new runs)
+        self._run_at = array("q")
+        self._run_shift = array("q")
+        self._shift: Optional[int] = None
         self.requests = 0
         self.summary: Optional[Dict[str, Any]] = None
 
+    def _where(self, line: Optional[int]) -> str:
+        return f"line {line}" if line is not None else f"request {self.requests + 1}"
+
     def add(self, request: Dict[str, Any], line: Optional[int] = None) -> None:
         """Check and append one request line. ``line`` is the source line, for messages."""
-        n = self.requests + 1 if line is None else line
-        where = f"line {n}" if line is not None else f"request {n}"
+        where = self._where(line)
         try:
-            data = json.dumps(request, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+            data = _dumps(request).encode("utf-8")
         except ValueError as exc:
             raise InputError(f"{where}: cannot write the request as JSON: {exc}", line=line) from None
         except TypeError as exc:
@@ -349,43 +403,80 @@ class BatchFileWriter:
         err, _ = check_request(request, self.max_body_bytes, len(data))
         if err:
             raise InputError(f"{where}: {err}", line=line)
-        cid = request["custom_id"]
-        slot = self._ids.find(cid)
-        if slot != NOT_FOUND:
-            first = self._lines[self._ids.value(slot)]
-            raise InputError(
-                f"{where}: duplicate custom_id {cid!r} (first made from "
-                f"{'line' if line is not None else 'request'} {first})",
-                hint="Each row needs a unique id; fix the id column or drop it to number the rows instead.",
-                line=line,
-            )
-        assert self._fh is not None
+        self._append(data + b"\n", line)
+
+    def add_built(self, template: LineTemplate, custom_id: str, prompt: str, line: Optional[int] = None) -> None:
+        """Append the request ``template`` makes of ``custom_id`` and ``prompt``: what ``add``
+        checks, the template having passed the rest once."""
         try:
-            self._fh.write(data + b"\n")
+            data = template.line(custom_id, prompt)
+        except UnicodeEncodeError:  # a lone surrogate: the request's own error
+            return self.add(template.make(custom_id, prompt), line)
+        n = len(custom_id)
+        if not (
+            0 < n <= MAX_CUSTOM_ID_BYTES
+            and len(data) - template.envelope - n - 2 <= self.max_body_bytes  # (an upper bound of the body)
+            and custom_id.isascii()
+            and custom_id.isprintable()
+        ):  # anything unusual is checked on the request itself, for its message
+            return self.add(template.make(custom_id, prompt), line)
+        try:
+            self._write(data)
         except OSError as exc:
             reraise_named(exc, self.path, what=WRITER_WHAT)
-        self._ids.insert(cid, self.requests)
-        self._offsets.append(self._written)
-        self._lines.append(n)
-        self._written += len(data) + 1
+        if line is None or line - self.requests != self._shift:
+            self._new_run(line)
         self.requests += 1
 
-    def _wrote(self, index: int, custom_id: str) -> bool:
-        """Whether the line written as request ``index`` has ``custom_id`` (read back)."""
-        assert self._fh is not None
-        self._fh.flush()
-        if self._reader is None:
-            self._reader = open(self.tmp, "rb")
-        self._reader.seek(self._offsets[index])
-        return json.loads(self._reader.readline()).get("custom_id") == custom_id
+    def _append(self, data: bytes, line: Optional[int]) -> None:
+        try:
+            self._write(data)
+        except OSError as exc:
+            reraise_named(exc, self.path, what=WRITER_WHAT)
+        if line is None or line - self.requests != self._shift:
+            self._new_run(line)
+        self.requests += 1
+
+    def _new_run(self, line: Optional[int]) -> None:
+        """Request ``self.requests`` starts a run of requests from consecutive lines (or none)."""
+        shift = (line - self.requests) if line is not None else _NO_LINE
+        if shift != self._shift:
+            self._run_at.append(self.requests)
+            self._run_shift.append(shift)
+            self._shift = shift
+
+    def source_line(self, index: int) -> Optional[int]:
+        """The source line of request ``index`` (0-based), or None when requests have none."""
+        i = bisect_right(self._run_at, index) - 1
+        shift = self._run_shift[i] if i >= 0 else _NO_LINE
+        return None if shift == _NO_LINE else index + shift
+
+    def _duplicate(self, first_error: Dict[str, Any]) -> Optional[InputError]:
+        """A custom_id used twice, found by the validation (output lines ``first_error``): the
+        error in the source's lines (the file's lines are requests, in order)."""
+        cid = first_error.get("custom_id")
+        if not isinstance(cid, str) or "duplicate custom_id" not in str(first_error.get("message")):
+            return None
+        first = None
+        with open(self.tmp, "rb") as fh:
+            for n, raw in enumerate(fh):
+                with contextlib.suppress(ValueError, AttributeError):
+                    if json.loads(raw).get("custom_id") == cid:
+                        first = n
+                        break
+        again = int(first_error["line"]) - 1
+        where, was = self.source_line(again), self.source_line(first if first is not None else 0)
+        return InputError(
+            f"{'line' if where is not None else 'request'} {where if where is not None else again + 1}: duplicate "
+            f"custom_id {cid!r} (first made from {'line' if was is not None else 'request'} "
+            f"{was if was is not None else (first or 0) + 1})",
+            hint="Each row needs a unique id; fix the id column or drop it to number the rows instead.",
+            line=where,
+        )
 
     def _release(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
-        self._ids = IdTable()
-        self._offsets = array("Q")
-        self._lines = array("Q")
+        self._run_at = array("q")
+        self._run_shift = array("q")
 
     def close(self) -> Dict[str, Any]:
         """Finish: fsync, validate, rename over the output. Returns the summary."""
@@ -393,7 +484,6 @@ class BatchFileWriter:
             assert self.summary is not None
             return self.summary
         try:
-            self._release()
             self._fh.flush()
             os.fsync(self._fh.fileno())
             self._fh.close()
@@ -409,7 +499,10 @@ class BatchFileWriter:
             )
             if not rep.valid:
                 first = rep.errors[0] if rep.errors else {"line": "?", "message": "invalid"}
-                raise InputError(f"the built file is not valid: output line {first['line']}: {first['message']}")
+                raise self._duplicate(first) or InputError(
+                    f"the built file is not valid: output line {first['line']}: {first['message']}"
+                )
+            self._release()
             compat.set_mode(self.tmp, compat.new_file_mode())  # the user's file: as the umask says
             compat.replace(self.tmp, self.path)
             fsync_dir(os.path.dirname(self.path))

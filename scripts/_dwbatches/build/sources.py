@@ -302,7 +302,8 @@ class CsvRows:
                 if skip_empty:
                     skipped.append(start)
                 continue
-            if skip_empty and not "".join(rec).strip():
+            first = rec[0]
+            if skip_empty and (not first or first.isspace()) and not "".join(rec).strip():
                 skipped.append(start)
                 continue
             if len(rec) != width:

@@ -50,6 +50,13 @@ class Template:
                     hint="Name a column or field inside the braces, e.g. {text}; use {{}} for literal braces.",
                 )
         self.fields = [name for _, name, _, _ in self.parts if name is not None]
+        # the usual template: text and plain {name}s, each value a string (a CSV cell): joined
+        # at once (render's full path handles the rest, and says what is wrong)
+        self._plain = (
+            [(literal, name) for literal, name, spec, conv in self.parts]
+            if all(not spec and conv is None for _, _, spec, conv in self.parts)
+            else None
+        )
 
     @staticmethod
     def lookup(row: Dict[str, Any], name: str, dotted: bool) -> Tuple[bool, Any]:
@@ -81,6 +88,22 @@ class Template:
     def render(
         self, row: Dict[str, Any], line: int, what: str = "column", dotted: bool = False, source: Optional[str] = None
     ) -> str:
+        plain = self._plain
+        if plain is not None:
+            try:
+                if len(plain) == 1:  # "{text}", or a template without placeholders
+                    literal, name = plain[0]
+                    if name is None:
+                        return literal
+                    value = row[name]
+                    if type(value) is str:
+                        return literal + value
+                else:
+                    values = [row[name] if name is not None else "" for _, name in plain]
+                    if all(type(v) is str for v in values):
+                        return "".join([part for (literal, _), v in zip(plain, values) for part in (literal, v)])
+            except (KeyError, TypeError):
+                pass  # (the full path below says what is wrong)
         out: List[str] = []
         for literal, name, spec, conv in self.parts:
             out.append(literal)

@@ -38,18 +38,22 @@ of printed commands, port reuse) goes by ``IS_WINDOWS``.
   by another user, or writable by others. POSIX only: on Windows ownership and permission
   bits are not checked (ACLs decide who may write a file, and ``st_uid`` / ``st_mode`` do not
   show them), so there a .env is trusted as on earlier versions.
+- ``change_time_ns``: when a file's contents or metadata last changed, set by the kernel and
+  not settable by a program (``st_ctime_ns`` on POSIX); None on Windows, where ``st_ctime``
+  is the creation time, which an edit in place keeps.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 import socket
 import sys
 import time
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 try:
     import fcntl
@@ -502,6 +506,46 @@ def utf8_stdio(streams: Optional[Sequence[Any]] = None) -> None:
             continue
         with contextlib.suppress(ValueError, OSError):
             stream.reconfigure(encoding="utf-8", errors="backslashreplace" if stream is sys.stderr else "strict")
+
+
+# -- files ---------------------------------------------------------------------------------
+def scratch_file(prefix: str, buffering: int = -1) -> Any:
+    """A temporary binary file (read and write) for this process's own use."""
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix=prefix)
+    try:
+        os.unlink(path)  # open, it lives on; closed, or the process gone, its space is freed
+    except OSError:  # pragma: no cover - Windows: an open file cannot be removed
+        os.close(fd)
+        os.unlink(path)
+        return tempfile.TemporaryFile(prefix=prefix, buffering=buffering)
+    return os.fdopen(fd, "w+b", buffering=buffering)
+
+
+def change_time_ns(st: os.stat_result) -> Optional[int]:
+    """The kernel's change time of a stat result (any write, chmod, rename or ``utime`` sets it
+    to now; no call sets it back), or None where the platform has none (Windows)."""
+    return None if IS_WINDOWS else st.st_ctime_ns
+
+
+# -- files ---------------------------------------------------------------------------------
+def positional_io(fh: Any) -> Tuple[Callable[[int, int], bytes], Callable[[bytes, int], int]]:
+    """(read(size, offset), write(data, offset)) on an open unbuffered binary file ``fh``."""
+    pread, pwrite = getattr(os, "pread", None), getattr(os, "pwrite", None)
+    if pread is not None and pwrite is not None:
+        fd = fh.fileno()
+        return functools.partial(pread, fd), functools.partial(pwrite, fd)
+
+    def read(size: int, offset: int) -> bytes:  # pragma: no cover - Windows
+        fh.seek(offset)
+        return fh.read(size)
+
+    def write(data: bytes, offset: int) -> int:  # pragma: no cover - Windows
+        fh.seek(offset)
+        return fh.write(data)
+
+    return read, write
 
 
 # -- sockets -------------------------------------------------------------------------------

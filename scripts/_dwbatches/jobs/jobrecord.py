@@ -43,7 +43,20 @@ Schema of ``job.json`` (``version`` 2; the version-1 files of earlier releases, 
                        from_jobs {job directory: answers}}: the requests of the input that
                        were not sent because their answers were at hand (``answerreuse``):
                        reused from earlier jobs' answers, or copies of an identical request
-                       of this job; round 1 then sends ``rounds/round-1.jsonl``, the rest
+                       of this job; round 1 then sends ``rounds/round-1.jsonl``: only the
+                       requests whose answers were not at hand
+    merged             null, or {settings_sha256, inputs: [{what, stamp}], outputs: [stamp],
+                       report, warnings, narration, usage, at}: the last merge, so that a
+                       fetch with nothing new proves it and reports it without merging again
+                       (results/unchanged.py); settings_sha256 covers the output settings and
+                       the merge's own (format, paths, columns, order); inputs are what was
+                       read (each raw file, the requests, the source CSV, ...); outputs the
+                       results and errors files as written; report, warnings and narration
+                       what the merge added to the fetch's report and said; usage its tokens
+                       per raw file and model ([file, model, answers, input, output, reasoning])
+    stamp              {bytes, mtime_ns, ctime_ns, inode, sample}: a file's identity without
+                       reading it whole; sample = sha256 of its first and last 64 KiB; null
+                       for a file that was not there
 
 Paths (``input.path``, ``source.path``, ``rounds[].input_path``, ``results.*``) are stored
 relative to the job directory when they lie inside the project folder (the working directory
@@ -149,6 +162,98 @@ class Fingerprint:
             return "same" if sha256_file(path) == self.sha256 else "changed"
         except OSError:
             return "missing"
+
+
+SAMPLE_BYTES = 64 * 1024
+
+
+@dataclass
+class FileStamp(_Record):
+    """A file's identity, taken without reading it whole: size, modification time, the kernel's
+    change time (None where there is none), inode, and the sha256 of its first and last 64 KiB.
+
+    Two equal stamps prove the file unchanged: a write changes the size or the change time,
+    which no program can set back (``touch -r``, ``cp -p`` and ``rsync -t`` restore the
+    modification time, not the change time), and a file replaced by another (a rename, an
+    editor's save) has another inode. Where there is no change time (Windows) the sample
+    still catches an edit of a header or of the last lines that keeps the size and the time."""
+
+    bytes: int = 0
+    mtime_ns: int = 0
+    ctime_ns: Optional[int] = None
+    inode: int = 0
+    sample: str = ""
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, path: Optional[str], change_time: Any = None) -> Optional[FileStamp]:
+        """The stamp of ``path``, or None when it is not a file there. ``change_time``: how to
+        read the change time from a stat result (``compat.change_time_ns``)."""
+        if not path:
+            return None
+        try:
+            with open(path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                h = hashlib.sha256(fh.read(SAMPLE_BYTES))
+                if st.st_size > SAMPLE_BYTES:
+                    fh.seek(max(SAMPLE_BYTES, st.st_size - SAMPLE_BYTES))
+                    h.update(fh.read(SAMPLE_BYTES))
+        except OSError:  # missing, a folder, unreadable: not the file that was merged
+            return None
+        ctime = change_time(st) if change_time is not None else None
+        return cls(st.st_size, st.st_mtime_ns, ctime, st.st_ino, h.hexdigest())
+
+
+@dataclass
+class MergeInput(_Record):
+    """One thing a merge read, named (``what``), with its stamp (None: it was not there)."""
+
+    what: str = ""
+    stamp: Optional[FileStamp] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, doc: Optional[Dict[str, Any]]) -> MergeInput:
+        doc = dict(doc or {})
+        stamp = doc.pop("stamp", None)
+        obj = super().from_dict(doc)
+        obj.stamp = FileStamp.from_dict(stamp) if isinstance(stamp, dict) else None
+        return obj
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = super().to_dict()
+        out["stamp"] = self.stamp.to_dict() if self.stamp else None
+        return out
+
+
+@dataclass
+class Merged(_Record):
+    """The last merge of a job's results: what it read, what it wrote, what it reported."""
+
+    settings_sha256: str = ""
+    inputs: List[MergeInput] = field(default_factory=list)
+    outputs: List[Optional[FileStamp]] = field(default_factory=list)
+    report: Dict[str, Any] = field(default_factory=dict)
+    warnings: List[str] = field(default_factory=list)
+    narration: List[str] = field(default_factory=list)
+    usage: List[List[Any]] = field(default_factory=list)
+    at: float = 0.0
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, doc: Optional[Dict[str, Any]]) -> Merged:
+        doc = dict(doc or {})
+        inputs = [MergeInput.from_dict(i) for i in doc.pop("inputs", None) or []]
+        outputs = [FileStamp.from_dict(o) if isinstance(o, dict) else None for o in doc.pop("outputs", None) or []]
+        obj = super().from_dict(doc)
+        obj.inputs, obj.outputs = inputs, outputs
+        return obj
+
+    def to_dict(self) -> Dict[str, Any]:
+        out = super().to_dict()
+        out["inputs"] = [i.to_dict() for i in self.inputs]
+        out["outputs"] = [o.to_dict() if o else None for o in self.outputs]
+        return out
 
 
 @dataclass
@@ -421,6 +526,7 @@ class JobRecord(_Record):
     answers: Optional[Dict[str, Any]] = None  # the last merge's answer checks: {counts, batches, complete}
     allow_insecure_http: bool = False  # submitted with --allow-insecure-http to a plain-http host
     reuse: Optional[Reuse] = None  # the requests not sent, their answers at hand (answerreuse)
+    merged: Optional[Merged] = None  # the last merge (results/unchanged.py)
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -434,7 +540,9 @@ class JobRecord(_Record):
         res = doc.pop("results", None)
         cancel = doc.pop("cancel", None)
         reuse = doc.pop("reuse", None)
+        merged = doc.pop("merged", None)
         rec = super().from_dict(doc)
+        rec.merged = Merged.from_dict(merged) if isinstance(merged, dict) else None
         rec.input, rec.rounds, rec.fetch = inp, rounds, fetch
         rec.source = Source.from_dict(src) if isinstance(src, dict) else None
         rec.results = ResultsSettings.from_dict(res) if isinstance(res, dict) else None
@@ -456,6 +564,7 @@ class JobRecord(_Record):
             out.pop("reuse")
         else:
             out["reuse"] = self.reuse.to_dict()
+        out["merged"] = self.merged.to_dict() if self.merged else None
         return out
 
     # -- views ---------------------------------------------------------------------------

@@ -27,9 +27,9 @@ from ..core.output import Outcome, narrate
 from ..cost.cost import billed_cost, usage_and_cost
 from ..jobs import jobstatus
 from ..jobs.job import Job, default_job_dir
-from ..jobs.jobrecord import Chunk, JobRecord, ResultsSettings, counts_of
+from ..jobs.jobrecord import Chunk, JobRecord, Merged, ResultsSettings, counts_of
 from ..submit import duplicates
-from . import answerreuse, answers, fixes
+from . import answerreuse, answers, fixes, unchanged
 from .csvrows import MatchedCsvRows, RequestRows
 from .download import KINDS, BatchReport, FileStore, JobStore, Store, Target, iter_raw, update
 from .merge import MISSING_NOT_RUN, MISSING_PENDING, MergeCounts, Merger, build_index, iter_input_order
@@ -144,6 +144,7 @@ def bad_answers(doc: Dict[str, Any]) -> int:
 
 
 SUBMITTED_INPUT = "submitted-input.jsonl"
+SERVER_COPY = "the requests as submitted (the server's copy)"  # SUBMITTED_INPUT as a merge's input
 
 
 def requests_as_submitted(client: Client, job: Job, warnings: List[str], required: bool = False) -> Optional[str]:
@@ -406,6 +407,7 @@ def refresh_job(client: Client, job: Job) -> JobRefresh:
     job.require_lock()
     duplicates.check(client, job)  # a second batch of a chunk found since the last check: recorded, cancelled
     rec = job.record
+    known = rec.to_dict()  # job.json is written again only when this refresh changed something
     targets = job_targets(rec)
     store = JobStore(job)
     # the job's batches listed a page at a time; a batch the list lacks is read (and reported) by update
@@ -421,7 +423,8 @@ def refresh_job(client: Client, job: Job) -> JobRefresh:
         if ch is not None and r.terminal and not r.unreachable and "analytics" not in (r.batch or {}):
             if ch.analytics is None or any(r.new_lines.values()):
                 ch.analytics = batch_analytics(client, r) or ch.analytics
-    job.save()
+    if rec.to_dict() != known:
+        job.save()
     chunks = {c.batch_id: c for c in rec.chunks() if c.batch_id}
     summaries = [batch_summary(r, store, chunks.get(r.batch_id)) for r in reports]
     summary = jobstatus.job_status(summaries, rec)
@@ -480,6 +483,22 @@ def check_csv_source(rec: JobRecord, csv_path: str, requests_file: Optional[str]
     )
 
 
+_COUNTS_KEYS = (
+    "requests",
+    "succeeded",
+    "failed",
+    "missing",
+    "answers",
+    "output",
+    "errors",
+    "format",
+    "failed_sample",
+    "missing_sample",
+    "bad_answer_sample",
+    "unexpected",
+)
+
+
 def _counts_doc(counts: MergeCounts, out_path: str, err_path: str, fmt: str) -> Dict[str, Any]:
     doc: Dict[str, Any] = {
         "requests": counts.requests,
@@ -499,15 +518,22 @@ def _counts_doc(counts: MergeCounts, out_path: str, err_path: str, fmt: str) -> 
 
 
 def add_fix(doc: Dict[str, Any], merger: Merger) -> None:
-    """The rerun that fixes the bad answers (``fix``: its changes and why), narrated in one line."""
+    """The rerun that fixes the bad answers (``fix``: its changes and why)."""
     if not bad_answers(doc):
         return
     found = fixes.pick(merger.tally)
     doc["fix"] = found.to_dict() if found else None
+
+
+def fix_lines(doc: Dict[str, Any]) -> List[str]:
+    """What a report's bad answers and their fix say on stderr."""
+    if not bad_answers(doc):
+        return []
     bad = ", ".join(f"{n} {check}" for check, n in doc["answers"].items() if n and check != answers.GOOD)
-    narrate(f"warning: answers that are not answers: {bad} (HTTP 200, billed); see bad_answer_sample")
-    if found:
-        narrate(f"fix: {found.reason}")
+    lines = [f"warning: answers that are not answers: {bad} (HTTP 200, billed); see bad_answer_sample"]
+    if doc.get("fix"):
+        lines.append(f"fix: {doc['fix']['reason']}")
+    return lines
 
 
 @dataclass
@@ -560,13 +586,37 @@ def write_results(
 
 def report_written(
     doc: Dict[str, Any], written: Written, fmt: str, out_path: str, err_path: str, warnings: List[str]
-) -> None:
-    """The counts, samples and fix of a merge into ``doc``; its notes narrated and warned."""
+) -> List[str]:
+    """The counts, samples and fix of a merge into ``doc``; its notes narrated and warned.
+    Returns the lines narrated."""
     doc.update(_counts_doc(written.counts, out_path, err_path, fmt))
     add_fix(doc, written.merger)
-    for note in written.counts.notes:
-        narrate(f"warning: {note}")
-        warnings.append(note)
+    said = [f"warning: {note}" for note in written.counts.notes] + fix_lines(doc)
+    for line in said:
+        narrate(line)
+    warnings.extend(written.counts.notes)
+    return said
+
+
+MERGE_KEYS = (*_COUNTS_KEYS, "fix", "reuse")  # what a merge adds to a fetch's report (unchanged.Merged.report)
+
+
+def merge_inputs(store: Store, targets: Sequence[Target], extra: Sequence[Tuple[str, Optional[str]]]) -> List[Any]:
+    """What a merge reads, named: each raw file of ``targets`` in order, then ``extra``."""
+    named: List[Tuple[str, Optional[str]]] = []
+    for t in targets:
+        for kind in KINDS:
+            named.append((f"{kind} of batch {t.batch_id}", store.raw_path(t.batch_id, kind)))
+    return named + list(extra)
+
+
+def replay_merge(doc: Dict[str, Any], last: Merged, warnings: List[str]) -> None:
+    """A merge still current: its report, warnings and narration again, as it gave them."""
+    narrate("nothing new since the last merge: the results and errors files are as it wrote them")
+    for line in last.narration:
+        narrate(line)
+    doc.update(last.report)
+    warnings.extend(last.warnings)
 
 
 def fetch_job(
@@ -604,54 +654,96 @@ def fetch_job(
             src_csv = csv_path or (source.path if source else None)
             if src_csv and not os.path.isfile(src_csv):
                 raise UsageError(f"{src_csv}: no such file", hint="Pass --csv FILE with the original CSV.")
-        requests_file = requests_as_submitted(client, job, warnings)
-        rows: Optional[Any] = None
-        if fmt != "csv":
-            warn_changed_source(rec, warnings)
-        if fmt == "csv" and src_csv:
-            by_content = check_csv_source(rec, src_csv, requests_file, warnings)
-            rows = MatchedCsvRows(src_csv, source.to_dict() if source else None, requests_file, column, by_content)
-        elif fmt == "csv":  # a job built from prompts or JSONL: one row per request
-            if requests_file is None:
-                raise UsageError(
-                    "--format csv needs the job's requests, and neither the input nor the server's copy can be read",
-                    hint="Fetch with --format simple or raw, or restore the job's input.",
-                )
-            rows = RequestRows(requests_file, column)
         reason = MISSING_NOT_RUN if summary["finished"] else MISSING_PENDING
         if ref.unreachable:
             reason = "no result: a batch of the job cannot be read from the server (see unreachable)"
-        written = write_results(
-            store,
-            targets,
-            fmt,
-            out_path,
-            err_path,
-            requests_file,
-            rows,
-            reason,
-            int(rec.input.requests or 0),
-            raw_cells,
-            columns,
-            job,
+        plan = unchanged.Plan(
+            {
+                "format": fmt,
+                "output": out_path,
+                "errors": err_path,
+                "csv": src_csv,
+                "column": column,
+                "columns": columns,
+                "raw_cells": raw_cells,
+                "missing_reason": reason,
+                "expected": int(rec.input.requests or 0),
+                "input": rec.input.to_dict(),
+                "source": source.to_dict() if source else None,
+                "targets": [[t.batch_id, t.round, t.chunk] for t in targets],
+            },
+            merge_inputs(
+                store,
+                targets,
+                [
+                    ("the job's input", rec.input.path),
+                    (SERVER_COPY, job.path("results", SUBMITTED_INPUT)),
+                    ("the source CSV", source.path if source else None),
+                    ("the CSV the answers go beside", src_csv),
+                ],
+            ),
         )
-        report_written(doc, written, fmt, out_path, err_path, warnings)
-        index = written.index
-        doc["reuse"] = answerreuse.doc(rec.reuse, index, rec.completion_window)
-        checked = {
-            "counts": dict(written.counts.answers),
-            "batches": [t.batch_id for t in targets],
-            "complete": complete,
-        }
+        # a job that reused answers merges them from the answer store: always merged again
+        reused = rec.reuse is not None and rec.reuse.not_sent > 0
+        why = "answers at hand are merged too" if reused else plan.why_merge(rec.merged, [out_path, err_path])
+        if why is None and rec.merged is not None:
+            replay_merge(doc, rec.merged, warnings)
+            usage: Any = unchanged.RecordedUsage(rec.merged)
+        else:
+            if rec.merged is not None:
+                narrate(f"merging the results again ({why})")
+            before = len(warnings)
+            requests_file = requests_as_submitted(client, job, warnings)
+            plan.written_here(SERVER_COPY, job.path("results", SUBMITTED_INPUT))
+            rows: Optional[Any] = None
+            if fmt != "csv":
+                warn_changed_source(rec, warnings)
+            if fmt == "csv" and src_csv:
+                by_content = check_csv_source(rec, src_csv, requests_file, warnings)
+                rows = MatchedCsvRows(src_csv, source.to_dict() if source else None, requests_file, column, by_content)
+            elif fmt == "csv":  # a job built from prompts or JSONL: one row per request
+                if requests_file is None:
+                    raise UsageError(
+                        "--format csv needs the job's requests, and neither the input nor the server's copy can "
+                        "be read",
+                        hint="Fetch with --format simple or raw, or restore the job's input.",
+                    )
+                rows = RequestRows(requests_file, column)
+            written = write_results(
+                store,
+                targets,
+                fmt,
+                out_path,
+                err_path,
+                requests_file,
+                rows,
+                reason,
+                int(rec.input.requests or 0),
+                raw_cells,
+                columns,
+                job,
+            )
+            said = warnings[before:] + report_written(doc, written, fmt, out_path, err_path, warnings)
+            doc["reuse"] = answerreuse.doc(rec.reuse, written.index, rec.completion_window)
+            usage = written.index
+            rec.merged = plan.record(
+                [out_path, err_path],
+                {k: doc[k] for k in MERGE_KEYS if k in doc},
+                warnings[before:],
+                said,
+                written.index.usage,
+            )
+            job.save()
+        checked = {"counts": dict(doc["answers"]), "batches": [t.batch_id for t in targets], "complete": complete}
         if rec.answers != checked:  # what poll.py reports of the answers
             rec.answers = checked
             job.save()
         billed = {c.batch_id: billed_cost(c.analytics) for c in rec.chunks() if c.batch_id}
         billed.update({r.batch_id: billed_cost(batch_analytics(client, r)) for r in ref.extra_reports})
         windows: Dict[Optional[int], str] = {r.round: r.completion_window for r in rec.rounds}
-        doc["usage"], doc["cost"] = usage_and_cost(index, ref.all_reports, windows, billed)
+        doc["usage"], doc["cost"] = usage_and_cost(usage, ref.all_reports, windows, billed)
         remember_output(job, fmt, out_path, err_path, csv_path, column, columns)
-        del written, index  # (the merge's tables freed before the answers are read in)
+        del usage  # (the merge's tables freed before the answers are read in)
     added = answerreuse.read_in(job.dir, rec)  # the good answers of its finished batches, for later jobs
     if added:
         narrate(f"{added} good answer(s) added to the answer store, for later jobs of this folder")

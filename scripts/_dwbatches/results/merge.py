@@ -257,6 +257,7 @@ class ResultIndex:
             fh.close()
         self._handles.clear()
         self._last = (-1, b"", None)
+        self.table.close()
 
     @property
     def unexpected(self) -> int:

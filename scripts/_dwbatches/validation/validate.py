@@ -15,7 +15,9 @@ How the work is done (standard library only):
   the previous ones. A helper is ``python -I -S`` running ``workerpool._worker_main``; a helper that cannot
   start, or fails, leaves its pieces to this process.
 - Duplicate custom_ids: each request's id is kept as a 4-byte CRC-32 digest and the 4-byte
-  offset of its line (8 bytes a request, instead of the id itself). After the pass, digests
+  offset of its line (8 bytes a request, instead of the id itself), moved to a temporary file
+  as each piece is delivered and read back a bucket at a time (``Spill``: the memory stays
+  flat however many requests the file holds). After the pass, digests
   seen more than once are confirmed by reading the lines again and comparing the ids
   themselves (``dupconfirm``), so a digest collision never makes a false duplicate; a piece holding a real
   duplicate is checked again knowing it, so that the repeated line counts as an error and
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, TypedDict
 
 from ..api.requestrules import ERRORS_KEPT
+from ..core import compat
 from ..core.apifacts import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from . import answerbudget
 from .chunkplan import Chunk, Planner, bucket_count, cut
@@ -126,8 +129,54 @@ class Report:
 # -- duplicates ------------------------------------------------------------------------------
 
 
+class Spill:
+    """The id digests and line offsets of every piece, in a temporary file rather than in memory
+    (8 bytes a request: 80 MB for ten million), read back a bucket at a time."""
+
+    def __init__(self) -> None:
+        self._fh: Optional[Any] = None
+
+    def put(self, res: Dict[str, Any]) -> None:
+        """Move a piece's ``dig`` and ``off`` arrays to the file (``spilled``: where they are)."""
+        if "dig" not in res:
+            return
+        if self._fh is None:
+            self._fh = compat.scratch_file("dwb-ids-")
+        dig, off = res.pop("dig"), res.pop("off")
+        fh = self._fh
+        fh.seek(0, os.SEEK_END)
+        at = fh.tell()
+        fh.write(dig.tobytes())
+        fh.write(off.tobytes())
+        res["spilled"] = (at, at + dig.itemsize * len(dig), off.typecode)
+
+    def digests(self, res: Dict[str, Any], lo: int, hi: int) -> array:
+        return self._read(res["spilled"][0], "I", lo, hi)
+
+    def offsets(self, res: Dict[str, Any], lo: int, hi: int) -> array:
+        _, at, code = res["spilled"]
+        return self._read(at, code, lo, hi)
+
+    def _read(self, at: int, code: str, lo: int, hi: int) -> array:
+        out = array(code)
+        if hi > lo:
+            assert self._fh is not None
+            self._fh.seek(at + out.itemsize * lo)
+            out.frombytes(self._fh.read(out.itemsize * (hi - lo)))
+        return out
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
 def _find_duplicates(
-    path: str, pieces: List[Tuple[int, int]], results: List[Dict[str, Any]], helpers: Sequence[Helper] = ()
+    path: str,
+    pieces: List[Tuple[int, int]],
+    results: List[Dict[str, Any]],
+    spill: Spill,
+    helpers: Sequence[Helper] = (),
 ) -> Dict[int, Tuple[array, array]]:
     """The requests whose custom_id an earlier request already uses, by piece: (their offsets,
     the offsets of the ids' first lines), both sorted by the former. Digests are compared bucket
@@ -143,21 +192,21 @@ def _find_duplicates(
         for r in results:
             lo, hi = r["bounds"][b], r["bounds"][b + 1]
             if hi > lo:
-                seen.update(r["dig"][lo:hi])
+                seen.update(spill.digests(r, lo, hi))
                 total += hi - lo
         if len(seen) == total:
             continue  # no digest twice in this bucket
         del seen
         counts: Counter = Counter()
         for r in results:
-            counts.update(r["dig"][r["bounds"][b] : r["bounds"][b + 1]])
+            counts.update(spill.digests(r, r["bounds"][b], r["bounds"][b + 1]))
         repeated = {d for d, c in counts.items() if c > 1}
         del counts
         groups: Dict[int, List[int]] = {}  # digest -> line offsets, in file order
         for (start, _), r in zip(pieces, results):
             lo, hi = r["bounds"][b], r["bounds"][b + 1]
-            dig, off = r["dig"], r["off"]
-            for j in range(lo, hi):
+            dig, off = spill.digests(r, lo, hi), spill.offsets(r, lo, hi)
+            for j in range(hi - lo):
                 if dig[j] in repeated:
                     groups.setdefault(dig[j], []).append(start + off[j])
         for group in groups.values():
@@ -170,7 +219,7 @@ def _find_duplicates(
         tasks.append(("confirm", offsets, bounds))
     del offsets, bounds
     for r in results:  # (no longer needed)
-        for key in ("dig", "off", "bounds"):
+        for key in ("spilled", "bounds"):
             r.pop(key, None)
     starts = [s for s, _ in pieces]
     found: Dict[int, Tuple[array, array]] = {}
@@ -239,10 +288,13 @@ def validate_file(
     planner = Planner(max_requests, max_bytes)
     bases = [0] * (len(pieces) + 1)  # the line number before each piece
 
+    spill = Spill()
+
     def deliver(i: int, res: Dict[str, Any]) -> None:
         bases[i + 1] = bases[i] + res["lines"]
         planner.add(pieces[i][0], bases[i], res)
         res.pop("plan", None)
+        spill.put(res)
 
     finished = False
     try:
@@ -250,7 +302,7 @@ def validate_file(
         longest = max(max_bytes, line_limit or 0)
         tasks = [("piece", start, end, longest, max_body_bytes, buckets) for start, end in pieces]
         results = run_tasks(path, tasks, helpers, deliver, depth=2)
-        dups = _find_duplicates(path, pieces, results, helpers) if results else {}
+        dups = _find_duplicates(path, pieces, results, spill, helpers) if results else {}
         if dups:
             numbers = sorted(dups)
             again = [
@@ -261,6 +313,7 @@ def validate_file(
                 results[i] = res
         finished = True
     finally:
+        spill.close()
         for h in helpers:
             h.stop(kill=not finished)
     planner.close()

@@ -29,6 +29,7 @@ from ..build.builder import (
     ENDPOINTS,
     EXAMPLE_PROMPTS,
     BatchFileWriter,
+    LineTemplate,
     build_request,
     check_custom_id,
     custom_id_for,
@@ -291,11 +292,19 @@ def build(output_path: str, opts: BuildOptions) -> Outcome:
     if opts.limit is not None:
         rows = itertools.islice(rows, opts.limit)  # reads no row past the last one taken
     writer = BatchFileWriter(opts.output, max_body_bytes=opts.max_body_bytes)
+    template = LineTemplate.of(lambda cid, prompt: build_request(endpoint, cid, prompt, model, **options))
     empty = 0
     try:
-        for line, cid, prompt in rows:
+        if template is not None:
+            add = writer.add_built
+            for line, cid, prompt in rows:
+                if not prompt or prompt.isspace():
+                    if not (blank_lines and blank_lines[-1] == line):
+                        empty += 1  # (CSV rows with every template column empty have their own warning)
+                add(template, cid, prompt, line)
+        for line, cid, prompt in rows:  # (none left after the template's loop)
             if not prompt.strip() and not (blank_lines and blank_lines[-1] == line):
-                empty += 1  # (CSV rows with every template column empty have their own warning)
+                empty += 1
             writer.add(build_request(endpoint, cid, prompt, model, **options), line=line)
         if source is not None and opts.csv and csv_stat is not None:
             source.update(_fingerprint(opts.csv, csv_stat))
@@ -595,12 +604,24 @@ def _csv_rows(csv_input: CsvRows, opts: Any, prefix: str, blank_lines: List[int]
         )
     # the columns whose values make the prompt (the id column alone does not)
     used = [f for f in dict.fromkeys(template.fields) if f != opts.id_column]
+    only = used[0] if len(used) == 1 else None
+    render, id_column, head = template.render, opts.id_column, f"{prefix}-" if prefix else ""
     number = 0
     for line, row in csv_input:
         number += 1
-        cid = _row_id(row, opts.id_column, line, prefix) if opts.id_column else custom_id_for(prefix, number)
-        prompt = template.render(row, line, "column")
-        if used and not any(row[f].strip() for f in used):
+        if id_column is None:
+            cid = custom_id_for(prefix, number)
+        else:
+            rid = row[id_column]
+            cid = head + rid
+            if not rid or rid[0].isspace() or rid[-1].isspace() or check_custom_id(cid):  # anything unusual:
+                cid = _row_id(row, id_column, line, prefix)  # the full rules, and their messages
+        prompt = render(row, line, "column")
+        if only is not None:
+            value = row[only]
+            if not value or value.isspace():
+                blank_lines.append(line)
+        elif used and not any(row[f].strip() for f in used):
             blank_lines.append(line)
         yield line, cid, prompt
 
