@@ -183,7 +183,7 @@ def test_the_recorded_report_holds_what_a_merge_adds():
     from _dwbatches.results.merge import MergeCounts
 
     doc = fetch._counts_doc(MergeCounts(), "o", "e", "raw")
-    assert tuple(doc) == fetch.MERGE_KEYS[:-1] and fetch.MERGE_KEYS[-1] == "fix"
+    assert tuple(doc) == fetch.MERGE_KEYS[:-2] and fetch.MERGE_KEYS[-2:] == ("fix", "reuse")
 
 
 def test_id_tables_in_files_merge_as_in_memory(sandbox, tmp_path):
