@@ -82,7 +82,7 @@ class SubmitOptions:
     no_reuse: bool = option(
         "--no-reuse",
         switch=True,
-        help="send every request of a new job, even those the project's earlier jobs answered and the repeats "
+        help="send every request of a new job, even those earlier jobs in its folder answered and the repeats "
         "within this one (by default those are not sent: their answers are reused)",
     )
     reuse_sampled: bool = option(
