@@ -426,7 +426,11 @@ def test_late_line_after_cancel_is_kept_once_and_the_retry_runs_only_the_rest(sa
     cancel = run("cancel_batch.py", "--job", "in.dwjob", env=env)
     assert cancel.returncode == 0, cancel.stderr
     cancelled = [b for b in json.loads(cancel.stdout)["batches"] if b["action"] == "cancelled"]
-    assert len(cancelled) >= CHUNKS - 1
+    # on a busy machine a later chunk may finish before the pause: it is skipped, not cancelled;
+    # one cancelled batch with requests that never ran is what the rest of the test needs
+    assert cancelled and all(
+        b["action"] == "skipped" for b in json.loads(cancel.stdout)["batches"] if b not in cancelled
+    ), cancel.stdout
     at_cancel = sum(b["request_counts"]["completed"] for b in json.loads(cancel.stdout)["batches"])
     for b in cancelled:  # a request of each cancelled batch completes after the cancel
         late = b["request_counts"]["completed"] + 1
