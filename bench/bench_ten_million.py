@@ -303,8 +303,9 @@ AGAIN = "### The finished job fetched again"
 
 
 def finished_again(workdir: Optional[str]) -> int:
-    """The finished job of an earlier full run (kept in ``workdir``): three fetches with nothing
-    new and a poll, against a sandbox started on its data and port; the rows go under SECTION."""
+    """The finished job of an earlier full run (kept in ``workdir``): fetches with nothing new, a
+    poll and a rerun's dry run, against a sandbox started on its data and port; the rows go
+    under SECTION."""
     if not workdir or not os.path.isfile(os.path.join(workdir, "job.dwjob", "job.json")):
         sys.stderr.write("--finished-only needs the --workdir of an earlier full run\n")
         return 2
@@ -347,6 +348,20 @@ def finished_again(workdir: Optional[str]) -> int:
                 "peak_rss_mb": rss,
                 "throughput": calls_text(diff(counters(sb), before)),
                 "ok": rc in (0, 5) and rss <= RSS_TARGET_MB,
+            }
+        )
+        nxt = shlex.split(json.loads(runs[-1][4] or "{}").get("next") or "")
+        at = [i for i, a in enumerate(nxt) if a.endswith("retry_failed.py")]
+        rerun = nxt[at[0] + 1 :] if at else ["--job", job]
+        wall, rss, rc, text = measure_own([sys.executable, script("retry_failed.py"), *rerun, "--dry-run"], env)
+        rows.append(
+            {
+                "bench": f"dry run of the rerun the finished {n}-request job's report asks for",
+                "client": "retry_failed.py --dry-run " + " ".join(rerun[2:]),
+                "seconds": wall,
+                "peak_rss_mb": rss,
+                "throughput": f"{json.loads(text or '{}').get('requests')} requests to rerun",
+                "ok": rc == 0 and rss <= RSS_TARGET_MB,
             }
         )
     text = "\n".join(
