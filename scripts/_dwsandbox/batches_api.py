@@ -3,13 +3,14 @@ delete, retry (all or some requests), per-request results and analytics."""
 
 from __future__ import annotations
 
+import copy
 import json
 import sqlite3
 import time
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Dict, Tuple
 
 from _dwbatches.cost import pricing
 
@@ -24,7 +25,7 @@ from .config import (
     UNSUPPORTED_WINDOW,
     WINDOW_SECONDS,
 )
-from .store import TERMINAL_STATUSES, derive_status, request_counts
+from .store import TERMINAL_STATUSES, derive_status, ended_stamp, request_counts
 from .wire import ApiError, Response, compact, dec_str, describe_json, json_response, list_response, parse_uuid
 
 if TYPE_CHECKING:
@@ -340,7 +341,24 @@ def batch_results(app: App, req: Request) -> Response:
     return Response(200, "".join(lines).encode("utf-8"), "application/x-ndjson", headers)
 
 
+# The analytics of batches whose every request has ended, with the stamp that proves them
+# current (store.ended_stamp): summing a finished batch's rows again at each listing with
+# analytics would make listing a ten-million-request job take seconds.
+_ENDED_ANALYTICS: Dict[str, Tuple[Any, float, dict]] = {}
+
+
 def analytics(conn: sqlite3.Connection, row: Any, factor: float = 1.0) -> dict:
+    stamp = ended_stamp(conn, row["id"])
+    known = _ENDED_ANALYTICS.get(row["id"])
+    if stamp is not None and known is not None and known[0] == stamp and known[1] == factor:
+        return copy.deepcopy(known[2])
+    out = _analytics(conn, row, factor)
+    if stamp is not None:
+        _ENDED_ANALYTICS[row["id"]] = (stamp, factor, copy.deepcopy(out))
+    return out
+
+
+def _analytics(conn: sqlite3.Connection, row: Any, factor: float) -> dict:
     window = row["completion_window"]
     groups = conn.execute(
         "SELECT model, COUNT(*), COALESCE(SUM(prompt_tokens), 0), COALESCE(SUM(completion_tokens), 0), "

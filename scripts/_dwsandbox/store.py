@@ -222,13 +222,13 @@ class Store:
 
 
 # The counts of batches whose every request has ended, with what proves them current (see
-# _ended_stamp): counting a finished 50,000-request batch's rows again at each listing would
+# ended_stamp): counting a finished 50,000-request batch's rows again at each listing would
 # make the listing of a ten-million-request job take seconds.
 _ENDED_COUNTS: Dict[str, Tuple[Tuple[Any, ...], dict]] = {}
 _ENDED_STATES = ("completed", "failed", "canceled")
 
 
-def _ended_stamp(conn: sqlite3.Connection, batch_id: str) -> Optional[Tuple[Any, ...]]:
+def ended_stamp(conn: sqlite3.Connection, batch_id: str) -> Optional[Tuple[Any, ...]]:
     """None while a request of the batch is pending or running; else the last done_seq of each
     ended state (index look-ups): a requeue puts requests back to pending, and their new end
     gives them a later done_seq, so equal stamps mean equal counts."""
@@ -246,7 +246,7 @@ def _ended_stamp(conn: sqlite3.Connection, batch_id: str) -> Optional[Tuple[Any,
 
 
 def request_counts(conn: sqlite3.Connection, batch_id: str) -> dict:
-    stamp = _ended_stamp(conn, batch_id)
+    stamp = ended_stamp(conn, batch_id)
     known = _ENDED_COUNTS.get(batch_id)
     if stamp is not None and known is not None and known[0] == stamp:
         return dict(known[1])

@@ -134,7 +134,7 @@ class IdTable:
             return self._file_grow()
         keys, vals = self._keys, self._vals
         self._alloc(self._size * 2)
-        if self._file is not None:  # grown past FILE_SLOTS: into a file
+        if self._file is not None:  # grown past FILE_SLOTS: into a file (size the table when the count is known)
             for j in range(len(keys)):
                 if keys[j]:
                     self._file_put(keys[j], vals[j])

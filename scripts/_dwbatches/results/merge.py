@@ -468,7 +468,7 @@ class Merger:
         requested: Optional[FileIds] = None  # every request once; the flag: a row was written for it
         self._json_asked = False  # some request asks for JSON: its answers are checked against its line
         if requests_path:
-            requested = FileIds(requests_path)
+            requested = FileIds(requests_path, capacity=index.table.count)  # (about one result a request)
             for cid, off, expect in iter_input_order(requests_path):
                 requested.add(cid, off)
                 self._json_asked = self._json_asked or expect is not None
@@ -571,14 +571,15 @@ class _Missing:
 
 
 def write_subset(
-    input_path: str, keep: Any, dest: Optional[str], changes: Optional[Changes] = None
+    input_path: str, keep: Any, dest: Optional[str], changes: Optional[Changes] = None, requests: int = 0
 ) -> Tuple[int, List[str]]:
     """Copy the request lines of ``input_path`` for which ``keep(custom_id, parsed line)`` is
     true to ``dest``, in order (streamed; written atomically; ``dest`` None only counts):
-    verbatim, or with ``changes`` made to their bodies. Returns (count, first custom_ids)."""
+    verbatim, or with ``changes`` made to their bodies. ``requests``: how many the input holds,
+    when known (its id table is sized once). Returns (count, first custom_ids)."""
     count = 0
     sample: List[str] = []
-    seen = FileIds(input_path)
+    seen = FileIds(input_path, capacity=requests)
     sink = atomic_output(dest, mode=0o600) if dest else contextlib.nullcontext(io.BytesIO())
     try:
         with sink as out:

@@ -295,7 +295,7 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
         refuse_overwrite({"the retry input": dest}, protected)
         make_private_dir(os.path.dirname(dest))  # <job>/rounds is private like the job (0700)
     try:
-        count, sample = merge.write_subset(input_path, keep, dest, settings)
+        count, sample = merge.write_subset(input_path, keep, dest, settings, int(state.input.requests or 0))
     finally:
         index.close()
         if copies is not None:
