@@ -321,7 +321,9 @@ def finished_again(workdir: Optional[str]) -> int:
     chunks = sum(len(r["chunks"]) for r in rec["rounds"])
     rows: List[dict] = []
     started = time.time()
-    with SandboxProcess(data_dir=os.path.join(workdir, "sandbox"), extra_args=["--port", port]) as sb:
+    sb = SandboxProcess(data_dir=os.path.join(workdir, "sandbox"), extra_args=["--port", port])
+    sb.start(timeout=600)  # (a database of ten million requests takes a while to open)
+    try:
         env = dict(env_for(sb.base_url, sb.api_key), PYTHONDONTWRITEBYTECODE="")
         runs = []
         for _ in range(4):  # the first after a start: the sandbox reads each batch's rows once
@@ -368,6 +370,8 @@ def finished_again(workdir: Optional[str]) -> int:
                 "ok": rc == 0 and rss <= RSS_TARGET_MB,
             }
         )
+    finally:
+        sb.stop()
     text = "\n".join(
         [
             AGAIN,
