@@ -190,6 +190,7 @@ def main() -> int:
                 sandbox_cpu_s=sb_cpu,
                 sandbox_rss=sb_rss,
                 output_gb=os.path.getsize(out) / 1e9,
+                errors_gb=os.path.getsize(os.path.join(workdir, "results.errors.jsonl")) / 1e9,
                 job_json_kb=os.path.getsize(os.path.join(job, "job.json")) / 1e3,
                 checks=len(watcher.marks),
                 merged_at=merged_at,
@@ -265,11 +266,14 @@ def main() -> int:
         notes += [
             f"- The job: input {size / 1e9:.2f} GB ({size / n:.0f} bytes a request), {f['chunks']} chunks of 50,000, "
             f"`--interval {args.interval:g}`. Wall {f['run_wall']:.0f} s = submit {f['submit_s']:.0f} s (validate and hash "
-            f"{f['validate_s']:.0f} s, uploads {f['upload_s']:.0f} s = {size / MB / max(f['upload_s'], 1e-9):.0f} MB/s, "
-            f"then estimates and creates) + wait {f['wait_s']:.0f} s ({f['checks']} checks) + the last downloads, "
-            f"fetch and merge {f['fetch_s']:.0f} s (phases from the stderr lines' arrival).",
+            f"{f['validate_s']:.0f} s; then the uploads, 3 chunks at a time, the cost estimates and the creates, up to "
+            f"the last batch created: {f['submit_s'] - f['validate_s']:.0f} s, "
+            f"{size / MB / max(f['submit_s'] - f['validate_s'], 1e-9):.1f} MB/s on loopback; the chunks' own upload "
+            f"times add up to {f['upload_s']:.0f} s) + wait {f['wait_s']:.0f} s ({f['checks']} checks) + the last "
+            f"downloads, fetch and merge {f['fetch_s']:.0f} s (phases from the stderr lines' arrival).",
             f"- run_batch.py: CPU {f['cpu_s']:.0f} s, peak RSS {f['rss']:.0f} MB, wrote {f['written_gb']:.1f} GB to disk "
-            f"(results {f['output_gb']:.2f} GB); job.json ends at {f['job_json_kb']:.0f} kB. API calls in all: "
+            f"(results {f['output_gb']:.2f} GB, errors {f['errors_gb']:.2f} GB: the requests ask a reasoning model for 64 "
+            f"tokens, so every answer is cut and listed there); job.json ends at {f['job_json_kb']:.0f} kB. API calls in all: "
             f"{calls_text(f['calls'])}.",
             f"- The sandbox: CPU {f['sandbox_cpu_s']:.0f} s over the run ({100 * f['sandbox_cpu_s'] / f['run_wall']:.0f}% "
             f"of one core), peak RSS {f['sandbox_rss']:.0f} MB; it runs every request in one interpreter with one "
@@ -317,7 +321,9 @@ def finished_again(workdir: Optional[str]) -> int:
     chunks = sum(len(r["chunks"]) for r in rec["rounds"])
     rows: List[dict] = []
     started = time.time()
-    with SandboxProcess(data_dir=os.path.join(workdir, "sandbox"), extra_args=["--port", port]) as sb:
+    sb = SandboxProcess(data_dir=os.path.join(workdir, "sandbox"), extra_args=["--port", port])
+    sb.start(timeout=600)  # (a database of ten million requests takes a while to open)
+    try:
         env = dict(env_for(sb.base_url, sb.api_key), PYTHONDONTWRITEBYTECODE="")
         runs = []
         for _ in range(4):  # the first after a start: the sandbox reads each batch's rows once
@@ -364,6 +370,8 @@ def finished_again(workdir: Optional[str]) -> int:
                 "ok": rc == 0 and rss <= RSS_TARGET_MB,
             }
         )
+    finally:
+        sb.stop()
     text = "\n".join(
         [
             AGAIN,
@@ -371,7 +379,8 @@ def finished_again(workdir: Optional[str]) -> int:
             f"Measured {time.strftime('%Y-%m-%d')} with `python3 bench/bench_ten_million.py --finished-only --workdir "
             f"DIR` ({time.time() - started:.0f} s), on the job of the run above, against the sandbox restarted on its "
             "data once it kept the counts and analytics of ended batches (in the run above it summed every request "
-            "of every batch at each listing: about 10 s a listing at ten million).",
+            "of every batch at each listing: about 10 s a listing at ten million), and with retry_failed.py sizing "
+            "the id table of its input once (in the run above it grew through a 32 MB array on its way to a file).",
             "",
             table(rows),
         ]

@@ -156,3 +156,24 @@ def test_a_table_in_a_file_holds_what_arrays_hold(monkeypatch):
     table.close()
     sized.close()
     assert table._file is None and len(table) == 20_000  # (the count stays readable)
+
+
+def test_the_tables_of_a_process_share_one_budget_of_slots_in_arrays(monkeypatch):
+    """Two tables that together would pass FILE_SLOTS: the second lives in a file; closing the
+    first gives its slots back."""
+    from _dwbatches.core import idtable
+
+    monkeypatch.setattr(idtable, "FILE_SLOTS", 5000)
+    monkeypatch.setattr(idtable, "_IN_ARRAYS", [0])
+    first = idtable.IdTable(capacity=3000)  # 4001 slots
+    second = idtable.IdTable(capacity=3000)
+    assert first._file is None and second._file is not None
+    first.insert("a", 1)
+    second.insert("a", 2)
+    assert first.value(first.find("a")) == 1 and second.value(second.find("a")) == 2
+    first.close()
+    third = idtable.IdTable(capacity=3000)
+    assert third._file is None and len(first) == 1 and first.find("a") == idtable.NOT_FOUND
+    second.close()
+    third.close()
+    assert idtable._IN_ARRAYS == [0]

@@ -10,6 +10,7 @@ at a time, so that a bad byte is reported with its line.
 from __future__ import annotations
 
 import csv
+import itertools
 import sys
 from typing import IO, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -241,10 +242,13 @@ class CsvRows:
             raise
 
     def _feed(self, first: Optional[str], rest: Iterator[str]) -> Iterator[str]:
-        if first is not None:
-            yield first
-            yield from rest
+        """The lines for the csv reader (chained in C: no Python frame a line), then the end noted."""
+        return itertools.chain((first,) if first is not None else (), rest if first is not None else (), self._end())
+
+    def _end(self) -> Iterator[str]:
         self._eof = True
+        return
+        yield  # (a generator that yields nothing)
 
     def _record(self) -> Optional[Tuple[int, List[str]]]:
         """(first line, fields) of the next record, or None at the end."""

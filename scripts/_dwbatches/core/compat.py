@@ -513,14 +513,14 @@ def scratch_file(prefix: str, buffering: int = -1) -> Any:
     """A temporary binary file (read and write) for this process's own use."""
     import tempfile
 
-    fd, path = tempfile.mkstemp(prefix=prefix)
+    fh = tempfile.NamedTemporaryFile(prefix=prefix, buffering=buffering, delete=False)
     try:
-        os.unlink(path)  # open, it lives on; closed, or the process gone, its space is freed
+        os.unlink(fh.name)  # open, it lives on; closed, or the process gone, its space is freed
     except OSError:  # pragma: no cover - Windows: an open file cannot be removed
-        os.close(fd)
-        os.unlink(path)
+        fh.close()
+        os.unlink(fh.name)
         return tempfile.TemporaryFile(prefix=prefix, buffering=buffering)
-    return os.fdopen(fd, "w+b", buffering=buffering)
+    return fh
 
 
 def change_time_ns(st: os.stat_result) -> Optional[int]:

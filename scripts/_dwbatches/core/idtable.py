@@ -7,11 +7,12 @@ match is confirmed by ``same(value, custom_id)``, which the owner answers from w
 lives (a line on disk), so a digest collision never merges two ids. Each entry also holds one
 flag (``mark``), e.g. "already written". Standard library only.
 
-A table sized for more than ``FILE_SLOTS`` slots (or grown past it) keeps its slots in a
-temporary file instead, read and written 16 bytes at a time (``compat.positional_io``): ten
-million ids (about 210 MB of table) then cost the process no memory, the table living in the
-kernel's page cache (and on disk, under memory pressure), for about a microsecond more a
-look-up. Call ``close()`` when done with such a table.
+A table that would take the slots that a process's open tables hold in arrays past
+``FILE_SLOTS`` (two million: 32 MB), sized so or grown so, keeps its slots in a scratch file
+instead, read and written 16 bytes at a time (``compat.positional_io``): ten million ids
+(about 210 MB of table) then cost the process no memory, the table living in the kernel's
+page cache (and on disk, under memory pressure), for a few microseconds more an operation.
+``close()`` gives a table's memory or file back (a table is empty afterwards).
 
 ``FileIds`` is the custom_ids of one JSONL file held that way: the value is the byte offset
 of the line, read back to confirm a match.
@@ -29,7 +30,10 @@ from . import compat
 _MASK64 = (1 << 64) - 1
 MARK = 1 << 63  # the flag bit of a value; values themselves are below it
 NOT_FOUND = -1
-FILE_SLOTS = 1 << 21  # larger tables live in a file (32 MB of arrays at this size)
+# The slots that the tables of a process may hold in arrays, all together (32 MB): a table that
+# would take the total past it lives in a file.
+FILE_SLOTS = 1 << 21
+_IN_ARRAYS = [0]  # slots held in arrays by this process's open tables
 _SLOT = struct.Struct("<QQ")  # a slot of a file table: digest, value
 _VALUE = struct.Struct("<Q")
 _RUN = 4  # slots read at once by a probe (an open-addressed table's probes are short runs)
@@ -49,11 +53,13 @@ class IdTable:
         self.count = 0
         self.marked = 0
         self._file: Optional[_FileSlots] = None
+        self._in_arrays = 0  # this table's share of _IN_ARRAYS
         self._alloc(max(1024, capacity * 4 // 3 + 1))
 
     def _alloc(self, size: int) -> None:
+        self._release()
         self._size = size
-        if size > FILE_SLOTS:
+        if size + _IN_ARRAYS[0] > FILE_SLOTS:
             self._keys = self._vals = array("Q")
             self._file = _FileSlots(size)
             for name in ("find", "value", "set_value", "mark", "insert", "values"):  # the file's ways
@@ -61,15 +67,28 @@ class IdTable:
             return
         self._keys = array("Q", bytes(8 * size))
         self._vals = array("Q", bytes(8 * size))
+        self._in_arrays = size
+        _IN_ARRAYS[0] += size
+
+    def _release(self) -> None:
+        _IN_ARRAYS[0] -= self._in_arrays
+        self._in_arrays = 0
 
     def close(self) -> None:
-        """Give back the file of a table that lives in one (the table is empty afterwards)."""
+        """Give back the table's memory or file: it is empty afterwards (its counts stay readable)."""
+        self._release()
+        self._size, self._keys, self._vals = 1, array("Q", [0]), array("Q", [0])  # one empty slot
         if self._file is not None:
             self._file.close()
             self._file = None
-            self._alloc(1024)
             for name in ("find", "value", "set_value", "mark", "insert", "values"):
                 self.__dict__.pop(name, None)
+
+    def __del__(self) -> None:
+        try:
+            self._release()
+        except Exception:  # (at interpreter exit the module's globals may be gone)
+            pass
 
     def find(self, custom_id: str) -> int:
         """The slot of ``custom_id``, or NOT_FOUND."""

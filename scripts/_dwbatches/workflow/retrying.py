@@ -296,6 +296,7 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
         make_private_dir(os.path.dirname(dest))  # <job>/rounds is private like the job (0700)
     try:
         count, sample = merge.write_subset(input_path, keep, dest, settings, int(state.input.requests or 0))
+        client_errors = _client_errors(index) if count else 0
     finally:
         index.close()
         if copies is not None:
@@ -308,7 +309,6 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
         if dest and os.path.exists(dest):
             os.unlink(dest)
         return _nothing_to_retry(job, ref, dry_run, skipped)
-    client_errors = _client_errors(index)
     bad = {k: tally[k] for k in answers.BAD}
     what = ", ".join(f"{n} {_KIND_WORDS[k]}" for k, n in tally.items() if n)
     if client_errors:
@@ -434,7 +434,6 @@ def _client_errors(index: merge.ResultIndex) -> int:
         text = resultlines.error_text(obj)
         if "NonRetriableHttpStatus" in text or "(HTTP 4" in text or text.startswith("HTTP 4"):
             n += 1
-    index.close()
     return n
 
 
