@@ -765,12 +765,12 @@ def test_troubleshooting_lists_every_file_error():
 
 def test_every_writer_of_user_files_goes_through_the_one_atomic_writer():
     """mkstemp (a temp file to rename over the target) appears only in files.py, and in the
-    batch file writer, which validates its temp file before the rename; compat.py's scratch file
-    is unlinked at once and never renamed over anything."""
+    batch file writer, which validates its temp file before the rename (compat.py's scratch
+    files come from NamedTemporaryFile, unlinked at once and never renamed over anything)."""
     found = []
     for path in sorted((SCRIPTS / "_dwbatches").rglob("*.py")) + sorted(SCRIPTS.glob("*.py")):
         if path.name in ("sandbox_server.py", "sandbox.py"):
             continue
         if "mkstemp(" in path.read_text(encoding="utf-8"):
             found.append(path.name)
-    assert found == ["builder.py", "compat.py", "files.py"]
+    assert found == ["builder.py", "files.py"]
