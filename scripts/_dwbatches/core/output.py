@@ -378,38 +378,14 @@ def make_parser(
     _json_flag, _script, _all_batches = None, name, False
     epilog = (rest.strip() + "\n\n" if rest.strip() else "") + exit_codes_help(name)
     parser = Parser(prog=prog, description=head, epilog=epilog, formatter_class=HelpFormatter)
+    from .optiongroups import BatchList, Connection, View
+    from .optionspec import add_arguments
+
     if network:
-        g = parser.add_argument_group("connection")
-        g.add_argument(
-            "--base-url",
-            metavar="URL",
-            help="API base URL (default: $DOUBLEWORD_BASE_URL, then .env, then https://api.doubleword.ai/v1)",
-        )
-        g.add_argument(
-            "--allow-insecure-http",
-            action="store_true",
-            help="allow a plain-http base URL to a non-loopback host (sends the key unencrypted)",
-        )
-        g.add_argument(
-            "--sandbox",
-            action="store_true",
-            help="rehearse against the bundled local sandbox instead: no key, no money. It is started for "
-            "this command and stopped after it; its state stays in .dwb-sandbox/ in the working directory, so "
-            "submit, poll and fetch with --sandbox follow one job as with the real service",
-        )
+        add_arguments(Connection, parser)
     if name in BATCH_LISTS:
-        parser.add_argument(
-            "--all-batches",
-            action="store_true",
-            help=f"list every batch in the report (by default at most {BATCHES_SHOWN}, those that need attention "
-            "first; batches_omitted counts the others)",
-        )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        help=f"print the JSON document on stdout even on a terminal (and progress as plain lines); also {JSON_VAR}=1",
-    )
+        add_arguments(BatchList, parser)
+    add_arguments(View, parser)
     parser.add_argument("--version", action="version", version=USER_AGENT)
     return parser
 
@@ -422,7 +398,14 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -
     _json_flag = bool(getattr(args, "json", False))
     _all_batches = bool(getattr(args, "all_batches", False))
     from .commands import carry
+    from .optiongroups import BatchList, Connection, View
+    from .optionspec import from_args, to_argv
 
-    carry(json=_json_flag, sandbox=bool(getattr(args, "sandbox", False)))
+    network = hasattr(args, "sandbox")
+    carry(
+        connection=to_argv(from_args(Connection, args)) if network else [],
+        batches=to_argv(from_args(BatchList, args)) if _all_batches else [],
+        view=to_argv(from_args(View, args)),
+    )
     note_path_arguments(parser, args)  # so that an error about a file can name its argument
     return args

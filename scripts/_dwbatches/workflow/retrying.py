@@ -15,18 +15,20 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
-from ..api.requestedit import Changes
+from ..api.reasoning import EFFORTS
+from ..api.requestedit import FLAGS, Changes
+from ..api.requestrules import MAX_OUTPUT_LIMIT
 from ..core import clock, commands
 from ..core.errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError, UsageError
 from ..core.files import make_private_dir, refuse_overwrite
 from ..core.flags import kinds_list
-from ..core.optionspec import option, to_argv
+from ..core.optionspec import group, in_range, option, to_argv
 from ..core.output import Outcome, narrate
 from ..jobs.job import Job
 from ..jobs.jobrecord import Round
 from ..results import answerreuse, answers, fetch, fixes, merge, resultlines
 from ..submit.planning import WINDOWS, add_retry_round, next_round_path
-from .common import holding
+from .common import Connection, holding, open_job_for
 
 if TYPE_CHECKING:  # annotations only
     from ..core.http import Client
@@ -78,6 +80,48 @@ class RetryOptions:
     def args(self, changes: Changes) -> List[str]:
         """The flags of this retry for a printed command (the dry run left out), changes included."""
         return [*changes.args(), *to_argv(self)]
+
+
+@dataclass
+class ChangeOptions:
+    """New settings for the requests rerun (``requestedit.FLAGS``; each field is also its flag)."""
+
+    model: Optional[str] = option(*FLAGS["model"], metavar="MODEL", help="send them to this model instead")
+    max_tokens: Optional[int] = option(
+        *FLAGS["max_tokens"],
+        type=int,
+        metavar="N",
+        check=in_range("2000", at_least=1, at_most=MAX_OUTPUT_LIMIT),
+        help="their token limit (max_tokens, or whichever limit field they set); reasoning counts against it",
+    )
+    reasoning: Optional[str] = option(
+        *FLAGS["reasoning"],
+        choices=EFFORTS,
+        help="their reasoning effort (none switches thinking off where the model allows it)",
+    )
+
+    def changes(self) -> Changes:
+        return Changes(model=self.model, max_tokens=self.max_tokens, reasoning=self.reasoning)
+
+
+@dataclass
+class RetryCommand:
+    """retry_failed.py's job and options (each field is also its flag, ``optionspec``)."""
+
+    job: Optional[str] = option(
+        "--job", metavar="DIR", required=True, show=commands.display_path, help="the job directory"
+    )
+    options: RetryOptions = group(RetryOptions)
+    changes: ChangeOptions = group(ChangeOptions, title="new settings for the requests rerun")
+
+    def check_options(self) -> None:
+        self.options.kinds()  # a wrong --rerun is refused before anything is read
+
+
+def retry_command(command: RetryCommand, conn: Connection) -> Outcome:
+    """retry_failed.py with its options."""
+    client, job = open_job_for(conn, str(command.job))
+    return retry(client, job, command.options, command.changes.changes())
 
 
 def job_changes(job: Job) -> Changes:

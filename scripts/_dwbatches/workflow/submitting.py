@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 from ..core import commands
 from ..core.errors import APIConnectionError, APIStatusError, DWError, UsageError
 from ..core.flags import check_number
-from ..core.optionspec import number, option, to_argv
+from ..core.optionspec import group, number, option, to_argv
 from ..core.output import Outcome, narrate
 from ..cost.cost import local_estimate
 from ..cost.estimate import describe, estimated_cost, recorded
@@ -110,6 +110,25 @@ class SubmitOptions:
 
     def job_dir(self, input_path: str) -> str:
         return os.path.abspath(self.job or default_job_dir(input_path))
+
+
+INPUT_HELP = "the batch file (see create_batch_file.py)"
+
+
+@dataclass
+class SubmitCommand:
+    """submit.py's input and options (each field is also its flag, ``optionspec``)."""
+
+    input: Optional[str] = option("INPUT.jsonl", positional=True, show=commands.display_path, help=INPUT_HELP)
+    submit: SubmitOptions = group(SubmitOptions)
+    dry_run: bool = option(
+        "--dry-run", switch=True, help="validate, plan and estimate locally; send nothing (no key needed)"
+    )
+
+
+def submit_command(options: SubmitCommand, conn: Connection) -> Outcome:
+    """submit.py with its options."""
+    return submit(str(options.input), options.submit, conn, dry=options.dry_run)
 
 
 @dataclass
