@@ -12,9 +12,11 @@ every printed command come from that declaration.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib
 import json
+import os
 import pkgutil
 import random
 import re
@@ -30,7 +32,7 @@ from _dwbatches.core import compat, optionspec
 from _dwbatches.core.errors import LOCAL_SCRIPTS
 from _dwbatches.core.optiongroups import BatchList, Connection, View
 from _dwbatches.core.output import BATCH_LISTS
-from helpers import make_job, ok_json, run, write_input
+from helpers import SUBPROCESS_VAR, make_job, ok_json, run, write_input
 from sandbox_helper import SCRIPTS
 
 SCRIPT_NAMES = sorted(p.name for p in SCRIPTS.glob("*.py") if p.name != "sandbox_server.py")
@@ -261,3 +263,75 @@ def test_the_cancel_a_dry_run_previews_runs_as_printed(sandbox_factory):
     done = json.loads(ran.stdout)
     assert done["cancelled"] == 1 and "would_cancel" not in done
     assert shlex.split(done["next"])[-3:] == ["--job", Path(job).name, "--all-batches"]  # the fetch
+
+
+# -- every command a script prints parses with the declaration of the script it names ----------
+
+
+def full_parser(script: str) -> argparse.ArgumentParser:
+    """The flags ``script`` takes (its declaration and the shared groups), without
+    ``output.make_parser`` (whose state belongs to the script running)."""
+    parser = argparse.ArgumentParser(prog=script, add_help=False)
+    for cls in [load(script).OPTIONS, View]:
+        optionspec.add_arguments(cls, parser)
+    if script not in LOCAL_SCRIPTS:
+        optionspec.add_arguments(Connection, parser)
+    if script in BATCH_LISTS:
+        optionspec.add_arguments(BatchList, parser)
+    return parser
+
+
+@pytest.mark.skipif(os.environ.get(SUBPROCESS_VAR) == "1", reason="the commands are watched in this process")
+def test_every_printed_command_parses_with_the_declaration_of_its_script(sandbox, monkeypatch):
+    """Every command line the scripts write (next, hints, resume commands, from any layer) is
+    taken apart again by the parser of the script it names: a flag it does not declare, a
+    missing value or two exclusive flags fail here."""
+    parsers = {name: full_parser(name) for name in SCRIPT_NAMES}
+    seen: List[List[str]] = []
+    refused: List[str] = []
+    quote = compat.quote_args
+
+    def watched(args: Any) -> str:
+        args = [str(a) for a in args]
+        name = Path(args[0]).name if args else ""
+        if name in parsers:
+            seen.append(args)
+            try:
+                opts = optionspec.from_args(load(name).OPTIONS, parsers[name].parse_args(args[1:]))
+            except SystemExit:
+                refused.append(quote(args))
+            else:
+                assert optionspec.parse(load(name).OPTIONS, optionspec.to_argv(opts)) == opts
+        return quote(args)
+
+    monkeypatch.setattr(compat, "quote_args", watched)
+    env = sandbox.env()
+    write_input("in.jsonl", 6)
+    write_input("other.jsonl", 2)
+    Path("bad.jsonl").write_text("{}\n", encoding="utf-8")
+    steps = [
+        ("submit.py", "in.jsonl", "--dry-run", "--max-requests", "2", "-w", "1h", "--metadata", "a=b"),
+        ("submit.py", "in.jsonl", "--max-requests", "2", "-w", "1h", "--metadata", "a=b", "--all-batches"),
+        ("poll.py", "--job", "in.dwjob"),
+        ("fetch_results.py", "--job", "in.dwjob", "--format", "simple"),
+        ("submit.py", "in.jsonl"),  # the same input again: refused, with the commands of the first job
+        ("retry_failed.py", "--job", "in.dwjob", "--dry-run", "--rerun", "failed,missing", "-m", "x"),
+        ("cancel_batch.py", "--job", "in.dwjob", "--dry-run"),
+        ("cancel_batch.py", "--job", "in.dwjob"),
+        ("retry_failed.py", "--job", "in.dwjob"),  # refused after the cancel, with the fetch in its hint
+        ("run_batch.py", "other.jsonl", "--timeout", "0.5", "--interval", "0.2", "--format", "simple"),
+        ("list_batches.py", "--limit", "1", "--status", "completed"),
+        ("list_batches.py", "--jobs"),
+        ("list_batches.py", "--input", "in.jsonl"),
+        ("list_batches.py", "--answers"),
+        ("list_models.py", "--for", "in.jsonl", "-w", "1h"),
+        ("validate_batch_file.py", "bad.jsonl", "--max-errors", "3"),
+        ("poll.py",),  # no target: the hint names the jobs here
+        ("check_setup.py",),
+    ]
+    for script, *args in steps:
+        run(script, *args, env=env)
+    assert not refused, refused
+    printed = {Path(args[0]).name for args in seen}
+    assert {"poll.py", "fetch_results.py", "submit.py", "run_batch.py"} <= printed, printed
+    assert {"list_batches.py", "create_batch_file.py", "retry_failed.py", "cancel_batch.py"} & printed
