@@ -126,6 +126,14 @@ def install_hint(script: Optional[str] = None) -> str:
     return f"{compat.python_command()} -m pip install -r {requirements}{with_uv}"  # pip installs into this one
 
 
+def _job(job_dir: str) -> List[str]:
+    """--job DIR as a printed command writes it (``optiongroups.Target``)."""
+    from .optiongroups import Target
+    from .optionspec import to_argv
+
+    return to_argv(Target(job=job_dir))
+
+
 def job_dirs_here(limit: int = 5) -> List[str]:
     """The job directories in the working directory (``*.dwjob`` holding a job.json), newest
     first, at most ``limit``."""
@@ -147,16 +155,16 @@ def target_hint(script: str) -> str:
             "in this folder) as --job DIR, or batch ids (list_batches.py lists them)."
         )
     others = f" (job directories here: {', '.join(found)})" if len(found) > 1 else ""
-    return f"e.g. {command(script, '--job', found[0])}{others}"
+    return f"e.g. {command(script, *_job(found[0]))}{others}"
 
 
 def resume_command(state: JobRecord, job_dir: str) -> str:
     """The command that finishes submitting a job whose latest round has chunks without a batch."""
     rounds = state.rounds
     if rounds and rounds[-1].kind == "retry":
-        return command("retry_failed.py", "--job", display_path(job_dir))
+        return command("retry_failed.py", *_job(job_dir))
     inp = state.input.path or ""
-    return command("submit.py", display_path(inp), "--job", display_path(job_dir))
+    return command("submit.py", display_path(inp), *_job(job_dir))
 
 
 # -- the next step of each command -------------------------------------------------------------
@@ -176,7 +184,7 @@ def remembered_output(state: Optional[JobRecord]) -> List[str]:
 
 
 def after_submit(job_dir: str) -> str:
-    return command("poll.py", "--job", display_path(job_dir))
+    return command("poll.py", *_job(job_dir))
 
 
 def after_check(
@@ -226,4 +234,4 @@ def after_fetch(
 
 def rerun_lost(job_dir: str) -> str:
     """retry_failed.py --force: reruns requests whose results are lost on the server (paid again)."""
-    return command("retry_failed.py", "--job", display_path(job_dir), "--force")
+    return command("retry_failed.py", *_job(job_dir), "--force")

@@ -192,6 +192,11 @@ def check(client: Client, job: Optional[Job], batch_ids: Sequence[str], waiting:
     return Outcome(doc, code)
 
 
+def poll_line(target: Target) -> str:
+    """The poll.py command for ``target`` (a job or batch ids): one check."""
+    return commands.command("poll.py", *to_argv(PollOptions(target)))
+
+
 def poll(options: PollOptions, conn: Connection) -> Outcome:
     """poll.py: its job or batch ids, checked once or until they end."""
     client, job, ids = open_target("poll.py", conn, options.target.job, options.target.batch_ids)

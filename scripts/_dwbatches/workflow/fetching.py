@@ -112,6 +112,11 @@ class FetchOptions:
             raise UsageError("--input is only for batch ids; a job knows its input")
 
 
+def fetch_line(options: FetchOptions) -> str:
+    """The fetch_results.py command with these options."""
+    return commands.command("fetch_results.py", *to_argv(options))
+
+
 def fetch_command(options: FetchOptions, conn: Connection) -> Outcome:
     """fetch_results.py: the results of its job, or of its batch ids."""
     client, job, ids = open_target("fetch_results.py", conn, options.target.job, options.target.batch_ids)

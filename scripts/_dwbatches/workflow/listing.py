@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional
 from ..core import commands
 from ..core.errors import UsageError
 from ..core.flags import check_number
+from ..core.optiongroups import Target
 from ..core.optionspec import number, option, to_argv
 from ..core.output import Outcome, human_view, narrate
 from ..cost import modelchoice, pricing
@@ -21,6 +22,7 @@ from ..jobs.jobrecord import sha256_file
 from ..results.answerreuse import sync
 from ..submit import lookup
 from .building import rebuild_command
+from .checking import poll_line
 from .common import Connection, client_for
 
 STATUSES = ("in_progress", "completed", "failed", "cancelled", "expired")
@@ -280,7 +282,7 @@ def jobs_of_input(conn: Connection, input_path: str) -> Outcome:
         f"{input_path}: {len(found)} job(s), {len(batches)} batch(es) on the server"
         + (f"; job directories here: {', '.join(commands.display_path(j['job']) for j in here)}" if here else "")
     )
-    nxt = commands.command("poll.py", "--job", commands.display_path(here[0]["job"])) if len(here) == 1 else None
+    nxt = poll_line(Target(job=here[0]["job"])) if len(here) == 1 else None
     return Outcome({"input": os.path.abspath(input_path), "input_sha256": sha, "jobs": found, "next": nxt})
 
 

@@ -22,13 +22,16 @@ from ..core import clock, commands
 from ..core.errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError, UsageError
 from ..core.files import make_private_dir, refuse_overwrite
 from ..core.flags import kinds_list
+from ..core.optiongroups import Target
 from ..core.optionspec import group, in_range, option, to_argv
 from ..core.output import Outcome, narrate
 from ..jobs.job import Job
 from ..jobs.jobrecord import Round
 from ..results import answerreuse, answers, fetch, fixes, merge, resultlines
 from ..submit.planning import WINDOWS, add_retry_round, next_round_path
+from .checking import poll_line
 from .common import Connection, holding, open_job_for
+from .fetching import FetchOptions, fetch_line
 
 if TYPE_CHECKING:  # annotations only
     from ..core.http import Client
@@ -166,7 +169,7 @@ def refuse_after_cancel(job: Job) -> None:
     raise UsageError(
         f"the job at {jd} was cancelled (cancel_batch.py --job); retrying would rerun the requests "
         "you stopped, with the same model and settings",
-        hint=f"Fetch what finished with {commands.command('fetch_results.py', '--job', jd)}. To run "
+        hint=f"Fetch what finished with {fetch_line(FetchOptions(Target(job=job.dir)))}. To run "
         "the requests with other settings, build a new batch file and submit it as a new job "
         "(submit.py NEW.jsonl --job NEW_DIR). To rerun them as they were anyway, add "
         "--after-cancel.",
@@ -231,7 +234,7 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
                 batches=round_doc(latest),
                 resumed=True,
                 exit_code=EXIT_OK,
-                next=commands.command("poll.py", "--job", jd),
+                next=poll_line(Target(job=job.dir)),
             )
         narrate(
             "the job is not fully submitted (a chunk has no batch: held over --max-cost, or the "
@@ -258,7 +261,7 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
             exit_code=EXIT_NOT_FINISHED,
             reason="batches of the job are still running",
             running=running,
-            next=commands.command("poll.py", "--job", jd),
+            next=poll_line(Target(job=job.dir)),
         )
     left = _cancel_settling(client, ref)
     if left > 0:
@@ -274,7 +277,7 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
         raise DWError(
             f"the downloaded results of {len(short)} finished batch(es) are short of the server's counts "
             f"({notes}); retrying now could pay twice for requests that did succeed",
-            hint=f"Run {commands.command('fetch_results.py', '--job', commands.display_path(job.dir))} again later (it re-reads "
+            hint=f"Run {fetch_line(FetchOptions(Target(job=job.dir)))} again later (it re-reads "
             "short files), or pass --force to "
             "retry anyway.",
         )
@@ -400,7 +403,7 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
         input=dest,
         client_errors=client_errors,
         exit_code=EXIT_OK,
-        next=commands.command("poll.py", "--job", jd),
+        next=poll_line(Target(job=job.dir)),
     )
 
 
@@ -465,7 +468,7 @@ def _nothing_to_retry(job: Any, ref: Any, dry_run: Optional[bool], skipped: Opti
         exit_code=EXIT_OK,
         status=ref.summary["status"],
         dry_run=bool(dry_run),
-        next=commands.command("fetch_results.py", "--job", commands.display_path(job.dir)),
+        next=fetch_line(FetchOptions(Target(job=job.dir))),
     )
 
 
