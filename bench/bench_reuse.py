@@ -32,6 +32,7 @@ from run_all import DATA, SandboxProcess, api, table
 HEADING = "## Answers reused: a job, then the same file with 10% new rows"
 MODEL = "Qwen/Qwen3-VL-30B-A3B-Instruct-FP8"  # answers at once (no thinking to cut)
 DEFAULT = 1_000_000
+RSS_TARGET_MB = 80.0  # every script, whatever the job's size
 
 
 def make_requests(path: str, count: int) -> str:
@@ -92,7 +93,7 @@ def one_run(sb: SandboxProcess, path: str, job: str, workdir: str) -> Dict[str, 
         "plan_s": planned,
         "wait_s": done - planned,
         "fetch_s": run.wall - done,
-        "ok": run.rc == 0 and doc.get("succeeded") == doc.get("requests"),
+        "ok": run.rc == 0 and doc.get("succeeded") == doc.get("requests") and run.rss_mb <= RSS_TARGET_MB,
     }
     if not result["ok"]:
         print("\n".join(text for _, text in run.lines[-5:]), file=sys.stderr)
@@ -149,7 +150,7 @@ def main() -> int:
             f"{'' if n == DEFAULT else f' --requests {n}'}` ({(time.time() - started) / 60:.0f} min; part of "
             f"`make bench`; load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end). Both jobs in "
             "one folder, against one sandbox (built-in model, no latency); requests sent are the sandbox's batch "
-            "counts.",
+            "counts; peak RSS is each run's own (target: at most 80 MB).",
             "",
             table(rows),
             "",
