@@ -296,6 +296,19 @@ def job_index(job: Job, store: Any, targets: Any, capacity: int = 0) -> Any:
     return index
 
 
+def merge_inputs(job: Job) -> List[Tuple[str, Optional[str]]]:
+    """What a merge of ``job`` reads besides its downloads (``unchanged``'s inputs): the answers
+    taken from the store when it was planned and which requests copy which. A copy's answer is
+    its original's, read from the downloads, already among the inputs."""
+    reuse = job.record.reuse
+    if reuse is None or not reuse.not_sent:
+        return []
+    return [
+        ("the answers reused", job_file(job.dir, "reused.jsonl") if reuse.reused else None),
+        ("the requests that copy another", job_file(job.dir, "copies.jsonl") if reuse.copies else None),
+    ]
+
+
 def _write_copies(job: Job, index: Any) -> str:
     """Each copy's result: the one its request has now (the caller holds the job's lock)."""
     dest = job_file(job.dir, "copies.results.jsonl")

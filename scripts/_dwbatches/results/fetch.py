@@ -671,6 +671,7 @@ def fetch_job(
                 "input": rec.input.to_dict(),
                 "source": source.to_dict() if source else None,
                 "targets": [[t.batch_id, t.round, t.chunk] for t in targets],
+                "reuse": rec.reuse.to_dict() if rec.reuse else None,
             },
             merge_inputs(
                 store,
@@ -680,12 +681,11 @@ def fetch_job(
                     (SERVER_COPY, job.path("results", SUBMITTED_INPUT)),
                     ("the source CSV", source.path if source else None),
                     ("the CSV the answers go beside", src_csv),
+                    *answerreuse.merge_inputs(job),
                 ],
             ),
         )
-        # a job that reused answers merges them from the answer store: always merged again
-        reused = rec.reuse is not None and rec.reuse.not_sent > 0
-        why = "answers at hand are merged too" if reused else plan.why_merge(rec.merged, [out_path, err_path])
+        why = plan.why_merge(rec.merged, [out_path, err_path])
         if why is None and rec.merged is not None:
             replay_merge(doc, rec.merged, warnings)
             usage: Any = unchanged.RecordedUsage(rec.merged)
