@@ -16,9 +16,8 @@ import sqlite3
 import time
 from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Set, Tuple
 
-from ..core import clock, compat
+from ..core import clock, compat, events
 from ..core.files import make_private_dir
-from ..core.output import narrate
 
 STORE_DIR = ".dwb-answers"
 DB_NAME = "answers.sqlite3"
@@ -151,7 +150,7 @@ class AnswerStore:
         except (OSError, sqlite3.Error, UntrustedStore) as exc:
             store.close()
             if not isinstance(exc, FileNotFoundError) or create:
-                narrate(f"warning: the answer store {store.path} cannot be used ({exc}); every request is sent")
+                events.warning(f"the answer store {store.path} cannot be used ({exc}); every request is sent")
             return None
         return store
 

@@ -31,8 +31,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional
 
+from ..core import events
 from ..core.errors import EXIT_CONFIG, DWError
-from ..core.output import narrate
 from ..jobs.jobrecord import TERMINAL_STATUSES, Chunk
 from . import lookup
 
@@ -58,9 +58,9 @@ def _cancel(client: Client, batch_id: str) -> Optional[str]:
     except DWError as exc:
         if exc.exit_code == EXIT_CONFIG:
             raise
-        narrate(f"cancelling batch {batch_id} failed ({exc.message}); the next check tries again")
+        events.step(f"cancelling batch {batch_id} failed ({exc.message}); the next check tries again")
         return None
-    narrate(f"batch {batch_id}: cancelled ({status})")
+    events.step(f"batch {batch_id}: cancelled ({status})")
     return status
 
 
@@ -76,7 +76,7 @@ def record(job: Job, client: Client, ch: Chunk, batches: Iterable[Dict[str, Any]
         job.save()  # recorded before anything else is tried: the cost must count it whatever happens
         status = b.get("status")
         running = status not in FINISHED
-        narrate(
+        events.step(
             f"batch {b['id']} is a second batch for the requests of batch {ch.batch_id} (a create the server "
             f"was still working on when it was sent again); "
             + ("cancelling it" if running else f"left alone: it is {status} (what it ran is billed, merged once)")
@@ -105,7 +105,9 @@ def check(client: Client, job: Job) -> List[Dict[str, Any]]:
         except DWError as exc:  # never fails the command it runs in: the next check looks again
             if exc.exit_code == EXIT_CONFIG:
                 raise
-            narrate(f"could not look for a second batch of batch {ch.batch_id} ({exc.message}); the next check does")
+            events.step(
+                f"could not look for a second batch of batch {ch.batch_id} ({exc.message}); the next check does"
+            )
             continue
         known = set(ch.duplicates or [])
         others = [b for b in batches if b.get("id") != ch.batch_id]
