@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from _dwbatches.core import config, events
 from _dwbatches.core.http import Client
 from _dwbatches.jobs.job import Job
@@ -75,3 +76,19 @@ def test_the_narration_says_routine_steps_of_the_first_and_last_chunks_only(caps
     ]
     assert lines.count("chunks 4-11 of round 2: uploaded as planned (not listed one by one)") == 1
     assert lines[-2:] == ["chunk 1/3: uploaded", "line 2: not JSON"] and len(lines) == 12
+
+
+def test_an_invalid_file_lists_its_lines_as_events_even_for_a_quiet_command(tmp_path, capsys):
+    from _dwbatches.core.errors import InputError
+    from _dwbatches.validation.validate import validated_input
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"custom_id": "a"}\nnot json\n', encoding="utf-8")
+    with events.capture() as heard, pytest.raises(InputError):
+        validated_input(str(bad), "FILE", "nothing was sent")
+    listed = heard.of(events.LISTING)
+    assert len(listed) == 2 and listed[0].startswith("line 1 (custom_id 'a'): missing field(s)"), listed
+    assert listed[1].startswith("line 2: invalid JSON"), listed
+    assert capsys.readouterr().err == ""
+    code, _, err = run_script("validate_batch_file.py", bad, "-q")  # said on stderr, even with --quiet
+    assert code == 2 and [line for line in err.splitlines() if line.startswith("line ")] == listed

@@ -143,7 +143,7 @@ class AnswerStore:
     @classmethod
     def open(cls, folder: str, create: bool = True) -> Optional[AnswerStore]:
         """The store of ``folder``, made when missing (``create``); None when there is none or it
-        cannot be used (said on stderr: the command goes on without it)."""
+        cannot be used (a warning event: the command goes on without it)."""
         store = cls(folder)
         try:
             store._connect(create)

@@ -20,7 +20,7 @@ before that look and holds the claim until its batches are recorded (``submit_or
 - a submit that finds the claim held for another job directory is refused at once (exit 2,
   nothing sent), naming it; held for its own job directory (the same job submitted twice at
   once), it waits as long as for the job's lock (``errors.LOCK_WAIT``), then stops as busy
-  (exit 1); a folder where no claim can be written (read-only) is said on stderr and the
+  (exit 1); a folder where no claim can be written (read-only) is a warning event and the
   submit goes on with the server-side look alone.
 
     with InputClaim(input_path, sha256, job_dir) as claim:

@@ -521,7 +521,7 @@ def add_fix(doc: Dict[str, Any], merger: Merger) -> None:
 
 
 def fix_lines(doc: Dict[str, Any]) -> List[str]:
-    """What a report's bad answers and their fix say on stderr."""
+    """What a report's bad answers and their fix say (lines for people)."""
     if not bad_answers(doc):
         return []
     bad = ", ".join(f"{n} {check}" for check, n in doc["answers"].items() if n and check != answers.GOOD)

@@ -14,7 +14,7 @@ create is looked up) is:
 - recorded in ``job.json`` on the chunk, under ``duplicates`` (its id);
 - cancelled when it is still running (a finished one is never cancelled: that would only
   relabel it);
-- reported: on stderr when found, and in poll.py's ``duplicates``.
+- reported: an event when found (said on stderr), and in poll.py's ``duplicates``.
 
 What it ran is billed all the same: the fetch downloads its results with the chunk's (the
 merge keeps one answer per custom_id) and the cost counts its billed cost.
@@ -52,7 +52,7 @@ def watched(job: Job) -> List[Chunk]:
 
 def _cancel(client: Client, batch_id: str) -> Optional[str]:
     """Cancel a running second batch: its status after the cancel, or None when that failed
-    (said on stderr; the next check tries again). A refused key is raised."""
+    (an event; the next check tries again). A refused key is raised."""
     try:
         status = str(client.cancel_batch(batch_id).get("status") or "cancelling")
     except DWError as exc:
@@ -94,7 +94,7 @@ def check(client: Client, job: Job) -> List[Dict[str, Any]]:
     """Look the watched chunks' intents up (a locked job): record and cancel
     second batches; end the watch of a chunk once a check after its deadline has left none
     running. A duplicate recorded earlier that still runs (its cancel failed) is cancelled
-    again. A look-up that fails is narrated and left to the next check (only a refused key
+    again. A look-up that fails is an event and left to the next check (only a refused key
     is raised)."""
     job.require_lock()
     found: List[Dict[str, Any]] = []

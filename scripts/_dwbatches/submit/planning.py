@@ -66,7 +66,7 @@ def validate_input(
     max_body_bytes: int = MAX_BODY_BYTES,
     max_errors: int = 50,
 ) -> Report:
-    """Validate and plan ``path``. Invalid: list the errors on stderr (``line N: ...``) and raise
+    """Validate and plan ``path``. Invalid: list the errors (``line N: ...``, events) and raise
     ``InputError`` (exit 2). Nothing is sent either way."""
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such file", hint="Pass the path of a JSONL batch file.")
@@ -352,7 +352,7 @@ def refuses(job_dir: str, input_path: str, sha: Optional[str] = None) -> bool:
 
 def job_dir_for_next(input_path: str, job_dir: str, sha: Optional[str] = None) -> Optional[str]:
     """For a printed submit command: None when ``job_dir`` takes ``input_path``; else the job
-    directory to pass as --job (said on stderr): the first of ``data.2.dwjob``, ``data.3.dwjob``,
+    directory to pass as --job (said: an event): the first of ``data.2.dwjob``, ``data.3.dwjob``,
     ... beside it that holds this input's job (it resumes: nothing is sent twice) or does not
     exist yet."""
     if not refuses(job_dir, input_path, sha):
@@ -388,7 +388,7 @@ def plan_or_resume(
     reuse: Optional[RoundOne] = None,
 ) -> bool:
     """Create or resume the job for ``input_path`` (a locked job), taking the source
-    recorded by create_batch_file.py's sidecar, and say which on stderr. Returns True when resuming."""
+    recorded by create_batch_file.py's sidecar, and say which (an event). Returns True when resuming."""
     job.require_lock()
     from ..build.builder import read_sidecar
 

@@ -425,7 +425,7 @@ def check_chunk_size(rep: Report, max_bytes: int, flag: str = "--max-bytes") -> 
 
 def validated_input(path: str, flag: str, outcome: str) -> Report:
     """The report of the batch file given with ``flag``, refused (exit 2) when it is missing or
-    invalid: its errors on stderr, and ``outcome`` (what was not done) in the message."""
+    invalid: its errors listed (events), and ``outcome`` (what was not done) in the message."""
     from ..core.errors import InputError, UsageError
 
     if not os.path.isfile(path):
