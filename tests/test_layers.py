@@ -2,6 +2,7 @@
 in LAYERS (ARCHITECTURE.md), and no module imports another module's private names.
 
 Imports used only in annotations (under ``if TYPE_CHECKING:``) do not count: they never run.
+Below ``workflow/`` nothing prints or writes to stderr: engines emit events (``core/events.py``).
 """
 
 from __future__ import annotations
