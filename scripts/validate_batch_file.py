@@ -67,6 +67,7 @@ from _dwbatches.validation.validate import (
     print_errors,
     validate_file,
 )
+from _dwbatches.workflow import narration  # noqa: F401  (every run says what the engines report)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

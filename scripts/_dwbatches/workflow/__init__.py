@@ -10,7 +10,13 @@ nothing here reads ``argparse`` namespaces. Modules:
 - ``fetching``: ``fetch_job`` and ``fetch_batches`` (fetch_results.py), ``OutputOptions``;
 - ``retrying``: ``retry`` (retry_failed.py);
 - ``cancelling``: ``cancel`` (cancel_batch.py);
-- ``running``: ``run`` (run_batch.py).
+- ``running``: ``run`` (run_batch.py);
+- ``narration``: what the engines report, said on stderr (every run is held in ``command``).
 
 The `next` commands they put in reports are built in ``commands``.
 """
+
+from ..core import output
+from . import narration
+
+output.hold_runs_in(narration.command)
