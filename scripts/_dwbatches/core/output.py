@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import threading
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence
 
 from .. import USER_AGENT
 from . import compat
@@ -186,6 +187,14 @@ def narrate(message: str) -> None:
         _write_err(redact(one_line(message)) + "\n")
 
 
+def say_always(message: str) -> None:
+    """A line that is the result itself (a file's invalid lines), on stderr even with --quiet."""
+    with _live_lock:
+        line = _live
+        prefix = "\r" + " " * len(line) + "\r" if line else ""
+        _write_err(prefix + redact(one_line(message)) + "\n" + line)
+
+
 _emitted = False  # the run's JSON document is out (an error after it prints no second one)
 
 # The scripts whose report lists a job's batches: at most BATCHES_SHOWN of them (those that need
@@ -303,18 +312,32 @@ def exit_missing_packages(exc: ImportError) -> None:
     raise SystemExit(report_error(missing_packages_error(missing)))
 
 
+# Contexts every run is held in: the workflow layer's narration (workflow/narration.py), the
+# sink that says what the engines report (core/events.py).
+_run_contexts: List[Callable[[], ContextManager[Any]]] = []
+
+
+def hold_runs_in(context: Callable[[], ContextManager[Any]]) -> None:
+    """Hold every later ``run`` in ``context()`` (registered once)."""
+    if context not in _run_contexts:
+        _run_contexts.append(context)
+
+
 def run(main_body: Callable[[], int]) -> int:
     """Run a script body, turning expected failures into messages and exit codes."""
     global _emitted
     _emitted = False
-    try:
-        return _run(main_body)
-    finally:
-        live_end()
-        _close()
-        from .commands import carry
+    with contextlib.ExitStack() as held:
+        for context in _run_contexts:
+            held.enter_context(context())
+        try:
+            return _run(main_body)
+        finally:
+            live_end()
+            _close()
+            from .commands import carry
 
-        carry()
+            carry()
 
 
 def _run(main_body: Callable[[], int]) -> int:

@@ -16,7 +16,13 @@ prints the outcome; nothing here reads ``argparse`` namespaces. Modules:
 - ``building``: ``build_command`` (create_batch_file.py); ``listing``: ``listing`` (list_batches.py),
   ``models_command`` (list_models.py); ``validating``: ``validate`` (validate_batch_file.py);
   ``setup``: ``check_setup`` (check_setup.py).
+- ``narration``: what the engines report, said on stderr (every run is held in ``command``).
 
 The `next` commands they put in reports are serialised from those declarations
 (``optionspec.to_argv``) and written by ``commands``.
 """
+
+from ..core import output
+from . import narration
+
+output.hold_runs_in(narration.command)

@@ -19,6 +19,7 @@ from ..core.output import Outcome, narrate
 from ..jobs.job import Job
 from ..results import fetch, merge
 from ..results.merge import FORMATS, parse_columns
+from . import narration
 from .common import Connection, holding, open_target
 
 if TYPE_CHECKING:  # annotations only
@@ -127,7 +128,7 @@ def fetch_command(options: FetchOptions, conn: Connection) -> Outcome:
 
 def fetch_job(client: Client, job: Job, options: OutputOptions) -> Outcome:
     """Fetch a job's results (the job is locked while it works)."""
-    with holding(job):
+    with holding(job), narration.reporting() as warned:
         out = fetch.fetch_job(
             client,
             job,
@@ -139,6 +140,7 @@ def fetch_job(client: Client, job: Job, options: OutputOptions) -> Outcome:
             columns=options.columns,
             raw_cells=options.raw_cells,
         )
+    out.doc["warnings"][:0] = warned  # the merge's warnings first, as it gave them
     # lost results matter while their requests have no result of any round (a --force retry gives them one)
     lost = sum(u.get("results_lost", 0) for u in out.doc.get("unreachable", [])) if out.doc.get("missing") else 0
     again = FetchOptions(target=Target(job=job.dir), output=options)
@@ -168,18 +170,20 @@ def fetch_batches(
     """Fetch bare batch ids into OUT (default ``<first id>.results.jsonl``; state beside it)."""
     fmt = options.format or ("csv" if options.csv else "raw")
     out_path = options.output or f"{batch_ids[0]}.results.{'csv' if fmt == 'csv' else 'jsonl'}"
-    out = fetch.fetch_bare(
-        client,
-        batch_ids,
-        out_path,
-        options.errors,
-        fmt,
-        input_path=input_path,
-        csv_path=options.csv,
-        column=options.column,
-        columns=options.columns,
-        raw_cells=options.raw_cells,
-    )
+    with narration.reporting() as warned:
+        out = fetch.fetch_bare(
+            client,
+            batch_ids,
+            out_path,
+            options.errors,
+            fmt,
+            input_path=input_path,
+            csv_path=options.csv,
+            column=options.column,
+            columns=options.columns,
+            raw_cells=options.raw_cells,
+        )
+    out.doc["warnings"][:0] = warned
     again = FetchOptions(
         target=Target(batch_ids=list(batch_ids)), output=replace(options, output=out_path), input=input_path
     )

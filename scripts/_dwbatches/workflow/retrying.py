@@ -299,11 +299,11 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
         if state.input.requests and index.good_answers() >= state.input.requests:
             # every request has an answer; only the JSON checks need the requests, which may be gone
             try:
-                input_path = fetch.requests_as_submitted(client, job, [], required=True)
+                input_path = fetch.requests_as_submitted(client, job, required=True)
             except JobError:
                 return _nothing_to_retry(job, ref, dry_run)
         else:
-            input_path = fetch.requests_as_submitted(client, job, [], required=True)
+            input_path = fetch.requests_as_submitted(client, job, required=True)
     except BaseException:
         index.close()
         if copies is not None:
