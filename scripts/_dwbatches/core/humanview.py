@@ -73,31 +73,17 @@ def _cols(*spec: Any) -> Tuple[Column, ...]:
 
 
 PROGRESS = "{request_counts.completed}/{request_counts.total}"
-BATCHES = Table(
-    "batches",
-    _cols(
-        ("round", "round", True),
-        ("chunk", "chunk"),
-        ("batch", "batch_id"),
-        ("status", "status"),
-        ("done", PROGRESS),
-        ("failed", "request_counts.failed"),
-    ),
-    min_rows=2,
+_BATCH_COLUMNS = (
+    ("round", "round", True),
+    ("chunk", "chunk"),
+    ("batch", "batch_id"),
+    ("status", "status"),
+    ("done", PROGRESS),
+    ("failed", "request_counts.failed"),
 )
+BATCHES = Table("batches", _cols(*_BATCH_COLUMNS), min_rows=2)
 FETCHED = Table(
-    "batches",
-    _cols(
-        ("round", "round", True),
-        ("chunk", "chunk"),
-        ("batch", "batch_id"),
-        ("status", "status"),
-        ("done", PROGRESS),
-        ("failed", "request_counts.failed"),
-        ("results", "fetched.output"),
-        ("errors", "fetched.error"),
-    ),
-    min_rows=2,
+    "batches", _cols(*_BATCH_COLUMNS, ("results", "fetched.output"), ("errors", "fetched.error")), min_rows=2
 )
 COST_ROUNDS = Table(
     "cost.rounds",

@@ -10,9 +10,12 @@ the counts changed since the last check (never "in_progress: 0/60000 done" again
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 from . import output
+
+if TYPE_CHECKING:
+    from .events import Transfer
 
 LIVE_EVERY = 0.1  # seconds between two redraws of a transfer on a terminal
 
@@ -28,21 +31,15 @@ def duration(seconds: float) -> str:
 
 
 class Meter:
-    """The progress of one transfer, called with (done, total) as it goes (``unit`` writes an
-    amount: bytes, lines). ``plain``: the plain line, from (percent, done, total, rate); the
-    default says the same as the live line without the ETA."""
+    """The progress of one transfer (``events.Transfer``: its label, how to write an amount,
+    the plain line and how often), drawn as it goes: called with (done, total). Without a plain
+    line of its own, the plain line says the same as the live line without the ETA."""
 
-    def __init__(
-        self,
-        label: str,
-        unit: Callable[[float], str],
-        plain_every: float = 1.0,
-        plain: Optional[Callable[[float, float, float, float], str]] = None,
-    ):
-        self.label = label
-        self.unit = unit
-        self.plain_every = plain_every
-        self.plain = plain
+    def __init__(self, transfer: Transfer):
+        self.label = transfer.label
+        self.unit = transfer.unit
+        self.plain_every = transfer.plain_every
+        self.plain = transfer.plain
         self.t0 = time.monotonic()
         self.last_plain = self.t0
         self.last_live = 0.0

@@ -228,6 +228,13 @@ def prepare_job(
     ``completion_window``/``metadata``/limits of None mean "as recorded" on resume (defaults
     for a new job). On resume a different input (sha256), base URL, window or metadata is
     refused (``JobError``, exit 2); different limits re-split the chunks not yet uploaded."""
+
+    def new_job(sha: Optional[str]) -> bool:
+        return _new_job(
+            job, input_path, base_url, completion_window, metadata, max_requests, max_bytes, max_body_bytes, report,
+            sha, source, reuse,
+        )  # fmt: skip
+
     if job.exists():
         rec = job.load()
         if rec.cancel is not None:
@@ -251,20 +258,7 @@ def prepare_job(
             # No batch exists (or may exist) for this job, so nothing can be billed twice.
             if not (sha == recorded.sha256 and same_url):
                 events.step(f"the job at {job.dir} has no batch yet; planning it again with this input and settings")
-                return _new_job(
-                    job,
-                    input_path,
-                    base_url,
-                    completion_window,
-                    metadata,
-                    max_requests,
-                    max_bytes,
-                    max_body_bytes,
-                    report,
-                    sha,
-                    source,
-                    reuse,
-                )
+                return new_job(sha)
             # same input on the same server: keep the uploaded files, change the settings
             if completion_window is not None and completion_window != rec.completion_window:
                 events.step(f"the job has no batch yet; switching it to the {completion_window} window")
@@ -318,20 +312,7 @@ def prepare_job(
         job.save()
         return True
 
-    return _new_job(
-        job,
-        input_path,
-        base_url,
-        completion_window,
-        metadata,
-        max_requests,
-        max_bytes,
-        max_body_bytes,
-        report,
-        input_sha256,
-        source,
-        reuse,
-    )
+    return new_job(input_sha256)
 
 
 def refuses(job_dir: str, input_path: str, sha: Optional[str] = None) -> bool:

@@ -44,7 +44,7 @@ class Narrator:
         transfer, phase = event.data["transfer"], event.data.get("phase")
         with self.lock:
             if phase == "start" or (phase == "update" and transfer not in self.meters):
-                self.meters[transfer] = Meter(transfer.label, transfer.unit, transfer.plain_every, transfer.plain)
+                self.meters[transfer] = Meter(transfer)
             meter = self.meters.pop(transfer, None) if phase == "end" else self.meters.get(transfer)
         if meter is None:
             return

@@ -212,12 +212,15 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
     if pending:
         latest = rounds[-1]
         if latest.kind == "retry" and all(r is latest for r, _ in pending):
+            the_round = {
+                "round": latest.round,
+                "requests": sum(c.requests for c in latest.chunks),
+                "batches": round_doc(latest),
+            }
             if dry_run:
                 return _doc(
                     job,
-                    round=latest.round,
-                    requests=sum(c.requests for c in latest.chunks),
-                    batches=round_doc(latest),
+                    **the_round,
                     dry_run=True,
                     exit_code=EXIT_OK,
                     reason=f"round {latest.round} is recorded but not fully submitted; "
@@ -227,15 +230,7 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
             narrate(f"round {latest.round} was not fully submitted; resuming it")
             sub = _submitter(job, client)
             sub.run()
-            return _doc(
-                job,
-                round=latest.round,
-                requests=sum(c.requests for c in latest.chunks),
-                batches=round_doc(latest),
-                resumed=True,
-                exit_code=EXIT_OK,
-                next=poll_line(Target(job=job.dir)),
-            )
+            return _doc(job, **the_round, resumed=True, exit_code=EXIT_OK, next=poll_line(Target(job=job.dir)))
         narrate(
             "the job is not fully submitted (a chunk has no batch: held over --max-cost, or the "
             "submit was interrupted); finish that first"
