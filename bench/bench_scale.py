@@ -278,15 +278,16 @@ def e2e(
     total_calls = diff(counters(sb), before)
     cpu1, sb_rss = sandbox_usage(sb)
     doc = run.doc()
-    chunks = doc.get("submitted", {}).get("chunks") or 0
+    chunks = doc.get("submitted", {}).get("chunks") or len(doc.get("batches") or []) + (doc.get("batches_omitted") or 0)
 
-    # Phases: "new job at" ends validating and hashing the input; then the uploads (each from
-    # "uploading" to "uploaded"); after the last upload the cost estimates and batch creations,
-    # up to the last "created batch"; the first progress line that is not in_progress ends the
-    # waiting; the rest is the final fetch and merge.
+    # Phases: "new job at" ends validating and hashing the input; then the uploads, from the
+    # first "uploading" to the last chunk's "uploaded" (3 at a time; the chunks between the
+    # first few and the last are not listed one by one); then the cost estimates and batch
+    # creations, up to the last "created batch"; the first progress line that is not
+    # in_progress ends the waiting; the rest is the final fetch and merge.
     planned = (run.times(r"^new job at ") or [float("nan")])[0]
     starts, ends = run.times(r"^chunk \d+/\d+: uploading lines"), run.times(r"^chunk \d+/\d+: uploaded as file")
-    uploading = sum(e - s for s, e in zip(starts, ends))
+    uploading = ends[-1] - starts[0] if starts and ends else float("nan")
     submitted = (run.times(r"^chunk \d+/\d+: created batch ") or [float("nan")])[-1]
     creating = submitted - (ends[-1] if ends else float("nan"))
     finished = [i for i, (_, status, _) in enumerate(watcher.marks) if status not in ("in_progress", "not_submitted")]

@@ -182,14 +182,14 @@ def main() -> int:
             doc = run.doc()
             planned = (run.times(r"^new job at ") or [float("nan")])[0]
             starts, ends = run.times(r"^chunk \d+/\d+: uploading lines"), run.times(r"^chunk \d+/\d+: uploaded as file")
-            uploading = sum(e - s for s, e in zip(starts, ends))
+            uploading = ends[-1] - starts[0] if starts and ends else float("nan")  # (the first to the last chunk's)
             submitted = (run.times(r"^chunk \d+/\d+: created batch ") or [float("nan")])[-1]
             finished = [
                 i for i, (_, status, _) in enumerate(watcher.marks) if status not in ("in_progress", "not_submitted")
             ]
             waited = watcher.marks[finished[0]][0] if finished else float("nan")
             merged_at = (run.times(r"succeeded") or [run.wall])[-1]
-            chunks = len(doc.get("batches") or []) or (doc.get("submitted") or {}).get("chunks") or 0
+            chunks = len(doc.get("batches") or []) + (doc.get("batches_omitted") or 0)  # (at most 5 listed)
             ok = run.rc == 0 and doc.get("requests") == n and doc.get("succeeded") == n and doc.get("missing") == 0
             store = os.path.join(workdir, ".dwb-answers", "answers.sqlite3")
             facts.update(
@@ -287,8 +287,8 @@ def main() -> int:
             f"`--interval {args.interval:g}`. Wall {f['run_wall']:.0f} s = submit {f['submit_s']:.0f} s (validate and hash "
             f"{f['validate_s']:.0f} s; then the uploads, 3 chunks at a time, the cost estimates and the creates, up to "
             f"the last batch created: {f['submit_s'] - f['validate_s']:.0f} s, "
-            f"{size / MB / max(f['submit_s'] - f['validate_s'], 1e-9):.1f} MB/s on loopback; the chunks' own upload "
-            f"times add up to {f['upload_s']:.0f} s) + wait {f['wait_s']:.0f} s ({f['checks']} checks) + the last "
+            f"{size / MB / max(f['submit_s'] - f['validate_s'], 1e-9):.1f} MB/s on loopback; from the first upload's "
+            f"start to the last chunk's end {f['upload_s']:.0f} s) + wait {f['wait_s']:.0f} s ({f['checks']} checks) + the last "
             f"downloads, fetch and merge {f['fetch_s']:.0f} s (phases from the stderr lines' arrival).",
             f"- run_batch.py: CPU {f['cpu_s']:.0f} s, peak RSS {f['rss']:.0f} MB, wrote {f['written_gb']:.1f} GB to disk "
             f"(results {f['output_gb']:.2f} GB: {f['succeeded']} good answers; the answer store beside the job "
