@@ -28,27 +28,8 @@ output: when the file is valid, the JSON report below on stdout (exit 0). When i
 stdout stays empty, each error is printed on stderr as "line N (custom_id 'ID'): message"
 and the exit code is 2. --report FILE also writes the report to FILE in both cases.
 
-report fields (the counts are all over the same lines: a request is a line that passes every
-check, and a custom_id used again is an error on each later line that uses it):
-  valid                   true when no line has an error
-  file                    the file, as given
-  requests                lines that are valid requests (what submit.py would send)
-  bytes                   the file's size in bytes
-  lines                   physical lines: requests + blank_lines + invalid_lines
-  blank_lines             empty or whitespace-only lines (skipped, as the server does)
-  invalid_lines           lines with an error (one error each)
-  models                  requests per body.model, in order of first use
-  endpoints               requests per url, in order of first use
-  errors                  the first --max-errors errors in line order: {line, custom_id, message}
-  errors_total            all errors: invalid_lines, or 1 when the file is empty or only
-                          blank lines
-  warnings                notes on what the server accepts but may not be meant (texts,
-                          also on stderr), e.g. a max_tokens that leaves a model that
-                          thinks before it answers no room for the answer, or a JSON
-                          format's smallest object no room, with the fix
-  estimated_input_tokens  each request body's bytes / 4 (compact JSON, the envelope left
-                          out), summed: the server's own estimate
-  chunks                  how many files submit.py would upload (0 when invalid)"""
+The counts of the report are all over the same lines: a request is a line that passes every
+check, and a custom_id used again is an error on each later line that uses it."""
 
 from __future__ import annotations
 
@@ -67,6 +48,7 @@ from _dwbatches.validation.validate import (
     print_errors,
     validate_file,
 )
+from _dwbatches.workflow import reports  # noqa: F401  (declares the report its --help shows)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

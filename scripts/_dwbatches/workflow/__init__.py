@@ -10,7 +10,11 @@ nothing here reads ``argparse`` namespaces. Modules:
 - ``fetching``: ``fetch_job`` and ``fetch_batches`` (fetch_results.py), ``OutputOptions``;
 - ``retrying``: ``retry`` (retry_failed.py);
 - ``cancelling``: ``cancel`` (cancel_batch.py);
-- ``running``: ``run`` (run_batch.py).
+- ``running``: ``run`` (run_batch.py);
+- ``reports``: what each command prints, declared (its --help shows it; imported here, so that
+  every script that uses a command has its report declared).
 
 The `next` commands they put in reports are built in ``commands``.
 """
+
+from . import reports  # noqa: F401,E402  (declares each command's report)
