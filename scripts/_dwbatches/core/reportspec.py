@@ -234,29 +234,44 @@ def inline(rep: Report, names: Sequence[str]) -> str:
     out = []
     for name in names:
         f = find(rep, name)
-        note = f.text if f.text else ""
-        out.append(f"`{f.name}`" + (f" ({note})" if note else ""))
+        out.append(f"`{name}`" + (f" ({f.text})" if f.text else ""))
     return ", ".join(out)
 
 
 def listing(rep: Report) -> str:
-    """Markdown for every field of a report, nested fields indented (docs/scripts.md)."""
+    """Markdown for every field of a report, nested fields indented, a shared shape listed once
+    (docs/scripts.md)."""
     lines: List[str] = []
+    seen: Set[str] = set()
     for shape in rep.shapes:
+        depth = 0
         if len(rep.shapes) > 1:
             lines.append(f"- *{shape.when or 'by default'}:*")
-        depth = 1 if len(rep.shapes) > 1 else 0
+            depth = 1
         for f in shape.fields:
-            _listing(f, depth, lines)
+            _listing(f, depth, lines, seen)
     return "\n".join(lines) + "\n"
 
 
-def _listing(f: Field, depth: int, lines: List[str]) -> None:
+def _listing(f: Field, depth: int, lines: List[str], seen: Set[str]) -> None:
     note = _note(f)
-    kind = _kind(f.type)
-    lines.append("  " * depth + f"- `{f.name}` {kind}" + (f": {note}" if note else ""))
+    named = _named(f.type)
+    again = bool(named) and named in seen
+    kind = _kind(f.type) + (" or null" if f.nullable else "") + (", as above" if again else "")
+    lines.append("  " * depth + f"- `{f.name}` ({kind})" + (f": {note}" if note else ""))
+    if f.ref or again:
+        return
+    if named:
+        seen.add(named)
     for sub in _subfields(f.type):
-        _listing(sub, depth + 1, lines)
+        _listing(sub, depth + 1, lines, seen)
+
+
+def _named(t: Type) -> str:
+    """The name of the shared shape a type is (or holds in a list), or ""."""
+    if isinstance(t, ListOf):
+        return _named(t.item)
+    return t.name if isinstance(t, Obj) else ""
 
 
 def _kind(t: Type) -> str:
@@ -265,9 +280,9 @@ def _kind(t: Type) -> str:
     if isinstance(t, Obj):
         return "object"
     if isinstance(t, ListOf):
-        return f"list of {_kind(t.item)}s"
+        return f"list of {_kind(t.item)}"
     if isinstance(t, MapOf):
-        return f"{{{t.key}: {_kind(t.value)}}}"
+        return f"object of {t.key}: {_kind(t.value)}"
     return " or ".join(_kind(o) for o in t.options)
 
 

@@ -330,7 +330,12 @@ SUBMIT = forms(
 
 POLL = report(
     "poll.py",
-    field("status", STR, "the job's status: see job status above"),
+    field(
+        "status",
+        STR,
+        "the job's status: not_submitted, in_progress, completed, partially_failed, failed, cancelled, expired, "
+        "deleted or mixed",
+    ),
     field("finished", BOOL),
     field("request_counts", REQUEST_COUNTS),
     field(
@@ -398,9 +403,9 @@ _FETCHED = (
     field("request_counts", REQUEST_COUNTS),
     field("requests", INT),
     field("succeeded", INT, "good answers"),
-    field("failed", INT),
-    field("missing", INT),
-    field("answers", ANSWER_CHECKS, "the HTTP 200 results by check"),
+    field("failed", INT, "requests that failed"),
+    field("missing", INT, "requests with no result: not run yet, or never"),
+    field("answers", ANSWER_CHECKS, "the HTTP 200 results by check: any but good makes exit 5"),
     field("output", STR, "the results file, in input order"),
     field("errors", STR, "the errors file"),
     field("format", STR),
