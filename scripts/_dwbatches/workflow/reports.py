@@ -37,7 +37,27 @@ CHANGES = obj(
     field("max_tokens", INT, only="when changed"),
     field("reasoning", STR, only="when changed"),
 )
-CHUNK_REF = obj(field("round", INT), field("chunk", INT), field("held", BOOL, "held over --max-cost"))
+CHUNK_REF = obj(
+    field("round", INT),
+    field("chunk", INT),
+    field("held", STR, "why it is held, e.g. over --max-cost", null="when not"),
+)
+SOURCE = obj(
+    field("kind", STR, "csv"),
+    field("path", STR),
+    field("id_column", STR, null="when ids come from row numbers"),
+    field("ids_from_row_numbers", BOOL),
+    field("id_prefix", STR, null=""),
+    field("lines_in_row_order", BOOL),
+    field("delimiter", STR, only="when known"),
+    field("bom", BOOL, only="when known"),
+    field("template", STR, null=""),
+    field("rows", INT, null=""),
+    field("sha256", STR, null=""),
+    field("bytes", INT, null=""),
+    field("mtime", NUMBER, null=""),
+    name="source",
+)
 PRICE = obj(field("input", NUMBER), field("output", NUMBER))
 
 # A batch as poll.py, fetch_results.py and run_batch.py report it.
@@ -203,7 +223,7 @@ CREATE_BATCH_FILE = report(
     field("models", map_of("MODEL", INT), "requests per model"),
     field("endpoint", STR),
     field("chunks", INT, "files submit.py will upload"),
-    field("source", obj(field("kind", STR)), "the CSV sidecar's summary", null="for prompts or JSONL"),
+    field("source", SOURCE, "the CSV the file was built from, as its sidecar keeps it", null="for prompts or JSONL"),
     WARNINGS,
     field("changes", CHANGES, "the settings given", only="with --from-batch"),
     field(
@@ -264,7 +284,7 @@ _SUBMIT = (
     field("completion_window", STR),
     field("estimated_cost", ESTIMATED_COST, "also on stderr", null="when nothing is known"),
     field("reuse", REUSE, "what the job did not send: answers at hand, see fetch_results.py", null="with --no-reuse"),
-    field("source", obj(field("kind", STR)), "the CSV the input was built from", null="for another input"),
+    field("source", SOURCE, "the CSV the input was built from", null="for another input"),
     field("resumed", BOOL),
     field("this_run", THIS_RUN),
     field("unsubmitted", list_of(CHUNK_REF), only="when chunks have no batch, held over --max-cost"),
@@ -280,7 +300,7 @@ SUBMIT = forms(
             field("dry_run", BOOL),
             field("job", STR),
             field("job_exists", BOOL),
-            field("resumes_job", BOOL),
+            field("resumes_job", BOOL, "the job directory holds this input's job", null="when there is no job yet"),
             field("requests", INT),
             field("bytes", INT),
             field("chunks", INT),
@@ -657,7 +677,7 @@ LIST_MODELS = report(
                     "reasoning",
                     obj(
                         field("reasons", BOOL, null="when unknown"),
-                        field("efforts", list_of(STR)),
+                        field("efforts", list_of(STR), null="when unknown"),
                         field("can_switch_off", BOOL, null=""),
                         field("source", STR, "server or known family", null=""),
                     ),
