@@ -531,7 +531,13 @@ CANCEL_BATCH = report(
                 field("action", STR, "cancelled, skipped or would_cancel"),
                 field("status", STR, null=""),
                 field("request_counts", REQUEST_COUNTS),
-                field("reason", STR, only="when skipped"),
+                field(
+                    "reason",
+                    STR,
+                    "already followed by its status: a finished batch is left alone, as cancelling it would "
+                    "only relabel it cancelled",
+                    only="when skipped",
+                ),
             )
         ),
     ),
