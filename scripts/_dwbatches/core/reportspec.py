@@ -317,12 +317,21 @@ def find(rep: Report, path: str) -> Field:
 def problems(rep: Report, doc: Any) -> List[str]:
     """What in ``doc`` differs from the report declared: keys printed but not declared, values of
     another JSON type, declared fields missing (nothing: it is one of the report's forms)."""
-    best: Optional[List[str]] = None
-    for shape in rep.shapes:
+    return [f"{rep.script}: {p}" for p in _nearest(rep, doc)[1]]
+
+
+def form_of(rep: Report, doc: Any) -> int:
+    """The index of the form of ``rep`` that ``doc`` is (or is nearest to)."""
+    return _nearest(rep, doc)[0]
+
+
+def _nearest(rep: Report, doc: Any) -> Tuple[int, List[str]]:
+    best: Tuple[int, List[str]] = (0, [])
+    for i, shape in enumerate(rep.shapes):
         found = _check_obj(Obj(shape.fields), doc, "")
-        if best is None or len(found) < len(best):
-            best = found
-    return [f"{rep.script}: {p}" for p in best or []]
+        if i == 0 or len(found) < len(best[1]):
+            best = (i, found)
+    return best
 
 
 def _check_obj(t: Obj, value: Any, where: str) -> List[str]:
@@ -401,6 +410,7 @@ __all__ = [
     "extend",
     "field",
     "find",
+    "form_of",
     "forms",
     "help_text",
     "inline",

@@ -210,7 +210,7 @@ CHECK_SETUP = report(
         STR,
         "the first command for that input: its build with --max-tokens 500 and reasoning off, or a batch "
         "file's dry run; the example prompts' build when the folder holds no input; the file it writes does "
-        "not exist yet: reviews.jsonl, else reviews-2.jsonl, ...)",
+        "not exist yet: reviews.jsonl, else reviews-2.jsonl, ...",
         null="when the input needs a --template or there are several, said on stderr",
     ),
 )
@@ -229,8 +229,8 @@ CREATE_BATCH_FILE = report(
     field(
         "next",
         STR,
-        "the submit command, with --dry-run above 100 requests or one chunk, so that the cost is seen before anything is "
-        "sent); with --job NEW_DIR when OUTPUT.dwjob holds another input's job, or a cancelled one",
+        "the submit command, with --dry-run above 100 requests or one chunk, so that the cost is seen before "
+        "anything is sent; with --job NEW_DIR when OUTPUT.dwjob holds another input's job, or a cancelled one",
     ),
 )
 
@@ -534,7 +534,7 @@ CANCEL_BATCH = report(
                 field(
                     "reason",
                     STR,
-                    "already followed by its status: a finished batch is left alone, as cancelling it would "
+                    "'already <status>': a finished batch is left alone, as cancelling it would "
                     "only relabel it cancelled",
                     only="when skipped",
                 ),
