@@ -503,6 +503,7 @@ class DocRunner:
             f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
         )
         self.procs.append(proc)
+        check_report(argv[1], argv[2:], proc)  # what the docs run prints is the declared report too
         doc = None
         if proc.stdout.strip():
             doc = json.loads(proc.stdout)  # stdout is exactly one JSON document
