@@ -2,7 +2,9 @@
 line for the reader. One declaration gives the "output (stdout, JSON)" paragraph of the
 script's ``--help`` (``help_text``), the field lists of the docs (``inline``, ``listing``, written
 by ``make docs``) and the check of a printed document against it (``problems``, run by
-``tests/test_contract.py`` over real runs).
+``tests/test_contract.py`` and by every test that runs a script). ``report``/``forms`` also
+register the declaration under its script's name, where ``output.make_parser`` finds it
+(``report_of``).
 
     REQUEST_COUNTS = obj(field("total", INT, "requests"), field("completed", INT), field("failed", INT))
     POLL = report(
@@ -16,7 +18,9 @@ by ``make docs``) and the check of a printed document against it (``problems``, 
 A field with ``only`` may be absent (the text says when it is there); a field with ``null`` may be
 null (the text says when). ``one_of`` is for the rare field that really has two shapes.
 A command whose report has several forms (``submit.py`` and ``--dry-run``) declares one ``Shape``
-each; a document is checked against the form it is closest to.
+each; a document is checked against the form it is closest to. A shape several fields share is
+named (``obj(..., name="batch")``): --help lists its fields once, then says {as above}; a field
+with ``ref`` leaves its fields to another script's --help.
 
 Standard library only.
 """
