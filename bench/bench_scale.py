@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from run_all import DATA, ROOT, SCRIPTS, SandboxProcess, api, chat_line, measure, table
+from run_all import DATA, MODEL, ROOT, SCRIPTS, SandboxProcess, api, chat_line, measure, table
 
 PROXY = os.path.join(ROOT, "bench", "throttle_proxy.py")
 LAUNCHER = os.path.join(ROOT, "bench", "peak_rss.py")
@@ -53,18 +53,19 @@ def script(name: str) -> str:
 # -- data -----------------------------------------------------------------------------------
 
 
-def make_requests(path: str, count: int, pad: int, first: int = 1) -> str:
-    """Write run_all.chat_line(i, pad) for i = first .. first+count-1, fast (about a million lines
-    a second): each line is the template of one line with its two numbers put in, not json.dumps'd."""
+def make_requests(path: str, count: int, pad: int, first: int = 1, model: str = MODEL) -> str:
+    """Write run_all.chat_line(i, pad, model) for i = first .. first+count-1, fast (about a million
+    lines a second): each line is the template of one line with its two numbers put in, not
+    json.dumps'd."""
     if os.path.exists(path):
         return path
-    head, rest = chat_line(0, pad).split('"req-0000000"', 1)
+    head, rest = chat_line(0, pad, model).split('"req-0000000"', 1)
     middle, tail = rest.split("Question 0:", 1)
 
     def line(i: int) -> str:
         return f'{head}"req-{i:07d}"{middle}Question {i}:{tail}\n'
 
-    assert line(4321) == chat_line(4321, pad) + "\n"
+    assert line(4321) == chat_line(4321, pad, model) + "\n"
     # Blocks of about 4 MB keep this process small.
     block = max(1, 4_000_000 // len(line(first)))
     os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -75,14 +75,14 @@ def wait_batch(sb: SandboxProcess, batch_id: str, timeout: float = 600) -> dict:
 # -- data -----------------------------------------------------------------------------------
 
 
-def chat_line(i: int, pad: int) -> str:
+def chat_line(i: int, pad: int, model: str = MODEL) -> str:
     text = f"Question {i}: summarise the following passage. " + ("lorem ipsum dolor sit amet " * pad)
     return json.dumps(
         {
             "custom_id": f"req-{i:07d}",
             "method": "POST",
             "url": "/v1/chat/completions",
-            "body": {"model": MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": 64},
+            "body": {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 64},
         }
     )
 

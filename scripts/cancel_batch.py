@@ -29,21 +29,14 @@ from typing import Optional, Sequence
 
 from _dwbatches.core import output
 from _dwbatches.workflow import cli
-from _dwbatches.workflow.cancelling import cancel
-from _dwbatches.workflow.common import open_target
+from _dwbatches.workflow.cancelling import CancelOptions, cancel_command
+
+OPTIONS = CancelOptions
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True, script=__file__)
-    cli.add_target_args(parser, job_help="cancel the running batches of this job")
-    parser.add_argument("--dry-run", action="store_true", help="show what would be cancelled; cancel nothing")
-    args = output.parse_args(parser, argv)
-
-    def body() -> int:
-        client, job, ids = open_target("cancel_batch.py", cli.connection(args), args.job, args.batch_ids)
-        return output.finish(cancel(client, job, ids, dry_run=args.dry_run))
-
-    return output.run(body)
+    return cli.run(parser, OPTIONS, argv, cancel_command)
 
 
 if __name__ == "__main__":

@@ -32,13 +32,14 @@ from typing import Optional, Sequence
 
 from _dwbatches.core import output
 from _dwbatches.workflow import cli
-from _dwbatches.workflow.setup import check_setup
+from _dwbatches.workflow.setup import SetupOptions, check_setup
+
+OPTIONS = SetupOptions
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True, script=__file__)
-    args = output.parse_args(parser, argv)
-    return output.run(lambda: output.finish(check_setup(cli.connection(args))))
+    return cli.run(parser, OPTIONS, argv, lambda _, conn: check_setup(conn))
 
 
 if __name__ == "__main__":

@@ -61,17 +61,15 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from _dwbatches.core import output
-from _dwbatches.core.optionspec import add_arguments, from_args
-from _dwbatches.workflow.building import BuildOptions, build
+from _dwbatches.workflow import cli
+from _dwbatches.workflow.building import BuildCommand, build_command
+
+OPTIONS = BuildCommand
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=False, script=__file__)
-    parser.add_argument("output", metavar="OUTPUT.jsonl", help="the batch file to write (replaced atomically)")
-    add_arguments(BuildOptions, parser)
-    args = output.parse_args(parser, argv)
-    opts = from_args(BuildOptions, args)
-    return output.run(lambda: output.finish(build(args.output, opts)))
+    return cli.run(parser, OPTIONS, argv, lambda command, _: build_command(command))
 
 
 if __name__ == "__main__":

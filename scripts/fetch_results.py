@@ -72,39 +72,18 @@ finished; the same fetch again for batch ids)."""
 
 from __future__ import annotations
 
-import os
 from typing import Optional, Sequence
 
 from _dwbatches.core import output
-from _dwbatches.core.errors import UsageError
 from _dwbatches.workflow import cli
-from _dwbatches.workflow.common import check_target, open_target
-from _dwbatches.workflow.fetching import fetch_batches, fetch_job
+from _dwbatches.workflow.fetching import FetchOptions, fetch_command
+
+OPTIONS = FetchOptions
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True, script=__file__)
-    cli.add_target_args(parser)
-    cli.add_output_args(parser)
-    parser.add_argument(
-        "--input", metavar="FILE", help="with batch ids: the original batch input, for input order and missing requests"
-    )
-    args = output.parse_args(parser, argv)
-
-    def body() -> int:
-        check_target("fetch_results.py", args.job, args.batch_ids)
-        if args.input and not os.path.isfile(args.input):
-            raise UsageError(f"{args.input}: no such file", hint="--input names the original batch JSONL file.")
-        options = cli.output_options(args)
-        options.check_files()
-        if args.job and args.input:
-            raise UsageError("--input is only for batch ids; a job knows its input")
-        client, job, ids = open_target("fetch_results.py", cli.connection(args), args.job, args.batch_ids)
-        if job is not None:
-            return output.finish(fetch_job(client, job, options))
-        return output.finish(fetch_batches(client, ids, options, args.input))
-
-    return output.run(body)
+    return cli.run(parser, OPTIONS, argv, fetch_command)
 
 
 if __name__ == "__main__":

@@ -39,66 +39,14 @@ from typing import Optional, Sequence
 
 from _dwbatches.core import output
 from _dwbatches.workflow import cli
-from _dwbatches.workflow.listing import STATUSES, answer_store, jobs_of_input, list_batches, list_jobs
+from _dwbatches.workflow.listing import ListOptions, listing
+
+OPTIONS = ListOptions
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True, script=__file__)
-    parser.add_argument(
-        "--limit", type=int, default=None, metavar="N", help="batches per page (1-100; default 20, or 100 with --all)"
-    )
-    parser.add_argument(
-        "--status",
-        choices=STATUSES,
-        help="only batches with this status; expired: past their deadline, whatever their status (no batch is "
-        "ever reported with a status expired)",
-    )
-    parser.add_argument("--search", metavar="TEXT", help="match metadata, file names or ids")
-    parser.add_argument("--after", metavar="BATCH_ID", help="start after this batch (a previous last_id)")
-    parser.add_argument("--all", action="store_true", help="follow pages until there are no more")
-    find = parser.add_argument_group("finding jobs (instead of the account's batches)")
-    one = find.add_mutually_exclusive_group()
-    one.add_argument(
-        "--jobs",
-        action="store_true",
-        help="the job directories below the working directory, as they record themselves (no key, nothing sent)",
-    )
-    one.add_argument("--input", metavar="FILE", help="the jobs and batches of this batch file (by its contents)")
-    one.add_argument(
-        "--answers",
-        nargs="?",
-        const=".",
-        metavar="FOLDER",
-        help="the answer store of the job directories in FOLDER (default: here): size, jobs (nothing sent)",
-    )
-    one.add_argument("--clear-answers", nargs="?", const=".", metavar="FOLDER", help="drop every answer of that store")
-    find.add_argument(
-        "--answers-limit", type=float, metavar="MB", help="with --answers: the store's size limit in MB (default 1000)"
-    )
-    args = output.parse_args(parser, argv)
-    if args.answers_limit is not None and args.answers is None:
-        args.answers = "."  # (the limit is the store's: set it and show the store)
-    if args.answers is not None or args.clear_answers is not None:
-        folder = args.clear_answers if args.clear_answers is not None else args.answers
-        return output.run(
-            lambda: output.finish(answer_store(folder, args.clear_answers is not None, args.answers_limit))
-        )
-    if args.jobs:
-        return output.run(lambda: output.finish(list_jobs()))
-    if args.input:
-        return output.run(lambda: output.finish(jobs_of_input(cli.connection(args), args.input)))
-    return output.run(
-        lambda: output.finish(
-            list_batches(
-                cli.connection(args),
-                limit=args.limit,
-                status=args.status,
-                search=args.search,
-                after_id=args.after,
-                follow=args.all,
-            )
-        )
-    )
+    return cli.run(parser, OPTIONS, argv, listing)
 
 
 if __name__ == "__main__":

@@ -43,43 +43,15 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from _dwbatches.core import output
-from _dwbatches.cost.pricing import WINDOWS
 from _dwbatches.workflow import cli
-from _dwbatches.workflow.listing import list_models
+from _dwbatches.workflow.listing import ModelOptions, models_command
+
+OPTIONS = ModelOptions
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True, script=__file__)
-    kind = parser.add_mutually_exclusive_group()
-    kind.add_argument("--chat", action="store_true", help="only chat / completion models")
-    kind.add_argument("--embeddings", action="store_true", help="only embeddings models")
-    order = parser.add_mutually_exclusive_group()
-    order.add_argument(
-        "--sort",
-        choices=("id", "price"),
-        help="order: by id (default) or by the 24h input plus output price per 1M tokens, models without "
-        "a known price last (not the cheapest for a given file: see --for)",
-    )
-    order.add_argument(
-        "--for",
-        dest="for_file",
-        metavar="FILE",
-        help="rank the models by this batch file's own estimated cost (input and output tokens), cheapest first",
-    )
-    parser.add_argument(
-        "-w",
-        "--completion-window",
-        choices=WINDOWS,
-        default=WINDOWS[0],
-        help="with --for: the window to rank by (both are priced; default %(default)s)",
-    )
-    args = output.parse_args(parser, argv)
-    kind_wanted = "chat" if args.chat else "embeddings" if args.embeddings else None
-    return output.run(
-        lambda: output.finish(
-            list_models(cli.connection(args), kind_wanted, args.sort or "id", args.for_file, args.completion_window)
-        )
-    )
+    return cli.run(parser, OPTIONS, argv, models_command)
 
 
 if __name__ == "__main__":

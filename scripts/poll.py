@@ -44,28 +44,14 @@ from typing import Optional, Sequence
 
 from _dwbatches.core import output
 from _dwbatches.workflow import cli
-from _dwbatches.workflow.checking import check
-from _dwbatches.workflow.common import check_target, open_target
+from _dwbatches.workflow.checking import PollOptions, poll
+
+OPTIONS = PollOptions
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True, script=__file__)
-    cli.add_target_args(parser)
-    parser.add_argument("--wait", action="store_true", help="poll until every batch is terminal or --timeout")
-    cli.add_wait_args(
-        parser,
-        "seconds between checks with --wait (default 30)",
-        "give up waiting after this many seconds, exit 6 (default 540)",
-    )
-    args = output.parse_args(parser, argv)
-
-    def body() -> int:
-        check_target("poll.py", args.job, args.batch_ids)
-        cli.check_wait_args(args)
-        client, job, ids = open_target("poll.py", cli.connection(args), args.job, args.batch_ids)
-        return output.finish(check(client, job, ids, wait=args.wait, interval=args.interval, timeout=args.timeout))
-
-    return output.run(body)
+    return cli.run(parser, OPTIONS, argv, poll)
 
 
 if __name__ == "__main__":

@@ -52,27 +52,15 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from _dwbatches.core import output
-from _dwbatches.core.optionspec import add_arguments, from_args
 from _dwbatches.workflow import cli
-from _dwbatches.workflow.common import open_job_for
-from _dwbatches.workflow.retrying import RetryOptions, retry
+from _dwbatches.workflow.retrying import RetryCommand, retry_command
+
+OPTIONS = RetryCommand
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True, script=__file__)
-    parser.add_argument("--job", metavar="DIR", required=True, help="the job directory")
-    add_arguments(RetryOptions, parser)
-    cli.add_change_args(parser.add_argument_group("new settings for the requests rerun"))
-    args = output.parse_args(parser, argv)
-
-    def body() -> int:
-        options = from_args(RetryOptions, args)
-        changes = cli.changes(args)
-        options.kinds()  # a wrong --rerun is refused before anything is read
-        client, job = open_job_for(cli.connection(args), args.job)
-        return output.finish(retry(client, job, options, changes))
-
-    return output.run(body)
+    return cli.run(parser, OPTIONS, argv, retry_command)
 
 
 if __name__ == "__main__":

@@ -33,37 +33,14 @@ from typing import Optional, Sequence
 
 from _dwbatches.core import output
 from _dwbatches.workflow import cli
-from _dwbatches.workflow.running import run
+from _dwbatches.workflow.running import RunOptions, run_command
+
+OPTIONS = RunOptions
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True, script=__file__)
-    parser.add_argument("input", metavar="INPUT.jsonl", help="the batch file (see create_batch_file.py)")
-    g = parser.add_argument_group("submit (as submit.py)")
-    cli.add_submit_args(g)
-    g = parser.add_argument_group("waiting")
-    g.add_argument("--wait", action="store_true", help="wait for the batches and fetch the results")
-    cli.add_wait_args(
-        g, "seconds between checks (default 30)", "stop waiting after this many seconds, exit 6 (default 540)"
-    )
-    cli.add_output_args(parser)
-    args = output.parse_args(parser, argv)
-
-    def body() -> int:
-        cli.check_wait_args(args)
-        return output.finish(
-            run(
-                args.input,
-                cli.submit_options(args),
-                cli.output_options(args),
-                cli.connection(args),
-                wait=args.wait,
-                interval=args.interval,
-                timeout=args.timeout,
-            )
-        )
-
-    return output.run(body)
+    return cli.run(parser, OPTIONS, argv, run_command)
 
 
 if __name__ == "__main__":

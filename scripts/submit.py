@@ -39,20 +39,14 @@ from typing import Optional, Sequence
 
 from _dwbatches.core import output
 from _dwbatches.workflow import cli
-from _dwbatches.workflow.submitting import submit
+from _dwbatches.workflow.submitting import SubmitCommand, submit_command
+
+OPTIONS = SubmitCommand
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = output.make_parser(__doc__, network=True, script=__file__)
-    parser.add_argument("input", metavar="INPUT.jsonl", help="the batch file (see create_batch_file.py)")
-    cli.add_submit_args(parser)
-    parser.add_argument(
-        "--dry-run", action="store_true", help="validate, plan and estimate locally; send nothing (no key needed)"
-    )
-    args = output.parse_args(parser, argv)
-    return output.run(
-        lambda: output.finish(submit(args.input, cli.submit_options(args), cli.connection(args), dry=args.dry_run))
-    )
+    return cli.run(parser, OPTIONS, argv, submit_command)
 
 
 if __name__ == "__main__":

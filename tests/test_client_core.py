@@ -12,7 +12,7 @@ import os
 import pytest
 import requests
 import responses
-from _dwbatches.core import clock, config, errors, output
+from _dwbatches.core import clock, config, errors, events, output
 from _dwbatches.core import http as dwhttp
 from helpers import is_error
 from responses import matchers
@@ -106,6 +106,7 @@ def test_not_a_url_is_refused(monkeypatch):
 
 @responses.activate(registry=OrderedRegistry)
 def test_get_retries_5xx_then_succeeds(client, sleeps, capsys):
+    """Each retry is an event (the client prints nothing itself)."""
     url = f"{BASE}/batches/{BID}"
     responses.get(url, status=500, body="boom")
     responses.get(url, status=502, body="bad gateway")
@@ -114,11 +115,14 @@ def test_get_retries_5xx_then_succeeds(client, sleeps, capsys):
         json={"id": BID, "status": "completed"},
         match=[matchers.header_matcher({"Authorization": f"Bearer {KEY}"})],
     )
-    assert client.get_batch(BID)["status"] == "completed"
+    with events.capture() as heard:
+        assert client.get_batch(BID)["status"] == "completed"
     assert len(sleeps) == 2 and all(0 < s <= dwhttp.MAX_BACKOFF for s in sleeps)
-    err = capsys.readouterr().err
-    assert "retrying GET /batches" in err and "HTTP 500" in err and "HTTP 502" in err
-    assert KEY not in err
+    said = heard.of(events.STEP)
+    assert len(said) == 2 and all(s.startswith("retrying GET /batches") for s in said), said
+    assert "HTTP 500" in said[0] and "HTTP 502" in said[1]
+    assert KEY not in "".join(said)
+    assert capsys.readouterr().err == ""
 
 
 @responses.activate(registry=OrderedRegistry)

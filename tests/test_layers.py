@@ -2,6 +2,7 @@
 in LAYERS (ARCHITECTURE.md), and no module imports another module's private names.
 
 Imports used only in annotations (under ``if TYPE_CHECKING:``) do not count: they never run.
+Below ``workflow/`` nothing prints or writes to stderr: engines emit events (``core/events.py``).
 """
 
 from __future__ import annotations
@@ -140,3 +141,73 @@ def test_an_engine_refuses_a_job_that_is_not_locked(tmp_path):
         Submitter(job, client=None)
     finally:
         job.unlock()
+
+
+# -- narration: engines report events (core/events.py); only the workflow layer says them --
+
+# The renderers, in core: what the workflow layer says with.
+RENDERERS = {PACKAGE / "core" / name for name in ("output.py", "progress.py", "humanview.py")}
+# What says something on stderr: print, and the renderers' functions (an engine emits an event).
+SAYERS = {"print", "narrate", "say_always", "live", "live_drop", "live_end", "wait_line", "Meter"}
+
+
+def says(tree: ast.Module) -> Iterator[Tuple[int, str]]:
+    """(line, what) for each place in ``tree`` that writes to stderr or calls a sayer."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in ("stderr", "__stderr__"):
+            if getattr(node.value, "id", "") == "sys":
+                yield node.lineno, "sys.stderr"
+        elif isinstance(node, ast.Call):
+            name = getattr(node.func, "id", getattr(node.func, "attr", ""))
+            if name in SAYERS:
+                yield node.lineno, f"{name}()"
+        elif isinstance(node, ast.ImportFrom):  # taken to be called elsewhere, or subclassed
+            for alias in node.names:
+                if alias.name in SAYERS:
+                    yield node.lineno, f"imports {alias.name}"
+
+
+def test_only_the_workflow_layer_and_the_renderers_say_anything():
+    """Below workflow/ a module never writes to stderr: it emits events (``core.events``) and the
+    workflow says them (``workflow/narration.py``). ``core/compat.py`` only sets the stream's
+    encoding; ``core/sandbox.py`` hands a log file to a child process as its stderr."""
+    allowed = {(PACKAGE / "core" / "compat.py", "sys.stderr")}
+    found = []
+    for path in modules():
+        own = package_of(path)
+        if len(own) > 1 and own[1] == "workflow" or path in RENDERERS:
+            continue
+        for line, what in says(ast.parse(path.read_text(encoding="utf-8"))):
+            if (path, what) not in allowed:
+                found.append(f"{path.relative_to(ROOT)}:{line}: {what}")
+    assert not found, "engines that say something themselves (emit an event instead):\n" + "\n".join(found)
+
+
+def test_the_narration_scan_sees_what_it_checks():
+    tree = ast.parse(
+        "import sys\nsys.stderr.write('x')\nprint('y', file=sys.stderr)\noutput.narrate('z')\nMeter('a', str)\n"
+        "from ..core.progress import Meter\n"
+    )
+    assert [what for _, what in sorted(says(tree))] == [
+        "sys.stderr",
+        "print()",
+        "sys.stderr",
+        "narrate()",
+        "Meter()",
+        "imports Meter",
+    ]
+    narration = PACKAGE / "workflow" / "narration.py"
+    assert any(what == "narrate()" for _, what in says(ast.parse(narration.read_text(encoding="utf-8"))))
+    assert not list(says(ast.parse("from ..core import events\nevents.step('fine')\n")))
+
+
+def test_every_script_run_says_what_the_engines_report():
+    """A script's run is held in the workflow's narration (registered when ``_dwbatches.workflow``
+    is imported): a script that never imports it would run with nobody listening, and say nothing
+    of what its engines report."""
+    missing = []
+    for script in sorted(SCRIPTS.glob("*.py")):
+        text = script.read_text(encoding="utf-8")
+        if "output.run(" in text and "from _dwbatches.workflow" not in text:
+            missing.append(script.name)
+    assert not missing, f"scripts that run without the workflow's narration: {missing}"

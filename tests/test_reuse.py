@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import sqlite3
@@ -376,3 +377,29 @@ def test_a_job_that_reused_answers_resumes_from_its_own_round_input(sandbox):
     assert "the input moved" in err and job_state("b.dwjob")["rounds"][0]["input_path"] == "rounds/round-1.jsonl"
     assert doc["succeeded"] == 6 and doc["reuse"]["reused"] == 4
     assert uploads.new()[-2:] == ["b4", "b5"] and len(uploads.new()) == 0
+
+
+def test_a_job_that_reused_answers_fetches_again_without_merging(sandbox):
+    """A job with reused answers and copies: a fetch with nothing new merges nothing and gives
+    the merge's report again; the reused answers or the copies' list touched, it merges again."""
+    texts = [f"Q{i}" for i in range(6)]
+    requests_file("a.jsonl", [chat(t, temperature=0) for t in texts], [f"a{i}" for i in range(6)])
+    assert run_script("run_batch.py", "a.jsonl", *RUN, env=sandbox.env())[0] == 0
+    texts += ["Q6", "Q7", "Q6", "Q7"]  # 6 answered by the first job, 2 new, 2 copies of the new
+    requests_file("b.jsonl", [chat(t, temperature=0) for t in texts], [f"b{i}" for i in range(10)])
+    code, ran, err = run_script("run_batch.py", "b.jsonl", *RUN, "--format", "simple", env=sandbox.env())
+    assert code == 0 and (ran["reuse"]["reused"], ran["reuse"]["copies"], ran["reuse"]["sent"]) == (6, 2, 2), err
+    out, state = Path(ran["output"]), Path("b.dwjob", "job.json")
+    written = [(p.stat().st_ino, p.stat().st_mtime_ns) for p in (out, state)]
+
+    code, noop, err = run_script("fetch_results.py", "--job", "b.dwjob", env=sandbox.env())
+    assert code == 0 and "nothing new since the last merge" in err and "merging the results again" not in err, err
+    assert [(p.stat().st_ino, p.stat().st_mtime_ns) for p in (out, state)] == written  # nothing written
+    assert noop["reuse"] == ran["reuse"] and noop["succeeded"] == 10 and noop["usage"] == ran["usage"]
+
+    for name, why in (("reused.jsonl", "changed: the answers reused"), ("copies.jsonl", "changed: the requests")):
+        os.utime(Path("b.dwjob", "reuse", name), ns=(1, 1))
+        code, again, err = run_script("fetch_results.py", "--job", "b.dwjob", env=sandbox.env())
+        assert code == 0 and "merging the results again" in err and why in err, err
+        assert json.dumps(again) == json.dumps(noop)  # the recorded report is the merge's, key for key
+        assert [x["custom_id"] for x in read_jsonl(again["output"])] == [f"b{i}" for i in range(10)]

@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 import sysconfig
-from typing import TYPE_CHECKING, List, Optional, Sequence
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 from .. import SCRIPTS_DIR, SKILL_DIR
 from . import compat
@@ -36,22 +36,26 @@ def display_path(path: str) -> str:
     return compat.command_path(path if rel.startswith("..") else rel)
 
 
-# Flags of the running command that every command it prints keeps: --sandbox (the next step
-# talks to the same rehearsal sandbox; only for the scripts that talk to a server) and --json
-# (a program that asked for JSON gets JSON from the next step too, even in a pseudo-terminal).
-_carried = {"json": False, "sandbox": False}
+# Flags of the running command that every command it prints keeps (``optiongroups``): how it
+# reaches the server (--sandbox, --base-url, --allow-insecure-http: the next step talks to the
+# same server; only for the scripts that talk to one), --all-batches (for the scripts whose
+# report lists batches) and --json (a program that asked for JSON gets JSON from the next step
+# too, even in a pseudo-terminal).
+_carried: Dict[str, List[str]] = {"connection": [], "batches": [], "view": []}
 
 
-def carry(json: bool = False, sandbox: bool = False) -> None:
-    """Set the flags every printed command keeps (``output.parse_args``; reset after the run)."""
-    _carried.update(json=json, sandbox=sandbox)
+def carry(connection: Sequence[str] = (), batches: Sequence[str] = (), view: Sequence[str] = ()) -> None:
+    """Set the flags every printed command keeps, as written by ``optionspec.to_argv``
+    (``output.parse_args``; reset after the run)."""
+    _carried.update(connection=list(connection), batches=list(batches), view=list(view))
 
 
 def carried(script: str) -> List[str]:
     from .errors import LOCAL_SCRIPTS
+    from .output import BATCH_LISTS
 
-    out = ["--sandbox"] if _carried["sandbox"] and script not in LOCAL_SCRIPTS else []
-    return out + (["--json"] if _carried["json"] else [])
+    out = [] if script in LOCAL_SCRIPTS else list(_carried["connection"])
+    return out + (_carried["batches"] if script in BATCH_LISTS else []) + _carried["view"]
 
 
 def uv_runner() -> Optional[str]:
@@ -122,8 +126,12 @@ def install_hint(script: Optional[str] = None) -> str:
     return f"{compat.python_command()} -m pip install -r {requirements}{with_uv}"  # pip installs into this one
 
 
-def target_args(job_dir: Optional[str], batch_ids: Sequence[str]) -> List[str]:
-    return ["--job", display_path(job_dir)] if job_dir else list(batch_ids)
+def _job(job_dir: str) -> List[str]:
+    """--job DIR as a printed command writes it (``optiongroups.Target``)."""
+    from .optiongroups import Target
+    from .optionspec import to_argv
+
+    return to_argv(Target(job=job_dir))
 
 
 def job_dirs_here(limit: int = 5) -> List[str]:
@@ -147,16 +155,16 @@ def target_hint(script: str) -> str:
             "in this folder) as --job DIR, or batch ids (list_batches.py lists them)."
         )
     others = f" (job directories here: {', '.join(found)})" if len(found) > 1 else ""
-    return f"e.g. {command(script, '--job', found[0])}{others}"
+    return f"e.g. {command(script, *_job(found[0]))}{others}"
 
 
 def resume_command(state: JobRecord, job_dir: str) -> str:
     """The command that finishes submitting a job whose latest round has chunks without a batch."""
     rounds = state.rounds
     if rounds and rounds[-1].kind == "retry":
-        return command("retry_failed.py", "--job", display_path(job_dir))
+        return command("retry_failed.py", *_job(job_dir))
     inp = state.input.path or ""
-    return command("submit.py", display_path(inp), "--job", display_path(job_dir))
+    return command("submit.py", display_path(inp), *_job(job_dir))
 
 
 # -- the next step of each command -------------------------------------------------------------
@@ -176,27 +184,32 @@ def remembered_output(state: Optional[JobRecord]) -> List[str]:
 
 
 def after_submit(job_dir: str) -> str:
-    return command("poll.py", "--job", display_path(job_dir))
+    return command("poll.py", *_job(job_dir))
 
 
 def after_check(
-    status: str, finished: bool, job_dir: Optional[str], state: Optional[JobRecord], batch_ids: Sequence[str]
+    status: str,
+    finished: bool,
+    job_dir: Optional[str],
+    state: Optional[JobRecord],
+    target: Sequence[str],
+    again: Sequence[str],
 ) -> str:
-    """poll.py: resume an unfinished submit, fetch once finished, else check again later."""
-    target = target_args(job_dir, batch_ids)
+    """poll.py: resume an unfinished submit, fetch ``target`` (a job or batch ids, as written)
+    once finished, else check again later: ``again``, a poll of the same target."""
     if status == "not_submitted" and job_dir is not None and state is not None:
         return resume_command(state, job_dir)
     if finished:
         return command("fetch_results.py", *target, *remembered_output(state))
-    return command("poll.py", *target)
+    return command("poll.py", *again)
 
 
 def after_fetch(
     code: int,
     job_dir: Optional[str],
     state: Optional[JobRecord],
-    batch_ids: Sequence[str],
-    extra: Sequence[str],
+    target: Sequence[str],
+    again: Sequence[str],
     unsubmitted: bool = False,
     results_lost: int = 0,
     retry_args: Optional[Sequence[str]] = (),
@@ -204,8 +217,8 @@ def after_fetch(
     """fetch_results.py: retry what failed, with ``retry_args`` (the fix of bad answers; None
     when a retry would not help), never after the user's cancel, nor when completed results
     are lost on the server (the retry would refuse to pay for them twice); check a job that
-    runs (or fetch bare ids again); nothing when done."""
-    target = target_args(job_dir, batch_ids)
+    runs (or fetch bare ids again: ``again``, the same fetch with its options); nothing when
+    done. ``target``: the job or the batch ids, as written."""
     if code == 5:
         if job_dir is None or (state is not None and state.cancel is not None) or results_lost or retry_args is None:
             return None
@@ -214,28 +227,11 @@ def after_fetch(
         if job_dir is not None and state is not None and unsubmitted:
             return resume_command(state, job_dir)
         if job_dir is None:  # bare ids remember nothing: the options go along
-            return command("fetch_results.py", *target, *extra)
+            return command("fetch_results.py", *again)
         return command("poll.py", *target)  # one check; its next is the fetch once finished
     return None
 
 
-def after_cancel(job_dir: Optional[str], batch_ids: Sequence[str], preview: bool) -> Optional[str]:
-    """cancel_batch.py: after a dry run that found something to cancel, the cancel it
-    previewed; else the fetch of what finished (nothing when there is no batch)."""
-    target = target_args(job_dir, batch_ids)
-    if preview:
-        return command("cancel_batch.py", *target)
-    return command("fetch_results.py", *target) if batch_ids else None
-
-
 def rerun_lost(job_dir: str) -> str:
     """retry_failed.py --force: reruns requests whose results are lost on the server (paid again)."""
-    return command("retry_failed.py", "--job", display_path(job_dir), "--force")
-
-
-def run_again(input_path: str, job_dir: Optional[str], extra: Sequence[str]) -> str:
-    """run_batch.py: the same command with --wait, to go on where it stopped."""
-    args = [display_path(input_path)]
-    if job_dir:
-        args += ["--job", display_path(job_dir)]
-    return command("run_batch.py", *args, "--wait", *extra)
+    return command("retry_failed.py", *_job(job_dir), "--force")

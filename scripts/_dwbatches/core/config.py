@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
-from . import compat
+from . import compat, events
 from .errors import ConfigError
-from .output import exit_missing_packages, narrate
+from .output import exit_missing_packages
 from .urls import has_userinfo, is_loopback, redact_userinfo
 
 try:
@@ -117,8 +117,8 @@ def decode_dotenv(data: bytes, path: str) -> str:
 
 
 def _ignore_untrusted(path: str, why: str) -> Tuple[None, Dict[str, str]]:
-    narrate(
-        f"warning: ignoring the .env file {path}: {why}, so it may not be yours (a .env names the server "
+    events.warning(
+        f"ignoring the .env file {path}: {why}, so it may not be yours (a .env names the server "
         "your key is sent to). If it is yours, make it writable by you alone: "
         + compat.quote_args(["chmod", "go-w", path])
         + " (owned by you)"
@@ -207,8 +207,8 @@ def check_base_url(url: str, allow_insecure_http: bool = False, source: Optional
             hint="Use https://, or pass --allow-insecure-http if this network is trusted.",
         )
     if not parts.path.rstrip("/").endswith("/v1"):
-        narrate(
-            f"warning: the base URL {url} does not end in /v1; Doubleword's API lives under /v1 "
+        events.warning(
+            f"the base URL {url} does not end in /v1; Doubleword's API lives under /v1 "
             "(e.g. https://api.doubleword.ai/v1)"
         )
     return url
@@ -236,7 +236,7 @@ def load_config(base_url: Optional[str] = None, allow_insecure_http: bool = Fals
         if not (os.environ.get(KEY_VAR) and (base_url or os.environ.get(URL_VAR))):
             raise
         # the environment gives all the .env could: go on, and say what was left out
-        narrate(f"warning: {exc.message}; using DOUBLEWORD_API_KEY and the base URL from the environment")
+        events.warning(f"{exc.message}; using DOUBLEWORD_API_KEY and the base URL from the environment")
         dotenv_path, dotenv = None, {}
     dotenv_label = f".env at {dotenv_path}" if dotenv_path else None
 

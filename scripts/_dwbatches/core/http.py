@@ -25,12 +25,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from .. import USER_AGENT
-from . import clock
+from . import clock, events
 from .apifacts import is_uuid
 from .config import Config
 from .errors import EXIT_CONFIG, APIConnectionError, APIStatusError, hint_for_status
 from .multipart import MultipartFile
-from .output import exit_missing_packages, narrate, register_secret
+from .output import exit_missing_packages, register_secret
 from .urls import is_loopback_url
 
 try:
@@ -282,7 +282,7 @@ class Client:
                 can_retry = attempt <= retries and (not creates or not reached)
                 if can_retry:
                     delay = self._backoff(attempt)
-                    narrate(
+                    events.step(
                         f"retrying {label} after connection error ({reason}) in {delay:.1f}s "
                         f"(retry {attempt}/{retries})"
                     )
@@ -315,7 +315,7 @@ class Client:
             if retryable and attempt <= min(retries, MAX_CREATE_RETRIES if creates else retries):
                 delay = min(wait, MAX_RETRY_AFTER) if wait is not None else self._backoff(attempt)
                 resp.close()
-                narrate(f"retrying {label} after HTTP {status} in {delay:.1f}s (retry {attempt}/{retries})")
+                events.step(f"retrying {label} after HTTP {status} in {delay:.1f}s (retry {attempt}/{retries})")
                 clock.sleep(delay)
                 continue
             message = error_message(resp)
@@ -360,7 +360,7 @@ class Client:
             if attempt > self.max_retries:
                 raise malformed("GET", path, problem)
             delay = self._backoff(attempt)
-            narrate(f"retrying GET /{path.lstrip('/')} after a malformed reply ({problem}) in {delay:.1f}s")
+            events.step(f"retrying GET /{path.lstrip('/')} after a malformed reply ({problem}) in {delay:.1f}s")
             clock.sleep(delay)
 
     def _json_reply(self, method: str, path: str, resp: requests.Response, shape: Optional[Shape]) -> Any:

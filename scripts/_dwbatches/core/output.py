@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import threading
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence
 
 from .. import USER_AGENT
 from . import compat, reportspec
@@ -186,6 +187,14 @@ def narrate(message: str) -> None:
         _write_err(redact(one_line(message)) + "\n")
 
 
+def say_always(message: str) -> None:
+    """A line that is the result itself (a file's invalid lines), on stderr even with --quiet."""
+    with _live_lock:
+        line = _live
+        prefix = "\r" + " " * len(line) + "\r" if line else ""
+        _write_err(prefix + redact(one_line(message)) + "\n" + line)
+
+
 _emitted = False  # the run's JSON document is out (an error after it prints no second one)
 
 # The scripts whose report lists a job's batches: at most BATCHES_SHOWN of them (those that need
@@ -303,18 +312,32 @@ def exit_missing_packages(exc: ImportError) -> None:
     raise SystemExit(report_error(missing_packages_error(missing)))
 
 
+# Contexts every run is held in: the workflow layer's narration (workflow/narration.py), the
+# sink that says what the engines report (core/events.py).
+_run_contexts: List[Callable[[], ContextManager[Any]]] = []
+
+
+def hold_runs_in(context: Callable[[], ContextManager[Any]]) -> None:
+    """Hold every later ``run`` in ``context()`` (registered once)."""
+    if context not in _run_contexts:
+        _run_contexts.append(context)
+
+
 def run(main_body: Callable[[], int]) -> int:
     """Run a script body, turning expected failures into messages and exit codes."""
     global _emitted
     _emitted = False
-    try:
-        return _run(main_body)
-    finally:
-        live_end()
-        _close()
-        from .commands import carry
+    with contextlib.ExitStack() as held:
+        for context in _run_contexts:
+            held.enter_context(context())
+        try:
+            return _run(main_body)
+        finally:
+            live_end()
+            _close()
+            from .commands import carry
 
-        carry()
+            carry()
 
 
 def _run(main_body: Callable[[], int]) -> int:
@@ -386,38 +409,14 @@ def make_parser(
     epilog = "".join(part + "\n\n" for part in (rest.strip(), reportspec.help_text(report) if report else "") if part)
     epilog += exit_codes_help(name)
     parser = Parser(prog=prog, description=head, epilog=epilog, formatter_class=HelpFormatter)
+    from .optiongroups import BatchList, Connection, View
+    from .optionspec import add_arguments
+
     if network:
-        g = parser.add_argument_group("connection")
-        g.add_argument(
-            "--base-url",
-            metavar="URL",
-            help="API base URL (default: $DOUBLEWORD_BASE_URL, then .env, then https://api.doubleword.ai/v1)",
-        )
-        g.add_argument(
-            "--allow-insecure-http",
-            action="store_true",
-            help="allow a plain-http base URL to a non-loopback host (sends the key unencrypted)",
-        )
-        g.add_argument(
-            "--sandbox",
-            action="store_true",
-            help="rehearse against the bundled local sandbox instead: no key, no money. It is started for "
-            "this command and stopped after it; its state stays in .dwb-sandbox/ in the working directory, so "
-            "submit, poll and fetch with --sandbox follow one job as with the real service",
-        )
+        add_arguments(Connection, parser)
     if name in BATCH_LISTS:
-        parser.add_argument(
-            "--all-batches",
-            action="store_true",
-            help=f"list every batch in the report (by default at most {BATCHES_SHOWN}, those that need attention "
-            "first; batches_omitted counts the others)",
-        )
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        help=f"print the JSON document on stdout even on a terminal (and progress as plain lines); also {JSON_VAR}=1",
-    )
+        add_arguments(BatchList, parser)
+    add_arguments(View, parser)
     parser.add_argument("--version", action="version", version=USER_AGENT)
     return parser
 
@@ -430,7 +429,14 @@ def parse_args(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -
     _json_flag = bool(getattr(args, "json", False))
     _all_batches = bool(getattr(args, "all_batches", False))
     from .commands import carry
+    from .optiongroups import BatchList, Connection, View
+    from .optionspec import from_args, to_argv
 
-    carry(json=_json_flag, sandbox=bool(getattr(args, "sandbox", False)))
+    network = hasattr(args, "sandbox")
+    carry(
+        connection=to_argv(from_args(Connection, args)) if network else [],
+        batches=to_argv(from_args(BatchList, args)) if _all_batches else [],
+        view=to_argv(from_args(View, args)),
+    )
     note_path_arguments(parser, args)  # so that an error about a file can name its argument
     return args

@@ -28,9 +28,9 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
-from . import compat, files
+from . import compat, events, files
 from .errors import DWError
-from .output import narrate, register_secret
+from .output import register_secret
 from .sandbox import SandboxProcess, SandboxStartError
 
 STATE_DIR = ".dwb-sandbox"
@@ -173,7 +173,7 @@ def _start(directory: str, state: Dict[str, Any]) -> Rehearsal:
     files.atomic_write_json(
         _state_path(directory), {"port": proc.port, "api_key": proc.api_key, "pid": proc.pid, "base_url": proc.base_url}
     )
-    narrate(f"rehearsal: the local sandbox at {proc.base_url} (no key, no money; its state in {directory})")
+    events.step(f"rehearsal: the local sandbox at {proc.base_url} (no key, no money; its state in {directory})")
     return Rehearsal(directory, proc.base_url, proc.api_key, proc.pid, proc)
 
 
@@ -188,7 +188,7 @@ def detach(found: Rehearsal) -> None:
             return
         if found.process is not None:
             found.process.stop(STOP_WAIT)
-            narrate(f"rehearsal: sandbox stopped (its state stays in {found.directory})")
+            events.step(f"rehearsal: sandbox stopped (its state stays in {found.directory})")
             return
         # started by a command that has ended since: stop it by its pid, once it is surely the sandbox
         if found.pid and _answers(found.base_url, found.api_key):
@@ -196,7 +196,7 @@ def detach(found: Rehearsal) -> None:
             deadline = time.monotonic() + STOP_WAIT
             while time.monotonic() < deadline and _answers(found.base_url, found.api_key, timeout=0.5):
                 time.sleep(0.1)
-            narrate(f"rehearsal: sandbox stopped (its state stays in {found.directory})")
+            events.step(f"rehearsal: sandbox stopped (its state stays in {found.directory})")
 
 
 __all__ = ["STATE_DIR", "Rehearsal", "attach", "base_url_of", "current", "detach", "read_state"]

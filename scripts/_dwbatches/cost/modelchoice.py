@@ -65,7 +65,7 @@ class FileNeeds:
 
 
 def needs_of(path: str) -> FileNeeds:
-    """Validate ``path`` (refused when invalid, its errors on stderr) and read what it needs."""
+    """Validate ``path`` (refused when invalid, its errors listed as events) and read what it needs."""
     rep = validated_input(path, "--for", "nothing was priced")
     if EMBEDDINGS in rep.endpoints and len(rep.endpoints) > 1:
         from ..core.errors import UsageError

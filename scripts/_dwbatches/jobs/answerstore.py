@@ -16,9 +16,8 @@ import sqlite3
 import time
 from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Set, Tuple
 
-from ..core import clock, compat
+from ..core import clock, compat, events
 from ..core.files import make_private_dir
-from ..core.output import narrate
 
 STORE_DIR = ".dwb-answers"
 DB_NAME = "answers.sqlite3"
@@ -144,14 +143,14 @@ class AnswerStore:
     @classmethod
     def open(cls, folder: str, create: bool = True) -> Optional[AnswerStore]:
         """The store of ``folder``, made when missing (``create``); None when there is none or it
-        cannot be used (said on stderr: the command goes on without it)."""
+        cannot be used (a warning event: the command goes on without it)."""
         store = cls(folder)
         try:
             store._connect(create)
         except (OSError, sqlite3.Error, UntrustedStore) as exc:
             store.close()
             if not isinstance(exc, FileNotFoundError) or create:
-                narrate(f"warning: the answer store {store.path} cannot be used ({exc}); every request is sent")
+                events.warning(f"the answer store {store.path} cannot be used ({exc}); every request is sent")
             return None
         return store
 

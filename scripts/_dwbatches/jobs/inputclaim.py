@@ -20,7 +20,7 @@ before that look and holds the claim until its batches are recorded (``submit_or
 - a submit that finds the claim held for another job directory is refused at once (exit 2,
   nothing sent), naming it; held for its own job directory (the same job submitted twice at
   once), it waits as long as for the job's lock (``errors.LOCK_WAIT``), then stops as busy
-  (exit 1); a folder where no claim can be written (read-only) is said on stderr and the
+  (exit 1); a folder where no claim can be written (read-only) is a warning event and the
   submit goes on with the server-side look alone.
 
     with InputClaim(input_path, sha256, job_dir) as claim:
@@ -35,11 +35,10 @@ import socket
 import time
 from typing import Any, Dict, Optional
 
-from ..core import clock, compat
+from ..core import clock, compat, events
 from ..core.commands import command, display_path
 from ..core.errors import LOCK_WAIT, JobError, busy_error
 from ..core.files import atomic_write_json, make_private_dir, same_file
-from ..core.output import narrate
 
 CLAIMS_DIR = ".dwb-claims"
 POLL = 0.1  # seconds between tries while the claim is busy
@@ -94,8 +93,8 @@ class InputClaim:
             lock = compat.FileLock(self.paths["lock"])
             got = lock.try_acquire()
         except OSError as exc:
-            narrate(
-                f"warning: cannot claim {display_path(self.input_path)} for this submit "
+            events.warning(
+                f"cannot claim {display_path(self.input_path)} for this submit "
                 f"({exc.strerror or exc}); a submit of the same file started at this moment would not be noticed"
             )
             return
@@ -128,7 +127,7 @@ class InputClaim:
                 },
             )
         except OSError as exc:  # the lock holds all the same; only the name of the job is missing
-            narrate(f"warning: cannot write {self.paths['info']} ({exc.strerror or exc})")
+            events.warning(f"cannot write {self.paths['info']} ({exc.strerror or exc})")
 
     def _refusal(self, holder: Optional[Dict[str, Any]]) -> JobError:
         name = display_path(self.input_path)

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import IO, Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
+from ..core import events
 from ..core.errors import DWError
 from ..core.files import atomic_output, make_private_dir
 from ..core.idtable import NOT_FOUND, FileIds, IdTable
-from ..core.output import narrate
 from ..cost import pricing
 from ..jobs import answerstore
 from ..jobs.answerstore import AnswerStore, job_file, key_line, keys_path, parse_line, request_key
@@ -206,7 +206,7 @@ def plan_new_job(
             try:
                 sync(store)
             except Exception as exc:  # sqlite3.Error, OSError: the answers already in are used all the same
-                narrate(f"warning: the answer store could not read in the jobs beside it ({exc})")
+                events.warning(f"the answer store could not read in the jobs beside it ({exc})")
         out_dir = outer.enter_context(tempfile.TemporaryDirectory(prefix="dwb-reuse-")) if dry_run else job_dir
         make_private_dir(os.path.join(out_dir, answerstore.REUSE_DIR))
         with contextlib.ExitStack() as files:  # written whole, or removed
@@ -251,7 +251,7 @@ def narrate_plan(rec: Reuse) -> None:
     saved = f"; saves about ${rec.saved_low_usd}" if rec.saved_low_usd is not None else ""
     if saved and rec.saved_high_usd not in (None, rec.saved_low_usd):
         saved += f" to ${rec.saved_high_usd}"
-    narrate(f"reuse: {rec.not_sent} of {total} requests not sent ({'; '.join(parts)}); sending {rec.sent}{saved}")
+    events.step(f"reuse: {rec.not_sent} of {total} requests not sent ({'; '.join(parts)}); sending {rec.sent}{saved}")
 
 
 def doc(rec: Optional[Reuse], index: Any = None, window: str = "24h") -> Optional[Dict[str, Any]]:
@@ -294,6 +294,19 @@ def job_index(job: Job, store: Any, targets: Any, capacity: int = 0) -> Any:
         index.close()
         raise
     return index
+
+
+def merge_inputs(job: Job) -> List[Tuple[str, Optional[str]]]:
+    """What a merge of ``job`` reads besides its downloads (``unchanged``'s inputs): the answers
+    taken from the store when it was planned and which requests copy which. A copy's answer is
+    its original's, read from the downloads, already among the inputs."""
+    reuse = job.record.reuse
+    if reuse is None or not reuse.not_sent:
+        return []
+    return [
+        ("the answers reused", job_file(job.dir, "reused.jsonl") if reuse.reused else None),
+        ("the requests that copy another", job_file(job.dir, "copies.jsonl") if reuse.copies else None),
+    ]
 
 
 def _write_copies(job: Job, index: Any) -> str:
@@ -443,11 +456,11 @@ def read_in(job_dir: str, rec: JobRecord) -> Optional[int]:
     with store:
         try:
             if store.created:
-                narrate(f"the answer store {store.path} is new: reading in the answers of the jobs beside it")
+                events.step(f"the answer store {store.path} is new: reading in the answers of the jobs beside it")
                 return sync(store, (job_dir, rec))
             return read_in_job(store, job_dir, rec, store.known_batches(), own=True)
         except (sqlite3.Error, OSError) as exc:
-            narrate(f"warning: the answers of this job could not be added to the answer store ({exc})")
+            events.warning(f"the answers of this job could not be added to the answer store ({exc})")
             return None
 
 

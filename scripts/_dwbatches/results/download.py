@@ -20,11 +20,9 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from ..core import clock, compat, files, progress
+from ..core import clock, compat, events, files, progress
 from ..core.apifacts import is_uuid
 from ..core.errors import LOCK_WAIT, APIConnectionError, APIStatusError, DWError, JobError, busy_error, file_error
-from ..core.output import narrate
-from ..core.progress import Meter
 from ..jobs import jobstatus
 from ..jobs.job import Job
 from ..jobs.jobrecord import DELETED, BatchDownload, Cursor, counts_of
@@ -203,7 +201,7 @@ class Fetcher:
         size = os.fstat(fd).st_size
         recorded = int(rec.local_bytes or 0)
         if size < recorded:
-            narrate(
+            events.step(
                 f"{os.path.basename(path)} is shorter than recorded ({size} < {recorded} bytes); "
                 "downloading that file again from the start"
             )
@@ -242,7 +240,7 @@ class Fetcher:
         ids = self.new_ids.setdefault((batch_id, kind), set())
         total_new = 0
         resumes = 0
-        meter = Meter(
+        meter = events.Transfer(
             f"batch {batch_id}: downloading {'results' if kind == 'output' else 'errors'}",
             progress.lines,
             plain_every=PLAIN_PROGRESS_SECONDS,
@@ -288,7 +286,7 @@ class Fetcher:
                     )
                 resumes += 1
                 delay = 0.0 if resumes == 1 else min(30.0, 0.25 * 2 ** (resumes - 1))
-                narrate(
+                events.step(
                     f"the {kind} download of batch {batch_id} broke after {res.lines} lines "
                     f"({res.interrupted}); continuing from line {rec.skip} in {delay:.1f}s "
                     f"(retry {resumes}/{MAX_RESUMES})"
@@ -397,7 +395,7 @@ class Fetcher:
             rec = entry.cursor(kind)
             file_id = rep.batch.get(f"{kind}_file_id")
             if have < expected and file_id and int(rec.rereads or 0) < MAX_REREADS:
-                narrate(
+                events.step(
                     f"batch {rep.batch_id}: {have} unique {kind} lines but the server counts {expected}; "
                     "reading the whole file again"
                 )
@@ -486,10 +484,10 @@ def update(
         # distinct requests, counted per batch (the sets are dropped at once: memory stays flat)
         got = {k: len(fetcher.new_ids.pop((t.batch_id, k), ())) for k in KINDS}
         if got["output"] or got["error"]:
-            narrate(f"batch {t.batch_id}: +{got['output']} results, +{got['error']} errors ({rep.status})")
+            events.step(f"batch {t.batch_id}: +{got['output']} results, +{got['error']} errors ({rep.status})")
         for note in rep.notes:
-            narrate(f"batch {t.batch_id}: {note}")
+            events.step(f"batch {t.batch_id}: {note}")
         if rep.unreachable:
             where = f"round {t.round} chunk {t.chunk}, " if t.chunk is not None else ""
-            narrate(f"batch {t.batch_id} ({where}unreachable): {rep.unreachable}")
+            events.step(f"batch {t.batch_id} ({where}unreachable): {rep.unreachable}")
     return reports

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from ..core import commands, files
+from ..core import commands, events, files
 from ..core.errors import (
     EXIT_NOT_FINISHED,
     EXIT_OK,
@@ -23,7 +23,7 @@ from ..core.errors import (
 )
 from ..core.files import atomic_output
 from ..core.idtable import FileIds
-from ..core.output import Outcome, narrate
+from ..core.output import Outcome
 from ..cost.cost import billed_cost, usage_and_cost
 from ..jobs import jobstatus
 from ..jobs.job import Job, default_job_dir
@@ -147,11 +147,12 @@ SUBMITTED_INPUT = "submitted-input.jsonl"
 SERVER_COPY = "the requests as submitted (the server's copy)"  # SUBMITTED_INPUT as a merge's input
 
 
-def requests_as_submitted(client: Client, job: Job, warnings: List[str], required: bool = False) -> Optional[str]:
+def requests_as_submitted(client: Client, job: Job, required: bool = False) -> Optional[str]:
     """A file holding the job's requests as submitted, in order: the local input when it is the
     file that was submitted (size and sha256), else the server's copy of the uploaded files (the
     truth of what was submitted), saved in the job. When neither can be read: None (results then
-    go in the order they arrived), or with ``required`` a JobError that says what to restore."""
+    go in the order they arrived), or with ``required`` a JobError that says what to restore.
+    Which of them it is, when not the input, is said (an event for the report's warnings)."""
     rec = job.record
     state = rec.input.fingerprint.check(rec.input.path)
     if state == "same":
@@ -170,12 +171,11 @@ def requests_as_submitted(client: Client, job: Job, warnings: List[str], require
             f"the job's input {rec.input.path} {what}, and the server holds only the requests that were sent; "
             "results are written in the order they arrived"
         )
-        narrate(note)
-        warnings.append(note)
+        events.step(note, report=True)
         return None
     cached = job.path("results", SUBMITTED_INPUT)
     if not os.path.isfile(cached):
-        narrate(f"the job's input {rec.input.path} {what}; reading the requests as submitted from the server")
+        events.step(f"the job's input {rec.input.path} {what}; reading the requests as submitted from the server")
         try:
             save_submitted_input(client, job, cached)
         except DWError as exc:
@@ -188,15 +188,13 @@ def requests_as_submitted(client: Client, job: Job, warnings: List[str], require
                     unreadable, hint="Restore the original batch input file at that path, then run again."
                 ) from None
             note = unreadable + "; results are written in the order they arrived"
-            narrate(note)
-            warnings.append(note)
+            events.step(note, report=True)
             return None
     note = (
         f"the job's input {rec.input.path} {what}; the requests as submitted are the server's copy, "
         f"saved at {commands.display_path(cached)}"
     )
-    narrate(note)
-    warnings.append(note)
+    events.step(note, report=True)
     return cached
 
 
@@ -432,7 +430,7 @@ def refresh_job(client: Client, job: Job) -> JobRefresh:
     return JobRefresh(store, targets, reports, summaries, summary, complete, rec, extra, extra_reports)
 
 
-def warn_changed_source(rec: JobRecord, warnings: List[str]) -> None:
+def warn_changed_source(rec: JobRecord) -> None:
     """A results file keyed by custom_id does not read the source CSV, but a CSV that changed since
     the build is worth knowing about before its rows and these results are put side by side."""
     source = rec.source
@@ -443,11 +441,10 @@ def warn_changed_source(rec: JobRecord, warnings: List[str]) -> None:
         f"{source.path} changed since the batch was built from it; these results are keyed by custom_id and "
         "follow the requests as built, not the CSV's rows as they are now"
     )
-    narrate(note)
-    warnings.append(note)
+    events.step(note, report=True)
 
 
-def check_csv_source(rec: JobRecord, csv_path: str, requests_file: Optional[str], warnings: List[str]) -> bool:
+def check_csv_source(rec: JobRecord, csv_path: str, requests_file: Optional[str]) -> bool:
     """The CSV the answers are written beside is the one the requests were built from, or its rows
     are matched by an id column (then re-sorting or inserting rows is harmless), or by content:
     True when each row's prompt, made again with the recorded template, must find its request
@@ -464,16 +461,14 @@ def check_csv_source(rec: JobRecord, csv_path: str, requests_file: Optional[str]
             f"{csv_path} changed since the batch was built; rows are matched by the {source.id_column!r} "
             "column, so the answers still go beside their own rows"
         )
-        narrate(note)
-        warnings.append(note)
+        events.step(note, report=True)
         return False
     if source is not None and source.template and requests_file:
         note = (
             f"{csv_path} changed since the batch was built (its rows were numbered by position); each row is "
             "matched to its request by the prompt it made, so the answers still go beside their own rows"
         )
-        narrate(note)
-        warnings.append(note)
+        events.step(note, report=True)
         return True
     raise UsageError(
         f"{csv_path} changed since the batch was built from it, and its rows were numbered by position: answers "
@@ -526,7 +521,7 @@ def add_fix(doc: Dict[str, Any], merger: Merger) -> None:
 
 
 def fix_lines(doc: Dict[str, Any]) -> List[str]:
-    """What a report's bad answers and their fix say on stderr."""
+    """What a report's bad answers and their fix say (lines for people)."""
     if not bad_answers(doc):
         return []
     bad = ", ".join(f"{n} {check}" for check, n in doc["answers"].items() if n and check != answers.GOOD)
@@ -584,18 +579,17 @@ def write_results(
     return Written(counts, merger, index)
 
 
-def report_written(
-    doc: Dict[str, Any], written: Written, fmt: str, out_path: str, err_path: str, warnings: List[str]
-) -> List[str]:
-    """The counts, samples and fix of a merge into ``doc``; its notes narrated and warned.
-    Returns the lines narrated."""
+def report_written(doc: Dict[str, Any], written: Written, fmt: str, out_path: str, err_path: str) -> List[str]:
+    """The counts, samples and fix of a merge into ``doc``; its notes said as warnings for the
+    report, its bad answers and their fix as lines. Returns the lines said."""
     doc.update(_counts_doc(written.counts, out_path, err_path, fmt))
     add_fix(doc, written.merger)
-    said = [f"warning: {note}" for note in written.counts.notes] + fix_lines(doc)
-    for line in said:
-        narrate(line)
-    warnings.extend(written.counts.notes)
-    return said
+    for note in written.counts.notes:
+        events.warning(note, report=True)
+    lines = fix_lines(doc)
+    for line in lines:
+        events.step(line)
+    return [f"warning: {note}" for note in written.counts.notes] + lines
 
 
 MERGE_KEYS = (*_COUNTS_KEYS, "fix", "reuse")  # what a merge adds to a fetch's report (unchanged.Merged.report)
@@ -611,10 +605,11 @@ def merge_inputs(store: Store, targets: Sequence[Target], extra: Sequence[Tuple[
 
 
 def replay_merge(doc: Dict[str, Any], last: Merged, warnings: List[str]) -> None:
-    """A merge still current: its report, warnings and narration again, as it gave them."""
-    narrate("nothing new since the last merge: the results and errors files are as it wrote them")
+    """A merge still current: its report, warnings and narration again, as it gave them (the
+    warnings into ``warnings``: they are the record's, not said again as warnings)."""
+    events.step("nothing new since the last merge: the results and errors files are as it wrote them")
     for line in last.narration:
-        narrate(line)
+        events.step(line)
     doc.update(last.report)
     warnings.extend(last.warnings)
 
@@ -633,7 +628,8 @@ def fetch_job(
 ) -> Outcome:
     """Download, verify and (with ``merge``) write OUT/ERR for a job. The job is locked (the workflow takes the lock).
 
-    Returns the report and the outcome (0, 5 or 6)."""
+    Returns the report and the outcome (0, 5 or 6). The warnings a merge gives are events for the
+    report (the workflow puts them first in its ``warnings``); ``warnings`` holds the others."""
     rec = job.record
     ref = refresh_job(client, job)
     store, reports, summary, complete = ref.store, ref.reports, ref.summary, ref.complete
@@ -671,6 +667,7 @@ def fetch_job(
                 "input": rec.input.to_dict(),
                 "source": source.to_dict() if source else None,
                 "targets": [[t.batch_id, t.round, t.chunk] for t in targets],
+                "reuse": rec.reuse.to_dict() if rec.reuse else None,
             },
             merge_inputs(
                 store,
@@ -680,56 +677,58 @@ def fetch_job(
                     (SERVER_COPY, job.path("results", SUBMITTED_INPUT)),
                     ("the source CSV", source.path if source else None),
                     ("the CSV the answers go beside", src_csv),
+                    *answerreuse.merge_inputs(job),
                 ],
             ),
         )
-        # a job that reused answers merges them from the answer store: always merged again
-        reused = rec.reuse is not None and rec.reuse.not_sent > 0
-        why = "answers at hand are merged too" if reused else plan.why_merge(rec.merged, [out_path, err_path])
+        why = plan.why_merge(rec.merged, [out_path, err_path])
         if why is None and rec.merged is not None:
             replay_merge(doc, rec.merged, warnings)
             usage: Any = unchanged.RecordedUsage(rec.merged)
         else:
             if rec.merged is not None:
-                narrate(f"merging the results again ({why})")
-            before = len(warnings)
-            requests_file = requests_as_submitted(client, job, warnings)
-            plan.written_here(SERVER_COPY, job.path("results", SUBMITTED_INPUT))
-            rows: Optional[Any] = None
-            if fmt != "csv":
-                warn_changed_source(rec, warnings)
-            if fmt == "csv" and src_csv:
-                by_content = check_csv_source(rec, src_csv, requests_file, warnings)
-                rows = MatchedCsvRows(src_csv, source.to_dict() if source else None, requests_file, column, by_content)
-            elif fmt == "csv":  # a job built from prompts or JSONL: one row per request
-                if requests_file is None:
-                    raise UsageError(
-                        "--format csv needs the job's requests, and neither the input nor the server's copy can "
-                        "be read",
-                        hint="Fetch with --format simple or raw, or restore the job's input.",
+                events.step(f"merging the results again ({why})")
+            with events.overheard() as heard:  # what the merge says, kept for a fetch with nothing new
+                requests_file = requests_as_submitted(client, job)
+                plan.written_here(SERVER_COPY, job.path("results", SUBMITTED_INPUT))
+                rows: Optional[Any] = None
+                if fmt != "csv":
+                    warn_changed_source(rec)
+                if fmt == "csv" and src_csv:
+                    by_content = check_csv_source(rec, src_csv, requests_file)
+                    rows = MatchedCsvRows(
+                        src_csv, source.to_dict() if source else None, requests_file, column, by_content
                     )
-                rows = RequestRows(requests_file, column)
-            written = write_results(
-                store,
-                targets,
-                fmt,
-                out_path,
-                err_path,
-                requests_file,
-                rows,
-                reason,
-                int(rec.input.requests or 0),
-                raw_cells,
-                columns,
-                job,
-            )
-            said = warnings[before:] + report_written(doc, written, fmt, out_path, err_path, warnings)
+                elif fmt == "csv":  # a job built from prompts or JSONL: one row per request
+                    if requests_file is None:
+                        raise UsageError(
+                            "--format csv needs the job's requests, and neither the input nor the server's copy "
+                            "can be read",
+                            hint="Fetch with --format simple or raw, or restore the job's input.",
+                        )
+                    rows = RequestRows(requests_file, column)
+                written = write_results(
+                    store,
+                    targets,
+                    fmt,
+                    out_path,
+                    err_path,
+                    requests_file,
+                    rows,
+                    reason,
+                    int(rec.input.requests or 0),
+                    raw_cells,
+                    columns,
+                    job,
+                )
+                noted = [e.line for e in heard if e.report]  # the notes on the requests and the CSV, as said
+                said = noted + report_written(doc, written, fmt, out_path, err_path)
             doc["reuse"] = answerreuse.doc(rec.reuse, written.index, rec.completion_window)
             usage = written.index
             rec.merged = plan.record(
                 [out_path, err_path],
                 {k: doc[k] for k in MERGE_KEYS if k in doc},
-                warnings[before:],
+                heard.report_warnings(),
                 said,
                 written.index.usage,
             )
@@ -746,7 +745,7 @@ def fetch_job(
         del usage  # (the merge's tables freed before the answers are read in)
     added = answerreuse.read_in(job.dir, rec)  # the good answers of its finished batches, for later jobs
     if added:
-        narrate(f"{added} good answer(s) added to the answer store, for later jobs of this folder")
+        events.step(f"{added} good answer(s) added to the answer store, for later jobs of this folder")
     doc["batches"] = [batch_report_doc(r, store, s) for r, s in zip(reports, ref.summaries)]
     if summary["unsubmitted"]:
         doc["unsubmitted"] = summary["unsubmitted"]
@@ -819,15 +818,14 @@ def fetch_bare(
             "status": summary["status"],
             "request_counts": summary["request_counts"],
         }
-        warnings: List[str] = []
-        report_written(doc, written, fmt, out_path, err_path, warnings)
+        report_written(doc, written, fmt, out_path, err_path)  # its warnings: events for the report
         billed = {r.batch_id: billed_cost(batch_analytics(client, r)) for r in reports}
         doc["usage"], doc["cost"] = usage_and_cost(index, reports, {}, billed)
         doc["batches"] = [batch_report_doc(r, store, s) for r, s in zip(reports, summaries)]
         unreachable = [{"batch_id": r.batch_id, "reason": r.unreachable} for r in reports if r.unreachable]
         if unreachable:
             doc["unreachable"] = unreachable
-        doc["warnings"] = warnings
+        doc["warnings"] = []  # (the merge's: events for the report)
         doc["job"] = None
         doc["state"] = store.path
         return Outcome(doc, exit_code_for(complete, doc["failed"], doc["missing"], bad_answers(doc)))

@@ -14,7 +14,7 @@ create is looked up) is:
 - recorded in ``job.json`` on the chunk, under ``duplicates`` (its id);
 - cancelled when it is still running (a finished one is never cancelled: that would only
   relabel it);
-- reported: on stderr when found, and in poll.py's ``duplicates``.
+- reported: an event when found (said on stderr), and in poll.py's ``duplicates``.
 
 What it ran is billed all the same: the fetch downloads its results with the chunk's (the
 merge keeps one answer per custom_id) and the cost counts its billed cost.
@@ -31,8 +31,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional
 
+from ..core import events
 from ..core.errors import EXIT_CONFIG, DWError
-from ..core.output import narrate
 from ..jobs.jobrecord import TERMINAL_STATUSES, Chunk
 from . import lookup
 
@@ -52,15 +52,15 @@ def watched(job: Job) -> List[Chunk]:
 
 def _cancel(client: Client, batch_id: str) -> Optional[str]:
     """Cancel a running second batch: its status after the cancel, or None when that failed
-    (said on stderr; the next check tries again). A refused key is raised."""
+    (an event; the next check tries again). A refused key is raised."""
     try:
         status = str(client.cancel_batch(batch_id).get("status") or "cancelling")
     except DWError as exc:
         if exc.exit_code == EXIT_CONFIG:
             raise
-        narrate(f"cancelling batch {batch_id} failed ({exc.message}); the next check tries again")
+        events.step(f"cancelling batch {batch_id} failed ({exc.message}); the next check tries again")
         return None
-    narrate(f"batch {batch_id}: cancelled ({status})")
+    events.step(f"batch {batch_id}: cancelled ({status})")
     return status
 
 
@@ -76,7 +76,7 @@ def record(job: Job, client: Client, ch: Chunk, batches: Iterable[Dict[str, Any]
         job.save()  # recorded before anything else is tried: the cost must count it whatever happens
         status = b.get("status")
         running = status not in FINISHED
-        narrate(
+        events.step(
             f"batch {b['id']} is a second batch for the requests of batch {ch.batch_id} (a create the server "
             f"was still working on when it was sent again); "
             + ("cancelling it" if running else f"left alone: it is {status} (what it ran is billed, merged once)")
@@ -94,7 +94,7 @@ def check(client: Client, job: Job) -> List[Dict[str, Any]]:
     """Look the watched chunks' intents up (a locked job): record and cancel
     second batches; end the watch of a chunk once a check after its deadline has left none
     running. A duplicate recorded earlier that still runs (its cancel failed) is cancelled
-    again. A look-up that fails is narrated and left to the next check (only a refused key
+    again. A look-up that fails is an event and left to the next check (only a refused key
     is raised)."""
     job.require_lock()
     found: List[Dict[str, Any]] = []
@@ -105,7 +105,9 @@ def check(client: Client, job: Job) -> List[Dict[str, Any]]:
         except DWError as exc:  # never fails the command it runs in: the next check looks again
             if exc.exit_code == EXIT_CONFIG:
                 raise
-            narrate(f"could not look for a second batch of batch {ch.batch_id} ({exc.message}); the next check does")
+            events.step(
+                f"could not look for a second batch of batch {ch.batch_id} ({exc.message}); the next check does"
+            )
             continue
         known = set(ch.duplicates or [])
         others = [b for b in batches if b.get("id") != ch.batch_id]

@@ -32,9 +32,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, TypeVar
 
-from ..core import clock
+from ..core import clock, events
 from ..core.errors import APIStatusError
-from ..core.output import narrate
 from ..jobs.jobrecord import Chunk
 
 if TYPE_CHECKING:  # annotations only
@@ -160,7 +159,7 @@ def until_created(lookup: Callable[[Chunk], Optional[_Found]], ch: Chunk, label:
     delays = list(CREATE_LOOK_DELAYS)
     while not found and left > 0:
         delay = min(delays.pop(0) if delays else CREATE_LOOK_EVERY, left)
-        narrate(
+        events.step(
             f"{label}: no batch yet; the create sent {bound - left:.0f}s ago may still be in progress on the "
             f"server (for up to {bound:.0f}s: the client's timeouts for a create plus {CREATE_MARGIN:.0f}s), "
             f"looking again in {delay:.0f}s"
@@ -178,7 +177,7 @@ def settled(lookup: Callable[[Chunk], Optional[_Found]], ch: Chunk, settle: bool
     if found or not settle:
         return found
     for delay in SETTLE_DELAYS:
-        narrate(
+        events.step(
             f"{label}: not on the server yet; the interrupted request may still arrive, looking again in {delay:.0f}s"
         )
         clock.sleep(delay)

@@ -22,12 +22,11 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional
 from urllib.parse import urlsplit
 
-from ..core import apifacts
+from ..core import apifacts, events
 from ..core.commands import command, display_path
 from ..core.errors import DWError, InputError, JobError, UsageError
 from ..core.files import atomic_output, make_private_dir
 from ..core.flags import check_number
-from ..core.output import narrate
 from ..core.urls import is_loopback
 from ..cost.cost import local_estimate
 from ..cost.estimate import recorded
@@ -67,7 +66,7 @@ def validate_input(
     max_body_bytes: int = MAX_BODY_BYTES,
     max_errors: int = 50,
 ) -> Report:
-    """Validate and plan ``path``. Invalid: list the errors on stderr (``line N: ...``) and raise
+    """Validate and plan ``path``. Invalid: list the errors (``line N: ...``, events) and raise
     ``InputError`` (exit 2). Nothing is sent either way."""
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such file", hint="Pass the path of a JSONL batch file.")
@@ -79,7 +78,7 @@ def validate_input(
     if rep.valid:
         check_chunk_size(rep, max_bytes)
         for w in rep.warnings:
-            narrate(f"warning: {w}")
+            events.warning(w)
         return rep
     print_errors(rep, max_errors)
     first = rep.errors[0]["line"] if rep.errors else None
@@ -203,7 +202,7 @@ def parse_metadata(pairs: Iterable[str]) -> Dict[str, str]:
             raise UsageError(f"--metadata key {key!r} is given twice with different values")
         meta[key] = value
     if len(meta) > 13:
-        narrate(f"warning: {len(meta)} metadata keys; OpenAI-style APIs allow 16 in all and this tool adds 3")
+        events.warning(f"{len(meta)} metadata keys; OpenAI-style APIs allow 16 in all and this tool adds 3")
     return meta
 
 
@@ -251,7 +250,7 @@ def prepare_job(
         if changed and rec.nothing_created():
             # No batch exists (or may exist) for this job, so nothing can be billed twice.
             if not (sha == recorded.sha256 and same_url):
-                narrate(f"the job at {job.dir} has no batch yet; planning it again with this input and settings")
+                events.step(f"the job at {job.dir} has no batch yet; planning it again with this input and settings")
                 return _new_job(
                     job,
                     input_path,
@@ -268,7 +267,7 @@ def prepare_job(
                 )
             # same input on the same server: keep the uploaded files, change the settings
             if completion_window is not None and completion_window != rec.completion_window:
-                narrate(f"the job has no batch yet; switching it to the {completion_window} window")
+                events.step(f"the job has no batch yet; switching it to the {completion_window} window")
                 rec.completion_window = completion_window
                 for rnd in rec.rounds:
                     rnd.completion_window = completion_window
@@ -300,7 +299,7 @@ def prepare_job(
             )
         job.verified_inputs[os.path.abspath(input_path)] = sha
         if os.path.abspath(input_path) != recorded.path:
-            narrate(f"the input moved to {os.path.abspath(input_path)} (same contents); updating the job")
+            events.step(f"the input moved to {os.path.abspath(input_path)} (same contents); updating the job")
             moved_from, recorded.path = recorded.path, os.path.abspath(input_path)
             for rnd in rec.rounds:
                 if rnd.kind == "initial" and rnd.input_path == moved_from:  # (not round 1's own input)
@@ -353,7 +352,7 @@ def refuses(job_dir: str, input_path: str, sha: Optional[str] = None) -> bool:
 
 def job_dir_for_next(input_path: str, job_dir: str, sha: Optional[str] = None) -> Optional[str]:
     """For a printed submit command: None when ``job_dir`` takes ``input_path``; else the job
-    directory to pass as --job (said on stderr): the first of ``data.2.dwjob``, ``data.3.dwjob``,
+    directory to pass as --job (said: an event): the first of ``data.2.dwjob``, ``data.3.dwjob``,
     ... beside it that holds this input's job (it resumes: nothing is sent twice) or does not
     exist yet."""
     if not refuses(job_dir, input_path, sha):
@@ -367,7 +366,7 @@ def job_dir_for_next(input_path: str, job_dir: str, sha: Optional[str] = None) -
             break
         n += 1
     what = "resumes this input's job at" if os.path.exists(other) else "submits it as a new job,"
-    narrate(
+    events.step(
         f"note: the job at {display_path(job_dir)} was started with another input (or was cancelled), so a "
         f"submit of {display_path(input_path)} there is refused; next {what} {display_path(other)}"
     )
@@ -389,14 +388,14 @@ def plan_or_resume(
     reuse: Optional[RoundOne] = None,
 ) -> bool:
     """Create or resume the job for ``input_path`` (a locked job), taking the source
-    recorded by create_batch_file.py's sidecar, and say which on stderr. Returns True when resuming."""
+    recorded by create_batch_file.py's sidecar, and say which (an event). Returns True when resuming."""
     job.require_lock()
     from ..build.builder import read_sidecar
 
     sha = input_sha256 or sha256_file(input_path)
     source, note = read_sidecar(input_path, sha)
     if note:
-        narrate(note)
+        events.step(note)
     resumed = prepare_job(
         job,
         input_path,
@@ -412,9 +411,9 @@ def plan_or_resume(
         reuse=reuse,
     )
     if resumed:
-        narrate(f"resuming the job at {display_path(job.dir)}")
+        events.step(f"resuming the job at {display_path(job.dir)}")
     else:
-        narrate(
+        events.step(
             f"new job at {display_path(job.dir)}: {job.record.input.requests} requests in "
             f"{len(job.record.rounds[0].chunks)} chunk(s)"
         )
@@ -496,7 +495,7 @@ def add_retry_round(
     rounds = job.record.rounds
     for rnd in rounds:
         if rnd.input_sha256 == sha and not rnd.done:
-            narrate(f"round {rnd.round} already holds this input and is not finished; reusing it")
+            events.step(f"round {rnd.round} already holds this input and is not finished; reusing it")
             return rnd
     round_no = len(rounds) + 1
     dest = job.path("rounds", f"round-{round_no}.jsonl")

@@ -47,6 +47,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
+from ..core import events
 from ..core.commands import command, display_path
 from ..core.errors import (
     EXIT_API,
@@ -57,7 +58,6 @@ from ..core.errors import (
     DWError,
     JobError,
 )
-from ..core.output import narrate
 from ..cost.cost import sum_estimates
 from ..cost.pricing import money
 from ..jobs.job import Job
@@ -93,10 +93,6 @@ def _may_be_in_progress(exc: DWError) -> bool:
 DEFAULT_PARALLEL = 3  # chunks uploaded and created at once
 
 
-# Routine steps are narrated one by one for the first chunks of a round (and its last).
-ROUTINE_SHOWN = 4
-
-
 class Submitter:
     """Runs ``submit_pending`` for one job; the counters say what this run did.
 
@@ -107,8 +103,6 @@ class Submitter:
     def __init__(self, job: Job, client: Client, max_cost: Optional[float] = None, parallel: int = DEFAULT_PARALLEL):
         job.require_lock()
         self.job = job
-        self._elided: set = set()  # (step, round) whose routine lines were said as one
-        self._routine_lock = threading.Lock()
         self._client = client
         self._local = threading.local()
         self.max_cost = max_cost
@@ -152,24 +146,15 @@ class Submitter:
             return None
         found = lookup.settled(find, ch, lookup.recent(started_at), label)
         if found:
-            narrate(f"{label}: found {what} by an earlier run ({found['id']})")
+            events.step(f"{label}: found {what} by an earlier run ({found['id']})")
         return found
 
     # -- steps -----------------------------------------------------------------------------
     def _routine(self, step: str, rnd: Round, ch: Chunk, text: str) -> None:
-        """A step that went as planned, on stderr for the first chunks and the last of a round;
-        the ones between are said once, as one line (a job of hundreds of chunks keeps its
-        narration short; anything unusual is always said)."""
-        n = len(rnd.chunks)
-        if n <= ROUTINE_SHOWN + 1 or ch.index < ROUTINE_SHOWN or ch.index == n:
-            narrate(text)
-            return
-        with self._routine_lock:
-            if (step, rnd.round) in self._elided:
-                return
-            self._elided.add((step, rnd.round))
-        between = f"chunks {ROUTINE_SHOWN}-{n - 1}" + (f" of round {rnd.round}" if rnd.round > 1 else "")
-        narrate(f"{between}: {step} as planned (not listed one by one)")
+        """A step that went as planned: an event with the chunk and its round's count, so that
+        the narration can say the first chunks and the last one by one, and those between as
+        one line (``workflow/narration``)."""
+        events.step(text, routine=step, round=rnd.round, chunk=ch.index, chunks=len(rnd.chunks), job=self.job.dir)
 
     def _label(self, rnd: Round, ch: Chunk) -> str:
         n = len(rnd.chunks)
@@ -178,9 +163,12 @@ class Submitter:
 
     def _upload(self, rnd: Round, ch: Chunk) -> Dict[str, Any]:
         progress = Progress(f"{self._label(rnd, ch)}: uploading")
-        return self.client.upload_file(
-            rnd.input_path, filename=ch.upload_name, start=ch.start_byte, end=ch.end_byte, progress=progress
-        )
+        try:
+            return self.client.upload_file(
+                rnd.input_path, filename=ch.upload_name, start=ch.start_byte, end=ch.end_byte, progress=progress
+            )
+        finally:
+            progress.close()
 
     def ensure_uploaded(self, rnd: Round, ch: Chunk) -> None:
         if ch.file_id:
@@ -216,11 +204,11 @@ class Submitter:
 
     def _resolve_upload(self, rnd: Round, ch: Chunk, exc: DWError) -> Dict[str, Any]:
         label = self._label(rnd, ch)
-        narrate(f"{label}: the upload may or may not have arrived ({exc.message}); checking")
+        events.step(f"{label}: the upload may or may not have arrived ({exc.message}); checking")
         f = lookup.settled(self.find_upload, ch, True, label)
         if f:
             return f
-        narrate(f"{self._label(rnd, ch)}: not on the server; uploading again")
+        events.step(f"{self._label(rnd, ch)}: not on the server; uploading again")
         try:
             return self._upload(rnd, ch)
         except APIStatusError as exc2:
@@ -268,7 +256,7 @@ class Submitter:
             # The estimate is an optional Doubleword extra: without --max-cost, a failing
             # estimate must not stop the batch from being created.
             if self.max_cost is None or getattr(exc, "status", None) in (400, 404, 405, 501):
-                narrate(f"{self._label(rnd, ch)}: no cost estimate from the server ({exc.message})")
+                events.step(f"{self._label(rnd, ch)}: no cost estimate from the server ({exc.message})")
                 return
             raise
         ch.cost_estimate = {
@@ -288,12 +276,12 @@ class Submitter:
             return
         label = self._label(rnd, ch)
         if self._cancelled(rnd, refresh=True):
-            narrate(f"{label}: the job was cancelled; no batch is created for it")
+            events.step(f"{label}: the job was cancelled; no batch is created for it")
             return
         if ch.create_started_at:  # an earlier run sent the create: look for it while it may be in progress
             found = self._find_created(ch, label, in_progress=True)
             if found:
-                narrate(f"{label}: found the batch created by an earlier run ({found[0]['id']})")
+                events.step(f"{label}: found the batch created by an earlier run ({found[0]['id']})")
                 self._count("batches_found")
                 self._record_batch(ch, found)
                 return
@@ -301,7 +289,7 @@ class Submitter:
             found = [self._create(ch)]
         except APIStatusError as exc:
             if exc.status == 404 and reupload:
-                narrate(f"{label}: the uploaded file {ch.file_id} is gone (expired or deleted); uploading again")
+                events.step(f"{label}: the uploaded file {ch.file_id} is gone (expired or deleted); uploading again")
                 ch.file_id = None
                 ch.upload_started_at = None
                 ch.cost_estimate = None
@@ -353,14 +341,14 @@ class Submitter:
         try:
             b = self.client.cancel_batch(ch.batch_id)
         except DWError as exc:
-            narrate(
+            events.step(
                 f"batch {ch.batch_id} was created as the job was being cancelled; cancelling it failed "
                 f"({exc.message}); run {command('cancel_batch.py', '--job', display_path(self.job.dir))}"
             )
             return
         ch.record_batch(b)
         self.job.save()
-        narrate(f"batch {ch.batch_id} was created as the job was being cancelled; cancelled it")
+        events.step(f"batch {ch.batch_id} was created as the job was being cancelled; cancelled it")
 
     def _not_created(self, ch: Chunk) -> None:
         """The server refused the create outright (or it never arrived): no batch can exist for
@@ -395,11 +383,11 @@ class Submitter:
 
     def _resolve_create(self, rnd: Round, ch: Chunk, exc: DWError) -> List[Dict[str, Any]]:
         label = self._label(rnd, ch)
-        narrate(f"{label}: creating the batch may or may not have worked ({exc.message}); checking")
+        events.step(f"{label}: creating the batch may or may not have worked ({exc.message}); checking")
         found = self._find_created(ch, label, _may_be_in_progress(exc))
         if found:
             return found
-        narrate(f"{label}: no batch was created; creating it again")
+        events.step(f"{label}: no batch was created; creating it again")
         try:
             return [self._create(ch)]
         except APIStatusError as exc2:
@@ -447,7 +435,7 @@ class Submitter:
         if (ch.create_posts or 0) > 1:  # sent more than once: a second batch may still turn up
             ch.watch_duplicates_until = lookup.create_deadline(ch)
         if b.get("input_file_id") and ch.file_id and b["input_file_id"] != ch.file_id:
-            narrate(f"warning: batch {b['id']} was made from file {b['input_file_id']}, not {ch.file_id}")
+            events.warning(f"batch {b['id']} was made from file {b['input_file_id']}, not {ch.file_id}")
         self.job.save()
         duplicates.record(self.job, self.client, ch, found[1:])
 
@@ -461,7 +449,7 @@ class Submitter:
             except DWError as exc:
                 if exc.exit_code == EXIT_CONFIG:
                     raise  # a refused key must not look like success
-                narrate(f"could not refresh batch {ch.batch_id}: {exc.message}")
+                events.step(f"could not refresh batch {ch.batch_id}: {exc.message}")
                 return
             ch.record_batch(b)
         self.job.save()
@@ -499,7 +487,7 @@ class Submitter:
             rnd.chunks = chunks[:k] + [
                 new_chunk(self.job.record.job_id, rnd.round, c, rnd.completion_window) for c in new
             ]
-            narrate(
+            events.step(
                 f"re-split the {len(tail)} chunk(s) not yet uploaded into {len(new)} "
                 f"(max {want.max_requests} requests, {want.max_bytes} bytes each)"
             )

@@ -1,4 +1,4 @@
-"""What an upload says: its progress on stderr, and a server's refusal of a chunk explained in
+"""What an upload says: its progress (as events), and a server's refusal of a chunk explained in
 the terms of the user's file (the flag to change, or the physical line the server meant)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import re
 from typing import Optional
 
 from ..core.errors import APIStatusError, DWError
-from ..core.progress import Meter
+from ..core.events import Transfer
 from ..jobs.jobrecord import Chunk, Round
 
 
@@ -18,9 +18,9 @@ def mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-class Progress(Meter):
-    """Upload progress on stderr: on a terminal one line rewritten in place (percent, rate,
-    ETA); else a line a second, none for a quick upload (``progress.Meter``)."""
+class Progress(Transfer):
+    """Upload progress, as events: said on a terminal as one line rewritten in place (percent,
+    rate, ETA); else a line a second, none for a quick upload (``progress.Meter``)."""
 
     def __init__(self, label: str, interval: float = 1.0):
         super().__init__(

@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from array import array
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, TypedDict
 
 from ..api.requestrules import ERRORS_KEPT
-from ..core import compat
+from ..core import compat, events
 from ..core.apifacts import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE
 from . import answerbudget
 from .chunkplan import Chunk, Planner, bucket_count, cut
@@ -426,7 +425,7 @@ def check_chunk_size(rep: Report, max_bytes: int, flag: str = "--max-bytes") -> 
 
 def validated_input(path: str, flag: str, outcome: str) -> Report:
     """The report of the batch file given with ``flag``, refused (exit 2) when it is missing or
-    invalid: its errors on stderr, and ``outcome`` (what was not done) in the message."""
+    invalid: its errors listed (events), and ``outcome`` (what was not done) in the message."""
     from ..core.errors import InputError, UsageError
 
     if not os.path.isfile(path):
@@ -443,8 +442,8 @@ def validated_input(path: str, flag: str, outcome: str) -> Report:
 
 
 def print_errors(rep: Report, max_errors: int = 50) -> None:
-    """``line N (custom_id ...): message`` on stderr for each kept error (even with --quiet:
-    these are the result, not progress)."""
+    """``line N (custom_id ...): message`` for each kept error, as LISTING events (said even
+    with --quiet: these are the result, not progress)."""
     out = []
     for e in rep.errors[: max(0, max_errors)]:
         cid = f" (custom_id {e['custom_id']!r})" if e.get("custom_id") is not None else ""
@@ -452,13 +451,7 @@ def print_errors(rep: Report, max_errors: int = 50) -> None:
     shown = min(len(rep.errors), max(0, max_errors))
     if rep.errors_total > shown:
         out.append(f"... and {rep.errors_total - shown} more")
-    from ..core.output import redact
-
-    try:
-        sys.stderr.write("".join(redact(line) + "\n" for line in out))
-        sys.stderr.flush()
-    except (BrokenPipeError, ValueError):
-        pass
+    events.listing(out)
 
 
 def iter_requests(

@@ -47,7 +47,7 @@ from ..core import commands
 from ..core.errors import InputError, UsageError
 from ..core.files import refuse_overwrite
 from ..core.flags import check_number
-from ..core.optionspec import number, option, to_argv
+from ..core.optionspec import group, number, option, to_argv
 from ..core.output import Outcome, narrate
 from ..jobs.job import default_job_dir
 from ..jobs.jobrecord import sha256_file
@@ -180,6 +180,24 @@ class BuildOptions:
     output: str = field(default="", repr=False)
 
 
+@dataclass
+class BuildCommand:
+    """create_batch_file.py's output file and options (each field is also its flag)."""
+
+    output: Optional[str] = option(
+        "OUTPUT.jsonl",
+        positional=True,
+        show=commands.display_path,
+        help="the batch file to write (replaced atomically)",
+    )
+    build: BuildOptions = group(BuildOptions)
+
+
+def build_command(command: BuildCommand) -> Outcome:
+    """create_batch_file.py with its options."""
+    return build(str(command.output), command.build)
+
+
 def rebuild_command(input_path: str, model: str, reasoning: Optional[str], max_tokens: Optional[int]) -> str:
     """create_batch_file.py --from-batch: ``input_path`` rebuilt for ``model`` (list_models.py
     --for), into ``<stem>.<model>.jsonl`` beside it (``.2``, ``.3``... when that exists)."""
@@ -189,7 +207,7 @@ def rebuild_command(input_path: str, model: str, reasoning: Optional[str], max_t
     while os.path.exists(out):
         out, n = f"{stem}.{name}.{n}{ext or '.jsonl'}", n + 1
     opts = BuildOptions(from_batch=input_path, model=model, reasoning=reasoning, max_tokens=max_tokens)
-    return commands.command("create_batch_file.py", commands.display_path(out), *to_argv(opts))
+    return commands.command("create_batch_file.py", *to_argv(BuildCommand(output=out, build=opts)))
 
 
 def build(output_path: str, opts: BuildOptions) -> Outcome:

@@ -9,18 +9,29 @@ creates no further batch; the job's batches include the second batches recorded 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from ..core import commands
+from ..core.optiongroups import Target
+from ..core.optionspec import group, option, to_argv
 from ..core.output import Outcome, narrate
 from ..jobs import jobstatus
 from ..jobs.job import Job
 from ..jobs.jobrecord import counts_of
 from ..submit import duplicates
-from .common import when_free
+from .common import Connection, open_target, when_free
 
 if TYPE_CHECKING:  # annotations only
     from ..core.http import Client
+
+
+@dataclass
+class CancelOptions:
+    """What cancel_batch.py cancels (each field is also its flag, ``optionspec``)."""
+
+    target: Target = group(Target)
+    dry_run: bool = option("--dry-run", switch=True, help="show what would be cancelled; cancel nothing")
 
 
 def drop_unused_uploads(client: Client, job: Job, dry_run: bool) -> List[str]:
@@ -125,7 +136,16 @@ def cancel(client: Client, job: Optional[Job], batch_ids: Sequence[str], dry_run
     if discarded:
         doc["would_delete_files" if dry_run else "deleted_files"] = discarded
     doc["job"] = job.dir if job is not None else None
-    doc["next"] = commands.after_cancel(
-        job.dir if job is not None else None, ids, preview=dry_run and bool(doc.get("would_cancel") or unsubmitted)
-    )
+    preview = dry_run and bool(doc.get("would_cancel") or unsubmitted)
+    target = Target([] if job is not None else ids, job.dir if job is not None else None)
+    if preview:  # the cancel it previewed
+        doc["next"] = commands.command("cancel_batch.py", *to_argv(CancelOptions(target, dry_run=False)))
+    else:  # the fetch of what finished
+        doc["next"] = commands.command("fetch_results.py", *to_argv(target)) if ids else None
     return Outcome(doc)
+
+
+def cancel_command(options: CancelOptions, conn: Connection) -> Outcome:
+    """cancel_batch.py: its job or batch ids, looked up and cancelled (or only listed)."""
+    client, job, ids = open_target("cancel_batch.py", conn, options.target.job, options.target.batch_ids)
+    return cancel(client, job, ids, dry_run=options.dry_run)

@@ -14,16 +14,26 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 
 from ..core import clock, commands, progress
 from ..core.errors import EXIT_NOT_FINISHED, EXIT_OK, EXIT_UNSUCCESSFUL, FileSystemError
+from ..core.optiongroups import Target, Wait
+from ..core.optionspec import group, to_argv
 from ..core.output import Outcome, narrate
 from ..jobs import jobstatus
 from ..jobs.job import Job
 from ..jobs.jobrecord import counts_of
 from ..results import answers
 from ..submit import duplicates
-from .common import when_free
+from .common import Connection, open_target, when_free
 
 if TYPE_CHECKING:  # annotations only
     from ..core.http import Client
+
+
+@dataclass
+class PollOptions:
+    """What poll.py checks and how it waits (each field is also its flag, ``optionspec``)."""
+
+    target: Target = group(Target)
+    wait: Wait = group(Wait)
 
 
 @dataclass
@@ -138,15 +148,15 @@ def answers_checked(job: Optional[Job], last: Check) -> Optional[Dict[str, int]]
     return dict(rec.get("counts") or {})
 
 
-def check(
-    client: Client, job: Optional[Job], batch_ids: Sequence[str], wait: bool, interval: float, timeout: float
-) -> Outcome:
-    """poll.py: one check, or (``wait``) checks until the end or ``timeout``."""
+def check(client: Client, job: Optional[Job], batch_ids: Sequence[str], waiting: Wait) -> Outcome:
+    """poll.py: one check, or (``waiting.wait``) checks until the end or ``waiting.timeout``."""
+    wait = waiting.wait
     if wait:
-        last, timed_out = wait_until_done(client, job, batch_ids, interval, timeout)
+        last, timed_out = wait_until_done(client, job, batch_ids, waiting.interval, waiting.timeout)
     else:
         last, timed_out = check_once(client, job, batch_ids), False
     summary = last.summary
+    target = Target([] if job is not None else list(batch_ids), job.dir if job is not None else None)
     checked = answers_checked(job, last)
     rate = last.speed.get("rate")
     doc: Dict[str, Any] = {
@@ -166,7 +176,8 @@ def check(
             summary["finished"],
             job.dir if job is not None else None,
             job.record if job is not None else None,
-            batch_ids,
+            to_argv(target),
+            to_argv(PollOptions(target)),  # one check later, not a wait (an agent comes back to it)
         ),
     }
     if summary["finished"]:
@@ -179,3 +190,14 @@ def check(
     else:
         code = EXIT_OK
     return Outcome(doc, code)
+
+
+def poll_line(target: Target) -> str:
+    """The poll.py command for ``target`` (a job or batch ids): one check."""
+    return commands.command("poll.py", *to_argv(PollOptions(target)))
+
+
+def poll(options: PollOptions, conn: Connection) -> Outcome:
+    """poll.py: its job or batch ids, checked once or until they end."""
+    client, job, ids = open_target("poll.py", conn, options.target.job, options.target.batch_ids)
+    return check(client, job, ids, options.wait)

@@ -8,25 +8,14 @@ configuration names (a job directory is data: it cannot send the key anywhere).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 from ..core import commands
 from ..core.errors import LOCK_WAIT, JobError, UsageError
+from ..core.optiongroups import Connection
 from ..jobs.job import Job, check_server, open_job
 
 T = TypeVar("T")
-
-
-@dataclass
-class Connection:
-    """How to reach the API: an explicit base URL (else the environment, .env, or Doubleword's)
-    and whether plain http to another host is allowed; or the rehearsal sandbox (``sandbox``,
-    ``rehearsal.py``)."""
-
-    base_url: Optional[str] = None
-    allow_insecure_http: bool = False
-    sandbox: bool = False
 
 
 def sandbox_config(conn: Connection) -> Any:

@@ -7,18 +7,20 @@ the job's lock, the `next` step and the summary line on stderr.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 from ..api.requestedit import Changes
 from ..core import commands
 from ..core.errors import EXIT_UNSUCCESSFUL, UsageError
-from ..core.optionspec import option, to_argv
+from ..core.optiongroups import Target
+from ..core.optionspec import group, option, to_argv
 from ..core.output import Outcome, narrate
 from ..jobs.job import Job
 from ..results import fetch, merge
 from ..results.merge import FORMATS, parse_columns
-from .common import holding
+from . import narration
+from .common import Connection, holding, open_target
 
 if TYPE_CHECKING:  # annotations only
     from ..core.http import Client
@@ -72,10 +74,6 @@ class OutputOptions:
     def given(self) -> bool:
         return any((self.format, self.output, self.errors, self.csv, self.column, self.columns))
 
-    def args(self, input_path: Optional[str] = None) -> List[str]:
-        """The options as flags for a printed command (and ``--input`` for bare batch ids)."""
-        return to_argv(self) + (["--input", commands.display_path(input_path)] if input_path else [])
-
     def check(self) -> None:
         """The options on their own (the columns named are checked against the CSV when it is written)."""
         if self.columns is not None:
@@ -88,10 +86,49 @@ class OutputOptions:
         if self.csv and not os.path.isfile(self.csv):
             raise UsageError(f"{self.csv}: no such file", hint="--csv names the original CSV file.")
 
+    def check_options(self) -> None:  # (optionspec.check)
+        self.check_files()
+
+
+RESULTS = "results"  # the --help section of the output options
+
+
+@dataclass
+class FetchOptions:
+    """What fetch_results.py fetches and where it writes (each field is also its flag)."""
+
+    target: Target = group(Target)
+    output: OutputOptions = group(OutputOptions, title=RESULTS)
+    input: Optional[str] = option(
+        "--input",
+        metavar="FILE",
+        show=commands.display_path,
+        help="with batch ids: the original batch input, for input order and missing requests",
+    )
+
+    def check_options(self) -> None:
+        if self.input and not os.path.isfile(self.input):
+            raise UsageError(f"{self.input}: no such file", hint="--input names the original batch JSONL file.")
+        if self.target.job and self.input:
+            raise UsageError("--input is only for batch ids; a job knows its input")
+
+
+def fetch_line(options: FetchOptions) -> str:
+    """The fetch_results.py command with these options."""
+    return commands.command("fetch_results.py", *to_argv(options))
+
+
+def fetch_command(options: FetchOptions, conn: Connection) -> Outcome:
+    """fetch_results.py: the results of its job, or of its batch ids."""
+    client, job, ids = open_target("fetch_results.py", conn, options.target.job, options.target.batch_ids)
+    if job is not None:
+        return fetch_job(client, job, options.output)
+    return fetch_batches(client, ids, options.output, options.input)
+
 
 def fetch_job(client: Client, job: Job, options: OutputOptions) -> Outcome:
     """Fetch a job's results (the job is locked while it works)."""
-    with holding(job):
+    with holding(job), narration.reporting() as warned:
         out = fetch.fetch_job(
             client,
             job,
@@ -103,14 +140,16 @@ def fetch_job(client: Client, job: Job, options: OutputOptions) -> Outcome:
             columns=options.columns,
             raw_cells=options.raw_cells,
         )
+    out.doc["warnings"][:0] = warned  # the merge's warnings first, as it gave them
     # lost results matter while their requests have no result of any round (a --force retry gives them one)
     lost = sum(u.get("results_lost", 0) for u in out.doc.get("unreachable", [])) if out.doc.get("missing") else 0
+    again = FetchOptions(target=Target(job=job.dir), output=options)
     out.doc["next"] = commands.after_fetch(
         out.code,
         job.dir,
         job.record,
-        [],
-        options.args(),
+        to_argv(again.target),
+        to_argv(again),
         unsubmitted=bool(out.doc.get("unsubmitted")),
         results_lost=lost,
         retry_args=retry_args(out.doc),
@@ -131,22 +170,24 @@ def fetch_batches(
     """Fetch bare batch ids into OUT (default ``<first id>.results.jsonl``; state beside it)."""
     fmt = options.format or ("csv" if options.csv else "raw")
     out_path = options.output or f"{batch_ids[0]}.results.{'csv' if fmt == 'csv' else 'jsonl'}"
-    out = fetch.fetch_bare(
-        client,
-        batch_ids,
-        out_path,
-        options.errors,
-        fmt,
-        input_path=input_path,
-        csv_path=options.csv,
-        column=options.column,
-        columns=options.columns,
-        raw_cells=options.raw_cells,
+    with narration.reporting() as warned:
+        out = fetch.fetch_bare(
+            client,
+            batch_ids,
+            out_path,
+            options.errors,
+            fmt,
+            input_path=input_path,
+            csv_path=options.csv,
+            column=options.column,
+            columns=options.columns,
+            raw_cells=options.raw_cells,
+        )
+    out.doc["warnings"][:0] = warned
+    again = FetchOptions(
+        target=Target(batch_ids=list(batch_ids)), output=replace(options, output=out_path), input=input_path
     )
-    extra = options.args(input_path)
-    if not options.output:
-        extra += ["-o", out_path]
-    out.doc["next"] = commands.after_fetch(out.code, None, None, batch_ids, extra)
+    out.doc["next"] = commands.after_fetch(out.code, None, None, to_argv(again.target), to_argv(again))
     if out.code == EXIT_UNSUCCESSFUL:
         out.doc["hint"] = (
             "the failed and missing requests are listed in the errors file; to rerun them "

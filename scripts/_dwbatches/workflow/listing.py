@@ -6,22 +6,139 @@ prices and whether they reason; or ranked by what a batch file would cost on eac
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 from ..core import commands
 from ..core.errors import UsageError
 from ..core.flags import check_number
+from ..core.optiongroups import Target
+from ..core.optionspec import number, option, to_argv
 from ..core.output import Outcome, human_view, narrate
 from ..cost import modelchoice, pricing
+from ..cost.pricing import WINDOWS
 from ..jobs import answerstore, jobfinder, jobstatus
 from ..jobs.jobrecord import sha256_file
 from ..results.answerreuse import sync
 from ..submit import lookup
 from .building import rebuild_command
+from .checking import poll_line
 from .common import Connection, client_for
 
 STATUSES = ("in_progress", "completed", "failed", "cancelled", "expired")
 PAGE_MAX = 100
+FIND = "finding jobs (instead of the account's batches)"  # a --help section
+
+
+@dataclass
+class ListOptions:
+    """What list_batches.py lists: a page of the account's batches, or (one of) the jobs here,
+    the jobs of a batch file, the answer store (each field is also its flag, ``optionspec``)."""
+
+    limit: Optional[int] = option(
+        "--limit", type=int, metavar="N", help=f"batches per page (1-{PAGE_MAX}; default 20, or {PAGE_MAX} with --all)"
+    )
+    status: Optional[str] = option(
+        "--status",
+        choices=STATUSES,
+        help="only batches with this status; expired: past their deadline, whatever their status (no batch is "
+        "ever reported with a status expired)",
+    )
+    search: Optional[str] = option("--search", metavar="TEXT", help="match metadata, file names or ids")
+    after: Optional[str] = option("--after", metavar="BATCH_ID", help="start after this batch (a previous last_id)")
+    follow: bool = option("--all", switch=True, help="follow pages until there are no more")
+    jobs: bool = option(
+        "--jobs",
+        switch=True,
+        group=FIND,
+        exclusive="find",
+        help="the job directories below the working directory, as they record themselves (no key, nothing sent)",
+    )
+    input: Optional[str] = option(
+        "--input",
+        metavar="FILE",
+        group=FIND,
+        exclusive="find",
+        show=commands.display_path,
+        help="the jobs and batches of this batch file (by its contents)",
+    )
+    answers: Optional[str] = option(
+        "--answers",
+        const=".",
+        metavar="FOLDER",
+        group=FIND,
+        exclusive="find",
+        show=commands.display_path,
+        help="the answer store of the job directories in FOLDER (default: here): size, jobs (nothing sent)",
+    )
+    clear_answers: Optional[str] = option(
+        "--clear-answers",
+        const=".",
+        metavar="FOLDER",
+        group=FIND,
+        exclusive="find",
+        show=commands.display_path,
+        help="drop every answer of that store",
+    )
+    answers_limit: Optional[float] = option(
+        "--answers-limit",
+        type=float,
+        metavar="MB",
+        group=FIND,
+        show=number,
+        help="with --answers: the store's size limit in MB (default 1000)",
+    )
+
+
+def listing(options: ListOptions, conn: Connection) -> Outcome:
+    """list_batches.py: the answer store, the jobs here, the jobs of a file, or the account's batches."""
+    if options.answers is not None or options.clear_answers is not None or options.answers_limit is not None:
+        clear = options.clear_answers is not None
+        folder = options.clear_answers if clear else options.answers  # (a limit alone: the store here)
+        return answer_store(folder or ".", clear, options.answers_limit)
+    if options.jobs:
+        return list_jobs()
+    if options.input:
+        return jobs_of_input(conn, options.input)
+    return list_batches(conn, options)
+
+
+@dataclass
+class ModelOptions:
+    """What list_models.py lists, in which order, or for which batch file (each field is also its flag)."""
+
+    chat: bool = option("--chat", switch=True, exclusive="kind", help="only chat / completion models")
+    embeddings: bool = option("--embeddings", switch=True, exclusive="kind", help="only embeddings models")
+    sort: Optional[str] = option(
+        "--sort",
+        choices=("id", "price"),
+        exclusive="order",
+        help="order: by id (default) or by the 24h input plus output price per 1M tokens, models without "
+        "a known price last (not the cheapest for a given file: see --for)",
+    )
+    for_file: Optional[str] = option(
+        "--for",
+        metavar="FILE",
+        exclusive="order",
+        show=commands.display_path,
+        help="rank the models by this batch file's own estimated cost (input and output tokens), cheapest first",
+    )
+    completion_window: str = option(
+        "-w",
+        "--completion-window",
+        choices=WINDOWS,
+        default=WINDOWS[0],
+        help="with --for: the window to rank by (both are priced; default %(default)s)",
+    )
+
+    @property
+    def kind(self) -> Optional[str]:
+        return "chat" if self.chat else "embeddings" if self.embeddings else None
+
+
+def models_command(options: ModelOptions, conn: Connection) -> Outcome:
+    """list_models.py with its options."""
+    return list_models(conn, options.kind, options.sort or "id", options.for_file, options.completion_window)
 
 
 def brief(b: Dict[str, Any]) -> Dict[str, Any]:
@@ -41,17 +158,17 @@ def brief(b: Dict[str, Any]) -> Dict[str, Any]:
     return doc
 
 
-def list_batches(
-    conn: Connection,
-    limit: Optional[int] = None,
-    status: Optional[str] = None,
-    search: Optional[str] = None,
-    after_id: Optional[str] = None,
-    follow: bool = False,
-) -> Outcome:
+def list_batches(conn: Connection, options: ListOptions) -> Outcome:
     """list_batches.py: one page (``limit``), or every page with ``follow``."""
     from ..core.http import check_id
 
+    limit, status, search, after_id, follow = (
+        options.limit,
+        options.status,
+        options.search,
+        options.after,
+        options.follow,
+    )
     if limit is None:
         limit = PAGE_MAX if follow else 20
     if not 1 <= limit <= PAGE_MAX:
@@ -76,13 +193,8 @@ def list_batches(
         after = last_id
         narrate(f"{len(found)} batches so far…")
     doc: Dict[str, Any] = {"batches": found, "count": len(found), "has_more": has_more, "last_id": last_id}
-    if has_more and last_id:
-        extra = ["--after", last_id, "--limit", str(limit)]
-        if status:
-            extra += ["--status", status]
-        if search:
-            extra += ["--search", search]
-        doc["next"] = commands.command("list_batches.py", *extra)
+    if has_more and last_id:  # the next page: the same listing, after the last batch of this one
+        doc["next"] = commands.command("list_batches.py", *to_argv(options, after=last_id, limit=limit))
     else:
         doc["next"] = None
     counts: Dict[str, int] = {}
@@ -170,7 +282,7 @@ def jobs_of_input(conn: Connection, input_path: str) -> Outcome:
         f"{input_path}: {len(found)} job(s), {len(batches)} batch(es) on the server"
         + (f"; job directories here: {', '.join(commands.display_path(j['job']) for j in here)}" if here else "")
     )
-    nxt = commands.command("poll.py", "--job", commands.display_path(here[0]["job"])) if len(here) == 1 else None
+    nxt = poll_line(Target(job=here[0]["job"])) if len(here) == 1 else None
     return Outcome({"input": os.path.abspath(input_path), "input_sha256": sha, "jobs": found, "next": nxt})
 
 

@@ -15,18 +15,23 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
-from ..api.requestedit import Changes
+from ..api.reasoning import EFFORTS
+from ..api.requestedit import FLAGS, Changes
+from ..api.requestrules import MAX_OUTPUT_LIMIT
 from ..core import clock, commands
 from ..core.errors import EXIT_NOT_FINISHED, EXIT_OK, DWError, JobError, UsageError
 from ..core.files import make_private_dir, refuse_overwrite
 from ..core.flags import kinds_list
-from ..core.optionspec import option, to_argv
+from ..core.optiongroups import Target
+from ..core.optionspec import group, in_range, option, to_argv
 from ..core.output import Outcome, narrate
 from ..jobs.job import Job
 from ..jobs.jobrecord import Round
 from ..results import answerreuse, answers, fetch, fixes, merge, resultlines
 from ..submit.planning import WINDOWS, add_retry_round, next_round_path
-from .common import holding
+from .checking import poll_line
+from .common import Connection, holding, open_job_for
+from .fetching import FetchOptions, fetch_line
 
 if TYPE_CHECKING:  # annotations only
     from ..core.http import Client
@@ -80,6 +85,48 @@ class RetryOptions:
         return [*changes.args(), *to_argv(self)]
 
 
+@dataclass
+class ChangeOptions:
+    """New settings for the requests rerun (``requestedit.FLAGS``; each field is also its flag)."""
+
+    model: Optional[str] = option(*FLAGS["model"], metavar="MODEL", help="send them to this model instead")
+    max_tokens: Optional[int] = option(
+        *FLAGS["max_tokens"],
+        type=int,
+        metavar="N",
+        check=in_range("2000", at_least=1, at_most=MAX_OUTPUT_LIMIT),
+        help="their token limit (max_tokens, or whichever limit field they set); reasoning counts against it",
+    )
+    reasoning: Optional[str] = option(
+        *FLAGS["reasoning"],
+        choices=EFFORTS,
+        help="their reasoning effort (none switches thinking off where the model allows it)",
+    )
+
+    def changes(self) -> Changes:
+        return Changes(model=self.model, max_tokens=self.max_tokens, reasoning=self.reasoning)
+
+
+@dataclass
+class RetryCommand:
+    """retry_failed.py's job and options (each field is also its flag, ``optionspec``)."""
+
+    job: Optional[str] = option(
+        "--job", metavar="DIR", required=True, show=commands.display_path, help="the job directory"
+    )
+    options: RetryOptions = group(RetryOptions)
+    changes: ChangeOptions = group(ChangeOptions, title="new settings for the requests rerun")
+
+    def check_options(self) -> None:
+        self.options.kinds()  # a wrong --rerun is refused before anything is read
+
+
+def retry_command(command: RetryCommand, conn: Connection) -> Outcome:
+    """retry_failed.py with its options."""
+    client, job = open_job_for(conn, str(command.job))
+    return retry(client, job, command.options, command.changes.changes())
+
+
 def job_changes(job: Job) -> Changes:
     """The settings the job's latest round was sent with, changed from what was submitted."""
     rounds = job.record.rounds
@@ -122,7 +169,7 @@ def refuse_after_cancel(job: Job) -> None:
     raise UsageError(
         f"the job at {jd} was cancelled (cancel_batch.py --job); retrying would rerun the requests "
         "you stopped, with the same model and settings",
-        hint=f"Fetch what finished with {commands.command('fetch_results.py', '--job', jd)}. To run "
+        hint=f"Fetch what finished with {fetch_line(FetchOptions(Target(job=job.dir)))}. To run "
         "the requests with other settings, build a new batch file and submit it as a new job "
         "(submit.py NEW.jsonl --job NEW_DIR). To rerun them as they were anyway, add "
         "--after-cancel.",
@@ -187,7 +234,7 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
                 batches=round_doc(latest),
                 resumed=True,
                 exit_code=EXIT_OK,
-                next=commands.command("poll.py", "--job", jd),
+                next=poll_line(Target(job=job.dir)),
             )
         narrate(
             "the job is not fully submitted (a chunk has no batch: held over --max-cost, or the "
@@ -214,7 +261,7 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
             exit_code=EXIT_NOT_FINISHED,
             reason="batches of the job are still running",
             running=running,
-            next=commands.command("poll.py", "--job", jd),
+            next=poll_line(Target(job=job.dir)),
         )
     left = _cancel_settling(client, ref)
     if left > 0:
@@ -230,7 +277,7 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
         raise DWError(
             f"the downloaded results of {len(short)} finished batch(es) are short of the server's counts "
             f"({notes}); retrying now could pay twice for requests that did succeed",
-            hint=f"Run {commands.command('fetch_results.py', '--job', commands.display_path(job.dir))} again later (it re-reads "
+            hint=f"Run {fetch_line(FetchOptions(Target(job=job.dir)))} again later (it re-reads "
             "short files), or pass --force to "
             "retry anyway.",
         )
@@ -252,11 +299,11 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
         if state.input.requests and index.good_answers() >= state.input.requests:
             # every request has an answer; only the JSON checks need the requests, which may be gone
             try:
-                input_path = fetch.requests_as_submitted(client, job, [], required=True)
+                input_path = fetch.requests_as_submitted(client, job, required=True)
             except JobError:
                 return _nothing_to_retry(job, ref, dry_run)
         else:
-            input_path = fetch.requests_as_submitted(client, job, [], required=True)
+            input_path = fetch.requests_as_submitted(client, job, required=True)
     except BaseException:
         index.close()
         if copies is not None:
@@ -356,7 +403,7 @@ def _retry(client: Client, job: Job, options: RetryOptions, changes: Changes, re
         input=dest,
         client_errors=client_errors,
         exit_code=EXIT_OK,
-        next=commands.command("poll.py", "--job", jd),
+        next=poll_line(Target(job=job.dir)),
     )
 
 
@@ -421,7 +468,7 @@ def _nothing_to_retry(job: Any, ref: Any, dry_run: Optional[bool], skipped: Opti
         exit_code=EXIT_OK,
         status=ref.summary["status"],
         dry_run=bool(dry_run),
-        next=commands.command("fetch_results.py", "--job", commands.display_path(job.dir)),
+        next=fetch_line(FetchOptions(Target(job=job.dir))),
     )
 
 

@@ -9,34 +9,48 @@ as fetch_results.py would.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, List
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from ..core import commands
 from ..core.errors import EXIT_NOT_FINISHED, EXIT_OK
-from ..core.optionspec import to_argv
+from ..core.optiongroups import Wait
+from ..core.optionspec import group, option, to_argv
 from ..core.output import Outcome, narrate
 from ..jobs.job import Job
 from ..jobs.jobrecord import counts_of
 from ..results import download, fetch
 from .checking import Check, check_once, wait_until_done
 from .common import Connection, client_for, when_free
-from .fetching import OutputOptions, fetch_job
-from .submitting import SubmitOptions, job_report, narrate_estimate, submit_or_resume
+from .fetching import RESULTS, OutputOptions, fetch_job
+from .submitting import INPUT_HELP, SubmitOptions, job_report, narrate_estimate, submit_or_resume
 
 if TYPE_CHECKING:  # annotations only
     from ..core.http import Client
 
 
+@dataclass
+class RunOptions:
+    """run_batch.py's input and options: submit.py's, the wait flags and fetch_results.py's
+    output options (each field is also its flag, ``optionspec``)."""
+
+    input: Optional[str] = option("INPUT.jsonl", positional=True, show=commands.display_path, help=INPUT_HELP)
+    waiting: Wait = group(Wait, title="waiting")  # (first: the command written again starts INPUT --wait)
+    submit: SubmitOptions = group(SubmitOptions, title="submit (as submit.py)")
+    output: OutputOptions = group(OutputOptions, title=RESULTS)
+
+
+def run_command(options: RunOptions, conn: Connection) -> Outcome:
+    """run_batch.py with its options."""
+    return run(str(options.input), options.submit, options.output, conn, options.waiting)
+
+
 def run(
-    input_path: str,
-    submit: SubmitOptions,
-    options: OutputOptions,
-    conn: Connection,
-    wait: bool = False,
-    interval: float = 30.0,
-    timeout: float = 540.0,
+    input_path: str, submit: SubmitOptions, options: OutputOptions, conn: Connection, waiting: Optional[Wait] = None
 ) -> Outcome:
     """run_batch.py (see the module docstring)."""
+    waiting = waiting or Wait()
+    wait, interval, timeout = waiting.wait, waiting.interval, waiting.timeout
     metadata = submit.check(input_path)
     options.check_files()
     client = client_for(conn, submit.job_dir(input_path))
@@ -69,9 +83,14 @@ def run(
         "estimated_cost": estimate,
         "reuse": report["reuse"],
     }
-    # the same flags (all but --job, which run_again writes, and --resubmit, which the job now has)
-    flags = [*to_argv(submit, job=None, resubmit=None), *options.args()]
-    again = commands.run_again(input_path, job.dir if submit.job else None, flags)
+    # the same command with --wait (--job only when given, and without --resubmit: the job has it now)
+    same = RunOptions(
+        input=input_path,
+        waiting=replace(waiting, wait=True),
+        submit=replace(submit, job=job.dir if submit.job else None),
+        output=options,
+    )
+    again = commands.command("run_batch.py", *to_argv(same, resubmit=None))
 
     if not wait:
         checked = check_once(client, job, [])

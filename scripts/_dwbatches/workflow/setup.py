@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..core.errors import (
@@ -112,6 +113,11 @@ def _version(package: str) -> str:
         return version(package)
     except Exception:  # not installed as a distribution (vendored, zipapp)
         return ""
+
+
+@dataclass
+class SetupOptions:
+    """check_setup.py takes no options of its own: only the connection (``--sandbox``) and the view."""
 
 
 def check_setup(conn: Connection) -> Outcome:

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 from ..core import commands
 from ..core.errors import APIConnectionError, APIStatusError, DWError, UsageError
 from ..core.flags import check_number
-from ..core.optionspec import number, option, to_argv
+from ..core.optiongroups import Target
+from ..core.optionspec import group, number, option, to_argv
 from ..core.output import Outcome, narrate
 from ..cost.cost import local_estimate
 from ..cost.estimate import describe, estimated_cost, recorded
@@ -26,7 +27,9 @@ from ..submit import lookup
 from ..submit.planning import WINDOWS, job_dir_for_next, parse_metadata, plan_or_resume, validate_input
 from ..submit.submitter import DEFAULT_PARALLEL, Submitter
 from ..validation.validate import MAX_BODY_BYTES, MAX_FILE_BYTES, MAX_REQUESTS_PER_FILE, Report
+from .checking import poll_line
 from .common import Connection, client_for
+from .fetching import FetchOptions, fetch_line
 
 if TYPE_CHECKING:  # annotations only
     from ..core.http import Client
@@ -110,6 +113,25 @@ class SubmitOptions:
 
     def job_dir(self, input_path: str) -> str:
         return os.path.abspath(self.job or default_job_dir(input_path))
+
+
+INPUT_HELP = "the batch file (see create_batch_file.py)"
+
+
+@dataclass
+class SubmitCommand:
+    """submit.py's input and options (each field is also its flag, ``optionspec``)."""
+
+    input: Optional[str] = option("INPUT.jsonl", positional=True, show=commands.display_path, help=INPUT_HELP)
+    submit: SubmitOptions = group(SubmitOptions)
+    dry_run: bool = option(
+        "--dry-run", switch=True, help="validate, plan and estimate locally; send nothing (no key needed)"
+    )
+
+
+def submit_command(options: SubmitCommand, conn: Connection) -> Outcome:
+    """submit.py with its options."""
+    return submit(str(options.input), options.submit, conn, dry=options.dry_run)
 
 
 @dataclass
@@ -222,11 +244,11 @@ def refuse_earlier_submission(client: Client, input_path: str, sha: str, last: O
             if Job(last["job"]).load().job_id in jobs:
                 other = commands.display_path(last["job"])
                 where = f", job directory {other}"
-                find = f"Follow that job: {commands.command('poll.py', '--job', other)}; or get"
+                find = f"Follow that job: {poll_line(Target(job=last['job']))}; or get"
         except DWError:
             pass
     states = ", ".join(f"{b['id']} ({b.get('status')})" for b in earlier[:5]) + (", ..." if len(earlier) > 5 else "")
-    fetch = commands.command("fetch_results.py", *ids[:20], "--input", commands.display_path(input_path))
+    fetch = fetch_line(FetchOptions(Target(batch_ids=ids[:20]), input=input_path))
     raise UsageError(
         f"{commands.display_path(input_path)} was already submitted, with the same contents, by another job "
         f"({', '.join(jobs)}{where}): batch(es) {states}; a new job would pay for every request again",
