@@ -697,7 +697,15 @@ LIST_MODELS = report(
                         field("usd", obj(field("24h", STR), field("1h", STR)), null="without a known price"),
                         field("output_tokens", INT, null=""),
                         field("thinking_tokens", INT, "added for its thinking", null=""),
-                        field("thinking", STR, "in words", null=""),
+                        field(
+                            "thinking",
+                            STR,
+                            "does_not_think; switched_off = it thinks, but the rebuild sets --reasoning none, so "
+                            "none is added; always = it always thinks: thinking_tokens added at its lowest effort "
+                            "(rebuild.reasoning; rebuild.max_tokens is the largest answer plus that room); unknown = "
+                            "not known whether it thinks, none added",
+                            null="for embeddings or when not eligible",
+                        ),
                         field(
                             "rebuild",
                             obj(
