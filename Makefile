@@ -16,7 +16,7 @@ help:
 	@echo "make test-fast  the inner loop: every test not marked slow"
 	@echo "make flake  the whole suite $(RUNS) times under CPU load (a busy loop on every core): runs green of runs made"
 	@echo "make coverage   the whole suite with line coverage of scripts/ (child processes included)"
-	@echo "make docs    write the sample output in README.md and docs/ from the scripts run against the sandbox"
+	@echo "make docs    write the sample output in README.md and docs/ from the scripts run against the sandbox, and the field lists"
 	@echo "make bench   run the benchmarks and write bench/results.md (each fails when it misses its target)"
 	@echo "make bench-10m  one ten-million-request job end to end against the sandbox (30 to 60 minutes, 25 GB of disk)"
 	@echo "make stress  run the crash trials (SIGKILL at random moments)"
@@ -38,7 +38,8 @@ lint: $(VENV)/.dev
 	$(PY) -m ruff format --check scripts tests bench examples
 	$(PY) -m mypy
 
-# The sample output in README.md and docs/*.md (tests/test_docs.py fails when it is stale).
+# The sample output in README.md and docs/*.md, and the field lists of SKILL.md and docs/scripts.md
+# (from scripts/_dwbatches/workflow/reports.py); tests/test_docs.py fails when either is stale.
 docs: $(VENV)/.dev
 	$(PY) tests/docsamples.py
 

@@ -21,15 +21,7 @@ examples:
 
 Afterwards, fetch_results.py keeps everything that finished. retry_failed.py --job refuses
 a cancelled job (the user stopped that work); with --after-cancel it runs the requests that
-never ran (nothing finished is redone).
-
-output (stdout, JSON): batches_omitted (how many batches the report leaves out: at most 5 are listed and those that need attention come first; --all-batches lists every one), batches (batch_id, action = cancelled | skipped | would_cancel,
-status, request_counts, reason), cancelled, skipped, would_cancel (only with --dry-run),
-unsubmitted (only when chunks of the job have no batch), deleted_files (only when the job had
-uploaded files that no batch uses, e.g. held over --max-cost: they are deleted from the
-server, as the cancelled job will never use them; would_delete_files with --dry-run), job,
-next (the fetch of what finished; after a --dry-run that found batches to cancel, the cancel
-it previewed)."""
+never ran (nothing finished is redone)."""
 
 from __future__ import annotations
 

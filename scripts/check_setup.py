@@ -23,16 +23,8 @@ examples:
 Each check is printed on stderr as "ok"/"FAIL" with a fix. When everything is ready, stdout
 gets one JSON document.
 
-output (stdout, JSON): ready, checks (name, ok, detail, fix), base_url, server (what answers
-there: doubleword = Doubleword's API, sandbox = the bundled local sandbox, other = a
-self-hosted or another server), key_source, sandbox (true with --sandbox), models, input
-(the user's input when one obvious file is in the working directory: {path, kind: prompts,
-csv, jsonl or batch, columns or fields}; null when there is none or several), next (the first
-command for that input: its build with --max-tokens 500 and reasoning off, or a batch file's
-dry run; the example prompts' build when the folder holds no input; null when the input
-needs a --template or there are several, said on stderr; the file it writes does not exist
-yet: reviews.jsonl, else reviews-2.jsonl, ...). Exit 0 ready; 3 the key or the configuration is
-the problem; 1 the API cannot be reached (stdout then holds the error document)."""
+Exit 0 ready; 3 the key or the configuration is the problem; 1 the API cannot be reached
+(stdout then holds the error document)."""
 
 from __future__ import annotations
 

@@ -54,13 +54,7 @@ get no number), and rows whose template columns (the id column aside) are all em
 still built; both are listed in warnings, with their line numbers. A CSV build also writes
 OUTPUT.source.json beside it (stem + .source.json: the CSV's path, size, mtime, sha256,
 delimiter and BOM, and how the custom ids were made) so that submit.py remembers the CSV and
-results can be written back into it, with the same delimiter and BOM.
-
-output (stdout, JSON): path, requests, bytes, models, endpoint, chunks (files submit.py will
-upload), source, warnings, changes (only with --from-batch: model, max_tokens, reasoning, those
-given), next (the submit command, with --dry-run above 100 requests or one chunk, so that the
-cost is seen before anything is sent; with --job NEW_DIR when OUTPUT.dwjob holds another
-input's job, or a cancelled one, which would refuse this file)."""
+results can be written back into it, with the same delimiter and BOM."""
 
 from __future__ import annotations
 

@@ -59,36 +59,6 @@ OUT.dwstate.json (with its lock file OUT.dwstate.lock) and OUT.dwraw/ beside OUT
 --errors, --csv; also via run_batch.py) are remembered in job.json and reused by later
 fetches that give none.
 
-output (stdout, JSON): complete, status (job-level, see poll.py), request_counts, requests,
-succeeded (good answers), failed, missing, answers (the HTTP 200 results by check: good,
-empty, truncated, invalid_json, filtered), output, errors, format, failed_sample (up to 5
-custom_id + error), missing_sample (up to 5 custom_ids), bad_answer_sample (up to 5
-custom_id + answer_check + detail), fix (only when answers are not good: changes {model,
-max_tokens, reasoning} for the rerun and reason, one sentence; null when a rerun would not
-help), unexpected (results whose custom_id is not in the input), usage (requests,
-input_tokens, output_tokens, reasoning_tokens of every answer received in every round, good
-or not: each was billed; reasoning counts in the output tokens) and
-cost (usd: what the job cost, the billed figure once the server reports one for every batch,
-else the estimate; basis: which of the two, in words; billed_usd: the sum of the batches'
-billed total_cost (their analytics), null until every batch has one; estimated_usd: the
-tokens the server reported for every answer received x the price table; prices_as_of;
-rounds [{round, completion_window, requests, input_tokens, output_tokens, reasoning_tokens,
-billed_usd, estimated_usd, usd}]; amounts in dollars: cents from $1, two significant digits
-below), batches_omitted (how many batches the report leaves out: at most 5 are listed and those that need attention come first; --all-batches lists every one), batches (batch_id, status, request_counts, output_file_id, error_file_id,
-expires_at, expired_at when present, round, chunk, fetched {output, error}: how far into
-each of the server's files the saved download reaches, in the server's line count (a line
-the server sent twice counts once), new_lines {output, error}: the lines this run
-downloaded (a line sent twice counts twice; results are matched by custom_id, so a repeat
-is never a second result), verified), unreachable (only when a batch or its files are gone
-from the server: batch_id, round, chunk, reason, results_lost: requests it completed whose
-results were never downloaded; then next is null, as a retry would pay for them twice),
-reuse (only for a job: null when it was submitted with --no-reuse, else sent, reused: answers
-of earlier jobs, copies: repeats of a request of this job, from_jobs {job directory: answers},
-saved_usd_low and saved_usd_high: the local estimate of what was not sent, saved_usd: what
-those answers cost when they were got, their tokens priced for this job's window), warnings
-(e.g. the job's input or source CSV changed since it was submitted), job (null for batch ids), state (only for batch ids: the state file),
-hint (only for batch ids that finished unsuccessfully: how to rerun them), next.
-
 Results come from the downloads saved in the job and are checked against them first: a
 downloaded file that was deleted or cut short is downloaded again; when the job's input
 changed or is gone, results follow the requests as submitted (read from the server's copy).

@@ -31,16 +31,7 @@ examples:
   python3 scripts/list_batches.py --search 3f2c9a10 --all
   python3 scripts/list_batches.py --jobs
   python3 scripts/list_batches.py --input requests.jsonl
-  python3 scripts/list_batches.py --answers
-
-output (stdout, JSON): batches (batch_id, status, created_at, completion_window, endpoint,
-request_counts, input_file_id, output_file_id, error_file_id, expires_at, expired_at when
-present, metadata), count, has_more, last_id (pass as --after for the next page), next. With
---jobs: jobs (job, job_id, input, input_sha256, requests, rounds, status, updated_at, answers,
-cancelled, next), count, next. With --input: input, input_sha256, jobs (job_id, job: the job
-directory here or null, batches), next. With --answers or --clear-answers: answers (folder,
-store, answers, bytes, limit_bytes, file_bytes, batches_read, jobs [{job, job_id, answers}],
-cleared with --clear-answers, dropped with --answers-limit), next."""
+  python3 scripts/list_batches.py --answers"""
 
 from __future__ import annotations
 

@@ -36,17 +36,7 @@ examples:
   python3 scripts/list_models.py --for requests.jsonl          # the cheapest model for this file
   python3 scripts/list_models.py --for requests.jsonl -w 1h
   python3 scripts/list_models.py --chat --sort price
-  python3 scripts/list_models.py --embeddings
-
-output (stdout, JSON): count, prices_as_of, default_model (create_batch_file.py's default),
-models (id, kind, owned_by, created, price_per_1m_tokens {24h {input, output}, 1h {input,
-output}} or null, reasoning {reasons, efforts, can_switch_off, source: server, known family or
-null}, for_file (only with --for: eligible, why_not, rank: 1 = cheapest, null when unranked;
-usd {24h, 1h} or null without a known price, output_tokens, thinking_tokens added for its
-thinking, thinking in words, rebuild {model, reasoning, max_tokens} or null)), file (only with
---for: path, requests, endpoint, input_tokens, output_tokens, output_basis, documents),
-window (only with --for), cheapest (only with --for: the first model id, or null), next (only
-with --for: the rebuild for the cheapest, or null)."""
+  python3 scripts/list_models.py --embeddings"""
 
 from __future__ import annotations
 

@@ -32,19 +32,11 @@ rounds the latest round decides, and request_counts count each input request onc
 completed, failed, cancelled, and expired (accepted if the server ever sends it); here also
 deleted and unreachable (gone from the server with no result file known).
 
-output (stdout, JSON): status, finished, request_counts {total, completed, failed},
-answers (the answer checks of the job's last fetch when it covered every batch, finished:
-good, empty, truncated, invalid_json, filtered; null until then, as poll.py reads no
-results: the fetch checks them), batches_omitted (how many batches the report leaves out: at most 5 are listed and those that need attention come first; --all-batches lists every one), batches (batch_id, status, request_counts, output_file_id,
-error_file_id, expires_at, expired_at when present, round, chunk), unsubmitted (chunks
-without a batch), duplicates (batch_id, duplicate_of, round, chunk: second batches the
-server made for the requests of a chunk, when a create was still in progress as it was sent
-again; recorded in job.json and cancelled when found running; empty for batch ids), rate (requests/s), eta_seconds, timed_out, job, next (the command to run
-next). stderr: counts, rate and ETA. Exit 0 = reported (finished with every request
-completed, or not finished without --wait); 5 = finished unsuccessfully: a batch ended
-failed, cancelled or expired, requests failed or never ran, or the answers checked are not
-all good (as fetch_results.py); 6 = --wait timed out (or nothing to wait for: the job is
-not fully submitted)."""
+stderr: counts, rate and ETA. Exit 0 = reported (finished with every request completed, or
+not finished without --wait); 5 = finished unsuccessfully: a batch ended failed, cancelled
+or expired, requests failed or never ran, or the answers checked are not all good (as
+fetch_results.py); 6 = --wait timed out (or nothing to wait for: the job is not fully
+submitted)."""
 
 from __future__ import annotations
 

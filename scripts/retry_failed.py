@@ -43,18 +43,9 @@ Requests that failed with a client error (HTTP 4xx) may fail again: a malformed 
 model not allowed does, a refusal of the moment (a limit) may not; their count is shown on stderr. Afterwards poll the job and fetch the
 results as usual: fetch_results.py merges all rounds (the newest good answer of each request).
 
-output (stdout, JSON): job, round (the new or resumed round, null if none), requests (in
-that round), failed and missing (how many of each it reruns), answers (how many answers it
-reruns, by check: empty, truncated, invalid_json, filtered), changes (the settings the rerun
-requests are sent with, changed from what was submitted: model, max_tokens, reasoning),
-sample (first custom_ids), client_errors (only when some failures were HTTP 4xx: how many),
-input (only when a round was written: its file), batches_omitted (how many batches the report leaves out: at most 5 are listed and those that need attention come first; --all-batches lists every one), batches (batch_id, chunk, requests,
-status), dry_run, status (only when nothing was submitted: the job's status), reason (only
-when nothing was submitted: why), running (only while batches run: their ids), resumed (only
-when an interrupted round was resumed), next. Exit 0 = submitted, or nothing to retry; 2 =
-the job was cancelled (without --after-cancel), cut answers asked to rerun unchanged, or
-settings the model cannot take; 6 = batches still running, or the job is not fully
-submitted (see next)."""
+Exit 0 = submitted, or nothing to retry; 2 = the job was cancelled (without
+--after-cancel), cut answers asked to rerun unchanged, or settings the model cannot take; 6
+= batches still running, or the job is not fully submitted (see next)."""
 
 from __future__ import annotations
 

@@ -22,22 +22,10 @@ examples:
   python3 scripts/run_batch.py reviews.jsonl -w 1h --wait --timeout 3000
   python3 scripts/run_batch.py requests.jsonl                   # submit, check once, return
 
-output (stdout, JSON): job, job_id, submitted (resumed, this_run {uploaded, created, found},
-chunks), estimated_cost (as submit.py's: usd = the headline estimate; basis = what usd is, "server: ..." when the
-server estimated every chunk, else "price table: ..."; server_usd = the sum of the server's
-estimates, which --max-cost compares (null before an upload); chunks_estimated and chunks;
-low_usd and high_usd = the price-table range (high_usd null when a request sets no
-max_tokens); input_tokens and output_tokens behind usd; prices_as_of; models; note; also on
-stderr; null when nothing is known), reuse (what the job did not send, its answers at hand, as
-submit.py's; once fetched as fetch_results.py's), status, request_counts, batches_omitted (how many batches the report leaves out: at most 5 are listed and those that need attention come first; --all-batches lists every one), batches, next, finished (only without --wait while the
-job runs: false), (once finished, or with --wait, also the fields of fetch_results.py's
-report:) complete, requests, succeeded, failed, missing, answers, output, errors, format,
-failed_sample, missing_sample, bad_answer_sample, fix (only when answers are not good),
-unexpected, usage, cost, warnings, unsubmitted (only when a chunk has no batch), unreachable
-(only when a batch is gone from the server). Exit codes as fetch_results.py (0 every answer
-good; 5 finished with failed or missing requests or answers that are not good, e.g. empty
-because a reasoning model spent max_tokens thinking: next is the retry_failed.py command
-that fixes them; 6 --wait timed out); without --wait an unfinished job exits 0."""
+Exit codes as fetch_results.py (0 every answer good; 5 finished with failed or missing
+requests or answers that are not good, e.g. empty because a reasoning model spent
+max_tokens thinking: next is the retry_failed.py command that fixes them; 6 --wait timed
+out); without --wait an unfinished job exits 0."""
 
 from __future__ import annotations
 

@@ -31,28 +31,7 @@ examples:
 
 --max-cost: the files are uploaded and the server's estimate is summed; when it is over the
 limit no batch is created (exit 2) and running again with a higher --max-cost, or without
-it, creates them. A different input in an existing job, or a different -w, is refused.
-
-output (stdout, JSON): job (the job directory; pass it to the other scripts as --job),
-job_id, batches_omitted (how many batches the report leaves out: at most 5 are listed and those that need attention come first; --all-batches lists every one), batches (batch_id, input_file_id, round, chunk, lines [first, last line of the
-input], requests, status), requests, chunks,
-completion_window, estimated_cost (usd = the headline estimate; basis = what usd is, "server: ..." when the
-server estimated every chunk, else "price table: ..."; server_usd = the sum of the server's
-estimates, which --max-cost compares (null before an upload); chunks_estimated and chunks;
-low_usd and high_usd = the price-table range (high_usd null when a request sets no
-max_tokens); input_tokens and output_tokens behind usd; prices_as_of; models; note; also on
-stderr; null when nothing is known), reuse (null with --no-reuse, else sent, reused, copies, from_jobs,
-saved_usd_low, saved_usd_high, saved_usd: null until the results are fetched; see fetch_results.py),
-source (the CSV the input was built from, or null), resumed, this_run (uploaded, created, found), next (the command
-to run next).
-
-output with --dry-run (stdout, JSON): dry_run, job, job_exists, resumes_job, requests,
-bytes, chunks, plan (the files submit.py would upload), completion_window, metadata,
-models, endpoints, estimated_cost (the same fields, of the requests that would be sent; server_usd null: nothing is
-sent), reuse (as above: what a new job would send and not send; null with --no-reuse or for a job
-that would resume), warnings, next (the submit command; with --job NEW_DIR, a directory that
-does not exist yet or holds this input's job, when the job directory holds another input's
-job or a cancelled one, which the real run would refuse)."""
+it, creates them. A different input in an existing job, or a different -w, is refused."""
 
 from __future__ import annotations
 

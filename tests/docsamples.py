@@ -25,6 +25,16 @@ with what the scripts print now (JSON: the same fields, in the same order, with 
 same kinds, lists of the same length; text: the same lines once ids, hex digests and numbers
 are blanked) and fails on any difference; ``tests/test_docs.py`` runs it.
 
+The fields a command prints, where SKILL.md, references/, README.md or docs/ list them, are
+written from the report declarations (``workflow/reports.py``), between markers:
+
+    Read <!-- fields: poll.py status,finished -->...<!-- /fields -->.    (those fields, on one line)
+    <!-- fields: poll.py -->                                             (every field, as a list)
+    ...
+    <!-- /fields -->
+
+(no sandbox needed: ``stale_fields`` says which are out of date; ``tests/test_docs.py`` checks).
+
 Usage: python tests/docsamples.py [--check] [PAGE.md ...]   (default: every page with samples)
 """
 
@@ -54,6 +64,8 @@ SAMPLE = re.compile(
     r"^<!-- sample: (?P<spec>[^>]*?) -->\n```(?P<lang>\w*)\n(?P<body>.*?)```\n<!-- /sample -->$", re.M | re.S
 )
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+FIELDS = re.compile(r"<!-- fields: (?P<spec>[^>]*?) -->(?P<body>.*?)<!-- /fields -->", re.S)
+FIELD_PAGES = [ROOT / "SKILL.md", ROOT / "README.md", *sorted((ROOT / "references").glob("*.md")), *PAGES[1:]]
 
 
 @dataclass
@@ -77,6 +89,47 @@ class Spec:
 
 def pages_with_samples(pages: Optional[List[Path]] = None) -> List[Path]:
     return [p for p in (pages or PAGES) if p.is_file() and SAMPLE.search(p.read_text(encoding="utf-8"))]
+
+
+# -- the fields of a report ---------------------------------------------------------------------
+
+
+def fields_text(spec: str) -> str:
+    """What a fields block holds: ``SCRIPT a,b.c`` those fields on one line, ``SCRIPT`` every field."""
+    from _dwbatches.core import reportspec
+    from _dwbatches.workflow.reports import REPORTS
+
+    words = spec.split()
+    rep = REPORTS[words[0]]
+    if len(words) > 1:
+        return reportspec.inline(rep, words[1].split(","))
+    return "\n" + reportspec.listing(rep)
+
+
+def with_fields(text: str) -> str:
+    return FIELDS.sub(
+        lambda m: f"<!-- fields: {m.group('spec')} -->{fields_text(m.group('spec'))}<!-- /fields -->", text
+    )
+
+
+def stale_fields(pages: Optional[List[Path]] = None) -> List[str]:
+    """The pages whose field lists differ from the declarations."""
+    out = []
+    for page in pages or FIELD_PAGES:
+        text = page.read_text(encoding="utf-8")
+        if with_fields(text) != text:
+            out.append(f"{shown(page)}: its field lists differ from workflow/reports.py (run `make docs`)")
+    return out
+
+
+def write_fields(page: Path) -> bool:
+    text = page.read_text(encoding="utf-8")
+    new = with_fields(text)
+    if new != text:
+        tmp = page.with_name(page.name + ".tmp")
+        tmp.write_text(new, encoding="utf-8", newline="\n")
+        os.replace(tmp, page)
+    return new != text
 
 
 # -- running a page ------------------------------------------------------------------------------
@@ -258,6 +311,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     from _dwbatches.core.sandbox import SandboxProcess
 
     problems: List[str] = []
+    chosen = [p.resolve() for p in args.pages]
+    for page in chosen or FIELD_PAGES:
+        if args.check:
+            problems += stale_fields([page])
+        elif write_fields(page):
+            print(f"wrote the field lists of {shown(page)}")
     with tempfile.TemporaryDirectory(prefix="dwb-docs-") as tmp:
         for i, page in enumerate(pages_with_samples([p.resolve() for p in args.pages] or None)):
             with SandboxProcess(data_dir=os.path.join(tmp, f"sandbox-{i}")) as proc:

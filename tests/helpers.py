@@ -16,7 +16,8 @@ start-up and the imports per run. A real child process is used instead when:
 - ``DWB_TESTS_SUBPROCESS=1`` is set (run the whole suite with child processes, to check that
   both ways agree).
 
-``run_script`` returns ``(exit code, parsed stdout or None, stderr)``.
+``run_script`` returns ``(exit code, parsed stdout or None, stderr)``. Every JSON report a run
+prints is checked against its declaration (``check_report``), whatever the test.
 """
 
 from __future__ import annotations
@@ -69,18 +70,40 @@ def run(
     child = subprocess or python is not None or environ.get(CRASH_VAR) or os.environ.get(SUBPROCESS_VAR) == "1"
     if not child and _in_process_lock.acquire(blocking=False):
         try:
-            return _run_in_process(script, argv, env, input, cwd)
+            proc = _run_in_process(script, argv, env, input, cwd)
         finally:
             _in_process_lock.release()
-    return subprocess_mod.run(
-        [python or sys.executable, str(SCRIPTS / script), *argv],
-        env=env,
-        cwd=cwd,
-        input=input,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    else:
+        proc = subprocess_mod.run(
+            [python or sys.executable, str(SCRIPTS / script), *argv],
+            env=env,
+            cwd=cwd,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    check_report(script, argv, proc)
+    return proc
+
+
+def check_report(script: str, argv: List[str], proc: Any) -> None:
+    """Every report a test gets from a script has the shape its declaration says
+    (``workflow/reports.py``): the whole suite checks the contract, not only test_contract.py."""
+    from _dwbatches.core import reportspec
+    from _dwbatches.workflow.reports import REPORTS
+
+    rep = REPORTS.get(Path(script).name)
+    if rep is None or "--help" in argv or "--version" in argv:
+        return
+    try:
+        doc = json.loads(proc.stdout)
+    except (ValueError, TypeError):
+        return  # no JSON document: the human view, a crash hook, nothing printed
+    if not isinstance(doc, dict) or set(doc) <= {"error", "exit_code"}:
+        return
+    problems = reportspec.problems(rep, doc)
+    assert not problems, f"{script} {' '.join(argv)}: the report differs from its declaration: " + "; ".join(problems)
 
 
 subprocess_mod = subprocess
@@ -480,6 +503,7 @@ class DocRunner:
             f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
         )
         self.procs.append(proc)
+        check_report(argv[1], argv[2:], proc)  # what the docs run prints is the declared report too
         doc = None
         if proc.stdout.strip():
             doc = json.loads(proc.stdout)  # stdout is exactly one JSON document

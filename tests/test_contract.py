@@ -1,16 +1,17 @@
 """The agent contract, pinned to the code: what `--help` and SKILL.md promise is what the scripts do.
 
-- For each script, the JSON fields listed in its `--help` ("output (stdout, JSON): ...", and
-  validate_batch_file.py's "report fields") are exactly the fields it prints, over the
-  situations its report covers; where the `--help` lists the fields of a field (in
-  parentheses or braces), those too: every key printed there is named, and every field
-  named is printed somewhere below it.
+- Each script's report is declared once (``workflow/reports.py``); its ``--help`` shows that
+  declaration, and every document it prints over the situations below matches it: every key
+  printed is declared, every value has the JSON type declared (objects and list items
+  included, null only where declared nullable), every declared field that is not optional is
+  printed. The checker itself is checked on doctored documents, so that this can fail.
 - Each exit code in SKILL.md's table is produced here, by the scripts against the sandbox,
   with the stdout the table promises (JSON for 5 and 6, nothing otherwise, `error:` on stderr).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -21,12 +22,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Set, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
+from _dwbatches.core import reportspec
+from _dwbatches.core.errors import SCRIPT_EXITS
+from _dwbatches.workflow.reports import REPORTS
 from helpers import ROOT, SCRIPTS, is_error, make_job, run, run_script, wait_job, write_input
 
-# -- what the --help texts document ----------------------------------------------------------
+# -- the declarations ------------------------------------------------------------------------
 
 
 def help_text(script: str) -> str:
@@ -35,126 +39,83 @@ def help_text(script: str) -> str:
     ).stdout
 
 
-def split_top(text: str, seps: str) -> List[Tuple[str, str]]:
-    """Items of ``text`` split at ``seps`` outside brackets: (the item's text at depth 0, the
-    text inside its brackets, brackets included), up to the end of the first sentence."""
-    depth, item, note, items = 0, "", "", []
-    for i, ch in enumerate(text):
-        if ch in "({[":
-            depth += 1
-        elif ch in ")}]":
-            depth -= 1
-        elif depth == 0 and ch == "." and (i + 1 == len(text) or text[i + 1] == " "):
-            break
-        elif depth == 0 and ch in seps:
-            items.append((item, note))
-            item, note = "", ""
-            continue
-        if depth == 0 and ch not in ")}]":
-            item += ch
-        else:
-            note += ch
-    items.append((item, note))
-    return items
+@pytest.mark.parametrize("script", sorted(SCRIPT_EXITS))
+def test_every_script_declares_its_report_and_its_help_shows_it(script):
+    assert script in REPORTS, f"{script}: no report declared in workflow/reports.py"
+    shown = " ".join(help_text(script).split())
+    assert " ".join(reportspec.help_text(REPORTS[script]).split()) in shown
+    assert shown.count("(stdout, JSON): ") == len(REPORTS[script].shapes)  # no hand-written list beside it
 
 
-WORD = re.compile(r"[a-z][a-z0-9_]*")
+def test_the_checker_catches_what_differs_from_the_declaration():
+    rep = REPORTS["poll.py"]
+    good: Dict[str, Any] = {
+        "status": "in_progress",
+        "finished": False,
+        "request_counts": {"total": 2, "completed": 1, "failed": 0},
+        "answers": None,
+        "batches": [
+            {
+                "batch_id": "b1",
+                "status": "in_progress",
+                "request_counts": {"total": 2, "completed": 1, "failed": 0},
+                "output_file_id": None,
+                "error_file_id": None,
+                "expires_at": 1700000000,
+                "round": 1,
+                "chunk": 1,
+            }
+        ],
+        "unsubmitted": [],
+        "duplicates": [],
+        "rate": 0.5,
+        "eta_seconds": 2,
+        "timed_out": False,
+        "job": "data.dwjob",
+        "next": None,
+        "batches_omitted": 0,
+    }
+    assert reportspec.problems(rep, good) == []
+
+    def doctored(change: Callable[[Dict[str, Any]], None]) -> List[str]:
+        doc = copy.deepcopy(good)
+        change(doc)
+        return reportspec.problems(rep, doc)
+
+    assert doctored(lambda d: d.update(surprise=1)) == ["poll.py: surprise: printed but not declared"]
+    assert doctored(lambda d: d["batches"][0].update(extra="x")) == [
+        "poll.py: batches[0].extra: printed but not declared"
+    ]
+    assert doctored(lambda d: d.update(finished="no")) == ["poll.py: finished: str, declared bool"]
+    assert doctored(lambda d: d["request_counts"].update(total=2.5)) == [
+        "poll.py: request_counts.total: number, declared int"
+    ]
+    assert doctored(lambda d: d["batches"][0]["request_counts"].update(failed=True)) == [
+        "poll.py: batches[0].request_counts.failed: bool, declared int"
+    ]
+    assert doctored(lambda d: d.update(timed_out=None)) == ["poll.py: timed_out: null, declared not nullable"]
+    assert doctored(lambda d: d.pop("status")) == ["poll.py: status: declared but not printed"]
+    assert doctored(lambda d: d.update(batches={})) == ["poll.py: batches: an object, declared a list"]
+    assert doctored(lambda d: d["batches"][0].pop("round")) == []  # optional: only for a job
+    assert doctored(lambda d: d.update(rate=3)) == []  # an int is a number
+    # a report of several forms: each document is checked against the nearest one
+    dry = {f.name: None for f in REPORTS["submit.py"].shapes[1].fields}
+    assert any("dry_run: null" in p for p in reportspec.problems(REPORTS["submit.py"], dry))
+    # one_of: either shape passes, neither does not
+    either = reportspec.field("x", reportspec.one_of(reportspec.INT, reportspec.list_of(reportspec.STR)))
+    assert reportspec.check_value(either, 3, "x") == reportspec.check_value(either, ["a"], "x") == []
+    assert reportspec.check_value(either, "a", "x")
 
 
-def named_fields(text: str, seps: str = ",") -> List[Tuple[str, bool, str]]:
-    """(field, optional, note) for each item of a field list: the item's first word, when the
-    item names a field (the word alone, or followed by = : ( { [, or a snake_case word); an
-    item whose note starts with "only", or followed by "when", may be absent."""
-    out = []
-    for item, note in split_top(text, seps):
-        parts = re.split(r"\band\b", item)
-        for k, part in enumerate(parts):
-            part = part.strip()
-            m = WORD.match(part)
-            if not m:
-                continue
-            word, rest = m.group(), part[m.end() :].strip()
-            last = k == len(parts) - 1
-            if rest and rest[0] not in "=:({[" and "_" not in word:
-                continue  # prose ("which --max-cost compares", "null when ...")
-            optional = rest.startswith("when") or (last and note.lstrip("({[ ").startswith("only"))
-            out.append((word, optional, note if last else ""))
-    return out
-
-
-def documented(script: str) -> Tuple[Dict[str, List[str]], Set[str]]:
-    """({field: the notes that list its fields, one per paragraph}, optional fields) of a
-    script's --help."""
-    text = " ".join(help_text(script).split())
-    fields: Dict[str, List[str]] = {}
-    optional: Set[str] = set()
-    if script == "validate_batch_file.py":
-        block = help_text(script).split("report fields", 1)[1].split("\n\n", 1)[0]
-        for name in re.findall(r"^  ([a-z_]+)\s{2,}", block, re.M):
-            fields[name] = []
-    for m in re.finditer(r"output[^:(]*\(stdout, JSON[^)]*\): ", text):
-        for word, opt, note in named_fields(text[m.end() :]):
-            fields.setdefault(word, []).append(note)
-            if opt:
-                optional.add(word)
-    assert fields, f"{script} --help lists no output fields"
-    return fields, optional
-
-
-def nested_fields(note: str) -> Tuple[Set[str], Set[str]]:
-    """(fields, optional fields) a note lists: the items of its outer brackets."""
-    inner = note.strip()
-    if not inner or inner[0] not in "({[":
-        return set(), set()
-    inner = inner[1:-1] if inner[-1] in ")}]" else inner[1:]
-    inner = inner.lstrip("{[")  # [{round, ...}]: a list of objects
-    items = named_fields(inner, ",;")
-    return {w for w, _, _ in items}, {w for w, opt, _ in items if opt}
-
-
-def keys_below(value: Any, deep: bool) -> Set[str]:
-    """The keys of an object (or of the objects in a list); ``deep``: at every level."""
-    out: Set[str] = set()
-    values = value if isinstance(value, list) else [value]
-    for v in values:
-        if isinstance(v, dict):
-            out |= set(v)
-            if deep:
-                for x in v.values():
-                    out |= keys_below(x, True)
-        elif isinstance(v, list) and deep:
-            out |= keys_below(v, True)
-    return out
-
-
-def contract_problems(script: str, docs: List[Dict[str, Any]]) -> List[str]:
-    fields, optional = documented(script)
-    seen = set().union(*(set(d) for d in docs))
-    problems = []
-    if seen - set(fields) or set(fields) - optional - seen:
-        problems.append(
-            f"{script}: printed but not in --help {sorted(seen - set(fields))}; "
-            f"in --help but never printed {sorted(set(fields) - optional - seen)}"
-        )
-    for name, notes in fields.items():
-        listed, maybe = set(), set()
-        for note in notes:
-            a, b = nested_fields(note)
-            listed, maybe = listed | a, maybe | b
-        note = " ".join(notes)
-        values = [d[name] for d in docs if d.get(name) is not None]
-        first = set().union(*(keys_below(v, False) for v in values)) if values else set()
-        every = set().union(*(keys_below(v, True) for v in values)) if values else set()
-        if not listed & every:
-            continue  # the help lists no fields of it (a prose note, or a map of names)
-        unnamed = {k for k in first if not re.search(rf"(?<![\w-]){re.escape(k)}(?![\w-])", note)}
-        never = listed - maybe - every
-        if unnamed or never:
-            problems.append(
-                f"{script}: {name}: printed but not in --help {sorted(unnamed)}; "
-                f"in --help but never printed {sorted(never)}"
-            )
-    return problems
+def test_the_help_reads_as_fields_with_their_notes():
+    text = " ".join(reportspec.help_text(REPORTS["fetch_results.py"]).split())
+    assert text.startswith("output (stdout, JSON): complete (every batch ended")
+    assert "request_counts {total, completed, failed}" in text
+    assert "failed_sample (up to 5) [{custom_id, error}]" in text
+    assert "state (only for batch ids: the state file)" in text
+    text = reportspec.help_text(REPORTS["submit.py"])
+    assert "\n\noutput with --dry-run (stdout, JSON): dry_run," in text
+    assert all(len(line) <= 95 for line in text.splitlines())
 
 
 # -- the scenarios ---------------------------------------------------------------------------
@@ -179,7 +140,7 @@ SCENARIOS: Dict[str, List[List[str]]] = {
     "fetch_results.py": [["--job", "ex.dwjob"], ["BATCH", "-o", "bare.jsonl"]],
     "retry_failed.py": [["--job", "ex.dwjob", "--dry-run"], ["--job", "ex.dwjob"]],
     "run_batch.py": [["ex.jsonl", "--wait", "--interval", "0.2"], ["late.jsonl"]],
-    "list_batches.py": [[]],
+    "list_batches.py": [[], ["--jobs"], ["--input", "ex.jsonl"], ["--answers"]],
     "list_models.py": [[], ["--for", "ex.jsonl"]],
     "cancel_batch.py": [["--job", "ex.dwjob", "--dry-run"], ["--job", "ex.dwjob"]],
     "check_setup.py": [[]],
@@ -204,12 +165,11 @@ def workspace(sandbox_factory, tmp_path):
 
 
 @pytest.mark.slow  # several script runs or a server restart: in make test, not the inner loop
-def test_help_lists_exactly_the_fields_each_script_prints(workspace):
+def test_every_report_printed_matches_its_declaration(workspace):
     sb = workspace
     bid = json.loads(Path("ex.dwjob", "job.json").read_text())["rounds"][0]["chunks"][0]["batch_id"]
-    problems = []
+    problems, forms = [], {}
     for script, runs in SCENARIOS.items():
-        docs = []
         for args in runs:
             args = [bid if a == "BATCH" else a for a in args]
             code, doc, err = run_script(script, *args, env=sb.env())
@@ -217,27 +177,13 @@ def test_help_lists_exactly_the_fields_each_script_prints(workspace):
                 report = json.loads(Path(args[args.index("--report") + 1]).read_text())
                 assert is_error(doc) or doc == report, (script, args)
                 doc = report
-            assert doc is not None, (script, args, code, err)
-            docs.append(doc)
-        problems += contract_problems(script, docs)
+            assert doc is not None and not is_error(doc), (script, args, code, err)
+            found = reportspec.problems(REPORTS[script], doc)
+            problems += [f"{p}  ({' '.join(args)})" for p in found]
+            forms.setdefault(script, set()).add(reportspec.form_of(REPORTS[script], doc))
     assert not problems, "\n".join(problems)
-
-
-def test_the_field_parser_reads_nested_lists_and_skips_prose():
-    fields = named_fields(
-        "job, batches (batch_id, round), estimated_cost (usd = the server's estimate, which "
-        "--max-cost compares; low and high: usd; chunks_estimated of chunks; null when unknown), "
-        "hint (only for batch ids), next."
-    )
-    assert [(w, opt) for w, opt, _ in fields] == [
-        ("job", False),
-        ("batches", False),
-        ("estimated_cost", False),
-        ("hint", True),
-        ("next", False),
-    ]
-    listed, _ = nested_fields({w: n for w, _, n in fields}["estimated_cost"])
-    assert listed == {"usd", "low", "high", "chunks_estimated"}
+    for script, rep in REPORTS.items():  # every form of every report was printed
+        assert forms.get(script) == set(range(len(rep.shapes))), (script, forms.get(script))
 
 
 # -- every exit code of SKILL.md's table, produced here ----------------------------------------

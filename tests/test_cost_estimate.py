@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from _dwbatches.cost.pricing import table_age
 from helpers import run_script
 
 SHAPE = {
@@ -20,9 +21,9 @@ SHAPE = {
     "high_usd",
     "input_tokens",
     "output_tokens",
+    "window",
     "prices_as_of",
     "models",
-    "note",
 }
 
 
@@ -44,20 +45,20 @@ def test_dry_run_and_submit_print_one_shape_with_the_server_figure_as_headline(s
     assert code == 0, err
     before = dry["estimated_cost"]
     assert set(before) == SHAPE
-    assert before["basis"].startswith("price table: ") and before["usd"] == before["low_usd"]
+    assert before["basis"] == "price_table" and before["usd"] == before["low_usd"]
     assert before["server_usd"] is None and (before["chunks_estimated"], before["chunks"]) == (0, 1)
     assert before["input_tokens"] == before["models"][0]["input_tokens"] > 0
     assert before["output_tokens"] == before["models"][0]["output_tokens_low"]
     assert estimate_lines(err) == [
         f"estimated cost: ${before['low_usd']} from the price table (answers as long as their prompts, at most "
-        f"max_tokens); up to ${before['high_usd']} if every answer uses its whole max_tokens"
+        f"max_tokens); up to ${before['high_usd']} if every answer uses its whole max_tokens; prices of {table_age()}"
     ]
 
     code, doc, err = run_script("submit.py", "r.jsonl", env=sandbox.env())
     assert code == 0, err
     after = doc["estimated_cost"]
     assert set(after) == SHAPE
-    assert after["basis"].startswith("server: ") and after["usd"] == after["server_usd"] and float(after["usd"]) > 0
+    assert after["basis"] == "server" and after["usd"] == after["server_usd"] and float(after["usd"]) > 0
     assert (after["chunks_estimated"], after["chunks"]) == (1, 1)
     # the range beside it is the dry run's, from the job record
     for key in ("low_usd", "high_usd", "prices_as_of", "models"):
@@ -83,12 +84,11 @@ def test_a_chunk_without_the_servers_figure_puts_the_price_table_first(sandbox):
     est = doc["estimated_cost"]
     assert set(est) == SHAPE
     assert (est["chunks_estimated"], est["chunks"]) == (1, 2) and float(est["server_usd"]) > 0
-    assert est["basis"].startswith("price table: ") and est["usd"] == est["low_usd"]
-    assert "the server estimated 1 of 2 chunks (server_usd covers those only)" in est["note"]
+    assert est["basis"] == "price_table" and est["usd"] == est["low_usd"]
     assert estimate_lines(err) == [
         f"estimated cost: ${est['low_usd']} from the price table (answers as long as their prompts, at most "
         f"max_tokens); up to ${est['high_usd']} if every answer uses its whole max_tokens; the server estimated "
-        f"${est['server_usd']} for 1 of 2 chunks"
+        f"${est['server_usd']} for 1 of 2 chunks; prices of {table_age()}"
     ]
 
 

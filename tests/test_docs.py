@@ -372,6 +372,22 @@ def test_doc_pages_run_and_show_what_the_scripts_print_now(page, doc_runner):
     assert not docsamples.differences(page, results), "\n".join(docsamples.differences(page, results))
 
 
+def test_the_field_lists_of_the_docs_are_written_from_the_report_declarations():
+    """SKILL.md's and docs/scripts.md's lists of what a script prints come from
+    workflow/reports.py (`make docs` writes them); a list edited by hand, or left behind by a
+    change of the declarations, fails here."""
+    assert docsamples.stale_fields() == [], "\n".join(docsamples.stale_fields())
+    skill = SKILL_MD.read_text(encoding="utf-8")
+    assert "<!-- fields: fetch_results.py " in skill and "<!-- fields: poll.py " in skill
+    scripts_md = SCRIPTS_DOC.read_text(encoding="utf-8")
+    from _dwbatches.workflow.reports import REPORTS
+
+    for script in REPORTS:
+        assert f"<!-- fields: {script} -->" in scripts_md, script
+    stale = skill.replace("`succeeded` (good answers)", "`succeeded` (answers)", 1)
+    assert docsamples.with_fields(stale) == skill  # a stale list is told apart, and rewritten
+
+
 def test_the_pages_with_samples_are_the_ones_that_run():
     with_samples = docsamples.pages_with_samples()
     assert README in with_samples and DOCS / "walkthrough.md" in with_samples

@@ -144,7 +144,7 @@ def test_for_ranks_by_the_files_own_tokens_and_the_input_output_ratio_changes_th
     gpt = models[ALWAYS]["for_file"]
     assert gpt["thinking_tokens"] == 40 * 1024 and gpt["output_tokens"] == 40 * (5 + 1024)
     assert gpt["rebuild"] == {"model": ALWAYS, "reasoning": "low", "max_tokens": 1029}
-    assert "always thinks" in gpt["thinking"]
+    assert gpt["thinking"] == "always"
     assert models[SMALL]["for_file"]["thinking_tokens"] == 0
     assert models[SMALL]["for_file"]["rebuild"] == {"model": SMALL, "reasoning": "none", "max_tokens": None}
     assert models[THINKS]["reasoning"]["reasons"] is True  # the reasoning models are marked

@@ -7,11 +7,12 @@ import json
 import pytest
 from sandbox_helper import chat_requests, jsonl_bytes
 
-openai = pytest.importorskip("openai")
-
 
 @pytest.mark.slow
 def test_openai_sdk_end_to_end(sandbox, tmp_path):
+    # imported here, not at collection: the SDK takes most of a second of CPU to import, which
+    # every test process would pay for one test that `make test-fast` does not even run
+    openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=sandbox.base_url, api_key=sandbox.api_key, max_retries=0, timeout=30)
     path = tmp_path / "requests.jsonl"
     path.write_bytes(jsonl_bytes(chat_requests(4)))

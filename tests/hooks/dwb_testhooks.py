@@ -18,7 +18,6 @@ installs them on itself the same way (``install()``).
 from __future__ import annotations
 
 import functools
-import importlib.abc
 import os
 import sys
 from typing import Any, Callable, Dict
@@ -90,8 +89,10 @@ PATCHES: Dict[str, Callable[[Any], None]] = {
 }
 
 
-class _PatchOnImport(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: wraps the loader of a patched module to patch it once loaded."""
+class _PatchOnImport:
+    """Finds nothing itself: wraps the loader of a patched module to patch it once loaded. (A
+    meta path finder needs only ``find_spec``; not subclassing ``importlib.abc.MetaPathFinder``
+    spares every Python the tests start the import of ``importlib.abc`` and what it pulls in.)"""
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
         if fullname not in PATCHES:

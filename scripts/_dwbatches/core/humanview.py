@@ -289,6 +289,7 @@ def money(d: Dict[str, Any]) -> Optional[str]:
         return None
     span = f"{low} to {high or 'unbounded'}" if low else None
     basis = d.get("basis") if isinstance(d.get("basis"), str) else d.get("source")
+    basis = _BASIS_WORDS.get(basis, basis) if isinstance(basis, str) else basis
     notes = [_one_line(basis)] if isinstance(basis, str) and basis else []
     if head is None:
         return f"{span}" + (f" ({'; '.join(notes)})" if notes else "")
@@ -296,6 +297,14 @@ def money(d: Dict[str, Any]) -> Optional[str]:
         notes.append(f"range {span}")
     return head + (f" ({'; '.join(notes)})" if notes else "")
 
+
+# The codes of a cost's ``basis`` (workflow/reports.py says what each means), in words.
+_BASIS_WORDS = {
+    "server": "the server's estimate",
+    "price_table": "price table",
+    "billed": "billed",
+    "estimated": "estimated from the price table",
+}
 
 _FIELD_NAME = re.compile(r"[a-z][a-z0-9_]*")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Dict, List, Optional, Sequence
 
 from .. import USER_AGENT
-from . import compat
+from . import compat, reportspec
 from .errors import (
     EXIT_API,
     EXIT_INTERRUPTED,
@@ -391,15 +391,23 @@ class Parser(argparse.ArgumentParser):
 
 
 def make_parser(
-    doc: str, network: bool = True, prog: Optional[str] = None, script: Optional[str] = None
+    doc: str,
+    network: bool = True,
+    prog: Optional[str] = None,
+    script: Optional[str] = None,
+    report: Optional[reportspec.Report] = None,
 ) -> argparse.ArgumentParser:
     """A parser whose description is the docstring's first paragraph and whose epilog holds the
-    rest of the docstring (examples) and the exit codes ``script`` (its ``__file__``) can return."""
+    rest of the docstring (examples), the fields of the report ``script`` (its ``__file__``)
+    prints (``report``, else the one declared for it: ``reportspec.report_of``) and the exit
+    codes it can return."""
     head, _, rest = (doc or "").strip().partition("\n\n")
     global _json_flag, _script, _all_batches
     name = os.path.basename(script) if script else None
     _json_flag, _script, _all_batches = None, name, False
-    epilog = (rest.strip() + "\n\n" if rest.strip() else "") + exit_codes_help(name)
+    report = report or reportspec.report_of(name)
+    epilog = "".join(part + "\n\n" for part in (rest.strip(), reportspec.help_text(report) if report else "") if part)
+    epilog += exit_codes_help(name)
     parser = Parser(prog=prog, description=head, epilog=epilog, formatter_class=HelpFormatter)
     from .optiongroups import BatchList, Connection, View
     from .optionspec import add_arguments

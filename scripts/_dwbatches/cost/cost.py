@@ -105,7 +105,7 @@ def usage_and_cost(
         for row in rounds:
             row["usd"] = row["billed_usd"]
     elif priced:
-        cost_doc["usd"], cost_doc["basis"] = cost_doc["estimated_usd"], ESTIMATED.format(pricing.table_age())
+        cost_doc["usd"], cost_doc["basis"] = cost_doc["estimated_usd"], ESTIMATED
         for row in rounds:
             row["usd"] = row["estimated_usd"]
     if unpriced:
@@ -113,11 +113,7 @@ def usage_and_cost(
     return total, cost_doc
 
 
-BILLED = "billed: the server's total_cost of each batch (its analytics)"
-ESTIMATED = (
-    "estimated: the tokens the server reported for every answer received (good or not, reasoning included) "
-    "x the price table's price for its window; the server has not reported what it billed (price table of {})"
-)
+BILLED, ESTIMATED = "billed", "estimated"  # the values of ``basis`` (what they mean: workflow/reports.py)
 
 
 def _sum_text(value: Decimal) -> str:

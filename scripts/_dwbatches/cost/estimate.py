@@ -3,17 +3,21 @@
 ``estimated_cost`` has one shape in ``submit.py --dry-run``, ``submit.py`` and ``run_batch.py``:
 
     usd               the headline figure (dollars, a decimal string), or null when nothing could be priced
-    basis             what ``usd`` is: "server: ..." (the server's estimate of every chunk) or
-                      "price table: ..." (the range's low end, when the server gave no figure for every chunk)
+    basis             what ``usd`` is: "server" (the server's estimate of every chunk) or "price_table"
+                      (the range's low end, when the server gave no figure for every chunk)
     server_usd        the sum of the server's estimates (null before an upload: a dry run), which --max-cost compares
     chunks_estimated  chunks the server's figure covers, of ``chunks``
     low_usd, high_usd the price-table range: answers about as long as their prompts (at most max_tokens),
                       and every answer using its whole max_tokens (null when a request sets none)
     input_tokens, output_tokens   the tokens behind ``usd``
+    window            the completion window priced (null for a job recorded without it)
     prices_as_of      the date of the price table
     models            per model: requests, input_tokens, output_tokens_low, output_tokens_high, usd_low,
                       usd_high, price_per_1m_tokens
-    note              what the figures assume
+    unpriced_models   only when the price table lacks a model (the range leaves it out)
+
+What the figures assume is said once, in the report's declaration (``workflow/reports.py``,
+shown by ``--help``), not in every document.
 
 The local part is computed from the validation report (``cost.local_estimate``) and kept in the
 job record at submit, so a later run of the same job reports the same range.
@@ -22,16 +26,12 @@ job record at submit, so a later run of the same job reports the same range.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, Optional
 
 from . import pricing
 from .cost import sum_estimates
 
-SERVER_BASIS = (
-    "server: the server's estimate of every chunk (GET /files/{id}/cost-estimate); it assumes answers about as long "
-    "as their prompts and ignores max_tokens"
-)
-TABLE_BASIS = "price table: each answer about as long as its prompt x 1.1 (the server's rule), at most its max_tokens"
+SERVER, TABLE = "server", "price_table"  # the values of ``basis``
 
 
 def recorded(local: Dict[str, Any], window: str) -> Dict[str, Any]:
@@ -76,26 +76,26 @@ def estimated_cost(
         "high_usd": local.get("high_usd"),
         "input_tokens": None,
         "output_tokens": None,
+        "window": local.get("window"),
         "prices_as_of": local.get("as_of") or pricing.PRICES_AS_OF,
         "models": local.get("models") or [],
-        "note": "",
     }
     if known and known == count:
         doc.update(
             usd=server_usd,
-            basis=SERVER_BASIS,
+            basis=SERVER,
             input_tokens=sum(int(e.get("total_estimated_input_tokens") or 0) for e in est),
             output_tokens=sum(int(e.get("total_estimated_output_tokens") or 0) for e in est),
         )
     elif doc["low_usd"] is not None:
-        window = local.get("window") or "24h"
         doc.update(
             usd=doc["low_usd"],
-            basis=f"{TABLE_BASIS}; {window} window, prices of {_age(doc['prices_as_of'])}",
+            basis=TABLE,
             input_tokens=local.get("input_tokens"),
             output_tokens=local.get("output_tokens_low"),
         )
-    doc["note"] = _note(doc, local, known, count)
+    if local.get("unpriced_models"):
+        doc["unpriced_models"] = list(local["unpriced_models"])
     return doc
 
 
@@ -103,26 +103,12 @@ def _age(as_of: str) -> str:
     return pricing.table_age() if as_of == pricing.PRICES_AS_OF else as_of
 
 
-def _note(doc: Dict[str, Any], local: Dict[str, Any], known: int, count: int) -> str:
-    parts: List[str] = []
-    if known and known < count:
-        parts.append(f"the server estimated {known} of {count} chunks (server_usd covers those only)")
-    parts.append("--max-cost compares server_usd")
-    if doc["high_usd"] is None and local.get("high_basis"):
-        parts.append(f"high_usd is null: {local['high_basis']}")
-    elif doc["low_usd"] is not None:
-        parts.append("high_usd: every answer uses its whole max_tokens")
-    if local.get("unpriced_models"):
-        parts.append("no local price for " + ", ".join(local["unpriced_models"]) + "; the range leaves them out")
-    return "; ".join(parts) + "."
-
-
 def describe(doc: Optional[Dict[str, Any]]) -> Optional[str]:
     """The estimate in one line for people (stderr): the headline, its basis, the range beside it."""
     if not doc or doc.get("usd") is None and doc.get("low_usd") is None:
         return None
     low, high = doc.get("low_usd"), doc.get("high_usd")
-    if (doc.get("basis") or "").startswith("server"):
+    if doc.get("basis") == SERVER:
         head = f"estimated cost: ${doc['usd']}, the server's estimate (answers as long as their prompts)"
         if low is None:
             return head
@@ -141,4 +127,4 @@ def describe(doc: Optional[Dict[str, Any]]) -> Optional[str]:
         head += f"; up to ${high} if every answer uses its whole max_tokens"
     if doc.get("server_usd") is not None:
         head += f"; the server estimated ${doc['server_usd']} for {doc['chunks_estimated']} of {doc['chunks']} chunks"
-    return head
+    return f"{head}; prices of {_age(doc.get('prices_as_of') or '')}"

@@ -134,12 +134,12 @@ def estimate(model_id: str, kind: str, thinks: Dict[str, Any], needs: FileNeeds)
     if needs.kind == "embeddings":
         note = None
     elif thinks["reasons"] is None:
-        note = "not known whether it thinks before it answers: no thinking added"
+        note = "unknown"  # (what each code means: workflow/reports.py, shown by --help)
     elif not takes:
-        note = "does not think before it answers"
+        note = "does_not_think"
     elif "none" in takes:
         rebuild["reasoning"] = "none"
-        note = "thinks, but can switch it off: the rebuild sets --reasoning none, so no thinking is added"
+        note = "switched_off"
     else:
         low = takes[0]
         room = reasoning.THINKING_ROOM.get(low, reasoning.THINKING_ROOM[reasoning.DEFAULT_EFFORT])
@@ -148,11 +148,9 @@ def estimate(model_id: str, kind: str, thinks: Dict[str, Any], needs: FileNeeds)
         if needs.largest is not None and not needs.unbounded:
             rebuild["max_tokens"] = needs.largest + room
             output = rebuild["max_tokens"] * needs.requests
-            extra = f" (the rebuild sets --max-tokens {rebuild['max_tokens']}: the largest answer plus {room})"
         else:
             output += added
-            extra = ""
-        note = f"always thinks: {room} tokens a request at its lowest effort, {low}, added to the output{extra}"
+        note = "always"
     costs = {w: pricing.cost(model_id, w, needs.input_tokens, output) for w in pricing.WINDOWS}
     usd = {w: pricing.money(c) for w, c in costs.items() if c is not None}
     return dict(

@@ -17,12 +17,14 @@ prints the outcome; nothing here reads ``argparse`` namespaces. Modules:
   ``models_command`` (list_models.py); ``validating``: ``validate`` (validate_batch_file.py);
   ``setup``: ``check_setup`` (check_setup.py).
 - ``narration``: what the engines report, said on stderr (every run is held in ``command``).
+- ``reports``: what each command prints, declared (its --help shows it; imported here, so that
+  every script that uses a command has its report declared).
 
 The `next` commands they put in reports are serialised from those declarations
 (``optionspec.to_argv``) and written by ``commands``.
 """
 
 from ..core import output
-from . import narration
+from . import narration, reports  # noqa: F401  (reports: declares each command's report)
 
 output.hold_runs_in(narration.command)

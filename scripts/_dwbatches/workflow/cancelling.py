@@ -97,7 +97,7 @@ def cancel(client: Client, job: Optional[Job], batch_ids: Sequence[str], dry_run
                 action="skipped",
                 status=status,
                 request_counts=c0,
-                reason=f"already {why}; cancelling a finished batch would only relabel it cancelled",
+                reason=f"already {why}",  # (why a finished batch is left alone: the declaration says)
             )
             narrate(f"batch {bid}: skipped (already {why})")
         elif dry_run:

@@ -361,11 +361,26 @@ def list_models(
             narrate(
                 f"  {est['rank']}. {m['id']}: ${est['usd'][window]} ({window})"
                 + "".join(f", ${est['usd'][w]} ({w})" for w in other)
-                + (f"; {est['thinking']}" if est["thinking"] else "")
+                + (f"; {_thinking_words(est)}" if est["thinking"] else "")
             )
     if best is None:
         narrate("no model the key can use both takes these requests and has a known price")
     return Outcome(doc)
+
+
+def _thinking_words(est: Dict[str, Any]) -> str:
+    """A model's ``for_file.thinking`` code in words, with its figures."""
+    code, rebuild = est["thinking"], est.get("rebuild") or {}
+    if code == "always":
+        words = f"always thinks: {est['thinking_tokens']} tokens added at its lowest effort, {rebuild.get('reasoning')}"
+        if rebuild.get("max_tokens") is not None:
+            words += f" (the rebuild sets --max-tokens {rebuild['max_tokens']}: the largest answer plus that room)"
+        return words
+    return {
+        "unknown": "not known whether it thinks before it answers: no thinking added",
+        "does_not_think": "does not think before it answers",
+        "switched_off": "thinks, but can switch it off: the rebuild sets --reasoning none, so no thinking is added",
+    }.get(code, str(code))
 
 
 def _price_words(p: Optional[Dict[str, Dict[str, float]]]) -> str:
