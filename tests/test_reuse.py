@@ -403,3 +403,29 @@ def test_a_job_that_reused_answers_fetches_again_without_merging(sandbox):
         assert code == 0 and "merging the results again" in err and why in err, err
         assert json.dumps(again) == json.dumps(noop)  # the recorded report is the merge's, key for key
         assert [x["custom_id"] for x in read_jsonl(again["output"])] == [f"b{i}" for i in range(10)]
+
+
+def test_a_job_larger_than_the_store_fills_it_once_and_leaves_the_rest_out(sandbox):
+    """Once the store must drop answers to take a job's in, the job's further batches are
+    recorded as read without their answers (said once), instead of each pushing out the last."""
+    requests_file("c.jsonl", [chat(f"C{i}", temperature=0) for i in range(2)], ["c0", "c1"])
+    assert run_script("run_batch.py", "c.jsonl", *RUN, env=sandbox.env())[0] == 0
+    code, shown, err = run_script("list_batches.py", "--answers")
+    per_answer = shown["answers"]["bytes"] // 2
+    code, shown, err = run_script("list_batches.py", "--answers", "--answers-limit", str(per_answer * 6.5 / 1e6))
+    assert code == 0 and shown["answers"]["answers"] == 2, err
+
+    requests_file("a.jsonl", [chat(f"Q{i}", temperature=0) for i in range(12)], [f"a{i}" for i in range(12)])
+    code, doc, err = run_script("run_batch.py", "a.jsonl", "--max-requests", "4", *RUN, env=sandbox.env())
+    assert code == 0 and doc["succeeded"] == 12, err
+    assert "the answer store reached its size limit: the answers of 1 more batch(es) of a.dwjob" in err, err
+    code, shown, err = run_script("list_batches.py", "--answers")
+    info = shown["answers"]
+    assert info["batches_read"] == 4  # every batch is read in, so none is read again
+    assert info["bytes"] <= per_answer * 6.5
+    with sqlite3.connect(str(Path(".dwb-answers", "answers.sqlite3"))) as db:
+        kept = sorted(r[0] for r in db.execute("SELECT custom_id FROM answers WHERE job = 'a.dwjob'"))
+    assert kept and all(int(cid[1:]) < 8 for cid in kept), kept  # the third batch's answers never went in
+    code, again, err = run_script("fetch_results.py", "--job", "a.dwjob", env=sandbox.env())
+    assert code == 0 and "reached its size limit" not in err, err
+    assert run_script("list_batches.py", "--answers")[1]["answers"] == info

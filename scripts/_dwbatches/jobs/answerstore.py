@@ -138,6 +138,7 @@ class AnswerStore:
         self.folder = os.path.abspath(folder)
         self.path = store_path(folder)
         self.created = False
+        self.dropped = 0  # answers dropped to keep within the limit, through this connection
         self.db: Optional[sqlite3.Connection] = None
 
     @classmethod
@@ -272,6 +273,7 @@ class AnswerStore:
         for start in range(0, len(ids), BATCH):
             part = ids[start : start + BATCH]
             db.execute(f"DELETE FROM answers WHERE id IN ({','.join('?' * len(part))})", part)
+        self.dropped += len(ids)
         return len(ids)
 
     def set_limit(self, limit: int) -> int:

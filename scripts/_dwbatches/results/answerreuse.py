@@ -405,8 +405,13 @@ def _good_answers(path: str, keys: Dict[str, Tuple[bytes, Any]]) -> Iterator[Tup
 
 def read_in_job(store: AnswerStore, job_dir: str, rec: JobRecord, known: Set[str], own: bool) -> int:
     """Add the good answers of a job's final, verified batches not read in yet (``known``);
-    ``own``: the caller holds the job's lock. Returns the answers added."""
-    added = 0
+    ``own``: the caller holds the job's lock. Returns the answers added.
+
+    Once the store has had to drop answers to take this job's in, the job's further batches
+    are recorded as read in without their answers: each would only push out the answers of the
+    batch before it (a job larger than the store would rewrite it over and over)."""
+    added, dropped_before, left_out = 0, store.dropped, 0
+    name = os.path.basename(os.path.abspath(job_dir))
     for rnd in rec.rounds:
         ready = {
             ch.index
@@ -418,15 +423,23 @@ def read_in_job(store: AnswerStore, job_dir: str, rec: JobRecord, known: Set[str
         if keys is None:
             continue
         for ch in rnd.chunks:  # the keys list each chunk's requests in turn
+            full = store.dropped > dropped_before
             chunk_keys = {}
             for _ in range(ch.requests):
                 cid, key, expect = next(keys, ("", b"", None))
-                chunk_keys[cid] = (key, expect)
+                if not full:
+                    chunk_keys[cid] = (key, expect)
             output = os.path.join(job_dir, "results", f"{ch.batch_id}.output.jsonl")
             if ch.index in ready and ch.batch_id and os.path.isfile(output):
-                name = os.path.basename(os.path.abspath(job_dir))
-                added += store.add_batch(ch.batch_id, name, rec.job_id, _good_answers(output, chunk_keys))
+                answers_in = () if full else _good_answers(output, chunk_keys)
+                added += store.add_batch(ch.batch_id, name, rec.job_id, answers_in)
+                left_out += 1 if full else 0
                 known.add(ch.batch_id)
+    if left_out:
+        events.warning(
+            f"the answer store reached its size limit: the answers of {left_out} more batch(es) of {name} are "
+            "not kept for later jobs (list_batches.py --answers-limit MB raises the limit)"
+        )
     return added
 
 
