@@ -30,8 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
 from _dwbatches.results import answers, merge  # noqa: E402
+from run_all import write_section  # noqa: E402
 
-RESULTS = os.path.join(ROOT, "bench", "results.md")
 HEADING = "## Answer checks: what they add to fetching a million results"
 MODEL = "Qwen/Qwen3.5-35B-A3B-FP8"
 SCHEMA = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "required": ["label"]}}}
@@ -152,23 +152,8 @@ def main() -> int:
     text = "\n".join(rows)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(text, HEADING)
     return 0
-
-
-def write_section(text: str, heading: str = HEADING) -> None:
-    """Replace a bench's section of results.md (or append it)."""
-    try:
-        with open(RESULTS, encoding="utf-8") as fh:
-            current = fh.read()
-    except FileNotFoundError:
-        current = "# Benchmark results\n"
-    if heading in current:
-        start = current.index(heading)
-        nxt = current.find("\n## ", start + len(heading))
-        current = current[:start] + (current[nxt + 1 :] if nxt != -1 else "")
-    with open(RESULTS, "w", encoding="utf-8") as fh:
-        fh.write(current.rstrip("\n") + "\n\n" + text)
 
 
 if __name__ == "__main__":

@@ -28,9 +28,8 @@ import time
 from typing import Dict, List, Tuple
 
 from bench_scale import measure_own
-from run_all import DATA, MODEL, ROOT, SCRIPTS, table
+from run_all import DATA, MODEL, SCRIPTS, table, write_section
 
-RESULTS = os.path.join(ROOT, "bench", "results.md")
 SECTION = "## Building: create_batch_file.py next to a bare json.dumps loop"
 TARGET = 0.8
 PAD = "lorem ipsum dolor sit amet " * 3
@@ -181,22 +180,8 @@ def main() -> int:
     )
     print(text)
     if args.rows == 500_000 and args.repeats >= 3:
-        write_section(text)
+        write_section(text, SECTION)
     return 0 if ok_all else 1
-
-
-def write_section(text: str) -> None:
-    """Put this section in place of an earlier copy, before the scale section (or at the end)."""
-    with open(RESULTS, encoding="utf-8") as fh:
-        doc = fh.read()
-    if SECTION in doc:
-        before, rest = doc.split(SECTION, 1)
-        after = rest[rest.find("\n## ") :] if "\n## " in rest else ""
-        doc = before.rstrip("\n") + "\n\n" + text + "\n" + after
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-    with open(RESULTS, "w", encoding="utf-8") as fh:
-        fh.write(doc)
 
 
 if __name__ == "__main__":

@@ -26,9 +26,8 @@ import tempfile
 import time
 from typing import Any, Dict, List
 
-from bench_answers import write_section
 from bench_scale import Run, env_for, measure_own, run_stamped, script
-from run_all import DATA, SandboxProcess, api, table
+from run_all import DATA, SandboxProcess, api, table, write_section
 
 HEADING = "## Answers reused: a job, then the same file with 10% new rows"
 MODEL = "Qwen/Qwen3-VL-30B-A3B-Instruct-FP8"  # answers at once (no thinking to cut)

@@ -35,11 +35,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from run_all import DATA, MODEL, ROOT, SCRIPTS, SandboxProcess, api, chat_line, measure, table
+from run_all import DATA, MODEL, ROOT, SCRIPTS, SandboxProcess, api, chat_line, measure, table, write_section
 
 PROXY = os.path.join(ROOT, "bench", "throttle_proxy.py")
 LAUNCHER = os.path.join(ROOT, "bench", "peak_rss.py")
-RESULTS = os.path.join(ROOT, "bench", "results.md")
 SECTION = "## Scale: today's client at a million requests"  # from this heading to the next is ours
 CHUNK_REQUESTS = 50_000  # the server's (and submit.py's) requests per file
 MB = 1e6
@@ -933,23 +932,6 @@ def floor_mb() -> float:
     return measure_own(["true"])[1]
 
 
-def write_results(text: str) -> None:
-    """Put our section in place of an earlier copy (from SECTION to the next section), else at the end."""
-    try:
-        with open(RESULTS, encoding="utf-8") as fh:
-            doc = fh.read()
-    except FileNotFoundError:
-        doc = "# Benchmark results\n"
-    if SECTION in doc:
-        start = doc.index(SECTION)
-        nxt = doc.find("\n## ", start + len(SECTION))
-        doc = doc[:start] + text + "\n" + (doc[nxt:] if nxt != -1 else "")
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-    with open(RESULTS, "w", encoding="utf-8") as fh:
-        fh.write(doc)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
@@ -1007,7 +989,7 @@ def main() -> int:
     )
     print(text)
     if not q and not args.only:
-        write_results(text)
+        write_section(text, SECTION)
     return 0 if all(r["ok"] for r in rows) else 1
 
 

@@ -47,9 +47,8 @@ from bench_scale import (
     sandbox_usage,
     script,
 )
-from run_all import DATA, ROOT, SandboxProcess, table
+from run_all import DATA, RESULTS, SandboxProcess, table, write_section
 
-RESULTS = os.path.join(ROOT, "bench", "results.md")
 SECTION = "## Ten million requests, measured"
 OLD_SECTION = "## Ten-million plan"
 RSS_TARGET_MB = 80.0
@@ -318,7 +317,7 @@ def main() -> int:
     )
     print(text)
     if n == 10_000_000:
-        write_section(text)
+        write_section(text, SECTION, also=(OLD_SECTION,))
     return 0 if all(r["ok"] for r in rows) else 1
 
 
@@ -339,7 +338,7 @@ def finished_again(workdir: Optional[str]) -> int:
     n = int(rec["input"]["requests"])
     chunks = sum(len(r["chunks"]) for r in rec["rounds"])
     rows: List[dict] = []
-    started = time.time()
+    started, load = time.time(), os.getloadavg()[0]
     sb = SandboxProcess(data_dir=os.path.join(workdir, "sandbox"), extra_args=["--port", port])
     sb.start(timeout=600)  # (a database of ten million requests takes a while to open)
     try:
@@ -396,10 +395,8 @@ def finished_again(workdir: Optional[str]) -> int:
             AGAIN,
             "",
             f"Measured {time.strftime('%Y-%m-%d')} with `python3 bench/bench_ten_million.py --finished-only --workdir "
-            f"DIR` ({time.time() - started:.0f} s), on the job of the run above, against the sandbox restarted on its "
-            "data once it kept the counts and analytics of ended batches (in the run above it summed every request "
-            "of every batch at each listing: about 10 s a listing at ten million), and with retry_failed.py sizing "
-            "the id table of its input once (in the run above it grew through a 32 MB array on its way to a file).",
+            f"DIR` ({time.time() - started:.0f} s; load average {load:.1f} at the start), on the job of the run above, "
+            "against the sandbox restarted on its data.",
             "",
             table(rows),
         ]
@@ -420,22 +417,6 @@ def finished_again(workdir: Optional[str]) -> int:
         with open(RESULTS, "w", encoding="utf-8") as fh:
             fh.write(doc)
     return 0 if all(r["ok"] for r in rows) else 1
-
-
-def write_section(text: str) -> None:
-    """This section in place of the computed plan (or of an earlier copy), else at the end."""
-    with open(RESULTS, encoding="utf-8") as fh:
-        doc = fh.read()
-    for heading in (SECTION, OLD_SECTION):
-        if heading in doc:
-            start = doc.index(heading)
-            nxt = doc.find("\n## ", start + len(heading))
-            doc = doc[:start] + text + "\n" + (doc[nxt:] if nxt != -1 else "")
-            break
-    else:
-        doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-    with open(RESULTS, "w", encoding="utf-8") as fh:
-        fh.write(doc)
 
 
 if __name__ == "__main__":

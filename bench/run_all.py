@@ -21,11 +21,12 @@ import sys
 import tempfile
 import time
 import urllib.request
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "scripts")
 DATA = os.path.join(ROOT, "bench", "data")
+RESULTS = os.path.join(ROOT, "bench", "results.md")
 sys.path.insert(0, SCRIPTS)
 
 from _dwbatches.core.sandbox import SandboxProcess  # noqa: E402
@@ -85,6 +86,27 @@ def chat_line(i: int, pad: int, model: str = MODEL) -> str:
             "body": {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 64},
         }
     )
+
+
+def write_section(text: str, heading: str, also: Sequence[str] = ()) -> None:
+    """Put a bench's section of results.md (``text``, which starts with ``heading``) in place of
+    an earlier copy (from the first of ``heading`` and ``also`` found to the next section), else
+    at the end."""
+    try:
+        with open(RESULTS, encoding="utf-8") as fh:
+            doc = fh.read()
+    except FileNotFoundError:
+        doc = "# Benchmark results\n"
+    for old in (heading, *also):
+        if old in doc:
+            start = doc.index(old)
+            nxt = doc.find("\n## ", start + len(old))
+            doc = doc[:start] + text.rstrip("\n") + "\n" + (doc[nxt:] if nxt != -1 else "")
+            break
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
+    with open(RESULTS, "w", encoding="utf-8") as fh:
+        fh.write(doc)
 
 
 def make_file(path: str, lines: int, pad: int) -> str:
